@@ -1,0 +1,229 @@
+#include "core/comm.h"
+
+#include "core/error.h"
+#include "core/torch_compat.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace dshost {
+namespace {
+
+int env_int(const char* name, int fallback, bool required) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') {
+    if (required)
+      throw UserError(cat("environment variable ", name, " is not set; start ranks with ",
+                          "`dshost run` (or set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as ",
+                          "torchrun does)"));
+    return fallback;
+  }
+  char* end = nullptr;
+  const long v = std::strtol(text, &end, 10);
+  if (*end != '\0' || v < 0) throw UserError(cat("environment variable ", name, "='", text,
+                                                 "' is not a non-negative integer"));
+  return static_cast<int>(v);
+}
+
+c10d::ReduceOp to_c10d(dshost_reduce_op op) {
+  return op == DSHOST_MAX ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM;  // AVG: SUM then divide
+}
+
+std::shared_ptr<::gloo::transport::Device> gloo_device(const std::string& master_addr) {
+  if (const char* iface = std::getenv("GLOO_SOCKET_IFNAME"))
+    return c10d::ProcessGroupGloo::createDeviceForInterface(iface);
+  if (master_addr == "127.0.0.1" || master_addr == "localhost")
+    return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
+}  // namespace
+
+std::string host_name() {
+  char name[256] = {};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+Rendezvous Rendezvous::from_env() {
+  Rendezvous rv;
+  rv.rank = env_int("RANK", 0, true);
+  rv.world_size = env_int("WORLD_SIZE", 1, true);
+  rv.local_rank = env_int("LOCAL_RANK", rv.rank, false);
+  rv.local_world_size = env_int("LOCAL_WORLD_SIZE", rv.world_size, false);
+  rv.master_port = env_int("MASTER_PORT", 29500, true);
+  if (const char* addr = std::getenv("MASTER_ADDR")) rv.master_addr = addr;
+  if (rv.world_size < 1 || rv.rank >= rv.world_size)
+    throw UserError(cat("RANK=", rv.rank, " is not below WORLD_SIZE=", rv.world_size));
+  return rv;
+}
+
+struct Comm::Groups {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<CollectiveBackend> gloo, nccl;
+};
+
+PendingWork::PendingWork(std::string what, c10::intrusive_ptr<c10d::Work> work,
+                         std::function<void()> epilogue)
+    : what_(std::move(what)), work_(std::move(work)), epilogue_(std::move(epilogue)) {}
+
+PendingWork::~PendingWork() = default;
+
+void PendingWork::finish(std::chrono::milliseconds timeout) {
+  work_->wait(timeout);
+  if (epilogue_) epilogue_();
+}
+
+Comm::Comm(const Rendezvous& rv, std::chrono::milliseconds timeout, at::Device device)
+    : rv_(rv), timeout_(timeout), groups_(std::make_unique<Groups>()) {
+  c10d::TCPStoreOptions opts;
+  opts.port = static_cast<uint16_t>(rv.master_port);
+  opts.isServer = rv.rank == 0;
+  opts.numWorkers = rv.world_size;
+  opts.waitWorkers = true;
+  opts.timeout = timeout;
+  try {
+    groups_->store = c10::make_intrusive<c10d::TCPStore>(rv.master_addr, opts);
+    auto gloo_opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    gloo_opts->devices.push_back(gloo_device(rv.master_addr));
+    groups_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        c10::make_intrusive<c10d::PrefixStore>("gloo", groups_->store), rv.rank, rv.world_size,
+        gloo_opts);
+#if DSHOST_CUDA
+    if (device.is_cuda()) {
+      auto nccl_opts = c10d::ProcessGroupNCCL::Options::create();
+      nccl_opts->timeout = timeout;
+      groups_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          c10::make_intrusive<c10d::PrefixStore>("nccl", groups_->store), rv.rank,
+          rv.world_size, nccl_opts);
+    }
+#else
+    if (device.is_cuda())
+      throw UserError("train.device = \"cuda\", but this dshost was built without CUDA");
+#endif
+  } catch (const UserError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw UserError(cat("rank ", rv.rank, " on ", host_name(), ": rendezvous at ", rv.master_addr,
+                        ":", rv.master_port, " failed: ", e.what(),
+                        ". Check that every rank can reach MASTER_ADDR:MASTER_PORT and that ",
+                        "all WORLD_SIZE=", rv.world_size, " ranks started."),
+                    1);
+  }
+}
+
+Comm::~Comm() = default;
+
+int32_t Comm::register_buffer(const at::Tensor& buffer) {
+  if (!buffer.is_contiguous()) throw UserError("register_buffer: the buffer is not contiguous", 1);
+  buffers_.push_back(buffer.view({-1}));
+  return static_cast<int32_t>(buffers_.size() - 1);
+}
+
+at::Tensor Comm::view(const dshost_slice& s) const {
+  if (s.buffer < 0 || s.buffer >= static_cast<int32_t>(buffers_.size()))
+    throw UserError(cat("collective on unregistered buffer ", s.buffer), 1);
+  const at::Tensor& b = buffers_[s.buffer];
+  if (s.offset < 0 || s.count < 0 || s.offset + s.count > b.numel())
+    throw UserError(cat("slice [", s.offset, ", ", s.offset + s.count, ") outside buffer ",
+                        s.buffer, " of ", b.numel(), " elements"), 1);
+  return b.narrow(0, s.offset, s.count);
+}
+
+// Gloo (LibTorch 1.13) reduces no bf16: such tensors travel as fp32 copies.
+static bool needs_fp32_copy(const at::Tensor& t) {
+  return !t.is_cuda() && t.scalar_type() == at::kBFloat16;
+}
+
+std::unique_ptr<PendingWork> Comm::all_reduce(const dshost_slice& s, dshost_reduce_op op) {
+  at::Tensor target = view(s);
+  std::vector<at::Tensor> io{needs_fp32_copy(target) ? target.to(at::kFloat) : target};
+  CollectiveBackend& group = target.is_cuda() ? *groups_->nccl : *groups_->gloo;
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = to_c10d(op);
+  auto work = group.allreduce(io, opts);
+  const int world = rv_.world_size;
+  return std::make_unique<PendingWork>("all_reduce", work, [target, io, op, world]() mutable {
+    if (op == DSHOST_AVG) io[0].div_(world);
+    if (!io[0].is_same(target)) target.copy_(io[0]);
+  });
+}
+
+std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dshost_slice& out) {
+  at::Tensor input = view(in), output = view(out);
+  if (output.numel() != input.numel() * rv_.world_size)
+    throw UserError(cat("all_gather: output has ", output.numel(), " elements, expected ",
+                        input.numel(), " x ", rv_.world_size), 1);
+#if DSHOST_CUDA
+  if (input.is_cuda()) {
+    auto work = groups_->nccl->_allgather_base(output, input);
+    return std::make_unique<PendingWork>("all_gather", work, nullptr);
+  }
+#endif
+  // Gloo: list all-gather into views of the output; the input is copied since it may be
+  // one of those views.
+  std::vector<at::Tensor> inputs{input.clone()};
+  std::vector<std::vector<at::Tensor>> outputs(1);
+  for (int r = 0; r < rv_.world_size; ++r)
+    outputs[0].push_back(output.narrow(0, r * input.numel(), input.numel()));
+  auto work = groups_->gloo->allgather(outputs, inputs);
+  return std::make_unique<PendingWork>("all_gather", work, [inputs, outputs] {});
+}
+
+std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const dshost_slice& out,
+                                                  dshost_reduce_op op) {
+  at::Tensor input = view(in), output = view(out);
+  if (input.numel() != output.numel() * rv_.world_size)
+    throw UserError(cat("reduce_scatter: input has ", input.numel(), " elements, expected ",
+                        output.numel(), " x ", rv_.world_size), 1);
+#if DSHOST_CUDA
+  if (input.is_cuda()) {
+    c10d::ReduceScatterOptions opts;
+    opts.reduceOp = op == DSHOST_AVG ? c10d::ReduceOp::AVG : to_c10d(op);
+    auto work = groups_->nccl->_reduce_scatter_base(output, input, opts);
+    return std::make_unique<PendingWork>("reduce_scatter", work, nullptr);
+  }
+#endif
+  // Gloo has no reduce_scatter here: all-reduce a copy, keep this rank's part.
+  std::vector<at::Tensor> io{input.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true)};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = to_c10d(op);
+  auto work = groups_->gloo->allreduce(io, opts);
+  const int world = rv_.world_size, rank = rv_.rank;
+  return std::make_unique<PendingWork>("reduce_scatter", work, [io, output, op, world, rank]() mutable {
+    at::Tensor part = io[0].narrow(0, rank * output.numel(), output.numel());
+    if (op == DSHOST_AVG) part.div_(world);
+    output.copy_(part);
+  });
+}
+
+std::unique_ptr<PendingWork> Comm::broadcast(const dshost_slice& s, int root) {
+  at::Tensor target = view(s);
+  std::vector<at::Tensor> io{needs_fp32_copy(target) ? target.to(at::kFloat) : target};
+  CollectiveBackend& group = target.is_cuda() ? *groups_->nccl : *groups_->gloo;
+  c10d::BroadcastOptions opts;
+  opts.rootRank = root;
+  auto work = group.broadcast(io, opts);
+  return std::make_unique<PendingWork>("broadcast", work, [target, io]() mutable {
+    if (!io[0].is_same(target)) target.copy_(io[0]);
+  });
+}
+
+std::vector<double> Comm::sum(const std::vector<double>& values) {
+  std::vector<at::Tensor> io{at::tensor(values, at::kDouble)};
+  groups_->gloo->allreduce(io)->wait(timeout_);
+  const double* p = io[0].data_ptr<double>();
+  return std::vector<double>(p, p + values.size());
+}
+
+double Comm::max(double value) {
+  std::vector<at::Tensor> io{at::tensor({value}, at::kDouble)};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp::MAX;
+  groups_->gloo->allreduce(io, opts)->wait(timeout_);
+  return io[0].item<double>();
+}
+
+}  // namespace dshost

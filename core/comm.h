@@ -1,0 +1,75 @@
+// Rendezvous and collectives for one rank, over c10d: a TCPStore on MASTER_ADDR:MASTER_PORT,
+// ProcessGroupGloo for CPU tensors and ProcessGroupNCCL for CUDA tensors. Strategies reach
+// this only through the ABI's registered buffers and slices.
+#pragma once
+
+#include <dshost/abi.h>
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace c10d {
+class Work;
+}  // namespace c10d
+
+namespace dshost {
+
+// torchrun's variables. Missing or malformed ones are a UserError naming the variable.
+struct Rendezvous {
+  int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  static Rendezvous from_env();
+};
+
+std::string host_name();
+
+// A started collective. finish() waits and then does any host-side epilogue (emulation).
+class PendingWork {
+ public:
+  PendingWork(std::string what, c10::intrusive_ptr<c10d::Work> work, std::function<void()> epilogue);
+  ~PendingWork();
+  void finish(std::chrono::milliseconds timeout);
+  const std::string& what() const { return what_; }
+
+ private:
+  std::string what_;
+  c10::intrusive_ptr<c10d::Work> work_;
+  std::function<void()> epilogue_;
+};
+
+class Comm {
+ public:
+  Comm(const Rendezvous& rv, std::chrono::milliseconds timeout, at::Device device);
+  ~Comm();
+
+  const Rendezvous& rendezvous() const { return rv_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+  int32_t register_buffer(const at::Tensor& buffer);
+  std::unique_ptr<PendingWork> all_reduce(const dshost_slice& s, dshost_reduce_op op);
+  std::unique_ptr<PendingWork> all_gather(const dshost_slice& in, const dshost_slice& out);
+  std::unique_ptr<PendingWork> reduce_scatter(const dshost_slice& in, const dshost_slice& out,
+                                              dshost_reduce_op op);
+  std::unique_ptr<PendingWork> broadcast(const dshost_slice& s, int root);
+
+  // Host's own blocking reductions of a few numbers (metrics), over gloo.
+  std::vector<double> sum(const std::vector<double>& values);
+  double max(double value);
+
+ private:
+  struct Groups;  // c10d's store and process groups (types differ across LibTorch versions)
+  at::Tensor view(const dshost_slice& s) const;
+
+  Rendezvous rv_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<Groups> groups_;
+  std::vector<at::Tensor> buffers_;
+};
+
+}  // namespace dshost

@@ -1,0 +1,114 @@
+#include "core/config.h"
+
+#include <cmath>
+
+namespace dshost {
+namespace {
+
+constexpr auto INT = DSHOST_OPTION_INT;
+constexpr auto FLOAT = DSHOST_OPTION_FLOAT;
+constexpr auto BOOL = DSHOST_OPTION_BOOL;
+constexpr auto STRING = DSHOST_OPTION_STRING;
+
+dshost_option opt(const char* name, dshost_option_type type, const char* default_value,
+                  const char* help, const char* allowed = nullptr) {
+  return {sizeof(dshost_option), name, type, default_value, allowed, 0, 0, 0, help};
+}
+dshost_option ranged(const char* name, dshost_option_type type, const char* default_value,
+                     double min, double max, const char* help) {
+  return {sizeof(dshost_option), name, type, default_value, nullptr, 1, min, max, help};
+}
+
+const dshost_option kRun[] = {
+    opt("name", STRING, "\"run\"", "run name; the run directory is output_dir/name"),
+    opt("output_dir", STRING, "\"runs\"", "where run directories go"),
+    ranged("seed", INT, "0", 0, 9.2e18, "seeds model init and data order"),
+    opt("log_all_ranks", BOOL, "false", "log info lines from every rank, not only rank 0"),
+};
+const dshost_option kTrain[] = {
+    ranged("epochs", INT, "1", 1, 1e9, "passes over the training split"),
+    ranged("max_steps", INT, "0", 0, 1e12, "stop after this many optimizer steps; 0 = no limit"),
+    ranged("micro_batch_size", INT, "32", 1, 1 << 20, "samples per rank per forward"),
+    ranged("grad_accum_steps", INT, "1", 1, 1 << 20, "micro-batches per optimizer step"),
+    ranged("eval_batch_size", INT, "256", 1, 1 << 20, "samples per rank per evaluation forward"),
+    ranged("grad_clip", FLOAT, "0.0", 0, 1e30, "max global gradient L2 norm; 0 = no clipping"),
+    opt("precision", STRING, "\"fp32\"", "compute precision", "fp32|bf16"),
+    opt("device", STRING, "\"cpu\"", "where each rank computes (cuda: GPU LOCAL_RANK)", "cpu|cuda"),
+    ranged("log_every", INT, "50", 1, 1e9, "optimizer steps between progress lines"),
+    opt("eval", BOOL, "true", "evaluate on the test split after every epoch"),
+    ranged("threads", INT, "0", 0, 4096, "CPU threads per rank; 0 = cores / local ranks"),
+};
+const dshost_option kOptimizer[] = {
+    opt("name", STRING, "\"adamw\"", "optimizer", "adamw|sgd"),
+    ranged("lr", FLOAT, "0.001", 0, 1e6, "peak learning rate"),
+    ranged("beta1", FLOAT, "0.9", 0, 0.999999, "AdamW first-moment decay"),
+    ranged("beta2", FLOAT, "0.999", 0, 0.999999, "AdamW second-moment decay"),
+    ranged("eps", FLOAT, "1e-8", 0, 1, "AdamW denominator epsilon"),
+    ranged("weight_decay", FLOAT, "0.01", 0, 1e3, "decoupled (AdamW) or L2 (SGD) weight decay"),
+    ranged("momentum", FLOAT, "0.0", 0, 0.999999, "SGD momentum"),
+};
+const dshost_option kScheduler[] = {
+    ranged("warmup_steps", INT, "0", 0, 1e12, "linear warmup from 0 to lr over these steps"),
+    opt("decay", STRING, "\"cosine\"", "shape after warmup", "cosine|linear|constant"),
+    ranged("min_lr_ratio", FLOAT, "0.0", 0, 1, "final lr as a fraction of lr"),
+};
+const dshost_option kData[] = {
+    opt("dataset", STRING, "\"fashion_mnist\"", "dataset reader", "fashion_mnist"),
+    opt("path", STRING, "\"/usr/share/datasets/fashion-mnist\"",
+        "folder of the dataset's files (Debian's dataset-fashion-mnist by default)"),
+};
+const dshost_option kComm[] = {
+    ranged("timeout_s", FLOAT, "300", 1, 1e6,
+           "a collective or rendezvous waiting longer fails the job, naming the rank"),
+};
+const dshost_option kPlugins[] = {
+    opt("paths", STRING, "\"\"", "extra plugin folders, ':'-separated, searched first"),
+};
+
+template <size_t N>
+OptionTable table(const dshost_option (&options)[N]) {
+  return {options, N};
+}
+
+}  // namespace
+
+Config read_config(const Manifest& m) {
+  m.check_sections({"run", "train", "optimizer", "scheduler", "data", "comm", "plugins", "model",
+                    "strategy", "launcher"});
+  Config c;
+  const Section run = m.resolve("run", table(kRun));
+  c.run = {run.get_string("name"), run.get_string("output_dir"), run.get_int("seed"),
+           run.get_bool("log_all_ranks")};
+  const Section t = m.resolve("train", table(kTrain));
+  c.train = {t.get_int("epochs"),           t.get_int("max_steps"),
+             t.get_int("micro_batch_size"), t.get_int("grad_accum_steps"),
+             t.get_int("eval_batch_size"),  t.get_float("grad_clip"),
+             t.get_string("precision"),     t.get_string("device"),
+             t.get_int("log_every"),        t.get_bool("eval"),
+             t.get_int("threads")};
+  const Section o = m.resolve("optimizer", table(kOptimizer));
+  c.optimizer = {o.get_string("name"), o.get_float("lr"),           o.get_float("beta1"),
+                 o.get_float("beta2"), o.get_float("eps"),          o.get_float("weight_decay"),
+                 o.get_float("momentum")};
+  const Section s = m.resolve("scheduler", table(kScheduler));
+  c.scheduler = {s.get_int("warmup_steps"), s.get_string("decay"), s.get_float("min_lr_ratio")};
+  const Section d = m.resolve("data", table(kData));
+  c.data = {d.get_string("dataset"), d.get_string("path")};
+  c.comm = {m.resolve("comm", table(kComm)).get_float("timeout_s")};
+  c.plugin_paths = m.resolve("plugins", table(kPlugins)).get_string("paths");
+  return c;
+}
+
+double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step,
+                     int64_t total) {
+  if (step < sched.warmup_steps)
+    return opt.lr * static_cast<double>(step + 1) / static_cast<double>(sched.warmup_steps);
+  const double span = static_cast<double>(std::max<int64_t>(1, total - sched.warmup_steps));
+  const double progress = std::min(1.0, static_cast<double>(step - sched.warmup_steps) / span);
+  double shape = 1.0;
+  if (sched.decay == "cosine") shape = 0.5 * (1.0 + std::cos(M_PI * progress));
+  if (sched.decay == "linear") shape = 1.0 - progress;
+  return opt.lr * (sched.min_lr_ratio + (1.0 - sched.min_lr_ratio) * shape);
+}
+
+}  // namespace dshost

@@ -1,0 +1,66 @@
+// The host's own manifest sections as typed structs. Each struct's keys, defaults, ranges
+// and allowed values are declared once, in config.cc, as option tables.
+#pragma once
+
+#include "core/manifest.h"
+
+#include <string>
+
+namespace dshost {
+
+struct RunConfig {
+  std::string name;        // run directory = output_dir/name
+  std::string output_dir;
+  int64_t seed;
+  bool log_all_ranks;
+};
+
+struct TrainConfig {
+  int64_t epochs, max_steps;  // max_steps > 0 stops early (optimizer steps)
+  int64_t micro_batch_size, grad_accum_steps, eval_batch_size;
+  double grad_clip;           // max global gradient norm; 0 = off
+  std::string precision;      // fp32 | bf16
+  std::string device;         // cpu | cuda
+  int64_t log_every;          // steps between progress lines
+  bool eval;                  // evaluate on the test split after each epoch
+  int64_t threads;            // intra-op threads per rank; 0 = cores / local ranks
+};
+
+struct OptimizerConfig {
+  std::string name;  // adamw | sgd
+  double lr, beta1, beta2, eps, weight_decay, momentum;
+};
+
+struct SchedulerConfig {
+  int64_t warmup_steps;
+  std::string decay;  // cosine | linear | constant
+  double min_lr_ratio;
+};
+
+struct DataConfig {
+  std::string dataset;  // fashion_mnist
+  std::string path;
+};
+
+struct CommConfig {
+  double timeout_s;
+};
+
+struct Config {
+  RunConfig run;
+  TrainConfig train;
+  OptimizerConfig optimizer;
+  SchedulerConfig scheduler;
+  DataConfig data;
+  CommConfig comm;
+  std::string plugin_paths;  // [plugins] paths, ':'-separated
+};
+
+// Validates the host's sections and refuses unknown top-level sections.
+Config read_config(const Manifest& manifest);
+
+// The learning rate for optimizer step `step` (0-based) of `total`.
+double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step,
+                     int64_t total);
+
+}  // namespace dshost

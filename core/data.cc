@@ -1,0 +1,120 @@
+#include "core/data.h"
+
+#include "core/error.h"
+
+#include <zlib.h>
+
+#include <filesystem>
+#include <memory>
+
+namespace dshost {
+namespace {
+
+uint32_t big_endian(const unsigned char* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+}
+
+// The whole decompressed content of a gzip file.
+std::vector<unsigned char> read_gzip(const std::string& file) {
+  std::unique_ptr<gzFile_s, int (*)(gzFile)> in(gzopen(file.c_str(), "rb"), gzclose);
+  if (!in) throw UserError(cat("cannot open ", file));
+  std::vector<unsigned char> out;
+  unsigned char chunk[1 << 16];
+  int n = 0;
+  while ((n = gzread(in.get(), chunk, sizeof(chunk))) > 0) out.insert(out.end(), chunk, chunk + n);
+  int code = Z_OK;
+  const char* message = gzerror(in.get(), &code);
+  if (n < 0 || (code != Z_OK && code != Z_STREAM_END))
+    throw UserError(cat(file, ": corrupt gzip data (", message, ")"));
+  return out;
+}
+
+// IDX: magic (0, 0, type 0x08 = uint8, ndim), ndim big-endian sizes, then the data.
+at::Tensor read_idx(const std::string& file, int expected_ndim) {
+  const auto bytes = read_gzip(file);
+  const auto bad = [&](const std::string& why) {
+    return UserError(cat(file, ": not a valid IDX file (", why, ")"));
+  };
+  if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 ||
+      bytes[3] != expected_ndim)
+    throw bad("unexpected magic number");
+  std::vector<int64_t> shape;
+  int64_t numel = 1;
+  if (bytes.size() < 4 + 4 * size_t(expected_ndim)) throw bad("truncated header");
+  for (int d = 0; d < expected_ndim; ++d) {
+    shape.push_back(big_endian(&bytes[4 + 4 * d]));
+    numel *= shape.back();
+  }
+  const size_t header = 4 + 4 * size_t(expected_ndim);
+  if (bytes.size() != header + size_t(numel))
+    throw bad(cat("holds ", bytes.size() - header, " data bytes, its header promises ", numel));
+  return at::from_blob(const_cast<unsigned char*>(bytes.data() + header), shape, at::kByte).clone();
+}
+
+Split read_split(const std::string& dir, const std::string& prefix) {
+  Split s;
+  s.images = read_idx(dir + "/" + prefix + "-images-idx3-ubyte.gz", 3).unsqueeze(1);
+  s.labels = read_idx(dir + "/" + prefix + "-labels-idx1-ubyte.gz", 1).to(at::kLong);
+  if (s.images.size(0) != s.labels.size(0))
+    throw UserError(cat(dir, ": ", prefix, " has ", s.images.size(0), " images but ",
+                        s.labels.size(0), " labels"));
+  return s;
+}
+
+// splitmix64: a small, fast, well-mixed generator whose output is the same everywhere.
+uint64_t next_random(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+void check_fashion_mnist(const std::string& dir, const std::string& origin) {
+  for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                           "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
+    if (std::filesystem::is_regular_file(dir + "/" + name)) continue;
+    throw UserError(cat(origin, ": error: data.path '", dir, "' has no ", name,
+                        ". Install Debian's dataset-fashion-mnist (apt-get install ",
+                        "dataset-fashion-mnist) or point data.path at a folder with the four ",
+                        "Fashion-MNIST IDX .gz files."));
+  }
+}
+
+ImageDataset load_fashion_mnist(const std::string& dir, const std::string& origin) {
+  check_fashion_mnist(dir, origin);
+  ImageDataset data;
+  data.train = read_split(dir, "train");
+  data.test = read_split(dir, "t10k");
+  data.mean = 0.2860;  // Fashion-MNIST training-set pixel statistics
+  data.std = 0.3530;
+  return data;
+}
+
+std::vector<int64_t> shard_indices(int64_t n, int rank, int world, uint64_t seed, int64_t epoch,
+                                   bool shuffle, bool pad) {
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  if (shuffle) {
+    uint64_t state = seed * 0x100000001b3ull + static_cast<uint64_t>(epoch);
+    for (int64_t i = n - 1; i > 0; --i)
+      std::swap(order[i], order[next_random(state) % static_cast<uint64_t>(i + 1)]);
+  }
+  if (pad && n % world != 0)
+    for (int64_t i = 0, extra = world - n % world; i < extra; ++i) order.push_back(order[i % n]);
+  std::vector<int64_t> mine;
+  for (size_t i = rank; i < order.size(); i += world) mine.push_back(order[i]);
+  return mine;
+}
+
+void fill_batch(const ImageDataset& data, const Split& split, const std::vector<int64_t>& indices,
+                int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets) {
+  const at::Tensor idx =
+      at::from_blob(const_cast<int64_t*>(indices.data() + begin), {count}, at::kLong);
+  const at::Tensor pixels = split.images.index_select(0, idx).to(at::kFloat);
+  inputs.narrow(0, 0, count).copy_(pixels.div_(255.0).sub_(data.mean).div_(data.std));
+  targets.narrow(0, 0, count).copy_(split.labels.index_select(0, idx));
+}
+
+}  // namespace dshost

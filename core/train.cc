@@ -1,0 +1,366 @@
+#include <dshost/torch.hpp>  // first: ATen's DLPack for everything below
+
+#include "core/train.h"
+
+#include "core/comm.h"
+#include "core/data.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/services.h"
+
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <thread>
+
+namespace fs = std::filesystem;
+
+namespace dshost {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string duration_text(double seconds) {
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  return s >= 60 ? cat(s / 60, "m", std::setw(2), std::setfill('0'), s % 60, "s") : cat(s, "s");
+}
+
+int64_t peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+// Writes `text` to `path` so that readers see the old file or the whole new one: a
+// temporary file in the same folder, fsync, rename.
+void write_atomically(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp." + std::to_string(getpid());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  const bool ok = f != nullptr && std::fwrite(text.data(), 1, text.size(), f) == text.size() &&
+                  std::fflush(f) == 0 && fsync(fileno(f)) == 0;
+  if (f != nullptr) std::fclose(f);
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw UserError(cat("cannot write ", path.string(), ": ", std::strerror(errno)), 1);
+  }
+}
+
+dshost_optimizer_config optimizer_config(const OptimizerConfig& o) {
+  return {sizeof(dshost_optimizer_config), o.name == "sgd" ? DSHOST_SGD : DSHOST_ADAMW,
+          o.beta1, o.beta2, o.eps, o.weight_decay, o.momentum};
+}
+
+class Worker {
+ public:
+  explicit Worker(const Job& job)
+      : job_(job), cfg_(job.config), rv_(Rendezvous::from_env()),
+        device_(cfg_.train.device == "cuda" ? at::Device(at::kCUDA, static_cast<int8_t>(rv_.local_rank))
+                                            : at::Device(at::kCPU)) {
+    log::init(rv_.rank, cfg_.run.log_all_ranks);
+    const int64_t threads =
+        cfg_.train.threads > 0
+            ? cfg_.train.threads
+            : std::max<int64_t>(1, std::thread::hardware_concurrency() / rv_.local_world_size);
+    at::set_num_threads(static_cast<int>(threads));
+    info_ = RankInfo{rv_.rank, rv_.world_size, rv_.local_rank, rv_.local_world_size,
+                     DLDevice{device_.is_cuda() ? kDLCUDA : kDLCPU, device_.is_cuda() ? rv_.local_rank : 0},
+                     cfg_.train.precision == "bf16" ? DSHOST_BF16 : DSHOST_FP32,
+                     static_cast<uint64_t>(cfg_.run.seed), optimizer_config(cfg_.optimizer)};
+    run_dir_ = fs::path(cfg_.run.output_dir) / cfg_.run.name;
+  }
+
+  ~Worker() {
+    strategy_.reset();  // plugin instances go before the services and comm they use
+    model_.reset();
+  }
+
+  int run() {
+    const auto start = Clock::now();
+    data_ = load_fashion_mnist(cfg_.data.path, job_.manifest.origin("data", "path"));
+    comm_ = std::make_unique<Comm>(rv_, std::chrono::milliseconds(static_cast<int64_t>(
+                                            cfg_.comm.timeout_s * 1000)), device_);
+    build();
+    if (rv_.rank == 0) prepare_run_dir();
+    train();
+    write_summary(seconds_since(start));
+    return 0;
+  }
+
+ private:
+  // ---- set-up ------------------------------------------------------------------------
+  void build() {
+    mapi_ = job_.model.plugin.api<dshost_model_api>();
+    sapi_ = job_.strategy.plugin.api<dshost_strategy_api>();
+    model_host_ = std::make_unique<PluginHost>(job_.model.plugin.descriptor->name,
+                                               job_.model.options, info_, comm_.get());
+    strategy_host_ = std::make_unique<PluginHost>(job_.strategy.plugin.descriptor->name,
+                                                  job_.strategy.options, info_, comm_.get());
+    at::manual_seed(cfg_.run.seed);
+    dshost_model* model = nullptr;
+    call(mapi_->create(model_host_->table(), &model, &err_), "model create");
+    model_ = Owned<dshost_model>(model, mapi_->destroy);
+    call(mapi_->describe(model_.get(), &info_model_, &err_), "model describe");
+    check_input_shape();
+
+    dshost_strategy* strategy = nullptr;
+    call(sapi_->create(strategy_host_->table(), &strategy, &err_), "strategy create");
+    strategy_ = Owned<dshost_strategy>(strategy, sapi_->destroy);
+    model_host_->set_unit_event_sink([this](dshost_unit_event e, int32_t u, dshost_error* err) {
+      return sapi_->on_unit_event(strategy_.get(), e, u, err);
+    });
+    hand_parameters_to_strategy();
+    bind_batch_buffers();
+  }
+
+  void check_input_shape() const {
+    const std::vector<int64_t> have(data_.train.images.sizes().begin() + 1,
+                                    data_.train.images.sizes().end());
+    const std::vector<int64_t> want(info_model_.input_shape,
+                                    info_model_.input_shape + info_model_.input_ndim);
+    if (have != want)
+      throw UserError(cat(job_.manifest.origin("model", "plugin"), ": error: model '",
+                          job_.model.plugin.descriptor->name, "' expects samples of shape ",
+                          at::IntArrayRef(want), " but ", cfg_.data.dataset, " gives ",
+                          at::IntArrayRef(have), "; set the model's in_channels / image_size"));
+  }
+
+  // The model's parameters move into memory the strategy owns; the model keeps views.
+  void hand_parameters_to_strategy() {
+    const int units = info_model_.unit_count;
+    std::vector<std::vector<at::Tensor>> values(units);
+    std::vector<std::vector<const DLTensor*>> dl(units);
+    std::vector<std::vector<DLManagedTensor*>> managed(units);
+    std::vector<std::string> names;
+    std::vector<dshost_unit_params> unit_params;
+    for (int u = 0; u < units; ++u) {
+      int32_t count = 0;
+      call(mapi_->param_count(model_.get(), u, &count, &err_), "model param_count");
+      for (int i = 0; i < count; ++i) {
+        dshost_param_desc desc{sizeof(dshost_param_desc)};
+        call(mapi_->param(model_.get(), u, i, &desc, &err_), "model param");
+        managed[u].push_back(desc.value);
+        dl[u].push_back(&desc.value->dl_tensor);
+      }
+      unit_params.push_back({sizeof(dshost_unit_params), "", count, dl[u].data()});
+    }
+    const dshost_status st = sapi_->setup(strategy_.get(), unit_params.data(), units, &err_);
+    for (auto& unit : managed)
+      for (auto* m : unit) m->deleter(m);
+    call(st, "strategy setup");
+    for (int u = 0; u < units; ++u)
+      for (int i = 0; i < unit_params[u].count; ++i) {
+        DLManagedTensor *value = nullptr, *grad = nullptr;
+        call(sapi_->param_views(strategy_.get(), u, i, &value, &grad, &err_),
+             "strategy param_views");
+        call(mapi_->bind_param(model_.get(), u, i, value, grad, &err_), "model bind_param");
+      }
+  }
+
+  void bind_batch_buffers() {
+    const int64_t rows = std::max(cfg_.train.micro_batch_size, cfg_.train.eval_batch_size);
+    std::vector<int64_t> shape{rows};
+    shape.insert(shape.end(), info_model_.input_shape,
+                 info_model_.input_shape + info_model_.input_ndim);
+    inputs_ = at::zeros(shape, at::TensorOptions().dtype(at::kFloat).device(device_));
+    targets_ = at::zeros({rows}, at::TensorOptions().dtype(at::kLong).device(device_));
+    call(mapi_->bind_batch(model_.get(), to_dlpack(inputs_), to_dlpack(targets_), &err_),
+         "model bind_batch");
+  }
+
+  void prepare_run_dir() {
+    std::error_code ec;
+    fs::create_directories(run_dir_, ec);
+    metrics_.open(run_dir_ / "metrics.jsonl", std::ios::trunc);
+    if (ec || !metrics_)
+      throw UserError(cat("cannot create the run directory ", run_dir_.string(), ": ",
+                          ec ? ec.message() : std::strerror(errno),
+                          "; check run.output_dir"), 1);
+  }
+
+  // ---- the loop ----------------------------------------------------------------------
+  void train() {
+    const auto& t = cfg_.train;
+    const int64_t per_rank = (data_.train.size() + rv_.world_size - 1) / rv_.world_size;
+    const int64_t per_step = t.micro_batch_size * t.grad_accum_steps;
+    const int64_t steps_per_epoch = per_rank / per_step;
+    if (steps_per_epoch == 0)
+      throw UserError(cat(job_.manifest.origin("train", "micro_batch_size"),
+                          ": error: train.micro_batch_size x grad_accum_steps = ", per_step,
+                          " exceeds the ", per_rank, " training samples each of ",
+                          rv_.world_size, " ranks gets; lower them"));
+    total_steps_ = t.epochs * steps_per_epoch;
+    if (t.max_steps > 0) total_steps_ = std::min(total_steps_, t.max_steps);
+    log::info(cat("training ", job_.model.plugin.descriptor->name, " (",
+                  info_model_.parameter_count, " parameters) with ",
+                  job_.strategy.plugin.descriptor->name, " on ", rv_.world_size, " rank(s), ",
+                  device_.str(), ", ", t.precision, "; ", total_steps_, " steps of ",
+                  per_step * rv_.world_size, " samples"));
+
+    int64_t step = 0;
+    for (int64_t epoch = 0; epoch < t.epochs && step < total_steps_; ++epoch) {
+      const auto order = shard_indices(data_.train.size(), rv_.rank, rv_.world_size,
+                                       info_.seed, epoch, /*shuffle=*/true, /*pad=*/true);
+      epoch_start_ = Clock::now();
+      for (int64_t s = 0; s < steps_per_epoch && step < total_steps_; ++s, ++step)
+        train_step(order, s * per_step, epoch, step, steps_per_epoch);
+      train_seconds_ += seconds_since(epoch_start_);
+      if (t.eval) evaluate(epoch);
+    }
+    if (!t.eval || !evaluated_) evaluate(-1);
+  }
+
+  void train_step(const std::vector<int64_t>& order, int64_t first, int64_t epoch, int64_t step,
+                  int64_t steps_per_epoch) {
+    const auto& t = cfg_.train;
+    double loss = 0;
+    for (int m = 0; m < t.grad_accum_steps; ++m) {
+      fill_batch(data_, data_.train, order, first + m * t.micro_batch_size, t.micro_batch_size,
+                 inputs_, targets_);
+      call(sapi_->begin_micro_batch(strategy_.get(), m, static_cast<int32_t>(t.grad_accum_steps),
+                                    &err_), "strategy begin_micro_batch");
+      dshost_step_result r{sizeof(dshost_step_result)};
+      call(mapi_->forward_backward(model_.get(), t.micro_batch_size, 1.0 / t.grad_accum_steps,
+                                   &r, &err_), "model forward_backward");
+      loss += r.loss / static_cast<double>(t.grad_accum_steps);
+    }
+    const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, total_steps_);
+    const dshost_step_args args{sizeof(dshost_step_args), lr, t.grad_clip};
+    dshost_step_stats stats{sizeof(dshost_step_stats)};
+    call(sapi_->step(strategy_.get(), &args, &stats, &err_), "strategy step");
+    last_loss_ = comm_->sum({loss})[0] / rv_.world_size;
+    samples_ += t.micro_batch_size * t.grad_accum_steps * rv_.world_size;
+    if (rv_.rank != 0) return;
+    metrics_ << nlohmann::json{{"step", step + 1}, {"epoch", epoch + 1}, {"loss", last_loss_},
+                               {"lr", lr}, {"grad_norm", stats.grad_norm}}.dump()
+             << "\n" << std::flush;
+    if ((step + 1) % t.log_every == 0 || step + 1 == total_steps_)
+      log_progress(epoch, step, steps_per_epoch, lr, stats.grad_norm);
+  }
+
+  void log_progress(int64_t epoch, int64_t step, int64_t steps_per_epoch, double lr,
+                    double grad_norm) {
+    const double elapsed = train_seconds_ + seconds_since(epoch_start_);
+    const double rate = samples_ / std::max(elapsed, 1e-9);
+    const double eta = static_cast<double>(total_steps_ - step - 1) *
+                       static_cast<double>(samples_) / std::max<int64_t>(step + 1, 1) / rate;
+    log::info(cat("epoch ", epoch + 1, "/", cfg_.train.epochs, " step ",
+                  step % steps_per_epoch + 1, "/", steps_per_epoch, " loss ", std::fixed,
+                  std::setprecision(4), last_loss_, " lr ", std::scientific,
+                  std::setprecision(2), lr, " grad_norm ", std::fixed, std::setprecision(3),
+                  grad_norm, " ", std::setprecision(0), rate, " samples/s eta ",
+                  duration_text(eta)));
+  }
+
+  void evaluate(int64_t epoch) {
+    const auto order = shard_indices(data_.test.size(), rv_.rank, rv_.world_size, 0, 0,
+                                     /*shuffle=*/false, /*pad=*/false);
+    double loss_sum = 0, correct = 0, count = 0;
+    for (size_t first = 0; first < order.size(); first += cfg_.train.eval_batch_size) {
+      const int64_t n = std::min<int64_t>(cfg_.train.eval_batch_size, order.size() - first);
+      fill_batch(data_, data_.test, order, first, n, inputs_, targets_);
+      dshost_eval_result r{sizeof(dshost_eval_result)};
+      call(mapi_->evaluate(model_.get(), n, &r, &err_), "model evaluate");
+      loss_sum += r.loss_sum;
+      correct += static_cast<double>(r.correct);
+      count += static_cast<double>(r.count);
+    }
+    const auto totals = comm_->sum({loss_sum, correct, count});
+    test_loss_ = totals[0] / totals[2];
+    test_accuracy_ = totals[1] / totals[2];
+    evaluated_ = true;
+    log::info(cat(epoch >= 0 ? cat("epoch ", epoch + 1, " ") : std::string(), "test accuracy ",
+                  std::fixed, std::setprecision(4), test_accuracy_, " loss ", test_loss_, " (",
+                  static_cast<int64_t>(totals[2]), " samples)"));
+  }
+
+  // ---- summary -----------------------------------------------------------------------
+  void write_summary(double wall_seconds) {
+    dshost_memory_report mem{sizeof(dshost_memory_report)};
+    call(sapi_->memory(strategy_.get(), &mem, &err_), "strategy memory");
+    const double peak = comm_->max(static_cast<double>(peak_rss_bytes()));
+    if (rv_.rank != 0) return;
+    const double rate = samples_ / std::max(train_seconds_, 1e-9);
+    nlohmann::json summary{
+        {"run", cfg_.run.name},
+        {"model", job_.model.plugin.descriptor->name},
+        {"strategy", job_.strategy.plugin.descriptor->name},
+        {"world_size", rv_.world_size},
+        {"device", device_.str()},
+        {"precision", cfg_.train.precision},
+        {"parameters", info_model_.parameter_count},
+        {"steps", total_steps_},
+        {"test_accuracy", test_accuracy_},
+        {"test_loss", test_loss_},
+        {"final_train_loss", last_loss_},
+        {"samples_per_second", rate},
+        {"train_time_s", train_seconds_},
+        {"wall_time_s", wall_seconds},
+        {"peak_host_memory_bytes", static_cast<int64_t>(peak)},
+        {"memory_per_rank_bytes",
+         {{"param_device", mem.param_device}, {"param_host", mem.param_host},
+          {"grad_device", mem.grad_device}, {"grad_host", mem.grad_host},
+          {"optim_device", mem.optim_device}, {"optim_host", mem.optim_host}}},
+    };
+    write_atomically(run_dir_ / "summary.json", summary.dump(2) + "\n");
+    const auto mib = [](double b) { return cat(std::fixed, std::setprecision(1), b / 1048576.0, " MiB"); };
+    log::info(cat("summary: test accuracy ", std::fixed, std::setprecision(4), test_accuracy_,
+                  ", test loss ", test_loss_, ", train loss ", last_loss_, ", ",
+                  std::setprecision(0), rate, " samples/s, wall time ", std::setprecision(1),
+                  wall_seconds, " s, peak memory ", mib(peak), " per rank (parameters ",
+                  mib(mem.param_device + mem.param_host), ", gradients ",
+                  mib(mem.grad_device + mem.grad_host), ", optimizer ",
+                  mib(mem.optim_device + mem.optim_host), ")"));
+    log::info(cat("summary written to ", (run_dir_ / "summary.json").string()));
+  }
+
+  void call(dshost_status status, const std::string& what) const {
+    if (status == DSHOST_OK) return;
+    throw UserError(cat("rank ", rv_.rank, " on ", host_name(), ": ", what, " failed: ",
+                        err_.message),
+                    status == DSHOST_INVALID_ARGUMENT ? 2 : 1);
+  }
+
+  template <class T>
+  using Owned = std::unique_ptr<T, void (*)(T*)>;
+
+  const Job& job_;
+  const Config& cfg_;
+  Rendezvous rv_;
+  at::Device device_;
+  RankInfo info_;
+  fs::path run_dir_;
+  ImageDataset data_;
+  std::unique_ptr<Comm> comm_;
+  std::unique_ptr<PluginHost> model_host_, strategy_host_;
+  const dshost_model_api* mapi_ = nullptr;
+  const dshost_strategy_api* sapi_ = nullptr;
+  Owned<dshost_model> model_{nullptr, nullptr};
+  Owned<dshost_strategy> strategy_{nullptr, nullptr};
+  dshost_model_info info_model_{sizeof(dshost_model_info)};
+  mutable dshost_error err_{sizeof(dshost_error), {}};
+  at::Tensor inputs_, targets_;
+  std::ofstream metrics_;
+
+  int64_t total_steps_ = 0, samples_ = 0;
+  double train_seconds_ = 0, last_loss_ = 0, test_loss_ = 0, test_accuracy_ = 0;
+  bool evaluated_ = false;
+  Clock::time_point epoch_start_;  // of the epoch being trained, for progress rates
+};
+
+}  // namespace
+
+int run_worker(const Job& job) { return Worker(job).run(); }
+
+}  // namespace dshost

@@ -1,0 +1,13 @@
+// One rank's training run: rendezvous, model and strategy plugins, the loop, evaluation and
+// the run summary.
+#pragma once
+
+#include "core/job.h"
+
+namespace dshost {
+
+// Runs this rank (RANK, WORLD_SIZE, ... from the environment) to the end. Returns the
+// process exit code; throws UserError for bad input.
+int run_worker(const Job& job);
+
+}  // namespace dshost

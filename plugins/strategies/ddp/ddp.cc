@@ -1,0 +1,149 @@
+// ddp: data parallel with ZeRO stage 1, as the product's guide defines "DDP".
+//
+// Memory: every rank holds the full fp32 parameters and gradients in two flat buffers
+// (units end to end, padded to a multiple of the world size) and the optimizer state of
+// its 1/N shard only.
+// Step: gradients are summed by bucketed all-reduces started from grads_ready, so they
+// overlap backward (buckets fill from the last unit backwards, like PyTorch's DDP, and are
+// launched strictly in order so every rank issues the same sequence). step() waits for
+// them, averages, clips by the global norm, updates the rank's shard and all-gathers the
+// updated parameters. With gradient accumulation, only the last micro-batch communicates.
+#include <dshost/strategy.hpp>
+
+#include <algorithm>
+
+namespace {
+
+const dshost_option kOptions[] = {
+    DSHOST_OPTION_RANGE("reduce_bucket_size", DSHOST_OPTION_INT, "25000000", 1, 1e12,
+                        "gradient elements per all-reduce bucket (DeepSpeed's name)"),
+    DSHOST_OPTION("overlap_comm", DSHOST_OPTION_BOOL, "true", nullptr,
+                  "start each bucket's all-reduce during backward (false: all in step)"),
+};
+
+class Ddp : public dshost::Strategy {
+ public:
+  explicit Ddp(const dshost::Services& s)
+      : Strategy(s),
+        bucket_elements_(s.get_int("reduce_bucket_size")),
+        overlap_(s.get_bool("overlap_comm")) {}
+
+  void setup(const std::vector<dshost::UnitParams>& units) override {
+    const auto& s = services();
+    layout_ = std::make_unique<dshost::FlatLayout>(units, s.world_size());
+    const auto opts = at::TensorOptions().dtype(at::kFloat).device(dshost::to_device(s.device()));
+    params_ = at::zeros({layout_->padded}, opts);
+    grads_ = at::zeros({layout_->padded}, opts);
+    dshost::copy_into(*layout_, units, params_);
+    param_id_ = s.register_buffer(dshost::DLView(params_).get());
+    grad_id_ = s.register_buffer(dshost::DLView(grads_).get());
+    s.broadcast(dshost::slice(param_id_, 0, layout_->padded), 0).wait();
+    optimizer_ = std::make_unique<dshost::FlatOptimizer>(s.optimizer(), layout_->shard,
+                                                        params_.device());
+    make_buckets();
+  }
+
+  Views param_views(int unit, int index) override {
+    return {layout_->view(params_, unit, index), layout_->view(grads_, unit, index)};
+  }
+
+  void begin_micro_batch(int index, int count) override { communicate_ = index == count - 1; }
+
+  void on_unit_event(dshost_unit_event event, int unit) override {
+    if (event != DSHOST_GRADS_READY || !communicate_ || !overlap_) return;
+    Bucket& b = buckets_[bucket_of_unit_[unit]];
+    if (--b.pending == 0) launch_ready_buckets();
+  }
+
+  double step(const dshost_step_args& args) override {
+    const auto& s = services();
+    for (auto& b : buckets_) b.pending = 0;  // whatever backward did not launch goes now
+    launch_ready_buckets();
+    for (auto& w : works_) w.wait();
+    works_.clear();
+
+    grads_.div_(s.world_size());
+    const double norm = grads_.norm().item<double>();
+    if (args.max_grad_norm > 0 && norm > args.max_grad_norm)
+      grads_.mul_(args.max_grad_norm / (norm + 1e-6));
+
+    const int64_t begin = s.rank() * layout_->shard;
+    optimizer_->step(params_.narrow(0, begin, layout_->shard),
+                     grads_.narrow(0, begin, layout_->shard), args.lr);
+    s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
+                 dshost::slice(param_id_, 0, layout_->padded))
+        .wait();
+    grads_.zero_();
+    reset_buckets();
+    return norm;
+  }
+
+  dshost_memory_report memory() const override {
+    dshost_memory_report r{};
+    const bool on_device = params_.device().is_cuda();
+    (on_device ? r.param_device : r.param_host) = dshost::bytes_of(params_);
+    (on_device ? r.grad_device : r.grad_host) = dshost::bytes_of(grads_);
+    (on_device ? r.optim_device : r.optim_host) = optimizer_->state_bytes();
+    // On a CPU run the "device" is the CPU: report there what lives with the compute.
+    if (!on_device) {
+      std::swap(r.param_device, r.param_host);
+      std::swap(r.grad_device, r.grad_host);
+      std::swap(r.optim_device, r.optim_host);
+    }
+    return r;
+  }
+
+ private:
+  // A bucket is a run of consecutive units, filled from the last unit backwards until it
+  // holds at least bucket_elements_ gradient elements.
+  struct Bucket {
+    int64_t begin = 0, end = 0;  // flat range
+    int units = 0, pending = 0;
+  };
+
+  void make_buckets() {
+    const int n = static_cast<int>(layout_->unit_begin.size());
+    bucket_of_unit_.assign(n, 0);
+    for (int u = n - 1; u >= 0; --u) {
+      if (buckets_.empty() || buckets_.back().end - buckets_.back().begin >= bucket_elements_)
+        buckets_.push_back(Bucket{layout_->unit_begin[u], layout_->unit_end[u], 0, 0});
+      Bucket& b = buckets_.back();
+      b.begin = layout_->unit_begin[u];
+      ++b.units;
+      bucket_of_unit_[u] = static_cast<int>(buckets_.size()) - 1;
+    }
+    buckets_.front().end = layout_->padded;  // padding rides with the last unit's bucket
+    reset_buckets();
+  }
+
+  void reset_buckets() {
+    for (auto& b : buckets_) b.pending = b.units;
+    next_bucket_ = 0;
+  }
+
+  void launch_ready_buckets() {
+    while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].pending == 0) {
+      const Bucket& b = buckets_[next_bucket_++];
+      works_.push_back(
+          services().all_reduce(dshost::slice(grad_id_, b.begin, b.end - b.begin), DSHOST_SUM));
+    }
+  }
+
+  const int64_t bucket_elements_;
+  const bool overlap_;
+  std::unique_ptr<dshost::FlatLayout> layout_;
+  at::Tensor params_, grads_;
+  int32_t param_id_ = -1, grad_id_ = -1;
+  std::unique_ptr<dshost::FlatOptimizer> optimizer_;
+  std::vector<Bucket> buckets_;  // in launch order: the last units first
+  std::vector<int> bucket_of_unit_;
+  size_t next_bucket_ = 0;
+  bool communicate_ = true;
+  std::vector<dshost::Work> works_;
+};
+
+}  // namespace
+
+DSHOST_STRATEGY_PLUGIN(Ddp, "ddp", "1.0.0",
+                       "ZeRO stage 1: overlapped bucketed all-reduce, sharded optimizer state",
+                       kOptions, sizeof(kOptions) / sizeof(kOptions[0]))

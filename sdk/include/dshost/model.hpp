@@ -1,0 +1,280 @@
+// Model plugins: derive from dshost::Model, add units in forward order, and export with
+// DSHOST_MODEL_PLUGIN. The helper runs forward unit by unit, raising the unit events every
+// strategy relies on, and implements the C table (dshost_model_api).
+//
+//   class Mlp : public dshost::Model {
+//    public:
+//     explicit Mlp(const dshost::Services& s) : Model(s) {
+//       add_unit("hidden", torch::nn::Sequential(torch::nn::Linear(784, 64), torch::nn::ReLU()));
+//       add_unit("head", torch::nn::Linear(64, 10));
+//     }
+//     std::vector<int64_t> input_shape() const override { return {1, 28, 28}; }
+//   };
+//   DSHOST_MODEL_PLUGIN(Mlp, "mlp", "1.0", "A two-layer perceptron", nullptr, 0)
+#pragma once
+
+#include <dshost/torch.hpp>
+
+#include <torch/autograd.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/module.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dshost {
+
+class Model : public torch::nn::Module {
+ public:
+  explicit Model(const Services& services) : services_(services) {}
+
+  // Shape of one input sample, e.g. {1, 28, 28}.
+  virtual std::vector<int64_t> input_shape() const = 0;
+  // Forward FLOPs for one sample (multiply-add = 2), 0 if unknown.
+  virtual int64_t forward_flops_per_sample() const { return 0; }
+  // Default: the units in sequence. Override for other graphs; call run_unit for each unit.
+  virtual at::Tensor forward(const at::Tensor& input) {
+    at::Tensor x = input;
+    for (size_t u = 0; u < units_.size(); ++u) x = run_unit(u, x);
+    return x;
+  }
+  // Mean loss of a batch: cross entropy over class logits [batch, classes].
+  virtual at::Tensor loss(const at::Tensor& output, const at::Tensor& target) {
+    return torch::nn::functional::cross_entropy(output.to(at::kFloat), target);
+  }
+
+  struct Unit {
+    std::string name;
+    std::shared_ptr<torch::nn::Module> module;
+    std::function<at::Tensor(const at::Tensor&)> forward;
+  };
+  const std::vector<Unit>& units() const { return units_; }
+  const Services& services() const { return services_; }
+
+ protected:
+  // Registers `module` as the next unit. Its parameters belong to this unit alone.
+  template <class M>
+  M add_unit(const std::string& name, M module) {
+    register_module(name, module);
+    auto impl = module.ptr();
+    units_.push_back(Unit{name, impl, [impl](const at::Tensor& x) { return impl->forward(x); }});
+    return module;
+  }
+
+  // Runs unit u on x, raising pre_forward / post_forward, and pre_backward when the
+  // gradient of its output arrives.
+  at::Tensor run_unit(size_t u, const at::Tensor& x) {
+    const int unit = static_cast<int>(u);
+    services_.unit_event(DSHOST_PRE_FORWARD, unit);
+    at::Tensor y = units_[u].forward(x);
+    services_.unit_event(DSHOST_POST_FORWARD, unit);
+    if (y.requires_grad()) {
+      Services s = services_;
+      y.register_hook([s, unit](const at::Tensor&) { s.unit_event(DSHOST_PRE_BACKWARD, unit); });
+    }
+    return y;
+  }
+
+ private:
+  Services services_;
+  std::vector<Unit> units_;
+};
+
+namespace detail {
+
+// Runs after a parameter's gradient has been accumulated (as PyTorch's DDP reducer does).
+struct AfterAccumulate : torch::autograd::FunctionPostHook {
+  explicit AfterAccumulate(std::function<void()> fn) : fn(std::move(fn)) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list&) override {
+    fn();
+    return outputs;
+  }
+  std::function<void()> fn;
+};
+
+// One live model plugin instance: the module plus what the host bound to it.
+template <class M>
+class ModelInstance {
+ public:
+  explicit ModelInstance(const dshost_services* table) : services_(table) {
+    model_ = std::make_shared<M>(services_);
+    model_->to(to_device(table->device));
+    for (const auto& unit : model_->units()) {
+      std::vector<at::Tensor> params;
+      std::vector<std::string> names;
+      for (const auto& item : unit.module->named_parameters()) {
+        params.push_back(item.value());
+        names.push_back(unit.name + "." + item.key());
+      }
+      params_.push_back(std::move(params));
+      names_.push_back(std::move(names));
+    }
+    pending_ = std::make_unique<std::atomic<int>[]>(params_.size());
+  }
+
+  void describe(dshost_model_info* out) const {
+    *out = dshost_model_info{};
+    out->struct_size = sizeof(dshost_model_info);
+    out->unit_count = static_cast<int32_t>(params_.size());
+    for (const auto& unit : params_)
+      for (const auto& p : unit) out->parameter_count += p.numel();
+    out->forward_flops_per_sample = model_->forward_flops_per_sample();
+    const auto shape = model_->input_shape();
+    if (shape.size() > 8) throw Error("input_shape has more than 8 dimensions", DSHOST_INTERNAL);
+    out->input_ndim = static_cast<int32_t>(shape.size());
+    for (size_t i = 0; i < shape.size(); ++i) out->input_shape[i] = shape[i];
+    out->input_dtype = DLDataType{kDLFloat, 32, 1};
+  }
+
+  int param_count(int unit) const { return static_cast<int>(at_unit(unit).size()); }
+
+  void param(int unit, int index, dshost_param_desc* out) const {
+    const auto& p = at_param(unit, index);
+    out->struct_size = sizeof(dshost_param_desc);
+    out->name = names_[unit][index].c_str();
+    out->value = to_dlpack(p.detach());
+  }
+
+  void bind_param(int unit, int index, at::Tensor value, at::Tensor grad) {
+    at::Tensor& p = at_param(unit, index);
+    if (!value.sizes().equals(p.sizes()) || !grad.sizes().equals(p.sizes()) ||
+        value.scalar_type() != p.scalar_type())
+      throw Error("bind_param: " + names_[unit][index] + " got a view of another shape or dtype",
+                  DSHOST_INTERNAL);
+    {
+      at::NoGradGuard no_grad;
+      p.set_data(value);
+    }
+    p.mutable_grad() = grad;
+    // set_data can replace the accumulator, so hook it only now, and keep it alive.
+    auto accumulator = torch::autograd::impl::grad_accumulator(p);
+    accumulator->add_post_hook(std::make_unique<AfterAccumulate>([this, unit] {
+      if (--pending_[unit] == 0) services_.unit_event(DSHOST_GRADS_READY, unit);
+    }));
+    accumulators_.push_back(std::move(accumulator));
+  }
+
+  void bind_batch(at::Tensor inputs, at::Tensor targets) {
+    inputs_ = std::move(inputs);
+    targets_ = std::move(targets);
+  }
+
+  double forward_backward(int64_t batch, double loss_scale) {
+    check_batch(batch);
+    for (size_t u = 0; u < params_.size(); ++u) pending_[u] = param_count(static_cast<int>(u));
+    at::Tensor loss;
+    {
+      AutocastScope autocast(to_device(services_.device()),
+                             services_.precision() == DSHOST_BF16);
+      loss = model_->loss(model_->forward(inputs_.narrow(0, 0, batch)),
+                          targets_.narrow(0, 0, batch));
+    }
+    (loss * loss_scale).backward();
+    return loss.item<double>();
+  }
+
+  void evaluate(int64_t batch, dshost_eval_result* out) {
+    check_batch(batch);
+    at::NoGradGuard no_grad;
+    AutocastScope autocast(to_device(services_.device()), services_.precision() == DSHOST_BF16);
+    const at::Tensor target = targets_.narrow(0, 0, batch);
+    const at::Tensor output = model_->forward(inputs_.narrow(0, 0, batch));
+    out->struct_size = sizeof(dshost_eval_result);
+    const at::Tensor loss = model_->loss(output, target);
+    out->loss_sum = loss.item<double>() * static_cast<double>(batch);
+    out->correct = output.argmax(-1).eq(target).sum().item<int64_t>();
+    out->count = batch;
+  }
+
+ private:
+  const std::vector<at::Tensor>& at_unit(int unit) const {
+    if (unit < 0 || unit >= static_cast<int>(params_.size()))
+      throw Error("unit index " + std::to_string(unit) + " out of range", DSHOST_INTERNAL);
+    return params_[unit];
+  }
+  at::Tensor& at_param(int unit, int index) {
+    return const_cast<at::Tensor&>(static_cast<const ModelInstance*>(this)->at_param(unit, index));
+  }
+  const at::Tensor& at_param(int unit, int index) const {
+    const auto& ps = at_unit(unit);
+    if (index < 0 || index >= static_cast<int>(ps.size()))
+      throw Error("parameter index " + std::to_string(index) + " out of range", DSHOST_INTERNAL);
+    return ps[index];
+  }
+  void check_batch(int64_t batch) const {
+    if (!inputs_.defined()) throw Error("bind_batch was not called", DSHOST_INTERNAL);
+    if (batch <= 0 || batch > inputs_.size(0))
+      throw Error("batch " + std::to_string(batch) + " outside the bound buffer", DSHOST_INTERNAL);
+  }
+
+  Services services_;
+  std::shared_ptr<M> model_;
+  std::vector<std::vector<at::Tensor>> params_;  // [unit][index], the module's own tensors
+  std::vector<std::vector<std::string>> names_;
+  std::unique_ptr<std::atomic<int>[]> pending_;  // per unit: params still without grads
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
+  at::Tensor inputs_, targets_;
+};
+
+template <class M>
+ModelInstance<M>* as(dshost_model* m) {
+  return reinterpret_cast<ModelInstance<M>*>(m);
+}
+
+}  // namespace detail
+
+// The C table for model class M.
+template <class M>
+const dshost_model_api* model_api() {
+  using detail::as;
+  static const dshost_model_api api = {
+      sizeof(dshost_model_api),
+      [](const dshost_services* s, dshost_model** out, dshost_error* err) {
+        return guarded(err, [&] {
+          *out = reinterpret_cast<dshost_model*>(new detail::ModelInstance<M>(s));
+        });
+      },
+      [](dshost_model* m) { delete as<M>(m); },
+      [](dshost_model* m, dshost_model_info* out, dshost_error* err) {
+        return guarded(err, [&] { as<M>(m)->describe(out); });
+      },
+      [](dshost_model* m, int32_t unit, int32_t* out, dshost_error* err) {
+        return guarded(err, [&] { *out = as<M>(m)->param_count(unit); });
+      },
+      [](dshost_model* m, int32_t unit, int32_t index, dshost_param_desc* out,
+         dshost_error* err) { return guarded(err, [&] { as<M>(m)->param(unit, index, out); }); },
+      [](dshost_model* m, int32_t unit, int32_t index, DLManagedTensor* value,
+         DLManagedTensor* grad, dshost_error* err) {
+        return guarded(err, [&] {
+          as<M>(m)->bind_param(unit, index, from_dlpack(value), from_dlpack(grad));
+        });
+      },
+      [](dshost_model* m, DLManagedTensor* inputs, DLManagedTensor* targets, dshost_error* err) {
+        return guarded(err,
+                       [&] { as<M>(m)->bind_batch(from_dlpack(inputs), from_dlpack(targets)); });
+      },
+      [](dshost_model* m, int64_t batch, double loss_scale, dshost_step_result* out,
+         dshost_error* err) {
+        return guarded(err, [&] {
+          out->struct_size = sizeof(dshost_step_result);
+          out->loss = as<M>(m)->forward_backward(batch, loss_scale);
+        });
+      },
+      [](dshost_model* m, int64_t batch, dshost_eval_result* out, dshost_error* err) {
+        return guarded(err, [&] { as<M>(m)->evaluate(batch, out); });
+      },
+  };
+  return &api;
+}
+
+}  // namespace dshost
+
+#define DSHOST_MODEL_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, OPTIONS, OPTION_COUNT)        \
+  DSHOST_DEFINE_PLUGIN(DSHOST_KIND_MODEL, NAME, VERSION, DESCRIPTION, DSHOST_TORCH_VERSION, \
+                       OPTIONS, OPTION_COUNT, ::dshost::model_api<CLASS>())

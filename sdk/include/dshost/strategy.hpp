@@ -1,0 +1,202 @@
+// Strategy plugins: derive from dshost::Strategy and export with DSHOST_STRATEGY_PLUGIN.
+// Also the pieces every sharding strategy needs: a flat layout of the model's units and
+// AdamW / SGD over flat fp32 buffers.
+#pragma once
+
+#include <dshost/torch.hpp>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dshost {
+
+struct UnitParams {
+  std::string name;
+  std::vector<at::Tensor> values;  // borrowed views of the model's initial parameters
+};
+
+// The model's parameters laid end to end in forward order, unit by unit, padded so that
+// the total divides evenly into `world` shards.
+struct FlatLayout {
+  struct Param {
+    int64_t offset, numel;
+    std::vector<int64_t> shape;
+  };
+  std::vector<std::vector<Param>> params;  // [unit][index]
+  std::vector<int64_t> unit_begin, unit_end;
+  int64_t total = 0;   // elements of real parameters
+  int64_t padded = 0;  // total rounded up to a multiple of world
+  int64_t shard = 0;   // padded / world: elements each rank owns
+
+  FlatLayout(const std::vector<UnitParams>& units, int world) {
+    for (const auto& unit : units) {
+      unit_begin.push_back(total);
+      std::vector<Param> ps;
+      for (const auto& v : unit.values) {
+        ps.push_back(Param{total, v.numel(), v.sizes().vec()});
+        total += v.numel();
+      }
+      params.push_back(std::move(ps));
+      unit_end.push_back(total);
+    }
+    padded = (total + world - 1) / world * world;
+    shard = padded / world;
+  }
+
+  at::Tensor view(const at::Tensor& flat, int unit, int index) const {
+    const Param& p = params.at(unit).at(index);
+    return flat.narrow(0, p.offset, p.numel).view(p.shape);
+  }
+};
+
+// Copies each unit's initial values into `flat` at the layout's offsets.
+inline void copy_into(const FlatLayout& layout, const std::vector<UnitParams>& units,
+                      at::Tensor& flat) {
+  at::NoGradGuard no_grad;
+  for (size_t u = 0; u < units.size(); ++u)
+    for (size_t i = 0; i < units[u].values.size(); ++i)
+      layout.view(flat, static_cast<int>(u), static_cast<int>(i)).copy_(units[u].values[i]);
+}
+
+// AdamW (decoupled weight decay, as torch.optim.AdamW) or SGD with momentum, updating a
+// flat fp32 parameter range from a flat fp32 gradient range of the same length.
+class FlatOptimizer {
+ public:
+  FlatOptimizer(const dshost_optimizer_config& config, int64_t numel, at::Device device)
+      : c_(config) {
+    const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
+    if (c_.kind == DSHOST_ADAMW) {
+      exp_avg_ = at::zeros({numel}, opts);
+      exp_avg_sq_ = at::zeros({numel}, opts);
+    } else if (c_.momentum != 0) {
+      momentum_ = at::zeros({numel}, opts);
+    }
+  }
+
+  void step(at::Tensor param, const at::Tensor& grad, double lr) {
+    at::NoGradGuard no_grad;
+    ++steps_;
+    if (c_.kind == DSHOST_ADAMW) {
+      param.mul_(1.0 - lr * c_.weight_decay);
+      exp_avg_.mul_(c_.beta1).add_(grad, 1.0 - c_.beta1);
+      exp_avg_sq_.mul_(c_.beta2).addcmul_(grad, grad, 1.0 - c_.beta2);
+      const double bias1 = 1.0 - std::pow(c_.beta1, static_cast<double>(steps_));
+      const double bias2 = 1.0 - std::pow(c_.beta2, static_cast<double>(steps_));
+      const at::Tensor denom = (exp_avg_sq_.sqrt() / std::sqrt(bias2)).add_(c_.eps);
+      param.addcdiv_(exp_avg_, denom, -lr / bias1);
+      return;
+    }
+    at::Tensor g = c_.weight_decay != 0 ? grad.add(param, c_.weight_decay) : grad;
+    if (momentum_.defined()) {
+      if (steps_ == 1) momentum_.copy_(g);
+      else momentum_.mul_(c_.momentum).add_(g);
+      g = momentum_;
+    }
+    param.add_(g, -lr);
+  }
+
+  // Bytes of optimizer state held.
+  int64_t state_bytes() const {
+    int64_t n = 0;
+    for (const auto* t : {&exp_avg_, &exp_avg_sq_, &momentum_})
+      if (t->defined()) n += t->numel() * static_cast<int64_t>(t->element_size());
+    return n;
+  }
+
+ private:
+  dshost_optimizer_config c_;
+  int64_t steps_ = 0;
+  at::Tensor exp_avg_, exp_avg_sq_, momentum_;
+};
+
+inline int64_t bytes_of(const at::Tensor& t) {
+  return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0;
+}
+
+class Strategy {
+ public:
+  explicit Strategy(const Services& services) : services_(services) {}
+  virtual ~Strategy() = default;
+
+  struct Views {
+    at::Tensor value, grad;
+  };
+  virtual void setup(const std::vector<UnitParams>& units) = 0;
+  virtual Views param_views(int unit, int index) = 0;
+  virtual void begin_micro_batch(int /*index*/, int /*count*/) {}
+  virtual void on_unit_event(dshost_unit_event /*event*/, int /*unit*/) {}
+  // Returns the global gradient norm before clipping.
+  virtual double step(const dshost_step_args& args) = 0;
+  virtual dshost_memory_report memory() const = 0;
+
+  const Services& services() const { return services_; }
+
+ private:
+  Services services_;
+};
+
+template <class S>
+S* as_strategy(dshost_strategy* s) {
+  return reinterpret_cast<S*>(s);
+}
+
+// The C table for strategy class S.
+template <class S>
+const dshost_strategy_api* strategy_api() {
+  static const dshost_strategy_api api = {
+      sizeof(dshost_strategy_api),
+      [](const dshost_services* t, dshost_strategy** out, dshost_error* err) {
+        return guarded(err,
+                       [&] { *out = reinterpret_cast<dshost_strategy*>(new S(Services(t))); });
+      },
+      [](dshost_strategy* s) { delete as_strategy<S>(s); },
+      [](dshost_strategy* s, const dshost_unit_params* units, int32_t count, dshost_error* err) {
+        return guarded(err, [&] {
+          std::vector<UnitParams> copy;
+          for (int32_t u = 0; u < count; ++u) {
+            UnitParams unit{units[u].name, {}};
+            for (int32_t i = 0; i < units[u].count; ++i)
+              unit.values.push_back(borrow(units[u].values[i]));
+            copy.push_back(std::move(unit));
+          }
+          as_strategy<S>(s)->setup(copy);
+        });
+      },
+      [](dshost_strategy* s, int32_t unit, int32_t index, DLManagedTensor** value,
+         DLManagedTensor** grad, dshost_error* err) {
+        return guarded(err, [&] {
+          const auto views = as_strategy<S>(s)->param_views(unit, index);
+          *value = to_dlpack(views.value);
+          *grad = to_dlpack(views.grad);
+        });
+      },
+      [](dshost_strategy* s, int32_t index, int32_t count, dshost_error* err) {
+        return guarded(err, [&] { as_strategy<S>(s)->begin_micro_batch(index, count); });
+      },
+      [](dshost_strategy* s, dshost_unit_event event, int32_t unit, dshost_error* err) {
+        return guarded(err, [&] { as_strategy<S>(s)->on_unit_event(event, unit); });
+      },
+      [](dshost_strategy* s, const dshost_step_args* args, dshost_step_stats* out,
+         dshost_error* err) {
+        return guarded(err, [&] {
+          out->struct_size = sizeof(dshost_step_stats);
+          out->grad_norm = as_strategy<S>(s)->step(*args);
+        });
+      },
+      [](dshost_strategy* s, dshost_memory_report* out, dshost_error* err) {
+        return guarded(err, [&] {
+          *out = as_strategy<S>(s)->memory();
+          out->struct_size = sizeof(dshost_memory_report);
+        });
+      },
+  };
+  return &api;
+}
+
+}  // namespace dshost
+
+#define DSHOST_STRATEGY_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, OPTIONS, OPTION_COUNT)        \
+  DSHOST_DEFINE_PLUGIN(DSHOST_KIND_STRATEGY, NAME, VERSION, DESCRIPTION, DSHOST_TORCH_VERSION, \
+                       OPTIONS, OPTION_COUNT, ::dshost::strategy_api<CLASS>())
