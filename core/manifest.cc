@@ -5,6 +5,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <limits>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -77,11 +78,14 @@ struct Manifest::Impl {
   std::map<std::string, std::string> overridden;  // "section.key" -> "--set section.key=v"
 
   std::string where(const std::string& section, const std::string& key,
-                    const toml::node& node) const {
+                    const toml::source_region& source) const {
     const auto it = overridden.find(section + "." + key);
     if (it != overridden.end()) return it->second;
-    const auto& begin = node.source().begin;
-    return cat(path, ":", begin.line, ":", begin.column);
+    return cat(path, ":", source.begin.line, ":", source.begin.column);
+  }
+  std::string where(const std::string& section, const std::string& key,
+                    const toml::node& node) const {
+    return where(section, key, node.source());
   }
 
   const toml::table* section(const std::string& name) const {
@@ -147,7 +151,7 @@ void Manifest::check_sections(const std::vector<std::string>& known) const {
   for (const auto& [key, node] : impl_->root) {
     const std::string name(key.str());
     if (std::find(known.begin(), known.end(), name) != known.end()) continue;
-    throw UserError(cat(impl_->where(name, "", node), ": error: unknown section [", name, "]",
+    throw UserError(cat(impl_->where(name, "", key.source()), ": error: unknown section [", name, "]",
                         suggestion(name, known)));
   }
 }
@@ -189,7 +193,7 @@ Section Manifest::resolve(const std::string& name, OptionTable table, bool plugi
       if (std::find(known.begin(), known.end(), k) != known.end()) continue;
       std::vector<std::string> all = known;
       if (plugin_section) all.insert(all.begin(), "plugin");
-      throw UserError(cat(impl_->where(name, k, node), ": error: unknown key '", k, "' in [", name,
+      throw UserError(cat(impl_->where(name, k, key.source()), ": error: unknown key '", k, "' in [", name,
                           "]", suggestion(k, all)));
     }
   }
@@ -256,8 +260,9 @@ Section Manifest::resolve(const std::string& name, OptionTable table, bool plugi
 
 std::string closest(const std::string& word, const std::vector<std::string>& candidates) {
   std::string best;
-  size_t best_distance = std::max<size_t>(2, word.size() / 3) + 1;
+  size_t best_distance = std::numeric_limits<size_t>::max();
   for (const auto& c : candidates) {
+    if (edit_distance(word, c) > std::max<size_t>(2, std::max(word.size(), c.size()) / 3)) continue;
     const size_t d = edit_distance(word, c);
     if (d < best_distance) {
       best_distance = d;

@@ -1,0 +1,138 @@
+// Bad input, as a user meets it: `dshost check` and `dshost run` on broken manifests. Each
+// must give one clear line naming file:line:column where there is one, exit code 2, and
+// no stack trace or abort.
+#include "tests/test_util.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace dshost::test {
+namespace {
+
+const std::string kGood = R"(
+[launcher]
+plugin = "local"
+nprocs = 2
+
+[model]
+plugin = "basic_cnn"
+
+[strategy]
+plugin = "ddp"
+
+[train]
+epochs = 1
+micro_batch_size = 32
+)";
+
+std::string manifest(const std::string& name, const std::string& text) {
+  return write_file(scratch_dir("cli_errors_" + name) + "/m.toml", text);
+}
+
+// Runs `dshost <command> <manifest> [extra...]` and checks the shape of a user error.
+Ran expect_user_error(const std::string& command, const std::string& path,
+                      std::vector<std::string> extra = {}) {
+  std::vector<std::string> args{command, path};
+  args.insert(args.end(), extra.begin(), extra.end());
+  Ran r = dshost(args);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(line_count(r.err), 1) << r.err;
+  EXPECT_EQ(r.err.rfind("dshost: ", 0), 0u) << r.err;
+  for (const char* crash : {"terminate called", "Aborted", "core dumped", "Exception raised from"})
+    EXPECT_EQ(r.err.find(crash), std::string::npos) << r.err;
+  return r;
+}
+
+TEST(CliErrors, GoodManifestPassesCheck) {
+  const Ran r = dshost({"check", manifest("good", kGood)});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("OK: model basic_cnn, strategy ddp, launcher local"), std::string::npos);
+}
+
+TEST(CliErrors, MalformedTomlNamesLineAndColumn) {
+  const std::string path = manifest("malformed", "[train]\nepochs = 2\nmicro_batch_size = = 3\n");
+  const Ran r = expect_user_error("check", path);
+  EXPECT_NE(r.err.find(path + ":3:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("malformed TOML"), std::string::npos) << r.err;
+}
+
+TEST(CliErrors, UnknownKeySuggestsTheClosestOne) {
+  const std::string path = manifest("unknown_key", kGood + "micro_batch = 8\n");
+  const Ran r = expect_user_error("check", path);
+  EXPECT_NE(r.err.find(path + ":15:1: error: unknown key 'micro_batch' in [train]"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("did you mean 'micro_batch_size'?"), std::string::npos) << r.err;
+}
+
+TEST(CliErrors, UnknownPluginOptionListsThePluginsKeys) {
+  std::string text = kGood;
+  text.replace(text.find("plugin = \"ddp\""), 14, "plugin = \"ddp\"\nreduce_bucket = 5");
+  const Ran r = expect_user_error("check", manifest("plugin_key", text));
+  EXPECT_NE(r.err.find("unknown key 'reduce_bucket' in [strategy]; did you mean "
+                       "'reduce_bucket_size'?"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("overlap_comm"), std::string::npos) << r.err;
+}
+
+TEST(CliErrors, WrongTypeSaysWhatWasExpected) {
+  std::string text = kGood;
+  text.replace(text.find("epochs = 1"), 10, "epochs = \"two\"");
+  const std::string path = manifest("wrong_type", text);
+  const Ran r = expect_user_error("check", path);
+  EXPECT_NE(r.err.find(path + ":13:10: error: train.epochs must be an integer, not string"),
+            std::string::npos) << r.err;
+}
+
+TEST(CliErrors, OutOfRangeAndNotAllowedValues) {
+  Ran r = expect_user_error("check", manifest("range", kGood), {"--set", "train.micro_batch_size=0"});
+  EXPECT_NE(r.err.find("--set train.micro_batch_size=0: error: train.micro_batch_size = integer 0 "
+                       "is out of range [1, "), std::string::npos) << r.err;
+  r = expect_user_error("check", manifest("allowed", kGood), {"--set", "train.precision=fp8"});
+  EXPECT_NE(r.err.find("train.precision = \"fp8\" is not one of: fp32, bf16"), std::string::npos)
+      << r.err;
+}
+
+TEST(CliErrors, UnknownPluginListsTheKnownOnes) {
+  const Ran r = expect_user_error("check", manifest("unknown_plugin", kGood),
+                                  {"--set", "strategy.plugin=zero9"});
+  EXPECT_NE(r.err.find("--set strategy.plugin=zero9: error: unknown strategy plugin 'zero9'"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Known: ddp"), std::string::npos) << r.err;
+}
+
+TEST(CliErrors, UnknownSectionSuggestsTheClosestOne) {
+  const Ran r = expect_user_error("check", manifest("section", kGood + "[optimiser]\nlr = 1\n"));
+  EXPECT_NE(r.err.find("unknown section [optimiser]; did you mean 'optimizer'?"),
+            std::string::npos) << r.err;
+}
+
+TEST(CliErrors, MissingDatasetSaysHowToGetIt) {
+  const std::string path = manifest("dataset", kGood + "[data]\npath = \"/nonexistent/fmnist\"\n");
+  for (const char* command : {"check", "run"}) {
+    const Ran r = expect_user_error(command, path);
+    EXPECT_NE(r.err.find(path + ":16:8: error: data.path '/nonexistent/fmnist' has no "
+                         "train-images-idx3-ubyte.gz"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("apt-get install dataset-fashion-mnist"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("[rank"), std::string::npos) << "no rank may start: " << r.out;
+  }
+}
+
+TEST(CliErrors, UnreadableManifest) {
+  const Ran r = expect_user_error("run", "/nonexistent/manifest.toml");
+  EXPECT_NE(r.err.find("cannot read manifest '/nonexistent/manifest.toml': No such file"),
+            std::string::npos) << r.err;
+}
+
+TEST(CliErrors, MalformedOverride) {
+  const Ran r = expect_user_error("check", manifest("override", kGood), {"--set", "epochs=3"});
+  EXPECT_NE(r.err.find("--set epochs=3: expected section.key=value"), std::string::npos) << r.err;
+}
+
+TEST(CliErrors, UsageErrorExitsTwo) {
+  const Ran r = dshost({"run"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("manifest is required"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace dshost::test

@@ -1,0 +1,34 @@
+// Helpers for tests that run the dshost binary or write scratch files.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace dshost::test {
+
+struct Ran {
+  int exit_code = -1;  // 128 + signal when killed
+  std::string out, err;
+  double seconds = 0;
+};
+
+// Runs argv (argv[0] a path) to completion, capturing stdout and stderr.
+Ran run(const std::vector<std::string>& argv);
+// Runs the dshost binary under test with `args`.
+Ran dshost(const std::vector<std::string>& args);
+
+// A fresh scratch folder under the build tree, removed first if present.
+std::string scratch_dir(const std::string& name);
+std::string write_file(const std::string& path, const std::string& text);
+std::string read_file(const std::string& path);
+
+// Loss of each step from a run's metrics.jsonl.
+std::vector<double> losses(const std::string& run_dir);
+
+// Number of lines in `text`, ignoring a trailing newline.
+int line_count(const std::string& text);
+
+// PIDs of processes whose command line contains `needle`.
+std::vector<int> pids_matching(const std::string& needle);
+
+}  // namespace dshost::test

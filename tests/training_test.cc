@@ -1,0 +1,163 @@
+// Whole runs through `dshost run`: numerics of ddp across world sizes, accumulation and
+// clipping; fail-fast and Ctrl-C on real training jobs; the quickstart's accuracy.
+#include "tests/test_util.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+extern char** environ;
+
+namespace dshost::test {
+namespace {
+
+const std::string kQuickstart = std::string(DSHOST_SOURCE_DIR) + "/configs/quickstart.toml";
+
+// Trains the quickstart manifest with `sets` into a fresh run dir; returns its losses.
+std::vector<double> train(const std::string& name, std::vector<std::string> sets) {
+  const std::string dir = scratch_dir("training_" + name);
+  std::vector<std::string> args{"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"",
+                                "--set", "train.log_every=1000"};
+  for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+  const Ran r = dshost(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return losses(dir + "/quickstart");
+}
+
+double max_abs_difference(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    worst = std::max(worst, std::fabs(a[i] - b[i]));
+  return worst;
+}
+
+// 2 ranks x 32 and 2 ranks x (16 x 2 accumulated) follow 1 rank x 64 step for step:
+// the same 64 samples, the gradient of the same mean loss, clipped by the same norm.
+// fp32 sums in another order differ in the last bits; 20 Adam steps keep that below 1e-4.
+TEST(DdpNumerics, TwoRanksMatchOneRankWithTheSameGlobalBatch) {
+  const std::vector<std::string> common{"train.max_steps=20", "train.threads=1",
+                                        "train.grad_clip=0.5", "train.eval=false"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.end(), common.begin(), common.end());
+    return extra;
+  };
+  const auto one = train("one_rank", with({"launcher.nprocs=1", "train.micro_batch_size=64"}));
+  const auto two = train("two_ranks", with({"launcher.nprocs=2", "train.micro_batch_size=32"}));
+  const auto accum = train("two_ranks_accum", with({"launcher.nprocs=2",
+                                                    "train.micro_batch_size=16",
+                                                    "train.grad_accum_steps=2"}));
+  ASSERT_EQ(one.size(), 20u);
+  EXPECT_LT(one.back(), one.front() - 0.5) << "the reference run did not learn";
+  EXPECT_LT(max_abs_difference(one, two), 1e-4);
+  EXPECT_LT(max_abs_difference(one, accum), 1e-4);
+  // And the comparison can fail: another global batch gives another trajectory.
+  const auto other = train("other_batch", with({"launcher.nprocs=2", "train.micro_batch_size=24"}));
+  EXPECT_GT(max_abs_difference(one, other), 1e-2);
+}
+
+struct Job {
+  pid_t pid;
+  std::string dir;
+};
+
+// Starts a long quickstart run in the background with its output in dir/log.
+Job start_long_run(const std::string& name) {
+  Job job{-1, scratch_dir("training_" + name)};
+  const std::string log = job.dir + "/log";
+  const std::vector<std::string> argv{DSHOST_BINARY, "run", kQuickstart,
+                                      "--set", "run.output_dir=\"" + job.dir + "\"",
+                                      "--set", "train.epochs=50", "--set", "train.log_every=1"};
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawn(&job.pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  // Wait until training is under way (a progress line), at most 60 s.
+  for (int i = 0; i < 600 && read_file(log).find("step 5/") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  return job;
+}
+
+// Waits for the job to end, at most `limit_s`; returns its exit code (-1 on time-out).
+int wait_for(const Job& job, double limit_s, double* seconds) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    int status = 0;
+    if (waitpid(job.pid, &status, WNOHANG) == job.pid) {
+      *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (std::chrono::steady_clock::now() - start > std::chrono::duration<double>(limit_s)) {
+      kill(job.pid, SIGKILL);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// The worker processes of the job in `dir` (their command line names the run dir).
+std::vector<int> workers_of(const Job& job) { return pids_matching("worker " + kQuickstart + " --set run.output_dir=\"" + job.dir); }
+
+TEST(FailFast, KillingOneRankEndsTheJobNamingTheRank) {
+  const Job job = start_long_run("kill_rank");
+  const auto workers = workers_of(job);
+  ASSERT_EQ(workers.size(), 2u) << read_file(job.dir + "/log");
+  int victim = -1;
+  for (int pid : workers)
+    if (read_file("/proc/" + std::to_string(pid) + "/environ").find(std::string("RANK=1") + '\0') !=
+        std::string::npos)
+      victim = pid;
+  ASSERT_GT(victim, 0);
+  kill(victim, SIGKILL);
+  double seconds = 0;
+  const int code = wait_for(job, 20, &seconds);
+  EXPECT_EQ(code, 128 + SIGKILL);
+  EXPECT_LT(seconds, 10.0);
+  const std::string log = read_file(job.dir + "/log");
+  EXPECT_NE(log.find("dshost: error: rank 1 on host "), std::string::npos) << log;
+  EXPECT_NE(log.find("was killed by signal 9"), std::string::npos) << log;
+  EXPECT_TRUE(workers_of(job).empty()) << "a rank outlived the job";
+}
+
+TEST(FailFast, CtrlCStopsEveryRank) {
+  const Job job = start_long_run("ctrl_c");
+  ASSERT_EQ(workers_of(job).size(), 2u) << read_file(job.dir + "/log");
+  kill(job.pid, SIGINT);
+  double seconds = 0;
+  const int code = wait_for(job, 20, &seconds);
+  EXPECT_EQ(code, 128 + SIGINT);
+  EXPECT_LT(seconds, 10.0);
+  EXPECT_NE(read_file(job.dir + "/log").find("interrupted by Interrupt: stopped every rank"),
+            std::string::npos);
+  EXPECT_TRUE(workers_of(job).empty()) << "a rank outlived Ctrl-C";
+}
+
+// The README's first command: the quickstart reaches 0.90 test accuracy.
+TEST(Quickstart, ReachesNinetyPercentTestAccuracy) {
+  const std::string dir = scratch_dir("training_quickstart");
+  const Ran r = dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\""});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto summary = nlohmann::json::parse(read_file(dir + "/quickstart/summary.json"));
+  EXPECT_GE(summary.at("test_accuracy").get<double>(), 0.90) << summary.dump(2);
+  EXPECT_EQ(summary.at("world_size").get<int>(), 2);
+  EXPECT_GT(summary.at("samples_per_second").get<double>(), 0);
+  EXPECT_GT(summary.at("memory_per_rank_bytes").at("optim_device").get<int64_t>(), 0);
+  EXPECT_NE(r.out.find("[rank 0] "), std::string::npos);
+  EXPECT_NE(r.err.find("summary: test accuracy"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace dshost::test
