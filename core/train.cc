@@ -215,7 +215,8 @@ class Worker {
       epoch_start_ = Clock::now();
       for (int64_t s = 0; s < steps_per_epoch && step < total_steps_; ++s, ++step)
         train_step(order, s * per_step, epoch, step, steps_per_epoch);
-      train_seconds_ += seconds_since(epoch_start_);
+      epoch_seconds_.push_back(seconds_since(epoch_start_));
+      train_seconds_ += epoch_seconds_.back();
       if (t.eval) evaluate(epoch);
     }
     if (!t.eval || !evaluated_) evaluate(-1);
@@ -239,28 +240,48 @@ class Worker {
     const dshost_step_args args{sizeof(dshost_step_args), lr, t.grad_clip};
     dshost_step_stats stats{sizeof(dshost_step_stats)};
     call(sapi_->step(strategy_.get(), &args, &stats, &err_), "strategy step");
-    last_loss_ = comm_->sum({loss})[0] / rv_.world_size;
     samples_ += t.micro_batch_size * t.grad_accum_steps * rv_.world_size;
-    if (rv_.rank != 0) return;
-    metrics_ << nlohmann::json{{"step", step + 1}, {"epoch", epoch + 1}, {"loss", last_loss_},
-                               {"lr", lr}, {"grad_norm", stats.grad_norm}}.dump()
-             << "\n" << std::flush;
-    if ((step + 1) % t.log_every == 0 || step + 1 == total_steps_)
-      log_progress(epoch, step, steps_per_epoch, lr, stats.grad_norm);
+    unreported_.push_back({step, epoch, loss, lr, stats.grad_norm});
+    const bool last_of_epoch = (step + 1) % steps_per_epoch == 0 || step + 1 == total_steps_;
+    if ((step + 1) % t.log_every == 0 || last_of_epoch) report(steps_per_epoch);
   }
 
-  void log_progress(int64_t epoch, int64_t step, int64_t steps_per_epoch, double lr,
-                    double grad_norm) {
+  // Averages the losses of the steps since the last report over ranks (one collective for
+  // all of them, rather than a synchronisation every step), appends them to metrics.jsonl
+  // and logs progress. Collective: every rank calls it at the same steps.
+  void report(int64_t steps_per_epoch) {
+    std::vector<double> losses;
+    for (const auto& s : unreported_) losses.push_back(s.loss);
+    losses = comm_->sum(losses);
+    for (size_t i = 0; i < unreported_.size(); ++i) unreported_[i].loss = losses[i] / rv_.world_size;
+    const StepRecord last = unreported_.back();
+    last_loss_ = last.loss;
+    if (rv_.rank == 0) {
+      for (const auto& s : unreported_)
+        metrics_ << nlohmann::json{{"step", s.step + 1}, {"epoch", s.epoch + 1}, {"loss", s.loss},
+                                   {"lr", s.lr}, {"grad_norm", s.grad_norm}}.dump()
+                 << "\n";
+      metrics_ << std::flush;
+      log_progress(last, steps_per_epoch);
+    }
+    unreported_.clear();
+  }
+
+  struct StepRecord {
+    int64_t step, epoch;
+    double loss, lr, grad_norm;
+  };
+
+  void log_progress(const StepRecord& s, int64_t steps_per_epoch) {
     const double elapsed = train_seconds_ + seconds_since(epoch_start_);
     const double rate = samples_ / std::max(elapsed, 1e-9);
-    const double eta = static_cast<double>(total_steps_ - step - 1) *
-                       static_cast<double>(samples_) / std::max<int64_t>(step + 1, 1) / rate;
-    log::info(cat("epoch ", epoch + 1, "/", cfg_.train.epochs, " step ",
-                  step % steps_per_epoch + 1, "/", steps_per_epoch, " loss ", std::fixed,
-                  std::setprecision(4), last_loss_, " lr ", std::scientific,
-                  std::setprecision(2), lr, " grad_norm ", std::fixed, std::setprecision(3),
-                  grad_norm, " ", std::setprecision(0), rate, " samples/s eta ",
-                  duration_text(eta)));
+    const double eta = static_cast<double>(total_steps_ - s.step - 1) *
+                       static_cast<double>(samples_) / std::max<int64_t>(s.step + 1, 1) / rate;
+    log::info(cat("epoch ", s.epoch + 1, "/", cfg_.train.epochs, " step ",
+                  s.step % steps_per_epoch + 1, "/", steps_per_epoch, " loss ", std::fixed,
+                  std::setprecision(4), s.loss, " lr ", std::scientific, std::setprecision(2),
+                  s.lr, " grad_norm ", std::fixed, std::setprecision(3), s.grad_norm, " ",
+                  std::setprecision(0), rate, " samples/s eta ", duration_text(eta)));
   }
 
   void evaluate(int64_t epoch) {
@@ -306,6 +327,7 @@ class Worker {
         {"final_train_loss", last_loss_},
         {"samples_per_second", rate},
         {"train_time_s", train_seconds_},
+        {"epoch_times_s", epoch_seconds_},
         {"wall_time_s", wall_seconds},
         {"peak_host_memory_bytes", static_cast<int64_t>(peak)},
         {"memory_per_rank_bytes",
@@ -357,6 +379,8 @@ class Worker {
   double train_seconds_ = 0, last_loss_ = 0, test_loss_ = 0, test_accuracy_ = 0;
   bool evaluated_ = false;
   Clock::time_point epoch_start_;  // of the epoch being trained, for progress rates
+  std::vector<StepRecord> unreported_;  // steps whose rank-averaged loss is not yet known
+  std::vector<double> epoch_seconds_;  // training time of each epoch, evaluation excluded
 };
 
 }  // namespace

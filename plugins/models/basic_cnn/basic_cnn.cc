@@ -24,6 +24,8 @@ const dshost_option kOptions[] = {
     DSHOST_OPTION_RANGE("hidden", DSHOST_OPTION_INT, "128", 1, 65536, "units of fc1"),
     DSHOST_OPTION_RANGE("dropout", DSHOST_OPTION_FLOAT, "0.0", 0.0, 0.95,
                         "dropout probability before fc2"),
+    DSHOST_OPTION("channels_last", DSHOST_OPTION_BOOL, "true", nullptr,
+                  "keep convolutions channels-last (NHWC): faster with oneDNN and cuDNN"),
 };
 
 class BasicCnn : public dshost::Model {
@@ -34,7 +36,8 @@ class BasicCnn : public dshost::Model {
         size_(s.get_int("image_size")),
         classes_(s.get_int("num_classes")),
         width_(s.get_int("width")),
-        hidden_(s.get_int("hidden")) {
+        hidden_(s.get_int("hidden")),
+        channels_last_(s.get_bool("channels_last")) {
     if (size_ % 4 != 0)
       throw dshost::Error("model.image_size = " + std::to_string(size_) +
                           " is not a multiple of 4 (two 2x2 poolings); use 28 or 32, say");
@@ -46,6 +49,7 @@ class BasicCnn : public dshost::Model {
   }
 
   std::vector<int64_t> input_shape() const override { return {channels_, size_, size_}; }
+  bool channels_last() const override { return channels_last_; }
 
   int64_t forward_flops_per_sample() const override {
     const int64_t conv1 = 2 * 9 * channels_ * width_ * size_ * size_;
@@ -61,6 +65,7 @@ class BasicCnn : public dshost::Model {
   int64_t flat_features() const { return 2 * width_ * (size_ / 4) * (size_ / 4); }
 
   int64_t channels_, size_, classes_, width_, hidden_;
+  bool channels_last_;
 };
 
 }  // namespace

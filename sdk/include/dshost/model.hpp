@@ -37,6 +37,9 @@ class Model : public torch::nn::Module {
   virtual std::vector<int64_t> input_shape() const = 0;
   // Forward FLOPs for one sample (multiply-add = 2), 0 if unknown.
   virtual int64_t forward_flops_per_sample() const { return 0; }
+  // True: 4-D weights and inputs are kept channels-last (NHWC), which oneDNN's CPU and
+  // cuDNN's convolutions run faster; the strategy's flat buffers keep that layout.
+  virtual bool channels_last() const { return false; }
   // Default: the units in sequence. Override for other graphs; call run_unit for each unit.
   virtual at::Tensor forward(const at::Tensor& input) {
     at::Tensor x = input;
@@ -105,6 +108,11 @@ class ModelInstance {
   explicit ModelInstance(const dshost_services* table) : services_(table) {
     model_ = std::make_shared<M>(services_);
     model_->to(to_device(table->device));
+    if (model_->channels_last()) {
+      at::NoGradGuard no_grad;
+      for (auto& p : model_->parameters())
+        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+    }
     for (const auto& unit : model_->units()) {
       std::vector<at::Tensor> params;
       std::vector<std::string> names;
@@ -144,8 +152,9 @@ class ModelInstance {
   void bind_param(int unit, int index, at::Tensor value, at::Tensor grad) {
     at::Tensor& p = at_param(unit, index);
     if (!value.sizes().equals(p.sizes()) || !grad.sizes().equals(p.sizes()) ||
-        value.scalar_type() != p.scalar_type())
-      throw Error("bind_param: " + names_[unit][index] + " got a view of another shape or dtype",
+        value.scalar_type() != p.scalar_type() || !same_layout(grad, p))
+      throw Error("bind_param: " + names_[unit][index] +
+                      " got a view of another shape, dtype or memory layout",
                   DSHOST_INTERNAL);
     {
       at::NoGradGuard no_grad;
@@ -172,8 +181,7 @@ class ModelInstance {
     {
       AutocastScope autocast(to_device(services_.device()),
                              services_.precision() == DSHOST_BF16);
-      loss = model_->loss(model_->forward(inputs_.narrow(0, 0, batch)),
-                          targets_.narrow(0, 0, batch));
+      loss = model_->loss(model_->forward(rows(inputs_, batch)), targets_.narrow(0, 0, batch));
     }
     (loss * loss_scale).backward();
     return loss.item<double>();
@@ -184,7 +192,7 @@ class ModelInstance {
     at::NoGradGuard no_grad;
     AutocastScope autocast(to_device(services_.device()), services_.precision() == DSHOST_BF16);
     const at::Tensor target = targets_.narrow(0, 0, batch);
-    const at::Tensor output = model_->forward(inputs_.narrow(0, 0, batch));
+    const at::Tensor output = model_->forward(rows(inputs_, batch));
     out->struct_size = sizeof(dshost_eval_result);
     const at::Tensor loss = model_->loss(output, target);
     out->loss_sum = loss.item<double>() * static_cast<double>(batch);
@@ -206,6 +214,19 @@ class ModelInstance {
     if (index < 0 || index >= static_cast<int>(ps.size()))
       throw Error("parameter index " + std::to_string(index) + " out of range", DSHOST_INTERNAL);
     return ps[index];
+  }
+  // Same strides wherever a dimension has more than one element (DLPack normalises the
+  // strides of size-1 dimensions).
+  static bool same_layout(const at::Tensor& a, const at::Tensor& b) {
+    for (int64_t d = 0; d < a.dim(); ++d)
+      if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
+    return true;
+  }
+  // The first `batch` input rows, in the model's preferred memory format.
+  at::Tensor rows(const at::Tensor& t, int64_t batch) const {
+    at::Tensor x = t.narrow(0, 0, batch);
+    return model_->channels_last() && x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast)
+                                                   : x;
   }
   void check_batch(int64_t batch) const {
     if (!inputs_.defined()) throw Error("bind_batch was not called", DSHOST_INTERNAL);

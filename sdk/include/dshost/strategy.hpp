@@ -18,11 +18,12 @@ struct UnitParams {
 };
 
 // The model's parameters laid end to end in forward order, unit by unit, padded so that
-// the total divides evenly into `world` shards.
+// the total divides evenly into `world` shards. Each view keeps its parameter's strides, so
+// a channels-last convolution weight stays channels-last inside the flat buffer.
 struct FlatLayout {
   struct Param {
     int64_t offset, numel;
-    std::vector<int64_t> shape;
+    std::vector<int64_t> shape, strides;
   };
   std::vector<std::vector<Param>> params;  // [unit][index]
   std::vector<int64_t> unit_begin, unit_end;
@@ -35,7 +36,9 @@ struct FlatLayout {
       unit_begin.push_back(total);
       std::vector<Param> ps;
       for (const auto& v : unit.values) {
-        ps.push_back(Param{total, v.numel(), v.sizes().vec()});
+        if (!v.is_non_overlapping_and_dense())
+          throw Error(unit.name + ": a parameter is not dense in memory", DSHOST_INTERNAL);
+        ps.push_back(Param{total, v.numel(), v.sizes().vec(), v.strides().vec()});
         total += v.numel();
       }
       params.push_back(std::move(ps));
@@ -47,7 +50,7 @@ struct FlatLayout {
 
   at::Tensor view(const at::Tensor& flat, int unit, int index) const {
     const Param& p = params.at(unit).at(index);
-    return flat.narrow(0, p.offset, p.numel).view(p.shape);
+    return flat.as_strided(p.shape, p.strides, flat.storage_offset() + p.offset);
   }
 };
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# On the GPU machine (see ../shared/gpu/README.md): build against the image's LibTorch 2.x
+# with CUDA and NCCL, run the unit tests, then train the quickstart on the GPU (world size 1,
+# fp32 and bf16). Needs .devdeps/ (../shared/gpu/stage-deps.sh) and the Fashion-MNIST files
+# in .fmnist/, both carried with the checkout. Logs go to $OUT (or /tmp/gpu-check).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/gpu-check}
+mkdir -p "$out"
+torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+export LD_LIBRARY_PATH=$PWD/.devdeps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export NCCL_NVLS_ENABLE=0
+{
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+} > "$out/machine.txt" 2>&1
+cmake -S . -B /tmp/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$torch_prefix;$PWD/.devdeps/usr" > "$out/build.log" 2>&1 &&
+  cmake --build /tmp/build >> "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
+grep "dshost: LibTorch" "$out/build.log"
+# Unit tests that read no data from Debian's dataset path (it is not on this image).
+/tmp/build/tests/dshost_tests --gtest_filter='Loader.*:LocalLauncher.*:Sampler.*:Schedule.*' \
+  > "$out/unit.log" 2>&1; tail -3 "$out/unit.log"
+for precision in fp32 bf16; do
+  /tmp/build/dshost run configs/quickstart.toml --set launcher.nprocs=1 --set train.device=cuda \
+    --set "data.path=\"$PWD/.fmnist\"" --set "run.output_dir=\"$out\"" --set "run.name=\"cuda_$precision\"" \
+    --set train.precision=$precision > "$out/cuda_$precision.log" 2>&1
+  echo "cuda $precision exit $?"; grep -E "summary:|error" "$out/cuda_$precision.log"
+done
