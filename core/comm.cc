@@ -181,7 +181,7 @@ std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const 
 #if DSHOST_CUDA
   if (input.is_cuda()) {
     c10d::ReduceScatterOptions opts;
-    opts.reduceOp = op == DSHOST_AVG ? c10d::ReduceOp::AVG : to_c10d(op);
+    opts.reduceOp = op == DSHOST_AVG ? c10d::ReduceOp(c10d::ReduceOp::AVG) : to_c10d(op);
     auto work = groups_->nccl->_reduce_scatter_base(output, input, opts);
     return std::make_unique<PendingWork>("reduce_scatter", work, nullptr);
   }

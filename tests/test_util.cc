@@ -1,5 +1,6 @@
 #include "tests/test_util.h"
 
+#include <ftw.h>
 #include <nlohmann/json.hpp>
 #include <poll.h>
 #include <spawn.h>
@@ -66,9 +67,16 @@ Ran dshost(const std::vector<std::string>& args) {
   return run(argv);
 }
 
+// Not std::filesystem::remove_all: the pip LibTorch 2.x exports a broken copy of it that
+// the dynamic linker prefers, and calling it crashes (seen on the GPU machine).
+void remove_tree(const std::string& dir) {
+  nftw(dir.c_str(), [](const char* path, const struct stat*, int, FTW*) { return ::remove(path); },
+       16, FTW_DEPTH | FTW_PHYS);
+}
+
 std::string scratch_dir(const std::string& name) {
   const fs::path dir = fs::path(DSHOST_TEST_SCRATCH) / name;
-  fs::remove_all(dir);
+  remove_tree(dir.string());
   fs::create_directories(dir);
   return dir.string();
 }
