@@ -10,7 +10,6 @@
 // updated parameters. With gradient accumulation, only the last micro-batch communicates.
 #include <dshost/strategy.hpp>
 
-#include <algorithm>
 
 namespace {
 
@@ -80,16 +79,13 @@ class Ddp : public dshost::Strategy {
 
   dshost_memory_report memory() const override {
     dshost_memory_report r{};
-    const bool on_device = params_.device().is_cuda();
-    (on_device ? r.param_device : r.param_host) = dshost::bytes_of(params_);
-    (on_device ? r.grad_device : r.grad_host) = dshost::bytes_of(grads_);
-    (on_device ? r.optim_device : r.optim_host) = optimizer_->state_bytes();
-    // On a CPU run the "device" is the CPU: report there what lives with the compute.
-    if (!on_device) {
-      std::swap(r.param_device, r.param_host);
-      std::swap(r.grad_device, r.grad_host);
-      std::swap(r.optim_device, r.optim_host);
-    }
+    const at::Device compute = dshost::to_device(services().device());
+    dshost::tally(dshost::bytes_of(params_), params_.device(), compute, &r.param_device,
+                  &r.param_host);
+    dshost::tally(dshost::bytes_of(grads_), grads_.device(), compute, &r.grad_device,
+                  &r.grad_host);
+    dshost::tally(optimizer_->state_bytes(), optimizer_->device(), compute, &r.optim_device,
+                  &r.optim_host);
     return r;
   }
 

@@ -68,7 +68,7 @@ inline void copy_into(const FlatLayout& layout, const std::vector<UnitParams>& u
 class FlatOptimizer {
  public:
   FlatOptimizer(const dshost_optimizer_config& config, int64_t numel, at::Device device)
-      : c_(config) {
+      : c_(config), device_(device) {
     const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
     if (c_.kind == DSHOST_ADAMW) {
       exp_avg_ = at::zeros({numel}, opts);
@@ -100,7 +100,8 @@ class FlatOptimizer {
     param.add_(g, -lr);
   }
 
-  // Bytes of optimizer state held.
+  // Bytes of optimizer state held, and where.
+  at::Device device() const { return device_; }
   int64_t state_bytes() const {
     int64_t n = 0;
     for (const auto* t : {&exp_avg_, &exp_avg_sq_, &momentum_})
@@ -110,12 +111,20 @@ class FlatOptimizer {
 
  private:
   dshost_optimizer_config c_;
+  at::Device device_;
   int64_t steps_ = 0;
   at::Tensor exp_avg_, exp_avg_sq_, momentum_;
 };
 
 inline int64_t bytes_of(const at::Tensor& t) {
   return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0;
+}
+
+// Adds `bytes` held on `where` to *device when that is where the rank computes (the CPU
+// itself on a CPU run), else to *host.
+inline void tally(int64_t bytes, at::Device where, at::Device compute, int64_t* device,
+                  int64_t* host) {
+  *(where == compute ? device : host) += bytes;
 }
 
 class Strategy {
