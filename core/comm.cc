@@ -118,7 +118,7 @@ Comm::~Comm() = default;
 
 int32_t Comm::register_buffer(const at::Tensor& buffer) {
   if (!buffer.is_contiguous()) throw UserError("register_buffer: the buffer is not contiguous", 1);
-  buffers_.push_back(buffer.view({-1}));
+  buffers_.push_back(buffer.view({-1}));  // shares the storage: follows resize_storage
   return static_cast<int32_t>(buffers_.size() - 1);
 }
 

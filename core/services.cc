@@ -52,11 +52,12 @@ PluginHost::PluginHost(std::string plugin, Section config, const RankInfo& info,
     return v ? DSHOST_OK : DSHOST_INVALID_ARGUMENT;
   };
 
-  table_.register_buffer = [](dshost_host* h, const DLTensor* t, int32_t* id, dshost_error* err) {
+  table_.register_buffer = [](dshost_host* h, DLManagedTensor* t, int32_t* id, dshost_error* err) {
     PluginHost& me = self(h);
     return guarded(err, [&] {
+      const at::Tensor buffer = from_dlpack(t);
       if (me.comm_ == nullptr) throw Error("collectives are not available to this plugin");
-      *id = me.comm_->register_buffer(borrow(t));
+      *id = me.comm_->register_buffer(buffer);
     });
   };
   table_.all_reduce = [](dshost_host* h, const dshost_slice* s, dshost_reduce_op op,

@@ -34,8 +34,8 @@ class Ddp : public dshost::Strategy {
     params_ = at::zeros({layout_->padded}, opts);
     grads_ = at::zeros({layout_->padded}, opts);
     dshost::copy_into(*layout_, units, params_);
-    param_id_ = s.register_buffer(dshost::DLView(params_).get());
-    grad_id_ = s.register_buffer(dshost::DLView(grads_).get());
+    param_id_ = s.register_buffer(dshost::to_dlpack(params_));
+    grad_id_ = s.register_buffer(dshost::to_dlpack(grads_));
     s.broadcast(dshost::slice(param_id_, 0, layout_->padded), 0).wait();
     optimizer_ = std::make_unique<dshost::FlatOptimizer>(s.optimizer(), layout_->shard,
                                                         params_.device());

@@ -16,6 +16,11 @@
  *    DLManagedTensor* given away passes ownership (the receiver calls its deleter); a
  *    DLTensor* passed into a call is borrowed for that call only.
  *  - Buffers are exchanged once at setup. Per-step calls pass indices and counts.
+ *  - All plugins of a process share the host's LibTorch. A capsule made by the SDK's
+ *    dshost::to_dlpack is received by dshost::from_dlpack as the same LibTorch storage, so
+ *    a strategy may empty and refill a buffer it handed out (as ZeRO-3 does with unit
+ *    parameters) and the receiver's views follow. Other producers' capsules are imported
+ *    as views of their memory, which must then stay where it is.
  */
 #ifndef DSHOST_ABI_H_
 #define DSHOST_ABI_H_
@@ -185,14 +190,15 @@ typedef struct dshost_services {
   dshost_status (*get_string)(dshost_host* host, const char* key, const char** out,
                               dshost_error* err);
 
-  /* Collectives over all ranks. A buffer is registered once: the memory stays owned by the
-   * caller and must outlive the plugin instance. Every collective is asynchronous: it
+  /* Collectives over all ranks. A buffer is registered once, as a capsule the host takes
+   * ownership of (from the SDK's to_dlpack, the host then follows the buffer's storage when
+   * the plugin empties and refills it); the memory must outlive the plugin instance. Every collective is asynchronous: it
    * returns a work handle that must be passed to wait() exactly once, which blocks until
    * the result is in place and frees the handle. All ranks must issue collectives in the
    * same order. all_gather: out.count == in.count * world_size, rank r's input lands at
    * out.offset + r * in.count. reduce_scatter: in.count == out.count * world_size. Input
    * and output may overlap. Threads: calls may come from any one thread at a time. */
-  dshost_status (*register_buffer)(dshost_host* host, const DLTensor* buffer, int32_t* id,
+  dshost_status (*register_buffer)(dshost_host* host, DLManagedTensor* buffer, int32_t* id,
                                    dshost_error* err);
   dshost_status (*all_reduce)(dshost_host* host, const dshost_slice* data, dshost_reduce_op op,
                               dshost_work** work, dshost_error* err);

@@ -151,10 +151,11 @@ class ModelInstance {
 
   void bind_param(int unit, int index, at::Tensor value, at::Tensor grad) {
     at::Tensor& p = at_param(unit, index);
+    // The strategy picks the dtype (bf16 under mixed precision); shape and layout stay.
     if (!value.sizes().equals(p.sizes()) || !grad.sizes().equals(p.sizes()) ||
-        value.scalar_type() != p.scalar_type() || !same_layout(grad, p))
+        grad.scalar_type() != value.scalar_type() || !same_layout(grad, p))
       throw Error("bind_param: " + names_[unit][index] +
-                      " got a view of another shape, dtype or memory layout",
+                      " got a view of another shape or memory layout",
                   DSHOST_INTERNAL);
     {
       at::NoGradGuard no_grad;

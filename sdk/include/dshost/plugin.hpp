@@ -143,7 +143,8 @@ class Services {
     return v;
   }
 
-  int32_t register_buffer(const DLTensor* buffer) const {
+  // Takes ownership of `buffer` (see dshost_services.register_buffer).
+  int32_t register_buffer(DLManagedTensor* buffer) const {
     dshost_error err{};
     int32_t id = -1;
     check(t_->register_buffer(t_->host, buffer, &id, &err), err);

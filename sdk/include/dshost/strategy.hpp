@@ -17,42 +17,89 @@ struct UnitParams {
   std::vector<at::Tensor> values;  // borrowed views of the model's initial parameters
 };
 
-// The model's parameters laid end to end in forward order, unit by unit, padded so that
-// the total divides evenly into `world` shards. Each view keeps its parameter's strides, so
-// a channels-last convolution weight stays channels-last inside the flat buffer.
+// The model's parameters laid end to end in forward order, unit by unit. Each view keeps
+// its parameter's strides, so a channels-last convolution weight stays channels-last inside
+// the flat buffer.
+//
+// Sharding, two ways:
+//  - whole (pad_each_unit = false): the total is padded to a multiple of world and rank r
+//    owns the contiguous range [r * shard, (r + 1) * shard) (ddp).
+//  - per unit (pad_each_unit = true): each unit is padded to a multiple of world and split
+//    into world chunks; rank r owns chunk r of every unit, so one unit's collectives need no
+//    other unit (zero2, zero3). The rank's chunks, end to end, form its shard:
+//    unit u's chunk sits at shard_begin[u] in it.
 struct FlatLayout {
   struct Param {
     int64_t offset, numel;
     std::vector<int64_t> shape, strides;
   };
   std::vector<std::vector<Param>> params;  // [unit][index]
-  std::vector<int64_t> unit_begin, unit_end;
+  std::vector<int64_t> unit_begin, unit_end;  // ranges in the flat buffer, padding included
+  std::vector<int64_t> chunk, shard_begin;    // per unit (per-unit sharding only)
   int64_t total = 0;   // elements of real parameters
-  int64_t padded = 0;  // total rounded up to a multiple of world
+  int64_t padded = 0;  // elements of the flat buffer
   int64_t shard = 0;   // padded / world: elements each rank owns
 
-  FlatLayout(const std::vector<UnitParams>& units, int world) {
+  FlatLayout(const std::vector<UnitParams>& units, int world, bool pad_each_unit = false) {
+    int64_t end = 0;
     for (const auto& unit : units) {
-      unit_begin.push_back(total);
+      unit_begin.push_back(end);
       std::vector<Param> ps;
       for (const auto& v : unit.values) {
         if (!v.is_non_overlapping_and_dense())
           throw Error(unit.name + ": a parameter is not dense in memory", DSHOST_INTERNAL);
-        ps.push_back(Param{total, v.numel(), v.sizes().vec(), v.strides().vec()});
+        ps.push_back(Param{end, v.numel(), v.sizes().vec(), v.strides().vec()});
+        end += v.numel();
         total += v.numel();
       }
       params.push_back(std::move(ps));
-      unit_end.push_back(total);
+      if (pad_each_unit) {
+        end = round_up(end - unit_begin.back(), world) + unit_begin.back();
+        shard_begin.push_back(shard);
+        chunk.push_back((end - unit_begin.back()) / world);
+        shard += chunk.back();
+      }
+      unit_end.push_back(end);
     }
-    padded = (total + world - 1) / world * world;
-    shard = padded / world;
+    padded = round_up(end, world);
+    if (!pad_each_unit) shard = padded / world;
   }
+
+  int units() const { return static_cast<int>(unit_begin.size()); }
+  int64_t unit_size(int u) const { return unit_end[u] - unit_begin[u]; }
 
   at::Tensor view(const at::Tensor& flat, int unit, int index) const {
     const Param& p = params.at(unit).at(index);
     return flat.as_strided(p.shape, p.strides, flat.storage_offset() + p.offset);
   }
+  // The same parameter inside a buffer that holds unit `unit` alone.
+  at::Tensor unit_view(const at::Tensor& unit_buffer, int unit, int index) const {
+    const Param& p = params.at(unit).at(index);
+    return unit_buffer.as_strided(p.shape, p.strides,
+                                  unit_buffer.storage_offset() + p.offset - unit_begin[unit]);
+  }
+
+  static int64_t round_up(int64_t n, int64_t multiple) {
+    return (n + multiple - 1) / multiple * multiple;
+  }
 };
+
+// bf16 under mixed precision, else fp32: the dtype of the parameters and gradients the
+// model computes with. Masters and optimizer state stay fp32.
+inline at::ScalarType compute_dtype(const Services& s) {
+  return s.precision() == DSHOST_BF16 ? at::kBFloat16 : at::kFloat;
+}
+
+// Frees (bytes = 0) or reallocates the memory behind `t` while every view of it stays
+// valid: views, and tensors autograd saved, see the new memory once it is refilled. This is
+// how a sharded strategy drops a unit's full parameters between uses (as FSDP does).
+inline void resize_storage(const at::Tensor& t, size_t bytes) {
+  c10::StorageImpl* storage = t.storage().unsafeGetStorageImpl();
+  if (storage->nbytes() == bytes) return;
+  storage->set_data_ptr_noswap(bytes == 0 ? at::DataPtr(nullptr, storage->device())
+                                          : storage->allocator()->allocate(bytes));
+  storage->set_nbytes(bytes);
+}
 
 // Copies each unit's initial values into `flat` at the layout's offsets.
 inline void copy_into(const FlatLayout& layout, const std::vector<UnitParams>& units,

@@ -12,30 +12,54 @@
 
 namespace dshost {
 
-// Takes ownership of `t` and returns a tensor sharing its memory.
-inline at::Tensor from_dlpack(DLManagedTensor* t) { return at::fromDLPack(t); }
+namespace detail {
 
-// A zero-copy DLPack view that keeps `t`'s storage alive until its deleter runs.
-inline DLManagedTensor* to_dlpack(const at::Tensor& t) { return at::toDLPack(t); }
+// The manager context of a capsule made by to_dlpack below. All plugins of a process share
+// the host's LibTorch (the loader checks its version and C++ ABI), so the tensor itself can
+// ride along: the receiver gets the very same storage, which a strategy may later empty and
+// refill (resize_storage) without leaving the model's views dangling.
+struct SdkTensor {
+  static constexpr uint64_t kMagic = 0x6473686f73742d31ull;  // "dshost-1"
+  uint64_t magic = kMagic;
+  at::Tensor tensor;
+  DLManagedTensor* aten = nullptr;  // ATen's capsule: owns the shape and strides arrays
+  DLManagedTensor managed{};
+};
+
+}  // namespace detail
+
+// A zero-copy DLPack view of `t`; the receiver calls its deleter (or from_dlpack does).
+inline DLManagedTensor* to_dlpack(const at::Tensor& t) {
+  auto* holder = new detail::SdkTensor;
+  holder->tensor = t;
+  holder->aten = at::toDLPack(t);
+  holder->managed = *holder->aten;
+  holder->managed.manager_ctx = holder;
+  holder->managed.deleter = [](DLManagedTensor* self) {
+    auto* h = static_cast<detail::SdkTensor*>(self->manager_ctx);
+    h->aten->deleter(h->aten);
+    delete h;
+  };
+  return &holder->managed;
+}
+
+// Takes ownership of `t`. A capsule from to_dlpack gives back its tensor (same storage);
+// any other producer's gives a tensor viewing its memory.
+inline at::Tensor from_dlpack(DLManagedTensor* t) {
+  const auto* ctx = static_cast<const detail::SdkTensor*>(t->manager_ctx);
+  if (ctx != nullptr && ctx->magic == detail::SdkTensor::kMagic) {
+    at::Tensor same = ctx->tensor;
+    t->deleter(t);
+    return same;
+  }
+  return at::fromDLPack(t);
+}
 
 // A tensor viewing memory borrowed for the duration of a call (not owned, not freed).
 inline at::Tensor borrow(const DLTensor* t) {
   auto* managed = new DLManagedTensor{*t, nullptr, [](DLManagedTensor* self) { delete self; }};
   return at::fromDLPack(managed);
 }
-
-// A DLPack view of `t` for the length of one call; frees the view, not the memory.
-class DLView {
- public:
-  explicit DLView(const at::Tensor& t) : m_(at::toDLPack(t)) {}
-  ~DLView() { m_->deleter(m_); }
-  DLView(const DLView&) = delete;
-  DLView& operator=(const DLView&) = delete;
-  const DLTensor* get() const { return &m_->dl_tensor; }
-
- private:
-  DLManagedTensor* m_;
-};
 
 inline at::Device to_device(DLDevice d) {
   if (d.device_type == kDLCUDA) return at::Device(at::kCUDA, static_cast<int8_t>(d.device_id));

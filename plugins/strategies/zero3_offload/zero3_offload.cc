@@ -1,0 +1,48 @@
+// zero3-offload: ZeRO stage 3. Parameters, gradients and optimizer state sharded; units
+// gathered only while in use; fp32 masters and AdamW moments in CPU memory, updated by a
+// fused multi-threaded CPU AdamW. See ../common/zero.hpp.
+#include "../common/zero.hpp"
+
+namespace {
+
+const dshost_option kOptions[] = {
+    DSHOST_OPTION("overlap_comm", DSHOST_OPTION_BOOL, "true", nullptr,
+                  "reduce each unit's gradient while backward goes on (false: one at a time)"),
+    DSHOST_OPTION("reduce_dtype", DSHOST_OPTION_STRING, "\"fp32\"", "fp32|bf16",
+                  "dtype gradients are reduced in (bf16 halves traffic, loses precision)"),
+    DSHOST_OPTION("offload_optimizer_device", DSHOST_OPTION_STRING, "\"cpu\"", "cpu|none",
+                  "where fp32 masters and optimizer state live (DeepSpeed's offload_optimizer)"),
+    DSHOST_OPTION("offload_param_device", DSHOST_OPTION_STRING, "\"none\"", "cpu|none",
+                  "where the parameter shard lives between uses (DeepSpeed's offload_param)"),
+    DSHOST_OPTION("pin_memory", DSHOST_OPTION_BOOL, "true", nullptr,
+                  "page-lock offloaded buffers for faster, asynchronous GPU copies"),
+    DSHOST_OPTION_RANGE("prefetch_bucket_size", DSHOST_OPTION_INT, "50000000", 0, 1e12,
+                        "elements of the next units gathered ahead of use"),
+    DSHOST_OPTION_RANGE("param_persistence_threshold", DSHOST_OPTION_INT, "100000", 0, 1e12,
+                        "units with fewer elements stay gathered (saves small collectives)"),
+};
+
+class Zero3Offload : public dshost_zero::Zero {
+ public:
+  explicit Zero3Offload(const dshost::Services& s) : Zero(s, options(s)) {}
+
+ private:
+  static dshost_zero::Options options(const dshost::Services& s) {
+    dshost_zero::Options o;
+    o.stage = 3;
+    o.overlap_comm = s.get_bool("overlap_comm");
+    o.reduce_dtype = s.get_string("reduce_dtype") == "bf16" ? at::kBFloat16 : at::kFloat;
+    o.offload_optimizer = s.get_string("offload_optimizer_device") == "cpu";
+    o.offload_param = s.get_string("offload_param_device") == "cpu";
+    o.pin_memory = s.get_bool("pin_memory");
+    o.prefetch_bucket_size = s.get_int("prefetch_bucket_size");
+    o.param_persistence_threshold = s.get_int("param_persistence_threshold");
+    return o;
+  }
+};
+
+}  // namespace
+
+DSHOST_STRATEGY_PLUGIN(Zero3Offload, "zero3-offload", "1.0.0",
+                       "ZeRO stage 3: parameters sharded and gathered per unit, CPU-offloaded AdamW",
+                       kOptions, sizeof(kOptions) / sizeof(kOptions[0]))
