@@ -132,9 +132,13 @@ at::Tensor Comm::view(const dshost_slice& s) const {
   return b.narrow(0, s.offset, s.count);
 }
 
-// Gloo (LibTorch 1.13) reduces no bf16: such tensors travel as fp32 copies.
+// Gloo (LibTorch 1.13) knows no bf16: reductions run on fp32 copies, and collectives that
+// only move data (all-gather, broadcast) move the same 16 bits labelled fp16.
 static bool needs_fp32_copy(const at::Tensor& t) {
   return !t.is_cuda() && t.scalar_type() == at::kBFloat16;
+}
+static at::Tensor as_gloo_bits(const at::Tensor& t) {
+  return needs_fp32_copy(t) ? t.view(at::kHalf) : t;
 }
 
 std::unique_ptr<PendingWork> Comm::all_reduce(const dshost_slice& s, dshost_reduce_op op) {
@@ -164,10 +168,10 @@ std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dsho
 #endif
   // Gloo: list all-gather into views of the output; the input is copied since it may be
   // one of those views.
-  std::vector<at::Tensor> inputs{input.clone()};
+  std::vector<at::Tensor> inputs{as_gloo_bits(input).clone()};
   std::vector<std::vector<at::Tensor>> outputs(1);
   for (int r = 0; r < rv_.world_size; ++r)
-    outputs[0].push_back(output.narrow(0, r * input.numel(), input.numel()));
+    outputs[0].push_back(as_gloo_bits(output).narrow(0, r * input.numel(), input.numel()));
   auto work = groups_->gloo->allgather(outputs, inputs);
   return std::make_unique<PendingWork>("all_gather", work, [inputs, outputs] {});
 }
@@ -200,15 +204,12 @@ std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const 
 }
 
 std::unique_ptr<PendingWork> Comm::broadcast(const dshost_slice& s, int root) {
-  at::Tensor target = view(s);
-  std::vector<at::Tensor> io{needs_fp32_copy(target) ? target.to(at::kFloat) : target};
-  CollectiveBackend& group = target.is_cuda() ? *groups_->nccl : *groups_->gloo;
+  std::vector<at::Tensor> io{as_gloo_bits(view(s))};
+  CollectiveBackend& group = io[0].is_cuda() ? *groups_->nccl : *groups_->gloo;
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   auto work = group.broadcast(io, opts);
-  return std::make_unique<PendingWork>("broadcast", work, [target, io]() mutable {
-    if (!io[0].is_same(target)) target.copy_(io[0]);
-  });
+  return std::make_unique<PendingWork>("broadcast", work, [io] {});
 }
 
 std::vector<double> Comm::sum(const std::vector<double>& values) {

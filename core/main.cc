@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
     print_error(e.what());
     return e.exit_code();
   } catch (const std::exception& e) {
-    print_error(cat("internal error: ", e.what(), " (please report this)"));
+    print_error(cat("internal error: ", without_backtrace(e.what()), " (please report this)"));
     return 1;
   }
 }

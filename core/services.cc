@@ -87,7 +87,7 @@ PluginHost::PluginHost(std::string plugin, Section config, const RankInfo& info,
     } catch (const std::exception& e) {
       const auto& rv = me.comm_->rendezvous();
       put(err, cat("rank ", rv.rank, " on ", host_name(), ": ", work->what(), " failed: ",
-                   e.what(), ". A peer rank probably died or hangs (waited at most ",
+                   without_backtrace(e.what()), ". If a peer rank died or hangs, its log says why (this rank waits at most ",
                    me.comm_->timeout().count() / 1000.0, " s, comm.timeout_s); see its log"));
       return DSHOST_COMM_ERROR;
     }
@@ -119,7 +119,7 @@ dshost_status PluginHost::collective(const char* what, dshost_work** work, dshos
     return DSHOST_OK;
   } catch (const std::exception& e) {
     put(err, cat("rank ", comm_->rendezvous().rank, " on ", host_name(), ": ", what,
-                 " could not start: ", e.what()));
+                 " could not start: ", without_backtrace(e.what())));
     return DSHOST_COMM_ERROR;
   }
 }

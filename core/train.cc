@@ -219,7 +219,7 @@ class Worker {
       train_seconds_ += epoch_seconds_.back();
       if (t.eval) evaluate(epoch);
     }
-    if (!t.eval || !evaluated_) evaluate(-1);
+    if (t.eval && !evaluated_) evaluate(-1);  // stopped by max_steps inside the first epoch
   }
 
   void train_step(const std::vector<int64_t>& order, int64_t first, int64_t epoch, int64_t step,
@@ -322,8 +322,8 @@ class Worker {
         {"precision", cfg_.train.precision},
         {"parameters", info_model_.parameter_count},
         {"steps", total_steps_},
-        {"test_accuracy", test_accuracy_},
-        {"test_loss", test_loss_},
+        {"test_accuracy", evaluated_ ? nlohmann::json(test_accuracy_) : nlohmann::json()},
+        {"test_loss", evaluated_ ? nlohmann::json(test_loss_) : nlohmann::json()},
         {"final_train_loss", last_loss_},
         {"samples_per_second", rate},
         {"train_time_s", train_seconds_},
@@ -337,8 +337,10 @@ class Worker {
     };
     write_atomically(run_dir_ / "summary.json", summary.dump(2) + "\n");
     const auto mib = [](double b) { return cat(std::fixed, std::setprecision(1), b / 1048576.0, " MiB"); };
-    log::info(cat("summary: test accuracy ", std::fixed, std::setprecision(4), test_accuracy_,
-                  ", test loss ", test_loss_, ", train loss ", last_loss_, ", ",
+    const std::string test = evaluated_ ? cat("test accuracy ", std::fixed, std::setprecision(4),
+                                              test_accuracy_, ", test loss ", test_loss_, ", ")
+                                        : std::string("not evaluated (train.eval = false), ");
+    log::info(cat("summary: ", test, "train loss ", std::fixed, std::setprecision(4), last_loss_, ", ",
                   std::setprecision(0), rate, " samples/s, wall time ", std::setprecision(1),
                   wall_seconds, " s, peak memory ", mib(peak), " per rank (parameters ",
                   mib(mem.param_device + mem.param_host), ", gradients ",

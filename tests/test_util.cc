@@ -1,13 +1,16 @@
 #include "tests/test_util.h"
 
 #include <ftw.h>
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -99,6 +102,30 @@ std::vector<double> losses(const std::string& run_dir) {
   for (std::string line; std::getline(in, line);)
     out.push_back(nlohmann::json::parse(line).at("loss").get<double>());
   return out;
+}
+
+std::string quickstart_manifest() {
+  return std::string(DSHOST_SOURCE_DIR) + "/configs/quickstart.toml";
+}
+
+std::vector<double> train_quickstart(const std::string& name, std::vector<std::string> sets,
+                                     std::string* summary_json) {
+  const std::string dir = scratch_dir("training_" + name);
+  std::vector<std::string> args{"run", quickstart_manifest(), "--set",
+                                "run.output_dir=\"" + dir + "\"", "--set", "train.log_every=1000"};
+  for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+  const Ran r = dshost(args);
+  if (r.exit_code != 0) ADD_FAILURE() << name << " failed: " << r.err;
+  if (summary_json != nullptr) *summary_json = read_file(dir + "/quickstart/summary.json");
+  return losses(dir + "/quickstart");
+}
+
+double max_abs_difference(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) ADD_FAILURE() << "trajectories of " << a.size() << " and " << b.size() << " steps";
+  double worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    worst = std::max(worst, std::fabs(a[i] - b[i]));
+  return worst;
 }
 
 int line_count(const std::string& text) {

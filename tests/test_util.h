@@ -25,6 +25,14 @@ std::string read_file(const std::string& path);
 // Loss of each step from a run's metrics.jsonl.
 std::vector<double> losses(const std::string& run_dir);
 
+std::string quickstart_manifest();
+// Trains configs/quickstart.toml with `sets` (--set values) into a fresh run directory
+// named after `name`; expects success and returns the losses. *summary_json receives the
+// run's summary.json when given.
+std::vector<double> train_quickstart(const std::string& name, std::vector<std::string> sets,
+                                     std::string* summary_json = nullptr);
+double max_abs_difference(const std::vector<double>& a, const std::vector<double>& b);
+
 // Number of lines in `text`, ignoring a trailing newline.
 int line_count(const std::string& text);
 

@@ -18,7 +18,7 @@ wait
 
 echo "bench: dshost ddp, $epochs epochs"
 ./build/dshost run configs/quickstart.toml --set "run.output_dir=\"$work\"" \
-  --set "train.epochs=$epochs" --set train.eval=false > "$work/dshost.log" 2>&1
+  --set "train.epochs=$epochs" > "$work/dshost.log" 2>&1
 
 /usr/bin/python3 - "$work" "$epochs" <<'PY'
 import json, platform, subprocess, sys, datetime

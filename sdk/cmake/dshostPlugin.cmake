@@ -19,4 +19,6 @@ function(dshost_add_plugin NAME)
     target_link_libraries(${target} PRIVATE ${TORCH_LIBRARIES})
   endif()
   target_link_options(${target} PRIVATE -Wl,--no-undefined)
+  # Lets sqrt vectorise (the SDK's fused CPU AdamW); no plugin relies on errno from math.
+  target_compile_options(${target} PRIVATE -fno-math-errno)
 endfunction()

@@ -122,6 +122,8 @@ class Zero : public dshost::Strategy {
   double step(const dshost_step_args& args) override {
     const auto& s = services();
     while (!reductions_.empty()) finish_oldest_reduction();
+    for (const auto& staging : staging_)  // transient, like the units' full gradients
+      if (staging.defined()) deallocate(staging);
     norm_.copy_(grad_shard_.pow(2).sum().view({1}));
     s.all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
     const double norm = std::sqrt(norm_.item<double>());
@@ -170,14 +172,14 @@ class Zero : public dshost::Strategy {
   static void allocate(const at::Tensor& t) {
     dshost::resize_storage(t, static_cast<size_t>(t.numel()) * t.element_size());
   }
-  static void free(const at::Tensor& t) { dshost::resize_storage(t, 0); }
+  static void deallocate(const at::Tensor& t) { dshost::resize_storage(t, 0); }
 
   // The model has its views now: empty the buffers that are only needed transiently.
   void release_after_setup() {
     if (released_) return;
     released_ = true;
     for (int u = 0; u < layout_->units(); ++u) {
-      free(grads_[u]);
+      deallocate(grads_[u]);
       if (o_.stage == 3) release(u);
     }
   }
@@ -213,7 +215,7 @@ class Zero : public dshost::Strategy {
   void release(int u) {
     if (!gathered_[u] || persistent(u)) return;
     gather_work_[u].wait();
-    free(params_[u]);
+    deallocate(params_[u]);
     gathered_[u] = false;
   }
 
@@ -250,11 +252,13 @@ class Zero : public dshost::Strategy {
       if (r.first) target.copy_(reduced);
       else target.add_(reduced);
     }
-    free(grads_[r.unit]);
+    deallocate(grads_[r.unit]);
   }
 
   at::Tensor& staging_buffer(int slot) {
-    if (!staging_[slot].defined()) {
+    if (staging_[slot].defined()) {
+      allocate(staging_[slot]);
+    } else {
       int64_t largest = 0;
       for (int u = 0; u < layout_->units(); ++u) largest = std::max(largest, layout_->unit_size(u));
       staging_[slot] = at::empty({largest}, at::TensorOptions().dtype(o_.reduce_dtype).device(device_));

@@ -18,6 +18,8 @@ struct AdamWStep {
 
 namespace detail {
 
+// Vectorises fully when compiled with -fno-math-errno (dshost_add_plugin sets it): sqrt of
+// the non-negative v never needs errno.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif

@@ -24,10 +24,16 @@ class Error : public std::runtime_error {
   dshost_status status_;
 };
 
+// An exception's message without the C++ backtrace LibTorch appends to its errors: users
+// get the sentence, not the stack.
+inline std::string without_backtrace(const std::string& message) {
+  return message.substr(0, message.find("\nException raised from "));
+}
+
 inline void write_error(dshost_error* err, const char* message) {
   if (err == nullptr) return;
   err->struct_size = sizeof(dshost_error);
-  std::strncpy(err->message, message, DSHOST_ERROR_CAPACITY - 1);
+  std::strncpy(err->message, without_backtrace(message).c_str(), DSHOST_ERROR_CAPACITY - 1);
   err->message[DSHOST_ERROR_CAPACITY - 1] = '\0';
 }
 
