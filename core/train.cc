@@ -9,6 +9,9 @@
 #include "core/services.h"
 
 #include <ATen/Parallel.h>
+#if DSHOST_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 #include <nlohmann/json.hpp>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -35,6 +38,18 @@ double seconds_since(Clock::time_point start) {
 std::string duration_text(double seconds) {
   const int64_t s = static_cast<int64_t>(seconds + 0.5);
   return s >= 60 ? cat(s / 60, "m", std::setw(2), std::setfill('0'), s % 60, "s") : cat(s, "s");
+}
+
+// Peak bytes LibTorch's caching allocator handed out on `device` (0 for the CPU).
+int64_t peak_device_bytes(const at::Device& device) {
+#if DSHOST_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  }
+#endif
+  (void)device;
+  return 0;
 }
 
 int64_t peak_rss_bytes() {
@@ -311,6 +326,7 @@ class Worker {
     dshost_memory_report mem{sizeof(dshost_memory_report)};
     call(sapi_->memory(strategy_.get(), &mem, &err_), "strategy memory");
     const double peak = comm_->max(static_cast<double>(peak_rss_bytes()));
+    const double peak_device = comm_->max(static_cast<double>(peak_device_bytes(device_)));
     if (rv_.rank != 0) return;
     const double rate = samples_ / std::max(train_seconds_, 1e-9);
     nlohmann::json summary{
@@ -330,6 +346,7 @@ class Worker {
         {"epoch_times_s", epoch_seconds_},
         {"wall_time_s", wall_seconds},
         {"peak_host_memory_bytes", static_cast<int64_t>(peak)},
+        {"peak_device_memory_bytes", static_cast<int64_t>(peak_device)},
         {"memory_per_rank_bytes",
          {{"param_device", mem.param_device}, {"param_host", mem.param_host},
           {"grad_device", mem.grad_device}, {"grad_host", mem.grad_host},
@@ -342,7 +359,9 @@ class Worker {
                                         : std::string("not evaluated (train.eval = false), ");
     log::info(cat("summary: ", test, "train loss ", std::fixed, std::setprecision(4), last_loss_, ", ",
                   std::setprecision(0), rate, " samples/s, wall time ", std::setprecision(1),
-                  wall_seconds, " s, peak memory ", mib(peak), " per rank (parameters ",
+                  wall_seconds, " s, peak memory ", mib(peak),
+                  device_.is_cuda() ? cat(" host, ", mib(peak_device), " GPU") : std::string(),
+                  " per rank (parameters ",
                   mib(mem.param_device + mem.param_host), ", gradients ",
                   mib(mem.grad_device + mem.grad_host), ", optimizer ",
                   mib(mem.optim_device + mem.optim_host), ")"));

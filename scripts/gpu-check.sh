@@ -22,9 +22,22 @@ grep "dshost: LibTorch" "$out/build.log"
 # Unit tests that read no data from Debian's dataset path (it is not on this image).
 /tmp/build/tests/dshost_tests --gtest_filter='Loader.*:LocalLauncher.*:Sampler.*:Schedule.*' \
   > "$out/unit.log" 2>&1; tail -3 "$out/unit.log"
-for precision in fp32 bf16; do
-  /tmp/build/dshost run configs/quickstart.toml --set launcher.nprocs=1 --set train.device=cuda \
-    --set "data.path=\"$PWD/.fmnist\"" --set "run.output_dir=\"$out\"" --set "run.name=\"cuda_$precision\"" \
-    --set train.precision=$precision > "$out/cuda_$precision.log" 2>&1
-  echo "cuda $precision exit $?"; grep -E "summary:|error" "$out/cuda_$precision.log"
+# Every strategy on the GPU (NCCL at world size 1), fp32 and bf16: the quickstart.
+run() {  # name, then --set values
+  local name=$1; shift
+  local sets=(--set launcher.nprocs=1 --set train.device=cuda --set "data.path=\"$PWD/.fmnist\""
+              --set "run.output_dir=\"$out\"" --set "run.name=\"$name\"")
+  for s in "$@"; do sets+=(--set "$s"); done
+  /tmp/build/dshost run configs/quickstart.toml "${sets[@]}" > "$out/$name.log" 2>&1
+  echo "$name exit $?"; grep -E "summary:|error" "$out/$name.log" | cut -c1-400
+}
+for strategy in ddp zero2 zero3-offload; do
+  for precision in fp32 bf16; do
+    run "${strategy}_$precision" strategy.plugin=$strategy train.precision=$precision
+  done
 done
+# GPU memory of a 103M-parameter basic CNN (fc1 256*7*7 -> 8192), 50 steps, bf16.
+big=(train.precision=bf16 train.max_steps=50 train.eval=false model.width=128 model.hidden=8192)
+run big_ddp strategy.plugin=ddp "${big[@]}"
+run big_zero2 strategy.plugin=zero2 "${big[@]}"
+run big_zero3-offload strategy.plugin=zero3-offload strategy.offload_param_device=cpu "${big[@]}"

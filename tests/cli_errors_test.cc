@@ -92,12 +92,34 @@ TEST(CliErrors, OutOfRangeAndNotAllowedValues) {
       << r.err;
 }
 
+TEST(CliErrors, StrategyOptionsAreChecked) {
+  Ran r = expect_user_error("check", manifest("zero3_key", kGood),
+                            {"--set", "strategy.plugin=zero3-offload", "--set", "strategy.offload_device=cpu"});
+  EXPECT_NE(r.err.find("unknown key 'offload_device' in [strategy]"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("offload_param_device"), std::string::npos) << r.err;
+  r = expect_user_error("check", manifest("bucket_zero", kGood), {"--set", "strategy.reduce_bucket_size=0"});
+  EXPECT_NE(r.err.find("strategy.reduce_bucket_size = integer 0 is out of range [1, "),
+            std::string::npos) << r.err;
+  r = expect_user_error("check", manifest("offload_where", kGood),
+                        {"--set", "strategy.plugin=zero3-offload", "--set",
+                         "strategy.offload_optimizer_device=nvme"});
+  EXPECT_NE(r.err.find("strategy.offload_optimizer_device = \"nvme\" is not one of: cpu, none"),
+            std::string::npos) << r.err;
+}
+
+TEST(CliErrors, ShippedManifestsAreValid) {
+  for (const char* name : {"quickstart", "zero2", "zero3-offload"}) {
+    const Ran r = dshost({"check", std::string(DSHOST_SOURCE_DIR) + "/configs/" + name + ".toml"});
+    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.err;
+  }
+}
+
 TEST(CliErrors, UnknownPluginListsTheKnownOnes) {
   const Ran r = expect_user_error("check", manifest("unknown_plugin", kGood),
                                   {"--set", "strategy.plugin=zero9"});
   EXPECT_NE(r.err.find("--set strategy.plugin=zero9: error: unknown strategy plugin 'zero9'"),
             std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("Known: ddp"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Known: ddp, zero2, zero3-offload"), std::string::npos) << r.err;
 }
 
 TEST(CliErrors, UnknownSectionSuggestsTheClosestOne) {

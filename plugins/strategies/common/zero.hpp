@@ -60,8 +60,9 @@ class Zero : public dshost::Strategy {
     const int n = layout_->units();
     const auto on_device = at::TensorOptions().device(device_);
     const at::Device host(at::kCPU);
-    const at::Device master_device = o_.offload_optimizer ? host : device_;
-    master_ = at::empty({layout_->shard}, pinned_if_host(at::TensorOptions().dtype(at::kFloat), master_device));
+    check_host_memory();
+    master_ = at::empty({layout_->shard}, pinned_if_host(at::TensorOptions().dtype(at::kFloat),
+                                                         o_.offload_optimizer ? host : device_));
     for (int u = 0; u < n; ++u) {
       // The unit's initial values in fp32, then rank 0's win everywhere.
       at::Tensor full = at::zeros({layout_->unit_size(u)}, on_device.dtype(at::kFloat));
@@ -71,9 +72,18 @@ class Zero : public dshost::Strategy {
       s.broadcast(dshost::slice(id, 0, full.numel()), 0).wait();
       master_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]).copy_(own_chunk(full, u));
       params_.push_back(full.to(dtype_));
-      grads_.push_back(at::zeros({layout_->unit_size(u)}, on_device.dtype(dtype_)));
+      grads_.push_back(at::empty({layout_->unit_size(u)}, on_device.dtype(dtype_)));
       param_ids_.push_back(s.register_buffer(dshost::to_dlpack(params_[u])));
       grad_ids_.push_back(s.register_buffer(dshost::to_dlpack(grads_[u])));
+      // Views are made while the memory is there (as_strided checks bounds); then the
+      // transient buffers are emptied, unit by unit, so setup never holds the whole model.
+      std::vector<Views> views;
+      for (size_t i = 0; i < units[u].values.size(); ++i)
+        views.push_back({layout_->unit_view(params_[u], u, static_cast<int>(i)),
+                         layout_->unit_view(grads_[u], u, static_cast<int>(i))});
+      views_.push_back(std::move(views));
+      deallocate(grads_[u]);
+      if (o_.stage == 3 && !persistent(u)) deallocate(params_[u]);
     }
     grad_shard_ = at::zeros({layout_->shard}, on_device.dtype(at::kFloat));
     grad_shard_id_ = s.register_buffer(dshost::to_dlpack(grad_shard_));
@@ -83,23 +93,19 @@ class Zero : public dshost::Strategy {
       param_shard_ = master_.to(pinned_if_host(at::TensorOptions().dtype(dtype_),
                                                o_.offload_param ? host : device_));
     make_optimizer();
-    gathered_.assign(n, true);
+    gathered_.resize(n);
+    for (int u = 0; u < n; ++u) gathered_[u] = o_.stage == 2 || persistent(u);
     gather_work_.resize(n);
   }
 
-  Views param_views(int unit, int index) override {
-    return {layout_->unit_view(params_[unit], unit, index),
-            layout_->unit_view(grads_[unit], unit, index)};
-  }
+  Views param_views(int unit, int index) override { return views_.at(unit).at(index); }
 
   void begin_micro_batch(int index, int /*count*/) override {
-    release_after_setup();
     while (!reductions_.empty()) finish_oldest_reduction();  // reduce_out_ is reused
     micro_index_ = index;
   }
 
   void on_unit_event(dshost_unit_event event, int unit) override {
-    release_after_setup();
     switch (event) {
       case DSHOST_PRE_FORWARD:
         if (o_.stage == 3) use(unit, +1);
@@ -174,14 +180,24 @@ class Zero : public dshost::Strategy {
   }
   static void deallocate(const at::Tensor& t) { dshost::resize_storage(t, 0); }
 
-  // The model has its views now: empty the buffers that are only needed transiently.
-  void release_after_setup() {
-    if (released_) return;
-    released_ = true;
-    for (int u = 0; u < layout_->units(); ++u) {
-      deallocate(grads_[u]);
-      if (o_.stage == 3) release(u);
-    }
+  // Offloading needs host memory for the fp32 master and AdamW moments (and the parameter
+  // shard): refuse up front, before anything is allocated, when the host lacks it.
+  void check_host_memory() const {
+    if (!device_.is_cuda() || (!o_.offload_optimizer && !o_.offload_param)) return;
+    const int64_t per_rank = layout_->shard * ((o_.offload_optimizer ? 16 : 0) +
+                                               (o_.offload_param ? 2 : 0));
+    const int64_t needed = per_rank * services().local_world_size();
+    const int64_t available = dshost::available_host_memory();
+    if (needed <= available) return;
+    const auto gib = [](int64_t b) { return std::to_string(b / (1 << 20) / 1024.0).substr(0, 5); };
+    throw dshost::Error("zero3-offload needs " + gib(needed) + " GiB of host memory on this node (" +
+                        gib(per_rank) + " GiB for each of its " +
+                        std::to_string(services().local_world_size()) +
+                        " ranks: fp32 master and AdamW moments" +
+                        (o_.offload_param ? " and the parameter shard" : "") + "), but only " +
+                        gib(available) + " GiB is available. Use more ranks or nodes, set "
+                        "offload_param_device = \"none\", or free host memory.",
+                        DSHOST_OUT_OF_MEMORY);
   }
 
   bool persistent(int u) const {
@@ -332,6 +348,7 @@ class Zero : public dshost::Strategy {
   const at::ScalarType dtype_;
   std::unique_ptr<dshost::FlatLayout> layout_;
   std::vector<at::Tensor> params_, grads_;  // [unit] full buffers in the compute dtype
+  std::vector<std::vector<Views>> views_;   // [unit][index] what the model binds
   std::vector<int32_t> param_ids_, grad_ids_;
   at::Tensor param_shard_;                  // stage 3: this rank's chunks, compute dtype
   at::Tensor master_, exp_avg_, exp_avg_sq_, grad_host_;  // fp32 shard
@@ -346,7 +363,6 @@ class Zero : public dshost::Strategy {
   std::vector<bool> gathered_;
   std::vector<dshost::Work> gather_work_;
   int micro_index_ = 0;
-  bool released_ = false;
 };
 
 }  // namespace dshost_zero

@@ -5,7 +5,10 @@
 
 #include <dshost/torch.hpp>
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,6 +86,28 @@ struct FlatLayout {
     return (n + multiple - 1) / multiple * multiple;
   }
 };
+
+// Bytes of host memory this process may still take: MemAvailable, or less where a cgroup
+// (v2) limit is closer.
+inline int64_t available_host_memory() {
+  int64_t available = INT64_MAX;
+  if (FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char key[64];
+    long long kib = 0;
+    while (std::fscanf(f, "%63s %lld kB", key, &kib) == 2)
+      if (std::string(key) == "MemAvailable:") available = kib * 1024;
+    std::fclose(f);
+  }
+  long long limit = 0, current = 0;
+  FILE* max_file = std::fopen("/sys/fs/cgroup/memory.max", "r");
+  FILE* current_file = std::fopen("/sys/fs/cgroup/memory.current", "r");
+  if (max_file && current_file && std::fscanf(max_file, "%lld", &limit) == 1 &&
+      std::fscanf(current_file, "%lld", &current) == 1)
+    available = std::min<int64_t>(available, limit - current);
+  if (max_file) std::fclose(max_file);
+  if (current_file) std::fclose(current_file);
+  return available;
+}
 
 // bf16 under mixed precision, else fp32: the dtype of the parameters and gradients the
 // model computes with. Masters and optimizer state stay fp32.

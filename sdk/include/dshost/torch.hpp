@@ -17,40 +17,65 @@ namespace detail {
 // The manager context of a capsule made by to_dlpack below. All plugins of a process share
 // the host's LibTorch (the loader checks its version and C++ ABI), so the tensor itself can
 // ride along: the receiver gets the very same storage, which a strategy may later empty and
-// refill (resize_storage) without leaving the model's views dangling.
+// refill (resize_storage) without leaving the model's views dangling. The capsule's shape
+// and strides point into that tensor, which the context keeps alive.
 struct SdkTensor {
   static constexpr uint64_t kMagic = 0x6473686f73742d31ull;  // "dshost-1"
   uint64_t magic = kMagic;
   at::Tensor tensor;
-  DLManagedTensor* aten = nullptr;  // ATen's capsule: owns the shape and strides arrays
   DLManagedTensor managed{};
 };
 
+inline DLDataType dl_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return {kDLFloat, 32, 1};
+    case at::kDouble: return {kDLFloat, 64, 1};
+    case at::kHalf: return {kDLFloat, 16, 1};
+    case at::kBFloat16: return {kDLBfloat, 16, 1};
+    case at::kLong: return {kDLInt, 64, 1};
+    case at::kInt: return {kDLInt, 32, 1};
+    case at::kShort: return {kDLInt, 16, 1};
+    case at::kChar: return {kDLInt, 8, 1};
+    case at::kByte: return {kDLUInt, 8, 1};
+    default: throw Error(std::string("no DLPack dtype for ") + at::toString(t), DSHOST_UNSUPPORTED);
+  }
+}
+
 }  // namespace detail
 
-// A zero-copy DLPack view of `t`; the receiver calls its deleter (or from_dlpack does).
+// A zero-copy DLPack view of `t`; the receiver calls its deleter (or from_dlpack does). Works
+// for a buffer whose memory is emptied for now (data is then null until it is refilled).
 inline DLManagedTensor* to_dlpack(const at::Tensor& t) {
   auto* holder = new detail::SdkTensor;
   holder->tensor = t;
-  holder->aten = at::toDLPack(t);
-  holder->managed = *holder->aten;
+  DLTensor& dl = holder->managed.dl_tensor;
+  dl.data = t.storage().nbytes() == 0 ? nullptr : t.data_ptr();
+  dl.device = DLDevice{t.is_cuda() ? kDLCUDA : kDLCPU,
+                       static_cast<int32_t>(t.is_cuda() ? t.get_device() : 0)};
+  dl.ndim = static_cast<int32_t>(t.dim());
+  dl.dtype = detail::dl_dtype(t.scalar_type());
+  dl.shape = const_cast<int64_t*>(holder->tensor.sizes().data());
+  dl.strides = const_cast<int64_t*>(holder->tensor.strides().data());
+  dl.byte_offset = 0;
   holder->managed.manager_ctx = holder;
   holder->managed.deleter = [](DLManagedTensor* self) {
-    auto* h = static_cast<detail::SdkTensor*>(self->manager_ctx);
-    h->aten->deleter(h->aten);
-    delete h;
+    delete static_cast<detail::SdkTensor*>(self->manager_ctx);
   };
   return &holder->managed;
 }
 
-// Takes ownership of `t`. A capsule from to_dlpack gives back its tensor (same storage);
-// any other producer's gives a tensor viewing its memory.
+// Takes ownership of `t`. A capsule from to_dlpack gives a tensor on the sender's very
+// storage (a plain alias, not an autograd view of the sender's buffer: in-place updates of
+// a view carry bookkeeping that cost 30% of a CPU training step); any other producer's
+// capsule gives a tensor viewing its memory.
 inline at::Tensor from_dlpack(DLManagedTensor* t) {
   const auto* ctx = static_cast<const detail::SdkTensor*>(t->manager_ctx);
   if (ctx != nullptr && ctx->magic == detail::SdkTensor::kMagic) {
-    at::Tensor same = ctx->tensor;
+    const at::Tensor& sent = ctx->tensor;
+    at::Tensor alias = at::empty({0}, sent.options());
+    alias.set_(sent.storage(), sent.storage_offset(), sent.sizes(), sent.strides());
     t->deleter(t);
-    return same;
+    return alias;
   }
   return at::fromDLPack(t);
 }
