@@ -48,6 +48,22 @@ struct Options {
   int64_t param_persistence_threshold = 0;  // units smaller than this stay gathered
 };
 
+// The keys both ZeRO plugins take, for their option tables.
+#define DSHOST_ZERO_COMMON_OPTIONS                                                             \
+  DSHOST_OPTION("overlap_comm", DSHOST_OPTION_BOOL, "true", nullptr,                           \
+                "reduce each unit's gradient while backward goes on (false: one at a time)"), \
+      DSHOST_OPTION("reduce_dtype", DSHOST_OPTION_STRING, "\"fp32\"", "fp32|bf16",            \
+                    "dtype gradients are reduced in (bf16 halves traffic, loses precision)")
+
+// Options with the common keys read from the plugin's section.
+inline Options common_options(const dshost::Services& s, int stage) {
+  Options o;
+  o.stage = stage;
+  o.overlap_comm = s.get_bool("overlap_comm");
+  o.reduce_dtype = s.get_string("reduce_dtype") == "bf16" ? at::kBFloat16 : at::kFloat;
+  return o;
+}
+
 class Zero : public dshost::Strategy {
  public:
   Zero(const dshost::Services& s, Options o)

@@ -6,10 +6,7 @@
 namespace {
 
 const dshost_option kOptions[] = {
-    DSHOST_OPTION("overlap_comm", DSHOST_OPTION_BOOL, "true", nullptr,
-                  "reduce each unit's gradient while backward goes on (false: one at a time)"),
-    DSHOST_OPTION("reduce_dtype", DSHOST_OPTION_STRING, "\"fp32\"", "fp32|bf16",
-                  "dtype gradients are reduced in (bf16 halves traffic, loses precision)"),
+    DSHOST_ZERO_COMMON_OPTIONS,
     DSHOST_OPTION("offload_optimizer_device", DSHOST_OPTION_STRING, "\"cpu\"", "cpu|none",
                   "where fp32 masters and optimizer state live (DeepSpeed's offload_optimizer)"),
     DSHOST_OPTION("offload_param_device", DSHOST_OPTION_STRING, "\"none\"", "cpu|none",
@@ -28,10 +25,7 @@ class Zero3Offload : public dshost_zero::Zero {
 
  private:
   static dshost_zero::Options options(const dshost::Services& s) {
-    dshost_zero::Options o;
-    o.stage = 3;
-    o.overlap_comm = s.get_bool("overlap_comm");
-    o.reduce_dtype = s.get_string("reduce_dtype") == "bf16" ? at::kBFloat16 : at::kFloat;
+    dshost_zero::Options o = dshost_zero::common_options(s, 3);
     o.offload_optimizer = s.get_string("offload_optimizer_device") == "cpu";
     o.offload_param = s.get_string("offload_param_device") == "cpu";
     o.pin_memory = s.get_bool("pin_memory");
