@@ -109,9 +109,16 @@ class ModelInstance {
     model_ = std::make_shared<M>(services_);
     model_->to(to_device(table->device));
     if (model_->channels_last()) {
+      // A fresh channels-last tensor, not contiguous(ChannelsLast): with a size-1 dimension
+      // (conv1's [32, 1, 3, 3]) that returns the NCHW strides unchanged, which also pass as
+      // channels-last, and the flat views copied from them would then tell the convolution
+      // NCHW (a slow mixed-layout path, 30% of a CPU step).
       at::NoGradGuard no_grad;
       for (auto& p : model_->parameters())
-        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+        if (p.dim() == 4) {
+          at::Tensor nhwc = at::empty(p.sizes(), p.options().memory_format(at::MemoryFormat::ChannelsLast));
+          p.set_data(nhwc.copy_(p));
+        }
     }
     for (const auto& unit : model_->units()) {
       std::vector<at::Tensor> params;

@@ -65,9 +65,8 @@ inline DLManagedTensor* to_dlpack(const at::Tensor& t) {
 }
 
 // Takes ownership of `t`. A capsule from to_dlpack gives a tensor on the sender's very
-// storage (a plain alias, not an autograd view of the sender's buffer: in-place updates of
-// a view carry bookkeeping that cost 30% of a CPU training step); any other producer's
-// capsule gives a tensor viewing its memory.
+// storage (a plain alias with the sender's sizes and strides); any other producer's capsule
+// gives a tensor viewing its memory.
 inline at::Tensor from_dlpack(DLManagedTensor* t) {
   const auto* ctx = static_cast<const detail::SdkTensor*>(t->manager_ctx);
   if (ctx != nullptr && ctx->magic == detail::SdkTensor::kMagic) {
