@@ -5,11 +5,11 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
-#include <limits>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 namespace dshost {
@@ -262,8 +262,8 @@ std::string closest(const std::string& word, const std::vector<std::string>& can
   std::string best;
   size_t best_distance = std::numeric_limits<size_t>::max();
   for (const auto& c : candidates) {
-    if (edit_distance(word, c) > std::max<size_t>(2, std::max(word.size(), c.size()) / 3)) continue;
     const size_t d = edit_distance(word, c);
+    if (d > std::max<size_t>(2, std::max(word.size(), c.size()) / 3)) continue;
     if (d < best_distance) {
       best_distance = d;
       best = c;

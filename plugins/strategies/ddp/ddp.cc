@@ -10,7 +10,6 @@
 // updated parameters. With gradient accumulation, only the last micro-batch communicates.
 #include <dshost/strategy.hpp>
 
-
 namespace {
 
 const dshost_option kOptions[] = {

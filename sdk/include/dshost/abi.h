@@ -192,9 +192,9 @@ typedef struct dshost_services {
 
   /* Collectives over all ranks. A buffer is registered once, as a capsule the host takes
    * ownership of (from the SDK's to_dlpack, the host then follows the buffer's storage when
-   * the plugin empties and refills it); the memory must outlive the plugin instance. Every collective is asynchronous: it
-   * returns a work handle that must be passed to wait() exactly once, which blocks until
-   * the result is in place and frees the handle. All ranks must issue collectives in the
+   * the plugin empties and refills it); the memory must outlive the plugin instance.
+   * Every collective is asynchronous: it returns a work handle that must be passed to
+   * wait() exactly once, which blocks until the result is in place and frees the handle. All ranks must issue collectives in the
    * same order. all_gather: out.count == in.count * world_size, rank r's input lands at
    * out.offset + r * in.count. reduce_scatter: in.count == out.count * world_size. Input
    * and output may overlap. Threads: calls may come from any one thread at a time. */

@@ -223,8 +223,8 @@ class ModelInstance {
       throw Error("parameter index " + std::to_string(index) + " out of range", DSHOST_INTERNAL);
     return ps[index];
   }
-  // Same strides wherever a dimension has more than one element (DLPack normalises the
-  // strides of size-1 dimensions).
+  // Same strides wherever a dimension has more than one element (a size-1 dimension's
+  // stride is arbitrary, and some DLPack producers, ATen's among them, normalise it).
   static bool same_layout(const at::Tensor& a, const at::Tensor& b) {
     for (int64_t d = 0; d < a.dim(); ++d)
       if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
