@@ -40,4 +40,5 @@ done
 big=(train.precision=bf16 train.max_steps=50 train.eval=false model.width=128 model.hidden=8192)
 run big_ddp strategy.plugin=ddp "${big[@]}"
 run big_zero2 strategy.plugin=zero2 "${big[@]}"
+run big_zero3-offload_param-gpu strategy.plugin=zero3-offload "${big[@]}"
 run big_zero3-offload strategy.plugin=zero3-offload strategy.offload_param_device=cpu "${big[@]}"

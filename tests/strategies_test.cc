@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <fstream>
+
 namespace dshost::test {
 namespace {
 
@@ -27,9 +30,11 @@ TEST_P(EveryShardingStrategy, MatchesOneRankDdpInFp32) {
       "train.micro_batch_size=64", "train.grad_clip=0.5"}));
   const auto plain = train_quickstart("plain_" + GetParam(), with({strategy, "launcher.nprocs=2",
       "train.micro_batch_size=32", "train.grad_clip=0.5"}));
+  // Small reduce buckets: every unit's gradient goes through staging in pieces, and the
+  // second micro-batch's pieces are added to the first's.
   const auto accumulated = train_quickstart("accum_" + GetParam(), with({strategy,
       "launcher.nprocs=2", "train.micro_batch_size=16", "train.grad_accum_steps=2",
-      "train.grad_clip=0.5"}));
+      "train.grad_clip=0.5", "strategy.reduce_bucket_size=4096"}));
   ASSERT_EQ(reference.size(), 20u);
   EXPECT_LT(reference.back(), reference.front() - 0.5);
   EXPECT_LT(max_abs_difference(reference, plain), 2e-5);
@@ -59,7 +64,7 @@ TEST_P(EveryShardingStrategy, Bf16TwoRanksTrackOneRank) {
   const auto one = train_quickstart("bf16_one_" + GetParam(), with({strategy, "launcher.nprocs=1",
       "train.micro_batch_size=64", "train.precision=bf16"}));
   const auto two = train_quickstart("bf16_two_" + GetParam(), with({strategy, "launcher.nprocs=2",
-      "train.micro_batch_size=32", "train.precision=bf16"}));
+      "train.micro_batch_size=32", "train.precision=bf16", "strategy.reduce_bucket_size=4096"}));
   ASSERT_EQ(one.size(), 20u);
   EXPECT_LT(one.back(), one.front() - 0.2);
   EXPECT_LT(max_abs_difference(one, two), 2e-2);
@@ -106,6 +111,52 @@ TEST(StrategyMemory, MatchesZeroAccounting) {
   EXPECT_NEAR(z3.params, 2.0 / 2 + 2.0 * 20106 / 421642, 1e-3);
   EXPECT_NEAR(z3.grads, 4.0 / 2, 1e-3);
   EXPECT_NEAR(z3.optim, 12.0 / 2, 1e-3);
+}
+
+
+// ddp keeps PyTorch DDP's mixed precision (see ddp.cc): fp32 parameters, which are also the
+// masters, and fp32 gradients, whole on every rank (4 + 4), with the AdamW moments sharded
+// (8/N).
+TEST(StrategyMemory, DdpHoldsFp32ParametersAndGradientsAndShardsTheMoments) {
+  const Bytes ddp = bytes_per_parameter("ddp");
+  // ddp pads the whole model once (to a multiple of N), not each unit.
+  EXPECT_NEAR(ddp.params, 4.0, 1e-3);
+  EXPECT_NEAR(ddp.grads, 4.0, 1e-3);
+  EXPECT_NEAR(ddp.optim, 8.0 / 2, 1e-3);
+}
+
+int64_t free_host_memory() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return 0;
+}
+
+// Host memory is checked before the strategy allocates anything. One CPU rank of
+// zero3-offload needs 20 bytes per fp32 parameter (parameter shard, gradient shard, master,
+// two moments); the model is sized to a sixteenth of the free memory in parameters (so it
+// builds in a quarter of it) and its state cannot fit. The run stops with the figures and
+// what to do, and writes no summary.
+TEST(StrategyMemory, RefusesStateTheHostCannotHold) {
+  const int64_t parameters = free_host_memory() / 16;
+  const int64_t fc1_inputs = 2 * 1024 * 7 * 7;  // basic_cnn, width 1024, 28x28 images
+  const int64_t hidden = parameters / fc1_inputs;
+  if (hidden > 65536) GTEST_SKIP() << "this machine's memory exceeds what basic_cnn can size to";
+  const std::string dir = scratch_dir("host_memory");
+  const Ran r = dshost({"run", quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\"",
+                        "--set", "strategy.plugin=zero3-offload", "--set", "launcher.nprocs=1",
+                        "--set", "model.width=1024", "--set",
+                        "model.hidden=" + std::to_string(hidden), "--set", "train.max_steps=1"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("strategy setup failed: zero3-offload needs "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" GiB of host memory on this node ("), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" GiB is available. Use more nodes, a smaller model"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/quickstart/summary.json"));
 }
 
 }  // namespace

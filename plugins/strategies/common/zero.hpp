@@ -9,10 +9,19 @@
 //            reduce-scatter has finished (at most two units at a time).
 //   stage 3: parameter shard (S x c) plus the units currently gathered (the unit in use,
 //            the prefetched ones, and units below param_persistence_threshold), fp32
-//            gradient shard, fp32 master + moments, on the host when offloaded.
+//            gradient shard, fp32 master + moments; gradient shard, master and moments in
+//            host memory when the optimizer is offloaded (the accelerator then holds only
+//            the parameter shard, the units in flight and the staging below).
+//   both:    two staging slots for reductions, each reduce_bucket_size elements in and
+//            reduce_bucket_size / N out, present only between a step's first reduction and
+//            its update. Setup builds each unit in host memory, so the accelerator never
+//            holds an fp32 copy of the model.
 //
 // Events: grads_ready(u) reduce-scatters u's gradient into the shard (averaged, in fp32 by
-// default), accumulating across micro-batches. Stage 3 also all-gathers u at pre_forward
+// default), accumulating across micro-batches. A unit's gradient is an [N, c] matrix (rank
+// r's chunk in row r); it is reduced in pieces of b <= reduce_bucket_size / N columns, each
+// [N, b] piece copied (and converted to the reduce dtype) into a staging slot, so a 100M
+// parameter unit never needs a 100M-element fp32 buffer on the accelerator. Stage 3 also all-gathers u at pre_forward
 // and pre_backward (prefetching the next units in that direction) and frees it after
 // post_forward and grads_ready. Freed units keep their storage objects, emptied, so the
 // model's parameter views and the tensors autograd saved see the memory again once it is
@@ -39,6 +48,7 @@ namespace dshost_zero {
 struct Options {
   int stage = 2;
   bool overlap_comm = true;
+  int64_t reduce_bucket_size = 0;  // elements per reduce-scatter
   at::ScalarType reduce_dtype = at::kFloat;
   // stage 3
   bool offload_optimizer = false;  // fp32 master + moments in CPU memory
@@ -53,13 +63,16 @@ struct Options {
   DSHOST_OPTION("overlap_comm", DSHOST_OPTION_BOOL, "true", nullptr,                           \
                 "reduce each unit's gradient while backward goes on (false: one at a time)"), \
       DSHOST_OPTION("reduce_dtype", DSHOST_OPTION_STRING, "\"fp32\"", "fp32|bf16",            \
-                    "dtype gradients are reduced in (bf16 halves traffic, loses precision)")
+                    "dtype gradients are reduced in (bf16 halves traffic, loses precision)"),   \
+      DSHOST_OPTION_RANGE("reduce_bucket_size", DSHOST_OPTION_INT, "5000000", 1, 1e12,         \
+                          "gradient elements per reduce-scatter; bounds the staging memory")
 
 // Options with the common keys read from the plugin's section.
 inline Options common_options(const dshost::Services& s, int stage) {
   Options o;
   o.stage = stage;
   o.overlap_comm = s.get_bool("overlap_comm");
+  o.reduce_bucket_size = s.get_int("reduce_bucket_size");
   o.reduce_dtype = s.get_string("reduce_dtype") == "bf16" ? at::kBFloat16 : at::kFloat;
   return o;
 }
@@ -73,26 +86,23 @@ class Zero : public dshost::Strategy {
   void setup(const std::vector<dshost::UnitParams>& units) override {
     const auto& s = services();
     layout_ = std::make_unique<dshost::FlatLayout>(units, s.world_size(), true);
-    const int n = layout_->units();
-    const auto on_device = at::TensorOptions().device(device_);
-    const at::Device host(at::kCPU);
+    piece_ = std::max<int64_t>(1, o_.reduce_bucket_size / s.world_size());
     check_host_memory();
-    master_ = at::empty({layout_->shard}, pinned_if_host(at::TensorOptions().dtype(at::kFloat),
-                                                         o_.offload_optimizer ? host : device_));
-    for (int u = 0; u < n; ++u) {
-      // The unit's initial values in fp32, then rank 0's win everywhere.
-      at::Tensor full = at::zeros({layout_->unit_size(u)}, on_device.dtype(at::kFloat));
-      for (size_t i = 0; i < units[u].values.size(); ++i)
-        layout_->unit_view(full, u, static_cast<int>(i)).copy_(units[u].values[i]);
-      const int32_t id = s.register_buffer(dshost::to_dlpack(full));
-      s.broadcast(dshost::slice(id, 0, full.numel()), 0).wait();
+    const at::Device optimizer_home = o_.offload_optimizer ? at::Device(at::kCPU) : device_;
+    master_ = at::empty({layout_->shard}, pinned_if_host(at::kFloat, optimizer_home));
+    grad_shard_ = at::zeros({layout_->shard}, pinned_if_host(at::kFloat, optimizer_home));
+    if (grad_shard_.device() == device_)
+      grad_shard_id_ = s.register_buffer(dshost::to_dlpack(grad_shard_));
+    Scratch bounce = scratch(s.world_size() * piece_, at::kFloat);
+    for (int u = 0; u < layout_->units(); ++u) {
+      const at::Tensor full = unit_from_rank0(units, u, bounce);
       master_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]).copy_(own_chunk(full, u));
-      params_.push_back(full.to(dtype_));
-      grads_.push_back(at::empty({layout_->unit_size(u)}, on_device.dtype(dtype_)));
+      params_.push_back(at::empty({layout_->unit_size(u)}, on_device(dtype_)).copy_(full));
+      grads_.push_back(at::empty({layout_->unit_size(u)}, on_device(dtype_)));
       param_ids_.push_back(s.register_buffer(dshost::to_dlpack(params_[u])));
       grad_ids_.push_back(s.register_buffer(dshost::to_dlpack(grads_[u])));
       // Views are made while the memory is there (as_strided checks bounds); then the
-      // transient buffers are emptied, unit by unit, so setup never holds the whole model.
+      // buffers are emptied, unit by unit, so setup never holds the whole model.
       std::vector<Views> views;
       for (size_t i = 0; i < units[u].values.size(); ++i)
         views.push_back({layout_->unit_view(params_[u], u, static_cast<int>(i)),
@@ -101,23 +111,22 @@ class Zero : public dshost::Strategy {
       deallocate(grads_[u]);
       if (o_.stage == 3 && !persistent(u)) deallocate(params_[u]);
     }
-    grad_shard_ = at::zeros({layout_->shard}, on_device.dtype(at::kFloat));
-    grad_shard_id_ = s.register_buffer(dshost::to_dlpack(grad_shard_));
-    norm_ = at::zeros({1}, on_device.dtype(at::kFloat));
+    deallocate(bounce.buffer);
+    norm_ = at::zeros({1}, on_device(at::kFloat));
     norm_id_ = s.register_buffer(dshost::to_dlpack(norm_));
     if (o_.stage == 3)
-      param_shard_ = master_.to(pinned_if_host(at::TensorOptions().dtype(dtype_),
-                                               o_.offload_param ? host : device_));
+      param_shard_ =
+          master_.to(pinned_if_host(dtype_, o_.offload_param ? at::Device(at::kCPU) : device_));
     make_optimizer();
-    gathered_.resize(n);
-    for (int u = 0; u < n; ++u) gathered_[u] = o_.stage == 2 || persistent(u);
-    gather_work_.resize(n);
+    gathered_.resize(layout_->units());
+    for (int u = 0; u < layout_->units(); ++u) gathered_[u] = o_.stage == 2 || persistent(u);
+    gather_work_.resize(layout_->units());
   }
 
   Views param_views(int unit, int index) override { return views_.at(unit).at(index); }
 
   void begin_micro_batch(int index, int /*count*/) override {
-    while (!reductions_.empty()) finish_oldest_reduction();  // reduce_out_ is reused
+    while (!reductions_.empty()) finish_oldest_reduction();
     micro_index_ = index;
   }
 
@@ -144,15 +153,21 @@ class Zero : public dshost::Strategy {
   double step(const dshost_step_args& args) override {
     const auto& s = services();
     while (!reductions_.empty()) finish_oldest_reduction();
-    for (const auto& staging : staging_)  // transient, like the units' full gradients
-      if (staging.defined()) deallocate(staging);
+    for (const Staging& slot : staging_) {  // transient, like the units' full gradients
+      deallocate(slot.in.buffer);
+      deallocate(slot.out.buffer);
+    }
     norm_.copy_(grad_shard_.pow(2).sum().view({1}));
     s.all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
     const double norm = std::sqrt(norm_.item<double>());
     if (args.max_grad_norm > 0 && norm > args.max_grad_norm)
       grad_shard_.mul_(args.max_grad_norm / (norm + 1e-6));
-    update_master(args.lr);
-    write_back();
+    if (cpu_adam_) update_on_host_and_write_back(args.lr);
+    else {
+      flat_optimizer_->step(master_, grad_shard_, args.lr);
+      write_back(0, layout_->shard);
+    }
+    gather_everything_gathered();
     grad_shard_.zero_();
     return norm;
   }
@@ -166,8 +181,9 @@ class Zero : public dshost::Strategy {
     for (const auto& p : params_) add(p, &r.param_device, &r.param_host);
     add(param_shard_, &r.param_device, &r.param_host);
     for (const auto& g : grads_) add(g, &r.grad_device, &r.grad_host);
-    for (const auto* t : {&grad_shard_, &reduce_out_, &staging_[0], &staging_[1], &grad_host_})
-      add(*t, &r.grad_device, &r.grad_host);
+    add(grad_shard_, &r.grad_device, &r.grad_host);
+    for (const Staging& slot : staging_)
+      for (const auto* t : {&slot.in.buffer, &slot.out.buffer}) add(*t, &r.grad_device, &r.grad_host);
     for (const auto* t : {&master_, &exp_avg_, &exp_avg_sq_}) add(*t, &r.optim_device, &r.optim_host);
     if (flat_optimizer_)
       dshost::tally(flat_optimizer_->state_bytes(), flat_optimizer_->device(), device_,
@@ -176,15 +192,39 @@ class Zero : public dshost::Strategy {
   }
 
  private:
+  // A registered buffer that is emptied between uses.
+  struct Scratch {
+    at::Tensor buffer;
+    int32_t id = -1;
+  };
+  // Reduction staging: `in` holds an [N, b] gradient piece in the reduce dtype, `out` the
+  // b reduced elements of this rank's chunk.
+  struct Staging {
+    Scratch in, out;
+  };
+  // One reduce-scatter in flight: columns [begin, begin + count) of unit's chunk.
   struct Reduction {
     int unit;
-    dshost::Work work;
-    bool fold;   // move reduce_out_'s chunk into the gradient shard when done
+    int64_t begin, count;
+    int slot;    // staging slot holding the output, or -1 when it went to the shard directly
     bool first;  // of the step's micro-batches: copy, not add
+    bool last;   // of the unit's pieces: its full gradient can go
+    dshost::Work work;
   };
 
-  at::TensorOptions pinned_if_host(at::TensorOptions opts, at::Device where) const {
-    return opts.device(where).pinned_memory(o_.pin_memory && where.is_cpu() && device_.is_cuda());
+  at::TensorOptions on_device(at::ScalarType dtype) const {
+    return at::TensorOptions().dtype(dtype).device(device_);
+  }
+
+  at::TensorOptions pinned_if_host(at::ScalarType dtype, at::Device where) const {
+    return at::TensorOptions().dtype(dtype).device(where).pinned_memory(
+        o_.pin_memory && where.is_cpu() && device_.is_cuda());
+  }
+
+  Scratch scratch(int64_t numel, at::ScalarType dtype) const {
+    Scratch s{at::empty({numel}, on_device(dtype))};
+    s.id = services().register_buffer(dshost::to_dlpack(s.buffer));
+    return s;
   }
 
   at::Tensor own_chunk(const at::Tensor& unit_buffer, int u) const {
@@ -192,27 +232,57 @@ class Zero : public dshost::Strategy {
   }
 
   static void allocate(const at::Tensor& t) {
-    dshost::resize_storage(t, static_cast<size_t>(t.numel()) * t.element_size());
+    if (t.defined()) dshost::resize_storage(t, static_cast<size_t>(t.numel()) * t.element_size());
   }
-  static void deallocate(const at::Tensor& t) { dshost::resize_storage(t, 0); }
+  static void deallocate(const at::Tensor& t) {
+    if (t.defined()) dshost::resize_storage(t, 0);
+  }
 
-  // Offloading needs host memory for the fp32 master and AdamW moments (and the parameter
-  // shard): refuse up front, before anything is allocated, when the host lacks it.
+  // Unit u's initial values in fp32 host memory, rank 0's on every rank: broadcast in
+  // pieces through `bounce` (registered memory on the device collectives run on).
+  at::Tensor unit_from_rank0(const std::vector<dshost::UnitParams>& units, int u,
+                             const Scratch& bounce) const {
+    at::Tensor full = at::zeros({layout_->unit_size(u)}, at::kFloat);
+    for (size_t i = 0; i < units[u].values.size(); ++i)
+      layout_->unit_view(full, u, static_cast<int>(i)).copy_(units[u].values[i]);
+    allocate(bounce.buffer);
+    for (int64_t begin = 0; begin < full.numel(); begin += bounce.buffer.numel()) {
+      const int64_t n = std::min(bounce.buffer.numel(), full.numel() - begin);
+      bounce.buffer.narrow(0, 0, n).copy_(full.narrow(0, begin, n));
+      services().broadcast(dshost::slice(bounce.id, 0, n), 0).wait();
+      full.narrow(0, begin, n).copy_(bounce.buffer.narrow(0, 0, n));
+    }
+    return full;
+  }
+
+  // Host memory for what lives there (offloaded state on a GPU run; everything on a CPU
+  // run) is checked up front, before anything is allocated: a clear refusal instead of the
+  // kernel's OOM killer halfway through setup.
   void check_host_memory() const {
-    if (!device_.is_cuda() || (!o_.offload_optimizer && !o_.offload_param)) return;
-    const int64_t per_rank = layout_->shard * ((o_.offload_optimizer ? 16 : 0) +
-                                               (o_.offload_param ? 2 : 0));
+    const int64_t shard = layout_->shard;
+    const int64_t compute_bytes = dtype_ == at::kFloat ? 4 : 2;
+    int64_t per_rank = 0;
+    std::string what;
+    if (!device_.is_cuda()) {
+      per_rank = 16 * shard + compute_bytes * (o_.stage == 3 ? shard : layout_->padded);
+      what = "parameters, fp32 gradient shard, master and AdamW moments";
+    } else if (o_.offload_optimizer || o_.offload_param) {
+      per_rank = (o_.offload_optimizer ? 16 * shard : 0) + (o_.offload_param ? compute_bytes * shard : 0);
+      what = o_.offload_optimizer ? "fp32 gradient shard, master and AdamW moments" : "";
+      if (o_.offload_param) what += what.empty() ? "the parameter shard" : " and the parameter shard";
+    }
     const int64_t needed = per_rank * services().local_world_size();
     const int64_t available = dshost::available_host_memory();
     if (needed <= available) return;
     const auto gib = [](int64_t b) { return std::to_string(b / (1 << 20) / 1024.0).substr(0, 5); };
-    throw dshost::Error("zero3-offload needs " + gib(needed) + " GiB of host memory on this node (" +
-                        gib(per_rank) + " GiB for each of its " +
-                        std::to_string(services().local_world_size()) +
-                        " ranks: fp32 master and AdamW moments" +
-                        (o_.offload_param ? " and the parameter shard" : "") + "), but only " +
-                        gib(available) + " GiB is available. Use more ranks or nodes, set "
-                        "offload_param_device = \"none\", or free host memory.",
+    throw dshost::Error(std::string(o_.stage == 3 ? "zero3-offload" : "zero2") + " needs " +
+                            gib(needed) + " GiB of host memory on this node (" + gib(per_rank) +
+                            " GiB for each of its " +
+                            std::to_string(services().local_world_size()) + " ranks: " + what +
+                            "), but only " + gib(available) +
+                            " GiB is available. Use more nodes, a smaller model" +
+                            (o_.offload_param ? ", offload_param_device = \"none\"" : "") +
+                            ", or free host memory.",
                         DSHOST_OUT_OF_MEMORY);
   }
 
@@ -252,128 +322,159 @@ class Zero : public dshost::Strategy {
   }
 
   // ---- gradients -----------------------------------------------------------------------
-  // Starts the reduce-scatter of unit u's gradient into this rank's chunk (averaged over
-  // ranks). Micro-batch 0 writes the gradient shard directly when the dtypes allow; later
-  // micro-batches and bf16 reductions land in reduce_out_ and are added when done.
+  // Starts reduce-scattering unit u's gradient into this rank's shard (averaged over ranks),
+  // piece by piece. A unit that fits one piece and is already in the reduce dtype goes
+  // without staging, and micro-batch 0 of an fp32 reduction lands in a device-resident
+  // shard directly; everything else passes through a staging slot and is folded in
+  // (copied or added, across devices when the shard lives on the host) when done.
   void reduce(int u) {
-    while (reductions_.size() >= 2) finish_oldest_reduction();
-    const auto& s = services();
-    const int64_t n = layout_->unit_size(u);
-    dshost_slice in = dshost::slice(grad_ids_[u], 0, n);
-    if (grads_[u].scalar_type() != o_.reduce_dtype) {
+    const int64_t c = layout_->chunk[u], n = layout_->unit_size(u);
+    const bool unstaged = grads_[u].scalar_type() == o_.reduce_dtype && c <= piece_;
+    for (int64_t begin = 0; begin < c; begin += piece_) {
+      while (reductions_.size() >= 2) finish_oldest_reduction();
+      const int64_t count = std::min(piece_, c - begin);
       const int slot = staging_turn_++ % 2;
-      at::Tensor& staging = staging_buffer(slot);
-      staging.narrow(0, 0, n).copy_(grads_[u]);
-      in = dshost::slice(staging_ids_[slot], 0, n);
+      dshost_slice in = dshost::slice(grad_ids_[u], 0, n);
+      if (!unstaged) in = stage_piece(u, begin, count, slot);
+      Reduction r{u, begin, count, slot, micro_index_ == 0, begin + count >= c, {}};
+      dshost_slice out;
+      if (r.first && grad_shard_id_ >= 0 && o_.reduce_dtype == at::kFloat) {
+        r.slot = -1;
+        out = dshost::slice(grad_shard_id_, layout_->shard_begin[u] + begin, count);
+      } else {
+        out = dshost::slice(staging(slot).out.id, 0, count);
+      }
+      r.work = services().reduce_scatter(in, out, DSHOST_AVG);
+      reductions_.push_back(std::move(r));
+      if (!o_.overlap_comm) finish_oldest_reduction();
     }
-    const bool fold = micro_index_ > 0 || o_.reduce_dtype != at::kFloat;
-    const int32_t out_id = fold ? reduce_out_id() : grad_shard_id_;
-    const auto out = dshost::slice(out_id, layout_->shard_begin[u], layout_->chunk[u]);
-    reductions_.push_back({u, s.reduce_scatter(in, out, DSHOST_AVG), fold, micro_index_ == 0});
-    if (!o_.overlap_comm) finish_oldest_reduction();
+  }
+
+  // Columns [begin, begin + count) of unit u's [N, c] gradient into slot's `in`, converted.
+  dshost_slice stage_piece(int u, int64_t begin, int64_t count, int slot) {
+    const int64_t world = services().world_size();
+    const Scratch& in = staging(slot).in;
+    in.buffer.narrow(0, 0, world * count)
+        .view({world, count})
+        .copy_(grads_[u].view({world, layout_->chunk[u]}).narrow(1, begin, count));
+    return dshost::slice(in.id, 0, world * count);
   }
 
   void finish_oldest_reduction() {
     Reduction r = std::move(reductions_.front());
     reductions_.pop_front();
     r.work.wait();
-    if (r.fold) {
-      const int64_t begin = layout_->shard_begin[r.unit], n = layout_->chunk[r.unit];
-      at::Tensor target = grad_shard_.narrow(0, begin, n);
-      at::Tensor reduced = reduce_out_.narrow(0, begin, n);
+    if (r.slot >= 0) {
+      at::Tensor target = grad_shard_.narrow(0, layout_->shard_begin[r.unit] + r.begin, r.count);
+      const at::Tensor reduced = staging_[r.slot].out.buffer.narrow(0, 0, r.count);
       if (r.first) target.copy_(reduced);
-      else target.add_(reduced);
+      else target.add_(reduced.to(target.options()));
     }
-    deallocate(grads_[r.unit]);
+    if (r.last) deallocate(grads_[r.unit]);
   }
 
-  at::Tensor& staging_buffer(int slot) {
-    if (staging_[slot].defined()) {
-      allocate(staging_[slot]);
-    } else {
-      int64_t largest = 0;
-      for (int u = 0; u < layout_->units(); ++u) largest = std::max(largest, layout_->unit_size(u));
-      staging_[slot] = at::empty({largest}, at::TensorOptions().dtype(o_.reduce_dtype).device(device_));
-      staging_ids_[slot] = services().register_buffer(dshost::to_dlpack(staging_[slot]));
+  // Slot `slot`, its memory present (made on first use, refilled after a step freed it).
+  Staging& staging(int slot) {
+    Staging& s = staging_[slot];
+    if (!s.in.buffer.defined()) {
+      s.in = scratch(services().world_size() * piece_, o_.reduce_dtype);
+      s.out = scratch(piece_, o_.reduce_dtype);
     }
-    return staging_[slot];
-  }
-
-  int32_t reduce_out_id() {
-    if (!reduce_out_.defined()) {
-      reduce_out_ = at::empty({layout_->shard}, at::TensorOptions().dtype(o_.reduce_dtype).device(device_));
-      reduce_out_id_ = services().register_buffer(dshost::to_dlpack(reduce_out_));
-    }
-    return reduce_out_id_;
+    allocate(s.in.buffer);
+    allocate(s.out.buffer);
+    return s;
   }
 
   // ---- the update ------------------------------------------------------------------------
   void make_optimizer() {
     const auto& c = services().optimizer();
-    if (c.kind == DSHOST_ADAMW && master_.is_cpu()) {
+    cpu_adam_ = c.kind == DSHOST_ADAMW && master_.is_cpu();
+    if (cpu_adam_) {
       exp_avg_ = at::zeros_like(master_);
       exp_avg_sq_ = at::zeros_like(master_);
-      if (!grad_shard_.is_cpu()) grad_host_ = at::empty_like(master_);
     } else {
       flat_optimizer_ = std::make_unique<dshost::FlatOptimizer>(c, layout_->shard, master_.device());
     }
   }
 
-  void update_master(double lr) {
-    if (flat_optimizer_) {
-      flat_optimizer_->step(master_, grad_shard_.to(master_.device()), lr);
-      return;
-    }
+  // The fused CPU AdamW, a piece at a time; each updated piece is written back (to the
+  // device asynchronously when the parameters live there) while the next one is computed.
+  void update_on_host_and_write_back(double lr) {
     const auto& c = services().optimizer();
     ++adam_steps_;
-    const at::Tensor grad = grad_host_.defined() ? grad_host_.copy_(grad_shard_) : grad_shard_;
     const dshost::AdamWStep s{static_cast<float>(lr), static_cast<float>(c.beta1),
                               static_cast<float>(c.beta2), static_cast<float>(c.eps),
                               static_cast<float>(c.weight_decay),
                               static_cast<float>(1.0 - std::pow(c.beta1, adam_steps_)),
                               static_cast<float>(1.0 - std::pow(c.beta2, adam_steps_))};
-    dshost::cpu_adamw(master_.data_ptr<float>(), grad.data_ptr<float>(), exp_avg_.data_ptr<float>(),
-                      exp_avg_sq_.data_ptr<float>(), master_.numel(), s);
+    float *p = master_.data_ptr<float>(), *m = exp_avg_.data_ptr<float>(),
+          *v = exp_avg_sq_.data_ptr<float>();
+    const float* g = grad_shard_.data_ptr<float>();
+    for (int64_t begin = 0; begin < layout_->shard; begin += piece_) {
+      const int64_t n = std::min(piece_, layout_->shard - begin);
+      dshost::cpu_adamw(p + begin, g + begin, m + begin, v + begin, n, s);
+      write_back(begin, n);
+    }
   }
 
-  // The updated master shard back into the compute-dtype parameters.
-  void write_back() {
-    const auto& s = services();
+  // Shard elements [begin, begin + n) of the updated master into the compute-dtype
+  // parameters: stage 3's parameter shard, or stage 2's own chunks of the full units. A
+  // host-to-device copy goes from pinned memory without blocking; the caching host
+  // allocator keeps that memory until the copy is done.
+  void write_back(int64_t begin, int64_t n) {
+    const at::Tensor updated = master_.narrow(0, begin, n);
     if (o_.stage == 3) {
-      param_shard_.copy_(master_);
-      for (int u = 0; u < layout_->units(); ++u)
-        if (persistent(u)) {
-          gathered_[u] = false;
-          gather(u);
-          gather_work_[u].wait();
-        }
+      at::Tensor target = param_shard_.narrow(0, begin, n);
+      if (updated.device() == target.device()) target.copy_(updated);
+      else target.copy_(updated.to(pinned_if_host(dtype_, at::kCPU)), /*non_blocking=*/true);
       return;
     }
-    std::vector<dshost::Work> works;
-    for (int u = 0; u < layout_->units(); ++u) {
-      own_chunk(params_[u], u).copy_(master_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]));
-      const int64_t begin = s.rank() * layout_->chunk[u];
-      works.push_back(s.all_gather(dshost::slice(param_ids_[u], begin, layout_->chunk[u]),
-                                   dshost::slice(param_ids_[u], 0, layout_->unit_size(u))));
+    for (int u = 0; u < layout_->units(); ++u) {  // the units overlapping [begin, begin + n)
+      const int64_t from = std::max(begin, layout_->shard_begin[u]);
+      const int64_t to = std::min(begin + n, layout_->shard_begin[u] + layout_->chunk[u]);
+      if (from < to)
+        own_chunk(params_[u], u).narrow(0, from - layout_->shard_begin[u], to - from)
+            .copy_(master_.narrow(0, from, to - from));
     }
-    for (auto& w : works) w.wait();
+  }
+
+  // After the update, every unit that stays whole gathers its new values: all units under
+  // stage 2, the persistent ones under stage 3.
+  void gather_everything_gathered() {
+    for (int u = 0; u < layout_->units(); ++u)
+      if (gathered_[u]) {
+        gathered_[u] = false;
+        if (o_.stage == 3) gather(u);
+        else start_gather(u);
+      }
+    for (int u = 0; u < layout_->units(); ++u)
+      if (gathered_[u]) gather_work_[u].wait();
+  }
+
+  // Stage 2: all-gathers unit u's chunks (its own chunk already holds the new values).
+  void start_gather(int u) {
+    gathered_[u] = true;
+    const int64_t begin = services().rank() * layout_->chunk[u];
+    gather_work_[u] = services().all_gather(dshost::slice(param_ids_[u], begin, layout_->chunk[u]),
+                                            dshost::slice(param_ids_[u], 0, layout_->unit_size(u)));
   }
 
   const Options o_;
   const at::Device device_;
   const at::ScalarType dtype_;
   std::unique_ptr<dshost::FlatLayout> layout_;
+  int64_t piece_ = 1;                       // chunk columns per reduce-scatter
   std::vector<at::Tensor> params_, grads_;  // [unit] full buffers in the compute dtype
   std::vector<std::vector<Views>> views_;   // [unit][index] what the model binds
   std::vector<int32_t> param_ids_, grad_ids_;
   at::Tensor param_shard_;                  // stage 3: this rank's chunks, compute dtype
-  at::Tensor master_, exp_avg_, exp_avg_sq_, grad_host_;  // fp32 shard
+  at::Tensor master_, exp_avg_, exp_avg_sq_;  // fp32 shard
+  bool cpu_adam_ = false;
   std::unique_ptr<dshost::FlatOptimizer> flat_optimizer_;
   int64_t adam_steps_ = 0;
-  at::Tensor grad_shard_, reduce_out_, norm_;
-  int32_t grad_shard_id_ = -1, reduce_out_id_ = -1, norm_id_ = -1;
-  at::Tensor staging_[2];
-  int32_t staging_ids_[2] = {-1, -1};
+  at::Tensor grad_shard_, norm_;
+  int32_t grad_shard_id_ = -1, norm_id_ = -1;  // grad_shard_id_: only when on the device
+  Staging staging_[2];
   unsigned staging_turn_ = 0;
   std::deque<Reduction> reductions_;
   std::vector<bool> gathered_;

@@ -107,7 +107,10 @@ class ModelInstance {
  public:
   explicit ModelInstance(const dshost_services* table) : services_(table) {
     model_ = std::make_shared<M>(services_);
-    model_->to(to_device(table->device));
+    // Parameters stay in host memory: the strategy copies them into its own memory (sharded,
+    // perhaps offloaded) and binds views, so the device never holds a second, whole copy of
+    // the model. Buffers (batch-norm statistics) are the model's own and move now.
+    for (auto& buffer : model_->buffers()) buffer.set_data(buffer.to(to_device(table->device)));
     if (model_->channels_last()) {
       // A fresh channels-last tensor, not contiguous(ChannelsLast): with a size-1 dimension
       // (conv1's [32, 1, 3, 3]) that returns the NCHW strides unchanged, which also pass as
