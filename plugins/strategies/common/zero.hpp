@@ -86,7 +86,9 @@ class Zero : public dshost::Strategy {
   void setup(const std::vector<dshost::UnitParams>& units) override {
     const auto& s = services();
     layout_ = std::make_unique<dshost::FlatLayout>(units, s.world_size(), true);
-    piece_ = std::max<int64_t>(1, o_.reduce_bucket_size / s.world_size());
+    int64_t largest_chunk = 1;
+    for (int64_t c : layout_->chunk) largest_chunk = std::max(largest_chunk, c);
+    piece_ = std::clamp<int64_t>(o_.reduce_bucket_size / s.world_size(), 1, largest_chunk);
     check_host_memory();
     const at::Device optimizer_home = o_.offload_optimizer ? at::Device(at::kCPU) : device_;
     master_ = at::empty({layout_->shard}, pinned_if_host(at::kFloat, optimizer_home));
@@ -157,7 +159,7 @@ class Zero : public dshost::Strategy {
       deallocate(slot.in.buffer);
       deallocate(slot.out.buffer);
     }
-    norm_.copy_(grad_shard_.pow(2).sum().view({1}));
+    norm_.copy_(grad_shard_.norm().square().view({1}));  // no shard-sized temporary
     s.all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
     const double norm = std::sqrt(norm_.item<double>());
     if (args.max_grad_norm > 0 && norm > args.max_grad_norm)
