@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/job.h"
+#include "core/scaffold.h"
 #include "core/services.h"
 #include "core/train.h"
 
@@ -70,22 +71,48 @@ std::string option_text(const dshost_option& o) {
   return text + cat("  ", o.help);
 }
 
+void print_plugin(const LoadedPlugin& p) {
+  const dshost_plugin_descriptor* d = p.descriptor;
+  std::cout << kind_name(d->kind) << " " << d->name << " " << d->version << " (ABI "
+            << d->abi_major << "." << d->abi_minor << ")  " << d->description << "\n    "
+            << p.file << "\n";
+  for (size_t k = 0; k < d->option_count; ++k) std::cout << option_text(d->options[k]) << "\n";
+}
+
 int plugins() {
   const PluginCatalog catalog("");
   const auto files = catalog.files();
   if (files.empty()) std::cout << "no plugins found in " << join(catalog.dirs()) << "\n";
   for (const auto& f : files) {
     try {
-      const LoadedPlugin p = load_plugin_file(f.file);
-      const dshost_plugin_descriptor* d = p.descriptor;
-      std::cout << kind_name(d->kind) << " " << d->name << " " << d->version << " (ABI "
-                << d->abi_major << "." << d->abi_minor << ")  " << d->description << "\n    "
-                << f.file << "\n";
-      for (size_t k = 0; k < d->option_count; ++k) std::cout << option_text(d->options[k]) << "\n";
+      print_plugin(load_plugin_file(f.file));
     } catch (const UserError& e) {
       std::cout << kind_name(f.kind) << " " << f.name << "  unusable: " << e.what() << "\n";
     }
   }
+  return 0;
+}
+
+// `plugins --check FILE`: every check the loader makes on one file, and the verdict.
+int check_plugin(const std::string& file) {
+  try {
+    const LoadedPlugin p = load_plugin_file(fs::absolute(file).string());
+    std::cout << file << ": usable " << kind_name(p.descriptor->kind) << " plugin '"
+              << p.descriptor->name << "'\n";
+    print_plugin(p);
+    return 0;
+  } catch (const UserError& e) {
+    std::cout << file << ": not a usable plugin: " << e.what() << "\n";
+    return 2;
+  }
+}
+
+int new_plugin(const std::string& kind, const std::string& name, const std::string& parent) {
+  const std::string dir = write_scaffold(kind, name, parent);
+  std::cout << "wrote " << dir << "/ (CMakeLists.txt, " << name << ".cc, a load test)\n"
+            << "build it against an installed dshost:\n"
+            << "  cmake -S " << dir << " -B " << dir << "/build -DCMAKE_PREFIX_PATH=<dshost prefix>\n"
+            << "  cmake --build " << dir << "/build && ctest --test-dir " << dir << "/build\n";
   return 0;
 }
 
@@ -106,6 +133,14 @@ int main(int argc, char** argv) {
   auto* check_cmd = app.add_subcommand("check", "validate a manifest, its plugins and its data");
   add_manifest_args(check_cmd, args);
   auto* plugins_cmd = app.add_subcommand("plugins", "list the plugins found and their options");
+  std::string plugin_file;
+  plugins_cmd->add_option("--check", plugin_file,
+                          "load one plugin file and say whether it is usable, and why not");
+  auto* new_cmd = app.add_subcommand("new-plugin", "write a ready-to-build plugin folder");
+  std::string new_kind, new_name, new_dir = ".";
+  new_cmd->add_option("--kind", new_kind, "model, strategy or launcher")->required();
+  new_cmd->add_option("name", new_name, "the plugin's name, e.g. my_model")->required();
+  new_cmd->add_option("--dir", new_dir, "folder to create it in (default: the current one)");
   auto* worker_cmd = app.add_subcommand("worker", "one rank (started by a launcher)");
   worker_cmd->group("");
   add_manifest_args(worker_cmd, args);
@@ -121,7 +156,8 @@ int main(int argc, char** argv) {
   try {
     if (*run_cmd) return run(args);
     if (*check_cmd) return check(args);
-    if (*plugins_cmd) return plugins();
+    if (*plugins_cmd) return plugin_file.empty() ? plugins() : check_plugin(plugin_file);
+    if (*new_cmd) return new_plugin(new_kind, new_name, new_dir);
     return run_worker(prepare_job(args.manifest, args.sets));
   } catch (const UserError& e) {
     print_error(e.what());

@@ -7,13 +7,10 @@
 // each group, SIGKILL after grace_period_s; the job's exit code is that rank's.
 #include <dshost/launcher.hpp>
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,27 +37,6 @@ const dshost_option kOptions[] = {
 
 volatile sig_atomic_t g_stop_signal = 0;
 void on_stop_signal(int sig) { g_stop_signal = sig; }
-
-std::string hostname() {
-  char name[256] = {};
-  gethostname(name, sizeof(name) - 1);
-  return name;
-}
-
-// A TCP port that nothing listens on right now (the kernel's pick).
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw dshost::Error(std::string("socket: ") + std::strerror(errno), DSHOST_IO_ERROR);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-                  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  close(fd);
-  if (!ok) throw dshost::Error("could not find a free port; set launcher.master_port", DSHOST_IO_ERROR);
-  return ntohs(addr.sin_port);
-}
 
 // One output stream of one rank: bytes arrive in chunks, leave as prefixed lines.
 struct Stream {
@@ -93,17 +69,6 @@ struct Rank {
   Stream out, err;
 };
 
-std::string describe_exit(int status) {
-  if (WIFSIGNALED(status))
-    return std::string("was killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
-           strsignal(WTERMSIG(status)) + ")";
-  return "exited with code " + std::to_string(WEXITSTATUS(status));
-}
-
-int exit_code_of(int status) {
-  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
-}
-
 class LocalLauncher : public dshost::Launcher {
  public:
   explicit LocalLauncher(const dshost::Services& s)
@@ -115,7 +80,7 @@ class LocalLauncher : public dshost::Launcher {
 
   Outcome launch(const std::vector<std::string>& argv,
                  const std::vector<std::string>& env) override {
-    const int port = master_port_ != 0 ? master_port_ : free_port();
+    const int port = master_port_ != 0 ? master_port_ : dshost::free_port();
     SignalGuard guard;
     std::vector<Rank> ranks(nprocs_);
     for (int r = 0; r < nprocs_; ++r) start(ranks[r], r, port, argv, env);
@@ -220,9 +185,9 @@ class LocalLauncher : public dshost::Launcher {
         r.running = false;
         drain(r);
         if (status == 0 || outcome.exit_code != 0) continue;
-        outcome.exit_code = exit_code_of(status);
-        outcome.failure = "rank " + std::to_string(r.index) + " on host " + hostname() + " " +
-                          describe_exit(status) + "; stopped the other ranks";
+        outcome.exit_code = dshost::exit_code_of(status);
+        outcome.failure = "rank " + std::to_string(r.index) + " on host " + dshost::hostname() + " " +
+                          dshost::describe_exit(status) + "; stopped the other ranks";
         stop_all();
       }
     }

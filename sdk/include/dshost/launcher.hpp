@@ -4,6 +4,14 @@
 
 #include <dshost/plugin.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -27,6 +35,40 @@ class Launcher {
  private:
   Services services_;
 };
+
+inline std::string hostname() {
+  char name[256] = {};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+// A TCP port that nothing listens on right now (the kernel's pick), for MASTER_PORT.
+inline int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw Error(std::string("socket: ") + std::strerror(errno), DSHOST_IO_ERROR);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  close(fd);
+  if (!ok) throw Error("could not find a free port; set launcher.master_port", DSHOST_IO_ERROR);
+  return ntohs(addr.sin_port);
+}
+
+// A waitpid status in words ("exited with code 3", "was killed by signal 9 (Killed)") and
+// as the job's exit code (128 + signal for a signal, as shells report it).
+inline std::string describe_exit(int status) {
+  if (WIFSIGNALED(status))
+    return std::string("was killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")";
+  return "exited with code " + std::to_string(WEXITSTATUS(status));
+}
+
+inline int exit_code_of(int status) {
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
 
 inline std::vector<std::string> to_strings(const char* const* list) {
   std::vector<std::string> out;

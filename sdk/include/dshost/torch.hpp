@@ -68,8 +68,10 @@ inline DLManagedTensor* to_dlpack(const at::Tensor& t) {
 // storage (a plain alias with the sender's sizes and strides); any other producer's capsule
 // gives a tensor viewing its memory.
 inline at::Tensor from_dlpack(DLManagedTensor* t) {
+  // An SDK capsule sits inside its context; only then is the context read (another
+  // producer's context may be anything, even smaller than the magic).
   const auto* ctx = static_cast<const detail::SdkTensor*>(t->manager_ctx);
-  if (ctx != nullptr && ctx->magic == detail::SdkTensor::kMagic) {
+  if (ctx != nullptr && &ctx->managed == t && ctx->magic == detail::SdkTensor::kMagic) {
     const at::Tensor& sent = ctx->tensor;
     at::Tensor alias = at::empty({0}, sent.options());
     alias.set_(sent.storage(), sent.storage_offset(), sent.sizes(), sent.strides());
