@@ -1,4 +1,4 @@
-// The basic_cnn plugin through the ABI, in-process, as the host creates it.
+// Model plugins through the ABI, in-process, as the host creates them.
 #include <dshost/torch.hpp>
 
 #include "core/manifest.h"
@@ -21,20 +21,31 @@ struct LiveModel {
   }
 };
 
-// basic_cnn created with the [model] section `section`.
-std::unique_ptr<LiveModel> create_basic_cnn(const std::string& section) {
-  const std::string path = test::write_file(test::scratch_dir("model") + "/m.toml",
-                                            "[model]\nplugin = \"basic_cnn\"\n" + section);
+// Model plugin `name` created with the [model] section `section`.
+std::unique_ptr<LiveModel> create_model(const std::string& name, const std::string& section) {
+  const std::string path = test::write_file(test::scratch_dir("model_" + name) + "/m.toml",
+                                            "[model]\nplugin = \"" + name + "\"\n" + section);
   auto live = std::make_unique<LiveModel>();
-  live->plugin = PluginCatalog(DSHOST_BUILD_PLUGIN_DIR).load(DSHOST_KIND_MODEL, "basic_cnn", path);
+  live->plugin = PluginCatalog(DSHOST_BUILD_PLUGIN_DIR).load(DSHOST_KIND_MODEL, name, path);
   const dshost_plugin_descriptor* d = live->plugin.descriptor;
   live->host = std::make_unique<PluginHost>(
-      "basic_cnn", Manifest::load(path, {}).resolve("model", {d->options, d->option_count}, true),
+      name, Manifest::load(path, {}).resolve("model", {d->options, d->option_count}, true),
       RankInfo{}, nullptr);
   live->api = live->plugin.api<dshost_model_api>();
   dshost_error err{sizeof(dshost_error), {}};
   EXPECT_EQ(live->api->create(live->host->table(), &live->model, &err), DSHOST_OK) << err.message;
   return live;
+}
+
+std::unique_ptr<LiveModel> create_basic_cnn(const std::string& section) {
+  return create_model("basic_cnn", section);
+}
+
+dshost_model_info describe(LiveModel& m) {
+  dshost_model_info info{sizeof(dshost_model_info)};
+  dshost_error err{sizeof(dshost_error), {}};
+  EXPECT_EQ(m.api->describe(m.model, &info, &err), DSHOST_OK) << err.message;
+  return info;
 }
 
 at::Tensor exported_param(LiveModel& m, int unit, int index) {
@@ -67,15 +78,51 @@ TEST(BasicCnn, NchwWhenChannelsLastIsOff) {
 
 TEST(BasicCnn, DescribesItsUnitsAndSize) {
   auto m = create_basic_cnn("");
-  dshost_model_info info{sizeof(dshost_model_info)};
-  dshost_error err{sizeof(dshost_error), {}};
-  ASSERT_EQ(m->api->describe(m->model, &info, &err), DSHOST_OK) << err.message;
+  const dshost_model_info info = describe(*m);
   EXPECT_EQ(info.unit_count, 4);
   // conv1 1*32*9+32, conv2 32*64*9+64, fc1 3136*128+128, fc2 128*10+10
   EXPECT_EQ(info.parameter_count, 320 + 18496 + 401536 + 1290);
   EXPECT_EQ(std::vector<int64_t>(info.input_shape, info.input_shape + info.input_ndim),
             (std::vector<int64_t>{1, 28, 28}));
 }
+
+struct Torchvision {
+  const char* plugin;
+  const char* section;
+  int64_t parameters;  // torchvision's, 1000 classes
+  double gmacs;        // torchvision's documented "GFLOPS" (multiply-adds) at 224 x 224
+  int units;
+};
+
+class TorchvisionModel : public testing::TestWithParam<Torchvision> {};
+
+// The same architecture as torchvision's: the parameter count to the unit, and the forward
+// cost counted from the layers as built within 2% of what torchvision documents (which
+// counts convolutions and linear layers, as here, to two decimals).
+TEST_P(TorchvisionModel, MatchesTorchvisionsSizeAndCost) {
+  const Torchvision& t = GetParam();
+  auto m = create_model(t.plugin, t.section);
+  const dshost_model_info info = describe(*m);
+  EXPECT_EQ(info.parameter_count, t.parameters);
+  EXPECT_NEAR(info.forward_flops_per_sample / 2e9, t.gmacs, 0.02 * t.gmacs);
+  EXPECT_EQ(info.unit_count, t.units);
+  EXPECT_EQ(std::vector<int64_t>(info.input_shape, info.input_shape + info.input_ndim),
+            (std::vector<int64_t>{3, 224, 224}));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Zoo, TorchvisionModel,
+    testing::Values(Torchvision{"mobilenet_v2", "", 3504872, 0.30, 20},
+                    Torchvision{"efficientnet_b0", "", 5288548, 0.39, 19},
+                    Torchvision{"vgg11", "", 132863336, 7.61, 8},
+                    Torchvision{"vgg11", "batch_norm = true\n", 132868840, 7.61, 8},
+                    Torchvision{"vgg16", "", 138357544, 15.47, 8},
+                    Torchvision{"vgg16", "batch_norm = true\n", 138365992, 15.47, 8},
+                    Torchvision{"resnet18", "", 11689512, 1.81, 10},
+                    Torchvision{"resnet50", "", 25557032, 4.09, 18}),
+    [](const auto& info) {
+      return std::string(info.param.plugin) + (info.param.section[0] ? "_bn" : "");
+    });
 
 }  // namespace
 }  // namespace dshost

@@ -1,0 +1,139 @@
+// What the image model plugins share: their common options, and Stack, which builds layers
+// while it follows the feature map through the network ([channels, size, size] of one
+// sample), so each model knows its forward FLOPs per sample (a multiply-add counts 2)
+// without running anything.
+#pragma once
+
+#include <dshost/model.hpp>
+
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/pooling.h>
+
+#include <algorithm>
+#include <string>
+
+namespace dshost_models {
+
+namespace nn = torch::nn;
+
+// The keys every image model takes (torchvision's defaults: 3 x 224 x 224, 1000 classes).
+#define DSHOST_IMAGE_MODEL_OPTIONS                                                              \
+  DSHOST_OPTION_RANGE("in_channels", DSHOST_OPTION_INT, "3", 1, 64, "input image channels"),    \
+      DSHOST_OPTION_RANGE("image_size", DSHOST_OPTION_INT, "224", 8, 4096,                      \
+                          "input height = width"),                                              \
+      DSHOST_OPTION_RANGE("num_classes", DSHOST_OPTION_INT, "1000", 2, 1000000, "output classes"), \
+      DSHOST_OPTION("channels_last", DSHOST_OPTION_BOOL, "true", nullptr,                       \
+                    "keep convolutions channels-last (NHWC): faster with oneDNN and cuDNN")
+
+struct ImageSpec {
+  int64_t channels, size, classes;
+  bool channels_last;
+  explicit ImageSpec(const dshost::Services& s)
+      : channels(s.get_int("in_channels")),
+        size(s.get_int("image_size")),
+        classes(s.get_int("num_classes")),
+        channels_last(s.get_bool("channels_last")) {}
+};
+
+// nn::Sequential with a plain forward, so that chains nest (LibTorch cannot put a
+// Sequential, whose forward is a template, inside another).
+struct ChainImpl : nn::SequentialImpl {
+  using SequentialImpl::SequentialImpl;
+  at::Tensor forward(const at::Tensor& x) { return SequentialImpl::forward(x); }
+};
+TORCH_MODULE(Chain);
+
+enum class Act { none, relu, relu6, silu };
+
+inline void add_activation(Chain& seq, Act act) {
+  if (act == Act::relu) seq->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
+  if (act == Act::relu6) seq->push_back(nn::ReLU6(nn::ReLU6Options().inplace(true)));
+  if (act == Act::silu) seq->push_back(nn::SiLU());
+}
+
+// torchvision's _make_divisible: v rounded to a multiple of 8, never below 90% of v.
+inline int64_t round_channels(double v, int64_t divisor = 8) {
+  int64_t rounded = std::max<int64_t>(divisor, static_cast<int64_t>(v + divisor / 2.0) / divisor * divisor);
+  if (rounded < 0.9 * v) rounded += divisor;
+  return rounded;
+}
+
+class Stack {
+ public:
+  Stack(int64_t channels, int64_t size) : channels_(channels), size_(size) {}
+
+  int64_t channels() const { return channels_; }
+  int64_t size() const { return size_; }
+  int64_t flops() const { return flops_; }
+
+  // k x k convolution, padding (k - 1) / 2, to `out` channels.
+  nn::Conv2d conv(int64_t out, int64_t k, int64_t stride = 1, int64_t groups = 1, bool bias = false) {
+    const int64_t pad = (k - 1) / 2;
+    size_ = (size_ + 2 * pad - k) / stride + 1;
+    flops_ += 2 * out * (channels_ / groups) * k * k * size_ * size_;
+    nn::Conv2d c(nn::Conv2dOptions(channels_, out, k).stride(stride).padding(pad).groups(groups).bias(bias));
+    channels_ = out;
+    return c;
+  }
+
+  // Convolution (no bias), batch norm, activation: torchvision's Conv2dNormActivation.
+  Chain conv_bn(int64_t out, int64_t k, int64_t stride, Act act, int64_t groups = 1) {
+    Chain seq(conv(out, k, stride, groups), nn::BatchNorm2d(out));
+    add_activation(seq, act);
+    return seq;
+  }
+
+  nn::MaxPool2d max_pool(int64_t k, int64_t stride, int64_t pad = 0) {
+    size_ = (size_ + 2 * pad - k) / stride + 1;
+    return nn::MaxPool2d(nn::MaxPool2dOptions(k).stride(stride).padding(pad));
+  }
+
+  // Global average pooling and flatten: [channels, size, size] -> [channels].
+  Chain pool_flatten() {
+    size_ = 1;
+    return Chain(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)), nn::Flatten());
+  }
+
+  nn::Linear linear(int64_t in, int64_t out) {
+    flops_ += 2 * in * out;
+    return nn::Linear(in, out);
+  }
+
+  // Work of layers that are not built here (a squeeze-excitation's pooling and scaling, say).
+  void add_flops(int64_t f) { flops_ += f; }
+  void set_channels(int64_t c) { channels_ = c; }
+
+ private:
+  int64_t channels_, size_, flops_ = 0;
+};
+
+// y = act(main(x) + shortcut(x)): the residual blocks of ResNet, and of MobileNetV2 and
+// EfficientNet without act and with an identity shortcut. drop_path > 0: stochastic depth
+// in training (each sample's main branch dropped with that probability, as torchvision's
+// StochasticDepth in "row" mode).
+struct ResidualImpl : nn::Module {
+  ResidualImpl(Chain main, Chain shortcut, bool relu_after, double drop_path = 0)
+      : main(register_module("main", main)), relu_after(relu_after), drop_path(drop_path) {
+    if (!shortcut->is_empty()) this->shortcut = register_module("shortcut", shortcut);
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor y = main->forward(x);
+    if (is_training() && drop_path > 0) {
+      const at::Tensor keep = at::empty({y.size(0), 1, 1, 1}, y.options()).bernoulli_(1 - drop_path);
+      y = y * keep.div_(1 - drop_path);
+    }
+    y = y + (shortcut ? shortcut->forward(x) : x);
+    return relu_after ? y.relu_() : y;
+  }
+  Chain main, shortcut{nullptr};
+  bool relu_after;
+  double drop_path;
+};
+TORCH_MODULE(Residual);
+
+}  // namespace dshost_models

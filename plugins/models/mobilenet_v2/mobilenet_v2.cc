@@ -1,0 +1,64 @@
+// mobilenet_v2: torchvision's MobileNetV2 (inverted residuals with linear bottlenecks).
+// Units: stem (3x3 conv), each inverted residual block, the last 1x1 conv, head.
+#include "../common/image.hpp"
+
+namespace {
+
+using namespace dshost_models;
+
+const dshost_option kOptions[] = {
+    DSHOST_IMAGE_MODEL_OPTIONS,
+    DSHOST_OPTION_RANGE("width_mult", DSHOST_OPTION_FLOAT, "1.0", 0.1, 4.0,
+                        "channel multiplier (0.35 to 1.4 in the paper)"),
+    DSHOST_OPTION_RANGE("dropout", DSHOST_OPTION_FLOAT, "0.2", 0.0, 0.95, "dropout before the classifier"),
+};
+
+struct Stage {
+  int64_t expand, channels, blocks, stride;
+};
+constexpr Stage kStages[] = {{1, 16, 1, 1}, {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
+                             {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
+
+class MobileNetV2 : public dshost::Model {
+ public:
+  explicit MobileNetV2(const dshost::Services& s) : Model(s), spec_(s), stack_(spec_.channels, spec_.size) {
+    const double width = s.get_float("width_mult");
+    add_unit("stem", stack_.conv_bn(round_channels(32 * width), 3, 2, Act::relu6));
+    int index = 1;
+    for (const Stage& st : kStages)
+      for (int64_t b = 0; b < st.blocks; ++b)
+        add_inverted_residual("block" + std::to_string(index++), round_channels(st.channels * width),
+                              b == 0 ? st.stride : 1, st.expand);
+    const int64_t last = round_channels(1280 * std::max(1.0, width));
+    add_unit("last_conv", stack_.conv_bn(last, 1, 1, Act::relu6));
+    add_unit("head", Chain(stack_.pool_flatten(), nn::Dropout(s.get_float("dropout")),
+                                    stack_.linear(last, spec_.classes)));
+    flops_ = stack_.flops();
+  }
+
+  std::vector<int64_t> input_shape() const override { return {spec_.channels, spec_.size, spec_.size}; }
+  bool channels_last() const override { return spec_.channels_last; }
+  int64_t forward_flops_per_sample() const override { return flops_; }
+
+ private:
+  // 1x1 expansion (when expand > 1), 3x3 depthwise, 1x1 linear projection; the input is
+  // added back when the shape stays.
+  void add_inverted_residual(const std::string& name, int64_t out, int64_t stride, int64_t expand) {
+    const int64_t in = stack_.channels(), hidden = in * expand;
+    Chain main;
+    if (expand != 1) main->push_back(stack_.conv_bn(hidden, 1, 1, Act::relu6));
+    main->push_back(stack_.conv_bn(hidden, 3, stride, Act::relu6, /*groups=*/hidden));
+    main->push_back(stack_.conv_bn(out, 1, 1, Act::none));
+    if (stride == 1 && in == out) add_unit(name, Residual(main, Chain(), false));
+    else add_unit(name, main);
+  }
+
+  const ImageSpec spec_;
+  Stack stack_;
+  int64_t flops_ = 0;
+};
+
+}  // namespace
+
+DSHOST_MODEL_PLUGIN(MobileNetV2, "mobilenet_v2", "1.0.0", "torchvision's MobileNetV2", kOptions,
+                    sizeof(kOptions) / sizeof(kOptions[0]))
