@@ -53,9 +53,17 @@ const dshost_option kScheduler[] = {
     ranged("min_lr_ratio", FLOAT, "0.0", 0, 1, "final lr as a fraction of lr"),
 };
 const dshost_option kData[] = {
-    opt("dataset", STRING, "\"fashion_mnist\"", "dataset reader", "fashion_mnist"),
+    opt("dataset", STRING, "\"fashion_mnist\"",
+        "fashion_mnist, or synthetic (random images of channels x image_size^2, for benchmarks)",
+        "fashion_mnist|synthetic"),
     opt("path", STRING, "\"/usr/share/datasets/fashion-mnist\"",
         "folder of the dataset's files (Debian's dataset-fashion-mnist by default)"),
+    ranged("channels", INT, "0", 0, 64,
+           "channels shown to the model (grey images repeated); 0 = the dataset's own"),
+    ranged("image_size", INT, "0", 0, 4096,
+           "height = width shown to the model (bilinear resize); 0 = the dataset's own"),
+    ranged("synthetic_samples", INT, "10000", 1, 1e9, "synthetic: training samples (test: a tenth)"),
+    ranged("synthetic_classes", INT, "1000", 2, 1e6, "synthetic: label classes"),
 };
 const dshost_option kComm[] = {
     ranged("timeout_s", FLOAT, "300", 1, 1e6,
@@ -93,7 +101,9 @@ Config read_config(const Manifest& m) {
   const Section s = m.resolve("scheduler", table(kScheduler));
   c.scheduler = {s.get_int("warmup_steps"), s.get_string("decay"), s.get_float("min_lr_ratio")};
   const Section d = m.resolve("data", table(kData));
-  c.data = {d.get_string("dataset"), d.get_string("path")};
+  c.data = {d.get_string("dataset"),         d.get_string("path"),
+            d.get_int("channels"),             d.get_int("image_size"),
+            d.get_int("synthetic_samples"),    d.get_int("synthetic_classes")};
   c.comm = {m.resolve("comm", table(kComm)).get_float("timeout_s")};
   c.plugin_paths = m.resolve("plugins", table(kPlugins)).get_string("paths");
   return c;

@@ -38,8 +38,10 @@ struct SchedulerConfig {
 };
 
 struct DataConfig {
-  std::string dataset;  // fashion_mnist
+  std::string dataset;  // fashion_mnist | synthetic
   std::string path;
+  int64_t channels, image_size;  // as presented to the model; 0: the dataset's own
+  int64_t synthetic_samples, synthetic_classes;
 };
 
 struct CommConfig {

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <zlib.h>
 
 #include <filesystem>
@@ -89,6 +90,31 @@ ImageDataset load_fashion_mnist(const std::string& dir, const std::string& origi
   data.test = read_split(dir, "t10k");
   data.mean = 0.2860;  // Fashion-MNIST training-set pixel statistics
   data.std = 0.3530;
+  data.sample_shape = {1, 28, 28};
+  return data;
+}
+
+ImageDataset load_dataset(const DataConfig& config, const std::string& origin) {
+  ImageDataset data;
+  if (config.dataset == "fashion_mnist") data = load_fashion_mnist(config.path, origin);
+  else data.sample_shape = {3, 224, 224};  // synthetic: ImageNet's shape by default
+  if (config.channels > 0) data.sample_shape[0] = config.channels;
+  if (config.image_size > 0) data.sample_shape[1] = data.sample_shape[2] = config.image_size;
+  if (config.dataset == "synthetic") {
+    // A pool of fixed random images (seed 0), cycled through by sample index; labels cycle
+    // through the classes.
+    std::vector<int64_t> pool{std::min<int64_t>(config.synthetic_samples, 256)};
+    pool.insert(pool.end(), data.sample_shape.begin(), data.sample_shape.end());
+    const at::Tensor images =
+        at::randint(0, 256, pool, at::detail::createCPUGenerator(0), at::TensorOptions(at::kByte));
+    const auto split = [&](int64_t n) {
+      return Split{images, at::arange(n, at::kLong).remainder_(config.synthetic_classes)};
+    };
+    data.train = split(config.synthetic_samples);
+    data.test = split(std::max<int64_t>(1, config.synthetic_samples / 10));
+    data.mean = 0.5;
+    data.std = 0.29;  // of uniform pixels
+  }
   return data;
 }
 
@@ -112,9 +138,15 @@ void fill_batch(const ImageDataset& data, const Split& split, const std::vector<
                 int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets) {
   const at::Tensor idx =
       at::from_blob(const_cast<int64_t*>(indices.data() + begin), {count}, at::kLong);
-  const at::Tensor pixels = split.images.index_select(0, idx).to(at::kFloat);
-  inputs.narrow(0, 0, count).copy_(pixels.div_(255.0).sub_(data.mean).div_(data.std));
   targets.narrow(0, 0, count).copy_(split.labels.index_select(0, idx));
+  // Synthetic data holds fewer images than samples: a sample shows image index % pool.
+  const at::Tensor image_idx = idx.remainder(split.images.size(0));
+  at::Tensor pixels = split.images.index_select(0, image_idx).to(at::kFloat);
+  pixels.div_(255.0).sub_(data.mean).div_(data.std);
+  at::Tensor out = inputs.narrow(0, 0, count);
+  if (pixels.size(2) != out.size(2) || pixels.size(3) != out.size(3))
+    pixels = at::upsample_bilinear2d(pixels, {out.size(2), out.size(3)}, /*align_corners=*/false);
+  out.copy_(pixels.expand(out.sizes()));  // 1 channel -> C by broadcasting
 }
 
 }  // namespace dshost

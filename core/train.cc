@@ -103,7 +103,7 @@ class Worker {
 
   int run() {
     const auto start = Clock::now();
-    data_ = load_fashion_mnist(cfg_.data.path, job_.manifest.origin("data", "path"));
+    data_ = load_dataset(cfg_.data, job_.manifest.origin("data", "path"));
     comm_ = std::make_unique<Comm>(rv_, std::chrono::milliseconds(static_cast<int64_t>(
                                             cfg_.comm.timeout_s * 1000)), device_);
     build();
@@ -140,15 +140,15 @@ class Worker {
   }
 
   void check_input_shape() const {
-    const std::vector<int64_t> have(data_.train.images.sizes().begin() + 1,
-                                    data_.train.images.sizes().end());
+    const std::vector<int64_t>& have = data_.sample_shape;
     const std::vector<int64_t> want(info_model_.input_shape,
                                     info_model_.input_shape + info_model_.input_ndim);
     if (have != want)
       throw UserError(cat(job_.manifest.origin("model", "plugin"), ": error: model '",
                           job_.model.plugin.descriptor->name, "' expects samples of shape ",
                           at::IntArrayRef(want), " but ", cfg_.data.dataset, " gives ",
-                          at::IntArrayRef(have), "; set the model's in_channels / image_size"));
+                          at::IntArrayRef(have), "; set the model's in_channels / image_size, or present the data ",
+                          "as the model wants it with data.channels / data.image_size"));
   }
 
   // The model's parameters move into memory the strategy owns; the model keeps views.

@@ -114,7 +114,7 @@ class Zero : public dshost::Strategy {
       if (o_.stage == 3 && !persistent(u)) deallocate(params_[u]);
     }
     deallocate(bounce.buffer);
-    norm_ = at::zeros({1}, on_device(at::kFloat));
+    norm_ = at::zeros({1}, on_device(at::kDouble));
     norm_id_ = s.register_buffer(dshost::to_dlpack(norm_));
     if (o_.stage == 3)
       param_shard_ =
@@ -159,7 +159,7 @@ class Zero : public dshost::Strategy {
       deallocate(slot.in.buffer);
       deallocate(slot.out.buffer);
     }
-    norm_.copy_(grad_shard_.norm().square().view({1}));  // no shard-sized temporary
+    norm_.copy_(dshost::sum_of_squares(grad_shard_).view({1}));
     s.all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
     const double norm = std::sqrt(norm_.item<double>());
     if (args.max_grad_norm > 0 && norm > args.max_grad_norm)

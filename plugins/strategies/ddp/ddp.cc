@@ -65,7 +65,7 @@ class Ddp : public dshost::Strategy {
     works_.clear();
 
     grads_.div_(s.world_size());
-    const double norm = grads_.norm().item<double>();
+    const double norm = std::sqrt(dshost::sum_of_squares(grads_).item<double>());
     if (args.max_grad_norm > 0 && norm > args.max_grad_norm)
       grads_.mul_(args.max_grad_norm / (norm + 1e-6));
 

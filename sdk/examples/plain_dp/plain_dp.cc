@@ -34,7 +34,7 @@ class PlainDp : public dshost::Strategy {
 
   double step(const dshost_step_args& args) override {
     services().all_reduce(dshost::slice(grad_id_, 0, layout_->padded), DSHOST_AVG).wait();
-    const double norm = grads_.norm().item<double>();
+    const double norm = std::sqrt(dshost::sum_of_squares(grads_).item<double>());
     if (args.max_grad_norm > 0 && norm > args.max_grad_norm)
       grads_.mul_(args.max_grad_norm / (norm + 1e-6));
     optimizer_->step(params_, grads_, args.lr);

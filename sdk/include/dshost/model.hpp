@@ -101,6 +101,13 @@ struct AfterAccumulate : torch::autograd::FunctionPostHook {
   std::function<void()> fn;
 };
 
+// Puts a module in eval mode for a scope, then back in training mode.
+struct EvalMode {
+  explicit EvalMode(torch::nn::Module& m) : module(m) { module.eval(); }
+  ~EvalMode() { module.train(); }
+  torch::nn::Module& module;
+};
+
 // One live model plugin instance: the module plus what the host bound to it.
 template <class M>
 class ModelInstance {
@@ -201,6 +208,7 @@ class ModelInstance {
   void evaluate(int64_t batch, dshost_eval_result* out) {
     check_batch(batch);
     at::NoGradGuard no_grad;
+    EvalMode eval_mode(*model_);  // dropout off, batch norm on its running statistics
     AutocastScope autocast(to_device(services_.device()), services_.precision() == DSHOST_BF16);
     const at::Tensor target = targets_.narrow(0, 0, batch);
     const at::Tensor output = model_->forward(rows(inputs_, batch));
