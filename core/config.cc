@@ -54,10 +54,12 @@ const dshost_option kScheduler[] = {
 };
 const dshost_option kData[] = {
     opt("dataset", STRING, "\"fashion_mnist\"",
-        "fashion_mnist, or synthetic (random images of channels x image_size^2, for benchmarks)",
-        "fashion_mnist|synthetic"),
-    opt("path", STRING, "\"/usr/share/datasets/fashion-mnist\"",
-        "folder of the dataset's files (Debian's dataset-fashion-mnist by default)"),
+        "fashion_mnist; synthetic (random images of channels x image_size^2, for benchmarks); "
+        "text (bytes of text files as tokens 0-255); tokens (a flat file of uint16 token ids)",
+        "fashion_mnist|synthetic|text|tokens"),
+    opt("path", STRING, "\"\"",
+        "the dataset's folder or file; \"\" = Debian's: /usr/share/datasets/fashion-mnist "
+        "(dataset-fashion-mnist), /usr/share/games/fortunes for text (fortunes)"),
     ranged("channels", INT, "0", 0, 64,
            "channels shown to the model (grey images repeated); 0 = the dataset's own"),
     ranged("image_size", INT, "0", 0, 4096,
@@ -72,6 +74,14 @@ const dshost_option kComm[] = {
 const dshost_option kPlugins[] = {
     opt("paths", STRING, "\"\"", "extra plugin folders, ':'-separated, searched first"),
 };
+
+std::string default_data_path(const Section& d) {
+  const std::string path = d.get_string("path"), dataset = d.get_string("dataset");
+  if (!path.empty()) return path;
+  if (dataset == "fashion_mnist") return "/usr/share/datasets/fashion-mnist";
+  if (dataset == "text") return "/usr/share/games/fortunes";
+  return "";
+}
 
 template <size_t N>
 OptionTable table(const dshost_option (&options)[N]) {
@@ -101,7 +111,7 @@ Config read_config(const Manifest& m) {
   const Section s = m.resolve("scheduler", table(kScheduler));
   c.scheduler = {s.get_int("warmup_steps"), s.get_string("decay"), s.get_float("min_lr_ratio")};
   const Section d = m.resolve("data", table(kData));
-  c.data = {d.get_string("dataset"),         d.get_string("path"),
+  c.data = {d.get_string("dataset"),         default_data_path(d),
             d.get_int("channels"),             d.get_int("image_size"),
             d.get_int("synthetic_samples"),    d.get_int("synthetic_classes")};
   c.comm = {m.resolve("comm", table(kComm)).get_float("timeout_s")};

@@ -5,7 +5,10 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 
 namespace dshost {
@@ -94,7 +97,70 @@ ImageDataset load_fashion_mnist(const std::string& dir, const std::string& origi
   return data;
 }
 
-ImageDataset load_dataset(const DataConfig& config, const std::string& origin) {
+namespace {
+
+// Regular files of `path` (itself, or a folder's, sorted by name; the fortune-mod index
+// files *.dat and *.u8 left out).
+std::vector<std::filesystem::path> text_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (fs::is_regular_file(path)) return {path};
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(path, ec))
+    if (entry.is_regular_file() && entry.path().extension() != ".dat" &&
+        entry.path().extension() != ".u8")
+      files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// The stream of token ids: bytes of text, or little-endian uint16 ids.
+at::Tensor read_tokens(const DataConfig& config) {
+  std::string bytes;
+  for (const auto& file : text_files(config.path)) {
+    std::ifstream in(file, std::ios::binary);
+    bytes.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  if (config.dataset == "text")
+    return at::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, at::kByte).to(at::kLong);
+  if (bytes.size() % 2 != 0)
+    throw UserError(cat(config.path, ": not a uint16 token file (odd size, ", bytes.size(), " bytes)"));
+  // int16's bits are uint16's: widen, then undo the sign.
+  const at::Tensor ids = at::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size() / 2)}, at::kShort);
+  return ids.to(at::kLong).bitwise_and_(0xffff);
+}
+
+ImageDataset load_tokens(const DataConfig& config, int64_t sequence) {
+  const at::Tensor tokens = read_tokens(config);
+  const int64_t test = tokens.numel() / 10, train = tokens.numel() - test;
+  if (sequence < 1 || test < sequence + 1)
+    throw UserError(cat(config.path, ": ", tokens.numel(), " tokens are too few for windows of ",
+                        sequence, " (a tenth must hold one for testing)"));
+  ImageDataset data;
+  data.train = Split{{}, {}, tokens.narrow(0, 0, train), sequence};
+  data.test = Split{{}, {}, tokens.narrow(0, train, test), sequence};
+  data.sample_shape = {sequence};
+  return data;
+}
+
+}  // namespace
+
+void check_dataset(const DataConfig& config, const std::string& origin) {
+  if (config.dataset == "fashion_mnist") return check_fashion_mnist(config.path, origin);
+  if (config.dataset == "synthetic") return;
+  const bool have = std::filesystem::exists(config.path) && !text_files(config.path).empty();
+  if (!have)
+    throw UserError(cat(origin, ": error: data.path '", config.path, "' has no ",
+                        config.dataset == "text" ? "text files" : "token file",
+                        config.dataset == "text"
+                            ? ". Install Debian's fortunes (apt-get install fortunes) for the "
+                              "default text, or point data.path at a text file or a folder of them."
+                            : ". Point data.path at a flat file of little-endian uint16 token ids."));
+}
+
+ImageDataset load_dataset(const DataConfig& config, const std::string& origin, int64_t sequence) {
+  check_dataset(config, origin);
+  if (config.dataset == "text" || config.dataset == "tokens") return load_tokens(config, sequence);
   ImageDataset data;
   if (config.dataset == "fashion_mnist") data = load_fashion_mnist(config.path, origin);
   else data.sample_shape = {3, 224, 224};  // synthetic: ImageNet's shape by default
@@ -138,6 +204,15 @@ void fill_batch(const ImageDataset& data, const Split& split, const std::vector<
                 int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets) {
   const at::Tensor idx =
       at::from_blob(const_cast<int64_t*>(indices.data() + begin), {count}, at::kLong);
+  if (split.tokens.defined()) {  // [count, T + 1] windows
+    const int64_t t = split.sequence;
+    const at::Tensor windows =
+        split.tokens.index_select(0, (idx.mul(t).unsqueeze(1) + at::arange(t + 1, at::kLong)).view(-1))
+            .view({count, t + 1});
+    inputs.narrow(0, 0, count).copy_(windows.narrow(1, 0, t));
+    targets.narrow(0, 0, count).copy_(windows.narrow(1, 1, t));
+    return;
+  }
   targets.narrow(0, 0, count).copy_(split.labels.index_select(0, idx));
   // Synthetic data holds fewer images than samples: a sample shows image index % pool.
   const at::Tensor image_idx = idx.remainder(split.images.size(0));

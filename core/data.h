@@ -1,6 +1,8 @@
-// Training data: Fashion-MNIST from gzip IDX files (Debian's dataset-fashion-mnist) or
-// synthetic images, a distributed sampler with PyTorch DistributedSampler's semantics, and
-// batch filling that presents samples at the channels and size the model takes.
+// Training data: images (Fashion-MNIST from gzip IDX files, Debian's dataset-fashion-mnist;
+// or synthetic) and token streams (the bytes of text files; or a flat file of uint16 token
+// ids, as llm.c and nanoGPT write them), a distributed sampler with PyTorch
+// DistributedSampler's semantics, and batch filling that presents samples as the model
+// takes them.
 #pragma once
 
 #include "core/config.h"
@@ -13,16 +15,23 @@
 
 namespace dshost {
 
+// Images: sample i is images[i % pool] with label labels[i]. Tokens: sample i is the
+// window tokens[i * T, (i + 1) * T] (T + 1 tokens: the inputs, and the targets one ahead).
 struct Split {
-  at::Tensor images;  // uint8 [N, C, H, W]; synthetic: a pool of fewer, cycled through
+  at::Tensor images;  // uint8 [pool, C, H, W]; pool = N but for synthetic data
   at::Tensor labels;  // int64 [N]
-  int64_t size() const { return labels.size(0); }
+  at::Tensor tokens;  // int64 [length]
+  int64_t sequence = 0;  // T
+  int64_t size() const {
+    return tokens.defined() ? (tokens.numel() - 1) / sequence : labels.size(0);
+  }
 };
 
 struct ImageDataset {
   Split train, test;
   double mean = 0, std = 1;           // normalisation of pixel / 255
-  std::vector<int64_t> sample_shape;  // [C, H, W] as the model sees a sample
+  std::vector<int64_t> sample_shape;  // [C, H, W] or [T] as the model sees a sample
+  bool is_tokens() const { return train.tokens.defined(); }
 };
 
 // Refuses a `dir` without the four Fashion-MNIST files, saying how to get them.
@@ -32,9 +41,13 @@ void check_fashion_mnist(const std::string& dir, const std::string& origin);
 // messages. Missing, truncated or malformed files are a UserError naming the file.
 ImageDataset load_fashion_mnist(const std::string& dir, const std::string& origin);
 
-// The dataset `config` names, presented at config.channels x config.image_size^2 where
-// those are set. `origin` locates data.path.
-ImageDataset load_dataset(const DataConfig& config, const std::string& origin);
+// The dataset `config` names: images presented at config.channels x config.image_size^2
+// where those are set, token streams cut into windows of `sequence` tokens (the model's).
+// The last tenth of a token stream is its test split. `origin` locates data.path.
+ImageDataset load_dataset(const DataConfig& config, const std::string& origin, int64_t sequence);
+
+// Refuses a data.path that the dataset cannot read, saying what to do (before ranks start).
+void check_dataset(const DataConfig& config, const std::string& origin);
 
 // This rank's sample indices for one epoch: a permutation of [0, n) seeded by seed and
 // epoch (identity when !shuffle), padded by wrapping to a multiple of world when pad, then
@@ -43,8 +56,9 @@ std::vector<int64_t> shard_indices(int64_t n, int rank, int world, uint64_t seed
                                    bool shuffle, bool pad);
 
 // Writes samples indices[begin, begin + count) into the leading rows of the batch
-// buffers, normalised to float: inputs [>= count, C, H, W], targets [>= count]. Images
-// are resized (bilinear) and their channels repeated to the inputs' shape.
+// buffers: images normalised to float inputs [>= count, C, H, W] (resized, bilinear, and
+// their channels repeated to the inputs' shape) with targets [>= count]; token windows as
+// inputs and targets [>= count, T].
 void fill_batch(const ImageDataset& data, const Split& split, const std::vector<int64_t>& indices,
                 int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets);
 

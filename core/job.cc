@@ -29,8 +29,7 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
 }
 
 void check_data(const Job& job) {
-  if (job.config.data.dataset == "fashion_mnist")
-    check_fashion_mnist(job.config.data.path, job.manifest.origin("data", "path"));
+  check_dataset(job.config.data, job.manifest.origin("data", "path"));
 }
 
 }  // namespace dshost

@@ -103,7 +103,6 @@ class Worker {
 
   int run() {
     const auto start = Clock::now();
-    data_ = load_dataset(cfg_.data, job_.manifest.origin("data", "path"));
     comm_ = std::make_unique<Comm>(rv_, std::chrono::milliseconds(static_cast<int64_t>(
                                             cfg_.comm.timeout_s * 1000)), device_);
     build();
@@ -127,7 +126,7 @@ class Worker {
     call(mapi_->create(model_host_->table(), &model, &err_), "model create");
     model_ = Owned<dshost_model>(model, mapi_->destroy);
     call(mapi_->describe(model_.get(), &info_model_, &err_), "model describe");
-    check_input_shape();
+    load_data();
 
     dshost_strategy* strategy = nullptr;
     call(sapi_->create(strategy_host_->table(), &strategy, &err_), "strategy create");
@@ -137,6 +136,22 @@ class Worker {
     });
     hand_parameters_to_strategy();
     bind_batch_buffers();
+  }
+
+  // The dataset, checked against what the model takes: images or token windows (cut to the
+  // model's sequence length), of the model's shape.
+  void load_data() {
+    const bool model_takes_tokens = info_model_.input_dtype.code == kDLInt;
+    const bool data_is_tokens = cfg_.data.dataset == "text" || cfg_.data.dataset == "tokens";
+    if (model_takes_tokens != data_is_tokens)
+      throw UserError(cat(job_.manifest.origin("data", "dataset"), ": error: model '",
+                          job_.model.plugin.descriptor->name, "' takes ",
+                          model_takes_tokens ? "token ids" : "images", " but data.dataset = \"",
+                          cfg_.data.dataset, "\" gives ", data_is_tokens ? "token ids" : "images",
+                          "; choose a dataset of that kind"));
+    data_ = load_dataset(cfg_.data, job_.manifest.origin("data", "path"),
+                         model_takes_tokens ? info_model_.input_shape[0] : 0);
+    check_input_shape();
   }
 
   void check_input_shape() const {
@@ -188,8 +203,13 @@ class Worker {
     std::vector<int64_t> shape{rows};
     shape.insert(shape.end(), info_model_.input_shape,
                  info_model_.input_shape + info_model_.input_ndim);
-    inputs_ = at::zeros(shape, at::TensorOptions().dtype(at::kFloat).device(device_));
-    targets_ = at::zeros({rows}, at::TensorOptions().dtype(at::kLong).device(device_));
+    const at::ScalarType input_dtype = info_model_.input_dtype.code == kDLInt ? at::kLong : at::kFloat;
+    inputs_ = at::zeros(shape, at::TensorOptions().dtype(input_dtype).device(device_));
+    std::vector<int64_t> target_shape{rows};
+    if (info_model_.struct_size >= sizeof(dshost_model_info))  // ABI 1.1: target_shape
+      target_shape.insert(target_shape.end(), info_model_.target_shape,
+                          info_model_.target_shape + info_model_.target_ndim);
+    targets_ = at::zeros(target_shape, at::TensorOptions().dtype(at::kLong).device(device_));
     call(mapi_->bind_batch(model_.get(), to_dlpack(inputs_), to_dlpack(targets_), &err_),
          "model bind_batch");
   }

@@ -3,7 +3,8 @@
 # with CUDA and NCCL, run the unit tests, then train the quickstart on the GPU (world size 1,
 # fp32 and bf16). Needs .devdeps/ (../shared/gpu/stage-deps.sh libgloo-dev: the pip LibTorch
 # ships no gloo headers, which c10d's ProcessGroupGloo.hpp includes) and the Fashion-MNIST files
-# in .fmnist/, both carried with the checkout. Logs go to $OUT (or /tmp/gpu-check).
+# in .fmnist/, and Debian's fortunes text in .fortunes/ (for gpt), all carried with the
+# checkout. Logs go to $OUT (or /tmp/gpu-check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
@@ -20,7 +21,7 @@ cmake -S . -B /tmp/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
   cmake --build /tmp/build >> "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
 grep "dshost: LibTorch" "$out/build.log"
 # Unit tests that read no data from Debian's dataset path (it is not on this image).
-/tmp/build/tests/dshost_tests --gtest_filter='Loader.*:LocalLauncher.*:Sampler.*:Schedule.*:-Loader.APluginWhoseCreateFails*' \
+/tmp/build/tests/dshost_tests --gtest_filter='Loader.*:LocalLauncher.*:Sampler.*:Schedule.*:Zoo/TorchvisionModel.*:Gpt.*:PluginsCheck.*:-Loader.APluginWhoseCreateFails*' \
   > "$out/unit.log" 2>&1; tail -3 "$out/unit.log"
 # Every strategy on the GPU (NCCL at world size 1), fp32 and bf16: the quickstart.
 run() {  # name, then --set values
@@ -42,3 +43,15 @@ run big_ddp strategy.plugin=ddp "${big[@]}"
 run big_zero2 strategy.plugin=zero2 "${big[@]}"
 run big_zero3-offload_param-gpu strategy.plugin=zero3-offload "${big[@]}"
 run big_zero3-offload strategy.plugin=zero3-offload strategy.offload_param_device=cpu "${big[@]}"
+# The zoo and gpt on the GPU (first throughput figures; the side-by-side benchmark is
+# issue 7's): synthetic ImageNet-shaped images, and gpt on the fortunes text.
+zoo=(train.precision=bf16 train.max_steps=60 train.eval=false data.dataset=synthetic
+     model.num_classes=1000 data.synthetic_classes=1000)
+run resnet50_b64 model.plugin=resnet50 train.micro_batch_size=64 "${zoo[@]}"
+run mobilenet_v2_b64 model.plugin=mobilenet_v2 train.micro_batch_size=64 "${zoo[@]}"
+gpt=(model.plugin=gpt model.vocab_size=256 data.dataset=text "data.path=\"$PWD/.fortunes\""
+     train.precision=bf16 train.max_steps=40 train.eval=false train.micro_batch_size=8)
+run gpt124m_ddp strategy.plugin=ddp model.preset=\"gpt2-124m\" "${gpt[@]}"
+run gpt124m_zero3 strategy.plugin=zero3-offload model.preset=\"gpt2-124m\" "${gpt[@]}"
+run gpt1.3b_zero3 strategy.plugin=zero3-offload strategy.offload_param_device=cpu \
+  model.preset=\"gpt-1.3b\" "${gpt[@]}" train.max_steps=6

@@ -13,7 +13,7 @@ packages=(
   libtorch-dev libgloo-dev libtomlplusplus-dev libspdlog-dev libboost-dev libcli11-dev
   nlohmann-json3-dev libdlpack-dev zlib1g-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
-  dataset-fashion-mnist
+  dataset-fashion-mnist fortunes
   libopenblas0-openmp
 )
 [ "${1:-}" = "--bench" ] && packages+=(python3-torch)

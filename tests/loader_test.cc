@@ -48,13 +48,13 @@ TEST(Loader, RefusesASharedLibraryWithoutTheEntrySymbol) {
 
 TEST(Loader, RefusesAnotherAbiMajorNamingBothVersions) {
   const std::string why = refusal(test_plugin("dshost_launcher_bad_abi_major.so"));
-  EXPECT_NE(why.find("built for dshost ABI 2.0, but this host implements ABI 1.0"),
+  EXPECT_NE(why.find("built for dshost ABI 2.1, but this host implements ABI 1.1"),
             std::string::npos) << why;
 }
 
 TEST(Loader, RefusesANewerAbiMinor) {
   const std::string why = refusal(test_plugin("dshost_launcher_bad_abi_minor.so"));
-  EXPECT_NE(why.find("built for dshost ABI 1.1, but this host implements ABI 1.0"),
+  EXPECT_NE(why.find("built for dshost ABI 1.2, but this host implements ABI 1.1"),
             std::string::npos) << why;
 }
 

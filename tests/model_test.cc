@@ -124,5 +124,21 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(info.param.plugin) + (info.param.section[0] ? "_bn" : "");
     });
 
+// GPT-2's sizes (tied embeddings, 1024 positions), and the forward cost against nanoGPT's
+// estimate (2 x parameters without positions + 4 x layers x width x T per token).
+TEST(Gpt, MatchesGpt2SizesAndCost) {
+  auto small = create_model("gpt", "");
+  const dshost_model_info info = describe(*small);
+  EXPECT_EQ(info.parameter_count, 124439808);
+  EXPECT_EQ(info.unit_count, 14);  // embed, h0..h11, head
+  const double per_token = 2.0 * (124439808 - 1024 * 768) + 4.0 * 12 * 768 * 1024;
+  EXPECT_NEAR(info.forward_flops_per_sample / (per_token * 1024), 1.0, 0.01);
+  EXPECT_EQ(info.input_dtype.code, kDLInt);
+  EXPECT_EQ(std::vector<int64_t>(info.target_shape, info.target_shape + info.target_ndim),
+            (std::vector<int64_t>{1024}));
+  small.reset();
+  EXPECT_EQ(describe(*create_model("gpt", "preset = \"gpt2-350m\"\n")).parameter_count, 354823168);
+}
+
 }  // namespace
 }  // namespace dshost

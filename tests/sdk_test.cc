@@ -155,12 +155,12 @@ TEST(PluginsCheck, SaysWhyAFileIsNotUsableAndWhatAUsableOneIs) {
   Ran r = dshost({"plugins", "--check", DSHOST_TEST_PLUGIN_DIR "/dshost_launcher_bad_abi_major.so"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("not a usable plugin: "), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("built for dshost ABI 2.0, but this host implements ABI 1.0"),
+  EXPECT_NE(r.out.find("built for dshost ABI 2.1, but this host implements ABI 1.1"),
             std::string::npos) << r.out;
   r = dshost({"plugins", "--check", DSHOST_BUILD_PLUGIN_DIR "/dshost_strategy_zero2.so"});
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("usable strategy plugin 'zero2'"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("strategy zero2 1.0.0 (ABI 1.0)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("strategy zero2 1.0.0 (ABI 1.1)"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define DSHOST_ABI_MAJOR 1
-#define DSHOST_ABI_MINOR 0
+#define DSHOST_ABI_MINOR 1
 
 #if defined(__GNUC__)
 #define DSHOST_EXPORT __attribute__((visibility("default")))
@@ -225,11 +225,15 @@ typedef struct dshost_model_info {
   int32_t unit_count;
   int64_t parameter_count;
   int64_t forward_flops_per_sample; /* 0 when unknown */
-  /* Shape of one input sample (e.g. 1,28,28) and its dtype; targets are int64 class ids
-   * of shape [batch] unless target_ndim says otherwise. */
+  /* Shape of one input sample (e.g. 1,28,28) and its dtype: float32 images, or int64
+   * token ids (e.g. [T] for a language model). */
   int32_t input_ndim;
   int64_t input_shape[8];
   DLDataType input_dtype;
+  /* Since ABI 1.1. Shape of one sample's int64 target: ndim 0 (and every 1.0 plugin) means
+   * one class id per sample; a language model gives [T], the next token at each position. */
+  int32_t target_ndim;
+  int64_t target_shape[8];
 } dshost_model_info;
 
 typedef struct dshost_param_desc {
@@ -265,7 +269,8 @@ typedef struct dshost_model_api {
    * dtype). Takes ownership of both. Backward accumulates into `grad` in place. */
   dshost_status (*bind_param)(dshost_model* model, int32_t unit, int32_t index,
                               DLManagedTensor* value, DLManagedTensor* grad, dshost_error* err);
-  /* The host's batch buffers, [max_batch, ...input_shape] and [max_batch]; taken once.
+  /* The host's batch buffers, [max_batch, ...input_shape] and [max_batch, ...target_shape];
+   * taken once.
    * Takes ownership. The host fills their leading rows before each call below. */
   dshost_status (*bind_batch)(dshost_model* model, DLManagedTensor* inputs,
                               DLManagedTensor* targets, dshost_error* err);

@@ -33,8 +33,11 @@ class Model : public torch::nn::Module {
  public:
   explicit Model(const Services& services) : services_(services) {}
 
-  // Shape of one input sample, e.g. {1, 28, 28}.
+  // Shape of one input sample, e.g. {1, 28, 28}; its dtype: float images or int64 tokens.
   virtual std::vector<int64_t> input_shape() const = 0;
+  virtual at::ScalarType input_dtype() const { return at::kFloat; }
+  // Shape of one sample's int64 target: {} for a class id, {T} for next-token targets.
+  virtual std::vector<int64_t> target_shape() const { return {}; }
   // Forward FLOPs for one sample (multiply-add = 2), 0 if unknown.
   virtual int64_t forward_flops_per_sample() const { return 0; }
   // True: 4-D weights and inputs are kept channels-last (NHWC), which oneDNN's CPU and
@@ -150,11 +153,15 @@ class ModelInstance {
     for (const auto& unit : params_)
       for (const auto& p : unit) out->parameter_count += p.numel();
     out->forward_flops_per_sample = model_->forward_flops_per_sample();
-    const auto shape = model_->input_shape();
-    if (shape.size() > 8) throw Error("input_shape has more than 8 dimensions", DSHOST_INTERNAL);
-    out->input_ndim = static_cast<int32_t>(shape.size());
-    for (size_t i = 0; i < shape.size(); ++i) out->input_shape[i] = shape[i];
-    out->input_dtype = DLDataType{kDLFloat, 32, 1};
+    out->input_ndim = copy_shape(model_->input_shape(), out->input_shape);
+    out->input_dtype = detail::dl_dtype(model_->input_dtype());
+    out->target_ndim = copy_shape(model_->target_shape(), out->target_shape);
+  }
+
+  static int32_t copy_shape(const std::vector<int64_t>& shape, int64_t (&out)[8]) {
+    if (shape.size() > 8) throw Error("a sample shape has more than 8 dimensions", DSHOST_INTERNAL);
+    std::copy(shape.begin(), shape.end(), out);
+    return static_cast<int32_t>(shape.size());
   }
 
   int param_count(int unit) const { return static_cast<int>(at_unit(unit).size()); }
@@ -214,9 +221,9 @@ class ModelInstance {
     const at::Tensor output = model_->forward(rows(inputs_, batch));
     out->struct_size = sizeof(dshost_eval_result);
     const at::Tensor loss = model_->loss(output, target);
-    out->loss_sum = loss.item<double>() * static_cast<double>(batch);
+    out->loss_sum = loss.item<double>() * static_cast<double>(target.numel());
     out->correct = output.argmax(-1).eq(target).sum().item<int64_t>();
-    out->count = batch;
+    out->count = target.numel();  // samples, or tokens
   }
 
  private:

@@ -1,0 +1,166 @@
+// gpt: a decoder-only transformer as GPT-2 builds it (pre-LayerNorm blocks of causal
+// self-attention and a GELU MLP, learned positions, the output projection tied to the token
+// embedding), with presets for GPT-2 124M, 350M and 774M and a 1.3B shape (GPT-3 XL's:
+// 24 layers of 2048), or free sizes.
+//
+// Units: embed (token and position embeddings), one per block (h0, h1, ...), head (final
+// LayerNorm). The logits reuse the embed unit's token embedding, so that unit stays
+// gathered from its forward to the end of backward: forward raises no post_forward for it,
+// and its pre_backward comes with the embeddings' gradient (zero3 then frees it after
+// grads_ready, as FSDP keeps tied weights in the root unit).
+#include <dshost/model.hpp>
+
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+namespace nn = torch::nn;
+
+namespace {
+
+const dshost_option kOptions[] = {
+    DSHOST_OPTION("preset", DSHOST_OPTION_STRING, "\"\"", "|gpt2-124m|gpt2-350m|gpt2-774m|gpt-1.3b",
+                  "a named shape; sets n_layer, n_head and n_embd (\"\": use those keys)"),
+    DSHOST_OPTION_RANGE("n_layer", DSHOST_OPTION_INT, "12", 1, 1000, "transformer blocks"),
+    DSHOST_OPTION_RANGE("n_head", DSHOST_OPTION_INT, "12", 1, 1000, "attention heads per block"),
+    DSHOST_OPTION_RANGE("n_embd", DSHOST_OPTION_INT, "768", 1, 65536, "model width, a multiple of n_head"),
+    DSHOST_OPTION_RANGE("vocab_size", DSHOST_OPTION_INT, "50257", 2, 10000000,
+                        "token ids (50257: GPT-2's BPE; 256 for bytes of text)"),
+    DSHOST_OPTION_RANGE("block_size", DSHOST_OPTION_INT, "1024", 1, 1000000,
+                        "sequence length: tokens per sample"),
+    DSHOST_OPTION_RANGE("dropout", DSHOST_OPTION_FLOAT, "0.0", 0.0, 0.95,
+                        "dropout on embeddings, attention output and MLP output"),
+};
+
+struct Shape {
+  int64_t layers, heads, width;
+};
+
+Shape shape_of(const dshost::Services& s) {
+  const std::string preset = s.get_string("preset");
+  if (preset == "gpt2-124m") return {12, 12, 768};
+  if (preset == "gpt2-350m") return {24, 16, 1024};
+  if (preset == "gpt2-774m") return {36, 20, 1280};
+  if (preset == "gpt-1.3b") return {24, 16, 2048};
+  return {s.get_int("n_layer"), s.get_int("n_head"), s.get_int("n_embd")};
+}
+
+struct EmbedImpl : nn::Module {
+  EmbedImpl(int64_t vocab, int64_t block, int64_t width, double dropout)
+      : wte(register_module("wte", nn::Embedding(vocab, width))),
+        wpe(register_module("wpe", nn::Embedding(block, width))),
+        drop(register_module("drop", nn::Dropout(dropout))) {}
+  at::Tensor forward(const at::Tensor& tokens) {  // [B, T] -> [B, T, width]
+    const at::Tensor positions = at::arange(tokens.size(1), tokens.options());
+    return drop->forward(wte->forward(tokens) + wpe->forward(positions));
+  }
+  nn::Embedding wte, wpe;
+  nn::Dropout drop;
+};
+TORCH_MODULE(Embed);
+
+// x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+struct BlockImpl : nn::Module {
+  BlockImpl(int64_t width, int64_t heads, double dropout)
+      : heads(heads),
+        ln_1(register_module("ln_1", nn::LayerNorm(nn::LayerNormOptions({width})))),
+        c_attn(register_module("c_attn", nn::Linear(width, 3 * width))),
+        attn_proj(register_module("attn_proj", nn::Linear(width, width))),
+        ln_2(register_module("ln_2", nn::LayerNorm(nn::LayerNormOptions({width})))),
+        c_fc(register_module("c_fc", nn::Linear(width, 4 * width))),
+        mlp_proj(register_module("mlp_proj", nn::Linear(4 * width, width))),
+        drop(register_module("drop", nn::Dropout(dropout))) {}
+
+  at::Tensor forward(const at::Tensor& x) {
+    const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
+    // [B, T, 3C] -> three [B, heads, T, C / heads]
+    const auto qkv = c_attn->forward(ln_1->forward(x)).view({b, t, 3, heads, c / heads}).permute({2, 0, 3, 1, 4});
+    const at::Tensor y = dshost::causal_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape({b, t, c});
+    const at::Tensor h = x + drop->forward(attn_proj->forward(y));
+    const at::Tensor mlp = nn::functional::gelu(c_fc->forward(ln_2->forward(h)),
+                                                nn::functional::GELUFuncOptions().approximate("tanh"));
+    return h + drop->forward(mlp_proj->forward(mlp));
+  }
+
+  int64_t heads;
+  nn::LayerNorm ln_1;
+  nn::Linear c_attn, attn_proj;
+  nn::LayerNorm ln_2;
+  nn::Linear c_fc, mlp_proj;
+  nn::Dropout drop;
+};
+TORCH_MODULE(Block);
+
+class Gpt : public dshost::Model {
+ public:
+  explicit Gpt(const dshost::Services& s)
+      : Model(s), shape_(shape_of(s)), vocab_(s.get_int("vocab_size")), block_(s.get_int("block_size")) {
+    if (shape_.width % shape_.heads != 0)
+      throw dshost::Error("model.n_embd = " + std::to_string(shape_.width) +
+                          " is not a multiple of model.n_head = " + std::to_string(shape_.heads));
+    const double dropout = s.get_float("dropout");
+    embed_ = add_unit("embed", Embed(vocab_, block_, shape_.width, dropout));
+    for (int64_t l = 0; l < shape_.layers; ++l)
+      add_unit("h" + std::to_string(l), Block(shape_.width, shape_.heads, dropout));
+    add_unit("head", nn::LayerNorm(nn::LayerNormOptions({shape_.width})));
+    init_weights();
+  }
+
+  std::vector<int64_t> input_shape() const override { return {block_}; }
+  at::ScalarType input_dtype() const override { return at::kLong; }
+  std::vector<int64_t> target_shape() const override { return {block_}; }
+
+  // Per sequence of block_size tokens: 2 FLOPs per weight of every matrix multiply per token
+  // (12 x width^2 per block, and the tied output projection), plus q k^T and (attention) v
+  // (2 x T x width each per block per token).
+  int64_t forward_flops_per_sample() const override {
+    const int64_t c = shape_.width, t = block_;
+    return 2 * t * (shape_.layers * 12 * c * c + c * vocab_) + 4 * shape_.layers * t * t * c;
+  }
+
+  at::Tensor forward(const at::Tensor& tokens) override {
+    const auto& s = services();
+    s.unit_event(DSHOST_PRE_FORWARD, 0);  // no post_forward: the head reuses wte
+    at::Tensor x = embed_->forward(tokens);
+    if (x.requires_grad())
+      x.register_hook([s](const at::Tensor& g) {
+        s.unit_event(DSHOST_PRE_BACKWARD, 0);
+        return g;
+      });
+    for (size_t u = 1; u < units().size(); ++u) x = run_unit(u, x);
+    return at::linear(x, embed_->wte->weight);  // [B, T, vocab]
+  }
+
+  at::Tensor loss(const at::Tensor& logits, const at::Tensor& targets) override {
+    return nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(at::kFloat),
+                                         targets.reshape({-1}));
+  }
+
+ private:
+  // GPT-2's: normal(0, 0.02) weights, zero biases, the residual projections scaled by
+  // 1 / sqrt(2 x layers).
+  void init_weights() {
+    at::NoGradGuard no_grad;
+    for (auto& item : named_parameters()) {
+      at::Tensor& p = item.value();
+      if (item.key().find("ln_") != std::string::npos || item.key().rfind("head.", 0) == 0) continue;
+      if (item.key().size() > 5 && item.key().compare(item.key().size() - 5, 5, ".bias") == 0) {
+        p.zero_();
+        continue;
+      }
+      const bool residual = item.key().find("_proj.weight") != std::string::npos;
+      p.normal_(0.0, residual ? 0.02 / std::sqrt(2.0 * shape_.layers) : 0.02);
+    }
+  }
+
+  const Shape shape_;
+  const int64_t vocab_, block_;
+  Embed embed_{nullptr};
+};
+
+}  // namespace
+
+DSHOST_MODEL_PLUGIN(Gpt, "gpt", "1.0.0", "a GPT-2-style decoder-only transformer", kOptions,
+                    sizeof(kOptions) / sizeof(kOptions[0]))
