@@ -2,7 +2,8 @@
 # Installs dshost's dependencies from Debian 12 packages, then configures and builds into
 # build/. Run from anywhere, as root or with sudo available.
 # libopenblas0-openmp replaces Debian's reference BLAS under LibTorch (about 2x faster CPU
-# training); its OpenMP threads follow LibTorch's per-rank thread count.
+# training); its OpenMP threads follow LibTorch's per-rank thread count. python3-torchvision
+# makes the fixtures the model zoo is checked against.
 #   scripts/setup.sh           build + tests
 #   scripts/setup.sh --bench   also python3-torch, the peer that bench/ compares against
 set -euo pipefail
@@ -13,10 +14,10 @@ packages=(
   libtorch-dev libgloo-dev libtomlplusplus-dev libspdlog-dev libboost-dev libcli11-dev
   nlohmann-json3-dev libdlpack-dev zlib1g-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
-  dataset-fashion-mnist fortunes
+  dataset-fashion-mnist fortunes python3-torchvision
   libopenblas0-openmp
 )
-[ "${1:-}" = "--bench" ] && packages+=(python3-torch)
+[ "${1:-}" = "--bench" ] && packages+=(python3-torch)  # (also pulled in by python3-torchvision)
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -7,6 +7,9 @@
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstring>
 
 namespace dshost {
 namespace {
@@ -123,6 +126,81 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) {
       return std::string(info.param.plugin) + (info.param.section[0] ? "_bn" : "");
     });
+
+// Raw little-endian float32 values of `file`, shaped.
+at::Tensor read_f32(const std::string& file, std::vector<int64_t> shape) {
+  const std::string bytes = test::read_file(file);
+  at::Tensor t = at::empty(shape, at::kFloat);
+  EXPECT_EQ(bytes.size(), static_cast<size_t>(t.numel()) * 4) << file;
+  std::memcpy(t.data_ptr<float>(), bytes.data(), std::min<size_t>(bytes.size(), t.numel() * 4));
+  return t;
+}
+
+// torchvision's parameters, input and logits, made once per test run by
+// tests/torchvision_fixtures.py with Debian's python3-torchvision.
+class TorchvisionLogits : public testing::TestWithParam<std::string> {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = test::scratch_dir("torchvision_fixtures");
+    const test::Ran r = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/torchvision_fixtures.py", dir_});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    index_ = nlohmann::json::parse(test::read_file(dir_ + "/index.json"));
+  }
+  static std::string dir_;
+  static nlohmann::json index_;
+};
+std::string TorchvisionLogits::dir_;
+nlohmann::json TorchvisionLogits::index_;
+
+// torchvision's parameters, copied in order into dshost's model (the same architecture
+// registers them in the same order and shapes), give torchvision's logits: fp32, eval mode,
+// relative error below 1e-4 of the largest logit.
+TEST_P(TorchvisionLogits, SameWeightsGiveTorchvisionsLogits) {
+  const std::string name = GetParam();
+  const bool bn = name == "vgg11_bn";
+  auto m = create_model(bn ? "vgg11" : name, bn ? "batch_norm = true\n" : "");
+  const auto& fixture = index_.at("models").at(name);
+  int64_t total = 0;
+  for (const auto& shape : fixture.at("shapes")) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    total += n;
+  }
+  const at::Tensor flat = read_f32(dir_ + "/" + name + ".weights.f32", {total});
+  const dshost_model_info info = describe(*m);
+  size_t k = 0;
+  int64_t offset = 0;
+  for (int u = 0; u < info.unit_count; ++u) {
+    int32_t count = 0;
+    dshost_error err{sizeof(dshost_error), {}};
+    ASSERT_EQ(m->api->param_count(m->model, u, &count, &err), DSHOST_OK);
+    for (int i = 0; i < count; ++i, ++k) {
+      at::Tensor param = exported_param(*m, u, i);  // a view of the model's own memory
+      const std::vector<int64_t> shape = fixture.at("shapes").at(k).get<std::vector<int64_t>>();
+      ASSERT_EQ(param.sizes().vec(), shape) << name << " parameter " << k;
+      param.copy_(flat.narrow(0, offset, param.numel()).view(shape));
+      offset += param.numel();
+    }
+  }
+  EXPECT_EQ(k, fixture.at("shapes").size());
+
+  const at::Tensor input = read_f32(dir_ + "/input.f32", index_.at("input").get<std::vector<int64_t>>());
+  const at::Tensor expected = read_f32(dir_ + "/" + name + ".logits.f32",
+                                       fixture.at("logits").get<std::vector<int64_t>>());
+  dshost_error err{sizeof(dshost_error), {}};
+  ASSERT_EQ(m->api->bind_batch(m->model, to_dlpack(input), to_dlpack(at::zeros({2}, at::kLong)), &err),
+            DSHOST_OK) << err.message;
+  DLManagedTensor* out = nullptr;
+  ASSERT_EQ(m->api->predict(m->model, 2, &out, &err), DSHOST_OK) << err.message;
+  const at::Tensor logits = from_dlpack(out);
+  ASSERT_EQ(logits.sizes(), expected.sizes());
+  const double relative = (logits - expected).abs().max().item<double>() / expected.abs().max().item<double>();
+  EXPECT_LT(relative, 1e-4) << name << " against torchvision " << index_.at("torchvision");
+}
+
+INSTANTIATE_TEST_SUITE_P(Zoo, TorchvisionLogits,
+                         testing::Values("mobilenet_v2", "efficientnet_b0", "resnet18", "resnet50",
+                                         "vgg11", "vgg11_bn", "vgg16"));
 
 // GPT-2's sizes (tied embeddings, 1024 positions), and the forward cost against nanoGPT's
 // estimate (2 x parameters without positions + 4 x layers x width x T per token).

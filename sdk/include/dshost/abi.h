@@ -281,6 +281,10 @@ typedef struct dshost_model_api {
   /* Forward only, no gradients, on the first `batch` rows. Raises forward unit events. */
   dshost_status (*evaluate)(dshost_model* model, int64_t batch, dshost_eval_result* out,
                             dshost_error* err);
+  /* Since ABI 1.1. The outputs (logits) for the first `batch` rows of the bound inputs, in
+   * eval mode, without gradients, as a new float32 tensor the caller owns. */
+  dshost_status (*predict)(dshost_model* model, int64_t batch, DLManagedTensor** out,
+                           dshost_error* err);
 } dshost_model_api;
 
 /* ---- strategies --------------------------------------------------------------------- */

@@ -212,6 +212,14 @@ class ModelInstance {
     return loss.item<double>();
   }
 
+  at::Tensor predict(int64_t batch) {
+    check_batch(batch);
+    at::NoGradGuard no_grad;
+    EvalMode eval_mode(*model_);
+    AutocastScope autocast(to_device(services_.device()), services_.precision() == DSHOST_BF16);
+    return model_->forward(rows(inputs_, batch)).to(at::kFloat);
+  }
+
   void evaluate(int64_t batch, dshost_eval_result* out) {
     check_batch(batch);
     at::NoGradGuard no_grad;
@@ -315,6 +323,9 @@ const dshost_model_api* model_api() {
       },
       [](dshost_model* m, int64_t batch, dshost_eval_result* out, dshost_error* err) {
         return guarded(err, [&] { as<M>(m)->evaluate(batch, out); });
+      },
+      [](dshost_model* m, int64_t batch, DLManagedTensor** out, dshost_error* err) {
+        return guarded(err, [&] { *out = to_dlpack(as<M>(m)->predict(batch)); });
       },
   };
   return &api;
