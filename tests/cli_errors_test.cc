@@ -143,6 +143,39 @@ TEST(CliErrors, MissingDatasetSaysHowToGetIt) {
   }
 }
 
+// gpt's shape and token data, each refused with what to change.
+TEST(CliErrors, GptShapeAndTokenFileMistakes) {
+  const std::string dir = scratch_dir("cli_errors_gpt");
+  const std::vector<std::string> gpt{"--set", "model.plugin=gpt", "--set", "data.dataset=text",
+                                     "--set", "model.vocab_size=256", "--set", "model.block_size=16",
+                                     "--set", "run.output_dir=\"" + dir + "\""};
+  // `command manifest`, gpt's settings, then `extra` (later --set values win).
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin() + 2, gpt.begin(), gpt.end());
+    return extra;
+  };
+  Ran r = dshost(with({"check", manifest("gpt_preset", kGood), "--set", "model.preset=gpt3"}));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("model.preset = \"gpt3\" is not one of: custom, gpt2-124m, gpt2-350m, "
+                       "gpt2-774m, gpt-1.3b"), std::string::npos) << r.err;
+
+  r = dshost(with({"run", manifest("gpt_width", kGood), "--set", "model.n_embd=100", "--set",
+                   "model.n_head=3", "--set", "launcher.nprocs=1"}));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("model create failed: model.n_embd = 100 is not a multiple of "
+                       "model.n_head = 3"), std::string::npos) << r.err;
+
+  const std::string odd = write_file(dir + "/odd.bin", "abc");
+  r = dshost(with({"run", manifest("gpt_tokens", kGood), "--set", "data.dataset=tokens", "--set",
+                   "data.path=\"" + odd + "\"", "--set", "launcher.nprocs=1", "--set",
+                   "model.n_layer=1", "--set", "model.n_head=1", "--set", "model.n_embd=8"}));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find(odd + ": not a uint16 token file (odd size, 3 bytes)"), std::string::npos)
+      << r.err;
+  for (const char* crash : {"terminate called", "Aborted", "core dumped", "Exception raised from"})
+    EXPECT_EQ(r.err.find(crash), std::string::npos) << r.err;
+}
+
 TEST(CliErrors, UnreadableManifest) {
   const Ran r = expect_user_error("run", "/nonexistent/manifest.toml");
   EXPECT_NE(r.err.find("cannot read manifest '/nonexistent/manifest.toml': No such file"),

@@ -21,8 +21,9 @@ namespace nn = torch::nn;
 namespace {
 
 const dshost_option kOptions[] = {
-    DSHOST_OPTION("preset", DSHOST_OPTION_STRING, "\"\"", "|gpt2-124m|gpt2-350m|gpt2-774m|gpt-1.3b",
-                  "a named shape; sets n_layer, n_head and n_embd (\"\": use those keys)"),
+    DSHOST_OPTION("preset", DSHOST_OPTION_STRING, "\"custom\"",
+                  "custom|gpt2-124m|gpt2-350m|gpt2-774m|gpt-1.3b",
+                  "a named shape that sets n_layer, n_head and n_embd (custom: those keys)"),
     DSHOST_OPTION_RANGE("n_layer", DSHOST_OPTION_INT, "12", 1, 1000, "transformer blocks"),
     DSHOST_OPTION_RANGE("n_head", DSHOST_OPTION_INT, "12", 1, 1000, "attention heads per block"),
     DSHOST_OPTION_RANGE("n_embd", DSHOST_OPTION_INT, "768", 1, 65536, "model width, a multiple of n_head"),
