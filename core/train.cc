@@ -162,8 +162,9 @@ class Worker {
       throw UserError(cat(job_.manifest.origin("model", "plugin"), ": error: model '",
                           job_.model.plugin.descriptor->name, "' expects samples of shape ",
                           at::IntArrayRef(want), " but ", cfg_.data.dataset, " gives ",
-                          at::IntArrayRef(have), "; set the model's in_channels / image_size, or present the data ",
-                          "as the model wants it with data.channels / data.image_size"));
+                          at::IntArrayRef(have), "; set the model's in_channels / image_size, or ",
+                          "present the data as the model takes it with data.channels / ",
+                          "data.image_size"));
   }
 
   // The model's parameters move into memory the strategy owns; the model keeps views.

@@ -136,37 +136,27 @@ at::Tensor read_f32(const std::string& file, std::vector<int64_t> shape) {
   return t;
 }
 
-// torchvision's parameters, input and logits, made once per test run by
-// tests/torchvision_fixtures.py with Debian's python3-torchvision.
-class TorchvisionLogits : public testing::TestWithParam<std::string> {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = test::scratch_dir("torchvision_fixtures");
-    const test::Ran r = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/torchvision_fixtures.py", dir_});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    index_ = nlohmann::json::parse(test::read_file(dir_ + "/index.json"));
-  }
-  static std::string dir_;
-  static nlohmann::json index_;
-};
-std::string TorchvisionLogits::dir_;
-nlohmann::json TorchvisionLogits::index_;
+class TorchvisionLogits : public testing::TestWithParam<std::string> {};
 
 // torchvision's parameters, copied in order into dshost's model (the same architecture
 // registers them in the same order and shapes), give torchvision's logits: fp32, eval mode,
-// relative error below 1e-4 of the largest logit.
+// relative error below 1e-4 of the largest logit. The fixtures come from
+// tests/torchvision_fixtures.py with Debian's python3-torchvision.
 TEST_P(TorchvisionLogits, SameWeightsGiveTorchvisionsLogits) {
   const std::string name = GetParam();
+  const std::string dir = test::scratch_dir("torchvision_" + name);
+  const test::Ran made = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/torchvision_fixtures.py", dir, name});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const auto fixture = nlohmann::json::parse(test::read_file(dir + "/" + name + ".json"));
   const bool bn = name == "vgg11_bn";
   auto m = create_model(bn ? "vgg11" : name, bn ? "batch_norm = true\n" : "");
-  const auto& fixture = index_.at("models").at(name);
   int64_t total = 0;
   for (const auto& shape : fixture.at("shapes")) {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     total += n;
   }
-  const at::Tensor flat = read_f32(dir_ + "/" + name + ".weights.f32", {total});
+  const at::Tensor flat = read_f32(dir + "/" + name + ".weights.f32", {total});
   const dshost_model_info info = describe(*m);
   size_t k = 0;
   int64_t offset = 0;
@@ -184,8 +174,8 @@ TEST_P(TorchvisionLogits, SameWeightsGiveTorchvisionsLogits) {
   }
   EXPECT_EQ(k, fixture.at("shapes").size());
 
-  const at::Tensor input = read_f32(dir_ + "/input.f32", index_.at("input").get<std::vector<int64_t>>());
-  const at::Tensor expected = read_f32(dir_ + "/" + name + ".logits.f32",
+  const at::Tensor input = read_f32(dir + "/input.f32", fixture.at("input").get<std::vector<int64_t>>());
+  const at::Tensor expected = read_f32(dir + "/" + name + ".logits.f32",
                                        fixture.at("logits").get<std::vector<int64_t>>());
   dshost_error err{sizeof(dshost_error), {}};
   ASSERT_EQ(m->api->bind_batch(m->model, to_dlpack(input), to_dlpack(at::zeros({2}, at::kLong)), &err),
@@ -195,7 +185,7 @@ TEST_P(TorchvisionLogits, SameWeightsGiveTorchvisionsLogits) {
   const at::Tensor logits = from_dlpack(out);
   ASSERT_EQ(logits.sizes(), expected.sizes());
   const double relative = (logits - expected).abs().max().item<double>() / expected.abs().max().item<double>();
-  EXPECT_LT(relative, 1e-4) << name << " against torchvision " << index_.at("torchvision");
+  EXPECT_LT(relative, 1e-4) << name << " against torchvision " << fixture.at("torchvision");
 }
 
 INSTANTIATE_TEST_SUITE_P(Zoo, TorchvisionLogits,

@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 """Fixtures for the test that dshost's image models compute what torchvision's do.
 
-For each model: torchvision's freshly initialised parameters (seeded), in the order
-model.parameters() gives them, and its eval-mode logits for one random input batch; all as raw
-little-endian float32 files, with index.json naming the versions and every shape.
+For each model named (all when none is): torchvision's freshly initialised parameters (seeded),
+in the order model.parameters() gives them, and its eval-mode logits for one random input
+batch; raw little-endian float32 files, with NAME.json naming the versions and every shape.
 
-    tests/torchvision_fixtures.py OUT_DIR      (Debian: python3-torchvision)
+    tests/torchvision_fixtures.py OUT_DIR [NAME ...]      (Debian: python3-torchvision)
 """
 import json
 import sys
@@ -25,24 +25,24 @@ CASES = {
 }
 
 
-def main(out):
+def main(out, names):
     torch.manual_seed(0)
     batch = torch.randn(2, 3, 224, 224)
     batch.numpy().tofile(f"{out}/input.f32")
-    index = {"torchvision": torchvision.__version__, "torch": torch.__version__,
-             "input": list(batch.shape), "models": {}}
-    for name, build in CASES.items():
-        model = build(weights=None).eval()
+    for name in names or CASES:
+        torch.manual_seed(1)
+        model = CASES[name](weights=None).eval()
         with torch.no_grad():
             logits = model(batch)
         params = [p.detach() for p in model.parameters()]
         torch.cat([p.reshape(-1) for p in params]).numpy().tofile(f"{out}/{name}.weights.f32")
         logits.numpy().tofile(f"{out}/{name}.logits.f32")
-        index["models"][name] = {"shapes": [list(p.shape) for p in params],
-                                 "logits": list(logits.shape)}
-    with open(f"{out}/index.json", "w") as f:
-        json.dump(index, f, indent=1)
+        index = {"torchvision": torchvision.__version__, "torch": torch.__version__,
+                 "input": list(batch.shape), "shapes": [list(p.shape) for p in params],
+                 "logits": list(logits.shape)}
+        with open(f"{out}/{name}.json", "w") as f:
+            json.dump(index, f, indent=1)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])
