@@ -114,7 +114,13 @@ Comm::Comm(const Rendezvous& rv, std::chrono::milliseconds timeout, at::Device d
   }
 }
 
-Comm::~Comm() = default;
+// NCCL's communicators are shut down explicitly: LibTorch 2 otherwise warns at exit that
+// destroy_process_group() was not called, and tears them down in an order of its own.
+Comm::~Comm() {
+#if DSHOST_CUDA && TORCH_VERSION_MAJOR >= 2
+  if (groups_->nccl) groups_->nccl->shutdown();
+#endif
+}
 
 int32_t Comm::register_buffer(const at::Tensor& buffer) {
   if (!buffer.is_contiguous()) throw UserError("register_buffer: the buffer is not contiguous", 1);
