@@ -16,7 +16,7 @@ cmake -S . -B /tmp/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$torch_prefix;$PWD/.devdeps/usr" > "$out/build.log" 2>&1 &&
   cmake --build /tmp/build >> "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 run() {  # name, then --set values
-  local name=$1; shift
+  local name=$1 s; shift
   local sets=(--set train.device=cuda --set "data.path=\"$PWD/.fmnist\"" --set train.eval=false
               --set "run.output_dir=\"$out\"" --set "run.name=\"$name\"")
   for s in "$@"; do sets+=(--set "$s"); done
