@@ -5,6 +5,8 @@
 
 #include <dshost/torch.hpp>
 
+#include <c10/core/DeviceGuard.h>
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -121,6 +123,9 @@ inline at::ScalarType compute_dtype(const Services& s) {
 inline void resize_storage(const at::Tensor& t, size_t bytes) {
   c10::StorageImpl* storage = t.storage().unsafeGetStorageImpl();
   if (storage->nbytes() == bytes) return;
+  // The CUDA allocator allocates on the current device, which on rank 1 need not be the
+  // storage's (memory landing on GPU 0 under a cuda:1 tensor hung NCCL on 2 GPUs).
+  const c10::DeviceGuard on_its_device(storage->device());
   storage->set_data_ptr_noswap(bytes == 0 ? at::DataPtr(nullptr, storage->device())
                                           : storage->allocator()->allocate(bytes));
   storage->set_nbytes(bytes);
