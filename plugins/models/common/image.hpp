@@ -112,6 +112,22 @@ class Stack {
   int64_t channels_, size_, flops_ = 0;
 };
 
+// What every image model shares: its spec, the Stack that builds it (and so has counted its
+// FLOPs), and the Model overrides they answer.
+class ImageModel : public dshost::Model {
+ public:
+  explicit ImageModel(const dshost::Services& s)
+      : Model(s), spec_(s), stack_(spec_.channels, spec_.size) {}
+
+  std::vector<int64_t> input_shape() const override { return {spec_.channels, spec_.size, spec_.size}; }
+  bool channels_last() const override { return spec_.channels_last; }
+  int64_t forward_flops_per_sample() const override { return stack_.flops(); }
+
+ protected:
+  const ImageSpec spec_;
+  Stack stack_;
+};
+
 // y = act(main(x) + shortcut(x)): the residual blocks of ResNet, and of MobileNetV2 and
 // EfficientNet without act and with an identity shortcut. drop_path > 0: stochastic depth
 // in training (each sample's main branch dropped with that probability, as torchvision's

@@ -40,9 +40,9 @@ struct SqueezeExcitationImpl : nn::Module {
 };
 TORCH_MODULE(SqueezeExcitation);
 
-class EfficientNetB0 : public dshost::Model {
+class EfficientNetB0 : public ImageModel {
  public:
-  explicit EfficientNetB0(const dshost::Services& s) : Model(s), spec_(s), stack_(spec_.channels, spec_.size) {
+  explicit EfficientNetB0(const dshost::Services& s) : ImageModel(s) {
     const double width = s.get_float("width_mult"), depth = s.get_float("depth_mult");
     const double drop_path = s.get_float("stochastic_depth");
     add_unit("stem", stack_.conv_bn(round_channels(kStemChannels * width), 3, 2, Act::silu));
@@ -57,12 +57,7 @@ class EfficientNetB0 : public dshost::Model {
     add_unit("last_conv", stack_.conv_bn(last, 1, 1, Act::silu));
     add_unit("head", Chain(stack_.pool_flatten(), nn::Dropout(s.get_float("dropout")),
                                     stack_.linear(last, spec_.classes)));
-    flops_ = stack_.flops();
   }
-
-  std::vector<int64_t> input_shape() const override { return {spec_.channels, spec_.size, spec_.size}; }
-  bool channels_last() const override { return spec_.channels_last; }
-  int64_t forward_flops_per_sample() const override { return flops_; }
 
  private:
   // 1x1 expansion (when expand > 1), k x k depthwise, squeeze-excitation (to a quarter of
@@ -80,10 +75,6 @@ class EfficientNetB0 : public dshost::Model {
     if (stride == 1 && in == out) add_unit(name, Residual(main, Chain(), false, drop_path));
     else add_unit(name, main);
   }
-
-  const ImageSpec spec_;
-  Stack stack_;
-  int64_t flops_ = 0;
 };
 
 }  // namespace

@@ -19,9 +19,9 @@ struct Stage {
 constexpr Stage kStages[] = {{1, 16, 1, 1}, {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
                              {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
 
-class MobileNetV2 : public dshost::Model {
+class MobileNetV2 : public ImageModel {
  public:
-  explicit MobileNetV2(const dshost::Services& s) : Model(s), spec_(s), stack_(spec_.channels, spec_.size) {
+  explicit MobileNetV2(const dshost::Services& s) : ImageModel(s) {
     const double width = s.get_float("width_mult");
     add_unit("stem", stack_.conv_bn(round_channels(32 * width), 3, 2, Act::relu6));
     int index = 1;
@@ -33,12 +33,7 @@ class MobileNetV2 : public dshost::Model {
     add_unit("last_conv", stack_.conv_bn(last, 1, 1, Act::relu6));
     add_unit("head", Chain(stack_.pool_flatten(), nn::Dropout(s.get_float("dropout")),
                                     stack_.linear(last, spec_.classes)));
-    flops_ = stack_.flops();
   }
-
-  std::vector<int64_t> input_shape() const override { return {spec_.channels, spec_.size, spec_.size}; }
-  bool channels_last() const override { return spec_.channels_last; }
-  int64_t forward_flops_per_sample() const override { return flops_; }
 
  private:
   // 1x1 expansion (when expand > 1), 3x3 depthwise, 1x1 linear projection; the input is
@@ -52,10 +47,6 @@ class MobileNetV2 : public dshost::Model {
     if (stride == 1 && in == out) add_unit(name, Residual(main, Chain(), false));
     else add_unit(name, main);
   }
-
-  const ImageSpec spec_;
-  Stack stack_;
-  int64_t flops_ = 0;
 };
 
 }  // namespace

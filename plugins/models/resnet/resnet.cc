@@ -27,9 +27,9 @@ constexpr Depth kDepth{true, {3, 4, 6, 3}};
 #error "RESNET_DEPTH must be 18 or 50"
 #endif
 
-class ResNet : public dshost::Model {
+class ResNet : public ImageModel {
  public:
-  explicit ResNet(const dshost::Services& s) : Model(s), spec_(s), stack_(spec_.channels, spec_.size) {
+  explicit ResNet(const dshost::Services& s) : ImageModel(s) {
     const int64_t width = s.get_int("width");
     Chain stem = stack_.conv_bn(width, 7, 2, Act::relu);
     stem->push_back(stack_.max_pool(3, 2, 1));  // after the conv: the stack follows the order
@@ -40,12 +40,7 @@ class ResNet : public dshost::Model {
                  block(width << stage, b == 0 && stage > 0 ? 2 : 1));
     const int64_t features = stack_.channels();
     add_unit("head", Chain(stack_.pool_flatten(), stack_.linear(features, spec_.classes)));
-    flops_ = stack_.flops();
   }
-
-  std::vector<int64_t> input_shape() const override { return {spec_.channels, spec_.size, spec_.size}; }
-  bool channels_last() const override { return spec_.channels_last; }
-  int64_t forward_flops_per_sample() const override { return flops_; }
 
  private:
   // A basic block (two 3x3 convs) or a bottleneck (1x1 down to `planes`, 3x3, 1x1 up to
@@ -69,10 +64,6 @@ class ResNet : public dshost::Model {
     }
     return Residual(main, shortcut, /*relu_after=*/true);
   }
-
-  const ImageSpec spec_;
-  Stack stack_;
-  int64_t flops_ = 0;
 };
 
 }  // namespace

@@ -26,9 +26,9 @@ const dshost_option kOptions[] = {
                         "dropout after fc1 and fc2"),
 };
 
-class Vgg : public dshost::Model {
+class Vgg : public ImageModel {
  public:
-  explicit Vgg(const dshost::Services& s) : Model(s), spec_(s), stack_(spec_.channels, spec_.size) {
+  explicit Vgg(const dshost::Services& s) : ImageModel(s) {
     const bool bn = s.get_bool("batch_norm");
     const double dropout = s.get_float("dropout");
     for (int stage = 0; stage < 5; ++stage) {
@@ -53,17 +53,7 @@ class Vgg : public dshost::Model {
     add_unit("fc2", Chain(stack_.linear(4096, 4096), nn::ReLU(nn::ReLUOptions().inplace(true)),
                                    nn::Dropout(dropout)));
     add_unit("fc3", stack_.linear(4096, spec_.classes));
-    flops_ = stack_.flops();
   }
-
-  std::vector<int64_t> input_shape() const override { return {spec_.channels, spec_.size, spec_.size}; }
-  bool channels_last() const override { return spec_.channels_last; }
-  int64_t forward_flops_per_sample() const override { return flops_; }
-
- private:
-  const ImageSpec spec_;
-  Stack stack_;
-  int64_t flops_ = 0;
 };
 
 }  // namespace
