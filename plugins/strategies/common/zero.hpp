@@ -306,11 +306,15 @@ class Zero : public dshost::Strategy {
     }
   }
 
+  // Starts making unit u whole: this rank's chunk (from the parameter shard under stage 3;
+  // stage 2's write_back put it in place) all-gathered with every other rank's.
   void gather(int u) {
     if (gathered_[u]) return;
     gathered_[u] = true;
-    allocate(params_[u]);
-    own_chunk(params_[u], u).copy_(param_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]));
+    if (o_.stage == 3) {
+      allocate(params_[u]);
+      own_chunk(params_[u], u).copy_(param_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]));
+    }
     const int64_t begin = services().rank() * layout_->chunk[u];
     gather_work_[u] = services().all_gather(dshost::slice(param_ids_[u], begin, layout_->chunk[u]),
                                             dshost::slice(param_ids_[u], 0, layout_->unit_size(u)));
@@ -446,19 +450,10 @@ class Zero : public dshost::Strategy {
     for (int u = 0; u < layout_->units(); ++u)
       if (gathered_[u]) {
         gathered_[u] = false;
-        if (o_.stage == 3) gather(u);
-        else start_gather(u);
+        gather(u);
       }
     for (int u = 0; u < layout_->units(); ++u)
       if (gathered_[u]) gather_work_[u].wait();
-  }
-
-  // Stage 2: all-gathers unit u's chunks (its own chunk already holds the new values).
-  void start_gather(int u) {
-    gathered_[u] = true;
-    const int64_t begin = services().rank() * layout_->chunk[u];
-    gather_work_[u] = services().all_gather(dshost::slice(param_ids_[u], begin, layout_->chunk[u]),
-                                            dshost::slice(param_ids_[u], 0, layout_->unit_size(u)));
   }
 
   const Options o_;
