@@ -3,6 +3,9 @@
 #include "core/error.h"
 #include "core/torch_compat.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -31,11 +34,36 @@ c10d::ReduceOp to_c10d(dshost_reduce_op op) {
   return op == DSHOST_MAX ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM;  // AVG: SUM then divide
 }
 
+// The address this machine would use to reach `host` (the source address of its route
+// there), "" if unknown. Connecting a UDP socket sends nothing.
+std::string local_address_towards(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), "9", &hints, &found) != 0) return "";
+  std::string address;
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in local{};
+  socklen_t len = sizeof(local);
+  char text[INET_ADDRSTRLEN] = {};
+  if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0 &&
+      inet_ntop(AF_INET, &local.sin_addr, text, sizeof(text)) != nullptr)
+    address = text;
+  if (fd >= 0) close(fd);
+  freeaddrinfo(found);
+  return address;
+}
+
+// gloo listens on one address that every other rank must reach. Its default, this
+// machine's hostname, resolves to 127.0.1.1 on Debian and breaks multi-node jobs; the
+// address of the route to the rendezvous host is reachable by construction.
 std::shared_ptr<::gloo::transport::Device> gloo_device(const std::string& master_addr) {
   if (const char* iface = std::getenv("GLOO_SOCKET_IFNAME"))
     return c10d::ProcessGroupGloo::createDeviceForInterface(iface);
-  if (master_addr == "127.0.0.1" || master_addr == "localhost")
-    return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  const std::string address = local_address_towards(master_addr);
+  if (!address.empty()) return c10d::ProcessGroupGloo::createDeviceForHostname(address);
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 

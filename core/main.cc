@@ -1,5 +1,6 @@
 // dshost: the command line. `run` validates a manifest and starts every rank through the
 // launcher plugin; each rank is this same program as `dshost worker`.
+#include <dshost/process.hpp>
 #include <dshost/torch.hpp>
 
 #include "core/error.h"
@@ -21,6 +22,7 @@ namespace {
 struct Args {
   std::string manifest;
   std::vector<std::string> sets;
+  bool wait = false;  // run --wait: a batch launcher follows the job it submits
 };
 
 void add_manifest_args(CLI::App* cmd, Args& args) {
@@ -30,7 +32,21 @@ void add_manifest_args(CLI::App* cmd, Args& args) {
                   "--set strategy.plugin=zero2");
 }
 
-int run(const Args& args) {
+bool has_option(const LoadedPlugin& plugin, const std::string& key) {
+  for (size_t k = 0; k < plugin.descriptor->option_count; ++k)
+    if (plugin.descriptor->options[k].name == key) return true;
+  return false;
+}
+
+int run(Args args) {
+  if (args.wait) {
+    const Job job = prepare_job(args.manifest, args.sets);
+    if (!has_option(job.launcher.plugin, "wait"))
+      throw UserError(cat("--wait: launcher '", job.launcher.plugin.descriptor->name,
+                          "' always waits for its ranks; --wait is for launchers that submit a "
+                          "batch job (slurm)"));
+    args.sets.push_back("launcher.wait=true");
+  }
   const Job job = prepare_job(args.manifest, args.sets);
   check_data(job);
   PluginHost host(job.launcher.plugin.descriptor->name, job.launcher.options, RankInfo{}, nullptr);
@@ -52,7 +68,8 @@ int run(const Args& args) {
   api->destroy(launcher);
   if (status == DSHOST_OK) return 0;
   std::cerr << "dshost: error: " << err.message << "\n";
-  return status == DSHOST_RANK_FAILED ? exit_code : 1;
+  if (status == DSHOST_RANK_FAILED) return exit_code;
+  return status == DSHOST_INVALID_ARGUMENT ? 2 : 1;
 }
 
 int check(const Args& args) {
@@ -116,6 +133,43 @@ int new_plugin(const std::string& kind, const std::string& name, const std::stri
   return 0;
 }
 
+// `dshost agent`: this node's ranks of a multi-node job, started by a launcher on another
+// machine (the ssh launcher runs it over ssh). Ends when its ranks end; the first rank to
+// fail stops the others and prints "dshost: error: rank R on host H <how it ended>" last.
+struct AgentArgs {
+  LocalRanks ranks;
+  double grace_s = 5;
+  bool stop_on_stdin_eof = false;
+  std::vector<std::string> command;
+};
+
+void add_agent_args(CLI::App* cmd, AgentArgs& a) {
+  cmd->add_option("--first-rank", a.ranks.first_rank, "global rank of this node's first rank")
+      ->required();
+  cmd->add_option("--nprocs", a.ranks.count, "ranks on this node")->required();
+  cmd->add_option("--world-size", a.ranks.world_size, "ranks in the job")->required();
+  cmd->add_option("--master-addr", a.ranks.master_addr, "rank 0's rendezvous address")->required();
+  cmd->add_option("--master-port", a.ranks.master_port, "rank 0's rendezvous port")->required();
+  cmd->add_option("--host", a.ranks.host, "this node's name in messages (default: hostname)");
+  cmd->add_option("--grace-period-s", a.grace_s, "seconds between SIGTERM and SIGKILL");
+  cmd->add_flag("--stop-on-stdin-eof", a.stop_on_stdin_eof,
+                "stop every rank when stdin closes (the launcher's connection went away)");
+  cmd->add_option("command", a.command, "what each rank runs, after --")->required();
+}
+
+int agent(AgentArgs a) {
+  if (a.ranks.host.empty()) a.ranks.host = hostname();
+  if (a.command[0].find('/') == std::string::npos)
+    throw UserError(cat("agent: the rank command '", a.command[0], "' must be a path"));
+  Supervisor supervisor(std::chrono::duration<double>(a.grace_s));
+  start_ranks(supervisor, a.ranks, a.command, {});
+  if (a.stop_on_stdin_eof) supervisor.stop_on_eof(STDIN_FILENO);
+  const auto outcome = supervisor.run(
+      [&](const Child& rank) { return describe_rank_exit(rank, a.ranks.host); });
+  if (outcome.exit_code != 0) std::cerr << "dshost: error: " << outcome.failure << std::endl;
+  return outcome.exit_code;
+}
+
 void print_error(const std::string& message) {
   const bool located = message.find(": error: ") != std::string::npos;
   std::cerr << "dshost: " << (located ? "" : "error: ") << message << "\n";
@@ -130,6 +184,8 @@ int main(int argc, char** argv) {
   Args args;
   auto* run_cmd = app.add_subcommand("run", "validate the manifest and train on every rank");
   add_manifest_args(run_cmd, args);
+  run_cmd->add_flag("--wait", args.wait,
+                    "with a batch launcher (slurm): follow the submitted job to its end");
   auto* check_cmd = app.add_subcommand("check", "validate a manifest, its plugins and its data");
   add_manifest_args(check_cmd, args);
   auto* plugins_cmd = app.add_subcommand("plugins", "list the plugins found and their options");
@@ -144,6 +200,10 @@ int main(int argc, char** argv) {
   auto* worker_cmd = app.add_subcommand("worker", "one rank (started by a launcher)");
   worker_cmd->group("");
   add_manifest_args(worker_cmd, args);
+  auto* agent_cmd = app.add_subcommand(
+      "agent", "start this node's ranks of a multi-node job (run by the ssh launcher)");
+  AgentArgs agent_args;
+  add_agent_args(agent_cmd, agent_args);
 
   try {
     app.parse(argc, argv);
@@ -158,6 +218,7 @@ int main(int argc, char** argv) {
     if (*check_cmd) return check(args);
     if (*plugins_cmd) return plugin_file.empty() ? plugins() : check_plugin(plugin_file);
     if (*new_cmd) return new_plugin(new_kind, new_name, new_dir);
+    if (*agent_cmd) return agent(agent_args);
     return run_worker(prepare_job(args.manifest, args.sets));
   } catch (const UserError& e) {
     print_error(e.what());

@@ -3,7 +3,8 @@
 # build/. Run from anywhere, as root or with sudo available.
 # libopenblas0-openmp replaces Debian's reference BLAS under LibTorch (about 2x faster CPU
 # training); its OpenMP threads follow LibTorch's per-rank thread count. python3-torchvision
-# makes the fixtures the model zoo is checked against.
+# makes the fixtures the model zoo is checked against. openssh, Slurm, munge and iproute2 are
+# the real servers the ssh and slurm launchers are tested against (tests/cluster/).
 #   scripts/setup.sh           build + tests
 #   scripts/setup.sh --bench   also python3-torch, the peer that bench/ compares against
 set -euo pipefail
@@ -16,6 +17,7 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist fortunes python3-torchvision
   libopenblas0-openmp
+  openssh-client openssh-server slurmctld slurmd slurm-client munge iproute2
 )
 [ "${1:-}" = "--bench" ] && packages+=(python3-torch)  # (also pulled in by python3-torchvision)
 

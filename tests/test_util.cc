@@ -3,7 +3,9 @@
 #include <ftw.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 extern char** environ;
 namespace fs = std::filesystem;
@@ -23,7 +26,7 @@ namespace dshost::test {
 Ran run(const std::vector<std::string>& argv) {
   const auto start = std::chrono::steady_clock::now();
   int out[2], err[2];
-  if (pipe(out) != 0 || pipe(err) != 0) return {};
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return {};  // not inherited
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
@@ -132,6 +135,60 @@ int line_count(const std::string& text) {
   int n = 0;
   for (char c : text) n += c == '\n';
   return n + (!text.empty() && text.back() != '\n');
+}
+
+Job start_job(const std::vector<std::string>& argv, const std::string& dir, const std::string& ready) {
+  Job job{-1, dir};
+  const std::string log = dir + "/log";
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawn(&job.pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  for (int i = 0; i < 600 && read_file(log).find(ready) == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  return job;
+}
+
+int wait_for(const Job& job, double limit_s, double* seconds) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    int status = 0;
+    if (waitpid(job.pid, &status, WNOHANG) == job.pid) {
+      *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (std::chrono::steady_clock::now() - start > std::chrono::duration<double>(limit_s)) {
+      kill(job.pid, SIGKILL);
+      waitpid(job.pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+namespace {
+bool has_env(int pid, const std::string& entry) {
+  const std::string env = '\0' + read_file("/proc/" + std::to_string(pid) + "/environ");
+  return env.find('\0' + entry) != std::string::npos;
+}
+}  // namespace
+
+int pid_of_rank(const std::vector<int>& pids, int rank) {
+  for (int pid : pids)
+    if (has_env(pid, "RANK=" + std::to_string(rank) + '\0')) return pid;
+  return -1;
+}
+
+std::vector<int> ranks_matching(const std::string& needle) {
+  std::vector<int> ranks;
+  for (int pid : pids_matching(needle))
+    if (has_env(pid, "RANK=")) ranks.push_back(pid);
+  return ranks;
 }
 
 std::vector<int> pids_matching(const std::string& needle) {

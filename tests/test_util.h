@@ -36,7 +36,23 @@ double max_abs_difference(const std::vector<double>& a, const std::vector<double
 // Number of lines in `text`, ignoring a trailing newline.
 int line_count(const std::string& text);
 
+// A command running in the background, its output (stdout and stderr) in dir/log.
+struct Job {
+  int pid = -1;
+  std::string dir;
+};
+// Starts argv and waits, at most 60 s, until its log holds `ready` (a progress line).
+Job start_job(const std::vector<std::string>& argv, const std::string& dir, const std::string& ready);
+// Waits for the job to end, at most `limit_s`; returns its exit code (-1 on time-out, after
+// which it is killed) and the seconds it took in *seconds.
+int wait_for(const Job& job, double limit_s, double* seconds);
+// The process in `pids` whose environment holds RANK=rank, or -1.
+int pid_of_rank(const std::vector<int>& pids, int rank);
+
 // PIDs of processes whose command line contains `needle`.
 std::vector<int> pids_matching(const std::string& needle);
+// Those of them that are ranks (RANK is in their environment), not the ssh or srun
+// processes whose command line carries a rank's.
+std::vector<int> ranks_matching(const std::string& needle);
 
 }  // namespace dshost::test

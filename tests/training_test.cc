@@ -4,9 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,8 +12,6 @@
 #include <chrono>
 #include <cmath>
 #include <thread>
-
-extern char** environ;
 
 namespace dshost::test {
 namespace {
@@ -83,62 +79,24 @@ TEST(DdpNumerics, TheSameSeedRepeatsBitForBitAndAnotherSeedDoesNot) {
   EXPECT_NE(a, c);
 }
 
-struct Job {
-  pid_t pid;
-  std::string dir;
-};
-
-// Starts a long quickstart run in the background with its output in dir/log.
+// A long quickstart run in the background, under way when this returns.
 Job start_long_run(const std::string& name) {
-  Job job{-1, scratch_dir("training_" + name)};
-  const std::string log = job.dir + "/log";
-  const std::vector<std::string> argv{DSHOST_BINARY, "run", kQuickstart,
-                                      "--set", "run.output_dir=\"" + job.dir + "\"",
-                                      "--set", "train.epochs=50", "--set", "train.log_every=1"};
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  posix_spawn(&job.pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  // Wait until training is under way (a progress line), at most 60 s.
-  for (int i = 0; i < 600 && read_file(log).find("step 5/") == std::string::npos; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  return job;
-}
-
-// Waits for the job to end, at most `limit_s`; returns its exit code (-1 on time-out).
-int wait_for(const Job& job, double limit_s, double* seconds) {
-  const auto start = std::chrono::steady_clock::now();
-  for (;;) {
-    int status = 0;
-    if (waitpid(job.pid, &status, WNOHANG) == job.pid) {
-      *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    if (std::chrono::steady_clock::now() - start > std::chrono::duration<double>(limit_s)) {
-      kill(job.pid, SIGKILL);
-      return -1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  const std::string dir = scratch_dir("training_" + name);
+  return start_job({DSHOST_BINARY, "run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"",
+                    "--set", "train.epochs=50", "--set", "train.log_every=1"},
+                   dir, "step 5/");
 }
 
 // The worker processes of the job in `dir` (their command line names the run dir).
-std::vector<int> workers_of(const Job& job) { return pids_matching("worker " + kQuickstart + " --set run.output_dir=\"" + job.dir); }
+std::vector<int> workers_of(const Job& job) {
+  return pids_matching("worker " + kQuickstart + " --set run.output_dir=\"" + job.dir);
+}
 
 TEST(FailFast, KillingOneRankEndsTheJobNamingTheRank) {
   const Job job = start_long_run("kill_rank");
   const auto workers = workers_of(job);
   ASSERT_EQ(workers.size(), 2u) << read_file(job.dir + "/log");
-  int victim = -1;
-  for (int pid : workers)
-    if (read_file("/proc/" + std::to_string(pid) + "/environ").find(std::string("RANK=1") + '\0') !=
-        std::string::npos)
-      victim = pid;
+  const int victim = pid_of_rank(workers, 1);
   ASSERT_GT(victim, 0);
   kill(victim, SIGKILL);
   double seconds = 0;
