@@ -57,11 +57,13 @@ const dshost_option kOptions[] = {
                         "after Ctrl-C, seconds before srun is killed"),
 };
 
-std::vector<std::string> split(const std::string& text, char sep) {
+// The non-blank lines of `text`, without their leading blanks.
+std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream in(text);
-  for (std::string item; std::getline(in, item, sep);)
-    if (item.find_first_not_of(" \t") != std::string::npos) out.push_back(item);
+  for (std::string line; std::getline(in, line);)
+    if (line.find_first_not_of(" \t") != std::string::npos)
+      out.push_back(line.substr(line.find_first_not_of(" \t")));
   return out;
 }
 
@@ -146,7 +148,7 @@ class SlurmLauncher : public dshost::Launcher {
         master_port_(s.get_int("master_port")),
         wait_(s.get_bool("wait")),
         grace_(std::chrono::duration<double>(s.get_float("grace_period_s"))),
-        srun_args_(split(s.get_string("srun_args"), ' ')),
+        srun_args_(dshost::split_words(s.get_string("srun_args"))),
         log_(fs::absolute(s.get_string("output")).string()) {
     const auto option = [&](const char* flag, const std::string& value) {
       if (value.empty() || value == "0") return;
@@ -164,8 +166,7 @@ class SlurmLauncher : public dshost::Launcher {
     option("--time", s.get_string("time"));
     option("--account", s.get_string("account"));
     option("--output", log_);
-    for (const auto& line : split(s.get_string("sbatch_lines"), '\n'))
-      sbatch_lines_.push_back(line.substr(line.find_first_not_of(" \t")));
+    for (const auto& line : lines_of(s.get_string("sbatch_lines"))) sbatch_lines_.push_back(line);
   }
 
   Outcome launch(const std::vector<std::string>& argv,
@@ -214,7 +215,7 @@ class SlurmLauncher : public dshost::Launcher {
     if (!interruption.empty()) return {code, interruption};
     std::string what;
     if (failed_task(lines, &what, &code)) return {code, what + "; srun stopped the other ranks"};
-    return {code, "srun " + dshost::describe_exit((code & 0xff) << 8) + ": " +
+    return {code, "srun exited with code " + std::to_string(code) + ": " +
                       (lines.empty() ? "(no output)" : lines.back())};
   }
 
@@ -244,10 +245,12 @@ class SlurmLauncher : public dshost::Launcher {
     dshost::StopSignals signals;
     dshost::LineRelay relay{-1, stdout, relabel, {}, {}, true};
     std::string interruption, reason;
-    for (std::string state; !(state = queue_field(id, "%T")).empty();) {
+    for (std::string queued; !(queued = queue_field(id, "%T %r")).empty();) {  // "STATE REASON"
       relay_new_lines(log, relay);
-      if (state == "PENDING" && queue_field(id, "%r") != reason && queue_field(id, "%r") != "None") {
-        reason = queue_field(id, "%r");
+      const std::string state = queued.substr(0, queued.find(' '));
+      const std::string why = queued.substr(queued.find(' ') + 1);
+      if (state == "PENDING" && why != reason && why != "None") {
+        reason = why;
         std::cout << "job " << id << " is pending (" << reason << ")" << std::endl;
       }
       if (signals.received() != 0 && interruption.empty()) {

@@ -59,13 +59,6 @@ const dshost_option kOptions[] = {
                         "after a failure, seconds between SIGTERM and SIGKILL"),
 };
 
-std::vector<std::string> split_words(const std::string& text) {
-  std::vector<std::string> words;
-  std::istringstream in(text);
-  for (std::string w; in >> w;) words.push_back(w);
-  return words;
-}
-
 bool is_name(const std::string& key) {
   return std::regex_match(key, std::regex("[A-Za-z_][A-Za-z0-9_]*"));
 }
@@ -90,7 +83,7 @@ std::vector<std::string> read_env_file(const std::string& path) {
 // This process's variables that forward_env names (NAME, or PREFIX*).
 std::vector<std::string> forwarded_environment(const std::string& rules) {
   std::vector<std::string> env;
-  const auto words = split_words(rules);
+  const auto words = dshost::split_words(rules);
   for (const auto& entry : dshost::current_environment()) {
     const std::string key = entry.substr(0, entry.find('='));
     for (const auto& rule : words) {
@@ -133,7 +126,7 @@ class SshLauncher : public dshost::Launcher {
     if (s.get_int("ssh_port") != 0) ssh_.insert(ssh_.end(), {"-p", std::to_string(s.get_int("ssh_port"))});
     if (!s.get_string("identity_file").empty())
       ssh_.insert(ssh_.end(), {"-i", s.get_string("identity_file")});
-    for (const auto& w : split_words(s.get_string("ssh_args"))) ssh_.push_back(w);
+    for (const auto& w : dshost::split_words(s.get_string("ssh_args"))) ssh_.push_back(w);
     if (!s.get_string("env_file").empty())
       for (const auto& e : read_env_file(s.get_string("env_file"))) env_.push_back(e);
   }

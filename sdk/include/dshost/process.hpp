@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,14 @@ inline std::string find_program(const std::string& name, const std::string& pack
     if (end > start && access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   throw Error(name + " is not on PATH; install " + package, DSHOST_INVALID_ARGUMENT);
+}
+
+// `text` split at spaces and tabs: extra command-line arguments given in a manifest string.
+inline std::vector<std::string> split_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
 }
 
 // This process's environment as KEY=VALUE strings.
