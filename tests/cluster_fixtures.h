@@ -43,21 +43,25 @@ class SshHostsTest : public testing::Test {
 };
 
 // munged, slurmctld and slurmd for this machine; SLURM_CONF points every client at them.
+// The cluster lives in one short fixed directory: slurmd's sockets there must fit in 108
+// bytes, and each test's start brings down what a test killed by ctest's timeout left.
 class SlurmClusterTest : public testing::Test {
  protected:
+  static constexpr const char* kClusterDir = "/tmp/dshost-slurm-test";
+
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root: the Slurm daemons";
     dir_ = scratch_dir("slurm_" + std::string(testing::UnitTest::GetInstance()->current_test_info()->name()));
-    const Ran up = run({"/bin/sh", script(), "up", dir_ + "/cluster"});
+    const Ran up = run({"/bin/sh", script(), "up", kClusterDir});
     ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
-    setenv("SLURM_CONF", (dir_ + "/cluster/slurm.conf").c_str(), 1);
+    setenv("SLURM_CONF", (std::string(kClusterDir) + "/slurm.conf").c_str(), 1);
   }
   void TearDown() override {
     unsetenv("SLURM_CONF");
-    if (!dir_.empty()) run({"/bin/sh", script(), "down", dir_ + "/cluster"});
+    if (!dir_.empty()) run({"/bin/sh", script(), "down", kClusterDir});
   }
 
-  std::string dir_;
+  std::string dir_;  // this test's own files: manifests' output, job logs
 
  private:
   static std::string script() { return std::string(DSHOST_SOURCE_DIR) + "/tests/cluster/slurm-cluster.sh"; }

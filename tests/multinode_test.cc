@@ -125,7 +125,7 @@ TEST_F(SlurmTraining, AnSbatchJobFollowsALocalTwoRankRunExactly) {
 }
 
 TEST_F(SlurmTraining, InsideAnSallocAllocationRanksStartWithSrun) {
-  const Ran r = run(with({"/usr/bin/salloc", "--nodes=1", "--ntasks=2"}, run_args(kShortRun)));
+  const Ran r = run(with({"/usr/bin/salloc", "--immediate=60", "--nodes=1", "--ntasks=2"}, run_args(kShortRun)));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(r.out.find("submitted batch job"), std::string::npos) << "no second job";
   EXPECT_NE(r.err.find("[rank 0] "), std::string::npos) << r.err;
@@ -149,6 +149,21 @@ TEST_F(SlurmTraining, ARejectedJobIsAClearError) {
                        "sbatch: error: Batch job submission failed: Invalid partition name specified"),
             std::string::npos)
       << r.err;
+}
+
+// A held job never starts by itself: following it ends with the reason and what to do,
+// and the job stays queued for the user to release or cancel.
+TEST_F(SlurmTraining, FollowingAHeldJobEndsWithTheReason) {
+  const Ran r = run(run_args(with({"--wait", "--set", "launcher.sbatch_lines=\"--hold\""}, kShortRun)));
+  EXPECT_EQ(r.exit_code, 1);
+  std::smatch id;
+  ASSERT_TRUE(std::regex_search(r.out, id, std::regex("submitted batch job (\\d+)"))) << r.out;
+  EXPECT_NE(r.err.find("dshost: error: job " + id[1].str() + " is held (JobHeldUser) and will not "
+                       "start until released; Release it with `scontrol release " + id[1].str() +
+                       "` or cancel it with `scancel " + id[1].str() + "`"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(run({"/usr/bin/squeue", "-h", "-j", id[1].str(), "-o", "%T"}).out, "PENDING\n");
 }
 
 TEST_F(SlurmTraining, KillingARankEndsTheJobNamingTheRank) {

@@ -47,8 +47,16 @@ up() {
     echo "this machine's name '$node' does not resolve; add it to /etc/hosts" >&2
     exit 1
   fi
+  # slurmd's step sockets are SPOOL/NODE_JOB.STEP; a longer path than a socket can have
+  # makes every job "launch failed requeued held".
+  longest_socket="$dir/spool/${node}_4294967294.4294967294"
+  if [ ${#longest_socket} -gt 107 ]; then
+    echo "$dir is too long a directory for Slurm's sockets (${#longest_socket} > 107 bytes)" >&2
+    exit 1
+  fi
   cpus=$(nproc)
   memory_mb=$(awk '/MemTotal/ { print int($2 / 1024 * 0.9) }' /proc/meminfo)
+  rm -rf "$dir/state" "$dir/spool"  # no job of an earlier cluster comes back
   mkdir -p "$dir/run" "$dir/log" "$dir/state" "$dir/spool"
   chmod 755 "$dir" "$dir/run"
   dd if=/dev/urandom of="$dir/munge.key" bs=1024 count=1 2>/dev/null

@@ -252,6 +252,7 @@ class SlurmLauncher : public dshost::Launcher {
       if (state == "PENDING" && why != reason && why != "None") {
         reason = why;
         std::cout << "job " << id << " is pending (" << reason << ")" << std::endl;
+        if (held(reason)) return {1, held_message(id, reason)};
       }
       if (signals.received() != 0 && interruption.empty()) {
         interruption = std::string("interrupted by ") + strsignal(signals.received()) +
@@ -267,6 +268,20 @@ class SlurmLauncher : public dshost::Launcher {
     const int code = exit.empty() ? 1 : std::stoi(exit.substr(0, exit.find(':')));
     const int signal = exit.empty() ? 0 : std::stoi(exit.substr(exit.find(':') + 1));
     return explain(signal != 0 ? 128 + signal : code, "", relay.lines);
+  }
+
+  // A held job (by its user, an administrator, or Slurm itself after its node failed to
+  // launch it: "launch failed requeued held") never starts on its own. Following it would
+  // wait forever, so the follower stops and leaves the job for the user to release or cancel.
+  static bool held(const std::string& reason) {
+    return std::regex_search(reason, std::regex("held", std::regex::icase));
+  }
+  static std::string held_message(const std::string& id, const std::string& reason) {
+    return "job " + id + " is held (" + reason + ") and will not start until released; " +
+           (reason.find("launch failed") != std::string::npos
+                ? "its node could not start it (the node's slurmd log says why). "
+                : "") +
+           "Release it with `scontrol release " + id + "` or cancel it with `scancel " + id + "`";
   }
 
   // `squeue -h -j ID -o FORMAT`: "" once the job has left the queue (ended, nothing running).
