@@ -71,6 +71,14 @@ const dshost_option kComm[] = {
     ranged("timeout_s", FLOAT, "300", 1, 1e6,
            "a collective or rendezvous waiting longer fails the job, naming the rank"),
 };
+const dshost_option kCheckpoint[] = {
+    opt("dir", STRING, "\"\"", "where checkpoints go; \"\" = the run directory's checkpoints/"),
+    ranged("every_steps", INT, "0", 0, 1e12, "save every N optimizer steps; 0 = not by steps"),
+    opt("at_epoch_end", BOOL, "false", "save after every epoch"),
+    ranged("keep", INT, "3", 0, 1e9, "newest checkpoints kept; 0 = all"),
+    opt("resume", STRING, "\"auto\"",
+        "auto (the newest checkpoint in dir, if any), never, or a checkpoint directory"),
+};
 const dshost_option kPlugins[] = {
     opt("paths", STRING, "\"\"", "extra plugin folders, ':'-separated, searched first"),
 };
@@ -91,8 +99,8 @@ OptionTable table(const dshost_option (&options)[N]) {
 }  // namespace
 
 Config read_config(const Manifest& m) {
-  m.check_sections({"run", "train", "optimizer", "scheduler", "data", "comm", "plugins", "model",
-                    "strategy", "launcher"});
+  m.check_sections({"run", "train", "optimizer", "scheduler", "data", "comm", "checkpoint",
+                    "plugins", "model", "strategy", "launcher"});
   Config c;
   const Section run = m.resolve("run", table(kRun));
   c.run = {run.get_string("name"), run.get_string("output_dir"), run.get_int("seed"),
@@ -115,6 +123,11 @@ Config read_config(const Manifest& m) {
             d.get_int("channels"),             d.get_int("image_size"),
             d.get_int("synthetic_samples"),    d.get_int("synthetic_classes")};
   c.comm = {m.resolve("comm", table(kComm)).get_float("timeout_s")};
+  const Section k = m.resolve("checkpoint", table(kCheckpoint));
+  c.checkpoint = {k.get_string("dir"), k.get_int("every_steps"), k.get_bool("at_epoch_end"),
+                  k.get_int("keep"), k.get_string("resume")};
+  if (c.checkpoint.dir.empty())
+    c.checkpoint.dir = c.run.output_dir + "/" + c.run.name + "/checkpoints";
   c.plugin_paths = m.resolve("plugins", table(kPlugins)).get_string("paths");
   return c;
 }

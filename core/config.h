@@ -44,6 +44,15 @@ struct DataConfig {
   int64_t synthetic_samples, synthetic_classes;
 };
 
+struct CheckpointConfig {
+  std::string dir;       // resolved: run directory/checkpoints when the manifest gives none
+  int64_t every_steps;   // save every N optimizer steps; 0 = not by steps
+  bool at_epoch_end;     // save after every epoch
+  int64_t keep;          // newest checkpoints kept; 0 = all
+  std::string resume;    // auto | never | a checkpoint directory
+  bool enabled() const { return every_steps > 0 || at_epoch_end; }
+};
+
 struct CommConfig {
   double timeout_s;
 };
@@ -55,6 +64,7 @@ struct Config {
   SchedulerConfig scheduler;
   DataConfig data;
   CommConfig comm;
+  CheckpointConfig checkpoint;
   std::string plugin_paths;  // [plugins] paths, ':'-separated
 };
 

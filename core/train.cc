@@ -2,6 +2,7 @@
 
 #include "core/train.h"
 
+#include "core/checkpoint.h"
 #include "core/comm.h"
 #include "core/data.h"
 #include "core/error.h"
@@ -9,7 +10,9 @@
 #include "core/services.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/CPUGeneratorImpl.h>
 #if DSHOST_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 #include <nlohmann/json.hpp>
@@ -106,6 +109,8 @@ class Worker {
     comm_ = std::make_unique<Comm>(rv_, std::chrono::milliseconds(static_cast<int64_t>(
                                             cfg_.comm.timeout_s * 1000)), device_);
     build();
+    plan_steps();
+    position_ = resume();
     if (rv_.rank == 0) prepare_run_dir();
     train();
     write_summary(seconds_since(start));
@@ -113,6 +118,11 @@ class Worker {
   }
 
  private:
+  // Where training stands: optimizer steps done, the epoch, steps done in it.
+  struct Position {
+    int64_t step = 0, epoch = 0, step_in_epoch = 0;
+  };
+
   // ---- set-up ------------------------------------------------------------------------
   void build() {
     mapi_ = job_.model.plugin.api<dshost_model_api>();
@@ -177,13 +187,16 @@ class Worker {
     std::vector<dshost_unit_params> unit_params;
     for (int u = 0; u < units; ++u) {
       int32_t count = 0;
+      std::vector<TensorLayout> layouts;
       call(mapi_->param_count(model_.get(), u, &count, &err_), "model param_count");
       for (int i = 0; i < count; ++i) {
         dshost_param_desc desc{sizeof(dshost_param_desc)};
         call(mapi_->param(model_.get(), u, i, &desc, &err_), "model param");
         managed[u].push_back(desc.value);
         dl[u].push_back(&desc.value->dl_tensor);
+        layouts.push_back(TensorLayout::of(desc.name, borrow(&desc.value->dl_tensor)));
       }
+      param_layouts_.push_back(std::move(layouts));
       unit_params.push_back({sizeof(dshost_unit_params), "", count, dl[u].data()});
     }
     const dshost_status st = sapi_->setup(strategy_.get(), unit_params.data(), units, &err_);
@@ -215,10 +228,21 @@ class Worker {
          "model bind_batch");
   }
 
+  // The run directory, and metrics.jsonl started afresh, or, when resuming, cut back to
+  // the checkpoint's step (a killed run may have logged steps after it).
   void prepare_run_dir() {
     std::error_code ec;
     fs::create_directories(run_dir_, ec);
+    std::string kept;
+    if (position_.step > 0) {
+      std::ifstream old(run_dir_ / "metrics.jsonl");
+      for (std::string line; std::getline(old, line);) {
+        const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (record.is_object() && record.value("step", int64_t{0}) <= position_.step) kept += line + "\n";
+      }
+    }
     metrics_.open(run_dir_ / "metrics.jsonl", std::ios::trunc);
+    metrics_ << kept;
     if (ec || !metrics_)
       throw UserError(cat("cannot create the run directory ", run_dir_.string(), ": ",
                           ec ? ec.message() : std::strerror(errno),
@@ -226,40 +250,53 @@ class Worker {
   }
 
   // ---- the loop ----------------------------------------------------------------------
-  void train() {
+  void plan_steps() {
     const auto& t = cfg_.train;
     const int64_t per_rank = (data_.train.size() + rv_.world_size - 1) / rv_.world_size;
-    const int64_t per_step = t.micro_batch_size * t.grad_accum_steps;
-    const int64_t steps_per_epoch = per_rank / per_step;
-    if (steps_per_epoch == 0)
+    rank_batch_ = t.micro_batch_size * t.grad_accum_steps;
+    global_batch_ = rank_batch_ * rv_.world_size;
+    steps_per_epoch_ = per_rank / rank_batch_;
+    if (steps_per_epoch_ == 0)
       throw UserError(cat(job_.manifest.origin("train", "micro_batch_size"),
-                          ": error: train.micro_batch_size x grad_accum_steps = ", per_step,
+                          ": error: train.micro_batch_size x grad_accum_steps = ", rank_batch_,
                           " exceeds the ", per_rank, " training samples each of ",
                           rv_.world_size, " ranks gets; lower them"));
-    total_steps_ = t.epochs * steps_per_epoch;
+    total_steps_ = t.epochs * steps_per_epoch_;
     if (t.max_steps > 0) total_steps_ = std::min(total_steps_, t.max_steps);
+  }
+
+  void train() {
+    const auto& t = cfg_.train;
+    const auto& ck = cfg_.checkpoint;
     log::info(cat("training ", job_.model.plugin.descriptor->name, " (",
                   info_model_.parameter_count, " parameters) with ",
                   job_.strategy.plugin.descriptor->name, " on ", rv_.world_size, " rank(s), ",
                   device_.str(), ", ", t.precision, "; ", total_steps_, " steps of ",
-                  per_step * rv_.world_size, " samples"));
-
-    int64_t step = 0;
-    for (int64_t epoch = 0; epoch < t.epochs && step < total_steps_; ++epoch) {
+                  global_batch_, " samples"));
+    const int64_t resumed_step = position_.step;
+    int64_t saved_step = resumed_step;
+    for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < total_steps_; ++epoch) {
       const auto order = shard_indices(data_.train.size(), rv_.rank, rv_.world_size,
                                        info_.seed, epoch, /*shuffle=*/true, /*pad=*/true);
       epoch_start_ = Clock::now();
-      for (int64_t s = 0; s < steps_per_epoch && step < total_steps_; ++s, ++step)
-        train_step(order, s * per_step, epoch, step, steps_per_epoch);
+      for (int64_t s = position_.step_in_epoch; s < steps_per_epoch_ && position_.step < total_steps_; ++s) {
+        train_step(order, s * rank_batch_, epoch, position_.step);
+        position_ = {position_.step + 1, epoch, s + 1};
+        if (ck.every_steps > 0 && position_.step % ck.every_steps == 0)
+          saved_step = save_checkpoint();
+      }
       epoch_seconds_.push_back(seconds_since(epoch_start_));
       train_seconds_ += epoch_seconds_.back();
       if (t.eval) evaluate(epoch);
+      if (position_.step_in_epoch == steps_per_epoch_) position_ = {position_.step, epoch + 1, 0};
+      if (ck.at_epoch_end && position_.step_in_epoch == 0 && saved_step != position_.step)
+        saved_step = save_checkpoint();
     }
     if (t.eval && !evaluated_) evaluate(-1);  // stopped by max_steps inside the first epoch
+    if (ck.enabled() && saved_step != position_.step) save_checkpoint();  // the final state
   }
 
-  void train_step(const std::vector<int64_t>& order, int64_t first, int64_t epoch, int64_t step,
-                  int64_t steps_per_epoch) {
+  void train_step(const std::vector<int64_t>& order, int64_t first, int64_t epoch, int64_t step) {
     const auto& t = cfg_.train;
     double loss = 0;
     for (int m = 0; m < t.grad_accum_steps; ++m) {
@@ -276,16 +313,16 @@ class Worker {
     const dshost_step_args args{sizeof(dshost_step_args), lr, t.grad_clip};
     dshost_step_stats stats{sizeof(dshost_step_stats)};
     call(sapi_->step(strategy_.get(), &args, &stats, &err_), "strategy step");
-    samples_ += t.micro_batch_size * t.grad_accum_steps * rv_.world_size;
+    samples_ += global_batch_;
     unreported_.push_back({step, epoch, loss, lr, stats.grad_norm});
-    const bool last_of_epoch = (step + 1) % steps_per_epoch == 0 || step + 1 == total_steps_;
-    if ((step + 1) % t.log_every == 0 || last_of_epoch) report(steps_per_epoch);
+    const bool last_of_epoch = (step + 1) % steps_per_epoch_ == 0 || step + 1 == total_steps_;
+    if ((step + 1) % t.log_every == 0 || last_of_epoch) report();
   }
 
   // Averages the losses of the steps since the last report over ranks (one collective for
   // all of them, rather than a synchronisation every step), appends them to metrics.jsonl
   // and logs progress. Collective: every rank calls it at the same steps.
-  void report(int64_t steps_per_epoch) {
+  void report() {
     std::vector<double> losses;
     for (const auto& s : unreported_) losses.push_back(s.loss);
     losses = comm_->sum(losses);
@@ -298,7 +335,7 @@ class Worker {
                                    {"lr", s.lr}, {"grad_norm", s.grad_norm}}.dump()
                  << "\n";
       metrics_ << std::flush;
-      log_progress(last, steps_per_epoch);
+      log_progress(last);
     }
     unreported_.clear();
   }
@@ -308,13 +345,13 @@ class Worker {
     double loss, lr, grad_norm;
   };
 
-  void log_progress(const StepRecord& s, int64_t steps_per_epoch) {
+  void log_progress(const StepRecord& s) {
     const double elapsed = train_seconds_ + seconds_since(epoch_start_);
     const double rate = samples_ / std::max(elapsed, 1e-9);
     const double eta = static_cast<double>(total_steps_ - s.step - 1) *
                        static_cast<double>(samples_) / std::max<int64_t>(s.step + 1, 1) / rate;
     log::info(cat("epoch ", s.epoch + 1, "/", cfg_.train.epochs, " step ",
-                  s.step % steps_per_epoch + 1, "/", steps_per_epoch, " loss ", std::fixed,
+                  s.step % steps_per_epoch_ + 1, "/", steps_per_epoch_, " loss ", std::fixed,
                   std::setprecision(4), s.loss, " lr ", std::scientific, std::setprecision(2),
                   s.lr, " grad_norm ", std::fixed, std::setprecision(3), s.grad_norm, " ",
                   std::setprecision(0), rate, " samples/s eta ", duration_text(eta)));
@@ -340,6 +377,151 @@ class Worker {
     log::info(cat(epoch >= 0 ? cat("epoch ", epoch + 1, " ") : std::string(), "test accuracy ",
                   std::fixed, std::setprecision(4), test_accuracy_, " loss ", test_loss_, " (",
                   static_cast<int64_t>(totals[2]), " samples)"));
+  }
+
+  // ---- checkpoints -------------------------------------------------------------------
+  // Saves the state after position_.step steps (see core/checkpoint.h for the protocol):
+  // every rank writes its file into the staging directory, then rank 0 publishes it.
+  // Collective. Returns the step saved.
+  int64_t save_checkpoint() {
+    const auto start = Clock::now();
+    if (!unreported_.empty()) report();  // metrics.jsonl reaches the checkpoint's step
+    const std::string& dir = cfg_.checkpoint.dir;
+    const std::string staging = (fs::path(dir) / (step_dir_name(position_.step) + ".tmp")).string();
+    if (rv_.rank == 0) {
+      std::error_code ec;
+      fs::remove_all(staging, ec);  // a save killed earlier
+      fs::create_directories(staging, ec);
+      if (ec) throw UserError(cat("cannot create ", staging, ": ", ec.message(), "; check checkpoint.dir"), 1);
+    }
+    comm_->sum({0.0});  // the staging directory exists, empty, before anyone writes
+    std::string failure;
+    try {
+      write_rank_file(rank_checkpoint_file(staging, rv_.rank));
+    } catch (const UserError& e) {
+      failure = cat("rank ", rv_.rank, " on ", host_name(), ": checkpoint not saved: ", e.what());
+    }
+    const double failures = comm_->sum({failure.empty() ? 0.0 : 1.0})[0];
+    if (!failure.empty()) throw UserError(failure, 1);
+    if (failures > 0) throw UserError("checkpoint not saved: another rank could not write its part", 1);
+    if (rv_.rank == 0) {
+      const nlohmann::json about{
+          {"step", position_.step}, {"epoch", position_.epoch},
+          {"step_in_epoch", position_.step_in_epoch}, {"global_batch", global_batch_},
+          {"model", job_.model.plugin.descriptor->name},
+          {"strategy", job_.strategy.plugin.descriptor->name}, {"world_size", rv_.world_size},
+          {"optimizer", cfg_.optimizer.name}, {"seed", cfg_.run.seed}};
+      publish_checkpoint(dir, staging, position_.step,
+                         build_index(staging, rv_.world_size, about), cfg_.checkpoint.keep);
+      log::info(cat("checkpoint saved: ", (fs::path(dir) / step_dir_name(position_.step)).string(),
+                    " (", std::fixed, std::setprecision(2), seconds_since(start), " s)"));
+    }
+    return position_.step;
+  }
+
+  // This rank's file: the strategy's slices, the model's buffers (rank 0's; PyTorch's DDP
+  // also makes rank 0's the truth) and this rank's random number generators.
+  void write_rank_file(const std::string& path) {
+    CheckpointWriter writer(param_layouts_);
+    if (sapi_->struct_size <= offsetof(dshost_strategy_api, save) || sapi_->save == nullptr)
+      throw UserError(cat("strategy '", job_.strategy.plugin.descriptor->name,
+                          "' cannot save checkpoints (built for an ABI before 1.2)"));
+    call(sapi_->save(strategy_.get(), writer.io(), &err_), "strategy save");
+    if (rv_.rank == 0)
+      for (const auto& [name, buffer] : model_buffers()) writer.add_whole(name, buffer);
+    for (const auto& [name, state] : rng_states()) writer.add_whole(name, state);
+    writer.write(path);
+  }
+
+  // The checkpoint to resume from (checkpoint.resume), loaded; the position to go on from.
+  Position resume() {
+    const auto& ck = cfg_.checkpoint;
+    if (ck.resume == "never") return {};
+    std::string path = ck.resume == "auto" ? latest_checkpoint(ck.dir) : ck.resume;
+    if (path.empty()) return {};
+    if (!fs::exists(fs::path(path) / "index.json") && fs::exists(fs::path(path) / "latest"))
+      path = latest_checkpoint(path);
+    try {
+      const CheckpointReader reader(path, param_layouts_);
+      reader.check_model(job_.model.plugin.descriptor->name);
+      if (sapi_->struct_size <= offsetof(dshost_strategy_api, load) || sapi_->load == nullptr)
+        throw UserError(cat("strategy '", job_.strategy.plugin.descriptor->name,
+                            "' cannot load checkpoints (built for an ABI before 1.2)"));
+      call(sapi_->load(strategy_.get(), reader.io(), &err_), "strategy load");
+      load_buffers_and_rng(reader);
+      return position_from(reader.index(), path);
+    } catch (const UserError& e) {
+      throw UserError(cat(job_.manifest.origin("checkpoint", "resume"), ": error: cannot resume: ",
+                          e.what()), e.exit_code());
+    }
+  }
+
+  void load_buffers_and_rng(const CheckpointReader& reader) {
+    at::NoGradGuard no_grad;
+    for (auto& [name, buffer] : model_buffers()) buffer.copy_(reader.whole(name));
+    for (auto& [name, state] : rng_states()) {
+      if (!reader.has(name)) {  // a rank the saving run did not have
+        log::info(cat(name, " is not in the checkpoint (saved by ", reader.index()["world_size"],
+                      " ranks): this rank's random numbers restart from the seed"));
+        continue;
+      }
+      set_rng_state(name, reader.whole(name));
+    }
+  }
+
+  // Where the checkpoint's run stood, in this run's steps: the same samples come next
+  // when the global batch is the same (the sampler orders samples independently of ranks).
+  Position position_from(const nlohmann::json& index, const std::string& path) const {
+    const int64_t saved_batch = index.value("global_batch", global_batch_);
+    Position p{index.value("step", int64_t{0}), index.value("epoch", int64_t{0}),
+               index.value("step_in_epoch", int64_t{0}) * saved_batch / global_batch_};
+    if (saved_batch != global_batch_)
+      log::warn(cat("the checkpoint was trained with a global batch of ", saved_batch,
+                    " samples and this run's is ", global_batch_,
+                    ": the epoch goes on from the nearest step"));
+    if (p.step_in_epoch >= steps_per_epoch_) p = {p.step, p.epoch + 1, 0};
+    log::info(cat("resumed from ", path, ": step ", p.step, ", epoch ", p.epoch + 1,
+                  " (saved by ", index.value("strategy", "?"), " on ",
+                  index.value("world_size", 0), " rank(s))"));
+    return p;
+  }
+
+  // The model's buffers (batch-norm statistics) as named views of its memory.
+  std::vector<std::pair<std::string, at::Tensor>> model_buffers() {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    if (mapi_->struct_size <= offsetof(dshost_model_api, buffer_count)) return out;  // ABI < 1.2
+    int32_t count = 0;
+    call(mapi_->buffer_count(model_.get(), &count, &err_), "model buffer_count");
+    for (int32_t i = 0; i < count; ++i) {
+      dshost_param_desc desc{sizeof(dshost_param_desc)};
+      call(mapi_->buffer(model_.get(), i, &desc, &err_), "model buffer");
+      out.emplace_back(desc.name, from_dlpack(desc.value));
+    }
+    return out;
+  }
+
+  std::vector<std::pair<std::string, at::Tensor>> rng_states() const {
+    std::vector<std::pair<std::string, at::Tensor>> out{
+        {cat("rng.cpu.rank", rv_.rank), at::detail::getDefaultCPUGenerator().get_state()}};
+#if DSHOST_CUDA
+    if (device_.is_cuda())
+      out.emplace_back(cat("rng.cuda.rank", rv_.rank),
+                       at::cuda::detail::getDefaultCUDAGenerator(device_.index()).get_state());
+#endif
+    return out;
+  }
+
+  void set_rng_state(const std::string& name, const at::Tensor& state) const {
+#if DSHOST_CUDA
+    if (name.rfind("rng.cuda.", 0) == 0) {
+      at::Generator cuda = at::cuda::detail::getDefaultCUDAGenerator(device_.index());
+      cuda.set_state(state);
+      return;
+    }
+#endif
+    (void)name;
+    at::Generator cpu = at::detail::getDefaultCPUGenerator();
+    cpu.set_state(state);
   }
 
   // ---- summary -----------------------------------------------------------------------
@@ -423,6 +605,11 @@ class Worker {
   Clock::time_point epoch_start_;  // of the epoch being trained, for progress rates
   std::vector<StepRecord> unreported_;  // steps whose rank-averaged loss is not yet known
   std::vector<double> epoch_seconds_;  // training time of each epoch, evaluation excluded
+
+  Position position_;
+  int64_t steps_per_epoch_ = 0;
+  int64_t rank_batch_ = 0, global_batch_ = 0;  // samples per optimizer step: one rank's, all
+  std::vector<std::vector<TensorLayout>> param_layouts_;  // [unit][index] for checkpoints
 };
 
 }  // namespace

@@ -174,6 +174,26 @@ class Zero : public dshost::Strategy {
     return norm;
   }
 
+  // Checkpoints: each rank saves its chunk of every unit (fp32 masters and moments); loading
+  // reads them back, writes the masters into the compute-dtype parameters and gathers what
+  // stays whole, as after a step.
+  void save(const dshost::StateIO& io) override {
+    for (int u = 0; u < layout_->units(); ++u)
+      dshost::save_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], unit_state(u));
+    io.write("optimizer.step", at::full({1}, cpu_adam_ ? adam_steps_ : flat_optimizer_->steps(), at::kLong));
+  }
+
+  void load(const dshost::StateIO& io) override {
+    for (int u = 0; u < layout_->units(); ++u)
+      dshost::load_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], unit_state(u));
+    const at::Tensor steps = at::zeros({1}, at::kLong);
+    io.read("optimizer.step", steps);
+    if (cpu_adam_) adam_steps_ = steps.item<int64_t>();
+    else flat_optimizer_->set_steps(steps.item<int64_t>());
+    write_back(0, layout_->shard);
+    gather_everything_gathered();
+  }
+
   dshost_memory_report memory() const override {
     dshost_memory_report r{};
     const auto add = [&](const at::Tensor& t, int64_t* device, int64_t* host) {
@@ -231,6 +251,26 @@ class Zero : public dshost::Strategy {
 
   at::Tensor own_chunk(const at::Tensor& unit_buffer, int u) const {
     return unit_buffer.narrow(0, services().rank() * layout_->chunk[u], layout_->chunk[u]);
+  }
+
+  // Where this rank's chunk of unit u starts in the flat layout.
+  int64_t own_begin(int u) const {
+    return layout_->unit_begin[u] + services().rank() * layout_->chunk[u];
+  }
+
+  // The fp32 state of this rank's chunk of unit u: master values and optimizer moments.
+  dshost::NamedState unit_state(int u) const {
+    const auto chunk = [&](const at::Tensor& t) {
+      return t.narrow(0, layout_->shard_begin[u], layout_->chunk[u]);
+    };
+    dshost::NamedState state{{"value", chunk(master_)}};
+    if (cpu_adam_) {
+      state.push_back({"exp_avg", chunk(exp_avg_)});
+      state.push_back({"exp_avg_sq", chunk(exp_avg_sq_)});
+    } else {
+      for (const auto& [key, t] : flat_optimizer_->state()) state.push_back({key, chunk(t)});
+    }
+    return state;
   }
 
   static void allocate(const at::Tensor& t) {

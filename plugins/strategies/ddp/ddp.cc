@@ -80,6 +80,25 @@ class Ddp : public dshost::Strategy {
     return norm;
   }
 
+  // Checkpoints: each rank saves its shard of the flat buffer (every rank holds the same
+  // values, so the shards partition the model) with the moments it owns; loading reads the
+  // shard back and all-gathers the parameters, as after a step.
+  void save(const dshost::StateIO& io) override {
+    const int64_t begin = services().rank() * layout_->shard;
+    dshost::save_range(io, *layout_, begin, begin + layout_->shard, shard_state(begin));
+    io.write("optimizer.step", at::full({1}, optimizer_->steps(), at::kLong));
+  }
+
+  void load(const dshost::StateIO& io) override {
+    const int64_t begin = services().rank() * layout_->shard;
+    dshost::load_range(io, *layout_, begin, begin + layout_->shard, shard_state(begin));
+    const at::Tensor steps = at::zeros({1}, at::kLong);
+    io.read("optimizer.step", steps);
+    optimizer_->set_steps(steps.item<int64_t>());
+    services().all_gather(dshost::slice(param_id_, begin, layout_->shard),
+                          dshost::slice(param_id_, 0, layout_->padded)).wait();
+  }
+
   dshost_memory_report memory() const override {
     dshost_memory_report r{};
     const at::Device compute = dshost::to_device(services().device());
@@ -99,6 +118,12 @@ class Ddp : public dshost::Strategy {
     int64_t begin = 0, end = 0;  // flat range
     int units = 0, pending = 0;
   };
+
+  dshost::NamedState shard_state(int64_t begin) const {
+    dshost::NamedState state{{"value", params_.narrow(0, begin, layout_->shard)}};
+    for (const auto& moment : optimizer_->state()) state.push_back(moment);
+    return state;
+  }
 
   void make_buckets() {
     const int n = static_cast<int>(layout_->unit_begin.size());

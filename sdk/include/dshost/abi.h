@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define DSHOST_ABI_MAJOR 1
-#define DSHOST_ABI_MINOR 1
+#define DSHOST_ABI_MINOR 2
 
 #if defined(__GNUC__)
 #define DSHOST_EXPORT __attribute__((visibility("default")))
@@ -216,6 +216,35 @@ typedef struct dshost_services {
                               dshost_error* err);
 } dshost_services;
 
+/* ---- checkpoints (since ABI 1.2) ----------------------------------------------------- */
+
+/* Where a piece of training state belongs. Plugins never name files or tensors: they give
+ * (unit, index) of a parameter and a key, and the host names the tensor after the model's
+ * parameter ("features.0.weight" for key "value", "features.0.weight.exp_avg" for key
+ * "exp_avg"). `offset` counts elements of that parameter in its memory order, the order
+ * its strides lay it out in (so a range of a flat buffer is a range here). unit = -1
+ * addresses a tensor of the strategy as a whole, named by `key` ("optimizer.step"), always
+ * read and written whole. */
+typedef struct dshost_state_slice {
+  size_t struct_size;
+  int32_t unit, index;
+  const char* key;
+  int64_t offset;
+} dshost_state_slice;
+
+/* The host's side of a save or a load. Both calls block until done and copy: `data` is
+ * borrowed for the call, contiguous, on any device, fp32 or int64. read() fails with
+ * INVALID_ARGUMENT and a message naming the tensor when the checkpoint lacks it, its shape
+ * differs from the model's, or no file holds part of the range. */
+typedef struct dshost_state_io {
+  size_t struct_size;
+  void* context; /* pass back as the first argument */
+  dshost_status (*write)(void* context, const dshost_state_slice* where, const DLTensor* data,
+                         dshost_error* err);
+  dshost_status (*read)(void* context, const dshost_state_slice* where, DLTensor* data,
+                        dshost_error* err);
+} dshost_state_io;
+
 /* ---- models ------------------------------------------------------------------------- */
 
 typedef struct dshost_model dshost_model;
@@ -285,6 +314,12 @@ typedef struct dshost_model_api {
    * eval mode, without gradients, as a new float32 tensor the caller owns. */
   dshost_status (*predict)(dshost_model* model, int64_t batch, DLManagedTensor** out,
                            dshost_error* err);
+  /* Since ABI 1.2. State that is not a parameter (batch-norm statistics), for checkpoints:
+   * count first, then each one by name as a view of the model's own memory (caller owns the
+   * view). The host reads them when saving and copies into them when loading. */
+  dshost_status (*buffer_count)(dshost_model* model, int32_t* out, dshost_error* err);
+  dshost_status (*buffer)(dshost_model* model, int32_t index, dshost_param_desc* out,
+                          dshost_error* err);
 } dshost_model_api;
 
 /* ---- strategies --------------------------------------------------------------------- */
@@ -343,6 +378,16 @@ typedef struct dshost_strategy_api {
                         dshost_step_stats* out, dshost_error* err);
   dshost_status (*memory)(dshost_strategy* strategy, dshost_memory_report* out,
                           dshost_error* err);
+  /* Since ABI 1.2; NULL or absent: the strategy cannot checkpoint.
+   * save: writes this rank's part of the state through io->write, between steps. Between
+   * them the ranks must write every element of every parameter's "value" (fp32 masters) and
+   * of the optimizer's state (keys "exp_avg", "exp_avg_sq", "momentum"; "optimizer.step");
+   * a range written by several ranks must hold the same values. Not collective.
+   * load: after setup, reads what this rank owns through io->read and makes the parameters
+   * whole for the next forward. Collective. Any strategy loads what any other saved, at any
+   * world size. */
+  dshost_status (*save)(dshost_strategy* strategy, const dshost_state_io* io, dshost_error* err);
+  dshost_status (*load)(dshost_strategy* strategy, const dshost_state_io* io, dshost_error* err);
 } dshost_strategy_api;
 
 /* ---- launchers ---------------------------------------------------------------------- */

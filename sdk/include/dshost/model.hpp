@@ -143,6 +143,7 @@ class ModelInstance {
       params_.push_back(std::move(params));
       names_.push_back(std::move(names));
     }
+    for (const auto& item : model_->named_buffers()) buffers_.push_back({item.key(), item.value()});
     pending_ = std::make_unique<std::atomic<int>[]>(params_.size());
   }
 
@@ -171,6 +172,16 @@ class ModelInstance {
     out->struct_size = sizeof(dshost_param_desc);
     out->name = names_[unit][index].c_str();
     out->value = to_dlpack(p.detach());
+  }
+
+  int buffer_count() const { return static_cast<int>(buffers_.size()); }
+
+  void buffer(int index, dshost_param_desc* out) const {
+    if (index < 0 || index >= buffer_count())
+      throw Error("buffer index " + std::to_string(index) + " out of range", DSHOST_INTERNAL);
+    out->struct_size = sizeof(dshost_param_desc);
+    out->name = buffers_[index].first.c_str();
+    out->value = to_dlpack(buffers_[index].second);
   }
 
   void bind_param(int unit, int index, at::Tensor value, at::Tensor grad) {
@@ -272,6 +283,7 @@ class ModelInstance {
   std::shared_ptr<M> model_;
   std::vector<std::vector<at::Tensor>> params_;  // [unit][index], the module's own tensors
   std::vector<std::vector<std::string>> names_;
+  std::vector<std::pair<std::string, at::Tensor>> buffers_;  // named as the module names them
   std::unique_ptr<std::atomic<int>[]> pending_;  // per unit: params still without grads
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   at::Tensor inputs_, targets_;
@@ -326,6 +338,12 @@ const dshost_model_api* model_api() {
       },
       [](dshost_model* m, int64_t batch, DLManagedTensor** out, dshost_error* err) {
         return guarded(err, [&] { *out = to_dlpack(as<M>(m)->predict(batch)); });
+      },
+      [](dshost_model* m, int32_t* out, dshost_error* err) {
+        return guarded(err, [&] { *out = as<M>(m)->buffer_count(); });
+      },
+      [](dshost_model* m, int32_t index, dshost_param_desc* out, dshost_error* err) {
+        return guarded(err, [&] { as<M>(m)->buffer(index, out); });
       },
   };
   return &api;

@@ -70,6 +70,25 @@ struct FlatLayout {
     if (!pad_each_unit) shard = padded / world;
   }
 
+  // The parameters' elements inside flat range [begin, end), padding skipped: which
+  // parameter, where the piece starts in it (memory order) and in the flat buffer.
+  struct Piece {
+    int unit, index;
+    int64_t param_offset, flat_offset, count;
+  };
+  std::vector<Piece> pieces(int64_t begin, int64_t end) const {
+    std::vector<Piece> out;
+    for (int u = 0; u < units(); ++u) {
+      if (unit_end[u] <= begin || unit_begin[u] >= end) continue;
+      for (size_t i = 0; i < params[u].size(); ++i) {
+        const Param& p = params[u][i];
+        const int64_t from = std::max(begin, p.offset), to = std::min(end, p.offset + p.numel);
+        if (from < to) out.push_back({u, static_cast<int>(i), from - p.offset, from, to - from});
+      }
+    }
+    return out;
+  }
+
   int units() const { return static_cast<int>(unit_begin.size()); }
   int64_t unit_size(int u) const { return unit_end[u] - unit_begin[u]; }
 
@@ -88,6 +107,60 @@ struct FlatLayout {
     return (n + multiple - 1) / multiple * multiple;
   }
 };
+
+// The host's checkpoint writer or reader (dshost_state_io) for LibTorch tensors.
+class StateIO {
+ public:
+  explicit StateIO(const dshost_state_io* io) : io_(io) {}
+
+  // Elements [offset, offset + t.numel()) of parameter (unit, index)'s state `key`.
+  void write(int unit, int index, const char* key, int64_t offset, const at::Tensor& t) const {
+    const dshost_state_slice where{sizeof(dshost_state_slice), unit, index, key, offset};
+    const at::Tensor data = t.contiguous();
+    DLManagedTensor* dl = to_dlpack(data);
+    dshost_error err{sizeof(dshost_error), {}};
+    const dshost_status st = io_->write(io_->context, &where, &dl->dl_tensor, &err);
+    dl->deleter(dl);
+    if (st != DSHOST_OK) throw Error(err.message, st);
+  }
+  void read(int unit, int index, const char* key, int64_t offset, const at::Tensor& t) const {
+    const dshost_state_slice where{sizeof(dshost_state_slice), unit, index, key, offset};
+    const at::Tensor data = t.is_contiguous() ? t : at::empty(t.sizes(), t.options());
+    DLManagedTensor* dl = to_dlpack(data);
+    dshost_error err{sizeof(dshost_error), {}};
+    const dshost_status st = io_->read(io_->context, &where, &dl->dl_tensor, &err);
+    dl->deleter(dl);
+    if (st != DSHOST_OK) throw Error(err.message, st);
+    if (!data.is_same(t)) t.copy_(data);
+  }
+  // A tensor of the strategy as a whole ("optimizer.step"), written and read whole.
+  void write(const char* key, const at::Tensor& t) const { write(-1, 0, key, 0, t); }
+  void read(const char* key, const at::Tensor& t) const { read(-1, 0, key, 0, t); }
+
+ private:
+  const dshost_state_io* io_;
+};
+
+// A flat range's state: named tensors (values, optimizer moments) whose element 0 is flat
+// element `flat_begin`, saved or loaded per parameter piece.
+using NamedState = std::vector<std::pair<std::string, at::Tensor>>;
+
+inline void save_range(const StateIO& io, const FlatLayout& layout, int64_t flat_begin,
+                       int64_t flat_end, const NamedState& state) {
+  for (const auto& piece : layout.pieces(flat_begin, flat_end))
+    for (const auto& [key, t] : state)
+      io.write(piece.unit, piece.index, key.c_str(), piece.param_offset,
+               t.narrow(0, piece.flat_offset - flat_begin, piece.count));
+}
+
+inline void load_range(const StateIO& io, const FlatLayout& layout, int64_t flat_begin,
+                       int64_t flat_end, const NamedState& state) {
+  at::NoGradGuard no_grad;
+  for (const auto& piece : layout.pieces(flat_begin, flat_end))
+    for (const auto& [key, t] : state)
+      io.read(piece.unit, piece.index, key.c_str(), piece.param_offset,
+              t.narrow(0, piece.flat_offset - flat_begin, piece.count));
+}
 
 // Bytes of host memory this process may still take: MemAvailable, or less where a cgroup
 // (v2) limit is closer.
@@ -192,6 +265,17 @@ class FlatOptimizer {
     param.add_(g, -lr);
   }
 
+  // The state a checkpoint keeps: the moments (or momentum) by their PyTorch names, each
+  // as long as the range this optimizer updates, and the steps taken.
+  NamedState state() const {
+    NamedState out;
+    if (exp_avg_.defined()) out = {{"exp_avg", exp_avg_}, {"exp_avg_sq", exp_avg_sq_}};
+    if (momentum_.defined()) out = {{"momentum", momentum_}};
+    return out;
+  }
+  int64_t steps() const { return steps_; }
+  void set_steps(int64_t steps) { steps_ = steps; }
+
   // Bytes of optimizer state held, and where.
   at::Device device() const { return device_; }
   int64_t state_bytes() const {
@@ -234,6 +318,13 @@ class Strategy {
   // Returns the global gradient norm before clipping.
   virtual double step(const dshost_step_args& args) = 0;
   virtual dshost_memory_report memory() const = 0;
+  // Checkpoints (see dshost_strategy_api.save / load). By default a strategy cannot.
+  virtual void save(const StateIO& /*io*/) {
+    throw Error("this strategy cannot save checkpoints", DSHOST_UNSUPPORTED);
+  }
+  virtual void load(const StateIO& /*io*/) {
+    throw Error("this strategy cannot load checkpoints", DSHOST_UNSUPPORTED);
+  }
 
   const Services& services() const { return services_; }
 
@@ -294,6 +385,12 @@ const dshost_strategy_api* strategy_api() {
           *out = as_strategy<S>(s)->memory();
           out->struct_size = sizeof(dshost_memory_report);
         });
+      },
+      [](dshost_strategy* s, const dshost_state_io* io, dshost_error* err) {
+        return guarded(err, [&] { as_strategy<S>(s)->save(StateIO(io)); });
+      },
+      [](dshost_strategy* s, const dshost_state_io* io, dshost_error* err) {
+        return guarded(err, [&] { as_strategy<S>(s)->load(StateIO(io)); });
       },
   };
   return &api;
