@@ -289,14 +289,16 @@ const SafetensorsFile& CheckpointReader::file(const std::string& name) const {
   if (!index_["files"].contains(name) || !fs::exists(path))
     throw UserError(cat("checkpoint file ", path, " is missing; the checkpoint is incomplete: ",
                         "resume from another one (its parent directory's `latest`, or an older step-*)"));
-  auto opened = std::make_unique<SafetensorsFile>(path);
   const nlohmann::json& want = index_["files"][name];
-  if (opened->bytes() != want["bytes"].get<int64_t>() || opened->crc32c() != want["crc32c"].get<uint32_t>())
-    throw UserError(cat("checkpoint file ", path, " is damaged: ",
-                        opened->bytes() != want["bytes"].get<int64_t>()
-                            ? cat(opened->bytes(), " bytes where its index says ", want["bytes"].get<int64_t>())
-                            : std::string("its CRC-32C differs from its index's"),
-                        "; resume from another checkpoint"));
+  const auto damaged = [&](const std::string& why) {
+    return UserError(cat("checkpoint file ", path, " is damaged: ", why, "; resume from another checkpoint"));
+  };
+  const auto bytes = static_cast<int64_t>(fs::file_size(path));
+  if (bytes != want["bytes"].get<int64_t>())
+    throw damaged(cat(bytes, " bytes where its index says ", want["bytes"].get<int64_t>()));
+  auto opened = std::make_unique<SafetensorsFile>(path);
+  if (opened->crc32c() != want["crc32c"].get<uint32_t>())
+    throw damaged("its CRC-32C differs from its index's");
   slot = std::move(opened);
   return *slot;
 }

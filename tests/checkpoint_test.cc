@@ -1,0 +1,287 @@
+// Checkpoints: the file format pieces (CRC-32C, safetensors, slices in another memory
+// layout), and whole runs: killed and resumed runs follow uninterrupted ones bit for bit,
+// a checkpoint moves between strategies and world sizes, saves killed at random moments
+// never leave a checkpoint that loads wrong, and damaged checkpoints are refused by name.
+#include <dshost/torch.hpp>  // first: ATen's DLPack
+
+#include "core/checkpoint.h"
+#include "core/crc32c.h"
+#include "core/safetensors.h"
+#include "tests/test_util.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+namespace fs = std::filesystem;
+
+namespace dshost::test {
+namespace {
+
+// ---- format pieces ----------------------------------------------------------------------
+
+TEST(Crc32c, MatchesTheStandardCheckValueInOneCallOrMany) {
+  const std::string text = "123456789";
+  EXPECT_EQ(crc32c(text.data(), text.size()), 0xE3069283u);  // RFC 3720's check value
+  EXPECT_EQ(crc32c(text.data() + 4, 5, crc32c(text.data(), 4)), 0xE3069283u);
+  std::string long_text(1000, 'x');
+  long_text[517] = 'y';
+  EXPECT_NE(crc32c(long_text.data(), long_text.size()), crc32c(std::string(1000, 'x').data(), 1000));
+}
+
+TEST(Safetensors, RoundTripsEveryDtypeAndRefusesATruncatedFileByName) {
+  const std::string dir = scratch_dir("safetensors");
+  const at::Tensor f = at::arange(12, at::kFloat).view({3, 4}), i = at::arange(5, at::kLong);
+  const at::Tensor b = at::rand({7}).to(at::kBFloat16), u = at::arange(3, at::kByte);
+  const std::string path = dir + "/t.safetensors";
+  const WrittenFile written = write_safetensors(path, {{"u", u}, {"f", f}, {"b", b}, {"i", i}},
+                                                {{"note", "hello"}});
+  EXPECT_EQ(written.bytes, static_cast<int64_t>(fs::file_size(path)));
+  EXPECT_FALSE(fs::exists(path + ".part"));
+  {
+    const SafetensorsFile file(path);
+    EXPECT_EQ(file.crc32c(), written.crc32c);
+    EXPECT_TRUE(file.tensor("f").equal(f));
+    EXPECT_TRUE(file.tensor("i").equal(i));
+    EXPECT_TRUE(file.tensor("b").equal(b));
+    EXPECT_TRUE(file.tensor("u").equal(u));
+    EXPECT_EQ(file.metadata("note"), "hello");
+  }
+  fs::resize_file(path, fs::file_size(path) - 3);
+  try {
+    SafetensorsFile cut(path);
+    FAIL() << "a truncated file was read";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find(path + ": not a readable safetensors file"), std::string::npos) << e.what();
+  }
+}
+
+// Slices written in one memory layout (channels-last) are read in another (NCHW), so a
+// checkpoint survives a change of train or model layout options.
+TEST(CheckpointSlices, ReadBackInAnotherMemoryLayout) {
+  const std::string dir = scratch_dir("checkpoint_layouts");
+  const at::Tensor logical = at::arange(2 * 3 * 2 * 2, at::kFloat).view({2, 3, 2, 2});
+  const at::Tensor nhwc = logical.contiguous(at::MemoryFormat::ChannelsLast);
+  const std::vector<std::vector<TensorLayout>> saved{{TensorLayout::of("w", nhwc)}};
+  ASSERT_EQ(saved[0][0].order, (std::vector<int64_t>{0, 2, 3, 1}));
+  CheckpointWriter writer(saved);
+  // Two ranks' halves of the flat (memory-order) buffer.
+  const at::Tensor flat = nhwc.permute({0, 2, 3, 1}).reshape({-1});
+  for (int64_t half : {0, 1}) {
+    const at::Tensor piece = flat.narrow(0, half * 12, 12).contiguous();
+    DLManagedTensor* dl = to_dlpack(piece);
+    const dshost_state_slice where{sizeof(dshost_state_slice), 0, 0, "value", half * 12};
+    dshost_error err{sizeof(dshost_error), {}};
+    ASSERT_EQ(writer.io()->write(writer.io()->context, &where, &dl->dl_tensor, &err), DSHOST_OK) << err.message;
+    dl->deleter(dl);
+  }
+  fs::create_directories(dir + "/step");
+  writer.write(rank_checkpoint_file(dir + "/step", 0));
+  publish_checkpoint(dir, dir + "/step", 1, build_index(dir + "/step", 1, {{"model", "m"}}), 0);
+
+  const std::vector<std::vector<TensorLayout>> wanted{{TensorLayout::of("w", logical)}};
+  const CheckpointReader reader(latest_checkpoint(dir), wanted);
+  reader.check_model("m");
+  EXPECT_TRUE(reader.whole("w").equal(logical));
+  at::Tensor tail = at::zeros({10});  // NCHW elements 14..23
+  DLManagedTensor* dl = to_dlpack(tail);
+  const dshost_state_slice where{sizeof(dshost_state_slice), 0, 0, "value", 14};
+  dshost_error err{sizeof(dshost_error), {}};
+  ASSERT_EQ(reader.io()->read(reader.io()->context, &where, &dl->dl_tensor, &err), DSHOST_OK) << err.message;
+  dl->deleter(dl);
+  EXPECT_TRUE(tail.equal(logical.reshape({-1}).narrow(0, 14, 10)));
+}
+
+// ---- runs ---------------------------------------------------------------------------------
+
+const std::string kQuickstart = std::string(DSHOST_SOURCE_DIR) + "/configs/quickstart.toml";
+
+std::vector<std::string> run_args(const std::string& dir, const std::vector<std::string>& sets) {
+  std::vector<std::string> args{DSHOST_BINARY, "run", kQuickstart, "--set",
+                                "run.output_dir=\"" + dir + "\"", "--set", "train.eval=false",
+                                "--set", "train.log_every=1"};
+  for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+  return args;
+}
+
+std::string metrics(const std::string& dir) { return read_file(dir + "/quickstart/metrics.jsonl"); }
+
+class KillAndResume : public testing::TestWithParam<std::string> {};
+
+// 60 steps, checkpoints every 30, the job killed (SIGKILL, every process) a few steps after
+// the first checkpoint: the same command resumes at step 30 and the metrics (loss, lr,
+// gradient norm of every step) equal an uninterrupted run's to the last bit. Dropout makes
+// the random number generators part of what must be restored.
+TEST_P(KillAndResume, FollowsAnUninterruptedRunBitForBit) {
+  const std::vector<std::string> sets{"strategy.plugin=\"" + GetParam() + "\"", "train.max_steps=60",
+                                      "checkpoint.every_steps=30", "model.dropout=0.3"};
+  const std::string whole = scratch_dir("resume_whole_" + GetParam());
+  const Ran reference = run(run_args(whole, sets));
+  ASSERT_EQ(reference.exit_code, 0) << reference.err;
+
+  const std::string dir = scratch_dir("resume_killed_" + GetParam());
+  const Job job = start_job(run_args(dir, sets), dir, "step 33/");
+  ASSERT_EQ(kill(job.pid, SIGKILL), 0);  // the launcher; its ranks die with it
+  double seconds = 0;
+  EXPECT_EQ(wait_for(job, 30, &seconds), 128 + SIGKILL);
+  ASSERT_NE(read_file(dir + "/log").find("checkpoint saved: "), std::string::npos) << read_file(dir + "/log");
+  ASSERT_EQ(metrics(dir).find("\"step\":60"), std::string::npos) << "the run ended before the kill";
+
+  const Ran resumed = run(run_args(dir, sets));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resumed from " + dir + "/quickstart/checkpoints/step-00000030: step 30"),
+            std::string::npos) << resumed.err;
+  EXPECT_EQ(line_count(metrics(dir)), 60);
+  EXPECT_EQ(metrics(dir), metrics(whole));
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, KillAndResume, testing::Values("ddp", "zero2", "zero3-offload"),
+                         [](const auto& info) { return info.param == "zero3-offload" ? std::string("zero3_offload") : info.param; });
+
+// Saved by zero3-offload on 2 ranks, resumed by ddp on 1 rank (same global batch), and the
+// reverse: training goes on from step 21 with the loss of an uninterrupted run, to float
+// rounding (sums in another order).
+TEST(CrossStrategyResume, Zero3TwoRanksToDdpOneRankAndBack) {
+  const std::vector<std::string> two_zero3{"strategy.plugin=\"zero3-offload\"", "launcher.nprocs=2",
+                                           "train.micro_batch_size=32", "train.threads=1"};
+  const std::vector<std::string> one_ddp{"strategy.plugin=\"ddp\"", "launcher.nprocs=1",
+                                         "train.micro_batch_size=64", "train.threads=1"};
+  const auto with = [](std::vector<std::string> sets, std::vector<std::string> more) {
+    sets.insert(sets.end(), more.begin(), more.end());
+    return sets;
+  };
+  for (const auto& [first, second] : {std::pair{two_zero3, one_ddp}, std::pair{one_ddp, two_zero3}}) {
+    const std::string whole = scratch_dir("cross_whole"), dir = scratch_dir("cross_resumed");
+    ASSERT_EQ(run(run_args(whole, with(first, {"train.max_steps=40"}))).exit_code, 0);
+    ASSERT_EQ(run(run_args(dir, with(first, {"train.max_steps=20", "checkpoint.every_steps=20"}))).exit_code, 0);
+    const Ran resumed = run(run_args(dir, with(second, {"train.max_steps=40"})));
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+    EXPECT_NE(resumed.err.find(" step 21/"), std::string::npos) << resumed.err;
+    EXPECT_EQ(resumed.err.find(" step 20/"), std::string::npos) << "the resumed run started over";
+    const auto expected = losses(whole + "/quickstart"), got = losses(dir + "/quickstart");
+    ASSERT_EQ(got.size(), 40u);
+    EXPECT_LT(max_abs_difference(got, expected), 1e-4) << first[0] << " -> " << second[0];
+  }
+}
+
+// A checkpoint saved with channels-last weights resumes with NCHW weights.
+TEST(CrossLayoutResume, ChannelsLastToNchw) {
+  const std::string whole = scratch_dir("layout_whole"), dir = scratch_dir("layout_resumed");
+  ASSERT_EQ(run(run_args(whole, {"train.max_steps=30"})).exit_code, 0);
+  ASSERT_EQ(run(run_args(dir, {"train.max_steps=15", "checkpoint.every_steps=15"})).exit_code, 0);
+  const Ran resumed = run(run_args(dir, {"train.max_steps=30", "model.channels_last=false"}));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_LT(max_abs_difference(losses(dir + "/quickstart"), losses(whole + "/quickstart")), 1e-4);
+}
+
+// Checkpoints every step; the job killed with SIGKILL at random moments (most of a step's
+// time here is the save), resumed each time, 8 times over: every resume succeeds and the
+// run ends exactly where an uninterrupted one does.
+TEST(KilledSaves, NeverLeaveACheckpointThatLoadsWrong) {
+  const std::vector<std::string> sets{"train.max_steps=120", "checkpoint.every_steps=1",
+                                      "checkpoint.keep=2"};
+  const std::string whole = scratch_dir("killed_saves_whole");
+  ASSERT_EQ(run(run_args(whole, sets)).exit_code, 0);
+  const std::string dir = scratch_dir("killed_saves");
+  std::mt19937 random(20261124);
+  int kills = 0, inside_a_save = 0;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    const Job job = start_job(run_args(dir, sets), dir, "step ");
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 600)(random)));
+    const auto ranks = ranks_matching("worker " + kQuickstart + " --set run.output_dir=\"" + dir);
+    const int victim = ranks.empty() ? job.pid : pid_of_rank(ranks, attempt % 2);  // rank 0 publishes
+    kill(victim > 0 ? victim : job.pid, SIGKILL);
+    double seconds = 0;
+    const int code = wait_for(job, 60, &seconds);
+    ASSERT_NE(code, 2) << read_file(dir + "/log");  // a resume refused its checkpoint
+    ASSERT_EQ(read_file(dir + "/log").find("cannot resume"), std::string::npos) << read_file(dir + "/log");
+    kills += code != 0;
+    for (const auto& e : fs::directory_iterator(dir + "/quickstart/checkpoints"))
+      inside_a_save += e.path().extension() == ".tmp";  // a staging directory left behind
+  }
+  EXPECT_GE(kills, 6) << "most attempts must have been killed mid-run";
+  EXPECT_GE(inside_a_save, 2) << "the kills must land inside saves too";
+  const Ran last = run(run_args(dir, sets));
+  ASSERT_EQ(last.exit_code, 0) << last.err;
+  EXPECT_EQ(metrics(dir), metrics(whole));
+}
+
+// A checkpoint of the quickstart (2 ranks, ddp) to damage in the tests below.
+class DamagedCheckpoint : public testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = scratch_dir(std::string("damaged_") + testing::UnitTest::GetInstance()->current_test_info()->name());
+    const Ran saved = run(run_args(dir_, {"train.max_steps=5", "checkpoint.every_steps=5"}));
+    ASSERT_EQ(saved.exit_code, 0) << saved.err;
+    step_ = dir_ + "/quickstart/checkpoints/step-00000005";
+  }
+  Ran resume(const std::vector<std::string>& more = {}) {
+    std::vector<std::string> sets{"train.max_steps=10"};
+    sets.insert(sets.end(), more.begin(), more.end());
+    return run(run_args(dir_, sets));
+  }
+  std::string dir_, step_;
+};
+
+TEST_F(DamagedCheckpoint, AFlippedByteIsDetectedNamingTheFile) {
+  const std::string file = step_ + "/rank-00001.safetensors";
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(fs::file_size(file) - 100));
+  const char c = static_cast<char>(f.get());
+  f.seekp(static_cast<std::streamoff>(fs::file_size(file) - 100));
+  f.put(static_cast<char>(c ^ 0x10));
+  f.close();
+  const Ran r = resume();
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("quickstart.toml: error: cannot resume: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("checkpoint file " + file +
+                       " is damaged: its CRC-32C differs from its index's; resume from another checkpoint"),
+            std::string::npos) << r.err;
+}
+
+TEST_F(DamagedCheckpoint, ATruncatedFileIsDetectedNamingTheFile) {
+  const std::string file = step_ + "/rank-00000.safetensors";
+  const auto size = fs::file_size(file);
+  fs::resize_file(file, size - 1000);
+  const Ran r = resume();
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("checkpoint file " + file + " is damaged: " + std::to_string(size - 1000) +
+                       " bytes where its index says " + std::to_string(size)),
+            std::string::npos) << r.err;
+}
+
+TEST_F(DamagedCheckpoint, AMissingShardIsNamed) {
+  fs::remove(step_ + "/rank-00001.safetensors");
+  const Ran r = resume();
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("checkpoint file " + step_ + "/rank-00001.safetensors is missing"),
+            std::string::npos) << r.err;
+}
+
+TEST_F(DamagedCheckpoint, AChangedParameterShapeNamesTheTensor) {
+  const Ran r = resume({"model.hidden=64"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("quickstart.toml: error: cannot resume: tensor fc1.1.weight has shape [128, "),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("in the model; the model's options differ from the run that saved it"),
+            std::string::npos) << r.err;
+}
+
+TEST_F(DamagedCheckpoint, AnotherModelsCheckpointIsRefused) {
+  const Ran r = run(run_args(dir_, {"model.plugin=\"gpt\"", "model.n_layer=1", "model.n_head=2",
+                                    "model.n_embd=32", "model.vocab_size=256", "model.block_size=32",
+                                    "data.dataset=\"text\"", "data.path=\"\"",
+                                    "checkpoint.resume=\"" + step_ + "\""}));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("cannot resume: checkpoint " + step_ +
+                       " was saved from model 'basic_cnn' but this run trains 'gpt'"),
+            std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace dshost::test
