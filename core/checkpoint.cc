@@ -79,11 +79,12 @@ std::string shape_text(const std::vector<int64_t>& shape) { return cat(at::IntAr
 
 }  // namespace
 
-TensorLayout TensorLayout::of(const std::string& name, const at::Tensor& t) {
+TensorLayout TensorLayout::of(const std::string& name, const at::Tensor& t,
+                              const std::string& export_name) {
   std::vector<int64_t> order = identity_order(t.dim());
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return t.stride(a) > t.stride(b); });
-  return {name, t.sizes().vec(), order};
+  return {name, t.sizes().vec(), order, export_name};
 }
 
 int64_t TensorLayout::numel() const {
@@ -107,6 +108,7 @@ CheckpointWriter::CheckpointWriter(const std::vector<std::vector<TensorLayout>>&
       } else {
         layout = self->params_.at(where->unit).at(where->index);
         layout.name = state_name(self->params_, *where);
+        if (std::string(where->key) != "value") layout.export_name.clear();  // moments stay out
       }
       self->add(layout, where->offset, t);
     });
@@ -114,8 +116,10 @@ CheckpointWriter::CheckpointWriter(const std::vector<std::vector<TensorLayout>>&
   io_.read = nullptr;
 }
 
-void CheckpointWriter::add_whole(const std::string& name, const at::Tensor& t) {
-  add(TensorLayout::of(name, t), 0, t.permute(TensorLayout::of(name, t).order));
+void CheckpointWriter::add_whole(const std::string& name, const at::Tensor& t,
+                                 const std::string& export_name) {
+  const TensorLayout layout = TensorLayout::of(name, t, export_name);
+  add(layout, 0, t.permute(layout.order));
 }
 
 void CheckpointWriter::add(const TensorLayout& layout, int64_t offset, const at::Tensor& data) {
@@ -126,6 +130,7 @@ void CheckpointWriter::add(const TensorLayout& layout, int64_t offset, const at:
   slices_.push_back({{"tensor", layout.name}, {"key", key}, {"offset", offset},
                      {"count", data.numel()}, {"shape", layout.shape}, {"order", layout.order},
                      {"dtype", safetensors_dtype(data.scalar_type())}});
+  if (!layout.export_name.empty()) slices_.back()["export_name"] = layout.export_name;
   tensors_.emplace_back(key, data.detach().reshape({-1}).to(at::kCPU, /*non_blocking=*/false,
                                                            /*copy=*/true));
 }
@@ -148,9 +153,11 @@ nlohmann::json build_index(const std::string& dir, int world_size, nlohmann::jso
     files[name] = {{"bytes", file.bytes()}, {"crc32c", file.crc32c()}};
     for (const auto& s : nlohmann::json::parse(file.metadata("slices"))) {
       nlohmann::json& t = tensors[s["tensor"].get<std::string>()];
-      if (t.is_null())
+      if (t.is_null()) {
         t = {{"dtype", s["dtype"]}, {"shape", s["shape"]}, {"order", s["order"]},
              {"slices", nlohmann::json::array()}};
+        if (s.contains("export_name")) t["export_name"] = s["export_name"];
+      }
       t["slices"].push_back({{"file", name}, {"key", s["key"]}, {"offset", s["offset"]},
                              {"count", s["count"]}});
     }
@@ -301,6 +308,20 @@ const SafetensorsFile& CheckpointReader::file(const std::string& name) const {
     throw damaged("its CRC-32C differs from its index's");
   slot = std::move(opened);
   return *slot;
+}
+
+void export_checkpoint(const std::string& dir, const std::string& out, at::ScalarType dtype) {
+  const std::vector<std::vector<TensorLayout>> no_params;
+  const CheckpointReader reader(dir, no_params);
+  std::vector<NamedTensor> weights;
+  for (const auto& [name, entry] : reader.index()["tensors"].items()) {
+    if (!entry.contains("export_name")) continue;
+    const at::Tensor t = reader.whole(name);
+    weights.push_back({entry["export_name"], t.is_floating_point() ? t.to(dtype) : t});
+  }
+  if (weights.empty())
+    throw UserError(cat("checkpoint ", dir, " holds no model weights to export"));
+  write_safetensors(out, weights, {{"format", "pt"}});  // "pt": the safetensors library's tag
 }
 
 // ---- the directory protocol ----------------------------------------------------------

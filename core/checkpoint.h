@@ -33,7 +33,9 @@ class SafetensorsFile;
 struct TensorLayout {
   std::string name;
   std::vector<int64_t> shape, order;
-  static TensorLayout of(const std::string& name, const at::Tensor& t);
+  std::string export_name;  // the name `dshost export` gives the values; "": not exported
+  static TensorLayout of(const std::string& name, const at::Tensor& t,
+                         const std::string& export_name = "");
   int64_t numel() const;
 };
 
@@ -44,7 +46,7 @@ class CheckpointWriter {
   explicit CheckpointWriter(const std::vector<std::vector<TensorLayout>>& params);
   const dshost_state_io* io() const { return &io_; }  // for the strategy's save
   // A tensor the host saves whole: a model buffer (in its own layout), RNG state.
-  void add_whole(const std::string& name, const at::Tensor& t);
+  void add_whole(const std::string& name, const at::Tensor& t, const std::string& export_name = "");
   // Writes `path` (safetensors; its metadata lists the slices for the index).
   void write(const std::string& path) const;
 
@@ -89,6 +91,10 @@ class CheckpointReader {
   mutable std::map<std::string, std::unique_ptr<SafetensorsFile>> files_;
   dshost_state_io io_;
 };
+
+// Writes the model's weights of checkpoint `dir` (parameters and buffers, under their
+// export names, row-major) to one safetensors file; float tensors in `dtype`.
+void export_checkpoint(const std::string& dir, const std::string& out, at::ScalarType dtype);
 
 // ---- the directory protocol ------------------------------------------------------------
 std::string step_dir_name(int64_t step);  // "step-00000100"

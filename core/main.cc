@@ -3,6 +3,7 @@
 #include <dshost/process.hpp>
 #include <dshost/torch.hpp>
 
+#include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/job.h"
 #include "core/scaffold.h"
@@ -175,6 +176,16 @@ void print_error(const std::string& message) {
   std::cerr << "dshost: " << (located ? "" : "error: ") << message << "\n";
 }
 
+// `dshost export`: the newest checkpoint when given the directory that holds `latest`.
+int export_weights(const std::string& from, const std::string& to, const std::string& dtype) {
+  const std::string dir = fs::exists(fs::path(from) / "index.json") || !fs::exists(fs::path(from) / "latest")
+                              ? from
+                              : latest_checkpoint(from);
+  export_checkpoint(dir, to, dtype == "bf16" ? at::kBFloat16 : at::kFloat);
+  std::cout << "exported the model weights of " << dir << " to " << to << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -197,6 +208,16 @@ int main(int argc, char** argv) {
   new_cmd->add_option("--kind", new_kind, "model, strategy or launcher")->required();
   new_cmd->add_option("name", new_name, "the plugin's name, e.g. my_model")->required();
   new_cmd->add_option("--dir", new_dir, "folder to create it in (default: the current one)");
+  auto* export_cmd = app.add_subcommand(
+      "export", "write a checkpoint's model weights to one safetensors file (torchvision's names "
+                "where the model mirrors a torchvision one)");
+  std::string export_from, export_to, export_dtype = "fp32";
+  export_cmd->add_option("checkpoint", export_from,
+                         "a checkpoint directory (step-N), or the directory with its `latest`")
+      ->required();
+  export_cmd->add_option("out", export_to, "the .safetensors file to write")->required();
+  export_cmd->add_option("--dtype", export_dtype, "dtype of floating-point tensors")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   auto* worker_cmd = app.add_subcommand("worker", "one rank (started by a launcher)");
   worker_cmd->group("");
   add_manifest_args(worker_cmd, args);
@@ -219,6 +240,7 @@ int main(int argc, char** argv) {
     if (*plugins_cmd) return plugin_file.empty() ? plugins() : check_plugin(plugin_file);
     if (*new_cmd) return new_plugin(new_kind, new_name, new_dir);
     if (*agent_cmd) return agent(agent_args);
+    if (*export_cmd) return export_weights(export_from, export_to, export_dtype);
     return run_worker(prepare_job(args.manifest, args.sets));
   } catch (const UserError& e) {
     print_error(e.what());

@@ -194,7 +194,7 @@ class Worker {
         call(mapi_->param(model_.get(), u, i, &desc, &err_), "model param");
         managed[u].push_back(desc.value);
         dl[u].push_back(&desc.value->dl_tensor);
-        layouts.push_back(TensorLayout::of(desc.name, borrow(&desc.value->dl_tensor)));
+        layouts.push_back(TensorLayout::of(desc.name, borrow(&desc.value->dl_tensor), export_name(desc)));
       }
       param_layouts_.push_back(std::move(layouts));
       unit_params.push_back({sizeof(dshost_unit_params), "", count, dl[u].data()});
@@ -428,7 +428,7 @@ class Worker {
                           "' cannot save checkpoints (built for an ABI before 1.2)"));
     call(sapi_->save(strategy_.get(), writer.io(), &err_), "strategy save");
     if (rv_.rank == 0)
-      for (const auto& [name, buffer] : model_buffers()) writer.add_whole(name, buffer);
+      for (const Buffer& b : model_buffers()) writer.add_whole(b.name, b.value, b.export_name);
     for (const auto& [name, state] : rng_states()) writer.add_whole(name, state);
     writer.write(path);
   }
@@ -458,7 +458,7 @@ class Worker {
 
   void load_buffers_and_rng(const CheckpointReader& reader) {
     at::NoGradGuard no_grad;
-    for (auto& [name, buffer] : model_buffers()) buffer.copy_(reader.whole(name));
+    for (const Buffer& b : model_buffers()) b.value.copy_(reader.whole(b.name));
     for (auto& [name, state] : rng_states()) {
       if (!reader.has(name)) {  // a rank the saving run did not have
         log::info(cat(name, " is not in the checkpoint (saved by ", reader.index()["world_size"],
@@ -487,15 +487,26 @@ class Worker {
   }
 
   // The model's buffers (batch-norm statistics) as named views of its memory.
-  std::vector<std::pair<std::string, at::Tensor>> model_buffers() {
-    std::vector<std::pair<std::string, at::Tensor>> out;
+  // A parameter's or buffer's name in `dshost export`'s file (plugins before ABI 1.2 give
+  // none: their own name).
+  static std::string export_name(const dshost_param_desc& d) {
+    const bool given = d.struct_size > offsetof(dshost_param_desc, export_name) && d.export_name != nullptr;
+    return given ? d.export_name : d.name;
+  }
+
+  struct Buffer {
+    std::string name, export_name;
+    at::Tensor value;
+  };
+  std::vector<Buffer> model_buffers() {
+    std::vector<Buffer> out;
     if (mapi_->struct_size <= offsetof(dshost_model_api, buffer_count)) return out;  // ABI < 1.2
     int32_t count = 0;
     call(mapi_->buffer_count(model_.get(), &count, &err_), "model buffer_count");
     for (int32_t i = 0; i < count; ++i) {
       dshost_param_desc desc{sizeof(dshost_param_desc)};
       call(mapi_->buffer(model_.get(), i, &desc, &err_), "model buffer");
-      out.emplace_back(desc.name, from_dlpack(desc.value));
+      out.push_back({desc.name, export_name(desc), from_dlpack(desc.value)});
     }
     return out;
   }

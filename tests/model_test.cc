@@ -1,8 +1,10 @@
 // Model plugins through the ABI, in-process, as the host creates them.
 #include <dshost/torch.hpp>
 
+#include "core/checkpoint.h"
 #include "core/manifest.h"
 #include "core/plugin_loader.h"
+#include "core/safetensors.h"
 #include "core/services.h"
 #include "tests/test_util.h"
 
@@ -10,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstring>
+#include <fstream>
 
 namespace dshost {
 namespace {
@@ -191,6 +194,70 @@ TEST_P(TorchvisionLogits, SameWeightsGiveTorchvisionsLogits) {
 INSTANTIATE_TEST_SUITE_P(Zoo, TorchvisionLogits,
                          testing::Values("mobilenet_v2", "efficientnet_b0", "resnet18", "resnet50",
                                          "vgg11", "vgg11_bn", "vgg16"));
+
+// `dshost export` of a trained mobilenet_v2 (batch-norm statistics moved by training, weights
+// channels-last in the checkpoint) loads into torchvision's mobilenet_v2 with strict names
+// and shapes, and gives the logits the dshost model computes with the checkpoint's state.
+TEST(Export, MobilenetV2LoadsIntoTorchvisionAndGivesDshostsLogits) {
+  const std::string dir = test::scratch_dir("export_mobilenet_v2");
+  const test::Ran trained = test::dshost(
+      {"run", test::quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\"", "--set",
+       "model.plugin=\"mobilenet_v2\"", "--set", "model.num_classes=10", "--set",
+       "model.image_size=32", "--set", "data.channels=3", "--set", "data.image_size=32", "--set",
+       "train.max_steps=3", "--set", "train.eval=false", "--set", "launcher.nprocs=1", "--set",
+       "checkpoint.every_steps=3"});
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  const std::string checkpoints = dir + "/quickstart/checkpoints", weights = dir + "/w.safetensors";
+  const test::Ran exported = test::dshost({"export", checkpoints, weights});
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+
+  // The dshost model with the checkpoint's parameters and buffers.
+  auto m = create_model("mobilenet_v2", "num_classes = 10\nimage_size = 32\n");
+  const std::vector<std::vector<TensorLayout>> no_params;
+  const CheckpointReader reader(latest_checkpoint(checkpoints), no_params);
+  dshost_error err{sizeof(dshost_error), {}};
+  at::NoGradGuard no_grad;
+  for (int u = 0; u < describe(*m).unit_count; ++u) {
+    int32_t count = 0;
+    ASSERT_EQ(m->api->param_count(m->model, u, &count, &err), DSHOST_OK);
+    for (int i = 0; i < count; ++i) {
+      dshost_param_desc desc{sizeof(dshost_param_desc)};
+      ASSERT_EQ(m->api->param(m->model, u, i, &desc, &err), DSHOST_OK);
+      from_dlpack(desc.value).copy_(reader.whole(desc.name));
+    }
+  }
+  int32_t buffers = 0;
+  ASSERT_EQ(m->api->buffer_count(m->model, &buffers, &err), DSHOST_OK);
+  for (int i = 0; i < buffers; ++i) {
+    dshost_param_desc desc{sizeof(dshost_param_desc)};
+    ASSERT_EQ(m->api->buffer(m->model, i, &desc, &err), DSHOST_OK);
+    from_dlpack(desc.value).copy_(reader.whole(desc.name));
+  }
+  at::manual_seed(3);
+  const at::Tensor input = at::randn({2, 3, 32, 32});
+  ASSERT_EQ(m->api->bind_batch(m->model, to_dlpack(input), to_dlpack(at::zeros({2}, at::kLong)), &err),
+            DSHOST_OK) << err.message;
+  DLManagedTensor* out = nullptr;
+  ASSERT_EQ(m->api->predict(m->model, 2, &out, &err), DSHOST_OK) << err.message;
+  const at::Tensor logits = from_dlpack(out);
+
+  std::ofstream(dir + "/input.f32", std::ios::binary)
+      .write(static_cast<const char*>(input.data_ptr()), static_cast<std::streamsize>(input.nbytes()));
+  const test::Ran torchvision = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/export_logits.py",
+                                           weights, "10", dir + "/input.f32", "2,3,32,32", dir + "/logits.f32"});
+  ASSERT_EQ(torchvision.exit_code, 0) << torchvision.err;
+  const at::Tensor expected = read_f32(dir + "/logits.f32", {2, 10});
+  EXPECT_GT(logits.abs().max().item<double>(), 0.01);
+  EXPECT_LT((logits - expected).abs().max().item<double>() / expected.abs().max().item<double>(), 1e-4);
+
+  // bf16 export: the same names, half the bytes of each float tensor.
+  const test::Ran half = test::dshost({"export", checkpoints, dir + "/w16.safetensors", "--dtype", "bf16"});
+  ASSERT_EQ(half.exit_code, 0) << half.err;
+  const SafetensorsFile f32(weights), bf16(dir + "/w16.safetensors");
+  EXPECT_EQ(f32.names(), bf16.names());
+  EXPECT_EQ(bf16.tensor("classifier.1.weight").scalar_type(), at::kBFloat16);
+  EXPECT_EQ(bf16.tensor("features.0.1.num_batches_tracked").scalar_type(), at::kLong);
+}
 
 // GPT-2's sizes (tied embeddings, 1024 positions), and the forward cost against nanoGPT's
 // estimate (2 x parameters without positions + 4 x layers x width x T per token).

@@ -2,6 +2,8 @@
 // Units: stem (3x3 conv), each inverted residual block, the last 1x1 conv, head.
 #include "../common/image.hpp"
 
+#include <regex>
+
 namespace {
 
 using namespace dshost_models;
@@ -35,6 +37,24 @@ class MobileNetV2 : public ImageModel {
                                     stack_.linear(last, spec_.classes)));
   }
 
+  // torchvision's names: features.0 the stem, features.N block N (its last conv and batch
+  // norm flattened into conv.K and conv.K+1), features.<blocks + 1> the last conv,
+  // classifier.1 the linear layer.
+  std::string export_name(const std::string& name) const override {
+    std::smatch m;
+    if (std::regex_match(name, m, std::regex(R"(stem\.(.*))"))) return "features.0." + m[1].str();
+    if (std::regex_match(name, m, std::regex(R"(last_conv\.(.*))")))
+      return "features." + std::to_string(block_parts_.size() + 1) + "." + m[1].str();
+    if (std::regex_match(name, m, std::regex(R"(head\.2\.(.*))"))) return "classifier.1." + m[1].str();
+    if (std::regex_match(name, m, std::regex(R"(block(\d+)\.(?:main\.)?(\d+)\.(\d+)\.(.*))"))) {
+      const int block = std::stoi(m[1].str()), part = std::stoi(m[2].str()), layer = std::stoi(m[3].str());
+      const bool projection = part + 1 == block_parts_.at(block - 1);
+      return "features." + m[1].str() + ".conv." +
+             (projection ? std::to_string(part + layer) : m[2].str() + "." + m[3].str()) + "." + m[4].str();
+    }
+    return name;
+  }
+
  private:
   // 1x1 expansion (when expand > 1), 3x3 depthwise, 1x1 linear projection; the input is
   // added back when the shape stays.
@@ -44,9 +64,12 @@ class MobileNetV2 : public ImageModel {
     if (expand != 1) main->push_back(stack_.conv_bn(hidden, 1, 1, Act::relu6));
     main->push_back(stack_.conv_bn(hidden, 3, stride, Act::relu6, /*groups=*/hidden));
     main->push_back(stack_.conv_bn(out, 1, 1, Act::none));
+    block_parts_.push_back(static_cast<int>(main->size()));
     if (stride == 1 && in == out) add_unit(name, Residual(main, Chain(), false));
     else add_unit(name, main);
   }
+
+  std::vector<int> block_parts_;  // per block: conv + batch norm pairs in its main path
 };
 
 }  // namespace

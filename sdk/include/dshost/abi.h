@@ -269,6 +269,9 @@ typedef struct dshost_param_desc {
   size_t struct_size;
   const char* name; /* "unit.param", e.g. "features.0.weight"; valid for the model's life */
   DLManagedTensor* value; /* a zero-copy view of the current values; caller owns */
+  /* Since ABI 1.2: the name `dshost export` gives it, torchvision's where the model mirrors
+   * a torchvision one ("features.0.0.weight"); NULL means `name`. */
+  const char* export_name;
 } dshost_param_desc;
 
 typedef struct dshost_step_result {

@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,9 @@ class Model : public torch::nn::Module {
   // True: 4-D weights and inputs are kept channels-last (NHWC), which oneDNN's CPU and
   // cuDNN's convolutions run faster; the strategy's flat buffers keep that layout.
   virtual bool channels_last() const { return false; }
+  // The name `dshost export` gives a parameter or buffer (named "unit.path"): override to
+  // give torchvision's names where the model mirrors a torchvision one.
+  virtual std::string export_name(const std::string& name) const { return name; }
   // Default: the units in sequence. Override for other graphs; call run_unit for each unit.
   virtual at::Tensor forward(const at::Tensor& input) {
     at::Tensor x = input;
@@ -139,11 +143,15 @@ class ModelInstance {
       for (const auto& item : unit.module->named_parameters()) {
         params.push_back(item.value());
         names.push_back(unit.name + "." + item.key());
+        export_names_[names.back()] = model_->export_name(names.back());
       }
       params_.push_back(std::move(params));
       names_.push_back(std::move(names));
     }
-    for (const auto& item : model_->named_buffers()) buffers_.push_back({item.key(), item.value()});
+    for (const auto& item : model_->named_buffers()) {
+      buffers_.push_back({item.key(), item.value()});
+      export_names_[item.key()] = model_->export_name(item.key());
+    }
     pending_ = std::make_unique<std::atomic<int>[]>(params_.size());
   }
 
@@ -172,6 +180,7 @@ class ModelInstance {
     out->struct_size = sizeof(dshost_param_desc);
     out->name = names_[unit][index].c_str();
     out->value = to_dlpack(p.detach());
+    out->export_name = export_names_.at(names_[unit][index]).c_str();
   }
 
   int buffer_count() const { return static_cast<int>(buffers_.size()); }
@@ -182,6 +191,7 @@ class ModelInstance {
     out->struct_size = sizeof(dshost_param_desc);
     out->name = buffers_[index].first.c_str();
     out->value = to_dlpack(buffers_[index].second);
+    out->export_name = export_names_.at(buffers_[index].first).c_str();
   }
 
   void bind_param(int unit, int index, at::Tensor value, at::Tensor grad) {
@@ -284,6 +294,7 @@ class ModelInstance {
   std::vector<std::vector<at::Tensor>> params_;  // [unit][index], the module's own tensors
   std::vector<std::vector<std::string>> names_;
   std::vector<std::pair<std::string, at::Tensor>> buffers_;  // named as the module names them
+  std::map<std::string, std::string> export_names_;  // of parameters and buffers
   std::unique_ptr<std::atomic<int>[]> pending_;  // per unit: params still without grads
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   at::Tensor inputs_, targets_;
