@@ -7,6 +7,7 @@
 #include "core/data.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/services.h"
 
 #include <ATen/Parallel.h>
@@ -228,25 +229,15 @@ class Worker {
          "model bind_batch");
   }
 
-  // The run directory, and metrics.jsonl started afresh, or, when resuming, cut back to
-  // the checkpoint's step (a killed run may have logged steps after it).
+  // The run directory and its metrics files (cut back to the checkpoint's step when resuming).
   void prepare_run_dir() {
     std::error_code ec;
     fs::create_directories(run_dir_, ec);
-    std::string kept;
-    if (position_.step > 0) {
-      std::ifstream old(run_dir_ / "metrics.jsonl");
-      for (std::string line; std::getline(old, line);) {
-        const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (record.is_object() && record.value("step", int64_t{0}) <= position_.step) kept += line + "\n";
-      }
-    }
-    metrics_.open(run_dir_ / "metrics.jsonl", std::ios::trunc);
-    metrics_ << kept;
-    if (ec || !metrics_)
+    if (ec)
       throw UserError(cat("cannot create the run directory ", run_dir_.string(), ": ",
-                          ec ? ec.message() : std::strerror(errno),
-                          "; check run.output_dir"), 1);
+                          ec.message(), "; check run.output_dir"), 1);
+    metrics_ = std::make_unique<MetricsLog>(run_dir_, position_.step);
+    last_report_ = Clock::now();
   }
 
   // ---- the loop ----------------------------------------------------------------------
@@ -330,14 +321,16 @@ class Worker {
     const StepRecord last = unreported_.back();
     last_loss_ = last.loss;
     if (rv_.rank == 0) {
+      const double rate = static_cast<double>(unreported_.size() * global_batch_) /
+                          std::max(seconds_since(last_report_), 1e-9);
       for (const auto& s : unreported_)
-        metrics_ << nlohmann::json{{"step", s.step + 1}, {"epoch", s.epoch + 1}, {"loss", s.loss},
-                                   {"lr", s.lr}, {"grad_norm", s.grad_norm}}.dump()
-                 << "\n";
-      metrics_ << std::flush;
+        metrics_->step({s.step + 1, s.epoch + 1, s.loss, s.lr, s.grad_norm, rate,
+                        peak_rss_bytes(), peak_device_bytes(device_)});
+      metrics_->flush();
       log_progress(last);
     }
     unreported_.clear();
+    last_report_ = Clock::now();
   }
 
   struct StepRecord {
@@ -374,6 +367,8 @@ class Worker {
     test_loss_ = totals[0] / totals[2];
     test_accuracy_ = totals[1] / totals[2];
     evaluated_ = true;
+    if (rv_.rank == 0) metrics_->evaluation(position_.step, test_accuracy_, test_loss_);
+    last_report_ = Clock::now();  // throughput counts training time only
     log::info(cat(epoch >= 0 ? cat("epoch ", epoch + 1, " ") : std::string(), "test accuracy ",
                   std::fixed, std::setprecision(4), test_accuracy_, " loss ", test_loss_, " (",
                   static_cast<int64_t>(totals[2]), " samples)"));
@@ -608,7 +603,8 @@ class Worker {
   dshost_model_info info_model_{sizeof(dshost_model_info)};
   mutable dshost_error err_{sizeof(dshost_error), {}};
   at::Tensor inputs_, targets_;
-  std::ofstream metrics_;
+  std::unique_ptr<MetricsLog> metrics_;  // rank 0's
+  Clock::time_point last_report_;
 
   int64_t total_steps_ = 0, samples_ = 0;
   double train_seconds_ = 0, last_loss_ = 0, test_loss_ = 0, test_accuracy_ = 0;

@@ -3,7 +3,8 @@
 # build/. Run from anywhere, as root or with sudo available.
 # libopenblas0-openmp replaces Debian's reference BLAS under LibTorch (about 2x faster CPU
 # training); its OpenMP threads follow LibTorch's per-rank thread count. python3-torchvision
-# makes the fixtures the model zoo is checked against. openssh, Slurm, munge and iproute2 are
+# makes the fixtures the model zoo is checked against; python3-protobuf is the independent
+# reader the TensorBoard event files are checked with. openssh, Slurm, munge and iproute2 are
 # the real servers the ssh and slurm launchers are tested against (tests/cluster/).
 #   scripts/setup.sh           build + tests
 #   scripts/setup.sh --bench   also python3-torch, the peer that bench/ compares against
@@ -15,7 +16,7 @@ packages=(
   libtorch-dev libgloo-dev libtomlplusplus-dev libspdlog-dev libboost-dev libcli11-dev
   nlohmann-json3-dev libdlpack-dev zlib1g-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
-  dataset-fashion-mnist fortunes python3-torchvision
+  dataset-fashion-mnist fortunes python3-torchvision python3-protobuf
   libopenblas0-openmp
   openssh-client openssh-server slurmctld slurmd slurm-client munge iproute2
 )

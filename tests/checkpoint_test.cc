@@ -10,12 +10,16 @@
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
+#include <sstream>
 #include <thread>
 
 namespace fs = std::filesystem;
@@ -109,7 +113,18 @@ std::vector<std::string> run_args(const std::string& dir, const std::vector<std:
   return args;
 }
 
-std::string metrics(const std::string& dir) { return read_file(dir + "/quickstart/metrics.jsonl"); }
+// What a run computed at each step, from metrics.jsonl (not its timings or memory): the
+// columns a resumed run must reproduce exactly.
+std::string metrics(const std::string& dir) {
+  std::istringstream lines(read_file(dir + "/quickstart/metrics.jsonl"));
+  std::string out;
+  for (std::string line; std::getline(lines, line);) {
+    const auto row = nlohmann::json::parse(line);
+    out += nlohmann::json{{"step", row["step"]}, {"epoch", row["epoch"]}, {"loss", row["loss"]},
+                          {"lr", row["lr"]}, {"grad_norm", row["grad_norm"]}}.dump() + "\n";
+  }
+  return out;
+}
 
 class KillAndResume : public testing::TestWithParam<std::string> {};
 
@@ -281,6 +296,79 @@ TEST_F(DamagedCheckpoint, AnotherModelsCheckpointIsRefused) {
   EXPECT_NE(r.err.find("cannot resume: checkpoint " + step_ +
                        " was saved from model 'basic_cnn' but this run trains 'gpt'"),
             std::string::npos) << r.err;
+}
+
+// ---- monitoring ---------------------------------------------------------------------------
+
+// The TensorBoard event file, read back by an independent reader (Python's protobuf with
+// TensorBoard's message definitions, its own CRC-32C), holds every scalar of every step of
+// metrics.jsonl and metrics.csv at its step, and the evaluation's accuracy; a resumed run's
+// file tells TensorBoard to drop the first run's later steps.
+TEST(Monitoring, EventFileCsvAndJsonlHoldTheSameScalars) {
+  const std::string dir = scratch_dir("monitoring");
+  ASSERT_EQ(run(run_args(dir, {"train.max_steps=20", "checkpoint.every_steps=10", "train.eval=true",
+                               "train.log_every=5"})).exit_code, 0);
+  const auto jsonl = [&] {
+    std::vector<nlohmann::json> rows;
+    std::istringstream lines(read_file(dir + "/quickstart/metrics.jsonl"));
+    for (std::string line; std::getline(lines, line);) rows.push_back(nlohmann::json::parse(line));
+    return rows;
+  };
+  const auto events = [&](const std::string& file) {
+    const Ran r = run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/read_events.py", file});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out.empty() ? "{}" : r.out);
+  };
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir + "/quickstart/tensorboard")) files.push_back(e.path().string());
+  ASSERT_EQ(files.size(), 1u);
+  const nlohmann::json first = events(files[0]);
+  EXPECT_EQ(first["file_version"], "brain.Event:2");
+  std::map<std::pair<int64_t, std::string>, double> scalars;
+  for (const auto& s : first["scalars"]) scalars[{s[0].get<int64_t>(), s[1].get<std::string>()}] = s[2];
+  const auto rows = jsonl();
+  ASSERT_EQ(rows.size(), 20u);
+  const std::vector<std::string> csv_lines = [&] {
+    std::vector<std::string> out;
+    std::istringstream lines(read_file(dir + "/quickstart/metrics.csv"));
+    for (std::string line; std::getline(lines, line);) out.push_back(line);
+    return out;
+  }();
+  ASSERT_EQ(csv_lines.size(), 21u);
+  EXPECT_EQ(csv_lines[0], "step,epoch,loss,lr,grad_norm,samples_per_second,peak_host_bytes,peak_device_bytes");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int64_t step = rows[i]["step"];
+    for (const auto& [tag, column] : std::vector<std::pair<std::string, std::string>>{
+             {"train/loss", "loss"}, {"train/lr", "lr"}, {"train/grad_norm", "grad_norm"},
+             {"throughput/samples_per_second", "samples_per_second"},
+             {"memory/peak_host_bytes", "peak_host_bytes"}}) {
+      const std::pair<int64_t, std::string> key{step, tag};
+      ASSERT_TRUE(scalars.count(key)) << tag << " at step " << step;
+      const double want = rows[i][column].get<double>();
+      EXPECT_NEAR(scalars[key], want, 1e-6 * std::max(1.0, std::abs(want))) << tag << " " << step;
+    }
+    double csv_loss = 0;
+    ASSERT_EQ(std::sscanf(csv_lines[i + 1].c_str(), "%*lld,%*lld,%lf", &csv_loss), 1);
+    EXPECT_NEAR(csv_loss, rows[i]["loss"].get<double>(), 1e-8) << csv_lines[i + 1];
+  }
+  const auto summary = nlohmann::json::parse(read_file(dir + "/quickstart/summary.json"));
+  const std::pair<int64_t, std::string> accuracy{20, "test/accuracy"};
+  ASSERT_TRUE(scalars.count(accuracy));
+  EXPECT_NEAR(scalars[accuracy], summary["test_accuracy"].get<double>(), 1e-6);
+  EXPECT_GT(summary["test_accuracy"].get<double>(), 0.3) << "the run learned nothing";
+
+  // Resumed from step 10 to step 30: rows 11..20 are recomputed, not duplicated.
+  const Ran resumed = run(run_args(dir, {"train.max_steps=30", "train.log_every=5", "checkpoint.resume=\"" + dir +
+                                         "/quickstart/checkpoints/step-00000010\""}));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_EQ(jsonl().size(), 30u);
+  EXPECT_EQ(line_count(read_file(dir + "/quickstart/metrics.csv")), 31);
+  files.clear();
+  for (const auto& e : fs::directory_iterator(dir + "/quickstart/tensorboard")) files.push_back(e.path().string());
+  ASSERT_EQ(files.size(), 2u);
+  std::sort(files.begin(), files.end());  // named by creation second, then host
+  const nlohmann::json second = events(files[1]);
+  EXPECT_EQ(second["restarts"], nlohmann::json::array({11}));
 }
 
 }  // namespace
