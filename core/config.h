@@ -24,6 +24,7 @@ struct TrainConfig {
   int64_t log_every;          // steps between progress lines
   bool eval;                  // evaluate on the test split after each epoch
   int64_t threads;            // intra-op threads per rank; 0 = cores / local ranks
+  double peak_tflops;         // per device, for MFU; 0 = the known peak of the GPU, if any
 };
 
 struct OptimizerConfig {

@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/CPUGeneratorImpl.h>
 #if DSHOST_CUDA
+#include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
@@ -53,6 +54,22 @@ int64_t peak_device_bytes(const at::Device& device) {
   }
 #endif
   (void)device;
+  return 0;
+}
+
+// One device's peak dense TFLOP/s at this precision: the manifest's, or H100 / H200's
+// (989 bf16, 495 tf32, SXM), or 0 when unknown (then no MFU is reported).
+double peak_tflops(double configured, const at::Device& device, bool bf16) {
+  if (configured > 0) return configured;
+#if DSHOST_CUDA
+  if (device.is_cuda()) {
+    const std::string name = at::cuda::getDeviceProperties(device.index())->name;
+    if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos)
+      return bf16 ? 989.4 : 494.7;
+  }
+#endif
+  (void)device;
+  (void)bf16;
   return 0;
 }
 
@@ -561,6 +578,7 @@ class Worker {
           {"grad_device", mem.grad_device}, {"grad_host", mem.grad_host},
           {"optim_device", mem.optim_device}, {"optim_host", mem.optim_host}}},
     };
+    add_flops(summary, rate);
     write_atomically(run_dir_ / "summary.json", summary.dump(2) + "\n");
     const auto mib = [](double b) { return cat(std::fixed, std::setprecision(1), b / 1048576.0, " MiB"); };
     const std::string test = evaluated_ ? cat("test accuracy ", std::fixed, std::setprecision(4),
@@ -575,6 +593,35 @@ class Worker {
                   mib(mem.grad_device + mem.grad_host), ", optimizer ",
                   mib(mem.optim_device + mem.optim_host), ")"));
     log::info(cat("summary written to ", (run_dir_ / "summary.json").string()));
+  }
+
+  // The FLOPs profile (per unit: parameters, forward FLOPs per sample, share) and what the
+  // run achieved: training FLOPs as 3 x forward (backward costs two forwards), over all
+  // ranks, and MFU against the devices' peak when it is known.
+  void add_flops(nlohmann::json& summary, double samples_per_second) const {
+    nlohmann::json units = nlohmann::json::array();
+    const int64_t total = info_model_.forward_flops_per_sample;
+    for (size_t u = 0; u < param_layouts_.size(); ++u) {
+      int64_t params = 0, flops = 0;
+      for (const auto& p : param_layouts_[u]) params += p.numel();
+      if (mapi_->struct_size > offsetof(dshost_model_api, unit_flops))
+        call(mapi_->unit_flops(model_.get(), static_cast<int32_t>(u), &flops, &err_), "model unit_flops");
+      const std::string first = param_layouts_[u].empty() ? "" : param_layouts_[u][0].name;
+      units.push_back({{"unit", first.substr(0, first.find('.'))}, {"parameters", params},
+                       {"forward_flops_per_sample", flops},
+                       {"share", total > 0 ? static_cast<double>(flops) / static_cast<double>(total) : 0.0}});
+    }
+    const double achieved = 3.0 * static_cast<double>(total) * samples_per_second / 1e12;
+    const double peak = peak_tflops(cfg_.train.peak_tflops, device_, cfg_.train.precision == "bf16") *
+                        rv_.world_size;
+    summary["forward_flops_per_sample"] = total;
+    summary["flops_profile"] = units;
+    summary["achieved_tflops"] = total > 0 ? nlohmann::json(achieved) : nlohmann::json();
+    summary["mfu"] = total > 0 && peak > 0 ? nlohmann::json(achieved / peak) : nlohmann::json();
+    if (total > 0)
+      log::info(cat("FLOPs: ", std::fixed, std::setprecision(3), static_cast<double>(total) / 1e9,
+                    " GFLOP forward per sample; achieved ", std::setprecision(2), achieved,
+                    " TFLOP/s", peak > 0 ? cat(", MFU ", std::setprecision(1), 100 * achieved / peak, "%") : ""));
   }
 
   void call(dshost_status status, const std::string& what) const {

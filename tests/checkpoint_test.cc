@@ -307,7 +307,7 @@ TEST_F(DamagedCheckpoint, AnotherModelsCheckpointIsRefused) {
 TEST(Monitoring, EventFileCsvAndJsonlHoldTheSameScalars) {
   const std::string dir = scratch_dir("monitoring");
   ASSERT_EQ(run(run_args(dir, {"train.max_steps=20", "checkpoint.every_steps=10", "train.eval=true",
-                               "train.log_every=5"})).exit_code, 0);
+                               "train.log_every=5", "train.peak_tflops=0.5"})).exit_code, 0);
   const auto jsonl = [&] {
     std::vector<nlohmann::json> rows;
     std::istringstream lines(read_file(dir + "/quickstart/metrics.jsonl"));
@@ -356,6 +356,17 @@ TEST(Monitoring, EventFileCsvAndJsonlHoldTheSameScalars) {
   ASSERT_TRUE(scalars.count(accuracy));
   EXPECT_NEAR(scalars[accuracy], summary["test_accuracy"].get<double>(), 1e-6);
   EXPECT_GT(summary["test_accuracy"].get<double>(), 0.3) << "the run learned nothing";
+  // FLOPs: basic_cnn's units as built (conv1: 3x3, 1 -> 32 channels at 28x28), training as 3
+  // forwards, MFU against 2 ranks x the manifest's 0.5 TFLOP/s.
+  const auto& profile = summary["flops_profile"];
+  ASSERT_EQ(profile.size(), 4u);
+  EXPECT_EQ(profile[0]["unit"], "conv1");
+  EXPECT_EQ(profile[0]["forward_flops_per_sample"], 2 * 9 * 1 * 32 * 28 * 28);
+  EXPECT_EQ(profile[0]["parameters"], 9 * 32 + 32);
+  const double achieved = 3.0 * summary["forward_flops_per_sample"].get<double>() *
+                          summary["samples_per_second"].get<double>() / 1e12;
+  EXPECT_NEAR(summary["achieved_tflops"].get<double>(), achieved, 1e-12);
+  EXPECT_NEAR(summary["mfu"].get<double>(), achieved / 1.0, 1e-12);
 
   // Resumed from step 10 to step 30: rows 11..20 are recomputed, not duplicated.
   const Ran resumed = run(run_args(dir, {"train.max_steps=30", "train.log_every=5", "checkpoint.resume=\"" + dir +

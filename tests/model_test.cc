@@ -114,6 +114,16 @@ TEST_P(TorchvisionModel, MatchesTorchvisionsSizeAndCost) {
   EXPECT_EQ(info.unit_count, t.units);
   EXPECT_EQ(std::vector<int64_t>(info.input_shape, info.input_shape + info.input_ndim),
             (std::vector<int64_t>{3, 224, 224}));
+  // The FLOPs profile's units add up to the whole, and each unit does work.
+  int64_t sum = 0;
+  for (int u = 0; u < info.unit_count; ++u) {
+    int64_t flops = 0;
+    dshost_error err{sizeof(dshost_error), {}};
+    ASSERT_EQ(m->api->unit_flops(m->model, u, &flops, &err), DSHOST_OK) << err.message;
+    EXPECT_GT(flops, 0) << "unit " << u;
+    sum += flops;
+  }
+  EXPECT_EQ(sum, info.forward_flops_per_sample);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -268,6 +278,16 @@ TEST(Gpt, MatchesGpt2SizesAndCost) {
   EXPECT_EQ(info.unit_count, 14);  // embed, h0..h11, head
   const double per_token = 2.0 * (124439808 - 1024 * 768) + 4.0 * 12 * 768 * 1024;
   EXPECT_NEAR(info.forward_flops_per_sample / (per_token * 1024), 1.0, 0.01);
+  int64_t sum = 0, block = 0;
+  dshost_error err{sizeof(dshost_error), {}};
+  for (int u = 0; u < info.unit_count; ++u) {
+    int64_t flops = 0;
+    ASSERT_EQ(small->api->unit_flops(small->model, u, &flops, &err), DSHOST_OK);
+    sum += flops;
+    if (u == 1) block = flops;
+  }
+  EXPECT_EQ(sum, info.forward_flops_per_sample);
+  EXPECT_EQ(block, int64_t{2} * 1024 * 12 * 768 * 768 + int64_t{4} * 1024 * 1024 * 768);  // one transformer block
   EXPECT_EQ(info.input_dtype.code, kDLInt);
   EXPECT_EQ(std::vector<int64_t>(info.target_shape, info.target_shape + info.target_ndim),
             (std::vector<int64_t>{1024}));

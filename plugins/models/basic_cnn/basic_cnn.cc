@@ -51,10 +51,17 @@ class BasicCnn : public dshost::Model {
   std::vector<int64_t> input_shape() const override { return {channels_, size_, size_}; }
   bool channels_last() const override { return channels_last_; }
 
+  // Per unit: the two 3x3 convolutions (the second at half resolution), fc1, fc2.
+  int64_t unit_forward_flops(int unit) const override {
+    const int64_t flops[] = {2 * 9 * channels_ * width_ * size_ * size_,
+                             2 * 9 * width_ * 2 * width_ * (size_ / 2) * (size_ / 2),
+                             2 * flat_features() * hidden_, 2 * hidden_ * classes_};
+    return flops[unit];
+  }
   int64_t forward_flops_per_sample() const override {
-    const int64_t conv1 = 2 * 9 * channels_ * width_ * size_ * size_;
-    const int64_t conv2 = 2 * 9 * width_ * 2 * width_ * (size_ / 2) * (size_ / 2);
-    return conv1 + conv2 + 2 * flat_features() * hidden_ + 2 * hidden_ * classes_;
+    int64_t total = 0;
+    for (int u = 0; u < 4; ++u) total += unit_forward_flops(u);
+    return total;
   }
 
  private:

@@ -15,7 +15,9 @@
 #include <torch/nn/modules/pooling.h>
 
 #include <algorithm>
+#include <numeric>
 #include <string>
+#include <vector>
 
 namespace dshost_models {
 
@@ -122,10 +124,23 @@ class ImageModel : public dshost::Model {
   std::vector<int64_t> input_shape() const override { return {spec_.channels, spec_.size, spec_.size}; }
   bool channels_last() const override { return spec_.channels_last; }
   int64_t forward_flops_per_sample() const override { return stack_.flops(); }
+  int64_t unit_forward_flops(int unit) const override { return unit_flops_.at(unit); }
 
  protected:
+  // Model::add_unit, noting the FLOPs the stack counted since the previous unit: the
+  // models build each unit through the stack just before adding it.
+  template <class M>
+  M add_unit(const std::string& name, M module) {
+    const int64_t before = std::accumulate(unit_flops_.begin(), unit_flops_.end(), int64_t{0});
+    unit_flops_.push_back(stack_.flops() - before);
+    return Model::add_unit(name, module);
+  }
+
   const ImageSpec spec_;
   Stack stack_;
+
+ private:
+  std::vector<int64_t> unit_flops_;
 };
 
 // y = act(main(x) + shortcut(x)): the residual blocks of ResNet, and of MobileNetV2 and

@@ -120,6 +120,13 @@ class Gpt : public dshost::Model {
     const int64_t c = shape_.width, t = block_;
     return 2 * t * (shape_.layers * 12 * c * c + c * vocab_) + 4 * shape_.layers * t * t * c;
   }
+  // Units: embed (a lookup: none), each block, head (the tied output projection).
+  int64_t unit_forward_flops(int unit) const override {
+    const int64_t c = shape_.width, t = block_;
+    if (unit == 0) return 0;
+    if (unit <= shape_.layers) return 2 * t * 12 * c * c + 4 * t * t * c;
+    return 2 * t * c * vocab_;
+  }
 
   at::Tensor forward(const at::Tensor& tokens) override {
     const auto& s = services();

@@ -323,6 +323,9 @@ typedef struct dshost_model_api {
   dshost_status (*buffer_count)(dshost_model* model, int32_t* out, dshost_error* err);
   dshost_status (*buffer)(dshost_model* model, int32_t index, dshost_param_desc* out,
                           dshost_error* err);
+  /* Since ABI 1.2. Forward FLOPs per sample of one unit (a multiply-add counts 2), 0 when
+   * unknown: the host's FLOPs profile. */
+  dshost_status (*unit_flops)(dshost_model* model, int32_t unit, int64_t* out, dshost_error* err);
 } dshost_model_api;
 
 /* ---- strategies --------------------------------------------------------------------- */

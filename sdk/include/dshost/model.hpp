@@ -39,8 +39,9 @@ class Model : public torch::nn::Module {
   virtual at::ScalarType input_dtype() const { return at::kFloat; }
   // Shape of one sample's int64 target: {} for a class id, {T} for next-token targets.
   virtual std::vector<int64_t> target_shape() const { return {}; }
-  // Forward FLOPs for one sample (multiply-add = 2), 0 if unknown.
+  // Forward FLOPs for one sample (multiply-add = 2), 0 if unknown; and those of one unit.
   virtual int64_t forward_flops_per_sample() const { return 0; }
+  virtual int64_t unit_forward_flops(int /*unit*/) const { return 0; }
   // True: 4-D weights and inputs are kept channels-last (NHWC), which oneDNN's CPU and
   // cuDNN's convolutions run faster; the strategy's flat buffers keep that layout.
   virtual bool channels_last() const { return false; }
@@ -181,6 +182,11 @@ class ModelInstance {
     out->name = names_[unit][index].c_str();
     out->value = to_dlpack(p.detach());
     out->export_name = export_names_.at(names_[unit][index]).c_str();
+  }
+
+  int64_t unit_flops(int unit) const {
+    at_unit(unit);  // checks the index
+    return model_->unit_forward_flops(unit);
   }
 
   int buffer_count() const { return static_cast<int>(buffers_.size()); }
@@ -355,6 +361,9 @@ const dshost_model_api* model_api() {
       },
       [](dshost_model* m, int32_t index, dshost_param_desc* out, dshost_error* err) {
         return guarded(err, [&] { as<M>(m)->buffer(index, out); });
+      },
+      [](dshost_model* m, int32_t unit, int64_t* out, dshost_error* err) {
+        return guarded(err, [&] { *out = as<M>(m)->unit_flops(unit); });
       },
   };
   return &api;
