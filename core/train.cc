@@ -1,4 +1,5 @@
 #include <dshost/torch.hpp>  // first: ATen's DLPack for everything below
+#include <dshost/process.hpp>  // status lines
 
 #include "core/train.h"
 
@@ -323,6 +324,7 @@ class Worker {
     call(sapi_->step(strategy_.get(), &args, &stats, &err_), "strategy step");
     samples_ += global_batch_;
     unreported_.push_back({step, epoch, loss, lr, stats.grad_norm});
+    if (status_lines_) show_status(step + 1, epoch, loss);
     const bool last_of_epoch = (step + 1) % steps_per_epoch_ == 0 || step + 1 == total_steps_;
     if ((step + 1) % t.log_every == 0 || last_of_epoch) report();
   }
@@ -355,11 +357,32 @@ class Worker {
     double loss, lr, grad_norm;
   };
 
+  // Rank 0's progress bar on the launcher's terminal (a status line, see dshost/process.hpp),
+  // at most 5 times a second; the loss is rank 0's own. An empty status line clears it.
+  void show_status(int64_t steps_done, int64_t epoch, double loss) {
+    const bool last = steps_done == total_steps_;
+    if (!last && seconds_since(last_status_) < 0.2) return;
+    last_status_ = Clock::now();
+    const auto [rate, eta] = rate_and_eta(steps_done);
+    constexpr int kWidth = 24;
+    const int filled = static_cast<int>(kWidth * steps_done / std::max<int64_t>(total_steps_, 1));
+    const std::string bar = cat("[", std::string(filled, '#'), std::string(kWidth - filled, '.'), "] ",
+                                100 * steps_done / std::max<int64_t>(total_steps_, 1), "% step ",
+                                steps_done, "/", total_steps_, " epoch ", epoch + 1, "/",
+                                cfg_.train.epochs, " loss ", std::fixed, std::setprecision(4), loss,
+                                " ", std::setprecision(0), rate, " samples/s eta ", duration_text(eta));
+    std::fprintf(stderr, "\r%s\n", last ? "" : bar.c_str());
+    std::fflush(stderr);
+  }
+
+  // Samples per second of this process's training so far, and the time the steps left take.
+  std::pair<double, double> rate_and_eta(int64_t steps_done) const {
+    const double rate = samples_ / std::max(train_seconds_ + seconds_since(epoch_start_), 1e-9);
+    return {rate, static_cast<double>((total_steps_ - steps_done) * global_batch_) / std::max(rate, 1e-9)};
+  }
+
   void log_progress(const StepRecord& s) {
-    const double elapsed = train_seconds_ + seconds_since(epoch_start_);
-    const double rate = samples_ / std::max(elapsed, 1e-9);
-    const double eta = static_cast<double>(total_steps_ - s.step - 1) *
-                       static_cast<double>(samples_) / std::max<int64_t>(s.step + 1, 1) / rate;
+    const auto [rate, eta] = rate_and_eta(s.step + 1);
     log::info(cat("epoch ", s.epoch + 1, "/", cfg_.train.epochs, " step ",
                   s.step % steps_per_epoch_ + 1, "/", steps_per_epoch_, " loss ", std::fixed,
                   std::setprecision(4), s.loss, " lr ", std::scientific, std::setprecision(2),
@@ -651,7 +674,8 @@ class Worker {
   mutable dshost_error err_{sizeof(dshost_error), {}};
   at::Tensor inputs_, targets_;
   std::unique_ptr<MetricsLog> metrics_;  // rank 0's
-  Clock::time_point last_report_;
+  Clock::time_point last_report_, last_status_;
+  const bool status_lines_ = rv_.rank == 0 && std::getenv(kStatusLinesVariable) != nullptr;
 
   int64_t total_steps_ = 0, samples_ = 0;
   double train_seconds_ = 0, last_loss_ = 0, test_loss_ = 0, test_accuracy_ = 0;

@@ -3,6 +3,8 @@
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
+
+#include <regex>
 #include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sys/wait.h>
@@ -77,6 +79,29 @@ TEST(DdpNumerics, TheSameSeedRepeatsBitForBitAndAnotherSeedDoesNot) {
   ASSERT_EQ(a.size(), 10u);
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
+}
+
+// Progress: on a terminal (a pseudo-terminal here), rank 0's bar is drawn in place under the
+// log lines and gone at the end; in a pipe or a log file only the plain lines appear.
+TEST(Progress, ABarOnATerminalPlainLinesElsewhere) {
+  const std::string dir = scratch_dir("training_progress");
+  const std::vector<std::string> args{DSHOST_BINARY, "run", kQuickstart, "--set",
+                                      "run.output_dir=\"" + dir + "\"", "--set", "train.max_steps=40",
+                                      "--set", "train.eval=false", "--set", "train.log_every=20"};
+  std::vector<std::string> on_terminal{"/usr/bin/python3", "-c", "import pty, sys; pty.spawn(sys.argv[1:])"};
+  on_terminal.insert(on_terminal.end(), args.begin(), args.end());
+  const Ran terminal = run(on_terminal);
+  ASSERT_EQ(terminal.exit_code, 0) << terminal.out;
+  const std::regex bar("\r\x1b\\[2K\\[rank 0\\] \\[#*\\.*\\] \\d+% step \\d+/40 epoch 1/2 loss \\d\\.\\d{4} "
+                       "\\d+ samples/s eta \\d+s");
+  EXPECT_TRUE(std::regex_search(terminal.out, bar)) << terminal.out;
+  const std::string tail = terminal.out.substr(terminal.out.rfind("summary written to"));
+  EXPECT_EQ(tail.find("% step"), std::string::npos) << "the bar outlived the run: " << tail;
+
+  const Ran piped = run(args);
+  ASSERT_EQ(piped.exit_code, 0) << piped.err;
+  EXPECT_EQ(piped.err.find('\r'), std::string::npos) << piped.err;
+  EXPECT_NE(piped.err.find("epoch 1/2 step 40/937 loss "), std::string::npos) << piped.err;
 }
 
 // A long quickstart run in the background, under way when this returns.

@@ -69,6 +69,27 @@ inline std::vector<std::string> current_environment() {
 
 // One output stream of a child: bytes arrive in chunks and leave as whole lines, each
 // passed through `format` (which adds a prefix, say) on the way to `sink`.
+// A child's status line (a progress bar): a line that starts with '\r'. On a terminal it is
+// drawn in place, below the ordinary lines, which scroll above it; elsewhere it is dropped
+// (the child prints plain progress lines too). Children are asked for status lines only when
+// the launcher's stderr is a terminal (kStatusLinesVariable).
+constexpr const char* kStatusLinesVariable = "DSHOST_STATUS_LINES";
+
+class StatusLine {
+ public:
+  // What a terminal must get to show `text` (a status line when `status`) on `sink`.
+  static std::string render(FILE* sink, const std::string& text, bool status) {
+    static std::string shown;  // the status line on stderr, the one terminal there is
+    if (!isatty(fileno(sink))) return status ? "" : text + "\n";
+    const std::string clear = shown.empty() ? "" : "\r\033[2K";  // back to the line's start, erase it
+    if (status) {
+      shown = text;
+      return clear + text;
+    }
+    return clear + text + "\n" + shown;
+  }
+};
+
 struct LineRelay {
   int fd = -1;
   FILE* sink = nullptr;  // nullptr: kept (if asked) but not shown
@@ -96,9 +117,12 @@ struct LineRelay {
     fd = -1;
   }
   void emit(const std::string& line) {
-    if (keep) lines.push_back(line);
+    const bool status = !line.empty() && line[0] == '\r';
+    if (keep && !status) lines.push_back(line);
     if (sink == nullptr) return;
-    const std::string out = (format ? format(line) : line) + "\n";
+    const std::string text = status ? line.substr(1) : line;
+    const bool clearing = status && text.empty();  // an empty status line removes the bar
+    const std::string out = StatusLine::render(sink, format && !clearing ? format(text) : text, status);
     std::fwrite(out.data(), 1, out.size(), sink);
     std::fflush(sink);
   }
@@ -338,6 +362,7 @@ inline void start_ranks(Supervisor& supervisor, const LocalRanks& layout,
              {"MASTER_ADDR", layout.master_addr},
              {"MASTER_PORT", std::to_string(layout.master_port)}})
       env.push_back(key + "=" + value);
+    if (isatty(STDERR_FILENO)) env.push_back(std::string(kStatusLinesVariable) + "=1");
     const std::string prefix = "[rank " + std::to_string(rank) + "] ";
     supervisor.spawn("rank " + std::to_string(rank), argv, env,
                      [prefix](const std::string& line) { return prefix + line; });
