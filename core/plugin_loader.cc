@@ -49,13 +49,12 @@ bool exports_entry(const std::string& file) {
   return false;
 }
 
-// Minimum struct_size of each kind's table for ABI 1.0.
 // The size of each table at ABI 1.0: fields appended since are used only where a plugin's
 // struct_size covers them.
 size_t required_api_size(dshost_plugin_kind kind) {
   switch (kind) {
     case DSHOST_KIND_MODEL: return offsetof(dshost_model_api, predict);
-    case DSHOST_KIND_STRATEGY: return sizeof(dshost_strategy_api);
+    case DSHOST_KIND_STRATEGY: return offsetof(dshost_strategy_api, save);
     case DSHOST_KIND_LAUNCHER: return sizeof(dshost_launcher_api);
   }
   return 0;

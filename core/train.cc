@@ -282,8 +282,7 @@ class Worker {
                   job_.strategy.plugin.descriptor->name, " on ", rv_.world_size, " rank(s), ",
                   device_.str(), ", ", t.precision, "; ", total_steps_, " steps of ",
                   global_batch_, " samples"));
-    const int64_t resumed_step = position_.step;
-    int64_t saved_step = resumed_step;
+    int64_t saved_step = position_.step;
     for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < total_steps_; ++epoch) {
       const auto order = shard_indices(data_.train.size(), rv_.rank, rv_.world_size,
                                        info_.seed, epoch, /*shuffle=*/true, /*pad=*/true);
@@ -461,7 +460,8 @@ class Worker {
     if (sapi_->struct_size <= offsetof(dshost_strategy_api, save) || sapi_->save == nullptr)
       throw UserError(cat("strategy '", job_.strategy.plugin.descriptor->name,
                           "' cannot save checkpoints (built for an ABI before 1.2)"));
-    call(sapi_->save(strategy_.get(), writer.io(), &err_), "strategy save");
+    if (sapi_->save(strategy_.get(), writer.io(), &err_) != DSHOST_OK)
+      throw UserError(cat("strategy save failed: ", err_.message), 1);
     if (rv_.rank == 0)
       for (const Buffer& b : model_buffers()) writer.add_whole(b.name, b.value, b.export_name);
     for (const auto& [name, state] : rng_states()) writer.add_whole(name, state);
@@ -521,7 +521,6 @@ class Worker {
     return p;
   }
 
-  // The model's buffers (batch-norm statistics) as named views of its memory.
   // A parameter's or buffer's name in `dshost export`'s file (plugins before ABI 1.2 give
   // none: their own name).
   static std::string export_name(const dshost_param_desc& d) {
@@ -533,6 +532,7 @@ class Worker {
     std::string name, export_name;
     at::Tensor value;
   };
+  // The model's buffers (batch-norm statistics) as named views of its memory.
   std::vector<Buffer> model_buffers() {
     std::vector<Buffer> out;
     if (mapi_->struct_size <= offsetof(dshost_model_api, buffer_count)) return out;  // ABI < 1.2

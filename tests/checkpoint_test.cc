@@ -194,33 +194,51 @@ TEST(CrossLayoutResume, ChannelsLastToNchw) {
   EXPECT_LT(max_abs_difference(losses(dir + "/quickstart"), losses(whole + "/quickstart")), 1e-4);
 }
 
-// Checkpoints every step; the job killed with SIGKILL at random moments (most of a step's
-// time here is the save), resumed each time, 8 times over: every resume succeeds and the
-// run ends exactly where an uninterrupted one does.
+// A staging directory (step-N.tmp) made since `since`: a save under way, or one cut short.
+bool fresh_staging(const std::string& dir, fs::file_time_type since) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.path().extension() == ".tmp" && fs::last_write_time(e.path(), ec) >= since) return true;
+  return false;
+}
+
+// Checkpoints every step; the job killed with SIGKILL 8 times, each resumed by the next
+// attempt: at a random moment of training on odd attempts, on even ones a random 0-8 ms
+// after a save has begun (rank 0, which publishes, and rank 1 in turn). Every resume
+// succeeds and the run ends exactly where an uninterrupted one does.
 TEST(KilledSaves, NeverLeaveACheckpointThatLoadsWrong) {
   const std::vector<std::string> sets{"train.max_steps=120", "checkpoint.every_steps=1",
                                       "checkpoint.keep=2"};
   const std::string whole = scratch_dir("killed_saves_whole");
   ASSERT_EQ(run(run_args(whole, sets)).exit_code, 0);
-  const std::string dir = scratch_dir("killed_saves");
+  const std::string dir = scratch_dir("killed_saves"), checkpoints = dir + "/quickstart/checkpoints";
   std::mt19937 random(20261124);
+  const auto ms = [&](int from, int to) {
+    return std::chrono::milliseconds(std::uniform_int_distribution<int>(from, to)(random));
+  };
   int kills = 0, inside_a_save = 0;
   for (int attempt = 0; attempt < 8; ++attempt) {
+    const auto started = fs::file_time_type::clock::now();
     const Job job = start_job(run_args(dir, sets), dir, "step ");
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 600)(random)));
+    if (attempt % 2 == 1) {
+      std::this_thread::sleep_for(ms(50, 600));
+    } else {
+      for (int i = 0; i < 5000 && !fresh_staging(checkpoints, started); ++i)
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      std::this_thread::sleep_for(ms(0, 8));
+    }
     const auto ranks = ranks_matching("worker " + kQuickstart + " --set run.output_dir=\"" + dir);
-    const int victim = ranks.empty() ? job.pid : pid_of_rank(ranks, attempt % 2);  // rank 0 publishes
+    const int victim = ranks.empty() ? job.pid : pid_of_rank(ranks, attempt / 2 % 2);
     kill(victim > 0 ? victim : job.pid, SIGKILL);
     double seconds = 0;
     const int code = wait_for(job, 60, &seconds);
     ASSERT_NE(code, 2) << read_file(dir + "/log");  // a resume refused its checkpoint
     ASSERT_EQ(read_file(dir + "/log").find("cannot resume"), std::string::npos) << read_file(dir + "/log");
     kills += code != 0;
-    for (const auto& e : fs::directory_iterator(dir + "/quickstart/checkpoints"))
-      inside_a_save += e.path().extension() == ".tmp";  // a staging directory left behind
+    inside_a_save += fresh_staging(checkpoints, started);  // left behind by the kill
   }
   EXPECT_GE(kills, 6) << "most attempts must have been killed mid-run";
-  EXPECT_GE(inside_a_save, 2) << "the kills must land inside saves too";
+  EXPECT_GE(inside_a_save, 3) << "the kills must land inside saves too";
   const Ran last = run(run_args(dir, sets));
   ASSERT_EQ(last.exit_code, 0) << last.err;
   EXPECT_EQ(metrics(dir), metrics(whole));
