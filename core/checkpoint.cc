@@ -25,7 +25,7 @@ std::string rank_file(int rank) {
   return name.str();
 }
 
-// Runs `body`, turning a UserError into a status and message for the ABI.
+// Runs `body`, turning an exception into a status and message for the ABI.
 template <class Body>
 dshost_status guarded_io(dshost_error* err, Body&& body) {
   try {
@@ -341,35 +341,13 @@ std::string latest_checkpoint(const std::string& dir) {
   return (!fs::exists(named) && fs::exists(replaced) ? replaced : named).string();
 }
 
-namespace {
-
-void write_file_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) throw UserError(cat("cannot write ", tmp.string(), ": ", std::strerror(errno)), 1);
-  }
-  FILE* f = std::fopen(tmp.c_str(), "rb");
-  if (f != nullptr) {
-    fsync(fileno(f));
-    std::fclose(f);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw UserError(cat("cannot write ", path.string(), ": ", ec.message()), 1);
-}
-
-}  // namespace
-
 std::string rank_checkpoint_file(const std::string& staging, int rank) {
   return (fs::path(staging) / rank_file(rank)).string();
 }
 
 void publish_checkpoint(const std::string& dir, const std::string& staging, int64_t step,
                         const nlohmann::json& index, int64_t keep) {
-  write_file_atomically(fs::path(staging) / "index.json", index.dump(1) + "\n");
+  write_file_atomically((fs::path(staging) / "index.json").string(), index.dump(1) + "\n");
   sync_directory(staging);
   // A checkpoint of this step from an earlier attempt (resumed from an older one) steps
   // aside rather than going first: `latest` may name it until the new one is in place.
@@ -381,17 +359,20 @@ void publish_checkpoint(const std::string& dir, const std::string& staging, int6
   fs::rename(staging, final_dir, ec);
   if (ec) throw UserError(cat("cannot rename ", staging, " to ", final_dir.string(), ": ", ec.message()), 1);
   sync_directory(dir);
-  write_file_atomically(fs::path(dir) / "latest", step_dir_name(step) + "\n");
+  write_file_atomically((fs::path(dir) / "latest").string(), step_dir_name(step) + "\n");
   sync_directory(dir);
   fs::remove_all(replaced, ec);
   if (keep <= 0) return;
-  std::vector<fs::path> done;
+  // The one just published stays, whatever its step (a run resumed from an older checkpoint
+  // saves below newer ones), with the keep - 1 newest of the others.
+  std::vector<fs::path> others;
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
-    if (name.rfind("step-", 0) == 0 && name.find('.') == std::string::npos) done.push_back(e.path());
+    if (name.rfind("step-", 0) == 0 && name.find('.') == std::string::npos && e.path() != final_dir)
+      others.push_back(e.path());
   }
-  std::sort(done.begin(), done.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep) < done.size(); ++i) fs::remove_all(done[i], ec);
+  std::sort(others.begin(), others.end());
+  for (size_t i = 0; i + static_cast<size_t>(keep) - 1 < others.size(); ++i) fs::remove_all(others[i], ec);
 }
 
 }  // namespace dshost

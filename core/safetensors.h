@@ -1,6 +1,7 @@
-// safetensors files, the format of checkpoints and exports: an 8-byte little-endian header
-// length, a JSON header {NAME: {"dtype", "shape", "data_offsets": [begin, end]},
-// "__metadata__": {KEY: STRING}}, then every tensor's bytes, end to end with no holes.
+// Files written whole or not at all, whatever kills the writer: text files, and safetensors
+// files, the format of checkpoints and exports (an 8-byte little-endian header length, a
+// JSON header {NAME: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__":
+// {KEY: STRING}}, then every tensor's bytes, end to end with no holes).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -30,6 +31,10 @@ at::ScalarType from_safetensors_dtype(const std::string& name);
 // BF16, I64 and U8 tensors. A failure is a UserError naming the file.
 WrittenFile write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                               const std::map<std::string, std::string>& metadata);
+
+// Writes `text` to `path` so that readers see the old file or the whole new one: a
+// temporary file in the same folder, fsync, rename. A failure is a UserError naming it.
+void write_file_atomically(const std::string& path, const std::string& text);
 
 // fsync of a directory, so that renames inside it survive a crash of the machine.
 void sync_directory(const std::string& path);

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/safetensors.h"
 #include "core/services.h"
 
 #include <ATen/Parallel.h>
@@ -78,20 +79,6 @@ int64_t peak_rss_bytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
-}
-
-// Writes `text` to `path` so that readers see the old file or the whole new one: a
-// temporary file in the same folder, fsync, rename.
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(getpid());
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  const bool ok = f != nullptr && std::fwrite(text.data(), 1, text.size(), f) == text.size() &&
-                  std::fflush(f) == 0 && fsync(fileno(f)) == 0;
-  if (f != nullptr) std::fclose(f);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw UserError(cat("cannot write ", path.string(), ": ", std::strerror(errno)), 1);
-  }
 }
 
 dshost_optimizer_config optimizer_config(const OptimizerConfig& o) {
@@ -602,7 +589,7 @@ class Worker {
           {"optim_device", mem.optim_device}, {"optim_host", mem.optim_host}}},
     };
     add_flops(summary, rate);
-    write_atomically(run_dir_ / "summary.json", summary.dump(2) + "\n");
+    write_file_atomically((run_dir_ / "summary.json").string(), summary.dump(2) + "\n");
     const auto mib = [](double b) { return cat(std::fixed, std::setprecision(1), b / 1048576.0, " MiB"); };
     const std::string test = evaluated_ ? cat("test accuracy ", std::fixed, std::setprecision(4),
                                               test_accuracy_, ", test loss ", test_loss_, ", ")

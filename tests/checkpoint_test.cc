@@ -101,6 +101,30 @@ TEST(CheckpointSlices, ReadBackInAnotherMemoryLayout) {
   EXPECT_TRUE(tail.equal(logical.reshape({-1}).narrow(0, 14, 10)));
 }
 
+// Publishing moves `latest` to the new checkpoint and keeps the newest ones; a checkpoint
+// saved below newer ones (a run resumed from an older one) is kept as the one just saved.
+TEST(CheckpointDirectory, LatestMovesAndTheNewestAreKept) {
+  const std::string dir = scratch_dir("checkpoint_directory");
+  const auto publish = [&](int64_t step, int64_t keep) {
+    const std::string staging = dir + "/" + step_dir_name(step) + ".tmp";
+    fs::create_directories(staging);
+    publish_checkpoint(dir, staging, step, {{"step", step}}, keep);
+  };
+  const auto listing = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  for (int64_t step : {10, 20, 30, 40}) publish(step, 2);
+  EXPECT_EQ(listing(), (std::vector<std::string>{"latest", "step-00000030", "step-00000040"}));
+  EXPECT_EQ(latest_checkpoint(dir), dir + "/step-00000040");
+  publish(35, 2);
+  EXPECT_EQ(listing(), (std::vector<std::string>{"latest", "step-00000035", "step-00000040"}));
+  EXPECT_EQ(latest_checkpoint(dir), dir + "/step-00000035");
+  EXPECT_EQ(read_file(dir + "/step-00000035/index.json"), "{\n \"step\": 35\n}\n");
+}
+
 // ---- runs ---------------------------------------------------------------------------------
 
 const std::string kQuickstart = std::string(DSHOST_SOURCE_DIR) + "/configs/quickstart.toml";
