@@ -99,6 +99,33 @@ ImageDataset load_fashion_mnist(const std::string& dir, const std::string& origi
 
 namespace {
 
+const char* const kCifarFiles[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                                   "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
+
+// CIFAR-10's binary version: records of a label byte (0-9) and a 32 x 32 image as three
+// planes (red, green, blue), 3073 bytes each. Files are read as they are, any number of
+// records each.
+Split read_cifar(const std::vector<std::string>& files) {
+  constexpr int64_t kRecord = 1 + 3 * 32 * 32;
+  std::vector<at::Tensor> images, labels;
+  for (const auto& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (bytes.empty() || bytes.size() % kRecord != 0)
+      throw UserError(cat(file, ": not a CIFAR-10 binary batch (", bytes.size(),
+                          " bytes, not a whole number of 3073-byte records)"));
+    const int64_t n = static_cast<int64_t>(bytes.size()) / kRecord;
+    const at::Tensor records = at::from_blob(const_cast<char*>(bytes.data()), {n, kRecord}, at::kByte).clone();
+    const at::Tensor label = records.select(1, 0).to(at::kLong);
+    if (label.max().item<int64_t>() > 9)
+      throw UserError(cat(file, ": record ", label.gt(9).nonzero()[0].item<int64_t>(),
+                          " has label ", label.max().item<int64_t>(), "; CIFAR-10 labels are 0-9"));
+    labels.push_back(label);
+    images.push_back(records.narrow(1, 1, kRecord - 1).reshape({n, 3, 32, 32}));
+  }
+  return Split{at::cat(images), at::cat(labels)};
+}
+
 // Regular files of `path` (itself, or a folder's, sorted by name; the fortune-mod index
 // files *.dat and *.u8 left out).
 std::vector<std::filesystem::path> text_files(const std::string& path) {
@@ -145,8 +172,28 @@ ImageDataset load_tokens(const DataConfig& config, int64_t sequence) {
 
 }  // namespace
 
+ImageDataset load_cifar10(const std::string& dir) {
+  ImageDataset data;
+  std::vector<std::string> train;
+  for (int i = 0; i < 5; ++i) train.push_back(dir + "/" + kCifarFiles[i]);
+  data.train = read_cifar(train);
+  data.test = read_cifar({dir + "/" + kCifarFiles[5]});
+  data.mean = 0.4734;  // CIFAR-10 training-set pixel statistics, over the three channels
+  data.std = 0.2516;
+  data.sample_shape = {3, 32, 32};
+  return data;
+}
+
 void check_dataset(const DataConfig& config, const std::string& origin) {
   if (config.dataset == "fashion_mnist") return check_fashion_mnist(config.path, origin);
+  if (config.dataset == "cifar10") {
+    for (const char* name : kCifarFiles)
+      if (!std::filesystem::is_regular_file(config.path + "/" + name))
+        throw UserError(cat(origin, ": error: data.path '", config.path, "' has no ", name,
+                            ". Point data.path at the folder of CIFAR-10's binary version "
+                            "(cifar-10-batches-bin: data_batch_1.bin to 5, test_batch.bin)."));
+    return;
+  }
   if (config.dataset == "synthetic") return;
   const bool have = std::filesystem::exists(config.path) && !text_files(config.path).empty();
   if (!have)
@@ -163,6 +210,7 @@ ImageDataset load_dataset(const DataConfig& config, const std::string& origin, i
   if (config.dataset == "text" || config.dataset == "tokens") return load_tokens(config, sequence);
   ImageDataset data;
   if (config.dataset == "fashion_mnist") data = load_fashion_mnist(config.path, origin);
+  else if (config.dataset == "cifar10") data = load_cifar10(config.path);
   else data.sample_shape = {3, 224, 224};  // synthetic: ImageNet's shape by default
   if (config.channels > 0) data.sample_shape[0] = config.channels;
   if (config.image_size > 0) data.sample_shape[1] = data.sample_shape[2] = config.image_size;

@@ -1,5 +1,5 @@
 // Training data: images (Fashion-MNIST from gzip IDX files, Debian's dataset-fashion-mnist;
-// or synthetic) and token streams (the bytes of text files; or a flat file of uint16 token
+// CIFAR-10's binary batches from a user's folder; or synthetic) and token streams (the bytes of text files; or a flat file of uint16 token
 // ids, as llm.c and nanoGPT write them), a distributed sampler with PyTorch
 // DistributedSampler's semantics, and batch filling that presents samples as the model
 // takes them.
@@ -40,6 +40,10 @@ void check_fashion_mnist(const std::string& dir, const std::string& origin);
 // Reads the four IDX files from `dir`. `origin` locates data.path in the manifest for
 // messages. Missing, truncated or malformed files are a UserError naming the file.
 ImageDataset load_fashion_mnist(const std::string& dir, const std::string& origin);
+
+// CIFAR-10's binary version from `dir` (data_batch_1.bin to 5, test_batch.bin): a file that
+// is not whole records, or holds a label outside 0-9, is a UserError naming it.
+ImageDataset load_cifar10(const std::string& dir);
 
 // The dataset `config` names: images presented at config.channels x config.image_size^2
 // where those are set, token streams cut into windows of `sequence` tokens (the model's).

@@ -269,6 +269,51 @@ TEST(Export, MobilenetV2LoadsIntoTorchvisionAndGivesDshostsLogits) {
   EXPECT_EQ(bf16.tensor("features.0.1.num_batches_tracked").scalar_type(), at::kLong);
 }
 
+// cnn_lstm against the same network written in PyTorch (tests/cnn_lstm_reference.py), given
+// dshost's initial parameters: the same parameter count and shapes, and the same logits.
+TEST(CnnLstm, ComputesWhatThePyTorchNetworkComputes) {
+  auto m = create_model("cnn_lstm", "in_channels = 3\nimage_size = 16\nnum_classes = 5\n"
+                                    "width = 4\nhidden = 8\nlstm_layers = 2\ndropout = 0.0\n");
+  const dshost_model_info info = describe(*m);
+  // conv 3->4 and 4->8 with batch norm; LSTM over 4 rows of 8 x 4 values; head 8 -> 5.
+  const int64_t lstm = 4 * 8 * (32 + 8) + 8 * 8 + 4 * 8 * (8 + 8) + 8 * 8;
+  EXPECT_EQ(info.parameter_count, (9 * 3 * 4 + 8) + (9 * 4 * 8 + 16) + lstm + (8 * 5 + 5));
+  EXPECT_EQ(info.unit_count, 3);
+  dshost_error err{sizeof(dshost_error), {}};
+  // FLOPs per unit: both convolutions (16 x 16, then 8 x 8), 4 LSTM steps of 2 layers, head.
+  const int64_t want[] = {2 * 4 * 3 * 9 * 16 * 16 + 2 * 8 * 4 * 9 * 8 * 8, 4 * 2 * 4 * 8 * ((32 + 8) + (8 + 8)), 2 * 8 * 5};
+  for (int u = 0; u < 3; ++u) {
+    int64_t flops = 0;
+    ASSERT_EQ(m->api->unit_flops(m->model, u, &flops, &err), DSHOST_OK);
+    EXPECT_EQ(flops, want[u]) << "unit " << u;
+  }
+  EXPECT_EQ(info.forward_flops_per_sample, want[0] + want[1] + want[2]);
+  std::vector<at::Tensor> params;
+  for (int u = 0; u < info.unit_count; ++u) {
+    int32_t count = 0;
+    ASSERT_EQ(m->api->param_count(m->model, u, &count, &err), DSHOST_OK);
+    for (int i = 0; i < count; ++i) params.push_back(exported_param(*m, u, i).contiguous().reshape({-1}));
+  }
+  const std::string dir = test::scratch_dir("cnn_lstm_reference");
+  const at::Tensor flat = at::cat(params);
+  at::manual_seed(5);
+  const at::Tensor input = at::randn({2, 3, 16, 16});
+  for (const auto& [name, t] : {std::pair{"params", flat}, std::pair{"input", input}})
+    std::ofstream(dir + "/" + name + ".f32", std::ios::binary)
+        .write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+  const test::Ran reference = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/cnn_lstm_reference.py",
+                                         dir + "/params.f32", dir + "/input.f32", "2,3,16,16", "4", "8",
+                                         "2", "5", dir + "/logits.f32"});
+  ASSERT_EQ(reference.exit_code, 0) << reference.err;
+  ASSERT_EQ(m->api->bind_batch(m->model, to_dlpack(input), to_dlpack(at::zeros({2}, at::kLong)), &err),
+            DSHOST_OK) << err.message;
+  DLManagedTensor* out = nullptr;
+  ASSERT_EQ(m->api->predict(m->model, 2, &out, &err), DSHOST_OK) << err.message;
+  const at::Tensor logits = from_dlpack(out), expected = read_f32(dir + "/logits.f32", {2, 5});
+  EXPECT_GT(expected.abs().max().item<double>(), 1e-3);
+  EXPECT_LT((logits - expected).abs().max().item<double>() / expected.abs().max().item<double>(), 1e-4);
+}
+
 // GPT-2's sizes (tied embeddings, 1024 positions), and the forward cost against nanoGPT's
 // estimate (2 x parameters without positions + 4 x layers x width x T per token).
 TEST(Gpt, MatchesGpt2SizesAndCost) {
