@@ -314,6 +314,72 @@ TEST(CnnLstm, ComputesWhatThePyTorchNetworkComputes) {
   EXPECT_LT((logits - expected).abs().max().item<double>() / expected.abs().max().item<double>(), 1e-4);
 }
 
+// Copies model `from`'s parameters, from its unit `first_unit` on, into `to` (same order).
+void copy_parameters(LiveModel& from, int first_unit, LiveModel& to) {
+  dshost_error err{sizeof(dshost_error), {}};
+  at::NoGradGuard no_grad;
+  for (int u = 0; u < describe(to).unit_count; ++u) {
+    int32_t count = 0;
+    ASSERT_EQ(to.api->param_count(to.model, u, &count, &err), DSHOST_OK);
+    for (int i = 0; i < count; ++i) exported_param(to, u, i).copy_(exported_param(from, first_unit + u, i));
+  }
+}
+
+at::Tensor logits_of(LiveModel& m, const at::Tensor& input) {
+  dshost_error err{sizeof(dshost_error), {}};
+  EXPECT_EQ(m.api->bind_batch(m.model, to_dlpack(input), to_dlpack(at::zeros({input.size(0)}, at::kLong)), &err),
+            DSHOST_OK) << err.message;
+  DLManagedTensor* out = nullptr;
+  EXPECT_EQ(m.api->predict(m.model, input.size(0), &out, &err), DSHOST_OK) << err.message;
+  return from_dlpack(out);
+}
+
+// An ensemble is its members side by side: their parameters and units, named under each
+// member, their FLOPs, and the mean of their logits.
+TEST(Ensemble, IsItsMembersWithTheirLogitsAveraged) {
+  const std::string section = "num_classes = 10\nimage_size = 32\n";
+  auto ensemble = create_model("ensemble", section + "members = \"mobilenet_v2,resnet18\"\n");
+  auto mobilenet = create_model("mobilenet_v2", section);
+  auto resnet = create_model("resnet18", section);
+  const dshost_model_info e = describe(*ensemble), m = describe(*mobilenet), r = describe(*resnet);
+  EXPECT_EQ(e.parameter_count, m.parameter_count + r.parameter_count);
+  EXPECT_EQ(e.unit_count, m.unit_count + r.unit_count);
+  EXPECT_EQ(e.forward_flops_per_sample, m.forward_flops_per_sample + r.forward_flops_per_sample);
+  dshost_param_desc desc{sizeof(dshost_param_desc)};
+  dshost_error err{sizeof(dshost_error), {}};
+  ASSERT_EQ(ensemble->api->param(ensemble->model, m.unit_count, 0, &desc, &err), DSHOST_OK);
+  EXPECT_STREQ(desc.name, "resnet18.stem.0.weight");
+  from_dlpack(desc.value);
+  copy_parameters(*ensemble, 0, *mobilenet);
+  copy_parameters(*ensemble, m.unit_count, *resnet);
+  at::manual_seed(9);
+  const at::Tensor input = at::randn({2, 3, 32, 32});
+  const at::Tensor mean = (logits_of(*mobilenet, input) + logits_of(*resnet, input)) / 2;
+  const at::Tensor got = logits_of(*ensemble, input);
+  EXPECT_LT((got - mean).abs().max().item<double>(), 1e-5 * mean.abs().max().item<double>());
+}
+
+TEST(Ensemble, UnknownOrTooFewMembersAreRefused) {
+  for (const auto& [members, message] : std::vector<std::pair<std::string, std::string>>{
+           {"mobilenet_v2,vgg99", "ensemble: unknown member 'vgg99'; members can be mobilenet_v2, "
+                                  "efficientnet_b0, resnet18, resnet50"},
+           {"resnet18", "ensemble: members = \"resnet18\" names 1 model(s); an ensemble needs two "
+                        "or more, e.g. \"mobilenet_v2,resnet18\""}}) {
+    const std::string path = test::write_file(test::scratch_dir("ensemble_bad") + "/m.toml",
+                                              "[model]\nplugin = \"ensemble\"\nmembers = \"" + members + "\"\n");
+    LiveModel live;
+    live.plugin = PluginCatalog(DSHOST_BUILD_PLUGIN_DIR).load(DSHOST_KIND_MODEL, "ensemble", path);
+    const dshost_plugin_descriptor* d = live.plugin.descriptor;
+    live.host = std::make_unique<PluginHost>(
+        "ensemble", Manifest::load(path, {}).resolve("model", {d->options, d->option_count}, true),
+        RankInfo{}, nullptr);
+    live.api = live.plugin.api<dshost_model_api>();
+    dshost_error err{sizeof(dshost_error), {}};
+    EXPECT_EQ(live.api->create(live.host->table(), &live.model, &err), DSHOST_INVALID_ARGUMENT);
+    EXPECT_EQ(std::string(err.message), message);
+  }
+}
+
 // GPT-2's sizes (tied embeddings, 1024 positions), and the forward cost against nanoGPT's
 // estimate (2 x parameters without positions + 4 x layers x width x T per token).
 TEST(Gpt, MatchesGpt2SizesAndCost) {

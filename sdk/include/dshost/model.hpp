@@ -77,6 +77,13 @@ class Model : public torch::nn::Module {
     return module;
   }
 
+  // Takes `member`'s units as this model's next units, named PREFIX.UNIT: how an ensemble
+  // runs member models through its own run_unit (and so its own unit events). Register the
+  // member as submodule `prefix` first, so its parameters and buffers are named under it.
+  void add_units_of(const std::string& prefix, const Model& member) {
+    for (const Unit& u : member.units()) units_.push_back(Unit{prefix + "." + u.name, u.module, u.forward});
+  }
+
   // Runs unit u on x, raising pre_forward / post_forward, and pre_backward when the
   // gradient of its output arrives.
   at::Tensor run_unit(size_t u, const at::Tensor& x) {
