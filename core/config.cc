@@ -56,10 +56,11 @@ const dshost_option kScheduler[] = {
 };
 const dshost_option kData[] = {
     opt("dataset", STRING, "\"fashion_mnist\"",
-        "fashion_mnist; cifar10 (the binary version's folder in path); synthetic (random "
+        "fashion_mnist; cifar10 (the binary version's folder in path); image_folder (path/train/"
+        "CLASS/*.jpg|png and path/val/...); synthetic (random "
         "images of channels x image_size^2, for benchmarks); "
         "text (bytes of text files as tokens 0-255); tokens (a flat file of uint16 token ids)",
-        "fashion_mnist|cifar10|synthetic|text|tokens"),
+        "fashion_mnist|cifar10|image_folder|synthetic|text|tokens"),
     opt("path", STRING, "\"\"",
         "the dataset's folder or file; \"\" = Debian's: /usr/share/datasets/fashion-mnist "
         "(dataset-fashion-mnist), /usr/share/games/fortunes for text (fortunes)"),

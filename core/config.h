@@ -39,7 +39,7 @@ struct SchedulerConfig {
 };
 
 struct DataConfig {
-  std::string dataset;  // fashion_mnist | cifar10 | synthetic | text | tokens
+  std::string dataset;  // fashion_mnist | cifar10 | image_folder | synthetic | text | tokens
   std::string path;     // resolved: the dataset's default when the manifest gives none
   int64_t channels, image_size;  // as presented to the model; 0: the dataset's own
   int64_t synthetic_samples, synthetic_classes;

@@ -1,5 +1,7 @@
 #include "core/data.h"
 
+#include "core/image_folder.h"
+
 #include "core/error.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -184,8 +186,26 @@ ImageDataset load_cifar10(const std::string& dir) {
   return data;
 }
 
+ImageDataset load_image_folder(const std::string& dir) {
+  const ImageFiles train = scan_image_folder(dir + "/train");
+  const ImageFiles val = scan_image_folder(dir + "/val", train.classes);
+  ImageDataset data;
+  data.train = Split{{}, train.labels, {}, 0, train.paths};
+  data.test = Split{{}, val.labels, {}, 0, val.paths};
+  data.sample_shape = {3, 224, 224};
+  return data;
+}
+
 void check_dataset(const DataConfig& config, const std::string& origin) {
   if (config.dataset == "fashion_mnist") return check_fashion_mnist(config.path, origin);
+  if (config.dataset == "image_folder") {
+    for (const char* part : {"train", "val"})
+      if (!std::filesystem::is_directory(config.path + "/" + part))
+        throw UserError(cat(origin, ": error: data.path '", config.path, "' has no ", part,
+                            "/ folder. An image folder holds train/CLASS/IMAGE and val/CLASS/IMAGE "
+                            "(JPEG or PNG), as torchvision's ImageFolder reads ImageNet."));
+    return;
+  }
   if (config.dataset == "cifar10") {
     for (const char* name : kCifarFiles)
       if (!std::filesystem::is_regular_file(config.path + "/" + name))
@@ -211,6 +231,7 @@ ImageDataset load_dataset(const DataConfig& config, const std::string& origin, i
   ImageDataset data;
   if (config.dataset == "fashion_mnist") data = load_fashion_mnist(config.path, origin);
   else if (config.dataset == "cifar10") data = load_cifar10(config.path);
+  else if (config.dataset == "image_folder") data = load_image_folder(config.path);
   else data.sample_shape = {3, 224, 224};  // synthetic: ImageNet's shape by default
   if (config.channels > 0) data.sample_shape[0] = config.channels;
   if (config.image_size > 0) data.sample_shape[1] = data.sample_shape[2] = config.image_size;
@@ -248,8 +269,27 @@ std::vector<int64_t> shard_indices(int64_t n, int rank, int world, uint64_t seed
   return mine;
 }
 
+namespace {
+
+// Image folder samples, decoded and transformed one by one, normalised with ImageNet's
+// per-channel statistics as torchvision's pretrained models expect.
+void fill_from_files(const Split& split, const std::vector<int64_t>& indices, int64_t begin,
+                     int64_t count, at::Tensor& inputs, uint64_t augment_seed) {
+  const at::Tensor mean = at::tensor({0.485, 0.456, 0.406}, at::kFloat).view({3, 1, 1});
+  const at::Tensor std = at::tensor({0.229, 0.224, 0.225}, at::kFloat).view({3, 1, 1});
+  for (int64_t row = 0; row < count; ++row) {
+    const int64_t sample = indices[begin + row];
+    const uint64_t seed = augment_seed == 0 ? 0 : augment_seed * 0x9e3779b97f4a7c15ull + sample + 1;
+    const at::Tensor image = transform_image(decode_image(split.files[sample]), inputs.size(2), seed);
+    inputs[row].copy_(((image - mean) / std).expand(inputs[row].sizes()));
+  }
+}
+
+}  // namespace
+
 void fill_batch(const ImageDataset& data, const Split& split, const std::vector<int64_t>& indices,
-                int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets) {
+                int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets,
+                uint64_t augment_seed) {
   const at::Tensor idx =
       at::from_blob(const_cast<int64_t*>(indices.data() + begin), {count}, at::kLong);
   if (split.tokens.defined()) {  // [count, T + 1] windows
@@ -262,6 +302,7 @@ void fill_batch(const ImageDataset& data, const Split& split, const std::vector<
     return;
   }
   targets.narrow(0, 0, count).copy_(split.labels.index_select(0, idx));
+  if (!split.files.empty()) return fill_from_files(split, indices, begin, count, inputs, augment_seed);
   // Synthetic data holds fewer images than samples: a sample shows image index % pool.
   const at::Tensor image_idx = idx.remainder(split.images.size(0));
   at::Tensor pixels = split.images.index_select(0, image_idx).to(at::kFloat);

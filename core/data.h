@@ -1,5 +1,5 @@
 // Training data: images (Fashion-MNIST from gzip IDX files, Debian's dataset-fashion-mnist;
-// CIFAR-10's binary batches from a user's folder; or synthetic) and token streams (the bytes of text files; or a flat file of uint16 token
+// CIFAR-10's binary batches from a user's folder; JPEG / PNG image folders; or synthetic) and token streams (the bytes of text files; or a flat file of uint16 token
 // ids, as llm.c and nanoGPT write them), a distributed sampler with PyTorch
 // DistributedSampler's semantics, and batch filling that presents samples as the model
 // takes them.
@@ -22,6 +22,7 @@ struct Split {
   at::Tensor labels;  // int64 [N]
   at::Tensor tokens;  // int64 [length]
   int64_t sequence = 0;  // T
+  std::vector<std::string> files;  // image folders: sample i decoded from files[i] instead
   int64_t size() const {
     return tokens.defined() ? (tokens.numel() - 1) / sequence : labels.size(0);
   }
@@ -45,6 +46,9 @@ ImageDataset load_fashion_mnist(const std::string& dir, const std::string& origi
 // is not whole records, or holds a label outside 0-9, is a UserError naming it.
 ImageDataset load_cifar10(const std::string& dir);
 
+// An image folder (see core/image_folder.h): train/ and val/, classes from train/.
+ImageDataset load_image_folder(const std::string& dir);
+
 // The dataset `config` names: images presented at config.channels x config.image_size^2
 // where those are set, token streams cut into windows of `sequence` tokens (the model's).
 // The last tenth of a token stream is its test split. `origin` locates data.path.
@@ -62,8 +66,10 @@ std::vector<int64_t> shard_indices(int64_t n, int rank, int world, uint64_t seed
 // Writes samples indices[begin, begin + count) into the leading rows of the batch
 // buffers: images normalised to float inputs [>= count, C, H, W] (resized, bilinear, and
 // their channels repeated to the inputs' shape) with targets [>= count]; token windows as
-// inputs and targets [>= count, T].
+// inputs and targets [>= count, T]. Files of an image folder are decoded and transformed,
+// with training augmentation drawn from `augment_seed` and the sample's index (0: none).
 void fill_batch(const ImageDataset& data, const Split& split, const std::vector<int64_t>& indices,
-                int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets);
+                int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets,
+                uint64_t augment_seed = 0);
 
 }  // namespace dshost

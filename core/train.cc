@@ -296,7 +296,7 @@ class Worker {
     double loss = 0;
     for (int m = 0; m < t.grad_accum_steps; ++m) {
       fill_batch(data_, data_.train, order, first + m * t.micro_batch_size, t.micro_batch_size,
-                 inputs_, targets_);
+                 inputs_, targets_, info_.seed * 1000003 + static_cast<uint64_t>(epoch) + 1);
       call(sapi_->begin_micro_batch(strategy_.get(), m, static_cast<int32_t>(t.grad_accum_steps),
                                     &err_), "strategy begin_micro_batch");
       dshost_step_result r{sizeof(dshost_step_result)};

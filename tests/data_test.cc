@@ -1,7 +1,9 @@
-// Fashion-MNIST from Debian's package, CIFAR-10's binary format, and the distributed sampler.
+// Fashion-MNIST from Debian's package, CIFAR-10's binary format, image folders, and the
+// distributed sampler.
 #include "core/config.h"
 #include "core/data.h"
 #include "core/error.h"
+#include "core/image_folder.h"
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
@@ -117,6 +119,72 @@ TEST(Cifar10Training, TheBasicCnnLearnsFromACifarFolder) {
       &summary);
   ASSERT_EQ(losses.size(), 150u);
   EXPECT_GT(nlohmann::json::parse(summary)["test_accuracy"].get<double>(), 0.6) << summary;
+}
+
+// An image folder of real images in JPEG and PNG (tests/make_image_folder.py).
+std::string make_image_folder(const std::string& name, int train_per_class, int val_per_class) {
+  const std::string dir = test::scratch_dir(name);
+  const test::Ran made = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/make_image_folder.py", dir,
+                                    std::to_string(train_per_class), std::to_string(val_per_class)});
+  EXPECT_EQ(made.exit_code, 0) << made.err;
+  return dir;
+}
+
+// Classes are the train folders in name order; broken.jpg is skipped (with a warning naming
+// it); a PNG decodes to its exact pixels, grey made RGB.
+TEST(ImageFolder, ReadsClassFoldersAndSkipsAFileThatIsNoImage) {
+  const std::string dir = make_image_folder("image_folder_read", 3, 2);
+  const ImageFiles train = scan_image_folder(dir + "/train");
+  EXPECT_EQ(train.classes, (std::vector<std::string>{"bag", "boot", "coat", "dress", "pullover", "sandal",
+                                                     "shirt", "sneaker", "trouser", "tshirt"}));
+  EXPECT_EQ(train.paths.size(), 30u);
+  EXPECT_TRUE(at::bincount(train.labels).eq(3).all().item<bool>());
+  for (const auto& p : train.paths) EXPECT_EQ(p.find("broken"), std::string::npos);
+  const ImageDataset data = load_image_folder(dir);
+  EXPECT_EQ(data.test.size(), 20);
+  const at::Tensor png = decode_image(dir + "/train/bag/00001.png");
+  EXPECT_EQ(png.sizes(), at::IntArrayRef({3, 36, 40}));
+  EXPECT_TRUE(png[0].equal(png[2]));
+  EXPECT_GT(png.max().item<int64_t>(), 100);
+  try {
+    decode_image(dir + "/train/tshirt/broken.jpg");
+    ADD_FAILURE() << "broken.jpg decoded";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot decode " + dir + "/train/tshirt/broken.jpg: "), std::string::npos)
+        << e.what();
+  }
+}
+
+// Training crops and flips follow the seed (the same seed, the same picture); evaluation is
+// a fixed center crop. Both give [3, size, size] in [0, 1].
+TEST(ImageFolder, AugmentationFollowsItsSeedAndEvaluationIsFixed) {
+  const std::string dir = make_image_folder("image_folder_augment", 1, 1);
+  const at::Tensor image = decode_image(dir + "/train/coat/00001.png");
+  const at::Tensor a = transform_image(image, 32, 7), b = transform_image(image, 32, 7);
+  const at::Tensor c = transform_image(image, 32, 8), eval = transform_image(image, 32, 0);
+  EXPECT_EQ(a.sizes(), at::IntArrayRef({3, 32, 32}));
+  EXPECT_TRUE(a.equal(b));
+  EXPECT_FALSE(a.equal(c));
+  EXPECT_TRUE(eval.equal(transform_image(image, 32, 0)));
+  EXPECT_GE(a.min().item<double>(), 0.0);
+  EXPECT_LE(a.max().item<double>(), 1.0);
+}
+
+// `dshost run` on an image folder: the broken file is named in a warning and the basic CNN
+// learns the images (chance is 0.1).
+TEST(ImageFolderTraining, TheBasicCnnLearnsFromJpegAndPngFolders) {
+  const std::string data = make_image_folder("image_folder_training_data", 60, 20);
+  const std::string dir = test::scratch_dir("training_image_folder");
+  const test::Ran r = test::dshost(
+      {"run", test::quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\"", "--set",
+       "data.dataset=\"image_folder\"", "--set", "data.path=\"" + data + "\"", "--set",
+       "data.image_size=32", "--set", "model.in_channels=3", "--set", "model.image_size=32", "--set",
+       "train.epochs=12", "--set", "train.micro_batch_size=16", "--set", "scheduler.warmup_steps=10"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("skipping " + data + "/train/tshirt/broken.jpg: not a JPEG or PNG image"),
+            std::string::npos) << r.err;
+  const auto summary = nlohmann::json::parse(test::read_file(dir + "/quickstart/summary.json"));
+  EXPECT_GT(summary["test_accuracy"].get<double>(), 0.5) << r.err;
 }
 
 TEST(Sampler, ShardsAreDisjointAndCoverEverySample) {

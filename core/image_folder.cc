@@ -1,0 +1,119 @@
+#include "core/image_folder.h"
+
+#include "core/error.h"
+#include "core/log.h"
+
+#include <stb/stb_image.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+namespace fs = std::filesystem;
+
+namespace dshost {
+namespace {
+
+// splitmix64: a stream of independent draws from one seed.
+struct Draws {
+  uint64_t state;
+  double uniform(double lo, double hi) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return lo + (hi - lo) * static_cast<double>(z >> 11) / 9007199254740992.0;
+  }
+  int64_t integer(int64_t lo, int64_t hi) {  // [lo, hi]
+    return std::min(hi, lo + static_cast<int64_t>(uniform(0, static_cast<double>(hi - lo + 1))));
+  }
+};
+
+at::Tensor resize(const at::Tensor& image, int64_t h, int64_t w) {
+  return at::upsample_bilinear2d(image.unsqueeze(0), {h, w}, /*align_corners=*/false).squeeze(0);
+}
+
+// torchvision's RandomResizedCrop: 10 tries at a crop of random area and aspect ratio, else
+// the center crop at the nearest allowed ratio.
+at::Tensor random_resized_crop(const at::Tensor& image, int64_t size, Draws& draws) {
+  const int64_t height = image.size(1), width = image.size(2);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double area = height * width * draws.uniform(0.08, 1.0);
+    const double ratio = std::exp(draws.uniform(std::log(3.0 / 4), std::log(4.0 / 3)));
+    const auto w = static_cast<int64_t>(std::lround(std::sqrt(area * ratio)));
+    const auto h = static_cast<int64_t>(std::lround(std::sqrt(area / ratio)));
+    if (w <= 0 || h <= 0 || w > width || h > height) continue;
+    const int64_t top = draws.integer(0, height - h), left = draws.integer(0, width - w);
+    return resize(image.narrow(1, top, h).narrow(2, left, w), size, size);
+  }
+  const int64_t side = std::min(height, width);
+  return resize(image.narrow(1, (height - side) / 2, side).narrow(2, (width - side) / 2, side), size, size);
+}
+
+// Resize the short side to size x 256 / 224, then the center size x size.
+at::Tensor center_crop(const at::Tensor& image, int64_t size) {
+  const double scale = static_cast<double>(size) * 256 / 224 / std::min(image.size(1), image.size(2));
+  const int64_t h = std::max(size, static_cast<int64_t>(std::lround(image.size(1) * scale)));
+  const int64_t w = std::max(size, static_cast<int64_t>(std::lround(image.size(2) * scale)));
+  return resize(image, h, w).narrow(1, (h - size) / 2, size).narrow(2, (w - size) / 2, size);
+}
+
+bool readable_image(const fs::path& file) {
+  int w = 0, h = 0, channels = 0;
+  return stbi_info(file.c_str(), &w, &h, &channels) != 0 && w > 0 && h > 0;
+}
+
+}  // namespace
+
+ImageFiles scan_image_folder(const std::string& dir, const std::vector<std::string>& classes) {
+  ImageFiles out;
+  out.classes = classes;
+  std::error_code ec;
+  if (out.classes.empty()) {
+    for (const auto& e : fs::directory_iterator(dir, ec))
+      if (e.is_directory()) out.classes.push_back(e.path().filename().string());
+    std::sort(out.classes.begin(), out.classes.end());
+  }
+  if (ec || out.classes.empty())
+    throw UserError(cat(dir, " has no class folders (", dir, "/CLASS/IMAGE, as torchvision's ImageFolder reads)"));
+  std::vector<int64_t> labels;
+  for (size_t c = 0; c < out.classes.size(); ++c) {
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(fs::path(dir) / out.classes[c], ec))
+      if (e.is_regular_file()) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    for (const auto& file : files) {
+      if (!readable_image(file)) {
+        log::warn(cat("skipping ", file.string(), ": not a JPEG or PNG image that can be read (",
+                      stbi_failure_reason() ? stbi_failure_reason() : "unknown", ")"));
+        continue;
+      }
+      out.paths.push_back(file.string());
+      labels.push_back(static_cast<int64_t>(c));
+    }
+  }
+  if (out.paths.empty()) throw UserError(cat(dir, " holds no readable JPEG or PNG images"));
+  out.labels = at::tensor(labels, at::kLong);
+  return out;
+}
+
+at::Tensor decode_image(const std::string& path) {
+  int w = 0, h = 0, channels = 0;
+  unsigned char* pixels = stbi_load(path.c_str(), &w, &h, &channels, 3);
+  if (pixels == nullptr)
+    throw UserError(cat("cannot decode ", path, ": ", stbi_failure_reason() ? stbi_failure_reason() : "unknown",
+                        "; the file changed since training started?"), 1);
+  const at::Tensor hwc = at::from_blob(pixels, {h, w, 3}, at::kByte).clone();
+  stbi_image_free(pixels);
+  return hwc.permute({2, 0, 1}).contiguous();
+}
+
+at::Tensor transform_image(const at::Tensor& image, int64_t size, uint64_t seed) {
+  const at::Tensor pixels = image.to(at::kFloat).div_(255.0);
+  if (seed == 0) return center_crop(pixels, size);
+  Draws draws{seed};
+  at::Tensor crop = random_resized_crop(pixels, size, draws);
+  return draws.uniform(0, 1) < 0.5 ? crop.flip({2}) : crop;
+}
+
+}  // namespace dshost
