@@ -70,6 +70,7 @@ const dshost_option kData[] = {
            "height = width shown to the model (bilinear resize); 0 = the dataset's own"),
     ranged("synthetic_samples", INT, "10000", 1, 1e9, "synthetic: training samples (test: a tenth)"),
     ranged("synthetic_classes", INT, "1000", 2, 1e6, "synthetic: label classes"),
+    opt("prefetch", BOOL, "true", "prepare the next micro-batch on a background thread during the step"),
 };
 const dshost_option kComm[] = {
     ranged("timeout_s", FLOAT, "300", 1, 1e6,
@@ -125,7 +126,8 @@ Config read_config(const Manifest& m) {
   const Section d = m.resolve("data", table(kData));
   c.data = {d.get_string("dataset"),         default_data_path(d),
             d.get_int("channels"),             d.get_int("image_size"),
-            d.get_int("synthetic_samples"),    d.get_int("synthetic_classes")};
+            d.get_int("synthetic_samples"),    d.get_int("synthetic_classes"),
+            d.get_bool("prefetch")};
   c.comm = {m.resolve("comm", table(kComm)).get_float("timeout_s")};
   const Section k = m.resolve("checkpoint", table(kCheckpoint));
   c.checkpoint = {k.get_string("dir"), k.get_int("every_steps"), k.get_bool("at_epoch_end"),

@@ -313,4 +313,48 @@ void fill_batch(const ImageDataset& data, const Split& split, const std::vector<
   out.copy_(pixels.expand(out.sizes()));  // 1 channel -> C by broadcasting
 }
 
+BatchPrefetcher::BatchPrefetcher(const ImageDataset& data, const at::Tensor& inputs,
+                                 const at::Tensor& targets, int64_t micro_batch)
+    : data_(data), micro_batch_(micro_batch) {
+  const bool pinned = inputs.is_cuda();
+  for (Slot& slot : slots_) {
+    slot.inputs = at::empty(inputs.sizes(), inputs.options().device(at::kCPU).pinned_memory(pinned));
+    slot.targets = at::empty(targets.sizes(), targets.options().device(at::kCPU).pinned_memory(pinned));
+  }
+}
+
+BatchPrefetcher::~BatchPrefetcher() {
+  for (Slot& slot : slots_)
+    if (slot.filled.valid()) slot.filled.wait();
+}
+
+void BatchPrefetcher::start(Slot& slot, const std::shared_ptr<const std::vector<int64_t>>& order,
+                            int64_t first, uint64_t augment_seed) {
+  slot.order = order;
+  slot.first = first;
+  slot.filled = std::async(std::launch::async, [this, &slot, augment_seed] {
+    fill_batch(data_, data_.train, *slot.order, slot.first, micro_batch_, slot.inputs, slot.targets,
+               augment_seed);
+  });
+}
+
+void BatchPrefetcher::load(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+                           uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets) {
+  Slot& slot = slots_[next_];
+  if (slot.order != order || slot.first != first) {  // not what was prefetched: fill it now
+    if (slot.filled.valid()) slot.filled.wait();
+    start(slot, order, first, augment_seed);
+  }
+  slot.filled.get();  // rethrows what the fill threw (an image that no longer decodes)
+  slot.first = -1;
+  inputs.narrow(0, 0, micro_batch_).copy_(slot.inputs.narrow(0, 0, micro_batch_), /*non_blocking=*/true);
+  targets.narrow(0, 0, micro_batch_).copy_(slot.targets.narrow(0, 0, micro_batch_), /*non_blocking=*/true);
+  next_ ^= 1;
+  Slot& ahead = slots_[next_];
+  if (first + 2 * micro_batch_ <= static_cast<int64_t>(order->size())) {
+    if (ahead.filled.valid()) ahead.filled.wait();
+    start(ahead, order, first + micro_batch_, augment_seed);
+  }
+}
+
 }  // namespace dshost

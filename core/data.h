@@ -10,6 +10,8 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <future>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -71,5 +73,37 @@ std::vector<int64_t> shard_indices(int64_t n, int rank, int world, uint64_t seed
 void fill_batch(const ImageDataset& data, const Split& split, const std::vector<int64_t>& indices,
                 int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets,
                 uint64_t augment_seed = 0);
+
+// Fills training micro-batches on a background thread, one micro-batch ahead of the step
+// (into pinned host memory on a GPU run, copied to the device without blocking), so that
+// decoding and resizing overlap compute. The batches are exactly fill_batch's.
+class BatchPrefetcher {
+ public:
+  BatchPrefetcher(const ImageDataset& data, const at::Tensor& inputs, const at::Tensor& targets,
+                  int64_t micro_batch);
+  ~BatchPrefetcher();  // waits for a fill under way
+  BatchPrefetcher(const BatchPrefetcher&) = delete;
+  BatchPrefetcher& operator=(const BatchPrefetcher&) = delete;
+
+  // Rows [first, first + micro_batch) of `order` (an epoch's, for this rank) into the
+  // leading rows of inputs / targets; then starts filling the micro-batch after them.
+  void load(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+            uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets);
+
+ private:
+  struct Slot {
+    at::Tensor inputs, targets;
+    std::future<void> filled;
+    std::shared_ptr<const std::vector<int64_t>> order;
+    int64_t first = -1;
+  };
+  void start(Slot& slot, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+             uint64_t augment_seed);
+
+  const ImageDataset& data_;
+  const int64_t micro_batch_;
+  Slot slots_[2];
+  int next_ = 0;  // the slot the coming load() takes
+};
 
 }  // namespace dshost

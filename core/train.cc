@@ -232,6 +232,8 @@ class Worker {
     targets_ = at::zeros(target_shape, at::TensorOptions().dtype(at::kLong).device(device_));
     call(mapi_->bind_batch(model_.get(), to_dlpack(inputs_), to_dlpack(targets_), &err_),
          "model bind_batch");
+    if (cfg_.data.prefetch)
+      prefetcher_ = std::make_unique<BatchPrefetcher>(data_, inputs_, targets_, cfg_.train.micro_batch_size);
   }
 
   // The run directory and its metrics files (cut back to the checkpoint's step when resuming).
@@ -271,8 +273,8 @@ class Worker {
                   global_batch_, " samples"));
     int64_t saved_step = position_.step;
     for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < total_steps_; ++epoch) {
-      const auto order = shard_indices(data_.train.size(), rv_.rank, rv_.world_size,
-                                       info_.seed, epoch, /*shuffle=*/true, /*pad=*/true);
+      const auto order = std::make_shared<const std::vector<int64_t>>(shard_indices(
+          data_.train.size(), rv_.rank, rv_.world_size, info_.seed, epoch, /*shuffle=*/true, /*pad=*/true));
       epoch_start_ = Clock::now();
       for (int64_t s = position_.step_in_epoch; s < steps_per_epoch_ && position_.step < total_steps_; ++s) {
         train_step(order, s * rank_batch_, epoch, position_.step);
@@ -291,12 +293,15 @@ class Worker {
     if (ck.enabled() && saved_step != position_.step) save_checkpoint();  // the final state
   }
 
-  void train_step(const std::vector<int64_t>& order, int64_t first, int64_t epoch, int64_t step) {
+  void train_step(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+                  int64_t epoch, int64_t step) {
     const auto& t = cfg_.train;
     double loss = 0;
     for (int m = 0; m < t.grad_accum_steps; ++m) {
-      fill_batch(data_, data_.train, order, first + m * t.micro_batch_size, t.micro_batch_size,
-                 inputs_, targets_, info_.seed * 1000003 + static_cast<uint64_t>(epoch) + 1);
+      const int64_t begin = first + m * t.micro_batch_size;
+      const uint64_t augment_seed = info_.seed * 1000003 + static_cast<uint64_t>(epoch) + 1;
+      if (prefetcher_) prefetcher_->load(order, begin, augment_seed, inputs_, targets_);
+      else fill_batch(data_, data_.train, *order, begin, t.micro_batch_size, inputs_, targets_, augment_seed);
       call(sapi_->begin_micro_batch(strategy_.get(), m, static_cast<int32_t>(t.grad_accum_steps),
                                     &err_), "strategy begin_micro_batch");
       dshost_step_result r{sizeof(dshost_step_result)};
@@ -660,6 +665,7 @@ class Worker {
   dshost_model_info info_model_{sizeof(dshost_model_info)};
   mutable dshost_error err_{sizeof(dshost_error), {}};
   at::Tensor inputs_, targets_;
+  std::unique_ptr<BatchPrefetcher> prefetcher_;  // data.prefetch
   std::unique_ptr<MetricsLog> metrics_;  // rank 0's
   Clock::time_point last_report_, last_status_;
   const bool status_lines_ = rv_.rank == 0 && std::getenv(kStatusLinesVariable) != nullptr;
