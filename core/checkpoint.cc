@@ -354,14 +354,14 @@ void publish_checkpoint(const std::string& dir, const std::string& staging, int6
   const fs::path final_dir = fs::path(dir) / step_dir_name(step);
   const fs::path replaced = final_dir.string() + ".replaced";
   std::error_code ec;
-  fs::remove_all(replaced, ec);
+  remove_tree(replaced.string());
   if (fs::exists(final_dir)) fs::rename(final_dir, replaced, ec);
   fs::rename(staging, final_dir, ec);
   if (ec) throw UserError(cat("cannot rename ", staging, " to ", final_dir.string(), ": ", ec.message()), 1);
   sync_directory(dir);
   write_file_atomically((fs::path(dir) / "latest").string(), step_dir_name(step) + "\n");
   sync_directory(dir);
-  fs::remove_all(replaced, ec);
+  remove_tree(replaced.string());
   if (keep <= 0) return;
   // The one just published stays, whatever its step (a run resumed from an older checkpoint
   // saves below newer ones), with the keep - 1 newest of the others.
@@ -372,7 +372,7 @@ void publish_checkpoint(const std::string& dir, const std::string& staging, int6
       others.push_back(e.path());
   }
   std::sort(others.begin(), others.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep) - 1 < others.size(); ++i) fs::remove_all(others[i], ec);
+  for (size_t i = 0; i + static_cast<size_t>(keep) - 1 < others.size(); ++i) remove_tree(others[i].string());
 }
 
 }  // namespace dshost

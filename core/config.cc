@@ -70,7 +70,11 @@ const dshost_option kData[] = {
            "height = width shown to the model (bilinear resize); 0 = the dataset's own"),
     ranged("synthetic_samples", INT, "10000", 1, 1e9, "synthetic: training samples (test: a tenth)"),
     ranged("synthetic_classes", INT, "1000", 2, 1e6, "synthetic: label classes"),
-    opt("prefetch", BOOL, "true", "prepare the next micro-batch on a background thread during the step"),
+    opt("prefetch", STRING, "\"auto\"",
+        "prepare the next micro-batch on a background thread during the step; auto: for "
+        "image_folder (decoding), not for in-memory datasets, whose batches cost less than "
+        "the hand-off",
+        "auto|on|off"),
 };
 const dshost_option kComm[] = {
     ranged("timeout_s", FLOAT, "300", 1, 1e6,
@@ -127,7 +131,7 @@ Config read_config(const Manifest& m) {
   c.data = {d.get_string("dataset"),         default_data_path(d),
             d.get_int("channels"),             d.get_int("image_size"),
             d.get_int("synthetic_samples"),    d.get_int("synthetic_classes"),
-            d.get_bool("prefetch")};
+            d.get_string("prefetch")};
   c.comm = {m.resolve("comm", table(kComm)).get_float("timeout_s")};
   const Section k = m.resolve("checkpoint", table(kCheckpoint));
   c.checkpoint = {k.get_string("dir"), k.get_int("every_steps"), k.get_bool("at_epoch_end"),

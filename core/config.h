@@ -43,7 +43,7 @@ struct DataConfig {
   std::string path;     // resolved: the dataset's default when the manifest gives none
   int64_t channels, image_size;  // as presented to the model; 0: the dataset's own
   int64_t synthetic_samples, synthetic_classes;
-  bool prefetch;  // fill the next micro-batch on a background thread
+  std::string prefetch;  // auto | on | off: fill the next micro-batch on a background thread
 };
 
 struct CheckpointConfig {

@@ -4,6 +4,7 @@
 #include "core/error.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <nlohmann/json.hpp>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -110,6 +111,11 @@ void write_file_atomically(const std::string& path, const std::string& text) {
     std::remove(tmp.c_str());
     throw UserError(cat("cannot write ", path, ": ", why, "; check the disk and its free space"), 1);
   }
+}
+
+void remove_tree(const std::string& path) {
+  nftw(path.c_str(), [](const char* p, const struct stat*, int, FTW*) { return ::remove(p); }, 16,
+       FTW_DEPTH | FTW_PHYS);
 }
 
 void sync_directory(const std::string& path) {

@@ -36,6 +36,11 @@ WrittenFile write_safetensors(const std::string& path, const std::vector<NamedTe
 // temporary file in the same folder, fsync, rename. A failure is a UserError naming it.
 void write_file_atomically(const std::string& path, const std::string& text);
 
+// Removes `path` and everything under it, if it exists. Not std::filesystem::remove_all:
+// the pip LibTorch 2.x exports a broken copy of it that the dynamic linker prefers, and
+// calling it crashes (seen on the GPU machine).
+void remove_tree(const std::string& path);
+
 // fsync of a directory, so that renames inside it survive a crash of the machine.
 void sync_directory(const std::string& path);
 

@@ -196,9 +196,9 @@ TEST(ImageFolderTraining, PrefetchingGivesTheSameLosses) {
     return test::train_quickstart("prefetch_" + prefetch, {
         "data.dataset=\"image_folder\"", "data.path=\"" + data + "\"", "data.image_size=32",
         "model.in_channels=3", "model.image_size=32", "train.epochs=4", "train.micro_batch_size=8",
-        "train.grad_accum_steps=2", "train.eval=false", "data.prefetch=" + prefetch});
+        "train.grad_accum_steps=2", "train.eval=false", "data.prefetch=\"" + prefetch + "\""});
   };
-  const auto ahead = losses("true"), in_step = losses("false");
+  const auto ahead = losses("on"), in_step = losses("off");
   ASSERT_EQ(ahead.size(), 24u);  // 6 steps an epoch
   EXPECT_EQ(ahead, in_step);
 }

@@ -1,6 +1,7 @@
 #include "tests/test_util.h"
 
-#include <ftw.h>
+#include "core/safetensors.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <fcntl.h>
@@ -71,13 +72,6 @@ Ran dshost(const std::vector<std::string>& args) {
   std::vector<std::string> argv{DSHOST_BINARY};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv);
-}
-
-// Not std::filesystem::remove_all: the pip LibTorch 2.x exports a broken copy of it that
-// the dynamic linker prefers, and calling it crashes (seen on the GPU machine).
-void remove_tree(const std::string& dir) {
-  nftw(dir.c_str(), [](const char* path, const struct stat*, int, FTW*) { return ::remove(path); },
-       16, FTW_DEPTH | FTW_PHYS);
 }
 
 std::string scratch_dir(const std::string& name) {

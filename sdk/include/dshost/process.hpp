@@ -254,13 +254,14 @@ class Supervisor {
   void stop_on_eof(int fd) { eof_fd_ = fd; }
 
   struct Outcome {
-    int exit_code = 0;    // 0, or the first failure's code (128 + signal for signals)
+    int exit_code = 0;    // 0, or the failing child's code (128 + signal for signals)
     std::string failure;  // what failed, from describe(child), or the interruption
   };
 
-  // Relays output until every child has ended. The first child to end unsuccessfully, a
-  // SIGINT/SIGTERM to this process, or the stop_on_eof descriptor's end stops the others:
-  // each child's `stop` first, SIGKILL to every group after the grace period.
+  // Relays output until every child has ended. A child ending unsuccessfully (the cause of
+  // the failures seen within kCauseWindow of the first), a SIGINT/SIGTERM to this process,
+  // or the stop_on_eof descriptor's end stops the others: each child's `stop` first,
+  // SIGKILL to every group after the grace period.
   Outcome run(const std::function<std::string(const Child&)>& describe) {
     StopSignals guard;
     Outcome outcome;
@@ -274,23 +275,43 @@ class Supervisor {
       for (auto& c : children_)
         if (c->running) c->stop ? c->stop(*c) : (void)kill(-c->pid, SIGTERM);
     };
+    std::vector<const Child*> failed;  // before any stop, in the order they ended
+    auto decide_at = std::chrono::steady_clock::time_point::max();
     while (any_running()) {
       if (relay_output(100))
         stop_all(128 + SIGTERM, "the launcher's connection closed: stopped every rank");
       if (const int sig = guard.received(); sig != 0 && obey_signals_)
         stop_all(128 + sig, std::string("interrupted by ") + strsignal(sig) + ": stopped every rank");
-      if (std::chrono::steady_clock::now() >= kill_at)
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= kill_at)
         for (auto& c : children_)
           if (c->running) kill(-c->pid, SIGKILL);
       for (auto& c : children_) {
-        if (!reap(*c) || c->status == 0 || outcome.exit_code != 0) continue;
-        stop_all(exit_code_of(c->status), describe(*c));
+        if (!reap(*c) || c->status == 0 || kill_at != std::chrono::steady_clock::time_point::max()) continue;
+        failed.push_back(c.get());
+        decide_at = std::min(decide_at, now + kCauseWindow);
+      }
+      if (!failed.empty() && (now >= decide_at || !any_running())) {
+        const Child& cause = root_cause(failed);
+        stop_all(exit_code_of(cause.status), describe(cause));
       }
     }
     return outcome;
   }
 
  private:
+  // How long after the first failure other failures still count as candidates for its cause.
+  static constexpr std::chrono::milliseconds kCauseWindow{1000};
+
+  // Of children that failed close together, the first killed by a signal (or reporting a
+  // killed rank: 128 + N) is the cause: a killed rank's peers fail their next collective at
+  // once ("connection reset") and may end first. Otherwise the first to end.
+  static const Child& root_cause(const std::vector<const Child*>& failed) {
+    for (const Child* c : failed)
+      if (exit_code_of(c->status) > 128) return *c;
+    return *failed.front();
+  }
+
   bool any_running() const {
     for (const auto& c : children_)
       if (c->running) return true;
