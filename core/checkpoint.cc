@@ -77,6 +77,10 @@ at::Tensor unflatten(const at::Tensor& flat, const std::vector<int64_t>& shape,
 
 std::string shape_text(const std::vector<int64_t>& shape) { return cat(at::IntArrayRef(shape)); }
 
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
+}
+
 }  // namespace
 
 TensorLayout TensorLayout::of(const std::string& name, const at::Tensor& t,
@@ -87,9 +91,7 @@ TensorLayout TensorLayout::of(const std::string& name, const at::Tensor& t,
   return {name, t.sizes().vec(), order, export_name};
 }
 
-int64_t TensorLayout::numel() const {
-  return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
-}
+int64_t TensorLayout::numel() const { return numel_of(shape); }
 
 // ---- writing -------------------------------------------------------------------------
 
@@ -242,8 +244,7 @@ at::Tensor CheckpointReader::whole(const std::string& name) const {
   const auto shape = e["shape"].get<std::vector<int64_t>>();
   const auto order = e["order"].get<std::vector<int64_t>>();
   const at::ScalarType type = from_safetensors_dtype(e["dtype"]);
-  const int64_t numel = std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
-  at::Tensor flat = at::empty({numel}, type);
+  at::Tensor flat = at::empty({numel_of(shape)}, type);
   copy_range(e, 0, flat);
   return unflatten(flat, shape, order).contiguous();
 }

@@ -337,9 +337,9 @@ class Worker {
     if (rv_.rank == 0) {
       const double rate = static_cast<double>(unreported_.size() * global_batch_) /
                           std::max(seconds_since(last_report_), 1e-9);
+      const int64_t peak_host = peak_rss_bytes(), peak_device = peak_device_bytes(device_);
       for (const auto& s : unreported_)
-        metrics_->step({s.step + 1, s.epoch + 1, s.loss, s.lr, s.grad_norm, rate,
-                        peak_rss_bytes(), peak_device_bytes(device_)});
+        metrics_->step({s.step + 1, s.epoch + 1, s.loss, s.lr, s.grad_norm, rate, peak_host, peak_device});
       metrics_->flush();
       log_progress(last);
     }
@@ -453,15 +453,22 @@ class Worker {
   // also makes rank 0's the truth) and this rank's random number generators.
   void write_rank_file(const std::string& path) {
     CheckpointWriter writer(param_layouts_);
-    if (sapi_->struct_size <= offsetof(dshost_strategy_api, save) || sapi_->save == nullptr)
-      throw UserError(cat("strategy '", job_.strategy.plugin.descriptor->name,
-                          "' cannot save checkpoints (built for an ABI before 1.2)"));
+    require_checkpoint_support("save");
     if (sapi_->save(strategy_.get(), writer.io(), &err_) != DSHOST_OK)
       throw UserError(cat("strategy save failed: ", err_.message), 1);
     if (rv_.rank == 0)
       for (const Buffer& b : model_buffers()) writer.add_whole(b.name, b.value, b.export_name);
     for (const auto& [name, state] : rng_states()) writer.add_whole(name, state);
     writer.write(path);
+  }
+
+  // Strategies built for ABI 1.0 / 1.1 have no save or load entry (`what`: "save" | "load").
+  void require_checkpoint_support(const char* what) const {
+    const bool has = sapi_->struct_size > offsetof(dshost_strategy_api, load) && sapi_->save != nullptr &&
+                     sapi_->load != nullptr;
+    if (!has)
+      throw UserError(cat("strategy '", job_.strategy.plugin.descriptor->name, "' cannot ", what,
+                          " checkpoints (built for an ABI before 1.2)"));
   }
 
   // The checkpoint to resume from (checkpoint.resume), loaded; the position to go on from.
@@ -475,9 +482,7 @@ class Worker {
     try {
       const CheckpointReader reader(path, param_layouts_);
       reader.check_model(job_.model.plugin.descriptor->name);
-      if (sapi_->struct_size <= offsetof(dshost_strategy_api, load) || sapi_->load == nullptr)
-        throw UserError(cat("strategy '", job_.strategy.plugin.descriptor->name,
-                            "' cannot load checkpoints (built for an ABI before 1.2)"));
+      require_checkpoint_support("load");
       call(sapi_->load(strategy_.get(), reader.io(), &err_), "strategy load");
       load_buffers_and_rng(reader);
       return position_from(reader.index(), path);

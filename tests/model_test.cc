@@ -140,6 +140,24 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(info.param.plugin) + (info.param.section[0] ? "_bn" : "");
     });
 
+// The model's eval-mode logits for `input`, through bind_batch and predict as the host calls
+// them (call under ASSERT_NO_FATAL_FAILURE).
+void predict_logits(LiveModel& m, const at::Tensor& input, at::Tensor* logits) {
+  dshost_error err{sizeof(dshost_error), {}};
+  ASSERT_EQ(m.api->bind_batch(m.model, to_dlpack(input), to_dlpack(at::zeros({input.size(0)}, at::kLong)), &err),
+            DSHOST_OK) << err.message;
+  DLManagedTensor* out = nullptr;
+  ASSERT_EQ(m.api->predict(m.model, input.size(0), &out, &err), DSHOST_OK) << err.message;
+  *logits = from_dlpack(out);
+}
+
+// `t`'s values as raw little-endian float32 in `file`, for the Python side of a test.
+void write_f32(const std::string& file, const at::Tensor& t) {
+  const at::Tensor values = t.to(at::kFloat).contiguous();
+  std::ofstream(file, std::ios::binary)
+      .write(static_cast<const char*>(values.data_ptr()), static_cast<std::streamsize>(values.nbytes()));
+}
+
 // Raw little-endian float32 values of `file`, shaped.
 at::Tensor read_f32(const std::string& file, std::vector<int64_t> shape) {
   const std::string bytes = test::read_file(file);
@@ -190,12 +208,8 @@ TEST_P(TorchvisionLogits, SameWeightsGiveTorchvisionsLogits) {
   const at::Tensor input = read_f32(dir + "/input.f32", fixture.at("input").get<std::vector<int64_t>>());
   const at::Tensor expected = read_f32(dir + "/" + name + ".logits.f32",
                                        fixture.at("logits").get<std::vector<int64_t>>());
-  dshost_error err{sizeof(dshost_error), {}};
-  ASSERT_EQ(m->api->bind_batch(m->model, to_dlpack(input), to_dlpack(at::zeros({2}, at::kLong)), &err),
-            DSHOST_OK) << err.message;
-  DLManagedTensor* out = nullptr;
-  ASSERT_EQ(m->api->predict(m->model, 2, &out, &err), DSHOST_OK) << err.message;
-  const at::Tensor logits = from_dlpack(out);
+  at::Tensor logits;
+  ASSERT_NO_FATAL_FAILURE(predict_logits(*m, input, &logits));
   ASSERT_EQ(logits.sizes(), expected.sizes());
   const double relative = (logits - expected).abs().max().item<double>() / expected.abs().max().item<double>();
   EXPECT_LT(relative, 1e-4) << name << " against torchvision " << fixture.at("torchvision");
@@ -245,14 +259,10 @@ TEST(Export, MobilenetV2LoadsIntoTorchvisionAndGivesDshostsLogits) {
   }
   at::manual_seed(3);
   const at::Tensor input = at::randn({2, 3, 32, 32});
-  ASSERT_EQ(m->api->bind_batch(m->model, to_dlpack(input), to_dlpack(at::zeros({2}, at::kLong)), &err),
-            DSHOST_OK) << err.message;
-  DLManagedTensor* out = nullptr;
-  ASSERT_EQ(m->api->predict(m->model, 2, &out, &err), DSHOST_OK) << err.message;
-  const at::Tensor logits = from_dlpack(out);
+  at::Tensor logits;
+  ASSERT_NO_FATAL_FAILURE(predict_logits(*m, input, &logits));
 
-  std::ofstream(dir + "/input.f32", std::ios::binary)
-      .write(static_cast<const char*>(input.data_ptr()), static_cast<std::streamsize>(input.nbytes()));
+  write_f32(dir + "/input.f32", input);
   const test::Ran torchvision = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/export_logits.py",
                                            weights, "10", dir + "/input.f32", "2,3,32,32", dir + "/logits.f32"});
   ASSERT_EQ(torchvision.exit_code, 0) << torchvision.err;
@@ -298,18 +308,15 @@ TEST(CnnLstm, ComputesWhatThePyTorchNetworkComputes) {
   const at::Tensor flat = at::cat(params);
   at::manual_seed(5);
   const at::Tensor input = at::randn({2, 3, 16, 16});
-  for (const auto& [name, t] : {std::pair{"params", flat}, std::pair{"input", input}})
-    std::ofstream(dir + "/" + name + ".f32", std::ios::binary)
-        .write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+  write_f32(dir + "/params.f32", flat);
+  write_f32(dir + "/input.f32", input);
   const test::Ran reference = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/cnn_lstm_reference.py",
                                          dir + "/params.f32", dir + "/input.f32", "2,3,16,16", "4", "8",
                                          "2", "5", dir + "/logits.f32"});
   ASSERT_EQ(reference.exit_code, 0) << reference.err;
-  ASSERT_EQ(m->api->bind_batch(m->model, to_dlpack(input), to_dlpack(at::zeros({2}, at::kLong)), &err),
-            DSHOST_OK) << err.message;
-  DLManagedTensor* out = nullptr;
-  ASSERT_EQ(m->api->predict(m->model, 2, &out, &err), DSHOST_OK) << err.message;
-  const at::Tensor logits = from_dlpack(out), expected = read_f32(dir + "/logits.f32", {2, 5});
+  at::Tensor logits;
+  ASSERT_NO_FATAL_FAILURE(predict_logits(*m, input, &logits));
+  const at::Tensor expected = read_f32(dir + "/logits.f32", {2, 5});
   EXPECT_GT(expected.abs().max().item<double>(), 1e-3);
   EXPECT_LT((logits - expected).abs().max().item<double>() / expected.abs().max().item<double>(), 1e-4);
 }
@@ -323,15 +330,6 @@ void copy_parameters(LiveModel& from, int first_unit, LiveModel& to) {
     ASSERT_EQ(to.api->param_count(to.model, u, &count, &err), DSHOST_OK);
     for (int i = 0; i < count; ++i) exported_param(to, u, i).copy_(exported_param(from, first_unit + u, i));
   }
-}
-
-at::Tensor logits_of(LiveModel& m, const at::Tensor& input) {
-  dshost_error err{sizeof(dshost_error), {}};
-  EXPECT_EQ(m.api->bind_batch(m.model, to_dlpack(input), to_dlpack(at::zeros({input.size(0)}, at::kLong)), &err),
-            DSHOST_OK) << err.message;
-  DLManagedTensor* out = nullptr;
-  EXPECT_EQ(m.api->predict(m.model, input.size(0), &out, &err), DSHOST_OK) << err.message;
-  return from_dlpack(out);
 }
 
 // An ensemble is its members side by side: their parameters and units, named under each
@@ -354,8 +352,11 @@ TEST(Ensemble, IsItsMembersWithTheirLogitsAveraged) {
   copy_parameters(*ensemble, m.unit_count, *resnet);
   at::manual_seed(9);
   const at::Tensor input = at::randn({2, 3, 32, 32});
-  const at::Tensor mean = (logits_of(*mobilenet, input) + logits_of(*resnet, input)) / 2;
-  const at::Tensor got = logits_of(*ensemble, input);
+  at::Tensor of_mobilenet, of_resnet, got;
+  ASSERT_NO_FATAL_FAILURE(predict_logits(*mobilenet, input, &of_mobilenet));
+  ASSERT_NO_FATAL_FAILURE(predict_logits(*resnet, input, &of_resnet));
+  ASSERT_NO_FATAL_FAILURE(predict_logits(*ensemble, input, &got));
+  const at::Tensor mean = (of_mobilenet + of_resnet) / 2;
   EXPECT_LT((got - mean).abs().max().item<double>(), 1e-5 * mean.abs().max().item<double>());
 }
 

@@ -35,14 +35,16 @@ class MobileNetV2 : public ImageModel {
   // norm flattened into conv.K and conv.K+1), features.<blocks + 1> the last conv,
   // classifier.1 the linear layer.
   std::string export_name(const std::string& name) const override {
+    static const std::regex stem(R"(stem\.(.*))"), last_conv(R"(last_conv\.(.*))"),
+        head(R"(head\.2\.(.*))"), block(R"(block(\d+)\.(?:main\.)?(\d+)\.(\d+)\.(.*))");
     std::smatch m;
-    if (std::regex_match(name, m, std::regex(R"(stem\.(.*))"))) return "features.0." + m[1].str();
-    if (std::regex_match(name, m, std::regex(R"(last_conv\.(.*))")))
+    if (std::regex_match(name, m, stem)) return "features.0." + m[1].str();
+    if (std::regex_match(name, m, last_conv))
       return "features." + std::to_string(block_parts_.size() + 1) + "." + m[1].str();
-    if (std::regex_match(name, m, std::regex(R"(head\.2\.(.*))"))) return "classifier.1." + m[1].str();
-    if (std::regex_match(name, m, std::regex(R"(block(\d+)\.(?:main\.)?(\d+)\.(\d+)\.(.*))"))) {
-      const int block = std::stoi(m[1].str()), part = std::stoi(m[2].str()), layer = std::stoi(m[3].str());
-      const bool projection = part + 1 == block_parts_.at(block - 1);
+    if (std::regex_match(name, m, head)) return "classifier.1." + m[1].str();
+    if (std::regex_match(name, m, block)) {
+      const int index = std::stoi(m[1].str()), part = std::stoi(m[2].str()), layer = std::stoi(m[3].str());
+      const bool projection = part + 1 == block_parts_.at(index - 1);
       return "features." + m[1].str() + ".conv." +
              (projection ? std::to_string(part + layer) : m[2].str() + "." + m[3].str()) + "." + m[4].str();
     }
