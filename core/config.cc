@@ -39,6 +39,10 @@ const dshost_option kTrain[] = {
     ranged("threads", INT, "0", 0, 4096, "CPU threads per rank; 0 = cores / local ranks"),
     ranged("peak_tflops", FLOAT, "0", 0, 1e6,
            "one device's peak TFLOP/s for MFU; 0 = H100 / H200's dense bf16 (989) or tf32 (495)"),
+    opt("cuda_graph", BOOL, "false",
+        "capture a micro-batch's forward/backward in a CUDA graph and replay it (ddp)"),
+    opt("cudnn_benchmark", BOOL, "true",
+        "let cuDNN time its algorithms per shape (false: runs repeat bit for bit)"),
 };
 const dshost_option kOptimizer[] = {
     opt("name", STRING, "\"adamw\"", "optimizer", "adamw|sgd"),
@@ -120,7 +124,8 @@ Config read_config(const Manifest& m) {
              t.get_int("eval_batch_size"),  t.get_float("grad_clip"),
              t.get_string("precision"),     t.get_string("device"),
              t.get_int("log_every"),        t.get_bool("eval"),
-             t.get_int("threads"),          t.get_float("peak_tflops")};
+             t.get_int("threads"),          t.get_float("peak_tflops"),
+             t.get_bool("cuda_graph"),      t.get_bool("cudnn_benchmark")};
   const Section o = m.resolve("optimizer", table(kOptimizer));
   c.optimizer = {o.get_string("name"), o.get_float("lr"),           o.get_float("beta1"),
                  o.get_float("beta2"), o.get_float("eps"),          o.get_float("weight_decay"),

@@ -25,6 +25,8 @@ struct TrainConfig {
   bool eval;                  // evaluate on the test split after each epoch
   int64_t threads;            // intra-op threads per rank; 0 = cores / local ranks
   double peak_tflops;         // per device, for MFU; 0 = the known peak of the GPU, if any
+  bool cuda_graph;            // replay micro-batches from a CUDA graph where allowed
+  bool cudnn_benchmark;       // cuDNN autotuning (fastest, not bit-reproducible)
 };
 
 struct OptimizerConfig {

@@ -74,6 +74,10 @@ void fill_batch(const ImageDataset& data, const Split& split, const std::vector<
                 int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets,
                 uint64_t augment_seed = 0);
 
+// Moves the in-memory splits of `data` to `device` where they fit (see data.cc), so that
+// fill_batch runs there.
+void keep_on_device(ImageDataset& data, at::Device device);
+
 // Fills training micro-batches on a background thread, one micro-batch ahead of the step
 // (into pinned host memory on a GPU run, copied to the device without blocking), so that
 // decoding and resizing overlap compute. The batches are exactly fill_batch's.

@@ -5,6 +5,7 @@
 
 #include "core/checkpoint.h"
 #include "core/comm.h"
+#include "core/cuda_graph.h"
 #include "core/data.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -112,6 +113,10 @@ class Worker {
 
   int run() {
     const auto start = Clock::now();
+#if DSHOST_CUDA
+    if (device_.is_cuda()) c10::cuda::set_device(device_.index());  // NCCL, streams, events
+#endif
+    at::globalContext().setBenchmarkCuDNN(cfg_.train.cudnn_benchmark);
     comm_ = std::make_unique<Comm>(rv_, std::chrono::milliseconds(static_cast<int64_t>(
                                             cfg_.comm.timeout_s * 1000)), device_);
     build();
@@ -152,6 +157,31 @@ class Worker {
     });
     hand_parameters_to_strategy();
     bind_batch_buffers();
+    losses_ = at::zeros({cfg_.train.log_every}, at::TensorOptions().dtype(at::kDouble).device(device_));
+    loss_slot_ = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(device_));
+    loss_out_ = Owned<DLManagedTensor>(to_dlpack(loss_slot_), [](DLManagedTensor* m) { m->deleter(m); });
+    if (cfg_.train.cuda_graph && can_capture()) graph_ = std::make_unique<MicroBatchGraph>(device_);
+  }
+
+  // train.cuda_graph falls back to eager steps, saying why, where the model or strategy
+  // cannot be captured.
+  bool can_capture() const {
+    std::string why;
+    int32_t capturable = 0;
+    if (!device_.is_cuda()) why = "train.device is not cuda";
+    else if (job_.model.plugin.descriptor->abi_minor < 3)
+      why = cat("model '", job_.model.plugin.descriptor->name, "' is built for an ABI before 1.3");
+    else if (sapi_->struct_size <= offsetof(dshost_strategy_api, capturable) || !sapi_->capturable)
+      why = cat("strategy '", job_.strategy.plugin.descriptor->name, "' is built for an ABI before 1.3");
+    else {
+      call(sapi_->capturable(strategy_.get(), &capturable, &err_), "strategy capturable");
+      if (!capturable)
+        why = cat("strategy '", job_.strategy.plugin.descriptor->name,
+                  "' communicates during backward with this configuration (ddp: overlap_comm = "
+                  "false, or one rank, allows it)");
+    }
+    if (!why.empty()) log::warn(cat("train.cuda_graph: running eagerly: ", why));
+    return why.empty();
   }
 
   // The dataset, checked against what the model takes: images or token windows (cut to the
@@ -168,6 +198,7 @@ class Worker {
     data_ = load_dataset(cfg_.data, job_.manifest.origin("data", "path"),
                          model_takes_tokens ? info_model_.input_shape[0] : 0);
     check_input_shape();
+    if (device_.is_cuda() && !(cfg_.data.prefetch == "on")) keep_on_device(data_, device_);
   }
 
   void check_input_shape() const {
@@ -300,7 +331,7 @@ class Worker {
   void train_step(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
                   int64_t epoch, int64_t step) {
     const auto& t = cfg_.train;
-    double loss = 0;
+    const at::Tensor step_loss = losses_.narrow(0, static_cast<int64_t>(unreported_.size()), 1);
     for (int m = 0; m < t.grad_accum_steps; ++m) {
       const int64_t begin = first + m * t.micro_batch_size;
       const uint64_t augment_seed = info_.seed * 1000003 + static_cast<uint64_t>(epoch) + 1;
@@ -308,28 +339,40 @@ class Worker {
       else fill_batch(data_, data_.train, *order, begin, t.micro_batch_size, inputs_, targets_, augment_seed);
       call(sapi_->begin_micro_batch(strategy_.get(), m, static_cast<int32_t>(t.grad_accum_steps),
                                     &err_), "strategy begin_micro_batch");
-      dshost_step_result r{sizeof(dshost_step_result)};
-      call(mapi_->forward_backward(model_.get(), t.micro_batch_size, 1.0 / t.grad_accum_steps,
-                                   &r, &err_), "model forward_backward");
-      loss += r.loss / static_cast<double>(t.grad_accum_steps);
+      if (graph_) graph_->run([&] { forward_backward(); });
+      else forward_backward();
+      step_loss.add_(loss_slot_.to(at::kDouble).div_(static_cast<double>(t.grad_accum_steps)));
     }
     const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, total_steps_);
     const dshost_step_args args{sizeof(dshost_step_args), lr, t.grad_clip};
     dshost_step_stats stats{sizeof(dshost_step_stats)};
     call(sapi_->step(strategy_.get(), &args, &stats, &err_), "strategy step");
     samples_ += global_batch_;
-    unreported_.push_back({step, epoch, loss, lr, stats.grad_norm});
-    if (status_lines_) show_status(step + 1, epoch, loss);
+    unreported_.push_back({step, epoch, 0.0, lr, stats.grad_norm});
+    if (status_lines_) show_status(step + 1, epoch, step_loss);
     const bool last_of_epoch = (step + 1) % steps_per_epoch_ == 0 || step + 1 == total_steps_;
     if ((step + 1) % t.log_every == 0 || last_of_epoch) report();
+  }
+
+  // One micro-batch's forward and backward: the mean loss lands in loss_slot_ on the
+  // device (models before ABI 1.3 return it to the host, which writes it there).
+  void forward_backward() {
+    const auto& t = cfg_.train;
+    dshost_step_result r{sizeof(dshost_step_result)};
+    r.loss_out = &loss_out_->dl_tensor;
+    call(mapi_->forward_backward(model_.get(), t.micro_batch_size, 1.0 / t.grad_accum_steps,
+                                 &r, &err_), "model forward_backward");
+    if (job_.model.plugin.descriptor->abi_minor < 3) loss_slot_.fill_(r.loss);
   }
 
   // Averages the losses of the steps since the last report over ranks (one collective for
   // all of them, rather than a synchronisation every step), appends them to metrics.jsonl
   // and logs progress. Collective: every rank calls it at the same steps.
   void report() {
-    std::vector<double> losses;
-    for (const auto& s : unreported_) losses.push_back(s.loss);
+    const at::Tensor held = losses_.narrow(0, 0, static_cast<int64_t>(unreported_.size()))
+                                .to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+    losses_.zero_();
+    std::vector<double> losses(held.data_ptr<double>(), held.data_ptr<double>() + held.numel());
     losses = comm_->sum(losses);
     for (size_t i = 0; i < unreported_.size(); ++i) unreported_[i].loss = losses[i] / rv_.world_size;
     const StepRecord last = unreported_.back();
@@ -354,9 +397,10 @@ class Worker {
 
   // Rank 0's progress bar on the launcher's terminal (a status line, see dshost/process.hpp),
   // at most 5 times a second; the loss is rank 0's own. An empty status line clears it.
-  void show_status(int64_t steps_done, int64_t epoch, double loss) {
+  void show_status(int64_t steps_done, int64_t epoch, const at::Tensor& step_loss) {
     const bool last = steps_done == total_steps_;
     if (!last && seconds_since(last_status_) < 0.2) return;
+    const double loss = step_loss.item<double>();  // waits for the step: 5 times a second
     last_status_ = Clock::now();
     const auto [rate, eta] = rate_and_eta(steps_done);
     constexpr int kWidth = 24;
@@ -674,6 +718,11 @@ class Worker {
   dshost_model_info info_model_{sizeof(dshost_model_info)};
   mutable dshost_error err_{sizeof(dshost_error), {}};
   at::Tensor inputs_, targets_;
+  // Each unreported step's mean loss (double, [log_every]) and the slot the model writes a
+  // micro-batch's loss into, both on the compute device: read at reports, not every step.
+  at::Tensor losses_, loss_slot_;
+  Owned<DLManagedTensor> loss_out_{nullptr, nullptr};
+  std::unique_ptr<MicroBatchGraph> graph_;  // train.cuda_graph
   std::unique_ptr<BatchPrefetcher> prefetcher_;  // per data.prefetch
   std::unique_ptr<MetricsLog> metrics_;  // rank 0's
   Clock::time_point last_report_, last_status_;

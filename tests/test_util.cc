@@ -106,7 +106,7 @@ std::string quickstart_manifest() {
 }
 
 std::vector<double> train_quickstart(const std::string& name, std::vector<std::string> sets,
-                                     std::string* summary_json) {
+                                     std::string* summary_json, std::string* log) {
   const std::string dir = scratch_dir("training_" + name);
   std::vector<std::string> args{"run", quickstart_manifest(), "--set",
                                 "run.output_dir=\"" + dir + "\"", "--set", "train.log_every=1000"};
@@ -114,6 +114,7 @@ std::vector<double> train_quickstart(const std::string& name, std::vector<std::s
   const Ran r = dshost(args);
   if (r.exit_code != 0) ADD_FAILURE() << name << " failed: " << r.err;
   if (summary_json != nullptr) *summary_json = read_file(dir + "/quickstart/summary.json");
+  if (log != nullptr) *log = r.err;
   return losses(dir + "/quickstart");
 }
 

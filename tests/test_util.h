@@ -28,9 +28,9 @@ std::vector<double> losses(const std::string& run_dir);
 std::string quickstart_manifest();
 // Trains configs/quickstart.toml with `sets` (--set values) into a fresh run directory
 // named after `name`; expects success and returns the losses. *summary_json receives the
-// run's summary.json when given.
+// run's summary.json when given, *log its standard error.
 std::vector<double> train_quickstart(const std::string& name, std::vector<std::string> sets,
-                                     std::string* summary_json = nullptr);
+                                     std::string* summary_json = nullptr, std::string* log = nullptr);
 double max_abs_difference(const std::vector<double>& a, const std::vector<double>& b);
 
 // Number of lines in `text`, ignoring a trailing newline.

@@ -49,7 +49,14 @@ class Ddp : public dshost::Strategy {
     return {layout_->view(params_, unit, index), layout_->view(grads_, unit, index)};
   }
 
-  void begin_micro_batch(int index, int count) override { communicate_ = index == count - 1; }
+  // One rank has nothing to reduce or gather: no collective is launched at world size 1.
+  void begin_micro_batch(int index, int count) override {
+    communicate_ = index == count - 1 && services().world_size() > 1;
+  }
+
+  // Unit events only launch bucket all-reduces during backward; without them every bucket
+  // goes in step(), so forward/backward may be captured when none is launched there.
+  bool capturable() const override { return !overlap_ || services().world_size() == 1; }
 
   void on_unit_event(dshost_unit_event event, int unit) override {
     if (event != DSHOST_GRADS_READY || !communicate_ || !overlap_) return;
@@ -59,12 +66,13 @@ class Ddp : public dshost::Strategy {
 
   double step(const dshost_step_args& args) override {
     const auto& s = services();
-    for (auto& b : buckets_) b.pending = 0;  // whatever backward did not launch goes now
-    launch_ready_buckets();
-    for (auto& w : works_) w.wait();
-    works_.clear();
-
-    grads_.div_(s.world_size());
+    if (s.world_size() > 1) {
+      for (auto& b : buckets_) b.pending = 0;  // whatever backward did not launch goes now
+      launch_ready_buckets();
+      for (auto& w : works_) w.wait();
+      works_.clear();
+      grads_.div_(s.world_size());
+    }
     const double norm = std::sqrt(dshost::sum_of_squares(grads_).item<double>());
     if (args.max_grad_norm > 0 && norm > args.max_grad_norm)
       grads_.mul_(args.max_grad_norm / (norm + 1e-6));
@@ -72,9 +80,10 @@ class Ddp : public dshost::Strategy {
     const int64_t begin = s.rank() * layout_->shard;
     optimizer_->step(params_.narrow(0, begin, layout_->shard),
                      grads_.narrow(0, begin, layout_->shard), args.lr);
-    s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
-                 dshost::slice(param_id_, 0, layout_->padded))
-        .wait();
+    if (s.world_size() > 1)
+      s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
+                   dshost::slice(param_id_, 0, layout_->padded))
+          .wait();
     grads_.zero_();
     reset_buckets();
     return norm;

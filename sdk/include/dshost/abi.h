@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define DSHOST_ABI_MAJOR 1
-#define DSHOST_ABI_MINOR 2
+#define DSHOST_ABI_MINOR 3
 
 #if defined(__GNUC__)
 #define DSHOST_EXPORT __attribute__((visibility("default")))
@@ -277,6 +277,11 @@ typedef struct dshost_param_desc {
 typedef struct dshost_step_result {
   size_t struct_size;
   double loss; /* mean loss of the micro-batch, before loss_scale */
+  /* Since ABI 1.3, set by the host before the call (NULL: not wanted): a one-element
+   * float32 tensor on the compute device. The model then copies the loss into it without
+   * waiting for the device (no host synchronisation, so the call can be captured in a CUDA
+   * graph) and may leave `loss` NaN. */
+  DLTensor* loss_out;
 } dshost_step_result;
 
 typedef struct dshost_eval_result {
@@ -394,6 +399,12 @@ typedef struct dshost_strategy_api {
    * world size. */
   dshost_status (*save)(dshost_strategy* strategy, const dshost_state_io* io, dshost_error* err);
   dshost_status (*load)(dshost_strategy* strategy, const dshost_state_io* io, dshost_error* err);
+  /* Since ABI 1.3; NULL or absent means 0. *out = 1 when, with this configuration, the
+   * strategy's unit events launch no collectives and wait for nothing, and replays may skip
+   * them: the host may then capture one micro-batch's forward_backward in a CUDA graph and
+   * replay it for later micro-batches without raising unit events (begin_micro_batch and
+   * step are still called every time). Asked once, after setup. */
+  dshost_status (*capturable)(dshost_strategy* strategy, int32_t* out, dshost_error* err);
 } dshost_strategy_api;
 
 /* ---- launchers ---------------------------------------------------------------------- */

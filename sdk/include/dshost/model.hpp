@@ -22,6 +22,7 @@
 #include <torch/nn/module.h>
 
 #include <atomic>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -233,7 +234,8 @@ class ModelInstance {
     targets_ = std::move(targets);
   }
 
-  double forward_backward(int64_t batch, double loss_scale) {
+  // Returns the micro-batch's mean loss, still on the device.
+  at::Tensor forward_backward(int64_t batch, double loss_scale) {
     check_batch(batch);
     for (size_t u = 0; u < params_.size(); ++u) pending_[u] = param_count(static_cast<int>(u));
     at::Tensor loss;
@@ -243,7 +245,7 @@ class ModelInstance {
       loss = model_->loss(model_->forward(rows(inputs_, batch)), targets_.narrow(0, 0, batch));
     }
     (loss * loss_scale).backward();
-    return loss.item<double>();
+    return loss.detach();
   }
 
   at::Tensor predict(int64_t batch) {
@@ -353,8 +355,12 @@ const dshost_model_api* model_api() {
       [](dshost_model* m, int64_t batch, double loss_scale, dshost_step_result* out,
          dshost_error* err) {
         return guarded(err, [&] {
+          const bool wants_tensor =
+              out->struct_size > offsetof(dshost_step_result, loss_out) && out->loss_out;
+          const at::Tensor loss = as<M>(m)->forward_backward(batch, loss_scale);
+          if (wants_tensor) borrow(out->loss_out).copy_(loss.reshape({1}), /*non_blocking=*/true);
+          out->loss = wants_tensor ? std::nan("") : loss.item<double>();
           out->struct_size = sizeof(dshost_step_result);
-          out->loss = as<M>(m)->forward_backward(batch, loss_scale);
         });
       },
       [](dshost_model* m, int64_t batch, dshost_eval_result* out, dshost_error* err) {
