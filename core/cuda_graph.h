@@ -5,11 +5,13 @@
 // captured, one graph launch replaces hundreds of kernel launches, which is what bounds
 // small convolutional models at small batches (mobilenet_v2, efficientnet_b0 at 16 to 64).
 //
-// The first kWarmup calls run eagerly on a side stream (lazy initialisation: cuBLAS
-// workspaces, cuDNN's algorithm search, allocator growth must not happen inside a
-// capture), the next is captured on it and replayed, and every later call is a replay on
-// the current stream. Kernels of a replay read whatever the batch buffers hold when it runs,
-// so the caller fills them before each call as before.
+// The first kWarmup calls run eagerly (lazy initialisation: cuBLAS workspaces, cuDNN's
+// algorithm search, allocator growth must not happen inside a capture), the next is
+// captured on the rank's stream and replayed, every later call is a replay. Kernels of a
+// replay read whatever the batch buffers hold when it runs, so the caller fills them before
+// each call as before. The rank must compute on a stream of its own (the worker sets one):
+// the legacy default stream cannot be captured, and autograd accumulates gradients on the
+// stream that was current when the model's parameters were bound.
 #pragma once
 
 #include <ATen/ATen.h>

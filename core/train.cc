@@ -114,7 +114,12 @@ class Worker {
   int run() {
     const auto start = Clock::now();
 #if DSHOST_CUDA
-    if (device_.is_cuda()) c10::cuda::set_device(device_.index());  // NCCL, streams, events
+    // The rank's device, and a stream of its own rather than the legacy default stream,
+    // which synchronises with every other stream and cannot be captured (train.cuda_graph).
+    if (device_.is_cuda()) {
+      c10::cuda::set_device(device_.index());
+      c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, device_.index()));
+    }
 #endif
     at::globalContext().setBenchmarkCuDNN(cfg_.train.cudnn_benchmark);
     comm_ = std::make_unique<Comm>(rv_, std::chrono::milliseconds(static_cast<int64_t>(

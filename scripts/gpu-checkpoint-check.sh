@@ -20,7 +20,7 @@ cmake -S . -B /tmp/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
 run() {  # output dir, then --set values
   local dir=$1; shift
   local sets=(--set launcher.nprocs=1 --set train.device=cuda --set "data.path=\"$PWD/.fmnist\""
-              --set "run.output_dir=\"$dir\"" --set train.precision=bf16 --set train.log_every=1
+              --set "run.output_dir=\"$dir\"" --set train.precision=bf16 --set train.log_every=1 --set train.cudnn_benchmark=false
               --set train.eval=false --set model.dropout=0.2)
   for s in "$@"; do sets+=(--set "$s"); done
   /tmp/build/dshost run configs/quickstart.toml "${sets[@]}" >> "$dir.log" 2>&1 || echo "FAILED: $dir $*"

@@ -295,9 +295,10 @@ class FlatOptimizer {
  private:
 #ifdef DSHOST_FUSED_ADAMW
   // PyTorch's fused AdamW kernel (AdamW(fused=True)) over the whole flat range: one pass
-  // over memory instead of the nine of the loop above (measured on an H100: see
-  // bench/results/gpu_perf.md). The same update up to rounding (it uses lerp for the first
-  // moment). The step count lives on the device, as the kernel reads it there.
+  // over memory instead of the nine of the loop above, and what the PyTorch peer of
+  // bench/gpu uses. The same update up to rounding (it uses lerp for the first moment;
+  // tests/reference_test.cc bounds the difference). The step count lives on the device, as
+  // the kernel reads it there.
   void fused_adamw(at::Tensor& param, const at::Tensor& grad, double lr) {
     if (!step_on_device_.defined())
       step_on_device_ = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(device_));

@@ -1,0 +1,158 @@
+"""The PyTorch peer of bench/gpu/run.sh: one training configuration in PyTorch eager (or
+FSDP2 with CPU offload), as a PyTorch user runs it fast, measured the way the run measures
+dshost. Prints one JSON line: samples/s over the timed steps, peak GPU memory (the caching
+allocator's, as dshost reports it) and peak host memory.
+
+Same work as dshost's side: the same architecture (torchvision's, which dshost's image
+models equal; nanoGPT's GPT-2, which dshost's gpt equals), bf16 autocast over fp32
+parameters, channels-last convolutions, AdamW (fused kernel), cross entropy, gradient
+clipping at 1.0, cuDNN autotuning, batches gathered and normalised on the GPU from a fixed
+pool of random uint8 images (dshost's synthetic data) or random token windows. No host
+synchronisation inside the timed steps.
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ---- gpt: nanoGPT's GPT-2 (pre-LayerNorm blocks, tanh GELU, tied head) ------------------
+class Block(nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln_1 = nn.LayerNorm(width)
+        self.c_attn = nn.Linear(width, 3 * width)
+        self.attn_proj = nn.Linear(width, width)
+        self.ln_2 = nn.LayerNorm(width)
+        self.c_fc = nn.Linear(width, 4 * width)
+        self.mlp_proj = nn.Linear(4 * width, width)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
+        h = x + self.attn_proj(y)
+        return h + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(h)), approximate="tanh"))
+
+
+class Gpt(nn.Module):
+    def __init__(self, layers, heads, width, vocab, block):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, width)
+        self.wpe = nn.Embedding(block, width)
+        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(width)
+        for name, p in self.named_parameters():
+            if name.endswith(".bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * layers) if name.endswith("proj.weight") else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        return F.linear(self.ln_f(x), self.wte.weight)
+
+
+PRESETS = {"gpt2-124m": (12, 12, 768), "gpt2-350m": (24, 16, 1024), "gpt-1.3b": (24, 16, 2048)}
+
+
+def image_model(name):
+    import torchvision.models as tv
+    return getattr(tv, name)(num_classes=1000).to(memory_format=torch.channels_last)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)  # a torchvision name, or gpt
+    ap.add_argument("--preset", default="gpt2-124m")
+    ap.add_argument("--vocab", type=int, default=50304)
+    ap.add_argument("--batch", type=int, required=True)
+    ap.add_argument("--warmup", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--fsdp-offload", action="store_true", help="FSDP2 + CPUOffloadPolicy, world 1")
+    a = ap.parse_args()
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    gpt = a.model == "gpt"
+    if gpt:
+        layers, heads, width = PRESETS[a.preset]
+        model = Gpt(layers, heads, width, a.vocab, 1024)
+        tokens = torch.randint(0, a.vocab, (1 << 21,), device=dev)
+    else:
+        model = image_model(a.model)
+        pool = torch.randint(0, 256, (256, 3, 224, 224), dtype=torch.uint8, device=dev)
+        labels = torch.arange(1 << 20, device=dev) % 1000
+
+    if a.fsdp_offload:
+        import torch.distributed as dist
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29613")
+        dist.init_process_group("nccl", rank=0, world_size=1)
+        torch.cuda.set_device(0)
+        policy = dict(offload_policy=CPUOffloadPolicy(),
+                      mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32))
+        for block in model.blocks:
+            fully_shard(block, **policy)
+        fully_shard(model, **policy)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        autocast = torch.autocast("cuda", enabled=False)
+    else:
+        model = model.to(dev)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+
+    mean, std = 0.5, 0.29  # dshost's synthetic pool statistics
+
+    def batch(step):
+        first = step * a.batch
+        if gpt:
+            starts = (torch.arange(first, first + a.batch, device=dev) * 1024) % (tokens.numel() - 1025)
+            windows = tokens[starts[:, None] + torch.arange(1025, device=dev)]
+            return windows[:, :-1], windows[:, 1:]
+        idx = torch.arange(first, first + a.batch, device=dev)
+        x = pool[idx % pool.shape[0]].float().div_(255).sub_(mean).div_(std)
+        return x.contiguous(memory_format=torch.channels_last), labels[idx]
+
+    def step(i):
+        x, y = batch(i)
+        with autocast:
+            out = model(x)
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    model.train()
+    for i in range(a.warmup):
+        step(i)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(a.warmup, a.warmup + a.steps):
+        loss = step(i)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    print(json.dumps({
+        "samples_per_second": a.batch * a.steps / seconds,
+        "peak_device_bytes": torch.cuda.max_memory_allocated(),
+        "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "final_loss": loss.item(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }))
+
+
+if __name__ == "__main__":
+    main()

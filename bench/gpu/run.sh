@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# dshost against PyTorch on one GPU, side by side in one run (issue 7). On the GPU machine
+# (../shared/gpu/README.md), from the repository root with .devdeps/ and .fmnist/ carried:
+#
+#   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph gpt gpt-1.3b offload
+#
+# Builds dshost against the image's LibTorch, then per group runs each configuration with
+# dshost (eager, and with train.cuda_graph where the strategy allows it) and with its PyTorch
+# peer (bench/gpu/peer.py), appending one JSON row per run to $OUT/rows.jsonl;
+# bench/gpu/report.py turns rows into bench/results/gpu_perf.md. dshost's samples/s is the
+# median over its report windows after the first two (cuDNN autotuning, graph capture); the
+# peer times its steps after a warm-up.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/gpu-bench}
+mkdir -p "$out"
+rows=$out/rows.jsonl
+logs=/tmp/gpu-bench-logs  # each run's log; a failed run's comes back in $out
+mkdir -p "$logs"
+torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+export LD_LIBRARY_PATH=$PWD/.devdeps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export NCCL_NVLS_ENABLE=0
+build=/tmp/build
+
+machine() {
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+  date -u +%F
+}
+
+build_dshost() {
+  local targets=(dshost)
+  [[ " $* " == *" tests"* ]] && targets+=(dshost_tests)
+  local start=$SECONDS
+  { cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_PREFIX_PATH="$torch_prefix;$PWD/.devdeps/usr" &&
+    cmake --build $build --target "${targets[@]}" dshost_plugins; } > "$out/build.log" 2>&1 ||
+    { tail -40 "$out/build.log"; exit 1; }
+  echo "built in $((SECONDS - start)) s"
+}
+
+# dshost_run NAME KIND [--set values]: one dshost run, its row appended.
+dshost_run() {
+  local name=$1 kind=$2; shift 2
+  local sets=(--set launcher.nprocs=1 --set train.device=\"cuda\" --set train.precision=\"bf16\"
+              --set train.eval=false --set train.log_every=10 --set "run.output_dir=\"$logs/runs\""
+              --set "run.name=\"$name\"")
+  for s in "$@"; do sets+=(--set "$s"); done
+  $build/dshost run configs/quickstart.toml "${sets[@]}" > "$logs/$name.log" 2>&1
+  local code=$?
+  [[ $code == 0 ]] || tail -30 "$logs/$name.log" > "$out/$name.log"
+  python3 - "$logs/runs/$name" "$name" "$kind" "$code" >> "$rows" <<'PY'
+import json, statistics, sys
+run, name, kind, code = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+row = {"name": name, "side": "dshost", "kind": kind, "exit": code}
+try:
+    s = json.load(open(f"{run}/summary.json"))
+    rates, seen = [], set()
+    for line in open(f"{run}/metrics.jsonl"):
+        r = json.loads(line)
+        if "samples_per_second" in r and r["samples_per_second"] not in seen:
+            seen.add(r["samples_per_second"]); rates.append(r["samples_per_second"])
+    steady = rates[2:] or rates
+    row.update(samples_per_second=statistics.median(steady), peak_device_bytes=s["peak_device_memory_bytes"],
+               peak_host_bytes=s["peak_host_memory_bytes"], parameters=s["parameters"],
+               forward_flops_per_sample=s.get("forward_flops_per_sample"), final_loss=s["final_train_loss"])
+except Exception as e:  # a failed run is a row too, with its exit code
+    row["error"] = repr(e)
+print(json.dumps(row))
+PY
+  echo "$name: exit $code $(tail -c 300 "$rows" | tail -1 | cut -c1-200)"
+}
+
+# peer_run NAME KIND peer.py arguments
+peer_run() {
+  local name=$1 kind=$2; shift 2
+  local json
+  json=$(python3 bench/gpu/peer.py "$@" 2> "$logs/$name.log" | tail -1)
+  [[ -n "$json" ]] || { json='{"error": "failed"}'; tail -30 "$logs/$name.log" > "$out/$name.log"; }
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(name=sys.argv[2], side="pytorch", kind=sys.argv[3]); print(json.dumps(r))' \
+    "$json" "$name" "$kind" >> "$rows"
+  echo "$name: $(tail -1 "$rows" | cut -c1-200)"
+}
+
+images() {  # [graph]: dshost with train.cuda_graph only
+  local only_graph=${1:-}
+  local zoo=(data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000
+             train.max_steps=60)
+  for case in mobilenet_v2:32 mobilenet_v2:64 efficientnet_b0:16 efficientnet_b0:32 vgg16:8 \
+              vgg16:32 resnet50:64; do
+    local model=${case%:*} batch=${case#*:}
+    local common=(model.plugin=\"$model\" train.micro_batch_size=$batch "${zoo[@]}")
+    dshost_run "${model}_b${batch}_dshost_graph" "$model b$batch" "${common[@]}" train.cuda_graph=true
+    [[ -n $only_graph ]] && continue
+    dshost_run "${model}_b${batch}_dshost" "$model b$batch" "${common[@]}"
+    peer_run "${model}_b${batch}_torch" "$model b$batch" --model "$model" --batch "$batch"
+  done
+}
+
+tokens_file() {
+  [[ -f /tmp/tokens.bin ]] ||
+    python3 -c 'import numpy as np; np.random.default_rng(0).integers(0, 50257, 1 << 22, dtype=np.uint16).tofile("/tmp/tokens.bin")'
+}
+
+# gpt_cases NAME PRESET BATCH STEPS STRATEGY [--set values]
+gpt_cases() {
+  local name=$1 preset=$2 batch=$3 steps=$4 strategy=$5; shift 5
+  tokens_file
+  dshost_run "$name" "gpt $preset b$batch $strategy" model.plugin=\"gpt\" model.preset=\"$preset\" \
+    model.vocab_size=50304 data.dataset=\"tokens\" data.path=\"/tmp/tokens.bin\" \
+    train.micro_batch_size=$batch train.max_steps=$steps strategy.plugin=\"$strategy\" "$@"
+}
+
+gpt() {
+  for case in gpt2-124m:8 gpt2-350m:8; do
+    local preset=${case%:*} batch=${case#*:}
+    gpt_cases "${preset}_b${batch}_dshost" "$preset" "$batch" 60 ddp
+    gpt_cases "${preset}_b${batch}_dshost_graph" "$preset" "$batch" 60 ddp train.cuda_graph=true
+    peer_run "${preset}_b${batch}_torch" "gpt $preset b$batch ddp" --model gpt --preset "$preset" --batch "$batch"
+  done
+}
+
+gpt13() {
+  gpt_cases gpt-1.3b_b8_dshost gpt-1.3b 8 40 ddp
+  peer_run gpt-1.3b_b8_torch "gpt gpt-1.3b b8 ddp" --model gpt --preset gpt-1.3b --batch 8 --steps 20
+}
+
+offload() {
+  gpt_cases gpt-1.3b_b8_zero3_dshost gpt-1.3b 8 12 zero3-offload strategy.offload_param_device=\"cpu\"
+  peer_run gpt-1.3b_b8_fsdp2_offload "gpt gpt-1.3b b8 zero3-offload" --model gpt --preset gpt-1.3b \
+    --batch 8 --warmup 2 --steps 3 --fsdp-offload
+}
+
+machine > "$out/machine.txt" 2>&1
+build_dshost "$@"
+for group in "$@"; do
+  case $group in
+    tests) DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build -L gpu --output-on-failure \
+             > "$out/gpu_tests.log" 2>&1; tail -5 "$out/gpu_tests.log" ;;
+    tests-no-tf32) NVIDIA_TF32_OVERRIDE=0 DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build \
+             -L gpu --output-on-failure > "$out/gpu_tests_no_tf32.log" 2>&1; tail -5 "$out/gpu_tests_no_tf32.log" ;;
+    images) images ;;
+    images-graph) images graph ;;
+    gpt) gpt ;;
+    gpt-1.3b) gpt13 ;;
+    offload) offload ;;
+    *) echo "unknown group $group"; exit 2 ;;
+  esac
+done
