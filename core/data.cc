@@ -318,9 +318,9 @@ void fill_batch(const ImageDataset& data, const Split& split, const std::vector<
 
 // Decision: a GPU run keeps an in-memory split on the GPU when it is small (Fashion-MNIST's
 // 55 MB, CIFAR-10's 180 MB, the synthetic pool's 38 MB), so a batch is gathered, converted
-// and normalised there without a host round trip or a synchronous copy: on an H100 the
-// host path held resnet50 back (a 38 MB pageable float copy per batch of 64). Larger token
-// files stay on the host.
+// and normalised there, without the host's float conversion and a synchronous pageable copy
+// (38 MB per batch of 64 ImageNet-sized images; not measured apart from the rest of
+// bench/results/gpu_perf.md). Larger token files stay on the host.
 void keep_on_device(ImageDataset& data, at::Device device) {
   constexpr int64_t kLimit = int64_t{1} << 30;  // bytes per split
   for (Split* split : {&data.train, &data.test}) {

@@ -203,7 +203,7 @@ class Worker {
     data_ = load_dataset(cfg_.data, job_.manifest.origin("data", "path"),
                          model_takes_tokens ? info_model_.input_shape[0] : 0);
     check_input_shape();
-    if (device_.is_cuda() && !(cfg_.data.prefetch == "on")) keep_on_device(data_, device_);
+    if (device_.is_cuda() && cfg_.data.prefetch != "on") keep_on_device(data_, device_);  // the prefetcher fills host memory
   }
 
   void check_input_shape() const {
