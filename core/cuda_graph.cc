@@ -45,12 +45,10 @@ void MicroBatchGraph::run(const std::function<void()>& forward_backward) {
   s.graph.replay();  // capturing recorded the micro-batch without running it
 }
 
-bool MicroBatchGraph::captured() const { return state_->captured; }
 #else
 struct MicroBatchGraph::State {};
 MicroBatchGraph::MicroBatchGraph(at::Device) { throw UserError("train.cuda_graph needs a CUDA build", 2); }
 void MicroBatchGraph::run(const std::function<void()>& forward_backward) { forward_backward(); }
-bool MicroBatchGraph::captured() const { return false; }
 #endif
 
 MicroBatchGraph::~MicroBatchGraph() = default;

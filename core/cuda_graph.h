@@ -31,7 +31,6 @@ class MicroBatchGraph {
 
   // Runs `forward_backward` (eagerly, or captured), or replays the captured graph.
   void run(const std::function<void()>& forward_backward);
-  bool captured() const;
 
   static constexpr int kWarmup = 3;
 
