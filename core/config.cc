@@ -43,6 +43,10 @@ const dshost_option kTrain[] = {
         "capture a micro-batch's forward/backward in a CUDA graph and replay it (ddp)"),
     opt("cudnn_benchmark", BOOL, "true",
         "let cuDNN time its algorithms per shape (false: runs repeat bit for bit)"),
+    ranged("profile_steps", INT, "0", 0, 1e6,
+           "optimizer steps recorded by PyTorch's profiler into run_dir/profile/rank<R>.pt.trace.json "
+           "(a Chrome trace: operators, and kernels on CUDA); 0 = off"),
+    ranged("profile_after", INT, "5", 0, 1e12, "steps run before the profiled ones (warm-up)"),
 };
 const dshost_option kOptimizer[] = {
     opt("name", STRING, "\"adamw\"", "optimizer", "adamw|sgd"),
@@ -125,7 +129,8 @@ Config read_config(const Manifest& m) {
              t.get_string("precision"),     t.get_string("device"),
              t.get_int("log_every"),        t.get_bool("eval"),
              t.get_int("threads"),          t.get_float("peak_tflops"),
-             t.get_bool("cuda_graph"),      t.get_bool("cudnn_benchmark")};
+             t.get_bool("cuda_graph"),      t.get_bool("cudnn_benchmark"),
+             t.get_int("profile_steps"),    t.get_int("profile_after")};
   const Section o = m.resolve("optimizer", table(kOptimizer));
   c.optimizer = {o.get_string("name"), o.get_float("lr"),           o.get_float("beta1"),
                  o.get_float("beta2"), o.get_float("eps"),          o.get_float("weight_decay"),

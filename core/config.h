@@ -27,6 +27,8 @@ struct TrainConfig {
   double peak_tflops;         // per device, for MFU; 0 = the known peak of the GPU, if any
   bool cuda_graph;            // replay micro-batches from a CUDA graph where allowed
   bool cudnn_benchmark;       // cuDNN autotuning (fastest, not bit-reproducible)
+  int64_t profile_steps;      // optimizer steps traced by the PyTorch profiler; 0 = off
+  int64_t profile_after;      // steps before the traced ones
 };
 
 struct OptimizerConfig {

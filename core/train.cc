@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/profiler.h"
 #include "core/safetensors.h"
 #include "core/services.h"
 
@@ -312,12 +313,15 @@ class Worker {
                   device_.str(), ", ", t.precision, "; ", total_steps_, " steps of ",
                   global_batch_, " samples"));
     int64_t saved_step = position_.step;
+    if (t.profile_steps > 0) start_profiler();
     for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < total_steps_; ++epoch) {
       const auto order = std::make_shared<const std::vector<int64_t>>(shard_indices(
           data_.train.size(), rv_.rank, rv_.world_size, info_.seed, epoch, /*shuffle=*/true, /*pad=*/true));
       epoch_start_ = Clock::now();
       for (int64_t s = position_.step_in_epoch; s < steps_per_epoch_ && position_.step < total_steps_; ++s) {
+        if (profiler_) profiler_->begin_step(position_.step);
         train_step(order, s * rank_batch_, epoch, position_.step);
+        if (profiler_) profiler_->end_step(position_.step);
         position_ = {position_.step + 1, epoch, s + 1};
         if (ck.every_steps > 0 && position_.step % ck.every_steps == 0)
           saved_step = save_checkpoint();
@@ -331,6 +335,20 @@ class Worker {
     }
     if (t.eval && !evaluated_) evaluate(-1);  // stopped by max_steps inside the first epoch
     if (ck.enabled() && saved_step != position_.step) save_checkpoint();  // the final state
+  }
+
+  // train.profile_steps: the window after profile_after steps, cut at the last step.
+  void start_profiler() {
+    const auto& t = cfg_.train;
+    const int64_t first = position_.step + t.profile_after;
+    const int64_t last = std::min(first + t.profile_steps, total_steps_) - 1;
+    if (first > last) {
+      log::warn(cat("train.profile_after = ", t.profile_after, " skips past the last of ", total_steps_,
+                    " steps: nothing is profiled; lower it"));
+      return;
+    }
+    profiler_ = std::make_unique<StepProfiler>(run_dir_ / "profile" / cat("rank", rv_.rank, ".pt.trace.json"),
+                                               device_, first, last);
   }
 
   void train_step(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
@@ -728,6 +746,7 @@ class Worker {
   at::Tensor losses_, loss_slot_;
   Owned<DLManagedTensor> loss_out_{nullptr, nullptr};
   std::unique_ptr<MicroBatchGraph> graph_;  // train.cuda_graph
+  std::unique_ptr<StepProfiler> profiler_;  // train.profile_steps
   std::unique_ptr<BatchPrefetcher> prefetcher_;  // per data.prefetch
   std::unique_ptr<MetricsLog> metrics_;  // rank 0's
   Clock::time_point last_report_, last_status_;

@@ -2,6 +2,8 @@
 // the same numbers in fp32, and the bytes each holds per rank as ZeRO accounts them.
 #include "tests/test_util.h"
 
+#include <dshost/cpu_adam.hpp>
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -157,6 +159,32 @@ TEST(StrategyMemory, RefusesStateTheHostCannotHold) {
       << r.err;
   EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir + "/quickstart/summary.json"));
+}
+
+// The CPU AdamW's two extras, exactly: the clipping scale is the gradient scaled first, and
+// the bf16 copy is the updated fp32 value rounded as Tensor::to rounds it.
+TEST(CpuAdamW, ScaleAndBf16CopyEqualTheSeparatePasses) {
+  const int64_t n = 100003;  // not a multiple of any vector width or grain
+  at::manual_seed(3);
+  const at::Tensor g = at::randn({n}), p0 = at::randn({n}), m0 = at::randn({n}) * 0.1,
+                   v0 = at::rand({n}) * 0.01;
+  const AdamWStep base{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.271f, 0.0039f};
+  AdamWStep scaled = base;
+  scaled.grad_scale = 0.37f;
+
+  at::Tensor p = p0.clone(), m = m0.clone(), v = v0.clone();
+  const at::Tensor g_scaled = g * 0.37f;  // what the clipping pass used to write
+  cpu_adamw(p.data_ptr<float>(), g_scaled.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), n, base);
+
+  at::Tensor p2 = p0.clone(), m2 = m0.clone(), v2 = v0.clone();
+  at::Tensor copy = at::zeros({n}, at::kBFloat16);
+  cpu_adamw(p2.data_ptr<float>(), g.data_ptr<float>(), m2.data_ptr<float>(), v2.data_ptr<float>(), n, scaled,
+            copy.data_ptr<at::BFloat16>());
+  EXPECT_TRUE(at::equal(p, p2));
+  EXPECT_TRUE(at::equal(m, m2));
+  EXPECT_TRUE(at::equal(v, v2));
+  EXPECT_TRUE(at::equal(copy, p2.to(at::kBFloat16)));
+  EXPECT_GT((p - p0).abs().max().item<float>(), 1e-4) << "the step moved the parameters";
 }
 
 }  // namespace

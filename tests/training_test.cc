@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <cmath>
 #include <thread>
 
@@ -145,6 +146,49 @@ TEST(FailFast, CtrlCStopsEveryRank) {
   EXPECT_NE(read_file(job.dir + "/log").find("interrupted by Interrupt: stopped every rank"),
             std::string::npos);
   EXPECT_TRUE(workers_of(job).empty()) << "a rank outlived Ctrl-C";
+}
+
+// train.profile_steps: steps 4 and 5 of 8, on each rank, as ranges holding that step's
+// forward (the convolutions) and backward; a window past the end says so and writes nothing.
+TEST(Profiler, TracesTheChosenStepsWithTheirOperatorsOnEveryRank) {
+  const std::string dir = scratch_dir("training_profile");
+  const auto run_with = [&](const std::string& after) {
+    return dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set", "train.max_steps=8",
+                   "--set", "train.eval=false", "--set", "train.profile_steps=2", "--set", "train.profile_after=" + after});
+  };
+  const Ran r = run_with("3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const std::string rank : {"0", "1"}) {
+    const auto trace = nlohmann::json::parse(read_file(dir + "/quickstart/profile/rank" + rank + ".pt.trace.json"));
+    std::vector<std::pair<double, double>> steps;  // [start, end) in us
+    std::vector<std::string> names;
+    for (const auto& e : trace.at("traceEvents")) {
+      const std::string name = e.at("name");
+      if (name.rfind("ProfilerStep#", 0) == 0) {
+        names.push_back(name);
+        steps.emplace_back(e.at("ts").get<double>(), e.at("ts").get<double>() + e.at("dur").get<double>());
+      }
+    }
+    EXPECT_EQ(names, (std::vector<std::string>{"ProfilerStep#4", "ProfilerStep#5"}));
+    ASSERT_EQ(steps.size(), 2u);
+    int forward = 0, backward = 0;
+    for (const auto& e : trace.at("traceEvents")) {
+      const std::string name = e.at("name");
+      const double ts = e.at("ts");
+      const bool inside = std::any_of(steps.begin(), steps.end(), [&](auto s) { return ts >= s.first && ts < s.second; });
+      forward += inside && name == "aten::convolution";
+      backward += inside && name == "aten::convolution_backward";
+    }
+    EXPECT_EQ(forward, 2 * 2) << "basic_cnn has 2 convolutions";
+    EXPECT_EQ(backward, 2 * 2);
+  }
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir + "/quickstart/profile"),
+                          std::filesystem::directory_iterator{}), 2) << "two traces, no partial files";
+
+  const Ran late = run_with("8");
+  ASSERT_EQ(late.exit_code, 0) << late.err;
+  EXPECT_NE(late.err.find("train.profile_after = 8 skips past the last of 8 steps: nothing is profiled"),
+            std::string::npos) << late.err;
 }
 
 // The README's first command: the quickstart reaches 0.90 test accuracy, and so it does

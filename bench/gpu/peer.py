@@ -71,6 +71,17 @@ def image_model(name):
     return getattr(tv, name)(num_classes=1000).to(memory_format=torch.channels_last)
 
 
+def profile(step, first, path):
+    """torch.profiler over 2 steps after 1 of warm-up, as bench/gpu/kernels.py reads it."""
+    from torch.profiler import ProfilerActivity, schedule
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                                schedule=schedule(wait=0, warmup=1, active=2),
+                                on_trace_ready=lambda p: p.export_chrome_trace(path)) as prof:
+        for i in range(first, first + 3):
+            step(i)
+            prof.step()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)  # a torchvision name, or gpt
@@ -80,6 +91,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--fsdp-offload", action="store_true", help="FSDP2 + CPUOffloadPolicy, world 1")
+    ap.add_argument("--profile", help="after timing, trace 2 more steps into this Chrome trace")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
@@ -145,6 +157,8 @@ def main():
         loss = step(i)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    if a.profile:
+        profile(step, a.warmup + a.steps, a.profile)
     print(json.dumps({
         "samples_per_second": a.batch * a.steps / seconds,
         "peak_device_bytes": torch.cuda.max_memory_allocated(),

@@ -3,6 +3,7 @@
 # (../shared/gpu/README.md), from the repository root with .devdeps/ and .fmnist/ carried:
 #
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph gpt gpt-1.3b offload
+#                                 profile profile-offload (kernel time by family, $OUT/profiles.md)
 #
 # Builds dshost against the image's LibTorch, then per group runs each configuration with
 # dshost (eager, and with train.cuda_graph where the strategy allows it) and with its PyTorch
@@ -131,6 +132,35 @@ offload() {
     --batch 8 --warmup 2 --steps 3 --fsdp-offload
 }
 
+# Two steps traced on each side after warm-up; bench/gpu/kernels.py sums their kernels.
+profile() {
+  local steps=(train.max_steps=26 train.profile_steps=2 train.profile_after=20)
+  gpt_cases gpt2-124m_b8_profile gpt2-124m 8 26 ddp "${steps[@]}"
+  peer_run gpt2-124m_b8_profile_torch "profile gpt2-124m" --model gpt --preset gpt2-124m --batch 8 \
+    --warmup 15 --steps 5 --profile "$logs/gpt2-124m_torch.json"
+  gpt_cases gpt-1.3b_b8_profile gpt-1.3b 8 26 ddp "${steps[@]}"
+  peer_run gpt-1.3b_b8_profile_torch "profile gpt-1.3b" --model gpt --preset gpt-1.3b --batch 8 \
+    --warmup 10 --steps 3 --profile "$logs/gpt-1.3b_torch.json"
+  dshost_run vgg16_b32_profile "profile vgg16" model.plugin=\"vgg16\" train.micro_batch_size=32 \
+    data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000 "${steps[@]}"
+  peer_run vgg16_b32_profile_torch "profile vgg16" --model vgg16 --batch 32 --steps 5 \
+    --profile "$logs/vgg16_torch.json"
+  for name in gpt2-124m gpt-1.3b vgg16; do
+    local ours=$logs/runs/${name}_b8_profile/profile/rank0.pt.trace.json
+    [[ $name == vgg16 ]] && ours=$logs/runs/vgg16_b32_profile/profile/rank0.pt.trace.json
+    python3 bench/gpu/kernels.py "$name" "$ours" "$logs/${name}_torch.json" >> "$out/profiles.md" 2>&1
+  done
+}
+
+profile_offload() {
+  gpt_cases gpt-1.3b_b8_zero3_profile gpt-1.3b 8 7 zero3-offload strategy.offload_param_device=\"cpu\" \
+    train.profile_steps=2 train.profile_after=4
+  peer_run gpt-1.3b_b8_fsdp2_profile "profile offload" --model gpt --preset gpt-1.3b --batch 8 --warmup 2 \
+    --steps 2 --fsdp-offload --profile "$logs/fsdp2.json"
+  python3 bench/gpu/kernels.py "gpt-1.3b zero3-offload / FSDP2 offload" \
+    "$logs/runs/gpt-1.3b_b8_zero3_profile/profile/rank0.pt.trace.json" "$logs/fsdp2.json" >> "$out/profiles.md" 2>&1
+}
+
 machine > "$out/machine.txt" 2>&1
 build_dshost "$@"
 for group in "$@"; do
@@ -144,6 +174,8 @@ for group in "$@"; do
     gpt) gpt ;;
     gpt-1.3b) gpt13 ;;
     offload) offload ;;
+    profile) profile ;;
+    profile-offload) profile_offload ;;
     *) echo "unknown group $group"; exit 2 ;;
   esac
 done

@@ -48,6 +48,12 @@ Shape shape_of(const dshost::Services& s) {
   return {s.get_int("n_layer"), s.get_int("n_head"), s.get_int("n_embd")};
 }
 
+// ATen's linear: the C++ frontend's nn::Linear multiplies, then adds the bias in a kernel of
+// its own for [B, T, C] inputs, where ATen (and Python's nn.Linear) fuses it into the GEMM.
+at::Tensor linear(const nn::Linear& layer, const at::Tensor& x) {
+  return at::linear(x, layer->weight, layer->bias);
+}
+
 struct EmbedImpl : nn::Module {
   EmbedImpl(int64_t vocab, int64_t block, int64_t width, double dropout)
       : wte(register_module("wte", nn::Embedding(vocab, width))),
@@ -76,13 +82,15 @@ struct BlockImpl : nn::Module {
 
   at::Tensor forward(const at::Tensor& x) {
     const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
-    // [B, T, 3C] -> three [B, heads, T, C / heads]
-    const auto qkv = c_attn->forward(ln_1->forward(x)).view({b, t, 3, heads, c / heads}).permute({2, 0, 3, 1, 4});
+    // [B, T, 3C] -> three [B, heads, T, C / heads]. unbind, not qkv[i]: three selects would
+    // each backpropagate a zero-filled [3, B, heads, T, C / heads] and add them up.
+    const auto qkv =
+        linear(c_attn, ln_1->forward(x)).view({b, t, 3, heads, c / heads}).permute({2, 0, 3, 1, 4}).unbind(0);
     const at::Tensor y = dshost::causal_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape({b, t, c});
-    const at::Tensor h = x + drop->forward(attn_proj->forward(y));
-    const at::Tensor mlp = nn::functional::gelu(c_fc->forward(ln_2->forward(h)),
+    const at::Tensor h = x + drop->forward(linear(attn_proj, y));
+    const at::Tensor mlp = nn::functional::gelu(linear(c_fc, ln_2->forward(h)),
                                                 nn::functional::GELUFuncOptions().approximate("tanh"));
-    return h + drop->forward(mlp_proj->forward(mlp));
+    return h + drop->forward(linear(mlp_proj, mlp));
   }
 
   int64_t heads;

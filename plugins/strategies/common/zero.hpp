@@ -36,6 +36,8 @@
 #include <dshost/cpu_adam.hpp>
 #include <dshost/strategy.hpp>
 
+#include <ATen/record_function.h>  // phases as ranges in train.profile_steps traces
+
 #include <algorithm>
 #include <cmath>
 #include <deque>
@@ -116,9 +118,10 @@ class Zero : public dshost::Strategy {
     deallocate(bounce.buffer);
     norm_ = at::zeros({1}, on_device(at::kDouble));
     norm_id_ = s.register_buffer(dshost::to_dlpack(norm_));
-    if (o_.stage == 3)
-      param_shard_ =
-          master_.to(pinned_if_host(dtype_, o_.offload_param ? at::Device(at::kCPU) : device_));
+    if (o_.stage == 3)  // (Tensor::to would ignore pinned_memory: pageable copies ran at 8 GB/s)
+      param_shard_ = at::empty({layout_->shard},
+                               pinned_if_host(dtype_, o_.offload_param ? at::Device(at::kCPU) : device_))
+                         .copy_(master_);
     make_optimizer();
     gathered_.resize(layout_->units());
     for (int u = 0; u < layout_->units(); ++u) gathered_[u] = o_.stage == 2 || persistent(u);
@@ -154,21 +157,27 @@ class Zero : public dshost::Strategy {
 
   double step(const dshost_step_args& args) override {
     const auto& s = services();
-    while (!reductions_.empty()) finish_oldest_reduction();
+    {
+      RECORD_USER_SCOPE("zero::finish_reductions");
+      while (!reductions_.empty()) finish_oldest_reduction();
+    }
     for (const Staging& slot : staging_) {  // transient, like the units' full gradients
       deallocate(slot.in.buffer);
       deallocate(slot.out.buffer);
     }
-    norm_.copy_(dshost::sum_of_squares(grad_shard_).view({1}));
-    s.all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
-    const double norm = std::sqrt(norm_.item<double>());
-    if (args.max_grad_norm > 0 && norm > args.max_grad_norm)
-      grad_shard_.mul_(args.max_grad_norm / (norm + 1e-6));
-    if (cpu_adam_) update_on_host_and_write_back(args.lr);
-    else {
-      flat_optimizer_->step(master_, grad_shard_, args.lr);
-      write_back(0, layout_->shard);
+    const double norm = global_norm();
+    const double clip = args.max_grad_norm > 0 && norm > args.max_grad_norm
+                            ? args.max_grad_norm / (norm + 1e-6) : 1.0;
+    {
+      RECORD_USER_SCOPE("zero::update");
+      if (cpu_adam_) update_on_host_and_write_back(args.lr, clip);
+      else {
+        if (clip != 1.0) grad_shard_.mul_(clip);
+        flat_optimizer_->step(master_, grad_shard_, args.lr);
+        write_back(0, layout_->shard);
+      }
     }
+    RECORD_USER_SCOPE("zero::after_update");
     gather_everything_gathered();
     grad_shard_.zero_();
     return norm;
@@ -336,6 +345,7 @@ class Zero : public dshost::Strategy {
   // Makes unit u whole for use, and starts gathering the next units in `direction` up to
   // prefetch_bucket_size elements ahead.
   void use(int u, int direction) {
+    RECORD_USER_SCOPE("zero::gather");
     gather(u);
     gather_work_[u].wait();
     int64_t ahead = 0;
@@ -353,7 +363,8 @@ class Zero : public dshost::Strategy {
     gathered_[u] = true;
     if (o_.stage == 3) {
       allocate(params_[u]);
-      own_chunk(params_[u], u).copy_(param_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]));
+      own_chunk(params_[u], u).copy_(param_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]),
+                                     /*non_blocking=*/true);  // pinned when on the host
     }
     const int64_t begin = services().rank() * layout_->chunk[u];
     gather_work_[u] = services().all_gather(dshost::slice(param_ids_[u], begin, layout_->chunk[u]),
@@ -374,6 +385,7 @@ class Zero : public dshost::Strategy {
   // shard directly; everything else passes through a staging slot and is folded in
   // (copied or added, across devices when the shard lives on the host) when done.
   void reduce(int u) {
+    RECORD_USER_SCOPE("zero::reduce");
     const int64_t c = layout_->chunk[u], n = layout_->unit_size(u);
     const bool unstaged = grads_[u].scalar_type() == o_.reduce_dtype && c <= piece_;
     for (int64_t begin = 0; begin < c; begin += piece_) {
@@ -432,6 +444,15 @@ class Zero : public dshost::Strategy {
   }
 
   // ---- the update ------------------------------------------------------------------------
+  // The global gradient norm. Reading it waits for the rank's stream, so every gather
+  // copying from the host parameter shard has finished before the update rewrites it.
+  double global_norm() {
+    RECORD_USER_SCOPE("zero::norm");
+    norm_.copy_(dshost::sum_of_squares(grad_shard_).view({1}));
+    services().all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
+    return std::sqrt(norm_.item<double>());
+  }
+
   void make_optimizer() {
     const auto& c = services().optimizer();
     cpu_adam_ = c.kind == DSHOST_ADAMW && master_.is_cpu();
@@ -443,19 +464,27 @@ class Zero : public dshost::Strategy {
     }
   }
 
-  // The fused CPU AdamW, a piece at a time; each updated piece is written back (to the
-  // device asynchronously when the parameters live there) while the next one is computed.
-  void update_on_host_and_write_back(double lr) {
+  // The fused CPU AdamW (clipping folded in as a gradient scale), a piece at a time; each
+  // updated piece is written back (to the device asynchronously when the parameters live
+  // there) while the next one is computed. A bf16 parameter shard in host memory is written
+  // by the update itself.
+  void update_on_host_and_write_back(double lr, double clip) {
     const auto& c = services().optimizer();
     ++adam_steps_;
     const dshost::AdamWStep s{static_cast<float>(lr), static_cast<float>(c.beta1),
                               static_cast<float>(c.beta2), static_cast<float>(c.eps),
                               static_cast<float>(c.weight_decay),
                               static_cast<float>(1.0 - std::pow(c.beta1, adam_steps_)),
-                              static_cast<float>(1.0 - std::pow(c.beta2, adam_steps_))};
+                              static_cast<float>(1.0 - std::pow(c.beta2, adam_steps_)),
+                              static_cast<float>(clip)};
     float *p = master_.data_ptr<float>(), *m = exp_avg_.data_ptr<float>(),
           *v = exp_avg_sq_.data_ptr<float>();
     const float* g = grad_shard_.data_ptr<float>();
+    const bool fused_bf16 = o_.stage == 3 && param_shard_.is_cpu() && dtype_ == at::kBFloat16;
+    if (fused_bf16) {
+      dshost::cpu_adamw(p, g, m, v, layout_->shard, s, param_shard_.data_ptr<at::BFloat16>());
+      return;
+    }
     for (int64_t begin = 0; begin < layout_->shard; begin += piece_) {
       const int64_t n = std::min(piece_, layout_->shard - begin);
       dshost::cpu_adamw(p + begin, g + begin, m + begin, v + begin, n, s);

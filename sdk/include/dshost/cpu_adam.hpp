@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 
 #include <cmath>
 #include <cstdint>
@@ -14,38 +15,64 @@ namespace dshost {
 struct AdamWStep {
   float lr, beta1, beta2, eps, weight_decay;
   float bias_correction1, bias_correction2;  // 1 - beta^t
+  float grad_scale = 1.0f;                   // multiplies g first: clipping, in the same pass
 };
 
 namespace detail {
 
-// Vectorises fully when compiled with -fno-math-errno (dshost_add_plugin sets it): sqrt of
-// the non-negative v never needs errno.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-inline void adamw_span(float* __restrict p, const float* __restrict g, float* __restrict m,
-                       float* __restrict v, int64_t n, AdamWStep s) {
+// One element's update; inlined into each of the compiled variants below.
+__attribute__((always_inline)) inline float adamw_element(float& p, float g, float& m, float& v,
+                                                          const AdamWStep& s) {
   const float decay = 1.0f - s.lr * s.weight_decay;
   const float step = s.lr / s.bias_correction1;
   const float inv_sqrt_bc2 = 1.0f / std::sqrt(s.bias_correction2);
-  const float b1 = s.beta1, b2 = s.beta2, c1 = 1.0f - s.beta1, c2 = 1.0f - s.beta2;
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i];
-    const float mi = b1 * m[i] + c1 * gi;
-    const float vi = b2 * v[i] + c2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * decay - step * mi / (std::sqrt(vi) * inv_sqrt_bc2 + s.eps);
-  }
+  const float gi = g * s.grad_scale;
+  const float mi = s.beta1 * m + (1.0f - s.beta1) * gi;
+  const float vi = s.beta2 * v + (1.0f - s.beta2) * gi * gi;
+  m = mi;
+  v = vi;
+  p = p * decay - step * mi / (std::sqrt(vi) * inv_sqrt_bc2 + s.eps);
+  return p;
 }
+
+// Vectorises fully when compiled with -fno-math-errno (dshost_add_plugin sets it): sqrt of
+// the non-negative v never needs errno.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DSHOST_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DSHOST_CPU_CLONES
+#endif
+
+DSHOST_CPU_CLONES inline void adamw_span(float* __restrict p, const float* __restrict g,
+                                         float* __restrict m, float* __restrict v, int64_t n,
+                                         AdamWStep s) {
+  for (int64_t i = 0; i < n; ++i) adamw_element(p[i], g[i], m[i], v[i], s);
+}
+
+// The same, also writing the updated value rounded to bf16 (as Tensor::to rounds) into
+// `out`: the compute-dtype copy the accelerator reads, without another pass over p.
+DSHOST_CPU_CLONES inline void adamw_span_bf16(float* __restrict p, const float* __restrict g,
+                                              float* __restrict m, float* __restrict v,
+                                              c10::BFloat16* __restrict out, int64_t n,
+                                              AdamWStep s) {
+  for (int64_t i = 0; i < n; ++i) out[i] = c10::BFloat16(adamw_element(p[i], g[i], m[i], v[i], s));
+}
+
+#undef DSHOST_CPU_CLONES
 
 }  // namespace detail
 
-// One AdamW step over n elements: param, grad, exp_avg, exp_avg_sq.
-inline void cpu_adamw(float* p, const float* g, float* m, float* v, int64_t n, AdamWStep s) {
-  constexpr int64_t kGrain = 1 << 15;  // elements per task: 128 KiB of each array
-  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    detail::adamw_span(p + begin, g + begin, m + begin, v + begin, end - begin, s);
+constexpr int64_t kCpuAdamGrain = 1 << 15;  // elements per task: 128 KiB of each array
+
+// One AdamW step over n elements: param, grad, exp_avg, exp_avg_sq; with `out`, the
+// updated params in bf16 too.
+inline void cpu_adamw(float* p, const float* g, float* m, float* v, int64_t n, AdamWStep s,
+                      c10::BFloat16* out = nullptr) {
+  at::parallel_for(0, n, kCpuAdamGrain, [&](int64_t begin, int64_t end) {
+    if (out != nullptr)
+      detail::adamw_span_bf16(p + begin, g + begin, m + begin, v + begin, out + begin, end - begin, s);
+    else
+      detail::adamw_span(p + begin, g + begin, m + begin, v + begin, end - begin, s);
   });
 }
 
