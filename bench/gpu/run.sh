@@ -4,6 +4,7 @@
 #
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph gpt gpt-1.3b offload
 #                                 profile profile-offload (kernel time by family, $OUT/profiles.md)
+#                                 largest-ddp largest-zero3 (the largest gpt that trains, $OUT/largest.txt)
 #
 # Builds dshost against the image's LibTorch, then per group runs each configuration with
 # dshost (eager, and with train.cuda_graph where the strategy allows it) and with its PyTorch
@@ -161,6 +162,26 @@ profile_offload() {
     "$logs/runs/gpt-1.3b_b8_zero3_profile/profile/rank0.pt.trace.json" "$logs/fsdp2.json" >> "$out/profiles.md" 2>&1
 }
 
+# The largest gpt each strategy trains on this GPU: GPT-3 6.7B's width (4096, 32 heads),
+# one sequence of 1024 per step, 2 steps; layers tried from the top down until a run
+# finishes with a finite loss. The first size that trains is the answer (sizes step by 2
+# layers, 201M parameters). $OUT/largest.txt lists every try.
+largest() {
+  local strategy=$1; shift
+  local extra=()
+  # Pageable offloaded buffers: pinned ones round up to a power of two (see check_host_memory).
+  [[ $strategy == zero3-offload ]] && extra=(strategy.offload_param_device=\"cpu\" strategy.pin_memory=false)
+  for layers in "$@"; do
+    local name=largest_${strategy}_${layers}
+    gpt_cases "$name" custom 1 2 "$strategy" model.n_layer="$layers" model.n_head=32 model.n_embd=4096 \
+      train.log_every=1 "${extra[@]}"
+    local row; row=$(tail -1 "$rows")
+    echo "$strategy $layers layers: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r.get("parameters"), "parameters, exit", r["exit"], "loss", r.get("final_loss"))' "$row")" >> "$out/largest.txt"
+    grep -q '"exit": 0' <<< "$row" && return
+    tail -2 "$logs/$name.log" >> "$out/largest.txt"
+  done
+}
+
 machine > "$out/machine.txt" 2>&1
 build_dshost "$@"
 for group in "$@"; do
@@ -176,6 +197,8 @@ for group in "$@"; do
     offload) offload ;;
     profile) profile ;;
     profile-offload) profile_offload ;;
+    largest-ddp) largest ddp 24 22 20 18 16 ;;
+    largest-zero3) largest zero3-offload 26 24 22 ;;
     *) echo "unknown group $group"; exit 2 ;;
   esac
 done

@@ -93,7 +93,8 @@ class Zero : public dshost::Strategy {
     piece_ = std::clamp<int64_t>(o_.reduce_bucket_size / s.world_size(), 1, largest_chunk);
     check_host_memory();
     const at::Device optimizer_home = o_.offload_optimizer ? at::Device(at::kCPU) : device_;
-    master_ = at::empty({layout_->shard}, pinned_if_host(at::kFloat, optimizer_home));
+    // The master is read and written by the CPU alone: pageable, like the moments.
+    master_ = at::empty({layout_->shard}, at::TensorOptions().dtype(at::kFloat).device(optimizer_home));
     grad_shard_ = at::zeros({layout_->shard}, pinned_if_host(at::kFloat, optimizer_home));
     if (grad_shard_.device() == device_)
       grad_shard_id_ = s.register_buffer(dshost::to_dlpack(grad_shard_));
@@ -318,7 +319,8 @@ class Zero : public dshost::Strategy {
       per_rank = 16 * shard + compute_bytes * (o_.stage == 3 ? shard : layout_->padded);
       what = "parameters, fp32 gradient shard, master and AdamW moments";
     } else if (o_.offload_optimizer || o_.offload_param) {
-      per_rank = (o_.offload_optimizer ? 16 * shard : 0) + (o_.offload_param ? compute_bytes * shard : 0);
+      per_rank = (o_.offload_optimizer ? 12 * shard + pinned_bytes(4 * shard) : 0) +
+                 (o_.offload_param ? pinned_bytes(compute_bytes * shard) : 0);
       what = o_.offload_optimizer ? "fp32 gradient shard, master and AdamW moments" : "";
       if (o_.offload_param) what += what.empty() ? "the parameter shard" : " and the parameter shard";
     }
@@ -333,8 +335,18 @@ class Zero : public dshost::Strategy {
                             "), but only " + gib(available) +
                             " GiB is available. Use more nodes, a smaller model" +
                             (o_.offload_param ? ", offload_param_device = \"none\"" : "") +
+                            (o_.pin_memory ? ", pin_memory = false (pinned buffers round up to a power of two)" : "") +
                             ", or free host memory.",
                         DSHOST_OUT_OF_MEMORY);
+  }
+
+  // Host bytes a buffer of `bytes` takes where it is pinned: LibTorch's pinned-memory
+  // allocator rounds every block up to a power of two (a 23 GB gradient shard takes 32 GB).
+  int64_t pinned_bytes(int64_t bytes) const {
+    if (!o_.pin_memory || !device_.is_cuda()) return bytes;
+    int64_t rounded = 1;
+    while (rounded < bytes) rounded <<= 1;
+    return rounded;
   }
 
   bool persistent(int u) const {

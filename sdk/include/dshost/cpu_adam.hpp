@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace dshost {
 
@@ -49,13 +50,21 @@ DSHOST_CPU_CLONES inline void adamw_span(float* __restrict p, const float* __res
   for (int64_t i = 0; i < n; ++i) adamw_element(p[i], g[i], m[i], v[i], s);
 }
 
+// bf16 bits of x rounded to nearest even, as c10::BFloat16 rounds, in integer operations
+// the loop below vectorises (c10's conversion kept it scalar: 25% slower than two passes).
+__attribute__((always_inline)) inline uint16_t bf16_bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  return x != x ? uint16_t{0x7FC0} : static_cast<uint16_t>(rounded);  // NaN stays a NaN
+}
+
 // The same, also writing the updated value rounded to bf16 (as Tensor::to rounds) into
 // `out`: the compute-dtype copy the accelerator reads, without another pass over p.
 DSHOST_CPU_CLONES inline void adamw_span_bf16(float* __restrict p, const float* __restrict g,
                                               float* __restrict m, float* __restrict v,
-                                              c10::BFloat16* __restrict out, int64_t n,
-                                              AdamWStep s) {
-  for (int64_t i = 0; i < n; ++i) out[i] = c10::BFloat16(adamw_element(p[i], g[i], m[i], v[i], s));
+                                              uint16_t* __restrict out, int64_t n, AdamWStep s) {
+  for (int64_t i = 0; i < n; ++i) out[i] = bf16_bits(adamw_element(p[i], g[i], m[i], v[i], s));
 }
 
 #undef DSHOST_CPU_CLONES
@@ -70,7 +79,8 @@ inline void cpu_adamw(float* p, const float* g, float* m, float* v, int64_t n, A
                       c10::BFloat16* out = nullptr) {
   at::parallel_for(0, n, kCpuAdamGrain, [&](int64_t begin, int64_t end) {
     if (out != nullptr)
-      detail::adamw_span_bf16(p + begin, g + begin, m + begin, v + begin, out + begin, end - begin, s);
+      detail::adamw_span_bf16(p + begin, g + begin, m + begin, v + begin,
+                              reinterpret_cast<uint16_t*>(out + begin), end - begin, s);
     else
       detail::adamw_span(p + begin, g + begin, m + begin, v + begin, end - begin, s);
   });
