@@ -163,7 +163,7 @@ class Worker {
     });
     hand_parameters_to_strategy();
     bind_batch_buffers();
-    losses_ = at::zeros({cfg_.train.log_every}, at::TensorOptions().dtype(at::kDouble).device(device_));
+    step_values_ = at::zeros({2, cfg_.train.log_every}, at::TensorOptions().dtype(at::kDouble).device(device_));
     loss_slot_ = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(device_));
     loss_out_ = Owned<DLManagedTensor>(to_dlpack(loss_slot_), [](DLManagedTensor* m) { m->deleter(m); });
     if (cfg_.train.cuda_graph && can_capture()) graph_ = std::make_unique<MicroBatchGraph>(device_);
@@ -354,7 +354,8 @@ class Worker {
   void train_step(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
                   int64_t epoch, int64_t step) {
     const auto& t = cfg_.train;
-    const at::Tensor step_loss = losses_.narrow(0, static_cast<int64_t>(unreported_.size()), 1);
+    const int64_t slot = static_cast<int64_t>(unreported_.size());
+    const at::Tensor step_loss = step_values_[0].narrow(0, slot, 1);
     for (int m = 0; m < t.grad_accum_steps; ++m) {
       const int64_t begin = first + m * t.micro_batch_size;
       const uint64_t augment_seed = info_.seed * 1000003 + static_cast<uint64_t>(epoch) + 1;
@@ -367,11 +368,14 @@ class Worker {
       step_loss.add_(loss_slot_.to(at::kDouble).div_(static_cast<double>(t.grad_accum_steps)));
     }
     const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, total_steps_);
-    const dshost_step_args args{sizeof(dshost_step_args), lr, t.grad_clip};
+    const at::Tensor step_norm = step_values_[1].narrow(0, slot, 1);
+    const Owned<DLManagedTensor> norm_out(to_dlpack(step_norm), [](DLManagedTensor* m) { m->deleter(m); });
+    const dshost_step_args args{sizeof(dshost_step_args), lr, t.grad_clip, &norm_out->dl_tensor};
     dshost_step_stats stats{sizeof(dshost_step_stats)};
     call(sapi_->step(strategy_.get(), &args, &stats, &err_), "strategy step");
+    if (!std::isnan(stats.grad_norm)) step_norm.fill_(stats.grad_norm);  // a host value
     samples_ += global_batch_;
-    unreported_.push_back({step, epoch, 0.0, lr, stats.grad_norm});
+    unreported_.push_back({step, epoch, 0.0, lr, 0.0});  // loss and norm: read at report()
     if (status_lines_) show_status(step + 1, epoch, step_loss);
     const bool last_of_epoch = (step + 1) % steps_per_epoch_ == 0 || step + 1 == total_steps_;
     if ((step + 1) % t.log_every == 0 || last_of_epoch) report();
@@ -389,15 +393,22 @@ class Worker {
   }
 
   // Averages the losses of the steps since the last report over ranks (one collective for
-  // all of them, rather than a synchronisation every step), appends them to metrics.jsonl
-  // and logs progress. Collective: every rank calls it at the same steps.
+  // all of them, rather than a synchronisation every step), reads their gradient norms,
+  // appends them to metrics.jsonl and logs progress. Collective: every rank calls it at the
+  // same steps.
   void report() {
-    const at::Tensor held = losses_.narrow(0, 0, static_cast<int64_t>(unreported_.size()))
-                                .to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
-    losses_.zero_();
-    std::vector<double> losses(held.data_ptr<double>(), held.data_ptr<double>() + held.numel());
+    const int64_t n = static_cast<int64_t>(unreported_.size());
+    const at::Tensor held =
+        step_values_.narrow(1, 0, n).to(at::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous();
+    step_values_.zero_();
+    const auto value = held.accessor<double, 2>();  // [loss, norm][step]
+    std::vector<double> losses(n);
+    for (int64_t i = 0; i < n; ++i) losses[i] = value[0][i];
     losses = comm_->sum(losses);
-    for (size_t i = 0; i < unreported_.size(); ++i) unreported_[i].loss = losses[i] / rv_.world_size;
+    for (int64_t i = 0; i < n; ++i) {
+      unreported_[i].loss = losses[i] / rv_.world_size;
+      unreported_[i].grad_norm = value[1][i];
+    }
     const StepRecord last = unreported_.back();
     last_loss_ = last.loss;
     if (rv_.rank == 0) {
@@ -741,9 +752,10 @@ class Worker {
   dshost_model_info info_model_{sizeof(dshost_model_info)};
   mutable dshost_error err_{sizeof(dshost_error), {}};
   at::Tensor inputs_, targets_;
-  // Each unreported step's mean loss (double, [log_every]) and the slot the model writes a
-  // micro-batch's loss into, both on the compute device: read at reports, not every step.
-  at::Tensor losses_, loss_slot_;
+  // Each unreported step's mean loss and gradient norm (double, [2, log_every]) and the slot
+  // the model writes a micro-batch's loss into, all on the compute device: read at reports,
+  // not every step.
+  at::Tensor step_values_, loss_slot_;
   Owned<DLManagedTensor> loss_out_{nullptr, nullptr};
   std::unique_ptr<MicroBatchGraph> graph_;  // train.cuda_graph
   std::unique_ptr<StepProfiler> profiler_;  // train.profile_steps

@@ -93,13 +93,15 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
-std::vector<double> losses(const std::string& run_dir) {
+std::vector<double> metric(const std::string& run_dir, const std::string& key) {
   std::vector<double> out;
   std::ifstream in(run_dir + "/metrics.jsonl");
   for (std::string line; std::getline(in, line);)
-    out.push_back(nlohmann::json::parse(line).at("loss").get<double>());
+    out.push_back(nlohmann::json::parse(line).at(key).get<double>());
   return out;
 }
+
+std::vector<double> losses(const std::string& run_dir) { return metric(run_dir, "loss"); }
 
 std::string quickstart_manifest() {
   return std::string(DSHOST_SOURCE_DIR) + "/configs/quickstart.toml";
@@ -107,7 +109,7 @@ std::string quickstart_manifest() {
 
 std::vector<double> train_quickstart(const std::string& name, std::vector<std::string> sets,
                                      std::string* summary_json, std::string* log) {
-  const std::string dir = scratch_dir("training_" + name);
+  const std::string dir = scratch_dir("training_" + name);  // quickstart_run_dir's parent
   std::vector<std::string> args{"run", quickstart_manifest(), "--set",
                                 "run.output_dir=\"" + dir + "\"", "--set", "train.log_every=1000"};
   for (const auto& s : sets) args.insert(args.end(), {"--set", s});
@@ -116,6 +118,10 @@ std::vector<double> train_quickstart(const std::string& name, std::vector<std::s
   if (summary_json != nullptr) *summary_json = read_file(dir + "/quickstart/summary.json");
   if (log != nullptr) *log = r.err;
   return losses(dir + "/quickstart");
+}
+
+std::string quickstart_run_dir(const std::string& name) {
+  return (fs::path(DSHOST_TEST_SCRATCH) / ("training_" + name) / "quickstart").string();
 }
 
 double max_abs_difference(const std::vector<double>& a, const std::vector<double>& b) {

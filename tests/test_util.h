@@ -22,7 +22,8 @@ std::string scratch_dir(const std::string& name);
 std::string write_file(const std::string& path, const std::string& text);
 std::string read_file(const std::string& path);
 
-// Loss of each step from a run's metrics.jsonl.
+// `key` (loss, grad_norm, ...) of each step from a run's metrics.jsonl.
+std::vector<double> metric(const std::string& run_dir, const std::string& key);
 std::vector<double> losses(const std::string& run_dir);
 
 std::string quickstart_manifest();
@@ -31,6 +32,8 @@ std::string quickstart_manifest();
 // run's summary.json when given, *log its standard error.
 std::vector<double> train_quickstart(const std::string& name, std::vector<std::string> sets,
                                      std::string* summary_json = nullptr, std::string* log = nullptr);
+// Where train_quickstart(name, ...) trained.
+std::string quickstart_run_dir(const std::string& name);
 double max_abs_difference(const std::vector<double>& a, const std::vector<double>& b);
 
 // Number of lines in `text`, ignoring a trailing newline.

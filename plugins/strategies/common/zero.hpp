@@ -166,14 +166,15 @@ class Zero : public dshost::Strategy {
       deallocate(slot.in.buffer);
       deallocate(slot.out.buffer);
     }
-    const double norm = global_norm();
-    const double clip = args.max_grad_norm > 0 && norm > args.max_grad_norm
-                            ? args.max_grad_norm / (norm + 1e-6) : 1.0;
+    const at::Tensor norm = global_norm();
     {
       RECORD_USER_SCOPE("zero::update");
-      if (cpu_adam_) update_on_host_and_write_back(args.lr, clip);
-      else {
-        if (clip != 1.0) grad_shard_.mul_(clip);
+      if (cpu_adam_) {  // the CPU needs the clipping scale: the one wait for the device
+        const double n = norm.item<double>();
+        const double max = args.max_grad_norm;
+        update_on_host_and_write_back(args.lr, max > 0 && n > max ? max / (n + 1e-6) : 1.0);
+      } else {
+        dshost::clip_by_norm(grad_shard_, norm, args.max_grad_norm);
         flat_optimizer_->step(master_, grad_shard_, args.lr);
         write_back(0, layout_->shard);
       }
@@ -181,7 +182,7 @@ class Zero : public dshost::Strategy {
     RECORD_USER_SCOPE("zero::after_update");
     gather_everything_gathered();
     grad_shard_.zero_();
-    return norm;
+    return dshost::report_norm(args, norm);
   }
 
   // Checkpoints: each rank saves its chunk of every unit (fp32 masters and moments); loading
@@ -456,13 +457,14 @@ class Zero : public dshost::Strategy {
   }
 
   // ---- the update ------------------------------------------------------------------------
-  // The global gradient norm. Reading it waits for the rank's stream, so every gather
-  // copying from the host parameter shard has finished before the update rewrites it.
-  double global_norm() {
+  // The global gradient norm, a one-element tensor on the compute device. Where the
+  // update runs on the CPU, reading it waits for the rank's stream, so every gather copying
+  // from the host parameter shard has finished before the update rewrites it.
+  at::Tensor global_norm() {
     RECORD_USER_SCOPE("zero::norm");
     norm_.copy_(dshost::sum_of_squares(grad_shard_).view({1}));
     services().all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
-    return std::sqrt(norm_.item<double>());
+    return norm_.sqrt();
   }
 
   void make_optimizer() {

@@ -7,7 +7,8 @@
 // overlap backward (buckets fill from the last unit backwards, like PyTorch's DDP, and are
 // launched strictly in order so every rank issues the same sequence). step() waits for
 // them, averages, clips by the global norm, updates the rank's shard and all-gathers the
-// updated parameters. With gradient accumulation, only the last micro-batch communicates.
+// updated parameters, all without waiting on the host (the norm goes to the host as a
+// device tensor). With gradient accumulation, only the last micro-batch communicates.
 // Mixed precision is PyTorch DDP + autocast's: the fp32 parameters are the masters and
 // compute runs in bf16 under autocast; gradients stay fp32 and are reduced in fp32. That is
 // 4 + 4 + 8/N bytes per parameter, against 2 + 2 + 12/N for ZeRO-1 with bf16 copies, and
@@ -73,9 +74,8 @@ class Ddp : public dshost::Strategy {
       works_.clear();
       grads_.div_(s.world_size());
     }
-    const double norm = std::sqrt(dshost::sum_of_squares(grads_).item<double>());
-    if (args.max_grad_norm > 0 && norm > args.max_grad_norm)
-      grads_.mul_(args.max_grad_norm / (norm + 1e-6));
+    const at::Tensor norm = dshost::sum_of_squares(grads_).sqrt_();  // stays on the device
+    dshost::clip_by_norm(grads_, norm, args.max_grad_norm);
 
     const int64_t begin = s.rank() * layout_->shard;
     optimizer_->step(params_.narrow(0, begin, layout_->shard),
@@ -86,7 +86,7 @@ class Ddp : public dshost::Strategy {
           .wait();
     grads_.zero_();
     reset_buckets();
-    return norm;
+    return dshost::report_norm(args, norm);
   }
 
   // Checkpoints: each rank saves its shard of the flat buffer (every rank holds the same

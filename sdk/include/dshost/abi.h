@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define DSHOST_ABI_MAJOR 1
-#define DSHOST_ABI_MINOR 3
+#define DSHOST_ABI_MINOR 4
 
 #if defined(__GNUC__)
 #define DSHOST_EXPORT __attribute__((visibility("default")))
@@ -349,6 +349,10 @@ typedef struct dshost_step_args {
   size_t struct_size;
   double lr;
   double max_grad_norm; /* <= 0: no clipping */
+  /* Since ABI 1.4, set by the host (NULL: not wanted): a one-element float64 tensor on the
+   * compute device. A strategy may write the global gradient norm there without waiting for
+   * the device (no host synchronisation in the step) and leave stats.grad_norm NaN. */
+  DLTensor* grad_norm_out;
 } dshost_step_args;
 
 typedef struct dshost_step_stats {

@@ -232,6 +232,21 @@ inline at::Tensor sum_of_squares(const at::Tensor& flat) {
   return total;
 }
 
+// Clipping without a host synchronisation: `grads` scaled by min(1, max_norm / (norm + 1e-6))
+// on the device, as PyTorch's clip_grad_norm_ scales (norm: a one-element double tensor).
+inline void clip_by_norm(const at::Tensor& grads, const at::Tensor& norm, double max_norm) {
+  if (max_norm > 0) grads.mul_(at::full_like(norm, max_norm).div_(norm + 1e-6).clamp_max_(1.0).reshape({}));
+}
+
+// A step's return value: the norm goes to the host's grad_norm_out (ABI 1.4) without
+// waiting for the device, and NaN is returned; an older host gets it read back.
+inline double report_norm(const dshost_step_args& args, const at::Tensor& norm) {
+  if (args.struct_size <= offsetof(dshost_step_args, grad_norm_out) || args.grad_norm_out == nullptr)
+    return norm.item<double>();
+  borrow(args.grad_norm_out).copy_(norm.reshape({1}), /*non_blocking=*/true);
+  return std::nan("");
+}
+
 // AdamW (decoupled weight decay, as torch.optim.AdamW) or SGD with momentum, updating a
 // flat fp32 parameter range from a flat fp32 gradient range of the same length.
 class FlatOptimizer {
@@ -339,7 +354,8 @@ class Strategy {
   virtual Views param_views(int unit, int index) = 0;
   virtual void begin_micro_batch(int /*index*/, int /*count*/) {}
   virtual void on_unit_event(dshost_unit_event /*event*/, int /*unit*/) {}
-  // Returns the global gradient norm before clipping.
+  // Returns the global gradient norm before clipping, or NaN after report_norm put it on
+  // the device.
   virtual double step(const dshost_step_args& args) = 0;
   virtual dshost_memory_report memory() const = 0;
   // Checkpoints (see dshost_strategy_api.save / load). By default a strategy cannot.
