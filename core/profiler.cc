@@ -28,20 +28,13 @@ std::set<ActivityType> activities(const at::Device& device) {
 }
 
 // Event times in microseconds (LibTorch 2 reports nanoseconds, 1.13 microseconds).
-double start_us(const kineto::KinetoEvent& e) {
 #if TORCH_VERSION_MAJOR >= 2
-  return static_cast<double>(e.startNs()) / 1e3;
+double start_us(const kineto::KinetoEvent& e) { return static_cast<double>(e.startNs()) / 1e3; }
+double duration_us(const kineto::KinetoEvent& e) { return static_cast<double>(e.durationNs()) / 1e3; }
 #else
-  return static_cast<double>(e.startUs());
+double start_us(const kineto::KinetoEvent& e) { return static_cast<double>(e.startUs()); }
+double duration_us(const kineto::KinetoEvent& e) { return static_cast<double>(e.durationUs()); }
 #endif
-}
-double duration_us(const kineto::KinetoEvent& e) {
-#if TORCH_VERSION_MAJOR >= 2
-  return static_cast<double>(e.durationNs()) / 1e3;
-#else
-  return static_cast<double>(e.durationUs());
-#endif
-}
 
 // The Chrome trace format's complete events, named by torch.profiler's categories: host
 // operators on pid 0 (a row per thread), kernels and copies on pid 1. Written here rather

@@ -165,7 +165,7 @@ class Worker {
     bind_batch_buffers();
     step_values_ = at::zeros({2, cfg_.train.log_every}, at::TensorOptions().dtype(at::kDouble).device(device_));
     loss_slot_ = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(device_));
-    loss_out_ = Owned<DLManagedTensor>(to_dlpack(loss_slot_), [](DLManagedTensor* m) { m->deleter(m); });
+    loss_out_ = lend(loss_slot_);
     if (cfg_.train.cuda_graph && can_capture()) graph_ = std::make_unique<MicroBatchGraph>(device_);
   }
 
@@ -369,7 +369,7 @@ class Worker {
     }
     const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, total_steps_);
     const at::Tensor step_norm = step_values_[1].narrow(0, slot, 1);
-    const Owned<DLManagedTensor> norm_out(to_dlpack(step_norm), [](DLManagedTensor* m) { m->deleter(m); });
+    const Owned<DLManagedTensor> norm_out = lend(step_norm);
     const dshost_step_args args{sizeof(dshost_step_args), lr, t.grad_clip, &norm_out->dl_tensor};
     dshost_step_stats stats{sizeof(dshost_step_stats)};
     call(sapi_->step(strategy_.get(), &args, &stats, &err_), "strategy step");
@@ -735,6 +735,11 @@ class Worker {
 
   template <class T>
   using Owned = std::unique_ptr<T, void (*)(T*)>;
+
+  // A DLPack view of `t` for a plugin to write into during a call, freed by the host.
+  static Owned<DLManagedTensor> lend(const at::Tensor& t) {
+    return {to_dlpack(t), [](DLManagedTensor* m) { m->deleter(m); }};
+  }
 
   const Job& job_;
   const Config& cfg_;

@@ -71,13 +71,12 @@ DSHOST_CPU_CLONES inline void adamw_span_bf16(float* __restrict p, const float* 
 
 }  // namespace detail
 
-constexpr int64_t kCpuAdamGrain = 1 << 15;  // elements per task: 128 KiB of each array
-
 // One AdamW step over n elements: param, grad, exp_avg, exp_avg_sq; with `out`, the
 // updated params in bf16 too.
 inline void cpu_adamw(float* p, const float* g, float* m, float* v, int64_t n, AdamWStep s,
                       c10::BFloat16* out = nullptr) {
-  at::parallel_for(0, n, kCpuAdamGrain, [&](int64_t begin, int64_t end) {
+  constexpr int64_t kGrain = 1 << 15;  // elements per task: 128 KiB of each array
+  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
     if (out != nullptr)
       detail::adamw_span_bf16(p + begin, g + begin, m + begin, v + begin,
                               reinterpret_cast<uint16_t*>(out + begin), end - begin, s);

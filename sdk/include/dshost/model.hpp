@@ -22,7 +22,6 @@
 #include <torch/nn/module.h>
 
 #include <atomic>
-#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -355,11 +354,9 @@ const dshost_model_api* model_api() {
       [](dshost_model* m, int64_t batch, double loss_scale, dshost_step_result* out,
          dshost_error* err) {
         return guarded(err, [&] {
-          const bool wants_tensor =
-              out->struct_size > offsetof(dshost_step_result, loss_out) && out->loss_out;
-          const at::Tensor loss = as<M>(m)->forward_backward(batch, loss_scale);
-          if (wants_tensor) borrow(out->loss_out).copy_(loss.reshape({1}), /*non_blocking=*/true);
-          out->loss = wants_tensor ? std::nan("") : loss.item<double>();
+          const bool lent = out->struct_size > offsetof(dshost_step_result, loss_out);
+          out->loss = hand_to_host(as<M>(m)->forward_backward(batch, loss_scale),
+                                   lent ? out->loss_out : nullptr);
           out->struct_size = sizeof(dshost_step_result);
         });
       },

@@ -241,10 +241,8 @@ inline void clip_by_norm(const at::Tensor& grads, const at::Tensor& norm, double
 // A step's return value: the norm goes to the host's grad_norm_out (ABI 1.4) without
 // waiting for the device, and NaN is returned; an older host gets it read back.
 inline double report_norm(const dshost_step_args& args, const at::Tensor& norm) {
-  if (args.struct_size <= offsetof(dshost_step_args, grad_norm_out) || args.grad_norm_out == nullptr)
-    return norm.item<double>();
-  borrow(args.grad_norm_out).copy_(norm.reshape({1}), /*non_blocking=*/true);
-  return std::nan("");
+  const bool lent = args.struct_size > offsetof(dshost_step_args, grad_norm_out);
+  return hand_to_host(norm, lent ? args.grad_norm_out : nullptr);
 }
 
 // AdamW (decoupled weight decay, as torch.optim.AdamW) or SGD with momentum, updating a
