@@ -7,8 +7,12 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
 
 namespace dshost::test {
 namespace {
@@ -185,6 +189,29 @@ TEST(CpuAdamW, ScaleAndBf16CopyEqualTheSeparatePasses) {
   EXPECT_TRUE(at::equal(v, v2));
   EXPECT_TRUE(at::equal(copy, p2.to(at::kBFloat16)));
   EXPECT_GT((p - p0).abs().max().item<float>(), 1e-4) << "the step moved the parameters";
+}
+
+// The fused AdamW's work is cut into one range per intra-op thread and each range runs on
+// a thread of its own (at::parallel_for ran it all on the caller, silently, in plugins).
+TEST(CpuAdamW, SpreadsOverTheIntraOpThreads) {
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(2);
+  const int64_t n = 100003;
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  std::set<std::thread::id> ran_on;
+  std::mutex mutex;
+  parallel_ranges(n, 1000, [&](int64_t begin, int64_t end) {
+    std::lock_guard<std::mutex> lock(mutex);
+    ranges.emplace_back(begin, end);
+    ran_on.insert(std::this_thread::get_id());
+  });
+  at::set_num_threads(threads_before);
+  std::sort(ranges.begin(), ranges.end());
+  ASSERT_EQ(ranges.size(), 2u);
+  EXPECT_EQ(ranges[0].first, 0);
+  EXPECT_EQ(ranges[0].second, ranges[1].first);
+  EXPECT_EQ(ranges[1].second, n);
+  EXPECT_EQ(ran_on.size(), 2u);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph gpt gpt-1.3b offload
 #                                 profile profile-offload (kernel time by family, $OUT/profiles.md)
 #                                 largest-ddp largest-zero3 (the largest gpt that trains, $OUT/largest.txt)
+#                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
+#                                 memory bandwidth: $OUT/cpu_adam.txt)
 #
 # Builds dshost against the image's LibTorch, then per group runs each configuration with
 # dshost (eager, and with train.cuda_graph where the strategy allows it) and with its PyTorch
@@ -33,6 +35,7 @@ machine() {
 build_dshost() {
   local targets=(dshost)
   [[ " $* " == *" tests"* ]] && targets+=(dshost_tests)
+  [[ " $* " == *" cpu-adam"* ]] && targets+=(dshost_cpu_adam_bench)
   local start=$SECONDS
   { cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$torch_prefix;$PWD/.devdeps/usr" &&
@@ -190,6 +193,8 @@ for group in "$@"; do
              > "$out/gpu_tests.log" 2>&1; tail -5 "$out/gpu_tests.log" ;;
     tests-no-tf32) NVIDIA_TF32_OVERRIDE=0 DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build \
              -L gpu --output-on-failure > "$out/gpu_tests_no_tf32.log" 2>&1; tail -5 "$out/gpu_tests_no_tf32.log" ;;
+    cpu-adam) { python3 bench/gpu/host_bandwidth.py && $build/tests/bench/dshost_cpu_adam_bench; } \
+                > "$out/cpu_adam.txt" 2>&1; tail -12 "$out/cpu_adam.txt" ;;
     images) images ;;
     images-graph) images graph ;;
     gpt) gpt ;;

@@ -24,9 +24,11 @@ void TorchAdamW(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * state.range(0) * 4 * 7);  // read 4, write 3
 }
 
-void FusedCpuAdamW(benchmark::State& state) {
+// bf16_copy: also writes the updated values in bf16, as zero3-offload's update does.
+void FusedCpuAdamW(benchmark::State& state, bool bf16_copy) {
   const int64_t n = state.range(0);
   at::Tensor p = at::randn({n}), g = at::randn({n}), m = at::zeros({n}), v = at::zeros({n});
+  at::Tensor copy = at::empty({bf16_copy ? n : 0}, at::kBFloat16);
   int64_t t = 0;
   for (auto _ : state) {
     ++t;
@@ -36,13 +38,15 @@ void FusedCpuAdamW(benchmark::State& state) {
                        static_cast<float>(kBeta2), static_cast<float>(kEps),
                        static_cast<float>(kDecay),
                        static_cast<float>(1 - std::pow(kBeta1, t)),
-                       static_cast<float>(1 - std::pow(kBeta2, t))});
+                       static_cast<float>(1 - std::pow(kBeta2, t))},
+                      bf16_copy ? copy.data_ptr<at::BFloat16>() : nullptr);
   }
-  state.SetBytesProcessed(state.iterations() * n * 4 * 7);
+  state.SetBytesProcessed(state.iterations() * n * (4 * 7 + (bf16_copy ? 2 : 0)));
 }
 
 }  // namespace
 
 BENCHMARK(TorchAdamW)->Arg(1 << 20)->Arg(10 << 20)->Arg(100 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(FusedCpuAdamW)->Arg(1 << 20)->Arg(10 << 20)->Arg(100 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(FusedCpuAdamW, fp32, false)->Arg(1 << 20)->Arg(10 << 20)->Arg(100 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(FusedCpuAdamW, bf16_copy, true)->Arg(1 << 20)->Arg(100 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

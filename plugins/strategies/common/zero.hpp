@@ -174,8 +174,7 @@ class Zero : public dshost::Strategy {
         const double max = args.max_grad_norm;
         update_on_host_and_write_back(args.lr, max > 0 && n > max ? max / (n + 1e-6) : 1.0);
       } else {
-        dshost::clip_by_norm(grad_shard_, norm, args.max_grad_norm);
-        flat_optimizer_->step(master_, grad_shard_, args.lr);
+        flat_optimizer_->step(master_, grad_shard_, args.lr, norm, args.max_grad_norm);
         write_back(0, layout_->shard);
       }
     }
@@ -438,8 +437,10 @@ class Zero : public dshost::Strategy {
     if (r.slot >= 0) {
       at::Tensor target = grad_shard_.narrow(0, layout_->shard_begin[r.unit] + r.begin, r.count);
       const at::Tensor reduced = staging_[r.slot].out.buffer.narrow(0, 0, r.count);
-      if (r.first) target.copy_(reduced);
-      else target.add_(reduced.to(target.options()));
+      // A copy into pinned host memory does not block: the host goes on launching backward
+      // and waits once, before it first reads the shard (global_norm).
+      if (r.first) target.copy_(reduced, /*non_blocking=*/true);
+      else target.add_(reduced.to(target.options()));  // blocking: waits for earlier copies
     }
     if (r.last) deallocate(grads_[r.unit]);
   }
@@ -462,6 +463,8 @@ class Zero : public dshost::Strategy {
   // from the host parameter shard has finished before the update rewrites it.
   at::Tensor global_norm() {
     RECORD_USER_SCOPE("zero::norm");
+    if (grad_shard_.is_cpu() && !device_.is_cpu())
+      (void)norm_.to(at::kCPU);  // a blocking read: the stream's copies into the shard are done
     norm_.copy_(dshost::sum_of_squares(grad_shard_).view({1}));
     services().all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
     return norm_.sqrt();

@@ -6,7 +6,7 @@
 // Step: gradients are summed by bucketed all-reduces started from grads_ready, so they
 // overlap backward (buckets fill from the last unit backwards, like PyTorch's DDP, and are
 // launched strictly in order so every rank issues the same sequence). step() waits for
-// them, averages, clips by the global norm, updates the rank's shard and all-gathers the
+// them, averages, updates the rank's shard clipped by the global norm and all-gathers the
 // updated parameters, all without waiting on the host (the norm goes to the host as a
 // device tensor). With gradient accumulation, only the last micro-batch communicates.
 // Mixed precision is PyTorch DDP + autocast's: the fp32 parameters are the masters and
@@ -75,11 +75,9 @@ class Ddp : public dshost::Strategy {
       grads_.div_(s.world_size());
     }
     const at::Tensor norm = dshost::sum_of_squares(grads_).sqrt_();  // stays on the device
-    dshost::clip_by_norm(grads_, norm, args.max_grad_norm);
-
     const int64_t begin = s.rank() * layout_->shard;
     optimizer_->step(params_.narrow(0, begin, layout_->shard),
-                     grads_.narrow(0, begin, layout_->shard), args.lr);
+                     grads_.narrow(0, begin, layout_->shard), args.lr, norm, args.max_grad_norm);
     if (s.world_size() > 1)
       s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
                    dshost::slice(param_id_, 0, layout_->padded))

@@ -1,12 +1,14 @@
 // AdamW for fp32 buffers in CPU memory, fused into one pass over memory and spread over
-// LibTorch's intra-op threads. The loop is compiled for AVX-512, AVX2 and baseline x86-64
+// as many threads as LibTorch's intra-op setting (train.threads). The loop is compiled for AVX-512, AVX2 and baseline x86-64
 // and the best one the CPU has is picked at load time. One step reads p, g, m, v and writes
 // p, m, v once: torch::optim::AdamW makes about ten passes.
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <c10/core/thread_pool.h>
 #include <c10/util/BFloat16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -71,12 +73,32 @@ DSHOST_CPU_CLONES inline void adamw_span_bf16(float* __restrict p, const float* 
 
 }  // namespace detail
 
+// Calls f(begin, end) on contiguous ranges that partition [0, n), one per thread: the
+// calling thread and a pool of workers, at::get_num_threads() in all (at most n / grain).
+// Not at::parallel_for: its inline body runs f serially in code compiled without
+// -fopenmp, as plugins are (the fused AdamW ran on one thread, a quarter of the host's
+// memory bandwidth), and a plugin with its own OpenMP runtime would bring a second pool of
+// spinning threads beside LibTorch's. The pool is made at first use, sized by the
+// intra-op setting then, and serves one caller at a time (the strategy's step).
+template <class F>
+void parallel_ranges(int64_t n, int64_t grain, const F& f) {
+  static c10::ThreadPool workers(std::max(1, at::get_num_threads() - 1));
+  const int64_t most = static_cast<int64_t>(workers.size()) + 1;
+  const int64_t threads = std::clamp<int64_t>(n / std::max<int64_t>(grain, 1), 1,
+                                              std::min<int64_t>(at::get_num_threads(), most));
+  const int64_t per_thread = (n + threads - 1) / threads;
+  for (int64_t begin = per_thread; begin < n; begin += per_thread)
+    workers.run([&f, begin, end = std::min(n, begin + per_thread)] { f(begin, end); });
+  f(0, std::min(n, per_thread));
+  if (threads > 1) workers.waitWorkComplete();
+}
+
 // One AdamW step over n elements: param, grad, exp_avg, exp_avg_sq; with `out`, the
 // updated params in bf16 too.
 inline void cpu_adamw(float* p, const float* g, float* m, float* v, int64_t n, AdamWStep s,
                       c10::BFloat16* out = nullptr) {
   constexpr int64_t kGrain = 1 << 15;  // elements per task: 128 KiB of each array
-  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+  parallel_ranges(n, kGrain, [&](int64_t begin, int64_t end) {
     if (out != nullptr)
       detail::adamw_span_bf16(p + begin, g + begin, m + begin, v + begin,
                               reinterpret_cast<uint16_t*>(out + begin), end - begin, s);

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -260,12 +261,23 @@ class FlatOptimizer {
     }
   }
 
-  void step(at::Tensor param, const at::Tensor& grad, double lr) {
+  // One step. With max_norm > 0 the gradients are first clipped by the global `norm` (a
+  // one-element double tensor on the device), as clip_by_norm clips: inside PyTorch's fused
+  // kernel where it runs (its grad_scale divides each gradient as it is read, sparing a
+  // pass over them), else by clip_by_norm.
+  void step(at::Tensor param, const at::Tensor& grad, double lr, const at::Tensor& norm = {},
+            double max_norm = 0) {
     at::NoGradGuard no_grad;
     ++steps_;
+    const bool clip = max_norm > 0 && norm.defined();
 #ifdef DSHOST_FUSED_ADAMW
-    if (c_.kind == DSHOST_ADAMW && param.is_cuda()) return fused_adamw(param, grad, lr);
+    if (c_.kind == DSHOST_ADAMW && param.is_cuda()) {
+      const at::Tensor divisor =
+          clip ? (norm + 1e-6).div_(max_norm).clamp_min_(1.0).to(at::kFloat) : at::Tensor();
+      return fused_adamw(param, grad, lr, divisor);
+    }
 #endif
+    if (clip) clip_by_norm(grad, norm, max_norm);
     if (c_.kind == DSHOST_ADAMW) {
       param.mul_(1.0 - lr * c_.weight_decay);
       exp_avg_.mul_(c_.beta1).add_(grad, 1.0 - c_.beta1);
@@ -312,13 +324,14 @@ class FlatOptimizer {
   // bench/gpu uses. The same update up to rounding (it uses lerp for the first moment;
   // tests/reference_test.cc bounds the difference). The step count lives on the device, as
   // the kernel reads it there.
-  void fused_adamw(at::Tensor& param, const at::Tensor& grad, double lr) {
+  void fused_adamw(at::Tensor& param, const at::Tensor& grad, double lr, const at::Tensor& divisor) {
     if (!step_on_device_.defined())
       step_on_device_ = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(device_));
     step_on_device_.fill_(static_cast<double>(steps_));
     at::_fused_adamw_({param}, {grad}, {exp_avg_}, {exp_avg_sq_}, {}, {step_on_device_}, lr,
                       c_.beta1, c_.beta2, c_.weight_decay, c_.eps, /*amsgrad=*/false,
-                      /*maximize=*/false);
+                      /*maximize=*/false,
+                      divisor.defined() ? std::optional<at::Tensor>(divisor) : std::nullopt);
   }
   at::Tensor step_on_device_;
 #endif
