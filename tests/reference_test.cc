@@ -58,14 +58,18 @@ nn::Sequential basic_cnn() {
 }
 
 // kSteps steps of the plain loop on `device`: each step's loss and gradient norm.
+// delayed: ZeRO-Offload's delayed parameter update, each step's gradients computed from the
+// parameters before the previous step's update (`model`) and applied to the optimizer's
+// latest ones (`latest`).
 struct Trajectory {
   std::vector<double> losses, norms;
 };
-Trajectory plain_loop(at::Device device) {
+Trajectory plain_loop(at::Device device, bool delayed) {
   at::manual_seed(kSeed);
   nn::Sequential model = basic_cnn();
   model->to(device);
-  torch::optim::AdamW optimizer(model->parameters(),
+  nn::Sequential latest = delayed ? std::dynamic_pointer_cast<nn::SequentialImpl>(model->clone()) : model;
+  torch::optim::AdamW optimizer(latest->parameters(),
                                 torch::optim::AdamWOptions(kLr).weight_decay(kWeightDecay));
   const ImageDataset data = load_fashion_mnist(fashion_mnist_dir(), "test");
   const auto order = shard_indices(data.train.size(), 0, 1, kSeed, 0, /*shuffle=*/true, /*pad=*/true);
@@ -74,10 +78,18 @@ Trajectory plain_loop(at::Device device) {
   Trajectory out;
   for (int64_t step = 0; step < kSteps; ++step) {
     fill_batch(data, data.train, order, step * kBatch, kBatch, inputs, targets);
-    optimizer.zero_grad();
+    model->zero_grad();
     const at::Tensor loss = at::cross_entropy_loss(model->forward(inputs), targets);
     loss.backward();
     out.norms.push_back(nn::utils::clip_grad_norm_(model->parameters(), kClip));
+    if (delayed) {  // the next step computes from what the optimizer holds before this update
+      at::NoGradGuard no_grad;
+      const auto used = model->parameters(), newest = latest->parameters();
+      for (size_t i = 0; i < used.size(); ++i) {
+        newest[i].mutable_grad() = used[i].grad().clone();
+        used[i].copy_(newest[i]);
+      }
+    }
     optimizer.step();
     out.losses.push_back(loss.item<double>());
   }
@@ -100,11 +112,11 @@ std::vector<double> dshost_losses(const std::string& name, const std::string& de
   return train_quickstart(name, sets, nullptr, err);
 }
 
-Trajectory plain_loop_on(const std::string& device) {
+Trajectory plain_loop_on(const std::string& device, bool delayed = false) {
   if (device == "cuda") setenv("NVIDIA_TF32_OVERRIDE", "0", 1);
   const int threads = at::get_num_threads();
   at::set_num_threads(1);  // the same CPU reductions as the rank's (train.threads = 1)
-  auto trajectory = plain_loop(at::Device(device));
+  auto trajectory = plain_loop(at::Device(device), delayed);
   at::set_num_threads(threads);
   return trajectory;
 }
@@ -130,6 +142,30 @@ TEST_P(PlainLibTorch, EveryStrategyAtWorldSizeOneFollowsThePlainLoop) {
   EXPECT_LT(worst, 1e-3) << "plain " << at::tensor(expected.norms) << "\ndshost " << at::tensor(norms);
   EXPECT_GT(*std::max_element(expected.norms.begin(), expected.norms.end()), kClip) << "clipping happened";
 }
+
+// zero3-offload's delayed_parameter_update follows the plain loop that applies each step's
+// gradients one step late, and not the undelayed one (which it leaves by far more than the
+// bound: so the update really is late, and really is overlapped on the CPU thread).
+class DelayedParameterUpdate : public testing::TestWithParam<std::string> {};
+
+TEST_P(DelayedParameterUpdate, FollowsThePlainLoopWithGradientsAppliedOneStepLate) {
+  const std::string device = GetParam();
+  if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const auto delayed = plain_loop_on(device, /*delayed=*/true).losses;
+  const auto undelayed = plain_loop_on(device).losses;
+  const auto got = dshost_losses("delayed_" + device, device,
+      {"strategy.plugin=\"zero3-offload\"", "strategy.delayed_parameter_update=true",
+       "strategy.offload_param_device=\"cpu\"", "train.micro_batch_size=64"});
+  ASSERT_EQ(got.size(), static_cast<size_t>(kSteps));
+  EXPECT_LT(delayed.back(), delayed.front() - 0.5) << "the delayed loop still learns";
+  EXPECT_LT(max_abs_difference(delayed, got), 2e-4)
+      << "plain, delayed " << at::tensor(delayed) << "\ndshost " << at::tensor(got);
+  EXPECT_GT(max_abs_difference(undelayed, got), 1e-2)
+      << "plain " << at::tensor(undelayed) << "\ndshost " << at::tensor(got);
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, DelayedParameterUpdate, testing::Values("cpu", "cuda"),
+                         [](const auto& info) { return info.param; });
 
 // train.cuda_graph: two micro-batches a step, both replayed from one captured graph after
 // the warm-up, follow the plain loop (batch 64 = 2 x 32: the same samples); a strategy that

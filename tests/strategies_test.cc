@@ -165,6 +165,23 @@ TEST(StrategyMemory, RefusesStateTheHostCannotHold) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/quickstart/summary.json"));
 }
 
+// delayed_parameter_update overlaps an update that runs on the CPU: asked for where the
+// optimizer stays on the accelerator, it is refused before training, with what to set.
+TEST(StrategyOptions, DelayedUpdateWithoutTheOptimizerOnTheCpuIsRefused) {
+  const std::string dir = scratch_dir("delayed_refused");
+  const Ran r = dshost({"run", quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\"",
+                        "--set", "strategy.plugin=zero3-offload", "--set", "launcher.nprocs=1",
+                        "--set", "strategy.offload_optimizer_device=\"none\"", "--set",
+                        "strategy.delayed_parameter_update=true", "--set", "train.max_steps=1"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("strategy setup failed: strategy.delayed_parameter_update = true needs "
+                       "zero3-offload with offload_optimizer_device = \"cpu\""), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("or delayed_parameter_update = false."), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/quickstart/summary.json"));
+}
+
 // The CPU AdamW's two extras, exactly: the clipping scale is the gradient scaled first, and
 // the bf16 copy is the updated fp32 value rounded as Tensor::to rounds it.
 TEST(CpuAdamW, ScaleAndBf16CopyEqualTheSeparatePasses) {

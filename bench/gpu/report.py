@@ -16,6 +16,10 @@ def main():
             r = json.loads(line)
             side = "graph" if r["name"].endswith("_graph") else r["side"]
             by_kind.setdefault(r["kind"], {})[side] = r
+    for kind, sides in by_kind.items():  # a variant ("..., delayed update") beside its base's peer
+        base = by_kind.get(kind.split(", ")[0], {})
+        if "pytorch" not in sides and "pytorch" in base:
+            sides["pytorch"] = base["pytorch"]
     print("| configuration | dshost | dshost, cuda_graph | PyTorch | ratio | peak GPU GiB dshost / PyTorch | MFU dshost / PyTorch |")
     print("|---|---|---|---|---|---|---|")
     for kind, sides in by_kind.items():

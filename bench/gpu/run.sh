@@ -111,7 +111,7 @@ tokens_file() {
 gpt_cases() {
   local name=$1 preset=$2 batch=$3 steps=$4 strategy=$5; shift 5
   tokens_file
-  dshost_run "$name" "gpt $preset b$batch $strategy" model.plugin=\"gpt\" model.preset=\"$preset\" \
+  dshost_run "$name" "gpt $preset b$batch $strategy${kind_suffix:-}" model.plugin=\"gpt\" model.preset=\"$preset\" \
     model.vocab_size=50304 data.dataset=\"tokens\" data.path=\"/tmp/tokens.bin\" \
     train.micro_batch_size=$batch train.max_steps=$steps strategy.plugin=\"$strategy\" "$@"
 }
@@ -131,7 +131,10 @@ gpt13() {
 }
 
 offload() {
-  gpt_cases gpt-1.3b_b8_zero3_dshost gpt-1.3b 8 12 zero3-offload strategy.offload_param_device=\"cpu\"
+  local steady=(strategy.offload_param_device=\"cpu\" train.log_every=5)  # windows 3 and 4 counted
+  gpt_cases gpt-1.3b_b8_zero3_dshost gpt-1.3b 8 22 zero3-offload "${steady[@]}"
+  kind_suffix=", delayed update" gpt_cases gpt-1.3b_b8_zero3_dpu_dshost gpt-1.3b 8 22 zero3-offload \
+    "${steady[@]}" strategy.delayed_parameter_update=true
   peer_run gpt-1.3b_b8_fsdp2_offload "gpt gpt-1.3b b8 zero3-offload" --model gpt --preset gpt-1.3b \
     --batch 8 --warmup 2 --steps 3 --fsdp-offload
 }

@@ -31,6 +31,14 @@
 // optimizer on the fp32 master shard (fused multi-threaded AdamW when it lives in CPU
 // memory), then the shard is written back into the compute-dtype parameters (stage 2:
 // each unit all-gathered; stage 3: the parameter shard).
+//
+// delayed_parameter_update (stage 3 with optimizer and parameter shard in CPU memory):
+// ZeRO-Offload's DPU. Step N's CPU AdamW runs on a thread of its own while the accelerator
+// computes step N+1 from the parameters before update N, so every gradient is applied one
+// step late (the loss and an evaluation also see parameters one update behind). Costs a
+// second gradient shard and a second parameter shard in host memory: update N reads one and
+// writes the other while step N+1's backward and gathers use their twins; step N+1 waits
+// for update N, then the pairs swap. A checkpoint waits for the update in flight.
 #pragma once
 
 #include <dshost/cpu_adam.hpp>
@@ -40,7 +48,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <deque>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,6 +66,7 @@ struct Options {
   bool offload_optimizer = false;  // fp32 master + moments in CPU memory
   bool offload_param = false;      // the parameter shard in CPU memory
   bool pin_memory = true;
+  bool delayed_update = false;             // DPU: the CPU update overlaps the next step
   int64_t prefetch_bucket_size = 0;        // elements gathered ahead of use
   int64_t param_persistence_threshold = 0;  // units smaller than this stay gathered
 };
@@ -83,10 +94,11 @@ class Zero : public dshost::Strategy {
  public:
   Zero(const dshost::Services& s, Options o)
       : Strategy(s), o_(o), device_(dshost::to_device(s.device())),
-        dtype_(dshost::compute_dtype(s)) {}
+        dtype_(dshost::compute_dtype(s)), update_threads_(std::max(1, at::get_num_threads() - 1)) {}
 
   void setup(const std::vector<dshost::UnitParams>& units) override {
     const auto& s = services();
+    check_delayed_update();
     layout_ = std::make_unique<dshost::FlatLayout>(units, s.world_size(), true);
     int64_t largest_chunk = 1;
     for (int64_t c : layout_->chunk) largest_chunk = std::max(largest_chunk, c);
@@ -96,8 +108,11 @@ class Zero : public dshost::Strategy {
     // The master is read and written by the CPU alone: pageable, like the moments.
     master_ = at::empty({layout_->shard}, at::TensorOptions().dtype(at::kFloat).device(optimizer_home));
     grad_shard_ = at::zeros({layout_->shard}, pinned_if_host(at::kFloat, optimizer_home));
-    if (grad_shard_.device() == device_)
+    if (o_.delayed_update) grad_spare_ = at::zeros_like(grad_shard_);
+    if (grad_shard_.device() == device_) {  // reductions may land in it directly
       grad_shard_id_ = s.register_buffer(dshost::to_dlpack(grad_shard_));
+      if (o_.delayed_update) grad_spare_id_ = s.register_buffer(dshost::to_dlpack(grad_spare_));
+    }
     Scratch bounce = scratch(s.world_size() * piece_, at::kFloat);
     for (int u = 0; u < layout_->units(); ++u) {
       const at::Tensor full = unit_from_rank0(units, u, bounce);
@@ -123,6 +138,7 @@ class Zero : public dshost::Strategy {
       param_shard_ = at::empty({layout_->shard},
                                pinned_if_host(dtype_, o_.offload_param ? at::Device(at::kCPU) : device_))
                          .copy_(master_);
+    if (o_.delayed_update) param_shard_next_ = at::empty_like(param_shard_);
     make_optimizer();
     gathered_.resize(layout_->units());
     for (int u = 0; u < layout_->units(); ++u) gathered_[u] = o_.stage == 2 || persistent(u);
@@ -172,15 +188,17 @@ class Zero : public dshost::Strategy {
       if (cpu_adam_) {  // the CPU needs the clipping scale: the one wait for the device
         const double n = norm.item<double>();
         const double max = args.max_grad_norm;
-        update_on_host_and_write_back(args.lr, max > 0 && n > max ? max / (n + 1e-6) : 1.0);
+        const dshost::AdamWStep step = next_adamw_step(args.lr, max > 0 && n > max ? max / (n + 1e-6) : 1.0);
+        if (o_.delayed_update) start_delayed_update(step);
+        else update_on_host_and_write_back(step, grad_shard_, param_shard_, at::get_num_threads());
       } else {
         flat_optimizer_->step(master_, grad_shard_, args.lr, norm, args.max_grad_norm);
-        write_back(0, layout_->shard);
+        write_back(0, layout_->shard, param_shard_);
       }
     }
     RECORD_USER_SCOPE("zero::after_update");
     gather_everything_gathered();
-    grad_shard_.zero_();
+    if (!o_.delayed_update) grad_shard_.zero_();  // else the update thread zeroes what it read
     return dshost::report_norm(args, norm);
   }
 
@@ -188,19 +206,21 @@ class Zero : public dshost::Strategy {
   // reads them back, writes the masters into the compute-dtype parameters and gathers what
   // stays whole, as after a step.
   void save(const dshost::StateIO& io) override {
+    finish_delayed_update();
     for (int u = 0; u < layout_->units(); ++u)
       dshost::save_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], unit_state(u));
     io.write("optimizer.step", at::full({1}, cpu_adam_ ? adam_steps_ : flat_optimizer_->steps(), at::kLong));
   }
 
   void load(const dshost::StateIO& io) override {
+    finish_delayed_update();
     for (int u = 0; u < layout_->units(); ++u)
       dshost::load_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], unit_state(u));
     const at::Tensor steps = at::zeros({1}, at::kLong);
     io.read("optimizer.step", steps);
     if (cpu_adam_) adam_steps_ = steps.item<int64_t>();
     else flat_optimizer_->set_steps(steps.item<int64_t>());
-    write_back(0, layout_->shard);
+    write_back(0, layout_->shard, param_shard_);
     gather_everything_gathered();
   }
 
@@ -211,9 +231,9 @@ class Zero : public dshost::Strategy {
         dshost::tally(static_cast<int64_t>(t.storage().nbytes()), t.device(), device_, device, host);
     };
     for (const auto& p : params_) add(p, &r.param_device, &r.param_host);
-    add(param_shard_, &r.param_device, &r.param_host);
+    for (const auto* t : {&param_shard_, &param_shard_next_}) add(*t, &r.param_device, &r.param_host);
     for (const auto& g : grads_) add(g, &r.grad_device, &r.grad_host);
-    add(grad_shard_, &r.grad_device, &r.grad_host);
+    for (const auto* t : {&grad_shard_, &grad_spare_}) add(*t, &r.grad_device, &r.grad_host);
     for (const Staging& slot : staging_)
       for (const auto* t : {&slot.in.buffer, &slot.out.buffer}) add(*t, &r.grad_device, &r.grad_host);
     for (const auto* t : {&master_, &exp_avg_, &exp_avg_sq_}) add(*t, &r.optim_device, &r.optim_host);
@@ -316,11 +336,13 @@ class Zero : public dshost::Strategy {
     int64_t per_rank = 0;
     std::string what;
     if (!device_.is_cuda()) {
-      per_rank = 16 * shard + compute_bytes * (o_.stage == 3 ? shard : layout_->padded);
+      per_rank = 16 * shard + compute_bytes * (o_.stage == 3 ? shard : layout_->padded) +
+                 (o_.delayed_update ? (4 + compute_bytes) * shard : 0);
       what = "parameters, fp32 gradient shard, master and AdamW moments";
     } else if (o_.offload_optimizer || o_.offload_param) {
-      per_rank = (o_.offload_optimizer ? 12 * shard + pinned_bytes(4 * shard) : 0) +
-                 (o_.offload_param ? pinned_bytes(compute_bytes * shard) : 0);
+      const int64_t copies = o_.delayed_update ? 2 : 1;  // DPU's second gradient and parameter shards
+      per_rank = (o_.offload_optimizer ? 12 * shard + copies * pinned_bytes(4 * shard) : 0) +
+                 (o_.offload_param ? copies * pinned_bytes(compute_bytes * shard) : 0);
       what = o_.offload_optimizer ? "fp32 gradient shard, master and AdamW moments" : "";
       if (o_.offload_param) what += what.empty() ? "the parameter shard" : " and the parameter shard";
     }
@@ -481,42 +503,83 @@ class Zero : public dshost::Strategy {
     }
   }
 
-  // The fused CPU AdamW (clipping folded in as a gradient scale), a piece at a time; each
-  // updated piece is written back (to the device asynchronously when the parameters live
-  // there) while the next one is computed. A bf16 parameter shard in host memory is written
-  // by the update itself.
-  void update_on_host_and_write_back(double lr, double clip) {
+  dshost::AdamWStep next_adamw_step(double lr, double clip) {
     const auto& c = services().optimizer();
     ++adam_steps_;
-    const dshost::AdamWStep s{static_cast<float>(lr), static_cast<float>(c.beta1),
-                              static_cast<float>(c.beta2), static_cast<float>(c.eps),
-                              static_cast<float>(c.weight_decay),
-                              static_cast<float>(1.0 - std::pow(c.beta1, adam_steps_)),
-                              static_cast<float>(1.0 - std::pow(c.beta2, adam_steps_)),
-                              static_cast<float>(clip)};
+    return {static_cast<float>(lr), static_cast<float>(c.beta1), static_cast<float>(c.beta2),
+            static_cast<float>(c.eps), static_cast<float>(c.weight_decay),
+            static_cast<float>(1.0 - std::pow(c.beta1, adam_steps_)),
+            static_cast<float>(1.0 - std::pow(c.beta2, adam_steps_)), static_cast<float>(clip)};
+  }
+
+  // The fused CPU AdamW (clipping folded in as a gradient scale) from `grads`, a piece at a
+  // time; each updated piece is written back (to the device asynchronously when the
+  // parameters live there) while the next one is computed. A bf16 parameter shard in host
+  // memory (`shard`) is written by the update itself.
+  void update_on_host_and_write_back(const dshost::AdamWStep& s, const at::Tensor& grads,
+                                     const at::Tensor& shard, int threads) {
     float *p = master_.data_ptr<float>(), *m = exp_avg_.data_ptr<float>(),
           *v = exp_avg_sq_.data_ptr<float>();
-    const float* g = grad_shard_.data_ptr<float>();
-    const bool fused_bf16 = o_.stage == 3 && param_shard_.is_cpu() && dtype_ == at::kBFloat16;
-    if (fused_bf16) {
-      dshost::cpu_adamw(p, g, m, v, layout_->shard, s, param_shard_.data_ptr<at::BFloat16>());
+    const float* g = grads.data_ptr<float>();
+    if (o_.stage == 3 && shard.is_cpu() && dtype_ == at::kBFloat16) {
+      dshost::cpu_adamw(p, g, m, v, layout_->shard, s, shard.data_ptr<at::BFloat16>(), threads);
       return;
     }
     for (int64_t begin = 0; begin < layout_->shard; begin += piece_) {
       const int64_t n = std::min(piece_, layout_->shard - begin);
-      dshost::cpu_adamw(p + begin, g + begin, m + begin, v + begin, n, s);
-      write_back(begin, n);
+      dshost::cpu_adamw(p + begin, g + begin, m + begin, v + begin, n, s, nullptr, threads);
+      write_back(begin, n, shard);
     }
   }
 
+  // ---- delayed parameter update -------------------------------------------------------
+  // Only where the update touches host memory alone: nothing on the worker thread uses the
+  // accelerator or its stream.
+  void check_delayed_update() const {
+    if (!o_.delayed_update) return;
+    if (o_.stage == 3 && o_.offload_optimizer && (o_.offload_param || !device_.is_cuda()) &&
+        services().optimizer().kind == DSHOST_ADAMW)
+      return;
+    throw dshost::Error(
+        "strategy.delayed_parameter_update = true needs zero3-offload with "
+        "offload_optimizer_device = \"cpu\", offload_param_device = \"cpu\" and "
+        "optimizer.name = \"adamw\": the overlapped update runs on the CPU. Set those, or "
+        "delayed_parameter_update = false.",
+        DSHOST_INVALID_ARGUMENT);
+  }
+
+  // Waits for step N-1's update, whose parameters step N+1 will gather, then starts step
+  // N's from the gradients just reduced; the next backward fills the other (zeroed) shard.
+  // The stream is idle here (global_norm waited), so no gather still reads the shard the
+  // update overwrites.
+  void start_delayed_update(const dshost::AdamWStep& s) {
+    finish_delayed_update();
+    std::swap(grad_shard_, grad_spare_);
+    std::swap(grad_shard_id_, grad_spare_id_);
+    pending_update_ = std::async(std::launch::async, [this, s] {
+      update_on_host_and_write_back(s, grad_spare_, param_shard_next_, update_threads_);
+      float* g = grad_spare_.data_ptr<float>();
+      dshost::parallel_ranges(grad_spare_.numel(), 1 << 16, [g](int64_t begin, int64_t end) {
+        std::memset(g + begin, 0, (end - begin) * sizeof(float));
+      }, update_threads_);
+    });
+  }
+
+  // The update in flight done, its parameters become the ones gathered.
+  void finish_delayed_update() {
+    if (!pending_update_.valid()) return;
+    pending_update_.get();
+    std::swap(param_shard_, param_shard_next_);
+  }
+
   // Shard elements [begin, begin + n) of the updated master into the compute-dtype
-  // parameters: stage 3's parameter shard, or stage 2's own chunks of the full units. A
+  // parameters: stage 3's parameter shard `shard`, or stage 2's own chunks of the full units. A
   // host-to-device copy goes from pinned memory without blocking; the caching host
   // allocator keeps that memory until the copy is done.
-  void write_back(int64_t begin, int64_t n) {
+  void write_back(int64_t begin, int64_t n, const at::Tensor& shard) {
     const at::Tensor updated = master_.narrow(0, begin, n);
     if (o_.stage == 3) {
-      at::Tensor target = param_shard_.narrow(0, begin, n);
+      at::Tensor target = shard.narrow(0, begin, n);
       if (updated.device() == target.device()) target.copy_(updated);
       else target.copy_(updated.to(pinned_if_host(dtype_, at::kCPU)), /*non_blocking=*/true);
       return;
@@ -545,24 +608,28 @@ class Zero : public dshost::Strategy {
   const Options o_;
   const at::Device device_;
   const at::ScalarType dtype_;
+  const int update_threads_;  // the delayed update's: one core stays with the step
   std::unique_ptr<dshost::FlatLayout> layout_;
   int64_t piece_ = 1;                       // chunk columns per reduce-scatter
   std::vector<at::Tensor> params_, grads_;  // [unit] full buffers in the compute dtype
   std::vector<std::vector<Views>> views_;   // [unit][index] what the model binds
   std::vector<int32_t> param_ids_, grad_ids_;
   at::Tensor param_shard_;                  // stage 3: this rank's chunks, compute dtype
+  at::Tensor param_shard_next_, grad_spare_;  // the delayed update's twins
   at::Tensor master_, exp_avg_, exp_avg_sq_;  // fp32 shard
   bool cpu_adam_ = false;
   std::unique_ptr<dshost::FlatOptimizer> flat_optimizer_;
   int64_t adam_steps_ = 0;
   at::Tensor grad_shard_, norm_;
   int32_t grad_shard_id_ = -1, norm_id_ = -1;  // grad_shard_id_: only when on the device
+  int32_t grad_spare_id_ = -1;
   Staging staging_[2];
   unsigned staging_turn_ = 0;
   std::deque<Reduction> reductions_;
   std::vector<bool> gathered_;
   std::vector<dshost::Work> gather_work_;
   int micro_index_ = 0;
+  std::future<void> pending_update_;  // last: destroyed (waited for) before what it uses
 };
 
 }  // namespace dshost_zero

@@ -13,6 +13,9 @@ const dshost_option kOptions[] = {
                   "where the parameter shard lives between uses (DeepSpeed's offload_param)"),
     DSHOST_OPTION("pin_memory", DSHOST_OPTION_BOOL, "true", nullptr,
                   "page-lock offloaded buffers for faster, asynchronous GPU copies"),
+    DSHOST_OPTION("delayed_parameter_update", DSHOST_OPTION_BOOL, "false", nullptr,
+                  "overlap the CPU update with the next step, which applies each gradient "
+                  "one step late (ZeRO-Offload's DPU; needs both offloads)"),
     DSHOST_OPTION_RANGE("prefetch_bucket_size", DSHOST_OPTION_INT, "50000000", 0, 1e12,
                         "elements of the next units gathered ahead of use"),
     DSHOST_OPTION_RANGE("param_persistence_threshold", DSHOST_OPTION_INT, "100000", 0, 1e12,
@@ -29,6 +32,7 @@ class Zero3Offload : public dshost_zero::Zero {
     o.offload_optimizer = s.get_string("offload_optimizer_device") == "cpu";
     o.offload_param = s.get_string("offload_param_device") == "cpu";
     o.pin_memory = s.get_bool("pin_memory");
+    o.delayed_update = s.get_bool("delayed_parameter_update");
     o.prefetch_bucket_size = s.get_int("prefetch_bucket_size");
     o.param_persistence_threshold = s.get_int("param_persistence_threshold");
     return o;

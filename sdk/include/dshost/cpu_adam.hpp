@@ -74,29 +74,29 @@ DSHOST_CPU_CLONES inline void adamw_span_bf16(float* __restrict p, const float* 
 }  // namespace detail
 
 // Calls f(begin, end) on contiguous ranges that partition [0, n), one per thread: the
-// calling thread and a pool of workers, at::get_num_threads() in all (at most n / grain).
+// calling thread and a pool of workers, `threads` in all (at most n / grain).
 // Not at::parallel_for: its inline body runs f serially in code compiled without
 // -fopenmp, as plugins are (the fused AdamW ran on one thread, a quarter of the host's
 // memory bandwidth), and a plugin with its own OpenMP runtime would bring a second pool of
 // spinning threads beside LibTorch's. The pool is made at first use, sized by the
 // intra-op setting then, and serves one caller at a time (the strategy's step).
 template <class F>
-void parallel_ranges(int64_t n, int64_t grain, const F& f) {
+void parallel_ranges(int64_t n, int64_t grain, const F& f, int threads = at::get_num_threads()) {
   static c10::ThreadPool workers(std::max(1, at::get_num_threads() - 1));
   const int64_t most = static_cast<int64_t>(workers.size()) + 1;
-  const int64_t threads = std::clamp<int64_t>(n / std::max<int64_t>(grain, 1), 1,
-                                              std::min<int64_t>(at::get_num_threads(), most));
-  const int64_t per_thread = (n + threads - 1) / threads;
+  const int64_t used = std::clamp<int64_t>(n / std::max<int64_t>(grain, 1), 1,
+                                           std::min<int64_t>(threads, most));
+  const int64_t per_thread = (n + used - 1) / used;
   for (int64_t begin = per_thread; begin < n; begin += per_thread)
     workers.run([&f, begin, end = std::min(n, begin + per_thread)] { f(begin, end); });
   f(0, std::min(n, per_thread));
-  if (threads > 1) workers.waitWorkComplete();
+  if (used > 1) workers.waitWorkComplete();
 }
 
 // One AdamW step over n elements: param, grad, exp_avg, exp_avg_sq; with `out`, the
 // updated params in bf16 too.
 inline void cpu_adamw(float* p, const float* g, float* m, float* v, int64_t n, AdamWStep s,
-                      c10::BFloat16* out = nullptr) {
+                      c10::BFloat16* out = nullptr, int threads = at::get_num_threads()) {
   constexpr int64_t kGrain = 1 << 15;  // elements per task: 128 KiB of each array
   parallel_ranges(n, kGrain, [&](int64_t begin, int64_t end) {
     if (out != nullptr)
@@ -104,7 +104,7 @@ inline void cpu_adamw(float* p, const float* g, float* m, float* v, int64_t n, A
                               reinterpret_cast<uint16_t*>(out + begin), end - begin, s);
     else
       detail::adamw_span(p + begin, g + begin, m + begin, v + begin, end - begin, s);
-  });
+  }, threads);
 }
 
 }  // namespace dshost
