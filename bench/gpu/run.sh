@@ -3,7 +3,8 @@
 # (../shared/gpu/README.md), from the repository root with .devdeps/ and .fmnist/ carried:
 #
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph gpt gpt-1.3b offload
-#                                 profile profile-offload (kernel time by family, $OUT/profiles.md)
+#                                 profile profile-offload profile-offload-dpu (kernel time by
+#                                 family and host phases, $OUT/profiles.md)
 #                                 largest-ddp largest-zero3 (the largest gpt that trains, $OUT/largest.txt)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
@@ -159,9 +160,9 @@ profile() {
   done
 }
 
-profile_offload() {
+profile_offload() {  # [--set values for dshost]
   gpt_cases gpt-1.3b_b8_zero3_profile gpt-1.3b 8 7 zero3-offload strategy.offload_param_device=\"cpu\" \
-    train.profile_steps=2 train.profile_after=4
+    train.profile_steps=2 train.profile_after=4 "$@"
   peer_run gpt-1.3b_b8_fsdp2_profile "profile offload" --model gpt --preset gpt-1.3b --batch 8 --warmup 2 \
     --steps 2 --fsdp-offload --profile "$logs/fsdp2.json"
   python3 bench/gpu/kernels.py "gpt-1.3b zero3-offload / FSDP2 offload" \
@@ -205,6 +206,7 @@ for group in "$@"; do
     offload) offload ;;
     profile) profile ;;
     profile-offload) profile_offload ;;
+    profile-offload-dpu) profile_offload strategy.delayed_parameter_update=true ;;
     largest-ddp) largest ddp 24 22 20 18 16 ;;
     largest-zero3) largest zero3-offload 26 24 22 ;;
     *) echo "unknown group $group"; exit 2 ;;
