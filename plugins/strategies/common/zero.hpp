@@ -189,9 +189,9 @@ class Zero : public dshost::Strategy {
       if (cpu_adam_) {  // the CPU needs the clipping scale: the one wait for the device
         const double n = norm.item<double>();
         const double max = args.max_grad_norm;
-        const dshost::AdamWStep step = next_adamw_step(args.lr, max > 0 && n > max ? max / (n + 1e-6) : 1.0);
-        if (o_.delayed_update) start_delayed_update(step);
-        else update_on_host_and_write_back(step, grad_shard_, param_shard_, at::get_num_threads());
+        const dshost::AdamWStep adamw = next_adamw_step(args.lr, max > 0 && n > max ? max / (n + 1e-6) : 1.0);
+        if (o_.delayed_update) start_delayed_update(adamw);
+        else update_on_host_and_write_back(adamw, grad_shard_, param_shard_, at::get_num_threads());
       } else {
         flat_optimizer_->step(master_, grad_shard_, args.lr, norm, args.max_grad_norm);
         write_back(0, layout_->shard, param_shard_);
@@ -334,14 +334,14 @@ class Zero : public dshost::Strategy {
   void check_host_memory() const {
     const int64_t shard = layout_->shard;
     const int64_t compute_bytes = dtype_ == at::kFloat ? 4 : 2;
+    const int64_t copies = o_.delayed_update ? 2 : 1;  // DPU's second gradient and parameter shards
     int64_t per_rank = 0;
     std::string what;
     if (!device_.is_cuda()) {
-      per_rank = 16 * shard + compute_bytes * (o_.stage == 3 ? shard : layout_->padded) +
-                 (o_.delayed_update ? (4 + compute_bytes) * shard : 0);
+      per_rank = 12 * shard + copies * 4 * shard +
+                 compute_bytes * (o_.stage == 3 ? copies * shard : layout_->padded);
       what = "parameters, fp32 gradient shard, master and AdamW moments";
     } else if (o_.offload_optimizer || o_.offload_param) {
-      const int64_t copies = o_.delayed_update ? 2 : 1;  // DPU's second gradient and parameter shards
       per_rank = (o_.offload_optimizer ? 12 * shard + copies * pinned_bytes(4 * shard) : 0) +
                  (o_.offload_param ? copies * pinned_bytes(compute_bytes * shard) : 0);
       what = o_.offload_optimizer ? "fp32 gradient shard, master and AdamW moments" : "";

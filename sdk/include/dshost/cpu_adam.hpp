@@ -1,7 +1,7 @@
-// AdamW for fp32 buffers in CPU memory, fused into one pass over memory and spread over
-// as many threads as LibTorch's intra-op setting (train.threads). The loop is compiled for AVX-512, AVX2 and baseline x86-64
-// and the best one the CPU has is picked at load time. One step reads p, g, m, v and writes
-// p, m, v once: torch::optim::AdamW makes about ten passes.
+// AdamW for fp32 buffers in CPU memory, fused into one pass over memory and spread over as
+// many threads as LibTorch's intra-op setting (train.threads). The loop is compiled for
+// AVX-512, AVX2 and baseline x86-64 and the best one the CPU has is picked at load time. One
+// step reads p, g, m, v and writes p, m, v once: torch::optim::AdamW makes about ten passes.
 #pragma once
 
 #include <ATen/Parallel.h>
