@@ -27,6 +27,20 @@
 // model's parameter views and the tensors autograd saved see the memory again once it is
 // refilled (as FSDP does).
 //
+// Copies between host and accelerator (stage 3 with anything offloaded, on CUDA) run on
+// streams of their own, one each way, so they overlap the compute stream's kernels: a
+// gather's host-to-device copy (and its all-gather) waits only for the compute work enqueued
+// before its memory was allocated, which may still read a freed unit's block; a reduced
+// piece's device-to-host copy waits for its reduction, and its staging slot is not refilled
+// before the copy has drained it. step() waits for both streams before the host reads the
+// gradient shard or rewrites the parameter shard. The norm of a gradient shard in host
+// memory is summed on the device, piece by piece as the pieces leave, unless a later
+// micro-batch added into the shard on the host.
+//
+// A unit's chunk of the gradient shard is copied (not added) from its first reduction of a
+// step; chunks no reduction reached are zeroed at step(), so the shard is never cleared as a
+// whole.
+//
 // step(): global gradient norm from the shards (one scalar all-reduce), clipping, the
 // optimizer on the fp32 master shard (fused multi-threaded AdamW when it lives in CPU
 // memory), then the shard is written back into the compute-dtype parameters (stage 2:
@@ -45,13 +59,16 @@
 #include <dshost/strategy.hpp>
 
 #include <ATen/record_function.h>  // phases as ranges in train.profile_steps traces
+#include <c10/core/Event.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <deque>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -111,6 +128,12 @@ class Zero : public dshost::Strategy {
     // (The twins are made as the originals are: *_like would drop pinned_memory, and pageable
     // copies ran at 8 GB/s every other step.)
     if (o_.delayed_update) grad_spare_ = at::zeros({layout_->shard}, pinned_if_host(at::kFloat, optimizer_home));
+    if (device_.is_cuda() && o_.stage == 3 && (o_.offload_optimizer || o_.offload_param)) {
+      const auto* impl = c10::impl::getDeviceGuardImpl(device_.type());
+      copies_.emplace(Copies{impl->getStreamFromGlobalPool(device_), impl->getStreamFromGlobalPool(device_), {}});
+      for (int slot = 0; slot < 2; ++slot) copies_->drained.emplace_back(device_.type());
+    }
+    fresh_.assign(units.size(), true);
     if (grad_shard_.device() == device_) {  // reductions may land in it directly
       grad_shard_id_ = s.register_buffer(dshost::to_dlpack(grad_shard_));
       if (o_.delayed_update) grad_spare_id_ = s.register_buffer(dshost::to_dlpack(grad_spare_));
@@ -135,6 +158,7 @@ class Zero : public dshost::Strategy {
     }
     deallocate(bounce.buffer);
     norm_ = at::zeros({1}, on_device(at::kDouble));
+    pieces_sq_ = at::zeros({}, on_device(at::kDouble));
     norm_id_ = s.register_buffer(dshost::to_dlpack(norm_));
     const auto shard_options = pinned_if_host(dtype_, o_.offload_param ? at::Device(at::kCPU) : device_);
     if (o_.stage == 3)  // (Tensor::to would ignore pinned_memory: pageable copies ran at 8 GB/s)
@@ -148,9 +172,9 @@ class Zero : public dshost::Strategy {
 
   Views param_views(int unit, int index) override { return views_.at(unit).at(index); }
 
-  void begin_micro_batch(int index, int /*count*/) override {
+  void begin_micro_batch(int /*index*/, int /*count*/) override {
     while (!reductions_.empty()) finish_oldest_reduction();
-    micro_index_ = index;
+    if (copies_) copies_->to_host.synchronize();  // a later micro-batch adds on the host
   }
 
   void on_unit_event(dshost_unit_event event, int unit) override {
@@ -179,10 +203,15 @@ class Zero : public dshost::Strategy {
       RECORD_USER_SCOPE("zero::finish_reductions");
       while (!reductions_.empty()) finish_oldest_reduction();
     }
+    if (copies_) {  // the host reads the gradient shard and rewrites the parameter shard
+      copies_->to_host.synchronize();
+      copies_->to_device.synchronize();
+    }
     for (const Staging& slot : staging_) {  // transient, like the units' full gradients
       deallocate(slot.in.buffer);
       deallocate(slot.out.buffer);
     }
+    zero_unreduced_chunks();
     const at::Tensor norm = global_norm();
     {
       RECORD_USER_SCOPE("zero::update");
@@ -199,7 +228,6 @@ class Zero : public dshost::Strategy {
     }
     RECORD_USER_SCOPE("zero::after_update");
     gather_everything_gathered();
-    if (!o_.delayed_update) grad_shard_.zero_();  // else the update thread zeroes what it read
     return dshost::report_norm(args, norm);
   }
 
@@ -260,7 +288,7 @@ class Zero : public dshost::Strategy {
     int unit;
     int64_t begin, count;
     int slot;    // staging slot holding the output, or -1 when it went to the shard directly
-    bool first;  // of the step's micro-batches: copy, not add
+    bool first;  // the unit's first reduction this step: copy, not add
     bool last;   // of the unit's pieces: its full gradient can go
     dshost::Work work;
   };
@@ -377,8 +405,8 @@ class Zero : public dshost::Strategy {
   }
 
   // ---- stage 3: gathering parameters ------------------------------------------------
-  // Makes unit u whole for use, and starts gathering the next units in `direction` up to
-  // prefetch_bucket_size elements ahead.
+  // Makes unit u whole for use, and starts gathering the next units in `direction`: the
+  // next one, and more up to prefetch_bucket_size elements ahead (none when it is 0).
   void use(int u, int direction) {
     RECORD_USER_SCOPE("zero::gather");
     gather(u);
@@ -386,7 +414,9 @@ class Zero : public dshost::Strategy {
     int64_t ahead = 0;
     for (int next = u + direction; next >= 0 && next < layout_->units(); next += direction) {
       ahead += layout_->unit_size(next);
-      if (ahead > o_.prefetch_bucket_size) break;
+      // The next unit whatever its size (a 1.3B gpt's blocks exceed the default bucket),
+      // further ones while they fit.
+      if (o_.prefetch_bucket_size == 0 || (next != u + direction && ahead > o_.prefetch_bucket_size)) break;
       gather(next);
     }
   }
@@ -396,8 +426,13 @@ class Zero : public dshost::Strategy {
   void gather(int u) {
     if (gathered_[u]) return;
     gathered_[u] = true;
+    c10::OptionalStreamGuard on_copy_stream;  // where the copy and the all-gather are enqueued
     if (o_.stage == 3) {
       allocate(params_[u]);
+      if (copies_ && param_shard_.is_cpu()) {
+        wait_for(copies_->to_device, compute_stream());
+        on_copy_stream.reset_stream(copies_->to_device);
+      }
       own_chunk(params_[u], u).copy_(param_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]),
                                      /*non_blocking=*/true);  // pinned when on the host
     }
@@ -423,13 +458,15 @@ class Zero : public dshost::Strategy {
     RECORD_USER_SCOPE("zero::reduce");
     const int64_t c = layout_->chunk[u], n = layout_->unit_size(u);
     const bool unstaged = grads_[u].scalar_type() == o_.reduce_dtype && c <= piece_;
+    const bool first = fresh_[u];
+    fresh_[u] = false;
     for (int64_t begin = 0; begin < c; begin += piece_) {
       while (reductions_.size() >= 2) finish_oldest_reduction();
       const int64_t count = std::min(piece_, c - begin);
       const int slot = staging_turn_++ % 2;
       dshost_slice in = dshost::slice(grad_ids_[u], 0, n);
       if (!unstaged) in = stage_piece(u, begin, count, slot);
-      Reduction r{u, begin, count, slot, micro_index_ == 0, begin + count >= c, {}};
+      Reduction r{u, begin, count, slot, first, begin + count >= c, {}};
       dshost_slice out;
       if (r.first && grad_shard_id_ >= 0 && o_.reduce_dtype == at::kFloat) {
         r.slot = -1;
@@ -460,16 +497,46 @@ class Zero : public dshost::Strategy {
     if (r.slot >= 0) {
       at::Tensor target = grad_shard_.narrow(0, layout_->shard_begin[r.unit] + r.begin, r.count);
       const at::Tensor reduced = staging_[r.slot].out.buffer.narrow(0, 0, r.count);
-      // A copy into pinned host memory does not block: the host goes on launching backward
-      // and waits once, before it first reads the shard (global_norm).
-      if (r.first) target.copy_(reduced, /*non_blocking=*/true);
-      else target.add_(reduced.to(target.options()));  // blocking: waits for earlier copies
+      if (r.first) {
+        copy_out(reduced, target, r.slot);
+      } else {
+        target.add_(reduced.to(target.options()));  // blocking: waits for earlier copies
+        added_on_host_ = added_on_host_ || target.is_cpu();
+      }
     }
     if (r.last) deallocate(grads_[r.unit]);
   }
 
-  // Slot `slot`, its memory present (made on first use, refilled after a step freed it).
+  // A reduced piece into its place in the gradient shard. Into (pinned) host memory the copy
+  // runs on the device-to-host stream while backward goes on, after its sum of squares has
+  // been taken on the device for global_norm.
+  void copy_out(const at::Tensor& reduced, at::Tensor& target, int slot) {
+    if (target.device() == device_) {
+      target.copy_(reduced);
+      return;
+    }
+    pieces_sq_.add_(dshost::sum_of_squares(reduced.to(at::kFloat)));
+    wait_for(copies_->to_host, compute_stream());
+    const c10::StreamGuard on_copy_stream(copies_->to_host);
+    target.copy_(reduced, /*non_blocking=*/true);
+    copies_->drained[slot].record(copies_->to_host);
+  }
+
+  c10::Stream compute_stream() const {
+    return c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_);
+  }
+
+  // Work enqueued on `waiter` from now on runs after everything enqueued on `signaller` so far.
+  static void wait_for(const c10::Stream& waiter, const c10::Stream& signaller) {
+    c10::Event enqueued(signaller.device_type());
+    enqueued.record(signaller);
+    enqueued.block(waiter);
+  }
+
+  // Slot `slot`, its memory present (made on first use, refilled after a step freed it) and
+  // its last copy to the host done.
   Staging& staging(int slot) {
+    if (copies_) copies_->drained[slot].block(compute_stream());
     Staging& s = staging_[slot];
     if (!s.in.buffer.defined()) {
       s.in = scratch(services().world_size() * piece_, o_.reduce_dtype);
@@ -481,16 +548,26 @@ class Zero : public dshost::Strategy {
   }
 
   // ---- the update ------------------------------------------------------------------------
-  // The global gradient norm, a one-element tensor on the compute device. Where the
-  // update runs on the CPU, reading it waits for the rank's stream, so every gather copying
-  // from the host parameter shard has finished before the update rewrites it.
+  // The global gradient norm, a one-element tensor on the compute device. A shard in host
+  // memory had its pieces' squares summed on the device as they left (copy_out), unless a
+  // micro-batch added into it on the host.
   at::Tensor global_norm() {
     RECORD_USER_SCOPE("zero::norm");
-    if (grad_shard_.is_cpu() && !device_.is_cpu())
-      (void)norm_.to(at::kCPU);  // a blocking read: the stream's copies into the shard are done
-    norm_.copy_(dshost::sum_of_squares(grad_shard_).view({1}));
+    const bool summed_on_device = grad_shard_.is_cpu() && !device_.is_cpu() && !added_on_host_;
+    norm_.copy_((summed_on_device ? pieces_sq_ : dshost::sum_of_squares(grad_shard_)).view({1}));
+    pieces_sq_.zero_();
+    added_on_host_ = false;
     services().all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
     return norm_.sqrt();
+  }
+
+  // Zeroes the gradient shard's chunks of units no reduction reached this step (the others
+  // were copied into), and makes every chunk fresh for the next step.
+  void zero_unreduced_chunks() {
+    for (int u = 0; u < layout_->units(); ++u) {
+      if (fresh_[u]) grad_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]).zero_();
+      fresh_[u] = true;
+    }
   }
 
   void make_optimizer() {
@@ -550,7 +627,7 @@ class Zero : public dshost::Strategy {
   }
 
   // Waits for step N-1's update, whose parameters step N+1 will gather, then starts step
-  // N's from the gradients just reduced; the next backward fills the other (zeroed) shard.
+  // N's from the gradients just reduced; the next backward fills the other shard.
   // The stream is idle here (global_norm waited), so no gather still reads the shard the
   // update overwrites.
   void start_delayed_update(const dshost::AdamWStep& s) {
@@ -559,10 +636,6 @@ class Zero : public dshost::Strategy {
     std::swap(grad_shard_id_, grad_spare_id_);
     pending_update_ = std::async(std::launch::async, [this, s] {
       update_on_host_and_write_back(s, grad_spare_, param_shard_next_, update_threads_);
-      float* g = grad_spare_.data_ptr<float>();
-      dshost::parallel_ranges(grad_spare_.numel(), 1 << 16, [g](int64_t begin, int64_t end) {
-        std::memset(g + begin, 0, (end - begin) * sizeof(float));
-      }, update_threads_);
     });
   }
 
@@ -629,7 +702,16 @@ class Zero : public dshost::Strategy {
   std::deque<Reduction> reductions_;
   std::vector<bool> gathered_;
   std::vector<dshost::Work> gather_work_;
-  int micro_index_ = 0;
+  std::vector<bool> fresh_;  // [unit] no reduction this step yet: the next one copies
+  at::Tensor pieces_sq_;     // sum of squares of the pieces copied to a host gradient shard
+  bool added_on_host_ = false;
+  // Stage 3's copy streams (CUDA, something offloaded) and, per staging slot, the event
+  // after which its last copy to the host has read it.
+  struct Copies {
+    c10::Stream to_device, to_host;
+    std::vector<c10::Event> drained;
+  };
+  std::optional<Copies> copies_;
   std::future<void> pending_update_;  // last: destroyed (waited for) before what it uses
 };
 

@@ -17,7 +17,7 @@ const dshost_option kOptions[] = {
                   "overlap the CPU update with the next step, which applies each gradient "
                   "one step late (ZeRO-Offload's DPU; needs both offloads)"),
     DSHOST_OPTION_RANGE("prefetch_bucket_size", DSHOST_OPTION_INT, "50000000", 0, 1e12,
-                        "elements of the next units gathered ahead of use"),
+                        "elements of the next units gathered ahead of use (the next unit always; 0: none)"),
     DSHOST_OPTION_RANGE("param_persistence_threshold", DSHOST_OPTION_INT, "100000", 0, 1e12,
                         "units with fewer elements stay gathered (saves small collectives)"),
 };
