@@ -4,7 +4,8 @@
 #
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph gpt gpt-1.3b offload
 #                                 profile profile-offload profile-offload-dpu (kernel time by
-#                                 family and host phases, $OUT/profiles.md)
+#                                 family and host phases, $OUT/profiles.md) streams-offload
+#                                 (zero3-offload's steps stream by stream, $OUT/streams.md)
 #                                 largest-ddp largest-zero3 (the largest gpt that trains, $OUT/largest.txt)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
@@ -169,6 +170,17 @@ profile_offload() {  # [--set values for dshost]
     "$logs/runs/gpt-1.3b_b8_zero3_profile/profile/rank0.pt.trace.json" "$logs/fsdp2.json" >> "$out/profiles.md" 2>&1
 }
 
+# zero3-offload's steps stream by stream (bench/gpu/streams.py), undelayed and delayed.
+streams_offload() {
+  for dpu in false true; do
+    local name=gpt-1.3b_b8_zero3_streams_$dpu
+    gpt_cases "$name" gpt-1.3b 8 7 zero3-offload strategy.offload_param_device=\"cpu\" \
+      strategy.delayed_parameter_update=$dpu train.profile_steps=2 train.profile_after=4
+    python3 bench/gpu/streams.py "zero3-offload gpt-1.3b b8, delayed_parameter_update = $dpu" \
+      "$logs/runs/$name/profile/rank0.pt.trace.json" >> "$out/streams.md" 2>&1
+  done
+}
+
 # The largest gpt each strategy trains on this GPU: GPT-3 6.7B's width (4096, 32 heads),
 # one sequence of 1024 per step, 2 steps; layers tried from the top down until a run
 # finishes with a finite loss. The first size that trains is the answer (sizes step by 2
@@ -207,6 +219,7 @@ for group in "$@"; do
     profile) profile ;;
     profile-offload) profile_offload ;;
     profile-offload-dpu) profile_offload strategy.delayed_parameter_update=true ;;
+    streams-offload) streams_offload ;;
     largest-ddp) largest ddp 24 22 20 18 16 ;;
     largest-zero3) largest zero3-offload 26 24 22 ;;
     *) echo "unknown group $group"; exit 2 ;;

@@ -631,10 +631,14 @@ class Zero : public dshost::Strategy {
   // The stream is idle here (global_norm waited), so no gather still reads the shard the
   // update overwrites.
   void start_delayed_update(const dshost::AdamWStep& s) {
-    finish_delayed_update();
+    {
+      RECORD_USER_SCOPE("zero::wait_for_delayed_update");
+      finish_delayed_update();
+    }
     std::swap(grad_shard_, grad_spare_);
     std::swap(grad_shard_id_, grad_spare_id_);
     pending_update_ = std::async(std::launch::async, [this, s] {
+      RECORD_USER_SCOPE("zero::delayed_update");
       update_on_host_and_write_back(s, grad_spare_, param_shard_next_, update_threads_);
     });
   }
