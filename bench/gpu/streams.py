@@ -41,7 +41,7 @@ def main(title, path):
         busy = collections.defaultdict(float)
         for e in inside:
             if e["cat"] in GPU:
-                busy[(e["args"].get("stream"), what(e))] += e["dur"]
+                busy[(e.get("args", {}).get("stream", e.get("tid")), what(e))] += e["dur"]
         scopes = collections.defaultdict(float)
         for e in inside:
             if e["name"].startswith("zero::"):
