@@ -94,13 +94,14 @@ struct Comm::Groups {
 };
 
 PendingWork::PendingWork(std::string what, c10::intrusive_ptr<c10d::Work> work,
-                         std::function<void()> epilogue)
-    : what_(std::move(what)), work_(std::move(work)), epilogue_(std::move(epilogue)) {}
+                         std::function<void()> epilogue, bool on_device)
+    : what_(std::move(what)), work_(std::move(work)), epilogue_(std::move(epilogue)), on_device_(on_device) {}
 
 PendingWork::~PendingWork() = default;
 
 void PendingWork::finish(std::chrono::milliseconds timeout) {
-  work_->wait(timeout);
+  if (on_device_) work_->wait();
+  else work_->wait(timeout);
   if (epilogue_) epilogue_();
 }
 
@@ -186,7 +187,7 @@ std::unique_ptr<PendingWork> Comm::all_reduce(const dshost_slice& s, dshost_redu
   return std::make_unique<PendingWork>("all_reduce", work, [target, io, op, world]() mutable {
     if (op == DSHOST_AVG) io[0].div_(world);
     if (!io[0].is_same(target)) target.copy_(io[0]);
-  });
+  }, target.is_cuda());
 }
 
 std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dshost_slice& out) {
@@ -197,7 +198,7 @@ std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dsho
 #if DSHOST_CUDA
   if (input.is_cuda()) {
     auto work = groups_->nccl->_allgather_base(output, input);
-    return std::make_unique<PendingWork>("all_gather", work, nullptr);
+    return std::make_unique<PendingWork>("all_gather", work, nullptr, true);
   }
 #endif
   // Gloo: list all-gather into views of the output; the input is copied since it may be
@@ -207,7 +208,7 @@ std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dsho
   for (int r = 0; r < rv_.world_size; ++r)
     outputs[0].push_back(as_gloo_bits(output).narrow(0, r * input.numel(), input.numel()));
   auto work = groups_->gloo->allgather(outputs, inputs);
-  return std::make_unique<PendingWork>("all_gather", work, [inputs, outputs] {});
+  return std::make_unique<PendingWork>("all_gather", work, [inputs, outputs] {}, false);
 }
 
 std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const dshost_slice& out,
@@ -221,7 +222,7 @@ std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const 
     c10d::ReduceScatterOptions opts;
     opts.reduceOp = op == DSHOST_AVG ? c10d::ReduceOp(c10d::ReduceOp::AVG) : to_c10d(op);
     auto work = groups_->nccl->_reduce_scatter_base(output, input, opts);
-    return std::make_unique<PendingWork>("reduce_scatter", work, nullptr);
+    return std::make_unique<PendingWork>("reduce_scatter", work, nullptr, true);
   }
 #endif
   // Gloo has no reduce_scatter here: all-reduce a copy, keep this rank's part.
@@ -234,7 +235,7 @@ std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const 
     at::Tensor part = io[0].narrow(0, rank * output.numel(), output.numel());
     if (op == DSHOST_AVG) part.div_(world);
     output.copy_(part);
-  });
+  }, false);
 }
 
 std::unique_ptr<PendingWork> Comm::broadcast(const dshost_slice& s, int root) {
@@ -243,7 +244,7 @@ std::unique_ptr<PendingWork> Comm::broadcast(const dshost_slice& s, int root) {
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   auto work = group.broadcast(io, opts);
-  return std::make_unique<PendingWork>("broadcast", work, [io] {});
+  return std::make_unique<PendingWork>("broadcast", work, [io] {}, io[0].is_cuda());
 }
 
 std::vector<double> Comm::sum(const std::vector<double>& values) {

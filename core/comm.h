@@ -30,9 +30,14 @@ struct Rendezvous {
 std::string host_name();
 
 // A started collective. finish() waits and then does any host-side epilogue (emulation).
+// NCCL's work (on_device) is waited for by the current stream and not by the host: given a
+// timeout, LibTorch's wait() blocks the host until the collective is done, which kept it
+// from running ahead of the GPU. A hung NCCL collective is ended by the process group's
+// watchdog after comm.timeout_s instead, as under PyTorch's DDP and FSDP.
 class PendingWork {
  public:
-  PendingWork(std::string what, c10::intrusive_ptr<c10d::Work> work, std::function<void()> epilogue);
+  PendingWork(std::string what, c10::intrusive_ptr<c10d::Work> work, std::function<void()> epilogue,
+              bool on_device);
   ~PendingWork();
   void finish(std::chrono::milliseconds timeout);
   const std::string& what() const { return what_; }
@@ -41,6 +46,7 @@ class PendingWork {
   std::string what_;
   c10::intrusive_ptr<c10d::Work> work_;
   std::function<void()> epilogue_;
+  bool on_device_;
 };
 
 class Comm {
