@@ -5,7 +5,7 @@
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph gpt gpt-1.3b offload
 #                                 profile profile-offload profile-offload-dpu (kernel time by
 #                                 family and host phases, $OUT/profiles.md) streams-offload
-#                                 (zero3-offload's steps stream by stream, $OUT/streams.md)
+#                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
 #                                 largest-ddp largest-zero3 (the largest gpt that trains, $OUT/largest.txt)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
@@ -170,7 +170,7 @@ profile_offload() {  # [--set values for dshost]
     "$logs/runs/gpt-1.3b_b8_zero3_profile/profile/rank0.pt.trace.json" "$logs/fsdp2.json" >> "$out/profiles.md" 2>&1
 }
 
-# zero3-offload's steps stream by stream (bench/gpu/streams.py), undelayed and delayed.
+# zero3-offload's traced steps: GPU busy time and where the host waits (bench/gpu/streams.py).
 streams_offload() {
   for dpu in false true; do
     local name=gpt-1.3b_b8_zero3_streams_$dpu
