@@ -628,8 +628,8 @@ class Zero : public dshost::Strategy {
 
   // Waits for step N-1's update, whose parameters step N+1 will gather, then starts step
   // N's from the gradients just reduced; the next backward fills the other shard.
-  // The stream is idle here (global_norm waited), so no gather still reads the shard the
-  // update overwrites.
+  // step() waited for the copy streams and, reading the norm, for the compute stream, so no
+  // gather still reads the shard the update overwrites.
   void start_delayed_update(const dshost::AdamWStep& s) {
     {
       RECORD_USER_SCOPE("zero::wait_for_delayed_update");
