@@ -109,15 +109,15 @@ std::string quickstart_manifest() {
 
 std::vector<double> train_quickstart(const std::string& name, std::vector<std::string> sets,
                                      std::string* summary_json, std::string* log) {
-  const std::string dir = scratch_dir("training_" + name);  // quickstart_run_dir's parent
+  const std::string dir = scratch_dir("training_" + name);
   std::vector<std::string> args{"run", quickstart_manifest(), "--set",
                                 "run.output_dir=\"" + dir + "\"", "--set", "train.log_every=1000"};
   for (const auto& s : sets) args.insert(args.end(), {"--set", s});
   const Ran r = dshost(args);
   if (r.exit_code != 0) ADD_FAILURE() << name << " failed: " << r.err;
-  if (summary_json != nullptr) *summary_json = read_file(dir + "/quickstart/summary.json");
+  if (summary_json != nullptr) *summary_json = read_file(quickstart_run_dir(name) + "/summary.json");
   if (log != nullptr) *log = r.err;
-  return losses(dir + "/quickstart");
+  return losses(quickstart_run_dir(name));
 }
 
 std::string quickstart_run_dir(const std::string& name) {

@@ -501,7 +501,7 @@ class Zero : public dshost::Strategy {
         copy_out(reduced, target, r.slot);
       } else {
         target.add_(reduced.to(target.options()));  // blocking: waits for earlier copies
-        added_on_host_ = added_on_host_ || target.is_cpu();
+        accumulated_ = true;
       }
     }
     if (r.last) deallocate(grads_[r.unit]);
@@ -510,7 +510,7 @@ class Zero : public dshost::Strategy {
   // A reduced piece into its place in the gradient shard. Into (pinned) host memory the copy
   // runs on the device-to-host stream while backward goes on, after its sum of squares has
   // been taken on the device for global_norm.
-  void copy_out(const at::Tensor& reduced, at::Tensor& target, int slot) {
+  void copy_out(const at::Tensor& reduced, const at::Tensor& target, int slot) {
     if (target.device() == device_) {
       target.copy_(reduced);
       return;
@@ -553,10 +553,10 @@ class Zero : public dshost::Strategy {
   // micro-batch added into it on the host.
   at::Tensor global_norm() {
     RECORD_USER_SCOPE("zero::norm");
-    const bool summed_on_device = grad_shard_.is_cpu() && !device_.is_cpu() && !added_on_host_;
+    const bool summed_on_device = grad_shard_.is_cpu() && !device_.is_cpu() && !accumulated_;
     norm_.copy_((summed_on_device ? pieces_sq_ : dshost::sum_of_squares(grad_shard_)).view({1}));
     pieces_sq_.zero_();
-    added_on_host_ = false;
+    accumulated_ = false;
     services().all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
     return norm_.sqrt();
   }
@@ -708,7 +708,7 @@ class Zero : public dshost::Strategy {
   std::vector<dshost::Work> gather_work_;
   std::vector<bool> fresh_;  // [unit] no reduction this step yet: the next one copies
   at::Tensor pieces_sq_;     // sum of squares of the pieces copied to a host gradient shard
-  bool added_on_host_ = false;
+  bool accumulated_ = false;  // a reduction added into the shard this step
   // Stage 3's copy streams (CUDA, something offloaded) and, per staging slot, the event
   // after which its last copy to the host has read it.
   struct Copies {
