@@ -45,7 +45,7 @@ const dshost_option kTrain[] = {
         "let cuDNN time its algorithms per shape (false: runs repeat bit for bit)"),
     ranged("profile_steps", INT, "0", 0, 1e6,
            "optimizer steps recorded by PyTorch's profiler into run_dir/profile/rank<R>.pt.trace.json "
-           "(a Chrome trace: operators, and kernels on CUDA); 0 = off"),
+           "(a Chrome trace: operators, allocations, and kernels on CUDA); 0 = off"),
     ranged("profile_after", INT, "5", 0, 1e12, "steps run before the profiled ones (warm-up)"),
 };
 const dshost_option kOptimizer[] = {

@@ -1,8 +1,9 @@
 // train.profile_steps: a window of optimizer steps recorded by PyTorch's profiler, written
 // as a Chrome trace per rank: run_dir/profile/rank<R>.pt.trace.json. It holds every ATen
 // operator on the host and, on CUDA, every kernel and copy on the GPU, each step under a
-// "ProfilerStep#N" range as torch.profiler names them: Perfetto and chrome://tracing show
-// it, and bench/gpu/kernels.py sums it by kernel beside a PyTorch trace of the same model.
+// "ProfilerStep#N" range as torch.profiler names them, and every allocation and free:
+// Perfetto and chrome://tracing show it, and bench/gpu/kernels.py and memory.py sum it by
+// kernel and by operator beside a PyTorch trace of the same model.
 //
 // The window starts after train.profile_after steps (warm-up: cuDNN autotuning, allocator
 // growth and graph capture are not what a user wants to see) and ends with a device
@@ -20,6 +21,13 @@ class RecordFunction;
 
 namespace dshost {
 
+// Bytes LibTorch's caching allocator has handed out on `device`, now and at its peak (0 for
+// the CPU).
+struct DeviceBytes {
+  int64_t current = 0, peak = 0;
+};
+DeviceBytes allocated_on(const at::Device& device);
+
 class StepProfiler {
  public:
   // Profiles optimizer steps first..last (counting from 0).
@@ -35,6 +43,7 @@ class StepProfiler {
   const int64_t first_, last_;  // [first_, last_] profiled
   std::unique_ptr<at::RecordFunction> step_range_;
   bool active_ = false;
+  int64_t allocated_at_start_ = 0;  // on the device, when the window opened
 };
 
 }  // namespace dshost

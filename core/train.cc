@@ -19,7 +19,6 @@
 #if DSHOST_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
-#include <c10/cuda/CUDACachingAllocator.h>
 #endif
 #include <nlohmann/json.hpp>
 #include <sys/resource.h>
@@ -47,18 +46,6 @@ double seconds_since(Clock::time_point start) {
 std::string duration_text(double seconds) {
   const int64_t s = static_cast<int64_t>(seconds + 0.5);
   return s >= 60 ? cat(s / 60, "m", std::setw(2), std::setfill('0'), s % 60, "s") : cat(s, "s");
-}
-
-// Peak bytes LibTorch's caching allocator handed out on `device` (0 for the CPU).
-int64_t peak_device_bytes(const at::Device& device) {
-#if DSHOST_CUDA
-  if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
-  }
-#endif
-  (void)device;
-  return 0;
 }
 
 // One device's peak dense TFLOP/s at this precision: the manifest's, or H100 / H200's
@@ -414,7 +401,7 @@ class Worker {
     if (rv_.rank == 0) {
       const double rate = static_cast<double>(unreported_.size() * global_batch_) /
                           std::max(seconds_since(last_report_), 1e-9);
-      const int64_t peak_host = peak_rss_bytes(), peak_device = peak_device_bytes(device_);
+      const int64_t peak_host = peak_rss_bytes(), peak_device = allocated_on(device_).peak;
       for (const auto& s : unreported_)
         metrics_->step({s.step + 1, s.epoch + 1, s.loss, s.lr, s.grad_norm, rate, peak_host, peak_device});
       metrics_->flush();
@@ -654,7 +641,7 @@ class Worker {
     dshost_memory_report mem{sizeof(dshost_memory_report)};
     call(sapi_->memory(strategy_.get(), &mem, &err_), "strategy memory");
     const double peak = comm_->max(static_cast<double>(peak_rss_bytes()));
-    const double peak_device = comm_->max(static_cast<double>(peak_device_bytes(device_)));
+    const double peak_device = comm_->max(static_cast<double>(allocated_on(device_).peak));
     if (rv_.rank != 0) return;
     const double rate = samples_ / std::max(train_seconds_, 1e-9);
     nlohmann::json summary{

@@ -60,11 +60,11 @@ nn::Sequential basic_cnn() {
 // kSteps steps of the plain loop on `device`: each step's loss and gradient norm.
 // delayed: ZeRO-Offload's delayed parameter update, each step's gradients computed from the
 // parameters before the previous step's update (`model`) and applied to the optimizer's
-// latest ones (`latest`).
+// latest ones (`latest`). bf16_gradients: each gradient rounded to bf16 before clipping.
 struct Trajectory {
   std::vector<double> losses, norms;
 };
-Trajectory plain_loop(at::Device device, bool delayed) {
+Trajectory plain_loop(at::Device device, bool delayed, bool bf16_gradients) {
   at::manual_seed(kSeed);
   nn::Sequential model = basic_cnn();
   model->to(device);
@@ -81,6 +81,8 @@ Trajectory plain_loop(at::Device device, bool delayed) {
     model->zero_grad();
     const at::Tensor loss = at::cross_entropy_loss(model->forward(inputs), targets);
     loss.backward();
+    if (bf16_gradients)
+      for (auto& p : model->parameters()) p.mutable_grad().copy_(p.grad().to(at::kBFloat16));
     out.norms.push_back(nn::utils::clip_grad_norm_(model->parameters(), kClip));
     if (delayed) {  // the next step computes from what the optimizer holds before this update
       at::NoGradGuard no_grad;
@@ -125,11 +127,11 @@ std::vector<double> dshost_losses(const std::string& name, const std::string& de
   return train_quickstart(name, sets, nullptr, err);
 }
 
-Trajectory plain_loop_on(const std::string& device, bool delayed = false) {
+Trajectory plain_loop_on(const std::string& device, bool delayed = false, bool bf16_gradients = false) {
   if (device == "cuda") setenv("NVIDIA_TF32_OVERRIDE", "0", 1);
   const int threads = at::get_num_threads();
   at::set_num_threads(1);  // the same CPU reductions as the rank's (train.threads = 1)
-  auto trajectory = plain_loop(at::Device(device), delayed);
+  auto trajectory = plain_loop(at::Device(device), delayed, bf16_gradients);
   at::set_num_threads(threads);
   return trajectory;
 }
@@ -175,6 +177,30 @@ INSTANTIATE_TEST_SUITE_P(Strategies, OffloadedInPieces,
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_" + std::to_string(std::get<1>(info.param));
                          });
+
+// zero3-offload with grad_accum_dtype = bf16 follows the plain loop whose gradients are
+// rounded to bf16 before clipping and the update (fp32 compute, so only the rounding
+// differs): pieces are rounded as they leave the accelerator (CUDA) or as they are copied
+// into the shard (CPU), and the CPU AdamW reads them.
+class Bf16Gradients : public testing::TestWithParam<std::string> {};
+
+TEST_P(Bf16Gradients, FollowTheLoopWithGradientsRoundedToBf16) {
+  const std::string device = GetParam();
+  if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const auto expected = plain_loop_on(device, /*delayed=*/false, /*bf16_gradients=*/true);
+  const std::string name = "bf16_grads_" + device;
+  const auto got = dshost_losses(name, device,
+      {"strategy.plugin=\"zero3-offload\"", "strategy.grad_accum_dtype=\"bf16\"",
+       "strategy.offload_param_device=\"cpu\"", "strategy.reduce_bucket_size=20000",
+       "train.micro_batch_size=64"});
+  ASSERT_EQ(got.size(), static_cast<size_t>(kSteps));
+  EXPECT_LT(max_abs_difference(expected.losses, got), 2e-4)
+      << "plain, bf16 gradients " << at::tensor(expected.losses) << "\ndshost " << at::tensor(got);
+  expect_the_plain_loops_norms(name, expected.norms);
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, Bf16Gradients, testing::Values("cpu", "cuda"),
+                         [](const auto& info) { return info.param; });
 
 // zero3-offload's delayed_parameter_update follows the plain loop that applies each step's
 // gradients one step late, and not the undelayed one (which it leaves by far more than the

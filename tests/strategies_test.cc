@@ -3,6 +3,7 @@
 #include "tests/test_util.h"
 
 #include <dshost/cpu_adam.hpp>
+#include <dshost/strategy.hpp>
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -87,11 +88,12 @@ struct Bytes {
 
 // What rank 0 of a 2-rank bf16 run says it holds after its last step, in bytes per
 // parameter (P from the model). Every figure is summed from the strategy's live buffers.
-Bytes bytes_per_parameter(const std::string& strategy) {
+Bytes bytes_per_parameter(const std::string& name, const std::string& strategy,
+                          std::vector<std::string> sets = {}) {
   std::string summary;
-  train_quickstart("memory_" + strategy, {"strategy.plugin=" + strategy, "launcher.nprocs=2",
-                                          "train.max_steps=2", "train.eval=false",
-                                          "train.precision=bf16"}, &summary);
+  sets.insert(sets.end(), {"strategy.plugin=" + strategy, "launcher.nprocs=2", "train.max_steps=2",
+                           "train.eval=false", "train.precision=bf16"});
+  train_quickstart("memory_" + name, sets, &summary);
   const auto s = nlohmann::json::parse(summary);
   const auto& m = s.at("memory_per_rank_bytes");
   const double p = s.at("parameters").get<double>();
@@ -107,24 +109,41 @@ Bytes bytes_per_parameter(const std::string& strategy) {
 // moments (12/N); stage 3 also only 1/N of the bf16 parameters (2/N). Per-unit padding adds
 // at most N - 1 elements per unit: 1e-3 relative covers it.
 TEST(StrategyMemory, MatchesZeroAccounting) {
-  const Bytes z2 = bytes_per_parameter("zero2");
+  const Bytes z2 = bytes_per_parameter("zero2", "zero2");
   EXPECT_NEAR(z2.params, 2.0, 1e-3);
   EXPECT_NEAR(z2.grads, 4.0 / 2, 1e-3);
   EXPECT_NEAR(z2.optim, 12.0 / 2, 1e-3);
-  const Bytes z3 = bytes_per_parameter("zero3-offload");
+  const Bytes z3 = bytes_per_parameter("zero3", "zero3-offload");
   // Units under param_persistence_threshold (100k elements) stay whole: conv1, conv2, fc2
   // of basic_cnn, 20106 of its 421642 parameters.
   EXPECT_NEAR(z3.params, 2.0 / 2 + 2.0 * 20106 / 421642, 1e-3);
   EXPECT_NEAR(z3.grads, 4.0 / 2, 1e-3);
   EXPECT_NEAR(z3.optim, 12.0 / 2, 1e-3);
+  // grad_accum_dtype = bf16: the (offloaded) gradient shard in bf16, 2/N.
+  EXPECT_NEAR(bytes_per_parameter("bf16_grads", "zero3-offload", {"strategy.grad_accum_dtype=\"bf16\""}).grads, 2.0 / 2, 1e-3);
 }
 
+// A buffer zero3 has emptied stays empty when a view of it crosses the ABI, as every
+// parameter view does when the model binds it, and the view sees the memory once the
+// strategy refills the buffer.
+TEST(StrategyMemory, AViewOfAnEmptiedBufferLeavesItEmpty) {
+  const at::Tensor unit = at::zeros({1000});
+  const at::Tensor param = unit.narrow(0, 10, 100);
+  dshost::resize_storage(unit, 0);
+  const at::Tensor bound = dshost::from_dlpack(dshost::to_dlpack(param));
+  EXPECT_EQ(unit.storage().nbytes(), 0u) << "binding the view refilled the buffer";
+  EXPECT_EQ(bound.sizes(), param.sizes());
+  EXPECT_EQ(bound.storage_offset(), 10);
+  dshost::resize_storage(unit, 1000 * sizeof(float));
+  unit.fill_(2);
+  EXPECT_EQ(bound.sum().item<float>(), 200.0f);
+}
 
 // ddp keeps PyTorch DDP's mixed precision (see ddp.cc): fp32 parameters, which are also the
 // masters, and fp32 gradients, whole on every rank (4 + 4), with the AdamW moments sharded
 // (8/N).
 TEST(StrategyMemory, DdpHoldsFp32ParametersAndGradientsAndShardsTheMoments) {
-  const Bytes ddp = bytes_per_parameter("ddp");
+  const Bytes ddp = bytes_per_parameter("ddp", "ddp");
   // ddp pads the whole model once (to a multiple of N), not each unit.
   EXPECT_NEAR(ddp.params, 4.0, 1e-3);
   EXPECT_NEAR(ddp.grads, 4.0, 1e-3);
@@ -165,21 +184,37 @@ TEST(StrategyMemory, RefusesStateTheHostCannotHold) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/quickstart/summary.json"));
 }
 
-// delayed_parameter_update overlaps an update that runs on the CPU: asked for where the
-// optimizer stays on the accelerator, it is refused before training, with what to set.
-TEST(StrategyOptions, DelayedUpdateWithoutTheOptimizerOnTheCpuIsRefused) {
-  const std::string dir = scratch_dir("delayed_refused");
+// A one-step zero3-offload run with two settings the strategy's set-up refuses: it stops
+// before training (exit 2, no summary, no crash) and says `why` and what to set instead.
+void expect_refused_at_setup(const std::string& name, const std::string& a, const std::string& b,
+                             const std::string& why, const std::string& instead) {
+  const std::string dir = scratch_dir(name);
   const Ran r = dshost({"run", quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\"",
                         "--set", "strategy.plugin=zero3-offload", "--set", "launcher.nprocs=1",
-                        "--set", "strategy.offload_optimizer_device=\"none\"", "--set",
-                        "strategy.delayed_parameter_update=true", "--set", "train.max_steps=1"});
+                        "--set", a, "--set", b, "--set", "train.max_steps=1"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find("strategy setup failed: strategy.delayed_parameter_update = true needs "
-                       "zero3-offload with offload_optimizer_device = \"cpu\""), std::string::npos)
-      << r.err;
-  EXPECT_NE(r.err.find("or delayed_parameter_update = false."), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("strategy setup failed: " + why), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(instead), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir + "/quickstart/summary.json"));
+}
+
+// delayed_parameter_update overlaps an update that runs on the CPU: asked for where the
+// optimizer stays on the accelerator, it is refused.
+TEST(StrategyOptions, DelayedUpdateWithoutTheOptimizerOnTheCpuIsRefused) {
+  expect_refused_at_setup("delayed_refused", "strategy.offload_optimizer_device=\"none\"",
+                          "strategy.delayed_parameter_update=true",
+                          "strategy.delayed_parameter_update = true needs zero3-offload with "
+                          "offload_optimizer_device = \"cpu\"",
+                          "or delayed_parameter_update = false.");
+}
+
+// bf16 gradients need the CPU AdamW: with another optimizer the run is refused.
+TEST(StrategyOptions, Bf16GradientsWithoutTheCpuAdamWAreRefused) {
+  expect_refused_at_setup("bf16_grads_refused", "optimizer.name=\"sgd\"", "strategy.grad_accum_dtype=\"bf16\"",
+                          "strategy.grad_accum_dtype = \"bf16\" needs offload_optimizer_device = "
+                          "\"cpu\" and optimizer.name = \"adamw\"",
+                          "or grad_accum_dtype = \"fp32\".");
 }
 
 // The CPU AdamW's two extras, exactly: the clipping scale is the gradient scaled first, and
@@ -205,6 +240,23 @@ TEST(CpuAdamW, ScaleAndBf16CopyEqualTheSeparatePasses) {
   EXPECT_TRUE(at::equal(m, m2));
   EXPECT_TRUE(at::equal(v, v2));
   EXPECT_TRUE(at::equal(copy, p2.to(at::kBFloat16)));
+  EXPECT_GT((p - p0).abs().max().item<float>(), 1e-4) << "the step moved the parameters";
+}
+
+// bf16 gradients step exactly as their fp32 values do.
+TEST(CpuAdamW, Bf16GradientsEqualTheirFp32Values) {
+  const int64_t n = 100003;
+  at::manual_seed(4);
+  const at::Tensor g = at::randn({n}).to(at::kBFloat16), p0 = at::randn({n});
+  const AdamWStep s{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.1f, 0.001f, 0.5f};
+  at::Tensor p = p0.clone(), m = at::zeros({n}), v = at::zeros({n});
+  cpu_adamw(p.data_ptr<float>(), g.data_ptr<at::BFloat16>(), m.data_ptr<float>(), v.data_ptr<float>(), n, s);
+  at::Tensor p2 = p0.clone(), m2 = at::zeros({n}), v2 = at::zeros({n});
+  const at::Tensor g32 = g.to(at::kFloat);
+  cpu_adamw(p2.data_ptr<float>(), g32.data_ptr<float>(), m2.data_ptr<float>(), v2.data_ptr<float>(), n, s);
+  EXPECT_TRUE(at::equal(p, p2));
+  EXPECT_TRUE(at::equal(m, m2));
+  EXPECT_TRUE(at::equal(v, v2));
   EXPECT_GT((p - p0).abs().max().item<float>(), 1e-4) << "the step moved the parameters";
 }
 

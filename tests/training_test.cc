@@ -181,6 +181,11 @@ TEST(Profiler, TracesTheChosenStepsWithTheirOperatorsOnEveryRank) {
     }
     EXPECT_EQ(forward, 2 * 2) << "basic_cnn has 2 convolutions";
     EXPECT_EQ(backward, 2 * 2);
+    // Allocations are recorded: conv1's output, [32, 32, 28, 28] floats, once a step.
+    int conv1_outputs = 0;
+    for (const auto& e : trace.at("traceEvents"))
+      conv1_outputs += e.at("name") == "[memory]" && e.at("args").at("Bytes") == 32 * 32 * 28 * 28 * 4;
+    EXPECT_GE(conv1_outputs, 2) << "no allocation of conv1's output in two steps";
   }
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir + "/quickstart/profile"),
                           std::filesystem::directory_iterator{}), 2) << "two traces, no partial files";

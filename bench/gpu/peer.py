@@ -72,10 +72,11 @@ def image_model(name):
 
 
 def profile(step, first, path):
-    """torch.profiler over 2 steps after 1 of warm-up, as bench/gpu/kernels.py reads it."""
+    """torch.profiler over 2 steps after 1 of warm-up, with allocations, as
+    bench/gpu/kernels.py and memory.py read it."""
     from torch.profiler import ProfilerActivity, schedule
     with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
-                                schedule=schedule(wait=0, warmup=1, active=2),
+                                schedule=schedule(wait=0, warmup=1, active=2), profile_memory=True,
                                 on_trace_ready=lambda p: p.export_chrome_trace(path)) as prof:
         for i in range(first, first + 3):
             step(i)

@@ -6,7 +6,9 @@
 #                                 profile profile-offload profile-offload-dpu (kernel time by
 #                                 family and host phases, $OUT/profiles.md) streams-offload
 #                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
-#                                 largest-ddp largest-zero3 (the largest gpt that trains, $OUT/largest.txt)
+#                                 memory (gpt 1.3B's step's GPU memory by operator: $OUT/memory.md)
+#                                 largest-ddp largest-zero3 largest-zero3-bf16 (the largest gpt
+#                                 that trains, $OUT/largest.txt)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
 #
@@ -137,6 +139,11 @@ offload() {
   gpt_cases gpt-1.3b_b8_zero3_dshost gpt-1.3b 8 22 zero3-offload "${steady[@]}"
   kind_suffix=", delayed update" gpt_cases gpt-1.3b_b8_zero3_dpu_dshost gpt-1.3b 8 22 zero3-offload \
     "${steady[@]}" strategy.delayed_parameter_update=true
+  local bf16=strategy.grad_accum_dtype=\"bf16\"
+  kind_suffix=", bf16 gradients" gpt_cases gpt-1.3b_b8_zero3_bf16_dshost gpt-1.3b 8 22 zero3-offload \
+    "${steady[@]}" "$bf16"
+  kind_suffix=", delayed update, bf16 gradients" gpt_cases gpt-1.3b_b8_zero3_dpu_bf16_dshost gpt-1.3b 8 22 \
+    zero3-offload "${steady[@]}" strategy.delayed_parameter_update=true "$bf16"
   peer_run gpt-1.3b_b8_fsdp2_offload "gpt gpt-1.3b b8 zero3-offload" --model gpt --preset gpt-1.3b \
     --batch 8 --warmup 2 --steps 3 --fsdp-offload
 }
@@ -181,21 +188,42 @@ streams_offload() {
   done
 }
 
+# Where a step's GPU memory goes (bench/gpu/memory.py): gpt 1.3B under ddp against PyTorch
+# eager (one traced step after warm-up), and zero3-offload against FSDP2 with CPU offload
+# (dshost's steps from the first: its run's peak came before the steady ones).
+memory() {
+  gpt_cases gpt-1.3b_b8_memory gpt-1.3b 8 6 ddp train.profile_steps=1 train.profile_after=4
+  peer_run gpt-1.3b_b8_memory_torch "memory gpt-1.3b" --model gpt --preset gpt-1.3b --batch 8 \
+    --warmup 3 --steps 2 --profile "$logs/gpt-1.3b_memory_torch.json"
+  gpt_cases gpt-1.3b_b8_zero3_memory gpt-1.3b 8 5 zero3-offload strategy.offload_param_device=\"cpu\" \
+    train.profile_steps=5 train.profile_after=0
+  peer_run gpt-1.3b_b8_fsdp2_memory "memory offload" --model gpt --preset gpt-1.3b --batch 8 --warmup 2 \
+    --steps 1 --fsdp-offload --profile "$logs/fsdp2_memory.json"
+  python3 bench/gpu/memory.py "gpt-1.3b b8: ddp / PyTorch eager" \
+    "$logs/runs/gpt-1.3b_b8_memory/profile/rank0.pt.trace.json" "$logs/gpt-1.3b_memory_torch.json" >> "$out/memory.md" 2>&1
+  python3 bench/gpu/memory.py "gpt-1.3b b8: zero3-offload / FSDP2 offload" \
+    "$logs/runs/gpt-1.3b_b8_zero3_memory/profile/rank0.pt.trace.json" "$logs/fsdp2_memory.json" >> "$out/memory.md" 2>&1
+}
+
 # The largest gpt each strategy trains on this GPU: GPT-3 6.7B's width (4096, 32 heads),
 # one sequence of 1024 per step, 2 steps; layers tried from the top down until a run
 # finishes with a finite loss. The first size that trains is the answer (sizes step by 2
-# layers, 201M parameters). $OUT/largest.txt lists every try.
+# layers, 201M parameters). $OUT/largest.txt lists every try. STRATEGY may carry one more
+# --set value after a colon (zero3-offload:strategy.grad_accum_dtype=...).
 largest() {
-  local strategy=$1; shift
+  local strategy=${1%%:*} also= tag=
+  [[ $1 == *:* ]] && also=${1#*:} && tag=${also##*=} && tag=_${tag//\"/}
+  shift
   local extra=()
   # Pageable offloaded buffers: pinned ones round up to a power of two (see check_host_memory).
   [[ $strategy == zero3-offload ]] && extra=(strategy.offload_param_device=\"cpu\" strategy.pin_memory=false)
+  [[ -n $also ]] && extra+=("$also")
   for layers in "$@"; do
-    local name=largest_${strategy}_${layers}
+    local name=largest_${strategy}${tag}_${layers}
     gpt_cases "$name" custom 1 2 "$strategy" model.n_layer="$layers" model.n_head=32 model.n_embd=4096 \
       train.log_every=1 "${extra[@]}"
     local row; row=$(tail -1 "$rows")
-    echo "$strategy $layers layers: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r.get("parameters"), "parameters, exit", r["exit"], "loss", r.get("final_loss"))' "$row")" >> "$out/largest.txt"
+    echo "$strategy$tag $layers layers: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r.get("parameters"), "parameters, exit", r["exit"], "loss", r.get("final_loss"))' "$row")" >> "$out/largest.txt"
     grep -q '"exit": 0' <<< "$row" && return
     tail -2 "$logs/$name.log" >> "$out/largest.txt"
   done
@@ -220,8 +248,10 @@ for group in "$@"; do
     profile-offload) profile_offload ;;
     profile-offload-dpu) profile_offload strategy.delayed_parameter_update=true ;;
     streams-offload) streams_offload ;;
+    memory) memory ;;
     largest-ddp) largest ddp 24 22 20 18 16 ;;
     largest-zero3) largest zero3-offload 26 24 22 ;;
+    largest-zero3-bf16) largest zero3-offload:strategy.grad_accum_dtype=\"bf16\" 30 28 26 ;;
     *) echo "unknown group $group"; exit 2 ;;
   esac
 done

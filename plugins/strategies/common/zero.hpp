@@ -11,7 +11,11 @@
 //            the prefetched ones, and units below param_persistence_threshold), fp32
 //            gradient shard, fp32 master + moments; gradient shard, master and moments in
 //            host memory when the optimizer is offloaded (the accelerator then holds only
-//            the parameter shard, the units in flight and the staging below).
+//            the parameter shard, the units in flight and the staging below). With
+//            grad_accum_dtype = bf16 (DeepSpeed's name) that host gradient shard is bf16
+//            (2S): reduced pieces are rounded as they leave the accelerator, so half the
+//            bytes cross to the host and the CPU AdamW reads half; a later micro-batch adds
+//            into it in bf16.
 //   both:    two staging slots for reductions, each reduce_bucket_size elements in and
 //            reduce_bucket_size / N out, present only between a step's first reduction and
 //            its update. Setup builds each unit in host memory, so the accelerator never
@@ -84,6 +88,7 @@ struct Options {
   bool offload_param = false;      // the parameter shard in CPU memory
   bool pin_memory = true;
   bool delayed_update = false;             // DPU: the CPU update overlaps the next step
+  at::ScalarType grad_dtype = at::kFloat;  // the gradient shard's (bf16: read by the CPU AdamW only)
   int64_t prefetch_bucket_size = 0;        // elements gathered ahead of use
   int64_t param_persistence_threshold = 0;  // units smaller than this stay gathered
 };
@@ -116,6 +121,7 @@ class Zero : public dshost::Strategy {
   void setup(const std::vector<dshost::UnitParams>& units) override {
     const auto& s = services();
     check_delayed_update();
+    check_grad_dtype();
     layout_ = std::make_unique<dshost::FlatLayout>(units, s.world_size(), true);
     int64_t largest_chunk = 1;
     for (int64_t c : layout_->chunk) largest_chunk = std::max(largest_chunk, c);
@@ -124,10 +130,10 @@ class Zero : public dshost::Strategy {
     const at::Device optimizer_home = o_.offload_optimizer ? at::Device(at::kCPU) : device_;
     // The master is read and written by the CPU alone: pageable, like the moments.
     master_ = at::empty({layout_->shard}, at::TensorOptions().dtype(at::kFloat).device(optimizer_home));
-    grad_shard_ = at::zeros({layout_->shard}, pinned_if_host(at::kFloat, optimizer_home));
+    grad_shard_ = at::zeros({layout_->shard}, pinned_if_host(o_.grad_dtype, optimizer_home));
     // (The twins are made as the originals are: *_like would drop pinned_memory, and pageable
     // copies ran at 8 GB/s every other step.)
-    if (o_.delayed_update) grad_spare_ = at::zeros({layout_->shard}, pinned_if_host(at::kFloat, optimizer_home));
+    if (o_.delayed_update) grad_spare_ = at::zeros({layout_->shard}, pinned_if_host(o_.grad_dtype, optimizer_home));
     if (device_.is_cuda() && o_.stage == 3 && (o_.offload_optimizer || o_.offload_param)) {
       const auto* impl = c10::impl::getDeviceGuardImpl(device_.type());
       copies_.emplace(Copies{impl->getStreamFromGlobalPool(device_), impl->getStreamFromGlobalPool(device_), {}});
@@ -363,16 +369,17 @@ class Zero : public dshost::Strategy {
     const int64_t shard = layout_->shard;
     const int64_t compute_bytes = dtype_ == at::kFloat ? 4 : 2;
     const int64_t copies = o_.delayed_update ? 2 : 1;  // DPU's second gradient and parameter shards
+    const int64_t grad_bytes = at::elementSize(o_.grad_dtype);
     int64_t per_rank = 0;
     std::string what;
     if (!device_.is_cuda()) {
-      per_rank = 12 * shard + copies * 4 * shard +
+      per_rank = 12 * shard + copies * grad_bytes * shard +
                  compute_bytes * (o_.stage == 3 ? copies * shard : layout_->padded);
-      what = "parameters, fp32 gradient shard, master and AdamW moments";
+      what = "parameters, gradient shard, master and AdamW moments";
     } else if (o_.offload_optimizer || o_.offload_param) {
-      per_rank = (o_.offload_optimizer ? 12 * shard + copies * pinned_bytes(4 * shard) : 0) +
+      per_rank = (o_.offload_optimizer ? 12 * shard + copies * pinned_bytes(grad_bytes * shard) : 0) +
                  (o_.offload_param ? copies * pinned_bytes(compute_bytes * shard) : 0);
-      what = o_.offload_optimizer ? "fp32 gradient shard, master and AdamW moments" : "";
+      what = o_.offload_optimizer ? "gradient shard, master and AdamW moments" : "";
       if (o_.offload_param) what += what.empty() ? "the parameter shard" : " and the parameter shard";
     }
     const int64_t needed = per_rank * services().local_world_size();
@@ -468,7 +475,7 @@ class Zero : public dshost::Strategy {
       if (!unstaged) in = stage_piece(u, begin, count, slot);
       Reduction r{u, begin, count, slot, first, begin + count >= c, {}};
       dshost_slice out;
-      if (r.first && grad_shard_id_ >= 0 && o_.reduce_dtype == at::kFloat) {
+      if (r.first && grad_shard_id_ >= 0 && o_.reduce_dtype == grad_shard_.scalar_type()) {
         r.slot = -1;
         out = dshost::slice(grad_shard_id_, layout_->shard_begin[u] + begin, count);
       } else {
@@ -590,15 +597,22 @@ class Zero : public dshost::Strategy {
             static_cast<float>(1.0 - std::pow(c.beta2, adam_steps_)), static_cast<float>(clip)};
   }
 
-  // The fused CPU AdamW (clipping folded in as a gradient scale) from `grads`, a piece at a
-  // time; each updated piece is written back (to the device asynchronously when the
-  // parameters live there) while the next one is computed. A bf16 parameter shard in host
-  // memory (`shard`) is written by the update itself.
+  // The fused CPU AdamW (clipping folded in as a gradient scale) from `grads` (fp32 or
+  // bf16), a piece at a time; each updated piece is written back (to the device
+  // asynchronously when the parameters live there) while the next one is computed. A bf16
+  // parameter shard in host memory (`shard`) is written by the update itself.
   void update_on_host_and_write_back(const dshost::AdamWStep& s, const at::Tensor& grads,
                                      const at::Tensor& shard, int threads) {
+    if (grads.scalar_type() == at::kBFloat16)
+      update_on_host_and_write_back(s, grads.data_ptr<at::BFloat16>(), shard, threads);
+    else
+      update_on_host_and_write_back(s, grads.data_ptr<float>(), shard, threads);
+  }
+  template <class G>
+  void update_on_host_and_write_back(const dshost::AdamWStep& s, const G* g, const at::Tensor& shard,
+                                     int threads) {
     float *p = master_.data_ptr<float>(), *m = exp_avg_.data_ptr<float>(),
           *v = exp_avg_sq_.data_ptr<float>();
-    const float* g = grads.data_ptr<float>();
     if (o_.stage == 3 && shard.is_cpu() && dtype_ == at::kBFloat16) {
       dshost::cpu_adamw(p, g, m, v, layout_->shard, s, shard.data_ptr<at::BFloat16>(), threads);
       return;
@@ -611,6 +625,17 @@ class Zero : public dshost::Strategy {
   }
 
   // ---- delayed parameter update -------------------------------------------------------
+  // bf16 gradients are read by the CPU AdamW alone (the accelerator's fused AdamW takes fp32).
+  void check_grad_dtype() const {
+    if (o_.grad_dtype == at::kFloat) return;
+    if ((o_.offload_optimizer || !device_.is_cuda()) && services().optimizer().kind == DSHOST_ADAMW) return;
+    throw dshost::Error(
+        "strategy.grad_accum_dtype = \"bf16\" needs offload_optimizer_device = \"cpu\" and "
+        "optimizer.name = \"adamw\": only the CPU AdamW reads bf16 gradients. Set those, or "
+        "grad_accum_dtype = \"fp32\".",
+        DSHOST_INVALID_ARGUMENT);
+  }
+
   // Only where the update touches host memory alone: nothing on the worker thread uses the
   // accelerator or its stream.
   void check_delayed_update() const {

@@ -1,4 +1,4 @@
-// AdamW for fp32 buffers in CPU memory, fused into one pass over memory and spread over as
+// AdamW for fp32 buffers in CPU memory (the gradients fp32 or bf16), fused into one pass over memory and spread over as
 // many threads as LibTorch's intra-op setting (train.threads). The loop is compiled for
 // AVX-512, AVX2 and baseline x86-64 and the best one the CPU has is picked at load time. One
 // step reads p, g, m, v and writes p, m, v once: torch::optim::AdamW makes about ten passes.
@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace dshost {
 
@@ -46,10 +47,20 @@ __attribute__((always_inline)) inline float adamw_element(float& p, float g, flo
 #define DSHOST_CPU_CLONES
 #endif
 
-DSHOST_CPU_CLONES inline void adamw_span(float* __restrict p, const float* __restrict g,
+// A gradient as fp32: itself, or the bits of a bf16 one (a shift the loops vectorise).
+__attribute__((always_inline)) inline float gradient(float g) { return g; }
+__attribute__((always_inline)) inline float gradient(uint16_t bf16) {
+  const uint32_t bits = uint32_t{bf16} << 16;
+  float g;
+  std::memcpy(&g, &bits, sizeof g);
+  return g;
+}
+
+template <class G>  // float, or uint16_t holding bf16
+DSHOST_CPU_CLONES inline void adamw_span(float* __restrict p, const G* __restrict g,
                                          float* __restrict m, float* __restrict v, int64_t n,
                                          AdamWStep s) {
-  for (int64_t i = 0; i < n; ++i) adamw_element(p[i], g[i], m[i], v[i], s);
+  for (int64_t i = 0; i < n; ++i) adamw_element(p[i], gradient(g[i]), m[i], v[i], s);
 }
 
 // bf16 bits of x rounded to nearest even, as c10::BFloat16 rounds, in integer operations
@@ -63,10 +74,11 @@ __attribute__((always_inline)) inline uint16_t bf16_bits(float x) {
 
 // The same, also writing the updated value rounded to bf16 (as Tensor::to rounds) into
 // `out`: the compute-dtype copy the accelerator reads, without another pass over p.
-DSHOST_CPU_CLONES inline void adamw_span_bf16(float* __restrict p, const float* __restrict g,
+template <class G>
+DSHOST_CPU_CLONES inline void adamw_span_bf16(float* __restrict p, const G* __restrict g,
                                               float* __restrict m, float* __restrict v,
                                               uint16_t* __restrict out, int64_t n, AdamWStep s) {
-  for (int64_t i = 0; i < n; ++i) out[i] = bf16_bits(adamw_element(p[i], g[i], m[i], v[i], s));
+  for (int64_t i = 0; i < n; ++i) out[i] = bf16_bits(adamw_element(p[i], gradient(g[i]), m[i], v[i], s));
 }
 
 #undef DSHOST_CPU_CLONES
@@ -93,10 +105,14 @@ void parallel_ranges(int64_t n, int64_t grain, const F& f, int threads = at::get
   if (used > 1) workers.waitWorkComplete();
 }
 
-// One AdamW step over n elements: param, grad, exp_avg, exp_avg_sq; with `out`, the
-// updated params in bf16 too.
-inline void cpu_adamw(float* p, const float* g, float* m, float* v, int64_t n, AdamWStep s,
-                      c10::BFloat16* out = nullptr, int threads = at::get_num_threads()) {
+// One AdamW step over n elements: param, grad (fp32 or bf16), exp_avg, exp_avg_sq; with
+// `out`, the updated params in bf16 too.
+template <class Grad>
+void cpu_adamw(float* p, const Grad* grads, float* m, float* v, int64_t n, AdamWStep s,
+               c10::BFloat16* out = nullptr, int threads = at::get_num_threads()) {
+  static_assert(std::is_same_v<Grad, float> || std::is_same_v<Grad, c10::BFloat16>);
+  using G = std::conditional_t<std::is_same_v<Grad, float>, float, uint16_t>;
+  const G* g = reinterpret_cast<const G*>(grads);
   constexpr int64_t kGrain = 1 << 15;  // elements per task: 128 KiB of each array
   parallel_ranges(n, kGrain, [&](int64_t begin, int64_t end) {
     if (out != nullptr)

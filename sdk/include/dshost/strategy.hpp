@@ -221,15 +221,17 @@ inline void copy_into(const FlatLayout& layout, const std::vector<UnitParams>& u
 // The squared L2 norm of a flat buffer as a 0-dim double tensor on its device, accurate at
 // any length: ATen accumulates a norm in the input's precision, which over 10^7 fp32
 // elements drifts by 1e-4 (enough to change every clipped step), so rows of 2^16 elements
-// are normed in fp32 and combined in double, as PyTorch's clip_grad_norm_ combines
-// per-parameter norms.
+// are normed in fp32 (a bf16 buffer's too) and combined in double, as PyTorch's
+// clip_grad_norm_ combines per-parameter norms.
 inline at::Tensor sum_of_squares(const at::Tensor& flat) {
   constexpr int64_t kRow = 1 << 16;
   const int64_t rows = flat.numel() / kRow, rest = flat.numel() - rows * kRow;
   at::Tensor total = at::zeros({}, flat.options().dtype(at::kDouble));
-  if (rows > 0)
-    total += flat.narrow(0, 0, rows * kRow).view({rows, kRow}).norm(2, {1}).to(at::kDouble).square().sum();
-  if (rest > 0) total += flat.narrow(0, rows * kRow, rest).norm().to(at::kDouble).square();
+  const auto squared_norms = [](const at::Tensor& t, int64_t dim) {  // over dim, in double
+    return at::norm(t, 2, {dim}, /*keepdim=*/false, at::kFloat).to(at::kDouble).square();
+  };
+  if (rows > 0) total += squared_norms(flat.narrow(0, 0, rows * kRow).view({rows, kRow}), 1).sum();
+  if (rest > 0) total += squared_norms(flat.narrow(0, rows * kRow, rest), 0);
   return total;
 }
 

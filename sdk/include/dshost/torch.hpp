@@ -75,9 +75,9 @@ inline at::Tensor from_dlpack(DLManagedTensor* t) {
   // producer's context may be anything, even smaller than the magic).
   const auto* ctx = static_cast<const detail::SdkTensor*>(t->manager_ctx);
   if (ctx != nullptr && &ctx->managed == t && ctx->magic == detail::SdkTensor::kMagic) {
-    const at::Tensor& sent = ctx->tensor;
-    at::Tensor alias = at::empty({0}, sent.options());
-    alias.set_(sent.storage(), sent.storage_offset(), sent.sizes(), sent.strides());
+    // detach, not set_: set_ refills an emptied storage to fit the view (zero3's units and
+    // their gradients, all of them, were allocated again from set-up to their first use).
+    at::Tensor alias = ctx->tensor.detach();
     t->deleter(t);
     return alias;
   }
