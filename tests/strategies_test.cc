@@ -120,7 +120,8 @@ TEST(StrategyMemory, MatchesZeroAccounting) {
   EXPECT_NEAR(z3.grads, 4.0 / 2, 1e-3);
   EXPECT_NEAR(z3.optim, 12.0 / 2, 1e-3);
   // grad_accum_dtype = bf16: the (offloaded) gradient shard in bf16, 2/N.
-  EXPECT_NEAR(bytes_per_parameter("bf16_grads", "zero3-offload", {"strategy.grad_accum_dtype=\"bf16\""}).grads, 2.0 / 2, 1e-3);
+  const Bytes bf16 = bytes_per_parameter("bf16_grads", "zero3-offload", {"strategy.grad_accum_dtype=\"bf16\""});
+  EXPECT_NEAR(bf16.grads, 2.0 / 2, 1e-3);
 }
 
 // A buffer zero3 has emptied stays empty when a view of it crosses the ABI, as every
@@ -211,7 +212,8 @@ TEST(StrategyOptions, DelayedUpdateWithoutTheOptimizerOnTheCpuIsRefused) {
 
 // bf16 gradients need the CPU AdamW: with another optimizer the run is refused.
 TEST(StrategyOptions, Bf16GradientsWithoutTheCpuAdamWAreRefused) {
-  expect_refused_at_setup("bf16_grads_refused", "optimizer.name=\"sgd\"", "strategy.grad_accum_dtype=\"bf16\"",
+  expect_refused_at_setup("bf16_grads_refused", "optimizer.name=\"sgd\"",
+                          "strategy.grad_accum_dtype=\"bf16\"",
                           "strategy.grad_accum_dtype = \"bf16\" needs offload_optimizer_device = "
                           "\"cpu\" and optimizer.name = \"adamw\"",
                           "or grad_accum_dtype = \"fp32\".");

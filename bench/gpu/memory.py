@@ -61,10 +61,9 @@ def step_memory(events, step, ops):
     net = collections.Counter()
     for e in allocations[:peak_at + 1]:
         net[label(ops, e["tid"], e["ts"])] += e["args"]["Bytes"]
-    at_peak = allocations[peak_at]
-    return {"step": step["name"], "start": allocations[0]["args"]["Total Allocated"] - allocations[0]["args"]["Bytes"],
-            "rise": peak, "where": label(ops, at_peak["tid"], at_peak["ts"]), "net": net,
-            "ms": (at_peak["ts"] - begin) / 1e3}
+    at_peak, first = allocations[peak_at], allocations[0]["args"]
+    return {"step": step["name"], "start": first["Total Allocated"] - first["Bytes"], "rise": peak,
+            "where": label(ops, at_peak["tid"], at_peak["ts"]), "net": net, "ms": (at_peak["ts"] - begin) / 1e3}
 
 
 def steps_memory(path):

@@ -624,7 +624,6 @@ class Zero : public dshost::Strategy {
     }
   }
 
-  // ---- delayed parameter update -------------------------------------------------------
   // bf16 gradients are read by the CPU AdamW alone (the accelerator's fused AdamW takes fp32).
   void check_grad_dtype() const {
     if (o_.grad_dtype == at::kFloat) return;
@@ -636,6 +635,7 @@ class Zero : public dshost::Strategy {
         DSHOST_INVALID_ARGUMENT);
   }
 
+  // ---- delayed parameter update -------------------------------------------------------
   // Only where the update touches host memory alone: nothing on the worker thread uses the
   // accelerator or its stream.
   void check_delayed_update() const {

@@ -1,7 +1,8 @@
-// AdamW for fp32 buffers in CPU memory (the gradients fp32 or bf16), fused into one pass over memory and spread over as
-// many threads as LibTorch's intra-op setting (train.threads). The loop is compiled for
-// AVX-512, AVX2 and baseline x86-64 and the best one the CPU has is picked at load time. One
-// step reads p, g, m, v and writes p, m, v once: torch::optim::AdamW makes about ten passes.
+// AdamW for fp32 buffers in CPU memory (the gradients fp32 or bf16), fused into one pass
+// over memory and spread over as many threads as LibTorch's intra-op setting
+// (train.threads). The loop is compiled for AVX-512, AVX2 and baseline x86-64 and the best
+// one the CPU has is picked at load time. One step reads p, g, m, v and writes p, m, v
+// once: torch::optim::AdamW makes about ten passes.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -78,7 +79,8 @@ template <class G>
 DSHOST_CPU_CLONES inline void adamw_span_bf16(float* __restrict p, const G* __restrict g,
                                               float* __restrict m, float* __restrict v,
                                               uint16_t* __restrict out, int64_t n, AdamWStep s) {
-  for (int64_t i = 0; i < n; ++i) out[i] = bf16_bits(adamw_element(p[i], gradient(g[i]), m[i], v[i], s));
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = bf16_bits(adamw_element(p[i], gradient(g[i]), m[i], v[i], s));
 }
 
 #undef DSHOST_CPU_CLONES
