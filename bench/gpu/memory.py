@@ -45,12 +45,13 @@ def label(ops, tid, ts):
     return "(outside operators)"
 
 
-def step_memory(events, step, ops):
-    """The GPU's memory over one ProfilerStep range: level at its start, rise to its peak,
-    the operator at the peak and the net bytes by operator up to it."""
+def step_memory(allocations, step, ops):
+    """The GPU's memory over one ProfilerStep range, from the trace's GPU allocations in
+    time order: level at its start, rise to its peak, the operator at the peak and the net
+    bytes by operator up to it."""
     begin, end = step["ts"], step["ts"] + step["dur"]
-    allocations = sorted((e for e in events if e["name"] == "[memory]" and begin <= e["ts"] < end
-                          and e["args"].get("Device Type") == CUDA), key=lambda e: e["ts"])
+    allocations = allocations[bisect.bisect_left(allocations, begin, key=lambda e: e["ts"]):
+                              bisect.bisect_left(allocations, end, key=lambda e: e["ts"])]
     if not allocations:
         return None
     level, peak, peak_at = 0, 0, 0
@@ -71,8 +72,10 @@ def steps_memory(path):
     events = json.load(open(path))["traceEvents"]
     steps = sorted((e for e in events if e["name"].startswith("ProfilerStep#") and e.get("ph") == "X"
                     and e.get("cat") in ("user_annotation", "cpu_op")), key=lambda e: e["ts"])
+    allocations = sorted((e for e in events if e["name"] == "[memory]" and e["args"].get("Device Type") == CUDA),
+                         key=lambda e: e["ts"])
     ops = outermost_ops(events)
-    return [m for m in (step_memory(events, s, ops) for s in steps) if m]
+    return [m for m in (step_memory(allocations, s, ops) for s in steps) if m]
 
 
 def main():

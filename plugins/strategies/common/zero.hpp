@@ -116,7 +116,8 @@ class Zero : public dshost::Strategy {
  public:
   Zero(const dshost::Services& s, Options o)
       : Strategy(s), o_(o), device_(dshost::to_device(s.device())),
-        dtype_(dshost::compute_dtype(s)), update_threads_(std::max(1, at::get_num_threads() - 1)) {}
+        dtype_(dshost::compute_dtype(s)), update_threads_(std::max(1, at::get_num_threads() - 1)),
+        cpu_adam_(s.optimizer().kind == DSHOST_ADAMW && (o.offload_optimizer || !device_.is_cuda())) {}
 
   void setup(const std::vector<dshost::UnitParams>& units) override {
     const auto& s = services();
@@ -522,7 +523,7 @@ class Zero : public dshost::Strategy {
       target.copy_(reduced);
       return;
     }
-    pieces_sq_.add_(dshost::sum_of_squares(reduced.to(at::kFloat)));
+    pieces_sq_.add_(dshost::sum_of_squares(reduced));
     wait_for(copies_->to_host, compute_stream());
     const c10::StreamGuard on_copy_stream(copies_->to_host);
     target.copy_(reduced, /*non_blocking=*/true);
@@ -578,13 +579,12 @@ class Zero : public dshost::Strategy {
   }
 
   void make_optimizer() {
-    const auto& c = services().optimizer();
-    cpu_adam_ = c.kind == DSHOST_ADAMW && master_.is_cpu();
     if (cpu_adam_) {
       exp_avg_ = at::zeros_like(master_);
       exp_avg_sq_ = at::zeros_like(master_);
     } else {
-      flat_optimizer_ = std::make_unique<dshost::FlatOptimizer>(c, layout_->shard, master_.device());
+      flat_optimizer_ =
+          std::make_unique<dshost::FlatOptimizer>(services().optimizer(), layout_->shard, master_.device());
     }
   }
 
@@ -627,7 +627,7 @@ class Zero : public dshost::Strategy {
   // bf16 gradients are read by the CPU AdamW alone (the accelerator's fused AdamW takes fp32).
   void check_grad_dtype() const {
     if (o_.grad_dtype == at::kFloat) return;
-    if ((o_.offload_optimizer || !device_.is_cuda()) && services().optimizer().kind == DSHOST_ADAMW) return;
+    if (cpu_adam_) return;
     throw dshost::Error(
         "strategy.grad_accum_dtype = \"bf16\" needs offload_optimizer_device = \"cpu\" and "
         "optimizer.name = \"adamw\": only the CPU AdamW reads bf16 gradients. Set those, or "
@@ -712,6 +712,7 @@ class Zero : public dshost::Strategy {
   const at::Device device_;
   const at::ScalarType dtype_;
   const int update_threads_;  // the delayed update's: one core stays with the step
+  const bool cpu_adam_;       // AdamW, on a master in CPU memory: the fused CPU AdamW updates
   std::unique_ptr<dshost::FlatLayout> layout_;
   int64_t piece_ = 1;                       // chunk columns per reduce-scatter
   std::vector<at::Tensor> params_, grads_;  // [unit] full buffers in the compute dtype
@@ -720,7 +721,6 @@ class Zero : public dshost::Strategy {
   at::Tensor param_shard_;                  // stage 3: this rank's chunks, compute dtype
   at::Tensor param_shard_next_, grad_spare_;  // the delayed update's twins
   at::Tensor master_, exp_avg_, exp_avg_sq_;  // fp32 shard
-  bool cpu_adam_ = false;
   std::unique_ptr<dshost::FlatOptimizer> flat_optimizer_;
   int64_t adam_steps_ = 0;
   at::Tensor grad_shard_, norm_;
