@@ -407,5 +407,46 @@ TEST(Gpt, MatchesGpt2SizesAndCost) {
   EXPECT_EQ(describe(*create_model("gpt", "preset = \"gpt2-350m\"\n")).parameter_count, 354823168);
 }
 
+// dshost::layer_norm on CUDA: a bf16 input under autocast is normalised in fp32 inside the
+// kernel and returned (and saved for backward) in bf16, where autocast alone returns fp32;
+// its output and gradients are the fp32 computation's, rounded once. An fp32 input keeps
+// autocast's path.
+TEST(LayerNorm, CudaBf16InputStaysBf16UnderAutocastWithFp32Numerics) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const at::Device device(at::kCUDA);
+  at::manual_seed(3);
+  const auto f32 = at::TensorOptions(device);
+  const at::Tensor x32 = at::randn({4, 16, 64}, f32) * 3 + 1, w32 = at::rand({64}, f32) + 0.5,
+                   b32 = at::randn({64}, f32);
+  auto leaf = [](const at::Tensor& t, at::ScalarType dtype) {
+    return t.detach().to(dtype).set_requires_grad(true);
+  };
+  const at::Tensor x = leaf(x32, at::kBFloat16), w = leaf(w32, at::kBFloat16), b = leaf(b32, at::kBFloat16);
+  const at::Tensor upstream = at::randn({4, 16, 64}, f32).to(at::kBFloat16);
+
+  at::Tensor y;
+  {
+    AutocastScope autocast(device, true);
+    y = layer_norm(x, w, b, 1e-5);
+    EXPECT_EQ(at::layer_norm(x, {64}, w, b, 1e-5).scalar_type(), at::kFloat);
+    EXPECT_TRUE(layer_norm(x32, w32, b32, 1e-5).equal(at::layer_norm(x32, {64}, w32, b32, 1e-5)));
+  }
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  y.backward(upstream);
+
+  // The same values in fp32, without autocast.
+  const at::Tensor rx = leaf(x, at::kFloat), rw = leaf(w, at::kFloat), rb = leaf(b, at::kFloat);
+  const at::Tensor ry = at::layer_norm(rx, {64}, rw, rb, 1e-5);
+  ry.backward(upstream.to(at::kFloat));
+  auto expect_rounded = [](const at::Tensor& got, const at::Tensor& exact, double tol, const char* what) {
+    const double err = (got.to(at::kFloat) - exact).abs().max().item<double>();
+    EXPECT_LE(err, tol * exact.abs().max().item<double>()) << what;
+  };
+  expect_rounded(y, ry, 1.0 / 128, "output");  // bf16 keeps 8 significant bits
+  expect_rounded(x.grad(), rx.grad(), 1.0 / 64, "input gradient");
+  expect_rounded(w.grad(), rw.grad(), 1.0 / 64, "weight gradient");
+  expect_rounded(b.grad(), rb.grad(), 1.0 / 64, "bias gradient");
+}
+
 }  // namespace
 }  // namespace dshost

@@ -151,6 +151,15 @@ TEST_P(PlainLibTorch, EveryStrategyAtWorldSizeOneFollowsThePlainLoop) {
   expect_the_plain_loop(name, expected, got);
 }
 
+// At one rank zero2 folds each unit's gradient into its shard with no collective: copied
+// from a step's first micro-batch, added from the second (batch 64 = 2 x 32).
+TEST(PlainLibTorchAtOneRank, Zero2AddsTheSecondMicroBatchIntoTheShard) {
+  const auto expected = plain_loop_on("cpu");
+  const auto got = dshost_losses("zero2_micro_batches", "cpu",
+      {"strategy.plugin=zero2", "train.micro_batch_size=32", "train.grad_accum_steps=2"});
+  expect_the_plain_loop("zero2_micro_batches", expected, got);
+}
+
 // zero3-offload with the parameter shard in host memory as well, gradients reduced in small
 // pieces (each unit in several, the two staging slots taking turns) and one or two
 // micro-batches a step. On CUDA its copies run on streams of their own, and the gradient

@@ -2,7 +2,8 @@
 # dshost against PyTorch on one GPU, side by side in one run (issue 7). On the GPU machine
 # (../shared/gpu/README.md), from the repository root with .devdeps/ and .fmnist/ carried:
 #
-#   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph gpt gpt-1.3b offload
+#   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph gpt gpt-1.3b gpt-zero2
+#                                 offload
 #                                 profile profile-offload profile-offload-dpu (kernel time by
 #                                 family and host phases, $OUT/profiles.md) streams-offload
 #                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
@@ -134,6 +135,17 @@ gpt13() {
   peer_run gpt-1.3b_b8_torch "gpt gpt-1.3b b8 ddp" --model gpt --preset gpt-1.3b --batch 8 --steps 20
 }
 
+# zero2 at world size 1: bf16 parameters (layer norms in bf16 too) over fp32 masters, against
+# the same PyTorch eager peer as ddp's rows.
+gpt_zero2() {
+  for case in gpt2-124m:60 gpt2-350m:60 gpt-1.3b:40; do
+    local preset=${case%:*} steps=${case#*:}
+    gpt_cases "${preset}_b8_zero2_dshost" "$preset" 8 "$steps" zero2
+    peer_run "${preset}_b8_zero2_torch" "gpt $preset b8 zero2" --model gpt --preset "$preset" --batch 8 \
+      --steps $((steps / 2))
+  done
+}
+
 offload() {
   local steady=(strategy.offload_param_device=\"cpu\" train.log_every=5)  # windows 3 and 4 counted
   gpt_cases gpt-1.3b_b8_zero3_dshost gpt-1.3b 8 22 zero3-offload "${steady[@]}"
@@ -243,6 +255,7 @@ for group in "$@"; do
     images-graph) images graph ;;
     gpt) gpt ;;
     gpt-1.3b) gpt13 ;;
+    gpt-zero2) gpt_zero2 ;;
     offload) offload ;;
     profile) profile ;;
     profile-offload) profile_offload ;;

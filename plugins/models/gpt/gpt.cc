@@ -54,6 +54,13 @@ at::Tensor linear(const nn::Linear& layer, const at::Tensor& x) {
   return at::linear(x, layer->weight, layer->bias);
 }
 
+// nn::LayerNorm computing through dshost::layer_norm: in bf16 when its input is bf16.
+struct NormImpl : nn::LayerNormImpl {
+  using nn::LayerNormImpl::LayerNormImpl;
+  at::Tensor forward(const at::Tensor& x) { return dshost::layer_norm(x, weight, bias, options.eps()); }
+};
+TORCH_MODULE(Norm);
+
 struct EmbedImpl : nn::Module {
   EmbedImpl(int64_t vocab, int64_t block, int64_t width, double dropout)
       : wte(register_module("wte", nn::Embedding(vocab, width))),
@@ -72,10 +79,10 @@ TORCH_MODULE(Embed);
 struct BlockImpl : nn::Module {
   BlockImpl(int64_t width, int64_t heads, double dropout)
       : heads(heads),
-        ln_1(register_module("ln_1", nn::LayerNorm(nn::LayerNormOptions({width})))),
+        ln_1(register_module("ln_1", Norm(nn::LayerNormOptions({width})))),
         c_attn(register_module("c_attn", nn::Linear(width, 3 * width))),
         attn_proj(register_module("attn_proj", nn::Linear(width, width))),
-        ln_2(register_module("ln_2", nn::LayerNorm(nn::LayerNormOptions({width})))),
+        ln_2(register_module("ln_2", Norm(nn::LayerNormOptions({width})))),
         c_fc(register_module("c_fc", nn::Linear(width, 4 * width))),
         mlp_proj(register_module("mlp_proj", nn::Linear(4 * width, width))),
         drop(register_module("drop", nn::Dropout(dropout))) {}
@@ -94,9 +101,9 @@ struct BlockImpl : nn::Module {
   }
 
   int64_t heads;
-  nn::LayerNorm ln_1;
+  Norm ln_1;
   nn::Linear c_attn, attn_proj;
-  nn::LayerNorm ln_2;
+  Norm ln_2;
   nn::Linear c_fc, mlp_proj;
   nn::Dropout drop;
 };
@@ -113,7 +120,7 @@ class Gpt : public dshost::Model {
     embed_ = add_unit("embed", Embed(vocab_, block_, shape_.width, dropout));
     for (int64_t l = 0; l < shape_.layers; ++l)
       add_unit("h" + std::to_string(l), Block(shape_.width, shape_.heads, dropout));
-    add_unit("head", nn::LayerNorm(nn::LayerNormOptions({shape_.width})));
+    add_unit("head", Norm(nn::LayerNormOptions({shape_.width})));
     init_weights();
   }
 

@@ -464,10 +464,14 @@ class Zero : public dshost::Strategy {
   // (copied or added, across devices when the shard lives on the host) when done.
   void reduce(int u) {
     RECORD_USER_SCOPE("zero::reduce");
-    const int64_t c = layout_->chunk[u], n = layout_->unit_size(u);
-    const bool unstaged = grads_[u].scalar_type() == o_.reduce_dtype && c <= piece_;
     const bool first = fresh_[u];
     fresh_[u] = false;
+    if (services().world_size() == 1 && grad_shard_.device() == device_) {
+      fold_in_alone(u, first);
+      return;
+    }
+    const int64_t c = layout_->chunk[u], n = layout_->unit_size(u);
+    const bool unstaged = grads_[u].scalar_type() == o_.reduce_dtype && c <= piece_;
     for (int64_t begin = 0; begin < c; begin += piece_) {
       while (reductions_.size() >= 2) finish_oldest_reduction();
       const int64_t count = std::min(piece_, c - begin);
@@ -486,6 +490,18 @@ class Zero : public dshost::Strategy {
       reductions_.push_back(std::move(r));
       if (!o_.overlap_comm) finish_oldest_reduction();
     }
+  }
+
+  // One rank, its shard beside the gradients: the unit's gradient is its own average, so it
+  // goes into the shard in one kernel on the compute stream, rounded through the reduce
+  // dtype as a reduction would, without staging or a collective (as ddp launches none).
+  // (Whole at one rank, the chunk is the unit.)
+  void fold_in_alone(int u, bool first) {
+    const at::Tensor reduced = grads_[u].to(o_.reduce_dtype);
+    at::Tensor target = grad_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]);
+    if (first) target.copy_(reduced);
+    else target.add_(reduced);
+    deallocate(grads_[u]);
   }
 
   // Columns [begin, begin + count) of unit u's [N, c] gradient into slot's `in`, converted.
