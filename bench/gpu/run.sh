@@ -2,9 +2,9 @@
 # dshost against PyTorch on one GPU, side by side in one run (issue 7). On the GPU machine
 # (../shared/gpu/README.md), from the repository root with .devdeps/ and .fmnist/ carried:
 #
-#   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph gpt gpt-1.3b gpt-zero2
-#                                 offload
-#                                 profile profile-offload profile-offload-dpu (kernel time by
+#   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph images-zero2 gpt
+#                                 gpt-1.3b gpt-zero2 offload
+#                                 profile profile-zero2 profile-offload profile-offload-dpu (kernel time by
 #                                 family and host phases, $OUT/profiles.md) streams-offload
 #                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
 #                                 memory (gpt 1.3B's step's GPU memory by operator: $OUT/memory.md)
@@ -92,16 +92,25 @@ peer_run() {
   echo "$name: $(tail -1 "$rows" | cut -c1-200)"
 }
 
-images() {  # [graph]: dshost with train.cuda_graph only
-  local only_graph=${1:-}
+images() {  # [graph | zero2]: dshost with train.cuda_graph only, or zero2 for the big models
+  local only=${1:-} cases=(mobilenet_v2:32 mobilenet_v2:64 efficientnet_b0:16 efficientnet_b0:32 vgg16:8
+                           vgg16:32 resnet50:64)
   local zoo=(data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000
              train.max_steps=60)
-  for case in mobilenet_v2:32 mobilenet_v2:64 efficientnet_b0:16 efficientnet_b0:32 vgg16:8 \
-              vgg16:32 resnet50:64; do
+  if [[ $only == zero2 ]]; then
+    for case in vgg16:8 vgg16:32 resnet50:64; do
+      local model=${case%:*} batch=${case#*:}
+      dshost_run "${model}_b${batch}_zero2_dshost" "$model b$batch zero2" model.plugin=\"$model\" \
+        train.micro_batch_size=$batch "${zoo[@]}" strategy.plugin=\"zero2\"
+      peer_run "${model}_b${batch}_zero2_torch" "$model b$batch zero2" --model "$model" --batch "$batch"
+    done
+    return
+  fi
+  for case in "${cases[@]}"; do
     local model=${case%:*} batch=${case#*:}
     local common=(model.plugin=\"$model\" train.micro_batch_size=$batch "${zoo[@]}")
     dshost_run "${model}_b${batch}_dshost_graph" "$model b$batch" "${common[@]}" train.cuda_graph=true
-    [[ -n $only_graph ]] && continue
+    [[ -n $only ]] && continue
     dshost_run "${model}_b${batch}_dshost" "$model b$batch" "${common[@]}"
     peer_run "${model}_b${batch}_torch" "$model b$batch" --model "$model" --batch "$batch"
   done
@@ -180,6 +189,16 @@ profile() {
   done
 }
 
+# gpt 1.3B under zero2 at one rank against PyTorch eager: kernel time by family.
+profile_zero2() {
+  gpt_cases gpt-1.3b_b8_zero2_profile gpt-1.3b 8 26 zero2 train.profile_steps=2 train.profile_after=20
+  peer_run gpt-1.3b_b8_zero2_profile_torch "profile gpt-1.3b zero2" --model gpt --preset gpt-1.3b --batch 8 \
+    --warmup 10 --steps 3 --profile "$logs/gpt-1.3b_zero2_torch.json"
+  python3 bench/gpu/kernels.py "gpt-1.3b zero2 / PyTorch eager" \
+    "$logs/runs/gpt-1.3b_b8_zero2_profile/profile/rank0.pt.trace.json" "$logs/gpt-1.3b_zero2_torch.json" \
+    >> "$out/profiles.md" 2>&1
+}
+
 profile_offload() {  # [--set values for dshost]
   gpt_cases gpt-1.3b_b8_zero3_profile gpt-1.3b 8 7 zero3-offload strategy.offload_param_device=\"cpu\" \
     train.profile_steps=2 train.profile_after=4 "$@"
@@ -253,11 +272,13 @@ for group in "$@"; do
                 > "$out/cpu_adam.txt" 2>&1; tail -12 "$out/cpu_adam.txt" ;;
     images) images ;;
     images-graph) images graph ;;
+    images-zero2) images zero2 ;;
     gpt) gpt ;;
     gpt-1.3b) gpt13 ;;
     gpt-zero2) gpt_zero2 ;;
     offload) offload ;;
     profile) profile ;;
+    profile-zero2) profile_zero2 ;;
     profile-offload) profile_offload ;;
     profile-offload-dpu) profile_offload strategy.delayed_parameter_update=true ;;
     streams-offload) streams_offload ;;

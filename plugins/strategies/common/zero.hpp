@@ -495,9 +495,11 @@ class Zero : public dshost::Strategy {
   // One rank, its shard beside the gradients: the unit's gradient is its own average, so it
   // goes into the shard in one kernel on the compute stream, rounded through the reduce
   // dtype as a reduction would, without staging or a collective (as ddp launches none).
-  // (Whole at one rank, the chunk is the unit.)
+  // (Whole at one rank, the chunk is the unit. A wider reduce dtype rounds nothing: no copy.)
   void fold_in_alone(int u, bool first) {
-    const at::Tensor reduced = grads_[u].to(o_.reduce_dtype);
+    const at::Tensor& grad = grads_[u];
+    const at::Tensor reduced =
+        at::elementSize(o_.reduce_dtype) < grad.element_size() ? grad.to(o_.reduce_dtype) : grad;
     at::Tensor target = grad_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]);
     if (first) target.copy_(reduced);
     else target.add_(reduced);
