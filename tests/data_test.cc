@@ -6,6 +6,8 @@
 #include "core/image_folder.h"
 #include "tests/test_util.h"
 
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <zlib.h>
@@ -201,6 +203,34 @@ TEST(ImageFolderTraining, PrefetchingGivesTheSameLosses) {
   const auto ahead = losses("on"), in_step = losses("off");
   ASSERT_EQ(ahead.size(), 24u);  // 6 steps an epoch
   EXPECT_EQ(ahead, in_step);
+}
+
+// A batch gathered from a device-resident split does not wait for the device: fill_batch
+// returns while earlier work still runs on the stream (its index copy from pageable memory
+// used to synchronise the stream every step), and the batch is the one gathered on the host.
+TEST(DeviceBatches, GatheringABatchDoesNotWaitForTheDevice) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const at::Device cuda(at::kCUDA, 0);
+  const ImageDataset on_host = load_fashion_mnist(test::fashion_mnist_dir(), "test");
+  ImageDataset on_device = on_host;
+  keep_on_device(on_device, cuda);
+  const auto order = shard_indices(on_host.train.size(), 0, 1, 5, 0, true, true);
+  const std::vector<int64_t> shape{64, 1, 28, 28};
+  at::Tensor inputs = at::zeros(shape, cuda);
+  at::Tensor targets = at::zeros({64}, at::TensorOptions(cuda).dtype(at::kLong));
+  fill_batch(on_device, on_device.train, order, 0, 64, inputs, targets);  // allocations made
+
+  at::Tensor busy = at::randn({4096, 4096}, cuda);
+  for (int i = 0; i < 50; ++i) busy = at::mm(busy, busy).div_(64);  // tens of ms on the stream
+  c10::Event busy_done(at::kCUDA);
+  busy_done.record(c10::impl::getDeviceGuardImpl(at::kCUDA)->getStream(cuda));
+  fill_batch(on_device, on_device.train, order, 64, 64, inputs, targets);
+  EXPECT_FALSE(busy_done.query()) << "fill_batch waited for the device";
+
+  at::Tensor host_inputs = at::zeros(shape), host_targets = at::zeros({64}, at::kLong);
+  fill_batch(on_host, on_host.train, order, 64, 64, host_inputs, host_targets);
+  EXPECT_TRUE(targets.cpu().equal(host_targets));
+  EXPECT_LT((inputs.cpu() - host_inputs).abs().max().item<float>(), 1e-6);
 }
 
 TEST(Sampler, ShardsAreDisjointAndCoverEverySample) {

@@ -34,11 +34,6 @@ constexpr int64_t kSteps = 12, kBatch = 64;
 constexpr uint64_t kSeed = 42;  // configs/quickstart.toml's run.seed
 constexpr double kLr = 2e-3, kWeightDecay = 0.01, kClip = 1.0;
 
-std::string fashion_mnist_dir() {
-  const char* dir = std::getenv("DSHOST_TEST_FASHION_MNIST");
-  return dir != nullptr ? dir : "/usr/share/datasets/fashion-mnist";
-}
-
 // basic_cnn with its defaults (width 32, hidden 128, no dropout), NCHW, its layers made one
 // statement at a time in the plugin's order (function arguments have no order), so the
 // seeded initialisation is the same.

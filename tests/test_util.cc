@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -72,6 +73,11 @@ Ran dshost(const std::vector<std::string>& args) {
   std::vector<std::string> argv{DSHOST_BINARY};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv);
+}
+
+std::string fashion_mnist_dir() {
+  const char* dir = std::getenv("DSHOST_TEST_FASHION_MNIST");
+  return dir != nullptr ? dir : "/usr/share/datasets/fashion-mnist";
 }
 
 std::string scratch_dir(const std::string& name) {

@@ -26,6 +26,8 @@ std::string read_file(const std::string& path);
 std::vector<double> metric(const std::string& run_dir, const std::string& key);
 std::vector<double> losses(const std::string& run_dir);
 
+// Debian's Fashion-MNIST, or the folder DSHOST_TEST_FASHION_MNIST names (the GPU machine's).
+std::string fashion_mnist_dir();
 std::string quickstart_manifest();
 // Trains configs/quickstart.toml with `sets` (--set values) into a fresh run directory
 // named after `name`; expects success and returns the losses. *summary_json receives the

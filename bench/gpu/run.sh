@@ -18,7 +18,7 @@
 # peer (bench/gpu/peer.py), appending one JSON row per run to $OUT/rows.jsonl;
 # bench/gpu/report.py turns rows into bench/results/gpu_perf.md. dshost's samples/s is the
 # median over its report windows after the first two (cuDNN autotuning, graph capture); the
-# peer times its steps after a warm-up.
+# peer times its steps after a warm-up. IMAGE_CASES="vgg16:8 ..." narrows the image groups.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpu-bench}
@@ -93,8 +93,8 @@ peer_run() {
 }
 
 images() {  # [graph | zero2]: dshost with train.cuda_graph only, or zero2 for the big models
-  local only=${1:-} cases=(mobilenet_v2:32 mobilenet_v2:64 efficientnet_b0:16 efficientnet_b0:32 vgg16:8
-                           vgg16:32 resnet50:64)
+  local only=${1:-} cases=(${IMAGE_CASES:-mobilenet_v2:32 mobilenet_v2:64 efficientnet_b0:16
+                                          efficientnet_b0:32 vgg16:8 vgg16:32 resnet50:64})
   local zoo=(data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000
              train.max_steps=60)
   if [[ $only == zero2 ]]; then
