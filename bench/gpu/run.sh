@@ -92,23 +92,21 @@ peer_run() {
   echo "$name: $(tail -1 "$rows" | cut -c1-200)"
 }
 
-images() {  # [graph | zero2]: dshost with train.cuda_graph only, or zero2 for the big models
-  local only=${1:-} cases=(${IMAGE_CASES:-mobilenet_v2:32 mobilenet_v2:64 efficientnet_b0:16
-                                          efficientnet_b0:32 vgg16:8 vgg16:32 resnet50:64})
+images() {  # [graph | zero2]: dshost with train.cuda_graph only, or zero2 (for the largest models)
+  local only=${1:-} default="mobilenet_v2:32 mobilenet_v2:64 efficientnet_b0:16 efficientnet_b0:32
+                             vgg16:8 vgg16:32 resnet50:64"
+  [[ $only == zero2 ]] && default="vgg16:8 vgg16:32 resnet50:64"
+  local cases=(${IMAGE_CASES:-$default})
   local zoo=(data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000
              train.max_steps=60)
-  if [[ $only == zero2 ]]; then
-    for case in vgg16:8 vgg16:32 resnet50:64; do
-      local model=${case%:*} batch=${case#*:}
-      dshost_run "${model}_b${batch}_zero2_dshost" "$model b$batch zero2" model.plugin=\"$model\" \
-        train.micro_batch_size=$batch "${zoo[@]}" strategy.plugin=\"zero2\"
-      peer_run "${model}_b${batch}_zero2_torch" "$model b$batch zero2" --model "$model" --batch "$batch"
-    done
-    return
-  fi
   for case in "${cases[@]}"; do
     local model=${case%:*} batch=${case#*:}
     local common=(model.plugin=\"$model\" train.micro_batch_size=$batch "${zoo[@]}")
+    if [[ $only == zero2 ]]; then
+      dshost_run "${model}_b${batch}_zero2_dshost" "$model b$batch zero2" "${common[@]}" strategy.plugin=\"zero2\"
+      peer_run "${model}_b${batch}_zero2_torch" "$model b$batch zero2" --model "$model" --batch "$batch"
+      continue
+    fi
     dshost_run "${model}_b${batch}_dshost_graph" "$model b$batch" "${common[@]}" train.cuda_graph=true
     [[ -n $only ]] && continue
     dshost_run "${model}_b${batch}_dshost" "$model b$batch" "${common[@]}"
