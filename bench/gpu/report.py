@@ -6,7 +6,7 @@ train.cuda_graph, the PyTorch peer, and the best dshost / peer ratio of samples/
 import json
 import sys
 
-H100_BF16_TFLOPS = 989.4
+PEAK_BF16_TFLOPS = 989.4  # dense bf16, H100 and H200 (SXM) alike
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
         flops = next((r.get("forward_flops_per_sample") for r in sides.values() if r.get("forward_flops_per_sample")), None)
         mfu = "-"
         if kind.startswith("gpt") and flops and best and peer:
-            mfu = f"{300 * flops * best / 1e12 / H100_BF16_TFLOPS:.1f}% / {300 * flops * peer / 1e12 / H100_BF16_TFLOPS:.1f}%"
+            mfu = f"{300 * flops * best / 1e12 / PEAK_BF16_TFLOPS:.1f}% / {300 * flops * peer / 1e12 / PEAK_BF16_TFLOPS:.1f}%"
         cell = lambda s: f"{rate[s]:.1f}" if rate.get(s) else "-"
         print(f"| {kind} | {cell('dshost')} | {cell('graph')} | {cell('pytorch')} | {ratio} | {mem} | {mfu} |")
 
