@@ -18,10 +18,8 @@
 namespace dshost {
 namespace {
 
-const char* kFashion = "/usr/share/datasets/fashion-mnist";
-
 TEST(FashionMnist, ReadsBothSplitsWithBalancedClasses) {
-  const ImageDataset d = load_fashion_mnist(kFashion, "test");
+  const ImageDataset d = load_fashion_mnist(test::fashion_mnist_dir(), "test");
   EXPECT_EQ(d.train.images.sizes(), at::IntArrayRef({60000, 1, 28, 28}));
   EXPECT_EQ(d.test.images.sizes(), at::IntArrayRef({10000, 1, 28, 28}));
   // Fashion-MNIST is balanced: 6000 training and 1000 test images per class.
@@ -36,7 +34,7 @@ TEST(FashionMnist, TruncatedFileIsRefusedNamingIt) {
   const std::string dir = test::scratch_dir("fmnist_truncated");
   for (const char* name : {"train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                            "t10k-labels-idx1-ubyte.gz"})
-    std::filesystem::copy_file(std::string(kFashion) + "/" + name, dir + "/" + name);
+    std::filesystem::copy_file(test::fashion_mnist_dir() + "/" + name, dir + "/" + name);
   gzFile out = gzopen((dir + "/train-images-idx3-ubyte.gz").c_str(), "wb");
   const unsigned char header[16] = {0, 0, 8, 3, 0, 0, 0xea, 0x60, 0, 0, 0, 28, 0, 0, 0, 28};
   gzwrite(out, header, sizeof(header));
@@ -56,7 +54,7 @@ TEST(FashionMnist, TruncatedFileIsRefusedNamingIt) {
 // given three planes (R = G = B), `per_file` records in each of the six files.
 std::string write_cifar_folder(const std::string& name, int64_t per_file) {
   const std::string dir = test::scratch_dir(name);
-  const ImageDataset fashion = load_fashion_mnist(kFashion, "test");
+  const ImageDataset fashion = load_fashion_mnist(test::fashion_mnist_dir(), "test");
   const char* files[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
                          "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
   for (int f = 0; f < 6; ++f) {
@@ -75,7 +73,7 @@ std::string write_cifar_folder(const std::string& name, int64_t per_file) {
 TEST(Cifar10, ReadsRecordsAsLabelsAndThreePlanes) {
   const std::string dir = write_cifar_folder("cifar_read", 100);
   const ImageDataset d = load_cifar10(dir);
-  const ImageDataset fashion = load_fashion_mnist(kFashion, "test");
+  const ImageDataset fashion = load_fashion_mnist(test::fashion_mnist_dir(), "test");
   EXPECT_EQ(d.train.images.sizes(), at::IntArrayRef({500, 3, 32, 32}));
   EXPECT_EQ(d.test.images.sizes(), at::IntArrayRef({100, 3, 32, 32}));
   EXPECT_TRUE(d.train.labels.equal(fashion.train.labels.narrow(0, 0, 500)));
