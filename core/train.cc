@@ -171,7 +171,8 @@ class Worker {
       if (!capturable)
         why = cat("strategy '", job_.strategy.plugin.descriptor->name,
                   "' communicates during backward with this configuration (ddp: overlap_comm = "
-                  "false, or one rank, allows it)");
+                  "false, or one rank, allows it; zero2: one rank with grad_accum_dtype the "
+                  "model's precision)");
     }
     if (!why.empty()) log::warn(cat("train.cuda_graph: running eagerly: ", why));
     return why.empty();

@@ -1,5 +1,5 @@
 // Model plugins through the ABI, in-process, as the host creates them.
-#include <dshost/torch.hpp>
+#include <dshost/model.hpp>
 
 #include "core/checkpoint.h"
 #include "core/manifest.h"
@@ -446,6 +446,65 @@ TEST(LayerNorm, CudaBf16InputStaysBf16UnderAutocastWithFp32Numerics) {
   expect_rounded(x.grad(), rx.grad(), 1.0 / 64, "input gradient");
   expect_rounded(w.grad(), rw.grad(), 1.0 / 64, "weight gradient");
   expect_rounded(b.grad(), rb.grad(), 1.0 / 64, "bias gradient");
+}
+
+// Records, each time a parameter's accumulator runs, whether a gradient reached it.
+struct GradientArrivals : torch::autograd::FunctionPostHook {
+  explicit GradientArrivals(std::vector<bool>* arrived) : arrived(arrived) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& inputs) override {
+    arrived->push_back(inputs.at(0).defined());
+    return outputs;
+  }
+  std::vector<bool>* arrived;
+};
+
+// dshost::linear with a bound gradient buffer (what a strategy binds): backward adds the
+// weight's gradient into that buffer itself, on top of what it held (the accumulator gets
+// none, and still runs its post hooks: the strategies' grads_ready), and gives the input
+// and bias the gradients autograd gives. Against at::linear on copies, over two passes.
+TEST(Linear, AddsTheWeightGradientIntoTheBoundBuffer) {
+  at::manual_seed(5);
+  auto leaf = [](const at::Tensor& t) { return t.detach().clone().set_requires_grad(true); };
+  const at::Tensor x0 = at::randn({2, 4, 3}), w0 = at::randn({5, 3}), b0 = at::randn({5});
+  const at::Tensor held = at::randn({5, 3});  // an earlier micro-batch's gradient
+  const at::Tensor x = leaf(x0), w = leaf(w0), b = leaf(b0);
+  const at::Tensor buffer = held.clone();
+  w.mutable_grad() = buffer;
+  std::vector<bool> arrived;
+  const auto accumulator = torch::autograd::impl::grad_accumulator(w);  // held: w holds it weakly
+  accumulator->add_post_hook(std::make_unique<GradientArrivals>(&arrived));
+  const at::Tensor rx = leaf(x0), rw = leaf(w0), rb = leaf(b0);
+  for (int pass = 0; pass < 2; ++pass) {
+    const at::Tensor upstream = at::randn({2, 4, 5});
+    dshost::linear(x, w, b).backward(upstream);
+    at::linear(rx, rw, rb).backward(upstream);
+  }
+  EXPECT_EQ(w.grad().data_ptr(), buffer.data_ptr());
+  EXPECT_TRUE(at::allclose(buffer, held + rw.grad(), 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(x.grad(), rx.grad(), 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(b.grad(), rb.grad(), 1e-5, 1e-6));
+  EXPECT_EQ(arrived, (std::vector<bool>{false, false}));
+}
+
+// Without a bound buffer, or where autocast casts an fp32 weight, dshost::linear is
+// at::linear: autograd makes the weight's gradient (an addmm into an fp32 buffer from bf16
+// operands would throw).
+TEST(Linear, LeavesUnboundOrAutocastWeightsToAutograd) {
+  at::manual_seed(6);
+  const at::Tensor x = at::randn({4, 3}), w = at::randn({5, 3}).set_requires_grad(true);
+  dshost::linear(x, w).sum().backward();
+  EXPECT_TRUE(at::allclose(w.grad(), at::ones({4, 5}).t().mm(x)));
+
+  w.mutable_grad() = at::zeros({5, 3});
+  at::Tensor y;
+  {
+    AutocastScope autocast(at::Device(at::kCPU), true);
+    y = dshost::linear(x, w);
+  }
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  y.sum().backward();
+  EXPECT_TRUE(at::allclose(w.grad(), at::ones({4, 5}).t().mm(x), 2e-2, 2e-2));
 }
 
 }  // namespace

@@ -5,6 +5,11 @@
 #include <dshost/cpu_adam.hpp>
 #include <dshost/strategy.hpp>
 #include <ATen/ATen.h>
+#if DSHOST_CUDA_ADAMW
+#include "plugins/strategies/common/cuda_adamw.h"
+
+#include <c10/cuda/CUDAStream.h>
+#endif
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -210,12 +215,11 @@ TEST(StrategyOptions, DelayedUpdateWithoutTheOptimizerOnTheCpuIsRefused) {
                           "or delayed_parameter_update = false.");
 }
 
-// bf16 gradients need the CPU AdamW: with another optimizer the run is refused.
-TEST(StrategyOptions, Bf16GradientsWithoutTheCpuAdamWAreRefused) {
+// bf16 gradients need dshost's fused AdamW: with another optimizer the run is refused.
+TEST(StrategyOptions, Bf16GradientsWithoutTheFusedAdamWAreRefused) {
   expect_refused_at_setup("bf16_grads_refused", "optimizer.name=\"sgd\"",
                           "strategy.grad_accum_dtype=\"bf16\"",
-                          "strategy.grad_accum_dtype = \"bf16\" needs offload_optimizer_device = "
-                          "\"cpu\" and optimizer.name = \"adamw\"",
+                          "strategy.grad_accum_dtype = \"bf16\" needs optimizer.name = \"adamw\"",
                           "or grad_accum_dtype = \"fp32\".");
 }
 
@@ -260,6 +264,55 @@ TEST(CpuAdamW, Bf16GradientsEqualTheirFp32Values) {
   EXPECT_TRUE(at::equal(m, m2));
   EXPECT_TRUE(at::equal(v, v2));
   EXPECT_GT((p - p0).abs().max().item<float>(), 1e-4) << "the step moved the parameters";
+}
+
+// The ZeRO strategies' fused CUDA AdamW takes the CPU AdamW's steps (the same element
+// update) from fp32 and bf16 gradients, clipped by a divisor it reads on the device, over a
+// range aligned for its packed loads and one that is not, of a length no vector width
+// divides. The GPU contracts multiply-adds, so the values agree to float rounding, and
+// their bf16 copies to the last place.
+TEST(CudaAdamW, TakesTheCpuAdamWsSteps) {
+#if !DSHOST_CUDA_ADAMW
+  GTEST_SKIP() << "not a CUDA build";
+#else
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const int64_t n = 100003;
+  const AdamWStep s{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.271f, 0.0039f};
+  AdamWStep halved = s;  // the CPU's clipping scale for the device's divisor of 2
+  halved.grad_scale = 0.5f;
+  const at::Tensor divisor = at::full({1}, 2.0f, at::TensorOptions().device(at::kCUDA));
+  for (const bool bf16 : {false, true})
+    for (const int64_t start : {0, 1}) {  // 1: the scalar loop (4-byte aligned only)
+      at::manual_seed(7);
+      const at::Tensor p0 = at::randn({n}), m0 = at::randn({n}) * 0.1, v0 = at::rand({n}) * 0.01;
+      const at::Tensor g = at::randn({n}).to(bf16 ? at::kBFloat16 : at::kFloat);
+      const int64_t len = n - start;
+      at::Tensor p = p0.clone(), m = m0.clone(), v = v0.clone(), out = at::zeros({n}, at::kBFloat16);
+      if (bf16)
+        cpu_adamw(p.data_ptr<float>() + start, g.data_ptr<at::BFloat16>() + start, m.data_ptr<float>() + start,
+                  v.data_ptr<float>() + start, len, halved, out.data_ptr<at::BFloat16>() + start);
+      else
+        cpu_adamw(p.data_ptr<float>() + start, g.data_ptr<float>() + start, m.data_ptr<float>() + start,
+                  v.data_ptr<float>() + start, len, halved, out.data_ptr<at::BFloat16>() + start);
+
+      const auto cuda = [](const at::Tensor& t) { return t.to(at::kCUDA); };
+      at::Tensor dp = cuda(p0), dm = cuda(m0), dv = cuda(v0), dout = cuda(at::zeros({n}, at::kBFloat16));
+      const at::Tensor dg = cuda(g);
+      const dshost_zero::CudaAdamWRange r{dp.data_ptr<float>() + start,
+                                          static_cast<const char*>(dg.data_ptr()) + start * dg.element_size(),
+                                          bf16, dm.data_ptr<float>() + start, dv.data_ptr<float>() + start,
+                                          static_cast<uint16_t*>(dout.data_ptr()) + start, len};
+      ASSERT_EQ(dshost_zero::cuda_adamw(r, s, divisor.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream()),
+                nullptr);
+      const std::string what = std::string(bf16 ? "bf16" : "fp32") + " gradients from " + std::to_string(start);
+      EXPECT_TRUE(at::allclose(dp.cpu(), p, 1e-6, 1e-7)) << what;
+      EXPECT_TRUE(at::allclose(dm.cpu(), m, 1e-6, 1e-7)) << what;
+      EXPECT_TRUE(at::allclose(dv.cpu(), v, 1e-6, 1e-9)) << what;
+      EXPECT_TRUE(at::allclose(dout.cpu().to(at::kFloat), out.to(at::kFloat), 1.0 / 128, 0)) << what;
+      EXPECT_EQ(dout.cpu().narrow(0, 0, start).count_nonzero().item<int64_t>(), 0) << "wrote before its range";
+      EXPECT_GT((p - p0).abs().max().item<float>(), 1e-4) << "the step moved the parameters";
+    }
+#endif
 }
 
 // The fused AdamW's work is cut into one range per intra-op thread and each range runs on

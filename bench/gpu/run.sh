@@ -4,7 +4,7 @@
 #
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph images-zero2 gpt
 #                                 gpt-1.3b gpt-zero2 offload
-#                                 profile profile-zero2 profile-offload profile-offload-dpu (kernel time by
+#                                 profile profile-zero2 profile-zero2-bf16 profile-offload profile-offload-dpu (kernel time by
 #                                 family and host phases, $OUT/profiles.md) streams-offload
 #                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
 #                                 memory (gpt 1.3B's step's GPU memory by operator: $OUT/memory.md)
@@ -104,6 +104,8 @@ images() {  # [graph | zero2]: dshost with train.cuda_graph only, or zero2 (for 
     local common=(model.plugin=\"$model\" train.micro_batch_size=$batch "${zoo[@]}")
     if [[ $only == zero2 ]]; then
       dshost_run "${model}_b${batch}_zero2_dshost" "$model b$batch zero2" "${common[@]}" strategy.plugin=\"zero2\"
+      dshost_run "${model}_b${batch}_zero2_bf16_dshost_graph" "$model b$batch zero2, bf16 gradients" "${common[@]}" \
+        strategy.plugin=\"zero2\" strategy.grad_accum_dtype=\"bf16\" train.cuda_graph=true
       peer_run "${model}_b${batch}_zero2_torch" "$model b$batch zero2" --model "$model" --batch "$batch"
       continue
     fi
@@ -143,11 +145,18 @@ gpt13() {
 }
 
 # zero2 at world size 1: bf16 parameters (layer norms in bf16 too) over fp32 masters, against
-# the same PyTorch eager peer as ddp's rows.
+# the same PyTorch eager peer as ddp's rows; with grad_accum_dtype = bf16 the gradients stay
+# in the shard backward adds into, which also lets train.cuda_graph capture (not at 1.3B,
+# GPU-bound).
 gpt_zero2() {
   for case in gpt2-124m:60 gpt2-350m:60 gpt-1.3b:40; do
     local preset=${case%:*} steps=${case#*:}
     gpt_cases "${preset}_b8_zero2_dshost" "$preset" 8 "$steps" zero2
+    kind_suffix=", bf16 gradients" gpt_cases "${preset}_b8_zero2_bf16_dshost" "$preset" 8 "$steps" zero2 \
+      strategy.grad_accum_dtype=\"bf16\"
+    [[ $preset == gpt-1.3b ]] ||
+      kind_suffix=", bf16 gradients" gpt_cases "${preset}_b8_zero2_bf16_dshost_graph" "$preset" 8 "$steps" \
+        zero2 strategy.grad_accum_dtype=\"bf16\" train.cuda_graph=true
     peer_run "${preset}_b8_zero2_torch" "gpt $preset b8 zero2" --model gpt --preset "$preset" --batch 8 \
       --steps $((steps / 2))
   done
@@ -187,9 +196,9 @@ profile() {
   done
 }
 
-# gpt 1.3B under zero2 at one rank against PyTorch eager: kernel time by family.
+# gpt 1.3B under zero2 at one rank against PyTorch eager: kernel time by family. [--set values]
 profile_zero2() {
-  gpt_cases gpt-1.3b_b8_zero2_profile gpt-1.3b 8 26 zero2 train.profile_steps=2 train.profile_after=20
+  gpt_cases gpt-1.3b_b8_zero2_profile gpt-1.3b 8 26 zero2 train.profile_steps=2 train.profile_after=20 "$@"
   peer_run gpt-1.3b_b8_zero2_profile_torch "profile gpt-1.3b zero2" --model gpt --preset gpt-1.3b --batch 8 \
     --warmup 10 --steps 3 --profile "$logs/gpt-1.3b_zero2_torch.json"
   python3 bench/gpu/kernels.py "gpt-1.3b zero2 / PyTorch eager" \
@@ -277,6 +286,7 @@ for group in "$@"; do
     offload) offload ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
+    profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;
     profile-offload) profile_offload ;;
     profile-offload-dpu) profile_offload strategy.delayed_parameter_update=true ;;
     streams-offload) streams_offload ;;

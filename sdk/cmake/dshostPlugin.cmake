@@ -23,13 +23,13 @@ function(dshost_add_plugin NAME)
   endif()
   target_link_libraries(${target} PRIVATE dshost::sdk)
   separate_arguments(torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
-  target_compile_options(${target} PRIVATE ${torch_flags})
+  target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:${torch_flags}>")
   if(NOT ARG_KIND STREQUAL "launcher")
     target_link_libraries(${target} PRIVATE ${TORCH_LIBRARIES})
   endif()
   target_link_options(${target} PRIVATE -Wl,--no-undefined)
   # Lets sqrt vectorise (the SDK's fused CPU AdamW); no plugin relies on errno from math.
-  target_compile_options(${target} PRIVATE -fno-math-errno)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-fno-math-errno>)
   add_custom_command(TARGET ${target} POST_BUILD
     COMMAND ${CMAKE_COMMAND} -DNM=${CMAKE_NM} -DFILE=$<TARGET_FILE:${target}>
             -P ${DSHOST_CHECK_ENTRY_SCRIPT}

@@ -48,10 +48,11 @@ Shape shape_of(const dshost::Services& s) {
   return {s.get_int("n_layer"), s.get_int("n_head"), s.get_int("n_embd")};
 }
 
-// ATen's linear: the C++ frontend's nn::Linear multiplies, then adds the bias in a kernel of
-// its own for [B, T, C] inputs, where ATen (and Python's nn.Linear) fuses it into the GEMM.
+// dshost::linear, ATen's: the C++ frontend's nn::Linear multiplies, then adds the bias in a
+// kernel of its own for [B, T, C] inputs, where ATen (and Python's nn.Linear) fuses it into
+// the GEMM; and the weight's gradient goes straight into the strategy's buffer.
 at::Tensor linear(const nn::Linear& layer, const at::Tensor& x) {
-  return at::linear(x, layer->weight, layer->bias);
+  return dshost::linear(x, layer->weight, layer->bias);
 }
 
 // nn::LayerNorm computing through dshost::layer_norm: in bf16 when its input is bf16.
@@ -153,7 +154,8 @@ class Gpt : public dshost::Model {
         return g;
       });
     for (size_t u = 1; u < units().size(); ++u) x = run_unit(u, x);
-    return at::linear(x, embed_->wte->weight);  // [B, T, vocab]
+    // [B, T, vocab]. at::linear: wte is tied, so autograd sums both of its gradients.
+    return at::linear(x, embed_->wte->weight);
   }
 
   at::Tensor loss(const at::Tensor& logits, const at::Tensor& targets) override {

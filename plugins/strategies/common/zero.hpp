@@ -41,14 +41,21 @@
 // memory is summed on the device, piece by piece as the pieces leave, unless a later
 // micro-batch added into the shard on the host.
 //
+// At one rank, with the gradient shard on the compute device in the model's dtype (an fp32
+// model, or a bf16 one with grad_accum_dtype = bf16), each unit's gradient buffer is its
+// range of the shard: backward accumulates into it across micro-batches, nothing is folded
+// or reduced, and step() zeroes the shard after the update. Stage 2's unit events then do
+// nothing, so train.cuda_graph may capture a micro-batch.
+//
 // A unit's chunk of the gradient shard is copied (not added) from its first reduction of a
 // step; chunks no reduction reached are zeroed at step(), so the shard is never cleared as a
 // whole.
 //
 // step(): global gradient norm from the shards (one scalar all-reduce), clipping, the
-// optimizer on the fp32 master shard (fused multi-threaded AdamW when it lives in CPU
-// memory), then the shard is written back into the compute-dtype parameters (stage 2:
-// each unit all-gathered; stage 3: the parameter shard).
+// optimizer on the fp32 master shard (a fused multi-threaded AdamW when it lives in CPU
+// memory, a fused CUDA kernel beside a bf16 model), then the shard is written back into
+// the compute-dtype parameters (by the CUDA kernel as it updates), stage 2's units
+// all-gathered.
 //
 // delayed_parameter_update (stage 3 with optimizer and parameter shard in CPU memory):
 // ZeRO-Offload's DPU. Step N's CPU AdamW runs on a thread of its own while the accelerator
@@ -61,6 +68,14 @@
 
 #include <dshost/cpu_adam.hpp>
 #include <dshost/strategy.hpp>
+
+#if DSHOST_CUDA_ADAMW
+#include "cuda_adamw.h"
+
+#include <c10/cuda/CUDAStream.h>
+#else
+#define DSHOST_CUDA_ADAMW 0
+#endif
 
 #include <ATen/record_function.h>  // phases as ranges in train.profile_steps traces
 #include <c10/core/Event.h>
@@ -88,7 +103,7 @@ struct Options {
   bool offload_param = false;      // the parameter shard in CPU memory
   bool pin_memory = true;
   bool delayed_update = false;             // DPU: the CPU update overlaps the next step
-  at::ScalarType grad_dtype = at::kFloat;  // the gradient shard's (bf16: read by the CPU AdamW only)
+  at::ScalarType grad_dtype = at::kFloat;  // the gradient shard's (bf16: read by the fused AdamWs only)
   int64_t prefetch_bucket_size = 0;        // elements gathered ahead of use
   int64_t param_persistence_threshold = 0;  // units smaller than this stay gathered
 };
@@ -100,7 +115,10 @@ struct Options {
       DSHOST_OPTION("reduce_dtype", DSHOST_OPTION_STRING, "\"fp32\"", "fp32|bf16",            \
                     "dtype gradients are reduced in (bf16 halves traffic, loses precision)"),   \
       DSHOST_OPTION_RANGE("reduce_bucket_size", DSHOST_OPTION_INT, "5000000", 1, 1e12,         \
-                          "gradient elements per reduce-scatter; bounds the staging memory")
+                          "gradient elements per reduce-scatter; bounds the staging memory"),   \
+      DSHOST_OPTION("grad_accum_dtype", DSHOST_OPTION_STRING, "\"fp32\"", "fp32|bf16",          \
+                    "dtype of the gradient shard, which micro-batches add into (bf16: half "     \
+                    "its memory and copies; needs optimizer.name = \"adamw\")")
 
 // Options with the common keys read from the plugin's section.
 inline Options common_options(const dshost::Services& s, int stage) {
@@ -109,6 +127,7 @@ inline Options common_options(const dshost::Services& s, int stage) {
   o.overlap_comm = s.get_bool("overlap_comm");
   o.reduce_bucket_size = s.get_int("reduce_bucket_size");
   o.reduce_dtype = s.get_string("reduce_dtype") == "bf16" ? at::kBFloat16 : at::kFloat;
+  o.grad_dtype = s.get_string("grad_accum_dtype") == "bf16" ? at::kBFloat16 : at::kFloat;
   return o;
 }
 
@@ -117,7 +136,10 @@ class Zero : public dshost::Strategy {
   Zero(const dshost::Services& s, Options o)
       : Strategy(s), o_(o), device_(dshost::to_device(s.device())),
         dtype_(dshost::compute_dtype(s)), update_threads_(std::max(1, at::get_num_threads() - 1)),
-        cpu_adam_(s.optimizer().kind == DSHOST_ADAMW && (o.offload_optimizer || !device_.is_cuda())) {}
+        fused_adamw_(s.optimizer().kind == DSHOST_ADAMW &&
+                     (o.offload_optimizer || !device_.is_cuda() ||
+                      (DSHOST_CUDA_ADAMW && dtype_ == at::kBFloat16 && !o.offload_param))),
+        grads_in_shard_(s.world_size() == 1 && !o.offload_optimizer && o.grad_dtype == dtype_) {}
 
   void setup(const std::vector<dshost::UnitParams>& units) override {
     const auto& s = services();
@@ -150,9 +172,11 @@ class Zero : public dshost::Strategy {
       const at::Tensor full = unit_from_rank0(units, u, bounce);
       master_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]).copy_(own_chunk(full, u));
       params_.push_back(at::empty({layout_->unit_size(u)}, on_device(dtype_)).copy_(full));
-      grads_.push_back(at::empty({layout_->unit_size(u)}, on_device(dtype_)));
+      grads_.push_back(grads_in_shard_
+                           ? grad_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u])
+                           : at::empty({layout_->unit_size(u)}, on_device(dtype_)));
       param_ids_.push_back(s.register_buffer(dshost::to_dlpack(params_[u])));
-      grad_ids_.push_back(s.register_buffer(dshost::to_dlpack(grads_[u])));
+      grad_ids_.push_back(grads_in_shard_ ? -1 : s.register_buffer(dshost::to_dlpack(grads_[u])));
       // Views are made while the memory is there (as_strided checks bounds); then the
       // buffers are emptied, unit by unit, so setup never holds the whole model.
       std::vector<Views> views;
@@ -160,7 +184,7 @@ class Zero : public dshost::Strategy {
         views.push_back({layout_->unit_view(params_[u], u, static_cast<int>(i)),
                          layout_->unit_view(grads_[u], u, static_cast<int>(i))});
       views_.push_back(std::move(views));
-      deallocate(grads_[u]);
+      if (!grads_in_shard_) deallocate(grads_[u]);
       if (o_.stage == 3 && !persistent(u)) deallocate(params_[u]);
     }
     deallocate(bounce.buffer);
@@ -179,6 +203,10 @@ class Zero : public dshost::Strategy {
 
   Views param_views(int unit, int index) override { return views_.at(unit).at(index); }
 
+  // Stage 2 with the gradients in the shard: unit events launch nothing and wait for
+  // nothing, so a micro-batch may be captured and replayed (train.cuda_graph).
+  bool capturable() const override { return o_.stage == 2 && grads_in_shard_; }
+
   void begin_micro_batch(int /*index*/, int /*count*/) override {
     while (!reductions_.empty()) finish_oldest_reduction();
     if (copies_) copies_->to_host.synchronize();  // a later micro-batch adds on the host
@@ -194,11 +222,12 @@ class Zero : public dshost::Strategy {
         break;
       case DSHOST_PRE_BACKWARD:
         if (o_.stage == 3) use(unit, -1);
+        if (grads_in_shard_) break;
         allocate(grads_[unit]);
         grads_[unit].zero_();
         break;
       case DSHOST_GRADS_READY:
-        reduce(unit);
+        if (!grads_in_shard_) reduce(unit);
         if (o_.stage == 3) release(unit);
         break;
     }
@@ -218,11 +247,13 @@ class Zero : public dshost::Strategy {
       deallocate(slot.in.buffer);
       deallocate(slot.out.buffer);
     }
-    zero_unreduced_chunks();
+    if (!grads_in_shard_) zero_unreduced_chunks();
     const at::Tensor norm = global_norm();
     {
       RECORD_USER_SCOPE("zero::update");
-      if (cpu_adam_) {  // the CPU needs the clipping scale: the one wait for the device
+      if (fused_adamw_ && master_.is_cuda()) {
+        update_on_device(args, norm);
+      } else if (fused_adamw_) {  // the CPU needs the clipping scale: the one wait for the device
         const double n = norm.item<double>();
         const double max = args.max_grad_norm;
         const dshost::AdamWStep adamw = next_adamw_step(args.lr, max > 0 && n > max ? max / (n + 1e-6) : 1.0);
@@ -234,6 +265,7 @@ class Zero : public dshost::Strategy {
       }
     }
     RECORD_USER_SCOPE("zero::after_update");
+    if (grads_in_shard_) grad_shard_.zero_();  // the next step's backward adds into it
     gather_everything_gathered();
     return dshost::report_norm(args, norm);
   }
@@ -245,7 +277,7 @@ class Zero : public dshost::Strategy {
     finish_delayed_update();
     for (int u = 0; u < layout_->units(); ++u)
       dshost::save_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], unit_state(u));
-    io.write("optimizer.step", at::full({1}, cpu_adam_ ? adam_steps_ : flat_optimizer_->steps(), at::kLong));
+    io.write("optimizer.step", at::full({1}, fused_adamw_ ? adam_steps_ : flat_optimizer_->steps(), at::kLong));
   }
 
   void load(const dshost::StateIO& io) override {
@@ -254,7 +286,7 @@ class Zero : public dshost::Strategy {
       dshost::load_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], unit_state(u));
     const at::Tensor steps = at::zeros({1}, at::kLong);
     io.read("optimizer.step", steps);
-    if (cpu_adam_) adam_steps_ = steps.item<int64_t>();
+    if (fused_adamw_) adam_steps_ = steps.item<int64_t>();
     else flat_optimizer_->set_steps(steps.item<int64_t>());
     write_back(0, layout_->shard, param_shard_);
     gather_everything_gathered();
@@ -268,7 +300,8 @@ class Zero : public dshost::Strategy {
     };
     for (const auto& p : params_) add(p, &r.param_device, &r.param_host);
     for (const auto* t : {&param_shard_, &param_shard_next_}) add(*t, &r.param_device, &r.param_host);
-    for (const auto& g : grads_) add(g, &r.grad_device, &r.grad_host);
+    if (!grads_in_shard_)  // (else ranges of the shard, counted below)
+      for (const auto& g : grads_) add(g, &r.grad_device, &r.grad_host);
     for (const auto* t : {&grad_shard_, &grad_spare_}) add(*t, &r.grad_device, &r.grad_host);
     for (const Staging& slot : staging_)
       for (const auto* t : {&slot.in.buffer, &slot.out.buffer}) add(*t, &r.grad_device, &r.grad_host);
@@ -330,7 +363,7 @@ class Zero : public dshost::Strategy {
       return t.narrow(0, layout_->shard_begin[u], layout_->chunk[u]);
     };
     dshost::NamedState state{{"value", chunk(master_)}};
-    if (cpu_adam_) {
+    if (fused_adamw_) {
       state.push_back({"exp_avg", chunk(exp_avg_)});
       state.push_back({"exp_avg_sq", chunk(exp_avg_sq_)});
     } else {
@@ -597,7 +630,7 @@ class Zero : public dshost::Strategy {
   }
 
   void make_optimizer() {
-    if (cpu_adam_) {
+    if (fused_adamw_) {
       exp_avg_ = at::zeros_like(master_);
       exp_avg_sq_ = at::zeros_like(master_);
     } else {
@@ -613,6 +646,36 @@ class Zero : public dshost::Strategy {
             static_cast<float>(c.eps), static_cast<float>(c.weight_decay),
             static_cast<float>(1.0 - std::pow(c.beta1, adam_steps_)),
             static_cast<float>(1.0 - std::pow(c.beta2, adam_steps_)), static_cast<float>(clip)};
+  }
+
+  // The fused CUDA AdamW (cuda_adamw.h), clipping by a divisor it reads on the device (no
+  // wait for the norm), writing the updated master into the bf16 parameters in the same
+  // pass: into the parameter shard under stage 3, each unit's own chunk under stage 2.
+  void update_on_device(const dshost_step_args& args, const at::Tensor& norm) {
+#if DSHOST_CUDA_ADAMW
+    const at::Tensor divisor =
+        args.max_grad_norm > 0 ? dshost::clip_divisor(norm, args.max_grad_norm) : at::Tensor();
+    const dshost::AdamWStep step = next_adamw_step(args.lr, 1.0);
+    void* stream = c10::cuda::getCurrentCUDAStream(device_.index()).stream();
+    const auto update = [&](int64_t begin, int64_t n, const at::Tensor& out) {
+      const CudaAdamWRange r{master_.data_ptr<float>() + begin,
+                             static_cast<const char*>(grad_shard_.data_ptr()) + begin * grad_shard_.element_size(),
+                             grad_shard_.scalar_type() == at::kBFloat16,
+                             exp_avg_.data_ptr<float>() + begin,
+                             exp_avg_sq_.data_ptr<float>() + begin,
+                             static_cast<uint16_t*>(out.data_ptr()), n};
+      if (const char* err = cuda_adamw(r, step, divisor.defined() ? divisor.data_ptr<float>() : nullptr, stream))
+        throw dshost::Error(std::string("the fused CUDA AdamW failed to launch: ") + err, DSHOST_INTERNAL);
+    };
+    if (o_.stage == 3) {
+      update(0, layout_->shard, param_shard_);
+      return;
+    }
+    for (int u = 0; u < layout_->units(); ++u)
+      update(layout_->shard_begin[u], layout_->chunk[u], own_chunk(params_[u], u));
+#else
+    (void)args, (void)norm;
+#endif
   }
 
   // The fused CPU AdamW (clipping folded in as a gradient scale) from `grads` (fp32 or
@@ -642,14 +705,13 @@ class Zero : public dshost::Strategy {
     }
   }
 
-  // bf16 gradients are read by the CPU AdamW alone (the accelerator's fused AdamW takes fp32).
+  // bf16 gradients are read by dshost's fused AdamWs alone (PyTorch's takes fp32).
   void check_grad_dtype() const {
-    if (o_.grad_dtype == at::kFloat) return;
-    if (cpu_adam_) return;
+    if (o_.grad_dtype == at::kFloat || fused_adamw_) return;
     throw dshost::Error(
-        "strategy.grad_accum_dtype = \"bf16\" needs offload_optimizer_device = \"cpu\" and "
-        "optimizer.name = \"adamw\": only the CPU AdamW reads bf16 gradients. Set those, or "
-        "grad_accum_dtype = \"fp32\".",
+        "strategy.grad_accum_dtype = \"bf16\" needs optimizer.name = \"adamw\" and, on a GPU, "
+        "train.precision = \"bf16\" or offload_optimizer_device = \"cpu\": only dshost's fused "
+        "AdamW reads bf16 gradients. Set those, or grad_accum_dtype = \"fp32\".",
         DSHOST_INVALID_ARGUMENT);
   }
 
@@ -730,7 +792,12 @@ class Zero : public dshost::Strategy {
   const at::Device device_;
   const at::ScalarType dtype_;
   const int update_threads_;  // the delayed update's: one core stays with the step
-  const bool cpu_adam_;       // AdamW, on a master in CPU memory: the fused CPU AdamW updates
+  // AdamW by dshost's fused loops: the CPU's on a master in host memory, the CUDA kernel on
+  // one beside bf16 parameters (which it writes too); otherwise the SDK's FlatOptimizer.
+  const bool fused_adamw_;
+  // One rank, the gradient shard beside the model in its dtype: each unit's gradient buffer
+  // is its range of the shard, which backward accumulates into and step() reads and zeroes.
+  const bool grads_in_shard_;
   std::unique_ptr<dshost::FlatLayout> layout_;
   int64_t piece_ = 1;                       // chunk columns per reduce-scatter
   std::vector<at::Tensor> params_, grads_;  // [unit] full buffers in the compute dtype

@@ -13,9 +13,6 @@ const dshost_option kOptions[] = {
                   "where the parameter shard lives between uses (DeepSpeed's offload_param)"),
     DSHOST_OPTION("pin_memory", DSHOST_OPTION_BOOL, "true", nullptr,
                   "page-lock offloaded buffers for faster, asynchronous GPU copies"),
-    DSHOST_OPTION("grad_accum_dtype", DSHOST_OPTION_STRING, "\"fp32\"", "fp32|bf16",
-                  "dtype of the offloaded gradient shard (bf16: half the copies and host "
-                  "memory; micro-batches add in bf16; needs the optimizer on the CPU)"),
     DSHOST_OPTION("delayed_parameter_update", DSHOST_OPTION_BOOL, "false", nullptr,
                   "overlap the CPU update with the next step, which applies each gradient "
                   "one step late (ZeRO-Offload's DPU; needs both offloads)"),
@@ -36,7 +33,6 @@ class Zero3Offload : public dshost_zero::Zero {
     o.offload_param = s.get_string("offload_param_device") == "cpu";
     o.pin_memory = s.get_bool("pin_memory");
     o.delayed_update = s.get_bool("delayed_parameter_update");
-    o.grad_dtype = s.get_string("grad_accum_dtype") == "bf16" ? at::kBFloat16 : at::kFloat;
     o.prefetch_bucket_size = s.get_int("prefetch_bucket_size");
     o.param_persistence_threshold = s.get_int("param_persistence_threshold");
     return o;

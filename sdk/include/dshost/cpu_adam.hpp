@@ -5,72 +5,32 @@
 // once: torch::optim::AdamW makes about ten passes.
 #pragma once
 
+#include <dshost/adamw.hpp>
+
 #include <ATen/Parallel.h>
 #include <c10/core/thread_pool.h>
 #include <c10/util/BFloat16.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 namespace dshost {
 
-struct AdamWStep {
-  float lr, beta1, beta2, eps, weight_decay;
-  float bias_correction1, bias_correction2;  // 1 - beta^t
-  float grad_scale = 1.0f;                   // multiplies g first: clipping, in the same pass
-};
-
 namespace detail {
 
-// One element's update; inlined into each of the compiled variants below.
-__attribute__((always_inline)) inline float adamw_element(float& p, float g, float& m, float& v,
-                                                          const AdamWStep& s) {
-  const float decay = 1.0f - s.lr * s.weight_decay;
-  const float step = s.lr / s.bias_correction1;
-  const float inv_sqrt_bc2 = 1.0f / std::sqrt(s.bias_correction2);
-  const float gi = g * s.grad_scale;
-  const float mi = s.beta1 * m + (1.0f - s.beta1) * gi;
-  const float vi = s.beta2 * v + (1.0f - s.beta2) * gi * gi;
-  m = mi;
-  v = vi;
-  p = p * decay - step * mi / (std::sqrt(vi) * inv_sqrt_bc2 + s.eps);
-  return p;
-}
-
-// Vectorises fully when compiled with -fno-math-errno (dshost_add_plugin sets it): sqrt of
-// the non-negative v never needs errno.
+// The loops vectorise fully with -fno-math-errno (adamw.hpp).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define DSHOST_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define DSHOST_CPU_CLONES
 #endif
 
-// A gradient as fp32: itself, or the bits of a bf16 one (a shift the loops vectorise).
-__attribute__((always_inline)) inline float gradient(float g) { return g; }
-__attribute__((always_inline)) inline float gradient(uint16_t bf16) {
-  const uint32_t bits = uint32_t{bf16} << 16;
-  float g;
-  std::memcpy(&g, &bits, sizeof g);
-  return g;
-}
-
 template <class G>  // float, or uint16_t holding bf16
 DSHOST_CPU_CLONES inline void adamw_span(float* __restrict p, const G* __restrict g,
                                          float* __restrict m, float* __restrict v, int64_t n,
                                          AdamWStep s) {
   for (int64_t i = 0; i < n; ++i) adamw_element(p[i], gradient(g[i]), m[i], v[i], s);
-}
-
-// bf16 bits of x rounded to nearest even, as c10::BFloat16 rounds, in integer operations
-// the loop below vectorises (c10's conversion kept it scalar: 25% slower than two passes).
-__attribute__((always_inline)) inline uint16_t bf16_bits(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
-  return x != x ? uint16_t{0x7FC0} : static_cast<uint16_t>(rounded);  // NaN stays a NaN
 }
 
 // The same, also writing the updated value rounded to bf16 (as Tensor::to rounds) into

@@ -241,6 +241,12 @@ inline void clip_by_norm(const at::Tensor& grads, const at::Tensor& norm, double
   if (max_norm > 0) grads.mul_(at::full_like(norm, max_norm).div_(norm + 1e-6).clamp_max_(1.0).reshape({}));
 }
 
+// The same scale as a divisor, max(1, (norm + 1e-6) / max_norm), fp32 on the device: what
+// the fused AdamW kernels divide each gradient by as they read it.
+inline at::Tensor clip_divisor(const at::Tensor& norm, double max_norm) {
+  return (norm + 1e-6).div_(max_norm).clamp_min_(1.0).to(at::kFloat);
+}
+
 // A step's return value: the norm goes to the host's grad_norm_out (ABI 1.4) without
 // waiting for the device, and NaN is returned; an older host gets it read back.
 inline double report_norm(const dshost_step_args& args, const at::Tensor& norm) {
@@ -274,9 +280,7 @@ class FlatOptimizer {
     const bool clip = max_norm > 0 && norm.defined();
 #ifdef DSHOST_FUSED_ADAMW
     if (c_.kind == DSHOST_ADAMW && param.is_cuda()) {
-      const at::Tensor divisor =
-          clip ? (norm + 1e-6).div_(max_norm).clamp_min_(1.0).to(at::kFloat) : at::Tensor();
-      return fused_adamw(param, grad, lr, divisor);
+      return fused_adamw(param, grad, lr, clip ? clip_divisor(norm, max_norm) : at::Tensor());
     }
 #endif
     if (clip) clip_by_norm(grad, norm, max_norm);

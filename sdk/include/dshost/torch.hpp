@@ -136,6 +136,15 @@ class AutocastScope {
   bool enabled_;
 };
 
+// Whether autocast is on for `device` in this thread.
+inline bool autocast_enabled(at::Device device) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::autocast::is_autocast_enabled(device.type());
+#else
+  return device.is_cuda() ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+#endif
+}
+
 // Causal self-attention softmax(q k^T / sqrt(d) + causal mask) v over [batch, heads, T, d]:
 // LibTorch 2's fused scaled_dot_product_attention (flash / memory-efficient kernels on
 // CUDA) where it exists, the explicit product on 1.13.

@@ -1,0 +1,30 @@
+// The ZeRO strategies' fused CUDA AdamW (CUDA builds only): one pass over the fp32 master
+// range that reads its gradient (fp32 or bf16), updates master and moments, and writes the
+// updated values in bf16 into the parameters the model computes with. PyTorch's fused
+// AdamW takes gradients of the master's dtype and writes the master alone, so a bf16 model
+// paid a conversion of its gradients and a second pass to write the parameters back.
+// Plain C++ on this side: the kernel's file includes no LibTorch.
+#pragma once
+
+#include <dshost/adamw.hpp>
+
+#include <cstdint>
+
+namespace dshost_zero {
+
+struct CudaAdamWRange {
+  float* master;
+  const void* grad;  // fp32, or bf16 where grad_bf16
+  bool grad_bf16;
+  float* exp_avg;
+  float* exp_avg_sq;
+  uint16_t* out;  // bf16 bits
+  int64_t n;
+};
+
+// Enqueues the update of `r` on `stream` (a cudaStream_t). `divisor`: a device float that
+// divides every gradient (clipping), or null. Returns the launch's error text, or null.
+const char* cuda_adamw(const CudaAdamWRange& r, const dshost::AdamWStep& step,
+                       const float* divisor, void* stream);
+
+}  // namespace dshost_zero
