@@ -48,9 +48,9 @@ Shape shape_of(const dshost::Services& s) {
   return {s.get_int("n_layer"), s.get_int("n_head"), s.get_int("n_embd")};
 }
 
-// dshost::linear, ATen's: the C++ frontend's nn::Linear multiplies, then adds the bias in a
-// kernel of its own for [B, T, C] inputs, where ATen (and Python's nn.Linear) fuses it into
-// the GEMM; and the weight's gradient goes straight into the strategy's buffer.
+// The C++ frontend's nn::Linear multiplies, then adds the bias in a kernel of its own for
+// [B, T, C] inputs; dshost::linear fuses it into the GEMM, as ATen's linear (and Python's
+// nn.Linear) does, and adds the weight's gradient straight into the strategy's buffer.
 at::Tensor linear(const nn::Linear& layer, const at::Tensor& x) {
   return dshost::linear(x, layer->weight, layer->bias);
 }

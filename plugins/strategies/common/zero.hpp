@@ -650,7 +650,7 @@ class Zero : public dshost::Strategy {
 
   // The fused CUDA AdamW (cuda_adamw.h), clipping by a divisor it reads on the device (no
   // wait for the norm), writing the updated master into the bf16 parameters in the same
-  // pass: into the parameter shard under stage 3, each unit's own chunk under stage 2.
+  // pass, one launch for each range write_back would copy.
   void update_on_device(const dshost_step_args& args, const at::Tensor& norm) {
 #if DSHOST_CUDA_ADAMW
     const at::Tensor divisor =
@@ -667,12 +667,7 @@ class Zero : public dshost::Strategy {
       if (const char* err = cuda_adamw(r, step, divisor.defined() ? divisor.data_ptr<float>() : nullptr, stream))
         throw dshost::Error(std::string("the fused CUDA AdamW failed to launch: ") + err, DSHOST_INTERNAL);
     };
-    if (o_.stage == 3) {
-      update(0, layout_->shard, param_shard_);
-      return;
-    }
-    for (int u = 0; u < layout_->units(); ++u)
-      update(layout_->shard_begin[u], layout_->chunk[u], own_chunk(params_[u], u));
+    for_each_parameter_range(0, layout_->shard, param_shard_, update);
 #else
     (void)args, (void)norm;
 #endif
@@ -756,23 +751,29 @@ class Zero : public dshost::Strategy {
   }
 
   // Shard elements [begin, begin + n) of the updated master into the compute-dtype
-  // parameters: stage 3's parameter shard `shard`, or stage 2's own chunks of the full units. A
-  // host-to-device copy goes from pinned memory without blocking; the caching host
-  // allocator keeps that memory until the copy is done.
+  // parameters. A host-to-device copy goes from pinned memory without blocking; the caching
+  // host allocator keeps that memory until the copy is done.
   void write_back(int64_t begin, int64_t n, const at::Tensor& shard) {
-    const at::Tensor updated = master_.narrow(0, begin, n);
-    if (o_.stage == 3) {
-      at::Tensor target = shard.narrow(0, begin, n);
+    for_each_parameter_range(begin, n, shard, [&](int64_t from, int64_t count, const at::Tensor& target) {
+      const at::Tensor updated = master_.narrow(0, from, count);
       if (updated.device() == target.device()) target.copy_(updated);
       else target.copy_(updated.to(pinned_if_host(dtype_, at::kCPU)), /*non_blocking=*/true);
+    });
+  }
+
+  // Calls f(from, count, target) for the pieces of shard range [begin, begin + n) and the
+  // compute-dtype parameters each is written back into: stage 3's parameter shard `shard`,
+  // or stage 2's own chunks of the units overlapping the range.
+  template <class F>
+  void for_each_parameter_range(int64_t begin, int64_t n, const at::Tensor& shard, const F& f) {
+    if (o_.stage == 3) {
+      f(begin, n, shard.narrow(0, begin, n));
       return;
     }
-    for (int u = 0; u < layout_->units(); ++u) {  // the units overlapping [begin, begin + n)
+    for (int u = 0; u < layout_->units(); ++u) {
       const int64_t from = std::max(begin, layout_->shard_begin[u]);
       const int64_t to = std::min(begin + n, layout_->shard_begin[u] + layout_->chunk[u]);
-      if (from < to)
-        own_chunk(params_[u], u).narrow(0, from - layout_->shard_begin[u], to - from)
-            .copy_(master_.narrow(0, from, to - from));
+      if (from < to) f(from, to - from, own_chunk(params_[u], u).narrow(0, from - layout_->shard_begin[u], to - from));
     }
   }
 
