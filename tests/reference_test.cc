@@ -11,6 +11,7 @@
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
@@ -115,14 +116,16 @@ void expect_the_plain_loop(const std::string& name, const Trajectory& plain,
   EXPECT_GT(*std::max_element(expected.begin(), expected.end()), kClip) << "clipping happened";
 }
 
-// dshost's losses on `device` with the plain loop's settings and `sets`; *err: its log.
+// dshost's losses on `device` with the plain loop's settings and `sets`; *err: its log,
+// *summary: its summary.json.
 std::vector<double> dshost_losses(const std::string& name, const std::string& device,
-                                  std::vector<std::string> sets, std::string* err = nullptr) {
+                                  std::vector<std::string> sets, std::string* err = nullptr,
+                                  std::string* summary = nullptr) {
   sets.insert(sets.end(), {"launcher.nprocs=1", "train.device=\"" + device + "\"",
       "train.max_steps=12", "train.eval=false", "train.threads=1", "train.cudnn_benchmark=false",
       "model.channels_last=false", "scheduler.warmup_steps=0", "scheduler.decay=\"constant\"",
       "data.path=\"" + fashion_mnist_dir() + "\""});
-  return train_quickstart(name, sets, nullptr, err);
+  return train_quickstart(name, sets, summary, err);
 }
 
 Trajectory plain_loop_on(const std::string& device, bool delayed = false, bool bf16_gradients = false) {
@@ -276,6 +279,42 @@ TEST_P(Zero2AtOneRank, Bf16GradientsInTheShardGiveTheFoldedFp32Run) {
   EXPECT_LT(max_abs_difference(folded, kept), 1e-2)
       << "folded " << at::tensor(folded) << "\nin the shard " << at::tensor(kept);
   EXPECT_EQ(log.find("running eagerly"), std::string::npos) << log;
+}
+
+// offload_optimizer_ratio = 0.5 on a GPU: the units that fit in half the shard (basic_cnn's
+// conv layers) keep fp32 master, moments and gradient shard on the device, updated there by
+// the CUDA AdamW; the rest go to the CPU AdamW. Over a bf16 model the run is the whole
+// offload's up to cuDNN's bf16 convolutions (see Zero2AtOneRank), and the optimizer's 12
+// bytes an element are on the side the split puts them.
+TEST(OffloadRatio, KeepsTheFirstUnitsOptimizerOnTheGpuAndFollowsTheWholeOffload) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<std::string> offload{"strategy.plugin=\"zero3-offload\"", "train.precision=\"bf16\"",
+                                         "strategy.offload_param_device=\"cpu\"", "train.micro_batch_size=64"};
+  auto split = offload;
+  split.push_back("strategy.offload_optimizer_ratio=0.5");
+  std::string summary;
+  const auto whole = dshost_losses("ratio_whole", "cuda", offload);
+  const auto kept = dshost_losses("ratio_split", "cuda", split, nullptr, &summary);
+  ASSERT_EQ(kept.size(), static_cast<size_t>(kSteps));
+  EXPECT_LT(whole.back(), whole.front() - 0.5);
+  EXPECT_LT(max_abs_difference(whole, kept), 1e-2) << "whole " << at::tensor(whole) << "\nsplit " << at::tensor(kept);
+
+  std::vector<int64_t> unit_sizes;  // basic_cnn's units are its layers with parameters
+  for (const auto& layer : basic_cnn()->children()) {
+    int64_t n = 0;
+    for (const auto& p : layer->parameters()) n += p.numel();
+    if (n > 0) unit_sizes.push_back(n);
+  }
+  int64_t total = 0, on_gpu = 0;
+  for (int64_t n : unit_sizes) total += n;
+  for (int64_t n : unit_sizes) {
+    if (2 * (on_gpu + n) > total) break;
+    on_gpu += n;
+  }
+  ASSERT_GT(on_gpu, 0);
+  const auto bytes = nlohmann::json::parse(summary).at("memory_per_rank_bytes");
+  EXPECT_EQ(bytes.at("optim_device").get<int64_t>(), 12 * on_gpu);
+  EXPECT_EQ(bytes.at("optim_host").get<int64_t>(), 12 * (total - on_gpu));
 }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, Zero2AtOneRank, testing::Values("cpu", "cuda"),

@@ -87,6 +87,28 @@ INSTANTIATE_TEST_SUITE_P(Zero, EveryShardingStrategy, testing::Values("zero2", "
                            return info.param == "zero2" ? std::string("zero2") : std::string("zero3");
                          });
 
+// offload_optimizer_ratio = 0.5 keeps the first units' optimizer state in a shard part of
+// its own (on the accelerator of a GPU run; here a second part in host memory, with
+// basic_cnn's conv layers in it): 2 ranks, gradients reduced in pieces straight into
+// either part and added across micro-batches, each part updated on its own, follow 1 rank
+// of ddp in fp32 as the whole offload does (a part left out of the norm or the update, or
+// a reduction landing at the wrong offset, moves the loss by far more than the bound).
+TEST(OffloadRatio, SplitOptimizerFollowsOneRankDdpInFp32) {
+  const auto reference = train_quickstart("ratio_ref", with({"launcher.nprocs=1",
+      "train.micro_batch_size=64", "train.grad_clip=0.5"}));
+  std::string log;
+  const auto split = train_quickstart("ratio_split", with({"strategy.plugin=\"zero3-offload\"",
+      "strategy.offload_optimizer_ratio=0.5", "strategy.offload_param_device=\"cpu\"",
+      "launcher.nprocs=2", "train.micro_batch_size=16", "train.grad_accum_steps=2",
+      "train.grad_clip=0.5", "strategy.reduce_bucket_size=4096"}), nullptr, &log);
+  ASSERT_EQ(reference.size(), 20u);
+  EXPECT_LT(reference.back(), reference.front() - 0.5);
+  EXPECT_LT(max_abs_difference(reference, split), 2e-5);
+  // conv1 and conv2, 320 + 18496 parameters, half of each on each rank.
+  EXPECT_NE(log.find("zero3-offload: 9408 of 210821 shard elements keep their optimizer on the accelerator"),
+            std::string::npos) << log;
+}
+
 struct Bytes {
   double params, grads, optim;
 };
@@ -221,6 +243,14 @@ TEST(StrategyOptions, Bf16GradientsWithoutTheFusedAdamWAreRefused) {
                           "strategy.grad_accum_dtype=\"bf16\"",
                           "strategy.grad_accum_dtype = \"bf16\" needs optimizer.name = \"adamw\"",
                           "or grad_accum_dtype = \"fp32\".");
+}
+
+// A ratio below 1 asks for the fused AdamW, which updates the accelerator's share there.
+TEST(StrategyOptions, OffloadRatioWithoutTheFusedAdamWIsRefused) {
+  expect_refused_at_setup("ratio_refused", "optimizer.name=\"sgd\"", "strategy.offload_optimizer_ratio=0.5",
+                          "strategy.offload_optimizer_ratio < 1 needs offload_optimizer_device = \"cpu\", "
+                          "optimizer.name = \"adamw\"",
+                          "or offload_optimizer_ratio = 1.");
 }
 
 // The CPU AdamW's two extras, exactly: the clipping scale is the gradient scaled first, and

@@ -8,7 +8,7 @@
 #                                 family and host phases, $OUT/profiles.md) streams-offload
 #                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
 #                                 memory (gpt 1.3B's step's GPU memory by operator: $OUT/memory.md)
-#                                 largest-ddp largest-zero3 largest-zero3-bf16 (the largest gpt
+#                                 largest-ddp largest-zero3 largest-zero3-bf16 largest-zero3-split (the largest gpt
 #                                 that trains, $OUT/largest.txt)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
@@ -35,6 +35,7 @@ machine() {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
   date -u +%F
+  lscpu | grep -E "^(Model name|Socket|NUMA)" || true
 }
 
 build_dshost() {
@@ -246,22 +247,22 @@ memory() {
 # The largest gpt each strategy trains on this GPU: GPT-3 6.7B's width (4096, 32 heads),
 # one sequence of 1024 per step, 2 steps; layers tried from the top down until a run
 # finishes with a finite loss. The first size that trains is the answer (sizes step by 2
-# layers, 201M parameters). $OUT/largest.txt lists every try. STRATEGY may carry one more
-# --set value after a colon (zero3-offload:strategy.grad_accum_dtype=...).
+# layers, 201M parameters). $OUT/largest.txt lists every try. Arguments: a tag for the
+# run names, the strategy, its --set values (space-separated, may be ""), then the layers;
+# LARGEST_LAYERS="..." replaces the layers (to spread a search over several calls).
 largest() {
-  local strategy=${1%%:*} also= tag=
-  [[ $1 == *:* ]] && also=${1#*:} && tag=${also##*=} && tag=_${tag//\"/}
-  shift
+  local tag=$1 strategy=$2 also=($3)
+  shift 3
   local extra=()
   # Pageable offloaded buffers: pinned ones round up to a power of two (see check_host_memory).
   [[ $strategy == zero3-offload ]] && extra=(strategy.offload_param_device=\"cpu\" strategy.pin_memory=false)
-  [[ -n $also ]] && extra+=("$also")
-  for layers in "$@"; do
-    local name=largest_${strategy}${tag}_${layers}
+  extra+=("${also[@]}")
+  for layers in ${LARGEST_LAYERS:-$@}; do
+    local name=largest_${tag}_${layers}
     gpt_cases "$name" custom 1 2 "$strategy" model.n_layer="$layers" model.n_head=32 model.n_embd=4096 \
       train.log_every=1 "${extra[@]}"
     local row; row=$(tail -1 "$rows")
-    echo "$strategy$tag $layers layers: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r.get("parameters"), "parameters, exit", r["exit"], "loss", r.get("final_loss"))' "$row")" >> "$out/largest.txt"
+    echo "$tag $layers layers: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r.get("parameters"), "parameters, exit", r["exit"], "loss", r.get("final_loss"))' "$row")" >> "$out/largest.txt"
     grep -q '"exit": 0' <<< "$row" && return
     tail -2 "$logs/$name.log" >> "$out/largest.txt"
   done
@@ -291,9 +292,13 @@ for group in "$@"; do
     profile-offload-dpu) profile_offload strategy.delayed_parameter_update=true ;;
     streams-offload) streams_offload ;;
     memory) memory ;;
-    largest-ddp) largest ddp 24 22 20 18 16 ;;
-    largest-zero3) largest zero3-offload 26 24 22 ;;
-    largest-zero3-bf16) largest zero3-offload:strategy.grad_accum_dtype=\"bf16\" 30 28 26 ;;
+    largest-ddp) largest ddp ddp "" 24 22 20 18 16 ;;
+    largest-zero3) largest zero3-offload zero3-offload "" 26 24 22 ;;
+    largest-zero3-bf16) largest zero3-offload_bf16 zero3-offload 'strategy.grad_accum_dtype="bf16"' 30 28 26 ;;
+    # 35% of the optimizer on the GPU (offload_optimizer_ratio): 16 bytes an element of state
+    # there and 16 in the host, so both memories hold the model.
+    largest-zero3-split) largest zero3-offload_bf16_ratio0.65 zero3-offload \
+                           'strategy.grad_accum_dtype="bf16" strategy.offload_optimizer_ratio=0.65' 46 44 42 ;;
     *) echo "unknown group $group"; exit 2 ;;
   esac
 done

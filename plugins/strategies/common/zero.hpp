@@ -16,6 +16,8 @@
 //            (2S): reduced pieces are rounded as they leave the accelerator, so half the
 //            bytes cross to the host and the CPU AdamW reads half; a later micro-batch adds
 //            into it in bf16.
+//            With offload_optimizer_ratio < 1 the first units keep all of that on the
+//            accelerator (16 or 18 bytes an element), the rest is offloaded; see cut_shard().
 //   both:    two staging slots for reductions, each reduce_bucket_size elements in and
 //            reduce_bucket_size / N out, present only between a step's first reduction and
 //            its update. Setup builds each unit in host memory, so the accelerator never
@@ -101,6 +103,7 @@ struct Options {
   // stage 3
   bool offload_optimizer = false;  // fp32 master + moments in CPU memory
   bool offload_param = false;      // the parameter shard in CPU memory
+  double offload_ratio = 1.0;      // of the shard's optimizer offloaded (the rest stays on the device)
   bool pin_memory = true;
   bool delayed_update = false;             // DPU: the CPU update overlaps the next step
   at::ScalarType grad_dtype = at::kFloat;  // the gradient shard's (bf16: read by the fused AdamWs only)
@@ -131,6 +134,27 @@ inline Options common_options(const dshost::Services& s, int stage) {
   return o;
 }
 
+// A shard-sized buffer in parts, cut between units: with offload_optimizer_ratio < 1 the
+// first units' elements stay on the accelerator and the rest live where the buffer is
+// offloaded; otherwise it is one part. Every range a unit touches lies in one part.
+struct ShardBuffer {
+  std::vector<int64_t> begin;     // where each part starts in the shard
+  std::vector<at::Tensor> parts;  // [part] its elements, from begin[part]
+  std::vector<int32_t> ids;       // [part] its registered id, or -1
+
+  int part_of(int64_t index) const {
+    return static_cast<int>(std::upper_bound(begin.begin(), begin.end(), index) - begin.begin()) - 1;
+  }
+  // Shard elements [from, from + n), which lie in one part.
+  at::Tensor range(int64_t from, int64_t n) const {
+    const int p = part_of(from);
+    return parts[p].narrow(0, from - begin[p], n);
+  }
+  void zero() const {
+    for (const at::Tensor& part : parts) part.zero_();
+  }
+};
+
 class Zero : public dshost::Strategy {
  public:
   Zero(const dshost::Services& s, Options o)
@@ -145,36 +169,37 @@ class Zero : public dshost::Strategy {
     const auto& s = services();
     check_delayed_update();
     check_grad_dtype();
+    check_offload_ratio();
     layout_ = std::make_unique<dshost::FlatLayout>(units, s.world_size(), true);
     int64_t largest_chunk = 1;
     for (int64_t c : layout_->chunk) largest_chunk = std::max(largest_chunk, c);
     piece_ = std::clamp<int64_t>(o_.reduce_bucket_size / s.world_size(), 1, largest_chunk);
+    cut_shard();
     check_host_memory();
     const at::Device optimizer_home = o_.offload_optimizer ? at::Device(at::kCPU) : device_;
-    // The master is read and written by the CPU alone: pageable, like the moments.
-    master_ = at::empty({layout_->shard}, at::TensorOptions().dtype(at::kFloat).device(optimizer_home));
-    grad_shard_ = at::zeros({layout_->shard}, pinned_if_host(o_.grad_dtype, optimizer_home));
+    // The master is read and written by the CPU alone: pageable, like the moments. Gradient
+    // shards start empty (each step's first reduction copies into a chunk, step() zeroes the
+    // rest) unless backward adds into them; pages never written take no host memory while
+    // setup still holds the model's fp32 copy.
+    master_ = shard_buffer(at::kFloat, optimizer_home, false);
+    grad_shard_ = shard_buffer(o_.grad_dtype, optimizer_home, true, true);
+    if (grads_in_shard_) grad_shard_.zero();
     // (The twins are made as the originals are: *_like would drop pinned_memory, and pageable
     // copies ran at 8 GB/s every other step.)
-    if (o_.delayed_update) grad_spare_ = at::zeros({layout_->shard}, pinned_if_host(o_.grad_dtype, optimizer_home));
+    if (o_.delayed_update) grad_spare_ = shard_buffer(o_.grad_dtype, optimizer_home, true, true);
     if (device_.is_cuda() && o_.stage == 3 && (o_.offload_optimizer || o_.offload_param)) {
       const auto* impl = c10::impl::getDeviceGuardImpl(device_.type());
       copies_.emplace(Copies{impl->getStreamFromGlobalPool(device_), impl->getStreamFromGlobalPool(device_), {}});
       for (int slot = 0; slot < 2; ++slot) copies_->drained.emplace_back(device_.type());
     }
     fresh_.assign(units.size(), true);
-    if (grad_shard_.device() == device_) {  // reductions may land in it directly
-      grad_shard_id_ = s.register_buffer(dshost::to_dlpack(grad_shard_));
-      if (o_.delayed_update) grad_spare_id_ = s.register_buffer(dshost::to_dlpack(grad_spare_));
-    }
     Scratch bounce = scratch(s.world_size() * piece_, at::kFloat);
     for (int u = 0; u < layout_->units(); ++u) {
       const at::Tensor full = unit_from_rank0(units, u, bounce);
-      master_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]).copy_(own_chunk(full, u));
+      master_.range(layout_->shard_begin[u], layout_->chunk[u]).copy_(own_chunk(full, u));
       params_.push_back(at::empty({layout_->unit_size(u)}, on_device(dtype_)).copy_(full));
-      grads_.push_back(grads_in_shard_
-                           ? grad_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u])
-                           : at::empty({layout_->unit_size(u)}, on_device(dtype_)));
+      grads_.push_back(grads_in_shard_ ? grad_shard_.range(layout_->shard_begin[u], layout_->chunk[u])
+                                       : at::empty({layout_->unit_size(u)}, on_device(dtype_)));
       param_ids_.push_back(s.register_buffer(dshost::to_dlpack(params_[u])));
       grad_ids_.push_back(grads_in_shard_ ? -1 : s.register_buffer(dshost::to_dlpack(grads_[u])));
       // Views are made while the memory is there (as_strided checks bounds); then the
@@ -191,11 +216,13 @@ class Zero : public dshost::Strategy {
     norm_ = at::zeros({1}, on_device(at::kDouble));
     pieces_sq_ = at::zeros({}, on_device(at::kDouble));
     norm_id_ = s.register_buffer(dshost::to_dlpack(norm_));
-    const auto shard_options = pinned_if_host(dtype_, o_.offload_param ? at::Device(at::kCPU) : device_);
-    if (o_.stage == 3)  // (Tensor::to would ignore pinned_memory: pageable copies ran at 8 GB/s)
-      param_shard_ = at::empty({layout_->shard}, shard_options).copy_(master_);
-    if (o_.delayed_update) param_shard_next_ = at::empty({layout_->shard}, shard_options);
-    make_optimizer();
+    const at::Device param_home = o_.offload_param ? at::Device(at::kCPU) : device_;
+    if (o_.stage == 3) {  // (Tensor::to would ignore pinned_memory: pageable copies ran at 8 GB/s)
+      param_shard_ = shard_buffer(dtype_, param_home, true);
+      for (size_t p = 0; p < master_.parts.size(); ++p) param_shard_.parts[p].copy_(master_.parts[p]);
+    }
+    if (o_.delayed_update) param_shard_next_ = shard_buffer(dtype_, param_home, true);
+    make_optimizer(optimizer_home);
     gathered_.resize(layout_->units());
     for (int u = 0; u < layout_->units(); ++u) gathered_[u] = o_.stage == 2 || persistent(u);
     gather_work_.resize(layout_->units());
@@ -251,21 +278,15 @@ class Zero : public dshost::Strategy {
     const at::Tensor norm = global_norm();
     {
       RECORD_USER_SCOPE("zero::update");
-      if (fused_adamw_ && master_.is_cuda()) {
-        update_on_device(args, norm);
-      } else if (fused_adamw_) {  // the CPU needs the clipping scale: the one wait for the device
-        const double n = norm.item<double>();
-        const double max = args.max_grad_norm;
-        const dshost::AdamWStep adamw = next_adamw_step(args.lr, max > 0 && n > max ? max / (n + 1e-6) : 1.0);
-        if (o_.delayed_update) start_delayed_update(adamw);
-        else update_on_host_and_write_back(adamw, grad_shard_, param_shard_, at::get_num_threads());
+      if (fused_adamw_) {
+        update_fused(args, norm);
       } else {
-        flat_optimizer_->step(master_, grad_shard_, args.lr, norm, args.max_grad_norm);
+        flat_optimizer_->step(master_.parts[0], grad_shard_.parts[0], args.lr, norm, args.max_grad_norm);
         write_back(0, layout_->shard, param_shard_);
       }
     }
     RECORD_USER_SCOPE("zero::after_update");
-    if (grads_in_shard_) grad_shard_.zero_();  // the next step's backward adds into it
+    if (grads_in_shard_) grad_shard_.zero();  // the next step's backward adds into it
     gather_everything_gathered();
     return dshost::report_norm(args, norm);
   }
@@ -275,6 +296,7 @@ class Zero : public dshost::Strategy {
   // stays whole, as after a step.
   void save(const dshost::StateIO& io) override {
     finish_delayed_update();
+    zero_fresh_moments();
     for (int u = 0; u < layout_->units(); ++u)
       dshost::save_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], unit_state(u));
     io.write("optimizer.step", at::full({1}, fused_adamw_ ? adam_steps_ : flat_optimizer_->steps(), at::kLong));
@@ -282,6 +304,7 @@ class Zero : public dshost::Strategy {
 
   void load(const dshost::StateIO& io) override {
     finish_delayed_update();
+    zero_fresh_moments();
     for (int u = 0; u < layout_->units(); ++u)
       dshost::load_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], unit_state(u));
     const at::Tensor steps = at::zeros({1}, at::kLong);
@@ -298,14 +321,17 @@ class Zero : public dshost::Strategy {
       if (t.defined())
         dshost::tally(static_cast<int64_t>(t.storage().nbytes()), t.device(), device_, device, host);
     };
+    const auto add_parts = [&](const ShardBuffer& b, int64_t* device, int64_t* host) {
+      for (const at::Tensor& part : b.parts) add(part, device, host);
+    };
     for (const auto& p : params_) add(p, &r.param_device, &r.param_host);
-    for (const auto* t : {&param_shard_, &param_shard_next_}) add(*t, &r.param_device, &r.param_host);
+    for (const auto* b : {&param_shard_, &param_shard_next_}) add_parts(*b, &r.param_device, &r.param_host);
     if (!grads_in_shard_)  // (else ranges of the shard, counted below)
       for (const auto& g : grads_) add(g, &r.grad_device, &r.grad_host);
-    for (const auto* t : {&grad_shard_, &grad_spare_}) add(*t, &r.grad_device, &r.grad_host);
+    for (const auto* b : {&grad_shard_, &grad_spare_}) add_parts(*b, &r.grad_device, &r.grad_host);
     for (const Staging& slot : staging_)
       for (const auto* t : {&slot.in.buffer, &slot.out.buffer}) add(*t, &r.grad_device, &r.grad_host);
-    for (const auto* t : {&master_, &exp_avg_, &exp_avg_sq_}) add(*t, &r.optim_device, &r.optim_host);
+    for (const auto* b : {&master_, &exp_avg_, &exp_avg_sq_}) add_parts(*b, &r.optim_device, &r.optim_host);
     if (flat_optimizer_)
       dshost::tally(flat_optimizer_->state_bytes(), flat_optimizer_->device(), device_,
                     &r.optim_device, &r.optim_host);
@@ -359,15 +385,13 @@ class Zero : public dshost::Strategy {
 
   // The fp32 state of this rank's chunk of unit u: master values and optimizer moments.
   dshost::NamedState unit_state(int u) const {
-    const auto chunk = [&](const at::Tensor& t) {
-      return t.narrow(0, layout_->shard_begin[u], layout_->chunk[u]);
-    };
-    dshost::NamedState state{{"value", chunk(master_)}};
+    const int64_t begin = layout_->shard_begin[u], n = layout_->chunk[u];
+    dshost::NamedState state{{"value", master_.range(begin, n)}};
     if (fused_adamw_) {
-      state.push_back({"exp_avg", chunk(exp_avg_)});
-      state.push_back({"exp_avg_sq", chunk(exp_avg_sq_)});
+      state.push_back({"exp_avg", exp_avg_.range(begin, n)});
+      state.push_back({"exp_avg_sq", exp_avg_sq_.range(begin, n)});
     } else {
-      for (const auto& [key, t] : flat_optimizer_->state()) state.push_back({key, chunk(t)});
+      for (const auto& [key, t] : flat_optimizer_->state()) state.push_back({key, t.narrow(0, begin, n)});
     }
     return state;
   }
@@ -400,7 +424,7 @@ class Zero : public dshost::Strategy {
   // run) is checked up front, before anything is allocated: a clear refusal instead of the
   // kernel's OOM killer halfway through setup.
   void check_host_memory() const {
-    const int64_t shard = layout_->shard;
+    const int64_t shard = layout_->shard - split_;  // (split_: what stays on the accelerator)
     const int64_t compute_bytes = dtype_ == at::kFloat ? 4 : 2;
     const int64_t copies = o_.delayed_update ? 2 : 1;  // DPU's second gradient and parameter shards
     const int64_t grad_bytes = at::elementSize(o_.grad_dtype);
@@ -441,6 +465,43 @@ class Zero : public dshost::Strategy {
     return rounded;
   }
 
+  // offload_optimizer_ratio (DeepSpeed's offload_optimizer.ratio, ZeRO-Offload++): the first
+  // units, as many as fit in (1 - ratio) of the shard, keep master, moments, gradient and
+  // parameter shard on the accelerator, updated there by the CUDA AdamW; the rest are
+  // offloaded. A step then costs the CPU only the ratio's share, and the model may be as
+  // large as host and accelerator memory together hold. Whole units, so that no unit's
+  // gather, reduction or checkpoint range crosses the cut.
+  void cut_shard() {
+    if (o_.offload_optimizer && o_.offload_ratio < 1) {
+      const double stays = (1 - o_.offload_ratio) * static_cast<double>(layout_->shard);
+      for (int u = 0; u < layout_->units(); ++u) {
+        const int64_t end = layout_->shard_begin[u] + layout_->chunk[u];
+        if (static_cast<double>(end) > stays) break;
+        split_ = end;
+      }
+      services().info("zero3-offload: " + std::to_string(split_) + " of " + std::to_string(layout_->shard) +
+                      " shard elements keep their optimizer on the accelerator (offload_optimizer_ratio " +
+                      std::to_string(o_.offload_ratio).substr(0, 4) + ")");
+    }
+    shard_begin_ = {0};
+    if (split_ > 0 && split_ < layout_->shard) shard_begin_.push_back(split_);
+  }
+
+  // A shard buffer of `dtype` cut as cut_shard() decided: the part before split_ on the
+  // compute device, the rest (or all) at `home`, pinned there when `pinnable` and pin_memory
+  // say so; parts on the compute device registered when asked. Left uninitialised.
+  ShardBuffer shard_buffer(at::ScalarType dtype, at::Device home, bool pinnable, bool registered = false) const {
+    ShardBuffer b{shard_begin_, {}, {}};
+    for (size_t p = 0; p < shard_begin_.size(); ++p) {
+      const int64_t end = p + 1 < shard_begin_.size() ? shard_begin_[p + 1] : layout_->shard;
+      const at::Device where = shard_begin_[p] < split_ ? device_ : home;
+      const auto options = pinnable ? pinned_if_host(dtype, where) : at::TensorOptions().dtype(dtype).device(where);
+      b.parts.push_back(at::empty({end - shard_begin_[p]}, options));
+      b.ids.push_back(registered && where == device_ ? services().register_buffer(dshost::to_dlpack(b.parts[p])) : -1);
+    }
+    return b;
+  }
+
   bool persistent(int u) const {
     return layout_->unit_size(u) < o_.param_persistence_threshold;
   }
@@ -470,12 +531,12 @@ class Zero : public dshost::Strategy {
     c10::OptionalStreamGuard on_copy_stream;  // where the copy and the all-gather are enqueued
     if (o_.stage == 3) {
       allocate(params_[u]);
-      if (copies_ && param_shard_.is_cpu()) {
+      const at::Tensor own = param_shard_.range(layout_->shard_begin[u], layout_->chunk[u]);
+      if (copies_ && own.is_cpu()) {
         wait_for(copies_->to_device, compute_stream());
         on_copy_stream.reset_stream(copies_->to_device);
       }
-      own_chunk(params_[u], u).copy_(param_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]),
-                                     /*non_blocking=*/true);  // pinned when on the host
+      own_chunk(params_[u], u).copy_(own, /*non_blocking=*/true);  // pinned when on the host
     }
     const int64_t begin = services().rank() * layout_->chunk[u];
     gather_work_[u] = services().all_gather(dshost::slice(param_ids_[u], begin, layout_->chunk[u]),
@@ -499,11 +560,14 @@ class Zero : public dshost::Strategy {
     RECORD_USER_SCOPE("zero::reduce");
     const bool first = fresh_[u];
     fresh_[u] = false;
-    if (services().world_size() == 1 && grad_shard_.device() == device_) {
+    const int64_t c = layout_->chunk[u], n = layout_->unit_size(u);
+    const at::Tensor target = grad_shard_.range(layout_->shard_begin[u], c);
+    if (services().world_size() == 1 && target.device() == device_) {
       fold_in_alone(u, first);
       return;
     }
-    const int64_t c = layout_->chunk[u], n = layout_->unit_size(u);
+    const int part = grad_shard_.part_of(layout_->shard_begin[u]);
+    const int32_t target_id = grad_shard_.ids[part];
     const bool unstaged = grads_[u].scalar_type() == o_.reduce_dtype && c <= piece_;
     for (int64_t begin = 0; begin < c; begin += piece_) {
       while (reductions_.size() >= 2) finish_oldest_reduction();
@@ -513,9 +577,9 @@ class Zero : public dshost::Strategy {
       if (!unstaged) in = stage_piece(u, begin, count, slot);
       Reduction r{u, begin, count, slot, first, begin + count >= c, {}};
       dshost_slice out;
-      if (r.first && grad_shard_id_ >= 0 && o_.reduce_dtype == grad_shard_.scalar_type()) {
+      if (r.first && target_id >= 0 && o_.reduce_dtype == target.scalar_type()) {
         r.slot = -1;
-        out = dshost::slice(grad_shard_id_, layout_->shard_begin[u] + begin, count);
+        out = dshost::slice(target_id, layout_->shard_begin[u] - grad_shard_.begin[part] + begin, count);
       } else {
         out = dshost::slice(staging(slot).out.id, 0, count);
       }
@@ -533,7 +597,7 @@ class Zero : public dshost::Strategy {
     const at::Tensor& grad = grads_[u];
     const at::Tensor reduced =
         at::elementSize(o_.reduce_dtype) < grad.element_size() ? grad.to(o_.reduce_dtype) : grad;
-    at::Tensor target = grad_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]);
+    const at::Tensor target = grad_shard_.range(layout_->shard_begin[u], layout_->chunk[u]);
     if (first) target.copy_(reduced);
     else target.add_(reduced);
     deallocate(grads_[u]);
@@ -554,7 +618,7 @@ class Zero : public dshost::Strategy {
     reductions_.pop_front();
     r.work.wait();
     if (r.slot >= 0) {
-      at::Tensor target = grad_shard_.narrow(0, layout_->shard_begin[r.unit] + r.begin, r.count);
+      const at::Tensor target = grad_shard_.range(layout_->shard_begin[r.unit] + r.begin, r.count);
       const at::Tensor reduced = staging_[r.slot].out.buffer.narrow(0, 0, r.count);
       if (r.first) {
         copy_out(reduced, target, r.slot);
@@ -612,8 +676,11 @@ class Zero : public dshost::Strategy {
   // micro-batch added into it on the host.
   at::Tensor global_norm() {
     RECORD_USER_SCOPE("zero::norm");
-    const bool summed_on_device = grad_shard_.is_cpu() && !device_.is_cpu() && !accumulated_;
-    norm_.copy_((summed_on_device ? pieces_sq_ : dshost::sum_of_squares(grad_shard_)).view({1}));
+    norm_.zero_();
+    for (const at::Tensor& part : grad_shard_.parts) {
+      const bool summed_on_device = part.is_cpu() && !device_.is_cpu() && !accumulated_;
+      norm_.add_((summed_on_device ? pieces_sq_ : dshost::sum_of_squares(part)).to(device_).view({1}));
+    }
     pieces_sq_.zero_();
     accumulated_ = false;
     services().all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
@@ -624,79 +691,109 @@ class Zero : public dshost::Strategy {
   // were copied into), and makes every chunk fresh for the next step.
   void zero_unreduced_chunks() {
     for (int u = 0; u < layout_->units(); ++u) {
-      if (fresh_[u]) grad_shard_.narrow(0, layout_->shard_begin[u], layout_->chunk[u]).zero_();
+      if (fresh_[u]) grad_shard_.range(layout_->shard_begin[u], layout_->chunk[u]).zero_();
       fresh_[u] = true;
     }
   }
 
-  void make_optimizer() {
+  // dshost's fused AdamWs keep their moments beside the master, zeroed by zero_fresh_moments;
+  // any other optimizer is the SDK's FlatOptimizer over the whole shard (one part).
+  void make_optimizer(at::Device home) {
     if (fused_adamw_) {
-      exp_avg_ = at::zeros_like(master_);
-      exp_avg_sq_ = at::zeros_like(master_);
+      exp_avg_ = shard_buffer(at::kFloat, home, false);
+      exp_avg_sq_ = shard_buffer(at::kFloat, home, false);
     } else {
-      flat_optimizer_ =
-          std::make_unique<dshost::FlatOptimizer>(services().optimizer(), layout_->shard, master_.device());
+      flat_optimizer_ = std::make_unique<dshost::FlatOptimizer>(services().optimizer(), layout_->shard, home);
     }
   }
 
-  dshost::AdamWStep next_adamw_step(double lr, double clip) {
+  // The moments start at zero, written by the first step (or checkpoint) that needs them,
+  // not at setup: until setup returns the host also holds the model's fp32 initial copy, and
+  // pages not yet written take no memory, so the largest model that fits is larger.
+  void zero_fresh_moments() {
+    if (moments_zeroed_ || !fused_adamw_) return;
+    exp_avg_.zero();
+    exp_avg_sq_.zero();
+    moments_zeroed_ = true;
+  }
+
+  dshost::AdamWStep next_adamw_step(double lr) {
     const auto& c = services().optimizer();
     ++adam_steps_;
     return {static_cast<float>(lr), static_cast<float>(c.beta1), static_cast<float>(c.beta2),
             static_cast<float>(c.eps), static_cast<float>(c.weight_decay),
             static_cast<float>(1.0 - std::pow(c.beta1, adam_steps_)),
-            static_cast<float>(1.0 - std::pow(c.beta2, adam_steps_)), static_cast<float>(clip)};
+            static_cast<float>(1.0 - std::pow(c.beta2, adam_steps_))};
   }
 
-  // The fused CUDA AdamW (cuda_adamw.h), clipping by a divisor it reads on the device (no
-  // wait for the norm), writing the updated master into the bf16 parameters in the same
-  // pass, one launch for each range write_back would copy.
-  void update_on_device(const dshost_step_args& args, const at::Tensor& norm) {
+  // dshost's fused AdamW, part by part: the accelerator's by the CUDA kernel (no wait), then
+  // the host's by the CPU, which needs the clipping scale: the one wait for the device.
+  void update_fused(const dshost_step_args& args, const at::Tensor& norm) {
+    zero_fresh_moments();
+    dshost::AdamWStep adamw = next_adamw_step(args.lr);
+    for (size_t p = 0; p < master_.parts.size(); ++p)
+      if (master_.parts[p].is_cuda()) update_on_device(adamw, args.max_grad_norm, norm, static_cast<int>(p));
+    if (!master_.parts.back().is_cpu()) return;
+    const double n = norm.item<double>();
+    const double max = args.max_grad_norm;
+    adamw.grad_scale = static_cast<float>(max > 0 && n > max ? max / (n + 1e-6) : 1.0);
+    if (o_.delayed_update) {
+      start_delayed_update(adamw);
+      return;
+    }
+    for (size_t p = 0; p < master_.parts.size(); ++p)
+      if (master_.parts[p].is_cpu())
+        update_on_host_and_write_back(adamw, grad_shard_, param_shard_, static_cast<int>(p), at::get_num_threads());
+  }
+
+  // The fused CUDA AdamW (cuda_adamw.h) on shard part `part`, clipping by a divisor it reads
+  // on the device (no wait for the norm), writing the updated master into the bf16
+  // parameters in the same pass, one launch for each range write_back would copy.
+  void update_on_device(const dshost::AdamWStep& step, double max_grad_norm, const at::Tensor& norm, int part) {
 #if DSHOST_CUDA_ADAMW
-    const at::Tensor divisor =
-        args.max_grad_norm > 0 ? dshost::clip_divisor(norm, args.max_grad_norm) : at::Tensor();
-    const dshost::AdamWStep step = next_adamw_step(args.lr, 1.0);
+    const at::Tensor divisor = max_grad_norm > 0 ? dshost::clip_divisor(norm, max_grad_norm) : at::Tensor();
     void* stream = c10::cuda::getCurrentCUDAStream(device_.index()).stream();
     const auto update = [&](int64_t begin, int64_t n, const at::Tensor& out) {
-      const CudaAdamWRange r{master_.data_ptr<float>() + begin,
-                             static_cast<const char*>(grad_shard_.data_ptr()) + begin * grad_shard_.element_size(),
-                             grad_shard_.scalar_type() == at::kBFloat16,
-                             exp_avg_.data_ptr<float>() + begin,
-                             exp_avg_sq_.data_ptr<float>() + begin,
+      const at::Tensor g = grad_shard_.range(begin, n);
+      const CudaAdamWRange r{master_.range(begin, n).data_ptr<float>(), g.data_ptr(),
+                             g.scalar_type() == at::kBFloat16, exp_avg_.range(begin, n).data_ptr<float>(),
+                             exp_avg_sq_.range(begin, n).data_ptr<float>(),
                              static_cast<uint16_t*>(out.data_ptr()), n};
       if (const char* err = cuda_adamw(r, step, divisor.defined() ? divisor.data_ptr<float>() : nullptr, stream))
         throw dshost::Error(std::string("the fused CUDA AdamW failed to launch: ") + err, DSHOST_INTERNAL);
     };
-    for_each_parameter_range(0, layout_->shard, param_shard_, update);
+    for_each_parameter_range(master_.begin[part], master_.parts[part].numel(), param_shard_, update);
 #else
-    (void)args, (void)norm;
+    (void)step, (void)max_grad_norm, (void)norm, (void)part;
 #endif
   }
 
-  // The fused CPU AdamW (clipping folded in as a gradient scale) from `grads` (fp32 or
-  // bf16), a piece at a time; each updated piece is written back (to the device
-  // asynchronously when the parameters live there) while the next one is computed. A bf16
-  // parameter shard in host memory (`shard`) is written by the update itself.
-  void update_on_host_and_write_back(const dshost::AdamWStep& s, const at::Tensor& grads,
-                                     const at::Tensor& shard, int threads) {
-    if (grads.scalar_type() == at::kBFloat16)
-      update_on_host_and_write_back(s, grads.data_ptr<at::BFloat16>(), shard, threads);
+  // The fused CPU AdamW (clipping folded in as a gradient scale) on shard part `part` from
+  // `grads` (fp32 or bf16), a piece at a time; each updated piece is written back (to the
+  // device asynchronously when the parameters live there) while the next one is computed. A
+  // bf16 parameter shard in host memory (`shard`) is written by the update itself.
+  void update_on_host_and_write_back(const dshost::AdamWStep& s, const ShardBuffer& grads,
+                                     const ShardBuffer& shard, int part, int threads) {
+    const at::Tensor& g = grads.parts[part];
+    if (g.scalar_type() == at::kBFloat16)
+      update_on_host_and_write_back(s, g.data_ptr<at::BFloat16>(), shard, part, threads);
     else
-      update_on_host_and_write_back(s, grads.data_ptr<float>(), shard, threads);
+      update_on_host_and_write_back(s, g.data_ptr<float>(), shard, part, threads);
   }
   template <class G>
-  void update_on_host_and_write_back(const dshost::AdamWStep& s, const G* g, const at::Tensor& shard,
-                                     int threads) {
-    float *p = master_.data_ptr<float>(), *m = exp_avg_.data_ptr<float>(),
-          *v = exp_avg_sq_.data_ptr<float>();
-    if (o_.stage == 3 && shard.is_cpu() && dtype_ == at::kBFloat16) {
-      dshost::cpu_adamw(p, g, m, v, layout_->shard, s, shard.data_ptr<at::BFloat16>(), threads);
+  void update_on_host_and_write_back(const dshost::AdamWStep& s, const G* g, const ShardBuffer& shard,
+                                     int part, int threads) {
+    float *p = master_.parts[part].data_ptr<float>(), *m = exp_avg_.parts[part].data_ptr<float>(),
+          *v = exp_avg_sq_.parts[part].data_ptr<float>();
+    const int64_t first = master_.begin[part], size = master_.parts[part].numel();
+    if (o_.stage == 3 && shard.parts[part].is_cpu() && dtype_ == at::kBFloat16) {
+      dshost::cpu_adamw(p, g, m, v, size, s, shard.parts[part].data_ptr<at::BFloat16>(), threads);
       return;
     }
-    for (int64_t begin = 0; begin < layout_->shard; begin += piece_) {
-      const int64_t n = std::min(piece_, layout_->shard - begin);
+    for (int64_t begin = 0; begin < size; begin += piece_) {
+      const int64_t n = std::min(piece_, size - begin);
       dshost::cpu_adamw(p + begin, g + begin, m + begin, v + begin, n, s, nullptr, threads);
-      write_back(begin, n, shard);
+      write_back(first + begin, n, shard);
     }
   }
 
@@ -707,6 +804,20 @@ class Zero : public dshost::Strategy {
         "strategy.grad_accum_dtype = \"bf16\" needs optimizer.name = \"adamw\" and, on a GPU, "
         "train.precision = \"bf16\" or offload_optimizer_device = \"cpu\": only dshost's fused "
         "AdamW reads bf16 gradients. Set those, or grad_accum_dtype = \"fp32\".",
+        DSHOST_INVALID_ARGUMENT);
+  }
+
+  // The accelerator's share of a split optimizer is updated by the CUDA AdamW, which writes
+  // bf16 parameters and runs beside the step (not on DPU's thread).
+  void check_offload_ratio() const {
+    if (o_.offload_ratio >= 1) return;
+    const bool cuda_update = !device_.is_cuda() || (DSHOST_CUDA_ADAMW && dtype_ == at::kBFloat16);
+    if (o_.offload_optimizer && fused_adamw_ && !o_.delayed_update && cuda_update) return;
+    throw dshost::Error(
+        "strategy.offload_optimizer_ratio < 1 needs offload_optimizer_device = \"cpu\", "
+        "optimizer.name = \"adamw\", delayed_parameter_update = false and, on a GPU, "
+        "train.precision = \"bf16\": the share kept on the GPU is updated there by dshost's "
+        "fused CUDA AdamW, which writes bf16 parameters. Set those, or offload_optimizer_ratio = 1.",
         DSHOST_INVALID_ARGUMENT);
   }
 
@@ -736,10 +847,9 @@ class Zero : public dshost::Strategy {
       finish_delayed_update();
     }
     std::swap(grad_shard_, grad_spare_);
-    std::swap(grad_shard_id_, grad_spare_id_);
     pending_update_ = std::async(std::launch::async, [this, s] {
       RECORD_USER_SCOPE("zero::delayed_update");
-      update_on_host_and_write_back(s, grad_spare_, param_shard_next_, update_threads_);
+      update_on_host_and_write_back(s, grad_spare_, param_shard_next_, 0, update_threads_);
     });
   }
 
@@ -753,9 +863,9 @@ class Zero : public dshost::Strategy {
   // Shard elements [begin, begin + n) of the updated master into the compute-dtype
   // parameters. A host-to-device copy goes from pinned memory without blocking; the caching
   // host allocator keeps that memory until the copy is done.
-  void write_back(int64_t begin, int64_t n, const at::Tensor& shard) {
+  void write_back(int64_t begin, int64_t n, const ShardBuffer& shard) {
     for_each_parameter_range(begin, n, shard, [&](int64_t from, int64_t count, const at::Tensor& target) {
-      const at::Tensor updated = master_.narrow(0, from, count);
+      const at::Tensor updated = master_.range(from, count);
       if (updated.device() == target.device()) target.copy_(updated);
       else target.copy_(updated.to(pinned_if_host(dtype_, at::kCPU)), /*non_blocking=*/true);
     });
@@ -763,11 +873,15 @@ class Zero : public dshost::Strategy {
 
   // Calls f(from, count, target) for the pieces of shard range [begin, begin + n) and the
   // compute-dtype parameters each is written back into: stage 3's parameter shard `shard`,
-  // or stage 2's own chunks of the units overlapping the range.
+  // a piece per part, or stage 2's own chunks of the units overlapping the range.
   template <class F>
-  void for_each_parameter_range(int64_t begin, int64_t n, const at::Tensor& shard, const F& f) {
+  void for_each_parameter_range(int64_t begin, int64_t n, const ShardBuffer& shard, const F& f) {
     if (o_.stage == 3) {
-      f(begin, n, shard.narrow(0, begin, n));
+      for (size_t p = 0; p < shard.parts.size(); ++p) {
+        const int64_t from = std::max(begin, shard.begin[p]);
+        const int64_t to = std::min(begin + n, shard.begin[p] + shard.parts[p].numel());
+        if (from < to) f(from, to - from, shard.range(from, to - from));
+      }
       return;
     }
     for (int u = 0; u < layout_->units(); ++u) {
@@ -804,14 +918,17 @@ class Zero : public dshost::Strategy {
   std::vector<at::Tensor> params_, grads_;  // [unit] full buffers in the compute dtype
   std::vector<std::vector<Views>> views_;   // [unit][index] what the model binds
   std::vector<int32_t> param_ids_, grad_ids_;
-  at::Tensor param_shard_;                  // stage 3: this rank's chunks, compute dtype
-  at::Tensor param_shard_next_, grad_spare_;  // the delayed update's twins
-  at::Tensor master_, exp_avg_, exp_avg_sq_;  // fp32 shard
+  int64_t split_ = 0;                // shard elements whose optimizer stays on the accelerator
+  std::vector<int64_t> shard_begin_;  // where each part of a shard buffer starts
+  ShardBuffer param_shard_;                   // stage 3: this rank's chunks, compute dtype
+  ShardBuffer param_shard_next_, grad_spare_;  // the delayed update's twins
+  ShardBuffer master_, exp_avg_, exp_avg_sq_;  // fp32
   std::unique_ptr<dshost::FlatOptimizer> flat_optimizer_;
   int64_t adam_steps_ = 0;
-  at::Tensor grad_shard_, norm_;
-  int32_t grad_shard_id_ = -1, norm_id_ = -1;  // grad_shard_id_: only when on the device
-  int32_t grad_spare_id_ = -1;
+  bool moments_zeroed_ = false;
+  ShardBuffer grad_shard_;  // parts on the compute device are registered: reductions land there
+  at::Tensor norm_;
+  int32_t norm_id_ = -1;
   Staging staging_[2];
   unsigned staging_turn_ = 0;
   std::deque<Reduction> reductions_;
