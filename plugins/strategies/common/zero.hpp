@@ -175,7 +175,7 @@ class Zero : public dshost::Strategy {
     for (int64_t c : layout_->chunk) largest_chunk = std::max(largest_chunk, c);
     piece_ = std::clamp<int64_t>(o_.reduce_bucket_size / s.world_size(), 1, largest_chunk);
     cut_shard();
-    check_host_memory();
+    check_host_memory(units);
     const at::Device optimizer_home = o_.offload_optimizer ? at::Device(at::kCPU) : device_;
     // The master is read and written by the CPU alone: pageable, like the moments. Gradient
     // shards start empty (each step's first reduction copies into a chunk, step() zeroes the
@@ -422,8 +422,11 @@ class Zero : public dshost::Strategy {
 
   // Host memory for what lives there (offloaded state on a GPU run; everything on a CPU
   // run) is checked up front, before anything is allocated: a clear refusal instead of the
-  // kernel's OOM killer halfway through setup.
-  void check_host_memory() const {
+  // kernel's OOM killer halfway through setup. Twice: what setup writes (all but the fused
+  // AdamW's moments, zeroed at the first step) against what is available now, while the
+  // host still holds the model's initial values; and all of it against that plus those
+  // values, which the model releases when it binds the strategy's views.
+  void check_host_memory(const std::vector<dshost::UnitParams>& units) const {
     const int64_t shard = layout_->shard - split_;  // (split_: what stays on the accelerator)
     const int64_t compute_bytes = dtype_ == at::kFloat ? 4 : 2;
     const int64_t copies = o_.delayed_update ? 2 : 1;  // DPU's second gradient and parameter shards
@@ -440,9 +443,17 @@ class Zero : public dshost::Strategy {
       what = o_.offload_optimizer ? "gradient shard, master and AdamW moments" : "";
       if (o_.offload_param) what += what.empty() ? "the parameter shard" : " and the parameter shard";
     }
-    const int64_t needed = per_rank * services().local_world_size();
-    const int64_t available = dshost::available_host_memory();
-    if (needed <= available) return;
+    const int64_t ranks = services().local_world_size();
+    const int64_t moments = fused_adamw_ && (o_.offload_optimizer || !device_.is_cuda()) ? 8 * shard : 0;
+    int64_t released = 0;
+    for (const auto& unit : units)
+      for (const at::Tensor& value : unit.values)
+        if (value.is_cpu()) released += value.numel() * static_cast<int64_t>(value.element_size());
+    const int64_t now = dshost::available_host_memory();
+    const bool setup_fits = (per_rank - moments) * ranks <= now;
+    const int64_t needed = per_rank * ranks;
+    const int64_t available = setup_fits ? now + released * ranks : now;
+    if (setup_fits && needed <= available) return;
     const auto gib = [](int64_t b) { return std::to_string(b / (1 << 20) / 1024.0).substr(0, 5); };
     throw dshost::Error(std::string(o_.stage == 3 ? "zero3-offload" : "zero2") + " needs " +
                             gib(needed) + " GiB of host memory on this node (" + gib(per_rank) +
@@ -450,6 +461,7 @@ class Zero : public dshost::Strategy {
                             std::to_string(services().local_world_size()) + " ranks: " + what +
                             "), but only " + gib(available) +
                             " GiB is available. Use more nodes, a smaller model" +
+                            (o_.offload_optimizer && device_.is_cuda() ? ", a lower offload_optimizer_ratio" : "") +
                             (o_.offload_param ? ", offload_param_device = \"none\"" : "") +
                             (o_.pin_memory ? ", pin_memory = false (pinned buffers round up to a power of two)" : "") +
                             ", or free host memory.",
