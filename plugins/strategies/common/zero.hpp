@@ -937,7 +937,7 @@ class Zero : public dshost::Strategy {
   ShardBuffer master_, exp_avg_, exp_avg_sq_;  // fp32
   std::unique_ptr<dshost::FlatOptimizer> flat_optimizer_;
   int64_t adam_steps_ = 0;
-  bool moments_zeroed_ = false;
+  bool moments_zeroed_ = false;  // see zero_fresh_moments
   ShardBuffer grad_shard_;  // parts on the compute device are registered: reductions land there
   at::Tensor norm_;
   int32_t norm_id_ = -1;
