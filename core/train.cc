@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -717,8 +718,20 @@ class Worker {
   void call(dshost_status status, const std::string& what) const {
     if (status == DSHOST_OK) return;
     throw UserError(cat("rank ", rv_.rank, " on ", host_name(), ": ", what, " failed: ",
-                        err_.message),
+                        err_.message, status == DSHOST_OUT_OF_MEMORY ? out_of_memory_advice() : ""),
                     status == DSHOST_INVALID_ARGUMENT ? 2 : 1);
+  }
+
+  // What a user can change when an allocation in a plugin failed, in the manifest's terms
+  // (a plugin's own out-of-memory refusal already says it).
+  std::string out_of_memory_advice() const {
+    if (std::strstr(err_.message, "CUDA out of memory"))
+      return " The GPU's memory ran out: lower train.micro_batch_size (raise train.grad_accum_steps "
+             "to keep the batch), or keep less on the GPU: strategy.plugin = \"zero2\", or "
+             "\"zero3-offload\" with offload_param_device = \"cpu\" and offload_optimizer_ratio = 1.";
+    if (std::strcmp(err_.message, "out of memory") != 0) return "";  // (std::bad_alloc's, from guarded)
+    return " The host's memory ran out: lower train.micro_batch_size, or spread the model over more "
+           "nodes with strategy.plugin = \"zero2\" or \"zero3-offload\", which shard its state over ranks.";
   }
 
   template <class T>

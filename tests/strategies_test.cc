@@ -253,6 +253,37 @@ TEST(StrategyOptions, OffloadRatioWithoutTheFusedAdamWIsRefused) {
                           "or offload_optimizer_ratio = 1.");
 }
 
+// A plugin call that runs out of memory reports DSHOST_OUT_OF_MEMORY, host or GPU (LibTorch's
+// CUDA allocator throws a c10::Error saying "CUDA out of memory"); anything else stays
+// DSHOST_INTERNAL. The host adds what to change for that status (DeviceMemory below).
+TEST(PluginErrors, RunningOutOfMemoryIsReportedAsSuch) {
+  dshost_error err{};
+  EXPECT_EQ(guarded(&err, [] { throw std::bad_alloc(); }), DSHOST_OUT_OF_MEMORY);
+  EXPECT_EQ(guarded(&err, [] { throw std::runtime_error("CUDA out of memory. Tried to allocate 20.00 MiB"); }),
+            DSHOST_OUT_OF_MEMORY);
+  EXPECT_STREQ(err.message, "CUDA out of memory. Tried to allocate 20.00 MiB");
+  EXPECT_EQ(guarded(&err, [] { throw std::runtime_error("shape mismatch"); }), DSHOST_INTERNAL);
+}
+
+// vgg16 at a micro-batch of 4096 224x224 images does not fit an 80 GB GPU: the run stops at
+// its first step (exit 1, no summary, no crash) with LibTorch's message and what to change
+// in the manifest's terms.
+TEST(DeviceMemory, RunningOutOfGpuMemorySaysWhatToChange) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = scratch_dir("gpu_oom");
+  std::vector<std::string> args{"run", quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\""};
+  for (const std::string set : {"model.plugin=\"vgg16\"", "data.dataset=\"synthetic\"", "model.num_classes=1000",
+                                "train.device=\"cuda\"", "train.micro_batch_size=4096", "train.max_steps=1",
+                                "train.eval=false", "launcher.nprocs=1"})
+    args.insert(args.end(), {"--set", set});
+  const Ran r = dshost(args);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("model forward_backward failed: CUDA out of memory."), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("The GPU's memory ran out: lower train.micro_batch_size"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/quickstart/summary.json"));
+}
+
 // The CPU AdamW's two extras, exactly: the clipping scale is the gradient scaled first, and
 // the bf16 copy is the updated fp32 value rounded as Tensor::to rounds it.
 TEST(CpuAdamW, ScaleAndBf16CopyEqualTheSeparatePasses) {

@@ -49,9 +49,9 @@ dshost_status guarded(dshost_error* err, Body&& body) noexcept {
   } catch (const std::bad_alloc&) {
     write_error(err, "out of memory");
     return DSHOST_OUT_OF_MEMORY;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // (LibTorch's CUDA allocator: "CUDA out of memory. ...")
     write_error(err, e.what());
-    return DSHOST_INTERNAL;
+    return std::strstr(e.what(), "CUDA out of memory") ? DSHOST_OUT_OF_MEMORY : DSHOST_INTERNAL;
   } catch (...) {
     write_error(err, "unknown exception");
     return DSHOST_INTERNAL;
