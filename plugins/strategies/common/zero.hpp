@@ -495,22 +495,21 @@ class Zero : public dshost::Strategy {
                       " shard elements keep their optimizer on the accelerator (offload_optimizer_ratio " +
                       std::to_string(o_.offload_ratio).substr(0, 4) + ")");
     }
-    shard_begin_ = {0};
-    if (split_ > 0 && split_ < layout_->shard) shard_begin_.push_back(split_);
   }
 
   // A shard buffer of `dtype` cut as cut_shard() decided: the part before split_ on the
   // compute device, the rest (or all) at `home`, pinned there when `pinnable` and pin_memory
   // say so; parts on the compute device registered when asked. Left uninitialised.
   ShardBuffer shard_buffer(at::ScalarType dtype, at::Device home, bool pinnable, bool registered = false) const {
-    ShardBuffer b{shard_begin_, {}, {}};
-    for (size_t p = 0; p < shard_begin_.size(); ++p) {
-      const int64_t end = p + 1 < shard_begin_.size() ? shard_begin_[p + 1] : layout_->shard;
-      const at::Device where = shard_begin_[p] < split_ ? device_ : home;
+    ShardBuffer b;
+    const auto add_part = [&](int64_t begin, int64_t end, at::Device where) {
       const auto options = pinnable ? pinned_if_host(dtype, where) : at::TensorOptions().dtype(dtype).device(where);
-      b.parts.push_back(at::empty({end - shard_begin_[p]}, options));
-      b.ids.push_back(registered && where == device_ ? services().register_buffer(dshost::to_dlpack(b.parts[p])) : -1);
-    }
+      b.begin.push_back(begin);
+      b.parts.push_back(at::empty({end - begin}, options));
+      b.ids.push_back(registered && where == device_ ? services().register_buffer(dshost::to_dlpack(b.parts.back())) : -1);
+    };
+    if (split_ > 0) add_part(0, split_, device_);
+    if (split_ == 0 || split_ < layout_->shard) add_part(split_, layout_->shard, home);
     return b;
   }
 
@@ -931,7 +930,6 @@ class Zero : public dshost::Strategy {
   std::vector<std::vector<Views>> views_;   // [unit][index] what the model binds
   std::vector<int32_t> param_ids_, grad_ids_;
   int64_t split_ = 0;                // shard elements whose optimizer stays on the accelerator
-  std::vector<int64_t> shard_begin_;  // where each part of a shard buffer starts
   ShardBuffer param_shard_;                   // stage 3: this rank's chunks, compute dtype
   ShardBuffer param_shard_next_, grad_spare_;  // the delayed update's twins
   ShardBuffer master_, exp_avg_, exp_avg_sq_;  // fp32
