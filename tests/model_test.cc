@@ -507,5 +507,42 @@ TEST(Linear, LeavesUnboundOrAutocastWeightsToAutograd) {
   EXPECT_TRUE(at::allclose(w.grad(), at::ones({4, 5}).t().mm(x), 2e-2, 2e-2));
 }
 
+
+// A recomputed unit (activation checkpointing) keeps its input alone, runs once in forward
+// and again in backward, and gives autograd's gradients exactly, dropout included: the
+// second run replays the first's random numbers and leaves the generator where the first
+// left it. Without the replay its masks are new and the gradients wrong.
+TEST(Recomputed, GivesAutogradsGradientsWithTheSameRandomNumbers) {
+  const at::Tensor x0 = at::randn({4, 8}), w = at::randn({8, 8}).set_requires_grad(true);
+  int runs = 0;
+  const auto unit = [&](const at::Tensor& x) {
+    ++runs;
+    return at::dropout(at::tanh(dshost::linear(x, w)), 0.5, /*train=*/true);
+  };
+  struct Result {
+    at::Tensor y, dx, dw, next;  // next: the generator's draw after backward
+  };
+  const auto train = [&](bool recompute, bool replay) {
+    at::manual_seed(11);
+    const at::Tensor x = x0.clone().set_requires_grad(true);
+    w.mutable_grad() = at::Tensor();
+    const at::Tensor y = recompute
+        ? dshost::detail::Recomputed::apply(x, dshost::detail::Recomputed::Unit::make(unit, replay))
+        : unit(x);
+    (y * at::arange(32, at::kFloat).view({4, 8})).sum().backward();
+    return Result{y.detach(), x.grad(), w.grad().clone(), at::rand({4})};
+  };
+  const Result plain = train(false, false);
+  runs = 0;
+  const Result recomputed = train(true, true);
+  EXPECT_EQ(runs, 2);
+  EXPECT_TRUE(at::equal(recomputed.y, plain.y));
+  EXPECT_TRUE(at::equal(recomputed.dx, plain.dx));
+  EXPECT_TRUE(at::equal(recomputed.dw, plain.dw));
+  EXPECT_TRUE(at::equal(recomputed.next, plain.next));
+  const Result new_masks = train(true, false);
+  EXPECT_FALSE(at::equal(new_masks.dw, plain.dw));
+}
+
 }  // namespace
 }  // namespace dshost

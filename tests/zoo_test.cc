@@ -92,5 +92,28 @@ TEST(GptTraining, LearnsTextAndZero3TakesZero2sSteps) {
   EXPECT_EQ(zero2, zero3);
 }
 
+// model.activation_checkpointing: each block runs again in backward, between the unit's
+// pre_backward (zero3-offload gathers it again) and grads_ready, with the dropout masks and
+// autocast of its first run: the same steps exactly, under ddp's bf16 autocast over fp32
+// parameters and under zero3-offload's sharded fp32 ones, with dropout on.
+TEST(GptTraining, ActivationCheckpointingTakesTheSameSteps) {
+  const std::vector<std::string> common{
+      "model.plugin=gpt", "model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.dropout=0.1",
+      "model.vocab_size=256", "model.block_size=64", "data.dataset=text", "data.path=\"\"",
+      "train.micro_batch_size=8", "train.eval=false", "train.threads=1", "launcher.nprocs=2",
+      "train.max_steps=10", "optimizer.lr=0.003", "scheduler.warmup_steps=0"};
+  for (const std::string strategy : {"strategy.plugin=ddp", "strategy.plugin=\"zero3-offload\""}) {
+    auto sets = common;
+    sets.push_back(strategy);
+    if (strategy == "strategy.plugin=ddp") sets.push_back("train.precision=bf16");
+    const auto kept = train_quickstart("gpt_kept", sets);
+    sets.push_back("model.activation_checkpointing=true");
+    const auto recomputed = train_quickstart("gpt_recomputed", sets);
+    ASSERT_EQ(kept.size(), 10u) << strategy;
+    EXPECT_LT(kept.back(), kept.front() - 0.3) << strategy;
+    EXPECT_EQ(kept, recomputed) << strategy;
+  }
+}
+
 }  // namespace
 }  // namespace dshost::test

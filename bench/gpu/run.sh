@@ -3,7 +3,7 @@
 # (../shared/gpu/README.md), from the repository root with .devdeps/ and .fmnist/ carried:
 #
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph images-zero2 gpt
-#                                 gpt-1.3b gpt-zero2 offload
+#                                 gpt-1.3b gpt-zero2 offload offload-split
 #                                 profile profile-zero2 profile-zero2-bf16 profile-offload profile-offload-dpu (kernel time by
 #                                 family and host phases, $OUT/profiles.md) streams-offload
 #                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
@@ -177,6 +177,22 @@ offload() {
     --batch 8 --warmup 2 --steps 3 --fsdp-offload
 }
 
+# zero3-offload with part of the optimizer on the GPU, in the memory activation
+# checkpointing frees (each block's activations recomputed in backward, with the GPU time
+# the CPU AdamW leaves over): OFFLOAD_RATIOS="..." (default 0.5), each against the FSDP2 peer
+# at no more GPU memory.
+offload_split() {
+  for ratio in ${OFFLOAD_RATIOS:-0.5}; do
+    kind_suffix=", delayed update, bf16 gradients, activation checkpointing, ratio $ratio" gpt_cases \
+      "gpt-1.3b_b8_zero3_dpu_bf16_ckpt_r${ratio}_dshost" gpt-1.3b 8 22 zero3-offload \
+      strategy.offload_param_device=\"cpu\" train.log_every=5 strategy.delayed_parameter_update=true \
+      strategy.grad_accum_dtype=\"bf16\" model.activation_checkpointing=true \
+      strategy.offload_optimizer_ratio="$ratio"
+  done
+  peer_run gpt-1.3b_b8_fsdp2_offload "gpt gpt-1.3b b8 zero3-offload" --model gpt --preset gpt-1.3b \
+    --batch 8 --warmup 2 --steps 3 --fsdp-offload
+}
+
 # Two steps traced on each side after warm-up; bench/gpu/kernels.py sums their kernels.
 profile() {
   local steps=(train.max_steps=26 train.profile_steps=2 train.profile_after=20)
@@ -285,6 +301,7 @@ for group in "$@"; do
     gpt-1.3b) gpt13 ;;
     gpt-zero2) gpt_zero2 ;;
     offload) offload ;;
+    offload-split) offload_split ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;

@@ -65,7 +65,10 @@
 // step late (the loss and an evaluation also see parameters one update behind). Costs a
 // second gradient shard and a second parameter shard in host memory: update N reads one and
 // writes the other while step N+1's backward and gathers use their twins; step N+1 waits
-// for update N, then the pairs swap. A checkpoint waits for the update in flight.
+// for update N, then the pairs swap. A checkpoint waits for the update in flight. With
+// offload_optimizer_ratio < 1 the GPU's share is updated by the CUDA kernel into its part
+// of the second parameter shard, so its gradients are one step late too (one rule for
+// every parameter); its gradient part has no twin, as the stream orders its uses.
 #pragma once
 
 #include <dshost/cpu_adam.hpp>
@@ -90,6 +93,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -186,7 +190,7 @@ class Zero : public dshost::Strategy {
     if (grads_in_shard_) grad_shard_.zero();
     // (The twins are made as the originals are: *_like would drop pinned_memory, and pageable
     // copies ran at 8 GB/s every other step.)
-    if (o_.delayed_update) grad_spare_ = shard_buffer(o_.grad_dtype, optimizer_home, true, true);
+    if (o_.delayed_update) grad_spare_ = shard_buffer(o_.grad_dtype, optimizer_home, true, true, &grad_shard_);
     if (device_.is_cuda() && o_.stage == 3 && (o_.offload_optimizer || o_.offload_param)) {
       const auto* impl = c10::impl::getDeviceGuardImpl(device_.type());
       copies_.emplace(Copies{impl->getStreamFromGlobalPool(device_), impl->getStreamFromGlobalPool(device_), {}});
@@ -317,8 +321,9 @@ class Zero : public dshost::Strategy {
 
   dshost_memory_report memory() const override {
     dshost_memory_report r{};
+    std::set<const void*> counted;  // DPU's gradient twins share their GPU part
     const auto add = [&](const at::Tensor& t, int64_t* device, int64_t* host) {
-      if (t.defined())
+      if (t.defined() && counted.insert(t.storage().data()).second)
         dshost::tally(static_cast<int64_t>(t.storage().nbytes()), t.device(), device_, device, host);
     };
     const auto add_parts = [&](const ShardBuffer& b, int64_t* device, int64_t* host) {
@@ -499,12 +504,20 @@ class Zero : public dshost::Strategy {
 
   // A shard buffer of `dtype` cut as cut_shard() decided: the part before split_ on the
   // compute device, the rest (or all) at `home`, pinned there when `pinnable` and pin_memory
-  // say so; parts on the compute device registered when asked. Left uninitialised.
-  ShardBuffer shard_buffer(at::ScalarType dtype, at::Device home, bool pinnable, bool registered = false) const {
+  // say so; parts on the compute device registered when asked. Left uninitialised. A twin
+  // (DPU's second gradient shard) shares `twin_of`'s part on a GPU: that part's update runs
+  // on the compute stream, before the next backward can write it.
+  ShardBuffer shard_buffer(at::ScalarType dtype, at::Device home, bool pinnable, bool registered = false,
+                           const ShardBuffer* twin_of = nullptr) const {
     ShardBuffer b;
     const auto add_part = [&](int64_t begin, int64_t end, at::Device where) {
-      const auto options = pinnable ? pinned_if_host(dtype, where) : at::TensorOptions().dtype(dtype).device(where);
       b.begin.push_back(begin);
+      if (twin_of && where.is_cuda()) {
+        b.parts.push_back(twin_of->parts[b.parts.size()]);
+        b.ids.push_back(twin_of->ids[b.ids.size()]);
+        return;
+      }
+      const auto options = pinnable ? pinned_if_host(dtype, where) : at::TensorOptions().dtype(dtype).device(where);
       b.parts.push_back(at::empty({end - begin}, options));
       b.ids.push_back(registered && where == device_ ? services().register_buffer(dshost::to_dlpack(b.parts.back())) : -1);
     };
@@ -739,15 +752,23 @@ class Zero : public dshost::Strategy {
 
   // dshost's fused AdamW, part by part: the accelerator's by the CUDA kernel (no wait), then
   // the host's by the CPU, which needs the clipping scale: the one wait for the device.
+  // Under DPU both write the parameter shard's twin, which becomes the gathered one when
+  // the next step finds the host's update done.
   void update_fused(const dshost_step_args& args, const at::Tensor& norm) {
     zero_fresh_moments();
     dshost::AdamWStep adamw = next_adamw_step(args.lr);
+    if (o_.delayed_update) {
+      RECORD_USER_SCOPE("zero::wait_for_delayed_update");
+      finish_delayed_update();
+    }
+    const ShardBuffer& updated = o_.delayed_update ? param_shard_next_ : param_shard_;
     for (size_t p = 0; p < master_.parts.size(); ++p)
-      if (master_.parts[p].is_cuda()) update_on_device(adamw, args.max_grad_norm, norm, static_cast<int>(p));
-    if (!master_.parts.back().is_cpu()) return;
-    const double n = norm.item<double>();
-    const double max = args.max_grad_norm;
-    adamw.grad_scale = static_cast<float>(max > 0 && n > max ? max / (n + 1e-6) : 1.0);
+      if (master_.parts[p].is_cuda()) update_on_device(adamw, args.max_grad_norm, norm, static_cast<int>(p), updated);
+    if (master_.parts.back().is_cpu()) {
+      const double n = norm.item<double>();
+      const double max = args.max_grad_norm;
+      adamw.grad_scale = static_cast<float>(max > 0 && n > max ? max / (n + 1e-6) : 1.0);
+    }
     if (o_.delayed_update) {
       start_delayed_update(adamw);
       return;
@@ -759,8 +780,10 @@ class Zero : public dshost::Strategy {
 
   // The fused CUDA AdamW (cuda_adamw.h) on shard part `part`, clipping by a divisor it reads
   // on the device (no wait for the norm), writing the updated master into the bf16
-  // parameters in the same pass, one launch for each range write_back would copy.
-  void update_on_device(const dshost::AdamWStep& step, double max_grad_norm, const at::Tensor& norm, int part) {
+  // parameters (stage 3: `shard`) in the same pass, one launch for each range write_back
+  // would copy.
+  void update_on_device(const dshost::AdamWStep& step, double max_grad_norm, const at::Tensor& norm, int part,
+                        const ShardBuffer& shard) {
 #if DSHOST_CUDA_ADAMW
     const at::Tensor divisor = max_grad_norm > 0 ? dshost::clip_divisor(norm, max_grad_norm) : at::Tensor();
     void* stream = c10::cuda::getCurrentCUDAStream(device_.index()).stream();
@@ -773,9 +796,9 @@ class Zero : public dshost::Strategy {
       if (const char* err = cuda_adamw(r, step, divisor.defined() ? divisor.data_ptr<float>() : nullptr, stream))
         throw dshost::Error(std::string("the fused CUDA AdamW failed to launch: ") + err, DSHOST_INTERNAL);
     };
-    for_each_parameter_range(master_.begin[part], master_.parts[part].numel(), param_shard_, update);
+    for_each_parameter_range(master_.begin[part], master_.parts[part].numel(), shard, update);
 #else
-    (void)step, (void)max_grad_norm, (void)norm, (void)part;
+    (void)step, (void)max_grad_norm, (void)norm, (void)part, (void)shard;
 #endif
   }
 
@@ -819,14 +842,14 @@ class Zero : public dshost::Strategy {
   }
 
   // The accelerator's share of a split optimizer is updated by the CUDA AdamW, which writes
-  // bf16 parameters and runs beside the step (not on DPU's thread).
+  // bf16 parameters and runs on the compute stream (under DPU too, not on DPU's thread).
   void check_offload_ratio() const {
     if (o_.offload_ratio >= 1) return;
     const bool cuda_update = !device_.is_cuda() || (DSHOST_CUDA_ADAMW && dtype_ == at::kBFloat16);
-    if (o_.offload_optimizer && fused_adamw_ && !o_.delayed_update && cuda_update) return;
+    if (o_.offload_optimizer && fused_adamw_ && cuda_update) return;
     throw dshost::Error(
         "strategy.offload_optimizer_ratio < 1 needs offload_optimizer_device = \"cpu\", "
-        "optimizer.name = \"adamw\", delayed_parameter_update = false and, on a GPU, "
+        "optimizer.name = \"adamw\" and, on a GPU, "
         "train.precision = \"bf16\": the share kept on the GPU is updated there by dshost's "
         "fused CUDA AdamW, which writes bf16 parameters. Set those, or offload_optimizer_ratio = 1.",
         DSHOST_INVALID_ARGUMENT);
@@ -848,19 +871,17 @@ class Zero : public dshost::Strategy {
         DSHOST_INVALID_ARGUMENT);
   }
 
-  // Waits for step N-1's update, whose parameters step N+1 will gather, then starts step
-  // N's from the gradients just reduced; the next backward fills the other shard.
-  // step() waited for the copy streams and, reading the norm, for the compute stream, so no
-  // gather still reads the shard the update overwrites.
+  // Starts step N's host update from the gradients just reduced, once update_fused found
+  // step N-1's done (its parameters are the ones step N+1 gathers); the next backward fills
+  // the other gradient shard. step() waited for the copy streams and, reading the norm, for
+  // the compute stream, so no gather still reads the shard the update overwrites.
   void start_delayed_update(const dshost::AdamWStep& s) {
-    {
-      RECORD_USER_SCOPE("zero::wait_for_delayed_update");
-      finish_delayed_update();
-    }
     std::swap(grad_shard_, grad_spare_);
     pending_update_ = std::async(std::launch::async, [this, s] {
       RECORD_USER_SCOPE("zero::delayed_update");
-      update_on_host_and_write_back(s, grad_spare_, param_shard_next_, 0, update_threads_);
+      for (size_t p = 0; p < master_.parts.size(); ++p)
+        if (master_.parts[p].is_cpu())
+          update_on_host_and_write_back(s, grad_spare_, param_shard_next_, static_cast<int>(p), update_threads_);
     });
   }
 

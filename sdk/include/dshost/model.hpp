@@ -15,6 +15,7 @@
 
 #include <dshost/torch.hpp>
 
+#include <ATen/Context.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
@@ -25,6 +26,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -49,6 +51,60 @@ struct LinearIntoGrad : torch::autograd::Function<LinearIntoGrad> {
     weight.grad().addmm_(g.t(), x.reshape({-1, x.size(-1)}));        // [out, in] += g^T x
     return {ctx->needs_input_grad(0) ? g.mm(weight).view(x.sizes()) : at::Tensor(), at::Tensor(),
             ctx->saved_data["bias"].toBool() ? g.sum(0) : at::Tensor()};
+  }
+};
+
+// A unit run without keeping its activations (see Model::checkpoint_activations): forward
+// keeps its input, and backward runs the unit again from it with autograd on, the autocast
+// of the first run and, if asked, its random numbers, then backpropagates through that run.
+struct Recomputed : torch::autograd::Function<Recomputed> {
+  struct Unit : torch::CustomClassHolder {
+    std::function<at::Tensor(const at::Tensor&)> forward;
+    bool replay_random = false;
+    static c10::intrusive_ptr<Unit> make(std::function<at::Tensor(const at::Tensor&)> f, bool replay) {
+      auto unit = c10::make_intrusive<Unit>();
+      unit->forward = std::move(f);
+      unit->replay_random = replay;
+      return unit;
+    }
+  };
+
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const c10::intrusive_ptr<Unit>& unit) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["unit"] = at::IValue::make_capsule(unit);
+    ctx->saved_data["autocast"] = autocast_enabled(x.device());
+    if (unit->replay_random) ctx->saved_data["random"] = random_state(x.device());
+    return unit->forward(x);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto* unit = static_cast<const Unit*>(ctx->saved_data["unit"].toCapsule().get());
+    const at::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    at::Tensor y;
+    {
+      const at::Tensor after = unit->replay_random ? random_state(x.device()) : at::Tensor();
+      if (after.defined()) set_random_state(x.device(), ctx->saved_data["random"].toTensor());
+      at::AutoGradMode grad_mode(true);
+      AutocastScope autocast(x.device(), ctx->saved_data["autocast"].toBool());
+      y = unit->forward(x);
+      if (after.defined()) set_random_state(x.device(), after);
+    }
+    torch::autograd::backward({y}, {grads[0]});
+    return {x.grad(), at::Tensor()};
+  }
+
+  // The state of `device`'s default random generator, and setting it.
+  static at::Tensor random_state(at::Device device) {
+    at::Generator generator = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    return generator.get_state();
+  }
+  static void set_random_state(at::Device device, const at::Tensor& state) {
+    at::Generator generator = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state);
   }
 };
 
@@ -126,12 +182,25 @@ class Model : public torch::nn::Module {
     for (const Unit& u : member.units()) units_.push_back(Unit{prefix + "." + u.name, u.module, u.forward});
   }
 
+  // Activation checkpointing (Megatron's full recomputation): from here on, run_unit keeps
+  // only the input of a unit whose input needs a gradient and runs the unit again in
+  // backward, about a third more compute for the activations inside every unit. With
+  // `replay_random`, the second run draws the random numbers the first drew (dropout's
+  // masks), as PyTorch's checkpoint does with preserve_rng_state.
+  void checkpoint_activations(bool replay_random) {
+    recompute_ = true;
+    replay_random_ = replay_random;
+  }
+
   // Runs unit u on x, raising pre_forward / post_forward, and pre_backward when the
-  // gradient of its output arrives.
+  // gradient of its output arrives. A recomputed unit runs again between its pre_backward
+  // and grads_ready, from the parameters the strategy gathered for its backward.
   at::Tensor run_unit(size_t u, const at::Tensor& x) {
     const int unit = static_cast<int>(u);
     services_.unit_event(DSHOST_PRE_FORWARD, unit);
-    at::Tensor y = units_[u].forward(x);
+    at::Tensor y = recompute_ && x.requires_grad() && at::GradMode::is_enabled()
+                       ? detail::Recomputed::apply(x, detail::Recomputed::Unit::make(units_[u].forward, replay_random_))
+                       : units_[u].forward(x);
     services_.unit_event(DSHOST_POST_FORWARD, unit);
     if (y.requires_grad()) {
       Services s = services_;
@@ -143,6 +212,7 @@ class Model : public torch::nn::Module {
  private:
   Services services_;
   std::vector<Unit> units_;
+  bool recompute_ = false, replay_random_ = false;  // see checkpoint_activations
 };
 
 namespace detail {
