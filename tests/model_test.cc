@@ -544,5 +544,35 @@ TEST(Recomputed, GivesAutogradsGradientsWithTheSameRandomNumbers) {
   EXPECT_FALSE(at::equal(new_masks.dw, plain.dw));
 }
 
+
+// dshost::conv_relu on CUDA in bf16 is cuDNN's fused convolution + bias + ReLU (its own
+// autograd node), and gives conv2d then relu's output and gradients: against the fp32
+// computation from the same bf16 values, within bf16's rounding.
+TEST(ConvRelu, CudaBf16IsOneFusedKernelWithConv2dThenRelusGradients) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(3);
+  const auto cuda = at::TensorOptions().device(at::kCUDA);
+  const auto bf16 = [](const at::Tensor& t) {
+    return t.to(at::kBFloat16).contiguous(t.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  };
+  const at::Tensor x = bf16(at::randn({4, 16, 12, 12}, cuda)), w = bf16(at::randn({32, 16, 3, 3}, cuda) * 0.1),
+                   b = bf16(at::randn({32}, cuda) * 0.1), g = at::randn({4, 32, 12, 12}, cuda);
+  auto leaf = [](const at::Tensor& t) { return t.detach().clone().set_requires_grad(true); };
+  const at::Tensor xs = leaf(x), ws = leaf(w), bs = leaf(b);
+  const at::Tensor y = dshost::conv_relu(xs, ws, bs, 1, 1);
+  y.backward(bf16(g));
+  const at::Tensor xr = leaf(x.to(at::kFloat)), wr = leaf(w.to(at::kFloat)), br = leaf(b.to(at::kFloat));
+  const at::Tensor yr = at::conv2d(xr, wr, br, {1, 1}, {1, 1}).relu();
+  yr.backward(g);
+  EXPECT_NE(y.grad_fn()->name().find("ConvRelu"), std::string::npos) << y.grad_fn()->name();
+  const auto close = [](const at::Tensor& got, const at::Tensor& want) {
+    return (got.to(at::kFloat) - want).abs().max().item<double>() <= 1e-2 * want.abs().max().item<double>();
+  };
+  EXPECT_TRUE(close(y, yr));
+  EXPECT_TRUE(close(xs.grad(), xr.grad()));
+  EXPECT_TRUE(close(ws.grad(), wr.grad()));
+  EXPECT_TRUE(close(bs.grad(), br.grad()));
+}
+
 }  // namespace
 }  // namespace dshost

@@ -4,12 +4,13 @@
 #
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph images-zero2 gpt
 #                                 gpt-1.3b gpt-zero2 offload offload-split
-#                                 profile profile-zero2 profile-zero2-bf16 profile-offload profile-offload-dpu (kernel time by
+#                                 profile profile-zero2 profile-zero2-bf16 profile-offload profile-offload-dpu profile-offload-split (kernel time by
 #                                 family and host phases, $OUT/profiles.md) streams-offload
 #                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
 #                                 memory (gpt 1.3B's step's GPU memory by operator: $OUT/memory.md)
 #                                 largest-ddp largest-zero3 largest-zero3-bf16 largest-zero3-split (the largest gpt
 #                                 that trains, $OUT/largest.txt)
+#                                 conv-relu (vgg16's convolutions: eager against cuDNN's fused conv + bias + relu)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
 #
@@ -180,15 +181,19 @@ offload() {
 # zero3-offload with part of the optimizer on the GPU, in the memory activation
 # checkpointing frees (each block's activations recomputed in backward, with the GPU time
 # the CPU AdamW leaves over): OFFLOAD_RATIOS="..." (default 0.5), each against the FSDP2 peer
-# at no more GPU memory.
+# at no more GPU memory; the first ratio also undelayed.
 offload_split() {
-  for ratio in ${OFFLOAD_RATIOS:-0.5}; do
+  local split=(strategy.offload_param_device=\"cpu\" train.log_every=5 strategy.grad_accum_dtype=\"bf16\"
+               model.activation_checkpointing=true)
+  local ratios=(${OFFLOAD_RATIOS:-0.5})
+  for ratio in "${ratios[@]}"; do
     kind_suffix=", delayed update, bf16 gradients, activation checkpointing, ratio $ratio" gpt_cases \
-      "gpt-1.3b_b8_zero3_dpu_bf16_ckpt_r${ratio}_dshost" gpt-1.3b 8 22 zero3-offload \
-      strategy.offload_param_device=\"cpu\" train.log_every=5 strategy.delayed_parameter_update=true \
-      strategy.grad_accum_dtype=\"bf16\" model.activation_checkpointing=true \
-      strategy.offload_optimizer_ratio="$ratio"
+      "gpt-1.3b_b8_zero3_dpu_bf16_ckpt_r${ratio}_dshost" gpt-1.3b 8 22 zero3-offload "${split[@]}" \
+      strategy.delayed_parameter_update=true strategy.offload_optimizer_ratio="$ratio"
   done
+  kind_suffix=", bf16 gradients, activation checkpointing, ratio ${ratios[0]}" gpt_cases \
+    "gpt-1.3b_b8_zero3_bf16_ckpt_r${ratios[0]}_dshost" gpt-1.3b 8 22 zero3-offload "${split[@]}" \
+    strategy.offload_optimizer_ratio="${ratios[0]}"
   peer_run gpt-1.3b_b8_fsdp2_offload "gpt gpt-1.3b b8 zero3-offload" --model gpt --preset gpt-1.3b \
     --batch 8 --warmup 2 --steps 3 --fsdp-offload
 }
@@ -307,6 +312,9 @@ for group in "$@"; do
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;
     profile-offload) profile_offload ;;
     profile-offload-dpu) profile_offload strategy.delayed_parameter_update=true ;;
+    profile-offload-split) profile_offload strategy.delayed_parameter_update=true strategy.grad_accum_dtype=\"bf16\" \
+                             model.activation_checkpointing=true strategy.offload_optimizer_ratio=0.5 ;;
+    conv-relu) python3 bench/gpu/conv_relu.py 8 32 > "$out/conv_relu.txt" 2>&1; cat "$out/conv_relu.txt" ;;
     streams-offload) streams_offload ;;
     memory) memory ;;
     largest-ddp) largest ddp ddp "" 24 22 20 18 16 ;;

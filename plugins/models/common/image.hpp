@@ -50,6 +50,15 @@ struct ChainImpl : nn::SequentialImpl {
 };
 TORCH_MODULE(Chain);
 
+// An nn::Conv2d (the same parameters, names and layout) whose forward is
+// dshost::conv_relu: the ReLU after it comes with it.
+struct ConvReluImpl : nn::Conv2dImpl {
+  explicit ConvReluImpl(const nn::Conv2dOptions& o) : Conv2dImpl(o), padding((o.kernel_size()->at(0) - 1) / 2) {}
+  at::Tensor forward(const at::Tensor& x) { return dshost::conv_relu(x, weight, bias, 1, padding); }
+  int64_t padding;
+};
+TORCH_MODULE(ConvRelu);
+
 enum class Act { none, relu, relu6, silu };
 
 inline void add_activation(Chain& seq, Act act) {
@@ -75,13 +84,11 @@ class Stack {
 
   // k x k convolution, padding (k - 1) / 2, to `out` channels.
   nn::Conv2d conv(int64_t out, int64_t k, int64_t stride = 1, int64_t groups = 1, bool bias = false) {
-    const int64_t pad = (k - 1) / 2;
-    size_ = (size_ + 2 * pad - k) / stride + 1;
-    flops_ += 2 * out * (channels_ / groups) * k * k * size_ * size_;
-    nn::Conv2d c(nn::Conv2dOptions(channels_, out, k).stride(stride).padding(pad).groups(groups).bias(bias));
-    channels_ = out;
-    return c;
+    return nn::Conv2d(conv_options(out, k, stride, groups, bias));
   }
+
+  // A biased k x k convolution (stride 1) and the ReLU after it, in one (dshost::conv_relu).
+  ConvRelu conv_relu(int64_t out, int64_t k) { return ConvRelu(conv_options(out, k, 1, 1, true)); }
 
   // Convolution (no bias), batch norm, activation: torchvision's Conv2dNormActivation.
   Chain conv_bn(int64_t out, int64_t k, int64_t stride, Act act, int64_t groups = 1) {
@@ -111,6 +118,16 @@ class Stack {
   void set_channels(int64_t c) { channels_ = c; }
 
  private:
+  // The options of the next convolution, following the feature map through it.
+  nn::Conv2dOptions conv_options(int64_t out, int64_t k, int64_t stride, int64_t groups, bool bias) {
+    const int64_t pad = (k - 1) / 2;
+    size_ = (size_ + 2 * pad - k) / stride + 1;
+    flops_ += 2 * out * (channels_ / groups) * k * k * size_ * size_;
+    const auto options = nn::Conv2dOptions(channels_, out, k).stride(stride).padding(pad).groups(groups).bias(bias);
+    channels_ = out;
+    return options;
+  }
+
   int64_t channels_, size_, flops_ = 0;
 };
 

@@ -35,9 +35,14 @@ class Vgg : public ImageModel {
       const int64_t channels = std::min<int64_t>(64 << stage, 512);
       Chain seq;
       for (int c = 0; c < kConvsPerStage[stage]; ++c) {
-        seq->push_back(stack_.conv(channels, 3, 1, 1, /*bias=*/true));  // biased even with bn
-        if (bn) seq->push_back(nn::BatchNorm2d(channels));
-        seq->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
+        if (bn) {
+          seq->push_back(stack_.conv(channels, 3, 1, 1, /*bias=*/true));  // biased even with bn
+          seq->push_back(nn::BatchNorm2d(channels));
+          seq->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
+        } else {
+          seq->push_back(stack_.conv_relu(channels, 3));
+          seq->push_back(nn::Identity());  // (the ReLU, in conv_relu; torchvision's indices kept)
+        }
       }
       seq->push_back(stack_.max_pool(2, 2));
       add_unit("stage" + std::to_string(stage + 1), seq);
