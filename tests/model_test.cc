@@ -1,6 +1,8 @@
 // Model plugins through the ABI, in-process, as the host creates them.
 #include <dshost/model.hpp>
 
+#include "plugins/models/common/image.hpp"
+
 #include "core/checkpoint.h"
 #include "core/manifest.h"
 #include "core/plugin_loader.h"
@@ -572,6 +574,28 @@ TEST(ConvRelu, CudaBf16IsOneFusedKernelWithConv2dThenRelusGradients) {
   EXPECT_TRUE(close(xs.grad(), xr.grad()));
   EXPECT_TRUE(close(ws.grad(), wr.grad()));
   EXPECT_TRUE(close(bs.grad(), br.grad()));
+}
+
+
+// vgg's 2 x 2 max pooling on CUDA (channels-last bf16): ATen's output and gradient exactly,
+// ties included (after a ReLU many windows hold several zeros; the first in row-major order
+// takes the gradient, as in ATen), from a byte per output where ATen keeps an int64 index.
+TEST(MaxPool2x2, CudaBf16GivesAtensOutputAndGradientExactly) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(4);
+  const auto channels_last_bf16 = [](const at::Tensor& t) {
+    return t.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+  };
+  const at::Tensor x0 = channels_last_bf16(at::randn({3, 64, 12, 10}, at::kCUDA).relu());
+  const at::Tensor upstream = channels_last_bf16(at::randn({3, 64, 6, 5}, at::kCUDA));
+  const at::Tensor x = x0.detach().clone().set_requires_grad(true), xr = x0.detach().clone().set_requires_grad(true);
+  const at::Tensor y = dshost_models::MaxPool2x2()->forward(x), yr = at::max_pool2d(xr, {2, 2}, {2, 2});
+  y.backward(upstream);
+  yr.backward(upstream);
+  EXPECT_NE(y.grad_fn()->name().find("CudaMaxPool2x2"), std::string::npos) << y.grad_fn()->name();
+  EXPECT_TRUE(at::equal(y, yr));
+  EXPECT_TRUE(at::equal(x.grad(), xr.grad()));
+  EXPECT_GT(at::eq(x0, 0).sum().item<int64_t>(), x0.numel() / 3) << "ties to break";
 }
 
 }  // namespace

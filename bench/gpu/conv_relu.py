@@ -2,7 +2,7 @@
 bias, then relu_ (PyTorch eager's path) against cuDNN's fused conv + bias + relu
 (torch.cudnn_convolution_relu), forward alone, and forward with backward (the fused one's
 backward: threshold_backward, then convolution_backward). Milliseconds per batch, summed
-over the 13 layers.  Usage: python3 bench/gpu/conv_relu.py [B ...]"""
+over the 13 layers (and each layer's: eager forward, fused forward, eager both, fused both).  Usage: python3 bench/gpu/conv_relu.py [B ...]"""
 import sys
 
 import torch
@@ -52,12 +52,31 @@ def layer(batch, cin, cout, size):
     return timed(eager), timed(fused), timed(eager_both), timed(fused_both), err
 
 
+def padded_first_layer(batch, channels):
+    """The first convolution, fused, with its 3 input channels zero-padded to `channels`."""
+    cl = torch.channels_last
+    x = torch.randn(batch, channels, 224, 224, device="cuda", dtype=torch.bfloat16).to(memory_format=cl)
+    w = torch.randn(64, channels, 3, 3, device="cuda", dtype=torch.bfloat16).to(memory_format=cl)
+    b = torch.randn(64, device="cuda", dtype=torch.bfloat16)
+    g = torch.randn(batch, 64, 224, 224, device="cuda", dtype=torch.bfloat16).to(memory_format=cl)
+
+    def both():
+        y = torch.cudnn_convolution_relu(x, w, b, (1, 1), (1, 1), (1, 1), 1)
+        gy = torch.ops.aten.threshold_backward(g, y, 0)
+        torch.ops.aten.convolution_backward(gy, x, w, [64], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                            [False, True, True])
+    return timed(both)
+
+
 for batch in [int(a) for a in sys.argv[1:]] or [8, 32]:
     sums = [0.0] * 4
     worst = 0.0
     for cin, cout, size in LAYERS:
         *times, err = layer(batch, cin, cout, size)
+        print(f"  b{batch} {cin:>3} -> {cout:>3} at {size:>3}: " + ", ".join(f"{t:.3f}" for t in times))
         sums = [s + t for s, t in zip(sums, times)]
         worst = max(worst, err)
+    print(f"  b{batch} first layer fused forward+backward, input channels padded to 4 / 8: "
+          f"{padded_first_layer(batch, 4):.3f} / {padded_first_layer(batch, 8):.3f} ms")
     print(f"vgg16 convs b{batch}: forward eager {sums[0]:.2f} ms, fused {sums[1]:.2f} ms; "
           f"forward+backward eager {sums[2]:.2f} ms, fused {sums[3]:.2f} ms; largest difference {worst:.3g}")

@@ -4,7 +4,7 @@
 #
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph images-zero2 gpt
 #                                 gpt-1.3b gpt-zero2 offload offload-split
-#                                 profile profile-zero2 profile-zero2-bf16 profile-offload profile-offload-dpu profile-offload-split (kernel time by
+#                                 profile profile-zero2 profile-zero2-bf16 profile-vgg16-zero2 profile-offload profile-offload-dpu profile-offload-split (kernel time by
 #                                 family and host phases, $OUT/profiles.md) streams-offload
 #                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
 #                                 memory (gpt 1.3B's step's GPU memory by operator: $OUT/memory.md)
@@ -218,6 +218,18 @@ profile() {
   done
 }
 
+# vgg16 b32 under zero2 with bf16 gradients (eager: a replayed graph is not traced) against
+# PyTorch eager: kernel time by family.
+profile_vgg16_zero2() {
+  dshost_run vgg16_b32_zero2_profile "profile vgg16 zero2" model.plugin=\"vgg16\" train.micro_batch_size=32 \
+    data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000 strategy.plugin=\"zero2\" \
+    strategy.grad_accum_dtype=\"bf16\" train.max_steps=26 train.profile_steps=2 train.profile_after=20
+  peer_run vgg16_b32_zero2_profile_torch "profile vgg16 zero2" --model vgg16 --batch 32 --steps 5 \
+    --profile "$logs/vgg16_zero2_torch.json"
+  python3 bench/gpu/kernels.py "vgg16 b32 zero2, bf16 gradients / PyTorch eager" \
+    "$logs/runs/vgg16_b32_zero2_profile/profile/rank0.pt.trace.json" "$logs/vgg16_zero2_torch.json" >> "$out/profiles.md" 2>&1
+}
+
 # gpt 1.3B under zero2 at one rank against PyTorch eager: kernel time by family. [--set values]
 profile_zero2() {
   gpt_cases gpt-1.3b_b8_zero2_profile gpt-1.3b 8 26 zero2 train.profile_steps=2 train.profile_after=20 "$@"
@@ -310,6 +322,7 @@ for group in "$@"; do
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;
+    profile-vgg16-zero2) profile_vgg16_zero2 ;;
     profile-offload) profile_offload ;;
     profile-offload-dpu) profile_offload strategy.delayed_parameter_update=true ;;
     profile-offload-split) profile_offload strategy.delayed_parameter_update=true strategy.grad_accum_dtype=\"bf16\" \

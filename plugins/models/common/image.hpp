@@ -14,6 +14,12 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 
+#if DSHOST_CUDA_MAX_POOL
+#include "cuda_max_pool.h"
+
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 #include <algorithm>
 #include <numeric>
 #include <string>
@@ -59,6 +65,57 @@ struct ConvReluImpl : nn::Conv2dImpl {
 };
 TORCH_MODULE(ConvRelu);
 
+#if DSHOST_CUDA_MAX_POOL
+// cuda_max_pool.h's kernels as an autograd function: x [N, C, H, W] channels-last bf16 on a
+// GPU, C a multiple of 8, H and W even.
+struct CudaMaxPool2x2 : torch::autograd::Function<CudaMaxPool2x2> {
+  static bool takes(const at::Tensor& x) {
+    return x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 4 &&
+           x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.size(1) % 8 == 0 && x.size(2) % 2 == 0 &&
+           x.size(3) % 2 == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+  }
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {
+    const at::Tensor y = pooled(x, x.scalar_type()), which = pooled(x, at::kByte);
+    check(cuda_max_pool2x2(bits(x), bits(y), which.data_ptr<uint8_t>(), shape_of(x), stream(x)));
+    ctx->save_for_backward({which});
+    ctx->saved_data["input"] = x.sizes();
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor which = ctx->get_saved_variables()[0];
+    const at::Tensor dy = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor dx = at::empty(ctx->saved_data["input"].toIntVector(),
+                                    dy.options().memory_format(at::MemoryFormat::ChannelsLast));
+    check(cuda_max_pool2x2_backward(bits(dy), which.data_ptr<uint8_t>(), bits(dx), shape_of(dx), stream(dx)));
+    return {dx};
+  }
+
+ private:
+  static at::Tensor pooled(const at::Tensor& x, at::ScalarType dtype) {
+    return at::empty({x.size(0), x.size(1), x.size(2) / 2, x.size(3) / 2},
+                     x.options().dtype(dtype).memory_format(at::MemoryFormat::ChannelsLast));
+  }
+  static MaxPoolShape shape_of(const at::Tensor& x) { return {x.size(0), x.size(2), x.size(3), x.size(1)}; }
+  static uint16_t* bits(const at::Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
+  static void* stream(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+  static void check(const char* err) {
+    if (err) throw dshost::Error(std::string("the CUDA max pooling kernel failed to launch: ") + err, DSHOST_INTERNAL);
+  }
+};
+#endif
+
+// 2 x 2 max pooling with stride 2: CudaMaxPool2x2 where it takes the input, else ATen's.
+struct MaxPool2x2Impl : nn::Module {
+  at::Tensor forward(const at::Tensor& x) {
+#if DSHOST_CUDA_MAX_POOL
+    if (CudaMaxPool2x2::takes(x)) return CudaMaxPool2x2::apply(x);
+#endif
+    return at::max_pool2d(x, {2, 2}, {2, 2});
+  }
+};
+TORCH_MODULE(MaxPool2x2);
+
 enum class Act { none, relu, relu6, silu };
 
 inline void add_activation(Chain& seq, Act act) {
@@ -100,6 +157,10 @@ class Stack {
   nn::MaxPool2d max_pool(int64_t k, int64_t stride, int64_t pad = 0) {
     size_ = (size_ + 2 * pad - k) / stride + 1;
     return nn::MaxPool2d(nn::MaxPool2dOptions(k).stride(stride).padding(pad));
+  }
+  MaxPool2x2 max_pool2x2() {
+    size_ /= 2;
+    return MaxPool2x2();
   }
 
   // Global average pooling and flatten: [channels, size, size] -> [channels].

@@ -44,7 +44,7 @@ class Vgg : public ImageModel {
           seq->push_back(nn::Identity());  // (the ReLU, in conv_relu; torchvision's indices kept)
         }
       }
-      seq->push_back(stack_.max_pool(2, 2));
+      seq->push_back(stack_.max_pool2x2());
       add_unit("stage" + std::to_string(stage + 1), seq);
     }
     if (stack_.size() < 1)
