@@ -1,8 +1,9 @@
 // 2 x 2 max pooling with stride 2 over channels-last bf16 maps on a GPU (CUDA builds only),
-// keeping for backward which of its window's four elements each output took (one byte)
-// where ATen keeps an int64 index: on vgg16 b32 the pooling was 1.6 ms of a 9.4 ms step
-// (bench/results/gpu_profiles.md), four fifths of it those indices and backward's separate
-// zero fill. Plain C++ on this side: the kernels' file includes no LibTorch.
+// keeping for backward which of its window's four elements each output took (one byte),
+// where ATen writes and reads an 8-byte index per output and zero-fills the input gradient
+// before scattering into it: on vgg16 b32 ATen's pooling took 1.6 ms of a 9.4 ms step on an
+// H200 (bench/results/gpu_profiles.md). Plain C++ on this side: the kernels' file includes
+// no LibTorch.
 #pragma once
 
 #include <cstdint>

@@ -158,6 +158,7 @@ class Stack {
     size_ = (size_ + 2 * pad - k) / stride + 1;
     return nn::MaxPool2d(nn::MaxPool2dOptions(k).stride(stride).padding(pad));
   }
+  // 2 x 2 max pooling, stride 2 (MaxPool2x2).
   MaxPool2x2 max_pool2x2() {
     size_ /= 2;
     return MaxPool2x2();
