@@ -1,7 +1,9 @@
 """The PyTorch peer of bench/gpu/run.sh: one training configuration in PyTorch eager (or
 FSDP2 with CPU offload), as a PyTorch user runs it fast, measured the way the run measures
 dshost. Prints one JSON line: samples/s over the timed steps, peak GPU memory (the caching
-allocator's, as dshost reports it) and peak host memory.
+allocator's, as dshost reports it) and peak host memory. Under torchrun with --dist, the
+same on every GPU of the host (DistributedDataParallel, or FSDP2 wrapping each block):
+--batch per rank, samples/s of all ranks, rank 0's memory; rank 0 prints.
 
 Same work as dshost's side: the same architecture (torchvision's, which dshost's image
 models equal; nanoGPT's GPT-2, which dshost's gpt equals), bf16 autocast over fp32
@@ -66,9 +68,32 @@ class Gpt(nn.Module):
 PRESETS = {"gpt2-124m": (12, 12, 768), "gpt2-350m": (24, 16, 1024), "gpt-1.3b": (24, 16, 2048)}
 
 
-def image_model(name):
+def image_model(name, channels_last_weights):
+    """FSDP2 takes contiguous parameters only; its convolutions still run channels-last
+    from channels-last inputs (cuDNN follows either operand's layout)."""
     import torchvision.models as tv
-    return getattr(tv, name)(num_classes=1000).to(memory_format=torch.channels_last)
+    model = getattr(tv, name)(num_classes=1000)
+    return model.to(memory_format=torch.channels_last) if channels_last_weights else model
+
+
+def fsdp_units(model):
+    """The modules FSDP2 shards one by one: gpt's blocks, resnet's residual blocks, the
+    other torchvision models' feature stages."""
+    if hasattr(model, "blocks"):
+        return list(model.blocks)
+    if hasattr(model, "layer1"):
+        return [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
+    return list(model.features)
+
+
+def init_distributed():
+    """torchrun's process group, or a world of one (FSDP2 offload alone); (rank, world)."""
+    import torch.distributed as dist
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29613")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    dist.init_process_group("nccl", rank=rank, world_size=world)
+    return rank, world
 
 
 def profile(step, first, path):
@@ -92,35 +117,42 @@ def main():
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--fsdp-offload", action="store_true", help="FSDP2 + CPUOffloadPolicy, world 1")
+    ap.add_argument("--dist", choices=["ddp", "fsdp", "fsdp-reshard"],
+                    help="under torchrun: DDP, or FSDP2 with reshard_after_forward False / True")
     ap.add_argument("--profile", help="after timing, trace 2 more steps into this Chrome trace")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    dev = torch.device("cuda")
+    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.cuda.set_device(dev)
+    rank, world = init_distributed() if a.dist or a.fsdp_offload else (0, 1)
     gpt = a.model == "gpt"
     if gpt:
         layers, heads, width = PRESETS[a.preset]
         model = Gpt(layers, heads, width, a.vocab, 1024)
         tokens = torch.randint(0, a.vocab, (1 << 21,), device=dev)
     else:
-        model = image_model(a.model)
+        model = image_model(a.model, channels_last_weights=a.dist not in ("fsdp", "fsdp-reshard"))
         pool = torch.randint(0, 256, (256, 3, 224, 224), dtype=torch.uint8, device=dev)
         labels = torch.arange(1 << 20, device=dev) % 1000
 
-    if a.fsdp_offload:
-        import torch.distributed as dist
+    if a.fsdp_offload or a.dist in ("fsdp", "fsdp-reshard"):
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29613")
-        dist.init_process_group("nccl", rank=0, world_size=1)
-        torch.cuda.set_device(0)
-        policy = dict(offload_policy=CPUOffloadPolicy(),
-                      mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32))
-        for block in model.blocks:
-            fully_shard(block, **policy)
+        policy = dict(mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32))
+        if a.fsdp_offload:
+            policy["offload_policy"] = CPUOffloadPolicy()
+        else:
+            model = model.to(dev)
+            policy["reshard_after_forward"] = a.dist == "fsdp-reshard"
+        for unit in fsdp_units(model):
+            fully_shard(unit, **policy)
         fully_shard(model, **policy)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
         autocast = torch.autocast("cuda", enabled=False)
+    elif a.dist == "ddp":
+        model = torch.nn.parallel.DistributedDataParallel(model.to(dev), device_ids=[dev.index])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
     else:
         model = model.to(dev)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
@@ -128,8 +160,8 @@ def main():
 
     mean, std = 0.5, 0.29  # dshost's synthetic pool statistics
 
-    def batch(step):
-        first = step * a.batch
+    def batch(step):  # this rank's share of the step's samples
+        first = (step * world + rank) * a.batch
         if gpt:
             starts = (torch.arange(first, first + a.batch, device=dev) * 1024) % (tokens.numel() - 1025)
             windows = tokens[starts[:, None] + torch.arange(1025, device=dev)]
@@ -160,8 +192,10 @@ def main():
     seconds = time.perf_counter() - start
     if a.profile:
         profile(step, a.warmup + a.steps, a.profile)
+    if rank > 0:
+        return
     print(json.dumps({
-        "samples_per_second": a.batch * a.steps / seconds,
+        "samples_per_second": a.batch * world * a.steps / seconds,
         "peak_device_bytes": torch.cuda.max_memory_allocated(),
         "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "final_loss": loss.item(),

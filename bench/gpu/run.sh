@@ -4,6 +4,7 @@
 #
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph images-zero2 gpt
 #                                 gpt-1.3b gpt-zero2 offload offload-split
+#                                 scaling (1 GPU and all of them, against DDP / FSDP2 through torchrun)
 #                                 profile profile-zero2 profile-zero2-bf16 profile-vgg16-zero2 profile-offload profile-offload-dpu profile-offload-split (kernel time by
 #                                 family and host phases, $OUT/profiles.md) streams-offload
 #                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
@@ -84,10 +85,12 @@ PY
 }
 
 # peer_run NAME KIND peer.py arguments
+# peer_run NAME KIND [peer.py arguments]; with peer_gpus=N set, under torchrun on N GPUs.
 peer_run() {
   local name=$1 kind=$2; shift 2
-  local json
-  json=$(python3 bench/gpu/peer.py "$@" 2> "$logs/$name.log" | tail -1)
+  local json python=(python3)
+  [[ -n ${peer_gpus:-} ]] && python=(python3 -m torch.distributed.run --standalone --nproc_per_node "$peer_gpus")
+  json=$("${python[@]}" bench/gpu/peer.py "$@" 2> "$logs/$name.log" | tail -1)
   [[ -n "$json" ]] || { json='{"error": "failed"}'; tail -30 "$logs/$name.log" > "$out/$name.log"; }
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(name=sys.argv[2], side="pytorch", kind=sys.argv[3]); print(json.dumps(r))' \
     "$json" "$name" "$kind" >> "$rows"
@@ -196,6 +199,31 @@ offload_split() {
     strategy.offload_optimizer_ratio="${ratios[0]}"
   peer_run gpt-1.3b_b8_fsdp2_offload "gpt gpt-1.3b b8 zero3-offload" --model gpt --preset gpt-1.3b \
     --batch 8 --warmup 2 --steps 3 --fsdp-offload
+}
+
+# Scaling over this host's GPUs (issues 9 and 10): ddp, zero2 and zero3 (zero3-offload with
+# nothing offloaded) on 1 GPU and on SCALING_GPUS (default: all), each beside PyTorch on the
+# same GPUs through torchrun: DDP for ddp, FSDP2 with reshard_after_forward False for zero2
+# and True for zero3. resnet50 b64 and gpt2-124m b8 per GPU, bf16; samples/s of all GPUs.
+scaling() {
+  local all; all=$(nvidia-smi -L | wc -l)
+  local images=(model.plugin=\"resnet50\" train.micro_batch_size=64 data.dataset=\"synthetic\"
+                model.num_classes=1000 data.synthetic_classes=1000 train.max_steps=60)
+  for n in $(printf '%s\n' 1 "${SCALING_GPUS:-$all}" | sort -un); do
+    for strategy in ddp zero2 zero3; do
+      local plugin=$strategy peer=ddp extra=(launcher.nprocs=$n) label=" x$n"
+      [[ $strategy == zero2 ]] && peer=fsdp
+      [[ $strategy == zero3 ]] && { plugin=zero3-offload peer=fsdp-reshard label=", nothing offloaded x$n"
+                                    extra+=(strategy.offload_optimizer_device=\"none\"); }
+      dshost_run "resnet50_b64_${strategy}_x${n}_dshost" "resnet50 b64 $strategy x$n" "${images[@]}" \
+        strategy.plugin=\"$plugin\" "${extra[@]}"
+      peer_gpus=$n peer_run "resnet50_b64_${strategy}_x${n}_torch" "resnet50 b64 $strategy x$n" \
+        --model resnet50 --batch 64 --dist $peer
+      kind_suffix=$label gpt_cases "gpt2-124m_b8_${strategy}_x${n}_dshost" gpt2-124m 8 60 "$plugin" "${extra[@]}"
+      peer_gpus=$n peer_run "gpt2-124m_b8_${strategy}_x${n}_torch" "gpt gpt2-124m b8 $plugin$label" \
+        --model gpt --preset gpt2-124m --batch 8 --dist $peer
+    done
+  done
 }
 
 # Two steps traced on each side after warm-up; bench/gpu/kernels.py sums their kernels.
@@ -319,6 +347,7 @@ for group in "$@"; do
     gpt-zero2) gpt_zero2 ;;
     offload) offload ;;
     offload-split) offload_split ;;
+    scaling) scaling ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;
