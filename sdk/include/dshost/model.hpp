@@ -17,6 +17,9 @@
 
 #include <ATen/Context.h>
 #include <torch/autograd.h>
+#if DSHOST_TORCH_CUDA
+#include <c10/cuda/CUDAGraphsC10Utils.h>  // the current stream's capture status
+#endif
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/functional/loss.h>
@@ -74,7 +77,10 @@ struct Recomputed : torch::autograd::Function<Recomputed> {
     ctx->save_for_backward({x});
     ctx->saved_data["unit"] = at::IValue::make_capsule(unit);
     ctx->saved_data["autocast"] = autocast_enabled(x.device());
-    if (unit->replay_random) ctx->saved_data["random"] = random_state(x.device());
+    if (unit->replay_random) {
+      refuse_capture(x.device());
+      ctx->saved_data["random"] = random_state(x.device());
+    }
     return unit->forward(x);
   }
 
@@ -93,6 +99,20 @@ struct Recomputed : torch::autograd::Function<Recomputed> {
     }
     torch::autograd::backward({y}, {grads[0]});
     return {x.grad(), at::Tensor()};
+  }
+
+  // Inside a CUDA graph's capture the recorded kernels' random numbers do not follow the
+  // generator's state, so the second run would draw new dropout masks: refused (where the
+  // plugin was built by dshost_add_plugin against a CUDA LibTorch, which says so).
+  static void refuse_capture(at::Device device) {
+#if DSHOST_TORCH_CUDA
+    if (device.is_cuda() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None)
+      throw Error("activation checkpointing with dropout cannot run inside a CUDA graph: the recomputation "
+                  "would draw new dropout masks. Set train.cuda_graph = false, or the model's dropout to 0.",
+                  DSHOST_INVALID_ARGUMENT);
+#else
+    (void)device;
+#endif
   }
 
   // The state of `device`'s default random generator, and setting it.
