@@ -69,16 +69,30 @@ PRESETS = {"gpt2-124m": (12, 12, 768), "gpt2-350m": (24, 16, 1024), "gpt-1.3b": 
 
 
 def image_model(name, channels_last_weights):
-    """FSDP2 takes contiguous parameters only; its convolutions still run channels-last
-    from channels-last inputs (cuDNN follows either operand's layout)."""
+    """A torchvision model, or "ensemble:a,b,..." (dshost's ensemble: the members' logits
+    averaged). FSDP2 takes contiguous parameters only; its convolutions still run
+    channels-last from channels-last inputs (cuDNN follows either operand's layout)."""
+    if name.startswith("ensemble:"):
+        return Ensemble([image_model(n, channels_last_weights) for n in name.split(":")[1].split(",")])
     import torchvision.models as tv
     model = getattr(tv, name)(num_classes=1000)
     return model.to(memory_format=torch.channels_last) if channels_last_weights else model
 
 
+class Ensemble(nn.Module):
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
 def fsdp_units(model):
     """The modules FSDP2 shards one by one: gpt's blocks, resnet's residual blocks, the
     other torchvision models' feature stages."""
+    if isinstance(model, Ensemble):
+        return [u for m in model.members for u in fsdp_units(m) + [m]]
     if hasattr(model, "blocks"):
         return list(model.blocks)
     if hasattr(model, "layer1"):
@@ -110,7 +124,7 @@ def profile(step, first, path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)  # a torchvision name, or gpt
+    ap.add_argument("--model", required=True)  # a torchvision name, ensemble:NAME,NAME,..., or gpt
     ap.add_argument("--preset", default="gpt2-124m")
     ap.add_argument("--vocab", type=int, default=50304)
     ap.add_argument("--batch", type=int, required=True)

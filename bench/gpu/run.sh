@@ -5,6 +5,7 @@
 #   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph images-zero2 gpt
 #                                 gpt-1.3b gpt-zero2 offload offload-split
 #                                 scaling (1 GPU and all of them, against DDP / FSDP2 through torchrun)
+#                                 guide (the guide's 8-GPU table, against DDP / FSDP2 through torchrun)
 #                                 profile profile-zero2 profile-zero2-bf16 profile-vgg16-zero2 profile-offload profile-offload-dpu profile-offload-split (kernel time by
 #                                 family and host phases, $OUT/profiles.md) streams-offload
 #                                 (zero3-offload's traced steps, where the host waits: $OUT/streams.md)
@@ -226,6 +227,35 @@ scaling() {
   done
 }
 
+# The guide's benchmark table (issue 10) on all of this host's GPUs (GUIDE_GPUS to narrow),
+# each row beside PyTorch at the same settings under torchrun: mobilenet_v2 ddp b32 and
+# zero2 b64, efficientnet_b0 ddp b16 and zero2 b32, the ensemble (mobilenet_v2,
+# efficientnet_b0, resnet50; logits averaged) under ZeRO-3 at b8, per GPU, bf16. ZeRO-3 is
+# zero3-offload with nothing offloaded beside FSDP2 with reshard_after_forward True.
+guide() {
+  local n=${GUIDE_GPUS:-$(nvidia-smi -L | wc -l)}
+  local zoo=(data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000 train.max_steps=60
+             launcher.nprocs=$n)
+  local row model batch strategy
+  for row in mobilenet_v2:32:ddp mobilenet_v2:64:zero2 efficientnet_b0:16:ddp efficientnet_b0:32:zero2 \
+             ensemble:8:zero3; do
+    IFS=: read -r model batch strategy <<< "$row"
+    local sets=(model.plugin=\"$model\" train.micro_batch_size=$batch strategy.plugin=\"$strategy\")
+    local peer=$model dist=ddp
+    [[ $strategy == zero2 ]] && dist=fsdp
+    if [[ $strategy == zero3 ]]; then
+      sets=(model.plugin=\"ensemble\" model.members=\"mobilenet_v2,efficientnet_b0,resnet50\"
+            train.micro_batch_size=$batch strategy.plugin=\"zero3-offload\"
+            strategy.offload_optimizer_device=\"none\")
+      peer=ensemble:mobilenet_v2,efficientnet_b0,resnet50 dist=fsdp-reshard
+    fi
+    local kind="guide: $model b$batch $strategy x$n"
+    dshost_run "guide_${model}_b${batch}_${strategy}_x${n}_dshost" "$kind" "${zoo[@]}" "${sets[@]}"
+    peer_gpus=$n peer_run "guide_${model}_b${batch}_${strategy}_x${n}_torch" "$kind" --model "$peer" \
+      --batch "$batch" --dist $dist
+  done
+}
+
 # Two steps traced on each side after warm-up; bench/gpu/kernels.py sums their kernels.
 profile() {
   local steps=(train.max_steps=26 train.profile_steps=2 train.profile_after=20)
@@ -348,6 +378,7 @@ for group in "$@"; do
     offload) offload ;;
     offload-split) offload_split ;;
     scaling) scaling ;;
+    guide) guide ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;
