@@ -202,6 +202,17 @@ offload_split() {
     --batch 8 --warmup 2 --steps 3 --fsdp-offload
 }
 
+# Strategy $1 (ddp, zero2, zero3) as dshost's --set values, and PyTorch's counterpart for
+# peer.py --dist: DDP for ddp, FSDP2 with reshard_after_forward False for zero2 and True for
+# zero3, which is dshost's zero3-offload with nothing offloaded.
+dshost_strategy() {
+  if [[ $1 == zero3 ]]; then echo strategy.plugin=\"zero3-offload\" strategy.offload_optimizer_device=\"none\"
+  else echo strategy.plugin=\"$1\"; fi
+}
+torch_dist() {
+  case $1 in ddp) echo ddp ;; zero2) echo fsdp ;; zero3) echo fsdp-reshard ;; esac
+}
+
 # Scaling over this host's GPUs (issues 9 and 10): ddp, zero2 and zero3 (zero3-offload with
 # nothing offloaded) on 1 GPU and on SCALING_GPUS (default: all), each beside PyTorch on the
 # same GPUs through torchrun: DDP for ddp, FSDP2 with reshard_after_forward False for zero2
@@ -212,12 +223,10 @@ scaling() {
                 model.num_classes=1000 data.synthetic_classes=1000 train.max_steps=60)
   for n in $(printf '%s\n' 1 "${SCALING_GPUS:-$all}" | sort -un); do
     for strategy in ddp zero2 zero3; do
-      local plugin=$strategy peer=ddp extra=(launcher.nprocs=$n) label=" x$n"
-      [[ $strategy == zero2 ]] && peer=fsdp
-      [[ $strategy == zero3 ]] && { plugin=zero3-offload peer=fsdp-reshard label=", nothing offloaded x$n"
-                                    extra+=(strategy.offload_optimizer_device=\"none\"); }
-      dshost_run "resnet50_b64_${strategy}_x${n}_dshost" "resnet50 b64 $strategy x$n" "${images[@]}" \
-        strategy.plugin=\"$plugin\" "${extra[@]}"
+      local plugin=$strategy label=" x$n" peer; peer=$(torch_dist $strategy)
+      local extra=(launcher.nprocs=$n $(dshost_strategy $strategy))
+      [[ $strategy == zero3 ]] && plugin=zero3-offload label=", nothing offloaded x$n"
+      dshost_run "resnet50_b64_${strategy}_x${n}_dshost" "resnet50 b64 $strategy x$n" "${images[@]}" "${extra[@]}"
       peer_gpus=$n peer_run "resnet50_b64_${strategy}_x${n}_torch" "resnet50 b64 $strategy x$n" \
         --model resnet50 --batch 64 --dist $peer
       kind_suffix=$label gpt_cases "gpt2-124m_b8_${strategy}_x${n}_dshost" gpt2-124m 8 60 "$plugin" "${extra[@]}"
@@ -240,14 +249,11 @@ guide() {
   for row in mobilenet_v2:32:ddp mobilenet_v2:64:zero2 efficientnet_b0:16:ddp efficientnet_b0:32:zero2 \
              ensemble:8:zero3; do
     IFS=: read -r model batch strategy <<< "$row"
-    local sets=(model.plugin=\"$model\" train.micro_batch_size=$batch strategy.plugin=\"$strategy\")
-    local peer=$model dist=ddp
-    [[ $strategy == zero2 ]] && dist=fsdp
-    if [[ $strategy == zero3 ]]; then
-      sets=(model.plugin=\"ensemble\" model.members=\"mobilenet_v2,efficientnet_b0,resnet50\"
-            train.micro_batch_size=$batch strategy.plugin=\"zero3-offload\"
-            strategy.offload_optimizer_device=\"none\")
-      peer=ensemble:mobilenet_v2,efficientnet_b0,resnet50 dist=fsdp-reshard
+    local sets=(model.plugin=\"$model\" train.micro_batch_size=$batch $(dshost_strategy $strategy))
+    local peer=$model dist; dist=$(torch_dist $strategy)
+    if [[ $model == ensemble ]]; then
+      sets+=(model.members=\"mobilenet_v2,efficientnet_b0,resnet50\")
+      peer=ensemble:mobilenet_v2,efficientnet_b0,resnet50
     fi
     local kind="guide: $model b$batch $strategy x$n"
     dshost_run "guide_${model}_b${batch}_${strategy}_x${n}_dshost" "$kind" "${zoo[@]}" "${sets[@]}"

@@ -769,13 +769,8 @@ class Zero : public dshost::Strategy {
       const double max = args.max_grad_norm;
       adamw.grad_scale = static_cast<float>(max > 0 && n > max ? max / (n + 1e-6) : 1.0);
     }
-    if (o_.delayed_update) {
-      start_delayed_update(adamw);
-      return;
-    }
-    for (size_t p = 0; p < master_.parts.size(); ++p)
-      if (master_.parts[p].is_cpu())
-        update_on_host_and_write_back(adamw, grad_shard_, param_shard_, static_cast<int>(p), at::get_num_threads());
+    if (o_.delayed_update) start_delayed_update(adamw);
+    else update_on_host_and_write_back(adamw, grad_shard_, param_shard_, at::get_num_threads());
   }
 
   // The fused CUDA AdamW (cuda_adamw.h) on shard part `part`, clipping by a divisor it reads
@@ -802,17 +797,22 @@ class Zero : public dshost::Strategy {
 #endif
   }
 
-  // The fused CPU AdamW (clipping folded in as a gradient scale) on shard part `part` from
-  // `grads` (fp32 or bf16), a piece at a time; each updated piece is written back (to the
-  // device asynchronously when the parameters live there) while the next one is computed. A
-  // bf16 parameter shard in host memory (`shard`) is written by the update itself.
+  // The fused CPU AdamW (clipping folded in as a gradient scale) on every shard part in host
+  // memory, from `grads` (fp32 or bf16), a piece at a time; each updated piece is written
+  // back (to the device asynchronously when the parameters live there) while the next one
+  // is computed. A bf16 parameter shard in host memory (`shard`) is written by the update
+  // itself.
   void update_on_host_and_write_back(const dshost::AdamWStep& s, const ShardBuffer& grads,
-                                     const ShardBuffer& shard, int part, int threads) {
-    const at::Tensor& g = grads.parts[part];
-    if (g.scalar_type() == at::kBFloat16)
-      update_on_host_and_write_back(s, g.data_ptr<at::BFloat16>(), shard, part, threads);
-    else
-      update_on_host_and_write_back(s, g.data_ptr<float>(), shard, part, threads);
+                                     const ShardBuffer& shard, int threads) {
+    for (size_t p = 0; p < master_.parts.size(); ++p) {
+      if (!master_.parts[p].is_cpu()) continue;
+      const at::Tensor& g = grads.parts[p];
+      const int part = static_cast<int>(p);
+      if (g.scalar_type() == at::kBFloat16)
+        update_on_host_and_write_back(s, g.data_ptr<at::BFloat16>(), shard, part, threads);
+      else
+        update_on_host_and_write_back(s, g.data_ptr<float>(), shard, part, threads);
+    }
   }
   template <class G>
   void update_on_host_and_write_back(const dshost::AdamWStep& s, const G* g, const ShardBuffer& shard,
@@ -879,9 +879,7 @@ class Zero : public dshost::Strategy {
     std::swap(grad_shard_, grad_spare_);
     pending_update_ = std::async(std::launch::async, [this, s] {
       RECORD_USER_SCOPE("zero::delayed_update");
-      for (size_t p = 0; p < master_.parts.size(); ++p)
-        if (master_.parts[p].is_cpu())
-          update_on_host_and_write_back(s, grad_spare_, param_shard_next_, static_cast<int>(p), update_threads_);
+      update_on_host_and_write_back(s, grad_spare_, param_shard_next_, update_threads_);
     });
   }
 
