@@ -2,6 +2,7 @@
 
 #include "core/checkpoint.h"
 
+#include "core/crc32c.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 
@@ -79,6 +80,38 @@ std::string shape_text(const std::vector<int64_t>& shape) { return cat(at::IntAr
 
 int64_t numel_of(const std::vector<int64_t>& shape) {
   return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
+}
+
+// The CRC-32C of the index's canonical text without its own checksum (keys sorted, as
+// nlohmann::json keeps them), so the index can carry it.
+uint32_t index_checksum(nlohmann::json index) {
+  index.erase("index_crc32c");
+  const std::string text = index.dump();
+  return crc32c(text.data(), text.size());
+}
+
+// The index of a version-2 checkpoint must match its checksum before anything in it is
+// used; version 1 (before the checksum) has none.
+void verify_index(const nlohmann::json& index, const std::string& path) {
+  if (index.value("version", 0) < 2) return;
+  if (!index.contains("index_crc32c") || !index["index_crc32c"].is_number_unsigned() ||
+      index["index_crc32c"].get<uint32_t>() != index_checksum(index))
+    throw UserError(cat(path, " is damaged: its content differs from its checksum (index_crc32c), so "
+                        "no tensor in it can be trusted; resume from another checkpoint (an older step-*)"));
+}
+
+// The newest step-N directory under `dir` that holds an index (a published checkpoint).
+std::string newest_complete_checkpoint(const std::string& dir) {
+  std::string newest;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool step_dir = name.size() == 13 && name.rfind("step-", 0) == 0 &&
+                          std::all_of(name.begin() + 5, name.end(), ::isdigit);
+    if (step_dir && fs::exists(e.path() / "index.json") && name > fs::path(newest).filename().string())
+      newest = e.path().string();
+  }
+  return newest;
 }
 
 }  // namespace
@@ -165,9 +198,10 @@ nlohmann::json build_index(const std::string& dir, int world_size, nlohmann::jso
     }
   }
   about["format"] = "dshost-checkpoint";
-  about["version"] = 1;
+  about["version"] = 2;
   about["files"] = files;
   about["tensors"] = tensors;
+  about["index_crc32c"] = index_checksum(about);
   return about;
 }
 
@@ -189,6 +223,7 @@ CheckpointReader::CheckpointReader(std::string dir,
   }
   if (index_.value("format", "") != "dshost-checkpoint" || !index_.contains("tensors"))
     throw UserError(cat(path, ": not a dshost checkpoint index"));
+  verify_index(index_, path);
   io_.struct_size = sizeof(dshost_state_io);
   io_.context = this;
   io_.write = nullptr;
@@ -333,13 +368,22 @@ std::string step_dir_name(int64_t step) {
   return name.str();
 }
 
-std::string latest_checkpoint(const std::string& dir) {
+std::string latest_checkpoint(const std::string& dir, std::string* note) {
   std::ifstream in(fs::path(dir) / "latest");
   std::string name;
-  if (!in || !std::getline(in, name) || name.empty()) return "";
-  const fs::path named = fs::path(dir) / name, replaced = named.string() + ".replaced";
-  // Killed between publish's two renames: the one `latest` named is still whole, aside.
-  return (!fs::exists(named) && fs::exists(replaced) ? replaced : named).string();
+  if (in && std::getline(in, name) && !name.empty() && name.find('/') == std::string::npos) {
+    const fs::path named = fs::path(dir) / name, replaced = named.string() + ".replaced";
+    if (fs::exists(named / "index.json")) return named.string();
+    // Killed between publish's two renames: the one `latest` named is still whole, aside.
+    if (fs::exists(replaced / "index.json")) return replaced.string();
+  }
+  // `latest` missing, empty or naming nothing whole: each step directory describes itself.
+  const std::string newest = newest_complete_checkpoint(dir);
+  if (note != nullptr && !newest.empty())
+    *note = cat((fs::path(dir) / "latest").string(), " ",
+                !in ? "is missing" : name.empty() ? "is empty" : cat("names '", name, "', which is not a whole checkpoint"),
+                ": resuming from the newest complete checkpoint, ", newest);
+  return newest;
 }
 
 std::string rank_checkpoint_file(const std::string& staging, int rank) {

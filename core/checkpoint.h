@@ -6,7 +6,7 @@
 //
 // On disk, under the checkpoint directory:
 //   step-00000100/index.json             step, epoch, model, strategy, files with CRC-32C,
-//                                        tensors with their slices
+//                                        tensors with their slices, its own CRC-32C
 //   step-00000100/rank-00000.safetensors rank 0's slices, named NAME@OFFSET
 //   latest                               "step-00000100": the newest complete checkpoint
 // A save writes into step-N.tmp/, renames it to step-N/ once every file is complete and
@@ -99,8 +99,10 @@ void export_checkpoint(const std::string& dir, const std::string& out, at::Scala
 // ---- the directory protocol ------------------------------------------------------------
 std::string step_dir_name(int64_t step);  // "step-00000100"
 std::string rank_checkpoint_file(const std::string& staging, int rank);  // its rank-0000R.safetensors
-// The checkpoint `latest` names under `dir`, or "" when there is none.
-std::string latest_checkpoint(const std::string& dir);
+// The checkpoint `latest` names under `dir`; when `latest` is missing, empty or names no
+// whole checkpoint, the newest step-N/ with an index (and *note says so); "" when there is
+// none.
+std::string latest_checkpoint(const std::string& dir, std::string* note = nullptr);
 // Rank 0, once every rank's file is in `staging`: writes the index, renames staging to
 // its final name, moves `latest`, and keeps only the newest `keep` checkpoints (0: all).
 void publish_checkpoint(const std::string& dir, const std::string& staging, int64_t step,

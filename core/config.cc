@@ -1,5 +1,8 @@
 #include "core/config.h"
 
+#include "core/error.h"
+
+#include <algorithm>
 #include <cmath>
 
 namespace dshost {
@@ -47,6 +50,11 @@ const dshost_option kTrain[] = {
            "optimizer steps recorded by PyTorch's profiler into run_dir/profile/rank<R>.pt.trace.json "
            "(a Chrome trace: operators, allocations, and kernels on CUDA); 0 = off"),
     ranged("profile_after", INT, "5", 0, 1e12, "steps run before the profiled ones (warm-up)"),
+    opt("nonfinite", STRING, "\"stop\"",
+        "a NaN or infinite loss or gradient norm: stop (end the run at the next progress report, "
+        "naming the first such step and the ranks, before any checkpoint of that state) or "
+        "ignore (train on)",
+        "stop|ignore"),
 };
 const dshost_option kOptimizer[] = {
     opt("name", STRING, "\"adamw\"", "optimizer", "adamw|sgd"),
@@ -108,6 +116,18 @@ std::string default_data_path(const Section& d) {
   return "";
 }
 
+// run.name is one folder under run.output_dir: no separator, no parent, no control
+// characters (a newline would also split the log lines that name it).
+void check_run_name(const Value& name) {
+  const std::string& s = name.s;
+  const bool control = std::any_of(s.begin(), s.end(),
+                                   [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+  if (s.empty() || s.find('/') != std::string::npos || s.find("..") != std::string::npos || s == "." || control)
+    throw UserError(cat(name.origin, ": error: run.name = \"", control ? "(control characters)" : s,
+                        "\" must name one folder inside run.output_dir: no '/', no '..', no line "
+                        "breaks or other control characters; choose a plain name such as \"resnet50-a\""));
+}
+
 template <size_t N>
 OptionTable table(const dshost_option (&options)[N]) {
   return {options, N};
@@ -120,6 +140,7 @@ Config read_config(const Manifest& m) {
                     "plugins", "model", "strategy", "launcher"});
   Config c;
   const Section run = m.resolve("run", table(kRun));
+  check_run_name(run.at("name"));
   c.run = {run.get_string("name"), run.get_string("output_dir"), run.get_int("seed"),
            run.get_bool("log_all_ranks")};
   const Section t = m.resolve("train", table(kTrain));
@@ -130,7 +151,8 @@ Config read_config(const Manifest& m) {
              t.get_int("log_every"),        t.get_bool("eval"),
              t.get_int("threads"),          t.get_float("peak_tflops"),
              t.get_bool("cuda_graph"),      t.get_bool("cudnn_benchmark"),
-             t.get_int("profile_steps"),    t.get_int("profile_after")};
+             t.get_int("profile_steps"),    t.get_int("profile_after"),
+             t.get_string("nonfinite")};
   const Section o = m.resolve("optimizer", table(kOptimizer));
   c.optimizer = {o.get_string("name"), o.get_float("lr"),           o.get_float("beta1"),
                  o.get_float("beta2"), o.get_float("eps"),          o.get_float("weight_decay"),

@@ -3,6 +3,7 @@
 #include "core/image_folder.h"
 
 #include "core/error.h"
+#include "core/log.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <zlib.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <iterator>
 #include <memory>
 
@@ -45,15 +47,17 @@ at::Tensor read_idx(const std::string& file, int expected_ndim) {
       bytes[3] != expected_ndim)
     throw bad("unexpected magic number");
   std::vector<int64_t> shape;
-  int64_t numel = 1;
   if (bytes.size() < 4 + 4 * size_t(expected_ndim)) throw bad("truncated header");
+  const size_t header = 4 + 4 * size_t(expected_ndim);
+  // Multiplied in floating point: the product of the header's sizes can overflow int64.
+  double promised = 1;
   for (int d = 0; d < expected_ndim; ++d) {
     shape.push_back(big_endian(&bytes[4 + 4 * d]));
-    numel *= shape.back();
+    promised *= static_cast<double>(shape.back());
   }
-  const size_t header = 4 + 4 * size_t(expected_ndim);
-  if (bytes.size() != header + size_t(numel))
-    throw bad(cat("holds ", bytes.size() - header, " data bytes, its header promises ", numel));
+  if (promised != static_cast<double>(bytes.size() - header))
+    throw bad(cat("holds ", bytes.size() - header, " data bytes, its header promises ",
+                  at::IntArrayRef(shape), " = ", std::fixed, std::setprecision(0), promised));
   return at::from_blob(const_cast<unsigned char*>(bytes.data() + header), shape, at::kByte).clone();
 }
 
@@ -271,16 +275,35 @@ std::vector<int64_t> shard_indices(int64_t n, int rank, int world, uint64_t seed
 
 namespace {
 
+// The image of `sample`, or, when its file does not decode (truncated after the scan read
+// its header, say), of the next sample of the split that does: the file is skipped with a
+// warning naming it, and the choice depends on the split alone, so every thread and rank
+// makes the same one. *sample becomes the one used.
+at::Tensor decode_or_skip(const Split& split, int64_t* sample) {
+  const auto n = static_cast<int64_t>(split.files.size());
+  for (int64_t tried = 0; tried < n; ++tried, *sample = (*sample + 1) % n) {
+    try {
+      return decode_image(split.files[*sample]);
+    } catch (const UserError& e) {
+      log::warn(cat("skipping ", e.what(), "; its place in the batch goes to the next image"));
+    }
+  }
+  throw UserError(cat("none of the ", n, " image files of the split decodes; check data.path"));
+}
+
 // Image folder samples, decoded and transformed one by one, normalised with ImageNet's
 // per-channel statistics as torchvision's pretrained models expect.
 void fill_from_files(const Split& split, const std::vector<int64_t>& indices, int64_t begin,
-                     int64_t count, at::Tensor& inputs, uint64_t augment_seed) {
+                     int64_t count, at::Tensor& inputs, at::Tensor& targets, uint64_t augment_seed) {
   const at::Tensor mean = at::tensor({0.485, 0.456, 0.406}, at::kFloat).view({3, 1, 1});
   const at::Tensor std = at::tensor({0.229, 0.224, 0.225}, at::kFloat).view({3, 1, 1});
   for (int64_t row = 0; row < count; ++row) {
-    const int64_t sample = indices[begin + row];
+    const int64_t wanted = indices[begin + row];
+    int64_t sample = wanted;
+    const at::Tensor decoded = decode_or_skip(split, &sample);
+    if (sample != wanted) targets[row].fill_(split.labels[sample].item<int64_t>());
     const uint64_t seed = augment_seed == 0 ? 0 : augment_seed * 0x9e3779b97f4a7c15ull + sample + 1;
-    const at::Tensor image = transform_image(decode_image(split.files[sample]), inputs.size(2), seed);
+    const at::Tensor image = transform_image(decoded, inputs.size(2), seed);
     inputs[row].copy_(((image - mean) / std).expand(inputs[row].sizes()));
   }
 }
@@ -309,7 +332,7 @@ void fill_batch(const ImageDataset& data, const Split& split, const std::vector<
     return;
   }
   targets.narrow(0, 0, count).copy_(split.labels.index_select(0, idx));
-  if (!split.files.empty()) return fill_from_files(split, indices, begin, count, inputs, augment_seed);
+  if (!split.files.empty()) return fill_from_files(split, indices, begin, count, inputs, targets, augment_seed);
   // On a device-resident split everything below runs on the device, asynchronously.
   // Synthetic data holds fewer images than samples: a sample shows image index % pool.
   const at::Tensor image_idx = idx.remainder(split.images.size(0));

@@ -101,8 +101,8 @@ at::Tensor decode_image(const std::string& path) {
   int w = 0, h = 0, channels = 0;
   unsigned char* pixels = stbi_load(path.c_str(), &w, &h, &channels, 3);
   if (pixels == nullptr)
-    throw UserError(cat("cannot decode ", path, ": ", stbi_failure_reason() ? stbi_failure_reason() : "unknown",
-                        "; the file changed since training started?"), 1);
+    throw UserError(cat(path, ": not a JPEG or PNG image that can be decoded (",
+                        stbi_failure_reason() ? stbi_failure_reason() : "unknown", ")"));
   const at::Tensor hwc = at::from_blob(pixels, {h, w, 3}, at::kByte).clone();
   stbi_image_free(pixels);
   return hwc.permute({2, 0, 1}).contiguous();

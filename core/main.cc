@@ -39,6 +39,16 @@ bool has_option(const LoadedPlugin& plugin, const std::string& key) {
   return false;
 }
 
+// A plugin found first on [plugins] paths or DSHOST_PLUGIN_PATH replaces a bundled one of
+// the same kind and name: allowed (that is how a plugin is overridden), but never silently.
+void warn_about_hidden_plugins(const Job& job) {
+  for (const LoadedSection* s : {&job.model, &job.strategy, &job.launcher})
+    for (const auto& hidden : s->plugin.hidden)
+      std::cerr << "dshost: warning: " << kind_name(s->plugin.descriptor->kind) << " plugin '"
+                << s->plugin.descriptor->name << "' is loaded from " << s->plugin.file
+                << ", which comes first in the search path and hides " << hidden << "\n";
+}
+
 int run(Args args) {
   if (args.wait) {
     const Job job = prepare_job(args.manifest, args.sets);
@@ -49,6 +59,7 @@ int run(Args args) {
     args.sets.push_back("launcher.wait=true");
   }
   const Job job = prepare_job(args.manifest, args.sets);
+  warn_about_hidden_plugins(job);
   check_data(job);
   PluginHost host(job.launcher.plugin.descriptor->name, job.launcher.options, RankInfo{}, nullptr);
   const auto* api = job.launcher.plugin.api<dshost_launcher_api>();
@@ -75,6 +86,7 @@ int run(Args args) {
 
 int check(const Args& args) {
   const Job job = prepare_job(args.manifest, args.sets);
+  warn_about_hidden_plugins(job);
   check_data(job);
   std::cout << args.manifest << ": OK: model " << job.model.plugin.descriptor->name
             << ", strategy " << job.strategy.plugin.descriptor->name << ", launcher "

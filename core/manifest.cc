@@ -70,6 +70,55 @@ void split_override(const std::string& text, std::string& section, std::string& 
   value = text.substr(eq + 1);
 }
 
+// `node` as the value of option `opt` (`full`: section.key), checked against the option's
+// type, range and allowed values; errors name `where`.
+Value to_value(const dshost_option& opt, const toml::node& node, const std::string& where,
+               const std::string& full) {
+  const auto wrong_type = [&] {
+    return UserError(cat(where, ": error: ", full, " must be ", type_name(opt.type), ", not ",
+                         describe(node)));
+  };
+  Value v;
+  v.type = opt.type;
+  v.origin = where;
+  double number = 0;
+  switch (opt.type) {
+    case DSHOST_OPTION_INT:
+      if (!node.is_integer()) throw wrong_type();
+      v.i = **node.as_integer();
+      number = static_cast<double>(v.i);
+      break;
+    case DSHOST_OPTION_FLOAT:
+      if (!node.is_number()) throw wrong_type();
+      v.f = node.is_integer() ? static_cast<double>(**node.as_integer()) : **node.as_floating_point();
+      number = v.f;
+      break;
+    case DSHOST_OPTION_BOOL:
+      if (!node.is_boolean()) throw wrong_type();
+      v.b = **node.as_boolean();
+      break;
+    case DSHOST_OPTION_STRING:
+      if (!node.is_string()) throw wrong_type();
+      v.s = **node.as_string();
+      break;
+  }
+  // Written so that NaN, which compares false with everything, is out of every range.
+  if (opt.has_range && !(number >= opt.min && number <= opt.max))
+    throw UserError(cat(where, ": error: ", full, " = ", describe(node), " is out of range [",
+                        opt.min, ", ", opt.max, "]: ", opt.help));
+  if (opt.type == DSHOST_OPTION_STRING && opt.allowed != nullptr) {
+    std::vector<std::string> allowed;
+    std::stringstream list(opt.allowed);
+    for (std::string item; std::getline(list, item, '|');) allowed.push_back(item);
+    if (std::find(allowed.begin(), allowed.end(), v.s) == allowed.end()) {
+      const std::string best = closest(v.s, allowed);
+      throw UserError(cat(where, ": error: ", full, " = \"", v.s, "\" is not one of: ",
+                          join(allowed), best.empty() ? "" : "; did you mean '" + best + "'?"));
+    }
+  }
+  return v;
+}
+
 }  // namespace
 
 struct Manifest::Impl {
@@ -81,6 +130,9 @@ struct Manifest::Impl {
                     const toml::source_region& source) const {
     const auto it = overridden.find(section + "." + key);
     if (it != overridden.end()) return it->second;
+    if (source.begin.line == 0)  // a section that only --set made
+      for (const auto& [name, given] : overridden)
+        if (name.rfind(section + ".", 0) == 0) return given;
     return cat(path, ":", source.begin.line, ":", source.begin.column);
   }
   std::string where(const std::string& section, const std::string& key,
@@ -109,10 +161,16 @@ const Value& Section::at(const std::string& key) const {
 Manifest Manifest::load(const std::string& path, const std::vector<std::string>& overrides) {
   auto impl = std::make_shared<Impl>();
   impl->path = path;
-  std::ifstream in(path);
-  if (!in || !std::filesystem::is_regular_file(path))
+  // Checked before opening: opening a FIFO would wait for a writer forever.
+  std::error_code ec;
+  std::ifstream in;
+  if (std::filesystem::is_regular_file(path, ec)) in.open(path);
+  if (!in.is_open())
     throw UserError(cat("cannot read manifest '", path, "': ",
-                        in ? "not a regular file" : std::strerror(errno),
+                        !std::filesystem::exists(path, ec) ? std::strerror(ENOENT)
+                        : std::filesystem::is_regular_file(path, ec)
+                            ? std::strerror(errno)
+                            : "not a regular file (a folder, FIFO or device)",
                         ". Check the path (configs/quickstart.toml is a working example)."));
   std::stringstream text;
   text << in.rdbuf();
@@ -210,52 +268,37 @@ Section Manifest::resolve(const std::string& name, OptionTable table, bool plugi
       node = fallback.get("v");
       where = "default";
     }
-    const std::string full = name + "." + opt.name;
-    const auto wrong_type = [&] {
-      return UserError(cat(where, ": error: ", full, " must be ", type_name(opt.type), ", not ",
-                           describe(*node)));
-    };
-    Value v;
-    v.type = opt.type;
-    v.origin = where;
-    double number = 0;
-    switch (opt.type) {
-      case DSHOST_OPTION_INT:
-        if (!node->is_integer()) throw wrong_type();
-        v.i = **node->as_integer();
-        number = static_cast<double>(v.i);
-        break;
-      case DSHOST_OPTION_FLOAT:
-        if (!node->is_number()) throw wrong_type();
-        v.f = node->is_integer() ? static_cast<double>(**node->as_integer())
-                                 : **node->as_floating_point();
-        number = v.f;
-        break;
-      case DSHOST_OPTION_BOOL:
-        if (!node->is_boolean()) throw wrong_type();
-        v.b = **node->as_boolean();
-        break;
-      case DSHOST_OPTION_STRING:
-        if (!node->is_string()) throw wrong_type();
-        v.s = **node->as_string();
-        break;
-    }
-    if (opt.has_range && (number < opt.min || number > opt.max))
-      throw UserError(cat(where, ": error: ", full, " = ", describe(*node), " is out of range [",
-                          opt.min, ", ", opt.max, "]: ", opt.help));
-    if (opt.type == DSHOST_OPTION_STRING && opt.allowed != nullptr) {
-      std::vector<std::string> allowed;
-      std::stringstream list(opt.allowed);
-      for (std::string item; std::getline(list, item, '|');) allowed.push_back(item);
-      if (std::find(allowed.begin(), allowed.end(), v.s) == allowed.end()) {
-        const std::string best = closest(v.s, allowed);
-        throw UserError(cat(where, ": error: ", full, " = \"", v.s, "\" is not one of: ",
-                            join(allowed), best.empty() ? "" : "; did you mean '" + best + "'?"));
-      }
-    }
-    out.values[opt.name] = v;
+    out.values[opt.name] = to_value(opt, *node, where, name + "." + opt.name);
   }
   return out;
+}
+
+void check_option_declaration(const dshost_option& opt) {
+  if (opt.name == nullptr || opt.name[0] == '\0') throw UserError("an option has no name");
+  const std::string name = opt.name;
+  const auto wrong = [&](const std::string& why) { return UserError(cat("option '", name, "' ", why)); };
+  if (name == "plugin") throw wrong("is named 'plugin', the key that names the plugin itself");
+  if (opt.type < DSHOST_OPTION_INT || opt.type > DSHOST_OPTION_STRING)
+    throw wrong(cat("has an unknown type ", static_cast<int>(opt.type)));
+  if (opt.help == nullptr) throw wrong("has no help text");
+  if (opt.has_range && !(opt.min <= opt.max)) throw wrong(cat("has an empty range [", opt.min, ", ", opt.max, "]"));
+  if (opt.default_value == nullptr) throw wrong("has no default value");
+  toml::table parsed;
+  try {
+    parsed = toml::parse(std::string("v = ") + opt.default_value);
+  } catch (const toml::parse_error& e) {
+    throw wrong(cat("has the default '", opt.default_value, "', which is not a TOML value (",
+                    e.description(), "; a string default is written \"\\\"text\\\"\")"));
+  }
+  const toml::node* node = parsed.get("v");
+  if (node == nullptr || parsed.size() != 1) throw wrong(cat("has the default '", opt.default_value, "', which is not one value"));
+  try {
+    to_value(opt, *node, "default", name);
+  } catch (const UserError& e) {
+    const std::string message = e.what();
+    throw wrong(cat("has a default that its own declaration refuses: ",
+                    message.substr(message.find("error: ") + 7)));
+  }
 }
 
 std::string closest(const std::string& word, const std::vector<std::string>& candidates) {

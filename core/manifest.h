@@ -61,6 +61,11 @@ class Manifest {
   std::shared_ptr<const Impl> impl_;
 };
 
+// Checks that a plugin's option declaration can be used: a name other than `plugin`, a
+// known type, help text, and a default that parses as TOML of its type and passes its own
+// range and allowed values. Throws UserError saying what is wrong with it.
+void check_option_declaration(const dshost_option& opt);
+
 // The closest of `candidates` to `word`, or "" if none is close.
 std::string closest(const std::string& word, const std::vector<std::string>& candidates);
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");

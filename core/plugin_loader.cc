@@ -14,7 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <map>
+#include <set>
 #include <sstream>
 
 namespace fs = std::filesystem;
@@ -60,6 +60,37 @@ size_t required_api_size(dshost_plugin_kind kind) {
   return 0;
 }
 
+// Every option the plugin declares can be used as `run` uses it: a section with none of its
+// keys given takes every default, so a default its own declaration refuses is the author's
+// mistake, found here rather than reported as the user's.
+template <class Refuse>
+void check_options(const dshost_plugin_descriptor* d, const Refuse& refuse) {
+  if (d->option_count > 0 && d->options == nullptr)
+    throw refuse(cat("it declares ", d->option_count, " options but no option table"));
+  std::vector<std::string> names;
+  for (size_t k = 0; k < d->option_count; ++k) {
+    const dshost_option& o = d->options[k];
+    try {
+      check_option_declaration(o);
+    } catch (const UserError& e) {
+      throw refuse(cat(e.what(), "; the plugin's author must correct its declaration"));
+    }
+    if (std::find(names.begin(), names.end(), o.name) != names.end())
+      throw refuse(cat("option '", o.name, "' is declared twice; the plugin's author must remove one"));
+    names.emplace_back(o.name);
+  }
+}
+
+// The catalog finds a plugin by its file name, dshost_<kind>_<name>.so: the table inside
+// must declare that kind and name.
+template <class Refuse>
+void check_file_name(const std::string& file, const dshost_plugin_descriptor* d, const Refuse& refuse) {
+  const std::string expected = cat("dshost_", kind_name(d->kind), "_", d->name);
+  if (fs::path(file).stem().string() != expected)
+    throw refuse(cat("it declares ", kind_name(d->kind), " '", d->name, "', so its file must be named ",
+                     expected, ".so to be found; rename the file or the plugin"));
+}
+
 void check_descriptor(const std::string& file, const dshost_plugin_descriptor* d) {
   const auto refuse = [&](const std::string& why) {
     return UserError(cat("plugin ", file, ": ", why));
@@ -85,6 +116,8 @@ void check_descriptor(const std::string& file, const dshost_plugin_descriptor* d
   if (have < need)
     throw refuse(cat("its ", kind_name(d->kind), " table is ", have,
                      " bytes, smaller than the ", need, " that ABI 1.0 requires"));
+  check_options(d, refuse);
+  check_file_name(file, d, refuse);
 }
 
 }  // namespace
@@ -136,9 +169,9 @@ PluginCatalog::PluginCatalog(const std::string& extra_paths) {
   dirs_.push_back((exe_dir() / ".." / "lib" / "dshost" / "plugins").lexically_normal().string());
 }
 
-std::vector<PluginFile> PluginCatalog::files() const {
+// Every plugin file in search order, including those a file found earlier hides.
+std::vector<PluginFile> PluginCatalog::all_files() const {
   std::vector<PluginFile> out;
-  std::map<std::string, bool> seen;
   for (const auto& dir : dirs_) {
     std::error_code ec;
     std::vector<fs::path> entries;
@@ -149,31 +182,32 @@ std::vector<PluginFile> PluginCatalog::files() const {
       if (path.extension() != ".so") continue;
       for (auto kind : {DSHOST_KIND_MODEL, DSHOST_KIND_STRATEGY, DSHOST_KIND_LAUNCHER}) {
         const std::string prefix = cat("dshost_", kind_name(kind), "_");
-        if (stem.rfind(prefix, 0) != 0) continue;
-        const std::string name = stem.substr(prefix.size());
-        if (seen[cat(prefix, name)]) continue;
-        seen[cat(prefix, name)] = true;
-        out.push_back({kind, name, path.string()});
+        if (stem.rfind(prefix, 0) == 0) out.push_back({kind, stem.substr(prefix.size()), path.string()});
       }
     }
   }
   return out;
 }
 
+std::vector<PluginFile> PluginCatalog::files() const {
+  std::vector<PluginFile> out;
+  std::set<std::pair<dshost_plugin_kind, std::string>> seen;
+  for (auto& f : all_files())
+    if (seen.insert({f.kind, f.name}).second) out.push_back(std::move(f));
+  return out;
+}
+
 LoadedPlugin PluginCatalog::load(dshost_plugin_kind kind, const std::string& name,
                                  const std::string& origin) const {
   std::vector<std::string> known;
-  for (const auto& f : files()) {
-    if (f.kind != kind) continue;
-    if (f.name != name) {
-      known.push_back(f.name);
-      continue;
-    }
-    LoadedPlugin plugin = load_plugin_file(f.file);
-    if (plugin.descriptor->kind != kind || plugin.descriptor->name != name)
-      throw UserError(cat("plugin ", f.file, ": its file name says ", kind_name(kind), " '", name,
-                          "' but it declares ", kind_name(plugin.descriptor->kind), " '",
-                          plugin.descriptor->name, "'"));
+  for (const auto& f : files())
+    if (f.kind == kind && f.name != name) known.push_back(f.name);
+  std::vector<std::string> found;
+  for (const auto& f : all_files())
+    if (f.kind == kind && f.name == name) found.push_back(f.file);
+  if (!found.empty()) {
+    LoadedPlugin plugin = load_plugin_file(found[0]);
+    plugin.hidden.assign(found.begin() + 1, found.end());
     return plugin;
   }
   const std::string best = closest(name, known);

@@ -1,7 +1,8 @@
 // Finding and loading plugins. A plugin is a shared object named
 // dshost_<kind>_<name>.so that exports dshost_plugin_v1. It is searched for, in order, in
 // the manifest's [plugins] paths, $DSHOST_PLUGIN_PATH, <exe dir>/plugins (build tree) and
-// <exe dir>/../lib/dshost/plugins (install tree); the first file of a kind and name wins.
+// <exe dir>/../lib/dshost/plugins (install tree); the first file of a kind and name wins,
+// and `dshost run` and `check` warn about the files it hides.
 #pragma once
 
 #include <dshost/abi.h>
@@ -16,6 +17,8 @@ struct LoadedPlugin {
   std::string file;
   const dshost_plugin_descriptor* descriptor = nullptr;
   std::shared_ptr<void> library;  // keeps the shared object loaded
+  // Files of the same kind and name later in the search path, which this one hides.
+  std::vector<std::string> hidden;
 
   template <class Api>
   const Api* api() const {
@@ -49,6 +52,7 @@ class PluginCatalog {
                     const std::string& origin) const;
 
  private:
+  std::vector<PluginFile> all_files() const;
   std::vector<std::string> dirs_;
 };
 

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/profiler.h"
+#include "core/run_lock.h"
 #include "core/safetensors.h"
 #include "core/services.h"
 
@@ -102,6 +103,8 @@ class Worker {
 
   int run() {
     const auto start = Clock::now();
+    // Rank 0 holds the run directory for the run's life, from before it looks for a checkpoint.
+    if (rv_.rank == 0) run_lock_ = std::make_unique<RunDirectoryLock>(run_dir_.string());
 #if DSHOST_CUDA
     // The rank's device, and a stream of its own rather than the legacy default stream,
     // which synchronises with every other stream and cannot be captured (train.cuda_graph).
@@ -116,6 +119,12 @@ class Worker {
     build();
     plan_steps();
     position_ = resume();
+    if (position_.step > 0 && position_.step >= total_steps_) {
+      log::info(cat("the run is already complete: its checkpoint is at step ", position_.step,
+                    " of ", total_steps_, "; nothing was changed (raise train.epochs or "
+                    "train.max_steps to train further)"));
+      return 0;
+    }
     if (rv_.rank == 0) prepare_run_dir();
     train();
     write_summary(seconds_since(start));
@@ -193,7 +202,30 @@ class Worker {
     data_ = load_dataset(cfg_.data, job_.manifest.origin("data", "path"),
                          model_takes_tokens ? info_model_.input_shape[0] : 0);
     check_input_shape();
+    check_label_range();
     if (device_.is_cuda() && cfg_.data.prefetch != "on") keep_on_device(data_, device_);  // the prefetcher fills host memory
+  }
+
+  // A label the model has no output for is named here, with the data it came from, rather
+  // than failing as the model's indexing error in the middle of a step. The range is known
+  // where the model declares num_classes (image models) or vocab_size (token models).
+  void check_label_range() const {
+    const std::string key = data_.is_tokens() ? "vocab_size" : "num_classes";
+    if (job_.model.options.values.count(key) == 0) return;
+    const int64_t outputs = job_.model.options.get_int(key);
+    for (const auto& [part, split] : {std::pair{"train", &data_.train}, std::pair{"test", &data_.test}}) {
+      const at::Tensor& held = split->tokens.defined() ? split->tokens : split->labels;
+      if (!held.defined() || held.numel() == 0 || held.max().item<int64_t>() < outputs) continue;
+      const int64_t at = held.ge(outputs).nonzero()[0][0].item<int64_t>();
+      const std::string what =
+          split->tokens.defined() ? cat("token ", at, " of ", cfg_.data.path, " is id ")
+          : !split->files.empty() ? cat(split->files[at], " has label ")
+                                  : cat("sample ", at, " of the ", part, " split of ", cfg_.data.path, " has label ");
+      throw UserError(cat(job_.manifest.origin("data", "path"), ": error: ", what, held[at].item<int64_t>(),
+                          " but model '", job_.model.plugin.descriptor->name, "' has ", key, " = ",
+                          outputs, " (", job_.model.options.at(key).origin, "); raise model.", key,
+                          " or correct the data"));
+    }
   }
 
   void check_input_shape() const {
@@ -391,13 +423,18 @@ class Worker {
         step_values_.narrow(1, 0, n).to(at::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous();
     step_values_.zero_();
     const auto value = held.accessor<double, 2>();  // [loss, norm][step]
-    std::vector<double> losses(n);
-    for (int64_t i = 0; i < n; ++i) losses[i] = value[0][i];
-    losses = comm_->sum(losses);
+    // One collective: the steps' losses, then each rank's first step (+ 1) with a
+    // non-finite loss, 0 where it had none.
+    std::vector<double> sums(n + rv_.world_size, 0.0);
+    for (int64_t i = 0; i < n; ++i) sums[i] = value[0][i];
+    for (int64_t i = 0; i < n && sums[n + rv_.rank] == 0; ++i)
+      if (!std::isfinite(value[0][i])) sums[n + rv_.rank] = static_cast<double>(i + 1);
+    sums = comm_->sum(sums);
     for (int64_t i = 0; i < n; ++i) {
-      unreported_[i].loss = losses[i] / rv_.world_size;
+      unreported_[i].loss = sums[i] / rv_.world_size;
       unreported_[i].grad_norm = value[1][i];
     }
+    if (cfg_.train.nonfinite == "stop") stop_at_nonfinite(sums, n);
     const StepRecord last = unreported_.back();
     last_loss_ = last.loss;
     if (rv_.rank == 0) {
@@ -417,6 +454,30 @@ class Worker {
     int64_t step, epoch;
     double loss, lr, grad_norm;
   };
+
+  // train.nonfinite = "stop": ends the run, every rank alike, at the first unreported step
+  // whose loss (on some rank) or global gradient norm is NaN or infinite. It runs before the
+  // metrics are written and before any save, so no checkpoint holds that state.
+  // `first_bad[n + r]`: rank r's first such step among the n unreported, + 1; 0: none.
+  void stop_at_nonfinite(const std::vector<double>& first_bad, int64_t n) const {
+    int64_t step = n;
+    for (int r = 0; r < rv_.world_size; ++r)
+      if (first_bad[n + r] > 0) step = std::min(step, static_cast<int64_t>(first_bad[n + r]) - 1);
+    for (int64_t i = 0; i < step; ++i)
+      if (!std::isfinite(unreported_[i].grad_norm)) step = i;
+    if (step == n) return;
+    std::vector<std::string> ranks;
+    for (int r = 0; r < rv_.world_size; ++r)
+      if (first_bad[n + r] == static_cast<double>(step + 1)) ranks.push_back(std::to_string(r));
+    const StepRecord& s = unreported_[step];
+    const std::string what = ranks.empty()
+        ? cat("the gradient norm is ", s.grad_norm)
+        : cat("the loss of rank", ranks.size() > 1 ? "s " : " ", join(ranks), " is not finite");
+    throw UserError(cat("step ", s.step + 1, " (epoch ", s.epoch + 1, "): ", what,
+                        "; the run stopped (train.nonfinite = \"stop\") without saving that state. "
+                        "Lower optimizer.lr, set train.grad_clip, or resume from the last checkpoint; "
+                        "train.nonfinite = \"ignore\" trains on"), 1);
+  }
 
   // Rank 0's progress bar on the launcher's terminal (a status line, see dshost/process.hpp),
   // at most 5 times a second; the loss is rank 0's own. An empty status line clears it.
@@ -539,13 +600,26 @@ class Worker {
   }
 
   // The checkpoint to resume from (checkpoint.resume), loaded; the position to go on from.
+  // A run that would save over checkpoints it did not resume from is refused.
   Position resume() {
     const auto& ck = cfg_.checkpoint;
-    if (ck.resume == "never") return {};
-    std::string path = ck.resume == "auto" ? latest_checkpoint(ck.dir) : ck.resume;
+    std::string note;
+    if (ck.resume == "never") {
+      const std::string existing = latest_checkpoint(ck.dir);
+      if (ck.enabled() && !existing.empty())
+        throw UserError(cat(job_.manifest.origin("checkpoint", "resume"),
+                            ": error: checkpoint.resume = \"never\" but ", ck.dir,
+                            " already holds checkpoints (the newest ", existing,
+                            "), which this run's saves would replace; resume from them "
+                            "(checkpoint.resume = \"auto\"), or choose another run.name or "
+                            "checkpoint.dir"));
+      return {};
+    }
+    std::string path = ck.resume == "auto" ? latest_checkpoint(ck.dir, &note) : ck.resume;
     if (path.empty()) return {};
     if (!fs::exists(fs::path(path) / "index.json") && fs::exists(fs::path(path) / "latest"))
-      path = latest_checkpoint(path);
+      path = latest_checkpoint(path, &note);
+    if (!note.empty()) log::warn(note);
     try {
       const CheckpointReader reader(path, param_layouts_);
       reader.check_model(job_.model.plugin.descriptor->name);
@@ -553,9 +627,9 @@ class Worker {
       call(sapi_->load(strategy_.get(), reader.io(), &err_), "strategy load");
       load_buffers_and_rng(reader);
       return position_from(reader.index(), path);
-    } catch (const UserError& e) {
+    } catch (const UserError& e) {  // a damaged checkpoint, or one of another model: bad input
       throw UserError(cat(job_.manifest.origin("checkpoint", "resume"), ": error: cannot resume: ",
-                          e.what()), e.exit_code());
+                          e.what()), 2);
     }
   }
 
@@ -767,6 +841,7 @@ class Worker {
   std::unique_ptr<StepProfiler> profiler_;  // train.profile_steps
   std::unique_ptr<BatchPrefetcher> prefetcher_;  // per data.prefetch
   std::unique_ptr<MetricsLog> metrics_;  // rank 0's
+  std::unique_ptr<RunDirectoryLock> run_lock_;  // rank 0's
   Clock::time_point last_report_, last_status_;
   const bool status_lines_ = rv_.rank == 0 && std::getenv(kStatusLinesVariable) != nullptr;
 

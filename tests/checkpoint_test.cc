@@ -19,6 +19,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -340,6 +341,119 @@ TEST_F(DamagedCheckpoint, AnotherModelsCheckpointIsRefused) {
   EXPECT_NE(r.err.find("cannot resume: checkpoint " + step_ +
                        " was saved from model 'basic_cnn' but this run trains 'gpt'"),
             std::string::npos) << r.err;
+}
+
+// The index names what each slice is; an edit (a weight's slice pointed at its AdamW
+// moment's data) is refused by the index's own checksum before any tensor is read.
+TEST_F(DamagedCheckpoint, AnEditedIndexIsRefusedBeforeAnythingIsRead) {
+  const std::string index_path = step_ + "/index.json";
+  auto index = nlohmann::json::parse(read_file(index_path));
+  auto& slice = index["tensors"]["fc1.1.weight"]["slices"][0];
+  slice["key"] = index["tensors"]["fc1.1.weight.exp_avg"]["slices"][0]["key"];
+  slice["file"] = index["tensors"]["fc1.1.weight.exp_avg"]["slices"][0]["file"];
+  write_file(index_path, index.dump(1) + "\n");
+  const Ran r = resume();
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("cannot resume: " + index_path +
+                       " is damaged: its content differs from its checksum (index_crc32c)"),
+            std::string::npos) << r.err;
+}
+
+// Without a usable `latest`, the newest complete step directory is resumed from; nothing
+// saved before is overwritten or pruned.
+TEST_F(DamagedCheckpoint, AMissingEmptyOrDanglingLatestResumesFromTheNewestStep) {
+  const std::string checkpoints = dir_ + "/quickstart/checkpoints";
+  const std::string rank0 = read_file(step_ + "/rank-00000.safetensors");
+  const std::string first_steps = metrics(dir_);
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"", "is missing"}, {"\n", "is empty"}, {"step-00000099\n", "names 'step-00000099', which is not a whole checkpoint"}};
+  int64_t until = 5;
+  for (const auto& [latest, said] : cases) {
+    fs::remove(checkpoints + "/latest");
+    if (!latest.empty() || said == "is empty") write_file(checkpoints + "/latest", latest);
+    until += 5;
+    const Ran r = run(run_args(dir_, {"train.max_steps=" + std::to_string(until),
+                                      "checkpoint.every_steps=5", "checkpoint.keep=0"}));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::string newest = checkpoints + "/" + step_dir_name(until - 5);
+    EXPECT_NE(r.err.find(checkpoints + "/latest " + said + ": resuming from the newest complete "
+                         "checkpoint, " + newest), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("resumed from " + newest + ": step " + std::to_string(until - 5)),
+              std::string::npos) << r.err;
+    EXPECT_EQ(line_count(metrics(dir_)), until);
+  }
+  EXPECT_EQ(read_file(step_ + "/rank-00000.safetensors"), rank0) << "step 5 was overwritten";
+  EXPECT_EQ(metrics(dir_).substr(0, first_steps.size()), first_steps);
+}
+
+// Running a finished job again changes nothing and succeeds.
+TEST_F(DamagedCheckpoint, ACompleteRunRunAgainLeavesEveryFileAsItWas) {
+  const std::string run_dir = dir_ + "/quickstart";
+  const std::string summary = read_file(run_dir + "/summary.json");
+  const std::string jsonl = read_file(run_dir + "/metrics.jsonl");
+  const Ran again = run(run_args(dir_, {"train.max_steps=5", "checkpoint.every_steps=5"}));
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.err.find("the run is already complete: its checkpoint is at step 5 of 5; nothing "
+                           "was changed"), std::string::npos) << again.err;
+  EXPECT_EQ(read_file(run_dir + "/summary.json"), summary);
+  EXPECT_EQ(read_file(run_dir + "/metrics.jsonl"), jsonl);
+  const Ran never = run(run_args(dir_, {"train.max_steps=5", "checkpoint.every_steps=5",
+                                        "checkpoint.resume=\"never\""}));
+  EXPECT_EQ(never.exit_code, 2);
+  EXPECT_NE(never.err.find("checkpoint.resume = \"never\" but " + run_dir +
+                           "/checkpoints already holds checkpoints"), std::string::npos) << never.err;
+  EXPECT_EQ(read_file(run_dir + "/metrics.jsonl"), jsonl);
+}
+
+// A second run in a run directory in use refuses at once, naming the holder; the lock goes
+// with its holder, even one killed with SIGKILL.
+TEST(RunDirectory, ASecondRunThereRefusesAtOnceNamingTheFirst) {
+  const std::string dir = scratch_dir("run_directory_lock");
+  const std::vector<std::string> sets{"train.max_steps=100000", "checkpoint.every_steps=2"};
+  const Job first = start_job(run_args(dir, sets), dir, "step 3/");
+  const Ran second = run(run_args(dir, sets));
+  EXPECT_EQ(second.exit_code, 2) << second.err;
+  EXPECT_NE(second.err.find("run directory " + dir + "/quickstart is in use by another run (host "),
+            std::string::npos) << second.err;
+  const auto ranks = ranks_matching("worker " + kQuickstart + " --set run.output_dir=\"" + dir);
+  const int holder = pid_of_rank(ranks, 0);
+  EXPECT_NE(second.err.find(", pid " + std::to_string(holder) + "); wait for it to end"),
+            std::string::npos) << second.err;
+  EXPECT_LT(second.seconds, 30);
+  EXPECT_EQ(read_file(dir + "/log").find("resumed"), std::string::npos);
+  kill(first.pid, SIGKILL);
+  double seconds = 0;
+  wait_for(first, 30, &seconds);
+  const Ran third = run(run_args(dir, {"train.max_steps=6", "checkpoint.every_steps=2"}));
+  EXPECT_EQ(third.exit_code, 0) << third.err;
+}
+
+// A diverging run (SGD at lr 1e5) stops at the first non-finite loss or gradient norm,
+// naming its step, before any checkpoint of that state; "ignore" trains on to the end.
+TEST(NonFinite, StopNamesTheFirstStepAndSavesNothingOfIt) {
+  const std::string dir = scratch_dir("nonfinite");
+  const std::vector<std::string> sets{"train.max_steps=40", "train.log_every=10", "optimizer.name=\"sgd\"",
+                                      "optimizer.lr=1e5", "checkpoint.every_steps=3"};
+  const Ran stopped = run(run_args(dir, sets));
+  EXPECT_EQ(stopped.exit_code, 1) << stopped.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(stopped.err, m, std::regex(
+      R"(dshost: error: step (\d+) \(epoch 1\): (the gradient norm is (inf|nan)|the loss of ranks? [0-9, ]+ is not finite); )"
+      R"(the run stopped \(train.nonfinite = "stop"\) without saving that state)"))) << stopped.err;
+  const int64_t bad_step = std::stoll(m[1].str());
+  const auto norms = metric(dir + "/quickstart", "grad_norm");
+  for (const auto& e : fs::directory_iterator(dir + "/quickstart/checkpoints")) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step-", 0) == 0) EXPECT_LT(std::stoll(name.substr(5)), bad_step) << name;
+  }
+  for (double norm : norms) EXPECT_TRUE(std::isfinite(norm)) << "a non-finite step was recorded";
+
+  const std::string ignored = scratch_dir("nonfinite_ignored");
+  std::vector<std::string> on = sets;
+  on.push_back("train.nonfinite=\"ignore\"");
+  const Ran trained = run(run_args(ignored, on));
+  EXPECT_EQ(trained.exit_code, 0) << trained.err;
+  EXPECT_EQ(line_count(read_file(ignored + "/quickstart/metrics.jsonl")), 40);
 }
 
 // ---- monitoring ---------------------------------------------------------------------------

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <string>
 
@@ -180,6 +182,54 @@ TEST(CliErrors, UnreadableManifest) {
   const Ran r = expect_user_error("run", "/nonexistent/manifest.toml");
   EXPECT_NE(r.err.find("cannot read manifest '/nonexistent/manifest.toml': No such file"),
             std::string::npos) << r.err;
+}
+
+// A FIFO would block the reader until something wrote to it: refused without opening it.
+TEST(CliErrors, AManifestThatIsNotARegularFileIsRefusedAtOnce) {
+  const std::string fifo = scratch_dir("cli_errors_fifo") + "/m.toml";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const Ran r = expect_user_error("check", fifo);
+  EXPECT_NE(r.err.find("cannot read manifest '" + fifo + "': not a regular file"), std::string::npos)
+      << r.err;
+  EXPECT_LT(r.seconds, 20);
+}
+
+TEST(CliErrors, NonFiniteValuesAreOutOfEveryRange) {
+  const std::string path = manifest("nan", kGood);
+  for (const std::string& set : {"optimizer.lr=nan", "train.grad_clip=nan", "comm.timeout_s=nan",
+                                 "optimizer.lr=inf", "launcher.grace_period_s=nan"}) {
+    const Ran r = expect_user_error("check", path, {"--set", set});
+    const std::string key = set.substr(0, set.find('='));
+    EXPECT_NE(r.err.find("--set " + set + ": error: " + key + " = "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(" is out of range ["), std::string::npos) << r.err;
+  }
+}
+
+TEST(CliErrors, ARunNameThatLeavesTheOutputDirIsRefused) {
+  for (const std::string& name : {"../escaped", "a/b", "..", "two\\nlines"}) {
+    const std::string path = manifest("run_name", kGood + "[run]\nname = \"" + name + "\"\n");
+    const Ran r = expect_user_error("run", path);
+    EXPECT_NE(r.err.find(path + ":16:8: error: run.name = "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("must name one folder inside run.output_dir"), std::string::npos) << r.err;
+  }
+}
+
+TEST(CliErrors, AnOverrideOfAnUnknownSectionNamesTheOverride) {
+  const Ran r = expect_user_error("check", manifest("set_section", kGood), {"--set", "nosuch.key=1"});
+  EXPECT_NE(r.err.find("--set nosuch.key=1: error: unknown section [nosuch]"), std::string::npos)
+      << r.err;
+}
+
+// A label the model has no output for is named with its data, not met as the model's error.
+TEST(CliErrors, ALabelBeyondTheModelsClassesNamesTheDataAndTheLabel) {
+  const std::string path = manifest("label_range", kGood);
+  const Ran r = dshost({"run", path, "--set", "model.num_classes=5", "--set", "launcher.nprocs=1"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(path + ": error: sample 0 of the train split of " + fashion_mnist_dir() +
+                       " has label 9 but "
+                       "model 'basic_cnn' has num_classes = 5 (--set model.num_classes=5); raise "
+                       "model.num_classes or correct the data"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("Exception raised from"), std::string::npos) << r.err;
 }
 
 TEST(CliErrors, MalformedOverride) {

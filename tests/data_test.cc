@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -45,7 +46,7 @@ TEST(FashionMnist, TruncatedFileIsRefusedNamingIt) {
     FAIL() << "a truncated file loaded";
   } catch (const UserError& e) {
     EXPECT_NE(std::string(e.what()).find("train-images-idx3-ubyte.gz: not a valid IDX file "
-                                         "(holds 1000 data bytes, its header promises 47040000)"),
+                                         "(holds 1000 data bytes, its header promises [60000, 28, 28] = 47040000)"),
               std::string::npos) << e.what();
   }
 }
@@ -150,8 +151,53 @@ TEST(ImageFolder, ReadsClassFoldersAndSkipsAFileThatIsNoImage) {
     decode_image(dir + "/train/tshirt/broken.jpg");
     ADD_FAILURE() << "broken.jpg decoded";
   } catch (const UserError& e) {
-    EXPECT_NE(std::string(e.what()).find("cannot decode " + dir + "/train/tshirt/broken.jpg: "), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find(dir + "/train/tshirt/broken.jpg: not a JPEG or PNG image that "
+                                         "can be decoded ("), std::string::npos)
         << e.what();
+  }
+}
+
+// A file whose header reads but whose data does not decode (a PNG cut short after the scan)
+// is skipped while training: its row holds the next sample's image and label instead.
+TEST(ImageFolder, AFileThatNoLongerDecodesGivesItsRowToTheNextSample) {
+  const std::string dir = make_image_folder("image_folder_truncated", 3, 1);
+  const ImageDataset data = load_image_folder(dir);
+  const auto& files = data.train.files;
+  const int64_t cut = std::find(files.begin(), files.end(), dir + "/train/coat/00003.png") - files.begin();
+  ASSERT_LT(cut + 1, static_cast<int64_t>(files.size()));
+  std::filesystem::resize_file(files[cut], std::filesystem::file_size(files[cut]) / 2);
+  const auto batch = [&](std::vector<int64_t> indices) {
+    at::Tensor inputs = at::zeros({2, 3, 32, 32}), targets = at::full({2}, -1, at::kLong);
+    fill_batch(data, data.train, indices, 0, 2, inputs, targets, 7);
+    return std::pair{inputs, targets};
+  };
+  const auto [with_cut, cut_labels] = batch({0, cut});
+  const auto [next, next_labels] = batch({0, cut + 1});
+  EXPECT_NE(data.train.labels[cut].item<int64_t>(), data.train.labels[cut + 1].item<int64_t>());
+  EXPECT_EQ(cut_labels[1].item<int64_t>(), data.train.labels[cut + 1].item<int64_t>());
+  EXPECT_TRUE(with_cut[1].equal(next[1]));
+  EXPECT_TRUE(with_cut[0].equal(next[0]));
+}
+
+// An IDX header whose sizes multiply past int64 is a bad file, named.
+TEST(FashionMnist, AnIdxHeaderThatOverflowsIsABadFile) {
+  const std::string dir = test::scratch_dir("idx_overflow");
+  for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                           "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+    std::filesystem::copy_file(test::fashion_mnist_dir() + "/" + name, dir + "/" + name);
+  const std::string header("\0\0\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 16);
+  gzFile out = gzopen((dir + "/train-images-idx3-ubyte.gz").c_str(), "wb");
+  gzwrite(out, header.data(), static_cast<unsigned>(header.size()));
+  gzwrite(out, "abcd", 4);
+  gzclose(out);
+  try {
+    load_fashion_mnist(dir, "m.toml:3:1");
+    ADD_FAILURE() << "an overflowing header was read";
+  } catch (const UserError& e) {
+    EXPECT_EQ(e.exit_code(), 2);
+    EXPECT_NE(std::string(e.what()).find(dir + "/train-images-idx3-ubyte.gz: not a valid IDX file (holds 4 "
+                                         "data bytes, its header promises [4294967295, 4294967295, "
+                                         "4294967295] = "), std::string::npos) << e.what();
   }
 }
 

@@ -112,6 +112,36 @@ TEST(LocalLauncher, AMissingProgramIsReportedAsAFailedRank) {
   EXPECT_NE(l.message.find("rank 0 on host "), std::string::npos) << l.message;
 }
 
+// What a rank sees of the rendezvous variables: each one's entries in its environment.
+const char* kRendezvousReport =
+    "env | grep -E '^(RANK|LOCAL_RANK|WORLD_SIZE|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT)=' | "
+    "sort | tr '\\n' ' '";
+
+// As inside a torchrun job or a Slurm step, whose variables every child inherits.
+struct InheritedRendezvous {
+  InheritedRendezvous() {
+    for (const auto& [k, v] : kValues) setenv(k, v, 1);
+  }
+  ~InheritedRendezvous() {
+    for (const auto& [k, v] : kValues) unsetenv(k);
+  }
+  static constexpr std::pair<const char*, const char*> kValues[] = {
+      {"RANK", "7"}, {"LOCAL_RANK", "5"}, {"WORLD_SIZE", "9"}, {"LOCAL_WORLD_SIZE", "6"},
+      {"MASTER_ADDR", "10.231.9.9"}, {"MASTER_PORT", "1"}};
+};
+
+TEST(LocalLauncher, InheritedRendezvousVariablesAreReplacedNotAppended) {
+  const InheritedRendezvous inherited;
+  const Launch l = launch("nprocs = 2\nmaster_port = 29612\n", kRendezvousReport);
+  ASSERT_EQ(l.status, DSHOST_OK) << l.message;
+  for (int r = 0; r < 2; ++r) {
+    const std::string rank = std::to_string(r);
+    const std::string line = "[rank " + rank + "] LOCAL_RANK=" + rank +
+                             " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29612 RANK=" +
+                             rank + " WORLD_SIZE=2 \n";
+    EXPECT_NE(l.out.find(line), std::string::npos) << l.out;
+  }
+}
 
 // ---- ssh: the hostfile and NODE_SPEC selections -----------------------------------------
 
@@ -283,6 +313,52 @@ TEST_F(SshLauncher, UnknownAndUnreachableHostsAreNamedBeforeAnyRankStarts) {
             std::string::npos)
       << unreachable.message;
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/started"));
+}
+
+// The ranks' rendezvous variables are the job's, whatever the env_file or the node's own
+// environment holds.
+TEST_F(SshLauncher, InheritedRendezvousVariablesAreReplacedOnEveryNode) {
+  std::string env_text;
+  for (const auto& [k, v] : InheritedRendezvous::kValues) env_text += std::string(k) + "=" + v + "\n";
+  const std::string env_file = test::write_file(dir_ + "/env", env_text);
+  const Launch l = launch_with(
+      "ssh", ssh_section(dir_, std::string(kHostA) + " slots=1\n" + kHostB + " slots=1\n",
+                         "env_file = \"" + env_file + "\"\n"),
+      {"/bin/sh", "-c", std::string(kRendezvousReport) + " > \"$0/rank$RANK\"", dir_});
+  ASSERT_EQ(l.status, DSHOST_OK) << l.message;
+  for (int r = 0; r < 2; ++r) {
+    const std::string rank = std::to_string(r);
+    EXPECT_EQ(test::read_file(dir_ + "/rank" + rank),
+              "LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=" + std::string(kHostA) +
+                  " MASTER_PORT=29733 RANK=" + rank + " WORLD_SIZE=2 ");
+  }
+}
+
+// A hostfile host must never reach ssh as an option: -oProxyCommand would run a command
+// here during the reachability check, before any server is asked.
+TEST(SshLauncherOptions, AHostThatLooksLikeAnOptionIsRefusedAndRunsNothing) {
+  const std::string dir = test::scratch_dir("ssh_injection");
+  const std::string host = "-oProxyCommand=touch${IFS}" + dir + "/pwned";
+  const Launch l = launch_with("ssh", ssh_section(dir, host + " slots=1\n"), {"/bin/true"});
+  EXPECT_EQ(l.status, DSHOST_INVALID_ARGUMENT);
+  EXPECT_EQ(l.message, dir + "/hostfile:1: '" + host +
+                           "' is not a host name or address (letters, digits, '.', '-', '_'; "
+                           "not starting with '-')");
+  EXPECT_FALSE(std::filesystem::exists(dir + "/pwned")) << "the host ran as an ssh option";
+  const Launch addr = launch_with("ssh", ssh_section(dir, "a slots=1\n", "master_addr = \"-x\"\n"),
+                                  {"/bin/true"});
+  EXPECT_EQ(addr.status, DSHOST_INVALID_ARGUMENT);
+  EXPECT_NE(addr.message.find("launcher.master_addr = '-x' is not a host name"), std::string::npos)
+      << addr.message;
+}
+
+TEST(SlurmLauncherOptions, ValuesThatWouldAddSbatchOptionsAreRefused) {
+  for (const std::string& bad : {"debug --uid=0", "-p", "a\tb"}) {
+    const Launch l = launch_with("slurm", "partition = \"" + bad + "\"\n", {"/bin/true"});
+    EXPECT_EQ(l.status, DSHOST_INVALID_ARGUMENT) << bad;
+    EXPECT_NE(l.message.find("must be one word with no blanks, line breaks or leading '-'"),
+              std::string::npos) << l.message;
+  }
 }
 
 TEST(SshLauncherOptions, HostfileAndEnvFileMistakesFailAtCreation) {

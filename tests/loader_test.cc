@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 namespace dshost {
 namespace {
 
@@ -92,6 +94,48 @@ output_dir = ")" + dir + R"("
       << r.err;
   EXPECT_NE(r.err.find("dshost: error: rank "), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+}
+
+// A plugin's option declarations are checked when it loads, so an author's mistake is
+// reported as theirs and never reaches a run (a NULL default crashed the host).
+TEST(Loader, RefusesOptionDeclarationsThatCannotBeUsed) {
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"null_default", "option 'depth' has no default value"},
+      {"unparsable_default", "option 'mode' has the default 'fast', which is not a TOML value ("},
+      {"out_of_range_default", "option 'depth' has a default that its own declaration refuses: "
+                               "depth = integer 0 is out of range [1, 8]: how deep"},
+      {"duplicate_option", "option 'mode' is declared twice"},
+      {"option_named_plugin", "option 'plugin' is named 'plugin', the key that names the plugin itself"}};
+  for (const auto& [bad, said] : cases) {
+    const std::string file = test_plugin("dshost_launcher_bad_" + bad + ".so");
+    const std::string why = refusal(file);
+    EXPECT_EQ(why.rfind("plugin " + file + ": " + said, 0), 0u) << why;
+    // `plugins --check` makes the same checks as `run`.
+    const test::Ran r = test::dshost({"plugins", "--check", file});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.out.find("not a usable plugin: plugin " + file + ": " + said), std::string::npos) << r.out;
+  }
+}
+
+TEST(Loader, RefusesAFileWhoseNameDiffersFromTheDeclaredPlugin) {
+  const std::string file = test_plugin("dshost_launcher_bad_misnamed.so");
+  EXPECT_EQ(refusal(file), "plugin " + file + ": it declares launcher 'bad', so its file must be "
+                           "named dshost_launcher_bad.so to be found; rename the file or the plugin");
+}
+
+// A plugin earlier in the search path replaces a bundled one of the same kind and name,
+// and `check` and `run` say so, naming both files.
+TEST(Loader, APluginThatHidesABundledOneIsNamedWithBoth) {
+  const std::string dir = test::scratch_dir("loader_hides");
+  const std::string bundled = std::string(DSHOST_BUILD_PLUGIN_DIR) + "/dshost_strategy_ddp.so";
+  std::filesystem::copy_file(bundled, dir + "/dshost_strategy_ddp.so");
+  const std::string manifest = test::write_file(dir + "/m.toml", "[plugins]\npaths = \"" + dir +
+      "\"\n[launcher]\nplugin = \"local\"\n[model]\nplugin = \"basic_cnn\"\n[strategy]\nplugin = \"ddp\"\n");
+  const test::Ran r = test::dshost({"check", manifest});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("dshost: warning: strategy plugin 'ddp' is loaded from " + dir +
+                       "/dshost_strategy_ddp.so, which comes first in the search path and hides " +
+                       std::filesystem::canonical(bundled).string()), std::string::npos) << r.err;
 }
 
 }  // namespace

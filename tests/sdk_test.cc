@@ -37,7 +37,8 @@ class Sdk : public testing::Test {
   static std::string build_plugin(const std::string& source) {
     const std::string build = source + "/build";
     std::vector<std::string> configure{DSHOST_CMAKE, "-S", source, "-B", build,
-                                       "-DCMAKE_PREFIX_PATH=" + prefix()};
+                                       "-DCMAKE_PREFIX_PATH=" + prefix(),
+                                       "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"};
     if (std::string(DSHOST_CCACHE).size()) configure.push_back("-DCMAKE_CXX_COMPILER_LAUNCHER=" DSHOST_CCACHE);
     expect_success(run(configure), "configure " + source);
     expect_success(run({DSHOST_CMAKE, "--build", build, "-j2"}), "build " + source);
@@ -111,7 +112,10 @@ TEST_F(Sdk, ScaffoldsOfEveryKindBuildAndLoad) {
     expect_success(r, std::string("new-plugin ") + kind);
     const std::string source = read_file(parent + "/" + name + "/" + name + ".cc");
     EXPECT_NE(source.find("\"" + name + "\""), std::string::npos) << source;
-    build_plugin(parent + "/" + name);
+    const std::string build = build_plugin(parent + "/" + name);
+    // The scaffold sets no CMAKE_BUILD_TYPE; dshost_add_plugin builds it optimised anyway.
+    const std::string commands = read_file(build + "/compile_commands.json");
+    EXPECT_NE(commands.find(" -O3 "), std::string::npos) << commands;
   }
   Ran again = run({installed_dshost(), "new-plugin", "--kind", "model", "my_model", "--dir", parent});
   EXPECT_EQ(again.exit_code, 2);

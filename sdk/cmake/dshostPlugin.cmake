@@ -30,6 +30,15 @@ function(dshost_add_plugin NAME)
       target_compile_definitions(${target} PRIVATE DSHOST_TORCH_CUDA=1)
     endif()
   endif()
+  # With no build type, a single-config generator compiles with no -O flag at all: a plugin
+  # then gets Release's flags, so a project that sets none still trains at full speed.
+  if(NOT CMAKE_CONFIGURATION_TYPES AND NOT CMAKE_BUILD_TYPE)
+    message(STATUS "dshost_add_plugin(${NAME}): no CMAKE_BUILD_TYPE set; building it with Release flags")
+    foreach(lang CXX C)
+      separate_arguments(release_flags UNIX_COMMAND "${CMAKE_${lang}_FLAGS_RELEASE}")
+      target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:${lang}>:${release_flags}>")
+    endforeach()
+  endif()
   target_link_options(${target} PRIVATE -Wl,--no-undefined)
   # Lets sqrt vectorise (the SDK's fused CPU AdamW); no plugin relies on errno from math.
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-fno-math-errno>)

@@ -1,5 +1,6 @@
 // Plugins that are wrong on purpose, one per refusal the loader must make. Each is built
-// from this file with one of the BAD_* macros defined (see tests/CMakeLists.txt).
+// from this file with one of the BAD_* macros defined (see tests/CMakeLists.txt); each
+// declares the launcher 'bad', so the file name is all that is wrong with BAD_MISNAMED.
 #include <dshost/launcher.hpp>
 
 #if defined(BAD_NO_ENTRY)
@@ -16,6 +17,22 @@ class Idle : public dshost::Launcher {
     return {};
   }
 };
+
+// One option declaration with the defect its BAD_* macro names.
+#if defined(BAD_NULL_DEFAULT)
+const dshost_option kOptions[] = {DSHOST_OPTION("depth", DSHOST_OPTION_INT, nullptr, nullptr, "how deep")};
+#elif defined(BAD_UNPARSABLE_DEFAULT)
+const dshost_option kOptions[] = {DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "fast", nullptr, "how")};
+#elif defined(BAD_OUT_OF_RANGE_DEFAULT)
+const dshost_option kOptions[] = {DSHOST_OPTION_RANGE("depth", DSHOST_OPTION_INT, "0", 1, 8, "how deep")};
+#elif defined(BAD_DUPLICATE_OPTION)
+const dshost_option kOptions[] = {DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "\"a\"", nullptr, "how"),
+                                  DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "\"b\"", nullptr, "how")};
+#elif defined(BAD_OPTION_NAMED_PLUGIN)
+const dshost_option kOptions[] = {DSHOST_OPTION("plugin", DSHOST_OPTION_STRING, "\"a\"", nullptr, "which")};
+#else
+const dshost_option kOptions[] = {DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "\"a\"", "a|b", "how")};
+#endif
 
 dshost_launcher_api small_table() {
   dshost_launcher_api api = *dshost::launcher_api<Idle>();
@@ -35,8 +52,8 @@ extern "C" DSHOST_EXPORT const dshost_plugin_descriptor* dshost_plugin_v1(void) 
                                        "wrong on purpose",
                                        "",
                                        DSHOST_CXX11_ABI,
-                                       nullptr,
-                                       0,
+                                       kOptions,
+                                       sizeof(kOptions) / sizeof(kOptions[0]),
                                        dshost::launcher_api<Idle>()};
 #if defined(BAD_ABI_MAJOR)
   d.abi_major = DSHOST_ABI_MAJOR + 1;

@@ -13,6 +13,8 @@
 // srun's own "task N: Exited with exit code C" names the failed rank and the job's code.
 #include <dshost/process.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -150,10 +152,17 @@ class SlurmLauncher : public dshost::Launcher {
         grace_(std::chrono::duration<double>(s.get_float("grace_period_s"))),
         srun_args_(dshost::split_words(s.get_string("srun_args"))),
         log_(fs::absolute(s.get_string("output")).string()) {
+    // Each value is one word of an #SBATCH line: a blank would start another option there
+    // and a leading '-' would read as one.
     const auto option = [&](const char* flag, const std::string& value) {
       if (value.empty() || value == "0") return;
-      if (value.find('\n') != std::string::npos)
-        throw Error(std::string("launcher: ") + flag + " '" + value + "' holds a line break",
+      const bool blank = std::any_of(value.begin(), value.end(), [](char c) {
+        return std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c));
+      });
+      if (blank || value[0] == '-')
+        throw Error(std::string("launcher: the value of sbatch ") + flag + ", '" + value +
+                        "', must be one word with no blanks, line breaks or leading '-'; extra "
+                        "options go in launcher.sbatch_lines",
                     DSHOST_INVALID_ARGUMENT);
       sbatch_lines_.push_back(std::string(flag) + "=" + value);
     };

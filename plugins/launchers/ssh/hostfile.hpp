@@ -30,6 +30,17 @@ inline std::string trim(const std::string& s) {
   return s.substr(b, s.find_last_not_of(" \t\r") - b + 1);
 }
 
+// A host name (letters, digits, '.', '-', '_', not starting with '-') or an IPv6
+// address. Anything else could reach ssh as an option (-oProxyCommand=...) or a shell.
+inline bool is_host_name(const std::string& host) {
+  if (host.empty() || host.size() > 253 || host[0] == '-') return false;
+  const bool ipv6 = host.find(':') != std::string::npos;
+  return std::all_of(host.begin(), host.end(), [&](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' ||
+           (ipv6 && c == ':');
+  });
+}
+
 inline Error hostfile_error(const std::string& where, const std::string& what) {
   return Error(where + ": " + what, DSHOST_INVALID_ARGUMENT);
 }
@@ -49,6 +60,9 @@ inline std::vector<Node> parse_hostfile(const std::string& text, const std::stri
     if (!extra.empty() || digits.empty() || digits.size() > 6 ||
         !std::all_of(digits.begin(), digits.end(), [](char c) { return std::isdigit(c); }))
       throw hostfile_error(where, "'" + line + "' is not 'HOST slots=N'");
+    if (!is_host_name(host))
+      throw hostfile_error(where, "'" + host + "' is not a host name or address (letters, digits, "
+                                  "'.', '-', '_'; not starting with '-')");
     const int slots = std::stoi(digits);
     if (slots < 1) throw hostfile_error(where, "host " + host + " has slots=0; remove the line");
     for (const auto& n : nodes)

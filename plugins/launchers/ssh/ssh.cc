@@ -121,6 +121,9 @@ class SshLauncher : public dshost::Launcher {
                     : s.get_string("dshost_path")),
         grace_s_(s.get_float("grace_period_s")),
         connect_timeout_s_(s.get_int("connect_timeout_s")) {
+    if (!dshost::ssh::is_host_name(master_addr_))
+      throw Error("launcher.master_addr = '" + master_addr_ + "' is not a host name or address",
+                  DSHOST_INVALID_ARGUMENT);
     ssh_ = {dshost::find_program("ssh", "openssh-client"), "-o", "BatchMode=yes", "-o",
             "ConnectTimeout=" + std::to_string(connect_timeout_s_)};
     if (s.get_int("ssh_port") != 0) ssh_.insert(ssh_.end(), {"-p", std::to_string(s.get_int("ssh_port"))});
@@ -144,7 +147,7 @@ class SshLauncher : public dshost::Launcher {
     int first_rank = 0;
     for (const auto& node : nodes_) {
       auto cmd = ssh_;
-      cmd.insert(cmd.end(), {node.host, "cd " + dshost::shell_quote(cwd) + " && exec " +
+      cmd.insert(cmd.end(), {"--", node.host, "cd " + dshost::shell_quote(cwd) + " && exec " +
                                             dshost::shell_command(agent_command(
                                                 node, first_rank, world, argv, rank_env))});
       const std::string tag = "[" + node.host + "] ";
@@ -200,7 +203,7 @@ class SshLauncher : public dshost::Launcher {
     dshost::Supervisor probes(std::chrono::seconds(1));
     for (const auto& node : nodes_) {
       auto cmd = ssh_;
-      cmd.insert(cmd.end(), {node.host, "true"});
+      cmd.insert(cmd.end(), {"--", node.host, "true"});
       auto& probe = probes.spawn(node.host, cmd, dshost::current_environment(), nullptr);
       probe.out.sink = probe.err.sink = nullptr;
       probe.err.keep = true;

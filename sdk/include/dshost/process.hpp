@@ -366,8 +366,29 @@ struct LocalRanks {
   std::string host;  // how messages name this machine
 };
 
+// torchrun's rendezvous variables, which a launcher sets for each rank it starts.
+inline const std::vector<std::string>& rendezvous_variables() {
+  static const std::vector<std::string> names{"RANK",      "LOCAL_RANK",  "WORLD_SIZE",
+                                              "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
+  return names;
+}
+
+// `env` without the rendezvous variables. A job started inside a torchrun job, a Slurm step
+// or a Kubeflow pod inherits theirs, and getenv returns the first of two equal names.
+inline std::vector<std::string> without_rendezvous(std::vector<std::string> env) {
+  const auto& names = rendezvous_variables();
+  env.erase(std::remove_if(env.begin(), env.end(),
+                           [&](const std::string& e) {
+                             const std::string key = e.substr(0, e.find('='));
+                             return std::find(names.begin(), names.end(), key) != names.end();
+                           }),
+            env.end());
+  return env;
+}
+
 // Starts the ranks of `layout` as children of `supervisor`: this process's environment plus
-// `extra_env` plus torchrun's variables, output prefixed "[rank N] ".
+// `extra_env`, less any inherited rendezvous variables, plus this job's, output prefixed
+// "[rank N] ".
 inline void start_ranks(Supervisor& supervisor, const LocalRanks& layout,
                         const std::vector<std::string>& argv,
                         const std::vector<std::string>& extra_env) {
@@ -375,6 +396,7 @@ inline void start_ranks(Supervisor& supervisor, const LocalRanks& layout,
     const int rank = layout.first_rank + i;
     std::vector<std::string> env = current_environment();
     env.insert(env.end(), extra_env.begin(), extra_env.end());
+    env = without_rendezvous(std::move(env));
     for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
              {"RANK", std::to_string(rank)},
              {"LOCAL_RANK", std::to_string(i)},
