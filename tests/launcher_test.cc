@@ -12,6 +12,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
+#include <regex>
 
 namespace dshost {
 namespace {
@@ -112,10 +114,20 @@ TEST(LocalLauncher, AMissingProgramIsReportedAsAFailedRank) {
   EXPECT_NE(l.message.find("rank 0 on host "), std::string::npos) << l.message;
 }
 
-// What a rank sees of the rendezvous variables: each one's entries in its environment.
-const char* kRendezvousReport =
-    "env | grep -E '^(RANK|LOCAL_RANK|WORLD_SIZE|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT)=' | "
-    "sort | tr '\\n' ' '";
+// The rendezvous variables in `env`'s output (a rank's environment as it is, duplicates
+// included: a shell would keep only one of two), per rank: "RANK=0 WORLD_SIZE=2 ...".
+std::map<int, std::string> rendezvous_seen(const std::string& out) {
+  static const std::regex line(R"(\[rank (\d+)\] ((RANK|LOCAL_RANK|WORLD_SIZE|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT)=\S*))");
+  std::map<int, std::vector<std::string>> found;
+  for (std::sregex_iterator it(out.begin(), out.end(), line), end; it != end; ++it)
+    found[std::stoi((*it)[1].str())].push_back((*it)[2].str());
+  std::map<int, std::string> seen;
+  for (auto& [rank, entries] : found) {
+    std::sort(entries.begin(), entries.end());
+    for (const auto& e : entries) seen[rank] += e + " ";
+  }
+  return seen;
+}
 
 // As inside a torchrun job or a Slurm step, whose variables every child inherits.
 struct InheritedRendezvous {
@@ -132,14 +144,13 @@ struct InheritedRendezvous {
 
 TEST(LocalLauncher, InheritedRendezvousVariablesAreReplacedNotAppended) {
   const InheritedRendezvous inherited;
-  const Launch l = launch("nprocs = 2\nmaster_port = 29612\n", kRendezvousReport);
+  const Launch l = launch_with("local", "nprocs = 2\nmaster_port = 29612\n", {"/usr/bin/env"});
   ASSERT_EQ(l.status, DSHOST_OK) << l.message;
+  const auto seen = rendezvous_seen(l.out);
   for (int r = 0; r < 2; ++r) {
     const std::string rank = std::to_string(r);
-    const std::string line = "[rank " + rank + "] LOCAL_RANK=" + rank +
-                             " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29612 RANK=" +
-                             rank + " WORLD_SIZE=2 \n";
-    EXPECT_NE(l.out.find(line), std::string::npos) << l.out;
+    EXPECT_EQ(seen.at(r), "LOCAL_RANK=" + rank + " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29612 RANK=" +
+                              rank + " WORLD_SIZE=2 ");
   }
 }
 
@@ -324,14 +335,12 @@ TEST_F(SshLauncher, InheritedRendezvousVariablesAreReplacedOnEveryNode) {
   const Launch l = launch_with(
       "ssh", ssh_section(dir_, std::string(kHostA) + " slots=1\n" + kHostB + " slots=1\n",
                          "env_file = \"" + env_file + "\"\n"),
-      {"/bin/sh", "-c", std::string(kRendezvousReport) + " > \"$0/rank$RANK\"", dir_});
+      {"/usr/bin/env"});
   ASSERT_EQ(l.status, DSHOST_OK) << l.message;
-  for (int r = 0; r < 2; ++r) {
-    const std::string rank = std::to_string(r);
-    EXPECT_EQ(test::read_file(dir_ + "/rank" + rank),
-              "LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=" + std::string(kHostA) +
-                  " MASTER_PORT=29733 RANK=" + rank + " WORLD_SIZE=2 ");
-  }
+  const auto seen = rendezvous_seen(l.out);
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(seen.at(r), "LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=" + std::string(kHostA) +
+                              " MASTER_PORT=29733 RANK=" + std::to_string(r) + " WORLD_SIZE=2 ");
 }
 
 // A hostfile host must never reach ssh as an option: -oProxyCommand would run a command
