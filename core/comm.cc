@@ -1,14 +1,22 @@
 #include "core/comm.h"
 
 #include "core/error.h"
+#include "core/manifest.h"  // join
 #include "core/torch_compat.h"
+
+#include <dshost/launcher.hpp>  // kStoppedByAnotherRank
 
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <cstring>
 
 namespace dshost {
@@ -67,6 +75,40 @@ std::shared_ptr<::gloo::transport::Device> gloo_device(const std::string& master
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
+// The collective this rank started last, for explain_termination (written at each start).
+char g_last_collective[160] = "none";
+int g_rank = -1;
+
+void note_collective(const char* kind, const at::Tensor& t) {
+  std::snprintf(g_last_collective, sizeof(g_last_collective), "%s of %lld %s elements", kind,
+                static_cast<long long>(t.numel()), c10::toString(t.scalar_type()));
+}
+
+// gloo throws from its own threads when the ranks' collectives do not match (sizes or
+// order), and that ends in std::terminate: one line saying so replaces the abort.
+[[noreturn]] void explain_termination() {
+  std::string what = "an exception of unknown type";
+  try {
+    if (const auto e = std::current_exception()) std::rethrow_exception(e);
+  } catch (const std::exception& e) {
+    what = without_backtrace(e.what());
+  } catch (...) {
+  }
+  if (what.find("gloo") != std::string::npos)
+    std::fprintf(stderr,
+                 "dshost: error: rank %d on %s: the ranks' collectives do not match: they were issued "
+                 "with different sizes or in a different order on different ranks (this rank's last: %s). "
+                 "Every rank must issue the same collectives in the same order; a plugin that "
+                 "communicates on some ranks only, or with sizes that differ by rank, does this. "
+                 "(gloo: %s)\n",
+                 g_rank, host_name().c_str(), g_last_collective, what.c_str());
+  else
+    std::fprintf(stderr, "dshost: error: rank %d on %s: internal error: %s (please report this)\n",
+                 g_rank, host_name().c_str(), what.c_str());
+  std::fflush(stderr);
+  _exit(1);
+}
+
 }  // namespace
 
 std::string host_name() {
@@ -91,6 +133,64 @@ Rendezvous Rendezvous::from_env() {
 struct Comm::Groups {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<CollectiveBackend> gloo, nccl;
+};
+
+// This rank's heartbeat: a thread that raises "heartbeat/RANK" in the rendezvous store every
+// kBeat, through a store client of its own with a short timeout, so that neither a busy
+// rank nor a stopped store server can hold it up for long.
+struct Comm::Heartbeat {
+  static constexpr std::chrono::milliseconds kBeat{100}, kSilence{400};
+
+  Heartbeat(const Rendezvous& rv) {
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<uint16_t>(rv.master_port);
+    opts.isServer = false;
+    opts.waitWorkers = false;
+    opts.timeout = std::chrono::seconds(2);
+    store = c10::make_intrusive<c10d::TCPStore>(rv.master_addr, opts);
+    const std::string host = host_name();
+    store->set(cat("host/", rv.rank), std::vector<uint8_t>(host.begin(), host.end()));
+    const std::string key = cat("heartbeat/", rv.rank);
+    beating = std::thread([this, key] {
+      while (!stopping) {
+        try {
+          std::lock_guard<std::mutex> lock(mutex);
+          store->add(key, 1);
+        } catch (const std::exception&) {  // the store's rank is gone: nothing to tell
+        }
+        std::this_thread::sleep_for(kBeat);
+      }
+    });
+  }
+  ~Heartbeat() {
+    stopping = true;
+    beating.join();
+  }
+
+  // Each rank's heartbeat count, -1 where the store did not answer.
+  std::vector<int64_t> counts(int world_size) {
+    std::vector<int64_t> out(world_size, -1);
+    try {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (int r = 0; r < world_size; ++r) out[r] = store->add(cat("heartbeat/", r), 0);
+    } catch (const std::exception&) {
+    }
+    return out;
+  }
+  std::string host_of(int rank) {
+    try {
+      std::lock_guard<std::mutex> lock(mutex);
+      const std::vector<uint8_t> name = store->get(cat("host/", rank));
+      return std::string(name.begin(), name.end());
+    } catch (const std::exception&) {
+      return "?";
+    }
+  }
+
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  std::mutex mutex;
+  std::atomic<bool> stopping{false};
+  std::thread beating;
 };
 
 PendingWork::PendingWork(std::string what, c10::intrusive_ptr<c10d::Work> work,
@@ -132,6 +232,9 @@ Comm::Comm(const Rendezvous& rv, std::chrono::milliseconds timeout, at::Device d
     if (device.is_cuda())
       throw UserError("train.device = \"cuda\", but this dshost was built without CUDA");
 #endif
+    heartbeat_ = std::make_unique<Heartbeat>(rv);
+    g_rank = rv.rank;
+    std::set_terminate(explain_termination);
   } catch (const UserError&) {
     throw;
   } catch (const std::exception& e) {
@@ -178,6 +281,7 @@ static at::Tensor as_gloo_bits(const at::Tensor& t) {
 
 std::unique_ptr<PendingWork> Comm::all_reduce(const dshost_slice& s, dshost_reduce_op op) {
   at::Tensor target = view(s);
+  note_collective("all_reduce", target);
   std::vector<at::Tensor> io{needs_fp32_copy(target) ? target.to(at::kFloat) : target};
   CollectiveBackend& group = target.is_cuda() ? *groups_->nccl : *groups_->gloo;
   c10d::AllreduceOptions opts;
@@ -192,6 +296,7 @@ std::unique_ptr<PendingWork> Comm::all_reduce(const dshost_slice& s, dshost_redu
 
 std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dshost_slice& out) {
   at::Tensor input = view(in), output = view(out);
+  note_collective("all_gather", input);
   if (output.numel() != input.numel() * rv_.world_size)
     throw UserError(cat("all_gather: output has ", output.numel(), " elements, expected ",
                         input.numel(), " x ", rv_.world_size), 1);
@@ -214,6 +319,7 @@ std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dsho
 std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const dshost_slice& out,
                                                   dshost_reduce_op op) {
   at::Tensor input = view(in), output = view(out);
+  note_collective("reduce_scatter", input);
   if (input.numel() != output.numel() * rv_.world_size)
     throw UserError(cat("reduce_scatter: input has ", input.numel(), " elements, expected ",
                         output.numel(), " x ", rv_.world_size), 1);
@@ -240,6 +346,7 @@ std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const 
 
 std::unique_ptr<PendingWork> Comm::broadcast(const dshost_slice& s, int root) {
   std::vector<at::Tensor> io{as_gloo_bits(view(s))};
+  note_collective("broadcast", io[0]);
   CollectiveBackend& group = io[0].is_cuda() ? *groups_->nccl : *groups_->gloo;
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
@@ -249,17 +356,53 @@ std::unique_ptr<PendingWork> Comm::broadcast(const dshost_slice& s, int root) {
 
 std::vector<double> Comm::sum(const std::vector<double>& values) {
   std::vector<at::Tensor> io{at::tensor(values, at::kDouble)};
-  groups_->gloo->allreduce(io)->wait(timeout_);
+  note_collective("host sum", io[0]);
+  try {
+    groups_->gloo->allreduce(io)->wait(timeout_);
+  } catch (const std::exception& e) {
+    throw stopped_by_another_rank(cat("rank ", rv_.rank, " on ", host_name(), ": a sum over ranks failed: ",
+                                      without_backtrace(e.what())));
+  }
   const double* p = io[0].data_ptr<double>();
   return std::vector<double>(p, p + values.size());
 }
 
 double Comm::max(double value) {
   std::vector<at::Tensor> io{at::tensor({value}, at::kDouble)};
+  note_collective("host maximum", io[0]);
   c10d::AllreduceOptions opts;
   opts.reduceOp = c10d::ReduceOp::MAX;
-  groups_->gloo->allreduce(io, opts)->wait(timeout_);
+  try {
+    groups_->gloo->allreduce(io, opts)->wait(timeout_);
+  } catch (const std::exception& e) {
+    throw stopped_by_another_rank(cat("rank ", rv_.rank, " on ", host_name(), ": a maximum over ranks failed: ",
+                                      without_backtrace(e.what())));
+  }
   return io[0].item<double>();
+}
+
+std::string Comm::silent_ranks() const {
+  const std::vector<int64_t> before = heartbeat_->counts(rv_.world_size);
+  std::this_thread::sleep_for(Heartbeat::kSilence);
+  const std::vector<int64_t> after = heartbeat_->counts(rv_.world_size);
+  if (after[0] < 0)
+    return cat("the rendezvous store of rank 0 on ", rv_.master_addr,
+               " does not answer: rank 0 stopped, hung or ended");
+  std::vector<std::string> silent;
+  for (int r = 0; r < rv_.world_size; ++r)
+    if (r != rv_.rank && after[r] == before[r]) silent.push_back(cat(r, " on host ", heartbeat_->host_of(r)));
+  if (silent.empty()) return "";
+  return cat(silent.size() > 1 ? "ranks " : "rank ", join(silent),
+             silent.size() > 1 ? " do" : " does", " not answer (stopped, hung or ended)");
+}
+
+UserError Comm::stopped_by_another_rank(const std::string& seen) const {
+  const std::string silent = silent_ranks();
+  return UserError(silent.empty()
+                       ? cat(seen, "; every rank still answers: another rank failed (its own error says "
+                                   "why), or the ranks wait in different collectives")
+                       : cat(silent, "; ", seen),
+                   kStoppedByAnotherRank);
 }
 
 }  // namespace dshost

@@ -5,6 +5,8 @@
 
 #include <dshost/abi.h>
 
+#include "core/error.h"
+
 #include <ATen/ATen.h>
 
 #include <chrono>
@@ -68,13 +70,23 @@ class Comm {
   std::vector<double> sum(const std::vector<double>& values);
   double max(double value);
 
+  // A collective of this rank that broke or timed out (`seen`: what it reported), as the
+  // error of a rank stopped by another (exit code kStoppedByAnotherRank): it names first the
+  // ranks that stopped answering. Every rank raises a heartbeat counter in the rendezvous
+  // store every 100 ms; one that did not move within 400 ms is silent (stopped, hung or
+  // gone). Takes 400 ms.
+  UserError stopped_by_another_rank(const std::string& seen) const;
+
  private:
   struct Groups;  // c10d's store and process groups (types differ across LibTorch versions)
+  struct Heartbeat;
   at::Tensor view(const dshost_slice& s) const;
+  std::string silent_ranks() const;
 
   Rendezvous rv_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Groups> groups_;
+  std::unique_ptr<Heartbeat> heartbeat_;
   std::vector<at::Tensor> buffers_;
 };
 

@@ -791,6 +791,8 @@ class Worker {
 
   void call(dshost_status status, const std::string& what) const {
     if (status == DSHOST_OK) return;
+    if (status == DSHOST_COMM_ERROR && comm_)
+      throw comm_->stopped_by_another_rank(cat(what, " failed: ", err_.message));
     throw UserError(cat("rank ", rv_.rank, " on ", host_name(), ": ", what, " failed: ",
                         err_.message, status == DSHOST_OUT_OF_MEMORY ? out_of_memory_advice() : ""),
                     status == DSHOST_INVALID_ARGUMENT ? 2 : 1);

@@ -2,6 +2,8 @@
 // clipping; fail-fast and Ctrl-C on real training jobs; the quickstart's accuracy.
 #include "tests/test_util.h"
 
+#include <dshost/launcher.hpp>  // kStoppedByAnotherRank, hostname()
+
 #include <gtest/gtest.h>
 
 #include <regex>
@@ -133,6 +135,71 @@ TEST(FailFast, KillingOneRankEndsTheJobNamingTheRank) {
   EXPECT_NE(log.find("dshost: error: rank 1 on host "), std::string::npos) << log;
   EXPECT_NE(log.find("was killed by signal 9"), std::string::npos) << log;
   EXPECT_TRUE(workers_of(job).empty()) << "a rank outlived the job";
+}
+
+// The last line of a failed job: the launcher's verdict.
+std::string last_line(const std::string& text) {
+  const size_t end = text.find_last_not_of('\n');
+  if (end == std::string::npos) return "";
+  const size_t begin = text.rfind('\n', end);
+  return text.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin == std::string::npos ? 0 : begin + 1) + 1);
+}
+
+// The rank whose plugin call threw is named, never the rank that lost its peer mid-collective,
+// in every one of 20 runs.
+TEST(FailFast, ARankThatThrowsIsNamedNotTheRankLeftWaiting) {
+  const std::string dir = scratch_dir("training_rank1_throws");
+  int named = 0;
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    const Ran r = dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",
+                          "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set", "model.plugin=failing_model",
+                          "--set", "model.fail_in=\"rank1_forward\"", "--set", "train.max_steps=10",
+                          "--set", "train.eval=false", "--set", "run.name=\"a" + std::to_string(attempt) + "\""});
+    EXPECT_EQ(r.exit_code, 2) << r.err;  // failing_model's error: DSHOST_INVALID_ARGUMENT
+    const std::string verdict = last_line(r.err);
+    named += verdict.rfind("dshost: error: rank 1 on host ", 0) == 0;
+    EXPECT_EQ(verdict.rfind("dshost: error: rank 1 on host ", 0), 0u) << r.err;
+  }
+  EXPECT_EQ(named, 20);
+}
+
+// A stopped rank (SIGSTOP) is named, with its host, by the rank whose collective waited for
+// it, and the job ends within comm.timeout_s + 2 s of the stop.
+TEST(FailFast, AStoppedRankIsNamedWithinTheTimeout) {
+  const std::string dir = scratch_dir("training_stopped_rank");
+  const Job job = start_job({DSHOST_BINARY, "run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"",
+                             "--set", "train.epochs=50", "--set", "train.log_every=1", "--set", "comm.timeout_s=4"},
+                            dir, "step 5/");
+  const auto workers = workers_of(job);
+  ASSERT_EQ(workers.size(), 2u) << read_file(job.dir + "/log");
+  const int stopped = pid_of_rank(workers, 1);
+  ASSERT_GT(stopped, 0);
+  kill(stopped, SIGSTOP);
+  double seconds = 0;
+  const int code = wait_for(job, 60, &seconds);
+  const std::string log = read_file(job.dir + "/log");
+  EXPECT_EQ(code, kStoppedByAnotherRank) << log;
+  EXPECT_LT(seconds, 4.0 + 2.0) << log;
+  EXPECT_EQ(last_line(log).rfind("dshost: error: rank 1 on host " + hostname() +
+                                 " does not answer (stopped, hung or ended); ", 0), 0u) << log;
+  EXPECT_NE(last_line(log).find("(reported by rank 0 on host "), std::string::npos) << log;
+  EXPECT_TRUE(workers_of(job).empty()) << "a rank outlived the job";
+}
+
+// Collectives of different sizes on two ranks: one message that says so, with the rank's
+// last collective, instead of gloo's abort.
+TEST(FailFast, CollectivesThatDoNotMatchAcrossRanksAreExplained) {
+  const std::string dir = scratch_dir("training_mismatched_collective");
+  const Ran r = dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",
+                        "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set", "model.plugin=failing_model",
+                        "--set", "model.fail_in=\"mismatched_collective\"", "--set", "train.max_steps=10",
+                        "--set", "train.eval=false", "--set", "comm.timeout_s=10"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("the ranks' collectives do not match: they were issued with different sizes or "
+                       "in a different order on different ranks (this rank's last: all_reduce of "),
+            std::string::npos) << r.err;
+  for (const char* crash : {"terminate called", "Aborted", "core dumped"})
+    EXPECT_EQ(r.err.find(crash), std::string::npos) << r.err;
 }
 
 TEST(FailFast, CtrlCStopsEveryRank) {

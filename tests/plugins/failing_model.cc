@@ -1,6 +1,9 @@
 // A model plugin that fails where the manifest says: in create (as a model with a bad
-// configuration would, by throwing dshost::Error) or in forward (a LibTorch error thrown
-// from deep inside a call, backtrace and all, as a shape bug would raise it).
+// configuration would, by throwing dshost::Error), in forward (a LibTorch error thrown from
+// deep inside a call, backtrace and all, as a shape bug would raise it), on rank 1 alone at
+// its third forward (the other ranks are left waiting in their collectives), or by issuing
+// a collective whose size differs between ranks (a plugin that communicates differently on
+// different ranks).
 #include <dshost/model.hpp>
 
 #include <torch/nn/modules/linear.h>
@@ -8,21 +11,38 @@
 namespace {
 
 const dshost_option kOptions[] = {
-    DSHOST_OPTION("fail_in", DSHOST_OPTION_STRING, "\"create\"", "create|forward",
-                  "where to fail"),
+    DSHOST_OPTION("fail_in", DSHOST_OPTION_STRING, "\"create\"",
+                  "create|forward|rank1_forward|mismatched_collective", "where to fail"),
 };
 
 class FailingModel : public dshost::Model {
  public:
-  explicit FailingModel(const dshost::Services& s) : Model(s) {
-    if (s.get_string("fail_in") == "create")
+  explicit FailingModel(const dshost::Services& s) : Model(s), fail_in_(s.get_string("fail_in")) {
+    if (fail_in_ == "create")
       throw dshost::Error("failing_model refuses to build: this plugin exists to test errors");
-    add_unit("fc", torch::nn::Linear(27, 10));  // expects 27 features; the data has 784
+    // forward: 27 features where the data has 784
+    add_unit("fc", torch::nn::Linear(fail_in_ == "forward" ? 27 : 784, 10));
   }
   std::vector<int64_t> input_shape() const override { return {1, 28, 28}; }
   at::Tensor forward(const at::Tensor& input) override {
+    if (is_training() && ++forwards_ == 3) fail_on_purpose();
     return run_unit(0, input.flatten(1));
   }
+
+ private:
+  void fail_on_purpose() {
+    const dshost::Services& s = services();
+    if (fail_in_ == "rank1_forward" && s.rank() == 1)
+      throw dshost::Error("failing_model fails on rank 1 on purpose");
+    if (fail_in_ == "mismatched_collective") {
+      const at::Tensor buffer = at::ones({(s.rank() + 1) * 100000});
+      const int32_t id = s.register_buffer(dshost::to_dlpack(buffer));
+      s.all_reduce(dshost::slice(id, 0, buffer.numel()), DSHOST_SUM).wait();
+    }
+  }
+
+  const std::string fail_in_;
+  int64_t forwards_ = 0;
 };
 
 }  // namespace

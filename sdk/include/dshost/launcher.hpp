@@ -66,6 +66,11 @@ inline std::string describe_exit(int status) {
   return "exited with code " + std::to_string(WEXITSTATUS(status));
 }
 
+// The exit code of a rank that stopped because another rank failed or stopped answering
+// (its collective broke or timed out); its last error line names that rank. A launcher
+// names a rank that failed for its own reason before one that exited with this code.
+constexpr int kStoppedByAnotherRank = 3;
+
 inline int exit_code_of(int status) {
   return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }

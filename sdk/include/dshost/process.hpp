@@ -97,6 +97,7 @@ struct LineRelay {
   std::string pending;
   std::vector<std::string> lines;  // every line seen, unformatted, when `keep` is set
   bool keep = false;
+  std::string last;  // the last non-status line seen, unformatted
 
   void feed(const char* data, size_t n) {
     pending.append(data, n);
@@ -118,6 +119,7 @@ struct LineRelay {
   }
   void emit(const std::string& line) {
     const bool status = !line.empty() && line[0] == '\r';
+    if (!status && !line.empty()) last = line;
     if (keep && !status) lines.push_back(line);
     if (sink == nullptr) return;
     const std::string text = status ? line.substr(1) : line;
@@ -273,7 +275,7 @@ class Supervisor {
       kill_at = std::chrono::steady_clock::now() +
                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(grace_);
       for (auto& c : children_)
-        if (c->running) c->stop ? c->stop(*c) : (void)kill(-c->pid, SIGTERM);
+        if (c->running) c->stop ? c->stop(*c) : stop_group(c->pid);
     };
     std::vector<const Child*> failed;  // before any stop, in the order they ended
     auto decide_at = std::chrono::steady_clock::time_point::max();
@@ -289,7 +291,10 @@ class Supervisor {
       for (auto& c : children_) {
         if (!reap(*c) || c->status == 0 || kill_at != std::chrono::steady_clock::time_point::max()) continue;
         failed.push_back(c.get());
-        decide_at = std::min(decide_at, now + kCauseWindow);
+        // A rank stopped by another has already looked for the silent ranks (a few hundred
+        // ms): its cause, if it ends at all, has had time to end.
+        const bool stopped_by_another = exit_code_of(c->status) == kStoppedByAnotherRank;
+        decide_at = std::min(decide_at, now + (stopped_by_another ? kCauseWindow / 2 : kCauseWindow));
       }
       if (!failed.empty() && (now >= decide_at || !any_running())) {
         const Child& cause = root_cause(failed);
@@ -303,12 +308,22 @@ class Supervisor {
   // How long after the first failure other failures still count as candidates for its cause.
   static constexpr std::chrono::milliseconds kCauseWindow{1000};
 
+  // SIGTERM, then SIGCONT: a stopped process (SIGSTOP, a debugger) acts on neither signal
+  // until it continues, and would otherwise wait for the SIGKILL after the grace period.
+  static void stop_group(pid_t pid) {
+    kill(-pid, SIGTERM);
+    kill(-pid, SIGCONT);
+  }
+
   // Of children that failed close together, the first killed by a signal (or reporting a
   // killed rank: 128 + N) is the cause: a killed rank's peers fail their next collective at
-  // once ("connection reset") and may end first. Otherwise the first to end.
+  // once ("connection reset") and may end first. Then the first that failed for a reason of
+  // its own, not with kStoppedByAnotherRank; otherwise the first to end.
   static const Child& root_cause(const std::vector<const Child*>& failed) {
     for (const Child* c : failed)
       if (exit_code_of(c->status) > 128) return *c;
+    for (const Child* c : failed)
+      if (exit_code_of(c->status) != kStoppedByAnotherRank) return *c;
     return *failed.front();
   }
 
@@ -412,8 +427,14 @@ inline void start_ranks(Supervisor& supervisor, const LocalRanks& layout,
   }
 }
 
-// "rank 3 on host h exited with code 1": a failed rank in the words of every launcher.
+// "rank 3 on host h exited with code 1": a failed rank in the words of every launcher. A
+// rank that stopped because of another is described by its last error line, which names
+// that other rank.
 inline std::string describe_rank_exit(const Child& rank, const std::string& host) {
+  const std::string error = "dshost: error: ";
+  const std::string& last = rank.err.last;
+  if (exit_code_of(rank.status) == kStoppedByAnotherRank && last.rfind(error, 0) == 0)
+    return last.substr(error.size()) + " (reported by " + rank.name + " on host " + host + ")";
   return rank.name + " on host " + host + " " + describe_exit(rank.status);
 }
 
