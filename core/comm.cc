@@ -6,6 +6,10 @@
 
 #include <dshost/launcher.hpp>  // kStoppedByAnotherRank
 
+#if DSHOST_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -221,7 +225,7 @@ Comm::Comm(const Rendezvous& rv, std::chrono::milliseconds timeout, at::Device d
         c10::make_intrusive<c10d::PrefixStore>("gloo", groups_->store), rv.rank, rv.world_size,
         gloo_opts);
 #if DSHOST_CUDA
-    if (device.is_cuda()) {
+    if (device.is_cuda() && rv.local_world_size <= c10::cuda::device_count()) {
       auto nccl_opts = c10d::ProcessGroupNCCL::Options::create();
       nccl_opts->timeout = timeout;
       groups_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
@@ -279,11 +283,17 @@ static at::Tensor as_gloo_bits(const at::Tensor& t) {
   return needs_fp32_copy(t) ? t.view(at::kHalf) : t;
 }
 
+// Ranks that share a GPU have no NCCL (a communicator takes one rank per device): their
+// CUDA tensors go through gloo as host copies, and come back when the work is waited for.
+bool Comm::staged(const at::Tensor& t) const { return t.is_cuda() && !groups_->nccl; }
+
 std::unique_ptr<PendingWork> Comm::all_reduce(const dshost_slice& s, dshost_reduce_op op) {
   at::Tensor target = view(s);
   note_collective("all_reduce", target);
-  std::vector<at::Tensor> io{needs_fp32_copy(target) ? target.to(at::kFloat) : target};
-  CollectiveBackend& group = target.is_cuda() ? *groups_->nccl : *groups_->gloo;
+  std::vector<at::Tensor> io{staged(target) || needs_fp32_copy(target)
+                                 ? target.to(at::kCPU, at::kFloat, /*non_blocking=*/false, /*copy=*/true)
+                                 : target};
+  CollectiveBackend& group = io[0].is_cuda() ? *groups_->nccl : *groups_->gloo;
   c10d::AllreduceOptions opts;
   opts.reduceOp = to_c10d(op);
   auto work = group.allreduce(io, opts);
@@ -291,7 +301,7 @@ std::unique_ptr<PendingWork> Comm::all_reduce(const dshost_slice& s, dshost_redu
   return std::make_unique<PendingWork>("all_reduce", work, [target, io, op, world]() mutable {
     if (op == DSHOST_AVG) io[0].div_(world);
     if (!io[0].is_same(target)) target.copy_(io[0]);
-  }, target.is_cuda());
+  }, io[0].is_cuda());
 }
 
 std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dshost_slice& out) {
@@ -301,19 +311,22 @@ std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dsho
     throw UserError(cat("all_gather: output has ", output.numel(), " elements, expected ",
                         input.numel(), " x ", rv_.world_size), 1);
 #if DSHOST_CUDA
-  if (input.is_cuda()) {
+  if (input.is_cuda() && !staged(input)) {
     auto work = groups_->nccl->_allgather_base(output, input);
     return std::make_unique<PendingWork>("all_gather", work, nullptr, true);
   }
 #endif
-  // Gloo: list all-gather into views of the output; the input is copied since it may be
-  // one of those views.
-  std::vector<at::Tensor> inputs{as_gloo_bits(input).clone()};
+  // Gloo: list all-gather into views of the output (a host copy of it when staged); the
+  // input is copied since it may be one of those views.
+  const at::Tensor gathered = staged(output) ? at::empty(output.sizes(), output.options().device(at::kCPU)) : output;
+  std::vector<at::Tensor> inputs{as_gloo_bits(input.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true))};
   std::vector<std::vector<at::Tensor>> outputs(1);
   for (int r = 0; r < rv_.world_size; ++r)
-    outputs[0].push_back(as_gloo_bits(output).narrow(0, r * input.numel(), input.numel()));
+    outputs[0].push_back(as_gloo_bits(gathered).narrow(0, r * input.numel(), input.numel()));
   auto work = groups_->gloo->allgather(outputs, inputs);
-  return std::make_unique<PendingWork>("all_gather", work, [inputs, outputs] {}, false);
+  return std::make_unique<PendingWork>("all_gather", work, [inputs, outputs, gathered, output]() mutable {
+    if (!gathered.is_same(output)) output.copy_(gathered);
+  }, false);
 }
 
 std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const dshost_slice& out,
@@ -324,15 +337,15 @@ std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const 
     throw UserError(cat("reduce_scatter: input has ", input.numel(), " elements, expected ",
                         output.numel(), " x ", rv_.world_size), 1);
 #if DSHOST_CUDA
-  if (input.is_cuda()) {
+  if (input.is_cuda() && !staged(input)) {
     c10d::ReduceScatterOptions opts;
     opts.reduceOp = op == DSHOST_AVG ? c10d::ReduceOp(c10d::ReduceOp::AVG) : to_c10d(op);
     auto work = groups_->nccl->_reduce_scatter_base(output, input, opts);
     return std::make_unique<PendingWork>("reduce_scatter", work, nullptr, true);
   }
 #endif
-  // Gloo has no reduce_scatter here: all-reduce a copy, keep this rank's part.
-  std::vector<at::Tensor> io{input.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true)};
+  // Gloo has no reduce_scatter here: all-reduce a host copy, keep this rank's part.
+  std::vector<at::Tensor> io{input.to(at::kCPU, at::kFloat, /*non_blocking=*/false, /*copy=*/true)};
   c10d::AllreduceOptions opts;
   opts.reduceOp = to_c10d(op);
   auto work = groups_->gloo->allreduce(io, opts);
@@ -345,13 +358,17 @@ std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const 
 }
 
 std::unique_ptr<PendingWork> Comm::broadcast(const dshost_slice& s, int root) {
-  std::vector<at::Tensor> io{as_gloo_bits(view(s))};
-  note_collective("broadcast", io[0]);
+  at::Tensor target = view(s);
+  note_collective("broadcast", target);
+  const at::Tensor held = staged(target) ? target.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true) : target;
+  std::vector<at::Tensor> io{as_gloo_bits(held)};
   CollectiveBackend& group = io[0].is_cuda() ? *groups_->nccl : *groups_->gloo;
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   auto work = group.broadcast(io, opts);
-  return std::make_unique<PendingWork>("broadcast", work, [io] {}, io[0].is_cuda());
+  return std::make_unique<PendingWork>("broadcast", work, [io, held, target]() mutable {
+    if (!held.is_same(target)) target.copy_(held);
+  }, io[0].is_cuda());
 }
 
 std::vector<double> Comm::sum(const std::vector<double>& values) {

@@ -81,6 +81,7 @@ class Comm {
   struct Groups;  // c10d's store and process groups (types differ across LibTorch versions)
   struct Heartbeat;
   at::Tensor view(const dshost_slice& s) const;
+  bool staged(const at::Tensor& t) const;
   std::string silent_ranks() const;
 
   Rendezvous rv_;

@@ -20,6 +20,7 @@
 #if DSHOST_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 #include <nlohmann/json.hpp>
 #include <sys/resource.h>
@@ -72,6 +73,17 @@ int64_t peak_rss_bytes() {
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
 }
 
+// The GPU of local rank `local_rank`: its own, or, where the node's ranks outnumber its GPUs
+// (two ranks on one GPU, for tests), shared round-robin; Comm then runs the ranks' CUDA
+// collectives through gloo.
+int8_t rank_gpu(int local_rank) {
+#if DSHOST_CUDA
+  const int gpus = c10::cuda::device_count();
+  if (gpus > 0) return static_cast<int8_t>(local_rank % gpus);
+#endif
+  return static_cast<int8_t>(local_rank);
+}
+
 dshost_optimizer_config optimizer_config(const OptimizerConfig& o) {
   return {sizeof(dshost_optimizer_config), o.name == "sgd" ? DSHOST_SGD : DSHOST_ADAMW,
           o.beta1, o.beta2, o.eps, o.weight_decay, o.momentum};
@@ -81,16 +93,22 @@ class Worker {
  public:
   explicit Worker(const Job& job)
       : job_(job), cfg_(job.config), rv_(Rendezvous::from_env()),
-        device_(cfg_.train.device == "cuda" ? at::Device(at::kCUDA, static_cast<int8_t>(rv_.local_rank))
+        device_(cfg_.train.device == "cuda" ? at::Device(at::kCUDA, rank_gpu(rv_.local_rank))
                                             : at::Device(at::kCPU)) {
     log::init(rv_.rank, cfg_.run.log_all_ranks);
+#if DSHOST_CUDA
+    if (device_.is_cuda() && rv_.local_world_size > c10::cuda::device_count())
+      log::warn(cat(rv_.local_world_size, " ranks share ", static_cast<int>(c10::cuda::device_count()),
+                    " GPU(s) on this node: their collectives go through gloo and host memory, "
+                    "much slower than NCCL (meant for tests)"));
+#endif
     const int64_t threads =
         cfg_.train.threads > 0
             ? cfg_.train.threads
             : std::max<int64_t>(1, std::thread::hardware_concurrency() / rv_.local_world_size);
     at::set_num_threads(static_cast<int>(threads));
     info_ = RankInfo{rv_.rank, rv_.world_size, rv_.local_rank, rv_.local_world_size,
-                     DLDevice{device_.is_cuda() ? kDLCUDA : kDLCPU, device_.is_cuda() ? rv_.local_rank : 0},
+                     DLDevice{device_.is_cuda() ? kDLCUDA : kDLCPU, device_.is_cuda() ? device_.index() : 0},
                      cfg_.train.precision == "bf16" ? DSHOST_BF16 : DSHOST_FP32,
                      static_cast<uint64_t>(cfg_.run.seed), optimizer_config(cfg_.optimizer)};
     run_dir_ = fs::path(cfg_.run.output_dir) / cfg_.run.name;

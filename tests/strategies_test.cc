@@ -87,6 +87,53 @@ INSTANTIATE_TEST_SUITE_P(Zero, EveryShardingStrategy, testing::Values("zero2", "
                            return info.param == "zero2" ? std::string("zero2") : std::string("zero3");
                          });
 
+// Two ranks on one GPU: NCCL takes one rank per device, so gloo carries their CUDA
+// collectives through host memory. Each strategy's 2-rank references then run where one GPU
+// is all there is: in fp32 (TF32 off) against 1 rank of ddp, in bf16 against 1 rank of the
+// same strategy, with the CPU tests' bounds.
+class TwoRanksOnOneGpu : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+    setenv("NVIDIA_TF32_OVERRIDE", "0", 1);
+  }
+  static std::vector<std::string> on_gpu(std::vector<std::string> sets) {
+    sets.insert(sets.end(), {"train.device=\"cuda\"", "train.cudnn_benchmark=false",
+                             "data.path=\"" + fashion_mnist_dir() + "\""});
+    return with(sets);
+  }
+};
+
+TEST_P(TwoRanksOnOneGpu, Fp32FollowsOneRankOfDdp) {
+  const std::string strategy = "strategy.plugin=" + GetParam();
+  const auto one = train_quickstart("gpu_ref_" + GetParam(), on_gpu({"launcher.nprocs=1",
+      "train.micro_batch_size=64", "train.grad_clip=0.5"}));
+  std::string log;
+  const auto two = train_quickstart("gpu_two_" + GetParam(), on_gpu({strategy, "launcher.nprocs=2",
+      "train.micro_batch_size=32", "train.grad_clip=0.5"}), nullptr, &log);
+  EXPECT_NE(log.find("2 ranks share 1 GPU(s) on this node: their collectives go through gloo"),
+            std::string::npos) << log;
+  ASSERT_EQ(one.size(), 20u);
+  EXPECT_LT(one.back(), one.front() - 0.5);
+  EXPECT_LT(max_abs_difference(one, two), 2e-5);
+}
+
+TEST_P(TwoRanksOnOneGpu, Bf16TracksOneRank) {
+  const std::string strategy = "strategy.plugin=" + GetParam();
+  const auto one = train_quickstart("gpu_bf16_one_" + GetParam(), on_gpu({strategy, "launcher.nprocs=1",
+      "train.micro_batch_size=64", "train.precision=bf16"}));
+  const auto two = train_quickstart("gpu_bf16_two_" + GetParam(), on_gpu({strategy, "launcher.nprocs=2",
+      "train.micro_batch_size=32", "train.precision=bf16", "strategy.reduce_bucket_size=4096"}));
+  ASSERT_EQ(one.size(), 20u);
+  EXPECT_LT(one.back(), one.front() - 0.2);
+  EXPECT_LT(max_abs_difference(one, two), 2e-2);
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, TwoRanksOnOneGpu, testing::Values("ddp", "zero2", "zero3-offload"),
+                         [](const auto& info) {
+                           return info.param == "zero3-offload" ? std::string("zero3") : info.param;
+                         });
+
 // offload_optimizer_ratio = 0.5 keeps the first units' optimizer state in a shard part of
 // its own (on the accelerator of a GPU run; here a second part in host memory, with
 // basic_cnn's conv layers in it): 2 ranks, gradients reduced in pieces straight into
