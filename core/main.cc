@@ -6,12 +6,14 @@
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/job.h"
+#include "core/run_lock.h"
 #include "core/scaffold.h"
 #include "core/services.h"
 #include "core/train.h"
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <filesystem>
 #include <iostream>
 
@@ -49,6 +51,23 @@ void warn_about_hidden_plugins(const Job& job) {
                 << ", which comes first in the search path and hides " << hidden << "\n";
 }
 
+// A launcher that waits for its ranks and reports success must have started them: rank 0
+// writes this launch's id into run_dir/.lock first thing. A batch launcher that only
+// submitted the job (slurm without wait) is not checked. The run directory is on a file
+// system every node shares, as checkpoint.dir is.
+void check_rank0_started(const Job& job, const std::string& launch_id) {
+  const auto& launcher = job.launcher;
+  if (has_option(launcher.plugin, "wait") && !launcher.options.get_bool("wait")) return;
+  const std::string run_dir = (fs::path(job.config.run.output_dir) / job.config.run.name).string();
+  if (rank0_started(run_dir, launch_id)) return;
+  throw UserError(cat("launcher '", launcher.plugin.descriptor->name, "' (", launcher.plugin.file,
+                      ") reported success, but no rank 0 of this launch ran: ", run_dir,
+                      "/.lock does not hold its launch id. The launcher started no ranks, or "
+                      "they ran where this machine cannot see run.output_dir (it must be shared, "
+                      "as checkpoint.dir is)"),
+                  1);
+}
+
 int run(Args args) {
   if (args.wait) {
     const Job job = prepare_job(args.manifest, args.sets);
@@ -73,12 +92,17 @@ int run(Args args) {
   std::vector<const char*> cargv;
   for (const auto& a : argv) cargv.push_back(a.c_str());
   cargv.push_back(nullptr);
-  const char* no_env[] = {nullptr};
-  const dshost_launch_request request{sizeof(dshost_launch_request), cargv.data(), no_env};
+  const std::string launch_id = cat(kLaunchIdVariable, "=", hostname(), "-", getpid(), "-",
+                                    std::chrono::steady_clock::now().time_since_epoch().count());
+  const char* env[] = {launch_id.c_str(), nullptr};
+  const dshost_launch_request request{sizeof(dshost_launch_request), cargv.data(), env};
   int32_t exit_code = 0;
   const dshost_status status = api->launch(launcher, &request, &exit_code, &err);
   api->destroy(launcher);
-  if (status == DSHOST_OK) return 0;
+  if (status == DSHOST_OK) {
+    check_rank0_started(job, launch_id.substr(launch_id.find('=') + 1));
+    return 0;
+  }
   std::cerr << "dshost: error: " << err.message << "\n";
   if (status == DSHOST_RANK_FAILED) return exit_code;
   return status == DSHOST_INVALID_ARGUMENT ? 2 : 1;

@@ -26,7 +26,7 @@ std::string read_all(int fd) {
 
 }  // namespace
 
-RunDirectoryLock::RunDirectoryLock(const std::string& run_dir) {
+RunDirectoryLock::RunDirectoryLock(const std::string& run_dir, const std::string& launch_id) {
   std::error_code ec;
   std::filesystem::create_directories(run_dir, ec);
   const std::string path = run_dir + "/.lock";
@@ -45,9 +45,18 @@ RunDirectoryLock::RunDirectoryLock(const std::string& run_dir) {
                         holder.empty() ? "holder unknown" : holder,
                         "); wait for it to end, or give this run another run.name"));
   }
-  const std::string me = cat("host ", hostname(), ", pid ", getpid(), "\n");
+  const std::string me = cat("host ", hostname(), ", pid ", getpid(),
+                             launch_id.empty() ? "" : ", launch " + launch_id, "\n");
   if (ftruncate(fd_, 0) != 0 || pwrite(fd_, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size()))
     throw UserError(cat("cannot write ", path, ": ", std::strerror(errno)), 1);
+}
+
+bool rank0_started(const std::string& run_dir, const std::string& launch_id) {
+  const int fd = open((run_dir + "/.lock").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const std::string text = read_all(fd);
+  close(fd);
+  return text.find(", launch " + launch_id) != std::string::npos;
 }
 
 RunDirectoryLock::~RunDirectoryLock() {

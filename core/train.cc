@@ -122,7 +122,10 @@ class Worker {
   int run() {
     const auto start = Clock::now();
     // Rank 0 holds the run directory for the run's life, from before it looks for a checkpoint.
-    if (rv_.rank == 0) run_lock_ = std::make_unique<RunDirectoryLock>(run_dir_.string());
+    if (rv_.rank == 0) {
+      const char* launch = std::getenv(kLaunchIdVariable);
+      run_lock_ = std::make_unique<RunDirectoryLock>(run_dir_.string(), launch ? launch : "");
+    }
 #if DSHOST_CUDA
     // The rank's device, and a stream of its own rather than the legacy default stream,
     // which synchronises with every other stream and cannot be captured (train.cuda_graph).

@@ -417,8 +417,9 @@ TEST(RunDirectory, ASecondRunThereRefusesAtOnceNamingTheFirst) {
             std::string::npos) << second.err;
   const auto ranks = ranks_matching("worker " + kQuickstart + " --set run.output_dir=\"" + dir);
   const int holder = pid_of_rank(ranks, 0);
-  EXPECT_NE(second.err.find(", pid " + std::to_string(holder) + "); wait for it to end"),
-            std::string::npos) << second.err;
+  EXPECT_NE(second.err.find(", pid " + std::to_string(holder) + ", launch "), std::string::npos) << second.err;
+  EXPECT_NE(second.err.find("); wait for it to end, or give this run another run.name"), std::string::npos)
+      << second.err;
   EXPECT_LT(second.seconds, 30);
   EXPECT_EQ(read_file(dir + "/log").find("resumed"), std::string::npos);
   kill(first.pid, SIGKILL);

@@ -96,6 +96,20 @@ output_dir = ")" + dir + R"("
   EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
 }
 
+// A launcher that says it succeeded without starting any rank is caught: rank 0 never wrote
+// this launch's id into the run directory.
+TEST(Loader, ALauncherThatStartsNoRankIsAnError) {
+  const std::string dir = test::scratch_dir("loader_idle_launcher");
+  const std::string manifest = test::write_file(dir + "/m.toml", "[plugins]\npaths = \"" +
+      std::string(DSHOST_TEST_PLUGIN_DIR) + "\"\n[launcher]\nplugin = \"idle\"\n[model]\n"
+      "plugin = \"basic_cnn\"\n[strategy]\nplugin = \"ddp\"\n[run]\noutput_dir = \"" + dir + "\"\n");
+  const test::Ran r = test::dshost({"run", manifest});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("dshost: error: launcher 'idle' (" DSHOST_TEST_PLUGIN_DIR "/dshost_launcher_idle.so) "
+                       "reported success, but no rank 0 of this launch ran: " + dir + "/run/.lock "
+                       "does not hold its launch id"), std::string::npos) << r.err;
+}
+
 // A plugin's option declarations are checked when it loads, so an author's mistake is
 // reported as theirs and never reaches a run (a NULL default crashed the host).
 TEST(Loader, RefusesOptionDeclarationsThatCannotBeUsed) {

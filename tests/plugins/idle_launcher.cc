@@ -1,0 +1,17 @@
+// A launcher that reports success without starting any rank, as a broken third-party
+// launcher might: `dshost run` must not take that for a finished job.
+#include <dshost/launcher.hpp>
+
+namespace {
+
+class Idle : public dshost::Launcher {
+ public:
+  using Launcher::Launcher;
+  Outcome launch(const std::vector<std::string>&, const std::vector<std::string>&) override {
+    return {};
+  }
+};
+
+}  // namespace
+
+DSHOST_LAUNCHER_PLUGIN(Idle, "idle", "0.0.1", "starts no rank and says it succeeded", nullptr, 0)
