@@ -91,6 +91,9 @@ const dshost_option kData[] = {
         "image_folder (decoding), not for in-memory datasets, whose batches cost less than "
         "the hand-off",
         "auto|on|off"),
+    ranged("max_bad_files", INT, "100", 0, 1e12,
+           "image_folder: files that do not decode are skipped with a warning (each sample's "
+           "place taken by the next image); more than this many stop the run"),
 };
 const dshost_option kComm[] = {
     ranged("timeout_s", FLOAT, "300", 1, 1e6,
@@ -163,7 +166,7 @@ Config read_config(const Manifest& m) {
   c.data = {d.get_string("dataset"),         default_data_path(d),
             d.get_int("channels"),             d.get_int("image_size"),
             d.get_int("synthetic_samples"),    d.get_int("synthetic_classes"),
-            d.get_string("prefetch")};
+            d.get_string("prefetch"),          d.get_int("max_bad_files")};
   c.comm = {m.resolve("comm", table(kComm)).get_float("timeout_s")};
   const Section k = m.resolve("checkpoint", table(kCheckpoint));
   c.checkpoint = {k.get_string("dir"), k.get_int("every_steps"), k.get_bool("at_epoch_end"),

@@ -49,6 +49,7 @@ struct DataConfig {
   int64_t channels, image_size;  // as presented to the model; 0: the dataset's own
   int64_t synthetic_samples, synthetic_classes;
   std::string prefetch;  // auto | on | off: fill the next micro-batch on a background thread
+  int64_t max_bad_files;  // image files that may fail to decode before the run stops
 };
 
 struct CheckpointConfig {

@@ -190,10 +190,26 @@ ImageDataset load_cifar10(const std::string& dir) {
   return data;
 }
 
-ImageDataset load_image_folder(const std::string& dir) {
+void SkippedFiles::skip(const std::string& file, const std::string& why) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!files_.insert(file).second) return;
+  log::warn(cat("skipping ", why, "; its place in the batch goes to the next image"));
+  if (static_cast<int64_t>(files_.size()) > limit_)
+    throw UserError(cat(files_.size(), " image files did not decode (the last: ", file,
+                        "), more than data.max_bad_files = ", limit_,
+                        "; remove or replace them, or raise data.max_bad_files"));
+}
+
+int64_t SkippedFiles::count() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return static_cast<int64_t>(files_.size());
+}
+
+ImageDataset load_image_folder(const std::string& dir, int64_t max_bad_files) {
   const ImageFiles train = scan_image_folder(dir + "/train");
   const ImageFiles val = scan_image_folder(dir + "/val", train.classes);
   ImageDataset data;
+  data.skipped = std::make_shared<SkippedFiles>(max_bad_files);
   data.train = Split{{}, train.labels, {}, 0, train.paths};
   data.test = Split{{}, val.labels, {}, 0, val.paths};
   data.sample_shape = {3, 224, 224};
@@ -235,7 +251,7 @@ ImageDataset load_dataset(const DataConfig& config, const std::string& origin, i
   ImageDataset data;
   if (config.dataset == "fashion_mnist") data = load_fashion_mnist(config.path, origin);
   else if (config.dataset == "cifar10") data = load_cifar10(config.path);
-  else if (config.dataset == "image_folder") data = load_image_folder(config.path);
+  else if (config.dataset == "image_folder") data = load_image_folder(config.path, config.max_bad_files);
   else data.sample_shape = {3, 224, 224};  // synthetic: ImageNet's shape by default
   if (config.channels > 0) data.sample_shape[0] = config.channels;
   if (config.image_size > 0) data.sample_shape[1] = data.sample_shape[2] = config.image_size;
@@ -279,13 +295,13 @@ namespace {
 // its header, say), of the next sample of the split that does: the file is skipped with a
 // warning naming it, and the choice depends on the split alone, so every thread and rank
 // makes the same one. *sample becomes the one used.
-at::Tensor decode_or_skip(const Split& split, int64_t* sample) {
+at::Tensor decode_or_skip(const Split& split, SkippedFiles& skipped, int64_t* sample) {
   const auto n = static_cast<int64_t>(split.files.size());
   for (int64_t tried = 0; tried < n; ++tried, *sample = (*sample + 1) % n) {
     try {
       return decode_image(split.files[*sample]);
     } catch (const UserError& e) {
-      log::warn(cat("skipping ", e.what(), "; its place in the batch goes to the next image"));
+      skipped.skip(split.files[*sample], e.what());
     }
   }
   throw UserError(cat("none of the ", n, " image files of the split decodes; check data.path"));
@@ -293,14 +309,15 @@ at::Tensor decode_or_skip(const Split& split, int64_t* sample) {
 
 // Image folder samples, decoded and transformed one by one, normalised with ImageNet's
 // per-channel statistics as torchvision's pretrained models expect.
-void fill_from_files(const Split& split, const std::vector<int64_t>& indices, int64_t begin,
-                     int64_t count, at::Tensor& inputs, at::Tensor& targets, uint64_t augment_seed) {
+void fill_from_files(const Split& split, SkippedFiles& skipped, const std::vector<int64_t>& indices,
+                     int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets,
+                     uint64_t augment_seed) {
   const at::Tensor mean = at::tensor({0.485, 0.456, 0.406}, at::kFloat).view({3, 1, 1});
   const at::Tensor std = at::tensor({0.229, 0.224, 0.225}, at::kFloat).view({3, 1, 1});
   for (int64_t row = 0; row < count; ++row) {
     const int64_t wanted = indices[begin + row];
     int64_t sample = wanted;
-    const at::Tensor decoded = decode_or_skip(split, &sample);
+    const at::Tensor decoded = decode_or_skip(split, skipped, &sample);
     if (sample != wanted) targets[row].fill_(split.labels[sample].item<int64_t>());
     const uint64_t seed = augment_seed == 0 ? 0 : augment_seed * 0x9e3779b97f4a7c15ull + sample + 1;
     const at::Tensor image = transform_image(decoded, inputs.size(2), seed);
@@ -332,7 +349,8 @@ void fill_batch(const ImageDataset& data, const Split& split, const std::vector<
     return;
   }
   targets.narrow(0, 0, count).copy_(split.labels.index_select(0, idx));
-  if (!split.files.empty()) return fill_from_files(split, indices, begin, count, inputs, targets, augment_seed);
+  if (!split.files.empty())
+    return fill_from_files(split, *data.skipped, indices, begin, count, inputs, targets, augment_seed);
   // On a device-resident split everything below runs on the device, asynchronously.
   // Synthetic data holds fewer images than samples: a sample shows image index % pool.
   const at::Tensor image_idx = idx.remainder(split.images.size(0));

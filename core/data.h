@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <future>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,8 +32,26 @@ struct Split {
   }
 };
 
+// Image files that did not decode when a batch needed them: each is warned about once,
+// and more than `limit` of them (data.max_bad_files) stop the run. Shared by the threads
+// that fill batches.
+class SkippedFiles {
+ public:
+  explicit SkippedFiles(int64_t limit) : limit_(limit) {}
+  // Records that `file` did not decode (`why`: the decoder's message); throws UserError
+  // (exit 2) once more than `limit` files have been skipped.
+  void skip(const std::string& file, const std::string& why);
+  int64_t count() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::set<std::string> files_;
+  const int64_t limit_;
+};
+
 struct ImageDataset {
   Split train, test;
+  std::shared_ptr<SkippedFiles> skipped;  // image folders: the files skipped so far
   double mean = 0, std = 1;           // normalisation of pixel / 255
   std::vector<int64_t> sample_shape;  // [C, H, W] or [T] as the model sees a sample
   bool is_tokens() const { return train.tokens.defined(); }
@@ -48,8 +68,9 @@ ImageDataset load_fashion_mnist(const std::string& dir, const std::string& origi
 // is not whole records, or holds a label outside 0-9, is a UserError naming it.
 ImageDataset load_cifar10(const std::string& dir);
 
-// An image folder (see core/image_folder.h): train/ and val/, classes from train/.
-ImageDataset load_image_folder(const std::string& dir);
+// An image folder (see core/image_folder.h): train/ and val/, classes from train/; at most
+// `max_bad_files` files that do not decode are skipped.
+ImageDataset load_image_folder(const std::string& dir, int64_t max_bad_files = 100);
 
 // The dataset `config` names: images presented at config.channels x config.image_size^2
 // where those are set, token streams cut into windows of `sequence` tokens (the model's).

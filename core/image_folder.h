@@ -19,8 +19,8 @@ struct ImageFiles {
   std::vector<std::string> classes;
 };
 
-// The images under `dir`/CLASS/ for `classes` (empty: every subfolder of `dir`). A file
-// that is not a JPEG or PNG image libstb can read is skipped with a warning naming it.
+// The image files under `dir`/CLASS/ for `classes` (empty: every subfolder of `dir`), taken
+// by their extension as torchvision's ImageFolder takes them; no file is opened.
 ImageFiles scan_image_folder(const std::string& dir, const std::vector<std::string>& classes = {});
 
 // `path` as uint8 [3, H, W] (grey and alpha images made RGB); a UserError naming the file

@@ -739,7 +739,12 @@ class Worker {
     call(sapi_->memory(strategy_.get(), &mem, &err_), "strategy memory");
     const double peak = comm_->max(static_cast<double>(peak_rss_bytes()));
     const double peak_device = comm_->max(static_cast<double>(allocated_on(device_).peak));
+    const auto skipped = static_cast<int64_t>(
+        comm_->sum({data_.skipped ? static_cast<double>(data_.skipped->count()) : 0.0})[0]);
     if (rv_.rank != 0) return;
+    if (skipped > 0)
+      log::warn(cat(skipped, " image file(s) did not decode and were skipped (each rank counts its "
+                    "own); the warnings above name them"));
     const double rate = samples_ / std::max(train_seconds_, 1e-9);
     nlohmann::json summary{
         {"run", cfg_.run.name},
@@ -754,6 +759,7 @@ class Worker {
         {"test_loss", evaluated_ ? nlohmann::json(test_loss_) : nlohmann::json()},
         {"final_train_loss", last_loss_},
         {"samples_per_second", rate},
+        {"skipped_files", skipped},
         {"train_time_s", train_seconds_},
         {"epoch_times_s", epoch_seconds_},
         {"wall_time_s", wall_seconds},

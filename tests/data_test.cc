@@ -131,16 +131,18 @@ std::string make_image_folder(const std::string& name, int train_per_class, int 
   return dir;
 }
 
-// Classes are the train folders in name order; broken.jpg is skipped (with a warning naming
-// it); a PNG decodes to its exact pixels, grey made RGB.
-TEST(ImageFolder, ReadsClassFoldersAndSkipsAFileThatIsNoImage) {
+// Classes are the train folders in name order; files are taken by their extension without
+// being opened (broken.jpg is listed, notes.txt is not); a PNG decodes to its exact pixels,
+// grey made RGB, and broken.jpg does not decode.
+TEST(ImageFolder, ListsImageFilesByExtensionAndDecodesThem) {
   const std::string dir = make_image_folder("image_folder_read", 3, 2);
+  test::write_file(dir + "/train/bag/notes.txt", "not an image\n");
   const ImageFiles train = scan_image_folder(dir + "/train");
   EXPECT_EQ(train.classes, (std::vector<std::string>{"bag", "boot", "coat", "dress", "pullover", "sandal",
                                                      "shirt", "sneaker", "trouser", "tshirt"}));
-  EXPECT_EQ(train.paths.size(), 30u);
-  EXPECT_TRUE(at::bincount(train.labels).eq(3).all().item<bool>());
-  for (const auto& p : train.paths) EXPECT_EQ(p.find("broken"), std::string::npos);
+  EXPECT_EQ(train.paths.size(), 31u);
+  EXPECT_NE(std::find(train.paths.begin(), train.paths.end(), dir + "/train/tshirt/broken.jpg"), train.paths.end());
+  for (const auto& p : train.paths) EXPECT_EQ(p.find("notes.txt"), std::string::npos);
   const ImageDataset data = load_image_folder(dir);
   EXPECT_EQ(data.test.size(), 20);
   const at::Tensor png = decode_image(dir + "/train/bag/00001.png");
@@ -154,6 +156,30 @@ TEST(ImageFolder, ReadsClassFoldersAndSkipsAFileThatIsNoImage) {
     EXPECT_NE(std::string(e.what()).find(dir + "/train/tshirt/broken.jpg: not a JPEG or PNG image that "
                                          "can be decoded ("), std::string::npos)
         << e.what();
+  }
+}
+
+// More files that do not decode than data.max_bad_files stop the run, naming the count and
+// the last file.
+TEST(ImageFolder, MoreUndecodableFilesThanAllowedStopTheRun) {
+  const std::string dir = make_image_folder("image_folder_bad_files", 2, 1);
+  test::write_file(dir + "/train/bag/broken.png", "not a PNG either");
+  const ImageDataset data = load_image_folder(dir, /*max_bad_files=*/1);
+  const auto& files = data.train.files;
+  const auto index = [&](const std::string& name) {
+    return static_cast<int64_t>(std::find(files.begin(), files.end(), dir + "/train/" + name) - files.begin());
+  };
+  at::Tensor inputs = at::zeros({1, 3, 32, 32}), targets = at::zeros({1}, at::kLong);
+  fill_batch(data, data.train, {index("tshirt/broken.jpg")}, 0, 1, inputs, targets, 7);
+  EXPECT_EQ(data.skipped->count(), 1);
+  try {
+    fill_batch(data, data.train, {index("bag/broken.png")}, 0, 1, inputs, targets, 7);
+    ADD_FAILURE() << "a second undecodable file passed a limit of 1";
+  } catch (const UserError& e) {
+    EXPECT_EQ(e.exit_code(), 2);
+    EXPECT_EQ(std::string(e.what()), "2 image files did not decode (the last: " + dir +
+                                         "/train/bag/broken.png), more than data.max_bad_files = 1; "
+                                         "remove or replace them, or raise data.max_bad_files");
   }
 }
 
@@ -227,9 +253,10 @@ TEST(ImageFolderTraining, TheBasicCnnLearnsFromJpegAndPngFolders) {
        "data.image_size=32", "--set", "model.in_channels=3", "--set", "model.image_size=32", "--set",
        "train.epochs=12", "--set", "train.micro_batch_size=16", "--set", "scheduler.warmup_steps=10"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.err.find("skipping " + data + "/train/tshirt/broken.jpg: not a JPEG or PNG image"),
-            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("skipping " + data + "/train/tshirt/broken.jpg: not a JPEG or PNG image that "
+                       "can be decoded ("), std::string::npos) << r.err;
   const auto summary = nlohmann::json::parse(test::read_file(dir + "/quickstart/summary.json"));
+  EXPECT_GE(summary["skipped_files"].get<int64_t>(), 1) << summary.dump();
   EXPECT_GT(summary["test_accuracy"].get<double>(), 0.5) << r.err;
 }
 
