@@ -107,12 +107,24 @@ TEST(Progress, ABarOnATerminalPlainLinesElsewhere) {
   EXPECT_NE(piped.err.find("epoch 1/2 step 40/937 loss "), std::string::npos) << piped.err;
 }
 
-// A long quickstart run in the background, under way when this returns.
-Job start_long_run(const std::string& name) {
+// A long quickstart run in the background with `sets` (--set values), under way when this
+// returns.
+Job start_long_run(const std::string& name, const std::vector<std::string>& sets = {}) {
   const std::string dir = scratch_dir("training_" + name);
-  return start_job({DSHOST_BINARY, "run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"",
-                    "--set", "train.epochs=50", "--set", "train.log_every=1"},
-                   dir, "step 5/");
+  std::vector<std::string> args{DSHOST_BINARY, "run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"",
+                                "--set", "train.epochs=50", "--set", "train.log_every=1"};
+  for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+  return start_job(args, dir, "step 5/");
+}
+
+// The quickstart with tests/plugins/failing_model failing as `fail_in` says, 10 steps.
+Ran run_failing_model(const std::string& dir, const std::string& fail_in, const std::vector<std::string>& sets) {
+  std::vector<std::string> args{"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",
+                                "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set", "model.plugin=failing_model",
+                                "--set", "model.fail_in=\"" + fail_in + "\"", "--set", "train.max_steps=10",
+                                "--set", "train.eval=false"};
+  for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+  return dshost(args);
 }
 
 // The worker processes of the job in `dir` (their command line names the run dir).
@@ -141,8 +153,9 @@ TEST(FailFast, KillingOneRankEndsTheJobNamingTheRank) {
 std::string last_line(const std::string& text) {
   const size_t end = text.find_last_not_of('\n');
   if (end == std::string::npos) return "";
-  const size_t begin = text.rfind('\n', end);
-  return text.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin == std::string::npos ? 0 : begin + 1) + 1);
+  const size_t newline = text.rfind('\n', end);
+  const size_t begin = newline == std::string::npos ? 0 : newline + 1;
+  return text.substr(begin, end + 1 - begin);
 }
 
 // The rank whose plugin call threw is named, never the rank that lost its peer mid-collective,
@@ -151,10 +164,7 @@ TEST(FailFast, ARankThatThrowsIsNamedNotTheRankLeftWaiting) {
   const std::string dir = scratch_dir("training_rank1_throws");
   int named = 0;
   for (int attempt = 0; attempt < 20; ++attempt) {
-    const Ran r = dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",
-                          "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set", "model.plugin=failing_model",
-                          "--set", "model.fail_in=\"rank1_forward\"", "--set", "train.max_steps=10",
-                          "--set", "train.eval=false", "--set", "run.name=\"a" + std::to_string(attempt) + "\""});
+    const Ran r = run_failing_model(dir, "rank1_forward", {"run.name=\"a" + std::to_string(attempt) + "\""});
     EXPECT_EQ(r.exit_code, 2) << r.err;  // failing_model's error: DSHOST_INVALID_ARGUMENT
     const std::string verdict = last_line(r.err);
     named += verdict.rfind("dshost: error: rank 1 on host ", 0) == 0;
@@ -166,10 +176,7 @@ TEST(FailFast, ARankThatThrowsIsNamedNotTheRankLeftWaiting) {
 // A stopped rank (SIGSTOP) is named, with its host, by the rank whose collective waited for
 // it, and the job ends within comm.timeout_s + 2 s of the stop.
 TEST(FailFast, AStoppedRankIsNamedWithinTheTimeout) {
-  const std::string dir = scratch_dir("training_stopped_rank");
-  const Job job = start_job({DSHOST_BINARY, "run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"",
-                             "--set", "train.epochs=50", "--set", "train.log_every=1", "--set", "comm.timeout_s=4"},
-                            dir, "step 5/");
+  const Job job = start_long_run("stopped_rank", {"comm.timeout_s=4"});
   const auto workers = workers_of(job);
   ASSERT_EQ(workers.size(), 2u) << read_file(job.dir + "/log");
   const int stopped = pid_of_rank(workers, 1);
@@ -190,10 +197,7 @@ TEST(FailFast, AStoppedRankIsNamedWithinTheTimeout) {
 // last collective, instead of gloo's abort.
 TEST(FailFast, CollectivesThatDoNotMatchAcrossRanksAreExplained) {
   const std::string dir = scratch_dir("training_mismatched_collective");
-  const Ran r = dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",
-                        "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set", "model.plugin=failing_model",
-                        "--set", "model.fail_in=\"mismatched_collective\"", "--set", "train.max_steps=10",
-                        "--set", "train.eval=false", "--set", "comm.timeout_s=10"});
+  const Ran r = run_failing_model(dir, "mismatched_collective", {"comm.timeout_s=10"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("the ranks' collectives do not match: they were issued with different sizes or "
                        "in a different order on different ranks (this rank's last: all_reduce of "),
