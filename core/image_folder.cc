@@ -14,8 +14,10 @@ namespace fs = std::filesystem;
 namespace dshost {
 namespace {
 
-// splitmix64: a stream of independent draws from one seed.
-struct Draws {
+// splitmix64: a stream of independent draws from one seed, drawn as torchvision's
+// RandomResizedCrop draws (see CropDraws).
+struct Draws : CropDraws {
+  explicit Draws(uint64_t seed) : state(seed) {}
   uint64_t state;
   double uniform(double lo, double hi) {
     uint64_t z = (state += 0x9e3779b97f4a7c15ull);
@@ -24,8 +26,10 @@ struct Draws {
     z ^= z >> 31;
     return lo + (hi - lo) * static_cast<double>(z >> 11) / 9007199254740992.0;
   }
-  int64_t integer(int64_t lo, int64_t hi) {  // [lo, hi]
-    return std::min(hi, lo + static_cast<int64_t>(uniform(0, static_cast<double>(hi - lo + 1))));
+  double area_fraction() override { return uniform(0.08, 1.0); }
+  double aspect_ratio() override { return std::exp(uniform(std::log(3.0 / 4), std::log(4.0 / 3))); }
+  int64_t offset(int64_t max) override {
+    return std::min(max, static_cast<int64_t>(uniform(0, static_cast<double>(max + 1))));
   }
 };
 
@@ -33,21 +37,12 @@ at::Tensor resize(const at::Tensor& image, int64_t h, int64_t w) {
   return at::upsample_bilinear2d(image.unsqueeze(0), {h, w}, /*align_corners=*/false).squeeze(0);
 }
 
-// torchvision's RandomResizedCrop: 10 tries at a crop of random area and aspect ratio, else
-// the center crop at the nearest allowed ratio.
+// Python's round(): to the nearest integer, halves to the even one.
+int64_t round_half_even(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
+
 at::Tensor random_resized_crop(const at::Tensor& image, int64_t size, Draws& draws) {
-  const int64_t height = image.size(1), width = image.size(2);
-  for (int attempt = 0; attempt < 10; ++attempt) {
-    const double area = height * width * draws.uniform(0.08, 1.0);
-    const double ratio = std::exp(draws.uniform(std::log(3.0 / 4), std::log(4.0 / 3)));
-    const auto w = static_cast<int64_t>(std::lround(std::sqrt(area * ratio)));
-    const auto h = static_cast<int64_t>(std::lround(std::sqrt(area / ratio)));
-    if (w <= 0 || h <= 0 || w > width || h > height) continue;
-    const int64_t top = draws.integer(0, height - h), left = draws.integer(0, width - w);
-    return resize(image.narrow(1, top, h).narrow(2, left, w), size, size);
-  }
-  const int64_t side = std::min(height, width);
-  return resize(image.narrow(1, (height - side) / 2, side).narrow(2, (width - side) / 2, side), size, size);
+  const CropBox b = random_resized_crop_box(image.size(1), image.size(2), draws);
+  return resize(image.narrow(1, b.top, b.height).narrow(2, b.left, b.width), size, size);
 }
 
 // Resize the short side to size x 256 / 224, then the center size x size.
@@ -70,6 +65,25 @@ bool image_extension(const fs::path& file) {
 }
 
 }  // namespace
+
+CropBox random_resized_crop_box(int64_t height, int64_t width, CropDraws& draws) {
+  const double area = static_cast<double>(height * width);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * draws.area_fraction();
+    const double ratio = draws.aspect_ratio();
+    const int64_t w = round_half_even(std::sqrt(target * ratio));
+    const int64_t h = round_half_even(std::sqrt(target / ratio));
+    if (w <= 0 || h <= 0 || w > width || h > height) continue;
+    const int64_t top = draws.offset(height - h);
+    return {top, draws.offset(width - w), h, w};
+  }
+  // The center crop at the nearest allowed aspect ratio: the whole image where its own is.
+  const double ratio = static_cast<double>(width) / static_cast<double>(height);
+  int64_t h = height, w = width;
+  if (ratio < 3.0 / 4) h = round_half_even(static_cast<double>(w) / (3.0 / 4));
+  else if (ratio > 4.0 / 3) w = round_half_even(static_cast<double>(h) * (4.0 / 3));
+  return {(height - h) / 2, (width - w) / 2, h, w};
+}
 
 ImageFiles scan_image_folder(const std::string& dir, const std::vector<std::string>& classes) {
   ImageFiles out;
@@ -114,7 +128,7 @@ at::Tensor decode_image(const std::string& path) {
 at::Tensor transform_image(const at::Tensor& image, int64_t size, uint64_t seed) {
   const at::Tensor pixels = image.to(at::kFloat).div_(255.0);
   if (seed == 0) return center_crop(pixels, size);
-  Draws draws{seed};
+  Draws draws(seed);
   at::Tensor crop = random_resized_crop(pixels, size, draws);
   return draws.uniform(0, 1) < 0.5 ? crop.flip({2}) : crop;
 }

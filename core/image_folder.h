@@ -23,6 +23,28 @@ struct ImageFiles {
 // by their extension as torchvision's ImageFolder takes them; no file is opened.
 ImageFiles scan_image_folder(const std::string& dir, const std::vector<std::string>& classes = {});
 
+// A crop of an image: rows [top, top + height), columns [left, left + width).
+struct CropBox {
+  int64_t top, left, height, width;
+};
+
+// The random numbers RandomResizedCrop draws, in the order it draws them: a try's fraction
+// of the area (uniform in [0.08, 1)) and aspect ratio (exp of a uniform log ratio in
+// [log 3/4, log 4/3)), then the accepted crop's top and left (each uniform in [0, max]).
+class CropDraws {
+ public:
+  virtual ~CropDraws() = default;
+  virtual double area_fraction() = 0;
+  virtual double aspect_ratio() = 0;
+  virtual int64_t offset(int64_t max) = 0;
+};
+
+// torchvision's RandomResizedCrop.get_params (scale 0.08-1, ratio 3/4-4/3) for an image of
+// height x width: up to ten tries at a crop of random area and aspect ratio, else the center
+// crop at the nearest allowed ratio (the whole image when its own is allowed); sides rounded
+// as Python's round() rounds them. The same draws give torchvision's box.
+CropBox random_resized_crop_box(int64_t height, int64_t width, CropDraws& draws);
+
 // `path` as uint8 [3, H, W] (grey and alpha images made RGB); a UserError naming the file
 // when it cannot be decoded.
 at::Tensor decode_image(const std::string& path);

@@ -227,6 +227,37 @@ TEST(FashionMnist, AnIdxHeaderThatOverflowsIsABadFile) {
   }
 }
 
+// The draws torchvision made (tests/crop_boxes.py), replayed.
+class RecordedDraws : public CropDraws {
+ public:
+  explicit RecordedDraws(const nlohmann::json& c) : tries_(c["tries"]), offsets_(c["offsets"]) {}
+  double area_fraction() override { return tries_.at(next_try_)[0]; }
+  double aspect_ratio() override { return tries_.at(next_try_++)[1]; }
+  int64_t offset(int64_t) override { return offsets_.at(next_offset_++); }
+
+ private:
+  nlohmann::json tries_, offsets_;
+  size_t next_try_ = 0, next_offset_ = 0;
+};
+
+// The same draws give torchvision's RandomResizedCrop box, on sizes from square to far past
+// the allowed aspect ratios (where every try fails and the center crop is taken).
+TEST(ImageFolder, CropBoxesAreTorchvisionsForTheSameDraws) {
+  const test::Ran fixtures = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/crop_boxes.py"});
+  ASSERT_EQ(fixtures.exit_code, 0) << fixtures.err;
+  const auto cases = nlohmann::json::parse(fixtures.out);
+  int fallbacks = 0;
+  for (const auto& c : cases) {
+    RecordedDraws draws(c);
+    const CropBox b = random_resized_crop_box(c["height"], c["width"], draws);
+    EXPECT_EQ((std::vector<int64_t>{b.top, b.left, b.height, b.width}), c["box"].get<std::vector<int64_t>>())
+        << c.dump();
+    fallbacks += c["offsets"].empty();
+  }
+  EXPECT_EQ(cases.size(), 600u);
+  EXPECT_GT(fallbacks, 100) << "the center-crop fallback must be covered";
+}
+
 // Training crops and flips follow the seed (the same seed, the same picture); evaluation is
 // a fixed center crop. Both give [3, size, size] in [0, 1].
 TEST(ImageFolder, AugmentationFollowsItsSeedAndEvaluationIsFixed) {
