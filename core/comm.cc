@@ -371,31 +371,29 @@ std::unique_ptr<PendingWork> Comm::broadcast(const dshost_slice& s, int root) {
   }, io[0].is_cuda());
 }
 
-std::vector<double> Comm::sum(const std::vector<double>& values) {
-  std::vector<at::Tensor> io{at::tensor(values, at::kDouble)};
-  note_collective("host sum", io[0]);
+// The host's own blocking reduction over gloo (`what`: "sum" or "maximum").
+at::Tensor Comm::reduce_on_host(at::Tensor values, bool maximum, const char* what) {
+  std::vector<at::Tensor> io{std::move(values)};
+  note_collective(maximum ? "host maximum" : "host sum", io[0]);
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = maximum ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM;
   try {
-    groups_->gloo->allreduce(io)->wait(timeout_);
+    groups_->gloo->allreduce(io, opts)->wait(timeout_);
   } catch (const std::exception& e) {
-    throw stopped_by_another_rank(cat("rank ", rv_.rank, " on ", host_name(), ": a sum over ranks failed: ",
-                                      without_backtrace(e.what())));
+    throw stopped_by_another_rank(cat("rank ", rv_.rank, " on ", host_name(), ": a ", what,
+                                      " over ranks failed: ", without_backtrace(e.what())));
   }
-  const double* p = io[0].data_ptr<double>();
+  return io[0];
+}
+
+std::vector<double> Comm::sum(const std::vector<double>& values) {
+  const at::Tensor summed = reduce_on_host(at::tensor(values, at::kDouble), false, "sum");
+  const double* p = summed.data_ptr<double>();
   return std::vector<double>(p, p + values.size());
 }
 
 double Comm::max(double value) {
-  std::vector<at::Tensor> io{at::tensor({value}, at::kDouble)};
-  note_collective("host maximum", io[0]);
-  c10d::AllreduceOptions opts;
-  opts.reduceOp = c10d::ReduceOp::MAX;
-  try {
-    groups_->gloo->allreduce(io, opts)->wait(timeout_);
-  } catch (const std::exception& e) {
-    throw stopped_by_another_rank(cat("rank ", rv_.rank, " on ", host_name(), ": a maximum over ranks failed: ",
-                                      without_backtrace(e.what())));
-  }
-  return io[0].item<double>();
+  return reduce_on_host(at::tensor({value}, at::kDouble), true, "maximum").item<double>();
 }
 
 std::string Comm::silent_ranks() const {

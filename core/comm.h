@@ -82,6 +82,7 @@ class Comm {
   struct Heartbeat;
   at::Tensor view(const dshost_slice& s) const;
   bool staged(const at::Tensor& t) const;
+  at::Tensor reduce_on_host(at::Tensor values, bool maximum, const char* what);
   std::string silent_ranks() const;
 
   Rendezvous rv_;

@@ -172,7 +172,7 @@ Config read_config(const Manifest& m) {
   c.checkpoint = {k.get_string("dir"), k.get_int("every_steps"), k.get_bool("at_epoch_end"),
                   k.get_int("keep"), k.get_string("resume")};
   if (c.checkpoint.dir.empty())
-    c.checkpoint.dir = c.run.output_dir + "/" + c.run.name + "/checkpoints";
+    c.checkpoint.dir = c.run.dir() + "/checkpoints";
   c.plugin_paths = m.resolve("plugins", table(kPlugins)).get_string("paths");
   return c;
 }

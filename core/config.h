@@ -9,10 +9,11 @@
 namespace dshost {
 
 struct RunConfig {
-  std::string name;        // run directory = output_dir/name
+  std::string name;  // run directory = output_dir/name
   std::string output_dir;
   int64_t seed;
   bool log_all_ranks;
+  std::string dir() const { return output_dir + "/" + name; }
 };
 
 struct TrainConfig {

@@ -291,8 +291,8 @@ std::vector<int64_t> shard_indices(int64_t n, int rank, int world, uint64_t seed
 
 namespace {
 
-// The image of `sample`, or, when its file does not decode (truncated after the scan read
-// its header, say), of the next sample of the split that does: the file is skipped with a
+// The image of `sample`, or, when its file does not decode (cut short, or no image at all),
+// of the next sample of the split that does: the file is skipped with a
 // warning naming it, and the choice depends on the split alone, so every thread and rank
 // makes the same one. *sample becomes the one used.
 at::Tensor decode_or_skip(const Split& split, SkippedFiles& skipped, int64_t* sample) {

@@ -58,7 +58,7 @@ void warn_about_hidden_plugins(const Job& job) {
 void check_rank0_started(const Job& job, const std::string& launch_id) {
   const auto& launcher = job.launcher;
   if (has_option(launcher.plugin, "wait") && !launcher.options.get_bool("wait")) return;
-  const std::string run_dir = (fs::path(job.config.run.output_dir) / job.config.run.name).string();
+  const std::string run_dir = job.config.run.dir();
   if (rank0_started(run_dir, launch_id)) return;
   throw UserError(cat("launcher '", launcher.plugin.descriptor->name, "' (", launcher.plugin.file,
                       ") reported success, but no rank 0 of this launch ran: ", run_dir,
@@ -92,15 +92,16 @@ int run(Args args) {
   std::vector<const char*> cargv;
   for (const auto& a : argv) cargv.push_back(a.c_str());
   cargv.push_back(nullptr);
-  const std::string launch_id = cat(kLaunchIdVariable, "=", hostname(), "-", getpid(), "-",
-                                    std::chrono::steady_clock::now().time_since_epoch().count());
-  const char* env[] = {launch_id.c_str(), nullptr};
+  const std::string launch_id =
+      cat(hostname(), "-", getpid(), "-", std::chrono::steady_clock::now().time_since_epoch().count());
+  const std::string launch_variable = cat(kLaunchIdVariable, "=", launch_id);
+  const char* env[] = {launch_variable.c_str(), nullptr};
   const dshost_launch_request request{sizeof(dshost_launch_request), cargv.data(), env};
   int32_t exit_code = 0;
   const dshost_status status = api->launch(launcher, &request, &exit_code, &err);
   api->destroy(launcher);
   if (status == DSHOST_OK) {
-    check_rank0_started(job, launch_id.substr(launch_id.find('=') + 1));
+    check_rank0_started(job, launch_id);
     return 0;
   }
   std::cerr << "dshost: error: " << err.message << "\n";

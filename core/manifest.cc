@@ -163,14 +163,14 @@ Manifest Manifest::load(const std::string& path, const std::vector<std::string>&
   impl->path = path;
   // Checked before opening: opening a FIFO would wait for a writer forever.
   std::error_code ec;
+  const bool regular = std::filesystem::is_regular_file(path, ec);
   std::ifstream in;
-  if (std::filesystem::is_regular_file(path, ec)) in.open(path);
+  if (regular) in.open(path);
   if (!in.is_open())
     throw UserError(cat("cannot read manifest '", path, "': ",
-                        !std::filesystem::exists(path, ec) ? std::strerror(ENOENT)
-                        : std::filesystem::is_regular_file(path, ec)
-                            ? std::strerror(errno)
-                            : "not a regular file (a folder, FIFO or device)",
+                        regular                                ? std::strerror(errno)
+                        : std::filesystem::exists(path, ec) ? "not a regular file (a folder, FIFO or device)"
+                                                               : std::strerror(ENOENT),
                         ". Check the path (configs/quickstart.toml is a working example)."));
   std::stringstream text;
   text << in.rdbuf();

@@ -111,7 +111,7 @@ class Worker {
                      DLDevice{device_.is_cuda() ? kDLCUDA : kDLCPU, device_.is_cuda() ? device_.index() : 0},
                      cfg_.train.precision == "bf16" ? DSHOST_BF16 : DSHOST_FP32,
                      static_cast<uint64_t>(cfg_.run.seed), optimizer_config(cfg_.optimizer)};
-    run_dir_ = fs::path(cfg_.run.output_dir) / cfg_.run.name;
+    run_dir_ = cfg_.run.dir();
   }
 
   ~Worker() {

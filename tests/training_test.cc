@@ -132,13 +132,18 @@ std::vector<int> workers_of(const Job& job) {
   return pids_matching("worker " + kQuickstart + " --set run.output_dir=\"" + job.dir);
 }
 
-TEST(FailFast, KillingOneRankEndsTheJobNamingTheRank) {
-  const Job job = start_long_run("kill_rank");
+// Sends `signal` to rank 1 of the job's two ranks.
+void signal_rank1(const Job& job, int signal) {
   const auto workers = workers_of(job);
   ASSERT_EQ(workers.size(), 2u) << read_file(job.dir + "/log");
-  const int victim = pid_of_rank(workers, 1);
-  ASSERT_GT(victim, 0);
-  kill(victim, SIGKILL);
+  const int rank1 = pid_of_rank(workers, 1);
+  ASSERT_GT(rank1, 0);
+  kill(rank1, signal);
+}
+
+TEST(FailFast, KillingOneRankEndsTheJobNamingTheRank) {
+  const Job job = start_long_run("kill_rank");
+  ASSERT_NO_FATAL_FAILURE(signal_rank1(job, SIGKILL));
   double seconds = 0;
   const int code = wait_for(job, 20, &seconds);
   EXPECT_EQ(code, 128 + SIGKILL);
@@ -177,11 +182,7 @@ TEST(FailFast, ARankThatThrowsIsNamedNotTheRankLeftWaiting) {
 // it, and the job ends within comm.timeout_s + 2 s of the stop.
 TEST(FailFast, AStoppedRankIsNamedWithinTheTimeout) {
   const Job job = start_long_run("stopped_rank", {"comm.timeout_s=4"});
-  const auto workers = workers_of(job);
-  ASSERT_EQ(workers.size(), 2u) << read_file(job.dir + "/log");
-  const int stopped = pid_of_rank(workers, 1);
-  ASSERT_GT(stopped, 0);
-  kill(stopped, SIGSTOP);
+  ASSERT_NO_FATAL_FAILURE(signal_rank1(job, SIGSTOP));
   double seconds = 0;
   const int code = wait_for(job, 60, &seconds);
   const std::string log = read_file(job.dir + "/log");
