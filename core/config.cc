@@ -52,9 +52,10 @@ const dshost_option kTrain[] = {
     ranged("profile_after", INT, "5", 0, 1e12, "steps run before the profiled ones (warm-up)"),
     opt("nonfinite", STRING, "\"stop\"",
         "a NaN or infinite loss or gradient norm: stop (end the run at the next progress report, "
-        "naming the first such step and the ranks, before any checkpoint of that state) or "
-        "ignore (train on)",
-        "stop|ignore"),
+        "naming the first such step and the ranks, before any checkpoint of that state), skip "
+        "(drop the update of a step whose gradient norm is not finite; 10 in a row end the run) "
+        "or ignore (train on)",
+        "stop|skip|ignore"),
 };
 const dshost_option kOptimizer[] = {
     opt("name", STRING, "\"adamw\"", "optimizer", "adamw|sgd"),

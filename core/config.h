@@ -30,7 +30,7 @@ struct TrainConfig {
   bool cudnn_benchmark;       // cuDNN autotuning (fastest, not bit-reproducible)
   int64_t profile_steps;      // optimizer steps traced by the PyTorch profiler; 0 = off
   int64_t profile_after;      // steps before the traced ones
-  std::string nonfinite;      // stop | ignore: what a NaN or infinite loss or gradient norm does
+  std::string nonfinite;      // stop | skip | ignore: what a NaN or infinite loss or gradient norm does
 };
 
 struct OptimizerConfig {

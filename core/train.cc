@@ -412,7 +412,8 @@ class Worker {
     const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, total_steps_);
     const at::Tensor step_norm = step_values_[1].narrow(0, slot, 1);
     const Owned<DLManagedTensor> norm_out = lend(step_norm);
-    const dshost_step_args args{sizeof(dshost_step_args), lr, t.grad_clip, &norm_out->dl_tensor};
+    const dshost_step_args args{sizeof(dshost_step_args), lr, t.grad_clip, &norm_out->dl_tensor,
+                                t.nonfinite == "skip"};
     dshost_step_stats stats{sizeof(dshost_step_stats)};
     call(sapi_->step(strategy_.get(), &args, &stats, &err_), "strategy step");
     if (!std::isnan(stats.grad_norm)) step_norm.fill_(stats.grad_norm);  // a host value
@@ -456,6 +457,7 @@ class Worker {
       unreported_[i].grad_norm = value[1][i];
     }
     if (cfg_.train.nonfinite == "stop") stop_at_nonfinite(sums, n);
+    if (cfg_.train.nonfinite == "skip") count_skipped_steps();
     const StepRecord last = unreported_.back();
     last_loss_ = last.loss;
     if (rv_.rank == 0) {
@@ -498,6 +500,29 @@ class Worker {
                         "; the run stopped (train.nonfinite = \"stop\") without saving that state. "
                         "Lower optimizer.lr, set train.grad_clip, or resume from the last checkpoint; "
                         "train.nonfinite = \"ignore\" trains on"), 1);
+  }
+
+  // train.nonfinite = "skip": the strategy dropped the update of each step whose gradient
+  // norm is not finite (the same norm on every rank, so every rank dropped the same steps).
+  // Counts and names them; kMostSkipsInARow in a row end the run, which has stopped learning.
+  void count_skipped_steps() {
+    constexpr int64_t kMostSkipsInARow = 10;
+    for (const StepRecord& s : unreported_) {
+      if (std::isfinite(s.grad_norm)) {
+        skips_in_a_row_ = 0;
+        continue;
+      }
+      ++skipped_steps_;
+      if (rv_.rank == 0)
+        log::warn(cat("step ", s.step + 1, ": the gradient norm is ", s.grad_norm,
+                      "; its update was skipped (train.nonfinite = \"skip\")"));
+      if (++skips_in_a_row_ == kMostSkipsInARow)
+        throw UserError(cat("steps ", s.step + 2 - kMostSkipsInARow, " to ", s.step + 1, " (epoch ", s.epoch + 1,
+                            "): ", kMostSkipsInARow, " steps in a row had a non-finite gradient norm and "
+                            "were skipped (train.nonfinite = \"skip\"); the run stopped. Lower "
+                            "optimizer.lr, set train.grad_clip, check the data, or resume from the last "
+                            "checkpoint"), 1);
+    }
   }
 
   // Rank 0's progress bar on the launcher's terminal (a status line, see dshost/process.hpp),
@@ -760,6 +785,7 @@ class Worker {
         {"final_train_loss", last_loss_},
         {"samples_per_second", rate},
         {"skipped_files", skipped},
+        {"skipped_steps", skipped_steps_},
         {"train_time_s", train_seconds_},
         {"epoch_times_s", epoch_seconds_},
         {"wall_time_s", wall_seconds},
@@ -866,6 +892,7 @@ class Worker {
   // not every step.
   at::Tensor step_values_, loss_slot_;
   Owned<DLManagedTensor> loss_out_{nullptr, nullptr};
+  int64_t skipped_steps_ = 0, skips_in_a_row_ = 0;  // train.nonfinite = "skip", this process's
   std::unique_ptr<MicroBatchGraph> graph_;  // train.cuda_graph
   std::unique_ptr<StepProfiler> profiler_;  // train.profile_steps
   std::unique_ptr<BatchPrefetcher> prefetcher_;  // per data.prefetch

@@ -457,6 +457,106 @@ TEST(NonFinite, StopNamesTheFirstStepAndSavesNothingOfIt) {
   EXPECT_EQ(line_count(read_file(ignored + "/quickstart/metrics.jsonl")), 40);
 }
 
+// Every tensor of a checkpoint step directory's rank files, by file and name.
+std::map<std::string, at::Tensor> checkpoint_tensors(const std::string& step_dir) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& e : fs::directory_iterator(step_dir)) {
+    if (e.path().extension() != ".safetensors") continue;
+    const SafetensorsFile file(e.path().string());
+    for (const std::string& name : file.names())
+      out[e.path().filename().string() + ":" + name] = file.tensor(name).clone();
+  }
+  return out;
+}
+
+// train.nonfinite = "skip" on each update path of `paths` (name, --set values): a step whose
+// outputs are NaN (tests/plugins/failing_model at its third forward) leaves weights, moments
+// and the step count as they were, on both ranks; the next step updates again; the run
+// ends well and counts the skip.
+void expect_skip_drops_the_whole_update(const std::vector<std::pair<std::string, std::vector<std::string>>>& paths) {
+  for (const auto& [name, strategy] : paths) {
+    const std::string dir = scratch_dir("nonfinite_skip_" + name);
+    std::vector<std::string> sets{"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "model.plugin=\"failing_model\"",
+                                  "model.fail_in=\"nan_third_forward\"", "train.nonfinite=\"skip\"",
+                                  "train.max_steps=5", "checkpoint.every_steps=1", "checkpoint.keep=0",
+                                  "data.path=\"" + fashion_mnist_dir() + "\""};
+    sets.insert(sets.end(), strategy.begin(), strategy.end());
+    const Ran r = run(run_args(dir, sets));
+    ASSERT_EQ(r.exit_code, 0) << name << ": " << r.err;
+    EXPECT_NE(r.err.find("step 3: the gradient norm is nan; its update was skipped (train.nonfinite = \"skip\")"),
+              std::string::npos) << name << ": " << r.err;
+    const std::string checkpoints = dir + "/quickstart/checkpoints/";
+    const auto before = checkpoint_tensors(checkpoints + "step-00000002"),
+               skipped = checkpoint_tensors(checkpoints + "step-00000003"),
+               after = checkpoint_tensors(checkpoints + "step-00000004");
+    ASSERT_EQ(before.size(), skipped.size()) << name;
+    int changed = 0, trained = 0;  // (the ranks' RNG states are not trained)
+    for (const auto& [key, t] : before) {
+      EXPECT_TRUE(at::equal(t, skipped.at(key))) << name << ": step 3 changed " << key;
+      if (key.find(":rng.") != std::string::npos) continue;
+      ++trained;
+      if (!at::equal(t, after.at(key))) ++changed;
+      if (key.find(":optimizer.step") != std::string::npos) {
+        EXPECT_EQ(skipped.at(key).item<int64_t>(), 2) << name << ": " << key;
+        EXPECT_EQ(after.at(key).item<int64_t>(), 3) << name << ": " << key;
+      }
+    }
+    EXPECT_EQ(changed, trained) << name << ": step 4 updated every tensor";
+    const auto summary = nlohmann::json::parse(read_file(dir + "/quickstart/summary.json"));
+    EXPECT_EQ(summary["skipped_steps"], 1) << name;
+    EXPECT_TRUE(std::isfinite(summary["final_train_loss"].get<double>())) << name;
+  }
+}
+
+// Every update path on the CPU: ddp's AdamW and SGD loops, zero2's fused AdamW,
+// zero3-offload's delayed update.
+TEST(NonFinite, SkipDropsTheWholeUpdateOfANonFiniteStep) {
+  expect_skip_drops_the_whole_update({
+      {"ddp_adamw", {"strategy.plugin=\"ddp\""}},
+      {"ddp_sgd", {"strategy.plugin=\"ddp\"", "optimizer.name=\"sgd\"", "optimizer.momentum=0.9"}},
+      {"zero2", {"strategy.plugin=\"zero2\""}},
+      {"zero3_dpu", {"strategy.plugin=\"zero3-offload\"", "strategy.offload_param_device=\"cpu\"",
+                     "strategy.delayed_parameter_update=true"}},
+  });
+}
+
+// The GPU's paths, deciding on the device (two ranks on one GPU): PyTorch's fused AdamW and
+// SGD under ddp, dshost's CUDA AdamW under zero2 in bf16, and zero3-offload's optimizer split
+// between that kernel and the CPU.
+TEST(NonFiniteOnGpu, SkipDropsTheWholeUpdate) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  expect_skip_drops_the_whole_update({
+      {"cuda_ddp_adamw", {"train.device=\"cuda\"", "strategy.plugin=\"ddp\""}},
+      {"cuda_ddp_sgd", {"train.device=\"cuda\"", "strategy.plugin=\"ddp\"", "optimizer.name=\"sgd\"",
+                        "optimizer.momentum=0.9"}},
+      {"cuda_zero2_bf16", {"train.device=\"cuda\"", "train.precision=\"bf16\"", "strategy.plugin=\"zero2\""}},
+      {"cuda_zero3_split", {"train.device=\"cuda\"", "train.precision=\"bf16\"",
+                            "strategy.plugin=\"zero3-offload\"", "strategy.offload_optimizer_ratio=0.5"}},
+  });
+}
+
+// Ten skipped steps in a row end the run, naming them; a strategy built before ABI 1.5
+// cannot skip and is refused before the run starts.
+TEST(NonFinite, TenSkipsInARowStopTheRun) {
+  const std::string dir = scratch_dir("nonfinite_skip_ten");
+  const Ran r = run(run_args(dir, {"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "model.plugin=\"failing_model\"",
+                                   "model.fail_in=\"nan_from_third_forward\"", "train.nonfinite=\"skip\"",
+                                   "train.max_steps=40", "train.log_every=5"}));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("dshost: error: steps 3 to 12 (epoch 1): 10 steps in a row had a non-finite gradient "
+                       "norm and were skipped (train.nonfinite = \"skip\"); the run stopped."),
+            std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("step 16:"), std::string::npos) << "it trained on: " << r.err;
+
+  const Ran old = run(run_args(dir, {"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "strategy.plugin=\"frozen_sgd\"",
+                                     "train.nonfinite=\"skip\""}));
+  EXPECT_EQ(old.exit_code, 2) << old.err;
+  EXPECT_NE(old.err.find("--set train.nonfinite=\"skip\": error: train.nonfinite = \"skip\" needs a strategy built for dshost ABI 1.5 "
+                         "or later, but strategy 'frozen_sgd' is built for 1.0 and cannot drop an update; rebuild it "
+                         "against this SDK, or set train.nonfinite = \"stop\""),
+            std::string::npos) << old.err;
+}
+
 // ---- monitoring ---------------------------------------------------------------------------
 
 // The TensorBoard event file, read back by an independent reader (Python's protobuf with

@@ -438,7 +438,8 @@ TEST(CpuAdamW, Bf16GradientsEqualTheirFp32Values) {
 // update) from fp32 and bf16 gradients, clipped by a divisor it reads on the device, over a
 // range aligned for its packed loads and one that is not, of a length no vector width
 // divides. The GPU contracts multiply-adds, so the values agree to float rounding, and
-// their bf16 copies to the last place.
+// their bf16 copies to the last place. Bias corrections read on the device replace the
+// step's; a nonzero found_inf leaves the range untouched.
 TEST(CudaAdamW, TakesTheCpuAdamWsSteps) {
 #if !DSHOST_CUDA_ADAMW
   GTEST_SKIP() << "not a CUDA build";
@@ -448,7 +449,13 @@ TEST(CudaAdamW, TakesTheCpuAdamWsSteps) {
   const AdamWStep s{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.271f, 0.0039f};
   AdamWStep halved = s;  // the CPU's clipping scale for the device's divisor of 2
   halved.grad_scale = 0.5f;
-  const at::Tensor divisor = at::full({1}, 2.0f, at::TensorOptions().device(at::kCUDA));
+  const auto on_gpu = at::TensorOptions().device(at::kCUDA);
+  const at::Tensor divisor = at::full({1}, 2.0f, on_gpu);
+  // The bias corrections and found_inf are read on the device.
+  AdamWStep without_bias_corrections = s;
+  without_bias_corrections.bias_correction1 = without_bias_corrections.bias_correction2 = 1.0f;
+  const at::Tensor bias_corrections = at::tensor({s.bias_correction1, s.bias_correction2}).to(at::kCUDA);
+  const at::Tensor nothing_found = at::zeros({1}, on_gpu), found_inf = at::ones({1}, on_gpu);
   for (const bool bf16 : {false, true})
     for (const int64_t start : {0, 1}) {  // 1: the scalar loop (4-byte aligned only)
       at::manual_seed(7);
@@ -470,8 +477,13 @@ TEST(CudaAdamW, TakesTheCpuAdamWsSteps) {
                                           static_cast<const char*>(dg.data_ptr()) + start * dg.element_size(),
                                           bf16, dm.data_ptr<float>() + start, dv.data_ptr<float>() + start,
                                           static_cast<uint16_t*>(dout.data_ptr()) + start, len};
-      ASSERT_EQ(dshost_zero::cuda_adamw(r, s, divisor.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream()),
+      void* stream = c10::cuda::getCurrentCUDAStream().stream();
+      ASSERT_EQ(dshost_zero::cuda_adamw(r, without_bias_corrections, {divisor.data_ptr<float>(),
+                                        bias_corrections.data_ptr<float>(), nothing_found.data_ptr<float>()}, stream),
                 nullptr);
+      const at::Tensor before = at::cat({dp, dm, dv}).cpu();
+      ASSERT_EQ(dshost_zero::cuda_adamw(r, s, {nullptr, nullptr, found_inf.data_ptr<float>()}, stream), nullptr);
+      EXPECT_TRUE(at::equal(at::cat({dp, dm, dv}).cpu(), before)) << "found_inf left the range as it was";
       const std::string what = std::string(bf16 ? "bf16" : "fp32") + " gradients from " + std::to_string(start);
       EXPECT_TRUE(at::allclose(dp.cpu(), p, 1e-6, 1e-7)) << what;
       EXPECT_TRUE(at::allclose(dm.cpu(), m, 1e-6, 1e-7)) << what;

@@ -3,16 +3,20 @@
 // deep inside a call, backtrace and all, as a shape bug would raise it), on rank 1 alone at
 // its third forward (the other ranks are left waiting in their collectives), or by issuing
 // a collective whose size differs between ranks (a plugin that communicates differently on
-// different ranks).
+// different ranks); or whose outputs are NaN in its third training forward, or in every one
+// from the third on (a diverging model).
 #include <dshost/model.hpp>
 
 #include <torch/nn/modules/linear.h>
+
+#include <cmath>
 
 namespace {
 
 const dshost_option kOptions[] = {
     DSHOST_OPTION("fail_in", DSHOST_OPTION_STRING, "\"create\"",
-                  "create|forward|rank1_forward|mismatched_collective", "where to fail"),
+                  "create|forward|rank1_forward|mismatched_collective|nan_third_forward|nan_from_third_forward",
+                  "where to fail"),
 };
 
 class FailingModel : public dshost::Model {
@@ -26,7 +30,10 @@ class FailingModel : public dshost::Model {
   std::vector<int64_t> input_shape() const override { return {1, 28, 28}; }
   at::Tensor forward(const at::Tensor& input) override {
     if (is_training() && ++forwards_ == 3) fail_on_purpose();
-    return run_unit(0, input.flatten(1));
+    const at::Tensor logits = run_unit(0, input.flatten(1));
+    const bool nan = is_training() && (fail_in_ == "nan_third_forward" ? forwards_ == 3
+                                       : fail_in_ == "nan_from_third_forward" && forwards_ >= 3);
+    return nan ? logits * std::nan("") : logits;
   }
 
  private:

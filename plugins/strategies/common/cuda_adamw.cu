@@ -18,11 +18,16 @@ struct alignas(sizeof(T) * N) Pack {
 template <int N, class G>
 __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
                              float* __restrict__ v, uint16_t* __restrict__ out, int64_t n,
-                             dshost::AdamWStep s, const float* __restrict__ divisor) {
+                             dshost::AdamWStep s, DeviceScalars d) {
   using dshost::detail::adamw_element;
   using dshost::detail::bf16_bits;
   using dshost::detail::gradient;
-  if (divisor != nullptr) s.grad_scale = 1.0f / *divisor;
+  if (d.found_inf != nullptr && *d.found_inf != 0.0f) return;
+  if (d.divisor != nullptr) s.grad_scale = 1.0f / *d.divisor;
+  if (d.bias_corrections != nullptr) {
+    s.bias_correction1 = d.bias_corrections[0];
+    s.bias_correction2 = d.bias_corrections[1];
+  }
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t packs = n / N;
@@ -47,7 +52,7 @@ __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, flo
 bool aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
 template <class G>
-void launch(const CudaAdamWRange& r, const dshost::AdamWStep& step, const float* divisor,
+void launch(const CudaAdamWRange& r, const dshost::AdamWStep& step, const DeviceScalars& scalars,
             cudaStream_t stream) {
   constexpr int kPack = 4, kThreads = 256;
   const bool packed = aligned(r.master, 16) && aligned(r.exp_avg, 16) && aligned(r.exp_avg_sq, 16) &&
@@ -56,19 +61,19 @@ void launch(const CudaAdamWRange& r, const dshost::AdamWStep& step, const float*
   const int64_t blocks = std::clamp<int64_t>((r.n / per_thread + kThreads - 1) / kThreads, 1, 8192);
   const auto* g = static_cast<const G*>(r.grad);
   if (packed)
-    adamw_kernel<kPack><<<blocks, kThreads, 0, stream>>>(r.master, g, r.exp_avg, r.exp_avg_sq, r.out, r.n, step, divisor);
+    adamw_kernel<kPack><<<blocks, kThreads, 0, stream>>>(r.master, g, r.exp_avg, r.exp_avg_sq, r.out, r.n, step, scalars);
   else
-    adamw_kernel<1><<<blocks, kThreads, 0, stream>>>(r.master, g, r.exp_avg, r.exp_avg_sq, r.out, r.n, step, divisor);
+    adamw_kernel<1><<<blocks, kThreads, 0, stream>>>(r.master, g, r.exp_avg, r.exp_avg_sq, r.out, r.n, step, scalars);
 }
 
 }  // namespace
 
 const char* cuda_adamw(const CudaAdamWRange& r, const dshost::AdamWStep& step,
-                       const float* divisor, void* stream) {
+                       const DeviceScalars& scalars, void* stream) {
   if (r.n == 0) return nullptr;
   const auto s = static_cast<cudaStream_t>(stream);
-  if (r.grad_bf16) launch<uint16_t>(r, step, divisor, s);
-  else launch<float>(r, step, divisor, s);
+  if (r.grad_bf16) launch<uint16_t>(r, step, scalars, s);
+  else launch<float>(r, step, scalars, s);
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }

@@ -22,9 +22,17 @@ struct CudaAdamWRange {
   int64_t n;
 };
 
-// Enqueues the update of `r` on `stream` (a cudaStream_t). `divisor`: a device float that
-// divides every gradient (clipping), or null. Returns the launch's error text, or null.
+// What the kernel reads on the device rather than from AdamWStep, so the host need not
+// wait for it: each is a device pointer, or null for none.
+struct DeviceScalars {
+  const float* divisor = nullptr;           // divides every gradient (clipping)
+  const float* bias_corrections = nullptr;  // 1 - beta1^t, 1 - beta2^t: replace step's
+  const float* found_inf = nullptr;         // nonzero: leave the range as it was
+};
+
+// Enqueues the update of `r` on `stream` (a cudaStream_t). Returns the launch's error text,
+// or null.
 const char* cuda_adamw(const CudaAdamWRange& r, const dshost::AdamWStep& step,
-                       const float* divisor, void* stream);
+                       const DeviceScalars& scalars, void* stream);
 
 }  // namespace dshost_zero

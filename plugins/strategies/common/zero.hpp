@@ -227,6 +227,7 @@ class Zero : public dshost::Strategy {
     }
     if (o_.delayed_update) param_shard_next_ = shard_buffer(dtype_, param_home, true);
     make_optimizer(optimizer_home);
+    adam_step_ = at::zeros({1}, on_device(at::kDouble));
     gathered_.resize(layout_->units());
     for (int u = 0; u < layout_->units(); ++u) gathered_[u] = o_.stage == 2 || persistent(u);
     gather_work_.resize(layout_->units());
@@ -285,7 +286,8 @@ class Zero : public dshost::Strategy {
       if (fused_adamw_) {
         update_fused(args, norm);
       } else {
-        flat_optimizer_->step(master_.parts[0], grad_shard_.parts[0], args.lr, norm, args.max_grad_norm);
+        flat_optimizer_->step(master_.parts[0], grad_shard_.parts[0], args.lr, norm, args.max_grad_norm,
+                              dshost::skip_nonfinite(args));
         write_back(0, layout_->shard, param_shard_);
       }
     }
@@ -303,7 +305,7 @@ class Zero : public dshost::Strategy {
     zero_fresh_moments();
     for (int u = 0; u < layout_->units(); ++u)
       dshost::save_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], unit_state(u));
-    io.write("optimizer.step", at::full({1}, fused_adamw_ ? adam_steps_ : flat_optimizer_->steps(), at::kLong));
+    io.write("optimizer.step", at::full({1}, fused_adamw_ ? adam_step_.item<int64_t>() : flat_optimizer_->steps(), at::kLong));
   }
 
   void load(const dshost::StateIO& io) override {
@@ -313,7 +315,7 @@ class Zero : public dshost::Strategy {
       dshost::load_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], unit_state(u));
     const at::Tensor steps = at::zeros({1}, at::kLong);
     io.read("optimizer.step", steps);
-    if (fused_adamw_) adam_steps_ = steps.item<int64_t>();
+    if (fused_adamw_) adam_step_.fill_(steps.item<int64_t>());
     else flat_optimizer_->set_steps(steps.item<int64_t>());
     write_back(0, layout_->shard, param_shard_);
     gather_everything_gathered();
@@ -741,46 +743,63 @@ class Zero : public dshost::Strategy {
     moments_zeroed_ = true;
   }
 
-  dshost::AdamWStep next_adamw_step(double lr) {
-    const auto& c = services().optimizer();
-    ++adam_steps_;
-    return {static_cast<float>(lr), static_cast<float>(c.beta1), static_cast<float>(c.beta2),
-            static_cast<float>(c.eps), static_cast<float>(c.weight_decay),
-            static_cast<float>(1.0 - std::pow(c.beta1, adam_steps_)),
-            static_cast<float>(1.0 - std::pow(c.beta2, adam_steps_))};
+  // AdamW's step count lives on the compute device, so that a skipped step (found_inf, see
+  // update_fused) does not advance it without the host waiting to learn which steps were.
+  void advance_step(const at::Tensor& found_inf) {
+    if (found_inf.defined()) adam_step_.sub_(found_inf.to(at::kDouble) - 1.0);
+    else adam_step_.add_(1.0);
   }
 
-  // dshost's fused AdamW, part by part: the accelerator's by the CUDA kernel (no wait), then
-  // the host's by the CPU, which needs the clipping scale: the one wait for the device.
-  // Under DPU both write the parameter shard's twin, which becomes the gathered one when
-  // the next step finds the host's update done.
+  // The step's AdamW constants for step count t, clipping by norm n (host values).
+  dshost::AdamWStep adamw_step(double lr, double t, double n, double max_grad_norm) const {
+    const auto& c = services().optimizer();
+    const double grad_scale = max_grad_norm > 0 && n > max_grad_norm ? max_grad_norm / (n + 1e-6) : 1.0;
+    return {static_cast<float>(lr), static_cast<float>(c.beta1), static_cast<float>(c.beta2),
+            static_cast<float>(c.eps), static_cast<float>(c.weight_decay),
+            static_cast<float>(1.0 - std::pow(c.beta1, t)), static_cast<float>(1.0 - std::pow(c.beta2, t)),
+            static_cast<float>(grad_scale)};
+  }
+
+  // dshost's fused AdamW, part by part: the accelerator's by the CUDA kernel, which reads the
+  // clipping divisor, the bias corrections and found_inf on the device (no wait), then the
+  // host's by the CPU, which reads the norm and the step count: the one wait for the device.
+  // Under DPU both write the parameter shard's twin, which becomes the gathered one when the
+  // next step finds the host's update done. With skip_nonfinite a non-finite norm leaves
+  // every part, and the step count, as they were.
   void update_fused(const dshost_step_args& args, const at::Tensor& norm) {
     zero_fresh_moments();
-    dshost::AdamWStep adamw = next_adamw_step(args.lr);
+    const at::Tensor found_inf = dshost::skip_nonfinite(args) ? at::isfinite(norm).logical_not().to(at::kFloat)
+                                                               : at::Tensor();
+    advance_step(found_inf);
     if (o_.delayed_update) {
       RECORD_USER_SCOPE("zero::wait_for_delayed_update");
       finish_delayed_update();
     }
     const ShardBuffer& updated = o_.delayed_update ? param_shard_next_ : param_shard_;
     for (size_t p = 0; p < master_.parts.size(); ++p)
-      if (master_.parts[p].is_cuda()) update_on_device(adamw, args.max_grad_norm, norm, static_cast<int>(p), updated);
-    if (master_.parts.back().is_cpu()) {
-      const double n = norm.item<double>();
-      const double max = args.max_grad_norm;
-      adamw.grad_scale = static_cast<float>(max > 0 && n > max ? max / (n + 1e-6) : 1.0);
-    }
+      if (master_.parts[p].is_cuda()) update_on_device(args, norm, found_inf, static_cast<int>(p), updated);
+    if (!master_.parts.back().is_cpu()) return;
+    const at::Tensor read = at::cat({norm.view({1}), adam_step_}).cpu();
+    const double n = read[0].item<double>(), t = read[1].item<double>();
+    if (found_inf.defined() && !std::isfinite(n)) return;
+    const dshost::AdamWStep adamw = adamw_step(args.lr, t, n, args.max_grad_norm);
     if (o_.delayed_update) start_delayed_update(adamw);
     else update_on_host_and_write_back(adamw, grad_shard_, param_shard_, at::get_num_threads());
   }
 
-  // The fused CUDA AdamW (cuda_adamw.h) on shard part `part`, clipping by a divisor it reads
-  // on the device (no wait for the norm), writing the updated master into the bf16
-  // parameters (stage 3: `shard`) in the same pass, one launch for each range write_back
-  // would copy.
-  void update_on_device(const dshost::AdamWStep& step, double max_grad_norm, const at::Tensor& norm, int part,
-                        const ShardBuffer& shard) {
+  // The fused CUDA AdamW (cuda_adamw.h) on shard part `part`, writing the updated master into
+  // the bf16 parameters (stage 3: `shard`) in the same pass, one launch for each range
+  // write_back would copy.
+  void update_on_device(const dshost_step_args& args, const at::Tensor& norm, const at::Tensor& found_inf,
+                        int part, const ShardBuffer& shard) {
 #if DSHOST_CUDA_ADAMW
-    const at::Tensor divisor = max_grad_norm > 0 ? dshost::clip_divisor(norm, max_grad_norm) : at::Tensor();
+    const at::Tensor divisor = args.max_grad_norm > 0 ? dshost::clip_divisor(norm, args.max_grad_norm) : at::Tensor();
+    const auto& c = services().optimizer();
+    const at::Tensor bias_corrections =
+        at::cat({1.0 - at::pow(c.beta1, adam_step_), 1.0 - at::pow(c.beta2, adam_step_)}).to(at::kFloat);
+    const auto pointer = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+    const DeviceScalars scalars{pointer(divisor), pointer(bias_corrections), pointer(found_inf)};
+    const dshost::AdamWStep step = adamw_step(args.lr, 1, 0, 0);  // bias corrections and clipping: on the device
     void* stream = c10::cuda::getCurrentCUDAStream(device_.index()).stream();
     const auto update = [&](int64_t begin, int64_t n, const at::Tensor& out) {
       const at::Tensor g = grad_shard_.range(begin, n);
@@ -788,12 +807,12 @@ class Zero : public dshost::Strategy {
                              g.scalar_type() == at::kBFloat16, exp_avg_.range(begin, n).data_ptr<float>(),
                              exp_avg_sq_.range(begin, n).data_ptr<float>(),
                              static_cast<uint16_t*>(out.data_ptr()), n};
-      if (const char* err = cuda_adamw(r, step, divisor.defined() ? divisor.data_ptr<float>() : nullptr, stream))
+      if (const char* err = cuda_adamw(r, step, scalars, stream))
         throw dshost::Error(std::string("the fused CUDA AdamW failed to launch: ") + err, DSHOST_INTERNAL);
     };
     for_each_parameter_range(master_.begin[part], master_.parts[part].numel(), shard, update);
 #else
-    (void)step, (void)max_grad_norm, (void)norm, (void)part, (void)shard;
+    (void)args, (void)norm, (void)found_inf, (void)part, (void)shard;
 #endif
   }
 
@@ -953,7 +972,7 @@ class Zero : public dshost::Strategy {
   ShardBuffer param_shard_next_, grad_spare_;  // the delayed update's twins
   ShardBuffer master_, exp_avg_, exp_avg_sq_;  // fp32
   std::unique_ptr<dshost::FlatOptimizer> flat_optimizer_;
-  int64_t adam_steps_ = 0;
+  at::Tensor adam_step_;  // fused AdamW's step count, double on the compute device
   bool moments_zeroed_ = false;  // see zero_fresh_moments
   ShardBuffer grad_shard_;  // parts on the compute device are registered: reductions land there
   at::Tensor norm_;

@@ -77,7 +77,8 @@ class Ddp : public dshost::Strategy {
     const at::Tensor norm = dshost::sum_of_squares(grads_).sqrt_();  // stays on the device
     const int64_t begin = s.rank() * layout_->shard;
     optimizer_->step(params_.narrow(0, begin, layout_->shard),
-                     grads_.narrow(0, begin, layout_->shard), args.lr, norm, args.max_grad_norm);
+                     grads_.narrow(0, begin, layout_->shard), args.lr, norm, args.max_grad_norm,
+                     dshost::skip_nonfinite(args));
     if (s.world_size() > 1)
       s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
                    dshost::slice(param_id_, 0, layout_->padded))

@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define DSHOST_ABI_MAJOR 1
-#define DSHOST_ABI_MINOR 4
+#define DSHOST_ABI_MINOR 5
 
 #if defined(__GNUC__)
 #define DSHOST_EXPORT __attribute__((visibility("default")))
@@ -353,6 +353,12 @@ typedef struct dshost_step_args {
    * compute device. A strategy may write the global gradient norm there without waiting for
    * the device (no host synchronisation in the step) and leave stats.grad_norm NaN. */
   DLTensor* grad_norm_out;
+  /* Since ABI 1.5 (older hosts: 0). Nonzero: when the global gradient norm is NaN or
+   * infinite, drop this step's whole update (parameters, optimizer state and the optimizer's
+   * step count stay as they were), deciding on the device without waiting for it. The norm
+   * is the same on every rank, so every rank drops the same steps. A strategy built for 1.5
+   * or later must honour it; the host refuses train.nonfinite = "skip" with older ones. */
+  int32_t skip_nonfinite;
 } dshost_step_args;
 
 typedef struct dshost_step_stats {

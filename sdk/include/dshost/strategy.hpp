@@ -6,9 +6,10 @@
 #include <dshost/torch.hpp>
 
 #include <c10/core/DeviceGuard.h>
-#if __has_include(<ATen/ops/_fused_adamw.h>)  // LibTorch 2: one fused CUDA kernel for AdamW
-#include <ATen/ops/_fused_adamw.h>
-#define DSHOST_FUSED_ADAMW 1
+#if __has_include(<ATen/ops/_fused_adamw.h>) && __has_include(<ATen/ops/_fused_sgd.h>)
+#include <ATen/ops/_fused_adamw.h>  // LibTorch 2: one fused CUDA kernel each for AdamW and SGD
+#include <ATen/ops/_fused_sgd.h>
+#define DSHOST_FUSED_OPTIMIZERS 1
 #endif
 
 #include <algorithm>
@@ -254,6 +255,11 @@ inline double report_norm(const dshost_step_args& args, const at::Tensor& norm) 
   return hand_to_host(norm, lent ? args.grad_norm_out : nullptr);
 }
 
+// Whether the host asked (ABI 1.5) to drop the update of a step whose norm is not finite.
+inline bool skip_nonfinite(const dshost_step_args& args) {
+  return args.struct_size > offsetof(dshost_step_args, skip_nonfinite) && args.skip_nonfinite != 0;
+}
+
 // AdamW (decoupled weight decay, as torch.optim.AdamW) or SGD with momentum, updating a
 // flat fp32 parameter range from a flat fp32 gradient range of the same length.
 class FlatOptimizer {
@@ -271,18 +277,23 @@ class FlatOptimizer {
 
   // One step. With max_norm > 0 the gradients are first clipped by the global `norm` (a
   // one-element double tensor on the device), as clip_by_norm clips: inside PyTorch's fused
-  // kernel where it runs (its grad_scale divides each gradient as it is read, sparing a
-  // pass over them), else by clip_by_norm.
+  // kernels where they run (their grad_scale divides each gradient as it is read, sparing a
+  // pass over them), else by clip_by_norm. With skip_nonfinite a norm that is NaN or
+  // infinite drops the whole update: parameters, state and step count stay as they were.
+  // The fused kernels decide that on the device (their found_inf); elsewhere the norm is
+  // read on the host, which costs nothing on the CPU (a CUDA LibTorch without the fused
+  // kernels would wait for the device there).
   void step(at::Tensor param, const at::Tensor& grad, double lr, const at::Tensor& norm = {},
-            double max_norm = 0) {
+            double max_norm = 0, bool skip_nonfinite = false) {
     at::NoGradGuard no_grad;
-    ++steps_;
     const bool clip = max_norm > 0 && norm.defined();
-#ifdef DSHOST_FUSED_ADAMW
-    if (c_.kind == DSHOST_ADAMW && param.is_cuda()) {
-      return fused_adamw(param, grad, lr, clip ? clip_divisor(norm, max_norm) : at::Tensor());
-    }
+#ifdef DSHOST_FUSED_OPTIMIZERS
+    if (param.is_cuda())
+      return fused_step(param, grad, lr, clip ? clip_divisor(norm, max_norm) : at::Tensor(),
+                        skip_nonfinite ? at::isfinite(norm).logical_not().to(at::kFloat) : at::Tensor());
 #endif
+    if (skip_nonfinite && !std::isfinite(norm.item<double>())) return;
+    ++steps_;
     if (clip) clip_by_norm(grad, norm, max_norm);
     if (c_.kind == DSHOST_ADAMW) {
       param.mul_(1.0 - lr * c_.weight_decay);
@@ -296,8 +307,7 @@ class FlatOptimizer {
     }
     at::Tensor g = c_.weight_decay != 0 ? grad.add(param, c_.weight_decay) : grad;
     if (momentum_.defined()) {
-      if (steps_ == 1) momentum_.copy_(g);
-      else momentum_.mul_(c_.momentum).add_(g);
+      momentum_.mul_(c_.momentum).add_(g);  // the first step's is g: the buffer starts at 0
       g = momentum_;
     }
     param.add_(g, -lr);
@@ -311,8 +321,14 @@ class FlatOptimizer {
     if (momentum_.defined()) out = {{"momentum", momentum_}};
     return out;
   }
-  int64_t steps() const { return steps_; }
-  void set_steps(int64_t steps) { steps_ = steps; }
+  // Steps taken (a skipped one not counted): a fused kernel's count is read from the device.
+  int64_t steps() const {
+    return step_on_device_.defined() ? static_cast<int64_t>(step_on_device_.item<double>()) : steps_;
+  }
+  void set_steps(int64_t steps) {
+    steps_ = steps;
+    if (step_on_device_.defined()) step_on_device_.fill_(static_cast<double>(steps));
+  }
 
   // Bytes of optimizer state held, and where.
   at::Device device() const { return device_; }
@@ -324,23 +340,33 @@ class FlatOptimizer {
   }
 
  private:
-#ifdef DSHOST_FUSED_ADAMW
-  // PyTorch's fused AdamW kernel (AdamW(fused=True)) over the whole flat range: one pass
-  // over memory instead of the nine of the loop above, and what the PyTorch peer of
-  // bench/gpu uses. The same update up to rounding (it uses lerp for the first moment;
-  // tests/reference_test.cc bounds the difference). The step count lives on the device, as
-  // the kernel reads it there.
-  void fused_adamw(at::Tensor& param, const at::Tensor& grad, double lr, const at::Tensor& divisor) {
+#ifdef DSHOST_FUSED_OPTIMIZERS
+  // PyTorch's fused AdamW or SGD kernel (AdamW(fused=True), SGD(fused=True)) over the whole
+  // flat range: one pass over memory instead of the nine of the loop above, and what the
+  // PyTorch peer of bench/gpu uses. The same update up to rounding (AdamW's uses lerp for
+  // the first moment; tests/reference_test.cc bounds the difference). The step count lives
+  // on the device, where the kernel reads it and a skipped step (found_inf = 1) does not
+  // advance it.
+  void fused_step(at::Tensor& param, const at::Tensor& grad, double lr, const at::Tensor& divisor,
+                  const at::Tensor& found_inf) {
     if (!step_on_device_.defined())
-      step_on_device_ = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(device_));
-    step_on_device_.fill_(static_cast<double>(steps_));
-    at::_fused_adamw_({param}, {grad}, {exp_avg_}, {exp_avg_sq_}, {}, {step_on_device_}, lr,
-                      c_.beta1, c_.beta2, c_.weight_decay, c_.eps, /*amsgrad=*/false,
-                      /*maximize=*/false,
-                      divisor.defined() ? std::optional<at::Tensor>(divisor) : std::nullopt);
+      step_on_device_ = at::full({1}, static_cast<double>(steps_), at::TensorOptions().dtype(at::kFloat).device(device_));
+    if (found_inf.defined()) step_on_device_.sub_(found_inf - 1.0);
+    else step_on_device_.add_(1.0);
+    const auto optional = [](const at::Tensor& t) { return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt; };
+    if (c_.kind == DSHOST_ADAMW) {
+      at::_fused_adamw_({param}, {grad}, {exp_avg_}, {exp_avg_sq_}, {}, {step_on_device_}, lr,
+                        c_.beta1, c_.beta2, c_.weight_decay, c_.eps, /*amsgrad=*/false,
+                        /*maximize=*/false, optional(divisor), optional(found_inf));
+      return;
+    }
+    const std::vector<at::Tensor> momentum = momentum_.defined() ? std::vector<at::Tensor>{momentum_} : std::vector<at::Tensor>{};
+    at::_fused_sgd_({param}, {grad}, momentum, c_.weight_decay, c_.momentum, lr, /*dampening=*/0.0,
+                    /*nesterov=*/false, /*maximize=*/false, /*is_first_step=*/false, optional(divisor),
+                    optional(found_inf));
   }
-  at::Tensor step_on_device_;
 #endif
+  at::Tensor step_on_device_;  // the fused kernels' step count, fp32 as theirs
 
   dshost_optimizer_config c_;
   at::Device device_;
