@@ -87,11 +87,11 @@ const dshost_option kData[] = {
            "height = width shown to the model (bilinear resize); 0 = the dataset's own"),
     ranged("synthetic_samples", INT, "10000", 1, 1e9, "synthetic: training samples (test: a tenth)"),
     ranged("synthetic_classes", INT, "1000", 2, 1e6, "synthetic: label classes"),
-    opt("prefetch", STRING, "\"auto\"",
-        "prepare the next micro-batch on a background thread during the step; auto: for "
-        "image_folder (decoding), not for in-memory datasets, whose batches cost less than "
-        "the hand-off",
-        "auto|on|off"),
+    ranged("workers", INT, "0", 0, 1024,
+           "image_folder: threads per rank that decode and transform samples; 0 = on a GPU, the "
+           "rank's share of the cores less one, on the CPU one"),
+    ranged("prefetch", INT, "4", 0, 64,
+           "image_folder: micro-batches the workers prepare ahead of the step"),
     ranged("max_bad_files", INT, "100", 0, 1e12,
            "image_folder: files that do not decode are skipped with a warning (each sample's "
            "place taken by the next image); more than this many stop the run"),
@@ -167,7 +167,8 @@ Config read_config(const Manifest& m) {
   c.data = {d.get_string("dataset"),         default_data_path(d),
             d.get_int("channels"),             d.get_int("image_size"),
             d.get_int("synthetic_samples"),    d.get_int("synthetic_classes"),
-            d.get_string("prefetch"),          d.get_int("max_bad_files")};
+            d.get_int("workers"),              d.get_int("prefetch"),
+            d.get_int("max_bad_files")};
   c.comm = {m.resolve("comm", table(kComm)).get_float("timeout_s")};
   const Section k = m.resolve("checkpoint", table(kCheckpoint));
   c.checkpoint = {k.get_string("dir"), k.get_int("every_steps"), k.get_bool("at_epoch_end"),

@@ -49,7 +49,8 @@ struct DataConfig {
   std::string path;     // resolved: the dataset's default when the manifest gives none
   int64_t channels, image_size;  // as presented to the model; 0: the dataset's own
   int64_t synthetic_samples, synthetic_classes;
-  std::string prefetch;  // auto | on | off: fill the next micro-batch on a background thread
+  int64_t workers;       // image folders: decoding threads per rank; 0 = automatic
+  int64_t prefetch;      // image folders: micro-batches prepared ahead of the step
   int64_t max_bad_files;  // image files that may fail to decode before the run stops
 };
 

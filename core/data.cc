@@ -291,38 +291,20 @@ std::vector<int64_t> shard_indices(int64_t n, int rank, int world, uint64_t seed
 
 namespace {
 
-// The image of `sample`, or, when its file does not decode (cut short, or no image at all),
-// of the next sample of the split that does: the file is skipped with a
-// warning naming it, and the choice depends on the split alone, so every thread and rank
-// makes the same one. *sample becomes the one used.
-at::Tensor decode_or_skip(const Split& split, SkippedFiles& skipped, int64_t* sample) {
-  const auto n = static_cast<int64_t>(split.files.size());
-  for (int64_t tried = 0; tried < n; ++tried, *sample = (*sample + 1) % n) {
-    try {
-      return decode_image(split.files[*sample]);
-    } catch (const UserError& e) {
-      skipped.skip(split.files[*sample], e.what());
-    }
-  }
-  throw UserError(cat("none of the ", n, " image files of the split decodes; check data.path"));
-}
-
-// Image folder samples, decoded and transformed one by one, normalised with ImageNet's
-// per-channel statistics as torchvision's pretrained models expect.
+// Image folder samples, decoded and transformed one by one.
 void fill_from_files(const Split& split, SkippedFiles& skipped, const std::vector<int64_t>& indices,
                      int64_t begin, int64_t count, at::Tensor& inputs, at::Tensor& targets,
                      uint64_t augment_seed) {
-  const at::Tensor mean = at::tensor({0.485, 0.456, 0.406}, at::kFloat).view({3, 1, 1});
-  const at::Tensor std = at::tensor({0.229, 0.224, 0.225}, at::kFloat).view({3, 1, 1});
+  const int64_t size = inputs.size(2);
+  const at::Tensor pixels = at::empty({count, 3, size, size}, at::kByte);
+  std::vector<int64_t> labels(count);
   for (int64_t row = 0; row < count; ++row) {
-    const int64_t wanted = indices[begin + row];
-    int64_t sample = wanted;
-    const at::Tensor decoded = decode_or_skip(split, skipped, &sample);
-    if (sample != wanted) targets[row].fill_(split.labels[sample].item<int64_t>());
-    const uint64_t seed = augment_seed == 0 ? 0 : augment_seed * 0x9e3779b97f4a7c15ull + sample + 1;
-    const at::Tensor image = transform_image(decoded, inputs.size(2), seed);
-    inputs[row].copy_(((image - mean) / std).expand(inputs[row].sizes()));
+    const int64_t sample = image_sample(split, skipped, indices[begin + row], size, augment_seed,
+                                        pixels[row].data_ptr<uint8_t>());
+    labels[row] = split.labels.data_ptr<int64_t>()[sample];
   }
+  targets.narrow(0, 0, count).copy_(at::tensor(labels, at::kLong));
+  normalize_images(pixels.to(inputs.device()), inputs);
 }
 
 }  // namespace
@@ -379,48 +361,29 @@ void keep_on_device(ImageDataset& data, at::Device device) {
   }
 }
 
-BatchPrefetcher::BatchPrefetcher(const ImageDataset& data, const at::Tensor& inputs,
-                                 const at::Tensor& targets, int64_t micro_batch)
-    : data_(data), micro_batch_(micro_batch) {
-  const bool pinned = inputs.is_cuda();
-  for (Slot& slot : slots_) {
-    slot.inputs = at::empty(inputs.sizes(), inputs.options().device(at::kCPU).pinned_memory(pinned));
-    slot.targets = at::empty(targets.sizes(), targets.options().device(at::kCPU).pinned_memory(pinned));
+int64_t image_sample(const Split& split, SkippedFiles& skipped, int64_t index, int64_t size,
+                     uint64_t augment_seed, uint8_t* out) {
+  const auto n = static_cast<int64_t>(split.files.size());
+  int64_t sample = index;
+  for (int64_t tried = 0; tried < n; ++tried, sample = (sample + 1) % n) {
+    try {
+      const EncodedImage image(split.files[sample]);
+      if (augment_seed == 0) evaluation_sample(image, size, out);
+      else training_sample(image, size, augment_seed * 0x9e3779b97f4a7c15ull + sample + 1, out);
+      return sample;
+    } catch (const UserError& e) {
+      skipped.skip(split.files[sample], e.what());
+    }
   }
+  throw UserError(cat("none of the ", n, " image files of the split decodes; check data.path"));
 }
 
-BatchPrefetcher::~BatchPrefetcher() {
-  for (Slot& slot : slots_)
-    if (slot.filled.valid()) slot.filled.wait();
-}
-
-void BatchPrefetcher::start(Slot& slot, const std::shared_ptr<const std::vector<int64_t>>& order,
-                            int64_t first, uint64_t augment_seed) {
-  slot.order = order;
-  slot.first = first;
-  slot.filled = std::async(std::launch::async, [this, &slot, augment_seed] {
-    fill_batch(data_, data_.train, *slot.order, slot.first, micro_batch_, slot.inputs, slot.targets,
-               augment_seed);
-  });
-}
-
-void BatchPrefetcher::load(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
-                           uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets) {
-  Slot& slot = slots_[next_];
-  if (slot.order != order || slot.first != first) {  // not what was prefetched: fill it now
-    if (slot.filled.valid()) slot.filled.wait();
-    start(slot, order, first, augment_seed);
-  }
-  slot.filled.get();  // rethrows what the fill threw (an image that no longer decodes)
-  slot.first = -1;
-  inputs.narrow(0, 0, micro_batch_).copy_(slot.inputs.narrow(0, 0, micro_batch_), /*non_blocking=*/true);
-  targets.narrow(0, 0, micro_batch_).copy_(slot.targets.narrow(0, 0, micro_batch_), /*non_blocking=*/true);
-  next_ ^= 1;
-  Slot& ahead = slots_[next_];
-  if (first + 2 * micro_batch_ <= static_cast<int64_t>(order->size())) {
-    if (ahead.filled.valid()) ahead.filled.wait();
-    start(ahead, order, first + micro_batch_, augment_seed);
-  }
+void normalize_images(const at::Tensor& pixels, at::Tensor& inputs) {
+  constexpr double kMean[] = {0.485, 0.456, 0.406}, kStd[] = {0.229, 0.224, 0.225};
+  const at::Tensor x = pixels.to(at::kFloat);
+  for (int64_t c = 0; c < 3; ++c) x.select(1, c).sub_(255 * kMean[c]).div_(255 * kStd[c]);  // (no copy of the statistics to the device)
+  at::Tensor out = inputs.narrow(0, 0, pixels.size(0));
+  out.copy_(x.expand(out.sizes()));
 }
 
 }  // namespace dshost

@@ -10,7 +10,6 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
-#include <future>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -99,36 +98,16 @@ void fill_batch(const ImageDataset& data, const Split& split, const std::vector<
 // fill_batch runs there.
 void keep_on_device(ImageDataset& data, at::Device device);
 
-// Fills training micro-batches on a background thread, one micro-batch ahead of the step
-// (into pinned host memory on a GPU run, copied to the device without blocking), so that
-// decoding and resizing overlap compute. The batches are exactly fill_batch's.
-class BatchPrefetcher {
- public:
-  BatchPrefetcher(const ImageDataset& data, const at::Tensor& inputs, const at::Tensor& targets,
-                  int64_t micro_batch);
-  ~BatchPrefetcher();  // waits for a fill under way
-  BatchPrefetcher(const BatchPrefetcher&) = delete;
-  BatchPrefetcher& operator=(const BatchPrefetcher&) = delete;
+// Sample `index` of an image folder split, as uint8 [3, size, size], into `out`: the
+// training transform with draws from augment_seed and the index, or evaluation's where
+// augment_seed is 0. A file that does not decode is skipped (see SkippedFiles) and the next
+// sample of the split that does takes its place; returns the sample written. Thread-safe.
+int64_t image_sample(const Split& split, SkippedFiles& skipped, int64_t index, int64_t size,
+                     uint64_t augment_seed, uint8_t* out);
 
-  // Rows [first, first + micro_batch) of `order` (an epoch's, for this rank) into the
-  // leading rows of inputs / targets; then starts filling the micro-batch after them.
-  void load(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
-            uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets);
-
- private:
-  struct Slot {
-    at::Tensor inputs, targets;
-    std::future<void> filled;
-    std::shared_ptr<const std::vector<int64_t>> order;
-    int64_t first = -1;
-  };
-  void start(Slot& slot, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
-             uint64_t augment_seed);
-
-  const ImageDataset& data_;
-  const int64_t micro_batch_;
-  Slot slots_[2];
-  int next_ = 0;  // the slot the coming load() takes
-};
+// Image folders' 8-bit pixels (uint8 [n, 3, H, W]) into the leading rows of `inputs` as
+// torchvision's ToTensor and Normalize with ImageNet's statistics make them, on the
+// inputs' device, channels repeated to the inputs' where they differ.
+void normalize_images(const at::Tensor& pixels, at::Tensor& inputs);
 
 }  // namespace dshost

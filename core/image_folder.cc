@@ -1,8 +1,7 @@
 #include "core/image_folder.h"
 
 #include "core/error.h"
-
-#include <stb/stb_image.h>
+#include "core/image_resample.h"
 
 #include <algorithm>
 #include <cctype>
@@ -33,25 +32,8 @@ struct Draws : CropDraws {
   }
 };
 
-at::Tensor resize(const at::Tensor& image, int64_t h, int64_t w) {
-  return at::upsample_bilinear2d(image.unsqueeze(0), {h, w}, /*align_corners=*/false).squeeze(0);
-}
-
 // Python's round(): to the nearest integer, halves to the even one.
 int64_t round_half_even(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
-
-at::Tensor random_resized_crop(const at::Tensor& image, int64_t size, Draws& draws) {
-  const CropBox b = random_resized_crop_box(image.size(1), image.size(2), draws);
-  return resize(image.narrow(1, b.top, b.height).narrow(2, b.left, b.width), size, size);
-}
-
-// Resize the short side to size x 256 / 224, then the center size x size.
-at::Tensor center_crop(const at::Tensor& image, int64_t size) {
-  const double scale = static_cast<double>(size) * 256 / 224 / std::min(image.size(1), image.size(2));
-  const int64_t h = std::max(size, static_cast<int64_t>(std::lround(image.size(1) * scale)));
-  const int64_t w = std::max(size, static_cast<int64_t>(std::lround(image.size(2) * scale)));
-  return resize(image, h, w).narrow(1, (h - size) / 2, size).narrow(2, (w - size) / 2, size);
-}
 
 // torchvision's ImageFolder takes files by extension, without opening them: a scan of
 // ImageNet's 1.28 million files then reads directories only. What does not decode is
@@ -114,23 +96,37 @@ ImageFiles scan_image_folder(const std::string& dir, const std::vector<std::stri
   return out;
 }
 
-at::Tensor decode_image(const std::string& path) {
-  int w = 0, h = 0, channels = 0;
-  unsigned char* pixels = stbi_load(path.c_str(), &w, &h, &channels, 3);
-  if (pixels == nullptr)
-    throw UserError(cat(path, ": not a JPEG or PNG image that can be decoded (",
-                        stbi_failure_reason() ? stbi_failure_reason() : "unknown", ")"));
-  const at::Tensor hwc = at::from_blob(pixels, {h, w, 3}, at::kByte).clone();
-  stbi_image_free(pixels);
-  return hwc.permute({2, 0, 1}).contiguous();
+void resized_crop(const EncodedImage& image, const CropBox& box, int64_t size, bool mirror, uint8_t* out) {
+  const double side = static_cast<double>(size);
+  const RgbImage decoded = image.decode(std::max(side / box.height, side / box.width));
+  const double sx = static_cast<double>(decoded.width) / image.width();
+  const double sy = static_cast<double>(decoded.height) / image.height();
+  const Region region{box.left * sx, box.top * sy, (box.left + box.width) * sx, (box.top + box.height) * sy};
+  resample_rgb(decoded.pixels.data(), decoded.height, decoded.width, decoded.width * 3, region, true, size,
+               size, mirror, out);
 }
 
-at::Tensor transform_image(const at::Tensor& image, int64_t size, uint64_t seed) {
-  const at::Tensor pixels = image.to(at::kFloat).div_(255.0);
-  if (seed == 0) return center_crop(pixels, size);
+void training_sample(const EncodedImage& image, int64_t size, uint64_t seed, uint8_t* out) {
   Draws draws(seed);
-  at::Tensor crop = random_resized_crop(pixels, size, draws);
-  return draws.uniform(0, 1) < 0.5 ? crop.flip({2}) : crop;
+  const CropBox box = random_resized_crop_box(image.height(), image.width(), draws);
+  resized_crop(image, box, size, draws.uniform(0, 1) < 0.5, out);
+}
+
+// Resize's output size as torchvision computes it (the long side truncated), then the
+// center crop's corner as CenterCrop rounds it: the crop is a box of the resized image,
+// which maps back onto the full-size one.
+void evaluation_sample(const EncodedImage& image, int64_t size, uint8_t* out) {
+  const int64_t h = image.height(), w = image.width();
+  const int64_t short_side = std::lround(static_cast<double>(size) * 256 / 224);
+  const int64_t resized_h = h <= w ? short_side : static_cast<int64_t>(static_cast<double>(short_side) * h / w);
+  const int64_t resized_w = h <= w ? static_cast<int64_t>(static_cast<double>(short_side) * w / h) : short_side;
+  const int64_t top = round_half_even(static_cast<double>(resized_h - size) / 2);
+  const int64_t left = round_half_even(static_cast<double>(resized_w - size) / 2);
+  const RgbImage decoded = image.decode(std::max(static_cast<double>(resized_h) / h, static_cast<double>(resized_w) / w));
+  const double sx = static_cast<double>(decoded.width) / resized_w, sy = static_cast<double>(decoded.height) / resized_h;
+  const Region region{left * sx, top * sy, (left + size) * sx, (top + size) * sy};
+  resample_rgb(decoded.pixels.data(), decoded.height, decoded.width, decoded.width * 3, region, false, size, size, false,
+               out);
 }
 
 }  // namespace dshost

@@ -1,9 +1,11 @@
 // Image folders as torchvision's ImageFolder reads them: ROOT/train/CLASS/IMAGE and
-// ROOT/val/CLASS/IMAGE (JPEG or PNG, decoded by Debian's libstb), one class per subfolder in
-// name order. Images are decoded when a batch needs them, with torchvision's ImageNet
-// transforms: random-resized-crop (scale 0.08-1, ratio 3/4-4/3) and a horizontal flip for
+// ROOT/val/CLASS/IMAGE (see core/image_decode.h), one class per subfolder in name order.
+// Images are decoded when a batch needs them, with torchvision's ImageNet transforms on
+// 8-bit pixels: random-resized-crop (scale 0.08-1, ratio 3/4-4/3) and a horizontal flip for
 // training, resize (to size x 256/224 on the short side) and a center crop for evaluation.
 #pragma once
+
+#include "core/image_decode.h"
 
 #include <ATen/ATen.h>
 
@@ -45,12 +47,17 @@ class CropDraws {
 // as Python's round() rounds them. The same draws give torchvision's box.
 CropBox random_resized_crop_box(int64_t height, int64_t width, CropDraws& draws);
 
-// `path` as uint8 [3, H, W] (grey and alpha images made RGB); a UserError naming the file
-// when it cannot be decoded.
-at::Tensor decode_image(const std::string& path);
+// One training sample of `image` written planar into `out` (uint8 [3, size, size]):
+// torchvision's RandomResizedCrop(size) and RandomHorizontalFlip with draws from `seed` (the
+// same seed, the same crop and flip), the image decoded at the smallest scale that leaves the
+// crop at least `size` pixels on each side.
+void training_sample(const EncodedImage& image, int64_t size, uint64_t seed, uint8_t* out);
 
-// `image` (uint8 [3, H, W]) as float [3, size, size] in [0, 1]: the training transform drawn
-// from `seed` (the same seed, the same crop and flip), or the evaluation one when seed is 0.
-at::Tensor transform_image(const at::Tensor& image, int64_t size, uint64_t seed);
+// Evaluation's: torchvision's Resize(size * 256 / 224) and CenterCrop(size).
+void evaluation_sample(const EncodedImage& image, int64_t size, uint8_t* out);
+
+// `box` of the full-size image resized to size x size (Pillow's bilinear) into `out`,
+// mirrored when `mirror`.
+void resized_crop(const EncodedImage& image, const CropBox& box, int64_t size, bool mirror, uint8_t* out);
 
 }  // namespace dshost

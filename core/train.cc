@@ -7,6 +7,7 @@
 #include "core/comm.h"
 #include "core/cuda_graph.h"
 #include "core/data.h"
+#include "core/input_pipeline.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -224,7 +225,7 @@ class Worker {
                          model_takes_tokens ? info_model_.input_shape[0] : 0);
     check_input_shape();
     check_label_range();
-    if (device_.is_cuda() && cfg_.data.prefetch != "on") keep_on_device(data_, device_);  // the prefetcher fills host memory
+    if (device_.is_cuda()) keep_on_device(data_, device_);
   }
 
   // A label the model has no output for is named here, with the data it came from, rather
@@ -311,12 +312,13 @@ class Worker {
     targets_ = at::zeros(target_shape, at::TensorOptions().dtype(at::kLong).device(device_));
     call(mapi_->bind_batch(model_.get(), to_dlpack(inputs_), to_dlpack(targets_), &err_),
          "model bind_batch");
-    // auto: measured on an H100, prefetching the quickstart's in-memory Fashion-MNIST cost
-    // 22% of its samples/s (5164 against 6650): a thread hand-off per micro-batch outweighs
-    // an index_select. Decoding image files is what it is for.
-    const std::string& prefetch = cfg_.data.prefetch;
-    if (prefetch == "on" || (prefetch == "auto" && cfg_.data.dataset == "image_folder"))
-      prefetcher_ = std::make_unique<BatchPrefetcher>(data_, inputs_, targets_, cfg_.train.micro_batch_size);
+    // Image files are decoded by the input pipeline's workers; in-memory datasets are
+    // gathered where they are (on the GPU, see keep_on_device) in the step itself.
+    if (!data_.train.files.empty()) {
+      const int workers = resolve_workers(cfg_.data.workers, device_.is_cuda(), rv_.local_world_size);
+      pipeline_ = std::make_unique<InputPipeline>(data_, cfg_.train.micro_batch_size, inputs_.size(2), workers,
+                                                  static_cast<int>(cfg_.data.prefetch), device_);
+    }
   }
 
   // The run directory and its metrics files (cut back to the checkpoint's step when resuming).
@@ -401,7 +403,7 @@ class Worker {
     for (int m = 0; m < t.grad_accum_steps; ++m) {
       const int64_t begin = first + m * t.micro_batch_size;
       const uint64_t augment_seed = info_.seed * 1000003 + static_cast<uint64_t>(epoch) + 1;
-      if (prefetcher_) prefetcher_->load(order, begin, augment_seed, inputs_, targets_);
+      if (pipeline_) pipeline_->load(order, begin, augment_seed, inputs_, targets_);
       else fill_batch(data_, data_.train, *order, begin, t.micro_batch_size, inputs_, targets_, augment_seed);
       call(sapi_->begin_micro_batch(strategy_.get(), m, static_cast<int32_t>(t.grad_accum_steps),
                                     &err_), "strategy begin_micro_batch");
@@ -895,7 +897,7 @@ class Worker {
   int64_t skipped_steps_ = 0, skips_in_a_row_ = 0;  // train.nonfinite = "skip", this process's
   std::unique_ptr<MicroBatchGraph> graph_;  // train.cuda_graph
   std::unique_ptr<StepProfiler> profiler_;  // train.profile_steps
-  std::unique_ptr<BatchPrefetcher> prefetcher_;  // per data.prefetch
+  std::unique_ptr<InputPipeline> pipeline_;  // image folders
   std::unique_ptr<MetricsLog> metrics_;  // rank 0's
   std::unique_ptr<RunDirectoryLock> run_lock_;  // rank 0's
   Clock::time_point last_report_, last_status_;
