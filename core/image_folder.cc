@@ -96,14 +96,25 @@ ImageFiles scan_image_folder(const std::string& dir, const std::vector<std::stri
   return out;
 }
 
+namespace {
+
+// The region of `decoded` that `box` (full-size coordinates) covers.
+Region region_of(const RgbImage& decoded, const EncodedImage& image, const PixelBox& box) {
+  const double sx = static_cast<double>(decoded.scaled_width) / image.width();
+  const double sy = static_cast<double>(decoded.scaled_height) / image.height();
+  return {box.left * sx - decoded.left, box.top * sy - decoded.top, (box.left + box.width) * sx - decoded.left,
+          (box.top + box.height) * sy - decoded.top};
+}
+
+}  // namespace
+
 void resized_crop(const EncodedImage& image, const CropBox& box, int64_t size, bool mirror, uint8_t* out) {
   const double side = static_cast<double>(size);
-  const RgbImage decoded = image.decode(std::max(side / box.height, side / box.width));
-  const double sx = static_cast<double>(decoded.width) / image.width();
-  const double sy = static_cast<double>(decoded.height) / image.height();
-  const Region region{box.left * sx, box.top * sy, (box.left + box.width) * sx, (box.top + box.height) * sy};
-  resample_rgb(decoded.pixels.data(), decoded.height, decoded.width, decoded.width * 3, region, true, size,
-               size, mirror, out);
+  const PixelBox need{static_cast<double>(box.top), static_cast<double>(box.left), static_cast<double>(box.height),
+                      static_cast<double>(box.width)};
+  const RgbImage decoded = image.decode(std::max(side / box.height, side / box.width), &need);
+  resample_rgb(decoded.pixels.data(), decoded.height, decoded.width, decoded.width * 3,
+               region_of(decoded, image, need), true, size, size, mirror, out);
 }
 
 void training_sample(const EncodedImage& image, int64_t size, uint64_t seed, uint8_t* out) {
@@ -122,11 +133,11 @@ void evaluation_sample(const EncodedImage& image, int64_t size, uint8_t* out) {
   const int64_t resized_w = h <= w ? static_cast<int64_t>(static_cast<double>(short_side) * w / h) : short_side;
   const int64_t top = round_half_even(static_cast<double>(resized_h - size) / 2);
   const int64_t left = round_half_even(static_cast<double>(resized_w - size) / 2);
+  const double fx = static_cast<double>(w) / resized_w, fy = static_cast<double>(h) / resized_h;
+  const PixelBox center{top * fy, left * fx, size * fy, size * fx};
   const RgbImage decoded = image.decode(std::max(static_cast<double>(resized_h) / h, static_cast<double>(resized_w) / w));
-  const double sx = static_cast<double>(decoded.width) / resized_w, sy = static_cast<double>(decoded.height) / resized_h;
-  const Region region{left * sx, top * sy, (left + size) * sx, (top + size) * sy};
-  resample_rgb(decoded.pixels.data(), decoded.height, decoded.width, decoded.width * 3, region, false, size, size, false,
-               out);
+  resample_rgb(decoded.pixels.data(), decoded.height, decoded.width, decoded.width * 3,
+               region_of(decoded, image, center), false, size, size, false, out);
 }
 
 }  // namespace dshost

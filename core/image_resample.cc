@@ -8,7 +8,7 @@ namespace dshost {
 namespace {
 
 constexpr int kFractionBits = 22;  // of the fixed-point weights
-constexpr int64_t kHalf = int64_t{1} << (kFractionBits - 1);
+constexpr int32_t kHalf = int32_t{1} << (kFractionBits - 1);
 
 // For each output pixel along one axis: the first source pixel it reads, how many, and
 // their weights (fixed point, summing to one). Pixel o's center maps to
@@ -49,8 +49,9 @@ Taps make_taps(int64_t low, int64_t high, double begin, double end, int64_t out_
   return t;
 }
 
-uint8_t to_byte(int64_t sum) {
-  return static_cast<uint8_t>(std::clamp<int64_t>(sum >> kFractionBits, 0, 255));
+// Sums stay below 2^31: weights are non-negative and add up to about 2^22.
+uint8_t to_byte(int32_t sum) {
+  return static_cast<uint8_t>(std::clamp<int32_t>(sum >> kFractionBits, 0, 255));
 }
 
 }  // namespace
@@ -73,7 +74,7 @@ void resample_rgb(const uint8_t* rgb, int64_t height, int64_t width, int64_t str
     for (int64_t x = 0; x < out_width; ++x) {
       const int32_t* w = &across.weights[x * across.width];
       const uint8_t* p = src + across.first[x] * 3;
-      int64_t s0 = kHalf, s1 = kHalf, s2 = kHalf;
+      int32_t s0 = kHalf, s1 = kHalf, s2 = kHalf;
       for (int64_t k = 0; k < across.count[x]; ++k, p += 3) {
         s0 += p[0] * w[k];
         s1 += p[1] * w[k];
@@ -84,22 +85,22 @@ void resample_rgb(const uint8_t* rgb, int64_t height, int64_t width, int64_t str
       dst[x * 3 + 2] = to_byte(s2);
     }
   }
-  const int64_t plane = out_height * out_width;
+  // Then columns: each output row sums whole rows of the first pass (a loop the compiler
+  // vectorises), then is written planar.
+  const int64_t row_bytes = out_width * 3, plane = out_height * out_width;
+  std::vector<int32_t> sums(static_cast<size_t>(row_bytes));
   for (int64_t y = 0; y < out_height; ++y) {
-    const int32_t* w = &down.weights[y * down.width];
-    const uint8_t* column_top = across_rows.data() + (down.first[y] - top) * out_width * 3;
+    std::fill(sums.begin(), sums.end(), kHalf);
+    for (int64_t k = 0; k < down.count[y]; ++k) {
+      const int32_t w = down.weights[y * down.width + k];
+      const uint8_t* row = across_rows.data() + (down.first[y] - top + k) * row_bytes;
+      for (int64_t i = 0; i < row_bytes; ++i) sums[i] += row[i] * w;
+    }
     for (int64_t x = 0; x < out_width; ++x) {
-      int64_t s0 = kHalf, s1 = kHalf, s2 = kHalf;
-      const uint8_t* p = column_top + x * 3;
-      for (int64_t k = 0; k < down.count[y]; ++k, p += out_width * 3) {
-        s0 += p[0] * w[k];
-        s1 += p[1] * w[k];
-        s2 += p[2] * w[k];
-      }
       const int64_t at = y * out_width + (mirror ? out_width - 1 - x : x);
-      out[at] = to_byte(s0);
-      out[plane + at] = to_byte(s1);
-      out[2 * plane + at] = to_byte(s2);
+      out[at] = to_byte(sums[x * 3]);
+      out[plane + at] = to_byte(sums[x * 3 + 1]);
+      out[2 * plane + at] = to_byte(sums[x * 3 + 2]);
     }
   }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (see ../shared/gpu/README.md): build against the image's LibTorch 2.x
 # with CUDA and NCCL, run the unit tests, then train the quickstart on the GPU (world size 1,
-# fp32 and bf16). Needs .devdeps/ (../shared/gpu/stage-deps.sh libgloo-dev libstb-dev libstb0 libturbojpeg0-dev libturbojpeg0: the pip LibTorch
+# fp32 and bf16). Needs .devdeps/ (../shared/gpu/stage-deps.sh libgloo-dev libstb-dev libstb0 libjpeg62-turbo-dev libjpeg62-turbo: the pip LibTorch
 # ships no gloo headers, which c10d's ProcessGroupGloo.hpp includes) and the Fashion-MNIST files
 # in .fmnist/, and Debian's fortunes text in .fortunes/ (for gpt), all carried with the
 # checkout. Logs go to $OUT (or /tmp/gpu-check).

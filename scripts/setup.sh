@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libgloo-dev libtomlplusplus-dev libspdlog-dev libboost-dev libcli11-dev
-  nlohmann-json3-dev libdlpack-dev zlib1g-dev libstb-dev libturbojpeg0-dev
+  nlohmann-json3-dev libdlpack-dev zlib1g-dev libstb-dev libjpeg62-turbo-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist fortunes python3-torchvision python3-protobuf python3-pil
   libopenblas0-openmp

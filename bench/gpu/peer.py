@@ -17,6 +17,7 @@ import json
 import math
 import os
 import resource
+import sys
 import time
 
 import torch
@@ -134,6 +135,9 @@ def main():
     ap.add_argument("--dist", choices=["ddp", "fsdp", "fsdp-reshard"],
                     help="under torchrun: DDP, or FSDP2 with reshard_after_forward False / True")
     ap.add_argument("--profile", help="after timing, trace 2 more steps into this Chrome trace")
+    ap.add_argument("--image-folder", help="batches from this folder's train/ through torchvision's ImageFolder "
+                    "and a DataLoader (bench/image_folder/torch_loader.py) instead of the random pool")
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="the DataLoader's")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
@@ -173,8 +177,15 @@ def main():
         autocast = torch.autocast("cuda", dtype=torch.bfloat16)
 
     mean, std = 0.5, 0.29  # dshost's synthetic pool statistics
+    if a.image_folder:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "image_folder"))
+        from torch_loader import batches_forever, imagenet_loader
+        folder_batches = batches_forever(imagenet_loader(a.image_folder, a.batch, a.workers))
 
     def batch(step):  # this rank's share of the step's samples
+        if a.image_folder:
+            x, y = next(folder_batches)
+            return x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last), y.to(dev, non_blocking=True)
         first = (step * world + rank) * a.batch
         if gpt:
             starts = (torch.arange(first, first + a.batch, device=dev) * 1024) % (tokens.numel() - 1025)

@@ -13,6 +13,7 @@
 #                                 largest-ddp largest-zero3 largest-zero3-bf16 largest-zero3-split (the largest gpt
 #                                 that trains, $OUT/largest.txt)
 #                                 conv-relu (vgg16's convolutions: eager against cuDNN's fused conv + bias + relu)
+#                                 real-data (resnet50 and mobilenet_v2 from a folder of JPEGs, against the DataLoader)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
 #
@@ -45,6 +46,7 @@ build_dshost() {
   local targets=(dshost)
   [[ " $* " == *" tests"* ]] && targets+=(dshost_tests)
   [[ " $* " == *" cpu-adam"* ]] && targets+=(dshost_cpu_adam_bench)
+  [[ " $* " == *" real-data"* ]] && targets+=(dshost_loader_bench)
   local start=$SECONDS
   { cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$torch_prefix;$PWD/.devdeps/usr" &&
@@ -120,6 +122,28 @@ images() {  # [graph | zero2]: dshost with train.cuda_graph only, or zero2 (for 
     dshost_run "${model}_b${batch}_dshost" "$model b$batch" "${common[@]}"
     peer_run "${model}_b${batch}_torch" "$model b$batch" --model "$model" --batch "$batch"
   done
+}
+
+# Real JPEGs (issue 25): an ImageNet-like folder of 3,000 photo-sized JPEGs, resnet50 and
+# mobilenet_v2 at b64 trained from it by dshost (its input pipeline) and by PyTorch
+# (torchvision's ImageFolder in a DataLoader of cores - 1 workers), dshost also from its
+# synthetic data; then each input pipeline alone (bench/image_folder/run.sh's comparison).
+real_data() {
+  local folder=/tmp/imagenet_like workers=$(( $(nproc) - 1 ))
+  [[ -d $folder ]] || DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist python3 bench/image_folder/make_folder.py $folder 3000 100
+  for model in resnet50 mobilenet_v2; do
+    local common=(model.plugin=\"$model\" model.num_classes=1000 train.micro_batch_size=64 train.max_steps=100)
+    for graph in false true; do
+      local suffix=${graph/false/}; suffix=${suffix/true/_graph}
+      dshost_run "${model}_b64_folder_dshost$suffix" "$model b64 jpeg folder" "${common[@]}" train.cuda_graph=$graph \
+        data.dataset=\"image_folder\" data.path=\"$folder\" data.workers=$workers
+      dshost_run "${model}_b64_synthetic_dshost$suffix" "$model b64 synthetic" "${common[@]}" train.cuda_graph=$graph \
+        data.dataset=\"synthetic\" data.synthetic_classes=1000
+    done
+    peer_run "${model}_b64_folder_torch" "$model b64 jpeg folder" --model "$model" --batch 64 --steps 100 \
+      --image-folder $folder --workers $workers
+  done
+  bench/image_folder/run.sh $folder $build/tests/bench/dshost_loader_bench >> "$rows"
 }
 
 tokens_file() {
@@ -369,6 +393,7 @@ machine > "$out/machine.txt" 2>&1
 build_dshost "$@"
 for group in "$@"; do
   case $group in
+    real-data) real_data ;;
     tests) DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build -L gpu --output-on-failure \
              > "$out/gpu_tests.log" 2>&1; tail -5 "$out/gpu_tests.log" ;;
     tests-no-tf32) NVIDIA_TF32_OVERRIDE=0 DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build \
