@@ -10,18 +10,18 @@
 
 namespace dshost {
 
-InputPipeline::InputPipeline(const ImageDataset& data, int64_t micro_batch, int64_t size, int workers,
-                             int prefetch, at::Device device)
-    : data_(data), micro_batch_(micro_batch), size_(size), prefetch_(prefetch), device_(device) {
+InputPipeline::InputPipeline(const ImageDataset& data, int64_t rows, int64_t size, int workers, int prefetch,
+                             at::Device device)
+    : data_(data), size_(size), prefetch_(prefetch), device_(device) {
   // The batch being loaded, those prefetched, and one whose copy to the device may still be
   // under way while it is the next to be refilled.
   batches_.resize(static_cast<size_t>(prefetch) + 2);
   const auto host = at::TensorOptions().pinned_memory(device.is_cuda());
   for (Batch& b : batches_) {
-    b.pixels = at::empty({micro_batch, 3, size, size}, host.dtype(at::kByte));
-    b.labels = at::empty({micro_batch}, host.dtype(at::kLong));
+    b.pixels = at::empty({rows, 3, size, size}, host.dtype(at::kByte));
+    b.labels = at::empty({rows}, host.dtype(at::kLong));
   }
-  if (!device.is_cpu()) staged_ = at::empty({micro_batch, 3, size, size}, at::TensorOptions(device).dtype(at::kByte));
+  if (!device.is_cpu()) staged_ = at::empty({rows, 3, size, size}, at::TensorOptions(device).dtype(at::kByte));
   for (int i = 0; i < std::max(workers, 1); ++i) workers_.emplace_back([this] { work(); });
 }
 
@@ -34,56 +34,60 @@ InputPipeline::~InputPipeline() {
   for (std::thread& w : workers_) w.join();
 }
 
-void InputPipeline::load(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
-                         uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets) {
-  Batch* b = find(order.get(), first, augment_seed);
+void InputPipeline::load(const Split& split, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+                         int64_t count, uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets) {
+  Batch* b = find({&split, order, first, count, augment_seed});
   if (b == nullptr) {
-    start(order, first, augment_seed);
-    b = find(order.get(), first, augment_seed);
+    start({&split, order, first, count, augment_seed});
+    b = find({&split, order, first, count, augment_seed});
   }
   wait_until_done(*b);
   b->order.reset();  // consumed: free for another batch once the copies below are done
   if (b->error) std::rethrow_exception(std::exchange(b->error, nullptr));
-  targets.narrow(0, 0, micro_batch_).copy_(b->labels, /*non_blocking=*/true);
+  const at::Tensor pixels = b->pixels.narrow(0, 0, count);
+  targets.narrow(0, 0, count).copy_(b->labels.narrow(0, 0, count), /*non_blocking=*/true);
   if (device_.is_cpu()) {
-    normalize_images(b->pixels, inputs);
+    normalize_images(pixels, inputs);
   } else {
-    staged_.copy_(b->pixels, /*non_blocking=*/true);
+    const at::Tensor staged = staged_.narrow(0, 0, count);
+    staged.copy_(pixels, /*non_blocking=*/true);
     if (!b->sent) b->sent.emplace(device_.type());
     b->sent->record(c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_));
-    normalize_images(staged_, inputs);
+    normalize_images(staged, inputs);
   }
-  for (int ahead = 1; ahead <= prefetch_; ++ahead) {
-    const int64_t next = first + ahead * micro_batch_;
-    if (next + micro_batch_ > static_cast<int64_t>(order->size())) break;
-    if (find(order.get(), next, augment_seed) == nullptr) start(order, next, augment_seed);
+  const auto size = static_cast<int64_t>(order->size());
+  for (int64_t ahead = 1, next = first + count; ahead <= prefetch_ && next < size; ++ahead, next += count) {
+    const Key key{&split, order, next, std::min(count, size - next), augment_seed};
+    if (find(key) == nullptr) start(key);
   }
 }
 
-InputPipeline::Batch* InputPipeline::find(const std::vector<int64_t>* order, int64_t first,
-                                          uint64_t augment_seed) {
+InputPipeline::Batch* InputPipeline::find(const Key& key) {
   for (Batch& b : batches_)
-    if (b.order.get() == order && b.first == first && b.augment_seed == augment_seed) return &b;
+    if (b.split == key.split && b.order == key.order && b.first == key.first && b.count == key.count &&
+        b.augment_seed == key.augment_seed)
+      return &b;
   return nullptr;
 }
 
-// Takes a batch no longer wanted (consumed, of another epoch's order, or before `first`:
-// batches are loaded in order), once its samples under way are written and its last copy to
-// the device has read it, and queues its samples.
-void InputPipeline::start(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
-                          uint64_t augment_seed) {
+// Takes a batch no longer wanted (consumed, of another order, or before `first`: batches
+// are loaded in order), once its samples under way are written and its last copy to the
+// device has read it, and queues its samples.
+void InputPipeline::start(const Key& key) {
   Batch* free = nullptr;
   for (Batch& b : batches_)
-    if ((b.order != order || b.first < first) && (free == nullptr || b.order == nullptr)) free = &b;
+    if ((b.order != key.order || b.first < key.first) && (free == nullptr || b.order == nullptr)) free = &b;
   wait_until_done(*free);
   while (free->sent && !free->sent->query()) std::this_thread::sleep_for(std::chrono::microseconds(50));
   std::lock_guard<std::mutex> lock(mutex_);
-  free->order = order;
-  free->first = first;
-  free->augment_seed = augment_seed;
-  free->unfinished = micro_batch_;
+  free->split = key.split;
+  free->order = key.order;
+  free->first = key.first;
+  free->count = key.count;
+  free->augment_seed = key.augment_seed;
+  free->unfinished = key.count;
   free->error = nullptr;
-  for (int64_t row = 0; row < micro_batch_; ++row) tasks_.push_back({free, row});
+  for (int64_t row = 0; row < key.count; ++row) tasks_.push_back({free, row});
   task_added_.notify_all();
 }
 
@@ -120,9 +124,9 @@ void InputPipeline::work() {
 void InputPipeline::fill(const Task& task) {
   const Batch& b = *task.batch;
   uint8_t* pixels = b.pixels.data_ptr<uint8_t>() + task.row * 3 * size_ * size_;
-  const int64_t sample = image_sample(data_.train, *data_.skipped, (*b.order)[b.first + task.row], size_,
+  const int64_t sample = image_sample(*b.split, *data_.skipped, (*b.order)[b.first + task.row], size_,
                                       b.augment_seed, pixels);
-  b.labels.data_ptr<int64_t>()[task.row] = data_.train.labels.data_ptr<int64_t>()[sample];
+  b.labels.data_ptr<int64_t>()[task.row] = b.split->labels.data_ptr<int64_t>()[sample];
 }
 
 int resolve_workers(int64_t configured, bool on_gpu, int local_ranks) {

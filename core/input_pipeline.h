@@ -1,5 +1,5 @@
-// Training micro-batches of an image folder, assembled by a pool of worker threads per rank
-// (data.workers) up to data.prefetch micro-batches ahead of the step. A worker decodes and
+// Batches of an image folder, assembled by a pool of worker threads per rank (data.workers)
+// up to data.prefetch batches ahead of the step or the evaluation. A worker decodes and
 // transforms one whole sample at a time into a batch of 8-bit pixels in host memory (pinned
 // on a GPU run), which goes to the device as it is, a quarter of float's bytes, and is
 // converted and normalised there. A sample's pixels depend on the seed, the epoch and its
@@ -24,24 +24,26 @@ namespace dshost {
 
 class InputPipeline {
  public:
-  // Batches of `micro_batch` rows of data.train (an image folder), for inputs on `device`.
-  InputPipeline(const ImageDataset& data, int64_t micro_batch, int64_t size, int workers, int prefetch,
-                at::Device device);
+  // Batches of up to `rows` samples of `data` (an image folder), `size` pixels square, for
+  // inputs on `device`.
+  InputPipeline(const ImageDataset& data, int64_t rows, int64_t size, int workers, int prefetch, at::Device device);
   ~InputPipeline();  // stops the workers after the sample each is on
   InputPipeline(const InputPipeline&) = delete;
   InputPipeline& operator=(const InputPipeline&) = delete;
 
-  // Rows [first, first + micro_batch) of `order` (an epoch's, for this rank) into the
-  // leading rows of inputs and targets, without waiting for the device; then makes sure the
-  // next `prefetch` micro-batches of `order` are under way. Rethrows what a worker threw.
-  void load(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
-            uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets);
+  // Samples order[first, first + count) of `split` into the leading rows of inputs and
+  // targets, without waiting for the device, transformed for training with draws from
+  // augment_seed (0: for evaluation); then makes sure the next `prefetch` batches of `count`
+  // of `order` are under way. Rethrows what a worker threw.
+  void load(const Split& split, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+            int64_t count, uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets);
 
  private:
   struct Batch {
     at::Tensor pixels, labels;  // uint8 [rows, 3, size, size], int64 [rows], host memory
+    const Split* split = nullptr;
     std::shared_ptr<const std::vector<int64_t>> order;
-    int64_t first = -1;
+    int64_t first = -1, count = 0;
     uint64_t augment_seed = 0;
     int64_t unfinished = 0;  // samples not yet written
     std::exception_ptr error;
@@ -52,17 +54,24 @@ class InputPipeline {
     int64_t row;
   };
 
-  Batch* find(const std::vector<int64_t>* order, int64_t first, uint64_t augment_seed);
-  void start(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first, uint64_t augment_seed);
+  // A batch's samples: order[first, first + count) of split.
+  struct Key {
+    const Split* split;
+    const std::shared_ptr<const std::vector<int64_t>>& order;
+    int64_t first, count;
+    uint64_t augment_seed;
+  };
+  Batch* find(const Key& key);
+  void start(const Key& key);
   void wait_until_done(Batch& b);
   void work();
   void fill(const Task& task);
 
   const ImageDataset& data_;
-  const int64_t micro_batch_, size_;
+  const int64_t size_;
   const int prefetch_;
   const at::Device device_;
-  at::Tensor staged_;  // the batch's pixels on the device
+  at::Tensor staged_;  // the batch's pixels on the device: uint8 [rows, 3, size, size]
   std::vector<Batch> batches_;
   std::deque<Task> tasks_;
   std::mutex mutex_;

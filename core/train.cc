@@ -316,7 +316,7 @@ class Worker {
     // gathered where they are (on the GPU, see keep_on_device) in the step itself.
     if (!data_.train.files.empty()) {
       const int workers = resolve_workers(cfg_.data.workers, device_.is_cuda(), rv_.local_world_size);
-      pipeline_ = std::make_unique<InputPipeline>(data_, cfg_.train.micro_batch_size, inputs_.size(2), workers,
+      pipeline_ = std::make_unique<InputPipeline>(data_, rows, inputs_.size(2), workers,
                                                   static_cast<int>(cfg_.data.prefetch), device_);
     }
   }
@@ -403,7 +403,7 @@ class Worker {
     for (int m = 0; m < t.grad_accum_steps; ++m) {
       const int64_t begin = first + m * t.micro_batch_size;
       const uint64_t augment_seed = info_.seed * 1000003 + static_cast<uint64_t>(epoch) + 1;
-      if (pipeline_) pipeline_->load(order, begin, augment_seed, inputs_, targets_);
+      if (pipeline_) pipeline_->load(data_.train, order, begin, t.micro_batch_size, augment_seed, inputs_, targets_);
       else fill_batch(data_, data_.train, *order, begin, t.micro_batch_size, inputs_, targets_, augment_seed);
       call(sapi_->begin_micro_batch(strategy_.get(), m, static_cast<int32_t>(t.grad_accum_steps),
                                     &err_), "strategy begin_micro_batch");
@@ -562,12 +562,13 @@ class Worker {
   }
 
   void evaluate(int64_t epoch) {
-    const auto order = shard_indices(data_.test.size(), rv_.rank, rv_.world_size, 0, 0,
-                                     /*shuffle=*/false, /*pad=*/false);
+    const auto order = std::make_shared<const std::vector<int64_t>>(
+        shard_indices(data_.test.size(), rv_.rank, rv_.world_size, 0, 0, /*shuffle=*/false, /*pad=*/false));
     double loss_sum = 0, correct = 0, count = 0;
-    for (size_t first = 0; first < order.size(); first += cfg_.train.eval_batch_size) {
-      const int64_t n = std::min<int64_t>(cfg_.train.eval_batch_size, order.size() - first);
-      fill_batch(data_, data_.test, order, first, n, inputs_, targets_);
+    for (size_t first = 0; first < order->size(); first += cfg_.train.eval_batch_size) {
+      const int64_t n = std::min<int64_t>(cfg_.train.eval_batch_size, order->size() - first);
+      if (pipeline_) pipeline_->load(data_.test, order, first, n, 0, inputs_, targets_);
+      else fill_batch(data_, data_.test, *order, first, n, inputs_, targets_);
       dshost_eval_result r{sizeof(dshost_eval_result)};
       call(mapi_->evaluate(model_.get(), n, &r, &err_), "model evaluate");
       loss_sum += r.loss_sum;

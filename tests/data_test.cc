@@ -370,7 +370,8 @@ TEST(ImageFolderTraining, TheBasicCnnLearnsFromJpegAndPngFolders) {
 }
 
 // The input pipeline's batches are the same to the last bit for 1, 2 and 4 workers, with
-// and without prefetching, across epochs (a new order each), and equal to fill_batch's.
+// and without prefetching, across epochs (a new order each), and equal to fill_batch's, for
+// training and for evaluation (whose last batch is short).
 TEST(InputPipeline, BatchesAreTheSameForAnyNumberOfWorkers) {
   const std::string dir = make_image_folder("input_pipeline_workers", 12, 1);
   const ImageDataset data = load_image_folder(dir);
@@ -383,7 +384,7 @@ TEST(InputPipeline, BatchesAreTheSameForAnyNumberOfWorkers) {
           shard_indices(data.train.size(), 0, 1, 5, epoch, true, false));
       for (int64_t first = 0; first + rows <= static_cast<int64_t>(order->size()); first += rows) {
         at::Tensor inputs = at::zeros({rows, 3, 32, 32}), targets = at::zeros({rows}, at::kLong);
-        pipeline.load(order, first, 1000 + epoch, inputs, targets);
+        pipeline.load(data.train, order, first, rows, 1000 + epoch, inputs, targets);
         out.push_back(at::cat({inputs.flatten(), targets.to(at::kFloat)}));
       }
     }
@@ -401,6 +402,19 @@ TEST(InputPipeline, BatchesAreTheSameForAnyNumberOfWorkers) {
   at::Tensor inputs = at::zeros({rows, 3, 32, 32}), targets = at::zeros({rows}, at::kLong);
   fill_batch(data, data.train, order, rows, rows, inputs, targets, 1000);
   EXPECT_TRUE(at::cat({inputs.flatten(), targets.to(at::kFloat)}).equal(one[1]));
+
+  // Evaluation's batches of the test split (10 samples: 8, then 2), untransformed by draws.
+  InputPipeline pipeline(data, rows, 32, 3, 2, at::kCPU);
+  const auto test_order = std::make_shared<const std::vector<int64_t>>(shard_indices(10, 0, 1, 0, 0, false, false));
+  for (const int64_t first : {0, 8}) {
+    const int64_t n = std::min<int64_t>(rows, 10 - first);
+    at::Tensor in = at::zeros({rows, 3, 32, 32}), out = at::zeros({rows}, at::kLong);
+    at::Tensor expected_in = at::zeros({rows, 3, 32, 32}), expected_out = at::zeros({rows}, at::kLong);
+    pipeline.load(data.test, test_order, first, n, 0, in, out);
+    fill_batch(data, data.test, *test_order, first, n, expected_in, expected_out);
+    EXPECT_TRUE(in.equal(expected_in)) << first;
+    EXPECT_TRUE(out.equal(expected_out)) << first;
+  }
 }
 
 // A batch gathered from a device-resident split does not wait for the device: fill_batch

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     if (b % per_epoch == 0)
       order = std::make_shared<const std::vector<int64_t>>(
           dshost::shard_indices(data.train.size(), 0, 1, 42, b / per_epoch, true, false));
-    pipeline.load(order, (b % per_epoch) * rows, 1000 + b / per_epoch, inputs, targets);
+    pipeline.load(data.train, order, (b % per_epoch) * rows, rows, 1000 + b / per_epoch, inputs, targets);
   };
   load(0);
   const auto start = std::chrono::steady_clock::now();
