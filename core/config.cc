@@ -74,10 +74,11 @@ const dshost_option kScheduler[] = {
 const dshost_option kData[] = {
     opt("dataset", STRING, "\"fashion_mnist\"",
         "fashion_mnist; cifar10 (the binary version's folder in path); image_folder (path/train/"
-        "CLASS/*.jpg|png and path/val/...); synthetic (random "
+        "CLASS/*.jpg|png and path/val/...); webdataset (tar shards of KEY.jpg|png with KEY.cls, "
+        "path a brace range such as train-{000000..000127}.tar); synthetic (random "
         "images of channels x image_size^2, for benchmarks); "
         "text (bytes of text files as tokens 0-255); tokens (a flat file of uint16 token ids)",
-        "fashion_mnist|cifar10|image_folder|synthetic|text|tokens"),
+        "fashion_mnist|cifar10|image_folder|webdataset|synthetic|text|tokens"),
     opt("path", STRING, "\"\"",
         "the dataset's folder or file; \"\" = Debian's: /usr/share/datasets/fashion-mnist "
         "(dataset-fashion-mnist), /usr/share/games/fortunes for text (fortunes)"),
@@ -87,13 +88,15 @@ const dshost_option kData[] = {
            "height = width shown to the model (bilinear resize); 0 = the dataset's own"),
     ranged("synthetic_samples", INT, "10000", 1, 1e9, "synthetic: training samples (test: a tenth)"),
     ranged("synthetic_classes", INT, "1000", 2, 1e6, "synthetic: label classes"),
+    opt("test_path", STRING, "\"\"",
+        "webdataset: the test split's shards (a brace range); \"\" = none, no evaluation"),
     ranged("workers", INT, "0", 0, 1024,
-           "image_folder: threads per rank that decode and transform samples; 0 = on a GPU, the "
+           "image_folder, webdataset: threads per rank that decode and transform samples; 0 = on a GPU, the "
            "rank's share of the cores less one, on the CPU one"),
     ranged("prefetch", INT, "4", 0, 64,
-           "image_folder: micro-batches the workers prepare ahead of the step"),
+           "image_folder, webdataset: batches the workers prepare ahead of the step (and of evaluation)"),
     ranged("max_bad_files", INT, "100", 0, 1e12,
-           "image_folder: files that do not decode are skipped with a warning (each sample's "
+           "image_folder, webdataset: files that do not decode are skipped with a warning (each sample's "
            "place taken by the next image); more than this many stop the run"),
 };
 const dshost_option kComm[] = {
@@ -164,7 +167,7 @@ Config read_config(const Manifest& m) {
   const Section s = m.resolve("scheduler", table(kScheduler));
   c.scheduler = {s.get_int("warmup_steps"), s.get_string("decay"), s.get_float("min_lr_ratio")};
   const Section d = m.resolve("data", table(kData));
-  c.data = {d.get_string("dataset"),         default_data_path(d),
+  c.data = {d.get_string("dataset"),         default_data_path(d),   d.get_string("test_path"),
             d.get_int("channels"),             d.get_int("image_size"),
             d.get_int("synthetic_samples"),    d.get_int("synthetic_classes"),
             d.get_int("workers"),              d.get_int("prefetch"),

@@ -45,8 +45,9 @@ struct SchedulerConfig {
 };
 
 struct DataConfig {
-  std::string dataset;  // fashion_mnist | cifar10 | image_folder | synthetic | text | tokens
+  std::string dataset;  // fashion_mnist | cifar10 | image_folder | webdataset | synthetic | text | tokens
   std::string path;     // resolved: the dataset's default when the manifest gives none
+  std::string test_path;  // webdataset: the test split's shards; "" = none
   int64_t channels, image_size;  // as presented to the model; 0: the dataset's own
   int64_t synthetic_samples, synthetic_classes;
   int64_t workers;       // image folders: decoding threads per rank; 0 = automatic

@@ -1,6 +1,7 @@
 #include "core/data.h"
 
 #include "core/image_folder.h"
+#include "core/tar_shards.h"
 
 #include "core/error.h"
 #include "core/log.h"
@@ -217,7 +218,42 @@ ImageDataset load_image_folder(const std::string& dir, int64_t max_bad_files) {
   return data;
 }
 
+ImageDataset load_webdataset(const DataConfig& config, const std::string& origin) {
+  const auto split = [&](const std::string& pattern) {
+    Split out;
+    if (pattern.empty()) {
+      out.labels = at::zeros({0}, at::kLong);
+      return out;
+    }
+    const ShardIndex index = index_shards(expand_shards(pattern, origin));
+    std::vector<int64_t> labels;
+    for (const ShardSample& s : index.samples) {
+      out.files.push_back(index.shards[s.shard]);
+      out.ranges.push_back({s.offset, s.size});
+      out.members.push_back(s.member);
+      labels.push_back(s.label);
+    }
+    out.labels = at::tensor(labels, at::kLong);
+    return out;
+  };
+  ImageDataset data;
+  data.skipped = std::make_shared<SkippedFiles>(config.max_bad_files);
+  data.train = split(config.path);
+  data.test = split(config.test_path);
+  data.sample_shape = {3, 224, 224};
+  return data;
+}
+
 void check_dataset(const DataConfig& config, const std::string& origin) {
+  if (config.dataset == "webdataset") {
+    if (config.path.empty())
+      throw UserError(cat(origin, ": error: data.dataset = \"webdataset\" needs data.path: the training "
+                          "shards, a brace range such as \"shards/train-{000000..000127}.tar\" (dshost pack "
+                          "writes them from an image folder)"));
+    expand_shards(config.path, origin);
+    if (!config.test_path.empty()) expand_shards(config.test_path, origin);
+    return;
+  }
   if (config.dataset == "fashion_mnist") return check_fashion_mnist(config.path, origin);
   if (config.dataset == "image_folder") {
     for (const char* part : {"train", "val"})
@@ -253,6 +289,7 @@ ImageDataset load_dataset(const DataConfig& config, const std::string& origin, i
   if (config.dataset == "fashion_mnist") data = load_fashion_mnist(config.path, origin);
   else if (config.dataset == "cifar10") data = load_cifar10(config.path);
   else if (config.dataset == "image_folder") data = load_image_folder(config.path, config.max_bad_files);
+  else if (config.dataset == "webdataset") data = load_webdataset(config, origin);
   else data.sample_shape = {3, 224, 224};  // synthetic: ImageNet's shape by default
   if (config.channels > 0) data.sample_shape[0] = config.channels;
   if (config.image_size > 0) data.sample_shape[1] = data.sample_shape[2] = config.image_size;
@@ -362,18 +399,33 @@ void keep_on_device(ImageDataset& data, at::Device device) {
   }
 }
 
+namespace {
+
+// Sample `sample`'s image: its file, or its bytes in a shard.
+EncodedImage encoded_image(const Split& split, int64_t sample) {
+  if (split.ranges.empty()) return EncodedImage(split.files[sample]);
+  const Split::Range r = split.ranges[sample];
+  return EncodedImage(sample_name(split, sample), read_bytes(split.files[sample], r.offset, r.size));
+}
+
+}  // namespace
+
+std::string sample_name(const Split& split, int64_t index) {
+  return split.ranges.empty() ? split.files[index] : cat(split.files[index], ": ", split.members[index]);
+}
+
 int64_t image_sample(const Split& split, SkippedFiles& skipped, int64_t index, int64_t size,
                      uint64_t augment_seed, uint8_t* out) {
   const auto n = static_cast<int64_t>(split.files.size());
   int64_t sample = index;
   for (int64_t tried = 0; tried < n; ++tried, sample = (sample + 1) % n) {
     try {
-      const EncodedImage image(split.files[sample]);
+      const EncodedImage image = encoded_image(split, sample);
       if (augment_seed == 0) evaluation_sample(image, size, out);
       else training_sample(image, size, augment_seed * 0x9e3779b97f4a7c15ull + sample + 1, out);
       return sample;
     } catch (const UserError& e) {
-      skipped.skip(split.files[sample], e.what());
+      skipped.skip(sample_name(split, sample), e.what());
     }
   }
   throw UserError(cat("none of the ", n, " image files of the split decodes; check data.path"));

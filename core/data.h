@@ -1,5 +1,6 @@
 // Training data: images (Fashion-MNIST from gzip IDX files, Debian's dataset-fashion-mnist;
-// CIFAR-10's binary batches from a user's folder; JPEG / PNG image folders; or synthetic) and token streams (the bytes of text files; or a flat file of uint16 token
+// CIFAR-10's binary batches from a user's folder; JPEG / PNG image folders or WebDataset
+// shards of them; or synthetic) and token streams (the bytes of text files; or a flat file of uint16 token
 // ids, as llm.c and nanoGPT write them), a distributed sampler with PyTorch
 // DistributedSampler's semantics, and batch filling that presents samples as the model
 // takes them.
@@ -26,6 +27,13 @@ struct Split {
   at::Tensor tokens;  // int64 [length]
   int64_t sequence = 0;  // T
   std::vector<std::string> files;  // image folders: sample i decoded from files[i] instead
+  // WebDataset shards: files[i] is the shard that holds sample i's image, at ranges[i], as
+  // member members[i].
+  struct Range {
+    int64_t offset, size;
+  };
+  std::vector<Range> ranges;
+  std::vector<std::string> members;
   int64_t size() const {
     return tokens.defined() ? (tokens.numel() - 1) / sequence : labels.size(0);
   }
@@ -71,6 +79,10 @@ ImageDataset load_cifar10(const std::string& dir);
 // `max_bad_files` files that do not decode are skipped.
 ImageDataset load_image_folder(const std::string& dir, int64_t max_bad_files = 100);
 
+// WebDataset shards (see core/tar_shards.h): data.path's for training, data.test_path's
+// (where given) for evaluation; `origin` locates data.path.
+ImageDataset load_webdataset(const DataConfig& config, const std::string& origin);
+
 // The dataset `config` names: images presented at config.channels x config.image_size^2
 // where those are set, token streams cut into windows of `sequence` tokens (the model's).
 // The last tenth of a token stream is its test split. `origin` locates data.path.
@@ -97,6 +109,10 @@ void fill_batch(const ImageDataset& data, const Split& split, const std::vector<
 // Moves the in-memory splits of `data` to `device` where they fit (see data.cc), so that
 // fill_batch runs there.
 void keep_on_device(ImageDataset& data, at::Device device);
+
+// What messages call sample `index` of an image folder or shard split: its file, or its
+// shard and member.
+std::string sample_name(const Split& split, int64_t index);
 
 // Sample `index` of an image folder split, as uint8 [3, size, size], into `out`: the
 // training transform with draws from augment_seed and the index, or evaluation's where

@@ -107,10 +107,14 @@ bool read_jpeg(const std::string& bytes, char* message, const Use& use) {
 
 }  // namespace
 
-EncodedImage::EncodedImage(const std::string& path) : path_(path) {
+EncodedImage::EncodedImage(const std::string& path) : EncodedImage(path, [&] {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UserError(cat(path, ": cannot be read"));
-  bytes_.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}()) {}
+
+EncodedImage::EncodedImage(std::string name, std::string bytes) : path_(std::move(name)), bytes_(std::move(bytes)) {
+  const std::string& path = path_;
   jpeg_ = starts_as_jpeg(bytes_);
   if (jpeg_) {
     char message[JMSG_LENGTH_MAX] = {};

@@ -33,6 +33,8 @@ class EncodedImage {
   // Reads `path` and its header; a UserError naming the file when it cannot be read or is
   // not an image.
   explicit EncodedImage(const std::string& path);
+  // An image's `bytes` (as held in a shard), called `name` in messages.
+  EncodedImage(std::string name, std::string bytes);
 
   int64_t height() const { return height_; }
   int64_t width() const { return width_; }

@@ -6,6 +6,7 @@
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/job.h"
+#include "core/pack.h"
 #include "core/run_lock.h"
 #include "core/scaffold.h"
 #include "core/services.h"
@@ -255,6 +256,14 @@ int main(int argc, char** argv) {
   export_cmd->add_option("out", export_to, "the .safetensors file to write")->required();
   export_cmd->add_option("--dtype", export_dtype, "dtype of floating-point tensors")
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  auto* pack_cmd = app.add_subcommand(
+      "pack", "write an image folder (train/ and val/) as WebDataset tar shards, for data.dataset = \"webdataset\"");
+  std::string pack_folder, pack_prefix;
+  int64_t pack_per_shard = 10000;
+  pack_cmd->add_option("folder", pack_folder, "the image folder")->required();
+  pack_cmd->add_option("out_prefix", pack_prefix, "shards go to OUT_PREFIX-train-000000.tar, ...")->required();
+  pack_cmd->add_option("--samples-per-shard", pack_per_shard, "samples in each shard")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   auto* worker_cmd = app.add_subcommand("worker", "one rank (started by a launcher)");
   worker_cmd->group("");
   add_manifest_args(worker_cmd, args);
@@ -278,6 +287,10 @@ int main(int argc, char** argv) {
     if (*new_cmd) return new_plugin(new_kind, new_name, new_dir);
     if (*agent_cmd) return agent(agent_args);
     if (*export_cmd) return export_weights(export_from, export_to, export_dtype);
+    if (*pack_cmd) {
+      std::cout << pack_image_folder(pack_folder, pack_prefix, pack_per_shard);
+      return 0;
+    }
     return run_worker(prepare_job(args.manifest, args.sets));
   } catch (const UserError& e) {
     print_error(e.what());

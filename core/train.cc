@@ -7,8 +7,8 @@
 #include "core/comm.h"
 #include "core/cuda_graph.h"
 #include "core/data.h"
-#include "core/input_pipeline.h"
 #include "core/error.h"
+#include "core/input_pipeline.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/profiler.h"
@@ -225,6 +225,8 @@ class Worker {
                          model_takes_tokens ? info_model_.input_shape[0] : 0);
     check_input_shape();
     check_label_range();
+    if (cfg_.train.eval && data_.test.size() == 0)
+      log::warn("train.eval: there is no test split to evaluate (webdataset: set data.test_path)");
     if (device_.is_cuda()) keep_on_device(data_, device_);
   }
 
@@ -241,7 +243,7 @@ class Worker {
       const int64_t at = held.ge(outputs).nonzero()[0][0].item<int64_t>();
       const std::string what =
           split->tokens.defined() ? cat("token ", at, " of ", cfg_.data.path, " is id ")
-          : !split->files.empty() ? cat(split->files[at], " has label ")
+          : !split->files.empty() ? cat(sample_name(*split, at), " has label ")
                                   : cat("sample ", at, " of the ", part, " split of ", cfg_.data.path, " has label ");
       throw UserError(cat(job_.manifest.origin("data", "path"), ": error: ", what, held[at].item<int64_t>(),
                           " but model '", job_.model.plugin.descriptor->name, "' has ", key, " = ",
@@ -562,6 +564,7 @@ class Worker {
   }
 
   void evaluate(int64_t epoch) {
+    if (data_.test.size() == 0) return;  // (load_data said so)
     const auto order = std::make_shared<const std::vector<int64_t>>(
         shard_indices(data_.test.size(), rv_.rank, rv_.world_size, 0, 0, /*shuffle=*/false, /*pad=*/false));
     double loss_sum = 0, correct = 0, count = 0;

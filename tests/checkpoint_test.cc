@@ -548,11 +548,12 @@ TEST(NonFinite, TenSkipsInARowStopTheRun) {
             std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("step 16:"), std::string::npos) << "it trained on: " << r.err;
 
-  const Ran old = run(run_args(dir, {"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "strategy.plugin=\"frozen_sgd\"",
+  const Ran old = run(run_args(dir, {"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "strategy.plugin=\"frozen_sgd_abi14\"",
                                      "train.nonfinite=\"skip\""}));
   EXPECT_EQ(old.exit_code, 2) << old.err;
   EXPECT_NE(old.err.find("--set train.nonfinite=\"skip\": error: train.nonfinite = \"skip\" needs a strategy built for dshost ABI 1.5 "
-                         "or later, but strategy 'frozen_sgd' is built for 1.0 and cannot drop an update; rebuild it "
+                         "or later, but strategy 'frozen_sgd_abi14' is built for 1.4 and cannot drop an update; "
+                         "rebuild it "
                          "against this SDK, or set train.nonfinite = \"stop\""),
             std::string::npos) << old.err;
 }

@@ -6,6 +6,7 @@
 #include "core/image_decode.h"
 #include "core/image_folder.h"
 #include "core/input_pipeline.h"
+#include "core/tar_shards.h"
 #include "tests/test_util.h"
 
 #include <c10/core/Event.h>
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <set>
 
 namespace dshost {
@@ -226,6 +228,56 @@ TEST(ImageFolder, ATruncatedJpegAndAnEmptyFileAreSkippedAndCounted) {
   EXPECT_EQ(data.skipped->count(), 2);
 }
 
+// Shards written by Python's tarfile (PAX format, a member name longer than ustar's 100
+// bytes) read as WebDataset samples, in member order; what is not a shard set is named.
+TEST(WebDataset, ReadsPythonsTarFilesAndNamesWhatIsWrong) {
+  const std::string dir = test::scratch_dir("webdataset_read");
+  const std::string long_key = "n01440764/" + std::string(120, 'x');
+  const test::Ran made = test::run({"/usr/bin/python3", "-c", R"(
+import io, sys, tarfile
+def shard(path, members):
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name); info.size = len(data); t.addfile(info, io.BytesIO(data))
+d, key = sys.argv[1], sys.argv[2]
+shard(f"{d}/good-000000.tar", [(key + ".jpg", b"\xff\xd8\xff not really"), (key + ".cls", b"7"), ("b.png", b"png"), ("b.cls", b" 3\n"), ("b.json", b"{}")])
+shard(f"{d}/good-000001.tar", [("c.JPEG", b"jpeg"), ("c.cls", b"0")])
+shard(f"{d}/unlabelled-000000.tar", [("a.jpg", b"jpeg")])
+shard(f"{d}/bad_label-000000.tar", [("a.jpg", b"jpeg"), ("a.cls", b"cat")])
+open(f"{d}/text-000000.tar", "w").write("not a tar file at all, but long enough to hold a header " * 20)
+)", dir, long_key});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const ShardIndex index = index_shards(expand_shards(dir + "/good-{000000..000001}.tar", "m.toml:3:8"));
+  ASSERT_EQ(index.samples.size(), 3u);
+  EXPECT_EQ(index.samples[0].member, long_key + ".jpg");
+  EXPECT_EQ(index.samples[0].label, 7);
+  EXPECT_EQ(read_bytes(index.shards[0], index.samples[0].offset, index.samples[0].size), "\xff\xd8\xff not really");
+  EXPECT_EQ(index.samples[1].label, 3);
+  EXPECT_EQ(index.samples[2].shard, 1);
+  EXPECT_EQ(index.samples[2].member, "c.JPEG");
+  const auto refusal = [&](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_EQ(refusal([&] { expand_shards(dir + "/good-{000000..000002}.tar", "m.toml:3:8"); }),
+            "m.toml:3:8: error: shard " + dir + "/good-000002.tar of '" + dir +
+                "/good-{000000..000002}.tar' does not exist; every shard of the range must");
+  EXPECT_EQ(refusal([&] { expand_shards(dir + "/good-{000000.000001}.tar", "m.toml:3:8"); }),
+            "m.toml:3:8: error: '" + dir + "/good-{000000.000001}.tar' has no brace range of shard numbers, "
+            "as in train-{000000..000127}.tar");
+  EXPECT_EQ(refusal([&] { index_shards({dir + "/text-000000.tar"}); }),
+            dir + "/text-000000.tar is not a tar file (a shard must be one; dshost pack writes them)");
+  EXPECT_EQ(refusal([&] { index_shards({dir + "/unlabelled-000000.tar"}); }),
+            dir + "/unlabelled-000000.tar: sample 'a' has no .cls label (a WebDataset sample is KEY.jpg or "
+            "KEY.png with KEY.cls)");
+  EXPECT_EQ(refusal([&] { index_shards({dir + "/bad_label-000000.tar"}); }),
+            dir + "/bad_label-000000.tar: a.cls holds 'cat', not a class id (0, 1, ...)");
+}
+
 // An IDX header whose sizes multiply past int64 is a bad file, named.
 TEST(FashionMnist, AnIdxHeaderThatOverflowsIsABadFile) {
   const std::string dir = test::scratch_dir("idx_overflow");
@@ -415,6 +467,39 @@ TEST(InputPipeline, BatchesAreTheSameForAnyNumberOfWorkers) {
     EXPECT_TRUE(in.equal(expected_in)) << first;
     EXPECT_TRUE(out.equal(expected_out)) << first;
   }
+}
+
+// `dshost pack` writes an image folder as shards (several, with its broken file), and
+// training from them gives the folder's losses and test accuracy to the last bit.
+TEST(WebDatasetTraining, PackedShardsTrainAsTheFolderDoes) {
+  const std::string data = make_image_folder("webdataset_folder", 12, 3);
+  const std::string shards = test::scratch_dir("webdataset_shards") + "/fmnist";
+  const test::Ran packed = test::dshost({"pack", data, shards, "--samples-per-shard", "50"});
+  ASSERT_EQ(packed.exit_code, 0) << packed.err;
+  EXPECT_NE(packed.out.find("packed 121 training and 30 test samples of " + data + " (10 classes); in the "
+                            "manifest:\n  [data]\n  dataset = \"webdataset\"\n  path = \"" + shards +
+                            "-train-{000000..000002}.tar\"\n  test_path = \"" + shards + "-val-000000.tar\"\n"),
+            std::string::npos) << packed.out;
+  const std::vector<std::string> common{"data.image_size=32", "model.in_channels=3", "model.image_size=32",
+                                        "train.epochs=2", "train.micro_batch_size=8", "train.grad_accum_steps=2",
+                                        "train.log_every=1"};
+  const auto train = [&](const std::string& name, std::vector<std::string> sets, std::string* summary) {
+    sets.insert(sets.end(), common.begin(), common.end());
+    return test::train_quickstart(name, sets, summary);
+  };
+  std::string folder_summary, shard_summary;
+  const auto folder = train("webdataset_from_folder", {"data.dataset=\"image_folder\"", "data.path=\"" + data + "\""},
+                            &folder_summary);
+  const auto shard = train("webdataset_from_shards", {"data.dataset=\"webdataset\"",
+                           "data.path=\"" + shards + "-train-{000000..000002}.tar\"",
+                           "data.test_path=\"" + shards + "-val-000000.tar\""}, &shard_summary);
+  ASSERT_EQ(folder.size(), 6u);  // 3 steps an epoch: 61 samples a rank, 16 a step
+  EXPECT_EQ(shard, folder);
+  const auto accuracy = [](const std::string& s) { return nlohmann::json::parse(s)["test_accuracy"].get<double>(); };
+  EXPECT_EQ(accuracy(shard_summary), accuracy(folder_summary));
+  const auto skipped = [](const std::string& s) { return nlohmann::json::parse(s)["skipped_files"].get<int64_t>(); };
+  EXPECT_GE(skipped(shard_summary), 1);
+  EXPECT_EQ(skipped(shard_summary), skipped(folder_summary));
 }
 
 // A batch gathered from a device-resident split does not wait for the device: fill_batch

@@ -1,10 +1,16 @@
 /* frozen_sgd: a strategy written in C against the frozen copy of ABI 1.0
  * (tests/abi/v1.0/dshost/abi.h) and nothing else: no SDK helper, no LibTorch. It stands for
- * a plugin built when 1.0 was released, which every later 1.x host must load and run.
+ * a plugin built when 1.0 was released, which every later 1.x host must load and run. Built
+ * again against the frozen 1.4 header (tests/abi/v1.4) as FROZEN_NAME "frozen_sgd_abi14", it
+ * stands for one built when 1.4 was released.
  *
  * Plain data parallel SGD on fp32 CPU tensors: whole parameters and gradients on every
  * rank, gradients averaged by one all-reduce in step(), then p -= lr * (g + wd * p). */
 #include <dshost/abi.h>
+
+#ifndef FROZEN_NAME
+#define FROZEN_NAME "frozen_sgd"
+#endif
 
 #include <math.h>
 #include <stdio.h>
@@ -32,7 +38,7 @@ typedef struct frozen_sgd {
 } frozen_sgd;
 
 static dshost_status fail(dshost_error* err, dshost_status status, const char* message) {
-  snprintf(err->message, DSHOST_ERROR_CAPACITY, "frozen_sgd: %s", message);
+  snprintf(err->message, DSHOST_ERROR_CAPACITY, FROZEN_NAME ": %s", message);
   return status;
 }
 
@@ -201,7 +207,7 @@ static const dshost_strategy_api kApi = {
 
 static const dshost_plugin_descriptor kDescriptor = {
     sizeof(dshost_plugin_descriptor), DSHOST_ABI_MAJOR, DSHOST_ABI_MINOR, DSHOST_KIND_STRATEGY,
-    "frozen_sgd", "1.0.0", "plain SGD in C against the frozen ABI 1.0 header", "", -1, NULL, 0,
+    FROZEN_NAME, "1.0.0", "plain SGD in C against a frozen ABI header", "", -1, NULL, 0,
     &kApi};
 
 DSHOST_EXPORT const dshost_plugin_descriptor* dshost_plugin_v1(void) { return &kDescriptor; }
