@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 
@@ -189,6 +190,38 @@ RgbImage EncodedImage::decode_jpeg(double min_scale, const PixelBox* need) const
   }
   out.pixels.resize(static_cast<size_t>(out.height * out.width * 3));
   cmyk_to_rgb(decoded.data(), static_cast<size_t>(out.height * out.width), out.pixels.data());
+  return out;
+}
+
+std::string encode_jpeg(const RgbImage& image, int quality) {
+  jpeg_compress_struct jpeg{};
+  JpegErrors errors{};
+  jpeg.err = jpeg_std_error(&errors.manager);
+  errors.manager.error_exit = jpeg_failed;
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  if (setjmp(errors.jump)) {
+    jpeg_destroy_compress(&jpeg);
+    std::free(buffer);
+    throw UserError(cat("cannot encode a JPEG: ", errors.message), 1);
+  }
+  jpeg_create_compress(&jpeg);
+  jpeg_mem_dest(&jpeg, &buffer, &size);
+  jpeg.image_width = static_cast<JDIMENSION>(image.width);
+  jpeg.image_height = static_cast<JDIMENSION>(image.height);
+  jpeg.input_components = 3;
+  jpeg.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&jpeg);
+  jpeg_set_quality(&jpeg, quality, TRUE);
+  jpeg_start_compress(&jpeg, TRUE);
+  while (jpeg.next_scanline < jpeg.image_height) {
+    auto* row = const_cast<JSAMPROW>(image.pixels.data() + jpeg.next_scanline * image.width * 3);
+    jpeg_write_scanlines(&jpeg, &row, 1);
+  }
+  jpeg_finish_compress(&jpeg);
+  jpeg_destroy_compress(&jpeg);
+  std::string out(reinterpret_cast<const char*>(buffer), size);
+  std::free(buffer);
   return out;
 }
 

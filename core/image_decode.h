@@ -56,4 +56,7 @@ class EncodedImage {
   int64_t height_ = 0, width_ = 0;
 };
 
+// `image` (whole: top and left 0) as a baseline JPEG of `quality` (1-100).
+std::string encode_jpeg(const RgbImage& image, int quality);
+
 }  // namespace dshost

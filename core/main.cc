@@ -264,6 +264,10 @@ int main(int argc, char** argv) {
   pack_cmd->add_option("out_prefix", pack_prefix, "shards go to OUT_PREFIX-train-000000.tar, ...")->required();
   pack_cmd->add_option("--samples-per-shard", pack_per_shard, "samples in each shard")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  int64_t pack_max_side = 0;
+  pack_cmd->add_option("--max-side", pack_max_side,
+                       "store larger images resized to this longest side, as JPEG of quality 90 (0: as they are)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   auto* worker_cmd = app.add_subcommand("worker", "one rank (started by a launcher)");
   worker_cmd->group("");
   add_manifest_args(worker_cmd, args);
@@ -288,7 +292,7 @@ int main(int argc, char** argv) {
     if (*agent_cmd) return agent(agent_args);
     if (*export_cmd) return export_weights(export_from, export_to, export_dtype);
     if (*pack_cmd) {
-      std::cout << pack_image_folder(pack_folder, pack_prefix, pack_per_shard);
+      std::cout << pack_image_folder(pack_folder, pack_prefix, pack_per_shard, pack_max_side);
       return 0;
     }
     return run_worker(prepare_job(args.manifest, args.sets));

@@ -278,6 +278,33 @@ open(f"{d}/text-000000.tar", "w").write("not a tar file at all, but long enough 
             dir + "/bad_label-000000.tar: a.cls holds 'cat', not a class id (0, 1, ...)");
 }
 
+// `dshost pack --max-side` stores images larger than that (these are 40 x 36) resized to it
+// as JPEG, the rest of a shard set as without it; a file that does not decode is kept as it
+// is, for training to skip.
+TEST(WebDataset, PackMakesLargerImagesTheMaxSide) {
+  const std::string data = make_image_folder("webdataset_pack_max_side", 2, 1);
+  const std::string shards = test::scratch_dir("webdataset_pack_max_side_out") + "/small";
+  const test::Ran packed = test::dshost({"pack", data, shards, "--max-side", "20"});
+  ASSERT_EQ(packed.exit_code, 0) << packed.err;
+  const ShardIndex index = index_shards({shards + "-train-000000.tar"});
+  ASSERT_EQ(index.samples.size(), 21u);
+  int broken = 0;
+  for (const ShardSample& s : index.samples) {
+    const std::string bytes = read_bytes(index.shards[0], s.offset, s.size);
+    try {
+      const EncodedImage image(s.member, bytes);
+      const RgbImage decoded = image.decode();
+      EXPECT_EQ(decoded.width, 20) << s.member;
+      EXPECT_EQ(decoded.height, 18) << s.member;
+      EXPECT_EQ(s.member.substr(s.member.size() - 4), ".jpg") << "PNGs are stored as JPEG too";
+    } catch (const UserError&) {
+      ++broken;
+      EXPECT_EQ(bytes, test::read_file(data + "/train/tshirt/broken.jpg"));
+    }
+  }
+  EXPECT_EQ(broken, 1);
+}
+
 // An IDX header whose sizes multiply past int64 is a bad file, named.
 TEST(FashionMnist, AnIdxHeaderThatOverflowsIsABadFile) {
   const std::string dir = test::scratch_dir("idx_overflow");
