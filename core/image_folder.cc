@@ -35,6 +35,14 @@ struct Draws : CropDraws {
 // Python's round(): to the nearest integer, halves to the even one.
 int64_t round_half_even(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
 
+// The region of `decoded` that `box` (full-size coordinates) covers.
+Region region_of(const RgbImage& decoded, const EncodedImage& image, const PixelBox& box) {
+  const double sx = static_cast<double>(decoded.scaled_width) / image.width();
+  const double sy = static_cast<double>(decoded.scaled_height) / image.height();
+  return {box.left * sx - decoded.left, box.top * sy - decoded.top, (box.left + box.width) * sx - decoded.left,
+          (box.top + box.height) * sy - decoded.top};
+}
+
 // torchvision's ImageFolder takes files by extension, without opening them: a scan of
 // ImageNet's 1.28 million files then reads directories only. What does not decode is
 // found when a batch needs it.
@@ -95,18 +103,6 @@ ImageFiles scan_image_folder(const std::string& dir, const std::vector<std::stri
   out.labels = at::tensor(labels, at::kLong);
   return out;
 }
-
-namespace {
-
-// The region of `decoded` that `box` (full-size coordinates) covers.
-Region region_of(const RgbImage& decoded, const EncodedImage& image, const PixelBox& box) {
-  const double sx = static_cast<double>(decoded.scaled_width) / image.width();
-  const double sy = static_cast<double>(decoded.scaled_height) / image.height();
-  return {box.left * sx - decoded.left, box.top * sy - decoded.top, (box.left + box.width) * sx - decoded.left,
-          (box.top + box.height) * sy - decoded.top};
-}
-
-}  // namespace
 
 void resized_crop(const EncodedImage& image, const CropBox& box, int64_t size, bool mirror, uint8_t* out) {
   const double side = static_cast<double>(size);

@@ -60,6 +60,18 @@ std::string padded(const std::string& data) {
   return data + std::string((512 - data.size() % 512) % 512, '\0');
 }
 
+// A file being written, removed unless it was renamed (a shard is never left half written).
+struct PartialFile {
+  explicit PartialFile(std::string p) : path(std::move(p)) {}
+  ~PartialFile() {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+  }
+  PartialFile(const PartialFile&) = delete;
+  PartialFile& operator=(const PartialFile&) = delete;
+  std::string path;
+};
+
 // One split's shards; returns their pattern ("PREFIX-train-{000000..000003}.tar").
 std::string write_split(const ImageFiles& files, const std::string& prefix, int64_t per_shard, int64_t max_side) {
   const auto n = static_cast<int64_t>(files.paths.size());
@@ -70,8 +82,9 @@ std::string write_split(const ImageFiles& files, const std::string& prefix, int6
     return prefix + number + ".tar";
   };
   for (int64_t s = 0; s < shards; ++s) {
-    const std::string path = shard_name(s), temporary = path + ".partial";
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    const std::string path = shard_name(s);
+    const PartialFile temporary(path + ".partial");
+    std::ofstream out(temporary.path, std::ios::binary | std::ios::trunc);
     for (int64_t i = s * per_shard; i < std::min(n, (s + 1) * per_shard); ++i) {
       char key[32];
       std::snprintf(key, sizeof key, "%09lld", static_cast<long long>(i));
@@ -82,8 +95,8 @@ std::string write_split(const ImageFiles& files, const std::string& prefix, int6
     }
     out << std::string(1024, '\0');  // the end-of-archive blocks
     out.close();
-    if (!out) throw UserError(cat("cannot write ", temporary, ": ", std::strerror(errno)), 1);
-    std::filesystem::rename(temporary, path);
+    if (!out) throw UserError(cat("cannot write ", temporary.path, ": ", std::strerror(errno)), 1);
+    std::filesystem::rename(temporary.path, path);
   }
   return shards == 1 ? shard_name(0) : cat(prefix, "{", shard_name(0).substr(prefix.size(), 6), "..",
                                            shard_name(shards - 1).substr(prefix.size(), 6), "}.tar");
