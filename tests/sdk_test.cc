@@ -147,6 +147,32 @@ TEST(SdkAbi, PluginBuiltAgainstFrozenV1_0Trains) {
   EXPECT_EQ(train_quickstart("frozen_sgd_abi14", sets_1_4), frozen);
 }
 
+// The test plugins' sources built against the SDK as released with ABI 1.4 (tests/abi/v1.4)
+// load in today's host: the model trains to the losses of its build against today's SDK, and
+// the launcher runs (starting no rank, it is caught as its build against today's SDK is).
+TEST(SdkAbi, PluginsBuiltAgainstTheFrozenV1_4SdkLoadAndRun) {
+  const std::vector<std::string> common{"train.max_steps=10", "train.eval=false", "model.fail_in=\"never\"",
+                                        "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\""};
+  auto then = common, now = common;
+  then.push_back("model.plugin=\"failing_model_abi14\"");
+  now.push_back("model.plugin=\"failing_model\"");
+  const auto built_then = train_quickstart("abi14_model", then);
+  ASSERT_EQ(built_then.size(), 10u);
+  EXPECT_EQ(built_then, train_quickstart("abi14_model_now", now));
+
+  const Ran check = dshost({"plugins", "--check", DSHOST_TEST_PLUGIN_DIR "/dshost_launcher_idle_abi14.so"});
+  EXPECT_EQ(check.exit_code, 0) << check.out;
+  EXPECT_NE(check.out.find("launcher idle_abi14 0.0.1 (ABI 1.4)"), std::string::npos) << check.out;
+  const std::string dir = scratch_dir("abi14_launcher");
+  const std::string manifest = write_file(dir + "/m.toml", "[plugins]\npaths = \"" DSHOST_TEST_PLUGIN_DIR "\"\n"
+      "[launcher]\nplugin = \"idle_abi14\"\n[model]\nplugin = \"basic_cnn\"\n[strategy]\nplugin = \"ddp\"\n"
+      "[run]\noutput_dir = \"" + dir + "\"\n");
+  const Ran launched = dshost({"run", manifest});
+  EXPECT_EQ(launched.exit_code, 1) << launched.err;
+  EXPECT_NE(launched.err.find("launcher 'idle_abi14' (" DSHOST_TEST_PLUGIN_DIR "/dshost_launcher_idle_abi14.so) "
+                              "reported success, but no rank 0 of this launch ran"), std::string::npos) << launched.err;
+}
+
 // A LibTorch error thrown deep inside a model call (a shape mismatch) becomes one clear
 // line naming rank, host and call: no backtrace, no abort.
 TEST(SdkErrors, AnExceptionInsideAPluginCallStopsTheRunWithItsMessage) {

@@ -7,6 +7,10 @@
 // from the third on (a diverging model).
 #include <dshost/model.hpp>
 
+#ifndef PLUGIN_NAME  // (tests/CMakeLists.txt builds it again against the frozen ABI 1.4 SDK)
+#define PLUGIN_NAME "failing_model"
+#endif
+
 #include <torch/nn/modules/linear.h>
 
 #include <cmath>
@@ -15,7 +19,7 @@ namespace {
 
 const dshost_option kOptions[] = {
     DSHOST_OPTION("fail_in", DSHOST_OPTION_STRING, "\"create\"",
-                  "create|forward|rank1_forward|mismatched_collective|nan_third_forward|nan_from_third_forward",
+                  "never|create|forward|rank1_forward|mismatched_collective|nan_third_forward|nan_from_third_forward",
                   "where to fail"),
 };
 
@@ -54,5 +58,5 @@ class FailingModel : public dshost::Model {
 
 }  // namespace
 
-DSHOST_MODEL_PLUGIN(FailingModel, "failing_model", "0.0.1", "a model that fails on purpose",
+DSHOST_MODEL_PLUGIN(FailingModel, PLUGIN_NAME, "0.0.1", "a model that fails on purpose",
                     kOptions, sizeof(kOptions) / sizeof(kOptions[0]))

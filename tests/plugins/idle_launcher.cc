@@ -2,6 +2,10 @@
 // launcher might: `dshost run` must not take that for a finished job.
 #include <dshost/launcher.hpp>
 
+#ifndef PLUGIN_NAME  // (tests/CMakeLists.txt builds it again against the frozen ABI 1.4 SDK)
+#define PLUGIN_NAME "idle"
+#endif
+
 namespace {
 
 class Idle : public dshost::Launcher {
@@ -14,4 +18,4 @@ class Idle : public dshost::Launcher {
 
 }  // namespace
 
-DSHOST_LAUNCHER_PLUGIN(Idle, "idle", "0.0.1", "starts no rank and says it succeeded", nullptr, 0)
+DSHOST_LAUNCHER_PLUGIN(Idle, PLUGIN_NAME, "0.0.1", "starts no rank and says it succeeded", nullptr, 0)
