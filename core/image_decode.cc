@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
@@ -41,6 +42,8 @@ void jpeg_warned(j_common_ptr jpeg, int level) {
 UserError undecodable(const std::string& path, const std::string& why) {
   return UserError(cat(path, ": not a JPEG or PNG image that can be decoded (", why, ")"));
 }
+
+std::string stb_reason() { return stbi_failure_reason() ? stbi_failure_reason() : "unknown"; }
 
 const unsigned char* data_of(const std::string& bytes) {
   return reinterpret_cast<const unsigned char*>(bytes.data());
@@ -108,11 +111,13 @@ bool read_jpeg(const std::string& bytes, char* message, const Use& use) {
 
 }  // namespace
 
-EncodedImage::EncodedImage(const std::string& path) : EncodedImage(path, [&] {
+std::string read_file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw UserError(cat(path, ": cannot be read"));
+  if (!in) throw UserError(cat(path, ": cannot be read: ", std::strerror(errno)));
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}()) {}
+}
+
+EncodedImage::EncodedImage(const std::string& path) : EncodedImage(path, read_file_bytes(path)) {}
 
 EncodedImage::EncodedImage(std::string name, std::string bytes) : path_(std::move(name)), bytes_(std::move(bytes)) {
   const std::string& path = path_;
@@ -128,7 +133,7 @@ EncodedImage::EncodedImage(std::string name, std::string bytes) : path_(std::mov
   }
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(data_of(bytes_), static_cast<int>(bytes_.size()), &w, &h, &channels))
-    throw undecodable(path, stbi_failure_reason() ? stbi_failure_reason() : "unknown");
+    throw undecodable(path, stb_reason());
   height_ = h;
   width_ = w;
 }
@@ -228,7 +233,7 @@ std::string encode_jpeg(const RgbImage& image, int quality) {
 RgbImage EncodedImage::decode_other() const {
   int w = 0, h = 0, channels = 0;
   unsigned char* pixels = stbi_load_from_memory(data_of(bytes_), static_cast<int>(bytes_.size()), &w, &h, &channels, 3);
-  if (pixels == nullptr) throw undecodable(path_, stbi_failure_reason() ? stbi_failure_reason() : "unknown");
+  if (pixels == nullptr) throw undecodable(path_, stb_reason());
   RgbImage out;
   out.height = out.scaled_height = h;
   out.width = out.scaled_width = w;

@@ -28,6 +28,9 @@ struct PixelBox {
   double top, left, height, width;
 };
 
+// The bytes of file `path`; a UserError naming it, and why, when it cannot be read.
+std::string read_file_bytes(const std::string& path);
+
 class EncodedImage {
  public:
   // Reads `path` and its header; a UserError naming the file when it cannot be read or is

@@ -35,12 +35,16 @@ struct Draws : CropDraws {
 // Python's round(): to the nearest integer, halves to the even one.
 int64_t round_half_even(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
 
-// The region of `decoded` that `box` (full-size coordinates) covers.
-Region region_of(const RgbImage& decoded, const EncodedImage& image, const PixelBox& box) {
+// `box` of the full-size image (as `decoded` holds it, scaled and cut to a window) resampled
+// to size x size into `out` (see resample_rgb for `cropped`).
+void resample_box(const EncodedImage& image, const RgbImage& decoded, const PixelBox& box, bool cropped,
+                  int64_t size, bool mirror, uint8_t* out) {
   const double sx = static_cast<double>(decoded.scaled_width) / image.width();
   const double sy = static_cast<double>(decoded.scaled_height) / image.height();
-  return {box.left * sx - decoded.left, box.top * sy - decoded.top, (box.left + box.width) * sx - decoded.left,
-          (box.top + box.height) * sy - decoded.top};
+  const Region region{box.left * sx - decoded.left, box.top * sy - decoded.top,
+                      (box.left + box.width) * sx - decoded.left, (box.top + box.height) * sy - decoded.top};
+  resample_rgb(decoded.pixels.data(), decoded.height, decoded.width, decoded.width * 3, region, cropped, size, size,
+               mirror, out);
 }
 
 // torchvision's ImageFolder takes files by extension, without opening them: a scan of
@@ -108,9 +112,8 @@ void resized_crop(const EncodedImage& image, const CropBox& box, int64_t size, b
   const double side = static_cast<double>(size);
   const PixelBox need{static_cast<double>(box.top), static_cast<double>(box.left), static_cast<double>(box.height),
                       static_cast<double>(box.width)};
-  const RgbImage decoded = image.decode(std::max(side / box.height, side / box.width), &need);
-  resample_rgb(decoded.pixels.data(), decoded.height, decoded.width, decoded.width * 3,
-               region_of(decoded, image, need), true, size, size, mirror, out);
+  resample_box(image, image.decode(std::max(side / box.height, side / box.width), &need), need, true, size, mirror,
+               out);
 }
 
 void training_sample(const EncodedImage& image, int64_t size, uint64_t seed, uint8_t* out) {
@@ -131,9 +134,8 @@ void evaluation_sample(const EncodedImage& image, int64_t size, uint8_t* out) {
   const int64_t left = round_half_even(static_cast<double>(resized_w - size) / 2);
   const double fx = static_cast<double>(w) / resized_w, fy = static_cast<double>(h) / resized_h;
   const PixelBox center{top * fy, left * fx, size * fy, size * fx};
-  const RgbImage decoded = image.decode(std::max(static_cast<double>(resized_h) / h, static_cast<double>(resized_w) / w));
-  resample_rgb(decoded.pixels.data(), decoded.height, decoded.width, decoded.width * 3,
-               region_of(decoded, image, center), false, size, size, false, out);
+  const double min_scale = std::max(static_cast<double>(resized_h) / h, static_cast<double>(resized_w) / w);
+  resample_box(image, image.decode(min_scale), center, false, size, false, out);
 }
 
 }  // namespace dshost

@@ -36,13 +36,14 @@ InputPipeline::~InputPipeline() {
 
 void InputPipeline::load(const Split& split, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
                          int64_t count, uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets) {
-  Batch* b = find({&split, order, first, count, augment_seed});
+  const Key wanted{&split, order, first, count, augment_seed};
+  Batch* b = find(wanted);
   if (b == nullptr) {
-    start({&split, order, first, count, augment_seed});
-    b = find({&split, order, first, count, augment_seed});
+    start(wanted);
+    b = find(wanted);
   }
   wait_until_done(*b);
-  b->order.reset();  // consumed: free for another batch once the copies below are done
+  b->key.order.reset();  // consumed: free for another batch once the copies below are done
   if (b->error) std::rethrow_exception(std::exchange(b->error, nullptr));
   const at::Tensor pixels = b->pixels.narrow(0, 0, count);
   targets.narrow(0, 0, count).copy_(b->labels.narrow(0, 0, count), /*non_blocking=*/true);
@@ -64,9 +65,7 @@ void InputPipeline::load(const Split& split, const std::shared_ptr<const std::ve
 
 InputPipeline::Batch* InputPipeline::find(const Key& key) {
   for (Batch& b : batches_)
-    if (b.split == key.split && b.order == key.order && b.first == key.first && b.count == key.count &&
-        b.augment_seed == key.augment_seed)
-      return &b;
+    if (b.key == key) return &b;
   return nullptr;
 }
 
@@ -76,15 +75,12 @@ InputPipeline::Batch* InputPipeline::find(const Key& key) {
 void InputPipeline::start(const Key& key) {
   Batch* free = nullptr;
   for (Batch& b : batches_)
-    if ((b.order != key.order || b.first < key.first) && (free == nullptr || b.order == nullptr)) free = &b;
+    if ((b.key.order != key.order || b.key.first < key.first) && (free == nullptr || b.key.order == nullptr))
+      free = &b;
   wait_until_done(*free);
   while (free->sent && !free->sent->query()) std::this_thread::sleep_for(std::chrono::microseconds(50));
   std::lock_guard<std::mutex> lock(mutex_);
-  free->split = key.split;
-  free->order = key.order;
-  free->first = key.first;
-  free->count = key.count;
-  free->augment_seed = key.augment_seed;
+  free->key = key;
   free->unfinished = key.count;
   free->error = nullptr;
   for (int64_t row = 0; row < key.count; ++row) tasks_.push_back({free, row});
@@ -123,10 +119,11 @@ void InputPipeline::work() {
 
 void InputPipeline::fill(const Task& task) {
   const Batch& b = *task.batch;
+  const Key& k = b.key;
   uint8_t* pixels = b.pixels.data_ptr<uint8_t>() + task.row * 3 * size_ * size_;
-  const int64_t sample = image_sample(*b.split, *data_.skipped, (*b.order)[b.first + task.row], size_,
-                                      b.augment_seed, pixels);
-  b.labels.data_ptr<int64_t>()[task.row] = b.split->labels.data_ptr<int64_t>()[sample];
+  const int64_t sample = image_sample(*k.split, *data_.skipped, (*k.order)[k.first + task.row], size_,
+                                      k.augment_seed, pixels);
+  b.labels.data_ptr<int64_t>()[task.row] = k.split->labels.data_ptr<int64_t>()[sample];
 }
 
 int resolve_workers(int64_t configured, bool on_gpu, int local_ranks) {

@@ -39,12 +39,20 @@ class InputPipeline {
             int64_t count, uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets);
 
  private:
-  struct Batch {
-    at::Tensor pixels, labels;  // uint8 [rows, 3, size, size], int64 [rows], host memory
+  // A batch's samples: order[first, first + count) of split. A null order: none (consumed).
+  struct Key {
     const Split* split = nullptr;
     std::shared_ptr<const std::vector<int64_t>> order;
     int64_t first = -1, count = 0;
     uint64_t augment_seed = 0;
+    bool operator==(const Key& o) const {
+      return split == o.split && order == o.order && first == o.first && count == o.count &&
+             augment_seed == o.augment_seed;
+    }
+  };
+  struct Batch {
+    at::Tensor pixels, labels;  // uint8 [rows, 3, size, size], int64 [rows], host memory
+    Key key;
     int64_t unfinished = 0;  // samples not yet written
     std::exception_ptr error;
     std::optional<c10::Event> sent;  // after the copy to the device that last read it
@@ -54,13 +62,6 @@ class InputPipeline {
     int64_t row;
   };
 
-  // A batch's samples: order[first, first + count) of split.
-  struct Key {
-    const Split* split;
-    const std::shared_ptr<const std::vector<int64_t>>& order;
-    int64_t first, count;
-    uint64_t augment_seed;
-  };
   Batch* find(const Key& key);
   void start(const Key& key);
   void wait_until_done(Batch& b);

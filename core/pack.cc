@@ -11,22 +11,15 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 
 namespace dshost {
 namespace {
-
-std::string read_whole(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UserError(cat(path, ": cannot be read: ", std::strerror(errno)));
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 // The file's bytes, or, where the image is larger than max_side (0: no limit), the image
 // resized to fit and stored as a JPEG of quality 90. A file that does not decode is packed
 // as it is: training skips it, as it does in the folder.
 std::string packed_image(const std::string& path, int64_t max_side) {
-  std::string bytes = read_whole(path);
+  std::string bytes = read_file_bytes(path);
   if (max_side <= 0) return bytes;
   try {
     const EncodedImage image(path, bytes);

@@ -71,16 +71,19 @@ TEST_P(EveryShardingStrategy, ClipsByTheGlobalNorm) {
 // in 256 of a weight's last bit); over 20 steps the loss (2.3 to 1.6) moved by 9e-4 here.
 // The bound 2e-2 is a thirtieth of the loss drop over these steps: a wrong reduction or
 // master update shows as a gap of that size or more.
-TEST_P(EveryShardingStrategy, Bf16TwoRanksTrackOneRank) {
-  const std::string strategy = "strategy.plugin=" + GetParam();
-  const auto one = train_quickstart("bf16_one_" + GetParam(), with({strategy, "launcher.nprocs=1",
+void expect_bf16_two_ranks_track_one(const std::string& name, const std::string& plugin,
+                                     std::vector<std::string> (*settings)(std::vector<std::string>)) {
+  const std::string strategy = "strategy.plugin=" + plugin;
+  const auto one = train_quickstart(name + "_one_" + plugin, settings({strategy, "launcher.nprocs=1",
       "train.micro_batch_size=64", "train.precision=bf16"}));
-  const auto two = train_quickstart("bf16_two_" + GetParam(), with({strategy, "launcher.nprocs=2",
+  const auto two = train_quickstart(name + "_two_" + plugin, settings({strategy, "launcher.nprocs=2",
       "train.micro_batch_size=32", "train.precision=bf16", "strategy.reduce_bucket_size=4096"}));
   ASSERT_EQ(one.size(), 20u);
   EXPECT_LT(one.back(), one.front() - 0.2);
   EXPECT_LT(max_abs_difference(one, two), 2e-2);
 }
+
+TEST_P(EveryShardingStrategy, Bf16TwoRanksTrackOneRank) { expect_bf16_two_ranks_track_one("bf16", GetParam(), with); }
 
 INSTANTIATE_TEST_SUITE_P(Zero, EveryShardingStrategy, testing::Values("zero2", "zero3-offload"),
                          [](const auto& info) {
@@ -118,16 +121,7 @@ TEST_P(TwoRanksOnOneGpu, Fp32FollowsOneRankOfDdp) {
   EXPECT_LT(max_abs_difference(one, two), 2e-5);
 }
 
-TEST_P(TwoRanksOnOneGpu, Bf16TracksOneRank) {
-  const std::string strategy = "strategy.plugin=" + GetParam();
-  const auto one = train_quickstart("gpu_bf16_one_" + GetParam(), on_gpu({strategy, "launcher.nprocs=1",
-      "train.micro_batch_size=64", "train.precision=bf16"}));
-  const auto two = train_quickstart("gpu_bf16_two_" + GetParam(), on_gpu({strategy, "launcher.nprocs=2",
-      "train.micro_batch_size=32", "train.precision=bf16", "strategy.reduce_bucket_size=4096"}));
-  ASSERT_EQ(one.size(), 20u);
-  EXPECT_LT(one.back(), one.front() - 0.2);
-  EXPECT_LT(max_abs_difference(one, two), 2e-2);
-}
+TEST_P(TwoRanksOnOneGpu, Bf16TracksOneRank) { expect_bf16_two_ranks_track_one("gpu_bf16", GetParam(), on_gpu); }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, TwoRanksOnOneGpu, testing::Values("ddp", "zero2", "zero3-offload"),
                          [](const auto& info) {

@@ -1,7 +1,7 @@
 // Plugins that are wrong on purpose, one per refusal the loader must make. Each is built
 // from this file with one of the BAD_* macros defined (see tests/CMakeLists.txt); each
 // declares the launcher 'bad', so the file name is all that is wrong with BAD_MISNAMED.
-#include <dshost/launcher.hpp>
+#include "idle.hpp"
 
 #if defined(BAD_NO_ENTRY)
 // A real shared library that exports something, but not dshost_plugin_v1.
@@ -9,14 +9,6 @@ extern "C" DSHOST_EXPORT int not_a_dshost_entry(void) { return 42; }
 #else
 
 namespace {
-
-class Idle : public dshost::Launcher {
- public:
-  using Launcher::Launcher;
-  Outcome launch(const std::vector<std::string>&, const std::vector<std::string>&) override {
-    return {};
-  }
-};
 
 // One option declaration with the defect its BAD_* macro names.
 #if defined(BAD_NULL_DEFAULT)

@@ -1,21 +1,9 @@
 // A launcher that reports success without starting any rank, as a broken third-party
 // launcher might: `dshost run` must not take that for a finished job.
-#include <dshost/launcher.hpp>
+#include "idle.hpp"
 
 #ifndef PLUGIN_NAME  // (tests/CMakeLists.txt builds it again against the frozen ABI 1.4 SDK)
 #define PLUGIN_NAME "idle"
 #endif
-
-namespace {
-
-class Idle : public dshost::Launcher {
- public:
-  using Launcher::Launcher;
-  Outcome launch(const std::vector<std::string>&, const std::vector<std::string>&) override {
-    return {};
-  }
-};
-
-}  // namespace
 
 DSHOST_LAUNCHER_PLUGIN(Idle, PLUGIN_NAME, "0.0.1", "starts no rank and says it succeeded", nullptr, 0)
