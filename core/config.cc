@@ -73,31 +73,19 @@ const dshost_option kScheduler[] = {
 };
 const dshost_option kData[] = {
     opt("dataset", STRING, "\"fashion_mnist\"",
-        "fashion_mnist; cifar10 (the binary version's folder in path); image_folder (path/train/"
-        "CLASS/*.jpg|png and path/val/...); webdataset (tar shards of KEY.jpg|png with KEY.cls, "
-        "path a brace range such as train-{000000..000127}.tar); synthetic (random "
-        "images of channels x image_size^2, for benchmarks); "
-        "text (bytes of text files as tokens 0-255); tokens (a flat file of uint16 token ids)",
-        "fashion_mnist|cifar10|image_folder|webdataset|synthetic|text|tokens"),
-    opt("path", STRING, "\"\"",
-        "the dataset's folder or file; \"\" = Debian's: /usr/share/datasets/fashion-mnist "
-        "(dataset-fashion-mnist), /usr/share/games/fortunes for text (fortunes)"),
+        "the dataset plugin (`dshost plugins` lists them): fashion_mnist, cifar10, image_folder, "
+        "webdataset, synthetic, text, tokens, or one of your own; its own keys sit beside these"),
     ranged("channels", INT, "0", 0, 64,
            "channels shown to the model (grey images repeated); 0 = the dataset's own"),
     ranged("image_size", INT, "0", 0, 4096,
            "height = width shown to the model (bilinear resize); 0 = the dataset's own"),
-    ranged("synthetic_samples", INT, "10000", 1, 1e9, "synthetic: training samples (test: a tenth)"),
-    ranged("synthetic_classes", INT, "1000", 2, 1e6, "synthetic: label classes"),
-    opt("test_path", STRING, "\"\"",
-        "webdataset: the test split's shards (a brace range); \"\" = none, no evaluation"),
     ranged("workers", INT, "0", 0, 1024,
-           "image_folder, webdataset: threads per rank that decode and transform samples; 0 = on a GPU, the "
-           "rank's share of the cores less one, on the CPU one"),
-    ranged("prefetch", INT, "4", 0, 64,
-           "image_folder, webdataset: batches the workers prepare ahead of the step (and of evaluation)"),
+           "threads per rank that make samples (decode, crop, ...); 0 = on a GPU, the rank's share of "
+           "the cores less one, on the CPU one"),
+    ranged("prefetch", INT, "4", 0, 64, "batches the workers prepare ahead of the step (and of evaluation)"),
     ranged("max_bad_files", INT, "100", 0, 1e12,
-           "image_folder, webdataset: files that do not decode are skipped with a warning (each sample's "
-           "place taken by the next image); more than this many stop the run"),
+           "samples that cannot be made (files that do not decode) are skipped with a warning, each "
+           "one's place taken by the next sample; more than this many stop the run"),
 };
 const dshost_option kComm[] = {
     ranged("timeout_s", FLOAT, "300", 1, 1e6,
@@ -114,14 +102,6 @@ const dshost_option kCheckpoint[] = {
 const dshost_option kPlugins[] = {
     opt("paths", STRING, "\"\"", "extra plugin folders, ':'-separated, searched first"),
 };
-
-std::string default_data_path(const Section& d) {
-  const std::string path = d.get_string("path"), dataset = d.get_string("dataset");
-  if (!path.empty()) return path;
-  if (dataset == "fashion_mnist") return "/usr/share/datasets/fashion-mnist";
-  if (dataset == "text") return "/usr/share/games/fortunes";
-  return "";
-}
 
 // run.name is one folder under run.output_dir: no separator, no parent, no control
 // characters (a newline would also split the log lines that name it).
@@ -166,12 +146,6 @@ Config read_config(const Manifest& m) {
                  o.get_float("momentum")};
   const Section s = m.resolve("scheduler", table(kScheduler));
   c.scheduler = {s.get_int("warmup_steps"), s.get_string("decay"), s.get_float("min_lr_ratio")};
-  const Section d = m.resolve("data", table(kData));
-  c.data = {d.get_string("dataset"),         default_data_path(d),   d.get_string("test_path"),
-            d.get_int("channels"),             d.get_int("image_size"),
-            d.get_int("synthetic_samples"),    d.get_int("synthetic_classes"),
-            d.get_int("workers"),              d.get_int("prefetch"),
-            d.get_int("max_bad_files")};
   c.comm = {m.resolve("comm", table(kComm)).get_float("timeout_s")};
   const Section k = m.resolve("checkpoint", table(kCheckpoint));
   c.checkpoint = {k.get_string("dir"), k.get_int("every_steps"), k.get_bool("at_epoch_end"),
@@ -180,6 +154,13 @@ Config read_config(const Manifest& m) {
     c.checkpoint.dir = c.run.dir() + "/checkpoints";
   c.plugin_paths = m.resolve("plugins", table(kPlugins)).get_string("paths");
   return c;
+}
+
+OptionTable host_data_options() { return table(kData); }
+
+DataConfig read_data_config(const Section& d) {
+  return {d.get_string("dataset"), d.get_int("channels"), d.get_int("image_size"),
+          d.get_int("workers"),    d.get_int("prefetch"), d.get_int("max_bad_files")};
 }
 
 double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step,

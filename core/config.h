@@ -44,16 +44,16 @@ struct SchedulerConfig {
   double min_lr_ratio;
 };
 
+// [data]'s host keys; the dataset plugin's own keys sit beside them (see job.cc).
 struct DataConfig {
-  std::string dataset;  // fashion_mnist | cifar10 | image_folder | webdataset | synthetic | text | tokens
-  std::string path;     // resolved: the dataset's default when the manifest gives none
-  std::string test_path;  // webdataset: the test split's shards; "" = none
-  int64_t channels, image_size;  // as presented to the model; 0: the dataset's own
-  int64_t synthetic_samples, synthetic_classes;
-  int64_t workers;       // image folders: decoding threads per rank; 0 = automatic
-  int64_t prefetch;      // image folders: micro-batches prepared ahead of the step
-  int64_t max_bad_files;  // image files that may fail to decode before the run stops
+  std::string dataset;           // the dataset plugin
+  int64_t channels, image_size;  // images as presented to the model; 0: the dataset's own
+  int64_t workers;               // threads per rank that fill samples; 0 = automatic
+  int64_t prefetch;              // micro-batches prepared ahead of the step
+  int64_t max_bad_files;         // samples that may fail before the run stops
 };
+
+constexpr const char* kDefaultDataset = "fashion_mnist";
 
 struct CheckpointConfig {
   std::string dir;       // resolved: run directory/checkpoints when the manifest gives none
@@ -79,8 +79,13 @@ struct Config {
   std::string plugin_paths;  // [plugins] paths, ':'-separated
 };
 
-// Validates the host's sections and refuses unknown top-level sections.
+// Validates the host's sections and refuses unknown top-level sections. [data] is read with
+// its dataset plugin: see host_data_options.
 Config read_config(const Manifest& manifest);
+
+// The host's keys of [data], and their values from a validated [data].
+OptionTable host_data_options();
+DataConfig read_data_config(const Section& data);
 
 // The learning rate for optimizer step `step` (0-based) of `total`.
 double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step,

@@ -2,7 +2,8 @@
 // the process exit code; main() prints them without a stack trace.
 #pragma once
 
-#include <sstream>
+#include <dshost/plugin.hpp>  // cat()
+
 #include <stdexcept>
 #include <string>
 
@@ -20,13 +21,6 @@ class UserError : public std::runtime_error {
   int exit_code_;
 };
 
-// Concatenates anything streamable; the host's one formatting helper (no fmt in
-// translation units that see LibTorch, whose bundled fmt differs by version).
-template <class... Parts>
-std::string cat(const Parts&... parts) {
-  std::ostringstream out;
-  (out << ... << parts);
-  return out.str();
-}
-
+// cat() (the SDK's) is the host's one formatting helper: no fmt in translation units that
+// see LibTorch, whose bundled fmt differs by version.
 }  // namespace dshost

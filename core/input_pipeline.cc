@@ -1,5 +1,6 @@
 #include "core/input_pipeline.h"
 
+#include <ATen/Parallel.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -10,18 +11,34 @@
 
 namespace dshost {
 
-InputPipeline::InputPipeline(const ImageDataset& data, int64_t rows, int64_t size, int workers, int prefetch,
-                             at::Device device)
-    : data_(data), size_(size), prefetch_(prefetch), device_(device) {
+namespace {
+
+at::ScalarType scalar_type(const DLDataType& t) {
+  if (t.code == kDLUInt) return at::kByte;
+  return t.code == kDLInt ? at::kLong : at::kFloat;
+}
+
+std::vector<int64_t> rows_of(int64_t rows, const std::vector<int64_t>& sample) {
+  std::vector<int64_t> shape{rows};
+  shape.insert(shape.end(), sample.begin(), sample.end());
+  return shape;
+}
+
+}  // namespace
+
+InputPipeline::InputPipeline(const Dataset& dataset, int64_t rows, int workers, int prefetch, at::Device device)
+    : dataset_(dataset), prefetch_(prefetch), device_(device) {
   // The batch being loaded, those prefetched, and one whose copy to the device may still be
   // under way while it is the next to be refilled.
   batches_.resize(static_cast<size_t>(prefetch) + 2);
   const auto host = at::TensorOptions().pinned_memory(device.is_cuda());
+  const at::ScalarType dtype = scalar_type(dataset.info().input_dtype);
   for (Batch& b : batches_) {
-    b.pixels = at::empty({rows, 3, size, size}, host.dtype(at::kByte));
-    b.labels = at::empty({rows}, host.dtype(at::kLong));
+    b.samples = at::empty(rows_of(rows, dataset.input_shape()), host.dtype(dtype));
+    b.targets = at::empty(rows_of(rows, dataset.target_shape()), host.dtype(at::kLong));
   }
-  if (!device.is_cpu()) staged_ = at::empty({rows, 3, size, size}, at::TensorOptions(device).dtype(at::kByte));
+  if (!device.is_cpu() && dataset.is_images())
+    staged_ = at::empty(rows_of(rows, dataset.input_shape()), at::TensorOptions(device).dtype(at::kByte));
   for (int i = 0; i < std::max(workers, 1); ++i) workers_.emplace_back([this] { work(); });
 }
 
@@ -34,32 +51,28 @@ InputPipeline::~InputPipeline() {
   for (std::thread& w : workers_) w.join();
 }
 
-void InputPipeline::load(const Split& split, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+void InputPipeline::load(dshost_split split, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
                          int64_t count, uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets) {
-  const Key wanted{&split, order, first, count, augment_seed};
+  const Key wanted{split, order, first, count, augment_seed};
   Batch* b = find(wanted);
   if (b == nullptr) {
-    start(wanted);
+    start(wanted, first);
     b = find(wanted);
   }
   wait_until_done(*b);
   b->key.order.reset();  // consumed: free for another batch once the copies below are done
+  b->loaded = ++loads_;
   if (b->error) std::rethrow_exception(std::exchange(b->error, nullptr));
-  const at::Tensor pixels = b->pixels.narrow(0, 0, count);
-  targets.narrow(0, 0, count).copy_(b->labels.narrow(0, 0, count), /*non_blocking=*/true);
-  if (device_.is_cpu()) {
-    normalize_images(pixels, inputs);
-  } else {
-    const at::Tensor staged = staged_.narrow(0, 0, count);
-    staged.copy_(pixels, /*non_blocking=*/true);
+  targets.narrow(0, 0, count).copy_(b->targets.narrow(0, 0, count), /*non_blocking=*/true);
+  present(b->samples.narrow(0, 0, count), inputs);
+  if (!device_.is_cpu()) {
     if (!b->sent) b->sent.emplace(device_.type());
     b->sent->record(c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_));
-    normalize_images(staged, inputs);
   }
   const auto size = static_cast<int64_t>(order->size());
   for (int64_t ahead = 1, next = first + count; ahead <= prefetch_ && next < size; ++ahead, next += count) {
-    const Key key{&split, order, next, std::min(count, size - next), augment_seed};
-    if (find(key) == nullptr) start(key);
+    const Key key{split, order, next, std::min(count, size - next), augment_seed};
+    if (find(key) == nullptr) start(key, first);
   }
 }
 
@@ -69,13 +82,15 @@ InputPipeline::Batch* InputPipeline::find(const Key& key) {
   return nullptr;
 }
 
-// Takes a batch no longer wanted (consumed, of another order, or before `first`: batches
-// are loaded in order), once its samples under way are written and its last copy to the
-// device has read it, and queues its samples.
-void InputPipeline::start(const Key& key) {
+// Takes the batch no longer wanted (consumed, of another order, or before `loading`, the
+// first sample of the batch being loaded: batches are loaded in order) that was consumed
+// longest ago, so that its last copy to the device is long done (the batch just consumed is
+// copied behind the step still running), waits for its samples under way and that copy,
+// and queues `key`'s samples.
+void InputPipeline::start(const Key& key, int64_t loading) {
   Batch* free = nullptr;
   for (Batch& b : batches_)
-    if ((b.key.order != key.order || b.key.first < key.first) && (free == nullptr || b.key.order == nullptr))
+    if ((b.key.order != key.order || b.key.first < loading) && (free == nullptr || b.loaded < free->loaded))
       free = &b;
   wait_until_done(*free);
   while (free->sent && !free->sent->query()) std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -85,6 +100,20 @@ void InputPipeline::start(const Key& key) {
   free->error = nullptr;
   for (int64_t row = 0; row < key.count; ++row) tasks_.push_back({free, row});
   task_added_.notify_all();
+}
+
+// Images are presented on the device from a copy of their bytes; other samples are the
+// model's inputs as they are.
+void InputPipeline::present(const at::Tensor& samples, at::Tensor& inputs) {
+  if (!dataset_.is_images()) {
+    inputs.narrow(0, 0, samples.size(0)).copy_(samples, /*non_blocking=*/true);
+    return;
+  }
+  const dshost_dataset_info& info = dataset_.info();
+  if (device_.is_cpu()) return present_images(samples, info.mean, info.std, inputs);
+  const at::Tensor staged = staged_.narrow(0, 0, samples.size(0));
+  staged.copy_(samples, /*non_blocking=*/true);
+  present_images(staged, info.mean, info.std, inputs);
 }
 
 void InputPipeline::wait_until_done(Batch& b) {
@@ -120,10 +149,37 @@ void InputPipeline::work() {
 void InputPipeline::fill(const Task& task) {
   const Batch& b = *task.batch;
   const Key& k = b.key;
-  uint8_t* pixels = b.pixels.data_ptr<uint8_t>() + task.row * 3 * size_ * size_;
-  const int64_t sample = image_sample(*k.split, *data_.skipped, (*k.order)[k.first + task.row], size_,
-                                      k.augment_seed, pixels);
-  b.labels.data_ptr<int64_t>()[task.row] = k.split->labels.data_ptr<int64_t>()[sample];
+  auto* input = static_cast<uint8_t*>(b.samples.data_ptr()) + task.row * dataset_.input_bytes();
+  int64_t* target = b.targets.data_ptr<int64_t>() + task.row * dataset_.target_count();
+  dataset_.fill(k.split, (*k.order)[k.first + task.row], k.augment_seed, input, target);
+}
+
+// On the CPU, where no resize is needed, one pass through a table of the 256 values per
+// channel, spread over the intra-op threads; elsewhere LibTorch's operations. Both compute
+// value / 255 - mean, then / std, in float, as torchvision's ToTensor and Normalize do.
+void present_images(const at::Tensor& pixels, const double* mean, const double* std, at::Tensor& inputs) {
+  at::Tensor out = inputs.narrow(0, 0, pixels.size(0));
+  const int64_t channels = pixels.size(1);
+  if (out.is_cpu() && out.scalar_type() == at::kFloat && out.sizes() == pixels.sizes() && out.is_contiguous() &&
+      pixels.is_contiguous()) {
+    float table[4][256];
+    for (int64_t c = 0; c < channels; ++c)
+      for (int v = 0; v < 256; ++v)
+        table[c][v] = (static_cast<float>(v) / 255.0f - static_cast<float>(mean[c])) / static_cast<float>(std[c]);
+    const int64_t plane = pixels.size(2) * pixels.size(3);
+    const uint8_t* from = pixels.data_ptr<uint8_t>();
+    float* to = out.data_ptr<float>();
+    at::parallel_for(0, pixels.size(0) * channels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p)
+        for (int64_t i = 0; i < plane; ++i) to[p * plane + i] = table[p % channels][from[p * plane + i]];
+    });
+    return;
+  }
+  at::Tensor x = pixels.to(at::kFloat).div_(255.0);
+  for (int64_t c = 0; c < channels; ++c) x.select(1, c).sub_(mean[c]).div_(std[c]);
+  if (x.size(2) != out.size(2) || x.size(3) != out.size(3))
+    x = at::upsample_bilinear2d(x, {out.size(2), out.size(3)}, /*align_corners=*/false);
+  out.copy_(x.expand(out.sizes()));  // 1 channel -> C by broadcasting
 }
 
 int resolve_workers(int64_t configured, bool on_gpu, int local_ranks) {

@@ -1,14 +1,15 @@
-// Batches of an image folder, assembled by a pool of worker threads per rank (data.workers)
-// up to data.prefetch batches ahead of the step or the evaluation. A worker decodes and
-// transforms one whole sample at a time into a batch of 8-bit pixels in host memory (pinned
-// on a GPU run), which goes to the device as it is, a quarter of float's bytes, and is
-// converted and normalised there. A sample's pixels depend on the seed, the epoch and its
-// index only, so the batches are the same for any number of workers. The workers use no
-// LibTorch operation (whose intra-op threads would multiply theirs).
+// Batches of a dataset, assembled by a pool of worker threads per rank (data.workers) up to
+// data.prefetch batches ahead of the step or the evaluation. A worker has the dataset fill
+// one whole sample at a time into a batch in host memory (pinned on a GPU run), in the
+// samples' own dtype: images go to the device as 8-bit pixels, a quarter of float's bytes,
+// and are converted, normalised and resized there. A sample depends on the seed, the epoch
+// and its index only, so the batches are the same for any number of workers. The workers
+// use no LibTorch operation (whose intra-op threads would multiply theirs).
 #pragma once
 
-#include "core/data.h"
+#include "core/dataset.h"
 
+#include <ATen/ATen.h>
 #include <c10/core/Event.h>
 
 #include <condition_variable>
@@ -24,24 +25,23 @@ namespace dshost {
 
 class InputPipeline {
  public:
-  // Batches of up to `rows` samples of `data` (an image folder), `size` pixels square, for
-  // inputs on `device`.
-  InputPipeline(const ImageDataset& data, int64_t rows, int64_t size, int workers, int prefetch, at::Device device);
+  // Batches of up to `rows` samples of `dataset` for inputs on `device`.
+  InputPipeline(const Dataset& dataset, int64_t rows, int workers, int prefetch, at::Device device);
   ~InputPipeline();  // stops the workers after the sample each is on
   InputPipeline(const InputPipeline&) = delete;
   InputPipeline& operator=(const InputPipeline&) = delete;
 
   // Samples order[first, first + count) of `split` into the leading rows of inputs and
-  // targets, without waiting for the device, transformed for training with draws from
-  // augment_seed (0: for evaluation); then makes sure the next `prefetch` batches of `count`
-  // of `order` are under way. Rethrows what a worker threw.
-  void load(const Split& split, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+  // targets, without waiting for the device, with training's augmentation drawn from
+  // augment_seed (0: evaluation's transform); then makes sure the next `prefetch` batches
+  // of `count` of `order` are under way. Rethrows what a worker threw.
+  void load(dshost_split split, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
             int64_t count, uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets);
 
  private:
   // A batch's samples: order[first, first + count) of split. A null order: none (consumed).
   struct Key {
-    const Split* split = nullptr;
+    dshost_split split = DSHOST_TRAIN_SPLIT;
     std::shared_ptr<const std::vector<int64_t>> order;
     int64_t first = -1, count = 0;
     uint64_t augment_seed = 0;
@@ -51,9 +51,10 @@ class InputPipeline {
     }
   };
   struct Batch {
-    at::Tensor pixels, labels;  // uint8 [rows, 3, size, size], int64 [rows], host memory
+    at::Tensor samples, targets;  // [rows, ...] of the dataset's dtypes, host memory
     Key key;
     int64_t unfinished = 0;  // samples not yet written
+    int64_t loaded = 0;      // the load() that last consumed it, counted from 1
     std::exception_ptr error;
     std::optional<c10::Event> sent;  // after the copy to the device that last read it
   };
@@ -63,23 +64,29 @@ class InputPipeline {
   };
 
   Batch* find(const Key& key);
-  void start(const Key& key);
+  void start(const Key& key, int64_t loading);
   void wait_until_done(Batch& b);
+  void present(const at::Tensor& samples, at::Tensor& inputs);
   void work();
   void fill(const Task& task);
 
-  const ImageDataset& data_;
-  const int64_t size_;
+  const Dataset& dataset_;
   const int prefetch_;
   const at::Device device_;
-  at::Tensor staged_;  // the batch's pixels on the device: uint8 [rows, 3, size, size]
+  at::Tensor staged_;  // a batch's images on the device, uint8
   std::vector<Batch> batches_;
+  int64_t loads_ = 0;
   std::deque<Task> tasks_;
   std::mutex mutex_;
   std::condition_variable task_added_, batch_done_;
   bool stopping_ = false;
   std::vector<std::thread> workers_;  // last: they use everything above
 };
+
+// 8-bit images (uint8 [n, C, H, W], on the inputs' device) into the leading rows of
+// `inputs` as the model sees them: (value / 255 - mean[c]) / std[c] in float, resized
+// (bilinear) to the inputs' height and width and channels repeated where they differ.
+void present_images(const at::Tensor& pixels, const double* mean, const double* std, at::Tensor& inputs);
 
 // data.workers resolved: the number given, or where 0, on a GPU the rank's share of the
 // machine's cores less the one that drives the step, on the CPU one (compute takes the cores).

@@ -1,7 +1,10 @@
 #include "core/job.h"
 
-#include "core/data.h"
+#include "core/dataset.h"
 #include "core/error.h"
+#include "core/services.h"
+
+#include <set>
 
 namespace dshost {
 namespace {
@@ -25,6 +28,29 @@ void check_skip_support(const Manifest& m, const Config& config, const LoadedSec
                       "this SDK, or set train.nonfinite = \"stop\""));
 }
 
+// [data]: `dataset` names the plugin; the host's keys and the plugin's own share the section,
+// validated together. `data` gets the host's.
+LoadedSection load_data_section(const Manifest& m, const PluginCatalog& catalog, DataConfig& data) {
+  const Value name = m.plugin_name("data", "dataset", kDefaultDataset);
+  LoadedPlugin plugin = catalog.load(DSHOST_KIND_DATASET, name.s, name.origin);
+  const dshost_plugin_descriptor* d = plugin.descriptor;
+  const OptionTable host = host_data_options();
+  std::vector<dshost_option> all(host.options, host.options + host.count);
+  std::set<std::string> host_keys;
+  for (const dshost_option& o : all) host_keys.insert(o.name);
+  for (size_t k = 0; k < d->option_count; ++k) {
+    if (host_keys.count(d->options[k].name))
+      throw UserError(cat("plugin ", plugin.file, ": option '", d->options[k].name, "' is the host's data.",
+                          d->options[k].name, "; the plugin's author must rename it"));
+    all.push_back(d->options[k]);
+  }
+  const Section section = m.resolve("data", {all.data(), all.size()});
+  data = read_data_config(section);
+  Section own{"data", {}};
+  for (size_t k = 0; k < d->option_count; ++k) own.values[d->options[k].name] = section.at(d->options[k].name);
+  return {std::move(plugin), std::move(own)};
+}
+
 }  // namespace
 
 Job prepare_job(const std::string& manifest_path, const std::vector<std::string>& overrides) {
@@ -35,12 +61,13 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
   LoadedSection strategy = load_section(m, catalog, DSHOST_KIND_STRATEGY, "strategy");
   check_skip_support(m, config, strategy);
   LoadedSection launcher = load_section(m, catalog, DSHOST_KIND_LAUNCHER, "launcher");
+  LoadedSection dataset = load_data_section(m, catalog, config.data);
   return Job{std::move(m), std::move(config), std::move(model), std::move(strategy),
-             std::move(launcher)};
+             std::move(launcher), std::move(dataset)};
 }
 
 void check_data(const Job& job) {
-  check_dataset(job.config.data, job.manifest.origin("data", "path"));
+  const Dataset opened(job, RankInfo{}, {});
 }
 
 }  // namespace dshost

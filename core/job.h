@@ -17,13 +17,14 @@ struct Job {
   Manifest manifest;
   Config config;
   LoadedSection model, strategy, launcher;
+  LoadedSection dataset;  // [data]; options: the plugin's own keys only
 };
 
 // Throws UserError (exit 2) with file:line:column for anything wrong.
 Job prepare_job(const std::string& manifest_path, const std::vector<std::string>& overrides);
 
-// The same check of the data files that workers do, so `dshost check` and `dshost run`
-// refuse a bad data.path before starting ranks.
+// Opens the dataset as the workers do (its files read, without a model), so `dshost check`
+// and `dshost run` refuse bad data before starting ranks.
 void check_data(const Job& job);
 
 }  // namespace dshost

@@ -45,7 +45,7 @@ bool has_option(const LoadedPlugin& plugin, const std::string& key) {
 // A plugin found first on [plugins] paths or DSHOST_PLUGIN_PATH replaces a bundled one of
 // the same kind and name: allowed (that is how a plugin is overridden), but never silently.
 void warn_about_hidden_plugins(const Job& job) {
-  for (const LoadedSection* s : {&job.model, &job.strategy, &job.launcher})
+  for (const LoadedSection* s : {&job.model, &job.strategy, &job.launcher, &job.dataset})
     for (const auto& hidden : s->plugin.hidden)
       std::cerr << "dshost: warning: " << kind_name(s->plugin.descriptor->kind) << " plugin '"
                 << s->plugin.descriptor->name << "' is loaded from " << s->plugin.file
@@ -116,7 +116,7 @@ int check(const Args& args) {
   check_data(job);
   std::cout << args.manifest << ": OK: model " << job.model.plugin.descriptor->name
             << ", strategy " << job.strategy.plugin.descriptor->name << ", launcher "
-            << job.launcher.plugin.descriptor->name << "\n";
+            << job.launcher.plugin.descriptor->name << ", dataset " << job.dataset.plugin.descriptor->name << "\n";
   return 0;
 }
 
@@ -243,7 +243,7 @@ int main(int argc, char** argv) {
                           "load one plugin file and say whether it is usable, and why not");
   auto* new_cmd = app.add_subcommand("new-plugin", "write a ready-to-build plugin folder");
   std::string new_kind, new_name, new_dir = ".";
-  new_cmd->add_option("--kind", new_kind, "model, strategy or launcher")->required();
+  new_cmd->add_option("--kind", new_kind, "model, strategy, launcher or dataset")->required();
   new_cmd->add_option("name", new_name, "the plugin's name, e.g. my_model")->required();
   new_cmd->add_option("--dir", new_dir, "folder to create it in (default: the current one)");
   auto* export_cmd = app.add_subcommand(

@@ -214,16 +214,22 @@ void Manifest::check_sections(const std::vector<std::string>& known) const {
   }
 }
 
-Value Manifest::plugin_name(const std::string& section) const {
+Value Manifest::plugin_name(const std::string& section, const std::string& key, const std::string& fallback) const {
   const toml::table* table = impl_->section(section);
-  const toml::node* node = table ? table->get("plugin") : nullptr;
+  const toml::node* node = table ? table->get(key) : nullptr;
+  if (node == nullptr && !fallback.empty()) {
+    Value v;
+    v.s = fallback;
+    v.origin = "default";
+    return v;
+  }
   if (node == nullptr)
     throw UserError(cat(impl_->path, ": error: [", section, "] needs a plugin key, for example ",
                         "plugin = \"", section == "model" ? "basic_cnn" : section == "strategy" ? "ddp" : "local",
                         "\" (`dshost plugins` lists them)"));
-  const std::string where = impl_->where(section, "plugin", *node);
+  const std::string where = impl_->where(section, key, *node);
   if (!node->is_string())
-    throw UserError(cat(where, ": error: ", section, ".plugin must be a string, not ",
+    throw UserError(cat(where, ": error: ", section, ".", key, " must be a string, not ",
                         describe(*node)));
   Value v;
   v.s = **node->as_string();

@@ -51,8 +51,10 @@ class Manifest {
   void check_sections(const std::vector<std::string>& known) const;
   // Validates [name] against `table`; a plugin section also has its `plugin` key.
   Section resolve(const std::string& name, OptionTable table, bool plugin_section = false) const;
-  // The value of [section].plugin and where it was given; throws if absent.
-  Value plugin_name(const std::string& section) const;
+  // The value of [section].`key` (the plugin's name) and where it was given; where absent,
+  // `fallback`, or an error when there is none.
+  Value plugin_name(const std::string& section, const std::string& key = "plugin",
+                    const std::string& fallback = "") const;
   // Where [section].key was given, for messages about its value ("m.toml:3:1").
   std::string origin(const std::string& section, const std::string& key) const;
 

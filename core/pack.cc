@@ -1,10 +1,10 @@
 #include "core/pack.h"
 
 #include "core/error.h"
-#include "core/image_decode.h"
-#include "core/image_folder.h"
-#include "core/image_resample.h"
-#include "core/tar_shards.h"
+#include "plugins/datasets/common/image_decode.h"
+#include "plugins/datasets/common/image_folder.h"
+#include "plugins/datasets/common/image_resample.h"
+#include "plugins/datasets/common/tar_shards.h"
 
 #include <cmath>
 #include <cstdio>
@@ -39,7 +39,8 @@ std::string packed_image(const std::string& path, int64_t max_side) {
     for (int64_t i = 0; i < plane; ++i)
       for (int64_t c = 0; c < 3; ++c) out.pixels[i * 3 + c] = planar[c * plane + i];
     return encode_jpeg(out, 90);
-  } catch (const UserError&) {
+  } catch (const Error& e) {
+    if (e.status() != DSHOST_BAD_SAMPLE) throw;
     return bytes;
   }
 }
@@ -82,7 +83,7 @@ std::string write_split(const ImageFiles& files, const std::string& prefix, int6
       char key[32];
       std::snprintf(key, sizeof key, "%09lld", static_cast<long long>(i));
       const std::string image = packed_image(files.paths[i], max_side);
-      const std::string label = std::to_string(files.labels[i].item<int64_t>());
+      const std::string label = std::to_string(files.labels[i]);
       out << tar_header(cat(key, ".", extension_of(image)), static_cast<int64_t>(image.size())) << padded(image)
           << tar_header(cat(key, ".cls"), static_cast<int64_t>(label.size())) << padded(label);
     }
@@ -98,7 +99,7 @@ std::string write_split(const ImageFiles& files, const std::string& prefix, int6
 }  // namespace
 
 std::string pack_image_folder(const std::string& folder, const std::string& out_prefix, int64_t per_shard,
-                              int64_t max_side) {
+                              int64_t max_side) try {
   const ImageFiles train = scan_image_folder(folder + "/train");
   const ImageFiles val = scan_image_folder(folder + "/val", train.classes);
   const std::string train_pattern = write_split(train, out_prefix + "-train-", per_shard, max_side);
@@ -106,6 +107,8 @@ std::string pack_image_folder(const std::string& folder, const std::string& out_
   return cat("packed ", train.paths.size(), " training and ", val.paths.size(), " test samples of ", folder,
              " (", train.classes.size(), " classes); in the manifest:\n  [data]\n  dataset = \"webdataset\"\n"
              "  path = \"", train_pattern, "\"\n  test_path = \"", val_pattern, "\"\n");
+} catch (const Error& e) {  // the image code's: a folder that is not one, a file that cannot be read
+  throw UserError(e.what(), e.status() == DSHOST_INVALID_ARGUMENT ? 2 : 1);
 }
 
 }  // namespace dshost

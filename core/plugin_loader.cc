@@ -56,6 +56,7 @@ size_t required_api_size(dshost_plugin_kind kind) {
     case DSHOST_KIND_MODEL: return offsetof(dshost_model_api, predict);
     case DSHOST_KIND_STRATEGY: return offsetof(dshost_strategy_api, save);
     case DSHOST_KIND_LAUNCHER: return sizeof(dshost_launcher_api);
+    case DSHOST_KIND_DATASET: return sizeof(dshost_dataset_api);  // (new in 1.6)
   }
   return 0;
 }
@@ -115,7 +116,7 @@ void check_descriptor(const std::string& file, const dshost_plugin_descriptor* d
   const size_t have = *static_cast<const size_t*>(d->api);
   if (have < need)
     throw refuse(cat("its ", kind_name(d->kind), " table is ", have,
-                     " bytes, smaller than the ", need, " that ABI 1.0 requires"));
+                     " bytes, smaller than the ", need, " that its first ABI requires"));
   check_options(d, refuse);
   check_file_name(file, d, refuse);
 }
@@ -127,6 +128,7 @@ const char* kind_name(dshost_plugin_kind kind) {
     case DSHOST_KIND_MODEL: return "model";
     case DSHOST_KIND_STRATEGY: return "strategy";
     case DSHOST_KIND_LAUNCHER: return "launcher";
+    case DSHOST_KIND_DATASET: return "dataset";
   }
   return "unknown";
 }
@@ -180,7 +182,7 @@ std::vector<PluginFile> PluginCatalog::all_files() const {
     for (const auto& path : entries) {
       const std::string stem = path.stem().string();
       if (path.extension() != ".so") continue;
-      for (auto kind : {DSHOST_KIND_MODEL, DSHOST_KIND_STRATEGY, DSHOST_KIND_LAUNCHER}) {
+      for (auto kind : {DSHOST_KIND_MODEL, DSHOST_KIND_STRATEGY, DSHOST_KIND_LAUNCHER, DSHOST_KIND_DATASET}) {
         const std::string prefix = cat("dshost_", kind_name(kind), "_");
         if (stem.rfind(prefix, 0) == 0) out.push_back({kind, stem.substr(prefix.size()), path.string()});
       }

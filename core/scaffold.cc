@@ -49,7 +49,7 @@ std::string replace_all(std::string text, const std::string& from, const std::st
 const Template& template_for(const std::string& kind) {
   for (const auto& t : templates())
     if (t.kind == kind) return t;
-  throw UserError(cat("new-plugin: --kind must be model, strategy or launcher, not '", kind, "'"));
+  throw UserError(cat("new-plugin: --kind must be model, strategy, launcher or dataset, not '", kind, "'"));
 }
 
 }  // namespace

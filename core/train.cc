@@ -6,13 +6,14 @@
 #include "core/checkpoint.h"
 #include "core/comm.h"
 #include "core/cuda_graph.h"
-#include "core/data.h"
+#include "core/dataset.h"
 #include "core/error.h"
 #include "core/input_pipeline.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/profiler.h"
 #include "core/run_lock.h"
+#include "core/sampler.h"
 #include "core/safetensors.h"
 #include "core/services.h"
 
@@ -210,56 +211,52 @@ class Worker {
     return why.empty();
   }
 
-  // The dataset, checked against what the model takes: images or token windows (cut to the
-  // model's sequence length), of the model's shape.
+  // The dataset, asked for samples of the model's shape, and checked against what the
+  // model takes: its dtype, its shape as presented (data.channels, data.image_size), and
+  // its classes within the model's outputs.
   void load_data() {
+    const std::vector<int64_t> want(info_model_.input_shape, info_model_.input_shape + info_model_.input_ndim);
+    data_ = std::make_unique<Dataset>(job_, info_, want);
     const bool model_takes_tokens = info_model_.input_dtype.code == kDLInt;
-    const bool data_is_tokens = cfg_.data.dataset == "text" || cfg_.data.dataset == "tokens";
-    if (model_takes_tokens != data_is_tokens)
+    if (model_takes_tokens != data_->is_tokens())
       throw UserError(cat(job_.manifest.origin("data", "dataset"), ": error: model '",
                           job_.model.plugin.descriptor->name, "' takes ",
-                          model_takes_tokens ? "token ids" : "images", " but data.dataset = \"",
-                          cfg_.data.dataset, "\" gives ", data_is_tokens ? "token ids" : "images",
+                          model_takes_tokens ? "token ids" : "images", " but dataset '", data_->name(),
+                          "' gives ", data_->is_tokens() ? "token ids" : "images",
                           "; choose a dataset of that kind"));
-    data_ = load_dataset(cfg_.data, job_.manifest.origin("data", "path"),
-                         model_takes_tokens ? info_model_.input_shape[0] : 0);
-    check_input_shape();
-    check_label_range();
-    if (cfg_.train.eval && data_.test.size() == 0)
+    check_input_shape(want);
+    check_classes();
+    if (cfg_.train.eval && data_->size(DSHOST_TEST_SPLIT) == 0)
       log::warn("train.eval: there is no test split to evaluate (webdataset: set data.test_path)");
-    if (device_.is_cuda()) keep_on_device(data_, device_);
   }
 
-  // A label the model has no output for is named here, with the data it came from, rather
-  // than failing as the model's indexing error in the middle of a step. The range is known
-  // where the model declares num_classes (image models) or vocab_size (token models).
-  void check_label_range() const {
-    const std::string key = data_.is_tokens() ? "vocab_size" : "num_classes";
-    if (job_.model.options.values.count(key) == 0) return;
-    const int64_t outputs = job_.model.options.get_int(key);
-    for (const auto& [part, split] : {std::pair{"train", &data_.train}, std::pair{"test", &data_.test}}) {
-      const at::Tensor& held = split->tokens.defined() ? split->tokens : split->labels;
-      if (!held.defined() || held.numel() == 0 || held.max().item<int64_t>() < outputs) continue;
-      const int64_t at = held.ge(outputs).nonzero()[0][0].item<int64_t>();
-      const std::string what =
-          split->tokens.defined() ? cat("token ", at, " of ", cfg_.data.path, " is id ")
-          : !split->files.empty() ? cat(sample_name(*split, at), " has label ")
-                                  : cat("sample ", at, " of the ", part, " split of ", cfg_.data.path, " has label ");
-      throw UserError(cat(job_.manifest.origin("data", "path"), ": error: ", what, held[at].item<int64_t>(),
-                          " but model '", job_.model.plugin.descriptor->name, "' has ", key, " = ",
-                          outputs, " (", job_.model.options.at(key).origin, "); raise model.", key,
-                          " or correct the data"));
-    }
+  // Targets the model has no output for are named here, with the data they come from,
+  // rather than met as the model's indexing error in the middle of a step. The range is
+  // known where the model declares num_classes (image models) or vocab_size (token models).
+  void check_classes() const {
+    const std::string key = data_->is_tokens() ? "vocab_size" : "num_classes";
+    const int64_t classes = data_->info().classes;
+    if (job_.model.options.values.count(key) == 0 || job_.model.options.get_int(key) >= classes) return;
+    throw UserError(cat(job_.manifest.origin("data", "dataset"), ": error: dataset '", data_->name(), "' has ",
+                        classes, data_->is_tokens() ? " token ids (0 to " : " classes (labels 0 to ", classes - 1,
+                        ") but model '", job_.model.plugin.descriptor->name, "' has ", key, " = ",
+                        job_.model.options.get_int(key), " (", job_.model.options.at(key).origin, "); raise model.",
+                        key, " or correct the data"));
   }
 
-  void check_input_shape() const {
-    const std::vector<int64_t>& have = data_.sample_shape;
-    const std::vector<int64_t> want(info_model_.input_shape,
-                                    info_model_.input_shape + info_model_.input_ndim);
+  // Images are presented at data.channels x data.image_size^2 where those are set.
+  void check_input_shape(const std::vector<int64_t>& want) const {
+    std::vector<int64_t> have = data_->input_shape();
+    if (data_->is_images() && cfg_.data.channels > 0) have[0] = cfg_.data.channels;
+    if (data_->is_images() && cfg_.data.image_size > 0) have[1] = have[2] = cfg_.data.image_size;
+    if (data_->is_images() && have[0] != data_->input_shape()[0] && data_->input_shape()[0] != 1)
+      throw UserError(cat(job_.manifest.origin("data", "channels"), ": error: data.channels = ", have[0],
+                          " cannot be made from dataset '", data_->name(), "''s ", data_->input_shape()[0],
+                          " channels (only grey images are repeated)"));
     if (have != want)
       throw UserError(cat(job_.manifest.origin("model", "plugin"), ": error: model '",
                           job_.model.plugin.descriptor->name, "' expects samples of shape ",
-                          at::IntArrayRef(want), " but ", cfg_.data.dataset, " gives ",
+                          at::IntArrayRef(want), " but dataset '", data_->name(), "' gives ",
                           at::IntArrayRef(have), "; set the model's in_channels / image_size, or ",
                           "present the data as the model takes it with data.channels / ",
                           "data.image_size"));
@@ -314,13 +311,8 @@ class Worker {
     targets_ = at::zeros(target_shape, at::TensorOptions().dtype(at::kLong).device(device_));
     call(mapi_->bind_batch(model_.get(), to_dlpack(inputs_), to_dlpack(targets_), &err_),
          "model bind_batch");
-    // Image files are decoded by the input pipeline's workers; in-memory datasets are
-    // gathered where they are (on the GPU, see keep_on_device) in the step itself.
-    if (!data_.train.files.empty()) {
-      const int workers = resolve_workers(cfg_.data.workers, device_.is_cuda(), rv_.local_world_size);
-      pipeline_ = std::make_unique<InputPipeline>(data_, rows, inputs_.size(2), workers,
-                                                  static_cast<int>(cfg_.data.prefetch), device_);
-    }
+    const int workers = resolve_workers(cfg_.data.workers, device_.is_cuda(), rv_.local_world_size);
+    pipeline_ = std::make_unique<InputPipeline>(*data_, rows, workers, static_cast<int>(cfg_.data.prefetch), device_);
   }
 
   // The run directory and its metrics files (cut back to the checkpoint's step when resuming).
@@ -337,7 +329,7 @@ class Worker {
   // ---- the loop ----------------------------------------------------------------------
   void plan_steps() {
     const auto& t = cfg_.train;
-    const int64_t per_rank = (data_.train.size() + rv_.world_size - 1) / rv_.world_size;
+    const int64_t per_rank = (data_->size(DSHOST_TRAIN_SPLIT) + rv_.world_size - 1) / rv_.world_size;
     rank_batch_ = t.micro_batch_size * t.grad_accum_steps;
     global_batch_ = rank_batch_ * rv_.world_size;
     steps_per_epoch_ = per_rank / rank_batch_;
@@ -362,7 +354,7 @@ class Worker {
     if (t.profile_steps > 0) start_profiler();
     for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < total_steps_; ++epoch) {
       const auto order = std::make_shared<const std::vector<int64_t>>(shard_indices(
-          data_.train.size(), rv_.rank, rv_.world_size, info_.seed, epoch, /*shuffle=*/true, /*pad=*/true));
+          data_->size(DSHOST_TRAIN_SPLIT), rv_.rank, rv_.world_size, info_.seed, epoch, /*shuffle=*/true, /*pad=*/true));
       epoch_start_ = Clock::now();
       for (int64_t s = position_.step_in_epoch; s < steps_per_epoch_ && position_.step < total_steps_; ++s) {
         if (profiler_) profiler_->begin_step(position_.step);
@@ -405,8 +397,7 @@ class Worker {
     for (int m = 0; m < t.grad_accum_steps; ++m) {
       const int64_t begin = first + m * t.micro_batch_size;
       const uint64_t augment_seed = info_.seed * 1000003 + static_cast<uint64_t>(epoch) + 1;
-      if (pipeline_) pipeline_->load(data_.train, order, begin, t.micro_batch_size, augment_seed, inputs_, targets_);
-      else fill_batch(data_, data_.train, *order, begin, t.micro_batch_size, inputs_, targets_, augment_seed);
+      pipeline_->load(DSHOST_TRAIN_SPLIT, order, begin, t.micro_batch_size, augment_seed, inputs_, targets_);
       call(sapi_->begin_micro_batch(strategy_.get(), m, static_cast<int32_t>(t.grad_accum_steps),
                                     &err_), "strategy begin_micro_batch");
       if (graph_) graph_->run([&] { forward_backward(); });
@@ -564,14 +555,14 @@ class Worker {
   }
 
   void evaluate(int64_t epoch) {
-    if (data_.test.size() == 0) return;  // (load_data said so)
+    const int64_t size = data_->size(DSHOST_TEST_SPLIT);
+    if (size == 0) return;  // (load_data said so)
     const auto order = std::make_shared<const std::vector<int64_t>>(
-        shard_indices(data_.test.size(), rv_.rank, rv_.world_size, 0, 0, /*shuffle=*/false, /*pad=*/false));
+        shard_indices(size, rv_.rank, rv_.world_size, 0, 0, /*shuffle=*/false, /*pad=*/false));
     double loss_sum = 0, correct = 0, count = 0;
     for (size_t first = 0; first < order->size(); first += cfg_.train.eval_batch_size) {
       const int64_t n = std::min<int64_t>(cfg_.train.eval_batch_size, order->size() - first);
-      if (pipeline_) pipeline_->load(data_.test, order, first, n, 0, inputs_, targets_);
-      else fill_batch(data_, data_.test, *order, first, n, inputs_, targets_);
+      pipeline_->load(DSHOST_TEST_SPLIT, order, first, n, 0, inputs_, targets_);
       dshost_eval_result r{sizeof(dshost_eval_result)};
       call(mapi_->evaluate(model_.get(), n, &r, &err_), "model evaluate");
       loss_sum += r.loss_sum;
@@ -770,11 +761,10 @@ class Worker {
     call(sapi_->memory(strategy_.get(), &mem, &err_), "strategy memory");
     const double peak = comm_->max(static_cast<double>(peak_rss_bytes()));
     const double peak_device = comm_->max(static_cast<double>(allocated_on(device_).peak));
-    const auto skipped = static_cast<int64_t>(
-        comm_->sum({data_.skipped ? static_cast<double>(data_.skipped->count()) : 0.0})[0]);
+    const auto skipped = static_cast<int64_t>(comm_->sum({static_cast<double>(data_->skipped())})[0]);
     if (rv_.rank != 0) return;
     if (skipped > 0)
-      log::warn(cat(skipped, " image file(s) did not decode and were skipped (each rank counts its "
+      log::warn(cat(skipped, " sample(s) could not be made and were skipped (each rank counts its "
                     "own); the warnings above name them"));
     const double rate = samples_ / std::max(train_seconds_, 1e-9);
     nlohmann::json summary{
@@ -883,7 +873,7 @@ class Worker {
   at::Device device_;
   RankInfo info_;
   fs::path run_dir_;
-  ImageDataset data_;
+  std::unique_ptr<Dataset> data_;
   std::unique_ptr<Comm> comm_;
   std::unique_ptr<PluginHost> model_host_, strategy_host_;
   const dshost_model_api* mapi_ = nullptr;
@@ -901,7 +891,7 @@ class Worker {
   int64_t skipped_steps_ = 0, skips_in_a_row_ = 0;  // train.nonfinite = "skip", this process's
   std::unique_ptr<MicroBatchGraph> graph_;  // train.cuda_graph
   std::unique_ptr<StepProfiler> profiler_;  // train.profile_steps
-  std::unique_ptr<InputPipeline> pipeline_;  // image folders
+  std::unique_ptr<InputPipeline> pipeline_;  // last of the data: its workers read data_
   std::unique_ptr<MetricsLog> metrics_;  // rank 0's
   std::unique_ptr<RunDirectoryLock> run_lock_;  // rank 0's
   Clock::time_point last_report_, last_status_;

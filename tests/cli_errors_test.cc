@@ -138,7 +138,8 @@ TEST(CliErrors, MissingDatasetSaysHowToGetIt) {
   const std::string path = manifest("dataset", kGood + "[data]\npath = \"/nonexistent/fmnist\"\n");
   for (const char* command : {"check", "run"}) {
     const Ran r = expect_user_error(command, path);
-    EXPECT_NE(r.err.find(path + ":16:8: error: data.path '/nonexistent/fmnist' has no "
+    EXPECT_NE(r.err.find(path + ":16:8: error: dataset 'fashion_mnist' (" DSHOST_BUILD_PLUGIN_DIR
+                         "/dshost_dataset_fashion_mnist.so): data.path '/nonexistent/fmnist' has no "
                          "train-images-idx3-ubyte.gz"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("apt-get install dataset-fashion-mnist"), std::string::npos) << r.err;
     EXPECT_EQ(r.out.find("[rank"), std::string::npos) << "no rank may start: " << r.out;
@@ -225,10 +226,9 @@ TEST(CliErrors, ALabelBeyondTheModelsClassesNamesTheDataAndTheLabel) {
   const std::string path = manifest("label_range", kGood);
   const Ran r = dshost({"run", path, "--set", "model.num_classes=5", "--set", "launcher.nprocs=1"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find(path + ": error: sample 0 of the train split of " + fashion_mnist_dir() +
-                       " has label 9 but "
-                       "model 'basic_cnn' has num_classes = 5 (--set model.num_classes=5); raise "
-                       "model.num_classes or correct the data"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(path + ": error: dataset 'fashion_mnist' has 10 classes (labels 0 to 9) but model "
+                       "'basic_cnn' has num_classes = 5 (--set model.num_classes=5); raise model.num_classes or "
+                       "correct the data"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("Exception raised from"), std::string::npos) << r.err;
 }
 

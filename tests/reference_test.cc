@@ -7,7 +7,9 @@
 // (the GPU machine has no Debian dataset package). fp32 means fp32 on both sides: TF32 is off
 // (NVIDIA_TF32_OVERRIDE=0, inherited by dshost): cuDNN's TF32 convolutions round a batch of
 // 64 differently from two of 32, which moved the loss by 1.1e-2 over 12 steps on an H100.
-#include "core/data.h"
+#include "core/dataset.h"
+#include "core/input_pipeline.h"
+#include "core/sampler.h"
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
@@ -67,13 +69,15 @@ Trajectory plain_loop(at::Device device, bool delayed, bool bf16_gradients) {
   nn::Sequential latest = delayed ? std::dynamic_pointer_cast<nn::SequentialImpl>(model->clone()) : model;
   torch::optim::AdamW optimizer(latest->parameters(),
                                 torch::optim::AdamWOptions(kLr).weight_decay(kWeightDecay));
-  const ImageDataset data = load_fashion_mnist(fashion_mnist_dir(), "test");
-  const auto order = shard_indices(data.train.size(), 0, 1, kSeed, 0, /*shuffle=*/true, /*pad=*/true);
+  const auto data = open_dataset("fashion_mnist", {"data.path=\"" + fashion_mnist_dir() + "\""});
+  const auto order = std::make_shared<const std::vector<int64_t>>(
+      shard_indices(data->size(DSHOST_TRAIN_SPLIT), 0, 1, kSeed, 0, /*shuffle=*/true, /*pad=*/true));
+  InputPipeline pipeline(*data, kBatch, 1, 0, device);
   at::Tensor inputs = at::zeros({kBatch, 1, 28, 28}, at::TensorOptions().device(device));
   at::Tensor targets = at::zeros({kBatch}, at::TensorOptions().dtype(at::kLong).device(device));
   Trajectory out;
   for (int64_t step = 0; step < kSteps; ++step) {
-    fill_batch(data, data.train, order, step * kBatch, kBatch, inputs, targets);
+    pipeline.load(DSHOST_TRAIN_SPLIT, order, step * kBatch, kBatch, 0, inputs, targets);
     model->zero_grad();
     const at::Tensor loss = at::cross_entropy_loss(model->forward(inputs), targets);
     loss.backward();

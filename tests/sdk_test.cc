@@ -1,6 +1,7 @@
 // The SDK as a third-party author meets it: dshost installed into a prefix, plugins built out
 // of tree against that prefix alone and trained by the installed dshost, a scaffold of every
 // kind, a plugin built against the frozen ABI 1.0 header, and plugins that fail.
+#include "core/dataset.h"
 #include "tests/test_util.h"
 
 #include <dshost/abi.h>
@@ -70,7 +71,7 @@ std::string Sdk::root_;
 // the solo launcher reaches the accuracy an MLP reaches on Fashion-MNIST.
 TEST_F(Sdk, ExamplesBuildOutOfTreeAndTrain) {
   std::string paths;
-  for (const char* example : {"tiny_mlp", "plain_dp", "solo"}) {
+  for (const char* example : {"tiny_mlp", "plain_dp", "solo", "csv_images"}) {
     const std::string copy = root_ + "/examples/" + example;
     fs::create_directories(copy);
     fs::copy(std::string(DSHOST_SOURCE_DIR) + "/sdk/examples/" + example, copy,
@@ -99,6 +100,28 @@ TEST_F(Sdk, ExamplesBuildOutOfTreeAndTrain) {
                                                         "launcher.plugin=solo", "train.epochs=1"}));
   EXPECT_EQ(epoch.value("world_size", 0), 1) << epoch.dump();
   EXPECT_GT(epoch.value("test_accuracy", 0.0), 0.82) << epoch.dump();
+
+  // csv_images on Fashion-MNIST written as CSV (3000 training, 1000 test images): tiny_mlp
+  // learns it under ddp on 2 ranks, and the samples skipped are none.
+  const auto fashion = open_dataset("fashion_mnist", {"data.path=\"" + fashion_mnist_dir() + "\""});
+  const auto csv = [&](dshost_split split, int64_t n) {
+    std::string text = "label,pixels...\n";
+    std::vector<uint8_t> pixels(28 * 28);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t label = 0;
+      fashion->fill(split, i, 0, pixels.data(), &label);
+      text += std::to_string(label);
+      for (uint8_t p : pixels) text += "," + std::to_string(p);
+      text += "\n";
+    }
+    return write_file(root_ + (split == DSHOST_TRAIN_SPLIT ? "/train.csv" : "/test.csv"), text);
+  };
+  const auto learned = train("csv_images", quickstart_manifest(),
+                             with({"data.dataset=\"csv_images\"", "data.path=\"" + csv(DSHOST_TRAIN_SPLIT, 3000) + "\"",
+                                   "data.test_path=\"" + csv(DSHOST_TEST_SPLIT, 1000) + "\"", "train.epochs=4"}));
+  EXPECT_EQ(learned.value("world_size", 0), 2) << learned.dump();
+  EXPECT_GT(learned.value("test_accuracy", 0.0), 0.7) << learned.dump();
+  EXPECT_EQ(learned.value("skipped_files", -1), 0) << learned.dump();
 }
 
 // `dshost new-plugin` writes a folder for each kind that builds against the installed SDK
@@ -106,7 +129,7 @@ TEST_F(Sdk, ExamplesBuildOutOfTreeAndTrain) {
 TEST_F(Sdk, ScaffoldsOfEveryKindBuildAndLoad) {
   const std::string parent = root_ + "/scaffolds";
   fs::create_directories(parent);
-  for (const char* kind : {"model", "strategy", "launcher"}) {
+  for (const char* kind : {"model", "strategy", "launcher", "dataset"}) {
     const std::string name = std::string("my_") + kind;
     const Ran r = run({installed_dshost(), "new-plugin", "--kind", kind, name, "--dir", parent});
     expect_success(r, std::string("new-plugin ") + kind);
@@ -185,6 +208,30 @@ TEST(SdkErrors, AnExceptionInsideAPluginCallStopsTheRunWithItsMessage) {
   EXPECT_NE(r.err.find("mat1 and mat2 shapes cannot be multiplied"), std::string::npos) << r.err;
   for (const char* crash : {"terminate called", "Aborted", "core dumped", "Exception raised from"})
     EXPECT_EQ(r.err.find(crash), std::string::npos) << r.err;
+}
+
+// A dataset plugin that fills one sample of another shape than it describes, or throws on
+// the worker thread that fills it, stops the run with a message naming the plugin and the
+// sample, from any of four workers; nothing crashes.
+TEST(SdkErrors, ADatasetThatBreaksItsContractOnOneSampleIsNamed) {
+  const std::string dir = scratch_dir("sdk_misfit_dataset");
+  for (const std::string fault : {"shape", "throw"}) {
+    const Ran r = dshost({"run", quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\"", "--set",
+                          "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set", "data.dataset=\"misfit\"", "--set",
+                          "data.fault=\"" + fault + "\"", "--set", "data.at=300", "--set", "data.workers=4", "--set",
+                          "launcher.nprocs=1", "--set", "train.log_every=1"});
+    EXPECT_EQ(r.exit_code, 1) << fault;
+    const std::string plugin = "dataset 'misfit' (" DSHOST_TEST_PLUGIN_DIR "/dshost_dataset_misfit.so)";
+    const std::string sample = plugin + ": sample 300 of the train split";
+    if (fault == "shape")
+      EXPECT_NE(r.err.find(sample + " was filled as [1, 28, 27] where the dataset describes its samples as "
+                           "[1, 28, 28]; the plugin's author must fill what it describes"), std::string::npos) << r.err;
+    else
+      EXPECT_NE(r.err.find(plugin + " failed on sample 300 of the train split: misfit cannot read its own records"),
+                std::string::npos) << r.err;
+    for (const char* crash : {"terminate called", "Aborted", "core dumped", "Exception raised from"})
+      EXPECT_EQ(r.err.find(crash), std::string::npos) << r.err;
+  }
 }
 
 // `plugins --check FILE` gives the loader's verdict on one file.

@@ -1,5 +1,6 @@
 #include "tests/test_util.h"
 
+#include "core/dataset.h"
 #include "core/safetensors.h"
 
 #include <gtest/gtest.h>
@@ -73,6 +74,12 @@ Ran dshost(const std::vector<std::string>& args) {
   std::vector<std::string> argv{DSHOST_BINARY};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv);
+}
+
+std::unique_ptr<Dataset> open_dataset(const std::string& name, std::vector<std::string> sets,
+                                      const std::vector<int64_t>& wanted) {
+  sets.insert(sets.begin(), {"data.dataset=\"" + name + "\"", "plugins.paths=\"" DSHOST_BUILD_PLUGIN_DIR "\""});
+  return std::make_unique<Dataset>(prepare_job(quickstart_manifest(), sets), RankInfo{}, wanted);
 }
 
 std::string fashion_mnist_dir() {

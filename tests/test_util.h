@@ -1,8 +1,14 @@
 // Helpers for tests that run the dshost binary or write scratch files.
 #pragma once
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+namespace dshost {
+class Dataset;
+}
 
 namespace dshost::test {
 
@@ -28,6 +34,10 @@ std::vector<double> losses(const std::string& run_dir);
 
 // Debian's Fashion-MNIST, or the folder DSHOST_TEST_FASHION_MNIST names (the GPU machine's).
 std::string fashion_mnist_dir();
+// Bundled dataset plugin `name` opened as a rank opens it (core/dataset.h), with [data]
+// overrides `sets` ("data.path=\"...\""), for a model of sample shape `wanted`.
+std::unique_ptr<Dataset> open_dataset(const std::string& name, std::vector<std::string> sets,
+                                      const std::vector<int64_t>& wanted = {});
 std::string quickstart_manifest();
 // Trains configs/quickstart.toml with `sets` (--set values) into a fresh run directory
 // named after `name`; expects success and returns the losses. *summary_json receives the

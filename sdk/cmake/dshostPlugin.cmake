@@ -1,14 +1,15 @@
-# dshost_add_plugin(NAME KIND <model|strategy|launcher> SOURCES ...)
+# dshost_add_plugin(NAME KIND <model|strategy|launcher|dataset> SOURCES ...)
 # Builds a plugin shared object named dshost_<kind>_<name>.so, as the host's loader
 # expects, with only the entry symbol exported (checked after every link: a plugin that does
 # not export dshost_plugin_v1 fails the build, not the user's run). Models and strategies
-# link LibTorch with its C++ ABI flag, which must match the host's.
+# link LibTorch with its C++ ABI flag, which must match the host's; launchers and datasets
+# need no LibTorch.
 set(DSHOST_CHECK_ENTRY_SCRIPT ${CMAKE_CURRENT_LIST_DIR}/dshostCheckEntry.cmake)
 
 function(dshost_add_plugin NAME)
   cmake_parse_arguments(ARG "" "KIND" "SOURCES" ${ARGN})
-  if(NOT ARG_KIND MATCHES "^(model|strategy|launcher)$")
-    message(FATAL_ERROR "dshost_add_plugin(${NAME}): KIND must be model, strategy or launcher")
+  if(NOT ARG_KIND MATCHES "^(model|strategy|launcher|dataset)$")
+    message(FATAL_ERROR "dshost_add_plugin(${NAME}): KIND must be model, strategy, launcher or dataset")
   endif()
   if(NOT NAME MATCHES "^[a-z][a-z0-9_-]*$")
     message(FATAL_ERROR "dshost_add_plugin(${NAME}): a name is lower case letters, digits, _ and -")
@@ -24,7 +25,7 @@ function(dshost_add_plugin NAME)
   target_link_libraries(${target} PRIVATE dshost::sdk)
   separate_arguments(torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
   target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:${torch_flags}>")
-  if(NOT ARG_KIND STREQUAL "launcher")
+  if(ARG_KIND MATCHES "^(model|strategy)$")
     target_link_libraries(${target} PRIVATE ${TORCH_LIBRARIES})
     if(TARGET torch_cuda)  # the SDK's headers may then ask CUDA (a CUDA graph's capture)
       target_compile_definitions(${target} PRIVATE DSHOST_TORCH_CUDA=1)

@@ -1,7 +1,7 @@
 /* dshost plugin ABI, version 1.
  *
  * This header is the whole contract between the dshost host and its plugins (models,
- * strategies, launchers). It is C so that any compiler and any C++ standard library can
+ * strategies, launchers, datasets). It is C so that any compiler and any C++ standard library can
  * implement it; no C++ type, exception or std:: object crosses it.
  *
  * Rules that hold for every table and call below:
@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define DSHOST_ABI_MAJOR 1
-#define DSHOST_ABI_MINOR 5
+#define DSHOST_ABI_MINOR 6
 
 #if defined(__GNUC__)
 #define DSHOST_EXPORT __attribute__((visibility("default")))
@@ -63,7 +63,10 @@ typedef enum dshost_status {
   DSHOST_COMM_ERROR = 4, /* a collective failed or timed out: a peer rank died or hangs */
   DSHOST_IO_ERROR = 5,
   DSHOST_INTERNAL = 6, /* a bug: the message says where */
-  DSHOST_RANK_FAILED = 7 /* a launched rank exited non-zero or was killed */
+  DSHOST_RANK_FAILED = 7, /* a launched rank exited non-zero or was killed */
+  /* Since ABI 1.6, from a dataset's fill only: this one sample's data is unusable (a file
+   * that does not decode); the message names it and says why. The host skips the sample. */
+  DSHOST_BAD_SAMPLE = 8
 } dshost_status;
 
 #define DSHOST_ERROR_CAPACITY 2048
@@ -80,7 +83,8 @@ typedef struct dshost_error {
 typedef enum dshost_plugin_kind {
   DSHOST_KIND_MODEL = 1,
   DSHOST_KIND_STRATEGY = 2,
-  DSHOST_KIND_LAUNCHER = 3
+  DSHOST_KIND_LAUNCHER = 3,
+  DSHOST_KIND_DATASET = 4 /* since ABI 1.6 */
 } dshost_plugin_kind;
 
 typedef enum dshost_option_type {
@@ -90,7 +94,7 @@ typedef enum dshost_option_type {
   DSHOST_OPTION_STRING = 4
 } dshost_option_type;
 
-/* One key of the plugin's manifest section ([model], [strategy] or [launcher]). The host
+/* One key of the plugin's manifest section ([model], [strategy], [launcher] or [data]). The host
  * validates the section against these before any plugin code runs: unknown keys, types,
  * ranges and allowed strings are reported with the manifest's file:line:column. */
 typedef struct dshost_option {
@@ -117,7 +121,8 @@ typedef struct dshost_plugin_descriptor {
   int32_t cxx11_abi;
   const dshost_option* options;
   size_t option_count;
-  /* Kind-specific table: dshost_model_api, dshost_strategy_api or dshost_launcher_api. */
+  /* Kind-specific table: dshost_model_api, dshost_strategy_api, dshost_launcher_api or
+   * dshost_dataset_api. */
   const void* api;
 } dshost_plugin_descriptor;
 
@@ -443,6 +448,84 @@ typedef struct dshost_launcher_api {
   dshost_status (*launch)(dshost_launcher* launcher, const dshost_launch_request* request,
                           int32_t* exit_code, dshost_error* err);
 } dshost_launcher_api;
+
+/* ---- datasets (since ABI 1.6) -------------------------------------------------------- */
+
+/* A dataset gives the samples of its splits one at a time, into memory the host owns. The
+ * host draws the order (shuffled per epoch, sharded over ranks), runs fill() on a pool of
+ * worker threads (data.workers), assembles the samples into batches in host memory, and
+ * moves them to the device; images (uint8) are converted and normalised there. Its manifest
+ * section is [data]: `dataset` names the plugin, the host's own keys (workers, prefetch,
+ * max_bad_files, channels, image_size) sit beside the plugin's declared options. */
+
+typedef struct dshost_dataset dshost_dataset;
+
+typedef enum dshost_split { DSHOST_TRAIN_SPLIT = 0, DSHOST_TEST_SPLIT = 1 } dshost_split;
+
+/* What the host asks of a new dataset: the shape the model takes one sample in ([C, H, W]
+ * for images, [T] for token windows; ndim 0 when no model is known, as `dshost check` asks).
+ * A dataset that can make samples of any size (crops of image files, windows of a token
+ * stream) makes them this size; one of a fixed size describes its own, and the host resizes
+ * uint8 images to the model's (data.image_size, data.channels). */
+typedef struct dshost_dataset_request {
+  size_t struct_size;
+  int32_t ndim;
+  int64_t shape[8];
+} dshost_dataset_request;
+
+typedef struct dshost_dataset_info {
+  size_t struct_size;
+  int64_t samples[2]; /* by dshost_split; 0: the split is empty (no evaluation) */
+  /* Targets lie in [0, classes): image classes, or for token windows the vocabulary the data
+   * uses. The host compares it with the model's outputs before training. */
+  int64_t classes;
+  /* One sample's input: uint8 images [C, H, W] (C <= 4), int64 token ids [T], or float32. */
+  int32_t input_ndim;
+  int64_t input_shape[8];
+  DLDataType input_dtype;
+  /* One sample's int64 target: ndim 0 is one class id; token windows give [T]. */
+  int32_t target_ndim;
+  int64_t target_shape[8];
+  /* uint8 images: the model sees (value / 255 - mean[c]) / std[c] for channel c. */
+  double mean[4], std[4];
+} dshost_dataset_info;
+
+/* One sample to fill. The host sets everything but the written_* fields. */
+typedef struct dshost_sample {
+  size_t struct_size;
+  dshost_split split;
+  int64_t index; /* in [0, samples[split]) */
+  /* Nonzero: training's random augmentation, drawn from `seed` alone (the same seed gives
+   * the same sample on any thread, rank or run); 0: evaluation's fixed transform. */
+  int32_t augment;
+  uint64_t seed;
+  void* input;     /* host memory for input_shape of input_dtype, contiguous */
+  int64_t* target; /* host memory for target_shape */
+  /* Set by fill: the input shape it wrote. The host refuses a sample whose shape differs
+   * from the one describe gave. */
+  int32_t written_ndim;
+  int64_t written_shape[8];
+} dshost_sample;
+
+typedef struct dshost_dataset_api {
+  size_t struct_size;
+  /* Opens the data named by the plugin's options and checks it: a path that does not hold
+   * the data is INVALID_ARGUMENT with a message that names the file and what to do. The
+   * services table outlives the dataset; its collectives are not to be used. */
+  dshost_status (*create)(const dshost_services* services, const dshost_dataset_request* request,
+                          dshost_dataset** out, dshost_error* err);
+  void (*destroy)(dshost_dataset* dataset);
+  dshost_status (*describe)(dshost_dataset* dataset, dshost_dataset_info* out, dshost_error* err);
+  /* Writes one sample. Threads: the host calls fill from many threads at once, each with its
+   * own dshost_sample and memory, and never during create, describe or destroy; what fill
+   * reads of the dataset must not change, and what it changes (a cache, a file handle) it
+   * must lock or keep per thread. fill may log, and must start no threads and use no
+   * LibTorch operation that runs on the intra-op pool (the host's workers are the
+   * parallelism). BAD_SAMPLE: this sample cannot be made; the host warns once, fills its
+   * place with the next sample of the split, and ends the run past data.max_bad_files.
+   * Any other failure ends the run with the message. */
+  dshost_status (*fill)(dshost_dataset* dataset, dshost_sample* sample, dshost_error* err);
+} dshost_dataset_api;
 
 #ifdef __cplusplus
 } /* extern "C" */

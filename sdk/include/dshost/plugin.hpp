@@ -8,10 +8,19 @@
 #include <cstring>
 #include <exception>
 #include <new>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
 namespace dshost {
+
+// Concatenates anything streamable: cat("sample ", 3, " of ", file).
+template <class... Parts>
+std::string cat(const Parts&... parts) {
+  std::ostringstream out;
+  (out << ... << parts);
+  return out.str();
+}
 
 // Thrown inside a plugin; turned into a status + message at the ABI boundary.
 class Error : public std::runtime_error {

@@ -5,9 +5,7 @@
 // training, resize (to size x 256/224 on the short side) and a center crop for evaluation.
 #pragma once
 
-#include "core/image_decode.h"
-
-#include <ATen/ATen.h>
+#include "plugins/datasets/common/image_decode.h"
 
 #include <cstdint>
 #include <string>
@@ -17,7 +15,7 @@ namespace dshost {
 
 struct ImageFiles {
   std::vector<std::string> paths;
-  at::Tensor labels;  // int64 [N]
+  std::vector<int64_t> labels;
   std::vector<std::string> classes;
 };
 
@@ -55,6 +53,21 @@ void training_sample(const EncodedImage& image, int64_t size, uint64_t seed, uin
 
 // Evaluation's: torchvision's Resize(size * 256 / 224) and CenterCrop(size).
 void evaluation_sample(const EncodedImage& image, int64_t size, uint8_t* out);
+
+// ImageNet's per-channel statistics, which torchvision's recipe normalises with.
+const std::vector<double> kImageNetMean{0.485, 0.456, 0.406}, kImageNetStd{0.229, 0.224, 0.225};
+
+// The side of the square crops a model of sample shape `wanted` ([3, S, S]) takes: S, or
+// 224 where no model asks (`dshost check`) or the model's images are not square.
+inline int64_t image_side(const std::vector<int64_t>& wanted) {
+  return wanted.size() == 3 && wanted[1] == wanted[2] ? wanted[1] : 224;
+}
+
+// A dataset's image sample: training's transform where `augment`, else evaluation's.
+inline void transform_sample(const EncodedImage& image, bool augment, uint64_t seed, int64_t size, uint8_t* out) {
+  if (augment) training_sample(image, size, seed, out);
+  else evaluation_sample(image, size, out);
+}
 
 // `box` of the full-size image resized to size x size (Pillow's bilinear) into `out`,
 // mirrored when `mirror`.

@@ -28,12 +28,12 @@ struct PixelBox {
   double top, left, height, width;
 };
 
-// The bytes of file `path`; a UserError naming it, and why, when it cannot be read.
+// The bytes of file `path`; an Error (DSHOST_BAD_SAMPLE) naming it, and why, when it cannot be read.
 std::string read_file_bytes(const std::string& path);
 
 class EncodedImage {
  public:
-  // Reads `path` and its header; a UserError naming the file when it cannot be read or is
+  // Reads `path` and its header; an Error naming the file when it cannot be read or is
   // not an image.
   explicit EncodedImage(const std::string& path);
   // An image's `bytes` (as held in a shard), called `name` in messages.
@@ -45,7 +45,7 @@ class EncodedImage {
   // The image at the smallest scale s >= min_scale it can be decoded at (a JPEG's n/8; 1
   // for other formats, or where min_scale >= 1): ceil(height * s) x ceil(width * s), of
   // which at least the part covering `need` (full-size coordinates; null: all) with a
-  // margin of two pixels. A UserError naming the file when the data does not decode (a file
+  // margin of two pixels. An Error (DSHOST_BAD_SAMPLE) naming the file when the data does not decode (a file
   // cut short).
   RgbImage decode(double min_scale = 1, const PixelBox* need = nullptr) const;
 

@@ -18,9 +18,8 @@
 namespace dshost {
 
 // The files `pattern` names: those of its brace range "{000000..000127}" (numbers as wide as
-// written; every one must exist), or the one file. A UserError at `origin` where a file is
-// missing.
-std::vector<std::string> expand_shards(const std::string& pattern, const std::string& origin);
+// written; every one must exist), or the one file. An Error where a file is missing.
+std::vector<std::string> expand_shards(const std::string& pattern);
 
 struct ShardSample {
   int32_t shard;          // index into ShardIndex::shards
@@ -34,7 +33,7 @@ struct ShardIndex {
   std::vector<ShardSample> samples;  // in shard order, then member order
 };
 
-// Reads the member headers of `shards`; a UserError naming the file where one is not a tar
+// Reads the member headers of `shards`; an Error naming the file where one is not a tar
 // file, a sample has no label or no image, or a label is not a number.
 ShardIndex index_shards(const std::vector<std::string>& shards);
 

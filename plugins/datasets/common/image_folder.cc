@@ -1,7 +1,8 @@
-#include "core/image_folder.h"
+#include "plugins/datasets/common/image_folder.h"
 
-#include "core/error.h"
-#include "core/image_resample.h"
+#include "plugins/datasets/common/image_resample.h"
+
+#include <dshost/plugin.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -89,7 +90,7 @@ ImageFiles scan_image_folder(const std::string& dir, const std::vector<std::stri
     std::sort(out.classes.begin(), out.classes.end());
   }
   if (ec || out.classes.empty())
-    throw UserError(cat(dir, " has no class folders (", dir, "/CLASS/IMAGE, as torchvision's ImageFolder reads)"));
+    throw Error(cat(dir, " has no class folders (", dir, "/CLASS/IMAGE, as torchvision's ImageFolder reads)"));
   std::vector<int64_t> labels;
   for (size_t c = 0; c < out.classes.size(); ++c) {
     std::vector<fs::path> files;
@@ -103,8 +104,8 @@ ImageFiles scan_image_folder(const std::string& dir, const std::vector<std::stri
     }
   }
   if (out.paths.empty())
-    throw UserError(cat(dir, " holds no image files (.jpg, .jpeg, .png, ...) in its class folders"));
-  out.labels = at::tensor(labels, at::kLong);
+    throw Error(cat(dir, " holds no image files (.jpg, .jpeg, .png, ...) in its class folders"));
+  out.labels = std::move(labels);
   return out;
 }
 

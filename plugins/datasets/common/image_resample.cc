@@ -1,4 +1,4 @@
-#include "core/image_resample.h"
+#include "plugins/datasets/common/image_resample.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,6 +1,6 @@
-#include "core/tar_shards.h"
+#include "plugins/datasets/common/tar_shards.h"
 
-#include "core/error.h"
+#include <dshost/plugin.hpp>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -56,7 +56,7 @@ class Shard {
  public:
   explicit Shard(const std::string& path) : path_(path), fd_(open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
     struct stat st {};
-    if (fd_ < 0 || fstat(fd_, &st) != 0) throw UserError(cat(path, ": cannot be read: ", std::strerror(errno)));
+    if (fd_ < 0 || fstat(fd_, &st) != 0) throw Error(cat(path, ": cannot be read: ", std::strerror(errno)));
     size_ = st.st_size;
   }
   ~Shard() {
@@ -68,7 +68,7 @@ class Shard {
   std::string read(int64_t offset, int64_t size) const {
     std::string bytes(static_cast<size_t>(size), '\0');
     if (pread(fd_, bytes.data(), bytes.size(), offset) != size)
-      throw UserError(cat(path_, ": cut short at byte ", offset, " (not a whole tar file)"));
+      throw Error(cat(path_, ": cut short at byte ", offset, " (not a whole tar file)"), DSHOST_BAD_SAMPLE);
     return bytes;
   }
 
@@ -80,7 +80,7 @@ class Shard {
       const std::string header = read(at, kBlock);
       if (header == std::string(kBlock, '\0')) break;  // the end-of-archive blocks
       if (octal(&header[148], 8) != checksum(header.data()))
-        throw UserError(at == 0 ? cat(path_, " is not a tar file (a shard must be one; dshost pack writes them)")
+        throw Error(at == 0 ? cat(path_, " is not a tar file (a shard must be one; dshost pack writes them)")
                                 : cat(path_, ": a damaged tar header at byte ", at));
       const int64_t size = octal(&header[124], 12), data = at + kBlock;
       const char type = header[156];
@@ -121,13 +121,13 @@ int64_t parse_label(const std::string& shard, const std::string& member, const s
   }
   while (used < text.size() && std::isspace(static_cast<unsigned char>(text[used]))) ++used;
   if (label < 0 || used != text.size())
-    throw UserError(cat(shard, ": ", member, " holds '", text.substr(0, 20), "', not a class id (0, 1, ...)"));
+    throw Error(cat(shard, ": ", member, " holds '", text.substr(0, 20), "', not a class id (0, 1, ...)"));
   return label;
 }
 
 }  // namespace
 
-std::vector<std::string> expand_shards(const std::string& pattern, const std::string& origin) {
+std::vector<std::string> expand_shards(const std::string& pattern) {
   const size_t open = pattern.find('{'), dots = pattern.find("..", open), close = pattern.find('}', open);
   std::vector<std::string> files;
   if (open == std::string::npos) {
@@ -138,7 +138,7 @@ std::vector<std::string> expand_shards(const std::string& pattern, const std::st
     const bool digits = !first.empty() && !last.empty() &&
                         std::all_of(first.begin(), first.end(), ::isdigit) && std::all_of(last.begin(), last.end(), ::isdigit);
     if (close == std::string::npos || dots > close || !digits || std::stoll(first) > std::stoll(last))
-      throw UserError(cat(origin, ": error: '", pattern, "' has no brace range of shard numbers, as in "
+      throw Error(cat("'", pattern, "' has no brace range of shard numbers, as in "
                           "train-{000000..000127}.tar"));
     for (int64_t n = std::stoll(first); n <= std::stoll(last); ++n) {
       std::string number = std::to_string(n);
@@ -148,7 +148,7 @@ std::vector<std::string> expand_shards(const std::string& pattern, const std::st
   }
   for (const std::string& file : files)
     if (!std::filesystem::is_regular_file(file))
-      throw UserError(cat(origin, ": error: shard ", file, " of '", pattern, "' does not exist",
+      throw Error(cat("shard ", file, " of '", pattern, "' does not exist",
                           files.size() > 1 ? "; every shard of the range must" : ""));
   return files;
 }
@@ -175,13 +175,13 @@ ShardIndex index_shards(const std::vector<std::string>& shards) {
     for (const std::string& key : keys) {
       const Parts& p = samples[key];
       if (p.label == nullptr || p.image == nullptr)
-        throw UserError(cat(shards[s], ": sample '", key, "' has ", p.label == nullptr ? "no .cls label" : "no .jpg or .png image",
+        throw Error(cat(shards[s], ": sample '", key, "' has ", p.label == nullptr ? "no .cls label" : "no .jpg or .png image",
                             " (a WebDataset sample is KEY.jpg or KEY.png with KEY.cls)"));
       const int64_t label = parse_label(shards[s], p.label->name, shard.read(p.label->offset, p.label->size));
       index.samples.push_back({static_cast<int32_t>(s), p.image->offset, p.image->size, p.image->name, label});
     }
   }
-  if (index.samples.empty()) throw UserError(cat(shards.front(), ": holds no samples (KEY.jpg with KEY.cls)"));
+  if (index.samples.empty()) throw Error(cat(shards.front(), ": holds no samples (KEY.jpg with KEY.cls)"));
   return index;
 }
 

@@ -1,6 +1,6 @@
-#include "core/image_decode.h"
+#include "plugins/datasets/common/image_decode.h"
 
-#include "core/error.h"
+#include <dshost/plugin.hpp>
 
 #include <stb/stb_image.h>
 
@@ -39,8 +39,8 @@ void jpeg_warned(j_common_ptr jpeg, int level) {
   if (level < 0 && jpeg->err->msg_code == JWRN_JPEG_EOF) jpeg_failed(jpeg);
 }
 
-UserError undecodable(const std::string& path, const std::string& why) {
-  return UserError(cat(path, ": not a JPEG or PNG image that can be decoded (", why, ")"));
+Error undecodable(const std::string& path, const std::string& why) {
+  return Error(cat(path, ": not a JPEG or PNG image that can be decoded (", why, ")"), DSHOST_BAD_SAMPLE);
 }
 
 std::string stb_reason() { return stbi_failure_reason() ? stbi_failure_reason() : "unknown"; }
@@ -113,7 +113,7 @@ bool read_jpeg(const std::string& bytes, char* message, const Use& use) {
 
 std::string read_file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw UserError(cat(path, ": cannot be read: ", std::strerror(errno)));
+  if (!in) throw Error(cat(path, ": cannot be read: ", std::strerror(errno)), DSHOST_BAD_SAMPLE);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
@@ -208,7 +208,7 @@ std::string encode_jpeg(const RgbImage& image, int quality) {
   if (setjmp(errors.jump)) {
     jpeg_destroy_compress(&jpeg);
     std::free(buffer);
-    throw UserError(cat("cannot encode a JPEG: ", errors.message), 1);
+    throw Error(cat("cannot encode a JPEG: ", errors.message), DSHOST_INTERNAL);
   }
   jpeg_create_compress(&jpeg);
   jpeg_mem_dest(&jpeg, &buffer, &size);
