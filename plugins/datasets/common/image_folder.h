@@ -1,5 +1,5 @@
 // Image folders as torchvision's ImageFolder reads them: ROOT/train/CLASS/IMAGE and
-// ROOT/val/CLASS/IMAGE (see core/image_decode.h), one class per subfolder in name order.
+// ROOT/val/CLASS/IMAGE (see image_decode.h), one class per subfolder in name order.
 // Images are decoded when a batch needs them, with torchvision's ImageNet transforms on
 // 8-bit pixels: random-resized-crop (scale 0.08-1, ratio 3/4-4/3) and a horizontal flip for
 // training, resize (to size x 256/224 on the short side) and a center crop for evaluation.
