@@ -83,6 +83,10 @@ const dshost_option kData[] = {
            "threads per rank that make samples (decode, crop, ...); 0 = on a GPU, the rank's share of "
            "the cores less one, on the CPU one"),
     ranged("prefetch", INT, "4", 0, 64, "batches the workers prepare ahead of the step (and of evaluation)"),
+    opt("decode", STRING, "\"auto\"",
+        "where JPEG files are decoded: cpu (the workers, libjpeg-turbo), gpu (nvJPEG, on the GPU's hardware "
+        "JPEG decoder where it has one), auto = gpu on a CUDA device of a build with nvJPEG",
+        "auto|cpu|gpu"),
     ranged("max_bad_files", INT, "100", 0, 1e12,
            "samples that cannot be made (files that do not decode) are skipped with a warning, each "
            "one's place taken by the next sample; more than this many stop the run"),
@@ -159,8 +163,8 @@ Config read_config(const Manifest& m) {
 OptionTable host_data_options() { return table(kData); }
 
 DataConfig read_data_config(const Section& d) {
-  return {d.get_string("dataset"), d.get_int("channels"), d.get_int("image_size"),
-          d.get_int("workers"),    d.get_int("prefetch"), d.get_int("max_bad_files")};
+  return {d.get_string("dataset"), d.get_int("channels"), d.get_int("image_size"),   d.get_int("workers"),
+          d.get_int("prefetch"),    d.get_string("decode"), d.get_int("max_bad_files")};
 }
 
 double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step,

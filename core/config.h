@@ -50,6 +50,7 @@ struct DataConfig {
   int64_t channels, image_size;  // images as presented to the model; 0: the dataset's own
   int64_t workers;               // threads per rank that fill samples; 0 = automatic
   int64_t prefetch;              // micro-batches prepared ahead of the step
+  std::string decode;            // JPEG files: auto | cpu | gpu
   int64_t max_bad_files;         // samples that may fail before the run stops
 };
 

@@ -25,9 +25,20 @@ uint64_t sample_seed(uint64_t augment_seed, int64_t index) {
   return augment_seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(index) + 1;
 }
 
+// dshost_sample.encoded_buffer: the sample's EncodedSample grown to `size` bytes.
+void* encoded_buffer(dshost_sample* sample, size_t size) {
+  auto& bytes = static_cast<EncodedSample*>(sample->host_data)->bytes;
+  try {
+    bytes.resize(size);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+  return bytes.data();
+}
+
 }  // namespace
 
-Dataset::Dataset(const Job& job, const RankInfo& rank, const std::vector<int64_t>& wanted)
+DatasetPlugin::DatasetPlugin(const Job& job, const RankInfo& rank, const std::vector<int64_t>& wanted)
     : name_(job.dataset.plugin.descriptor->name),
       file_(job.dataset.plugin.file),
       origin_(job.manifest.origin("data", "dataset")),
@@ -59,19 +70,19 @@ Dataset::Dataset(const Job& job, const RankInfo& rank, const std::vector<int64_t
   target_count_ = product(target_shape());
 }
 
-Dataset::~Dataset() { api_->destroy(dataset_); }
+DatasetPlugin::~DatasetPlugin() { api_->destroy(dataset_); }
 
-std::vector<int64_t> Dataset::input_shape() const { return shape_of(info_.input_ndim, info_.input_shape); }
-std::vector<int64_t> Dataset::target_shape() const { return shape_of(info_.target_ndim, info_.target_shape); }
+std::vector<int64_t> DatasetPlugin::input_shape() const { return shape_of(info_.input_ndim, info_.input_shape); }
+std::vector<int64_t> DatasetPlugin::target_shape() const { return shape_of(info_.target_ndim, info_.target_shape); }
 
-bool Dataset::is_images() const {
+bool DatasetPlugin::is_images() const {
   return info_.input_dtype.code == kDLUInt && info_.input_dtype.bits == 8 && info_.input_ndim == 3;
 }
 
-bool Dataset::is_tokens() const { return info_.input_dtype.code == kDLInt && info_.input_dtype.bits == 64; }
+bool DatasetPlugin::is_tokens() const { return info_.input_dtype.code == kDLInt && info_.input_dtype.bits == 64; }
 
 // A description the host cannot use is the plugin author's to correct.
-void Dataset::check_info() const {
+void DatasetPlugin::check_info() const {
   const auto wrong = [&](const std::string& why) {
     return UserError(cat(origin_, ": error: dataset '", name_, "' describes ", why,
                          "; the plugin's author must correct it"));
@@ -92,7 +103,7 @@ void Dataset::check_info() const {
     if (!(info_.std[c] > 0)) throw wrong(cat("a standard deviation of ", info_.std[c], " for channel ", c));
 }
 
-void Dataset::check_sample(const dshost_sample& s) const {
+void DatasetPlugin::check_sample(const dshost_sample& s) const {
   const auto where = [&] {
     return cat("dataset '", name_, "' (", file_, "): sample ", s.index, " of the ", split_name(s.split), " split");
   };
@@ -107,15 +118,36 @@ void Dataset::check_sample(const dshost_sample& s) const {
                           " classes the dataset describes"), 1);
 }
 
-int64_t Dataset::fill(dshost_split split, int64_t index, uint64_t augment_seed, void* input, int64_t* target) const {
+// What fill gave encoded, or where it wrote pixels, no bytes.
+void DatasetPlugin::keep_encoded(const dshost_sample& s, EncodedSample& encoded) const {
+  if (s.encoded_size == 0) {
+    encoded.bytes.clear();
+    return;
+  }
+  if (s.encoded_size != encoded.bytes.size() || !is_images() || !(s.box[2] > 0 && s.box[3] > 0))
+    throw UserError(cat("dataset '", name_, "' (", file_, "): sample ", s.index, " of the ", split_name(s.split),
+                        " split was given as ", s.encoded_size, " encoded bytes of ", encoded.bytes.size(),
+                        " asked for, with a box of ", s.box[2], " x ", s.box[3], "; the plugin's author must give "
+                        "images as dshost_sample.encoded_buffer says"), 1);
+  encoded.box = {s.box[0], s.box[1], s.box[2], s.box[3], s.mirror != 0, s.box_only != 0};
+}
+
+int64_t DatasetPlugin::fill(dshost_split split, int64_t index, uint64_t augment_seed, void* input, int64_t* target,
+                      EncodedSample* encoded) const {
   const int64_t n = size(split);
   for (int64_t tried = 0; tried < n; ++tried, index = (index + 1) % n) {
     dshost_sample s{sizeof(dshost_sample), split, index, augment_seed != 0, augment_seed ? sample_seed(augment_seed, index) : 0,
                     input, target, 0, {}};
+    if (encoded != nullptr) {
+      encoded->bytes.clear();
+      s.encoded_buffer = &encoded_buffer;
+      s.host_data = encoded;
+    }
     dshost_error err{sizeof(dshost_error), {}};
     const dshost_status status = api_->fill(dataset_, &s, &err);
     if (status == DSHOST_OK) {
       check_sample(s);
+      if (encoded != nullptr) keep_encoded(s, *encoded);
       return index;
     }
     if (status != DSHOST_BAD_SAMPLE)
@@ -127,7 +159,7 @@ int64_t Dataset::fill(dshost_split split, int64_t index, uint64_t augment_seed, 
                       " split can be made; check its data"));
 }
 
-void Dataset::skip(dshost_split split, int64_t index, const std::string& why) const {
+void DatasetPlugin::skip(dshost_split split, int64_t index, const std::string& why) const {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!skipped_.insert({split, index}).second) return;
   log::warn(cat("skipping ", why, "; its place in the batch goes to the next sample"));
@@ -136,7 +168,7 @@ void Dataset::skip(dshost_split split, int64_t index, const std::string& why) co
                         "data.max_bad_files = ", max_bad_samples_, "; remove or replace them, or raise data.max_bad_files"));
 }
 
-int64_t Dataset::skipped() const {
+int64_t DatasetPlugin::skipped() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return static_cast<int64_t>(skipped_.size());
 }

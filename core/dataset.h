@@ -7,6 +7,7 @@
 #pragma once
 
 #include "core/job.h"
+#include "core/resample_decoded.h"
 #include "core/services.h"
 
 #include <dshost/abi.h>
@@ -20,14 +21,21 @@
 
 namespace dshost {
 
-class Dataset {
+// A sample a dataset gave as its JPEG file for the host to decode (see
+// dshost_sample.encoded_buffer): empty bytes where it wrote pixels.
+struct EncodedSample {
+  std::vector<uint8_t> bytes;
+  ImageBox box{};
+};
+
+class DatasetPlugin {
  public:
   // Creates the plugin of job.dataset for samples the model takes in `wanted` (empty: no
   // model). A failure is a UserError at the manifest's [data] naming the plugin.
-  Dataset(const Job& job, const RankInfo& rank, const std::vector<int64_t>& wanted);
-  ~Dataset();
-  Dataset(const Dataset&) = delete;
-  Dataset& operator=(const Dataset&) = delete;
+  DatasetPlugin(const Job& job, const RankInfo& rank, const std::vector<int64_t>& wanted);
+  ~DatasetPlugin();
+  DatasetPlugin(const DatasetPlugin&) = delete;
+  DatasetPlugin& operator=(const DatasetPlugin&) = delete;
 
   const std::string& name() const { return name_; }
   const dshost_dataset_info& info() const { return info_; }
@@ -41,15 +49,18 @@ class Dataset {
 
   // Writes sample `index` of `split` into `input` and `target`, or where it is bad the next
   // that is not, and returns the sample written; training's augmentation drawn from
-  // `augment_seed` and that sample's index (0: evaluation's transform). Thread-safe. Throws
-  // UserError naming the plugin and sample.
-  int64_t fill(dshost_split split, int64_t index, uint64_t augment_seed, void* input, int64_t* target) const;
+  // `augment_seed` and that sample's index (0: evaluation's transform). Where `encoded` is
+  // given, the dataset may give an image as its JPEG file there instead of pixels. Thread-safe.
+  // Throws UserError naming the plugin and sample.
+  int64_t fill(dshost_split split, int64_t index, uint64_t augment_seed, void* input, int64_t* target,
+               EncodedSample* encoded = nullptr) const;
   // Samples skipped so far.
   int64_t skipped() const;
 
  private:
   void check_info() const;
   void check_sample(const dshost_sample& sample) const;
+  void keep_encoded(const dshost_sample& sample, EncodedSample& encoded) const;
   void skip(dshost_split split, int64_t index, const std::string& why) const;
 
   std::string name_, file_, origin_;

@@ -1,5 +1,8 @@
 #include "core/input_pipeline.h"
 
+#include "core/error.h"
+#include "core/log.h"
+
 #include <ATen/Parallel.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <sys/resource.h>
@@ -26,7 +29,8 @@ std::vector<int64_t> rows_of(int64_t rows, const std::vector<int64_t>& sample) {
 
 }  // namespace
 
-InputPipeline::InputPipeline(const Dataset& dataset, int64_t rows, int workers, int prefetch, at::Device device)
+InputPipeline::InputPipeline(const DatasetPlugin& dataset, int64_t rows, int workers, int prefetch, at::Device device,
+                             bool decode_on_gpu)
     : dataset_(dataset), prefetch_(prefetch), device_(device) {
   // The batch being loaded, those prefetched, and one whose copy to the device may still be
   // under way while it is the next to be refilled.
@@ -39,6 +43,11 @@ InputPipeline::InputPipeline(const Dataset& dataset, int64_t rows, int workers, 
   }
   if (!device.is_cpu() && dataset.is_images())
     staged_ = at::empty(rows_of(rows, dataset.input_shape()), at::TensorOptions(device).dtype(at::kByte));
+  if (decode_on_gpu && dataset.is_images()) {
+    decoder_ = std::make_unique<GpuJpegDecoder>(device);
+    for (Batch& b : batches_) b.files.resize(static_cast<size_t>(rows));
+    log::info(cat("data.decode: JPEG files decoded by nvJPEG on ", decoder_->engine()));
+  }
   for (int i = 0; i < std::max(workers, 1); ++i) workers_.emplace_back([this] { work(); });
 }
 
@@ -63,8 +72,8 @@ void InputPipeline::load(dshost_split split, const std::shared_ptr<const std::ve
   b->key.order.reset();  // consumed: free for another batch once the copies below are done
   b->loaded = ++loads_;
   if (b->error) std::rethrow_exception(std::exchange(b->error, nullptr));
+  present(*b, count, inputs);
   targets.narrow(0, 0, count).copy_(b->targets.narrow(0, 0, count), /*non_blocking=*/true);
-  present(b->samples.narrow(0, 0, count), inputs);
   if (!device_.is_cpu()) {
     if (!b->sent) b->sent.emplace(device_.type());
     b->sent->record(c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_));
@@ -102,18 +111,28 @@ void InputPipeline::start(const Key& key, int64_t loading) {
   task_added_.notify_all();
 }
 
-// Images are presented on the device from a copy of their bytes; other samples are the
-// model's inputs as they are.
-void InputPipeline::present(const at::Tensor& samples, at::Tensor& inputs) {
+// Images are presented on the device from a copy of their bytes (with the JPEG files among
+// them decoded there); other samples are the model's inputs as they are. A file the GPU
+// cannot decode is made again here, by the dataset on the CPU.
+void InputPipeline::present(Batch& b, int64_t count, at::Tensor& inputs) {
+  const at::Tensor samples = b.samples.narrow(0, 0, count);
   if (!dataset_.is_images()) {
-    inputs.narrow(0, 0, samples.size(0)).copy_(samples, /*non_blocking=*/true);
+    inputs.narrow(0, 0, count).copy_(samples, /*non_blocking=*/true);
     return;
   }
   const dshost_dataset_info& info = dataset_.info();
   if (device_.is_cpu()) return present_images(samples, info.mean, info.std, inputs);
-  const at::Tensor staged = staged_.narrow(0, 0, samples.size(0));
-  staged.copy_(samples, /*non_blocking=*/true);
+  const at::Tensor staged = staged_.narrow(0, 0, count);
+  if (!decoder_) {
+    staged.copy_(samples, /*non_blocking=*/true);
+    return present_images(staged, info.mean, info.std, inputs);
+  }
+  for (int64_t row : decoder_->stage(samples, b.files, staged)) {
+    fill(b, row, nullptr);
+    staged[row].copy_(samples[row], /*non_blocking=*/true);
+  }
   present_images(staged, info.mean, info.std, inputs);
+  decoder_->release();
 }
 
 void InputPipeline::wait_until_done(Batch& b) {
@@ -136,7 +155,7 @@ void InputPipeline::work() {
     }
     std::exception_ptr error;
     try {
-      fill(task);
+      fill(*task.batch, task.row, decoder_ ? &task.batch->files[static_cast<size_t>(task.row)] : nullptr);
     } catch (...) {
       error = std::current_exception();
     }
@@ -146,12 +165,11 @@ void InputPipeline::work() {
   }
 }
 
-void InputPipeline::fill(const Task& task) {
-  const Batch& b = *task.batch;
+void InputPipeline::fill(Batch& b, int64_t row, EncodedSample* file) {
   const Key& k = b.key;
-  auto* input = static_cast<uint8_t*>(b.samples.data_ptr()) + task.row * dataset_.input_bytes();
-  int64_t* target = b.targets.data_ptr<int64_t>() + task.row * dataset_.target_count();
-  dataset_.fill(k.split, (*k.order)[k.first + task.row], k.augment_seed, input, target);
+  auto* input = static_cast<uint8_t*>(b.samples.data_ptr()) + row * dataset_.input_bytes();
+  int64_t* target = b.targets.data_ptr<int64_t>() + row * dataset_.target_count();
+  dataset_.fill(k.split, (*k.order)[k.first + row], k.augment_seed, input, target, file);
 }
 
 // On the CPU, where no resize is needed, one pass through a table of the 256 values per

@@ -4,10 +4,12 @@
 // samples' own dtype: images go to the device as 8-bit pixels, a quarter of float's bytes,
 // and are converted, normalised and resized there. A sample depends on the seed, the epoch
 // and its index only, so the batches are the same for any number of workers. The workers
-// use no LibTorch operation (whose intra-op threads would multiply theirs).
+// use no LibTorch operation (whose intra-op threads would multiply theirs). With a GPU JPEG
+// decoder, a dataset may give images as their JPEG files, decoded and resampled on the GPU.
 #pragma once
 
 #include "core/dataset.h"
+#include "core/gpu_jpeg.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/Event.h>
@@ -25,8 +27,10 @@ namespace dshost {
 
 class InputPipeline {
  public:
-  // Batches of up to `rows` samples of `dataset` for inputs on `device`.
-  InputPipeline(const Dataset& dataset, int64_t rows, int workers, int prefetch, at::Device device);
+  // Batches of up to `rows` samples of `dataset` for inputs on `device`; JPEG files decoded
+  // on that GPU where `decode_on_gpu`.
+  InputPipeline(const DatasetPlugin& dataset, int64_t rows, int workers, int prefetch, at::Device device,
+                bool decode_on_gpu = false);
   ~InputPipeline();  // stops the workers after the sample each is on
   InputPipeline(const InputPipeline&) = delete;
   InputPipeline& operator=(const InputPipeline&) = delete;
@@ -52,6 +56,7 @@ class InputPipeline {
   };
   struct Batch {
     at::Tensor samples, targets;  // [rows, ...] of the dataset's dtypes, host memory
+    std::vector<EncodedSample> files;  // by row, where samples come as JPEG files
     Key key;
     int64_t unfinished = 0;  // samples not yet written
     int64_t loaded = 0;      // the load() that last consumed it, counted from 1
@@ -66,14 +71,15 @@ class InputPipeline {
   Batch* find(const Key& key);
   void start(const Key& key, int64_t loading);
   void wait_until_done(Batch& b);
-  void present(const at::Tensor& samples, at::Tensor& inputs);
+  void present(Batch& b, int64_t count, at::Tensor& inputs);
   void work();
-  void fill(const Task& task);
+  void fill(Batch& b, int64_t row, EncodedSample* file);
 
-  const Dataset& dataset_;
+  const DatasetPlugin& dataset_;
   const int prefetch_;
   const at::Device device_;
   at::Tensor staged_;  // a batch's images on the device, uint8
+  std::unique_ptr<GpuJpegDecoder> decoder_;
   std::vector<Batch> batches_;
   int64_t loads_ = 0;
   std::deque<Task> tasks_;

@@ -2,6 +2,7 @@
 
 #include "core/dataset.h"
 #include "core/error.h"
+#include "core/gpu_jpeg.h"
 #include "core/services.h"
 
 #include <set>
@@ -26,6 +27,17 @@ void check_skip_support(const Manifest& m, const Config& config, const LoadedSec
                       "strategy built for dshost ABI 1.5 or later, but strategy '", d->name, "' is built for ",
                       d->abi_major, ".", d->abi_minor, " and cannot drop an update; rebuild it against "
                       "this SDK, or set train.nonfinite = \"stop\""));
+}
+
+// data.decode = "gpu" decodes with nvJPEG on the rank's GPU.
+void check_gpu_decode(const Manifest& m, const Config& config) {
+  if (config.data.decode != "gpu") return;
+  const char* missing = config.train.device != "cuda" ? "train.device = \"cuda\""
+                        : !GpuJpegDecoder::built()    ? "a dshost built with nvJPEG (a CUDA toolkit that has it)"
+                                                      : nullptr;
+  if (missing != nullptr)
+    throw UserError(cat(m.origin("data", "decode"), ": error: data.decode = \"gpu\" needs ", missing,
+                        "; set data.decode = \"cpu\" or \"auto\""));
 }
 
 // [data]: `dataset` names the plugin; the host's keys and the plugin's own share the section,
@@ -62,12 +74,13 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
   check_skip_support(m, config, strategy);
   LoadedSection launcher = load_section(m, catalog, DSHOST_KIND_LAUNCHER, "launcher");
   LoadedSection dataset = load_data_section(m, catalog, config.data);
+  check_gpu_decode(m, config);
   return Job{std::move(m), std::move(config), std::move(model), std::move(strategy),
              std::move(launcher), std::move(dataset)};
 }
 
 void check_data(const Job& job) {
-  const Dataset opened(job, RankInfo{}, {});
+  const DatasetPlugin opened(job, RankInfo{}, {});
 }
 
 }  // namespace dshost

@@ -216,7 +216,7 @@ class Worker {
   // its classes within the model's outputs.
   void load_data() {
     const std::vector<int64_t> want(info_model_.input_shape, info_model_.input_shape + info_model_.input_ndim);
-    data_ = std::make_unique<Dataset>(job_, info_, want);
+    data_ = std::make_unique<DatasetPlugin>(job_, info_, want);
     const bool model_takes_tokens = info_model_.input_dtype.code == kDLInt;
     if (model_takes_tokens != data_->is_tokens())
       throw UserError(cat(job_.manifest.origin("data", "dataset"), ": error: model '",
@@ -312,7 +312,15 @@ class Worker {
     call(mapi_->bind_batch(model_.get(), to_dlpack(inputs_), to_dlpack(targets_), &err_),
          "model bind_batch");
     const int workers = resolve_workers(cfg_.data.workers, device_.is_cuda(), rv_.local_world_size);
-    pipeline_ = std::make_unique<InputPipeline>(*data_, rows, workers, static_cast<int>(cfg_.data.prefetch), device_);
+    pipeline_ = std::make_unique<InputPipeline>(*data_, rows, workers, static_cast<int>(cfg_.data.prefetch), device_,
+                                                decode_on_gpu());
+  }
+
+  // data.decode: "auto" decodes on the GPU where this build and device can ("gpu" is checked
+  // with the manifest).
+  bool decode_on_gpu() const {
+    const std::string& decode = cfg_.data.decode;
+    return decode == "gpu" || (decode == "auto" && device_.is_cuda() && GpuJpegDecoder::built());
   }
 
   // The run directory and its metrics files (cut back to the checkpoint's step when resuming).
@@ -873,7 +881,7 @@ class Worker {
   at::Device device_;
   RankInfo info_;
   fs::path run_dir_;
-  std::unique_ptr<Dataset> data_;
+  std::unique_ptr<DatasetPlugin> data_;
   std::unique_ptr<Comm> comm_;
   std::unique_ptr<PluginHost> model_host_, strategy_host_;
   const dshost_model_api* mapi_ = nullptr;

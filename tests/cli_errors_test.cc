@@ -110,6 +110,13 @@ TEST(CliErrors, StrategyOptionsAreChecked) {
             std::string::npos) << r.err;
 }
 
+// data.decode = "gpu" needs a CUDA device (and a build with nvJPEG), said at the key.
+TEST(CliErrors, GpuDecodingNeedsACudaDevice) {
+  const Ran r = expect_user_error("check", manifest("gpu_decode", kGood), {"--set", "data.decode=\"gpu\""});
+  EXPECT_NE(r.err.find("--set data.decode=\"gpu\": error: data.decode = \"gpu\" needs train.device = \"cuda\"; "
+                       "set data.decode = \"cpu\" or \"auto\""), std::string::npos) << r.err;
+}
+
 TEST(CliErrors, ShippedManifestsAreValid) {
   int checked = 0;
   for (const auto& entry : std::filesystem::directory_iterator(std::string(DSHOST_SOURCE_DIR) + "/configs")) {

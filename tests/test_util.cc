@@ -76,10 +76,10 @@ Ran dshost(const std::vector<std::string>& args) {
   return run(argv);
 }
 
-std::unique_ptr<Dataset> open_dataset(const std::string& name, std::vector<std::string> sets,
+std::unique_ptr<DatasetPlugin> open_dataset(const std::string& name, std::vector<std::string> sets,
                                       const std::vector<int64_t>& wanted) {
   sets.insert(sets.begin(), {"data.dataset=\"" + name + "\"", "plugins.paths=\"" DSHOST_BUILD_PLUGIN_DIR "\""});
-  return std::make_unique<Dataset>(prepare_job(quickstart_manifest(), sets), RankInfo{}, wanted);
+  return std::make_unique<DatasetPlugin>(prepare_job(quickstart_manifest(), sets), RankInfo{}, wanted);
 }
 
 std::string fashion_mnist_dir() {

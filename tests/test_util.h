@@ -7,7 +7,7 @@
 #include <vector>
 
 namespace dshost {
-class Dataset;
+class DatasetPlugin;
 }
 
 namespace dshost::test {
@@ -36,7 +36,7 @@ std::vector<double> losses(const std::string& run_dir);
 std::string fashion_mnist_dir();
 // Bundled dataset plugin `name` opened as a rank opens it (core/dataset.h), with [data]
 // overrides `sets` ("data.path=\"...\""), for a model of sample shape `wanted`.
-std::unique_ptr<Dataset> open_dataset(const std::string& name, std::vector<std::string> sets,
+std::unique_ptr<DatasetPlugin> open_dataset(const std::string& name, std::vector<std::string> sets,
                                       const std::vector<int64_t>& wanted = {});
 std::string quickstart_manifest();
 // Trains configs/quickstart.toml with `sets` (--set values) into a fresh run directory

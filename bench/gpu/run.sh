@@ -2,7 +2,7 @@
 # dshost against PyTorch on one GPU, side by side in one run (issue 7). On the GPU machine
 # (../shared/gpu/README.md), from the repository root with .devdeps/ and .fmnist/ carried:
 #
-#   bench/gpu/run.sh GROUP...     groups: tests tests-no-tf32 images images-graph images-zero2 gpt
+#   bench/gpu/run.sh GROUP...     groups: tests (GPU_TESTS: a ctest regex) tests-no-tf32 images images-graph images-zero2 gpt
 #                                 gpt-1.3b gpt-zero2 offload offload-split
 #                                 scaling (1 GPU and all of them, against DDP / FSDP2 through torchrun)
 #                                 guide (the guide's 8-GPU table, against DDP / FSDP2 through torchrun)
@@ -13,7 +13,8 @@
 #                                 largest-ddp largest-zero3 largest-zero3-bf16 largest-zero3-split (the largest gpt
 #                                 that trains, $OUT/largest.txt)
 #                                 conv-relu (vgg16's convolutions: eager against cuDNN's fused conv + bias + relu)
-#                                 real-data (resnet50 and mobilenet_v2 from a folder of JPEGs, against the DataLoader)
+#                                 real-data (resnet50 and mobilenet_v2 from a folder of JPEGs decoded on the CPU
+#                                 and on the GPU, against the DataLoader)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
 #
@@ -125,25 +126,34 @@ images() {  # [graph | zero2]: dshost with train.cuda_graph only, or zero2 (for 
 }
 
 # Real JPEGs (issue 25): an ImageNet-like folder of 3,000 photo-sized JPEGs, resnet50 and
-# mobilenet_v2 at b64 trained from it by dshost (its input pipeline) and by PyTorch
+# mobilenet_v2 at b64 trained from it by dshost (its input pipeline, decoding on the CPU's
+# workers and with nvJPEG on the GPU; on cores - 1 workers, then on 4) and by PyTorch
 # (torchvision's ImageFolder in a DataLoader of cores - 1 workers), dshost also from its
 # synthetic data; then each input pipeline alone (bench/image_folder/run.sh's comparison).
+# REAL_DATA_MODELS narrows the models, REAL_DATA_LOADERS=0 leaves out the pipelines alone.
 real_data() {
   local folder=/tmp/imagenet_like workers=$(( $(nproc) - 1 ))
   [[ -d $folder ]] || DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist python3 bench/image_folder/make_folder.py $folder 3000 100
-  for model in resnet50 mobilenet_v2; do
+  for model in ${REAL_DATA_MODELS:-resnet50 mobilenet_v2}; do
     local common=(model.plugin=\"$model\" model.num_classes=1000 train.micro_batch_size=64 train.max_steps=100)
+    local folder_sets=(data.dataset=\"image_folder\" data.path=\"$folder\")
     for graph in false true; do
       local suffix=${graph/false/}; suffix=${suffix/true/_graph}
-      dshost_run "${model}_b64_folder_dshost$suffix" "$model b64 jpeg folder" "${common[@]}" train.cuda_graph=$graph \
-        data.dataset=\"image_folder\" data.path=\"$folder\" data.workers=$workers
+      for decode in cpu gpu; do
+        dshost_run "${model}_b64_folder_${decode}_dshost$suffix" "$model b64 jpeg folder, $workers workers, $decode decode" \
+          "${common[@]}" "${folder_sets[@]}" train.cuda_graph=$graph data.workers=$workers data.decode=\"$decode\"
+      done
       dshost_run "${model}_b64_synthetic_dshost$suffix" "$model b64 synthetic" "${common[@]}" train.cuda_graph=$graph \
         data.dataset=\"synthetic\" data.synthetic_classes=1000
     done
-    peer_run "${model}_b64_folder_torch" "$model b64 jpeg folder" --model "$model" --batch 64 --steps 100 \
-      --image-folder $folder --workers $workers
+    for decode in cpu gpu; do
+      dshost_run "${model}_b64_folder_${decode}_4_workers_dshost_graph" "$model b64 jpeg folder, 4 workers, $decode decode" \
+        "${common[@]}" "${folder_sets[@]}" train.cuda_graph=true data.workers=4 data.decode=\"$decode\"
+    done
+    peer_run "${model}_b64_folder_torch" "$model b64 jpeg folder, $workers workers" --model "$model" --batch 64 \
+      --steps 100 --image-folder $folder --workers $workers
   done
-  bench/image_folder/run.sh $folder $build/tests/bench/dshost_loader_bench >> "$rows"
+  [[ ${REAL_DATA_LOADERS:-1} == 0 ]] || bench/image_folder/run.sh $folder $build/tests/bench/dshost_loader_bench >> "$rows"
 }
 
 tokens_file() {
@@ -394,7 +404,7 @@ build_dshost "$@"
 for group in "$@"; do
   case $group in
     real-data) real_data ;;
-    tests) DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build -L gpu --output-on-failure \
+    tests) DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build -L gpu -R "${GPU_TESTS:-.}" --output-on-failure \
              > "$out/gpu_tests.log" 2>&1; tail -5 "$out/gpu_tests.log" ;;
     tests-no-tf32) NVIDIA_TF32_OVERRIDE=0 DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build \
              -L gpu --output-on-failure > "$out/gpu_tests_no_tf32.log" 2>&1; tail -5 "$out/gpu_tests_no_tf32.log" ;;

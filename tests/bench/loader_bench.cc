@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   const dshost::Job job = dshost::prepare_job(DSHOST_SOURCE_DIR "/configs/quickstart.toml",
                                              {"data.dataset=\"image_folder\"", "data.path=\"" + std::string(argv[1]) + "\"",
                                               "plugins.paths=\"" DSHOST_BUILD_PLUGIN_DIR "\""});
-  const dshost::Dataset data(job, dshost::RankInfo{}, {3, 224, 224});
+  const dshost::DatasetPlugin data(job, dshost::RankInfo{}, {3, 224, 224});
   dshost::InputPipeline pipeline(data, rows, workers, 4, at::kCPU);
   at::Tensor inputs = at::empty({rows, 3, 224, 224}), targets = at::empty({rows}, at::kLong);
   const int64_t size = data.size(DSHOST_TRAIN_SPLIT), per_epoch = size / rows;

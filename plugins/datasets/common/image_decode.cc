@@ -54,6 +54,13 @@ bool starts_as_jpeg(const std::string& bytes) {
   return bytes.size() > 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF;
 }
 
+// The end-of-image marker within the last bytes (some writers pad after it). Coded data
+// never holds it (a 0xFF there is followed by 0x00), so a file cut short has none.
+bool ends_as_jpeg(const std::string& bytes) {
+  const size_t from = bytes.size() > 64 ? bytes.size() - 64 : 0;
+  return bytes.find("\xFF\xD9", from) != std::string::npos;
+}
+
 // Pillow's CMYK to RGB, from the inverted CMYK that Adobe's JPEGs store (and libjpeg
 // returns as stored): each channel is (255 - ink) * (255 - black) / 255, rounded.
 void cmyk_to_rgb(const uint8_t* cmyk, size_t pixels, uint8_t* rgb) {
@@ -66,10 +73,10 @@ void cmyk_to_rgb(const uint8_t* cmyk, size_t pixels, uint8_t* rgb) {
   }
 }
 
-// The smallest n/8 >= min_scale, at most 1.
+// The smallest n/8 >= min_scale (to rounding), at most 1.
 int eighths_for(double min_scale) {
   for (int n = 1; n < 8; ++n)
-    if (n / 8.0 >= min_scale) return n;
+    if (n / 8.0 >= min_scale - 1e-9) return n;
   return 8;
 }
 
@@ -127,8 +134,10 @@ EncodedImage::EncodedImage(std::string name, std::string bytes) : path_(std::mov
     const bool read = read_jpeg(bytes_, message, [&](const jpeg_decompress_struct& jpeg) {
       height_ = jpeg.image_height;
       width_ = jpeg.image_width;
+      plain_jpeg_ = jpeg.jpeg_color_space == JCS_GRAYSCALE || jpeg.jpeg_color_space == JCS_YCbCr;
     });
     if (!read) throw undecodable(path, message);
+    plain_jpeg_ = plain_jpeg_ && ends_as_jpeg(bytes_);
     return;
   }
   int w = 0, h = 0, channels = 0;

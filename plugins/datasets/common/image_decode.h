@@ -41,6 +41,10 @@ class EncodedImage {
 
   int64_t height() const { return height_; }
   int64_t width() const { return width_; }
+  const std::string& bytes() const { return bytes_; }
+  // A JPEG that any JPEG decoder reads as this one does: grey or YCbCr pixels (not CMYK,
+  // whose inversion is Adobe's), and whole (its end-of-image marker present).
+  bool plain_jpeg() const { return plain_jpeg_; }
 
   // The image at the smallest scale s >= min_scale it can be decoded at (a JPEG's n/8; 1
   // for other formats, or where min_scale >= 1): ceil(height * s) x ceil(width * s), of
@@ -55,7 +59,7 @@ class EncodedImage {
 
   std::string path_;
   std::string bytes_;
-  bool jpeg_ = false;
+  bool jpeg_ = false, plain_jpeg_ = false;
   int64_t height_ = 0, width_ = 0;
 };
 

@@ -109,34 +109,37 @@ ImageFiles scan_image_folder(const std::string& dir, const std::vector<std::stri
   return out;
 }
 
-void resized_crop(const EncodedImage& image, const CropBox& box, int64_t size, bool mirror, uint8_t* out) {
-  const double side = static_cast<double>(size);
-  const PixelBox need{static_cast<double>(box.top), static_cast<double>(box.left), static_cast<double>(box.height),
-                      static_cast<double>(box.width)};
-  resample_box(image, image.decode(std::max(side / box.height, side / box.width), &need), need, true, size, mirror,
-               out);
-}
-
-void training_sample(const EncodedImage& image, int64_t size, uint64_t seed, uint8_t* out) {
-  Draws draws(seed);
-  const CropBox box = random_resized_crop_box(image.height(), image.width(), draws);
-  resized_crop(image, box, size, draws.uniform(0, 1) < 0.5, out);
-}
-
-// Resize's output size as torchvision computes it (the long side truncated), then the
-// center crop's corner as CenterCrop rounds it: the crop is a box of the resized image,
-// which maps back onto the full-size one.
-void evaluation_sample(const EncodedImage& image, int64_t size, uint8_t* out) {
+ImageBox sample_box(const EncodedImage& image, bool augment, uint64_t seed, int64_t size) {
+  if (augment) {
+    Draws draws(seed);
+    const CropBox b = random_resized_crop_box(image.height(), image.width(), draws);
+    return {static_cast<double>(b.top), static_cast<double>(b.left), static_cast<double>(b.height),
+            static_cast<double>(b.width), draws.uniform(0, 1) < 0.5, true};
+  }
+  // Resize's output size as torchvision computes it (the long side truncated), then the
+  // center crop's corner as CenterCrop rounds it: the crop is a box of the resized image,
+  // which maps back onto the full-size one.
   const int64_t h = image.height(), w = image.width();
   const int64_t short_side = std::lround(static_cast<double>(size) * 256 / 224);
   const int64_t resized_h = h <= w ? short_side : static_cast<int64_t>(static_cast<double>(short_side) * h / w);
   const int64_t resized_w = h <= w ? static_cast<int64_t>(static_cast<double>(short_side) * w / h) : short_side;
   const int64_t top = round_half_even(static_cast<double>(resized_h - size) / 2);
   const int64_t left = round_half_even(static_cast<double>(resized_w - size) / 2);
-  const double fx = static_cast<double>(w) / resized_w, fy = static_cast<double>(h) / resized_h;
-  const PixelBox center{top * fy, left * fx, size * fy, size * fx};
-  const double min_scale = std::max(static_cast<double>(resized_h) / h, static_cast<double>(resized_w) / w);
-  resample_box(image, image.decode(min_scale), center, false, size, false, out);
+  const double fy = static_cast<double>(h) / resized_h, fx = static_cast<double>(w) / resized_w;
+  return {top * fy, left * fx, size * fy, size * fx, false, false};
+}
+
+void resample_image(const EncodedImage& image, const ImageBox& box, int64_t size, uint8_t* out) {
+  const PixelBox region{box.top, box.left, box.height, box.width};
+  const double min_scale = std::max(size / box.height, size / box.width);
+  resample_box(image, image.decode(min_scale, box.box_only ? &region : nullptr), region, box.box_only, size,
+               box.mirror, out);
+}
+
+void write_image_sample(const EncodedImage& image, const Sample& s, int64_t size) {
+  const ImageBox box = sample_box(image, s.augment, s.seed, size);
+  if (s.host_decodes_jpeg() && image.plain_jpeg()) s.give_jpeg(image.bytes().data(), image.bytes().size(), box);
+  else resample_image(image, box, size, static_cast<uint8_t*>(s.input));
 }
 
 }  // namespace dshost

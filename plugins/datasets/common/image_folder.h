@@ -7,6 +7,8 @@
 
 #include "plugins/datasets/common/image_decode.h"
 
+#include <dshost/dataset.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -45,14 +47,19 @@ class CropDraws {
 // as Python's round() rounds them. The same draws give torchvision's box.
 CropBox random_resized_crop_box(int64_t height, int64_t width, CropDraws& draws);
 
-// One training sample of `image` written planar into `out` (uint8 [3, size, size]):
-// torchvision's RandomResizedCrop(size) and RandomHorizontalFlip with draws from `seed` (the
-// same seed, the same crop and flip), the image decoded at the smallest scale that leaves the
-// crop at least `size` pixels on each side.
-void training_sample(const EncodedImage& image, int64_t size, uint64_t seed, uint8_t* out);
+// The box of `image` a sample of size x size pixels resamples: with `augment`, torchvision's
+// RandomResizedCrop and RandomHorizontalFlip with draws from `seed` (the same seed, the same
+// box and flip); else evaluation's Resize(size * 256 / 224) and CenterCrop(size).
+ImageBox sample_box(const EncodedImage& image, bool augment, uint64_t seed, int64_t size);
 
-// Evaluation's: torchvision's Resize(size * 256 / 224) and CenterCrop(size).
-void evaluation_sample(const EncodedImage& image, int64_t size, uint8_t* out);
+// `box` of `image` resampled to size x size (Pillow's bilinear) and written planar into `out`
+// (uint8 [3, size, size]), the image decoded at the smallest scale that leaves the box at
+// least `size` pixels on each side.
+void resample_image(const EncodedImage& image, const ImageBox& box, int64_t size, uint8_t* out);
+
+// Sample `s` of `image`: given as the file itself where the host decodes JPEG and can decode
+// this one, else resampled into s.input.
+void write_image_sample(const EncodedImage& image, const Sample& s, int64_t size);
 
 // ImageNet's per-channel statistics, which torchvision's recipe normalises with.
 const std::vector<double> kImageNetMean{0.485, 0.456, 0.406}, kImageNetStd{0.229, 0.224, 0.225};
@@ -62,15 +69,5 @@ const std::vector<double> kImageNetMean{0.485, 0.456, 0.406}, kImageNetStd{0.229
 inline int64_t image_side(const std::vector<int64_t>& wanted) {
   return wanted.size() == 3 && wanted[1] == wanted[2] ? wanted[1] : 224;
 }
-
-// A dataset's image sample: training's transform where `augment`, else evaluation's.
-inline void transform_sample(const EncodedImage& image, bool augment, uint64_t seed, int64_t size, uint8_t* out) {
-  if (augment) training_sample(image, size, seed, out);
-  else evaluation_sample(image, size, out);
-}
-
-// `box` of the full-size image resized to size x size (Pillow's bilinear) into `out`,
-// mirrored when `mirror`.
-void resized_crop(const EncodedImage& image, const CropBox& box, int64_t size, bool mirror, uint8_t* out);
 
 }  // namespace dshost

@@ -37,8 +37,7 @@ class ImageFolder : public dshost::Dataset {
 
   dshost::Shape fill(const dshost::Sample& s) const override {
     const dshost::ImageFiles& files = s.split == DSHOST_TRAIN_SPLIT ? train_ : val_;
-    dshost::transform_sample(dshost::EncodedImage(files.paths[s.index]), s.augment, s.seed, size_,
-                             static_cast<uint8_t*>(s.input));
+    dshost::write_image_sample(dshost::EncodedImage(files.paths[s.index]), s, size_);
     *s.target = files.labels[s.index];
     return {3, size_, size_};
   }

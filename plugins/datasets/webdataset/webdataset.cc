@@ -42,7 +42,7 @@ class WebDataset : public dshost::Dataset {
     const std::string& shard = index.shards[sample.shard];
     const dshost::EncodedImage image(dshost::cat(shard, ": ", sample.member),
                                      dshost::read_bytes(shard, sample.offset, sample.size));
-    dshost::transform_sample(image, s.augment, s.seed, size_, static_cast<uint8_t*>(s.input));
+    dshost::write_image_sample(image, s, size_);
     *s.target = sample.label;
     return {3, size_, size_};
   }

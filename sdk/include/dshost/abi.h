@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define DSHOST_ABI_MAJOR 1
-#define DSHOST_ABI_MINOR 6
+#define DSHOST_ABI_MINOR 7
 
 #if defined(__GNUC__)
 #define DSHOST_EXPORT __attribute__((visibility("default")))
@@ -505,6 +505,22 @@ typedef struct dshost_sample {
    * from the one describe gave. */
   int32_t written_ndim;
   int64_t written_shape[8];
+  /* Since ABI 1.7: images the host decodes itself (data.decode = "gpu"). Where the host sets
+   * encoded_buffer, a dataset whose sample is a complete JPEG file of grey or YCbCr pixels
+   * may give the file instead of pixels: it asks encoded_buffer for the file's size (host
+   * memory, NULL when none could be had), copies the file there, sets encoded_size, box,
+   * mirror and box_only, and returns the shape it would have written. The host decodes the
+   * file and resamples `box` of it to that shape's height and width with Pillow's bilinear
+   * filter (antialiased), as torchvision's resize does. */
+  void* (*encoded_buffer)(struct dshost_sample* sample, size_t size);
+  void* host_data;     /* the host's, for encoded_buffer */
+  size_t encoded_size; /* 0: fill wrote pixels */
+  double box[4];       /* top, left, height, width, in pixels of the full-size image */
+  int32_t mirror;      /* nonzero: mirrored left to right after resampling */
+  /* Nonzero: the filter reads only the pixels inside box, whose edges are then whole pixels
+   * (a crop resized: RandomResizedCrop); 0: the whole image is resized and box cut from the
+   * result (Resize, then CenterCrop). */
+  int32_t box_only;
 } dshost_sample;
 
 typedef struct dshost_dataset_api {

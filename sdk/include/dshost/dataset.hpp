@@ -6,12 +6,21 @@
 #include <dshost/plugin.hpp>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace dshost {
 
 using Shape = std::vector<int64_t>;
+
+// What the host resamples of an image a dataset gives encoded: see dshost_sample.box.
+struct ImageBox {
+  double top, left, height, width;  // in pixels of the full-size image
+  bool mirror;                      // left to right, after resampling
+  bool box_only;                    // the filter reads inside the box only (a crop resized)
+};
 
 // One sample to write; see dshost_sample.
 struct Sample {
@@ -21,6 +30,29 @@ struct Sample {
   uint64_t seed;
   void* input;    // the described input shape and dtype, contiguous
   int64_t* target;
+  dshost_sample* raw;  // the host's record, for giving the image encoded
+
+  // Whether the host decodes JPEG files itself (data.decode = "gpu"), so that fill may give
+  // a complete JPEG of grey or YCbCr pixels with give_jpeg instead of writing its pixels.
+  bool host_decodes_jpeg() const {
+    return raw->struct_size >= offsetof(dshost_sample, box_only) + sizeof(raw->box_only) &&
+           raw->encoded_buffer != nullptr;
+  }
+  // Gives this sample as the JPEG file `bytes` of which the host resamples `box` to the
+  // input's height and width (fill still returns that shape).
+  void give_jpeg(const void* bytes, size_t size, const ImageBox& box) const {
+    void* buffer = raw->encoded_buffer(raw, size);
+    if (buffer == nullptr)
+      throw Error(cat("the host has no memory for an encoded image of ", size, " bytes"), DSHOST_OUT_OF_MEMORY);
+    std::memcpy(buffer, bytes, size);
+    raw->encoded_size = size;
+    raw->box[0] = box.top;
+    raw->box[1] = box.left;
+    raw->box[2] = box.height;
+    raw->box[3] = box.width;
+    raw->mirror = box.mirror;
+    raw->box_only = box.box_only;
+  }
 };
 
 class Dataset {
@@ -88,7 +120,7 @@ const dshost_dataset_api* dataset_api() {
       [](dshost_dataset* d, dshost_sample* s, dshost_error* err) {
         return guarded(err, [&] {
           const Shape written = reinterpret_cast<const D*>(d)->fill(
-              Sample{s->split, s->index, s->augment != 0, s->seed, s->input, s->target});
+              Sample{s->split, s->index, s->augment != 0, s->seed, s->input, s->target, s});
           if (written.size() > 8) throw Error(cat("a sample of ", written.size(), " dimensions (at most 8)"));
           s->written_ndim = static_cast<int32_t>(written.size());
           std::copy(written.begin(), written.end(), s->written_shape);
