@@ -114,9 +114,7 @@ GpuJpegDecoder::GpuJpegDecoder(at::Device device) {
 
 GpuJpegDecoder::~GpuJpegDecoder() = default;
 
-const char* GpuJpegDecoder::engine() const {
-  return state_->hardware ? "the hardware JPEG decoder" : "the GPU's cores";
-}
+bool GpuJpegDecoder::in_hardware() const { return state_->hardware; }
 
 std::vector<int64_t> GpuJpegDecoder::stage(const at::Tensor& pixels, const std::vector<EncodedSample>& files,
                                            const at::Tensor& staged) {
@@ -197,7 +195,7 @@ std::vector<int64_t> GpuJpegDecoder::stage(const at::Tensor&, const std::vector<
 
 void GpuJpegDecoder::release() {}
 
-const char* GpuJpegDecoder::engine() const { return ""; }
+bool GpuJpegDecoder::in_hardware() const { return false; }
 
 }  // namespace dshost
 

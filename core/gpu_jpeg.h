@@ -33,8 +33,9 @@ class GpuJpegDecoder {
   std::vector<int64_t> stage(const at::Tensor& pixels, const std::vector<EncodedSample>& files, const at::Tensor& staged);
   // Marks, in the current stream's order, that what stage() wrote has been read.
   void release();
-  // Where baseline files are decoded: "the hardware JPEG decoder" or "the GPU's cores".
-  const char* engine() const;
+  // Whether baseline files go to the GPU's hardware JPEG decoder (else to its cores, with
+  // their Huffman decoding on this thread).
+  bool in_hardware() const;
 
  private:
   struct State;

@@ -313,15 +313,9 @@ class Worker {
          "model bind_batch");
     const int workers = resolve_workers(cfg_.data.workers, device_.is_cuda(), rv_.local_world_size);
     pipeline_ = std::make_unique<InputPipeline>(*data_, rows, workers, static_cast<int>(cfg_.data.prefetch), device_,
-                                                decode_on_gpu());
+                                                cfg_.data.decode);
   }
 
-  // data.decode: "auto" decodes on the GPU where this build and device can ("gpu" is checked
-  // with the manifest).
-  bool decode_on_gpu() const {
-    const std::string& decode = cfg_.data.decode;
-    return decode == "gpu" || (decode == "auto" && device_.is_cuda() && GpuJpegDecoder::built());
-  }
 
   // The run directory and its metrics files (cut back to the checkpoint's step when resuming).
   void prepare_run_dir() {

@@ -680,9 +680,9 @@ TEST(GpuJpeg, DecodesTheCpusPicturesWithoutWaitingForTheDevice) {
   const std::string pictures = dir + "/train/pictures";
   std::filesystem::create_directories(pictures);
   std::filesystem::create_directories(dir + "/val/pictures");
-  const test::Ran fixtures = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/image_transforms.py", pictures, "224"});
+  const test::Ran fixtures = test::run({test::python(), DSHOST_SOURCE_DIR "/tests/image_transforms.py", pictures, "224"});
   ASSERT_EQ(fixtures.exit_code, 0) << fixtures.err;
-  const test::Ran progressive = test::run({"/usr/bin/python3", "-c",
+  const test::Ran progressive = test::run({test::python(), "-c",
                                            "import sys; from PIL import Image; "
                                            "Image.open(sys.argv[1]).save(sys.argv[2], quality=90, progressive=True)",
                                            pictures + "/rgb.jpg", pictures + "/progressive.jpg"});
@@ -698,7 +698,7 @@ TEST(GpuJpeg, DecodesTheCpusPicturesWithoutWaitingForTheDevice) {
   const auto order = std::make_shared<const std::vector<int64_t>>(indices);
   const auto val_order = std::make_shared<const std::vector<int64_t>>(std::vector<int64_t>{0, 1});
 
-  InputPipeline on_gpu(*data, 12, 2, 1, cuda, /*decode_on_gpu=*/true), on_cpu(*data, 12, 2, 1, cuda, false);
+  InputPipeline on_gpu(*data, 12, 2, 1, cuda, "gpu"), on_cpu(*data, 12, 2, 1, cuda, "cpu");
   const auto compare = [&](dshost_split split, const std::shared_ptr<const std::vector<int64_t>>& o, int64_t rows) {
     at::Tensor gpu_targets, cpu_targets;
     const at::Tensor decoded = loaded_pixels(on_gpu, *data, split, o, 0, rows, split == DSHOST_TRAIN_SPLIT ? 7 : 0,

@@ -87,6 +87,11 @@ std::string fashion_mnist_dir() {
   return dir != nullptr ? dir : "/usr/share/datasets/fashion-mnist";
 }
 
+std::string python() {
+  const char* python = std::getenv("DSHOST_TEST_PYTHON");
+  return python != nullptr ? python : "/usr/bin/python3";
+}
+
 std::string scratch_dir(const std::string& name) {
   const fs::path dir = fs::path(DSHOST_TEST_SCRATCH) / name;
   remove_tree(dir.string());

@@ -34,6 +34,9 @@ std::vector<double> losses(const std::string& run_dir);
 
 // Debian's Fashion-MNIST, or the folder DSHOST_TEST_FASHION_MNIST names (the GPU machine's).
 std::string fashion_mnist_dir();
+// The Python with numpy, Pillow and torchvision for fixtures: $DSHOST_TEST_PYTHON, else
+// Debian's /usr/bin/python3.
+std::string python();
 // Bundled dataset plugin `name` opened as a rank opens it (core/dataset.h), with [data]
 // overrides `sets` ("data.path=\"...\""), for a model of sample shape `wanted`.
 std::unique_ptr<DatasetPlugin> open_dataset(const std::string& name, std::vector<std::string> sets,

@@ -127,7 +127,7 @@ images() {  # [graph | zero2]: dshost with train.cuda_graph only, or zero2 (for 
 
 # Real JPEGs (issue 25): an ImageNet-like folder of 3,000 photo-sized JPEGs, resnet50 and
 # mobilenet_v2 at b64 trained from it by dshost (its input pipeline, decoding on the CPU's
-# workers and with nvJPEG on the GPU; on cores - 1 workers, then on 4) and by PyTorch
+# workers, with nvJPEG on the GPU, and shared (auto); on cores - 1 workers, then on 4) and by PyTorch
 # (torchvision's ImageFolder in a DataLoader of cores - 1 workers), dshost also from its
 # synthetic data; then each input pipeline alone (bench/image_folder/run.sh's comparison).
 # REAL_DATA_MODELS narrows the models, REAL_DATA_LOADERS=0 leaves out the pipelines alone.
@@ -139,14 +139,14 @@ real_data() {
     local folder_sets=(data.dataset=\"image_folder\" data.path=\"$folder\")
     for graph in false true; do
       local suffix=${graph/false/}; suffix=${suffix/true/_graph}
-      for decode in cpu gpu; do
+      for decode in cpu gpu auto; do
         dshost_run "${model}_b64_folder_${decode}_dshost$suffix" "$model b64 jpeg folder, $workers workers, $decode decode" \
           "${common[@]}" "${folder_sets[@]}" train.cuda_graph=$graph data.workers=$workers data.decode=\"$decode\"
       done
       dshost_run "${model}_b64_synthetic_dshost$suffix" "$model b64 synthetic" "${common[@]}" train.cuda_graph=$graph \
         data.dataset=\"synthetic\" data.synthetic_classes=1000
     done
-    for decode in cpu gpu; do
+    for decode in cpu gpu auto; do
       dshost_run "${model}_b64_folder_${decode}_4_workers_dshost_graph" "$model b64 jpeg folder, 4 workers, $decode decode" \
         "${common[@]}" "${folder_sets[@]}" train.cuda_graph=true data.workers=4 data.decode=\"$decode\"
     done
@@ -404,7 +404,7 @@ build_dshost "$@"
 for group in "$@"; do
   case $group in
     real-data) real_data ;;
-    tests) DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build -L gpu -R "${GPU_TESTS:-.}" --output-on-failure \
+    tests) DSHOST_TEST_PYTHON=$(command -v python3) DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build -L gpu -R "${GPU_TESTS:-.}" --output-on-failure \
              > "$out/gpu_tests.log" 2>&1; tail -5 "$out/gpu_tests.log" ;;
     tests-no-tf32) NVIDIA_TF32_OVERRIDE=0 DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build \
              -L gpu --output-on-failure > "$out/gpu_tests_no_tf32.log" 2>&1; tail -5 "$out/gpu_tests_no_tf32.log" ;;
