@@ -84,8 +84,8 @@ const dshost_option kData[] = {
            "the cores less one, on the CPU one"),
     ranged("prefetch", INT, "4", 0, 64, "batches the workers prepare ahead of the step (and of evaluation)"),
     opt("decode", STRING, "\"auto\"",
-        "where JPEG files are decoded: cpu (the workers, libjpeg-turbo), gpu (nvJPEG, on the GPU's hardware "
-        "JPEG decoder where it has one), auto = gpu on a CUDA device of a build with nvJPEG",
+        "where JPEG files are decoded: cpu (the workers, libjpeg-turbo), gpu (nvJPEG on the rank's GPU, its "
+        "hardware JPEG decoder where it has one: for hosts with few cores per GPU), auto = cpu",
         "auto|cpu|gpu"),
     ranged("max_bad_files", INT, "100", 0, 1e12,
            "samples that cannot be made (files that do not decode) are skipped with a warning, each "

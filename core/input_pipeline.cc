@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 
 namespace dshost {
 
@@ -31,7 +30,7 @@ std::vector<int64_t> rows_of(int64_t rows, const std::vector<int64_t>& sample) {
 }  // namespace
 
 InputPipeline::InputPipeline(const DatasetPlugin& dataset, int64_t rows, int workers, int prefetch, at::Device device,
-                             const std::string& decode)
+                             bool decode_on_gpu)
     : dataset_(dataset), prefetch_(prefetch), device_(device) {
   // The batch being loaded, those prefetched, and one whose copy to the device may still be
   // under way while it is the next to be refilled.
@@ -44,14 +43,10 @@ InputPipeline::InputPipeline(const DatasetPlugin& dataset, int64_t rows, int wor
   }
   if (!device.is_cpu() && dataset.is_images())
     staged_ = at::empty(rows_of(rows, dataset.input_shape()), at::TensorOptions(device).dtype(at::kByte));
-  if (decode != "cpu" && device.is_cuda() && dataset.is_images() && GpuJpegDecoder::built()) {
+  if (decode_on_gpu && dataset.is_images()) {
     decoder_ = std::make_unique<GpuJpegDecoder>(device);
-    gpu_share_ = decode == "gpu" ? 1.0 : decoder_->in_hardware() ? 0.5 : 0.0;
-    if (gpu_share_ == 0) decoder_.reset();
-  }
-  if (decoder_) {
     for (Batch& b : batches_) b.files.resize(static_cast<size_t>(rows));
-    log::info(cat("data.decode = \"", decode, "\": ", gpu_share_ * 100, "% of the JPEG files decoded by nvJPEG on ",
+    log::info(cat("data.decode = \"gpu\": JPEG files decoded by nvJPEG on ",
                   decoder_->in_hardware() ? "the GPU's hardware JPEG decoder" : "the GPU's cores"));
   }
   for (int i = 0; i < std::max(workers, 1); ++i) workers_.emplace_back([this] { work(); });
@@ -75,10 +70,13 @@ void InputPipeline::load(dshost_split split, const std::shared_ptr<const std::ve
     b = find(wanted);
   }
   wait_until_done(*b);
-  b->key.order.reset();  // consumed: free for another batch once the copies below are done
   b->loaded = ++loads_;
-  if (b->error) std::rethrow_exception(std::exchange(b->error, nullptr));
+  if (b->error) {
+    b->key.order.reset();
+    std::rethrow_exception(std::exchange(b->error, nullptr));
+  }
   present(*b, count, inputs);
+  b->key.order.reset();  // consumed: free for another batch once the copies above are done
   targets.narrow(0, 0, count).copy_(b->targets.narrow(0, 0, count), /*non_blocking=*/true);
   if (!device_.is_cpu()) {
     if (!b->sent) b->sent.emplace(device_.type());
@@ -161,7 +159,7 @@ void InputPipeline::work() {
     }
     std::exception_ptr error;
     try {
-      fill(*task.batch, task.row, file_slot(*task.batch, task.row));
+      fill(*task.batch, task.row, decoder_ ? &task.batch->files[static_cast<size_t>(task.row)] : nullptr);
     } catch (...) {
       error = std::current_exception();
     }
@@ -169,16 +167,6 @@ void InputPipeline::work() {
     if (error && !task.batch->error) task.batch->error = error;
     if (--task.batch->unfinished == 0) batch_done_.notify_all();
   }
-}
-
-// Where row `row` may be given as a file: the rows offered to the GPU's decoder are spread
-// evenly over the batch, gpu_share_ of them.
-EncodedSample* InputPipeline::file_slot(Batch& b, int64_t row) {
-  if (!decoder_) return nullptr;
-  EncodedSample& file = b.files[static_cast<size_t>(row)];
-  file.bytes.clear();
-  const bool offered = std::floor((row + 1) * gpu_share_) > std::floor(row * gpu_share_);
-  return offered ? &file : nullptr;
 }
 
 void InputPipeline::fill(Batch& b, int64_t row, EncodedSample* file) {

@@ -28,12 +28,9 @@ namespace dshost {
 class InputPipeline {
  public:
   // Batches of up to `rows` samples of `dataset` for inputs on `device`, JPEG files decoded
-  // as data.decode says: "cpu" by the workers; "gpu" on a CUDA device by nvJPEG; "auto" on a
-  // CUDA device with a hardware JPEG decoder, every other file by it and the rest by the
-  // workers (measured on an H200 with resnet50: the hardware decoder alone keeps up with 3,000
-  // images/s, 4 workers with 2,500, together with the step's 3,900), elsewhere by the workers.
+  // by nvJPEG on that GPU where `decode_on_gpu`, else by the workers.
   InputPipeline(const DatasetPlugin& dataset, int64_t rows, int workers, int prefetch, at::Device device,
-                const std::string& decode = "cpu");
+                bool decode_on_gpu = false);
   ~InputPipeline();  // stops the workers after the sample each is on
   InputPipeline(const InputPipeline&) = delete;
   InputPipeline& operator=(const InputPipeline&) = delete;
@@ -77,14 +74,12 @@ class InputPipeline {
   void present(Batch& b, int64_t count, at::Tensor& inputs);
   void work();
   void fill(Batch& b, int64_t row, EncodedSample* file);
-  EncodedSample* file_slot(Batch& b, int64_t row);
 
   const DatasetPlugin& dataset_;
   const int prefetch_;
   const at::Device device_;
   at::Tensor staged_;  // a batch's images on the device, uint8
   std::unique_ptr<GpuJpegDecoder> decoder_;
-  double gpu_share_ = 0;  // of the rows, offered to the decoder as files
   std::vector<Batch> batches_;
   int64_t loads_ = 0;
   std::deque<Task> tasks_;

@@ -313,7 +313,7 @@ class Worker {
          "model bind_batch");
     const int workers = resolve_workers(cfg_.data.workers, device_.is_cuda(), rv_.local_world_size);
     pipeline_ = std::make_unique<InputPipeline>(*data_, rows, workers, static_cast<int>(cfg_.data.prefetch), device_,
-                                                cfg_.data.decode);
+                                                cfg_.data.decode == "gpu");
   }
 
 

@@ -698,7 +698,7 @@ TEST(GpuJpeg, DecodesTheCpusPicturesWithoutWaitingForTheDevice) {
   const auto order = std::make_shared<const std::vector<int64_t>>(indices);
   const auto val_order = std::make_shared<const std::vector<int64_t>>(std::vector<int64_t>{0, 1});
 
-  InputPipeline on_gpu(*data, 12, 2, 1, cuda, "gpu"), on_cpu(*data, 12, 2, 1, cuda, "cpu");
+  InputPipeline on_gpu(*data, 12, 2, 1, cuda, /*decode_on_gpu=*/true), on_cpu(*data, 12, 2, 1, cuda, false);
   const auto compare = [&](dshost_split split, const std::shared_ptr<const std::vector<int64_t>>& o, int64_t rows) {
     at::Tensor gpu_targets, cpu_targets;
     const at::Tensor decoded = loaded_pixels(on_gpu, *data, split, o, 0, rows, split == DSHOST_TRAIN_SPLIT ? 7 : 0,

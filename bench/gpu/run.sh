@@ -56,14 +56,14 @@ build_dshost() {
   echo "built in $((SECONDS - start)) s"
 }
 
-# dshost_run NAME KIND [--set values]: one dshost run, its row appended.
+# dshost_run NAME KIND [--set values]: one dshost run (stopped after RUN_TIMEOUT seconds, 300), its row appended.
 dshost_run() {
   local name=$1 kind=$2; shift 2
   local sets=(--set launcher.nprocs=1 --set train.device=\"cuda\" --set train.precision=\"bf16\"
               --set train.eval=false --set train.log_every=10 --set "run.output_dir=\"$logs/runs\""
               --set "run.name=\"$name\"")
   for s in "$@"; do sets+=(--set "$s"); done
-  $build/dshost run configs/quickstart.toml "${sets[@]}" > "$logs/$name.log" 2>&1
+  timeout ${RUN_TIMEOUT:-300} $build/dshost run configs/quickstart.toml "${sets[@]}" > "$logs/$name.log" 2>&1
   local code=$?
   [[ $code == 0 ]] || tail -30 "$logs/$name.log" > "$out/$name.log"
   python3 - "$logs/runs/$name" "$name" "$kind" "$code" >> "$rows" <<'PY'
@@ -127,7 +127,7 @@ images() {  # [graph | zero2]: dshost with train.cuda_graph only, or zero2 (for 
 
 # Real JPEGs (issue 25): an ImageNet-like folder of 3,000 photo-sized JPEGs, resnet50 and
 # mobilenet_v2 at b64 trained from it by dshost (its input pipeline, decoding on the CPU's
-# workers, with nvJPEG on the GPU, and shared (auto); on cores - 1 workers, then on 4) and by PyTorch
+# workers and with nvJPEG on the GPU; on cores - 1 workers, then on 4) and by PyTorch
 # (torchvision's ImageFolder in a DataLoader of cores - 1 workers), dshost also from its
 # synthetic data; then each input pipeline alone (bench/image_folder/run.sh's comparison).
 # REAL_DATA_MODELS narrows the models, REAL_DATA_LOADERS=0 leaves out the pipelines alone.
@@ -139,14 +139,14 @@ real_data() {
     local folder_sets=(data.dataset=\"image_folder\" data.path=\"$folder\")
     for graph in false true; do
       local suffix=${graph/false/}; suffix=${suffix/true/_graph}
-      for decode in cpu gpu auto; do
+      for decode in cpu gpu; do
         dshost_run "${model}_b64_folder_${decode}_dshost$suffix" "$model b64 jpeg folder, $workers workers, $decode decode" \
           "${common[@]}" "${folder_sets[@]}" train.cuda_graph=$graph data.workers=$workers data.decode=\"$decode\"
       done
       dshost_run "${model}_b64_synthetic_dshost$suffix" "$model b64 synthetic" "${common[@]}" train.cuda_graph=$graph \
         data.dataset=\"synthetic\" data.synthetic_classes=1000
     done
-    for decode in cpu gpu auto; do
+    for decode in cpu gpu; do
       dshost_run "${model}_b64_folder_${decode}_4_workers_dshost_graph" "$model b64 jpeg folder, 4 workers, $decode decode" \
         "${common[@]}" "${folder_sets[@]}" train.cuda_graph=true data.workers=4 data.decode=\"$decode\"
     done
