@@ -133,7 +133,7 @@ void DatasetPlugin::keep_encoded(const dshost_sample& s, EncodedSample& encoded)
 }
 
 int64_t DatasetPlugin::fill(dshost_split split, int64_t index, uint64_t augment_seed, void* input, int64_t* target,
-                      EncodedSample* encoded) const {
+                            EncodedSample* encoded) const {
   const int64_t n = size(split);
   for (int64_t tried = 0; tried < n; ++tried, index = (index + 1) % n) {
     dshost_sample s{sizeof(dshost_sample), split, index, augment_seed != 0, augment_seed ? sample_seed(augment_seed, index) : 0,

@@ -316,7 +316,6 @@ class Worker {
                                                 cfg_.data.decode == "gpu");
   }
 
-
   // The run directory and its metrics files (cut back to the checkpoint's step when resuming).
   void prepare_run_dir() {
     std::error_code ec;
