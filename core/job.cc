@@ -1,5 +1,6 @@
 #include "core/job.h"
 
+#include "core/abi_adapters.h"
 #include "core/dataset.h"
 #include "core/error.h"
 #include "core/gpu_jpeg.h"
@@ -14,15 +15,14 @@ LoadedSection load_section(const Manifest& m, const PluginCatalog& catalog,
                            dshost_plugin_kind kind, const std::string& section) {
   const Value name = m.plugin_name(section);
   LoadedPlugin plugin = catalog.load(kind, name.s, name.origin);
-  const dshost_plugin_descriptor* d = plugin.descriptor;
-  Section options = m.resolve(section, {d->options, d->option_count}, /*plugin_section=*/true);
+  Section options = m.resolve(section, {plugin.options.data(), plugin.options.size()}, /*plugin_section=*/true);
   return {std::move(plugin), std::move(options)};
 }
 
 // train.nonfinite = "skip" is carried out by the strategy, which learned to since ABI 1.5.
 void check_skip_support(const Manifest& m, const Config& config, const LoadedSection& strategy) {
   const dshost_plugin_descriptor* d = strategy.plugin.descriptor;
-  if (config.train.nonfinite != "skip" || d->abi_minor >= 5) return;
+  if (config.train.nonfinite != "skip" || can_skip_updates(*d)) return;
   throw UserError(cat(m.origin("train", "nonfinite"), ": error: train.nonfinite = \"skip\" needs a "
                       "strategy built for dshost ABI 1.5 or later, but strategy '", d->name, "' is built for ",
                       d->abi_major, ".", d->abi_minor, " and cannot drop an update; rebuild it against "
@@ -45,21 +45,20 @@ void check_gpu_decode(const Manifest& m, const Config& config) {
 LoadedSection load_data_section(const Manifest& m, const PluginCatalog& catalog, DataConfig& data) {
   const Value name = m.plugin_name("data", "dataset", kDefaultDataset);
   LoadedPlugin plugin = catalog.load(DSHOST_KIND_DATASET, name.s, name.origin);
-  const dshost_plugin_descriptor* d = plugin.descriptor;
   const OptionTable host = host_data_options();
   std::vector<dshost_option> all(host.options, host.options + host.count);
   std::set<std::string> host_keys;
   for (const dshost_option& o : all) host_keys.insert(o.name);
-  for (size_t k = 0; k < d->option_count; ++k) {
-    if (host_keys.count(d->options[k].name))
-      throw UserError(cat("plugin ", plugin.file, ": option '", d->options[k].name, "' is the host's data.",
-                          d->options[k].name, "; the plugin's author must rename it"));
-    all.push_back(d->options[k]);
+  for (const dshost_option& o : plugin.options) {
+    if (host_keys.count(o.name))
+      throw UserError(cat("plugin ", plugin.file, ": option '", o.name, "' is the host's data.", o.name,
+                          "; the plugin's author must rename it"));
+    all.push_back(o);
   }
   const Section section = m.resolve("data", {all.data(), all.size()});
   data = read_data_config(section);
   Section own{"data", {}};
-  for (size_t k = 0; k < d->option_count; ++k) own.values[d->options[k].name] = section.at(d->options[k].name);
+  for (const dshost_option& o : plugin.options) own.values[o.name] = section.at(o.name);
   return {std::move(plugin), std::move(own)};
 }
 

@@ -37,8 +37,8 @@ void add_manifest_args(CLI::App* cmd, Args& args) {
 }
 
 bool has_option(const LoadedPlugin& plugin, const std::string& key) {
-  for (size_t k = 0; k < plugin.descriptor->option_count; ++k)
-    if (plugin.descriptor->options[k].name == key) return true;
+  for (const dshost_option& o : plugin.options)
+    if (o.name == key) return true;
   return false;
 }
 
@@ -132,7 +132,7 @@ void print_plugin(const LoadedPlugin& p) {
   std::cout << kind_name(d->kind) << " " << d->name << " " << d->version << " (ABI "
             << d->abi_major << "." << d->abi_minor << ")  " << d->description << "\n    "
             << p.file << "\n";
-  for (size_t k = 0; k < d->option_count; ++k) std::cout << option_text(d->options[k]) << "\n";
+  for (const dshost_option& o : p.options) std::cout << option_text(o) << "\n";
 }
 
 int plugins() {

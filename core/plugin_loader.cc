@@ -1,5 +1,7 @@
 #include "core/plugin_loader.h"
 
+#include "core/abi_adapters.h"
+
 #include "core/error.h"
 #include "core/manifest.h"
 
@@ -49,28 +51,20 @@ bool exports_entry(const std::string& file) {
   return false;
 }
 
-// The size of each table at ABI 1.0: fields appended since are used only where a plugin's
-// struct_size covers them.
-size_t required_api_size(dshost_plugin_kind kind) {
-  switch (kind) {
-    case DSHOST_KIND_MODEL: return offsetof(dshost_model_api, predict);
-    case DSHOST_KIND_STRATEGY: return offsetof(dshost_strategy_api, save);
-    case DSHOST_KIND_LAUNCHER: return sizeof(dshost_launcher_api);
-    case DSHOST_KIND_DATASET: return sizeof(dshost_dataset_api);  // (new in 1.6)
-  }
-  return 0;
-}
-
 // Every option the plugin declares can be used as `run` uses it: a section with none of its
 // keys given takes every default, so a default its own declaration refuses is the author's
 // mistake, found here rather than reported as the user's.
 template <class Refuse>
-void check_options(const dshost_plugin_descriptor* d, const Refuse& refuse) {
+std::vector<dshost_option> checked_options(const dshost_plugin_descriptor* d, const Refuse& refuse) {
   if (d->option_count > 0 && d->options == nullptr)
     throw refuse(cat("it declares ", d->option_count, " options but no option table"));
+  bool ok = false;
+  std::vector<dshost_option> options = current_options(*d, &ok);
+  if (!ok)
+    throw refuse(cat("its options are ", d->options[0].struct_size, " bytes each, fewer than the ",
+                     DSHOST_STRUCT_SIZE(dshost_option, help), " of ABI 1.0; rebuild it against the dshost SDK"));
   std::vector<std::string> names;
-  for (size_t k = 0; k < d->option_count; ++k) {
-    const dshost_option& o = d->options[k];
+  for (const dshost_option& o : options) {
     try {
       check_option_declaration(o);
     } catch (const UserError& e) {
@@ -80,6 +74,7 @@ void check_options(const dshost_plugin_descriptor* d, const Refuse& refuse) {
       throw refuse(cat("option '", o.name, "' is declared twice; the plugin's author must remove one"));
     names.emplace_back(o.name);
   }
+  return options;
 }
 
 // The catalog finds a plugin by its file name, dshost_<kind>_<name>.so: the table inside
@@ -92,7 +87,10 @@ void check_file_name(const std::string& file, const dshost_plugin_descriptor* d,
                      expected, ".so to be found; rename the file or the plugin"));
 }
 
-void check_descriptor(const std::string& file, const dshost_plugin_descriptor* d) {
+// Checks the table of `plugin` and gives it its current api table and options.
+void check_descriptor(LoadedPlugin& plugin) {
+  const std::string& file = plugin.file;
+  const dshost_plugin_descriptor* d = plugin.descriptor;
   const auto refuse = [&](const std::string& why) {
     return UserError(cat("plugin ", file, ": ", why));
   };
@@ -110,14 +108,13 @@ void check_descriptor(const std::string& file, const dshost_plugin_descriptor* d
                      d->cxx11_abi, "), but this host runs LibTorch ", TORCH_VERSION,
                      " (_GLIBCXX_USE_CXX11_ABI=", kHostCxx11Abi,
                      "); rebuild the plugin against the host's LibTorch"));
-  const size_t need = required_api_size(d->kind);
-  if (need == 0) throw refuse(cat("unknown plugin kind ", static_cast<int>(d->kind)));
+  if (first_api_size(d->kind) == 0) throw refuse(cat("unknown plugin kind ", static_cast<int>(d->kind)));
   if (d->name == nullptr || d->api == nullptr) throw refuse("its table has no name or no api");
-  const size_t have = *static_cast<const size_t*>(d->api);
-  if (have < need)
-    throw refuse(cat("its ", kind_name(d->kind), " table is ", have,
-                     " bytes, smaller than the ", need, " that its first ABI requires"));
-  check_options(d, refuse);
+  plugin.table = current_api(*d);
+  if (plugin.table == nullptr)
+    throw refuse(cat("its ", kind_name(d->kind), " table is ", *static_cast<const size_t*>(d->api),
+                     " bytes, smaller than the ", first_api_size(d->kind), " that its first ABI requires"));
+  plugin.options = checked_options(d, refuse);
   check_file_name(file, d, refuse);
 }
 
@@ -157,7 +154,7 @@ LoadedPlugin load_plugin_file(const std::string& file) {
   }
   const auto entry = library->get<const dshost_plugin_descriptor*()>(DSHOST_ENTRY_SYMBOL_V1);
   LoadedPlugin plugin{file, entry(), library};
-  check_descriptor(file, plugin.descriptor);
+  check_descriptor(plugin);
   return plugin;
 }
 

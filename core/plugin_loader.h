@@ -19,10 +19,14 @@ struct LoadedPlugin {
   std::shared_ptr<void> library;  // keeps the shared object loaded
   // Files of the same kind and name later in the search path, which this one hides.
   std::vector<std::string> hidden;
+  // The kind's api table and the declared options, as this host's ABI has them
+  // (core/abi_adapters.h): read these, not the descriptor's.
+  std::shared_ptr<const void> table;
+  std::vector<dshost_option> options;
 
   template <class Api>
   const Api* api() const {
-    return static_cast<const Api*>(descriptor->api);
+    return static_cast<const Api*>(table.get());
   }
 };
 

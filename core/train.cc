@@ -3,6 +3,7 @@
 
 #include "core/train.h"
 
+#include "core/abi_adapters.h"
 #include "core/checkpoint.h"
 #include "core/comm.h"
 #include "core/cuda_graph.h"
@@ -173,6 +174,7 @@ class Worker {
     call(mapi_->create(model_host_->table(), &model, &err_), "model create");
     model_ = Owned<dshost_model>(model, mapi_->destroy);
     call(mapi_->describe(model_.get(), &info_model_, &err_), "model describe");
+    make_current(info_model_);
     load_data();
 
     dshost_strategy* strategy = nullptr;
@@ -195,9 +197,9 @@ class Worker {
     std::string why;
     int32_t capturable = 0;
     if (!device_.is_cuda()) why = "train.device is not cuda";
-    else if (job_.model.plugin.descriptor->abi_minor < 3)
+    else if (!writes_loss_on_device(*job_.model.plugin.descriptor))
       why = cat("model '", job_.model.plugin.descriptor->name, "' is built for an ABI before 1.3");
-    else if (sapi_->struct_size <= offsetof(dshost_strategy_api, capturable) || !sapi_->capturable)
+    else if (sapi_->capturable == nullptr)
       why = cat("strategy '", job_.strategy.plugin.descriptor->name, "' is built for an ABI before 1.3");
     else {
       call(sapi_->capturable(strategy_.get(), &capturable, &err_), "strategy capturable");
@@ -305,9 +307,8 @@ class Worker {
     const at::ScalarType input_dtype = info_model_.input_dtype.code == kDLInt ? at::kLong : at::kFloat;
     inputs_ = at::zeros(shape, at::TensorOptions().dtype(input_dtype).device(device_));
     std::vector<int64_t> target_shape{rows};
-    if (info_model_.struct_size >= sizeof(dshost_model_info))  // ABI 1.1: target_shape
-      target_shape.insert(target_shape.end(), info_model_.target_shape,
-                          info_model_.target_shape + info_model_.target_ndim);
+    target_shape.insert(target_shape.end(), info_model_.target_shape,
+                        info_model_.target_shape + info_model_.target_ndim);
     targets_ = at::zeros(target_shape, at::TensorOptions().dtype(at::kLong).device(device_));
     call(mapi_->bind_batch(model_.get(), to_dlpack(inputs_), to_dlpack(targets_), &err_),
          "model bind_batch");
@@ -428,7 +429,7 @@ class Worker {
     r.loss_out = &loss_out_->dl_tensor;
     call(mapi_->forward_backward(model_.get(), t.micro_batch_size, 1.0 / t.grad_accum_steps,
                                  &r, &err_), "model forward_backward");
-    if (job_.model.plugin.descriptor->abi_minor < 3) loss_slot_.fill_(r.loss);
+    if (!writes_loss_on_device(*job_.model.plugin.descriptor)) loss_slot_.fill_(r.loss);
   }
 
   // Averages the losses of the steps since the last report over ranks (one collective for
@@ -636,9 +637,7 @@ class Worker {
 
   // Strategies built for ABI 1.0 / 1.1 have no save or load entry (`what`: "save" | "load").
   void require_checkpoint_support(const char* what) const {
-    const bool has = sapi_->struct_size > offsetof(dshost_strategy_api, load) && sapi_->save != nullptr &&
-                     sapi_->load != nullptr;
-    if (!has)
+    if (sapi_->save == nullptr || sapi_->load == nullptr)
       throw UserError(cat("strategy '", job_.strategy.plugin.descriptor->name, "' cannot ", what,
                           " checkpoints (built for an ABI before 1.2)"));
   }
@@ -709,9 +708,9 @@ class Worker {
 
   // A parameter's or buffer's name in `dshost export`'s file (plugins before ABI 1.2 give
   // none: their own name).
-  static std::string export_name(const dshost_param_desc& d) {
-    const bool given = d.struct_size > offsetof(dshost_param_desc, export_name) && d.export_name != nullptr;
-    return given ? d.export_name : d.name;
+  static std::string export_name(dshost_param_desc& d) {
+    make_current(d);
+    return d.export_name != nullptr ? d.export_name : d.name;
   }
 
   struct Buffer {
@@ -721,7 +720,7 @@ class Worker {
   // The model's buffers (batch-norm statistics) as named views of its memory.
   std::vector<Buffer> model_buffers() {
     std::vector<Buffer> out;
-    if (mapi_->struct_size <= offsetof(dshost_model_api, buffer_count)) return out;  // ABI < 1.2
+    if (mapi_->buffer_count == nullptr || mapi_->buffer == nullptr) return out;  // ABI < 1.2
     int32_t count = 0;
     call(mapi_->buffer_count(model_.get(), &count, &err_), "model buffer_count");
     for (int32_t i = 0; i < count; ++i) {
@@ -819,7 +818,7 @@ class Worker {
     for (size_t u = 0; u < param_layouts_.size(); ++u) {
       int64_t params = 0, flops = 0;
       for (const auto& p : param_layouts_[u]) params += p.numel();
-      if (mapi_->struct_size > offsetof(dshost_model_api, unit_flops))
+      if (mapi_->unit_flops != nullptr)
         call(mapi_->unit_flops(model_.get(), static_cast<int32_t>(u), &flops, &err_), "model unit_flops");
       const std::string first = param_layouts_[u].empty() ? "" : param_layouts_[u][0].name;
       units.push_back({{"unit", first.substr(0, first.find('.'))}, {"parameters", params},

@@ -7,7 +7,8 @@
  * Rules that hold for every table and call below:
  *  - Every struct begins with `size_t struct_size`, set by whoever fills it to
  *    sizeof(the struct as it knew it). Fields are only ever appended; a reader touches a
- *    field only when struct_size covers it.
+ *    field only when struct_size reaches DSHOST_STRUCT_SIZE(struct, the last field appended
+ *    with it).
  *  - The entry point `dshost_plugin_v1` returns a static table. The host refuses a plugin
  *    whose abi_major differs from its own, or whose abi_minor is newer than its own.
  *  - Every fallible call returns a dshost_status and, on failure, writes a NUL-terminated
@@ -46,6 +47,12 @@ extern "C" {
 
 #define DSHOST_ABI_MAJOR 1
 #define DSHOST_ABI_MINOR 7
+
+/* The bytes of `type` up to the end of `field`: what a struct_size must reach for that field
+ * to be there. Compare with the last field a minor appended (PJRT's STRUCT_SIZE): a field
+ * appended into the padding at the end of the older struct lies within that struct's
+ * sizeof, so its offset alone does not tell. */
+#define DSHOST_STRUCT_SIZE(type, field) (offsetof(type, field) + sizeof(((type*)0)->field))
 
 #if defined(__GNUC__)
 #define DSHOST_EXPORT __attribute__((visibility("default")))

@@ -35,7 +35,7 @@ struct Sample {
   // Whether the host decodes JPEG files itself (data.decode = "gpu"), so that fill may give
   // a complete JPEG of grey or YCbCr pixels with give_jpeg instead of writing its pixels.
   bool host_decodes_jpeg() const {
-    return raw->struct_size >= offsetof(dshost_sample, box_only) + sizeof(raw->box_only) &&
+    return raw->struct_size >= DSHOST_STRUCT_SIZE(dshost_sample, box_only) &&
            raw->encoded_buffer != nullptr;
   }
   // Gives this sample as the JPEG file `bytes` of which the host resamples `box` to the

@@ -521,7 +521,7 @@ const dshost_model_api* model_api() {
       [](dshost_model* m, int64_t batch, double loss_scale, dshost_step_result* out,
          dshost_error* err) {
         return guarded(err, [&] {
-          const bool lent = out->struct_size > offsetof(dshost_step_result, loss_out);
+          const bool lent = out->struct_size >= DSHOST_STRUCT_SIZE(dshost_step_result, loss_out);
           out->loss = hand_to_host(as<M>(m)->forward_backward(batch, loss_scale),
                                    lent ? out->loss_out : nullptr);
           out->struct_size = sizeof(dshost_step_result);

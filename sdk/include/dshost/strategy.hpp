@@ -251,13 +251,13 @@ inline at::Tensor clip_divisor(const at::Tensor& norm, double max_norm) {
 // A step's return value: the norm goes to the host's grad_norm_out (ABI 1.4) without
 // waiting for the device, and NaN is returned; an older host gets it read back.
 inline double report_norm(const dshost_step_args& args, const at::Tensor& norm) {
-  const bool lent = args.struct_size > offsetof(dshost_step_args, grad_norm_out);
+  const bool lent = args.struct_size >= DSHOST_STRUCT_SIZE(dshost_step_args, grad_norm_out);
   return hand_to_host(norm, lent ? args.grad_norm_out : nullptr);
 }
 
 // Whether the host asked (ABI 1.5) to drop the update of a step whose norm is not finite.
 inline bool skip_nonfinite(const dshost_step_args& args) {
-  return args.struct_size > offsetof(dshost_step_args, skip_nonfinite) && args.skip_nonfinite != 0;
+  return args.struct_size >= DSHOST_STRUCT_SIZE(dshost_step_args, skip_nonfinite) && args.skip_nonfinite != 0;
 }
 
 // AdamW (decoupled weight decay, as torch.optim.AdamW) or SGD with momentum, updating a
