@@ -167,16 +167,4 @@ DataConfig read_data_config(const Section& d) {
           d.get_int("prefetch"),    d.get_string("decode"), d.get_int("max_bad_files")};
 }
 
-double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step,
-                     int64_t total) {
-  if (step < sched.warmup_steps)
-    return opt.lr * static_cast<double>(step + 1) / static_cast<double>(sched.warmup_steps);
-  const double span = static_cast<double>(std::max<int64_t>(1, total - sched.warmup_steps));
-  const double progress = std::min(1.0, static_cast<double>(step - sched.warmup_steps) / span);
-  double shape = 1.0;
-  if (sched.decay == "cosine") shape = 0.5 * (1.0 + std::cos(M_PI * progress));
-  if (sched.decay == "linear") shape = 1.0 - progress;
-  return opt.lr * (sched.min_lr_ratio + (1.0 - sched.min_lr_ratio) * shape);
-}
-
 }  // namespace dshost

@@ -88,8 +88,5 @@ Config read_config(const Manifest& manifest);
 OptionTable host_data_options();
 DataConfig read_data_config(const Section& data);
 
-// The learning rate for optimizer step `step` (0-based) of `total`.
-double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step,
-                     int64_t total);
 
 }  // namespace dshost

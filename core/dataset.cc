@@ -43,7 +43,8 @@ DatasetPlugin::DatasetPlugin(const Job& job, const RankInfo& rank, const std::ve
       file_(job.dataset.plugin.file),
       origin_(job.manifest.origin("data", "dataset")),
       library_(job.dataset.plugin.library),
-      api_(job.dataset.plugin.api<dshost_dataset_api>()),
+      table_(job.dataset.plugin.table),
+      api_(static_cast<const dshost_dataset_api*>(table_.get())),
       max_bad_samples_(job.config.data.max_bad_files) {
   host_ = std::make_unique<PluginHost>(name_, job.dataset.options, rank, nullptr);
   if (wanted.size() > 8) throw UserError(cat("a model sample of ", wanted.size(), " dimensions (at most 8)"));

@@ -65,6 +65,7 @@ class DatasetPlugin {
 
   std::string name_, file_, origin_;
   std::shared_ptr<void> library_;  // keeps the plugin loaded
+  std::shared_ptr<const void> table_;  // its api table as current (api_), owned here
   std::unique_ptr<PluginHost> host_;
   const dshost_dataset_api* api_ = nullptr;
   dshost_dataset* dataset_ = nullptr;

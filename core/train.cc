@@ -14,8 +14,9 @@
 #include "core/metrics.h"
 #include "core/profiler.h"
 #include "core/run_lock.h"
-#include "core/sampler.h"
 #include "core/safetensors.h"
+#include "core/sampler.h"
+#include "core/schedule.h"
 #include "core/services.h"
 
 #include <ATen/Parallel.h>
@@ -143,9 +144,9 @@ class Worker {
     build();
     plan_steps();
     position_ = resume();
-    if (position_.step > 0 && position_.step >= total_steps_) {
+    if (position_.step > 0 && position_.step >= plan_.total_steps) {
       log::info(cat("the run is already complete: its checkpoint is at step ", position_.step,
-                    " of ", total_steps_, "; nothing was changed (raise train.epochs or "
+                    " of ", plan_.total_steps, "; nothing was changed (raise train.epochs or "
                     "train.max_steps to train further)"));
       return 0;
     }
@@ -156,11 +157,6 @@ class Worker {
   }
 
  private:
-  // Where training stands: optimizer steps done, the epoch, steps done in it.
-  struct Position {
-    int64_t step = 0, epoch = 0, step_in_epoch = 0;
-  };
-
   // ---- set-up ------------------------------------------------------------------------
   void build() {
     mapi_ = job_.model.plugin.api<dshost_model_api>();
@@ -330,18 +326,13 @@ class Worker {
 
   // ---- the loop ----------------------------------------------------------------------
   void plan_steps() {
-    const auto& t = cfg_.train;
-    const int64_t per_rank = (data_->size(DSHOST_TRAIN_SPLIT) + rv_.world_size - 1) / rv_.world_size;
-    rank_batch_ = t.micro_batch_size * t.grad_accum_steps;
-    global_batch_ = rank_batch_ * rv_.world_size;
-    steps_per_epoch_ = per_rank / rank_batch_;
-    if (steps_per_epoch_ == 0)
+    const int64_t samples = data_->size(DSHOST_TRAIN_SPLIT);
+    plan_ = dshost::plan_steps(samples, rv_.world_size, cfg_.train);
+    if (plan_.steps_per_epoch == 0)
       throw UserError(cat(job_.manifest.origin("train", "micro_batch_size"),
-                          ": error: train.micro_batch_size x grad_accum_steps = ", rank_batch_,
-                          " exceeds the ", per_rank, " training samples each of ",
-                          rv_.world_size, " ranks gets; lower them"));
-    total_steps_ = t.epochs * steps_per_epoch_;
-    if (t.max_steps > 0) total_steps_ = std::min(total_steps_, t.max_steps);
+                          ": error: train.micro_batch_size x grad_accum_steps = ", plan_.rank_batch,
+                          " exceeds the ", (samples + rv_.world_size - 1) / rv_.world_size,
+                          " training samples each of ", rv_.world_size, " ranks gets; lower them"));
   }
 
   void train() {
@@ -350,17 +341,18 @@ class Worker {
     log::info(cat("training ", job_.model.plugin.descriptor->name, " (",
                   info_model_.parameter_count, " parameters) with ",
                   job_.strategy.plugin.descriptor->name, " on ", rv_.world_size, " rank(s), ",
-                  device_.str(), ", ", t.precision, "; ", total_steps_, " steps of ",
-                  global_batch_, " samples"));
+                  device_.str(), ", ", t.precision, "; ", plan_.total_steps, " steps of ",
+                  plan_.global_batch, " samples"));
     int64_t saved_step = position_.step;
     if (t.profile_steps > 0) start_profiler();
-    for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < total_steps_; ++epoch) {
+    for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < plan_.total_steps; ++epoch) {
       const auto order = std::make_shared<const std::vector<int64_t>>(shard_indices(
           data_->size(DSHOST_TRAIN_SPLIT), rv_.rank, rv_.world_size, info_.seed, epoch, /*shuffle=*/true, /*pad=*/true));
       epoch_start_ = Clock::now();
-      for (int64_t s = position_.step_in_epoch; s < steps_per_epoch_ && position_.step < total_steps_; ++s) {
+      for (int64_t s = position_.step_in_epoch; s < plan_.steps_per_epoch && position_.step < plan_.total_steps;
+           ++s) {
         if (profiler_) profiler_->begin_step(position_.step);
-        train_step(order, s * rank_batch_, epoch, position_.step);
+        train_step(order, s * plan_.rank_batch, epoch, position_.step);
         if (profiler_) profiler_->end_step(position_.step);
         position_ = {position_.step + 1, epoch, s + 1};
         if (ck.every_steps > 0 && position_.step % ck.every_steps == 0)
@@ -369,7 +361,7 @@ class Worker {
       epoch_seconds_.push_back(seconds_since(epoch_start_));
       train_seconds_ += epoch_seconds_.back();
       if (t.eval) evaluate(epoch);
-      if (position_.step_in_epoch == steps_per_epoch_) position_ = {position_.step, epoch + 1, 0};
+      if (position_.step_in_epoch == plan_.steps_per_epoch) position_ = {position_.step, epoch + 1, 0};
       if (ck.at_epoch_end && position_.step_in_epoch == 0 && saved_step != position_.step)
         saved_step = save_checkpoint();
     }
@@ -381,9 +373,9 @@ class Worker {
   void start_profiler() {
     const auto& t = cfg_.train;
     const int64_t first = position_.step + t.profile_after;
-    const int64_t last = std::min(first + t.profile_steps, total_steps_) - 1;
+    const int64_t last = std::min(first + t.profile_steps, plan_.total_steps) - 1;
     if (first > last) {
-      log::warn(cat("train.profile_after = ", t.profile_after, " skips past the last of ", total_steps_,
+      log::warn(cat("train.profile_after = ", t.profile_after, " skips past the last of ", plan_.total_steps,
                     " steps: nothing is profiled; lower it"));
       return;
     }
@@ -406,7 +398,7 @@ class Worker {
       else forward_backward();
       step_loss.add_(loss_slot_.to(at::kDouble).div_(static_cast<double>(t.grad_accum_steps)));
     }
-    const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, total_steps_);
+    const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, plan_.total_steps);
     const at::Tensor step_norm = step_values_[1].narrow(0, slot, 1);
     const Owned<DLManagedTensor> norm_out = lend(step_norm);
     const dshost_step_args args{sizeof(dshost_step_args), lr, t.grad_clip, &norm_out->dl_tensor,
@@ -414,10 +406,10 @@ class Worker {
     dshost_step_stats stats{sizeof(dshost_step_stats)};
     call(sapi_->step(strategy_.get(), &args, &stats, &err_), "strategy step");
     if (!std::isnan(stats.grad_norm)) step_norm.fill_(stats.grad_norm);  // a host value
-    samples_ += global_batch_;
+    samples_ += plan_.global_batch;
     unreported_.push_back({step, epoch, 0.0, lr, 0.0});  // loss and norm: read at report()
     if (status_lines_) show_status(step + 1, epoch, step_loss);
-    const bool last_of_epoch = (step + 1) % steps_per_epoch_ == 0 || step + 1 == total_steps_;
+    const bool last_of_epoch = (step + 1) % plan_.steps_per_epoch == 0 || step + 1 == plan_.total_steps;
     if ((step + 1) % t.log_every == 0 || last_of_epoch) report();
   }
 
@@ -458,7 +450,7 @@ class Worker {
     const StepRecord last = unreported_.back();
     last_loss_ = last.loss;
     if (rv_.rank == 0) {
-      const double rate = static_cast<double>(unreported_.size() * global_batch_) /
+      const double rate = static_cast<double>(unreported_.size() * plan_.global_batch) /
                           std::max(seconds_since(last_report_), 1e-9);
       const int64_t peak_host = peak_rss_bytes(), peak_device = allocated_on(device_).peak;
       for (const auto& s : unreported_)
@@ -525,16 +517,16 @@ class Worker {
   // Rank 0's progress bar on the launcher's terminal (a status line, see dshost/process.hpp),
   // at most 5 times a second; the loss is rank 0's own. An empty status line clears it.
   void show_status(int64_t steps_done, int64_t epoch, const at::Tensor& step_loss) {
-    const bool last = steps_done == total_steps_;
+    const bool last = steps_done == plan_.total_steps;
     if (!last && seconds_since(last_status_) < 0.2) return;
     const double loss = step_loss.item<double>();  // waits for the step: 5 times a second
     last_status_ = Clock::now();
     const auto [rate, eta] = rate_and_eta(steps_done);
     constexpr int kWidth = 24;
-    const int filled = static_cast<int>(kWidth * steps_done / std::max<int64_t>(total_steps_, 1));
+    const int filled = static_cast<int>(kWidth * steps_done / std::max<int64_t>(plan_.total_steps, 1));
     const std::string bar = cat("[", std::string(filled, '#'), std::string(kWidth - filled, '.'), "] ",
-                                100 * steps_done / std::max<int64_t>(total_steps_, 1), "% step ",
-                                steps_done, "/", total_steps_, " epoch ", epoch + 1, "/",
+                                100 * steps_done / std::max<int64_t>(plan_.total_steps, 1), "% step ",
+                                steps_done, "/", plan_.total_steps, " epoch ", epoch + 1, "/",
                                 cfg_.train.epochs, " loss ", std::fixed, std::setprecision(4), loss,
                                 " ", std::setprecision(0), rate, " samples/s eta ", duration_text(eta));
     std::fprintf(stderr, "\r%s\n", last ? "" : bar.c_str());
@@ -544,13 +536,13 @@ class Worker {
   // Samples per second of this process's training so far, and the time the steps left take.
   std::pair<double, double> rate_and_eta(int64_t steps_done) const {
     const double rate = samples_ / std::max(train_seconds_ + seconds_since(epoch_start_), 1e-9);
-    return {rate, static_cast<double>((total_steps_ - steps_done) * global_batch_) / std::max(rate, 1e-9)};
+    return {rate, static_cast<double>((plan_.total_steps - steps_done) * plan_.global_batch) / std::max(rate, 1e-9)};
   }
 
   void log_progress(const StepRecord& s) {
     const auto [rate, eta] = rate_and_eta(s.step + 1);
     log::info(cat("epoch ", s.epoch + 1, "/", cfg_.train.epochs, " step ",
-                  s.step % steps_per_epoch_ + 1, "/", steps_per_epoch_, " loss ", std::fixed,
+                  s.step % plan_.steps_per_epoch + 1, "/", plan_.steps_per_epoch, " loss ", std::fixed,
                   std::setprecision(4), s.loss, " lr ", std::scientific, std::setprecision(2),
                   s.lr, " grad_norm ", std::fixed, std::setprecision(3), s.grad_norm, " ",
                   std::setprecision(0), rate, " samples/s eta ", duration_text(eta)));
@@ -610,7 +602,7 @@ class Worker {
     if (rv_.rank == 0) {
       const nlohmann::json about{
           {"step", position_.step}, {"epoch", position_.epoch},
-          {"step_in_epoch", position_.step_in_epoch}, {"global_batch", global_batch_},
+          {"step_in_epoch", position_.step_in_epoch}, {"global_batch", plan_.global_batch},
           {"model", job_.model.plugin.descriptor->name},
           {"strategy", job_.strategy.plugin.descriptor->name}, {"world_size", rv_.world_size},
           {"optimizer", cfg_.optimizer.name}, {"seed", cfg_.run.seed}};
@@ -692,14 +684,14 @@ class Worker {
   // Where the checkpoint's run stood, in this run's steps: the same samples come next
   // when the global batch is the same (the sampler orders samples independently of ranks).
   Position position_from(const nlohmann::json& index, const std::string& path) const {
-    const int64_t saved_batch = index.value("global_batch", global_batch_);
-    Position p{index.value("step", int64_t{0}), index.value("epoch", int64_t{0}),
-               index.value("step_in_epoch", int64_t{0}) * saved_batch / global_batch_};
-    if (saved_batch != global_batch_)
+    const int64_t saved_batch = index.value("global_batch", plan_.global_batch);
+    const Position saved{index.value("step", int64_t{0}), index.value("epoch", int64_t{0}),
+                         index.value("step_in_epoch", int64_t{0})};
+    if (saved_batch != plan_.global_batch)
       log::warn(cat("the checkpoint was trained with a global batch of ", saved_batch,
-                    " samples and this run's is ", global_batch_,
+                    " samples and this run's is ", plan_.global_batch,
                     ": the epoch goes on from the nearest step"));
-    if (p.step_in_epoch >= steps_per_epoch_) p = {p.step, p.epoch + 1, 0};
+    const Position p = resumed_position(saved, saved_batch, plan_);
     log::info(cat("resumed from ", path, ": step ", p.step, ", epoch ", p.epoch + 1,
                   " (saved by ", index.value("strategy", "?"), " on ",
                   index.value("world_size", 0), " rank(s))"));
@@ -775,7 +767,7 @@ class Worker {
         {"device", device_.str()},
         {"precision", cfg_.train.precision},
         {"parameters", info_model_.parameter_count},
-        {"steps", total_steps_},
+        {"steps", plan_.total_steps},
         {"test_accuracy", evaluated_ ? nlohmann::json(test_accuracy_) : nlohmann::json()},
         {"test_loss", evaluated_ ? nlohmann::json(test_loss_) : nlohmann::json()},
         {"final_train_loss", last_loss_},
@@ -897,7 +889,7 @@ class Worker {
   Clock::time_point last_report_, last_status_;
   const bool status_lines_ = rv_.rank == 0 && std::getenv(kStatusLinesVariable) != nullptr;
 
-  int64_t total_steps_ = 0, samples_ = 0;
+  int64_t samples_ = 0;
   double train_seconds_ = 0, last_loss_ = 0, test_loss_ = 0, test_accuracy_ = 0;
   bool evaluated_ = false;
   Clock::time_point epoch_start_;  // of the epoch being trained, for progress rates
@@ -905,8 +897,7 @@ class Worker {
   std::vector<double> epoch_seconds_;  // training time of each epoch, evaluation excluded
 
   Position position_;
-  int64_t steps_per_epoch_ = 0;
-  int64_t rank_batch_ = 0, global_batch_ = 0;  // samples per optimizer step: one rank's, all
+  StepPlan plan_;
   std::vector<std::vector<TensorLayout>> param_layouts_;  // [unit][index] for checkpoints
 };
 

@@ -50,7 +50,9 @@ TEST(AbiAdapters, AParameterOfAModelBefore1_2HasNoExportName) {
 }
 
 dshost_status no_capture(dshost_strategy*, int32_t*, dshost_error*) { return DSHOST_OK; }
-dshost_status no_step(dshost_strategy*, const dshost_step_args*, dshost_step_stats*, dshost_error*) { return DSHOST_OK; }
+dshost_status no_step(dshost_strategy*, const dshost_step_args*, dshost_step_stats*, dshost_error*) {
+  return DSHOST_OK;
+}
 
 // A table is read as far as the plugin's struct_size: later calls are NULL, earlier ones the
 // plugin's, and a table short of its kind's first ABI is refused.

@@ -760,15 +760,5 @@ TEST(Sampler, TwoRanksTogetherSeeWhatOneRankSees) {
   }
 }
 
-TEST(Schedule, WarmupThenCosineToTheFloor) {
-  const OptimizerConfig opt{"adamw", 1.0, 0.9, 0.999, 1e-8, 0, 0};
-  const SchedulerConfig sched{10, "cosine", 0.1};
-  EXPECT_DOUBLE_EQ(learning_rate(opt, sched, 0, 110), 0.1);
-  EXPECT_DOUBLE_EQ(learning_rate(opt, sched, 9, 110), 1.0);
-  EXPECT_DOUBLE_EQ(learning_rate(opt, sched, 10, 110), 1.0);
-  EXPECT_NEAR(learning_rate(opt, sched, 60, 110), 0.55, 1e-12);
-  EXPECT_NEAR(learning_rate(opt, sched, 110, 110), 0.1, 1e-12);
-}
-
 }  // namespace
 }  // namespace dshost

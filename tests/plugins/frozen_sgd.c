@@ -1,8 +1,8 @@
 /* frozen_sgd: a strategy written in C against the frozen copy of ABI 1.0
  * (tests/abi/v1.0/dshost/abi.h) and nothing else: no SDK helper, no LibTorch. It stands for
  * a plugin built when 1.0 was released, which every later 1.x host must load and run. Built
- * again against the frozen 1.4 header (tests/abi/v1.4) as FROZEN_NAME "frozen_sgd_abi14", it
- * stands for one built when 1.4 was released.
+ * again against each later release's frozen header (tests/abi/v1.N) as FROZEN_NAME
+ * "frozen_sgd_abi1N", it stands for one built then that uses 1.0's calls only.
  *
  * Plain data parallel SGD on fp32 CPU tensors: whole parameters and gradients on every
  * rank, gradients averaged by one all-reduce in step(), then p -= lr * (g + wd * p). */

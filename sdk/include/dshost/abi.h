@@ -8,7 +8,9 @@
  *  - Every struct begins with `size_t struct_size`, set by whoever fills it to
  *    sizeof(the struct as it knew it). Fields are only ever appended; a reader touches a
  *    field only when struct_size reaches DSHOST_STRUCT_SIZE(struct, the last field appended
- *    with it).
+ *    with it). An array of structs (a plugin's options, the host's unit parameter lists) is
+ *    read its first element's struct_size apart, so that its struct can grow too (readers
+ *    built for 1.7 and later; the host gives older plugins the size they know).
  *  - The entry point `dshost_plugin_v1` returns a static table. The host refuses a plugin
  *    whose abi_major differs from its own, or whose abi_minor is newer than its own.
  *  - Every fallible call returns a dshost_status and, on failure, writes a NUL-terminated

@@ -72,6 +72,13 @@ inline void check(dshost_status status, const dshost_error& err) {
   if (status != DSHOST_OK) throw Error(err.message, status);
 }
 
+// Element k of an array of ABI structs, read the first element's struct_size apart (see
+// abi.h: the writer's struct may be larger than this build's).
+template <class T>
+const T& element(const T* array, size_t k) {
+  return *reinterpret_cast<const T*>(reinterpret_cast<const char*>(array) + k * array[0].struct_size);
+}
+
 inline dshost_slice slice(int32_t buffer, int64_t offset, int64_t count) {
   return dshost_slice{sizeof(dshost_slice), buffer, offset, count};
 }

@@ -437,9 +437,9 @@ const dshost_strategy_api* strategy_api() {
         return guarded(err, [&] {
           std::vector<UnitParams> copy;
           for (int32_t u = 0; u < count; ++u) {
-            UnitParams unit{units[u].name, {}};
-            for (int32_t i = 0; i < units[u].count; ++i)
-              unit.values.push_back(borrow(units[u].values[i]));
+            const dshost_unit_params& given = element(units, static_cast<size_t>(u));
+            UnitParams unit{given.name, {}};
+            for (int32_t i = 0; i < given.count; ++i) unit.values.push_back(borrow(given.values[i]));
             copy.push_back(std::move(unit));
           }
           as_strategy<S>(s)->setup(copy);
