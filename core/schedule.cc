@@ -7,10 +7,10 @@ namespace dshost {
 
 StepPlan plan_steps(int64_t train_samples, int world_size, const TrainConfig& train) {
   StepPlan plan;
-  const int64_t per_rank = (train_samples + world_size - 1) / world_size;
+  plan.rank_samples = (train_samples + world_size - 1) / world_size;
   plan.rank_batch = train.micro_batch_size * train.grad_accum_steps;
   plan.global_batch = plan.rank_batch * world_size;
-  plan.steps_per_epoch = per_rank / plan.rank_batch;
+  plan.steps_per_epoch = plan.rank_samples / plan.rank_batch;
   plan.total_steps = train.epochs * plan.steps_per_epoch;
   if (train.max_steps > 0) plan.total_steps = std::min(plan.total_steps, train.max_steps);
   return plan;

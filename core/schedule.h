@@ -9,9 +9,10 @@
 namespace dshost {
 
 struct StepPlan {
+  int64_t rank_samples = 0;     // a rank's share of the training split (padded to the same)
   int64_t rank_batch = 0;       // samples one rank takes per optimizer step
   int64_t global_batch = 0;     // samples all ranks take per optimizer step
-  int64_t steps_per_epoch = 0;  // 0: a rank's share of the split is smaller than rank_batch
+  int64_t steps_per_epoch = 0;  // 0: rank_samples is smaller than rank_batch
   int64_t total_steps = 0;      // of the run: train.epochs of them, cut at train.max_steps
 };
 

@@ -275,6 +275,7 @@ class Worker {
       for (int i = 0; i < count; ++i) {
         dshost_param_desc desc{sizeof(dshost_param_desc)};
         call(mapi_->param(model_.get(), u, i, &desc, &err_), "model param");
+        make_current(desc);
         managed[u].push_back(desc.value);
         dl[u].push_back(&desc.value->dl_tensor);
         layouts.push_back(TensorLayout::of(desc.name, borrow(&desc.value->dl_tensor), export_name(desc)));
@@ -326,13 +327,12 @@ class Worker {
 
   // ---- the loop ----------------------------------------------------------------------
   void plan_steps() {
-    const int64_t samples = data_->size(DSHOST_TRAIN_SPLIT);
-    plan_ = dshost::plan_steps(samples, rv_.world_size, cfg_.train);
+    plan_ = dshost::plan_steps(data_->size(DSHOST_TRAIN_SPLIT), rv_.world_size, cfg_.train);
     if (plan_.steps_per_epoch == 0)
       throw UserError(cat(job_.manifest.origin("train", "micro_batch_size"),
                           ": error: train.micro_batch_size x grad_accum_steps = ", plan_.rank_batch,
-                          " exceeds the ", (samples + rv_.world_size - 1) / rv_.world_size,
-                          " training samples each of ", rv_.world_size, " ranks gets; lower them"));
+                          " exceeds the ", plan_.rank_samples, " training samples each of ", rv_.world_size,
+                          " ranks gets; lower them"));
   }
 
   void train() {
@@ -700,8 +700,7 @@ class Worker {
 
   // A parameter's or buffer's name in `dshost export`'s file (plugins before ABI 1.2 give
   // none: their own name).
-  static std::string export_name(dshost_param_desc& d) {
-    make_current(d);
+  static std::string export_name(const dshost_param_desc& d) {
     return d.export_name != nullptr ? d.export_name : d.name;
   }
 
@@ -718,6 +717,7 @@ class Worker {
     for (int32_t i = 0; i < count; ++i) {
       dshost_param_desc desc{sizeof(dshost_param_desc)};
       call(mapi_->buffer(model_.get(), i, &desc, &err_), "model buffer");
+      make_current(desc);
       out.push_back({desc.name, export_name(desc), from_dlpack(desc.value)});
     }
     return out;

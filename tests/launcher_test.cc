@@ -34,8 +34,7 @@ Launch launch_with(const std::string& plugin_name, const std::string& section,
   const Manifest m = Manifest::load(path, {});
   const LoadedPlugin plugin =
       PluginCatalog(DSHOST_BUILD_PLUGIN_DIR).load(DSHOST_KIND_LAUNCHER, plugin_name, path);
-  const Section options = m.resolve("launcher", {plugin.descriptor->options,
-                                                 plugin.descriptor->option_count}, true);
+  const Section options = m.resolve("launcher", {plugin.options.data(), plugin.options.size()}, true);
   PluginHost host(plugin_name, options, RankInfo{}, nullptr);
   const auto* api = plugin.api<dshost_launcher_api>();
   dshost_error err{sizeof(dshost_error), {}};

@@ -35,9 +35,9 @@ std::unique_ptr<LiveModel> create_model(const std::string& name, const std::stri
                                             "[model]\nplugin = \"" + name + "\"\n" + section);
   auto live = std::make_unique<LiveModel>();
   live->plugin = PluginCatalog(DSHOST_BUILD_PLUGIN_DIR).load(DSHOST_KIND_MODEL, name, path);
-  const dshost_plugin_descriptor* d = live->plugin.descriptor;
+  const std::vector<dshost_option>& options = live->plugin.options;
   live->host = std::make_unique<PluginHost>(
-      name, Manifest::load(path, {}).resolve("model", {d->options, d->option_count}, true),
+      name, Manifest::load(path, {}).resolve("model", {options.data(), options.size()}, true),
       RankInfo{}, nullptr);
   live->api = live->plugin.api<dshost_model_api>();
   dshost_error err{sizeof(dshost_error), {}};
@@ -372,9 +372,9 @@ TEST(Ensemble, UnknownOrTooFewMembersAreRefused) {
                                               "[model]\nplugin = \"ensemble\"\nmembers = \"" + members + "\"\n");
     LiveModel live;
     live.plugin = PluginCatalog(DSHOST_BUILD_PLUGIN_DIR).load(DSHOST_KIND_MODEL, "ensemble", path);
-    const dshost_plugin_descriptor* d = live.plugin.descriptor;
+    const std::vector<dshost_option>& options = live.plugin.options;
     live.host = std::make_unique<PluginHost>(
-        "ensemble", Manifest::load(path, {}).resolve("model", {d->options, d->option_count}, true),
+        "ensemble", Manifest::load(path, {}).resolve("model", {options.data(), options.size()}, true),
         RankInfo{}, nullptr);
     live.api = live.plugin.api<dshost_model_api>();
     dshost_error err{sizeof(dshost_error), {}};

@@ -18,6 +18,7 @@ TrainConfig train(int64_t epochs, int64_t max_steps, int64_t micro_batch, int64_
 // Each rank's share is padded up to the same size; an epoch is the whole steps of it.
 TEST(Schedule, StepsOfAnEpochAndOfTheRun) {
   const StepPlan plan = plan_steps(60001, 2, train(3, 0, 16, 2));
+  EXPECT_EQ(plan.rank_samples, 30001);
   EXPECT_EQ(plan.rank_batch, 32);
   EXPECT_EQ(plan.global_batch, 64);
   EXPECT_EQ(plan.steps_per_epoch, 30001 / 32);

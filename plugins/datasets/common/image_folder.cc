@@ -14,17 +14,13 @@ namespace fs = std::filesystem;
 namespace dshost {
 namespace {
 
-// splitmix64: a stream of independent draws from one seed, drawn as torchvision's
+// A stream of independent draws from one seed (splitmix64), drawn as torchvision's
 // RandomResizedCrop draws (see CropDraws).
 struct Draws : CropDraws {
   explicit Draws(uint64_t seed) : state(seed) {}
   uint64_t state;
   double uniform(double lo, double hi) {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return lo + (hi - lo) * static_cast<double>(z >> 11) / 9007199254740992.0;
+    return lo + (hi - lo) * static_cast<double>(splitmix64(state) >> 11) / 9007199254740992.0;
   }
   double area_fraction() override { return uniform(0.08, 1.0); }
   double aspect_ratio() override { return std::exp(uniform(std::log(3.0 / 4), std::log(4.0 / 3))); }

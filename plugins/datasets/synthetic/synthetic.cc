@@ -21,13 +21,8 @@ class Synthetic : public dshost::Dataset {
         shape_(wanted.size() == 3 ? wanted : dshost::Shape{3, 224, 224}),
         image_bytes_(shape_[0] * shape_[1] * shape_[2]),
         pool_(static_cast<size_t>(std::min<int64_t>(samples_, 256) * image_bytes_)) {
-    uint64_t state = 0;  // splitmix64
-    for (auto& pixel : pool_) {
-      uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-      pixel = static_cast<unsigned char>((z ^ (z >> 31)) >> 56);
-    }
+    uint64_t state = 0;
+    for (auto& pixel : pool_) pixel = static_cast<unsigned char>(dshost::splitmix64(state) >> 56);
   }
 
   dshost_dataset_info describe() const override {

@@ -15,6 +15,16 @@ namespace dshost {
 
 using Shape = std::vector<int64_t>;
 
+// splitmix64: the next of a stream of well-mixed 64-bit draws from `state`, the same on every
+// machine. Datasets draw a sample's augmentation with it from the sample's seed alone (the
+// host's sampler draws each epoch's order with it too).
+inline uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 // What the host resamples of an image a dataset gives encoded: see dshost_sample.box.
 struct ImageBox {
   double top, left, height, width;  // in pixels of the full-size image
