@@ -386,6 +386,11 @@ std::string latest_checkpoint(const std::string& dir, std::string* note) {
   return newest;
 }
 
+std::string checkpoint_at(const std::string& path, std::string* note) {
+  if (fs::exists(fs::path(path) / "index.json") || !fs::exists(fs::path(path) / "latest")) return path;
+  return latest_checkpoint(path, note);
+}
+
 std::string rank_checkpoint_file(const std::string& staging, int rank) {
   return (fs::path(staging) / rank_file(rank)).string();
 }

@@ -103,6 +103,9 @@ std::string rank_checkpoint_file(const std::string& staging, int rank);  // its 
 // whole checkpoint, the newest step-N/ with an index (and *note says so); "" when there is
 // none.
 std::string latest_checkpoint(const std::string& dir, std::string* note = nullptr);
+// The checkpoint a user names with `path`: `path` itself where it holds index.json or no
+// `latest`, else the one `latest` names there (see latest_checkpoint).
+std::string checkpoint_at(const std::string& path, std::string* note = nullptr);
 // Rank 0, once every rank's file is in `staging`: writes the index, renames staging to
 // its final name, moves `latest`, and keeps only the newest `keep` checkpoints (0: all).
 void publish_checkpoint(const std::string& dir, const std::string& staging, int64_t step,

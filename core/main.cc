@@ -216,9 +216,7 @@ void print_error(const std::string& message) {
 
 // `dshost export`: the newest checkpoint when given the directory that holds `latest`.
 int export_weights(const std::string& from, const std::string& to, const std::string& dtype) {
-  const std::string dir = fs::exists(fs::path(from) / "index.json") || !fs::exists(fs::path(from) / "latest")
-                              ? from
-                              : latest_checkpoint(from);
+  const std::string dir = checkpoint_at(from);
   export_checkpoint(dir, to, dtype == "bf16" ? at::kBFloat16 : at::kFloat);
   std::cout << "exported the model weights of " << dir << " to " << to << "\n";
   return 0;

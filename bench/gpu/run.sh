@@ -23,7 +23,9 @@
 # peer (bench/gpu/peer.py), appending one JSON row per run to $OUT/rows.jsonl;
 # bench/gpu/report.py turns rows into bench/results/gpu_perf.md. dshost's samples/s is the
 # median over its report windows after the first two (cuDNN autotuning, graph capture); the
-# peer times its steps after a warm-up. IMAGE_CASES="vgg16:8 ..." narrows the image groups.
+# peer times its steps after a warm-up. IMAGE_CASES="vgg16:8 ..." narrows the image groups;
+# GPT_ZERO2_CASES="gpt2-124m:60 ..." narrows gpt-zero2; NO_PEERS=1 runs dshost alone; BUILD
+# names the build directory (/tmp/build).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpu-bench}
@@ -34,7 +36,7 @@ mkdir -p "$logs"
 torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 export LD_LIBRARY_PATH=$PWD/.devdeps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0
-build=/tmp/build
+build=${BUILD:-/tmp/build}
 
 machine() {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -88,9 +90,9 @@ PY
   echo "$name: exit $code $(tail -c 300 "$rows" | tail -1 | cut -c1-200)"
 }
 
-# peer_run NAME KIND peer.py arguments
 # peer_run NAME KIND [peer.py arguments]; with peer_gpus=N set, under torchrun on N GPUs.
 peer_run() {
+  [[ -n ${NO_PEERS:-} ]] && return
   local name=$1 kind=$2; shift 2
   local json python=(python3)
   [[ -n ${peer_gpus:-} ]] && python=(python3 -m torch.distributed.run --standalone --nproc_per_node "$peer_gpus")
@@ -189,7 +191,7 @@ gpt13() {
 # in the shard backward adds into, which also lets train.cuda_graph capture (not at 1.3B,
 # GPU-bound).
 gpt_zero2() {
-  for case in gpt2-124m:60 gpt2-350m:60 gpt-1.3b:40; do
+  for case in ${GPT_ZERO2_CASES:-gpt2-124m:60 gpt2-350m:60 gpt-1.3b:40}; do
     local preset=${case%:*} steps=${case#*:}
     gpt_cases "${preset}_b8_zero2_dshost" "$preset" 8 "$steps" zero2
     kind_suffix=", bf16 gradients" gpt_cases "${preset}_b8_zero2_bf16_dshost" "$preset" 8 "$steps" zero2 \

@@ -1,6 +1,6 @@
 // zero2: ZeRO stage 2. Optimizer state and gradients sharded, parameters whole on every
-// rank; see ../common/zero.hpp for the memory and the step.
-#include "../common/zero.hpp"
+// rank; see ../common/zero/zero.h for the memory and the step.
+#include "../common/zero/zero.h"
 
 namespace {
 

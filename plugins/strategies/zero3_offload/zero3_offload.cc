@@ -1,8 +1,8 @@
 // zero3-offload: ZeRO stage 3. Parameters, gradients and optimizer state sharded; units
 // gathered only while in use; fp32 masters and AdamW moments in CPU memory, updated by a
 // fused multi-threaded CPU AdamW (with offload_optimizer_ratio < 1, the first units' on the
-// GPU, updated there). See ../common/zero.hpp.
-#include "../common/zero.hpp"
+// GPU, updated there). See ../common/zero/zero.h.
+#include "../common/zero/zero.h"
 
 namespace {
 

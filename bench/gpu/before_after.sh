@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The same bench groups from two trees on one GPU: BEFORE_TREE (an earlier commit's sources,
+# e.g. `git archive COMMIT | tar -x -C .before`, carried to the GPU machine) and this one,
+# dshost alone (NO_PEERS), group by group, this tree first. Rows land in $OUT/after and
+# $OUT/before; $OUT/before_after.md compares them.
+#
+#   bench/gpu/before_after.sh BEFORE_TREE GROUP...
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+before=$(realpath "$1"); shift
+out=${OUT:-/tmp/gpu-bench}
+cp bench/gpu/run.sh "$before/bench/gpu/run.sh"  # the same runs and options for both trees
+for dep in .devdeps .fmnist; do [[ -e $dep && ! -e $before/$dep ]] && ln -s "$PWD/$dep" "$before/$dep"; done
+# Both builds at once (run.sh with no group only builds).
+BUILD=/tmp/build-after OUT=$out/after bench/gpu/run.sh &
+BUILD=/tmp/build-before OUT=$out/before "$before/bench/gpu/run.sh" &
+wait
+for group in "$@"; do
+  rm -rf /tmp/gpu-bench-logs
+  NO_PEERS=1 BUILD=/tmp/build-after OUT=$out/after bench/gpu/run.sh "$group"
+  rm -rf /tmp/gpu-bench-logs
+  NO_PEERS=1 BUILD=/tmp/build-before OUT=$out/before "$before/bench/gpu/run.sh" "$group"
+done
+python3 - "$out" > "$out/before_after.md" <<'PY'
+import json, sys
+out = sys.argv[1]
+def rows(side):
+    return {r["name"]: r for r in map(json.loads, open(f"{out}/{side}/rows.jsonl"))}
+before, after = rows("before"), rows("after")
+print("| run | before samples/s | after samples/s | after / before | peak GPU MiB before / after |")
+print("|---|---:|---:|---:|---:|")
+for name, a in after.items():
+    b = before.get(name, {})
+    rate = lambda r: r.get("samples_per_second")
+    ratio = f"{rate(a) / rate(b):.3f}" if rate(a) and rate(b) else "-"
+    mib = lambda r: f"{r['peak_device_bytes'] / 2**20:.0f}" if r.get("peak_device_bytes") else "-"
+    print(f"| {name} | {rate(b) or '-'} | {rate(a) or '-'} | {ratio} | {mib(b)} / {mib(a)} |")
+PY
+cat "$out/before_after.md"

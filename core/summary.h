@@ -1,0 +1,48 @@
+// The run's summary: summary.json and its log lines, the figures runs are compared by (losses,
+// accuracy, rate, times, memory, the FLOPs profile and MFU).
+#pragma once
+
+#include <dshost/abi.h>
+
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dshost {
+
+struct UnitFigures {
+  std::string unit;  // its parameters' name prefix
+  int64_t parameters = 0, forward_flops_per_sample = 0;
+};
+
+struct RunSummary {
+  std::string run, model, strategy, device, precision;
+  int world_size = 1;
+  int64_t parameters = 0, steps = 0;
+  bool evaluated = false;
+  double test_accuracy = 0, test_loss = 0, final_train_loss = 0;
+  double samples_per_second = 0, train_time_s = 0, wall_time_s = 0;
+  std::vector<double> epoch_times_s;
+  int64_t skipped_files = 0, skipped_steps = 0;
+  int64_t peak_host_memory_bytes = 0, peak_device_memory_bytes = 0;  // the largest rank's
+  bool on_gpu = false;
+  dshost_memory_report memory{sizeof(dshost_memory_report)};  // one rank's, from the strategy
+  int64_t forward_flops_per_sample = 0;  // 0: the model does not say (no FLOPs figures)
+  std::vector<UnitFigures> units;
+  double peak_tflops = 0;  // of all ranks' devices together; 0: unknown (no MFU)
+};
+
+// Training FLOPs count 3 forwards per sample (backward costs two), over all ranks.
+double achieved_tflops(const RunSummary& s);
+nlohmann::json summary_json(const RunSummary& s);
+// The lines logged at the end of a run: FLOPs where the model gives them, then the figures.
+std::vector<std::string> summary_lines(const RunSummary& s);
+
+// One device's peak dense TFLOP/s at this precision: `configured` where set, else H100's and
+// H200's (989 bf16, 495 tf32, SXM), else 0.
+double device_peak_tflops(double configured, const at::Device& device, bool bf16);
+
+}  // namespace dshost

@@ -1,0 +1,54 @@
+// The run's summary figures (core/summary.h).
+#include "core/summary.h"
+
+#include <gtest/gtest.h>
+
+namespace dshost {
+namespace {
+
+RunSummary resnet_like() {
+  RunSummary s;
+  s.samples_per_second = 4000;
+  s.forward_flops_per_sample = 4'100'000'000;
+  s.units = {{"conv1", 9408, 118'013'952}, {"fc", 2'049'000, 2'048'000}};
+  s.peak_tflops = 989.4;
+  return s;
+}
+
+TEST(Summary, MfuIsThreeForwardsPerSampleAtTheRunsRateOverThePeak) {
+  const nlohmann::json j = summary_json(resnet_like());
+  EXPECT_DOUBLE_EQ(j["achieved_tflops"].get<double>(), 3 * 4.1e9 * 4000 / 1e12);
+  EXPECT_DOUBLE_EQ(j["mfu"].get<double>(), 3 * 4.1e9 * 4000 / 1e12 / 989.4);
+  ASSERT_EQ(j["flops_profile"].size(), 2u);
+  EXPECT_EQ(j["flops_profile"][0]["unit"], "conv1");
+  EXPECT_DOUBLE_EQ(j["flops_profile"][0]["share"].get<double>(), 118'013'952 / 4.1e9);
+}
+
+TEST(Summary, UnknownFiguresAreNullNotZero) {
+  RunSummary s = resnet_like();
+  s.peak_tflops = 0;
+  EXPECT_TRUE(summary_json(s)["mfu"].is_null());
+  EXPECT_FALSE(summary_json(s)["achieved_tflops"].is_null());
+  s.forward_flops_per_sample = 0;
+  EXPECT_TRUE(summary_json(s)["achieved_tflops"].is_null());
+  EXPECT_TRUE(summary_json(s)["test_accuracy"].is_null()) << "not evaluated";
+  s.evaluated = true;
+  s.test_accuracy = 0.875;
+  EXPECT_EQ(summary_json(s)["test_accuracy"], 0.875);
+}
+
+TEST(Summary, TheLogLinesGiveFlopsThenTheFigures) {
+  RunSummary s = resnet_like();
+  s.memory.optim_host = 3 * 1048576;
+  const std::vector<std::string> lines = summary_lines(s);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0], "FLOPs: 4.100 GFLOP forward per sample; achieved 49.20 TFLOP/s, MFU 5.0%");
+  EXPECT_EQ(lines[1].rfind("summary: not evaluated (train.eval = false), train loss 0.0000, 4000 samples/s", 0), 0u)
+      << lines[1];
+  EXPECT_NE(lines[1].find("optimizer 3.0 MiB)"), std::string::npos) << lines[1];
+  s.forward_flops_per_sample = 0;
+  EXPECT_EQ(summary_lines(s).size(), 1u);
+}
+
+}  // namespace
+}  // namespace dshost
