@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The same bench groups from two trees on one GPU: BEFORE_TREE (an earlier commit's sources,
 # e.g. `git archive COMMIT | tar -x -C .before`, carried to the GPU machine) and this one,
-# dshost alone (NO_PEERS), group by group, this tree first. Rows land in $OUT/after and
-# $OUT/before; $OUT/before_after.md compares them.
+# dshost alone (NO_PEERS), group by group, this tree first (BEFORE_FIRST=1: the other). Rows
+# land in $OUT/after and $OUT/before; $OUT/before_after.md compares them.
 #
 #   bench/gpu/before_after.sh BEFORE_TREE GROUP...
 set -uo pipefail
@@ -15,11 +15,15 @@ for dep in .devdeps .fmnist; do [[ -e $dep && ! -e $before/$dep ]] && ln -s "$PW
 BUILD=/tmp/build-after OUT=$out/after bench/gpu/run.sh &
 BUILD=/tmp/build-before OUT=$out/before "$before/bench/gpu/run.sh" &
 wait
+run_after() { NO_PEERS=1 BUILD=/tmp/build-after OUT=$out/after bench/gpu/run.sh "$1"; }
+run_before() { NO_PEERS=1 BUILD=/tmp/build-before OUT=$out/before "$before/bench/gpu/run.sh" "$1"; }
+sides=(run_after run_before)
+[[ -n ${BEFORE_FIRST:-} ]] && sides=(run_before run_after)
 for group in "$@"; do
-  rm -rf /tmp/gpu-bench-logs
-  NO_PEERS=1 BUILD=/tmp/build-after OUT=$out/after bench/gpu/run.sh "$group"
-  rm -rf /tmp/gpu-bench-logs
-  NO_PEERS=1 BUILD=/tmp/build-before OUT=$out/before "$before/bench/gpu/run.sh" "$group"
+  for side in "${sides[@]}"; do
+    rm -rf /tmp/gpu-bench-logs
+    $side "$group"
+  done
 done
 python3 - "$out" > "$out/before_after.md" <<'PY'
 import json, sys
