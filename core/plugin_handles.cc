@@ -4,6 +4,7 @@
 #include "core/comm.h"
 #include "core/error.h"
 
+#include <cmath>
 #include <cstring>
 
 namespace dshost {
@@ -142,10 +143,10 @@ void StrategyHandle::begin_micro_batch(int32_t index, int32_t count) const {
                 "strategy begin_micro_batch");
 }
 
-dshost_step_stats StrategyHandle::step(const dshost_step_args& args) const {
+void StrategyHandle::step(const dshost_step_args& args, const at::Tensor& norm) const {
   dshost_step_stats stats{sizeof(dshost_step_stats)};
   status_.check(api_->step(instance_.get(), &args, &stats, status_.err()), "strategy step");
-  return stats;
+  if (!std::isnan(stats.grad_norm) || !may_write_norm_on_device(*plugin_.descriptor)) norm.fill_(stats.grad_norm);
 }
 
 dshost_memory_report StrategyHandle::memory() const {

@@ -92,7 +92,9 @@ class StrategyHandle {
   std::string why_not_capturable() const;
   dshost_status on_unit_event(dshost_unit_event event, int32_t unit, dshost_error* err) const;
   void begin_micro_batch(int32_t index, int32_t count) const;
-  dshost_step_stats step(const dshost_step_args& args) const;
+  // One optimizer step; the global gradient norm lands in `norm` (a double scalar on the
+  // device, lent to the strategy as args.grad_norm_out).
+  void step(const dshost_step_args& args, const at::Tensor& norm) const;
   dshost_memory_report memory() const;
   // Checkpoints: strategies built for ABI 1.0 / 1.1 have neither entry (`what`: "save" or
   // "load", for the error).

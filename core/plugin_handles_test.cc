@@ -7,6 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
+
+#include <cmath>
 #include <cstdio>
 
 namespace dshost {
@@ -15,6 +18,7 @@ namespace {
 // What the fake strategy's calls answer, set by each test.
 struct Script {
   dshost_status create = DSHOST_OK, step = DSHOST_OK, save = DSHOST_OK;
+  double grad_norm = 0;  // what step returns
   int32_t capturable = 1;
   const char* message = "";
 } script;
@@ -31,7 +35,8 @@ dshost_strategy_api fake_table() {
     return fail(script.create, err);
   };
   api.destroy = [](dshost_strategy*) {};
-  api.step = [](dshost_strategy*, const dshost_step_args*, dshost_step_stats*, dshost_error* err) {
+  api.step = [](dshost_strategy*, const dshost_step_args*, dshost_step_stats* stats, dshost_error* err) {
+    stats->grad_norm = script.grad_norm;
     return fail(script.step, err);
   };
   api.save = [](dshost_strategy*, const dshost_state_io*, dshost_error* err) { return fail(script.save, err); };
@@ -82,10 +87,31 @@ TEST_F(PluginHandles, TheGpusOutOfMemorySaysWhatToChangeInTheManifest) {
   const LoadedPlugin p = plugin(fake_table());
   const StrategyHandle strategy(p, nullptr, status_);
   int exit_code = 0;
-  const std::string message = failure_of([&] { strategy.step({sizeof(dshost_step_args)}); }, &exit_code);
+  const at::Tensor norm = at::zeros({1}, at::kDouble);
+  const std::string message = failure_of([&] { strategy.step({sizeof(dshost_step_args)}, norm); }, &exit_code);
   EXPECT_NE(message.find("strategy step failed: CUDA out of memory. Tried to allocate 2.00 GiB The GPU's memory "
                          "ran out: lower train.micro_batch_size"), std::string::npos) << message;
   EXPECT_EQ(exit_code, 1);
+}
+
+// Since ABI 1.4 a strategy may write the norm into the slot and return NaN for "on the
+// device"; an older one returns the norm itself, so its NaN is a diverged norm.
+TEST_F(PluginHandles, AStrategyBefore1_4ReportsADivergedNormAsNaN) {
+  script.grad_norm = std::nan("");
+  descriptor_.abi_minor = 3;
+  const LoadedPlugin old = plugin(fake_table());
+  const at::Tensor norm = at::zeros({1}, at::kDouble);
+  StrategyHandle(old, nullptr, status_).step({sizeof(dshost_step_args)}, norm);
+  EXPECT_TRUE(std::isnan(norm.item<double>())) << norm;
+
+  descriptor_.abi_minor = 4;
+  const LoadedPlugin p = plugin(fake_table());
+  norm.fill_(2.5);  // as the strategy wrote it
+  StrategyHandle(p, nullptr, status_).step({sizeof(dshost_step_args)}, norm);
+  EXPECT_EQ(norm.item<double>(), 2.5);
+  script.grad_norm = 1.5;  // a 1.4 strategy may return the norm instead
+  StrategyHandle(p, nullptr, status_).step({sizeof(dshost_step_args)}, norm);
+  EXPECT_EQ(norm.item<double>(), 1.5);
 }
 
 TEST_F(PluginHandles, OutOfMemoryAdviceFollowsOnlyTheAllocatorsOwnMessages) {

@@ -265,9 +265,8 @@ class Worker {
     const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, plan_.total_steps);
     const at::Tensor step_norm = reports_->next_norm();
     const Owned<DLManagedTensor> norm_out = lend(step_norm);
-    const dshost_step_stats stats =
-        strategy_->step({sizeof(dshost_step_args), lr, t.grad_clip, &norm_out->dl_tensor, t.nonfinite == "skip"});
-    if (!std::isnan(stats.grad_norm)) step_norm.fill_(stats.grad_norm);  // a host value
+    strategy_->step({sizeof(dshost_step_args), lr, t.grad_clip, &norm_out->dl_tensor, t.nonfinite == "skip"},
+                    step_norm);
     clock_->step_done();
     reports_->add(step, epoch, lr);
     if (status_lines_ && clock_->status_due(step + 1)) show_status(step + 1, epoch, step_loss.item<double>());
