@@ -105,21 +105,15 @@ void note_collective(const char* kind, const at::Tensor& t) {
                  "Every rank must issue the same collectives in the same order; a plugin that "
                  "communicates on some ranks only, or with sizes that differ by rank, does this. "
                  "(gloo: %s)\n",
-                 g_rank, host_name().c_str(), g_last_collective, what.c_str());
+                 g_rank, hostname().c_str(), g_last_collective, what.c_str());
   else
     std::fprintf(stderr, "dshost: error: rank %d on %s: internal error: %s (please report this)\n",
-                 g_rank, host_name().c_str(), what.c_str());
+                 g_rank, hostname().c_str(), what.c_str());
   std::fflush(stderr);
   _exit(1);
 }
 
 }  // namespace
-
-std::string host_name() {
-  char name[256] = {};
-  gethostname(name, sizeof(name) - 1);
-  return name;
-}
 
 Rendezvous Rendezvous::from_env() {
   Rendezvous rv;
@@ -152,7 +146,7 @@ struct Comm::Heartbeat {
     opts.waitWorkers = false;
     opts.timeout = std::chrono::seconds(2);
     store = c10::make_intrusive<c10d::TCPStore>(rv.master_addr, opts);
-    const std::string host = host_name();
+    const std::string host = hostname();
     store->set(cat("host/", rv.rank), std::vector<uint8_t>(host.begin(), host.end()));
     const std::string key = cat("heartbeat/", rv.rank);
     beating = std::thread([this, key] {
@@ -242,7 +236,7 @@ Comm::Comm(const Rendezvous& rv, std::chrono::milliseconds timeout, at::Device d
   } catch (const UserError&) {
     throw;
   } catch (const std::exception& e) {
-    throw UserError(cat("rank ", rv.rank, " on ", host_name(), ": rendezvous at ", rv.master_addr,
+    throw UserError(cat("rank ", rv.rank, " on ", hostname(), ": rendezvous at ", rv.master_addr,
                         ":", rv.master_port, " failed: ", e.what(),
                         ". Check that every rank can reach MASTER_ADDR:MASTER_PORT and that ",
                         "all WORLD_SIZE=", rv.world_size, " ranks started."),
@@ -380,7 +374,7 @@ at::Tensor Comm::reduce_on_host(at::Tensor values, bool maximum, const char* wha
   try {
     groups_->gloo->allreduce(io, opts)->wait(timeout_);
   } catch (const std::exception& e) {
-    throw stopped_by_another_rank(cat("rank ", rv_.rank, " on ", host_name(), ": a ", what,
+    throw stopped_by_another_rank(cat("rank ", rv_.rank, " on ", hostname(), ": a ", what,
                                       " over ranks failed: ", without_backtrace(e.what())));
   }
   return io[0];

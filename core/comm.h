@@ -29,7 +29,6 @@ struct Rendezvous {
   static Rendezvous from_env();
 };
 
-std::string host_name();
 
 // A started collective. finish() waits and then does any host-side epilogue (emulation).
 // NCCL's work (on_device) is waited for by the current stream and not by the host: given a

@@ -69,16 +69,21 @@ void check_rank0_started(const Job& job, const std::string& launch_id) {
                   1);
 }
 
+// run --wait: the launcher's own `wait` key set, for this process and the ranks' --set.
+void wait_for_batch_job(Job& job, Args& args) {
+  if (!has_option(job.launcher.plugin, "wait"))
+    throw UserError(cat("--wait: launcher '", job.launcher.plugin.descriptor->name,
+                        "' always waits for its ranks; --wait is for launchers that submit a "
+                        "batch job (slurm)"));
+  Value& wait = job.launcher.options.values.at("wait");
+  wait.b = true;
+  wait.origin = "--wait";
+  args.sets.push_back("launcher.wait=true");
+}
+
 int run(Args args) {
-  if (args.wait) {
-    const Job job = prepare_job(args.manifest, args.sets);
-    if (!has_option(job.launcher.plugin, "wait"))
-      throw UserError(cat("--wait: launcher '", job.launcher.plugin.descriptor->name,
-                          "' always waits for its ranks; --wait is for launchers that submit a "
-                          "batch job (slurm)"));
-    args.sets.push_back("launcher.wait=true");
-  }
-  const Job job = prepare_job(args.manifest, args.sets);
+  Job job = prepare_job(args.manifest, args.sets);
+  if (args.wait) wait_for_batch_job(job, args);
   warn_about_hidden_plugins(job);
   check_data(job);
   PluginHost host(job.launcher.plugin.descriptor->name, job.launcher.options, RankInfo{}, nullptr);
@@ -87,7 +92,7 @@ int run(Args args) {
   dshost_launcher* launcher = nullptr;
   if (api->create(host.table(), &launcher, &err) != DSHOST_OK)
     throw UserError(cat("launcher ", job.launcher.plugin.descriptor->name, ": ", err.message));
-  std::vector<std::string> argv{fs::read_symlink("/proc/self/exe").string(), "worker",
+  std::vector<std::string> argv{this_executable(), "worker",
                                 fs::absolute(args.manifest).string()};
   for (const auto& s : args.sets) argv.insert(argv.end(), {"--set", s});
   std::vector<const char*> cargv;

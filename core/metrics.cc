@@ -81,7 +81,7 @@ std::ofstream open_fresh(const fs::path& path, const std::string& start) {
 
 EventFile::EventFile(const fs::path& dir) {
   fs::create_directories(dir);
-  path_ = dir / cat("events.out.tfevents.", static_cast<int64_t>(now_seconds()), ".", host_name(),
+  path_ = dir / cat("events.out.tfevents.", static_cast<int64_t>(now_seconds()), ".", hostname(),
                     ".", getpid());  // as PyTorch's SummaryWriter names them
   out_ = open_fresh(path_, "");
   std::string version;

@@ -13,7 +13,7 @@ void CallStatus::check(dshost_status status, const std::string& what) const {
   if (status == DSHOST_OK) return;
   if (status == DSHOST_COMM_ERROR && comm_ != nullptr)
     throw comm_->stopped_by_another_rank(cat(what, " failed: ", err_.message));
-  throw UserError(cat("rank ", rank_, " on ", host_name(), ": ", what, " failed: ", err_.message,
+  throw UserError(cat("rank ", rank_, " on ", hostname(), ": ", what, " failed: ", err_.message,
                       status == DSHOST_OUT_OF_MEMORY ? out_of_memory_advice(err_.message) : ""),
                   status == DSHOST_INVALID_ARGUMENT ? 2 : 1);
 }

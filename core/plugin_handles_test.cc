@@ -77,7 +77,7 @@ TEST_F(PluginHandles, AFailedCallNamesTheRankTheHostTheCallAndThePluginsMessage)
   const LoadedPlugin p = plugin(fake_table());
   int exit_code = 0;
   EXPECT_EQ(failure_of([&] { StrategyHandle(p, nullptr, status_); }, &exit_code),
-            cat("rank 3 on ", host_name(), ": strategy create failed: overlap_comm needs two ranks"));
+            cat("rank 3 on ", hostname(), ": strategy create failed: overlap_comm needs two ranks"));
   EXPECT_EQ(exit_code, 2) << "bad input";
 }
 

@@ -34,7 +34,7 @@ std::vector<std::string> split_paths(const std::string& paths) {
   return out;
 }
 
-fs::path exe_dir() { return fs::read_symlink("/proc/self/exe").parent_path(); }
+fs::path exe_dir() { return fs::path(this_executable()).parent_path(); }
 
 bool is_elf(const std::string& file) {
   std::ifstream in(file, std::ios::binary);

@@ -92,7 +92,7 @@ void RunCheckpoints::save(const Position& at) {
   try {
     write_rank_file(rank_checkpoint_file(staging, rank_));
   } catch (const UserError& e) {
-    failure = cat("rank ", rank_, " on ", host_name(), ": checkpoint not saved: ", e.what());
+    failure = cat("rank ", rank_, " on ", hostname(), ": checkpoint not saved: ", e.what());
   }
   const double failures = comm_.sum({failure.empty() ? 0.0 : 1.0})[0];
   if (!failure.empty()) throw UserError(failure, 1);

@@ -86,7 +86,7 @@ PluginHost::PluginHost(std::string plugin, Section config, const RankInfo& info,
       return DSHOST_OK;
     } catch (const std::exception& e) {
       const auto& rv = me.comm_->rendezvous();
-      put(err, cat("rank ", rv.rank, " on ", host_name(), ": ", work->what(), " failed: ",
+      put(err, cat("rank ", rv.rank, " on ", hostname(), ": ", work->what(), " failed: ",
                    without_backtrace(e.what()), ". If a peer rank died or hangs, its log says why (this rank waits at most ",
                    me.comm_->timeout().count() / 1000.0, " s, comm.timeout_s)"));
       return DSHOST_COMM_ERROR;
@@ -118,7 +118,7 @@ dshost_status PluginHost::collective(const char* what, dshost_work** work, dshos
     *work = reinterpret_cast<dshost_work*>(start(*comm_).release());
     return DSHOST_OK;
   } catch (const std::exception& e) {
-    put(err, cat("rank ", comm_->rendezvous().rank, " on ", host_name(), ": ", what,
+    put(err, cat("rank ", comm_->rendezvous().rank, " on ", hostname(), ": ", what,
                  " could not start: ", without_backtrace(e.what())));
     return DSHOST_COMM_ERROR;
   }

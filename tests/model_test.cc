@@ -1,5 +1,8 @@
 // Model plugins through the ABI, in-process, as the host creates them.
 #include <dshost/model.hpp>
+#include <dshost/ops/conv_relu.hpp>
+#include <dshost/ops/layer_norm.hpp>
+#include <dshost/ops/linear.hpp>
 
 #include "plugins/models/common/image.hpp"
 

@@ -117,7 +117,7 @@ class SshLauncher : public dshost::Launcher {
         master_port_(static_cast<int>(s.get_int("master_port"))),
         env_(forwarded_environment(s.get_string("forward_env"))),
         dshost_(s.get_string("dshost_path").empty()
-                    ? std::filesystem::read_symlink("/proc/self/exe").string()
+                    ? dshost::this_executable()
                     : s.get_string("dshost_path")),
         grace_s_(s.get_float("grace_period_s")),
         connect_timeout_s_(s.get_int("connect_timeout_s")) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <dshost/model.hpp>
+#include <dshost/ops/conv_relu.hpp>
 
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>

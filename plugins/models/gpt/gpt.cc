@@ -9,6 +9,9 @@
 // and its pre_backward comes with the embeddings' gradient (zero3 then frees it after
 // grads_ready, as FSDP keeps tied weights in the root unit).
 #include <dshost/model.hpp>
+#include <dshost/ops/attention.hpp>
+#include <dshost/ops/layer_norm.hpp>
+#include <dshost/ops/linear.hpp>
 
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/modules/dropout.h>

@@ -94,15 +94,13 @@ class Ddp : public dshost::Strategy {
   void save(const dshost::StateIO& io) override {
     const int64_t begin = services().rank() * layout_->shard;
     dshost::save_range(io, *layout_, begin, begin + layout_->shard, shard_state(begin));
-    io.write("optimizer.step", at::full({1}, optimizer_->steps(), at::kLong));
+    io.write_step_count(optimizer_->steps());
   }
 
   void load(const dshost::StateIO& io) override {
     const int64_t begin = services().rank() * layout_->shard;
     dshost::load_range(io, *layout_, begin, begin + layout_->shard, shard_state(begin));
-    const at::Tensor steps = at::zeros({1}, at::kLong);
-    io.read("optimizer.step", steps);
-    optimizer_->set_steps(steps.item<int64_t>());
+    optimizer_->set_steps(io.read_step_count());
     services().all_gather(dshost::slice(param_id_, begin, layout_->shard),
                           dshost::slice(param_id_, 0, layout_->padded)).wait();
   }

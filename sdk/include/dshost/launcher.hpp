@@ -36,12 +36,6 @@ class Launcher {
   Services services_;
 };
 
-inline std::string hostname() {
-  char name[256] = {};
-  gethostname(name, sizeof(name) - 1);
-  return name;
-}
-
 // A TCP port that nothing listens on right now (the kernel's pick), for MASTER_PORT.
 inline int free_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);

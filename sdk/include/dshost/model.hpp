@@ -15,11 +15,9 @@
 
 #include <dshost/torch.hpp>
 
-#include <ATen/Context.h>
+#include <dshost/ops/recompute.hpp>  // checkpoint_activations
+
 #include <torch/autograd.h>
-#if DSHOST_TORCH_CUDA
-#include <c10/cuda/CUDAGraphsC10Utils.h>  // the current stream's capture status
-#endif
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/functional/loss.h>
@@ -34,154 +32,6 @@
 #include <vector>
 
 namespace dshost {
-
-namespace detail {
-
-// at::linear whose backward adds the weight's gradient into the weight's own (see linear).
-struct LinearIntoGrad : torch::autograd::Function<LinearIntoGrad> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& weight, const at::Tensor& bias) {
-    ctx->save_for_backward({x});
-    ctx->saved_data["weight"] = weight;  // the parameter itself, whose grad is the bound buffer
-    ctx->saved_data["bias"] = bias.defined();
-    return at::linear(x, weight, bias);
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const at::Tensor x = ctx->get_saved_variables()[0];
-    const at::Tensor weight = ctx->saved_data["weight"].toTensor();
-    const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)});  // [N, out]
-    weight.grad().addmm_(g.t(), x.reshape({-1, x.size(-1)}));        // [out, in] += g^T x
-    return {ctx->needs_input_grad(0) ? g.mm(weight).view(x.sizes()) : at::Tensor(), at::Tensor(),
-            ctx->saved_data["bias"].toBool() ? g.sum(0) : at::Tensor()};
-  }
-};
-
-// A unit run without keeping its activations (see Model::checkpoint_activations): forward
-// keeps its input, and backward runs the unit again from it with autograd on, the autocast
-// of the first run and, if asked, its random numbers, then backpropagates through that run.
-struct Recomputed : torch::autograd::Function<Recomputed> {
-  struct Unit : torch::CustomClassHolder {
-    std::function<at::Tensor(const at::Tensor&)> forward;
-    bool replay_random = false;
-    static c10::intrusive_ptr<Unit> make(std::function<at::Tensor(const at::Tensor&)> f, bool replay) {
-      auto unit = c10::make_intrusive<Unit>();
-      unit->forward = std::move(f);
-      unit->replay_random = replay;
-      return unit;
-    }
-  };
-
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const c10::intrusive_ptr<Unit>& unit) {
-    ctx->save_for_backward({x});
-    ctx->saved_data["unit"] = at::IValue::make_capsule(unit);
-    ctx->saved_data["autocast"] = autocast_enabled(x.device());
-    if (unit->replay_random) {
-      refuse_capture(x.device());
-      ctx->saved_data["random"] = random_state(x.device());
-    }
-    return unit->forward(x);
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const auto* unit = static_cast<const Unit*>(ctx->saved_data["unit"].toCapsule().get());
-    const at::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
-    at::Tensor y;
-    {
-      const at::Tensor after = unit->replay_random ? random_state(x.device()) : at::Tensor();
-      if (after.defined()) set_random_state(x.device(), ctx->saved_data["random"].toTensor());
-      at::AutoGradMode grad_mode(true);
-      AutocastScope autocast(x.device(), ctx->saved_data["autocast"].toBool());
-      y = unit->forward(x);
-      if (after.defined()) set_random_state(x.device(), after);
-    }
-    torch::autograd::backward({y}, {grads[0]});
-    return {x.grad(), at::Tensor()};
-  }
-
-  // Inside a CUDA graph's capture the recorded kernels' random numbers do not follow the
-  // generator's state, so the second run would draw new dropout masks: refused (where the
-  // plugin was built by dshost_add_plugin against a CUDA LibTorch, which says so).
-  static void refuse_capture(at::Device device) {
-#if DSHOST_TORCH_CUDA
-    if (device.is_cuda() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None)
-      throw Error("activation checkpointing with dropout cannot run inside a CUDA graph: the recomputation "
-                  "would draw new dropout masks. Set train.cuda_graph = false, or the model's dropout to 0.",
-                  DSHOST_INVALID_ARGUMENT);
-#else
-    (void)device;
-#endif
-  }
-
-  // The state of `device`'s default random generator, and setting it.
-  static at::Tensor random_state(at::Device device) {
-    at::Generator generator = at::globalContext().defaultGenerator(device);
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    return generator.get_state();
-  }
-  static void set_random_state(at::Device device, const at::Tensor& state) {
-    at::Generator generator = at::globalContext().defaultGenerator(device);
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(state);
-  }
-};
-
-// relu(conv2d(x, W, b)) as cuDNN's fused kernel (one pass over the output instead of three:
-// the convolution, the bias add, the ReLU); backward as autograd's for conv2d then relu_.
-struct ConvRelu : torch::autograd::Function<ConvRelu> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                            const at::Tensor& bias, int64_t stride, int64_t padding) {
-    const at::Tensor y = at::cudnn_convolution_relu(x, weight, bias, {stride, stride}, {padding, padding}, {1, 1}, 1);
-    ctx->save_for_backward({x, weight, y});
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["padding"] = padding;
-    return y;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &weight = saved[1], &y = saved[2];
-    const int64_t stride = ctx->saved_data["stride"].toInt(), padding = ctx->saved_data["padding"].toInt();
-    const auto [dx, dw, db] = at::convolution_backward(
-        at::threshold_backward(grads[0], y, 0), x, weight, at::IntArrayRef{weight.size(0)}, {stride, stride},
-        {padding, padding}, {1, 1}, false, {0, 0}, 1,
-        {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)});
-    return {dx, dw, db, at::Tensor(), at::Tensor()};
-  }
-};
-
-}  // namespace detail
-
-// relu(conv2d(x, W, b)) with a square stride and padding: cuDNN's fused convolution, bias
-// and ReLU where x and W are bf16 on a GPU (vgg16 b32's convolutions: 3.58 ms forward
-// eager against 1.77 fused on an H100, bench/gpu/conv_relu.py), else conv2d then relu_.
-inline at::Tensor conv_relu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t stride,
-                            int64_t padding) {
-  const bool fused = x.is_cuda() && x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16 &&
-                     bias.defined() && bias.scalar_type() == at::kBFloat16 && at::globalContext().userEnabledCuDNN();
-  return fused ? detail::ConvRelu::apply(x, weight, bias, stride, padding)
-               : at::conv2d(x, weight, bias, {stride, stride}, {padding, padding}).relu_();
-}
-
-// y = x W^T + b, as ATen's linear (the bias fused into the GEMM). Where W's gradient is a
-// buffer the strategy bound, of W's and x's dtype with no autocast cast between them (bf16
-// parameters, or fp32 ones without autocast), backward's GEMM adds W's gradient straight
-// into it, as Megatron's gradient-accumulation fusion does, where autograd would compute it
-// into a fresh tensor and add that in a kernel of its own (5.6 ms a step at gpt 1.3B,
-// bench/results/gpu_profiles.md). W's accumulator then receives no gradient, but its hooks
-// run as before. For a weight used inside its own unit only: the gradient lands between
-// that unit's pre_backward and grads_ready, whereas autograd sums a tied weight's uses
-// before accumulating them.
-inline at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {}) {
-  const at::Tensor& grad = weight.grad();
-  const bool into_grad = at::GradMode::is_enabled() && weight.requires_grad() && grad.defined() &&
-                         grad.scalar_type() == weight.scalar_type() &&
-                         x.scalar_type() == weight.scalar_type() &&
-                         (weight.scalar_type() == at::kBFloat16 || !autocast_enabled(x.device()));
-  return into_grad ? detail::LinearIntoGrad::apply(x, weight, bias) : at::linear(x, weight, bias);
-}
 
 class Model : public torch::nn::Module {
  public:

@@ -5,6 +5,8 @@
 
 #include <dshost/abi.h>
 
+#include <unistd.h>
+
 #include <cstring>
 #include <exception>
 #include <new>
@@ -20,6 +22,20 @@ std::string cat(const Parts&... parts) {
   std::ostringstream out;
   (out << ... << parts);
   return out.str();
+}
+
+// This machine's host name, as errors name it.
+inline std::string hostname() {
+  char name[256] = {};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+// The running program's path (the dshost binary, in the host and in its plugins).
+inline std::string this_executable() {
+  char path[4096] = {};
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  return n > 0 ? std::string(path, static_cast<size_t>(n)) : std::string();
 }
 
 // Thrown inside a plugin; turned into a status + message at the ABI boundary.

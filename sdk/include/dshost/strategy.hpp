@@ -142,6 +142,13 @@ class StateIO {
   // A tensor of the strategy as a whole ("optimizer.step"), written and read whole.
   void write(const char* key, const at::Tensor& t) const { write(-1, 0, key, 0, t); }
   void read(const char* key, const at::Tensor& t) const { read(-1, 0, key, 0, t); }
+  // The optimizer's step count ("optimizer.step").
+  void write_step_count(int64_t steps) const { write("optimizer.step", at::full({1}, steps, at::kLong)); }
+  int64_t read_step_count() const {
+    const at::Tensor steps = at::zeros({1}, at::kLong);
+    read("optimizer.step", steps);
+    return steps.item<int64_t>();
+  }
 
  private:
   const dshost_state_io* io_;

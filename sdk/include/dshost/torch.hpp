@@ -11,7 +11,6 @@
 #include <dshost/plugin.hpp>
 
 #include <cmath>
-#include <limits>
 
 namespace dshost {
 
@@ -143,33 +142,6 @@ inline bool autocast_enabled(at::Device device) {
 #else
   return device.is_cuda() ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
 #endif
-}
-
-// Causal self-attention softmax(q k^T / sqrt(d) + causal mask) v over [batch, heads, T, d]:
-// LibTorch 2's fused scaled_dot_product_attention (flash / memory-efficient kernels on
-// CUDA) where it exists, the explicit product on 1.13.
-inline at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-#if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
-#else
-  const int64_t t = q.size(-2);
-  const at::Tensor future = at::ones({t, t}, q.options().dtype(at::kBool)).triu_(1);
-  const at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).div_(std::sqrt(static_cast<double>(q.size(-1))));
-  return at::matmul(scores.masked_fill_(future, -std::numeric_limits<float>::infinity()).softmax(-1), v);
-#endif
-}
-
-// Layer norm over the last dimension, on CUDA in the input's precision. Autocast runs every
-// layer norm in fp32 there, so a bf16 input (zero2 and zero3 compute on bf16 parameters)
-// would be saved for backward as an fp32 copy, twice its bytes. ATen's CUDA kernels for
-// bf16 accumulate statistics, affine and the weights' gradients in fp32 and round only what
-// they return, which the next matrix multiply rounds to bf16 anyway; so a bf16 input skips
-// autocast here, as it does under FSDP2's MixedPrecisionPolicy. Elsewhere autocast's path
-// (LibTorch 1.13's CPU kernel sums the weights' gradients in bf16).
-inline at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
-  if (x.scalar_type() != at::kBFloat16 || !x.is_cuda()) return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  return at::layer_norm(x, {x.size(-1)}, weight.to(at::kBFloat16), bias.to(at::kBFloat16), eps);
 }
 
 }  // namespace dshost

@@ -161,16 +161,14 @@ void Zero::save(const dshost::StateIO& io) {
   if (delayed_) delayed_->finish();
   for (int u = 0; u < layout_->units(); ++u)
     dshost::save_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], optimizer_->unit_state(u));
-  io.write("optimizer.step", at::full({1}, optimizer_->steps(), at::kLong));
+  io.write_step_count(optimizer_->steps());
 }
 
 void Zero::load(const dshost::StateIO& io) {
   if (delayed_) delayed_->finish();
   for (int u = 0; u < layout_->units(); ++u)
     dshost::load_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], optimizer_->unit_state(u));
-  const at::Tensor steps = at::zeros({1}, at::kLong);
-  io.read("optimizer.step", steps);
-  optimizer_->set_steps(steps.item<int64_t>());
+  optimizer_->set_steps(io.read_step_count());
   optimizer_->write_back_all();
   gatherer_->regather();
 }

@@ -1,0 +1,52 @@
+// An optional kernel for model plugins: a linear layer whose backward accumulates the
+// weight's gradient straight into the buffer the strategy bound.
+#pragma once
+
+#include <dshost/torch.hpp>
+
+#include <torch/autograd.h>
+
+namespace dshost {
+namespace detail {
+
+// at::linear whose backward adds the weight's gradient into the weight's own (see linear).
+struct LinearIntoGrad : torch::autograd::Function<LinearIntoGrad> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& weight, const at::Tensor& bias) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["weight"] = weight;  // the parameter itself, whose grad is the bound buffer
+    ctx->saved_data["bias"] = bias.defined();
+    return at::linear(x, weight, bias);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor x = ctx->get_saved_variables()[0];
+    const at::Tensor weight = ctx->saved_data["weight"].toTensor();
+    const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)});  // [N, out]
+    weight.grad().addmm_(g.t(), x.reshape({-1, x.size(-1)}));        // [out, in] += g^T x
+    return {ctx->needs_input_grad(0) ? g.mm(weight).view(x.sizes()) : at::Tensor(), at::Tensor(),
+            ctx->saved_data["bias"].toBool() ? g.sum(0) : at::Tensor()};
+  }
+};
+
+}  // namespace detail
+
+// y = x W^T + b, as ATen's linear (the bias fused into the GEMM). Where W's gradient is a
+// buffer the strategy bound, of W's and x's dtype with no autocast cast between them (bf16
+// parameters, or fp32 ones without autocast), backward's GEMM adds W's gradient straight
+// into it, as Megatron's gradient-accumulation fusion does, where autograd would compute it
+// into a fresh tensor and add that in a kernel of its own (5.6 ms a step at gpt 1.3B,
+// bench/results/gpu_profiles.md). W's accumulator then receives no gradient, but its hooks
+// run as before. For a weight used inside its own unit only: the gradient lands between
+// that unit's pre_backward and grads_ready, whereas autograd sums a tied weight's uses
+// before accumulating them.
+inline at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {}) {
+  const at::Tensor& grad = weight.grad();
+  const bool into_grad = at::GradMode::is_enabled() && weight.requires_grad() && grad.defined() &&
+                         grad.scalar_type() == weight.scalar_type() &&
+                         x.scalar_type() == weight.scalar_type() &&
+                         (weight.scalar_type() == at::kBFloat16 || !autocast_enabled(x.device()));
+  return into_grad ? detail::LinearIntoGrad::apply(x, weight, bias) : at::linear(x, weight, bias);
+}
+
+}  // namespace dshost
