@@ -8,6 +8,14 @@
 #include <cstring>
 
 namespace dshost {
+namespace {
+
+// A DLPack view of `t` for a plugin to write into during calls, freed by the host.
+Owned<DLManagedTensor> lend(const at::Tensor& t) {
+  return {to_dlpack(t), [](DLManagedTensor* m) { m->deleter(m); }};
+}
+
+}  // namespace
 
 void CallStatus::check(dshost_status status, const std::string& what) const {
   if (status == DSHOST_OK) return;
@@ -28,10 +36,6 @@ std::string out_of_memory_advice(const char* message) {
   if (std::strcmp(message, "out of memory") != 0) return "";
   return " The host's memory ran out: lower train.micro_batch_size, or spread the model over more "
          "nodes with strategy.plugin = \"zero2\" or \"zero3-offload\", which shard its state over ranks.";
-}
-
-Owned<DLManagedTensor> lend(const at::Tensor& t) {
-  return {to_dlpack(t), [](DLManagedTensor* m) { m->deleter(m); }};
 }
 
 std::string export_name(const dshost_param_desc& desc) {
@@ -143,7 +147,9 @@ void StrategyHandle::begin_micro_batch(int32_t index, int32_t count) const {
                 "strategy begin_micro_batch");
 }
 
-void StrategyHandle::step(const dshost_step_args& args, const at::Tensor& norm) const {
+void StrategyHandle::step(double lr, double max_grad_norm, bool skip_nonfinite, const at::Tensor& norm) const {
+  const Owned<DLManagedTensor> norm_out = lend(norm);
+  const dshost_step_args args{sizeof(dshost_step_args), lr, max_grad_norm, &norm_out->dl_tensor, skip_nonfinite};
   dshost_step_stats stats{sizeof(dshost_step_stats)};
   status_.check(api_->step(instance_.get(), &args, &stats, status_.err()), "strategy step");
   if (!std::isnan(stats.grad_norm) || !may_write_norm_on_device(*plugin_.descriptor)) norm.fill_(stats.grad_norm);

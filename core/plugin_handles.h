@@ -41,9 +41,6 @@ std::string out_of_memory_advice(const char* message);
 template <class T>
 using Owned = std::unique_ptr<T, void (*)(T*)>;
 
-// A DLPack view of `t` for a plugin to write into during calls, freed by the host.
-Owned<DLManagedTensor> lend(const at::Tensor& t);
-
 // A model's buffer (batch-norm statistics) as a named view of its memory.
 struct ModelBuffer {
   std::string name, export_name;
@@ -92,9 +89,10 @@ class StrategyHandle {
   std::string why_not_capturable() const;
   dshost_status on_unit_event(dshost_unit_event event, int32_t unit, dshost_error* err) const;
   void begin_micro_batch(int32_t index, int32_t count) const;
-  // One optimizer step; the global gradient norm lands in `norm` (a double scalar on the
-  // device, lent to the strategy as args.grad_norm_out).
-  void step(const dshost_step_args& args, const at::Tensor& norm) const;
+  // One optimizer step at learning rate `lr`, clipping at `max_grad_norm` (<= 0: none); with
+  // `skip_nonfinite` a step whose norm is not finite leaves everything as it was. The global
+  // gradient norm lands in `norm` (a double scalar on the device, lent as args.grad_norm_out).
+  void step(double lr, double max_grad_norm, bool skip_nonfinite, const at::Tensor& norm) const;
   dshost_memory_report memory() const;
   // Checkpoints: strategies built for ABI 1.0 / 1.1 have neither entry (`what`: "save" or
   // "load", for the error).

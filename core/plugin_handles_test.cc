@@ -88,7 +88,7 @@ TEST_F(PluginHandles, TheGpusOutOfMemorySaysWhatToChangeInTheManifest) {
   const StrategyHandle strategy(p, nullptr, status_);
   int exit_code = 0;
   const at::Tensor norm = at::zeros({1}, at::kDouble);
-  const std::string message = failure_of([&] { strategy.step({sizeof(dshost_step_args)}, norm); }, &exit_code);
+  const std::string message = failure_of([&] { strategy.step(0.1, 0.0, false, norm); }, &exit_code);
   EXPECT_NE(message.find("strategy step failed: CUDA out of memory. Tried to allocate 2.00 GiB The GPU's memory "
                          "ran out: lower train.micro_batch_size"), std::string::npos) << message;
   EXPECT_EQ(exit_code, 1);
@@ -101,16 +101,16 @@ TEST_F(PluginHandles, AStrategyBefore1_4ReportsADivergedNormAsNaN) {
   descriptor_.abi_minor = 3;
   const LoadedPlugin old = plugin(fake_table());
   const at::Tensor norm = at::zeros({1}, at::kDouble);
-  StrategyHandle(old, nullptr, status_).step({sizeof(dshost_step_args)}, norm);
+  StrategyHandle(old, nullptr, status_).step(0.1, 0.0, false, norm);
   EXPECT_TRUE(std::isnan(norm.item<double>())) << norm;
 
   descriptor_.abi_minor = 4;
   const LoadedPlugin p = plugin(fake_table());
   norm.fill_(2.5);  // as the strategy wrote it
-  StrategyHandle(p, nullptr, status_).step({sizeof(dshost_step_args)}, norm);
+  StrategyHandle(p, nullptr, status_).step(0.1, 0.0, false, norm);
   EXPECT_EQ(norm.item<double>(), 2.5);
   script.grad_norm = 1.5;  // a 1.4 strategy may return the norm instead
-  StrategyHandle(p, nullptr, status_).step({sizeof(dshost_step_args)}, norm);
+  StrategyHandle(p, nullptr, status_).step(0.1, 0.0, false, norm);
   EXPECT_EQ(norm.item<double>(), 1.5);
 }
 

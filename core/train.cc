@@ -133,8 +133,8 @@ class Worker {
     const auto& t = cfg_.train;
     const at::Tensor step_loss = reports_->next_loss();
     const auto micro_batches = static_cast<int32_t>(t.grad_accum_steps);
+    const uint64_t augment_seed = seed() * 1000003 + static_cast<uint64_t>(epoch) + 1;
     for (int32_t m = 0; m < micro_batches; ++m) {
-      const uint64_t augment_seed = seed() * 1000003 + static_cast<uint64_t>(epoch) + 1;
       s_->pipeline->load(DSHOST_TRAIN_SPLIT, order, first + m * t.micro_batch_size, t.micro_batch_size, augment_seed,
                       s_->inputs, s_->targets);
       s_->strategy->begin_micro_batch(m, micro_batches);
@@ -144,10 +144,7 @@ class Worker {
       step_loss.add_(s_->loss.to(at::kDouble).div_(static_cast<double>(micro_batches)));
     }
     const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, plan().total_steps);
-    const at::Tensor step_norm = reports_->next_norm();
-    const Owned<DLManagedTensor> norm_out = lend(step_norm);
-    s_->strategy->step({sizeof(dshost_step_args), lr, t.grad_clip, &norm_out->dl_tensor, t.nonfinite == "skip"},
-                    step_norm);
+    s_->strategy->step(lr, t.grad_clip, t.nonfinite == "skip", reports_->next_norm());
     clock_->step_done();
     reports_->add(step, epoch, lr);
     if (status_lines_ && clock_->status_due(step + 1)) show_status(step + 1, epoch, step_loss.item<double>());

@@ -37,7 +37,7 @@ void Zero::setup(const std::vector<dshost::UnitParams>& units) {
     delayed_ = std::make_unique<DelayedUpdate>(grad_shard_, grad_spare_, param_shard_, param_shard_next_);
   optimizer_ = std::make_unique<ShardedOptimizer>(s, o_, *layout_, device_, dtype_, *memory_, grad_shard_,
                                                   param_shard_, params_, delayed_.get(), piece);
-  make_units(units);
+  make_units(units, piece);
   const at::Device param_home = o_.offload_param ? at::Device(at::kCPU) : device_;
   if (o_.stage == 3) {  // (Tensor::to would ignore pinned_memory: pageable copies ran at 8 GB/s)
     param_shard_ = memory_->make(dtype_, param_home, true);
@@ -75,12 +75,12 @@ void Zero::check_host_memory_for(const std::vector<dshost::UnitParams>& units) c
 
 // Each unit's values into the master and the whole compute-dtype buffers, with the model's
 // views made while the memory is there (as_strided checks bounds); then the buffers are
-// emptied, unit by unit, so setup never holds the whole model.
-void Zero::make_units(const std::vector<dshost::UnitParams>& units) {
+// emptied, unit by unit, so setup never holds the whole model. The values cross from rank 0
+// through a bounce buffer of one reduction staging slot's size (N x `piece`).
+void Zero::make_units(const std::vector<dshost::UnitParams>& units, int64_t piece) {
   const auto& s = services();
   const ShardBuffer& master = optimizer_->master();
-  Scratch bounce = make_scratch(s, s.world_size() * reduction_piece(*layout_, o_.reduce_bucket_size, s.world_size()),
-                                on_device(at::kFloat));
+  Scratch bounce = make_scratch(s, s.world_size() * piece, on_device(at::kFloat));
   for (int u = 0; u < layout_->units(); ++u) {
     const at::Tensor full = unit_from_rank0(units, u, bounce);
     master.range(layout_->shard_begin[u], layout_->chunk[u]).copy_(own_chunk(*layout_, s.rank(), full, u));
