@@ -22,20 +22,28 @@ std::shared_ptr<const void> current_table(const void* table, dshost_plugin_kind 
 
 size_t first_api_size(dshost_plugin_kind kind) {
   switch (kind) {
-    case DSHOST_KIND_MODEL: return DSHOST_STRUCT_SIZE(dshost_model_api, evaluate);
-    case DSHOST_KIND_STRATEGY: return DSHOST_STRUCT_SIZE(dshost_strategy_api, memory);
-    case DSHOST_KIND_LAUNCHER: return DSHOST_STRUCT_SIZE(dshost_launcher_api, launch);
-    case DSHOST_KIND_DATASET: return DSHOST_STRUCT_SIZE(dshost_dataset_api, fill);  // (new in 1.6)
+    case DSHOST_KIND_MODEL:
+      return DSHOST_STRUCT_SIZE(dshost_model_api, evaluate);
+    case DSHOST_KIND_STRATEGY:
+      return DSHOST_STRUCT_SIZE(dshost_strategy_api, memory);
+    case DSHOST_KIND_LAUNCHER:
+      return DSHOST_STRUCT_SIZE(dshost_launcher_api, launch);
+    case DSHOST_KIND_DATASET:
+      return DSHOST_STRUCT_SIZE(dshost_dataset_api, fill);  // (new in 1.6)
   }
   return 0;
 }
 
 std::shared_ptr<const void> current_api(const dshost_plugin_descriptor& d) {
   switch (d.kind) {
-    case DSHOST_KIND_MODEL: return current_table<dshost_model_api>(d.api, d.kind);
-    case DSHOST_KIND_STRATEGY: return current_table<dshost_strategy_api>(d.api, d.kind);
-    case DSHOST_KIND_LAUNCHER: return current_table<dshost_launcher_api>(d.api, d.kind);
-    case DSHOST_KIND_DATASET: return current_table<dshost_dataset_api>(d.api, d.kind);
+    case DSHOST_KIND_MODEL:
+      return current_table<dshost_model_api>(d.api, d.kind);
+    case DSHOST_KIND_STRATEGY:
+      return current_table<dshost_strategy_api>(d.api, d.kind);
+    case DSHOST_KIND_LAUNCHER:
+      return current_table<dshost_launcher_api>(d.api, d.kind);
+    case DSHOST_KIND_DATASET:
+      return current_table<dshost_dataset_api>(d.api, d.kind);
   }
   return nullptr;
 }
@@ -64,7 +72,8 @@ void make_current(dshost_model_info& info) {
 }
 
 void make_current(dshost_param_desc& desc) {
-  if (desc.struct_size < DSHOST_STRUCT_SIZE(dshost_param_desc, export_name)) desc.export_name = nullptr;  // 1.2
+  if (desc.struct_size < DSHOST_STRUCT_SIZE(dshost_param_desc, export_name))
+    desc.export_name = nullptr;  // 1.2
   desc.struct_size = sizeof(desc);
 }
 

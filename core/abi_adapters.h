@@ -30,11 +30,17 @@ void make_current(dshost_model_info& info);
 void make_current(dshost_param_desc& desc);
 
 // Since 1.3 a model copies each step's loss into dshost_step_result.loss_out on the device.
-inline bool writes_loss_on_device(const dshost_plugin_descriptor& model) { return model.abi_minor >= 3; }
+inline bool writes_loss_on_device(const dshost_plugin_descriptor& model) {
+  return model.abi_minor >= 3;
+}
 // Since 1.4 a strategy may write the gradient norm into args.grad_norm_out and return NaN;
 // before, the norm it returns is the norm (NaN: diverged).
-inline bool may_write_norm_on_device(const dshost_plugin_descriptor& strategy) { return strategy.abi_minor >= 4; }
+inline bool may_write_norm_on_device(const dshost_plugin_descriptor& strategy) {
+  return strategy.abi_minor >= 4;
+}
 // Since 1.5 a strategy drops the update of a step whose gradient norm is not finite.
-inline bool can_skip_updates(const dshost_plugin_descriptor& strategy) { return strategy.abi_minor >= 5; }
+inline bool can_skip_updates(const dshost_plugin_descriptor& strategy) {
+  return strategy.abi_minor >= 5;
+}
 
 }  // namespace dshost

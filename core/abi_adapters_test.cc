@@ -39,7 +39,8 @@ TEST(AbiAdapters, AModelInfoOf1_0HasNoTargetShapeWhateverItsPaddingHeld) {
 }
 
 TEST(AbiAdapters, AParameterOfAModelBefore1_2HasNoExportName) {
-  auto desc = as_filled_by_older_plugin<dshost_param_desc>(offsetof(dshost_param_desc, export_name));
+  auto desc =
+      as_filled_by_older_plugin<dshost_param_desc>(offsetof(dshost_param_desc, export_name));
   make_current(desc);
   EXPECT_EQ(desc.export_name, nullptr);
   EXPECT_EQ(desc.struct_size, sizeof(dshost_param_desc));
@@ -50,7 +51,8 @@ TEST(AbiAdapters, AParameterOfAModelBefore1_2HasNoExportName) {
 }
 
 dshost_status no_capture(dshost_strategy*, int32_t*, dshost_error*) { return DSHOST_OK; }
-dshost_status no_step(dshost_strategy*, const dshost_step_args*, dshost_step_stats*, dshost_error*) {
+dshost_status no_step(dshost_strategy*, const dshost_step_args*, dshost_step_stats*,
+                      dshost_error*) {
   return DSHOST_OK;
 }
 

@@ -54,8 +54,10 @@ std::string state_name(const std::vector<std::vector<TensorLayout>>& params,
 bool same_order(const std::vector<int64_t>& shape, const std::vector<int64_t>& a,
                 const std::vector<int64_t>& b) {
   std::vector<int64_t> x, y;
-  for (int64_t d : a) if (shape[d] > 1) x.push_back(d);
-  for (int64_t d : b) if (shape[d] > 1) y.push_back(d);
+  for (int64_t d : a)
+    if (shape[d] > 1) x.push_back(d);
+  for (int64_t d : b)
+    if (shape[d] > 1) y.push_back(d);
   return x == y;
 }
 
@@ -96,8 +98,10 @@ void verify_index(const nlohmann::json& index, const std::string& path) {
   if (index.value("version", 0) < 2) return;
   if (!index.contains("index_crc32c") || !index["index_crc32c"].is_number_unsigned() ||
       index["index_crc32c"].get<uint32_t>() != index_checksum(index))
-    throw UserError(cat(path, " is damaged: its content differs from its checksum (index_crc32c), so "
-                        "no tensor in it can be trusted; resume from another checkpoint (an older step-*)"));
+    throw UserError(
+        cat(path,
+            " is damaged: its content differs from its checksum (index_crc32c), so "
+            "no tensor in it can be trusted; resume from another checkpoint (an older step-*)"));
 }
 
 // The newest step-N directory under `dir` that holds an index (a published checkpoint).
@@ -108,7 +112,8 @@ std::string newest_complete_checkpoint(const std::string& dir) {
     const std::string name = e.path().filename().string();
     const bool step_dir = name.size() == 13 && name.rfind("step-", 0) == 0 &&
                           std::all_of(name.begin() + 5, name.end(), ::isdigit);
-    if (step_dir && fs::exists(e.path() / "index.json") && name > fs::path(newest).filename().string())
+    if (step_dir && fs::exists(e.path() / "index.json") &&
+        name > fs::path(newest).filename().string())
       newest = e.path().string();
   }
   return newest;
@@ -160,21 +165,26 @@ void CheckpointWriter::add_whole(const std::string& name, const at::Tensor& t,
 void CheckpointWriter::add(const TensorLayout& layout, int64_t offset, const at::Tensor& data) {
   if (offset < 0 || offset + data.numel() > layout.numel())
     throw UserError(cat("slice [", offset, ", ", offset + data.numel(), ") lies outside ",
-                        layout.name, " (", layout.numel(), " elements)"), 1);
+                        layout.name, " (", layout.numel(), " elements)"),
+                    1);
   const std::string key = cat(layout.name, "@", offset);
-  slices_.push_back({{"tensor", layout.name}, {"key", key}, {"offset", offset},
-                     {"count", data.numel()}, {"shape", layout.shape}, {"order", layout.order},
+  slices_.push_back({{"tensor", layout.name},
+                     {"key", key},
+                     {"offset", offset},
+                     {"count", data.numel()},
+                     {"shape", layout.shape},
+                     {"order", layout.order},
                      {"dtype", safetensors_dtype(data.scalar_type())}});
   if (!layout.export_name.empty()) slices_.back()["export_name"] = layout.export_name;
   tensors_.emplace_back(key, data.detach().reshape({-1}).to(at::kCPU, /*non_blocking=*/false,
-                                                           /*copy=*/true));
+                                                            /*copy=*/true));
 }
 
 void CheckpointWriter::write(const std::string& path) const {
   std::vector<NamedTensor> tensors;
   for (const auto& [key, t] : tensors_) tensors.push_back({key, t});
-  write_safetensors(path, tensors, {{"format", "dshost-checkpoint-slices"},
-                                    {"slices", slices_.dump()}});
+  write_safetensors(path, tensors,
+                    {{"format", "dshost-checkpoint-slices"}, {"slices", slices_.dump()}});
 }
 
 nlohmann::json build_index(const std::string& dir, int world_size, nlohmann::json about) {
@@ -183,18 +193,21 @@ nlohmann::json build_index(const std::string& dir, int world_size, nlohmann::jso
     const std::string name = rank_file(r), path = (fs::path(dir) / name).string();
     if (!fs::exists(path))
       throw UserError(cat("rank ", r, "'s checkpoint file ", path, " is not visible from rank 0; ",
-                          "checkpoint.dir must be on a file system every node shares"), 1);
+                          "checkpoint.dir must be on a file system every node shares"),
+                      1);
     const SafetensorsFile file(path);
     files[name] = {{"bytes", file.bytes()}, {"crc32c", file.crc32c()}};
     for (const auto& s : nlohmann::json::parse(file.metadata("slices"))) {
       nlohmann::json& t = tensors[s["tensor"].get<std::string>()];
       if (t.is_null()) {
-        t = {{"dtype", s["dtype"]}, {"shape", s["shape"]}, {"order", s["order"]},
+        t = {{"dtype", s["dtype"]},
+             {"shape", s["shape"]},
+             {"order", s["order"]},
              {"slices", nlohmann::json::array()}};
         if (s.contains("export_name")) t["export_name"] = s["export_name"];
       }
-      t["slices"].push_back({{"file", name}, {"key", s["key"]}, {"offset", s["offset"]},
-                             {"count", s["count"]}});
+      t["slices"].push_back(
+          {{"file", name}, {"key", s["key"]}, {"offset", s["offset"]}, {"count", s["count"]}});
     }
   }
   about["format"] = "dshost-checkpoint";
@@ -227,8 +240,7 @@ CheckpointReader::CheckpointReader(std::string dir,
   io_.struct_size = sizeof(dshost_state_io);
   io_.context = this;
   io_.write = nullptr;
-  io_.read = [](void* context, const dshost_state_slice* where, DLTensor* data,
-                dshost_error* err) {
+  io_.read = [](void* context, const dshost_state_slice* where, DLTensor* data, dshost_error* err) {
     return guarded_io(err, [&] {
       auto* self = static_cast<CheckpointReader*>(context);
       at::Tensor out = borrow(data);
@@ -261,16 +273,18 @@ const nlohmann::json& CheckpointReader::entry(const std::string& name) const {
 void CheckpointReader::check_model(const std::string& model_name) const {
   const std::string saved = index_.value("model", "");
   if (saved != model_name)
-    throw UserError(cat("checkpoint ", dir_, " was saved from model '", saved,
-                        "' but this run trains '", model_name,
-                        "'; resume from a checkpoint of this model or set checkpoint.resume = \"never\""));
+    throw UserError(
+        cat("checkpoint ", dir_, " was saved from model '", saved, "' but this run trains '",
+            model_name,
+            "'; resume from a checkpoint of this model or set checkpoint.resume = \"never\""));
   for (const auto& unit : params_)
     for (const TensorLayout& p : unit) {
       const std::vector<int64_t> saved_shape = entry(p.name)["shape"].get<std::vector<int64_t>>();
       if (saved_shape != p.shape)
-        throw UserError(cat("tensor ", p.name, " has shape ", shape_text(saved_shape),
-                            " in checkpoint ", dir_, " but ", shape_text(p.shape),
-                            " in the model; the model's options differ from the run that saved it"));
+        throw UserError(
+            cat("tensor ", p.name, " has shape ", shape_text(saved_shape), " in checkpoint ", dir_,
+                " but ", shape_text(p.shape),
+                " in the model; the model's options differ from the run that saved it"));
     }
 }
 
@@ -290,7 +304,9 @@ void CheckpointReader::fill(const std::string& name, const std::vector<int64_t>&
   const nlohmann::json& e = entry(name);
   const auto shape = e["shape"].get<std::vector<int64_t>>();
   if (same_order(shape, order, e["order"].get<std::vector<int64_t>>())) {
-    at::Tensor staged = out.is_contiguous() && out.is_cpu() ? out : at::empty({out.numel()}, out.options().device(at::kCPU));
+    at::Tensor staged = out.is_contiguous() && out.is_cpu()
+                            ? out
+                            : at::empty({out.numel()}, out.options().device(at::kCPU));
     copy_range(e, offset, staged.view({-1}));
     if (!staged.is_same(out)) out.copy_(staged.view(out.sizes()));
     return;
@@ -330,11 +346,13 @@ const SafetensorsFile& CheckpointReader::file(const std::string& name) const {
   if (slot) return *slot;
   const std::string path = (fs::path(dir_) / name).string();
   if (!index_["files"].contains(name) || !fs::exists(path))
-    throw UserError(cat("checkpoint file ", path, " is missing; the checkpoint is incomplete: ",
-                        "resume from another one (its parent directory's `latest`, or an older step-*)"));
+    throw UserError(
+        cat("checkpoint file ", path, " is missing; the checkpoint is incomplete: ",
+            "resume from another one (its parent directory's `latest`, or an older step-*)"));
   const nlohmann::json& want = index_["files"][name];
   const auto damaged = [&](const std::string& why) {
-    return UserError(cat("checkpoint file ", path, " is damaged: ", why, "; resume from another checkpoint"));
+    return UserError(
+        cat("checkpoint file ", path, " is damaged: ", why, "; resume from another checkpoint"));
   };
   const auto bytes = static_cast<int64_t>(fs::file_size(path));
   if (bytes != want["bytes"].get<int64_t>())
@@ -381,13 +399,16 @@ std::string latest_checkpoint(const std::string& dir, std::string* note) {
   const std::string newest = newest_complete_checkpoint(dir);
   if (note != nullptr && !newest.empty())
     *note = cat((fs::path(dir) / "latest").string(), " ",
-                !in ? "is missing" : name.empty() ? "is empty" : cat("names '", name, "', which is not a whole checkpoint"),
+                !in            ? "is missing"
+                : name.empty() ? "is empty"
+                               : cat("names '", name, "', which is not a whole checkpoint"),
                 ": resuming from the newest complete checkpoint, ", newest);
   return newest;
 }
 
 std::string checkpoint_at(const std::string& path, std::string* note) {
-  if (fs::exists(fs::path(path) / "index.json") || !fs::exists(fs::path(path) / "latest")) return path;
+  if (fs::exists(fs::path(path) / "index.json") || !fs::exists(fs::path(path) / "latest"))
+    return path;
   return latest_checkpoint(path, note);
 }
 
@@ -407,7 +428,9 @@ void publish_checkpoint(const std::string& dir, const std::string& staging, int6
   remove_tree(replaced.string());
   if (fs::exists(final_dir)) fs::rename(final_dir, replaced, ec);
   fs::rename(staging, final_dir, ec);
-  if (ec) throw UserError(cat("cannot rename ", staging, " to ", final_dir.string(), ": ", ec.message()), 1);
+  if (ec)
+    throw UserError(cat("cannot rename ", staging, " to ", final_dir.string(), ": ", ec.message()),
+                    1);
   sync_directory(dir);
   write_file_atomically((fs::path(dir) / "latest").string(), step_dir_name(step) + "\n");
   sync_directory(dir);
@@ -422,7 +445,8 @@ void publish_checkpoint(const std::string& dir, const std::string& staging, int6
       others.push_back(e.path());
   }
   std::sort(others.begin(), others.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep) - 1 < others.size(); ++i) remove_tree(others[i].string());
+  for (size_t i = 0; i + static_cast<size_t>(keep) - 1 < others.size(); ++i)
+    remove_tree(others[i].string());
 }
 
 }  // namespace dshost

@@ -98,7 +98,8 @@ void export_checkpoint(const std::string& dir, const std::string& out, at::Scala
 
 // ---- the directory protocol ------------------------------------------------------------
 std::string step_dir_name(int64_t step);  // "step-00000100"
-std::string rank_checkpoint_file(const std::string& staging, int rank);  // its rank-0000R.safetensors
+std::string rank_checkpoint_file(const std::string& staging,
+                                 int rank);  // its rank-0000R.safetensors
 // The checkpoint `latest` names under `dir`; when `latest` is missing, empty or names no
 // whole checkpoint, the newest step-N/ with an index (and *note says so); "" when there is
 // none.

@@ -37,8 +37,9 @@ int env_int(const char* name, int fallback, bool required) {
   }
   char* end = nullptr;
   const long v = std::strtol(text, &end, 10);
-  if (*end != '\0' || v < 0) throw UserError(cat("environment variable ", name, "='", text,
-                                                 "' is not a non-negative integer"));
+  if (*end != '\0' || v < 0)
+    throw UserError(
+        cat("environment variable ", name, "='", text, "' is not a non-negative integer"));
   return static_cast<int>(v);
 }
 
@@ -99,13 +100,14 @@ void note_collective(const char* kind, const at::Tensor& t) {
   } catch (...) {
   }
   if (what.find("gloo") != std::string::npos)
-    std::fprintf(stderr,
-                 "dshost: error: rank %d on %s: the ranks' collectives do not match: they were issued "
-                 "with different sizes or in a different order on different ranks (this rank's last: %s). "
-                 "Every rank must issue the same collectives in the same order; a plugin that "
-                 "communicates on some ranks only, or with sizes that differ by rank, does this. "
-                 "(gloo: %s)\n",
-                 g_rank, hostname().c_str(), g_last_collective, what.c_str());
+    std::fprintf(
+        stderr,
+        "dshost: error: rank %d on %s: the ranks' collectives do not match: they were issued "
+        "with different sizes or in a different order on different ranks (this rank's last: %s). "
+        "Every rank must issue the same collectives in the same order; a plugin that "
+        "communicates on some ranks only, or with sizes that differ by rank, does this. "
+        "(gloo: %s)\n",
+        g_rank, hostname().c_str(), g_last_collective, what.c_str());
   else
     std::fprintf(stderr, "dshost: error: rank %d on %s: internal error: %s (please report this)\n",
                  g_rank, hostname().c_str(), what.c_str());
@@ -193,13 +195,18 @@ struct Comm::Heartbeat {
 
 PendingWork::PendingWork(std::string what, c10::intrusive_ptr<c10d::Work> work,
                          std::function<void()> epilogue, bool on_device)
-    : what_(std::move(what)), work_(std::move(work)), epilogue_(std::move(epilogue)), on_device_(on_device) {}
+    : what_(std::move(what)),
+      work_(std::move(work)),
+      epilogue_(std::move(epilogue)),
+      on_device_(on_device) {}
 
 PendingWork::~PendingWork() = default;
 
 void PendingWork::finish(std::chrono::milliseconds timeout) {
-  if (on_device_) work_->wait();
-  else work_->wait(timeout);
+  if (on_device_)
+    work_->wait();
+  else
+    work_->wait(timeout);
   if (epilogue_) epilogue_();
 }
 
@@ -223,8 +230,8 @@ Comm::Comm(const Rendezvous& rv, std::chrono::milliseconds timeout, at::Device d
       auto nccl_opts = c10d::ProcessGroupNCCL::Options::create();
       nccl_opts->timeout = timeout;
       groups_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
-          c10::make_intrusive<c10d::PrefixStore>("nccl", groups_->store), rv.rank,
-          rv.world_size, nccl_opts);
+          c10::make_intrusive<c10d::PrefixStore>("nccl", groups_->store), rv.rank, rv.world_size,
+          nccl_opts);
     }
 #else
     if (device.is_cuda())
@@ -264,7 +271,8 @@ at::Tensor Comm::view(const dshost_slice& s) const {
   const at::Tensor& b = buffers_[s.buffer];
   if (s.offset < 0 || s.count < 0 || s.offset + s.count > b.numel())
     throw UserError(cat("slice [", s.offset, ", ", s.offset + s.count, ") outside buffer ",
-                        s.buffer, " of ", b.numel(), " elements"), 1);
+                        s.buffer, " of ", b.numel(), " elements"),
+                    1);
   return b.narrow(0, s.offset, s.count);
 }
 
@@ -284,18 +292,22 @@ bool Comm::staged(const at::Tensor& t) const { return t.is_cuda() && !groups_->n
 std::unique_ptr<PendingWork> Comm::all_reduce(const dshost_slice& s, dshost_reduce_op op) {
   at::Tensor target = view(s);
   note_collective("all_reduce", target);
-  std::vector<at::Tensor> io{staged(target) || needs_fp32_copy(target)
-                                 ? target.to(at::kCPU, at::kFloat, /*non_blocking=*/false, /*copy=*/true)
-                                 : target};
+  std::vector<at::Tensor> io{
+      staged(target) || needs_fp32_copy(target)
+          ? target.to(at::kCPU, at::kFloat, /*non_blocking=*/false, /*copy=*/true)
+          : target};
   CollectiveBackend& group = io[0].is_cuda() ? *groups_->nccl : *groups_->gloo;
   c10d::AllreduceOptions opts;
   opts.reduceOp = to_c10d(op);
   auto work = group.allreduce(io, opts);
   const int world = rv_.world_size;
-  return std::make_unique<PendingWork>("all_reduce", work, [target, io, op, world]() mutable {
-    if (op == DSHOST_AVG) io[0].div_(world);
-    if (!io[0].is_same(target)) target.copy_(io[0]);
-  }, io[0].is_cuda());
+  return std::make_unique<PendingWork>(
+      "all_reduce", work,
+      [target, io, op, world]() mutable {
+        if (op == DSHOST_AVG) io[0].div_(world);
+        if (!io[0].is_same(target)) target.copy_(io[0]);
+      },
+      io[0].is_cuda());
 }
 
 std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dshost_slice& out) {
@@ -303,7 +315,8 @@ std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dsho
   note_collective("all_gather", input);
   if (output.numel() != input.numel() * rv_.world_size)
     throw UserError(cat("all_gather: output has ", output.numel(), " elements, expected ",
-                        input.numel(), " x ", rv_.world_size), 1);
+                        input.numel(), " x ", rv_.world_size),
+                    1);
 #if DSHOST_CUDA
   if (input.is_cuda() && !staged(input)) {
     auto work = groups_->nccl->_allgather_base(output, input);
@@ -312,15 +325,20 @@ std::unique_ptr<PendingWork> Comm::all_gather(const dshost_slice& in, const dsho
 #endif
   // Gloo: list all-gather into views of the output (a host copy of it when staged); the
   // input is copied since it may be one of those views.
-  const at::Tensor gathered = staged(output) ? at::empty(output.sizes(), output.options().device(at::kCPU)) : output;
-  std::vector<at::Tensor> inputs{as_gloo_bits(input.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true))};
+  const at::Tensor gathered =
+      staged(output) ? at::empty(output.sizes(), output.options().device(at::kCPU)) : output;
+  std::vector<at::Tensor> inputs{
+      as_gloo_bits(input.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true))};
   std::vector<std::vector<at::Tensor>> outputs(1);
   for (int r = 0; r < rv_.world_size; ++r)
     outputs[0].push_back(as_gloo_bits(gathered).narrow(0, r * input.numel(), input.numel()));
   auto work = groups_->gloo->allgather(outputs, inputs);
-  return std::make_unique<PendingWork>("all_gather", work, [inputs, outputs, gathered, output]() mutable {
-    if (!gathered.is_same(output)) output.copy_(gathered);
-  }, false);
+  return std::make_unique<PendingWork>(
+      "all_gather", work,
+      [inputs, outputs, gathered, output]() mutable {
+        if (!gathered.is_same(output)) output.copy_(gathered);
+      },
+      false);
 }
 
 std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const dshost_slice& out,
@@ -329,7 +347,8 @@ std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const 
   note_collective("reduce_scatter", input);
   if (input.numel() != output.numel() * rv_.world_size)
     throw UserError(cat("reduce_scatter: input has ", input.numel(), " elements, expected ",
-                        output.numel(), " x ", rv_.world_size), 1);
+                        output.numel(), " x ", rv_.world_size),
+                    1);
 #if DSHOST_CUDA
   if (input.is_cuda() && !staged(input)) {
     c10d::ReduceScatterOptions opts;
@@ -344,25 +363,32 @@ std::unique_ptr<PendingWork> Comm::reduce_scatter(const dshost_slice& in, const 
   opts.reduceOp = to_c10d(op);
   auto work = groups_->gloo->allreduce(io, opts);
   const int world = rv_.world_size, rank = rv_.rank;
-  return std::make_unique<PendingWork>("reduce_scatter", work, [io, output, op, world, rank]() mutable {
-    at::Tensor part = io[0].narrow(0, rank * output.numel(), output.numel());
-    if (op == DSHOST_AVG) part.div_(world);
-    output.copy_(part);
-  }, false);
+  return std::make_unique<PendingWork>(
+      "reduce_scatter", work,
+      [io, output, op, world, rank]() mutable {
+        at::Tensor part = io[0].narrow(0, rank * output.numel(), output.numel());
+        if (op == DSHOST_AVG) part.div_(world);
+        output.copy_(part);
+      },
+      false);
 }
 
 std::unique_ptr<PendingWork> Comm::broadcast(const dshost_slice& s, int root) {
   at::Tensor target = view(s);
   note_collective("broadcast", target);
-  const at::Tensor held = staged(target) ? target.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true) : target;
+  const at::Tensor held =
+      staged(target) ? target.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true) : target;
   std::vector<at::Tensor> io{as_gloo_bits(held)};
   CollectiveBackend& group = io[0].is_cuda() ? *groups_->nccl : *groups_->gloo;
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   auto work = group.broadcast(io, opts);
-  return std::make_unique<PendingWork>("broadcast", work, [io, held, target]() mutable {
-    if (!held.is_same(target)) target.copy_(held);
-  }, io[0].is_cuda());
+  return std::make_unique<PendingWork>(
+      "broadcast", work,
+      [io, held, target]() mutable {
+        if (!held.is_same(target)) target.copy_(held);
+      },
+      io[0].is_cuda());
 }
 
 // The host's own blocking reduction over gloo (`what`: "sum" or "maximum").
@@ -399,7 +425,8 @@ std::string Comm::silent_ranks() const {
                " does not answer: rank 0 stopped, hung or ended");
   std::vector<std::string> silent;
   for (int r = 0; r < rv_.world_size; ++r)
-    if (r != rv_.rank && after[r] == before[r]) silent.push_back(cat(r, " on host ", heartbeat_->host_of(r)));
+    if (r != rv_.rank && after[r] == before[r])
+      silent.push_back(cat(r, " on host ", heartbeat_->host_of(r)));
   if (silent.empty()) return "";
   return cat(silent.size() > 1 ? "ranks " : "rank ", join(silent),
              silent.size() > 1 ? " do" : " does", " not answer (stopped, hung or ended)");
@@ -408,8 +435,9 @@ std::string Comm::silent_ranks() const {
 UserError Comm::stopped_by_another_rank(const std::string& seen) const {
   const std::string silent = silent_ranks();
   return UserError(silent.empty()
-                       ? cat(seen, "; every rank still answers: another rank failed (its own error says "
-                                   "why), or the ranks wait in different collectives")
+                       ? cat(seen,
+                             "; every rank still answers: another rank failed (its own error says "
+                             "why), or the ranks wait in different collectives")
                        : cat(silent, "; ", seen),
                    kStoppedByAnotherRank);
 }

@@ -29,7 +29,6 @@ struct Rendezvous {
   static Rendezvous from_env();
 };
 
-
 // A started collective. finish() waits and then does any host-side epilogue (emulation).
 // NCCL's work (on_device) is waited for by the current stream and not by the host: given a
 // timeout, LibTorch's wait() blocks the host until the collective is done, which kept it

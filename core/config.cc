@@ -46,9 +46,10 @@ const dshost_option kTrain[] = {
         "capture a micro-batch's forward/backward in a CUDA graph and replay it (ddp)"),
     opt("cudnn_benchmark", BOOL, "true",
         "let cuDNN time its algorithms per shape (false: runs repeat bit for bit)"),
-    ranged("profile_steps", INT, "0", 0, 1e6,
-           "optimizer steps recorded by PyTorch's profiler into run_dir/profile/rank<R>.pt.trace.json "
-           "(a Chrome trace: operators, allocations, and kernels on CUDA); 0 = off"),
+    ranged(
+        "profile_steps", INT, "0", 0, 1e6,
+        "optimizer steps recorded by PyTorch's profiler into run_dir/profile/rank<R>.pt.trace.json "
+        "(a Chrome trace: operators, allocations, and kernels on CUDA); 0 = off"),
     ranged("profile_after", INT, "5", 0, 1e12, "steps run before the profiled ones (warm-up)"),
     opt("nonfinite", STRING, "\"stop\"",
         "a NaN or infinite loss or gradient norm: stop (end the run at the next progress report, "
@@ -79,17 +80,21 @@ const dshost_option kData[] = {
            "channels shown to the model (grey images repeated); 0 = the dataset's own"),
     ranged("image_size", INT, "0", 0, 4096,
            "height = width shown to the model (bilinear resize); 0 = the dataset's own"),
-    ranged("workers", INT, "0", 0, 1024,
-           "threads per rank that make samples (decode, crop, ...); 0 = on a GPU, the rank's share of "
-           "the cores less one, on the CPU one"),
-    ranged("prefetch", INT, "4", 0, 64, "batches the workers prepare ahead of the step (and of evaluation)"),
+    ranged(
+        "workers", INT, "0", 0, 1024,
+        "threads per rank that make samples (decode, crop, ...); 0 = on a GPU, the rank's share of "
+        "the cores less one, on the CPU one"),
+    ranged("prefetch", INT, "4", 0, 64,
+           "batches the workers prepare ahead of the step (and of evaluation)"),
     opt("decode", STRING, "\"auto\"",
-        "where JPEG files are decoded: cpu (the workers, libjpeg-turbo), gpu (nvJPEG on the rank's GPU, its "
+        "where JPEG files are decoded: cpu (the workers, libjpeg-turbo), gpu (nvJPEG on the rank's "
+        "GPU, its "
         "hardware JPEG decoder where it has one: for hosts with few cores per GPU), auto = cpu",
         "auto|cpu|gpu"),
-    ranged("max_bad_files", INT, "100", 0, 1e12,
-           "samples that cannot be made (files that do not decode) are skipped with a warning, each "
-           "one's place taken by the next sample; more than this many stop the run"),
+    ranged(
+        "max_bad_files", INT, "100", 0, 1e12,
+        "samples that cannot be made (files that do not decode) are skipped with a warning, each "
+        "one's place taken by the next sample; more than this many stop the run"),
 };
 const dshost_option kComm[] = {
     ranged("timeout_s", FLOAT, "300", 1, 1e6,
@@ -111,12 +116,14 @@ const dshost_option kPlugins[] = {
 // characters (a newline would also split the log lines that name it).
 void check_run_name(const Value& name) {
   const std::string& s = name.s;
-  const bool control = std::any_of(s.begin(), s.end(),
-                                   [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
-  if (s.empty() || s.find('/') != std::string::npos || s.find("..") != std::string::npos || s == "." || control)
-    throw UserError(cat(name.origin, ": error: run.name = \"", control ? "(control characters)" : s,
-                        "\" must name one folder inside run.output_dir: no '/', no '..', no line "
-                        "breaks or other control characters; choose a plain name such as \"resnet50-a\""));
+  const bool control = std::any_of(
+      s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+  if (s.empty() || s.find('/') != std::string::npos || s.find("..") != std::string::npos ||
+      s == "." || control)
+    throw UserError(
+        cat(name.origin, ": error: run.name = \"", control ? "(control characters)" : s,
+            "\" must name one folder inside run.output_dir: no '/', no '..', no line "
+            "breaks or other control characters; choose a plain name such as \"resnet50-a\""));
 }
 
 template <size_t N>
@@ -145,8 +152,8 @@ Config read_config(const Manifest& m) {
              t.get_int("profile_steps"),    t.get_int("profile_after"),
              t.get_string("nonfinite")};
   const Section o = m.resolve("optimizer", table(kOptimizer));
-  c.optimizer = {o.get_string("name"), o.get_float("lr"),           o.get_float("beta1"),
-                 o.get_float("beta2"), o.get_float("eps"),          o.get_float("weight_decay"),
+  c.optimizer = {o.get_string("name"),   o.get_float("lr"),  o.get_float("beta1"),
+                 o.get_float("beta2"),   o.get_float("eps"), o.get_float("weight_decay"),
                  o.get_float("momentum")};
   const Section s = m.resolve("scheduler", table(kScheduler));
   c.scheduler = {s.get_int("warmup_steps"), s.get_string("decay"), s.get_float("min_lr_ratio")};
@@ -154,8 +161,7 @@ Config read_config(const Manifest& m) {
   const Section k = m.resolve("checkpoint", table(kCheckpoint));
   c.checkpoint = {k.get_string("dir"), k.get_int("every_steps"), k.get_bool("at_epoch_end"),
                   k.get_int("keep"), k.get_string("resume")};
-  if (c.checkpoint.dir.empty())
-    c.checkpoint.dir = c.run.dir() + "/checkpoints";
+  if (c.checkpoint.dir.empty()) c.checkpoint.dir = c.run.dir() + "/checkpoints";
   c.plugin_paths = m.resolve("plugins", table(kPlugins)).get_string("paths");
   return c;
 }
@@ -163,8 +169,9 @@ Config read_config(const Manifest& m) {
 OptionTable host_data_options() { return table(kData); }
 
 DataConfig read_data_config(const Section& d) {
-  return {d.get_string("dataset"), d.get_int("channels"), d.get_int("image_size"),   d.get_int("workers"),
-          d.get_int("prefetch"),    d.get_string("decode"), d.get_int("max_bad_files")};
+  return {d.get_string("dataset"),   d.get_int("channels"), d.get_int("image_size"),
+          d.get_int("workers"),      d.get_int("prefetch"), d.get_string("decode"),
+          d.get_int("max_bad_files")};
 }
 
 }  // namespace dshost

@@ -19,18 +19,18 @@ struct RunConfig {
 struct TrainConfig {
   int64_t epochs, max_steps;  // max_steps > 0 stops early (optimizer steps)
   int64_t micro_batch_size, grad_accum_steps, eval_batch_size;
-  double grad_clip;           // max global gradient norm; 0 = off
-  std::string precision;      // fp32 | bf16
-  std::string device;         // cpu | cuda
-  int64_t log_every;          // steps between progress lines
-  bool eval;                  // evaluate on the test split after each epoch
-  int64_t threads;            // intra-op threads per rank; 0 = cores / local ranks
-  double peak_tflops;         // per device, for MFU; 0 = the known peak of the GPU, if any
-  bool cuda_graph;            // replay micro-batches from a CUDA graph where allowed
-  bool cudnn_benchmark;       // cuDNN autotuning (fastest, not bit-reproducible)
-  int64_t profile_steps;      // optimizer steps traced by the PyTorch profiler; 0 = off
-  int64_t profile_after;      // steps before the traced ones
-  std::string nonfinite;      // stop | skip | ignore: what a NaN or infinite loss or gradient norm does
+  double grad_clip;       // max global gradient norm; 0 = off
+  std::string precision;  // fp32 | bf16
+  std::string device;     // cpu | cuda
+  int64_t log_every;      // steps between progress lines
+  bool eval;              // evaluate on the test split after each epoch
+  int64_t threads;        // intra-op threads per rank; 0 = cores / local ranks
+  double peak_tflops;     // per device, for MFU; 0 = the known peak of the GPU, if any
+  bool cuda_graph;        // replay micro-batches from a CUDA graph where allowed
+  bool cudnn_benchmark;   // cuDNN autotuning (fastest, not bit-reproducible)
+  int64_t profile_steps;  // optimizer steps traced by the PyTorch profiler; 0 = off
+  int64_t profile_after;  // steps before the traced ones
+  std::string nonfinite;  // stop | skip | ignore: what a NaN or infinite loss or gradient norm does
 };
 
 struct OptimizerConfig {
@@ -57,11 +57,11 @@ struct DataConfig {
 constexpr const char* kDefaultDataset = "fashion_mnist";
 
 struct CheckpointConfig {
-  std::string dir;       // resolved: run directory/checkpoints when the manifest gives none
-  int64_t every_steps;   // save every N optimizer steps; 0 = not by steps
-  bool at_epoch_end;     // save after every epoch
-  int64_t keep;          // newest checkpoints kept; 0 = all
-  std::string resume;    // auto | never | a checkpoint directory
+  std::string dir;      // resolved: run directory/checkpoints when the manifest gives none
+  int64_t every_steps;  // save every N optimizer steps; 0 = not by steps
+  bool at_epoch_end;    // save after every epoch
+  int64_t keep;         // newest checkpoints kept; 0 = all
+  std::string resume;   // auto | never | a checkpoint directory
   bool enabled() const { return every_steps > 0 || at_epoch_end; }
 };
 
@@ -87,6 +87,5 @@ Config read_config(const Manifest& manifest);
 // The host's keys of [data], and their values from a validated [data].
 OptionTable host_data_options();
 DataConfig read_data_config(const Section& data);
-
 
 }  // namespace dshost

@@ -18,8 +18,10 @@ struct MicroBatchGraph::State {
 };
 
 MicroBatchGraph::MicroBatchGraph(at::Device device) : state_(std::make_unique<State>()) {
-  if (c10::cuda::getCurrentCUDAStream(device.index()) == c10::cuda::getDefaultCUDAStream(device.index()))
-    throw UserError("train.cuda_graph: the rank computes on the default stream, which cannot be captured", 1);
+  if (c10::cuda::getCurrentCUDAStream(device.index()) ==
+      c10::cuda::getDefaultCUDAStream(device.index()))
+    throw UserError(
+        "train.cuda_graph: the rank computes on the default stream, which cannot be captured", 1);
 }
 
 void MicroBatchGraph::run(const std::function<void()>& forward_backward) {
@@ -37,8 +39,9 @@ void MicroBatchGraph::run(const std::function<void()>& forward_backward) {
   } catch (const c10::Error& e) {
     at::autocast::set_autocast_cache_enabled(cache);
     throw UserError(cat("train.cuda_graph: the model's forward/backward cannot be captured in a "
-                        "CUDA graph (", e.what_without_backtrace(),
-                        "); set train.cuda_graph = false"), 1);
+                        "CUDA graph (",
+                        e.what_without_backtrace(), "); set train.cuda_graph = false"),
+                    1);
   }
   at::autocast::set_autocast_cache_enabled(cache);
   s.captured = true;
@@ -47,7 +50,9 @@ void MicroBatchGraph::run(const std::function<void()>& forward_backward) {
 
 #else
 struct MicroBatchGraph::State {};
-MicroBatchGraph::MicroBatchGraph(at::Device) { throw UserError("train.cuda_graph needs a CUDA build", 2); }
+MicroBatchGraph::MicroBatchGraph(at::Device) {
+  throw UserError("train.cuda_graph needs a CUDA build", 2);
+}
 void MicroBatchGraph::run(const std::function<void()>& forward_backward) { forward_backward(); }
 #endif
 

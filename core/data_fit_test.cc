@@ -12,7 +12,8 @@ TEST(DataFit, ImagesArePresentedAtTheConfiguredChannelsAndSize) {
   EXPECT_EQ(presented_shape(grey28, true, 0, 0), grey28);
   EXPECT_EQ(presented_shape(grey28, true, 3, 0), (std::vector<int64_t>{3, 28, 28}));
   EXPECT_EQ(presented_shape(grey28, true, 3, 224), (std::vector<int64_t>{3, 224, 224}));
-  EXPECT_EQ(presented_shape({1024}, false, 3, 224), (std::vector<int64_t>{1024})) << "tokens as they are";
+  EXPECT_EQ(presented_shape({1024}, false, 3, 224), (std::vector<int64_t>{1024}))
+      << "tokens as they are";
 }
 
 }  // namespace

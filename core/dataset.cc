@@ -10,9 +10,13 @@
 namespace dshost {
 namespace {
 
-std::vector<int64_t> shape_of(int32_t ndim, const int64_t* shape) { return {shape, shape + std::max(ndim, 0)}; }
+std::vector<int64_t> shape_of(int32_t ndim, const int64_t* shape) {
+  return {shape, shape + std::max(ndim, 0)};
+}
 
-const char* split_name(dshost_split split) { return split == DSHOST_TRAIN_SPLIT ? "train" : "test"; }
+const char* split_name(dshost_split split) {
+  return split == DSHOST_TRAIN_SPLIT ? "train" : "test";
+}
 
 int64_t product(const std::vector<int64_t>& shape) {
   int64_t n = 1;
@@ -38,7 +42,8 @@ void* encoded_buffer(dshost_sample* sample, size_t size) {
 
 }  // namespace
 
-DatasetPlugin::DatasetPlugin(const Job& job, const RankInfo& rank, const std::vector<int64_t>& wanted)
+DatasetPlugin::DatasetPlugin(const Job& job, const RankInfo& rank,
+                             const std::vector<int64_t>& wanted)
     : name_(job.dataset.plugin.descriptor->name),
       file_(job.dataset.plugin.file),
       origin_(job.manifest.origin("data", "dataset")),
@@ -47,8 +52,10 @@ DatasetPlugin::DatasetPlugin(const Job& job, const RankInfo& rank, const std::ve
       api_(static_cast<const dshost_dataset_api*>(table_.get())),
       max_bad_samples_(job.config.data.max_bad_files) {
   host_ = std::make_unique<PluginHost>(name_, job.dataset.options, rank, nullptr);
-  if (wanted.size() > 8) throw UserError(cat("a model sample of ", wanted.size(), " dimensions (at most 8)"));
-  dshost_dataset_request request{sizeof(dshost_dataset_request), static_cast<int32_t>(wanted.size()), {}};
+  if (wanted.size() > 8)
+    throw UserError(cat("a model sample of ", wanted.size(), " dimensions (at most 8)"));
+  dshost_dataset_request request{
+      sizeof(dshost_dataset_request), static_cast<int32_t>(wanted.size()), {}};
   std::copy(wanted.begin(), wanted.end(), request.shape);
   dshost_error err{sizeof(dshost_error), {}};
   const auto fail = [&](const char* call) {
@@ -73,14 +80,20 @@ DatasetPlugin::DatasetPlugin(const Job& job, const RankInfo& rank, const std::ve
 
 DatasetPlugin::~DatasetPlugin() { api_->destroy(dataset_); }
 
-std::vector<int64_t> DatasetPlugin::input_shape() const { return shape_of(info_.input_ndim, info_.input_shape); }
-std::vector<int64_t> DatasetPlugin::target_shape() const { return shape_of(info_.target_ndim, info_.target_shape); }
+std::vector<int64_t> DatasetPlugin::input_shape() const {
+  return shape_of(info_.input_ndim, info_.input_shape);
+}
+std::vector<int64_t> DatasetPlugin::target_shape() const {
+  return shape_of(info_.target_ndim, info_.target_shape);
+}
 
 bool DatasetPlugin::is_images() const {
   return info_.input_dtype.code == kDLUInt && info_.input_dtype.bits == 8 && info_.input_ndim == 3;
 }
 
-bool DatasetPlugin::is_tokens() const { return info_.input_dtype.code == kDLInt && info_.input_dtype.bits == 64; }
+bool DatasetPlugin::is_tokens() const {
+  return info_.input_dtype.code == kDLInt && info_.input_dtype.bits == 64;
+}
 
 // A description the host cannot use is the plugin author's to correct.
 void DatasetPlugin::check_info() const {
@@ -92,31 +105,42 @@ void DatasetPlugin::check_info() const {
   const bool float32 = t.code == kDLFloat && t.bits == 32;
   if (!(is_images() || is_tokens() || float32) || t.lanes != 1)
     throw wrong("an input dtype other than uint8 images [C, H, W], int64 tokens or float32");
-  if (info_.input_ndim < 1 || info_.input_ndim > 8 || info_.target_ndim < 0 || info_.target_ndim > 8)
-    throw wrong(cat("inputs of ", info_.input_ndim, " or targets of ", info_.target_ndim, " dimensions"));
+  if (info_.input_ndim < 1 || info_.input_ndim > 8 || info_.target_ndim < 0 ||
+      info_.target_ndim > 8)
+    throw wrong(
+        cat("inputs of ", info_.input_ndim, " or targets of ", info_.target_ndim, " dimensions"));
   for (int64_t d : input_shape())
     if (d < 1) throw wrong(cat("inputs of shape ", at::IntArrayRef(input_shape())));
   for (int64_t d : target_shape())
     if (d < 1) throw wrong(cat("targets of shape ", at::IntArrayRef(target_shape())));
-  if (is_images() && info_.input_shape[0] > 4) throw wrong(cat("images of ", info_.input_shape[0], " channels (at most 4)"));
-  if (info_.samples[0] < 1 || info_.samples[1] < 0) throw wrong(cat(info_.samples[0], " training samples"));
+  if (is_images() && info_.input_shape[0] > 4)
+    throw wrong(cat("images of ", info_.input_shape[0], " channels (at most 4)"));
+  if (info_.samples[0] < 1 || info_.samples[1] < 0)
+    throw wrong(cat(info_.samples[0], " training samples"));
   for (int c = 0; is_images() && c < info_.input_shape[0]; ++c)
-    if (!(info_.std[c] > 0)) throw wrong(cat("a standard deviation of ", info_.std[c], " for channel ", c));
+    if (!(info_.std[c] > 0))
+      throw wrong(cat("a standard deviation of ", info_.std[c], " for channel ", c));
 }
 
 void DatasetPlugin::check_sample(const dshost_sample& s) const {
   const auto where = [&] {
-    return cat("dataset '", name_, "' (", file_, "): sample ", s.index, " of the ", split_name(s.split), " split");
+    return cat("dataset '", name_, "' (", file_, "): sample ", s.index, " of the ",
+               split_name(s.split), " split");
   };
   const std::vector<int64_t> written = shape_of(std::min(s.written_ndim, 8), s.written_shape);
   if (written != input_shape())
-    throw UserError(cat(where(), " was filled as ", at::IntArrayRef(written), " where the dataset describes its "
-                        "samples as ", at::IntArrayRef(input_shape()), "; the plugin's author must fill what it describes"), 1);
+    throw UserError(
+        cat(where(), " was filled as ", at::IntArrayRef(written),
+            " where the dataset describes its "
+            "samples as ",
+            at::IntArrayRef(input_shape()), "; the plugin's author must fill what it describes"),
+        1);
   if (info_.classes <= 0) return;
   for (int64_t k = 0; k < target_count_; ++k)
     if (s.target[k] < 0 || s.target[k] >= info_.classes)
       throw UserError(cat(where(), " has target ", s.target[k], ", outside the ", info_.classes,
-                          " classes the dataset describes"), 1);
+                          " classes the dataset describes"),
+                      1);
 }
 
 // What fill gave encoded, or where it wrote pixels, no bytes.
@@ -126,19 +150,29 @@ void DatasetPlugin::keep_encoded(const dshost_sample& s, EncodedSample& encoded)
     return;
   }
   if (s.encoded_size != encoded.bytes.size() || !is_images() || !(s.box[2] > 0 && s.box[3] > 0))
-    throw UserError(cat("dataset '", name_, "' (", file_, "): sample ", s.index, " of the ", split_name(s.split),
-                        " split was given as ", s.encoded_size, " encoded bytes of ", encoded.bytes.size(),
-                        " asked for, with a box of ", s.box[2], " x ", s.box[3], "; the plugin's author must give "
-                        "images as dshost_sample.encoded_buffer says"), 1);
+    throw UserError(
+        cat("dataset '", name_, "' (", file_, "): sample ", s.index, " of the ",
+            split_name(s.split), " split was given as ", s.encoded_size, " encoded bytes of ",
+            encoded.bytes.size(), " asked for, with a box of ", s.box[2], " x ", s.box[3],
+            "; the plugin's author must give "
+            "images as dshost_sample.encoded_buffer says"),
+        1);
   encoded.box = {s.box[0], s.box[1], s.box[2], s.box[3], s.mirror != 0, s.box_only != 0};
 }
 
-int64_t DatasetPlugin::fill(dshost_split split, int64_t index, uint64_t augment_seed, void* input, int64_t* target,
-                            EncodedSample* encoded) const {
+int64_t DatasetPlugin::fill(dshost_split split, int64_t index, uint64_t augment_seed, void* input,
+                            int64_t* target, EncodedSample* encoded) const {
   const int64_t n = size(split);
   for (int64_t tried = 0; tried < n; ++tried, index = (index + 1) % n) {
-    dshost_sample s{sizeof(dshost_sample), split, index, augment_seed != 0, augment_seed ? sample_seed(augment_seed, index) : 0,
-                    input, target, 0, {}};
+    dshost_sample s{sizeof(dshost_sample),
+                    split,
+                    index,
+                    augment_seed != 0,
+                    augment_seed ? sample_seed(augment_seed, index) : 0,
+                    input,
+                    target,
+                    0,
+                    {}};
     if (encoded != nullptr) {
       encoded->bytes.clear();
       s.encoded_buffer = &encoded_buffer;
@@ -152,12 +186,13 @@ int64_t DatasetPlugin::fill(dshost_split split, int64_t index, uint64_t augment_
       return index;
     }
     if (status != DSHOST_BAD_SAMPLE)
-      throw UserError(cat("dataset '", name_, "' (", file_, ") failed on sample ", index, " of the ",
-                          split_name(split), " split: ", err.message), 1);
+      throw UserError(cat("dataset '", name_, "' (", file_, ") failed on sample ", index,
+                          " of the ", split_name(split), " split: ", err.message),
+                      1);
     skip(split, index, err.message);
   }
-  throw UserError(cat("dataset '", name_, "': none of the ", n, " samples of the ", split_name(split),
-                      " split can be made; check its data"));
+  throw UserError(cat("dataset '", name_, "': none of the ", n, " samples of the ",
+                      split_name(split), " split can be made; check its data"));
 }
 
 void DatasetPlugin::skip(dshost_split split, int64_t index, const std::string& why) const {
@@ -165,8 +200,10 @@ void DatasetPlugin::skip(dshost_split split, int64_t index, const std::string& w
   if (!skipped_.insert({split, index}).second) return;
   log::warn(cat("skipping ", why, "; its place in the batch goes to the next sample"));
   if (static_cast<int64_t>(skipped_.size()) > max_bad_samples_)
-    throw UserError(cat(skipped_.size(), " samples could not be made (the last: ", why, "), more than "
-                        "data.max_bad_files = ", max_bad_samples_, "; remove or replace them, or raise data.max_bad_files"));
+    throw UserError(cat(skipped_.size(), " samples could not be made (the last: ", why,
+                        "), more than "
+                        "data.max_bad_files = ",
+                        max_bad_samples_, "; remove or replace them, or raise data.max_bad_files"));
 }
 
 int64_t DatasetPlugin::skipped() const {

@@ -44,16 +44,16 @@ class DatasetPlugin {
   std::vector<int64_t> target_shape() const;
   int64_t input_bytes() const { return input_bytes_; }
   int64_t target_count() const { return target_count_; }  // int64 values per sample
-  bool is_images() const;  // uint8 [C, H, W]
-  bool is_tokens() const;  // int64 [T]
+  bool is_images() const;                                 // uint8 [C, H, W]
+  bool is_tokens() const;                                 // int64 [T]
 
   // Writes sample `index` of `split` into `input` and `target`, or where it is bad the next
   // that is not, and returns the sample written; training's augmentation drawn from
   // `augment_seed` and that sample's index (0: evaluation's transform). Where `encoded` is
   // given, the dataset may give an image as its JPEG file there instead of pixels. Thread-safe.
   // Throws UserError naming the plugin and sample.
-  int64_t fill(dshost_split split, int64_t index, uint64_t augment_seed, void* input, int64_t* target,
-               EncodedSample* encoded = nullptr) const;
+  int64_t fill(dshost_split split, int64_t index, uint64_t augment_seed, void* input,
+               int64_t* target, EncodedSample* encoded = nullptr) const;
   // Samples skipped so far.
   int64_t skipped() const;
 
@@ -64,7 +64,7 @@ class DatasetPlugin {
   void skip(dshost_split split, int64_t index, const std::string& why) const;
 
   std::string name_, file_, origin_;
-  std::shared_ptr<void> library_;  // keeps the plugin loaded
+  std::shared_ptr<void> library_;      // keeps the plugin loaded
   std::shared_ptr<const void> table_;  // its api table as current (api_), owned here
   std::unique_ptr<PluginHost> host_;
   const dshost_dataset_api* api_ = nullptr;

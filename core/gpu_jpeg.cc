@@ -34,9 +34,11 @@ struct Decoding {
 
 struct GpuJpegDecoder::State {
   explicit State(at::Device device) : stream(c10::cuda::getStreamFromPool(false, device.index())) {
-    hardware = nvjpegCreateEx(NVJPEG_BACKEND_HARDWARE, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &handle) ==
-               NVJPEG_STATUS_SUCCESS;
-    if (!hardware) check(nvjpegCreateEx(NVJPEG_BACKEND_DEFAULT, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &handle), "create");
+    hardware = nvjpegCreateEx(NVJPEG_BACKEND_HARDWARE, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT,
+                              &handle) == NVJPEG_STATUS_SUCCESS;
+    if (!hardware)
+      check(nvjpegCreateEx(NVJPEG_BACKEND_DEFAULT, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &handle),
+            "create");
     check(nvjpegJpegStateCreate(handle, &batched), "state create");
     check(nvjpegDecoderCreate(handle, NVJPEG_BACKEND_DEFAULT, &decoder), "decoder create");
     check(nvjpegDecoderStateCreate(handle, decoder, &single), "decoder state create");
@@ -63,8 +65,10 @@ struct GpuJpegDecoder::State {
   bool decodes_in_hardware(const EncodedSample& file) {
     int unsupported = 1;
     return hardware &&
-           nvjpegJpegStreamParseHeader(handle, file.bytes.data(), file.bytes.size(), parsed) == NVJPEG_STATUS_SUCCESS &&
-           nvjpegDecodeBatchedSupported(handle, parsed, &unsupported) == NVJPEG_STATUS_SUCCESS && unsupported == 0;
+           nvjpegJpegStreamParseHeader(handle, file.bytes.data(), file.bytes.size(), parsed) ==
+               NVJPEG_STATUS_SUCCESS &&
+           nvjpegDecodeBatchedSupported(handle, parsed, &unsupported) == NVJPEG_STATUS_SUCCESS &&
+           unsupported == 0;
   }
 
   // The files through the hardware decoder as one batch; false where it refused them.
@@ -78,18 +82,21 @@ struct GpuJpegDecoder::State {
       sizes.push_back(d->file->bytes.size());
       out.push_back(d->out);
     }
-    return nvjpegDecodeBatchedInitialize(handle, batched, static_cast<int>(files.size()), 1, NVJPEG_OUTPUT_RGBI) ==
-               NVJPEG_STATUS_SUCCESS &&
-           nvjpegDecodeBatched(handle, batched, data.data(), sizes.data(), out.data(), stream) == NVJPEG_STATUS_SUCCESS;
+    return nvjpegDecodeBatchedInitialize(handle, batched, static_cast<int>(files.size()), 1,
+                                         NVJPEG_OUTPUT_RGBI) == NVJPEG_STATUS_SUCCESS &&
+           nvjpegDecodeBatched(handle, batched, data.data(), sizes.data(), out.data(), stream) ==
+               NVJPEG_STATUS_SUCCESS;
   }
 
   // One file on the GPU's cores (its Huffman decoding on this thread); false where it fails.
   bool decode_one(Decoding& d) {
     cudaStreamSynchronize(stream);  // the pinned buffer may still be feeding the last transfer
     const std::vector<uint8_t>& bytes = d.file->bytes;
-    return nvjpegJpegStreamParse(handle, bytes.data(), bytes.size(), 0, 0, parsed) == NVJPEG_STATUS_SUCCESS &&
+    return nvjpegJpegStreamParse(handle, bytes.data(), bytes.size(), 0, 0, parsed) ==
+               NVJPEG_STATUS_SUCCESS &&
            nvjpegDecodeJpegHost(handle, decoder, single, params, parsed) == NVJPEG_STATUS_SUCCESS &&
-           nvjpegDecodeJpegTransferToDevice(handle, decoder, single, parsed, stream) == NVJPEG_STATUS_SUCCESS &&
+           nvjpegDecodeJpegTransferToDevice(handle, decoder, single, parsed, stream) ==
+               NVJPEG_STATUS_SUCCESS &&
            nvjpegDecodeJpegDevice(handle, decoder, single, &d.out, stream) == NVJPEG_STATUS_SUCCESS;
   }
 
@@ -116,7 +123,8 @@ GpuJpegDecoder::~GpuJpegDecoder() = default;
 
 bool GpuJpegDecoder::in_hardware() const { return state_->hardware; }
 
-std::vector<int64_t> GpuJpegDecoder::stage(const at::Tensor& pixels, const std::vector<EncodedSample>& files,
+std::vector<int64_t> GpuJpegDecoder::stage(const at::Tensor& pixels,
+                                           const std::vector<EncodedSample>& files,
                                            const at::Tensor& staged) {
   State& s = *state_;
   const c10::cuda::CUDAStream compute = c10::cuda::getCurrentCUDAStream(staged.device().index());
@@ -134,8 +142,9 @@ std::vector<int64_t> GpuJpegDecoder::stage(const at::Tensor& pixels, const std::
       int components = 0;
       nvjpegChromaSubsampling_t subsampling{};
       int widths[NVJPEG_MAX_COMPONENT] = {}, heights[NVJPEG_MAX_COMPONENT] = {};
-      if (nvjpegGetImageInfo(s.handle, file.bytes.data(), file.bytes.size(), &components, &subsampling, widths,
-                             heights) != NVJPEG_STATUS_SUCCESS || widths[0] < 1 || heights[0] < 1) {
+      if (nvjpegGetImageInfo(s.handle, file.bytes.data(), file.bytes.size(), &components,
+                             &subsampling, widths, heights) != NVJPEG_STATUS_SUCCESS ||
+          widths[0] < 1 || heights[0] < 1) {
         failed.push_back(row);
         continue;
       }
@@ -149,7 +158,8 @@ std::vector<int64_t> GpuJpegDecoder::stage(const at::Tensor& pixels, const std::
       d.out.pitch[0] = static_cast<size_t>(d.width) * 3;
       (s.decodes_in_hardware(*d.file) ? in_hardware : on_cores).push_back(&d);
     }
-    if (!s.decode_batch(in_hardware)) on_cores.insert(on_cores.end(), in_hardware.begin(), in_hardware.end());
+    if (!s.decode_batch(in_hardware))
+      on_cores.insert(on_cores.end(), in_hardware.begin(), in_hardware.end());
     std::vector<bool> decoded_ok(decodings.size(), true);
     for (Decoding* d : on_cores)
       if (!s.decode_one(*d)) decoded_ok[static_cast<size_t>(d - decodings.data())] = false;
@@ -159,7 +169,8 @@ std::vector<int64_t> GpuJpegDecoder::stage(const at::Tensor& pixels, const std::
         failed.push_back(d.row);
         continue;
       }
-      const at::Tensor rgb = decoded.narrow(0, d.offset, d.height * d.width * 3).view({d.height, d.width, 3});
+      const at::Tensor rgb =
+          decoded.narrow(0, d.offset, d.height * d.width * 3).view({d.height, d.width, 3});
       resample_decoded(rgb, d.file->box, staged[d.row]);
     }
     s.staged.record(s.stream);
@@ -183,13 +194,15 @@ struct GpuJpegDecoder::State {};
 bool GpuJpegDecoder::built() { return false; }
 
 GpuJpegDecoder::GpuJpegDecoder(at::Device) {
-  throw UserError("data.decode = \"gpu\": this dshost was built without nvJPEG (it needs a CUDA build whose "
-                  "toolkit has nvJPEG); set data.decode = \"cpu\"");
+  throw UserError(
+      "data.decode = \"gpu\": this dshost was built without nvJPEG (it needs a CUDA build whose "
+      "toolkit has nvJPEG); set data.decode = \"cpu\"");
 }
 
 GpuJpegDecoder::~GpuJpegDecoder() = default;
 
-std::vector<int64_t> GpuJpegDecoder::stage(const at::Tensor&, const std::vector<EncodedSample>&, const at::Tensor&) {
+std::vector<int64_t> GpuJpegDecoder::stage(const at::Tensor&, const std::vector<EncodedSample>&,
+                                           const at::Tensor&) {
   return {};
 }
 

@@ -30,7 +30,8 @@ class GpuJpegDecoder {
   // decoded and resampled. It runs on the decoder's stream once the batch staged before has
   // been released, and what the current stream does next waits for it. Returns the rows whose
   // file nvJPEG cannot decode (their pixels are the host's copy).
-  std::vector<int64_t> stage(const at::Tensor& pixels, const std::vector<EncodedSample>& files, const at::Tensor& staged);
+  std::vector<int64_t> stage(const at::Tensor& pixels, const std::vector<EncodedSample>& files,
+                             const at::Tensor& staged);
   // Marks, in the current stream's order, that what stage() wrote has been read.
   void release();
   // Whether baseline files go to the GPU's hardware JPEG decoder (else to its cores, with

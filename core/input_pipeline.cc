@@ -29,8 +29,8 @@ std::vector<int64_t> rows_of(int64_t rows, const std::vector<int64_t>& sample) {
 
 }  // namespace
 
-InputPipeline::InputPipeline(const DatasetPlugin& dataset, int64_t rows, int workers, int prefetch, at::Device device,
-                             bool decode_on_gpu)
+InputPipeline::InputPipeline(const DatasetPlugin& dataset, int64_t rows, int workers, int prefetch,
+                             at::Device device, bool decode_on_gpu)
     : dataset_(dataset), prefetch_(prefetch), device_(device) {
   // The batch being loaded, those prefetched, and one whose copy to the device may still be
   // under way while it is the next to be refilled.
@@ -42,7 +42,8 @@ InputPipeline::InputPipeline(const DatasetPlugin& dataset, int64_t rows, int wor
     b.targets = at::empty(rows_of(rows, dataset.target_shape()), host.dtype(at::kLong));
   }
   if (!device.is_cpu() && dataset.is_images())
-    staged_ = at::empty(rows_of(rows, dataset.input_shape()), at::TensorOptions(device).dtype(at::kByte));
+    staged_ =
+        at::empty(rows_of(rows, dataset.input_shape()), at::TensorOptions(device).dtype(at::kByte));
   if (decode_on_gpu && dataset.is_images()) {
     decoder_ = std::make_unique<GpuJpegDecoder>(device);
     for (Batch& b : batches_) b.files.resize(static_cast<size_t>(rows));
@@ -61,8 +62,10 @@ InputPipeline::~InputPipeline() {
   for (std::thread& w : workers_) w.join();
 }
 
-void InputPipeline::load(dshost_split split, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
-                         int64_t count, uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets) {
+void InputPipeline::load(dshost_split split,
+                         const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+                         int64_t count, uint64_t augment_seed, at::Tensor& inputs,
+                         at::Tensor& targets) {
   const Key wanted{split, order, first, count, augment_seed};
   Batch* b = find(wanted);
   if (b == nullptr) {
@@ -83,7 +86,8 @@ void InputPipeline::load(dshost_split split, const std::shared_ptr<const std::ve
     b->sent->record(c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_));
   }
   const auto size = static_cast<int64_t>(order->size());
-  for (int64_t ahead = 1, next = first + count; ahead <= prefetch_ && next < size; ++ahead, next += count) {
+  for (int64_t ahead = 1, next = first + count; ahead <= prefetch_ && next < size;
+       ++ahead, next += count) {
     const Key key{split, order, next, std::min(count, size - next), augment_seed};
     if (find(key) == nullptr) start(key, first);
   }
@@ -103,10 +107,12 @@ InputPipeline::Batch* InputPipeline::find(const Key& key) {
 void InputPipeline::start(const Key& key, int64_t loading) {
   Batch* free = nullptr;
   for (Batch& b : batches_)
-    if ((b.key.order != key.order || b.key.first < loading) && (free == nullptr || b.loaded < free->loaded))
+    if ((b.key.order != key.order || b.key.first < loading) &&
+        (free == nullptr || b.loaded < free->loaded))
       free = &b;
   wait_until_done(*free);
-  while (free->sent && !free->sent->query()) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  while (free->sent && !free->sent->query())
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
   std::lock_guard<std::mutex> lock(mutex_);
   free->key = key;
   free->unfinished = key.count;
@@ -147,7 +153,8 @@ void InputPipeline::wait_until_done(Batch& b) {
 // Workers run at a lower priority than the training thread: that thread launches the
 // GPU's work, and every moment a worker holds its core delays the step.
 void InputPipeline::work() {
-  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);  // (a failure only costs speed)
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)),
+              10);  // (a failure only costs speed)
   for (;;) {
     Task task{};
     {
@@ -159,7 +166,8 @@ void InputPipeline::work() {
     }
     std::exception_ptr error;
     try {
-      fill(*task.batch, task.row, decoder_ ? &task.batch->files[static_cast<size_t>(task.row)] : nullptr);
+      fill(*task.batch, task.row,
+           decoder_ ? &task.batch->files[static_cast<size_t>(task.row)] : nullptr);
     } catch (...) {
       error = std::current_exception();
     }
@@ -179,21 +187,24 @@ void InputPipeline::fill(Batch& b, int64_t row, EncodedSample* file) {
 // On the CPU, where no resize is needed, one pass through a table of the 256 values per
 // channel, spread over the intra-op threads; elsewhere LibTorch's operations. Both compute
 // value / 255 - mean, then / std, in float, as torchvision's ToTensor and Normalize do.
-void present_images(const at::Tensor& pixels, const double* mean, const double* std, at::Tensor& inputs) {
+void present_images(const at::Tensor& pixels, const double* mean, const double* std,
+                    at::Tensor& inputs) {
   at::Tensor out = inputs.narrow(0, 0, pixels.size(0));
   const int64_t channels = pixels.size(1);
-  if (out.is_cpu() && out.scalar_type() == at::kFloat && out.sizes() == pixels.sizes() && out.is_contiguous() &&
-      pixels.is_contiguous()) {
+  if (out.is_cpu() && out.scalar_type() == at::kFloat && out.sizes() == pixels.sizes() &&
+      out.is_contiguous() && pixels.is_contiguous()) {
     float table[4][256];
     for (int64_t c = 0; c < channels; ++c)
       for (int v = 0; v < 256; ++v)
-        table[c][v] = (static_cast<float>(v) / 255.0f - static_cast<float>(mean[c])) / static_cast<float>(std[c]);
+        table[c][v] = (static_cast<float>(v) / 255.0f - static_cast<float>(mean[c])) /
+                      static_cast<float>(std[c]);
     const int64_t plane = pixels.size(2) * pixels.size(3);
     const uint8_t* from = pixels.data_ptr<uint8_t>();
     float* to = out.data_ptr<float>();
     at::parallel_for(0, pixels.size(0) * channels, 1, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p)
-        for (int64_t i = 0; i < plane; ++i) to[p * plane + i] = table[p % channels][from[p * plane + i]];
+        for (int64_t i = 0; i < plane; ++i)
+          to[p * plane + i] = table[p % channels][from[p * plane + i]];
     });
     return;
   }

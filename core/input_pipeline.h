@@ -29,8 +29,8 @@ class InputPipeline {
  public:
   // Batches of up to `rows` samples of `dataset` for inputs on `device`, JPEG files decoded
   // by nvJPEG on that GPU where `decode_on_gpu`, else by the workers.
-  InputPipeline(const DatasetPlugin& dataset, int64_t rows, int workers, int prefetch, at::Device device,
-                bool decode_on_gpu = false);
+  InputPipeline(const DatasetPlugin& dataset, int64_t rows, int workers, int prefetch,
+                at::Device device, bool decode_on_gpu = false);
   ~InputPipeline();  // stops the workers after the sample each is on
   InputPipeline(const InputPipeline&) = delete;
   InputPipeline& operator=(const InputPipeline&) = delete;
@@ -39,8 +39,9 @@ class InputPipeline {
   // targets, without waiting for the device, with training's augmentation drawn from
   // augment_seed (0: evaluation's transform); then makes sure the next `prefetch` batches
   // of `count` of `order` are under way. Rethrows what a worker threw.
-  void load(dshost_split split, const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
-            int64_t count, uint64_t augment_seed, at::Tensor& inputs, at::Tensor& targets);
+  void load(dshost_split split, const std::shared_ptr<const std::vector<int64_t>>& order,
+            int64_t first, int64_t count, uint64_t augment_seed, at::Tensor& inputs,
+            at::Tensor& targets);
 
  private:
   // A batch's samples: order[first, first + count) of split. A null order: none (consumed).
@@ -55,7 +56,7 @@ class InputPipeline {
     }
   };
   struct Batch {
-    at::Tensor samples, targets;  // [rows, ...] of the dataset's dtypes, host memory
+    at::Tensor samples, targets;       // [rows, ...] of the dataset's dtypes, host memory
     std::vector<EncodedSample> files;  // by row, where samples come as JPEG files
     Key key;
     int64_t unfinished = 0;  // samples not yet written
@@ -92,7 +93,8 @@ class InputPipeline {
 // 8-bit images (uint8 [n, C, H, W], on the inputs' device) into the leading rows of
 // `inputs` as the model sees them: (value / 255 - mean[c]) / std[c] in float, resized
 // (bilinear) to the inputs' height and width and channels repeated where they differ.
-void present_images(const at::Tensor& pixels, const double* mean, const double* std, at::Tensor& inputs);
+void present_images(const at::Tensor& pixels, const double* mean, const double* std,
+                    at::Tensor& inputs);
 
 // data.workers resolved: the number given, or where 0, on a GPU the rank's share of the
 // machine's cores less the one that drives the step, on the CPU one (compute takes the cores).

@@ -11,11 +11,12 @@
 namespace dshost {
 namespace {
 
-LoadedSection load_section(const Manifest& m, const PluginCatalog& catalog,
-                           dshost_plugin_kind kind, const std::string& section) {
+LoadedSection load_section(const Manifest& m, const PluginCatalog& catalog, dshost_plugin_kind kind,
+                           const std::string& section) {
   const Value name = m.plugin_name(section);
   LoadedPlugin plugin = catalog.load(kind, name.s, name.origin);
-  Section options = m.resolve(section, {plugin.options.data(), plugin.options.size()}, /*plugin_section=*/true);
+  Section options =
+      m.resolve(section, {plugin.options.data(), plugin.options.size()}, /*plugin_section=*/true);
   return {std::move(plugin), std::move(options)};
 }
 
@@ -23,9 +24,11 @@ LoadedSection load_section(const Manifest& m, const PluginCatalog& catalog,
 void check_skip_support(const Manifest& m, const Config& config, const LoadedSection& strategy) {
   const dshost_plugin_descriptor* d = strategy.plugin.descriptor;
   if (config.train.nonfinite != "skip" || can_skip_updates(*d)) return;
-  throw UserError(cat(m.origin("train", "nonfinite"), ": error: train.nonfinite = \"skip\" needs a "
-                      "strategy built for dshost ABI 1.5 or later, but strategy '", d->name, "' is built for ",
-                      d->abi_major, ".", d->abi_minor, " and cannot drop an update; rebuild it against "
+  throw UserError(cat(m.origin("train", "nonfinite"),
+                      ": error: train.nonfinite = \"skip\" needs a "
+                      "strategy built for dshost ABI 1.5 or later, but strategy '",
+                      d->name, "' is built for ", d->abi_major, ".", d->abi_minor,
+                      " and cannot drop an update; rebuild it against "
                       "this SDK, or set train.nonfinite = \"stop\""));
 }
 
@@ -33,11 +36,12 @@ void check_skip_support(const Manifest& m, const Config& config, const LoadedSec
 void check_gpu_decode(const Manifest& m, const Config& config) {
   if (config.data.decode != "gpu") return;
   const char* missing = config.train.device != "cuda" ? "train.device = \"cuda\""
-                        : !GpuJpegDecoder::built()    ? "a dshost built with nvJPEG (a CUDA toolkit that has it)"
-                                                      : nullptr;
+                        : !GpuJpegDecoder::built()
+                            ? "a dshost built with nvJPEG (a CUDA toolkit that has it)"
+                            : nullptr;
   if (missing != nullptr)
-    throw UserError(cat(m.origin("data", "decode"), ": error: data.decode = \"gpu\" needs ", missing,
-                        "; set data.decode = \"cpu\" or \"auto\""));
+    throw UserError(cat(m.origin("data", "decode"), ": error: data.decode = \"gpu\" needs ",
+                        missing, "; set data.decode = \"cpu\" or \"auto\""));
 }
 
 // [data]: `dataset` names the plugin; the host's keys and the plugin's own share the section,
@@ -51,8 +55,8 @@ LoadedSection load_data_section(const Manifest& m, const PluginCatalog& catalog,
   for (const dshost_option& o : all) host_keys.insert(o.name);
   for (const dshost_option& o : plugin.options) {
     if (host_keys.count(o.name))
-      throw UserError(cat("plugin ", plugin.file, ": option '", o.name, "' is the host's data.", o.name,
-                          "; the plugin's author must rename it"));
+      throw UserError(cat("plugin ", plugin.file, ": option '", o.name, "' is the host's data.",
+                          o.name, "; the plugin's author must rename it"));
     all.push_back(o);
   }
   const Section section = m.resolve("data", {all.data(), all.size()});
@@ -74,12 +78,10 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
   LoadedSection launcher = load_section(m, catalog, DSHOST_KIND_LAUNCHER, "launcher");
   LoadedSection dataset = load_data_section(m, catalog, config.data);
   check_gpu_decode(m, config);
-  return Job{std::move(m), std::move(config), std::move(model), std::move(strategy),
-             std::move(launcher), std::move(dataset)};
+  return Job{std::move(m),        std::move(config),   std::move(model),
+             std::move(strategy), std::move(launcher), std::move(dataset)};
 }
 
-void check_data(const Job& job) {
-  const DatasetPlugin opened(job, RankInfo{}, {});
-}
+void check_data(const Job& job) { const DatasetPlugin opened(job, RankInfo{}, {}); }
 
 }  // namespace dshost

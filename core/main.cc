@@ -92,14 +92,13 @@ int run(Args args) {
   dshost_launcher* launcher = nullptr;
   if (api->create(host.table(), &launcher, &err) != DSHOST_OK)
     throw UserError(cat("launcher ", job.launcher.plugin.descriptor->name, ": ", err.message));
-  std::vector<std::string> argv{this_executable(), "worker",
-                                fs::absolute(args.manifest).string()};
+  std::vector<std::string> argv{this_executable(), "worker", fs::absolute(args.manifest).string()};
   for (const auto& s : args.sets) argv.insert(argv.end(), {"--set", s});
   std::vector<const char*> cargv;
   for (const auto& a : argv) cargv.push_back(a.c_str());
   cargv.push_back(nullptr);
-  const std::string launch_id =
-      cat(hostname(), "-", getpid(), "-", std::chrono::steady_clock::now().time_since_epoch().count());
+  const std::string launch_id = cat(hostname(), "-", getpid(), "-",
+                                    std::chrono::steady_clock::now().time_since_epoch().count());
   const std::string launch_variable = cat(kLaunchIdVariable, "=", launch_id);
   const char* env[] = {launch_variable.c_str(), nullptr};
   const dshost_launch_request request{sizeof(dshost_launch_request), cargv.data(), env};
@@ -119,9 +118,10 @@ int check(const Args& args) {
   const Job job = prepare_job(args.manifest, args.sets);
   warn_about_hidden_plugins(job);
   check_data(job);
-  std::cout << args.manifest << ": OK: model " << job.model.plugin.descriptor->name
-            << ", strategy " << job.strategy.plugin.descriptor->name << ", launcher "
-            << job.launcher.plugin.descriptor->name << ", dataset " << job.dataset.plugin.descriptor->name << "\n";
+  std::cout << args.manifest << ": OK: model " << job.model.plugin.descriptor->name << ", strategy "
+            << job.strategy.plugin.descriptor->name << ", launcher "
+            << job.launcher.plugin.descriptor->name << ", dataset "
+            << job.dataset.plugin.descriptor->name << "\n";
   return 0;
 }
 
@@ -134,9 +134,8 @@ std::string option_text(const dshost_option& o) {
 
 void print_plugin(const LoadedPlugin& p) {
   const dshost_plugin_descriptor* d = p.descriptor;
-  std::cout << kind_name(d->kind) << " " << d->name << " " << d->version << " (ABI "
-            << d->abi_major << "." << d->abi_minor << ")  " << d->description << "\n    "
-            << p.file << "\n";
+  std::cout << kind_name(d->kind) << " " << d->name << " " << d->version << " (ABI " << d->abi_major
+            << "." << d->abi_minor << ")  " << d->description << "\n    " << p.file << "\n";
   for (const dshost_option& o : p.options) std::cout << option_text(o) << "\n";
 }
 
@@ -172,7 +171,8 @@ int new_plugin(const std::string& kind, const std::string& name, const std::stri
   const std::string dir = write_scaffold(kind, name, parent);
   std::cout << "wrote " << dir << "/ (CMakeLists.txt, " << name << ".cc, a load test)\n"
             << "build it against an installed dshost:\n"
-            << "  cmake -S " << dir << " -B " << dir << "/build -DCMAKE_PREFIX_PATH=<dshost prefix>\n"
+            << "  cmake -S " << dir << " -B " << dir
+            << "/build -DCMAKE_PREFIX_PATH=<dshost prefix>\n"
             << "  cmake --build " << dir << "/build && ctest --test-dir " << dir << "/build\n";
   return 0;
 }
@@ -208,8 +208,8 @@ int agent(AgentArgs a) {
   Supervisor supervisor(std::chrono::duration<double>(a.grace_s));
   start_ranks(supervisor, a.ranks, a.command, {});
   if (a.stop_on_stdin_eof) supervisor.stop_on_eof(STDIN_FILENO);
-  const auto outcome = supervisor.run(
-      [&](const Child& rank) { return describe_rank_exit(rank, a.ranks.host); });
+  const auto outcome =
+      supervisor.run([&](const Child& rank) { return describe_rank_exit(rank, a.ranks.host); });
   if (outcome.exit_code != 0) std::cerr << "dshost: error: " << outcome.failure << std::endl;
   return outcome.exit_code;
 }
@@ -230,8 +230,9 @@ int export_weights(const std::string& from, const std::string& to, const std::st
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"dshost: distributed training of LibTorch models; everything that varies is a "
-               "plugin wired by a TOML manifest"};
+  CLI::App app{
+      "dshost: distributed training of LibTorch models; everything that varies is a "
+      "plugin wired by a TOML manifest"};
   app.require_subcommand(1);
   Args args;
   auto* run_cmd = app.add_subcommand("run", "validate the manifest and train on every rank");
@@ -250,26 +251,32 @@ int main(int argc, char** argv) {
   new_cmd->add_option("name", new_name, "the plugin's name, e.g. my_model")->required();
   new_cmd->add_option("--dir", new_dir, "folder to create it in (default: the current one)");
   auto* export_cmd = app.add_subcommand(
-      "export", "write a checkpoint's model weights to one safetensors file (torchvision's names "
-                "where the model mirrors a torchvision one)");
+      "export",
+      "write a checkpoint's model weights to one safetensors file (torchvision's names "
+      "where the model mirrors a torchvision one)");
   std::string export_from, export_to, export_dtype = "fp32";
-  export_cmd->add_option("checkpoint", export_from,
-                         "a checkpoint directory (step-N), or the directory with its `latest`")
+  export_cmd
+      ->add_option("checkpoint", export_from,
+                   "a checkpoint directory (step-N), or the directory with its `latest`")
       ->required();
   export_cmd->add_option("out", export_to, "the .safetensors file to write")->required();
   export_cmd->add_option("--dtype", export_dtype, "dtype of floating-point tensors")
       ->check(CLI::IsMember({"fp32", "bf16"}));
-  auto* pack_cmd = app.add_subcommand(
-      "pack", "write an image folder (train/ and val/) as WebDataset tar shards, for data.dataset = \"webdataset\"");
+  auto* pack_cmd = app.add_subcommand("pack",
+                                      "write an image folder (train/ and val/) as WebDataset tar "
+                                      "shards, for data.dataset = \"webdataset\"");
   std::string pack_folder, pack_prefix;
   int64_t pack_per_shard = 10000;
   pack_cmd->add_option("folder", pack_folder, "the image folder")->required();
-  pack_cmd->add_option("out_prefix", pack_prefix, "shards go to OUT_PREFIX-train-000000.tar, ...")->required();
+  pack_cmd->add_option("out_prefix", pack_prefix, "shards go to OUT_PREFIX-train-000000.tar, ...")
+      ->required();
   pack_cmd->add_option("--samples-per-shard", pack_per_shard, "samples in each shard")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   int64_t pack_max_side = 0;
-  pack_cmd->add_option("--max-side", pack_max_side,
-                       "store larger images resized to this longest side, as JPEG of quality 90 (0: as they are)")
+  pack_cmd
+      ->add_option("--max-side", pack_max_side,
+                   "store larger images resized to this longest side, as JPEG of quality 90 (0: as "
+                   "they are)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   auto* worker_cmd = app.add_subcommand("worker", "one rank (started by a launcher)");
   worker_cmd->group("");

@@ -17,10 +17,14 @@ namespace {
 
 const char* type_name(dshost_option_type t) {
   switch (t) {
-    case DSHOST_OPTION_INT: return "an integer";
-    case DSHOST_OPTION_FLOAT: return "a number";
-    case DSHOST_OPTION_BOOL: return "true or false";
-    case DSHOST_OPTION_STRING: return "a string";
+    case DSHOST_OPTION_INT:
+      return "an integer";
+    case DSHOST_OPTION_FLOAT:
+      return "a number";
+    case DSHOST_OPTION_BOOL:
+      return "true or false";
+    case DSHOST_OPTION_STRING:
+      return "a string";
   }
   return "?";
 }
@@ -63,8 +67,8 @@ void split_override(const std::string& text, std::string& section, std::string& 
   const size_t eq = text.find('=');
   const size_t dot = text.find('.');
   if (eq == std::string::npos || dot == std::string::npos || dot > eq || dot == 0 || dot + 1 == eq)
-    throw UserError(cat("--set ", text, ": expected section.key=value, for example ",
-                        "--set train.epochs=3"));
+    throw UserError(
+        cat("--set ", text, ": expected section.key=value, for example ", "--set train.epochs=3"));
   section = text.substr(0, dot);
   key = text.substr(dot + 1, eq - dot - 1);
   value = text.substr(eq + 1);
@@ -75,8 +79,8 @@ void split_override(const std::string& text, std::string& section, std::string& 
 Value to_value(const dshost_option& opt, const toml::node& node, const std::string& where,
                const std::string& full) {
   const auto wrong_type = [&] {
-    return UserError(cat(where, ": error: ", full, " must be ", type_name(opt.type), ", not ",
-                         describe(node)));
+    return UserError(
+        cat(where, ": error: ", full, " must be ", type_name(opt.type), ", not ", describe(node)));
   };
   Value v;
   v.type = opt.type;
@@ -90,7 +94,8 @@ Value to_value(const dshost_option& opt, const toml::node& node, const std::stri
       break;
     case DSHOST_OPTION_FLOAT:
       if (!node.is_number()) throw wrong_type();
-      v.f = node.is_integer() ? static_cast<double>(**node.as_integer()) : **node.as_floating_point();
+      v.f =
+          node.is_integer() ? static_cast<double>(**node.as_integer()) : **node.as_floating_point();
       number = v.f;
       break;
     case DSHOST_OPTION_BOOL:
@@ -168,9 +173,10 @@ Manifest Manifest::load(const std::string& path, const std::vector<std::string>&
   if (regular) in.open(path);
   if (!in.is_open())
     throw UserError(cat("cannot read manifest '", path, "': ",
-                        regular                                ? std::strerror(errno)
-                        : std::filesystem::exists(path, ec) ? "not a regular file (a folder, FIFO or device)"
-                                                               : std::strerror(ENOENT),
+                        regular ? std::strerror(errno)
+                        : std::filesystem::exists(path, ec)
+                            ? "not a regular file (a folder, FIFO or device)"
+                            : std::strerror(ENOENT),
                         ". Check the path (configs/quickstart.toml is a working example)."));
   std::stringstream text;
   text << in.rdbuf();
@@ -178,8 +184,8 @@ Manifest Manifest::load(const std::string& path, const std::vector<std::string>&
     impl->root = toml::parse(text.str(), path);
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
-    throw UserError(cat(path, ":", b.line, ":", b.column, ": error: malformed TOML: ",
-                        e.description()));
+    throw UserError(
+        cat(path, ":", b.line, ":", b.column, ": error: malformed TOML: ", e.description()));
   }
   for (const auto& text_override : overrides) {
     std::string section, key, value;
@@ -209,12 +215,13 @@ void Manifest::check_sections(const std::vector<std::string>& known) const {
   for (const auto& [key, node] : impl_->root) {
     const std::string name(key.str());
     if (std::find(known.begin(), known.end(), name) != known.end()) continue;
-    throw UserError(cat(impl_->where(name, "", key.source()), ": error: unknown section [", name, "]",
-                        suggestion(name, known)));
+    throw UserError(cat(impl_->where(name, "", key.source()), ": error: unknown section [", name,
+                        "]", suggestion(name, known)));
   }
 }
 
-Value Manifest::plugin_name(const std::string& section, const std::string& key, const std::string& fallback) const {
+Value Manifest::plugin_name(const std::string& section, const std::string& key,
+                            const std::string& fallback) const {
   const toml::table* table = impl_->section(section);
   const toml::node* node = table ? table->get(key) : nullptr;
   if (node == nullptr && !fallback.empty()) {
@@ -225,12 +232,15 @@ Value Manifest::plugin_name(const std::string& section, const std::string& key, 
   }
   if (node == nullptr)
     throw UserError(cat(impl_->path, ": error: [", section, "] needs a plugin key, for example ",
-                        "plugin = \"", section == "model" ? "basic_cnn" : section == "strategy" ? "ddp" : "local",
+                        "plugin = \"",
+                        section == "model"      ? "basic_cnn"
+                        : section == "strategy" ? "ddp"
+                                                : "local",
                         "\" (`dshost plugins` lists them)"));
   const std::string where = impl_->where(section, key, *node);
   if (!node->is_string())
-    throw UserError(cat(where, ": error: ", section, ".", key, " must be a string, not ",
-                        describe(*node)));
+    throw UserError(
+        cat(where, ": error: ", section, ".", key, " must be a string, not ", describe(*node)));
   Value v;
   v.s = **node->as_string();
   v.origin = where;
@@ -257,8 +267,8 @@ Section Manifest::resolve(const std::string& name, OptionTable table, bool plugi
       if (std::find(known.begin(), known.end(), k) != known.end()) continue;
       std::vector<std::string> all = known;
       if (plugin_section) all.insert(all.begin(), "plugin");
-      throw UserError(cat(impl_->where(name, k, key.source()), ": error: unknown key '", k, "' in [", name,
-                          "]", suggestion(k, all)));
+      throw UserError(cat(impl_->where(name, k, key.source()), ": error: unknown key '", k,
+                          "' in [", name, "]", suggestion(k, all)));
     }
   }
 
@@ -282,12 +292,15 @@ Section Manifest::resolve(const std::string& name, OptionTable table, bool plugi
 void check_option_declaration(const dshost_option& opt) {
   if (opt.name == nullptr || opt.name[0] == '\0') throw UserError("an option has no name");
   const std::string name = opt.name;
-  const auto wrong = [&](const std::string& why) { return UserError(cat("option '", name, "' ", why)); };
+  const auto wrong = [&](const std::string& why) {
+    return UserError(cat("option '", name, "' ", why));
+  };
   if (name == "plugin") throw wrong("is named 'plugin', the key that names the plugin itself");
   if (opt.type < DSHOST_OPTION_INT || opt.type > DSHOST_OPTION_STRING)
     throw wrong(cat("has an unknown type ", static_cast<int>(opt.type)));
   if (opt.help == nullptr) throw wrong("has no help text");
-  if (opt.has_range && !(opt.min <= opt.max)) throw wrong(cat("has an empty range [", opt.min, ", ", opt.max, "]"));
+  if (opt.has_range && !(opt.min <= opt.max))
+    throw wrong(cat("has an empty range [", opt.min, ", ", opt.max, "]"));
   if (opt.default_value == nullptr) throw wrong("has no default value");
   toml::table parsed;
   try {
@@ -297,7 +310,8 @@ void check_option_declaration(const dshost_option& opt) {
                     e.description(), "; a string default is written \"\\\"text\\\"\")"));
   }
   const toml::node* node = parsed.get("v");
-  if (node == nullptr || parsed.size() != 1) throw wrong(cat("has the default '", opt.default_value, "', which is not one value"));
+  if (node == nullptr || parsed.size() != 1)
+    throw wrong(cat("has the default '", opt.default_value, "', which is not one value"));
   try {
     to_value(opt, *node, "default", name);
   } catch (const UserError& e) {

@@ -22,7 +22,9 @@ void varint(std::string& out, uint64_t v) {
   for (; v >= 0x80; v >>= 7) out += static_cast<char>((v & 0x7f) | 0x80);
   out += static_cast<char>(v);
 }
-void tag(std::string& out, int field, int wire_type) { varint(out, static_cast<uint64_t>(field) << 3 | wire_type); }
+void tag(std::string& out, int field, int wire_type) {
+  varint(out, static_cast<uint64_t>(field) << 3 | wire_type);
+}
 template <class T>
 void fixed(std::string& out, int field, T value) {  // wire type 1 (double) or 5 (float)
   tag(out, field, sizeof(T) == 8 ? 1 : 5);
@@ -57,8 +59,14 @@ uint32_t masked_crc(const std::string& data) {
   return ((crc >> 15) | (crc << 17)) + 0xa282ead8u;
 }
 
-const char* kColumns[] = {"step", "epoch", "loss", "lr", "grad_norm", "samples_per_second",
-                          "peak_host_bytes", "peak_device_bytes"};
+const char* kColumns[] = {"step",
+                          "epoch",
+                          "loss",
+                          "lr",
+                          "grad_norm",
+                          "samples_per_second",
+                          "peak_host_bytes",
+                          "peak_device_bytes"};
 
 // Lines of `path` whose step (as `step_of` reads it) is at most `last`, each with "\n".
 template <class StepOf>
@@ -91,16 +99,16 @@ EventFile::EventFile(const fs::path& dir) {
 
 void EventFile::scalar(const std::string& name, int64_t step, double value) {
   std::string v, summary, rest;
-  bytes_field(v, 1, name);                        // Summary.Value.tag
-  fixed(v, 2, static_cast<float>(value));         // Summary.Value.simple_value
-  bytes_field(summary, 1, v);                     // Summary.value
-  bytes_field(rest, 5, summary);                  // Event.summary
+  bytes_field(v, 1, name);                 // Summary.Value.tag
+  fixed(v, 2, static_cast<float>(value));  // Summary.Value.simple_value
+  bytes_field(summary, 1, v);              // Summary.value
+  bytes_field(rest, 5, summary);           // Event.summary
   record(event(step, rest));
 }
 
 void EventFile::restart_at(int64_t step) {
   std::string session_log, rest;
-  int_field(session_log, 1, 1);     // SessionLog.status = START
+  int_field(session_log, 1, 1);       // SessionLog.status = START
   bytes_field(rest, 6, session_log);  // Event.session_log
   record(event(step, rest));
 }
@@ -140,10 +148,15 @@ MetricsLog::MetricsLog(const fs::path& run_dir, int64_t resume_step)
 }
 
 void MetricsLog::step(const StepRow& r) {
-  jsonl_ << nlohmann::json{{"step", r.step}, {"epoch", r.epoch}, {"loss", r.loss}, {"lr", r.lr},
-                           {"grad_norm", r.grad_norm}, {"samples_per_second", r.samples_per_second},
+  jsonl_ << nlohmann::json{{"step", r.step},
+                           {"epoch", r.epoch},
+                           {"loss", r.loss},
+                           {"lr", r.lr},
+                           {"grad_norm", r.grad_norm},
+                           {"samples_per_second", r.samples_per_second},
                            {"peak_host_bytes", r.peak_host_bytes},
-                           {"peak_device_bytes", r.peak_device_bytes}}.dump()
+                           {"peak_device_bytes", r.peak_device_bytes}}
+                .dump()
          << "\n";
   std::ostringstream row;
   row.precision(10);

@@ -32,8 +32,8 @@ std::string packed_image(const std::string& path, int64_t max_side) {
     const RgbImage full = image.decode();
     std::vector<uint8_t> planar(static_cast<size_t>(3 * out.height * out.width));
     resample_rgb(full.pixels.data(), full.height, full.width, full.width * 3,
-                 Region{0, 0, static_cast<double>(full.width), static_cast<double>(full.height)}, true, out.height,
-                 out.width, false, planar.data());
+                 Region{0, 0, static_cast<double>(full.width), static_cast<double>(full.height)},
+                 true, out.height, out.width, false, planar.data());
     const int64_t plane = out.height * out.width;
     out.pixels.resize(planar.size());
     for (int64_t i = 0; i < plane; ++i)
@@ -67,7 +67,8 @@ struct PartialFile {
 };
 
 // One split's shards; returns their pattern ("PREFIX-train-{000000..000003}.tar").
-std::string write_split(const ImageFiles& files, const std::string& prefix, int64_t per_shard, int64_t max_side) {
+std::string write_split(const ImageFiles& files, const std::string& prefix, int64_t per_shard,
+                        int64_t max_side) {
   const auto n = static_cast<int64_t>(files.paths.size());
   const int64_t shards = (n + per_shard - 1) / per_shard;
   const auto shard_name = [&](int64_t s) {
@@ -84,30 +85,35 @@ std::string write_split(const ImageFiles& files, const std::string& prefix, int6
       std::snprintf(key, sizeof key, "%09lld", static_cast<long long>(i));
       const std::string image = packed_image(files.paths[i], max_side);
       const std::string label = std::to_string(files.labels[i]);
-      out << tar_header(cat(key, ".", extension_of(image)), static_cast<int64_t>(image.size())) << padded(image)
-          << tar_header(cat(key, ".cls"), static_cast<int64_t>(label.size())) << padded(label);
+      out << tar_header(cat(key, ".", extension_of(image)), static_cast<int64_t>(image.size()))
+          << padded(image) << tar_header(cat(key, ".cls"), static_cast<int64_t>(label.size()))
+          << padded(label);
     }
     out << std::string(1024, '\0');  // the end-of-archive blocks
     out.close();
     if (!out) throw UserError(cat("cannot write ", temporary.path, ": ", std::strerror(errno)), 1);
     std::filesystem::rename(temporary.path, path);
   }
-  return shards == 1 ? shard_name(0) : cat(prefix, "{", shard_name(0).substr(prefix.size(), 6), "..",
-                                           shard_name(shards - 1).substr(prefix.size(), 6), "}.tar");
+  return shards == 1 ? shard_name(0)
+                     : cat(prefix, "{", shard_name(0).substr(prefix.size(), 6), "..",
+                           shard_name(shards - 1).substr(prefix.size(), 6), "}.tar");
 }
 
 }  // namespace
 
-std::string pack_image_folder(const std::string& folder, const std::string& out_prefix, int64_t per_shard,
-                              int64_t max_side) try {
+std::string pack_image_folder(const std::string& folder, const std::string& out_prefix,
+                              int64_t per_shard, int64_t max_side) try {
   const ImageFiles train = scan_image_folder(folder + "/train");
   const ImageFiles val = scan_image_folder(folder + "/val", train.classes);
   const std::string train_pattern = write_split(train, out_prefix + "-train-", per_shard, max_side);
   const std::string val_pattern = write_split(val, out_prefix + "-val-", per_shard, max_side);
-  return cat("packed ", train.paths.size(), " training and ", val.paths.size(), " test samples of ", folder,
-             " (", train.classes.size(), " classes); in the manifest:\n  [data]\n  dataset = \"webdataset\"\n"
-             "  path = \"", train_pattern, "\"\n  test_path = \"", val_pattern, "\"\n");
-} catch (const Error& e) {  // the image code's: a folder that is not one, a file that cannot be read
+  return cat("packed ", train.paths.size(), " training and ", val.paths.size(), " test samples of ",
+             folder, " (", train.classes.size(),
+             " classes); in the manifest:\n  [data]\n  dataset = \"webdataset\"\n"
+             "  path = \"",
+             train_pattern, "\"\n  test_path = \"", val_pattern, "\"\n");
+} catch (
+    const Error& e) {  // the image code's: a folder that is not one, a file that cannot be read
   throw UserError(e.what(), e.status() == DSHOST_INVALID_ARGUMENT ? 2 : 1);
 }
 

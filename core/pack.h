@@ -15,7 +15,7 @@ namespace dshost {
 // Writes the shards, `per_shard` samples each, every file through a temporary name (no
 // half-written shard is left under its own name), images larger than `max_side` (0: none)
 // made that size; returns what to put in the manifest.
-std::string pack_image_folder(const std::string& folder, const std::string& out_prefix, int64_t per_shard,
-                              int64_t max_side = 0);
+std::string pack_image_folder(const std::string& folder, const std::string& out_prefix,
+                              int64_t per_shard, int64_t max_side = 0);
 
 }  // namespace dshost

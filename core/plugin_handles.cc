@@ -35,7 +35,8 @@ std::string out_of_memory_advice(const char* message) {
            "\"zero3-offload\" with offload_param_device = \"cpu\" and offload_optimizer_ratio = 1.";
   if (std::strcmp(message, "out of memory") != 0) return "";
   return " The host's memory ran out: lower train.micro_batch_size, or spread the model over more "
-         "nodes with strategy.plugin = \"zero2\" or \"zero3-offload\", which shard its state over ranks.";
+         "nodes with strategy.plugin = \"zero2\" or \"zero3-offload\", which shard its state over "
+         "ranks.";
 }
 
 std::string export_name(const dshost_param_desc& desc) {
@@ -56,7 +57,8 @@ ModelHandle::ModelHandle(const LoadedPlugin& plugin, const dshost_services* serv
 
 int32_t ModelHandle::param_count(int32_t unit) const {
   int32_t count = 0;
-  status_.check(api_->param_count(instance_.get(), unit, &count, status_.err()), "model param_count");
+  status_.check(api_->param_count(instance_.get(), unit, &count, status_.err()),
+                "model param_count");
   return count;
 }
 
@@ -73,9 +75,11 @@ void ModelHandle::bind_param(int32_t unit, int32_t index, DLManagedTensor* value
                 "model bind_param");
 }
 
-void ModelHandle::bind_batch(const at::Tensor& inputs, const at::Tensor& targets, const at::Tensor& loss) {
-  status_.check(api_->bind_batch(instance_.get(), to_dlpack(inputs), to_dlpack(targets), status_.err()),
-                "model bind_batch");
+void ModelHandle::bind_batch(const at::Tensor& inputs, const at::Tensor& targets,
+                             const at::Tensor& loss) {
+  status_.check(
+      api_->bind_batch(instance_.get(), to_dlpack(inputs), to_dlpack(targets), status_.err()),
+      "model bind_batch");
   loss_ = loss;
   loss_out_ = lend(loss);
 }
@@ -111,11 +115,14 @@ std::vector<ModelBuffer> ModelHandle::buffers() const {
 int64_t ModelHandle::unit_flops(int32_t unit) const {
   int64_t flops = 0;
   if (api_->unit_flops != nullptr)
-    status_.check(api_->unit_flops(instance_.get(), unit, &flops, status_.err()), "model unit_flops");
+    status_.check(api_->unit_flops(instance_.get(), unit, &flops, status_.err()),
+                  "model unit_flops");
   return flops;
 }
 
-bool ModelHandle::writes_loss_on_device() const { return dshost::writes_loss_on_device(*plugin_.descriptor); }
+bool ModelHandle::writes_loss_on_device() const {
+  return dshost::writes_loss_on_device(*plugin_.descriptor);
+}
 
 // ---- strategy ------------------------------------------------------------------------
 
@@ -128,9 +135,11 @@ StrategyHandle::StrategyHandle(const LoadedPlugin& plugin, const dshost_services
 }
 
 std::string StrategyHandle::why_not_capturable() const {
-  if (api_->capturable == nullptr) return cat("strategy '", name(), "' is built for an ABI before 1.3");
+  if (api_->capturable == nullptr)
+    return cat("strategy '", name(), "' is built for an ABI before 1.3");
   int32_t capturable = 0;
-  status_.check(api_->capturable(instance_.get(), &capturable, status_.err()), "strategy capturable");
+  status_.check(api_->capturable(instance_.get(), &capturable, status_.err()),
+                "strategy capturable");
   if (capturable) return "";
   return cat("strategy '", name(),
              "' communicates during backward with this configuration (ddp: overlap_comm = "
@@ -138,7 +147,8 @@ std::string StrategyHandle::why_not_capturable() const {
              "model's precision)");
 }
 
-dshost_status StrategyHandle::on_unit_event(dshost_unit_event event, int32_t unit, dshost_error* err) const {
+dshost_status StrategyHandle::on_unit_event(dshost_unit_event event, int32_t unit,
+                                            dshost_error* err) const {
   return api_->on_unit_event(instance_.get(), event, unit, err);
 }
 
@@ -147,12 +157,15 @@ void StrategyHandle::begin_micro_batch(int32_t index, int32_t count) const {
                 "strategy begin_micro_batch");
 }
 
-void StrategyHandle::step(double lr, double max_grad_norm, bool skip_nonfinite, const at::Tensor& norm) const {
+void StrategyHandle::step(double lr, double max_grad_norm, bool skip_nonfinite,
+                          const at::Tensor& norm) const {
   const Owned<DLManagedTensor> norm_out = lend(norm);
-  const dshost_step_args args{sizeof(dshost_step_args), lr, max_grad_norm, &norm_out->dl_tensor, skip_nonfinite};
+  const dshost_step_args args{sizeof(dshost_step_args), lr, max_grad_norm, &norm_out->dl_tensor,
+                              skip_nonfinite};
   dshost_step_stats stats{sizeof(dshost_step_stats)};
   status_.check(api_->step(instance_.get(), &args, &stats, status_.err()), "strategy step");
-  if (!std::isnan(stats.grad_norm) || !may_write_norm_on_device(*plugin_.descriptor)) norm.fill_(stats.grad_norm);
+  if (!std::isnan(stats.grad_norm) || !may_write_norm_on_device(*plugin_.descriptor))
+    norm.fill_(stats.grad_norm);
 }
 
 dshost_memory_report StrategyHandle::memory() const {
@@ -163,7 +176,8 @@ dshost_memory_report StrategyHandle::memory() const {
 
 void StrategyHandle::require_checkpoints(const char* what) const {
   if (api_->save == nullptr || api_->load == nullptr)
-    throw UserError(cat("strategy '", name(), "' cannot ", what, " checkpoints (built for an ABI before 1.2)"));
+    throw UserError(
+        cat("strategy '", name(), "' cannot ", what, " checkpoints (built for an ABI before 1.2)"));
 }
 
 void StrategyHandle::save(const dshost_state_io* io) const {
@@ -189,7 +203,8 @@ std::vector<std::vector<TensorLayout>> StrategyHandle::take_parameters(const Mod
       const dshost_param_desc desc = model.param(u, i);
       managed[u].push_back(desc.value);
       dl[u].push_back(&desc.value->dl_tensor);
-      layouts[u].push_back(TensorLayout::of(desc.name, borrow(&desc.value->dl_tensor), export_name(desc)));
+      layouts[u].push_back(
+          TensorLayout::of(desc.name, borrow(&desc.value->dl_tensor), export_name(desc)));
     }
     unit_params.push_back({sizeof(dshost_unit_params), "", count, dl[u].data()});
   }

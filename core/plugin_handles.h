@@ -50,7 +50,8 @@ struct ModelBuffer {
 class ModelHandle {
  public:
   // Creates the instance on `services` and reads what it describes.
-  ModelHandle(const LoadedPlugin& plugin, const dshost_services* services, const CallStatus& status);
+  ModelHandle(const LoadedPlugin& plugin, const dshost_services* services,
+              const CallStatus& status);
   const char* name() const { return plugin_.descriptor->name; }
   const dshost_model_info& info() const { return info_; }
 
@@ -81,7 +82,8 @@ class ModelHandle {
 
 class StrategyHandle {
  public:
-  StrategyHandle(const LoadedPlugin& plugin, const dshost_services* services, const CallStatus& status);
+  StrategyHandle(const LoadedPlugin& plugin, const dshost_services* services,
+                 const CallStatus& status);
   const char* name() const { return plugin_.descriptor->name; }
 
   // Why the strategy's steps cannot be captured in a CUDA graph with this configuration;

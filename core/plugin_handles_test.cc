@@ -35,11 +35,14 @@ dshost_strategy_api fake_table() {
     return fail(script.create, err);
   };
   api.destroy = [](dshost_strategy*) {};
-  api.step = [](dshost_strategy*, const dshost_step_args*, dshost_step_stats* stats, dshost_error* err) {
+  api.step = [](dshost_strategy*, const dshost_step_args*, dshost_step_stats* stats,
+                dshost_error* err) {
     stats->grad_norm = script.grad_norm;
     return fail(script.step, err);
   };
-  api.save = [](dshost_strategy*, const dshost_state_io*, dshost_error* err) { return fail(script.save, err); };
+  api.save = [](dshost_strategy*, const dshost_state_io*, dshost_error* err) {
+    return fail(script.save, err);
+  };
   api.load = [](dshost_strategy*, const dshost_state_io*, dshost_error*) { return DSHOST_OK; };
   api.capturable = [](dshost_strategy*, int32_t* out, dshost_error*) {
     *out = script.capturable;
@@ -76,8 +79,9 @@ TEST_F(PluginHandles, AFailedCallNamesTheRankTheHostTheCallAndThePluginsMessage)
   script.message = "overlap_comm needs two ranks";
   const LoadedPlugin p = plugin(fake_table());
   int exit_code = 0;
-  EXPECT_EQ(failure_of([&] { StrategyHandle(p, nullptr, status_); }, &exit_code),
-            cat("rank 3 on ", hostname(), ": strategy create failed: overlap_comm needs two ranks"));
+  EXPECT_EQ(
+      failure_of([&] { StrategyHandle(p, nullptr, status_); }, &exit_code),
+      cat("rank 3 on ", hostname(), ": strategy create failed: overlap_comm needs two ranks"));
   EXPECT_EQ(exit_code, 2) << "bad input";
 }
 
@@ -89,8 +93,12 @@ TEST_F(PluginHandles, TheGpusOutOfMemorySaysWhatToChangeInTheManifest) {
   int exit_code = 0;
   const at::Tensor norm = at::zeros({1}, at::kDouble);
   const std::string message = failure_of([&] { strategy.step(0.1, 0.0, false, norm); }, &exit_code);
-  EXPECT_NE(message.find("strategy step failed: CUDA out of memory. Tried to allocate 2.00 GiB The GPU's memory "
-                         "ran out: lower train.micro_batch_size"), std::string::npos) << message;
+  EXPECT_NE(
+      message.find(
+          "strategy step failed: CUDA out of memory. Tried to allocate 2.00 GiB The GPU's memory "
+          "ran out: lower train.micro_batch_size"),
+      std::string::npos)
+      << message;
   EXPECT_EQ(exit_code, 1);
 }
 
@@ -115,7 +123,8 @@ TEST_F(PluginHandles, AStrategyBefore1_4ReportsADivergedNormAsNaN) {
 }
 
 TEST_F(PluginHandles, OutOfMemoryAdviceFollowsOnlyTheAllocatorsOwnMessages) {
-  EXPECT_NE(out_of_memory_advice("out of memory").find("The host's memory ran out"), std::string::npos);
+  EXPECT_NE(out_of_memory_advice("out of memory").find("The host's memory ran out"),
+            std::string::npos);
   EXPECT_EQ(out_of_memory_advice("the model needs 80 GiB: offload_param_device = \"cpu\""), "");
 }
 
@@ -142,7 +151,8 @@ TEST_F(PluginHandles, CheckpointsNeedAStrategyOf1_2AndAFailedSaveSaysWhy) {
   script.save = DSHOST_IO_ERROR;
   script.message = "disk full";
   const LoadedPlugin p = plugin(fake_table());
-  EXPECT_EQ(failure_of([&] { StrategyHandle(p, nullptr, status_).save(nullptr); }), "strategy save failed: disk full");
+  EXPECT_EQ(failure_of([&] { StrategyHandle(p, nullptr, status_).save(nullptr); }),
+            "strategy save failed: disk full");
 }
 
 }  // namespace

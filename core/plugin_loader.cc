@@ -55,14 +55,16 @@ bool exports_entry(const std::string& file) {
 // keys given takes every default, so a default its own declaration refuses is the author's
 // mistake, found here rather than reported as the user's.
 template <class Refuse>
-std::vector<dshost_option> checked_options(const dshost_plugin_descriptor* d, const Refuse& refuse) {
+std::vector<dshost_option> checked_options(const dshost_plugin_descriptor* d,
+                                           const Refuse& refuse) {
   if (d->option_count > 0 && d->options == nullptr)
     throw refuse(cat("it declares ", d->option_count, " options but no option table"));
   bool ok = false;
   std::vector<dshost_option> options = current_options(*d, &ok);
   if (!ok)
     throw refuse(cat("its options are ", d->options[0].struct_size, " bytes each, fewer than the ",
-                     DSHOST_STRUCT_SIZE(dshost_option, help), " of ABI 1.0; rebuild it against the dshost SDK"));
+                     DSHOST_STRUCT_SIZE(dshost_option, help),
+                     " of ABI 1.0; rebuild it against the dshost SDK"));
   std::vector<std::string> names;
   for (const dshost_option& o : options) {
     try {
@@ -71,7 +73,8 @@ std::vector<dshost_option> checked_options(const dshost_plugin_descriptor* d, co
       throw refuse(cat(e.what(), "; the plugin's author must correct its declaration"));
     }
     if (std::find(names.begin(), names.end(), o.name) != names.end())
-      throw refuse(cat("option '", o.name, "' is declared twice; the plugin's author must remove one"));
+      throw refuse(
+          cat("option '", o.name, "' is declared twice; the plugin's author must remove one"));
     names.emplace_back(o.name);
   }
   return options;
@@ -80,11 +83,13 @@ std::vector<dshost_option> checked_options(const dshost_plugin_descriptor* d, co
 // The catalog finds a plugin by its file name, dshost_<kind>_<name>.so: the table inside
 // must declare that kind and name.
 template <class Refuse>
-void check_file_name(const std::string& file, const dshost_plugin_descriptor* d, const Refuse& refuse) {
+void check_file_name(const std::string& file, const dshost_plugin_descriptor* d,
+                     const Refuse& refuse) {
   const std::string expected = cat("dshost_", kind_name(d->kind), "_", d->name);
   if (fs::path(file).stem().string() != expected)
-    throw refuse(cat("it declares ", kind_name(d->kind), " '", d->name, "', so its file must be named ",
-                     expected, ".so to be found; rename the file or the plugin"));
+    throw refuse(cat("it declares ", kind_name(d->kind), " '", d->name,
+                     "', so its file must be named ", expected,
+                     ".so to be found; rename the file or the plugin"));
 }
 
 // Checks the table of `plugin` and gives it its current api table and options.
@@ -97,23 +102,26 @@ void check_descriptor(LoadedPlugin& plugin) {
   if (d == nullptr) throw refuse("dshost_plugin_v1() returned no table");
   if (d->struct_size < offsetof(dshost_plugin_descriptor, api) + sizeof(void*))
     throw refuse(cat("its plugin table is ", d->struct_size, " bytes, smaller than the ",
-                     sizeof(dshost_plugin_descriptor), " of ABI 1.0; rebuild it against the dshost SDK"));
+                     sizeof(dshost_plugin_descriptor),
+                     " of ABI 1.0; rebuild it against the dshost SDK"));
   if (d->abi_major != DSHOST_ABI_MAJOR || d->abi_minor > DSHOST_ABI_MINOR)
     throw refuse(cat("built for dshost ABI ", d->abi_major, ".", d->abi_minor,
                      ", but this host implements ABI ", DSHOST_ABI_MAJOR, ".", DSHOST_ABI_MINOR,
                      "; rebuild the plugin against this host's SDK"));
   if (d->torch_version != nullptr && d->torch_version[0] != '\0' &&
       (std::string(d->torch_version) != TORCH_VERSION || d->cxx11_abi != kHostCxx11Abi))
-    throw refuse(cat("built against LibTorch ", d->torch_version, " (_GLIBCXX_USE_CXX11_ABI=",
-                     d->cxx11_abi, "), but this host runs LibTorch ", TORCH_VERSION,
-                     " (_GLIBCXX_USE_CXX11_ABI=", kHostCxx11Abi,
+    throw refuse(cat("built against LibTorch ", d->torch_version,
+                     " (_GLIBCXX_USE_CXX11_ABI=", d->cxx11_abi, "), but this host runs LibTorch ",
+                     TORCH_VERSION, " (_GLIBCXX_USE_CXX11_ABI=", kHostCxx11Abi,
                      "); rebuild the plugin against the host's LibTorch"));
-  if (first_api_size(d->kind) == 0) throw refuse(cat("unknown plugin kind ", static_cast<int>(d->kind)));
+  if (first_api_size(d->kind) == 0)
+    throw refuse(cat("unknown plugin kind ", static_cast<int>(d->kind)));
   if (d->name == nullptr || d->api == nullptr) throw refuse("its table has no name or no api");
   plugin.table = current_api(*d);
   if (plugin.table == nullptr)
     throw refuse(cat("its ", kind_name(d->kind), " table is ", *static_cast<const size_t*>(d->api),
-                     " bytes, smaller than the ", first_api_size(d->kind), " that its first ABI requires"));
+                     " bytes, smaller than the ", first_api_size(d->kind),
+                     " that its first ABI requires"));
   plugin.options = checked_options(d, refuse);
   check_file_name(file, d, refuse);
 }
@@ -122,10 +130,14 @@ void check_descriptor(LoadedPlugin& plugin) {
 
 const char* kind_name(dshost_plugin_kind kind) {
   switch (kind) {
-    case DSHOST_KIND_MODEL: return "model";
-    case DSHOST_KIND_STRATEGY: return "strategy";
-    case DSHOST_KIND_LAUNCHER: return "launcher";
-    case DSHOST_KIND_DATASET: return "dataset";
+    case DSHOST_KIND_MODEL:
+      return "model";
+    case DSHOST_KIND_STRATEGY:
+      return "strategy";
+    case DSHOST_KIND_LAUNCHER:
+      return "launcher";
+    case DSHOST_KIND_DATASET:
+      return "dataset";
   }
   return "unknown";
 }
@@ -179,9 +191,11 @@ std::vector<PluginFile> PluginCatalog::all_files() const {
     for (const auto& path : entries) {
       const std::string stem = path.stem().string();
       if (path.extension() != ".so") continue;
-      for (auto kind : {DSHOST_KIND_MODEL, DSHOST_KIND_STRATEGY, DSHOST_KIND_LAUNCHER, DSHOST_KIND_DATASET}) {
+      for (auto kind :
+           {DSHOST_KIND_MODEL, DSHOST_KIND_STRATEGY, DSHOST_KIND_LAUNCHER, DSHOST_KIND_DATASET}) {
         const std::string prefix = cat("dshost_", kind_name(kind), "_");
-        if (stem.rfind(prefix, 0) == 0) out.push_back({kind, stem.substr(prefix.size()), path.string()});
+        if (stem.rfind(prefix, 0) == 0)
+          out.push_back({kind, stem.substr(prefix.size()), path.string()});
       }
     }
   }

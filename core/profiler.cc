@@ -32,13 +32,16 @@ std::set<ActivityType> activities(const at::Device& device) {
 // Operators, and every allocation and free (what bench/gpu/memory.py reads a step's memory
 // from).
 ProfilerConfig config() {
-  return ProfilerConfig(ProfilerState::KINETO, /*report_input_shapes=*/false, /*profile_memory=*/true);
+  return ProfilerConfig(ProfilerState::KINETO, /*report_input_shapes=*/false,
+                        /*profile_memory=*/true);
 }
 
 // Event times in microseconds (LibTorch 2 reports nanoseconds, 1.13 microseconds).
 #if TORCH_VERSION_MAJOR >= 2
 double start_us(const kineto::KinetoEvent& e) { return static_cast<double>(e.startNs()) / 1e3; }
-double duration_us(const kineto::KinetoEvent& e) { return static_cast<double>(e.durationNs()) / 1e3; }
+double duration_us(const kineto::KinetoEvent& e) {
+  return static_cast<double>(e.durationNs()) / 1e3;
+}
 #else
 double start_us(const kineto::KinetoEvent& e) { return static_cast<double>(e.startUs()); }
 double duration_us(const kineto::KinetoEvent& e) { return static_cast<double>(e.durationUs()); }
@@ -48,10 +51,17 @@ double duration_us(const kineto::KinetoEvent& e) { return static_cast<double>(e.
 // torch.profiler writes them with profile_memory: an instant event whose "Device Type" is
 // c10's number (0 the host, 1 CUDA).
 nlohmann::json memory_event(const kineto::KinetoEvent& e) {
-  return {{"name", "[memory]"}, {"cat", "cpu_instant_event"}, {"ph", "i"}, {"s", "t"},
-          {"ts", start_us(e)}, {"pid", 0}, {"tid", e.startThreadId()},
-          {"args", {{"Bytes", e.nBytes()}, {"Device Type", static_cast<int>(e.deviceType())},
-                    {"Device Id", static_cast<int8_t>(e.deviceIndex())}}}};
+  return {{"name", "[memory]"},
+          {"cat", "cpu_instant_event"},
+          {"ph", "i"},
+          {"s", "t"},
+          {"ts", start_us(e)},
+          {"pid", 0},
+          {"tid", e.startThreadId()},
+          {"args",
+           {{"Bytes", e.nBytes()},
+            {"Device Type", static_cast<int>(e.deviceType())},
+            {"Device Id", static_cast<int8_t>(e.deviceIndex())}}}};
 }
 
 // Gives the device's memory events torch.profiler's "Total Allocated": the bytes allocated
@@ -61,8 +71,9 @@ void add_totals(nlohmann::json& events, const at::Device& device, int64_t at_sta
   for (auto& e : events)
     if (e["name"] == "[memory]" && e["args"]["Device Type"] == static_cast<int>(device.type()))
       on_device.push_back(&e);
-  std::stable_sort(on_device.begin(), on_device.end(),
-                   [](const nlohmann::json* a, const nlohmann::json* b) { return (*a)["ts"] < (*b)["ts"]; });
+  std::stable_sort(
+      on_device.begin(), on_device.end(),
+      [](const nlohmann::json* a, const nlohmann::json* b) { return (*a)["ts"] < (*b)["ts"]; });
   int64_t total = at_start;
   for (nlohmann::json* e : on_device) {
     total += (*e)["args"]["Bytes"].get<int64_t>();
@@ -89,10 +100,15 @@ std::string chrome_trace(const kineto::ProfilerResult& result, const at::Device&
     }
     const bool on_device = e.deviceType() != c10::DeviceType::CPU;
     const std::string name = e.name();
-    const char* category = ranges.count(name) ? (on_device ? "gpu_user_annotation" : "user_annotation")
-                                              : (on_device ? "kernel" : "cpu_op");
-    events.push_back({{"name", name}, {"cat", category}, {"ph", "X"}, {"ts", start_us(e)},
-                      {"dur", duration_us(e)}, {"pid", on_device ? 1 : 0},
+    const char* category = ranges.count(name)
+                               ? (on_device ? "gpu_user_annotation" : "user_annotation")
+                               : (on_device ? "kernel" : "cpu_op");
+    events.push_back({{"name", name},
+                      {"cat", category},
+                      {"ph", "X"},
+                      {"ts", start_us(e)},
+                      {"dur", duration_us(e)},
+                      {"pid", on_device ? 1 : 0},
                       {"tid", on_device ? 0 : e.startThreadId()}});
   }
   if (device.is_cuda()) add_totals(events, device, allocated_at_start);
@@ -105,7 +121,8 @@ DeviceBytes allocated_on(const at::Device& device) {
 #if DSHOST_CUDA
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    const auto& bytes = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+    const auto& bytes =
+        stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
     return {bytes.current, bytes.peak};
   }
 #endif
@@ -148,7 +165,8 @@ void StepProfiler::end_step(int64_t step) {
   std::error_code ec;
   std::filesystem::create_directories(trace_file_.parent_path(), ec);
   write_file_atomically(trace_file_.string(), chrome_trace(*result, device_, allocated_at_start_));
-  log::info(cat("profile of steps ", first_ + 1, "-", last_ + 1, " written to ", trace_file_.string()));
+  log::info(
+      cat("profile of steps ", first_ + 1, "-", last_ + 1, " written to ", trace_file_.string()));
 }
 
 }  // namespace dshost

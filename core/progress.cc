@@ -23,17 +23,19 @@ std::string progress_bar(const ProgressFigures& f) {
   constexpr int kWidth = 24;
   const int64_t total = std::max<int64_t>(f.total_steps, 1);
   const int filled = static_cast<int>(kWidth * f.steps_done / total);
-  return cat("[", std::string(filled, '#'), std::string(kWidth - filled, '.'), "] ", 100 * f.steps_done / total,
-             "% step ", f.steps_done, "/", f.total_steps, " epoch ", f.epoch + 1, "/", f.epochs, " loss ",
-             std::fixed, std::setprecision(4), f.loss, " ", std::setprecision(0), f.samples_per_second,
-             " samples/s eta ", duration_text(f.eta_seconds));
+  return cat("[", std::string(filled, '#'), std::string(kWidth - filled, '.'), "] ",
+             100 * f.steps_done / total, "% step ", f.steps_done, "/", f.total_steps, " epoch ",
+             f.epoch + 1, "/", f.epochs, " loss ", std::fixed, std::setprecision(4), f.loss, " ",
+             std::setprecision(0), f.samples_per_second, " samples/s eta ",
+             duration_text(f.eta_seconds));
 }
 
 std::string progress_log_line(const ProgressFigures& f, double lr, double grad_norm) {
-  return cat("epoch ", f.epoch + 1, "/", f.epochs, " step ", f.step_in_epoch, "/", f.steps_per_epoch, " loss ",
-             std::fixed, std::setprecision(4), f.loss, " lr ", std::scientific, std::setprecision(2), lr,
-             " grad_norm ", std::fixed, std::setprecision(3), grad_norm, " ", std::setprecision(0),
-             f.samples_per_second, " samples/s eta ", duration_text(f.eta_seconds));
+  return cat("epoch ", f.epoch + 1, "/", f.epochs, " step ", f.step_in_epoch, "/",
+             f.steps_per_epoch, " loss ", std::fixed, std::setprecision(4), f.loss, " lr ",
+             std::scientific, std::setprecision(2), lr, " grad_norm ", std::fixed,
+             std::setprecision(3), grad_norm, " ", std::setprecision(0), f.samples_per_second,
+             " samples/s eta ", duration_text(f.eta_seconds));
 }
 
 void TrainingClock::begin_epoch() { epoch_start_ = Clock::now(); }
@@ -44,7 +46,8 @@ void TrainingClock::end_epoch() {
 }
 
 double TrainingClock::samples_per_second() const {
-  return static_cast<double>(samples_) / std::max(train_seconds_ + seconds_since(epoch_start_), 1e-9);
+  return static_cast<double>(samples_) /
+         std::max(train_seconds_ + seconds_since(epoch_start_), 1e-9);
 }
 
 double TrainingClock::trained_samples_per_second() const {
@@ -52,7 +55,8 @@ double TrainingClock::trained_samples_per_second() const {
 }
 
 double TrainingClock::eta_seconds(int64_t steps_done) const {
-  return static_cast<double>((total_steps_ - steps_done) * global_batch_) / std::max(samples_per_second(), 1e-9);
+  return static_cast<double>((total_steps_ - steps_done) * global_batch_) /
+         std::max(samples_per_second(), 1e-9);
 }
 
 bool TrainingClock::status_due(int64_t steps_done) {

@@ -15,7 +15,7 @@ std::string duration_text(double seconds);
 // What the bar and the log line show of a run after `steps_done` optimizer steps.
 struct ProgressFigures {
   int64_t steps_done = 0, total_steps = 0;
-  int64_t epoch = 0, epochs = 0;  // epoch: 0-based
+  int64_t epoch = 0, epochs = 0;                   // epoch: 0-based
   int64_t step_in_epoch = 0, steps_per_epoch = 0;  // step_in_epoch: 1-based
   double loss = 0, samples_per_second = 0, eta_seconds = 0;
 };

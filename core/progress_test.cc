@@ -28,8 +28,9 @@ ProgressFigures quarter_done() {
 }
 
 TEST(Progress, TheBarShowsTheShareDoneTheLossTheRateAndTheTimeLeft) {
-  EXPECT_EQ(progress_bar(quarter_done()),
-            "[######..................] 25% step 6/24 epoch 1/2 loss 0.5000 100 samples/s eta 1m05s");
+  EXPECT_EQ(
+      progress_bar(quarter_done()),
+      "[######..................] 25% step 6/24 epoch 1/2 loss 0.5000 100 samples/s eta 1m05s");
 }
 
 TEST(Progress, TheReportLineCountsStepsWithinTheEpoch) {

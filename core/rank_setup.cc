@@ -22,8 +22,9 @@ namespace {
 
 // The rank's compute threads: train.threads, or the node's cores shared by its ranks.
 void set_threads(const TrainConfig& t, int local_world_size) {
-  const int64_t threads = t.threads > 0 ? t.threads
-                                        : std::max<int64_t>(1, std::thread::hardware_concurrency() / local_world_size);
+  const int64_t threads =
+      t.threads > 0 ? t.threads
+                    : std::max<int64_t>(1, std::thread::hardware_concurrency() / local_world_size);
   at::set_num_threads(static_cast<int>(threads));
 }
 
@@ -56,23 +57,30 @@ at::Device rank_device(const TrainConfig& train, const Rendezvous& rv) {
 
 RankInfo rank_info(const Rendezvous& rv, const at::Device& device, const Config& cfg) {
   const OptimizerConfig& o = cfg.optimizer;
-  return {rv.rank, rv.world_size, rv.local_rank, rv.local_world_size,
+  return {rv.rank,
+          rv.world_size,
+          rv.local_rank,
+          rv.local_world_size,
           DLDevice{device.is_cuda() ? kDLCUDA : kDLCPU, device.is_cuda() ? device.index() : 0},
-          cfg.train.precision == "bf16" ? DSHOST_BF16 : DSHOST_FP32, static_cast<uint64_t>(cfg.run.seed),
-          {sizeof(dshost_optimizer_config), o.name == "sgd" ? DSHOST_SGD : DSHOST_ADAMW, o.beta1, o.beta2, o.eps,
-           o.weight_decay, o.momentum}};
+          cfg.train.precision == "bf16" ? DSHOST_BF16 : DSHOST_FP32,
+          static_cast<uint64_t>(cfg.run.seed),
+          {sizeof(dshost_optimizer_config), o.name == "sgd" ? DSHOST_SGD : DSHOST_ADAMW, o.beta1,
+           o.beta2, o.eps, o.weight_decay, o.momentum}};
 }
 
-RankSetup::RankSetup(const Job& job, const Rendezvous& rv, const at::Device& device, const RankInfo& info) {
+RankSetup::RankSetup(const Job& job, const Rendezvous& rv, const at::Device& device,
+                     const RankInfo& info) {
   const Config& cfg = job.config;
   set_threads(cfg.train, rv.local_world_size);
   use_device(device, rv.local_world_size);
   at::globalContext().setBenchmarkCuDNN(cfg.train.cudnn_benchmark);
-  comm = std::make_unique<Comm>(rv, std::chrono::milliseconds(static_cast<int64_t>(cfg.comm.timeout_s * 1000)), device);
+  comm = std::make_unique<Comm>(
+      rv, std::chrono::milliseconds(static_cast<int64_t>(cfg.comm.timeout_s * 1000)), device);
   status = std::make_unique<CallStatus>(rv.rank, comm.get());
-  model_host = std::make_unique<PluginHost>(job.model.plugin.descriptor->name, job.model.options, info, comm.get());
-  strategy_host =
-      std::make_unique<PluginHost>(job.strategy.plugin.descriptor->name, job.strategy.options, info, comm.get());
+  model_host = std::make_unique<PluginHost>(job.model.plugin.descriptor->name, job.model.options,
+                                            info, comm.get());
+  strategy_host = std::make_unique<PluginHost>(job.strategy.plugin.descriptor->name,
+                                               job.strategy.options, info, comm.get());
   at::manual_seed(cfg.run.seed);
   model = std::make_unique<ModelHandle>(job.model.plugin, model_host->table(), *status);
   load_data(job, rv, info);
@@ -82,9 +90,10 @@ RankSetup::RankSetup(const Job& job, const Rendezvous& rv, const at::Device& dev
   });
   param_layouts = strategy->take_parameters(*model);
   bind_batch(cfg, rv, device);
-  if (cfg.train.cuda_graph && can_capture(device)) graph = std::make_unique<MicroBatchGraph>(device);
-  checkpoints = std::make_unique<RunCheckpoints>(job, rv.rank, rv.world_size, device, *comm, *model, *strategy,
-                                                 param_layouts, plan);
+  if (cfg.train.cuda_graph && can_capture(device))
+    graph = std::make_unique<MicroBatchGraph>(device);
+  checkpoints = std::make_unique<RunCheckpoints>(job, rv.rank, rv.world_size, device, *comm, *model,
+                                                 *strategy, param_layouts, plan);
 }
 
 RankSetup::~RankSetup() = default;
@@ -92,15 +101,17 @@ RankSetup::~RankSetup() = default;
 // The dataset, asked for samples of the model's shape and checked against it; the step plan.
 void RankSetup::load_data(const Job& job, const Rendezvous& rv, const RankInfo& info) {
   const dshost_model_info& m = model->info();
-  data = std::make_unique<DatasetPlugin>(job, info, std::vector<int64_t>(m.input_shape, m.input_shape + m.input_ndim));
+  data = std::make_unique<DatasetPlugin>(
+      job, info, std::vector<int64_t>(m.input_shape, m.input_shape + m.input_ndim));
   check_data_fits_model(job, *data, m);
   if (job.config.train.eval && data->size(DSHOST_TEST_SPLIT) == 0)
     log::warn("train.eval: there is no test split to evaluate (webdataset: set data.test_path)");
   plan = plan_steps(data->size(DSHOST_TRAIN_SPLIT), rv.world_size, job.config.train);
   if (plan.steps_per_epoch == 0)
     throw UserError(cat(job.manifest.origin("train", "micro_batch_size"),
-                        ": error: train.micro_batch_size x grad_accum_steps = ", plan.rank_batch, " exceeds the ",
-                        plan.rank_samples, " training samples each of ", rv.world_size, " ranks gets; lower them"));
+                        ": error: train.micro_batch_size x grad_accum_steps = ", plan.rank_batch,
+                        " exceeds the ", plan.rank_samples, " training samples each of ",
+                        rv.world_size, " ranks gets; lower them"));
 }
 
 void RankSetup::bind_batch(const Config& cfg, const Rendezvous& rv, const at::Device& device) {
@@ -115,17 +126,20 @@ void RankSetup::bind_batch(const Config& cfg, const Rendezvous& rv, const at::De
   loss = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(device));
   model->bind_batch(inputs, targets, loss);
   const int workers = resolve_workers(cfg.data.workers, device.is_cuda(), rv.local_world_size);
-  pipeline = std::make_unique<InputPipeline>(*data, rows, workers, static_cast<int>(cfg.data.prefetch), device,
-                                             cfg.data.decode == "gpu");
+  pipeline = std::make_unique<InputPipeline>(
+      *data, rows, workers, static_cast<int>(cfg.data.prefetch), device, cfg.data.decode == "gpu");
 }
 
 // train.cuda_graph falls back to eager steps, saying why, where the model or strategy cannot
 // be captured.
 bool RankSetup::can_capture(const at::Device& device) const {
   std::string why;
-  if (!device.is_cuda()) why = "train.device is not cuda";
-  else if (!model->writes_loss_on_device()) why = cat("model '", model->name(), "' is built for an ABI before 1.3");
-  else why = strategy->why_not_capturable();
+  if (!device.is_cuda())
+    why = "train.device is not cuda";
+  else if (!model->writes_loss_on_device())
+    why = cat("model '", model->name(), "' is built for an ABI before 1.3");
+  else
+    why = strategy->why_not_capturable();
   if (!why.empty()) log::warn(cat("train.cuda_graph: running eagerly: ", why));
   return why.empty();
 }

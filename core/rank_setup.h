@@ -46,9 +46,9 @@ struct RankSetup {
   std::unique_ptr<StrategyHandle> strategy;
   std::vector<std::vector<TensorLayout>> param_layouts;  // [unit][index]
   StepPlan plan;
-  at::Tensor inputs, targets, loss;          // bound to the model; loss: a micro-batch's mean
-  std::unique_ptr<InputPipeline> pipeline;   // after the data: its workers read it
-  std::unique_ptr<MicroBatchGraph> graph;    // train.cuda_graph, where it can capture
+  at::Tensor inputs, targets, loss;         // bound to the model; loss: a micro-batch's mean
+  std::unique_ptr<InputPipeline> pipeline;  // after the data: its workers read it
+  std::unique_ptr<MicroBatchGraph> graph;   // train.cuda_graph, where it can capture
   std::unique_ptr<RunCheckpoints> checkpoints;
 
  private:

@@ -19,25 +19,36 @@ namespace fs = std::filesystem;
 
 namespace dshost {
 
-RunCheckpoints::RunCheckpoints(const Job& job, int rank, int world_size, const at::Device& device, Comm& comm,
-                               const ModelHandle& model, const StrategyHandle& strategy,
-                               const std::vector<std::vector<TensorLayout>>& params, const StepPlan& plan)
-    : job_(job), rank_(rank), world_size_(world_size), device_(device), comm_(comm), model_(model),
-      strategy_(strategy), params_(params), plan_(plan) {}
+RunCheckpoints::RunCheckpoints(const Job& job, int rank, int world_size, const at::Device& device,
+                               Comm& comm, const ModelHandle& model, const StrategyHandle& strategy,
+                               const std::vector<std::vector<TensorLayout>>& params,
+                               const StepPlan& plan)
+    : job_(job),
+      rank_(rank),
+      world_size_(world_size),
+      device_(device),
+      comm_(comm),
+      model_(model),
+      strategy_(strategy),
+      params_(params),
+      plan_(plan) {}
 
 Position RunCheckpoints::resume() {
   const auto& ck = job_.config.checkpoint;
   if (ck.resume == "never") {
     const std::string existing = latest_checkpoint(ck.dir);
     if (ck.enabled() && !existing.empty())
-      throw UserError(cat(job_.manifest.origin("checkpoint", "resume"), ": error: checkpoint.resume = \"never\" but ",
-                          ck.dir, " already holds checkpoints (the newest ", existing,
-                          "), which this run's saves would replace; resume from them "
-                          "(checkpoint.resume = \"auto\"), or choose another run.name or checkpoint.dir"));
+      throw UserError(
+          cat(job_.manifest.origin("checkpoint", "resume"),
+              ": error: checkpoint.resume = \"never\" but ", ck.dir,
+              " already holds checkpoints (the newest ", existing,
+              "), which this run's saves would replace; resume from them "
+              "(checkpoint.resume = \"auto\"), or choose another run.name or checkpoint.dir"));
     return {};
   }
   std::string note;
-  const std::string path = ck.resume == "auto" ? latest_checkpoint(ck.dir, &note) : checkpoint_at(ck.resume, &note);
+  const std::string path =
+      ck.resume == "auto" ? latest_checkpoint(ck.dir, &note) : checkpoint_at(ck.resume, &note);
   if (path.empty()) return {};
   if (!note.empty()) log::warn(note);
   try {
@@ -47,7 +58,8 @@ Position RunCheckpoints::resume() {
     load_buffers_and_rng(reader);
     return position_from(reader.index(), path);
   } catch (const UserError& e) {  // a damaged checkpoint, or one of another model: bad input
-    throw UserError(cat(job_.manifest.origin("checkpoint", "resume"), ": error: cannot resume: ", e.what()), 2);
+    throw UserError(
+        cat(job_.manifest.origin("checkpoint", "resume"), ": error: cannot resume: ", e.what()), 2);
   }
 }
 
@@ -69,8 +81,9 @@ Position RunCheckpoints::position_from(const nlohmann::json& index, const std::s
   const Position saved{index.value("step", int64_t{0}), index.value("epoch", int64_t{0}),
                        index.value("step_in_epoch", int64_t{0})};
   if (saved_batch != plan_.global_batch)
-    log::warn(cat("the checkpoint was trained with a global batch of ", saved_batch, " samples and this run's is ",
-                  plan_.global_batch, ": the epoch goes on from the nearest step"));
+    log::warn(cat("the checkpoint was trained with a global batch of ", saved_batch,
+                  " samples and this run's is ", plan_.global_batch,
+                  ": the epoch goes on from the nearest step"));
   const Position p = resumed_position(saved, saved_batch, plan_);
   log::info(cat("resumed from ", path, ": step ", p.step, ", epoch ", p.epoch + 1, " (saved by ",
                 index.value("strategy", "?"), " on ", index.value("world_size", 0), " rank(s))"));
@@ -85,7 +98,9 @@ void RunCheckpoints::save(const Position& at) {
     std::error_code ec;
     remove_tree(staging);  // a save killed earlier
     fs::create_directories(staging, ec);
-    if (ec) throw UserError(cat("cannot create ", staging, ": ", ec.message(), "; check checkpoint.dir"), 1);
+    if (ec)
+      throw UserError(cat("cannot create ", staging, ": ", ec.message(), "; check checkpoint.dir"),
+                      1);
   }
   comm_.sum({0.0});  // the staging directory exists, empty, before anyone writes
   std::string failure;
@@ -96,16 +111,24 @@ void RunCheckpoints::save(const Position& at) {
   }
   const double failures = comm_.sum({failure.empty() ? 0.0 : 1.0})[0];
   if (!failure.empty()) throw UserError(failure, 1);
-  if (failures > 0) throw UserError("checkpoint not saved: another rank could not write its part", 1);
+  if (failures > 0)
+    throw UserError("checkpoint not saved: another rank could not write its part", 1);
   if (rank_ != 0) return;
-  const nlohmann::json about{{"step", at.step}, {"epoch", at.epoch}, {"step_in_epoch", at.step_in_epoch},
-                             {"global_batch", plan_.global_batch}, {"model", model_.name()},
-                             {"strategy", strategy_.name()}, {"world_size", world_size_},
-                             {"optimizer", job_.config.optimizer.name}, {"seed", job_.config.run.seed}};
-  publish_checkpoint(dir, staging, at.step, build_index(staging, world_size_, about), job_.config.checkpoint.keep);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  log::info(cat("checkpoint saved: ", (fs::path(dir) / step_dir_name(at.step)).string(), " (", std::fixed,
-                std::setprecision(2), seconds, " s)"));
+  const nlohmann::json about{{"step", at.step},
+                             {"epoch", at.epoch},
+                             {"step_in_epoch", at.step_in_epoch},
+                             {"global_batch", plan_.global_batch},
+                             {"model", model_.name()},
+                             {"strategy", strategy_.name()},
+                             {"world_size", world_size_},
+                             {"optimizer", job_.config.optimizer.name},
+                             {"seed", job_.config.run.seed}};
+  publish_checkpoint(dir, staging, at.step, build_index(staging, world_size_, about),
+                     job_.config.checkpoint.keep);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log::info(cat("checkpoint saved: ", (fs::path(dir) / step_dir_name(at.step)).string(), " (",
+                std::fixed, std::setprecision(2), seconds, " s)"));
 }
 
 void RunCheckpoints::write_rank_file(const std::string& path) const {
@@ -122,7 +145,8 @@ std::vector<std::pair<std::string, at::Tensor>> rng_states(int rank, const at::D
       {cat("rng.cpu.rank", rank), at::detail::getDefaultCPUGenerator().get_state()}};
 #if DSHOST_CUDA
   if (device.is_cuda())
-    out.emplace_back(cat("rng.cuda.rank", rank), at::cuda::detail::getDefaultCUDAGenerator(device.index()).get_state());
+    out.emplace_back(cat("rng.cuda.rank", rank),
+                     at::cuda::detail::getDefaultCUDAGenerator(device.index()).get_state());
 #endif
   (void)device;
   return out;

@@ -33,7 +33,8 @@ RunDirectoryLock::RunDirectoryLock(const std::string& run_dir, const std::string
   fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0)
     throw UserError(cat("cannot open ", path, ": ", std::strerror(errno),
-                        "; check that run.output_dir is writable"), 1);
+                        "; check that run.output_dir is writable"),
+                    1);
   if (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
     const std::string holder = read_all(fd_);
@@ -47,7 +48,8 @@ RunDirectoryLock::RunDirectoryLock(const std::string& run_dir, const std::string
   }
   const std::string me = cat("host ", hostname(), ", pid ", getpid(),
                              launch_id.empty() ? "" : ", launch " + launch_id, "\n");
-  if (ftruncate(fd_, 0) != 0 || pwrite(fd_, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size()))
+  if (ftruncate(fd_, 0) != 0 ||
+      pwrite(fd_, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size()))
     throw UserError(cat("cannot write ", path, ": ", std::strerror(errno)), 1);
 }
 

@@ -24,7 +24,6 @@ const std::map<at::ScalarType, std::string>& dtype_names() {
   return names;
 }
 
-
 // Writes all of `size` bytes or fails.
 bool write_all(int fd, const void* data, size_t size) {
   const auto* p = static_cast<const char*>(data);
@@ -50,7 +49,8 @@ std::string safetensors_dtype(at::ScalarType t) {
 at::ScalarType from_safetensors_dtype(const std::string& name) {
   for (const auto& [type, text] : dtype_names())
     if (text == name) return type;
-  throw UserError(cat("unsupported safetensors dtype ", name, " (dshost reads F32, BF16, I64, U8)"));
+  throw UserError(
+      cat("unsupported safetensors dtype ", name, " (dshost reads F32, BF16, I64, U8)"));
 }
 
 WrittenFile write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
@@ -95,7 +95,8 @@ WrittenFile write_safetensors(const std::string& path, const std::vector<NamedTe
   if (!ok || std::rename(part.c_str(), path.c_str()) != 0) {
     const std::string why = std::strerror(ok ? errno : saved_errno);
     std::remove(part.c_str());
-    throw UserError(cat("cannot write ", path, ": ", why, "; check the disk and its free space"), 1);
+    throw UserError(cat("cannot write ", path, ": ", why, "; check the disk and its free space"),
+                    1);
   }
   return {static_cast<int64_t>(8 + text.size() + offset), crc};
 }
@@ -109,13 +110,15 @@ void write_file_atomically(const std::string& path, const std::string& text) {
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string why = std::strerror(errno);
     std::remove(tmp.c_str());
-    throw UserError(cat("cannot write ", path, ": ", why, "; check the disk and its free space"), 1);
+    throw UserError(cat("cannot write ", path, ": ", why, "; check the disk and its free space"),
+                    1);
   }
 }
 
 void remove_tree(const std::string& path) {
-  nftw(path.c_str(), [](const char* p, const struct stat*, int, FTW*) { return ::remove(p); }, 16,
-       FTW_DEPTH | FTW_PHYS);
+  nftw(
+      path.c_str(), [](const char* p, const struct stat*, int, FTW*) { return ::remove(p); }, 16,
+      FTW_DEPTH | FTW_PHYS);
 }
 
 void sync_directory(const std::string& path) {
@@ -129,7 +132,8 @@ void sync_directory(const std::string& path) {
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   const auto bad = [&](const std::string& why) {
     return UserError(cat(path, ": not a readable safetensors file: ", why,
-                         "; the file is damaged or incomplete"), 2);
+                         "; the file is damaged or incomplete"),
+                     2);
   };
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   struct stat st {};

@@ -49,7 +49,8 @@ std::string replace_all(std::string text, const std::string& from, const std::st
 const Template& template_for(const std::string& kind) {
   for (const auto& t : templates())
     if (t.kind == kind) return t;
-  throw UserError(cat("new-plugin: --kind must be model, strategy, launcher or dataset, not '", kind, "'"));
+  throw UserError(
+      cat("new-plugin: --kind must be model, strategy, launcher or dataset, not '", kind, "'"));
 }
 
 }  // namespace
@@ -58,17 +59,19 @@ std::string write_scaffold(const std::string& kind, const std::string& name,
                            const std::string& parent) {
   const Template& t = template_for(kind);
   if (!std::regex_match(name, std::regex("[a-z][a-z0-9_]*")))
-    throw UserError(cat("new-plugin: '", name, "' is not a plugin name: use lower case letters, "
+    throw UserError(cat("new-plugin: '", name,
+                        "' is not a plugin name: use lower case letters, "
                         "digits and _, starting with a letter (it names files, a CMake target "
                         "and a C++ class)"));
   const fs::path dir = fs::path(parent) / name;
   if (fs::exists(dir))
-    throw UserError(cat("new-plugin: ", dir.string(), " already exists; nothing was written. "
+    throw UserError(cat("new-plugin: ", dir.string(),
+                        " already exists; nothing was written. "
                         "Pick another name or --dir"));
   fs::create_directories(dir);
   for (const auto& [file, text] : t.files) {
-    const std::string renamed = replace_all(replace_all(text, t.name, name),
-                                            camel_case(t.name), camel_case(name));
+    const std::string renamed =
+        replace_all(replace_all(text, t.name, name), camel_case(t.name), camel_case(name));
     std::ofstream out(dir / replace_all(file, t.name, name));
     out << renamed;
     if (!out) throw UserError(cat("new-plugin: cannot write in ", dir.string()), 1);

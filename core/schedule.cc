@@ -22,7 +22,8 @@ Position resumed_position(const Position& saved, int64_t saved_batch, const Step
   return p;
 }
 
-double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step, int64_t total) {
+double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step,
+                     int64_t total) {
   if (step < sched.warmup_steps)
     return opt.lr * static_cast<double>(step + 1) / static_cast<double>(sched.warmup_steps);
   const double span = static_cast<double>(std::max<int64_t>(1, total - sched.warmup_steps));

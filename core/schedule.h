@@ -30,6 +30,7 @@ struct Position {
 Position resumed_position(const Position& saved, int64_t saved_batch, const StepPlan& plan);
 
 // The learning rate for optimizer step `step` (0-based) of `total`.
-double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step, int64_t total);
+double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, int64_t step,
+                     int64_t total);
 
 }  // namespace dshost

@@ -36,9 +36,9 @@ TEST(Schedule, AResumedRunGoesOnWhereTheSamplesLeftOff) {
   EXPECT_EQ(same.step, 130);
   EXPECT_EQ(same.epoch, 1);
   EXPECT_EQ(same.step_in_epoch, 30);
-  EXPECT_EQ(resumed_position(saved, 32, plan).step_in_epoch, 15);  // 30 x 32 samples
+  EXPECT_EQ(resumed_position(saved, 32, plan).step_in_epoch, 15);   // 30 x 32 samples
   EXPECT_EQ(resumed_position(saved, 100, plan).step_in_epoch, 46);  // 3000 samples, 46.9 steps
-  const Position past = resumed_position(saved, 256, plan);          // 120 steps of 64 > 100
+  const Position past = resumed_position(saved, 256, plan);         // 120 steps of 64 > 100
   EXPECT_EQ(past.epoch, 2);
   EXPECT_EQ(past.step_in_epoch, 0);
   EXPECT_EQ(past.step, 130);

@@ -86,8 +86,9 @@ PluginHost::PluginHost(std::string plugin, Section config, const RankInfo& info,
       return DSHOST_OK;
     } catch (const std::exception& e) {
       const auto& rv = me.comm_->rendezvous();
-      put(err, cat("rank ", rv.rank, " on ", hostname(), ": ", work->what(), " failed: ",
-                   without_backtrace(e.what()), ". If a peer rank died or hangs, its log says why (this rank waits at most ",
+      put(err, cat("rank ", rv.rank, " on ", hostname(), ": ", work->what(),
+                   " failed: ", without_backtrace(e.what()),
+                   ". If a peer rank died or hangs, its log says why (this rank waits at most ",
                    me.comm_->timeout().count() / 1000.0, " s, comm.timeout_s)"));
       return DSHOST_COMM_ERROR;
     }

@@ -18,8 +18,8 @@ struct RankInfo {
   DLDevice device{kDLCPU, 0};
   dshost_precision precision = DSHOST_FP32;
   uint64_t seed = 0;
-  dshost_optimizer_config optimizer{sizeof(dshost_optimizer_config), DSHOST_ADAMW, 0.9, 0.999,
-                                    1e-8, 0.0, 0.0};
+  dshost_optimizer_config optimizer{
+      sizeof(dshost_optimizer_config), DSHOST_ADAMW, 0.9, 0.999, 1e-8, 0.0, 0.0};
 };
 
 // Receives a model's unit events; returns non-OK with err filled to fail the call.

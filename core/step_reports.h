@@ -33,7 +33,8 @@ class NonfiniteGuard {
   int64_t skipped_steps() const { return skipped_; }
 
  private:
-  void stop_at_first(const std::vector<StepRecord>& steps, const std::vector<double>& first_bad) const;
+  void stop_at_first(const std::vector<StepRecord>& steps,
+                     const std::vector<double>& first_bad) const;
   void count_skips(const std::vector<StepRecord>& steps);
 
   std::string policy_;
@@ -50,7 +51,9 @@ class StepReports {
   at::Tensor next_loss() const { return values_[0].narrow(0, pending(), 1); }
   at::Tensor next_norm() const { return values_[1].narrow(0, pending(), 1); }
   // The next step is done: its figures are in next_loss() and next_norm().
-  void add(int64_t step, int64_t epoch, double lr) { steps_.push_back({step, epoch, 0.0, lr, 0.0}); }
+  void add(int64_t step, int64_t epoch, double lr) {
+    steps_.push_back({step, epoch, 0.0, lr, 0.0});
+  }
   int64_t pending() const { return static_cast<int64_t>(steps_.size()); }
   // Every rank at the same steps: the pending steps with their loss averaged over ranks and
   // their norm, checked by `guard`; none are pending after it. `sum_over_ranks`: the

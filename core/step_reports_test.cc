@@ -17,11 +17,13 @@ const double kNaN = std::nan("");
 
 std::vector<StepRecord> steps(const std::vector<double>& norms, int64_t first_step = 0) {
   std::vector<StepRecord> out;
-  for (size_t i = 0; i < norms.size(); ++i) out.push_back({first_step + static_cast<int64_t>(i), 0, 1.0, 1e-3, norms[i]});
+  for (size_t i = 0; i < norms.size(); ++i)
+    out.push_back({first_step + static_cast<int64_t>(i), 0, 1.0, 1e-3, norms[i]});
   return out;
 }
 
-std::string failure_of(NonfiniteGuard& guard, const std::vector<StepRecord>& s, const std::vector<double>& first_bad) {
+std::string failure_of(NonfiniteGuard& guard, const std::vector<StepRecord>& s,
+                       const std::vector<double>& first_bad) {
   try {
     guard.check(s, first_bad);
   } catch (const UserError& e) {
@@ -34,9 +36,12 @@ TEST(NonfiniteGuard, StopNamesTheFirstBadStepAndTheRanksWhoseLossWasNotFinite) {
   NonfiniteGuard stop("stop", 0);
   // Ranks 0 and 2 had a NaN loss at the third step; the norm went bad only at the fourth.
   const std::string message = failure_of(stop, steps({1, 1, 1, kInf}, 40), {3, 0, 3});
-  EXPECT_EQ(message.rfind("step 43 (epoch 1): the loss of ranks 0, 2 is not finite; the run stopped", 0), 0u)
+  EXPECT_EQ(
+      message.rfind("step 43 (epoch 1): the loss of ranks 0, 2 is not finite; the run stopped", 0),
+      0u)
       << message;
-  EXPECT_EQ(failure_of(stop, steps({1, kNaN, 1}, 40), {3, 0, 0}).rfind("step 42 (epoch 1): the gradient norm is nan", 0),
+  EXPECT_EQ(failure_of(stop, steps({1, kNaN, 1}, 40), {3, 0, 0})
+                .rfind("step 42 (epoch 1): the gradient norm is nan", 0),
             0u);
   EXPECT_EQ(failure_of(stop, steps({1, 1}), {0, 0}), "(no error)");
 }
@@ -52,9 +57,11 @@ TEST(NonfiniteGuard, SkipCountsSkippedStepsAndStopsAfterTenInARow) {
   norms.push_back(1.0);  // a finite step starts the count again
   EXPECT_EQ(failure_of(skip, steps(norms), {0, 0}), "(no error)");
   EXPECT_EQ(skip.skipped_steps(), NonfiniteGuard::kMostSkipsInARow - 1);
-  const std::string message =
-      failure_of(skip, steps(std::vector<double>(NonfiniteGuard::kMostSkipsInARow, kNaN), 10), {0, 0});
-  EXPECT_EQ(message.rfind("steps 11 to 20 (epoch 1): 10 steps in a row had a non-finite gradient norm", 0), 0u)
+  const std::string message = failure_of(
+      skip, steps(std::vector<double>(NonfiniteGuard::kMostSkipsInARow, kNaN), 10), {0, 0});
+  EXPECT_EQ(message.rfind(
+                "steps 11 to 20 (epoch 1): 10 steps in a row had a non-finite gradient norm", 0),
+            0u)
       << message;
 }
 

@@ -11,17 +11,23 @@
 namespace dshost {
 namespace {
 
-nlohmann::json or_null(bool known, double value) { return known ? nlohmann::json(value) : nlohmann::json(); }
+nlohmann::json or_null(bool known, double value) {
+  return known ? nlohmann::json(value) : nlohmann::json();
+}
 
-std::string mib(double bytes) { return cat(std::fixed, std::setprecision(1), bytes / 1048576.0, " MiB"); }
+std::string mib(double bytes) {
+  return cat(std::fixed, std::setprecision(1), bytes / 1048576.0, " MiB");
+}
 
 nlohmann::json flops_profile(const RunSummary& s) {
   nlohmann::json units = nlohmann::json::array();
   const auto total = static_cast<double>(s.forward_flops_per_sample);
   for (const UnitFigures& u : s.units)
-    units.push_back({{"unit", u.unit}, {"parameters", u.parameters},
-                     {"forward_flops_per_sample", u.forward_flops_per_sample},
-                     {"share", total > 0 ? static_cast<double>(u.forward_flops_per_sample) / total : 0.0}});
+    units.push_back(
+        {{"unit", u.unit},
+         {"parameters", u.parameters},
+         {"forward_flops_per_sample", u.forward_flops_per_sample},
+         {"share", total > 0 ? static_cast<double>(u.forward_flops_per_sample) / total : 0.0}});
   return units;
 }
 
@@ -55,9 +61,12 @@ nlohmann::json summary_json(const RunSummary& s) {
       {"peak_host_memory_bytes", s.peak_host_memory_bytes},
       {"peak_device_memory_bytes", s.peak_device_memory_bytes},
       {"memory_per_rank_bytes",
-       {{"param_device", m.param_device}, {"param_host", m.param_host},
-        {"grad_device", m.grad_device}, {"grad_host", m.grad_host},
-        {"optim_device", m.optim_device}, {"optim_host", m.optim_host}}},
+       {{"param_device", m.param_device},
+        {"param_host", m.param_host},
+        {"grad_device", m.grad_device},
+        {"grad_host", m.grad_host},
+        {"optim_device", m.optim_device},
+        {"optim_host", m.optim_host}}},
       {"forward_flops_per_sample", s.forward_flops_per_sample},
       {"flops_profile", flops_profile(s)},
       {"achieved_tflops", or_null(flops, achieved_tflops(s))},
@@ -67,25 +76,28 @@ nlohmann::json summary_json(const RunSummary& s) {
 
 std::vector<std::string> summary_lines(const RunSummary& s) {
   const dshost_memory_report& m = s.memory;
-  const std::string test = s.evaluated ? cat("test accuracy ", std::fixed, std::setprecision(4), s.test_accuracy,
-                                             ", test loss ", s.test_loss, ", ")
+  const std::string test = s.evaluated ? cat("test accuracy ", std::fixed, std::setprecision(4),
+                                             s.test_accuracy, ", test loss ", s.test_loss, ", ")
                                        : std::string("not evaluated (train.eval = false), ");
   std::vector<std::string> lines;
   if (s.forward_flops_per_sample > 0) {
     const double achieved = achieved_tflops(s);
-    lines.push_back(cat("FLOPs: ", std::fixed, std::setprecision(3),
-                        static_cast<double>(s.forward_flops_per_sample) / 1e9, " GFLOP forward per sample; achieved ",
-                        std::setprecision(2), achieved, " TFLOP/s",
-                        s.peak_tflops > 0 ? cat(", MFU ", std::fixed, std::setprecision(1), 100 * achieved / s.peak_tflops, "%")
-                                          : ""));
+    lines.push_back(cat(
+        "FLOPs: ", std::fixed, std::setprecision(3),
+        static_cast<double>(s.forward_flops_per_sample) / 1e9,
+        " GFLOP forward per sample; achieved ", std::setprecision(2), achieved, " TFLOP/s",
+        s.peak_tflops > 0
+            ? cat(", MFU ", std::fixed, std::setprecision(1), 100 * achieved / s.peak_tflops, "%")
+            : ""));
   }
   lines.push_back(cat(
       "summary: ", test, "train loss ", std::fixed, std::setprecision(4), s.final_train_loss, ", ",
-      std::setprecision(0), s.samples_per_second, " samples/s, wall time ", std::setprecision(1), s.wall_time_s,
-      " s, peak memory ", mib(static_cast<double>(s.peak_host_memory_bytes)),
-      s.on_gpu ? cat(" host, ", mib(static_cast<double>(s.peak_device_memory_bytes)), " GPU") : std::string(),
-      " per rank (parameters ", mib(static_cast<double>(m.param_device + m.param_host)), ", gradients ",
-      mib(static_cast<double>(m.grad_device + m.grad_host)), ", optimizer ",
+      std::setprecision(0), s.samples_per_second, " samples/s, wall time ", std::setprecision(1),
+      s.wall_time_s, " s, peak memory ", mib(static_cast<double>(s.peak_host_memory_bytes)),
+      s.on_gpu ? cat(" host, ", mib(static_cast<double>(s.peak_device_memory_bytes)), " GPU")
+               : std::string(),
+      " per rank (parameters ", mib(static_cast<double>(m.param_device + m.param_host)),
+      ", gradients ", mib(static_cast<double>(m.grad_device + m.grad_host)), ", optimizer ",
       mib(static_cast<double>(m.optim_device + m.optim_host)), ")"));
   return lines;
 }

@@ -43,7 +43,10 @@ TEST(Summary, TheLogLinesGiveFlopsThenTheFigures) {
   const std::vector<std::string> lines = summary_lines(s);
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0], "FLOPs: 4.100 GFLOP forward per sample; achieved 49.20 TFLOP/s, MFU 5.0%");
-  EXPECT_EQ(lines[1].rfind("summary: not evaluated (train.eval = false), train loss 0.0000, 4000 samples/s", 0), 0u)
+  EXPECT_EQ(
+      lines[1].rfind(
+          "summary: not evaluated (train.eval = false), train loss 0.0000, 4000 samples/s", 0),
+      0u)
       << lines[1];
   EXPECT_NE(lines[1].find("optimizer 3.0 MiB)"), std::string::npos) << lines[1];
   s.forward_flops_per_sample = 0;

@@ -43,7 +43,10 @@ int64_t peak_rss_bytes() {
 class Worker {
  public:
   explicit Worker(const Job& job)
-      : job_(job), cfg_(job.config), rv_(Rendezvous::from_env()), device_(rank_device(cfg_.train, rv_)),
+      : job_(job),
+        cfg_(job.config),
+        rv_(Rendezvous::from_env()),
+        device_(rank_device(cfg_.train, rv_)),
         run_dir_(cfg_.run.dir()) {
     log::init(rv_.rank, cfg_.run.log_all_ranks);
   }
@@ -60,8 +63,9 @@ class Worker {
     clock_ = std::make_unique<TrainingClock>(plan().total_steps, plan().global_batch);
     position_ = s_->checkpoints->resume();
     if (position_.step > 0 && position_.step >= plan().total_steps) {
-      log::info(cat("the run is already complete: its checkpoint is at step ", position_.step, " of ",
-                    plan().total_steps, "; nothing was changed (raise train.epochs or train.max_steps to train "
+      log::info(cat("the run is already complete: its checkpoint is at step ", position_.step,
+                    " of ", plan().total_steps,
+                    "; nothing was changed (raise train.epochs or train.max_steps to train "
                     "further)"));
       return 0;
     }
@@ -78,7 +82,8 @@ class Worker {
     fs::create_directories(run_dir_, ec);
     if (ec)
       throw UserError(cat("cannot create the run directory ", run_dir_.string(), ": ", ec.message(),
-                          "; check run.output_dir"), 1);
+                          "; check run.output_dir"),
+                      1);
     metrics_ = std::make_unique<MetricsLog>(run_dir_, position_.step);
     last_report_ = std::chrono::steady_clock::now();
   }
@@ -87,26 +92,31 @@ class Worker {
   void train() {
     const auto& t = cfg_.train;
     const auto& ck = cfg_.checkpoint;
-    log::info(cat("training ", s_->model->name(), " (", s_->model->info().parameter_count, " parameters) with ",
-                  s_->strategy->name(), " on ", rv_.world_size, " rank(s), ", device_.str(), ", ", t.precision, "; ",
-                  plan().total_steps, " steps of ", plan().global_batch, " samples"));
+    log::info(cat("training ", s_->model->name(), " (", s_->model->info().parameter_count,
+                  " parameters) with ", s_->strategy->name(), " on ", rv_.world_size, " rank(s), ",
+                  device_.str(), ", ", t.precision, "; ", plan().total_steps, " steps of ",
+                  plan().global_batch, " samples"));
     int64_t saved_step = position_.step;
     if (t.profile_steps > 0) start_profiler();
-    for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < plan().total_steps; ++epoch) {
+    for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < plan().total_steps;
+         ++epoch) {
       const auto order = std::make_shared<const std::vector<int64_t>>(
           shard_indices(s_->data->size(DSHOST_TRAIN_SPLIT), rv_.rank, rv_.world_size, seed(), epoch,
                         /*shuffle=*/true, /*pad=*/true));
       clock_->begin_epoch();
-      for (int64_t s = position_.step_in_epoch; s < plan().steps_per_epoch && position_.step < plan().total_steps; ++s) {
+      for (int64_t s = position_.step_in_epoch;
+           s < plan().steps_per_epoch && position_.step < plan().total_steps; ++s) {
         if (profiler_) profiler_->begin_step(position_.step);
         train_step(order, s * plan().rank_batch, epoch, position_.step);
         if (profiler_) profiler_->end_step(position_.step);
         position_ = {position_.step + 1, epoch, s + 1};
-        if (ck.every_steps > 0 && position_.step % ck.every_steps == 0) saved_step = save_checkpoint();
+        if (ck.every_steps > 0 && position_.step % ck.every_steps == 0)
+          saved_step = save_checkpoint();
       }
       clock_->end_epoch();
       if (t.eval) evaluate(epoch);
-      if (position_.step_in_epoch == plan().steps_per_epoch) position_ = {position_.step, epoch + 1, 0};
+      if (position_.step_in_epoch == plan().steps_per_epoch)
+        position_ = {position_.step, epoch + 1, 0};
       if (ck.at_epoch_end && position_.step_in_epoch == 0 && saved_step != position_.step)
         saved_step = save_checkpoint();
     }
@@ -120,43 +130,50 @@ class Worker {
     const int64_t first = position_.step + t.profile_after;
     const int64_t last = std::min(first + t.profile_steps, plan().total_steps) - 1;
     if (first > last) {
-      log::warn(cat("train.profile_after = ", t.profile_after, " skips past the last of ", plan().total_steps,
-                    " steps: nothing is profiled; lower it"));
+      log::warn(cat("train.profile_after = ", t.profile_after, " skips past the last of ",
+                    plan().total_steps, " steps: nothing is profiled; lower it"));
       return;
     }
-    profiler_ = std::make_unique<StepProfiler>(run_dir_ / "profile" / cat("rank", rv_.rank, ".pt.trace.json"),
-                                               device_, first, last);
+    profiler_ = std::make_unique<StepProfiler>(
+        run_dir_ / "profile" / cat("rank", rv_.rank, ".pt.trace.json"), device_, first, last);
   }
 
-  void train_step(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first, int64_t epoch,
-                  int64_t step) {
+  void train_step(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+                  int64_t epoch, int64_t step) {
     const auto& t = cfg_.train;
     const at::Tensor step_loss = reports_->next_loss();
     const auto micro_batches = static_cast<int32_t>(t.grad_accum_steps);
     const uint64_t augment_seed = seed() * 1000003 + static_cast<uint64_t>(epoch) + 1;
     for (int32_t m = 0; m < micro_batches; ++m) {
-      s_->pipeline->load(DSHOST_TRAIN_SPLIT, order, first + m * t.micro_batch_size, t.micro_batch_size, augment_seed,
-                      s_->inputs, s_->targets);
+      s_->pipeline->load(DSHOST_TRAIN_SPLIT, order, first + m * t.micro_batch_size,
+                         t.micro_batch_size, augment_seed, s_->inputs, s_->targets);
       s_->strategy->begin_micro_batch(m, micro_batches);
-      const auto forward_backward = [&] { s_->model->forward_backward(t.micro_batch_size, 1.0 / micro_batches); };
-      if (s_->graph) s_->graph->run(forward_backward);
-      else forward_backward();
+      const auto forward_backward = [&] {
+        s_->model->forward_backward(t.micro_batch_size, 1.0 / micro_batches);
+      };
+      if (s_->graph)
+        s_->graph->run(forward_backward);
+      else
+        forward_backward();
       step_loss.add_(s_->loss.to(at::kDouble).div_(static_cast<double>(micro_batches)));
     }
     const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, plan().total_steps);
     s_->strategy->step(lr, t.grad_clip, t.nonfinite == "skip", reports_->next_norm());
     clock_->step_done();
     reports_->add(step, epoch, lr);
-    if (status_lines_ && clock_->status_due(step + 1)) show_status(step + 1, epoch, step_loss.item<double>());
-    const bool last_of_epoch = (step + 1) % plan().steps_per_epoch == 0 || step + 1 == plan().total_steps;
+    if (status_lines_ && clock_->status_due(step + 1))
+      show_status(step + 1, epoch, step_loss.item<double>());
+    const bool last_of_epoch =
+        (step + 1) % plan().steps_per_epoch == 0 || step + 1 == plan().total_steps;
     if ((step + 1) % t.log_every == 0 || last_of_epoch) report();
   }
 
   // Collective: every rank reports at the same steps. Rank 0 appends the steps to
   // metrics.jsonl and logs the last.
   void report() {
-    const std::vector<StepRecord> steps = reports_->collect(
-        [this](const std::vector<double>& v) { return s_->comm->sum(v); }, rv_.rank, rv_.world_size, nonfinite_);
+    const std::vector<StepRecord> steps =
+        reports_->collect([this](const std::vector<double>& v) { return s_->comm->sum(v); },
+                          rv_.rank, rv_.world_size, nonfinite_);
     last_loss_ = steps.back().loss;
     if (rv_.rank == 0) {
       const auto now = std::chrono::steady_clock::now();
@@ -164,24 +181,34 @@ class Worker {
                           std::max(std::chrono::duration<double>(now - last_report_).count(), 1e-9);
       const int64_t peak_host = peak_rss_bytes(), peak_device = allocated_on(device_).peak;
       for (const auto& s : steps)
-        metrics_->step({s.step + 1, s.epoch + 1, s.loss, s.lr, s.grad_norm, rate, peak_host, peak_device});
+        metrics_->step(
+            {s.step + 1, s.epoch + 1, s.loss, s.lr, s.grad_norm, rate, peak_host, peak_device});
       metrics_->flush();
       const StepRecord& last = steps.back();
-      log::info(progress_log_line(figures(last.step + 1, last.epoch, last.loss), last.lr, last.grad_norm));
+      log::info(progress_log_line(figures(last.step + 1, last.epoch, last.loss), last.lr,
+                                  last.grad_norm));
     }
     last_report_ = std::chrono::steady_clock::now();
   }
 
   ProgressFigures figures(int64_t steps_done, int64_t epoch, double loss) const {
-    return {steps_done, plan().total_steps, epoch, cfg_.train.epochs, (steps_done - 1) % plan().steps_per_epoch + 1,
-            plan().steps_per_epoch, loss, clock_->samples_per_second(), clock_->eta_seconds(steps_done)};
+    return {steps_done,
+            plan().total_steps,
+            epoch,
+            cfg_.train.epochs,
+            (steps_done - 1) % plan().steps_per_epoch + 1,
+            plan().steps_per_epoch,
+            loss,
+            clock_->samples_per_second(),
+            clock_->eta_seconds(steps_done)};
   }
 
   // Rank 0's progress bar on the launcher's terminal (a status line, see dshost/process.hpp);
   // the loss is rank 0's own. An empty status line clears it.
   void show_status(int64_t steps_done, int64_t epoch, double loss) const {
     const bool last = steps_done == plan().total_steps;
-    std::fprintf(stderr, "\r%s\n", last ? "" : progress_bar(figures(steps_done, epoch, loss)).c_str());
+    std::fprintf(stderr, "\r%s\n",
+                 last ? "" : progress_bar(figures(steps_done, epoch, loss)).c_str());
     std::fflush(stderr);
   }
 
@@ -205,9 +232,9 @@ class Worker {
     evaluated_ = true;
     if (rv_.rank == 0) metrics_->evaluation(position_.step, test_accuracy_, test_loss_);
     last_report_ = std::chrono::steady_clock::now();  // throughput counts training time only
-    log::info(cat(epoch >= 0 ? cat("epoch ", epoch + 1, " ") : std::string(), "test accuracy ", std::fixed,
-                  std::setprecision(4), test_accuracy_, " loss ", test_loss_, " (", static_cast<int64_t>(totals[2]),
-                  " samples)"));
+    log::info(cat(epoch >= 0 ? cat("epoch ", epoch + 1, " ") : std::string(), "test accuracy ",
+                  std::fixed, std::setprecision(4), test_accuracy_, " loss ", test_loss_, " (",
+                  static_cast<int64_t>(totals[2]), " samples)"));
   }
 
   // Collective. metrics.jsonl reaches the checkpoint's step first. Returns the step saved.
@@ -221,12 +248,16 @@ class Worker {
   void write_summary(double wall_seconds) {
     RunSummary sum;
     sum.memory = s_->strategy->memory();
-    sum.peak_host_memory_bytes = static_cast<int64_t>(s_->comm->max(static_cast<double>(peak_rss_bytes())));
-    sum.peak_device_memory_bytes = static_cast<int64_t>(s_->comm->max(static_cast<double>(allocated_on(device_).peak)));
-    sum.skipped_files = static_cast<int64_t>(s_->comm->sum({static_cast<double>(s_->data->skipped())})[0]);
+    sum.peak_host_memory_bytes =
+        static_cast<int64_t>(s_->comm->max(static_cast<double>(peak_rss_bytes())));
+    sum.peak_device_memory_bytes =
+        static_cast<int64_t>(s_->comm->max(static_cast<double>(allocated_on(device_).peak)));
+    sum.skipped_files =
+        static_cast<int64_t>(s_->comm->sum({static_cast<double>(s_->data->skipped())})[0]);
     if (rv_.rank != 0) return;
     if (sum.skipped_files > 0)
-      log::warn(cat(sum.skipped_files, " sample(s) could not be made and were skipped (each rank counts its "
+      log::warn(cat(sum.skipped_files,
+                    " sample(s) could not be made and were skipped (each rank counts its "
                     "own); the warnings above name them"));
     sum.run = cfg_.run.name;
     sum.model = s_->model->name();
@@ -249,7 +280,8 @@ class Worker {
     sum.forward_flops_per_sample = s_->model->info().forward_flops_per_sample;
     sum.units = unit_figures();
     sum.peak_tflops =
-        device_peak_tflops(cfg_.train.peak_tflops, device_, cfg_.train.precision == "bf16") * rv_.world_size;
+        device_peak_tflops(cfg_.train.peak_tflops, device_, cfg_.train.precision == "bf16") *
+        rv_.world_size;
     write_file_atomically((run_dir_ / "summary.json").string(), summary_json(sum).dump(2) + "\n");
     for (const std::string& line : summary_lines(sum)) log::info(line);
     log::info(cat("summary written to ", (run_dir_ / "summary.json").string()));
@@ -259,7 +291,8 @@ class Worker {
     std::vector<UnitFigures> units;
     for (size_t u = 0; u < s_->param_layouts.size(); ++u) {
       const std::string first = s_->param_layouts[u].empty() ? "" : s_->param_layouts[u][0].name;
-      UnitFigures f{first.substr(0, first.find('.')), 0, s_->model->unit_flops(static_cast<int32_t>(u))};
+      UnitFigures f{first.substr(0, first.find('.')), 0,
+                    s_->model->unit_flops(static_cast<int32_t>(u))};
       for (const auto& p : s_->param_layouts[u]) f.parameters += p.numel();
       units.push_back(f);
     }

@@ -36,7 +36,8 @@ TEST(Crc32c, MatchesTheStandardCheckValueInOneCallOrMany) {
   EXPECT_EQ(crc32c(text.data() + 4, 5, crc32c(text.data(), 4)), 0xE3069283u);
   std::string long_text(1000, 'x');
   long_text[517] = 'y';
-  EXPECT_NE(crc32c(long_text.data(), long_text.size()), crc32c(std::string(1000, 'x').data(), 1000));
+  EXPECT_NE(crc32c(long_text.data(), long_text.size()),
+            crc32c(std::string(1000, 'x').data(), 1000));
 }
 
 TEST(Safetensors, RoundTripsEveryDtypeAndRefusesATruncatedFileByName) {
@@ -44,8 +45,8 @@ TEST(Safetensors, RoundTripsEveryDtypeAndRefusesATruncatedFileByName) {
   const at::Tensor f = at::arange(12, at::kFloat).view({3, 4}), i = at::arange(5, at::kLong);
   const at::Tensor b = at::rand({7}).to(at::kBFloat16), u = at::arange(3, at::kByte);
   const std::string path = dir + "/t.safetensors";
-  const WrittenFile written = write_safetensors(path, {{"u", u}, {"f", f}, {"b", b}, {"i", i}},
-                                                {{"note", "hello"}});
+  const WrittenFile written =
+      write_safetensors(path, {{"u", u}, {"f", f}, {"b", b}, {"i", i}}, {{"note", "hello"}});
   EXPECT_EQ(written.bytes, static_cast<int64_t>(fs::file_size(path)));
   EXPECT_FALSE(fs::exists(path + ".part"));
   {
@@ -62,7 +63,9 @@ TEST(Safetensors, RoundTripsEveryDtypeAndRefusesATruncatedFileByName) {
     SafetensorsFile cut(path);
     FAIL() << "a truncated file was read";
   } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find(path + ": not a readable safetensors file"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path + ": not a readable safetensors file"),
+              std::string::npos)
+        << e.what();
   }
 }
 
@@ -82,7 +85,8 @@ TEST(CheckpointSlices, ReadBackInAnotherMemoryLayout) {
     DLManagedTensor* dl = to_dlpack(piece);
     const dshost_state_slice where{sizeof(dshost_state_slice), 0, 0, "value", half * 12};
     dshost_error err{sizeof(dshost_error), {}};
-    ASSERT_EQ(writer.io()->write(writer.io()->context, &where, &dl->dl_tensor, &err), DSHOST_OK) << err.message;
+    ASSERT_EQ(writer.io()->write(writer.io()->context, &where, &dl->dl_tensor, &err), DSHOST_OK)
+        << err.message;
     dl->deleter(dl);
   }
   fs::create_directories(dir + "/step");
@@ -97,7 +101,8 @@ TEST(CheckpointSlices, ReadBackInAnotherMemoryLayout) {
   DLManagedTensor* dl = to_dlpack(tail);
   const dshost_state_slice where{sizeof(dshost_state_slice), 0, 0, "value", 14};
   dshost_error err{sizeof(dshost_error), {}};
-  ASSERT_EQ(reader.io()->read(reader.io()->context, &where, &dl->dl_tensor, &err), DSHOST_OK) << err.message;
+  ASSERT_EQ(reader.io()->read(reader.io()->context, &where, &dl->dl_tensor, &err), DSHOST_OK)
+      << err.message;
   dl->deleter(dl);
   EXPECT_TRUE(tail.equal(logical.reshape({-1}).narrow(0, 14, 10)));
 }
@@ -131,9 +136,15 @@ TEST(CheckpointDirectory, LatestMovesAndTheNewestAreKept) {
 const std::string kQuickstart = std::string(DSHOST_SOURCE_DIR) + "/configs/quickstart.toml";
 
 std::vector<std::string> run_args(const std::string& dir, const std::vector<std::string>& sets) {
-  std::vector<std::string> args{DSHOST_BINARY, "run", kQuickstart, "--set",
-                                "run.output_dir=\"" + dir + "\"", "--set", "train.eval=false",
-                                "--set", "train.log_every=1"};
+  std::vector<std::string> args{DSHOST_BINARY,
+                                "run",
+                                kQuickstart,
+                                "--set",
+                                "run.output_dir=\"" + dir + "\"",
+                                "--set",
+                                "train.eval=false",
+                                "--set",
+                                "train.log_every=1"};
   for (const auto& s : sets) args.insert(args.end(), {"--set", s});
   return args;
 }
@@ -145,8 +156,13 @@ std::string metrics(const std::string& dir) {
   std::string out;
   for (std::string line; std::getline(lines, line);) {
     const auto row = nlohmann::json::parse(line);
-    out += nlohmann::json{{"step", row["step"]}, {"epoch", row["epoch"]}, {"loss", row["loss"]},
-                          {"lr", row["lr"]}, {"grad_norm", row["grad_norm"]}}.dump() + "\n";
+    out += nlohmann::json{{"step", row["step"]},
+                          {"epoch", row["epoch"]},
+                          {"loss", row["loss"]},
+                          {"lr", row["lr"]},
+                          {"grad_norm", row["grad_norm"]}}
+               .dump() +
+           "\n";
   }
   return out;
 }
@@ -158,8 +174,9 @@ class KillAndResume : public testing::TestWithParam<std::string> {};
 // gradient norm of every step) equal an uninterrupted run's to the last bit. Dropout makes
 // the random number generators part of what must be restored.
 TEST_P(KillAndResume, FollowsAnUninterruptedRunBitForBit) {
-  const std::vector<std::string> sets{"strategy.plugin=\"" + GetParam() + "\"", "train.max_steps=60",
-                                      "checkpoint.every_steps=30", "model.dropout=0.3"};
+  const std::vector<std::string> sets{"strategy.plugin=\"" + GetParam() + "\"",
+                                      "train.max_steps=60", "checkpoint.every_steps=30",
+                                      "model.dropout=0.3"};
   const std::string whole = scratch_dir("resume_whole_" + GetParam());
   const Ran reference = run(run_args(whole, sets));
   ASSERT_EQ(reference.exit_code, 0) << reference.err;
@@ -169,19 +186,25 @@ TEST_P(KillAndResume, FollowsAnUninterruptedRunBitForBit) {
   ASSERT_EQ(kill(job.pid, SIGKILL), 0);  // the launcher; its ranks die with it
   double seconds = 0;
   EXPECT_EQ(wait_for(job, 30, &seconds), 128 + SIGKILL);
-  ASSERT_NE(read_file(dir + "/log").find("checkpoint saved: "), std::string::npos) << read_file(dir + "/log");
+  ASSERT_NE(read_file(dir + "/log").find("checkpoint saved: "), std::string::npos)
+      << read_file(dir + "/log");
   ASSERT_EQ(metrics(dir).find("\"step\":60"), std::string::npos) << "the run ended before the kill";
 
   const Ran resumed = run(run_args(dir, sets));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
-  EXPECT_NE(resumed.err.find("resumed from " + dir + "/quickstart/checkpoints/step-00000030: step 30"),
-            std::string::npos) << resumed.err;
+  EXPECT_NE(
+      resumed.err.find("resumed from " + dir + "/quickstart/checkpoints/step-00000030: step 30"),
+      std::string::npos)
+      << resumed.err;
   EXPECT_EQ(line_count(metrics(dir)), 60);
   EXPECT_EQ(metrics(dir), metrics(whole));
 }
 
-INSTANTIATE_TEST_SUITE_P(Strategies, KillAndResume, testing::Values("ddp", "zero2", "zero3-offload"),
-                         [](const auto& info) { return info.param == "zero3-offload" ? std::string("zero3_offload") : info.param; });
+INSTANTIATE_TEST_SUITE_P(Strategies, KillAndResume,
+                         testing::Values("ddp", "zero2", "zero3-offload"), [](const auto& info) {
+                           return info.param == "zero3-offload" ? std::string("zero3_offload")
+                                                                : info.param;
+                         });
 
 // Saved by zero3-offload on 2 ranks, resumed by ddp on 1 rank (same global batch), and the
 // reverse: training goes on from step 21 with the loss of an uninterrupted run, to float
@@ -195,10 +218,13 @@ TEST(CrossStrategyResume, Zero3TwoRanksToDdpOneRankAndBack) {
     sets.insert(sets.end(), more.begin(), more.end());
     return sets;
   };
-  for (const auto& [first, second] : {std::pair{two_zero3, one_ddp}, std::pair{one_ddp, two_zero3}}) {
+  for (const auto& [first, second] :
+       {std::pair{two_zero3, one_ddp}, std::pair{one_ddp, two_zero3}}) {
     const std::string whole = scratch_dir("cross_whole"), dir = scratch_dir("cross_resumed");
     ASSERT_EQ(run(run_args(whole, with(first, {"train.max_steps=40"}))).exit_code, 0);
-    ASSERT_EQ(run(run_args(dir, with(first, {"train.max_steps=20", "checkpoint.every_steps=20"}))).exit_code, 0);
+    ASSERT_EQ(run(run_args(dir, with(first, {"train.max_steps=20", "checkpoint.every_steps=20"})))
+                  .exit_code,
+              0);
     const Ran resumed = run(run_args(dir, with(second, {"train.max_steps=40"})));
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
     EXPECT_NE(resumed.err.find(" step 21/"), std::string::npos) << resumed.err;
@@ -238,7 +264,8 @@ TEST(KilledSaves, NeverLeaveACheckpointThatLoadsWrong) {
                                       "checkpoint.keep=2"};
   const std::string whole = scratch_dir("killed_saves_whole");
   ASSERT_EQ(run(run_args(whole, sets)).exit_code, 0);
-  const std::string dir = scratch_dir("killed_saves"), checkpoints = dir + "/quickstart/checkpoints";
+  const std::string dir = scratch_dir("killed_saves"),
+                    checkpoints = dir + "/quickstart/checkpoints";
   std::mt19937 random(20261124);
   const auto ms = [&](int from, int to) {
     return std::chrono::milliseconds(std::uniform_int_distribution<int>(from, to)(random));
@@ -260,7 +287,8 @@ TEST(KilledSaves, NeverLeaveACheckpointThatLoadsWrong) {
     double seconds = 0;
     const int code = wait_for(job, 60, &seconds);
     ASSERT_NE(code, 2) << read_file(dir + "/log");  // a resume refused its checkpoint
-    ASSERT_EQ(read_file(dir + "/log").find("cannot resume"), std::string::npos) << read_file(dir + "/log");
+    ASSERT_EQ(read_file(dir + "/log").find("cannot resume"), std::string::npos)
+        << read_file(dir + "/log");
     kills += code != 0;
     inside_a_save += fresh_staging(checkpoints, started);  // left behind by the kill
   }
@@ -275,7 +303,8 @@ TEST(KilledSaves, NeverLeaveACheckpointThatLoadsWrong) {
 class DamagedCheckpoint : public testing::Test {
  protected:
   void SetUp() override {
-    dir_ = scratch_dir(std::string("damaged_") + testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = scratch_dir(std::string("damaged_") +
+                       testing::UnitTest::GetInstance()->current_test_info()->name());
     const Ran saved = run(run_args(dir_, {"train.max_steps=5", "checkpoint.every_steps=5"}));
     ASSERT_EQ(saved.exit_code, 0) << saved.err;
     step_ = dir_ + "/quickstart/checkpoints/step-00000005";
@@ -299,9 +328,12 @@ TEST_F(DamagedCheckpoint, AFlippedByteIsDetectedNamingTheFile) {
   const Ran r = resume();
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("quickstart.toml: error: cannot resume: "), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("checkpoint file " + file +
-                       " is damaged: its CRC-32C differs from its index's; resume from another checkpoint"),
-            std::string::npos) << r.err;
+  EXPECT_NE(
+      r.err.find(
+          "checkpoint file " + file +
+          " is damaged: its CRC-32C differs from its index's; resume from another checkpoint"),
+      std::string::npos)
+      << r.err;
 }
 
 TEST_F(DamagedCheckpoint, ATruncatedFileIsDetectedNamingTheFile) {
@@ -312,7 +344,8 @@ TEST_F(DamagedCheckpoint, ATruncatedFileIsDetectedNamingTheFile) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("checkpoint file " + file + " is damaged: " + std::to_string(size - 1000) +
                        " bytes where its index says " + std::to_string(size)),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
 }
 
 TEST_F(DamagedCheckpoint, AMissingShardIsNamed) {
@@ -320,27 +353,32 @@ TEST_F(DamagedCheckpoint, AMissingShardIsNamed) {
   const Ran r = resume();
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("checkpoint file " + step_ + "/rank-00001.safetensors is missing"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
 }
 
 TEST_F(DamagedCheckpoint, AChangedParameterShapeNamesTheTensor) {
   const Ran r = resume({"model.hidden=64"});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("quickstart.toml: error: cannot resume: tensor fc1.1.weight has shape [128, "),
-            std::string::npos) << r.err;
+  EXPECT_NE(
+      r.err.find("quickstart.toml: error: cannot resume: tensor fc1.1.weight has shape [128, "),
+      std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("in the model; the model's options differ from the run that saved it"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
 }
 
 TEST_F(DamagedCheckpoint, AnotherModelsCheckpointIsRefused) {
-  const Ran r = run(run_args(dir_, {"model.plugin=\"gpt\"", "model.n_layer=1", "model.n_head=2",
-                                    "model.n_embd=32", "model.vocab_size=256", "model.block_size=32",
-                                    "data.dataset=\"text\"", "data.path=\"\"",
-                                    "checkpoint.resume=\"" + step_ + "\""}));
+  const Ran r = run(run_args(
+      dir_, {"model.plugin=\"gpt\"", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
+             "model.vocab_size=256", "model.block_size=32", "data.dataset=\"text\"",
+             "data.path=\"\"", "checkpoint.resume=\"" + step_ + "\""}));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("cannot resume: checkpoint " + step_ +
                        " was saved from model 'basic_cnn' but this run trains 'gpt'"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
 }
 
 // The index names what each slice is; an edit (a weight's slice pointed at its AdamW
@@ -356,7 +394,8 @@ TEST_F(DamagedCheckpoint, AnEditedIndexIsRefusedBeforeAnythingIsRead) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("cannot resume: " + index_path +
                        " is damaged: its content differs from its checksum (index_crc32c)"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
 }
 
 // Without a usable `latest`, the newest complete step directory is resumed from; nothing
@@ -366,7 +405,9 @@ TEST_F(DamagedCheckpoint, AMissingEmptyOrDanglingLatestResumesFromTheNewestStep)
   const std::string rank0 = read_file(step_ + "/rank-00000.safetensors");
   const std::string first_steps = metrics(dir_);
   const std::vector<std::pair<std::string, std::string>> cases{
-      {"", "is missing"}, {"\n", "is empty"}, {"step-00000099\n", "names 'step-00000099', which is not a whole checkpoint"}};
+      {"", "is missing"},
+      {"\n", "is empty"},
+      {"step-00000099\n", "names 'step-00000099', which is not a whole checkpoint"}};
   int64_t until = 5;
   for (const auto& [latest, said] : cases) {
     fs::remove(checkpoints + "/latest");
@@ -376,10 +417,15 @@ TEST_F(DamagedCheckpoint, AMissingEmptyOrDanglingLatestResumesFromTheNewestStep)
                                       "checkpoint.every_steps=5", "checkpoint.keep=0"}));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const std::string newest = checkpoints + "/" + step_dir_name(until - 5);
-    EXPECT_NE(r.err.find(checkpoints + "/latest " + said + ": resuming from the newest complete "
-                         "checkpoint, " + newest), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(checkpoints + "/latest " + said +
+                         ": resuming from the newest complete "
+                         "checkpoint, " +
+                         newest),
+              std::string::npos)
+        << r.err;
     EXPECT_NE(r.err.find("resumed from " + newest + ": step " + std::to_string(until - 5)),
-              std::string::npos) << r.err;
+              std::string::npos)
+        << r.err;
     EXPECT_EQ(line_count(metrics(dir_)), until);
   }
   EXPECT_EQ(read_file(step_ + "/rank-00000.safetensors"), rank0) << "step 5 was overwritten";
@@ -394,14 +440,18 @@ TEST_F(DamagedCheckpoint, ACompleteRunRunAgainLeavesEveryFileAsItWas) {
   const Ran again = run(run_args(dir_, {"train.max_steps=5", "checkpoint.every_steps=5"}));
   EXPECT_EQ(again.exit_code, 0) << again.err;
   EXPECT_NE(again.err.find("the run is already complete: its checkpoint is at step 5 of 5; nothing "
-                           "was changed"), std::string::npos) << again.err;
+                           "was changed"),
+            std::string::npos)
+      << again.err;
   EXPECT_EQ(read_file(run_dir + "/summary.json"), summary);
   EXPECT_EQ(read_file(run_dir + "/metrics.jsonl"), jsonl);
-  const Ran never = run(run_args(dir_, {"train.max_steps=5", "checkpoint.every_steps=5",
-                                        "checkpoint.resume=\"never\""}));
+  const Ran never = run(run_args(
+      dir_, {"train.max_steps=5", "checkpoint.every_steps=5", "checkpoint.resume=\"never\""}));
   EXPECT_EQ(never.exit_code, 2);
   EXPECT_NE(never.err.find("checkpoint.resume = \"never\" but " + run_dir +
-                           "/checkpoints already holds checkpoints"), std::string::npos) << never.err;
+                           "/checkpoints already holds checkpoints"),
+            std::string::npos)
+      << never.err;
   EXPECT_EQ(read_file(run_dir + "/metrics.jsonl"), jsonl);
 }
 
@@ -414,11 +464,14 @@ TEST(RunDirectory, ASecondRunThereRefusesAtOnceNamingTheFirst) {
   const Ran second = run(run_args(dir, sets));
   EXPECT_EQ(second.exit_code, 2) << second.err;
   EXPECT_NE(second.err.find("run directory " + dir + "/quickstart is in use by another run (host "),
-            std::string::npos) << second.err;
+            std::string::npos)
+      << second.err;
   const auto ranks = ranks_matching("worker " + kQuickstart + " --set run.output_dir=\"" + dir);
   const int holder = pid_of_rank(ranks, 0);
-  EXPECT_NE(second.err.find(", pid " + std::to_string(holder) + ", launch "), std::string::npos) << second.err;
-  EXPECT_NE(second.err.find("); wait for it to end, or give this run another run.name"), std::string::npos)
+  EXPECT_NE(second.err.find(", pid " + std::to_string(holder) + ", launch "), std::string::npos)
+      << second.err;
+  EXPECT_NE(second.err.find("); wait for it to end, or give this run another run.name"),
+            std::string::npos)
       << second.err;
   EXPECT_LT(second.seconds, 30);
   EXPECT_EQ(read_file(dir + "/log").find("resumed"), std::string::npos);
@@ -433,14 +486,18 @@ TEST(RunDirectory, ASecondRunThereRefusesAtOnceNamingTheFirst) {
 // naming its step, before any checkpoint of that state; "ignore" trains on to the end.
 TEST(NonFinite, StopNamesTheFirstStepAndSavesNothingOfIt) {
   const std::string dir = scratch_dir("nonfinite");
-  const std::vector<std::string> sets{"train.max_steps=40", "train.log_every=10", "optimizer.name=\"sgd\"",
-                                      "optimizer.lr=1e5", "checkpoint.every_steps=3"};
+  const std::vector<std::string> sets{"train.max_steps=40", "train.log_every=10",
+                                      "optimizer.name=\"sgd\"", "optimizer.lr=1e5",
+                                      "checkpoint.every_steps=3"};
   const Ran stopped = run(run_args(dir, sets));
   EXPECT_EQ(stopped.exit_code, 1) << stopped.err;
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(stopped.err, m, std::regex(
-      R"(dshost: error: step (\d+) \(epoch 1\): (the gradient norm is (inf|nan)|the loss of ranks? [0-9, ]+ is not finite); )"
-      R"(the run stopped \(train.nonfinite = "stop"\) without saving that state)"))) << stopped.err;
+  ASSERT_TRUE(std::regex_search(
+      stopped.err, m,
+      std::regex(
+          R"(dshost: error: step (\d+) \(epoch 1\): (the gradient norm is (inf|nan)|the loss of ranks? [0-9, ]+ is not finite); )"
+          R"(the run stopped \(train.nonfinite = "stop"\) without saving that state)")))
+      << stopped.err;
   const int64_t bad_step = std::stoll(m[1].str());
   const auto norms = metric(dir + "/quickstart", "grad_norm");
   for (const auto& e : fs::directory_iterator(dir + "/quickstart/checkpoints")) {
@@ -473,18 +530,25 @@ std::map<std::string, at::Tensor> checkpoint_tensors(const std::string& step_dir
 // outputs are NaN (tests/plugins/failing_model at its third forward) leaves weights, moments
 // and the step count as they were, on both ranks; the next step updates again; the run
 // ends well and counts the skip.
-void expect_skip_drops_the_whole_update(const std::vector<std::pair<std::string, std::vector<std::string>>>& paths) {
+void expect_skip_drops_the_whole_update(
+    const std::vector<std::pair<std::string, std::vector<std::string>>>& paths) {
   for (const auto& [name, strategy] : paths) {
     const std::string dir = scratch_dir("nonfinite_skip_" + name);
-    std::vector<std::string> sets{"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "model.plugin=\"failing_model\"",
-                                  "model.fail_in=\"nan_third_forward\"", "train.nonfinite=\"skip\"",
-                                  "train.max_steps=5", "checkpoint.every_steps=1", "checkpoint.keep=0",
+    std::vector<std::string> sets{"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"",
+                                  "model.plugin=\"failing_model\"",
+                                  "model.fail_in=\"nan_third_forward\"",
+                                  "train.nonfinite=\"skip\"",
+                                  "train.max_steps=5",
+                                  "checkpoint.every_steps=1",
+                                  "checkpoint.keep=0",
                                   "data.path=\"" + fashion_mnist_dir() + "\""};
     sets.insert(sets.end(), strategy.begin(), strategy.end());
     const Ran r = run(run_args(dir, sets));
     ASSERT_EQ(r.exit_code, 0) << name << ": " << r.err;
-    EXPECT_NE(r.err.find("step 3: the gradient norm is nan; its update was skipped (train.nonfinite = \"skip\")"),
-              std::string::npos) << name << ": " << r.err;
+    EXPECT_NE(r.err.find("step 3: the gradient norm is nan; its update was skipped "
+                         "(train.nonfinite = \"skip\")"),
+              std::string::npos)
+        << name << ": " << r.err;
     const std::string checkpoints = dir + "/quickstart/checkpoints/";
     const auto before = checkpoint_tensors(checkpoints + "step-00000002"),
                skipped = checkpoint_tensors(checkpoints + "step-00000003"),
@@ -515,8 +579,9 @@ TEST(NonFinite, SkipDropsTheWholeUpdateOfANonFiniteStep) {
       {"ddp_adamw", {"strategy.plugin=\"ddp\""}},
       {"ddp_sgd", {"strategy.plugin=\"ddp\"", "optimizer.name=\"sgd\"", "optimizer.momentum=0.9"}},
       {"zero2", {"strategy.plugin=\"zero2\""}},
-      {"zero3_dpu", {"strategy.plugin=\"zero3-offload\"", "strategy.offload_param_device=\"cpu\"",
-                     "strategy.delayed_parameter_update=true"}},
+      {"zero3_dpu",
+       {"strategy.plugin=\"zero3-offload\"", "strategy.offload_param_device=\"cpu\"",
+        "strategy.delayed_parameter_update=true"}},
   });
 }
 
@@ -527,11 +592,14 @@ TEST(NonFiniteOnGpu, SkipDropsTheWholeUpdate) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   expect_skip_drops_the_whole_update({
       {"cuda_ddp_adamw", {"train.device=\"cuda\"", "strategy.plugin=\"ddp\""}},
-      {"cuda_ddp_sgd", {"train.device=\"cuda\"", "strategy.plugin=\"ddp\"", "optimizer.name=\"sgd\"",
-                        "optimizer.momentum=0.9"}},
-      {"cuda_zero2_bf16", {"train.device=\"cuda\"", "train.precision=\"bf16\"", "strategy.plugin=\"zero2\""}},
-      {"cuda_zero3_split", {"train.device=\"cuda\"", "train.precision=\"bf16\"",
-                            "strategy.plugin=\"zero3-offload\"", "strategy.offload_optimizer_ratio=0.5"}},
+      {"cuda_ddp_sgd",
+       {"train.device=\"cuda\"", "strategy.plugin=\"ddp\"", "optimizer.name=\"sgd\"",
+        "optimizer.momentum=0.9"}},
+      {"cuda_zero2_bf16",
+       {"train.device=\"cuda\"", "train.precision=\"bf16\"", "strategy.plugin=\"zero2\""}},
+      {"cuda_zero3_split",
+       {"train.device=\"cuda\"", "train.precision=\"bf16\"", "strategy.plugin=\"zero3-offload\"",
+        "strategy.offload_optimizer_ratio=0.5"}},
   });
 }
 
@@ -539,23 +607,32 @@ TEST(NonFiniteOnGpu, SkipDropsTheWholeUpdate) {
 // cannot skip and is refused before the run starts.
 TEST(NonFinite, TenSkipsInARowStopTheRun) {
   const std::string dir = scratch_dir("nonfinite_skip_ten");
-  const Ran r = run(run_args(dir, {"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "model.plugin=\"failing_model\"",
-                                   "model.fail_in=\"nan_from_third_forward\"", "train.nonfinite=\"skip\"",
-                                   "train.max_steps=40", "train.log_every=5"}));
+  const Ran r = run(
+      run_args(dir, {"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"",
+                     "model.plugin=\"failing_model\"", "model.fail_in=\"nan_from_third_forward\"",
+                     "train.nonfinite=\"skip\"", "train.max_steps=40", "train.log_every=5"}));
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("dshost: error: steps 3 to 12 (epoch 1): 10 steps in a row had a non-finite gradient "
-                       "norm and were skipped (train.nonfinite = \"skip\"); the run stopped."),
-            std::string::npos) << r.err;
+  EXPECT_NE(
+      r.err.find(
+          "dshost: error: steps 3 to 12 (epoch 1): 10 steps in a row had a non-finite gradient "
+          "norm and were skipped (train.nonfinite = \"skip\"); the run stopped."),
+      std::string::npos)
+      << r.err;
   EXPECT_EQ(r.err.find("step 16:"), std::string::npos) << "it trained on: " << r.err;
 
-  const Ran old = run(run_args(dir, {"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "strategy.plugin=\"frozen_sgd_abi14\"",
-                                     "train.nonfinite=\"skip\""}));
+  const Ran old =
+      run(run_args(dir, {"plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"",
+                         "strategy.plugin=\"frozen_sgd_abi14\"", "train.nonfinite=\"skip\""}));
   EXPECT_EQ(old.exit_code, 2) << old.err;
-  EXPECT_NE(old.err.find("--set train.nonfinite=\"skip\": error: train.nonfinite = \"skip\" needs a strategy built for dshost ABI 1.5 "
-                         "or later, but strategy 'frozen_sgd_abi14' is built for 1.4 and cannot drop an update; "
-                         "rebuild it "
-                         "against this SDK, or set train.nonfinite = \"stop\""),
-            std::string::npos) << old.err;
+  EXPECT_NE(
+      old.err.find(
+          "--set train.nonfinite=\"skip\": error: train.nonfinite = \"skip\" needs a strategy "
+          "built for dshost ABI 1.5 "
+          "or later, but strategy 'frozen_sgd_abi14' is built for 1.4 and cannot drop an update; "
+          "rebuild it "
+          "against this SDK, or set train.nonfinite = \"stop\""),
+      std::string::npos)
+      << old.err;
 }
 
 // ---- monitoring ---------------------------------------------------------------------------
@@ -567,7 +644,9 @@ TEST(NonFinite, TenSkipsInARowStopTheRun) {
 TEST(Monitoring, EventFileCsvAndJsonlHoldTheSameScalars) {
   const std::string dir = scratch_dir("monitoring");
   ASSERT_EQ(run(run_args(dir, {"train.max_steps=20", "checkpoint.every_steps=10", "train.eval=true",
-                               "train.log_every=5", "train.peak_tflops=0.5"})).exit_code, 0);
+                               "train.log_every=5", "train.peak_tflops=0.5"}))
+                .exit_code,
+            0);
   const auto jsonl = [&] {
     std::vector<nlohmann::json> rows;
     std::istringstream lines(read_file(dir + "/quickstart/metrics.jsonl"));
@@ -580,12 +659,14 @@ TEST(Monitoring, EventFileCsvAndJsonlHoldTheSameScalars) {
     return nlohmann::json::parse(r.out.empty() ? "{}" : r.out);
   };
   std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(dir + "/quickstart/tensorboard")) files.push_back(e.path().string());
+  for (const auto& e : fs::directory_iterator(dir + "/quickstart/tensorboard"))
+    files.push_back(e.path().string());
   ASSERT_EQ(files.size(), 1u);
   const nlohmann::json first = events(files[0]);
   EXPECT_EQ(first["file_version"], "brain.Event:2");
   std::map<std::pair<int64_t, std::string>, double> scalars;
-  for (const auto& s : first["scalars"]) scalars[{s[0].get<int64_t>(), s[1].get<std::string>()}] = s[2];
+  for (const auto& s : first["scalars"])
+    scalars[{s[0].get<int64_t>(), s[1].get<std::string>()}] = s[2];
   const auto rows = jsonl();
   ASSERT_EQ(rows.size(), 20u);
   const std::vector<std::string> csv_lines = [&] {
@@ -595,11 +676,14 @@ TEST(Monitoring, EventFileCsvAndJsonlHoldTheSameScalars) {
     return out;
   }();
   ASSERT_EQ(csv_lines.size(), 21u);
-  EXPECT_EQ(csv_lines[0], "step,epoch,loss,lr,grad_norm,samples_per_second,peak_host_bytes,peak_device_bytes");
+  EXPECT_EQ(csv_lines[0],
+            "step,epoch,loss,lr,grad_norm,samples_per_second,peak_host_bytes,peak_device_bytes");
   for (size_t i = 0; i < rows.size(); ++i) {
     const int64_t step = rows[i]["step"];
     for (const auto& [tag, column] : std::vector<std::pair<std::string, std::string>>{
-             {"train/loss", "loss"}, {"train/lr", "lr"}, {"train/grad_norm", "grad_norm"},
+             {"train/loss", "loss"},
+             {"train/lr", "lr"},
+             {"train/grad_norm", "grad_norm"},
              {"throughput/samples_per_second", "samples_per_second"},
              {"memory/peak_host_bytes", "peak_host_bytes"}}) {
       const std::pair<int64_t, std::string> key{step, tag};
@@ -629,13 +713,15 @@ TEST(Monitoring, EventFileCsvAndJsonlHoldTheSameScalars) {
   EXPECT_NEAR(summary["mfu"].get<double>(), achieved / 1.0, 1e-12);
 
   // Resumed from step 10 to step 30: rows 11..20 are recomputed, not duplicated.
-  const Ran resumed = run(run_args(dir, {"train.max_steps=30", "train.log_every=5", "checkpoint.resume=\"" + dir +
-                                         "/quickstart/checkpoints/step-00000010\""}));
+  const Ran resumed = run(
+      run_args(dir, {"train.max_steps=30", "train.log_every=5",
+                     "checkpoint.resume=\"" + dir + "/quickstart/checkpoints/step-00000010\""}));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_EQ(jsonl().size(), 30u);
   EXPECT_EQ(line_count(read_file(dir + "/quickstart/metrics.csv")), 31);
   files.clear();
-  for (const auto& e : fs::directory_iterator(dir + "/quickstart/tensorboard")) files.push_back(e.path().string());
+  for (const auto& e : fs::directory_iterator(dir + "/quickstart/tensorboard"))
+    files.push_back(e.path().string());
   ASSERT_EQ(files.size(), 2u);
   std::sort(files.begin(), files.end());  // named by creation second, then host
   const nlohmann::json second = events(files[1]);

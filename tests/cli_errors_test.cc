@@ -64,7 +64,8 @@ TEST(CliErrors, UnknownKeySuggestsTheClosestOne) {
   const std::string path = manifest("unknown_key", kGood + "micro_batch = 8\n");
   const Ran r = expect_user_error("check", path);
   EXPECT_NE(r.err.find(path + ":15:1: error: unknown key 'micro_batch' in [train]"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("did you mean 'micro_batch_size'?"), std::string::npos) << r.err;
 }
 
@@ -73,7 +74,9 @@ TEST(CliErrors, UnknownPluginOptionListsThePluginsKeys) {
   text.replace(text.find("plugin = \"ddp\""), 14, "plugin = \"ddp\"\nreduce_bucket = 5");
   const Ran r = expect_user_error("check", manifest("plugin_key", text));
   EXPECT_NE(r.err.find("unknown key 'reduce_bucket' in [strategy]; did you mean "
-                       "'reduce_bucket_size'?"), std::string::npos) << r.err;
+                       "'reduce_bucket_size'?"),
+            std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("overlap_comm"), std::string::npos) << r.err;
 }
 
@@ -83,43 +86,57 @@ TEST(CliErrors, WrongTypeSaysWhatWasExpected) {
   const std::string path = manifest("wrong_type", text);
   const Ran r = expect_user_error("check", path);
   EXPECT_NE(r.err.find(path + ":13:10: error: train.epochs must be an integer, not string"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
 }
 
 TEST(CliErrors, OutOfRangeAndNotAllowedValues) {
-  Ran r = expect_user_error("check", manifest("range", kGood), {"--set", "train.micro_batch_size=0"});
+  Ran r =
+      expect_user_error("check", manifest("range", kGood), {"--set", "train.micro_batch_size=0"});
   EXPECT_NE(r.err.find("--set train.micro_batch_size=0: error: train.micro_batch_size = integer 0 "
-                       "is out of range [1, "), std::string::npos) << r.err;
+                       "is out of range [1, "),
+            std::string::npos)
+      << r.err;
   r = expect_user_error("check", manifest("allowed", kGood), {"--set", "train.precision=fp8"});
   EXPECT_NE(r.err.find("train.precision = \"fp8\" is not one of: fp32, bf16"), std::string::npos)
       << r.err;
 }
 
 TEST(CliErrors, StrategyOptionsAreChecked) {
-  Ran r = expect_user_error("check", manifest("zero3_key", kGood),
-                            {"--set", "strategy.plugin=zero3-offload", "--set", "strategy.offload_device=cpu"});
+  Ran r = expect_user_error(
+      "check", manifest("zero3_key", kGood),
+      {"--set", "strategy.plugin=zero3-offload", "--set", "strategy.offload_device=cpu"});
   EXPECT_NE(r.err.find("unknown key 'offload_device' in [strategy]"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("offload_param_device"), std::string::npos) << r.err;
-  r = expect_user_error("check", manifest("bucket_zero", kGood), {"--set", "strategy.reduce_bucket_size=0"});
+  r = expect_user_error("check", manifest("bucket_zero", kGood),
+                        {"--set", "strategy.reduce_bucket_size=0"});
   EXPECT_NE(r.err.find("strategy.reduce_bucket_size = integer 0 is out of range [1, "),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
   r = expect_user_error("check", manifest("offload_where", kGood),
                         {"--set", "strategy.plugin=zero3-offload", "--set",
                          "strategy.offload_optimizer_device=nvme"});
   EXPECT_NE(r.err.find("strategy.offload_optimizer_device = \"nvme\" is not one of: cpu, none"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
 }
 
 // data.decode = "gpu" needs a CUDA device (and a build with nvJPEG), said at the key.
 TEST(CliErrors, GpuDecodingNeedsACudaDevice) {
-  const Ran r = expect_user_error("check", manifest("gpu_decode", kGood), {"--set", "data.decode=\"gpu\""});
-  EXPECT_NE(r.err.find("--set data.decode=\"gpu\": error: data.decode = \"gpu\" needs train.device = \"cuda\"; "
-                       "set data.decode = \"cpu\" or \"auto\""), std::string::npos) << r.err;
+  const Ran r =
+      expect_user_error("check", manifest("gpu_decode", kGood), {"--set", "data.decode=\"gpu\""});
+  EXPECT_NE(
+      r.err.find(
+          "--set data.decode=\"gpu\": error: data.decode = \"gpu\" needs train.device = \"cuda\"; "
+          "set data.decode = \"cpu\" or \"auto\""),
+      std::string::npos)
+      << r.err;
 }
 
 TEST(CliErrors, ShippedManifestsAreValid) {
   int checked = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(std::string(DSHOST_SOURCE_DIR) + "/configs")) {
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(DSHOST_SOURCE_DIR) + "/configs")) {
     const Ran r = dshost({"check", entry.path().string()});
     EXPECT_EQ(r.exit_code, 0) << entry.path() << ": " << r.err;
     ++checked;
@@ -131,23 +148,28 @@ TEST(CliErrors, UnknownPluginListsTheKnownOnes) {
   const Ran r = expect_user_error("check", manifest("unknown_plugin", kGood),
                                   {"--set", "strategy.plugin=zero9"});
   EXPECT_NE(r.err.find("--set strategy.plugin=zero9: error: unknown strategy plugin 'zero9'"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("Known: ddp, zero2, zero3-offload"), std::string::npos) << r.err;
 }
 
 TEST(CliErrors, UnknownSectionSuggestsTheClosestOne) {
   const Ran r = expect_user_error("check", manifest("section", kGood + "[optimiser]\nlr = 1\n"));
-  EXPECT_NE(r.err.find("unknown section [optimiser]; did you mean 'optimizer'?"),
-            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("unknown section [optimiser]; did you mean 'optimizer'?"), std::string::npos)
+      << r.err;
 }
 
 TEST(CliErrors, MissingDatasetSaysHowToGetIt) {
   const std::string path = manifest("dataset", kGood + "[data]\npath = \"/nonexistent/fmnist\"\n");
   for (const char* command : {"check", "run"}) {
     const Ran r = expect_user_error(command, path);
-    EXPECT_NE(r.err.find(path + ":16:8: error: dataset 'fashion_mnist' (" DSHOST_BUILD_PLUGIN_DIR
-                         "/dshost_dataset_fashion_mnist.so): data.path '/nonexistent/fmnist' has no "
-                         "train-images-idx3-ubyte.gz"), std::string::npos) << r.err;
+    EXPECT_NE(
+        r.err.find(path +
+                   ":16:8: error: dataset 'fashion_mnist' (" DSHOST_BUILD_PLUGIN_DIR
+                   "/dshost_dataset_fashion_mnist.so): data.path '/nonexistent/fmnist' has no "
+                   "train-images-idx3-ubyte.gz"),
+        std::string::npos)
+        << r.err;
     EXPECT_NE(r.err.find("apt-get install dataset-fashion-mnist"), std::string::npos) << r.err;
     EXPECT_EQ(r.out.find("[rank"), std::string::npos) << "no rank may start: " << r.out;
   }
@@ -156,8 +178,10 @@ TEST(CliErrors, MissingDatasetSaysHowToGetIt) {
 // gpt's shape and token data, each refused with what to change.
 TEST(CliErrors, GptShapeAndTokenFileMistakes) {
   const std::string dir = scratch_dir("cli_errors_gpt");
-  const std::vector<std::string> gpt{"--set", "model.plugin=gpt", "--set", "data.dataset=text",
-                                     "--set", "model.vocab_size=256", "--set", "model.block_size=16",
+  const std::vector<std::string> gpt{"--set", "model.plugin=gpt",
+                                     "--set", "data.dataset=text",
+                                     "--set", "model.vocab_size=256",
+                                     "--set", "model.block_size=16",
                                      "--set", "run.output_dir=\"" + dir + "\""};
   // `command manifest`, gpt's settings, then `extra` (later --set values win).
   auto with = [&](std::vector<std::string> extra) {
@@ -167,13 +191,17 @@ TEST(CliErrors, GptShapeAndTokenFileMistakes) {
   Ran r = dshost(with({"check", manifest("gpt_preset", kGood), "--set", "model.preset=gpt3"}));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("model.preset = \"gpt3\" is not one of: custom, gpt2-124m, gpt2-350m, "
-                       "gpt2-774m, gpt-1.3b"), std::string::npos) << r.err;
+                       "gpt2-774m, gpt-1.3b"),
+            std::string::npos)
+      << r.err;
 
   r = dshost(with({"run", manifest("gpt_width", kGood), "--set", "model.n_embd=100", "--set",
                    "model.n_head=3", "--set", "launcher.nprocs=1"}));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("model create failed: model.n_embd = 100 is not a multiple of "
-                       "model.n_head = 3"), std::string::npos) << r.err;
+                       "model.n_head = 3"),
+            std::string::npos)
+      << r.err;
 
   const std::string odd = write_file(dir + "/odd.bin", "abc");
   r = dshost(with({"run", manifest("gpt_tokens", kGood), "--set", "data.dataset=tokens", "--set",
@@ -189,7 +217,8 @@ TEST(CliErrors, GptShapeAndTokenFileMistakes) {
 TEST(CliErrors, UnreadableManifest) {
   const Ran r = expect_user_error("run", "/nonexistent/manifest.toml");
   EXPECT_NE(r.err.find("cannot read manifest '/nonexistent/manifest.toml': No such file"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
 }
 
 // A FIFO would block the reader until something wrote to it: refused without opening it.
@@ -197,7 +226,8 @@ TEST(CliErrors, AManifestThatIsNotARegularFileIsRefusedAtOnce) {
   const std::string fifo = scratch_dir("cli_errors_fifo") + "/m.toml";
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
   const Ran r = expect_user_error("check", fifo);
-  EXPECT_NE(r.err.find("cannot read manifest '" + fifo + "': not a regular file"), std::string::npos)
+  EXPECT_NE(r.err.find("cannot read manifest '" + fifo + "': not a regular file"),
+            std::string::npos)
       << r.err;
   EXPECT_LT(r.seconds, 20);
 }
@@ -223,7 +253,8 @@ TEST(CliErrors, ARunNameThatLeavesTheOutputDirIsRefused) {
 }
 
 TEST(CliErrors, AnOverrideOfAnUnknownSectionNamesTheOverride) {
-  const Ran r = expect_user_error("check", manifest("set_section", kGood), {"--set", "nosuch.key=1"});
+  const Ran r =
+      expect_user_error("check", manifest("set_section", kGood), {"--set", "nosuch.key=1"});
   EXPECT_NE(r.err.find("--set nosuch.key=1: error: unknown section [nosuch]"), std::string::npos)
       << r.err;
 }
@@ -233,9 +264,14 @@ TEST(CliErrors, ALabelBeyondTheModelsClassesNamesTheDataAndTheLabel) {
   const std::string path = manifest("label_range", kGood);
   const Ran r = dshost({"run", path, "--set", "model.num_classes=5", "--set", "launcher.nprocs=1"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find(path + ": error: dataset 'fashion_mnist' has 10 classes (labels 0 to 9) but model "
-                       "'basic_cnn' has num_classes = 5 (--set model.num_classes=5); raise model.num_classes or "
-                       "correct the data"), std::string::npos) << r.err;
+  EXPECT_NE(
+      r.err.find(
+          path +
+          ": error: dataset 'fashion_mnist' has 10 classes (labels 0 to 9) but model "
+          "'basic_cnn' has num_classes = 5 (--set model.num_classes=5); raise model.num_classes or "
+          "correct the data"),
+      std::string::npos)
+      << r.err;
   EXPECT_EQ(r.err.find("Exception raised from"), std::string::npos) << r.err;
 }
 

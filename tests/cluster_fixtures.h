@@ -21,7 +21,8 @@ class SshHostsTest : public testing::Test {
 
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root: network namespaces and sshd";
-    dir_ = scratch_dir("ssh_hosts_" + std::string(testing::UnitTest::GetInstance()->current_test_info()->name()));
+    dir_ = scratch_dir("ssh_hosts_" +
+                       std::string(testing::UnitTest::GetInstance()->current_test_info()->name()));
     const Ran up = run({"/bin/sh", script(), "up", dir_});
     ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
   }
@@ -39,7 +40,9 @@ class SshHostsTest : public testing::Test {
   std::string dir_;
 
  private:
-  static std::string script() { return std::string(DSHOST_SOURCE_DIR) + "/tests/cluster/ssh-hosts.sh"; }
+  static std::string script() {
+    return std::string(DSHOST_SOURCE_DIR) + "/tests/cluster/ssh-hosts.sh";
+  }
 };
 
 // munged, slurmctld and slurmd for this machine; SLURM_CONF points every client at them.
@@ -51,7 +54,8 @@ class SlurmClusterTest : public testing::Test {
 
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root: the Slurm daemons";
-    dir_ = scratch_dir("slurm_" + std::string(testing::UnitTest::GetInstance()->current_test_info()->name()));
+    dir_ = scratch_dir("slurm_" +
+                       std::string(testing::UnitTest::GetInstance()->current_test_info()->name()));
     const Ran up = run({"/bin/sh", script(), "up", kClusterDir});
     ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
     setenv("SLURM_CONF", (std::string(kClusterDir) + "/slurm.conf").c_str(), 1);
@@ -64,7 +68,9 @@ class SlurmClusterTest : public testing::Test {
   std::string dir_;  // this test's own files: manifests' output, job logs
 
  private:
-  static std::string script() { return std::string(DSHOST_SOURCE_DIR) + "/tests/cluster/slurm-cluster.sh"; }
+  static std::string script() {
+    return std::string(DSHOST_SOURCE_DIR) + "/tests/cluster/slurm-cluster.sh";
+  }
 };
 
 }  // namespace dshost::test

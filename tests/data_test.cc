@@ -30,20 +30,24 @@ using test::open_dataset;
 
 std::string path_set(const std::string& path) { return "data.path=\"" + path + "\""; }
 
-std::unique_ptr<DatasetPlugin> fashion_mnist() { return open_dataset("fashion_mnist", {path_set(test::fashion_mnist_dir())}); }
+std::unique_ptr<DatasetPlugin> fashion_mnist() {
+  return open_dataset("fashion_mnist", {path_set(test::fashion_mnist_dir())});
+}
 
 // Samples `indices` of `split` as the dataset fills them: uint8 images [n, C, H, W] and
 // their labels [n].
 struct Samples {
   at::Tensor images, labels;
 };
-Samples samples_of(const DatasetPlugin& d, dshost_split split, const std::vector<int64_t>& indices, uint64_t augment_seed = 0) {
+Samples samples_of(const DatasetPlugin& d, dshost_split split, const std::vector<int64_t>& indices,
+                   uint64_t augment_seed = 0) {
   const auto n = static_cast<int64_t>(indices.size());
   std::vector<int64_t> shape = d.input_shape();
   shape.insert(shape.begin(), n);
   Samples out{at::empty(shape, at::kByte), at::empty({n}, at::kLong)};
   for (int64_t i = 0; i < n; ++i)
-    d.fill(split, indices[i], augment_seed, out.images[i].data_ptr(), out.labels.data_ptr<int64_t>() + i);
+    d.fill(split, indices[i], augment_seed, out.images[i].data_ptr(),
+           out.labels.data_ptr<int64_t>() + i);
   return out;
 }
 Samples first_samples(const DatasetPlugin& d, dshost_split split, int64_t n) {
@@ -70,7 +74,8 @@ TEST(FashionMnist, ReadsBothSplitsWithBalancedClasses) {
   const Samples train = first_samples(*d, DSHOST_TRAIN_SPLIT, 60000);
   // Fashion-MNIST is balanced: 6000 training and 1000 test images per class.
   EXPECT_TRUE(at::bincount(train.labels).eq(6000).all().item<bool>());
-  EXPECT_TRUE(at::bincount(first_samples(*d, DSHOST_TEST_SPLIT, 10000).labels).eq(1000).all().item<bool>());
+  EXPECT_TRUE(
+      at::bincount(first_samples(*d, DSHOST_TEST_SPLIT, 10000).labels).eq(1000).all().item<bool>());
   // Pixel statistics match the normalisation constants used for training.
   const double mean = train.images.to(at::kDouble).mean().item<double>() / 255.0;
   EXPECT_NEAR(mean, d->info().mean[0], 1e-3);
@@ -78,8 +83,8 @@ TEST(FashionMnist, ReadsBothSplitsWithBalancedClasses) {
 
 TEST(FashionMnist, TruncatedFileIsRefusedNamingIt) {
   const std::string dir = test::scratch_dir("fmnist_truncated");
-  for (const char* name : {"train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                           "t10k-labels-idx1-ubyte.gz"})
+  for (const char* name :
+       {"train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
     std::filesystem::copy_file(test::fashion_mnist_dir() + "/" + name, dir + "/" + name);
   gzFile out = gzopen((dir + "/train-images-idx3-ubyte.gz").c_str(), "wb");
   const unsigned char header[16] = {0, 0, 8, 3, 0, 0, 0xea, 0x60, 0, 0, 0, 28, 0, 0, 0, 28};
@@ -87,9 +92,14 @@ TEST(FashionMnist, TruncatedFileIsRefusedNamingIt) {
   gzwrite(out, std::string(1000, '\0').data(), 1000);  // 60000 images promised, 1000 bytes given
   gzclose(out);
   const std::string message = refusal([&] { open_dataset("fashion_mnist", {path_set(dir)}); });
-  EXPECT_NE(message.find("dataset 'fashion_mnist' (" DSHOST_BUILD_PLUGIN_DIR "/dshost_dataset_fashion_mnist.so): " +
-                         dir + "/train-images-idx3-ubyte.gz: not a valid IDX file (holds 1000 data bytes, its "
-                         "header promises [60000, 28, 28] = 47040000)"), std::string::npos) << message;
+  EXPECT_NE(
+      message.find("dataset 'fashion_mnist' (" DSHOST_BUILD_PLUGIN_DIR
+                   "/dshost_dataset_fashion_mnist.so): " +
+                   dir +
+                   "/train-images-idx3-ubyte.gz: not a valid IDX file (holds 1000 data bytes, its "
+                   "header promises [60000, 28, 28] = 47040000)"),
+      std::string::npos)
+      << message;
 }
 
 // CIFAR-10 binary batches made from real images: Fashion-MNIST's, padded to 32 x 32 and
@@ -104,10 +114,14 @@ std::string write_cifar_folder(const std::string& name, int64_t per_file) {
   for (int f = 0; f < 6; ++f) {
     const Samples& from = f < 5 ? train : test;
     const int64_t first = f < 5 ? f * per_file : 0;
-    const at::Tensor images = at::constant_pad_nd(from.images.narrow(0, first, per_file), {2, 2, 2, 2})
-                                  .expand({per_file, 3, 32, 32});
-    const at::Tensor records = at::cat({from.labels.narrow(0, first, per_file).to(at::kByte).unsqueeze(1),
-                                        images.reshape({per_file, 3072})}, 1).contiguous();
+    const at::Tensor images =
+        at::constant_pad_nd(from.images.narrow(0, first, per_file), {2, 2, 2, 2})
+            .expand({per_file, 3, 32, 32});
+    const at::Tensor records =
+        at::cat({from.labels.narrow(0, first, per_file).to(at::kByte).unsqueeze(1),
+                 images.reshape({per_file, 3072})},
+                1)
+            .contiguous();
     test::write_file(dir + "/" + files[f], std::string(static_cast<const char*>(records.data_ptr()),
                                                        static_cast<size_t>(records.numel())));
   }
@@ -131,14 +145,19 @@ TEST(Cifar10, APartialRecordOrAnUnknownLabelIsRefusedNamingTheFile) {
   const std::string batch = dir + "/data_batch_3.bin";
   std::filesystem::resize_file(batch, 3073 * 10 - 5);
   std::string message = refusal([&] { open_dataset("cifar10", {path_set(dir)}); });
-  EXPECT_NE(message.find(batch + ": not a CIFAR-10 binary batch (30725 bytes, not a whole number of 3073-byte "
-                                 "records)"), std::string::npos) << message;
+  EXPECT_NE(
+      message.find(batch +
+                   ": not a CIFAR-10 binary batch (30725 bytes, not a whole number of 3073-byte "
+                   "records)"),
+      std::string::npos)
+      << message;
   write_cifar_folder("cifar_bad", 10);  // whole again
   std::string bytes = test::read_file(dir + "/test_batch.bin");
   bytes[3073 * 4] = 12;  // record 4's label
   test::write_file(dir + "/test_batch.bin", bytes);
   message = refusal([&] { open_dataset("cifar10", {path_set(dir)}); });
-  EXPECT_NE(message.find(dir + "/test_batch.bin: record 4 has label 12; CIFAR-10 labels are 0-9"), std::string::npos)
+  EXPECT_NE(message.find(dir + "/test_batch.bin: record 4 has label 12; CIFAR-10 labels are 0-9"),
+            std::string::npos)
       << message;
 }
 
@@ -148,8 +167,9 @@ TEST(Cifar10Training, TheBasicCnnLearnsFromACifarFolder) {
   const std::string data = write_cifar_folder("cifar_training_data", 1000);
   std::string summary;
   const auto losses = test::train_quickstart(
-      "cifar10", {"data.dataset=\"cifar10\"", "data.path=\"" + data + "\"", "model.in_channels=3",
-                  "model.image_size=32", "train.max_steps=150", "train.log_every=50"},
+      "cifar10",
+      {"data.dataset=\"cifar10\"", "data.path=\"" + data + "\"", "model.in_channels=3",
+       "model.image_size=32", "train.max_steps=150", "train.log_every=50"},
       &summary);
   ASSERT_EQ(losses.size(), 150u);
   EXPECT_GT(nlohmann::json::parse(summary)["test_accuracy"].get<double>(), 0.6) << summary;
@@ -158,8 +178,9 @@ TEST(Cifar10Training, TheBasicCnnLearnsFromACifarFolder) {
 // An image folder of real images in JPEG and PNG (tests/make_image_folder.py).
 std::string make_image_folder(const std::string& name, int train_per_class, int val_per_class) {
   const std::string dir = test::scratch_dir(name);
-  const test::Ran made = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/make_image_folder.py", dir,
-                                    std::to_string(train_per_class), std::to_string(val_per_class)});
+  const test::Ran made =
+      test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/make_image_folder.py", dir,
+                 std::to_string(train_per_class), std::to_string(val_per_class)});
   EXPECT_EQ(made.exit_code, 0) << made.err;
   return dir;
 }
@@ -171,16 +192,19 @@ TEST(ImageFolder, ListsImageFilesByExtensionAndDecodesThem) {
   const std::string dir = make_image_folder("image_folder_read", 3, 2);
   test::write_file(dir + "/train/bag/notes.txt", "not an image\n");
   const ImageFiles train = scan_image_folder(dir + "/train");
-  EXPECT_EQ(train.classes, (std::vector<std::string>{"bag", "boot", "coat", "dress", "pullover", "sandal",
-                                                     "shirt", "sneaker", "trouser", "tshirt"}));
+  EXPECT_EQ(train.classes,
+            (std::vector<std::string>{"bag", "boot", "coat", "dress", "pullover", "sandal", "shirt",
+                                      "sneaker", "trouser", "tshirt"}));
   EXPECT_EQ(train.paths.size(), 31u);
-  EXPECT_NE(std::find(train.paths.begin(), train.paths.end(), dir + "/train/tshirt/broken.jpg"), train.paths.end());
+  EXPECT_NE(std::find(train.paths.begin(), train.paths.end(), dir + "/train/tshirt/broken.jpg"),
+            train.paths.end());
   for (const auto& p : train.paths) EXPECT_EQ(p.find("notes.txt"), std::string::npos);
   EXPECT_EQ(open_dataset("image_folder", {path_set(dir)})->size(DSHOST_TEST_SPLIT), 20);
   const RgbImage png = EncodedImage(dir + "/train/bag/00001.png").decode();
   EXPECT_EQ(png.height, 36);
   EXPECT_EQ(png.width, 40);
-  const at::Tensor pixels = at::from_blob(const_cast<uint8_t*>(png.pixels.data()), {36, 40, 3}, at::kByte);
+  const at::Tensor pixels =
+      at::from_blob(const_cast<uint8_t*>(png.pixels.data()), {36, 40, 3}, at::kByte);
   EXPECT_TRUE(pixels.select(2, 0).equal(pixels.select(2, 2)));
   EXPECT_GT(pixels.max().item<int64_t>(), 100);
   try {
@@ -188,8 +212,10 @@ TEST(ImageFolder, ListsImageFilesByExtensionAndDecodesThem) {
     ADD_FAILURE() << "broken.jpg decoded";
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), DSHOST_BAD_SAMPLE);
-    EXPECT_NE(std::string(e.what()).find(dir + "/train/tshirt/broken.jpg: not a JPEG or PNG image that "
-                                         "can be decoded ("), std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find(dir + "/train/tshirt/broken.jpg: not a JPEG or PNG image that "
+                                         "can be decoded ("),
+        std::string::npos)
         << e.what();
   }
 }
@@ -199,10 +225,12 @@ TEST(ImageFolder, ListsImageFilesByExtensionAndDecodesThem) {
 TEST(ImageFolder, MoreUndecodableFilesThanAllowedStopTheRun) {
   const std::string dir = make_image_folder("image_folder_bad_files", 2, 1);
   test::write_file(dir + "/train/bag/broken.png", "not a PNG either");
-  const auto data = open_dataset("image_folder", {path_set(dir), "data.max_bad_files=1"}, {3, 32, 32});
+  const auto data =
+      open_dataset("image_folder", {path_set(dir), "data.max_bad_files=1"}, {3, 32, 32});
   const auto files = scan_image_folder(dir + "/train").paths;
   const auto index = [&](const std::string& name) {
-    return static_cast<int64_t>(std::find(files.begin(), files.end(), dir + "/train/" + name) - files.begin());
+    return static_cast<int64_t>(std::find(files.begin(), files.end(), dir + "/train/" + name) -
+                                files.begin());
   };
   samples_of(*data, DSHOST_TRAIN_SPLIT, {index("tshirt/broken.jpg")}, 7);
   EXPECT_EQ(data->skipped(), 1);
@@ -212,10 +240,16 @@ TEST(ImageFolder, MoreUndecodableFilesThanAllowedStopTheRun) {
   } catch (const UserError& e) {
     EXPECT_EQ(e.exit_code(), 2);
     const std::string message = e.what();
-    EXPECT_EQ(message.rfind("2 samples could not be made (the last: " + dir + "/train/bag/broken.png: not a JPEG or "
-                            "PNG image that can be decoded (", 0), 0u) << message;
+    EXPECT_EQ(message.rfind("2 samples could not be made (the last: " + dir +
+                                "/train/bag/broken.png: not a JPEG or "
+                                "PNG image that can be decoded (",
+                            0),
+              0u)
+        << message;
     EXPECT_NE(message.find("), more than data.max_bad_files = 1; remove or replace them, or raise "
-                           "data.max_bad_files"), std::string::npos) << message;
+                           "data.max_bad_files"),
+              std::string::npos)
+        << message;
   }
 }
 
@@ -226,7 +260,8 @@ TEST(ImageFolder, AFileThatNoLongerDecodesGivesItsRowToTheNextSample) {
   const auto data = open_dataset("image_folder", {path_set(dir)}, {3, 32, 32});
   const ImageFiles train = scan_image_folder(dir + "/train");
   const auto& files = train.paths;
-  const int64_t cut = std::find(files.begin(), files.end(), dir + "/train/coat/00003.png") - files.begin();
+  const int64_t cut =
+      std::find(files.begin(), files.end(), dir + "/train/coat/00003.png") - files.begin();
   ASSERT_LT(cut + 1, static_cast<int64_t>(files.size()));
   std::filesystem::resize_file(files[cut], std::filesystem::file_size(files[cut]) / 2);
   const Samples with_cut = samples_of(*data, DSHOST_TRAIN_SPLIT, {0, cut}, 7);
@@ -243,7 +278,8 @@ TEST(ImageFolder, ATruncatedJpegAndAnEmptyFileAreSkippedAndCounted) {
   const auto data = open_dataset("image_folder", {path_set(dir)}, {3, 32, 32});
   const auto files = scan_image_folder(dir + "/train").paths;
   const auto index = [&](const std::string& name) {
-    return static_cast<int64_t>(std::find(files.begin(), files.end(), dir + "/train/" + name) - files.begin());
+    return static_cast<int64_t>(std::find(files.begin(), files.end(), dir + "/train/" + name) -
+                                files.begin());
   };
   const std::string jpeg = dir + "/train/coat/00002.jpg";
   std::filesystem::resize_file(jpeg, std::filesystem::file_size(jpeg) * 2 / 3);
@@ -251,7 +287,9 @@ TEST(ImageFolder, ATruncatedJpegAndAnEmptyFileAreSkippedAndCounted) {
   std::vector<uint8_t> pixels(3 * 32 * 32);
   int64_t label = -1;
   for (const char* name : {"coat/00002.jpg", "bag/00002.jpg", "coat/00002.jpg"})
-    EXPECT_EQ(data->fill(DSHOST_TRAIN_SPLIT, index(name), 7, pixels.data(), &label), index(name) + 1) << name;
+    EXPECT_EQ(data->fill(DSHOST_TRAIN_SPLIT, index(name), 7, pixels.data(), &label),
+              index(name) + 1)
+        << name;
   EXPECT_EQ(data->skipped(), 2);
 }
 
@@ -272,13 +310,15 @@ shard(f"{d}/good-000001.tar", [("c.JPEG", b"jpeg"), ("c.cls", b"0")])
 shard(f"{d}/unlabelled-000000.tar", [("a.jpg", b"jpeg")])
 shard(f"{d}/bad_label-000000.tar", [("a.jpg", b"jpeg"), ("a.cls", b"cat")])
 open(f"{d}/text-000000.tar", "w").write("not a tar file at all, but long enough to hold a header " * 20)
-)", dir, long_key});
+)",
+                                    dir, long_key});
   ASSERT_EQ(made.exit_code, 0) << made.err;
   const ShardIndex index = index_shards(expand_shards(dir + "/good-{000000..000001}.tar"));
   ASSERT_EQ(index.samples.size(), 3u);
   EXPECT_EQ(index.samples[0].member, long_key + ".jpg");
   EXPECT_EQ(index.samples[0].label, 7);
-  EXPECT_EQ(read_bytes(index.shards[0], index.samples[0].offset, index.samples[0].size), "\xff\xd8\xff not really");
+  EXPECT_EQ(read_bytes(index.shards[0], index.samples[0].offset, index.samples[0].size),
+            "\xff\xd8\xff not really");
   EXPECT_EQ(index.samples[1].label, 3);
   EXPECT_EQ(index.samples[2].shard, 1);
   EXPECT_EQ(index.samples[2].member, "c.JPEG");
@@ -287,17 +327,25 @@ open(f"{d}/text-000000.tar", "w").write("not a tar file at all, but long enough 
                 "/good-{000000..000002}.tar' does not exist; every shard of the range must");
   // Through the plugin, at the manifest's data.path.
   const std::string bad_range = "data.path=\"" + dir + "/good-{000000.000001}.tar\"";
-  const test::Ran r = test::dshost({"check", test::quickstart_manifest(), "--set", "data.dataset=\"webdataset\"", "--set",
-                                    bad_range});
+  const test::Ran r = test::dshost({"check", test::quickstart_manifest(), "--set",
+                                    "data.dataset=\"webdataset\"", "--set", bad_range});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("--set " + bad_range + ": error: dataset 'webdataset' (" DSHOST_BUILD_PLUGIN_DIR
-                       "/dshost_dataset_webdataset.so): '" + dir + "/good-{000000.000001}.tar' has no brace range "
-                       "of shard numbers, as in train-{000000..000127}.tar"), std::string::npos) << r.err;
-  EXPECT_EQ(refusal([&] { index_shards({dir + "/text-000000.tar"}); }),
-            dir + "/text-000000.tar is not a tar file (a shard must be one; dshost pack writes them)");
-  EXPECT_EQ(refusal([&] { index_shards({dir + "/unlabelled-000000.tar"}); }),
-            dir + "/unlabelled-000000.tar: sample 'a' has no .cls label (a WebDataset sample is KEY.jpg or "
-            "KEY.png with KEY.cls)");
+  EXPECT_NE(r.err.find("--set " + bad_range +
+                       ": error: dataset 'webdataset' (" DSHOST_BUILD_PLUGIN_DIR
+                       "/dshost_dataset_webdataset.so): '" +
+                       dir +
+                       "/good-{000000.000001}.tar' has no brace range "
+                       "of shard numbers, as in train-{000000..000127}.tar"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(
+      refusal([&] { index_shards({dir + "/text-000000.tar"}); }),
+      dir + "/text-000000.tar is not a tar file (a shard must be one; dshost pack writes them)");
+  EXPECT_EQ(
+      refusal([&] { index_shards({dir + "/unlabelled-000000.tar"}); }),
+      dir +
+          "/unlabelled-000000.tar: sample 'a' has no .cls label (a WebDataset sample is KEY.jpg or "
+          "KEY.png with KEY.cls)");
   EXPECT_EQ(refusal([&] { index_shards({dir + "/bad_label-000000.tar"}); }),
             dir + "/bad_label-000000.tar: a.cls holds 'cat', not a class id (0, 1, ...)");
 }
@@ -341,8 +389,12 @@ TEST(FashionMnist, AnIdxHeaderThatOverflowsIsABadFile) {
   gzwrite(out, "abcd", 4);
   gzclose(out);
   const std::string message = refusal([&] { open_dataset("fashion_mnist", {path_set(dir)}); });
-  EXPECT_NE(message.find(dir + "/train-images-idx3-ubyte.gz: not a valid IDX file (holds 4 data bytes, its header "
-                         "promises [4294967295, 4294967295, 4294967295] = "), std::string::npos) << message;
+  EXPECT_NE(
+      message.find(
+          dir + "/train-images-idx3-ubyte.gz: not a valid IDX file (holds 4 data bytes, its header "
+                "promises [4294967295, 4294967295, 4294967295] = "),
+      std::string::npos)
+      << message;
 }
 
 // The draws torchvision made (tests/crop_boxes.py), replayed.
@@ -361,14 +413,16 @@ class RecordedDraws : public CropDraws {
 // The same draws give torchvision's RandomResizedCrop box, on sizes from square to far past
 // the allowed aspect ratios (where every try fails and the center crop is taken).
 TEST(ImageFolder, CropBoxesAreTorchvisionsForTheSameDraws) {
-  const test::Ran fixtures = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/crop_boxes.py"});
+  const test::Ran fixtures =
+      test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/crop_boxes.py"});
   ASSERT_EQ(fixtures.exit_code, 0) << fixtures.err;
   const auto cases = nlohmann::json::parse(fixtures.out);
   int fallbacks = 0;
   for (const auto& c : cases) {
     RecordedDraws draws(c);
     const CropBox b = random_resized_crop_box(c["height"], c["width"], draws);
-    EXPECT_EQ((std::vector<int64_t>{b.top, b.left, b.height, b.width}), c["box"].get<std::vector<int64_t>>())
+    EXPECT_EQ((std::vector<int64_t>{b.top, b.left, b.height, b.width}),
+              c["box"].get<std::vector<int64_t>>())
         << c.dump();
     fallbacks += c["offsets"].empty();
   }
@@ -404,7 +458,8 @@ TEST(ImageFolder, AugmentationFollowsItsSeedAndEvaluationIsFixed) {
 // the GPU decodes the file) is torchvision's to one level (measured: 0.14 on average).
 TEST(ImageFolder, DecodesAndCropsAsTorchvisionDoes) {
   const std::string dir = test::scratch_dir("image_transforms");
-  const test::Ran fixtures = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/image_transforms.py", dir, "224"});
+  const test::Ran fixtures =
+      test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/image_transforms.py", dir, "224"});
   ASSERT_EQ(fixtures.exit_code, 0) << fixtures.err;
   const auto raw = [](const std::string& path, at::IntArrayRef shape) {
     const std::string bytes = test::read_file(path);
@@ -418,9 +473,12 @@ TEST(ImageFolder, DecodesAndCropsAsTorchvisionDoes) {
     ASSERT_EQ(image.width(), c["width"].get<int64_t>()) << file;
     const RgbImage decoded = image.decode();
     const at::Tensor ours = at::from_blob(const_cast<uint8_t*>(decoded.pixels.data()),
-                                          {image.height(), image.width(), 3}, at::kByte).to(at::kInt);
-    EXPECT_LE((ours - raw(c["rgb"], {image.height(), image.width(), 3})).abs().max().item<int>(), 1) << file;
-    const auto compare = [&](const at::Tensor& got, const std::string& expected, bool full_size, const std::string& what) {
+                                          {image.height(), image.width(), 3}, at::kByte)
+                                .to(at::kInt);
+    EXPECT_LE((ours - raw(c["rgb"], {image.height(), image.width(), 3})).abs().max().item<int>(), 1)
+        << file;
+    const auto compare = [&](const at::Tensor& got, const std::string& expected, bool full_size,
+                             const std::string& what) {
       const at::Tensor difference = (got.to(at::kInt) - raw(expected, {3, 224, 224})).abs();
       const double mean = difference.to(at::kDouble).mean().item<double>();
       const int most = difference.max().item<int>();
@@ -434,7 +492,8 @@ TEST(ImageFolder, DecodesAndCropsAsTorchvisionDoes) {
       }
     };
     // The host's resampling of the whole decoded image, as where the GPU decodes the file.
-    const auto compare_host = [&](const ImageBox& box, const std::string& expected, const std::string& what) {
+    const auto compare_host = [&](const ImageBox& box, const std::string& expected,
+                                  const std::string& what) {
       const at::Tensor out = at::empty({3, 224, 224}, at::kByte);
       resample_decoded(ours.to(at::kByte), box, out);
       const at::Tensor difference = (out.to(at::kInt) - raw(expected, {3, 224, 224})).abs();
@@ -444,7 +503,8 @@ TEST(ImageFolder, DecodesAndCropsAsTorchvisionDoes) {
     for (const auto& crop : c["crops"]) {
       const auto b = crop["box"].get<std::vector<int64_t>>();
       at::Tensor out = at::empty({3, 224, 224}, at::kByte);
-      const ImageBox box{double(b[0]), double(b[1]), double(b[2]), double(b[3]), crop["flip"], true};
+      const ImageBox box{double(b[0]), double(b[1]), double(b[2]),
+                         double(b[3]), crop["flip"], true};
       resample_image(image, box, 224, out.data_ptr<uint8_t>());
       const bool full_size = file.find("png") != std::string::npos || b[2] < 224 || b[3] < 224;
       compare(out, crop["pixels"], full_size, file + " crop " + crop.dump());
@@ -469,7 +529,8 @@ TEST(ImageFolder, GivesWholeJpegFilesToAHostThatDecodesThem) {
   const std::string pictures = dir + "/train/pictures";
   std::filesystem::create_directories(pictures);
   std::filesystem::create_directories(dir + "/val/pictures");
-  const test::Ran fixtures = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/image_transforms.py", pictures, "224"});
+  const test::Ran fixtures = test::run(
+      {"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/image_transforms.py", pictures, "224"});
   ASSERT_EQ(fixtures.exit_code, 0) << fixtures.err;
   const std::string rgb = test::read_file(pictures + "/rgb.jpg");
   test::write_file(pictures + "/cut.jpg", rgb.substr(0, rgb.size() * 2 / 3));
@@ -477,24 +538,29 @@ TEST(ImageFolder, GivesWholeJpegFilesToAHostThatDecodesThem) {
   const auto data = open_dataset("image_folder", {path_set(dir)}, {3, 224, 224});
   const std::vector<std::string> files = scan_image_folder(dir + "/train").paths;
   ASSERT_EQ(files.size(), 5u);  // cmyk, cut, grey, png_inside, rgb
-  const auto sample = [&](dshost_split split, int64_t index, uint64_t seed, EncodedSample* encoded) {
+  const auto sample = [&](dshost_split split, int64_t index, uint64_t seed,
+                          EncodedSample* encoded) {
     at::Tensor pixels = at::zeros({3, 224, 224}, at::kByte);
     int64_t label = -1;
     EXPECT_EQ(data->fill(split, index, seed, pixels.data_ptr(), &label, encoded), index);
     return pixels;
   };
-  const auto given_as_file = [&](dshost_split split, int64_t index, uint64_t seed, const std::string& path) {
+  const auto given_as_file = [&](dshost_split split, int64_t index, uint64_t seed,
+                                 const std::string& path) {
     EncodedSample encoded;
     sample(split, index, seed, &encoded);
-    EXPECT_EQ(std::string(encoded.bytes.begin(), encoded.bytes.end()), test::read_file(path)) << path;
+    EXPECT_EQ(std::string(encoded.bytes.begin(), encoded.bytes.end()), test::read_file(path))
+        << path;
     EXPECT_EQ(encoded.box.box_only, split == DSHOST_TRAIN_SPLIT) << path;
     const RgbImage decoded = EncodedImage(path).decode();
     const at::Tensor out = at::empty({3, 224, 224}, at::kByte);
-    resample_decoded(at::from_blob(const_cast<uint8_t*>(decoded.pixels.data()), {decoded.height, decoded.width, 3},
-                                   at::kByte),
+    resample_decoded(at::from_blob(const_cast<uint8_t*>(decoded.pixels.data()),
+                                   {decoded.height, decoded.width, 3}, at::kByte),
                      encoded.box, out);
     const at::Tensor written = sample(split, index, seed, nullptr);
-    EXPECT_LE((out.to(at::kInt) - written.to(at::kInt)).abs().to(at::kDouble).mean().item<double>(), 5.0) << path;
+    EXPECT_LE((out.to(at::kInt) - written.to(at::kInt)).abs().to(at::kDouble).mean().item<double>(),
+              5.0)
+        << path;
   };
   for (uint64_t seed : {3, 4, 5, 6}) {
     given_as_file(DSHOST_TRAIN_SPLIT, 2, seed, files[2]);
@@ -505,7 +571,8 @@ TEST(ImageFolder, GivesWholeJpegFilesToAHostThatDecodesThem) {
     EncodedSample encoded;
     const at::Tensor pixels = sample(DSHOST_TRAIN_SPLIT, written_as_pixels, 7, &encoded);
     EXPECT_TRUE(encoded.bytes.empty()) << files[written_as_pixels];
-    EXPECT_TRUE(pixels.equal(sample(DSHOST_TRAIN_SPLIT, written_as_pixels, 7, nullptr))) << files[written_as_pixels];
+    EXPECT_TRUE(pixels.equal(sample(DSHOST_TRAIN_SPLIT, written_as_pixels, 7, nullptr)))
+        << files[written_as_pixels];
   }
   EncodedSample encoded;
   std::vector<uint8_t> pixels(3 * 224 * 224);
@@ -519,24 +586,34 @@ TEST(ImageFolder, GivesWholeJpegFilesToAHostThatDecodesThem) {
 TEST(ImageFolderTraining, TheBasicCnnLearnsFromJpegAndPngFolders) {
   const std::string data = make_image_folder("image_folder_training_data", 60, 20);
   const std::string dir = test::scratch_dir("training_image_folder");
-  const test::Ran r = test::dshost(
-      {"run", test::quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\"", "--set",
-       "data.dataset=\"image_folder\"", "--set", "data.path=\"" + data + "\"", "--set",
-       "data.image_size=32", "--set", "model.in_channels=3", "--set", "model.image_size=32", "--set",
-       "train.epochs=12", "--set", "train.micro_batch_size=16", "--set", "scheduler.warmup_steps=10"});
+  const test::Ran r = test::dshost({"run",   test::quickstart_manifest(),
+                                    "--set", "run.output_dir=\"" + dir + "\"",
+                                    "--set", "data.dataset=\"image_folder\"",
+                                    "--set", "data.path=\"" + data + "\"",
+                                    "--set", "data.image_size=32",
+                                    "--set", "model.in_channels=3",
+                                    "--set", "model.image_size=32",
+                                    "--set", "train.epochs=12",
+                                    "--set", "train.micro_batch_size=16",
+                                    "--set", "scheduler.warmup_steps=10"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.err.find("skipping " + data + "/train/tshirt/broken.jpg: not a JPEG or PNG image that "
-                       "can be decoded ("), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("skipping " + data +
+                       "/train/tshirt/broken.jpg: not a JPEG or PNG image that "
+                       "can be decoded ("),
+            std::string::npos)
+      << r.err;
   const auto summary = nlohmann::json::parse(test::read_file(dir + "/quickstart/summary.json"));
   EXPECT_GE(summary["skipped_files"].get<int64_t>(), 1) << summary.dump();
   EXPECT_GT(summary["test_accuracy"].get<double>(), 0.5) << r.err;
 }
 
 // A batch as the pipeline must give it: the dataset's samples filled one by one, presented.
-std::pair<at::Tensor, at::Tensor> expected_batch(const DatasetPlugin& d, dshost_split split, const std::vector<int64_t>& order,
-                                                 int64_t first, int64_t n, uint64_t augment_seed, int64_t rows) {
-  const Samples s = samples_of(d, split, std::vector<int64_t>(order.begin() + first, order.begin() + first + n),
-                               augment_seed);
+std::pair<at::Tensor, at::Tensor> expected_batch(const DatasetPlugin& d, dshost_split split,
+                                                 const std::vector<int64_t>& order, int64_t first,
+                                                 int64_t n, uint64_t augment_seed, int64_t rows) {
+  const Samples s =
+      samples_of(d, split, std::vector<int64_t>(order.begin() + first, order.begin() + first + n),
+                 augment_seed);
   at::Tensor inputs = at::zeros({rows, 3, 32, 32}), targets = at::zeros({rows}, at::kLong);
   present_images(s.images, d.info().mean, d.info().std, inputs);
   targets.narrow(0, 0, n).copy_(s.labels);
@@ -566,24 +643,29 @@ TEST(InputPipeline, BatchesAreTheSameForAnyNumberOfWorkers) {
   };
   const auto one = batches(1, 0);
   ASSERT_EQ(one.size(), 30u);  // 121 files (one broken): 15 batches an epoch
-  for (const auto& [workers, prefetch] : std::vector<std::pair<int, int>>{{2, 4}, {4, 4}, {4, 0}, {1, 2}}) {
+  for (const auto& [workers, prefetch] :
+       std::vector<std::pair<int, int>>{{2, 4}, {4, 4}, {4, 0}, {1, 2}}) {
     const auto other = batches(workers, prefetch);
     ASSERT_EQ(other.size(), one.size());
     for (size_t i = 0; i < one.size(); ++i)
-      EXPECT_TRUE(other[i].equal(one[i])) << workers << " workers, prefetch " << prefetch << ", batch " << i;
+      EXPECT_TRUE(other[i].equal(one[i]))
+          << workers << " workers, prefetch " << prefetch << ", batch " << i;
   }
   const auto [inputs, targets] =
-      expected_batch(*data, DSHOST_TRAIN_SPLIT, shard_indices(size, 0, 1, 5, 0, true, false), rows, rows, 1000, rows);
+      expected_batch(*data, DSHOST_TRAIN_SPLIT, shard_indices(size, 0, 1, 5, 0, true, false), rows,
+                     rows, 1000, rows);
   EXPECT_TRUE(at::cat({inputs.flatten(), targets.to(at::kFloat)}).equal(one[1]));
 
   // Evaluation's batches of the test split (10 samples: 8, then 2), untransformed by draws.
   InputPipeline pipeline(*data, rows, 3, 2, at::kCPU);
-  const auto test_order = std::make_shared<const std::vector<int64_t>>(shard_indices(10, 0, 1, 0, 0, false, false));
+  const auto test_order =
+      std::make_shared<const std::vector<int64_t>>(shard_indices(10, 0, 1, 0, 0, false, false));
   for (const int64_t first : {0, 8}) {
     const int64_t n = std::min<int64_t>(rows, 10 - first);
     at::Tensor in = at::zeros({rows, 3, 32, 32}), out = at::zeros({rows}, at::kLong);
     pipeline.load(DSHOST_TEST_SPLIT, test_order, first, n, 0, in, out);
-    const auto [expected_in, expected_out] = expected_batch(*data, DSHOST_TEST_SPLIT, *test_order, first, n, 0, rows);
+    const auto [expected_in, expected_out] =
+        expected_batch(*data, DSHOST_TEST_SPLIT, *test_order, first, n, 0, rows);
     EXPECT_TRUE(in.equal(expected_in)) << first;
     EXPECT_TRUE(out.equal(expected_out)) << first;
   }
@@ -596,28 +678,40 @@ TEST(WebDatasetTraining, PackedShardsTrainAsTheFolderDoes) {
   const std::string shards = test::scratch_dir("webdataset_shards") + "/fmnist";
   const test::Ran packed = test::dshost({"pack", data, shards, "--samples-per-shard", "50"});
   ASSERT_EQ(packed.exit_code, 0) << packed.err;
-  EXPECT_NE(packed.out.find("packed 121 training and 30 test samples of " + data + " (10 classes); in the "
-                            "manifest:\n  [data]\n  dataset = \"webdataset\"\n  path = \"" + shards +
-                            "-train-{000000..000002}.tar\"\n  test_path = \"" + shards + "-val-000000.tar\"\n"),
-            std::string::npos) << packed.out;
-  const std::vector<std::string> common{"data.image_size=32", "model.in_channels=3", "model.image_size=32",
-                                        "train.epochs=2", "train.micro_batch_size=8", "train.grad_accum_steps=2",
+  EXPECT_NE(packed.out.find("packed 121 training and 30 test samples of " + data +
+                            " (10 classes); in the "
+                            "manifest:\n  [data]\n  dataset = \"webdataset\"\n  path = \"" +
+                            shards + "-train-{000000..000002}.tar\"\n  test_path = \"" + shards +
+                            "-val-000000.tar\"\n"),
+            std::string::npos)
+      << packed.out;
+  const std::vector<std::string> common{"data.image_size=32",       "model.in_channels=3",
+                                        "model.image_size=32",      "train.epochs=2",
+                                        "train.micro_batch_size=8", "train.grad_accum_steps=2",
                                         "train.log_every=1"};
-  const auto train = [&](const std::string& name, std::vector<std::string> sets, std::string* summary) {
+  const auto train = [&](const std::string& name, std::vector<std::string> sets,
+                         std::string* summary) {
     sets.insert(sets.end(), common.begin(), common.end());
     return test::train_quickstart(name, sets, summary);
   };
   std::string folder_summary, shard_summary;
-  const auto folder = train("webdataset_from_folder", {"data.dataset=\"image_folder\"", "data.path=\"" + data + "\""},
-                            &folder_summary);
-  const auto shard = train("webdataset_from_shards", {"data.dataset=\"webdataset\"",
-                           "data.path=\"" + shards + "-train-{000000..000002}.tar\"",
-                           "data.test_path=\"" + shards + "-val-000000.tar\""}, &shard_summary);
+  const auto folder =
+      train("webdataset_from_folder",
+            {"data.dataset=\"image_folder\"", "data.path=\"" + data + "\""}, &folder_summary);
+  const auto shard = train(
+      "webdataset_from_shards",
+      {"data.dataset=\"webdataset\"", "data.path=\"" + shards + "-train-{000000..000002}.tar\"",
+       "data.test_path=\"" + shards + "-val-000000.tar\""},
+      &shard_summary);
   ASSERT_EQ(folder.size(), 6u);  // 3 steps an epoch: 61 samples a rank, 16 a step
   EXPECT_EQ(shard, folder);
-  const auto accuracy = [](const std::string& s) { return nlohmann::json::parse(s)["test_accuracy"].get<double>(); };
+  const auto accuracy = [](const std::string& s) {
+    return nlohmann::json::parse(s)["test_accuracy"].get<double>();
+  };
   EXPECT_EQ(accuracy(shard_summary), accuracy(folder_summary));
-  const auto skipped = [](const std::string& s) { return nlohmann::json::parse(s)["skipped_files"].get<int64_t>(); };
+  const auto skipped = [](const std::string& s) {
+    return nlohmann::json::parse(s)["skipped_files"].get<int64_t>();
+  };
   EXPECT_GE(skipped(shard_summary), 1);
   EXPECT_EQ(skipped(shard_summary), skipped(folder_summary));
 }
@@ -654,14 +748,16 @@ TEST(DeviceBatches, LoadingABatchDoesNotWaitForTheDevice) {
 // The inputs of `rows` samples of `split` in `order` from `pipeline` (uint8 images [3, 224, 224]
 // presented in float on `device`), as pixel values again.
 at::Tensor loaded_pixels(InputPipeline& pipeline, const DatasetPlugin& data, dshost_split split,
-                         const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first, int64_t rows,
-                         uint64_t seed, at::Device device, at::Tensor* targets = nullptr) {
+                         const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
+                         int64_t rows, uint64_t seed, at::Device device,
+                         at::Tensor* targets = nullptr) {
   at::Tensor inputs = at::zeros({rows, 3, 224, 224}, device);
   at::Tensor labels = at::zeros({rows}, at::TensorOptions(device).dtype(at::kLong));
   pipeline.load(split, order, first, rows, seed, inputs, labels);
   if (targets != nullptr) *targets = labels.cpu();
   const dshost_dataset_info& info = data.info();
-  const at::Tensor mean = at::tensor(std::vector<double>(info.mean, info.mean + 3)).view({1, 3, 1, 1});
+  const at::Tensor mean =
+      at::tensor(std::vector<double>(info.mean, info.mean + 3)).view({1, 3, 1, 1});
   const at::Tensor std = at::tensor(std::vector<double>(info.std, info.std + 3)).view({1, 3, 1, 1});
   return (inputs.cpu().to(at::kDouble) * std + mean) * 255;
 }
@@ -680,12 +776,14 @@ TEST(GpuJpeg, DecodesTheCpusPicturesWithoutWaitingForTheDevice) {
   const std::string pictures = dir + "/train/pictures";
   std::filesystem::create_directories(pictures);
   std::filesystem::create_directories(dir + "/val/pictures");
-  const test::Ran fixtures = test::run({test::python(), DSHOST_SOURCE_DIR "/tests/image_transforms.py", pictures, "224"});
+  const test::Ran fixtures =
+      test::run({test::python(), DSHOST_SOURCE_DIR "/tests/image_transforms.py", pictures, "224"});
   ASSERT_EQ(fixtures.exit_code, 0) << fixtures.err;
-  const test::Ran progressive = test::run({test::python(), "-c",
-                                           "import sys; from PIL import Image; "
-                                           "Image.open(sys.argv[1]).save(sys.argv[2], quality=90, progressive=True)",
-                                           pictures + "/rgb.jpg", pictures + "/progressive.jpg"});
+  const test::Ran progressive =
+      test::run({test::python(), "-c",
+                 "import sys; from PIL import Image; "
+                 "Image.open(sys.argv[1]).save(sys.argv[2], quality=90, progressive=True)",
+                 pictures + "/rgb.jpg", pictures + "/progressive.jpg"});
   ASSERT_EQ(progressive.exit_code, 0) << progressive.err;
   const std::string rgb = test::read_file(pictures + "/rgb.jpg");
   test::write_file(pictures + "/cut.jpg", rgb.substr(0, rgb.size() * 2 / 3));
@@ -698,13 +796,15 @@ TEST(GpuJpeg, DecodesTheCpusPicturesWithoutWaitingForTheDevice) {
   const auto order = std::make_shared<const std::vector<int64_t>>(indices);
   const auto val_order = std::make_shared<const std::vector<int64_t>>(std::vector<int64_t>{0, 1});
 
-  InputPipeline on_gpu(*data, 12, 2, 1, cuda, /*decode_on_gpu=*/true), on_cpu(*data, 12, 2, 1, cuda, false);
-  const auto compare = [&](dshost_split split, const std::shared_ptr<const std::vector<int64_t>>& o, int64_t rows) {
+  InputPipeline on_gpu(*data, 12, 2, 1, cuda, /*decode_on_gpu=*/true),
+      on_cpu(*data, 12, 2, 1, cuda, false);
+  const auto compare = [&](dshost_split split, const std::shared_ptr<const std::vector<int64_t>>& o,
+                           int64_t rows) {
     at::Tensor gpu_targets, cpu_targets;
-    const at::Tensor decoded = loaded_pixels(on_gpu, *data, split, o, 0, rows, split == DSHOST_TRAIN_SPLIT ? 7 : 0,
-                                             cuda, &gpu_targets);
-    const at::Tensor written = loaded_pixels(on_cpu, *data, split, o, 0, rows, split == DSHOST_TRAIN_SPLIT ? 7 : 0,
-                                             cuda, &cpu_targets);
+    const at::Tensor decoded = loaded_pixels(
+        on_gpu, *data, split, o, 0, rows, split == DSHOST_TRAIN_SPLIT ? 7 : 0, cuda, &gpu_targets);
+    const at::Tensor written = loaded_pixels(
+        on_cpu, *data, split, o, 0, rows, split == DSHOST_TRAIN_SPLIT ? 7 : 0, cuda, &cpu_targets);
     EXPECT_TRUE(gpu_targets.equal(cpu_targets));
     const at::Tensor by_row = (decoded - written).abs().flatten(1).mean(1);
     EXPECT_LE(by_row.max().item<double>(), 5.0) << by_row;
@@ -728,7 +828,8 @@ TEST(Sampler, ShardsAreDisjointAndCoverEverySample) {
   const int64_t n = 1000;
   std::set<int64_t> seen;
   for (int rank = 0; rank < 4; ++rank)
-    for (int64_t i : shard_indices(n, rank, 4, 7, 0, true, true)) EXPECT_TRUE(seen.insert(i).second);
+    for (int64_t i : shard_indices(n, rank, 4, 7, 0, true, true))
+      EXPECT_TRUE(seen.insert(i).second);
   EXPECT_EQ(static_cast<int64_t>(seen.size()), n);
 }
 

@@ -43,36 +43,41 @@ FakeRanks::FakeRanks(int world_size, dshost_optimizer_config optimizer)
     t.device = {kDLCPU, 0};
     t.precision = DSHOST_FP32;
     t.optimizer = &optimizer_;
-    t.log = [](dshost_host* host, dshost_log_level, const char* message) { rank_of(host).log.push_back(message); };
+    t.log = [](dshost_host* host, dshost_log_level, const char* message) {
+      rank_of(host).log.push_back(message);
+    };
     t.register_buffer = [](dshost_host* host, DLManagedTensor* buffer, int32_t* id, dshost_error*) {
       Rank& me = rank_of(host);
       *id = static_cast<int32_t>(me.buffers.size());
       me.buffers.push_back(from_dlpack(buffer));
       return DSHOST_OK;
     };
-    t.all_reduce = [](dshost_host* host, const dshost_slice* data, dshost_reduce_op op, dshost_work** work,
-                      dshost_error*) {
+    t.all_reduce = [](dshost_host* host, const dshost_slice* data, dshost_reduce_op op,
+                      dshost_work** work, dshost_error*) {
       Rank& me = rank_of(host);
       const at::Tensor t = me.buffers[data->buffer].view(-1).narrow(0, data->offset, data->count);
       return collective(host, {Call::kAllReduce, t, t, op}, work);
     };
-    t.all_gather = [](dshost_host* host, const dshost_slice* in, const dshost_slice* out, dshost_work** work,
-                      dshost_error*) {
+    t.all_gather = [](dshost_host* host, const dshost_slice* in, const dshost_slice* out,
+                      dshost_work** work, dshost_error*) {
       Rank& me = rank_of(host);
-      return collective(host,
-                        {Call::kAllGather, me.buffers[in->buffer].view(-1).narrow(0, in->offset, in->count),
-                         me.buffers[out->buffer].view(-1).narrow(0, out->offset, out->count)},
-                        work);
+      return collective(
+          host,
+          {Call::kAllGather, me.buffers[in->buffer].view(-1).narrow(0, in->offset, in->count),
+           me.buffers[out->buffer].view(-1).narrow(0, out->offset, out->count)},
+          work);
     };
-    t.reduce_scatter = [](dshost_host* host, const dshost_slice* in, const dshost_slice* out, dshost_reduce_op op,
-                          dshost_work** work, dshost_error*) {
+    t.reduce_scatter = [](dshost_host* host, const dshost_slice* in, const dshost_slice* out,
+                          dshost_reduce_op op, dshost_work** work, dshost_error*) {
       Rank& me = rank_of(host);
-      return collective(host,
-                        {Call::kReduceScatter, me.buffers[in->buffer].view(-1).narrow(0, in->offset, in->count),
-                         me.buffers[out->buffer].view(-1).narrow(0, out->offset, out->count), op},
-                        work);
+      return collective(
+          host,
+          {Call::kReduceScatter, me.buffers[in->buffer].view(-1).narrow(0, in->offset, in->count),
+           me.buffers[out->buffer].view(-1).narrow(0, out->offset, out->count), op},
+          work);
     };
-    t.broadcast = [](dshost_host* host, const dshost_slice* data, int32_t root, dshost_work** work, dshost_error*) {
+    t.broadcast = [](dshost_host* host, const dshost_slice* data, int32_t root, dshost_work** work,
+                     dshost_error*) {
       Rank& me = rank_of(host);
       const at::Tensor t = me.buffers[data->buffer].view(-1).narrow(0, data->offset, data->count);
       return collective(host, {Call::kBroadcast, t, t, DSHOST_SUM, root}, work);
@@ -152,7 +157,8 @@ void FakeRanks::compute() {
     case Call::kReduceScatter: {
       const int64_t count = first.out.numel();
       for (int r = 0; r < world_size_; ++r)
-        calls_[r].out.copy_(reduced([&](const Call& c) { return c.in.narrow(0, r * count, count); }));
+        calls_[r].out.copy_(
+            reduced([&](const Call& c) { return c.in.narrow(0, r * count, count); }));
       break;
     }
     case Call::kBroadcast: {

@@ -28,19 +28,21 @@ struct Launch {
 // does, capturing what it writes to stdout.
 Launch launch_with(const std::string& plugin_name, const std::string& section,
                    const std::vector<std::string>& argv_strings) {
-  const std::string path = test::write_file(
-      test::scratch_dir("launcher") + "/m.toml",
-      "[launcher]\nplugin = \"" + plugin_name + "\"\n" + section);
+  const std::string path =
+      test::write_file(test::scratch_dir("launcher") + "/m.toml",
+                       "[launcher]\nplugin = \"" + plugin_name + "\"\n" + section);
   const Manifest m = Manifest::load(path, {});
   const LoadedPlugin plugin =
       PluginCatalog(DSHOST_BUILD_PLUGIN_DIR).load(DSHOST_KIND_LAUNCHER, plugin_name, path);
-  const Section options = m.resolve("launcher", {plugin.options.data(), plugin.options.size()}, true);
+  const Section options =
+      m.resolve("launcher", {plugin.options.data(), plugin.options.size()}, true);
   PluginHost host(plugin_name, options, RankInfo{}, nullptr);
   const auto* api = plugin.api<dshost_launcher_api>();
   dshost_error err{sizeof(dshost_error), {}};
   dshost_launcher* launcher = nullptr;
   Launch result{};
-  if (const dshost_status created = api->create(host.table(), &launcher, &err); created != DSHOST_OK)
+  if (const dshost_status created = api->create(host.table(), &launcher, &err);
+      created != DSHOST_OK)
     return {created, -1, err.message, ""};
   std::vector<const char*> argv;
   for (const auto& a : argv_strings) argv.push_back(a.c_str());
@@ -116,7 +118,8 @@ TEST(LocalLauncher, AMissingProgramIsReportedAsAFailedRank) {
 // The rendezvous variables in `env`'s output (a rank's environment as it is, duplicates
 // included: a shell would keep only one of two), per rank: "RANK=0 WORLD_SIZE=2 ...".
 std::map<int, std::string> rendezvous_seen(const std::string& out) {
-  static const std::regex line(R"(\[rank (\d+)\] ((RANK|LOCAL_RANK|WORLD_SIZE|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT)=\S*))");
+  static const std::regex line(
+      R"(\[rank (\d+)\] ((RANK|LOCAL_RANK|WORLD_SIZE|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT)=\S*))");
   std::map<int, std::vector<std::string>> found;
   for (std::sregex_iterator it(out.begin(), out.end(), line), end; it != end; ++it)
     found[std::stoi((*it)[1].str())].push_back((*it)[2].str());
@@ -136,9 +139,12 @@ struct InheritedRendezvous {
   ~InheritedRendezvous() {
     for (const auto& [k, v] : kValues) unsetenv(k);
   }
-  static constexpr std::pair<const char*, const char*> kValues[] = {
-      {"RANK", "7"}, {"LOCAL_RANK", "5"}, {"WORLD_SIZE", "9"}, {"LOCAL_WORLD_SIZE", "6"},
-      {"MASTER_ADDR", "10.231.9.9"}, {"MASTER_PORT", "1"}};
+  static constexpr std::pair<const char*, const char*> kValues[] = {{"RANK", "7"},
+                                                                    {"LOCAL_RANK", "5"},
+                                                                    {"WORLD_SIZE", "9"},
+                                                                    {"LOCAL_WORLD_SIZE", "6"},
+                                                                    {"MASTER_ADDR", "10.231.9.9"},
+                                                                    {"MASTER_PORT", "1"}};
 };
 
 TEST(LocalLauncher, InheritedRendezvousVariablesAreReplacedNotAppended) {
@@ -148,7 +154,8 @@ TEST(LocalLauncher, InheritedRendezvousVariablesAreReplacedNotAppended) {
   const auto seen = rendezvous_seen(l.out);
   for (int r = 0; r < 2; ++r) {
     const std::string rank = std::to_string(r);
-    EXPECT_EQ(seen.at(r), "LOCAL_RANK=" + rank + " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29612 RANK=" +
+    EXPECT_EQ(seen.at(r), "LOCAL_RANK=" + rank +
+                              " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29612 RANK=" +
                               rank + " WORLD_SIZE=2 ");
   }
 }
@@ -165,7 +172,8 @@ std::string hostfile_error(const std::string& text) {
 }
 
 TEST(Hostfile, ReadsDeepSpeedsFormatWithCommentsAndBlankLines) {
-  const auto nodes = ssh::parse_hostfile("# cluster\n\nworker-1 slots=4\n  worker-2   slots=2  # half\n", "hf");
+  const auto nodes =
+      ssh::parse_hostfile("# cluster\n\nworker-1 slots=4\n  worker-2   slots=2  # half\n", "hf");
   ASSERT_EQ(nodes.size(), 2u);
   EXPECT_EQ(nodes[0].host, "worker-1");
   EXPECT_EQ(nodes[0].slots, (std::vector<int>{0, 1, 2, 3}));
@@ -185,8 +193,8 @@ TEST(Hostfile, MalformedLinesDuplicatesAndEmptyFilesNameTheLine) {
 
 std::vector<ssh::Node> select(const std::string& include, const std::string& exclude,
                               int num_nodes = 0) {
-  return ssh::select_nodes(ssh::parse_hostfile("a slots=4\nb slots=4\nc slots=2\n", "hf"),
-                           include, exclude, num_nodes, "hf");
+  return ssh::select_nodes(ssh::parse_hostfile("a slots=4\nb slots=4\nc slots=2\n", "hf"), include,
+                           exclude, num_nodes, "hf");
 }
 
 std::string selection_error(const std::string& include, const std::string& exclude,
@@ -245,17 +253,19 @@ const char* kReport =
     "\"$(ip -o -4 addr show dev eth0 | awk '{print $4}')\" > \"$2/rank$RANK\"";
 
 TEST_F(SshLauncher, QuotedValuesReachEveryRankIntactAndRunNothing) {
-  const std::string trap = "it's \"quoted\"; $(touch " + dir_ + "/pwned) `touch " + dir_ +
-                           "/pwned` & | > < \\ $HOME";
+  const std::string trap =
+      "it's \"quoted\"; $(touch " + dir_ + "/pwned) `touch " + dir_ + "/pwned` & | > < \\ $HOME";
   const std::string cwd = dir_ + "/work dir 'q' ; $(touch " + dir_ + "/pwned)";
   std::filesystem::create_directories(cwd);
-  const std::string env_file = test::write_file(dir_ + "/env", "# for every rank\nDSHOST_TEST_VALUE=" + trap + "\n");
+  const std::string env_file =
+      test::write_file(dir_ + "/env", "# for every rank\nDSHOST_TEST_VALUE=" + trap + "\n");
   const auto old_cwd = std::filesystem::current_path();
   std::filesystem::current_path(cwd);
-  const Launch l = launch_with(
-      "ssh", ssh_section(dir_, std::string(kHostA) + " slots=1\n" + kHostB + " slots=2\n",
-                         "env_file = \"" + env_file + "\"\n"),
-      {"/bin/sh", "-c", kReport, "sh", trap + "\nsecond line", dir_});
+  const Launch l =
+      launch_with("ssh",
+                  ssh_section(dir_, std::string(kHostA) + " slots=1\n" + kHostB + " slots=2\n",
+                              "env_file = \"" + env_file + "\"\n"),
+                  {"/bin/sh", "-c", kReport, "sh", trap + "\nsecond line", dir_});
   std::filesystem::current_path(old_cwd);
   ASSERT_EQ(l.status, DSHOST_OK) << l.message;
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/pwned")) << "a quoted value ran";
@@ -272,11 +282,12 @@ TEST_F(SshLauncher, IncludeRunsOnlyTheNamedSlotsWithManifestSshOptions) {
   const std::string hostfile = test::write_file(
       dir_ + "/hostfile", std::string(kHostA) + " slots=2\n" + kHostB + " slots=4\n");
   const Launch l = launch_with(
-      "ssh", "hostfile = \"" + hostfile + "\"\ninclude = \"" + kHostB + ":1,3\"\n" +
-                 "identity_file = \"" + dir_ + "/id_ed25519\"\nssh_port = 22\n" +
-                 "ssh_args = \"-o User=root -o IdentitiesOnly=yes -o UserKnownHostsFile=" + dir_ +
-                 "/known_hosts -o StrictHostKeyChecking=yes\"\n" +
-                 "dshost_path = \"" + DSHOST_BINARY + "\"\nmaster_port = 29734\n",
+      "ssh",
+      "hostfile = \"" + hostfile + "\"\ninclude = \"" + kHostB + ":1,3\"\n" + "identity_file = \"" +
+          dir_ + "/id_ed25519\"\nssh_port = 22\n" +
+          "ssh_args = \"-o User=root -o IdentitiesOnly=yes -o UserKnownHostsFile=" + dir_ +
+          "/known_hosts -o StrictHostKeyChecking=yes\"\n" + "dshost_path = \"" + DSHOST_BINARY +
+          "\"\nmaster_port = 29734\n",
       {"/bin/sh", "-c", kReport, "sh", "x", dir_});
   unsetenv("DSHOST_TEST_VALUE");
   ASSERT_EQ(l.status, DSHOST_OK) << l.message;
@@ -289,14 +300,16 @@ TEST_F(SshLauncher, IncludeRunsOnlyTheNamedSlotsWithManifestSshOptions) {
 TEST_F(SshLauncher, AFailingRankOnOneHostStopsTheOtherHostNamingRankHostAndCode) {
   const auto start = std::chrono::steady_clock::now();
   const Launch l = launch_with(
-      "ssh", ssh_section(dir_, std::string(kHostA) + " slots=1\n" + kHostB + " slots=1\n",
-                         "grace_period_s = 2\n"),
+      "ssh",
+      ssh_section(dir_, std::string(kHostA) + " slots=1\n" + kHostB + " slots=1\n",
+                  "grace_period_s = 2\n"),
       {"/bin/sh", "-c", "if [ \"$RANK\" = 1 ]; then sleep 0.5; exit 3; fi; exec sleep 27.1828"});
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(l.status, DSHOST_RANK_FAILED);
   EXPECT_EQ(l.exit_code, 3);
-  EXPECT_EQ(l.message, "rank 1 on host 10.231.0.2 exited with code 3; stopped every rank on every node");
+  EXPECT_EQ(l.message,
+            "rank 1 on host 10.231.0.2 exited with code 3; stopped every rank on every node");
   EXPECT_LT(seconds, 10.0);
   EXPECT_TRUE(test::pids_matching("sleep 27.1828").empty()) << "a rank outlived the job";
   EXPECT_TRUE(test::pids_matching("dshost agent").empty()) << "an agent outlived the job";
@@ -307,20 +320,23 @@ TEST_F(SshLauncher, UnknownAndUnreachableHostsAreNamedBeforeAnyRankStarts) {
       "ssh", ssh_section(dir_, std::string(kHostA) + " slots=1\nno-such-host.invalid slots=1\n"),
       {"/bin/sh", "-c", "touch " + dir_ + "/started"});
   EXPECT_EQ(unknown.status, DSHOST_IO_ERROR);
-  EXPECT_NE(unknown.message.find("cannot reach host no-such-host.invalid over ssh (exited with code 255: "
-                                 "ssh: Could not resolve hostname no-such-host.invalid"),
-            std::string::npos)
+  EXPECT_NE(
+      unknown.message.find("cannot reach host no-such-host.invalid over ssh (exited with code 255: "
+                           "ssh: Could not resolve hostname no-such-host.invalid"),
+      std::string::npos)
       << unknown.message;
-  EXPECT_NE(unknown.message.find("check that `ssh no-such-host.invalid true` works without a password"),
-            std::string::npos)
+  EXPECT_NE(
+      unknown.message.find("check that `ssh no-such-host.invalid true` works without a password"),
+      std::string::npos)
       << unknown.message;
-  const Launch unreachable = launch_with(
-      "ssh", ssh_section(dir_, "10.231.0.77 slots=1\n", "connect_timeout_s = 2\n"),
-      {"/bin/sh", "-c", "touch " + dir_ + "/started"});
+  const Launch unreachable =
+      launch_with("ssh", ssh_section(dir_, "10.231.0.77 slots=1\n", "connect_timeout_s = 2\n"),
+                  {"/bin/sh", "-c", "touch " + dir_ + "/started"});
   EXPECT_EQ(unreachable.status, DSHOST_IO_ERROR);
-  EXPECT_NE(unreachable.message.find("cannot reach host 10.231.0.77 over ssh (exited with code 255: "
-                                     "ssh: connect to host 10.231.0.77 port 22: "),
-            std::string::npos)
+  EXPECT_NE(
+      unreachable.message.find("cannot reach host 10.231.0.77 over ssh (exited with code 255: "
+                               "ssh: connect to host 10.231.0.77 port 22: "),
+      std::string::npos)
       << unreachable.message;
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/started"));
 }
@@ -329,12 +345,14 @@ TEST_F(SshLauncher, UnknownAndUnreachableHostsAreNamedBeforeAnyRankStarts) {
 // environment holds.
 TEST_F(SshLauncher, InheritedRendezvousVariablesAreReplacedOnEveryNode) {
   std::string env_text;
-  for (const auto& [k, v] : InheritedRendezvous::kValues) env_text += std::string(k) + "=" + v + "\n";
+  for (const auto& [k, v] : InheritedRendezvous::kValues)
+    env_text += std::string(k) + "=" + v + "\n";
   const std::string env_file = test::write_file(dir_ + "/env", env_text);
-  const Launch l = launch_with(
-      "ssh", ssh_section(dir_, std::string(kHostA) + " slots=1\n" + kHostB + " slots=1\n",
-                         "env_file = \"" + env_file + "\"\n"),
-      {"/usr/bin/env"});
+  const Launch l =
+      launch_with("ssh",
+                  ssh_section(dir_, std::string(kHostA) + " slots=1\n" + kHostB + " slots=1\n",
+                              "env_file = \"" + env_file + "\"\n"),
+                  {"/usr/bin/env"});
   ASSERT_EQ(l.status, DSHOST_OK) << l.message;
   const auto seen = rendezvous_seen(l.out);
   for (int r = 0; r < 2; ++r)
@@ -353,8 +371,8 @@ TEST(SshLauncherOptions, AHostThatLooksLikeAnOptionIsRefusedAndRunsNothing) {
                            "' is not a host name or address (letters, digits, '.', '-', '_'; "
                            "not starting with '-')");
   EXPECT_FALSE(std::filesystem::exists(dir + "/pwned")) << "the host ran as an ssh option";
-  const Launch addr = launch_with("ssh", ssh_section(dir, "a slots=1\n", "master_addr = \"-x\"\n"),
-                                  {"/bin/true"});
+  const Launch addr =
+      launch_with("ssh", ssh_section(dir, "a slots=1\n", "master_addr = \"-x\"\n"), {"/bin/true"});
   EXPECT_EQ(addr.status, DSHOST_INVALID_ARGUMENT);
   EXPECT_NE(addr.message.find("launcher.master_addr = '-x' is not a host name"), std::string::npos)
       << addr.message;
@@ -365,13 +383,15 @@ TEST(SlurmLauncherOptions, ValuesThatWouldAddSbatchOptionsAreRefused) {
     const Launch l = launch_with("slurm", "partition = \"" + bad + "\"\n", {"/bin/true"});
     EXPECT_EQ(l.status, DSHOST_INVALID_ARGUMENT) << bad;
     EXPECT_NE(l.message.find("must be one word with no blanks, line breaks or leading '-'"),
-              std::string::npos) << l.message;
+              std::string::npos)
+        << l.message;
   }
 }
 
 TEST(SshLauncherOptions, HostfileAndEnvFileMistakesFailAtCreation) {
   const std::string dir = test::scratch_dir("ssh_options");
-  const Launch bad_line = launch_with("ssh", ssh_section(dir, "a slots=1\nb slots 2\n"), {"/bin/true"});
+  const Launch bad_line =
+      launch_with("ssh", ssh_section(dir, "a slots=1\nb slots 2\n"), {"/bin/true"});
   EXPECT_EQ(bad_line.status, DSHOST_INVALID_ARGUMENT);
   EXPECT_EQ(bad_line.message, dir + "/hostfile:2: 'b slots 2' is not 'HOST slots=N'");
   const Launch missing = launch_with("ssh", "hostfile = \"" + dir + "/none\"\n", {"/bin/true"});
@@ -379,7 +399,9 @@ TEST(SshLauncherOptions, HostfileAndEnvFileMistakesFailAtCreation) {
             std::string::npos)
       << missing.message;
   const Launch env = launch_with(
-      "ssh", ssh_section(dir, "a slots=1\n", "env_file = \"" + test::write_file(dir + "/env", "A=1\nnot a pair\n") + "\"\n"),
+      "ssh",
+      ssh_section(dir, "a slots=1\n",
+                  "env_file = \"" + test::write_file(dir + "/env", "A=1\nnot a pair\n") + "\"\n"),
       {"/bin/true"});
   EXPECT_EQ(env.message, dir + "/env:2: 'not a pair' is not KEY=VALUE");
 }

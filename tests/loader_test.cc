@@ -38,8 +38,8 @@ TEST(Loader, LoadsTheBundledPlugins) {
 }
 
 TEST(Loader, RefusesAFileThatIsNotASharedLibrary) {
-  const std::string file = test::write_file(test::scratch_dir("loader_text") +
-                                            "/dshost_model_text.so", "just text\n");
+  const std::string file =
+      test::write_file(test::scratch_dir("loader_text") + "/dshost_model_text.so", "just text\n");
   EXPECT_NE(refusal(file).find("not a shared library (no ELF header)"), std::string::npos)
       << refusal(file);
 }
@@ -47,19 +47,24 @@ TEST(Loader, RefusesAFileThatIsNotASharedLibrary) {
 TEST(Loader, RefusesASharedLibraryWithoutTheEntrySymbol) {
   const std::string why = refusal(test_plugin("dshost_launcher_bad_no_entry.so"));
   EXPECT_NE(why.find("a shared library but not a dshost plugin: it exports no dshost_plugin_v1"),
-            std::string::npos) << why;
+            std::string::npos)
+      << why;
 }
 
 TEST(Loader, RefusesAnotherAbiMajorNamingBothVersions) {
   const std::string why = refusal(test_plugin("dshost_launcher_bad_abi_major.so"));
-  EXPECT_NE(why.find("built for dshost ABI 2." + kMinor + ", but this host implements ABI 1." + kMinor),
-            std::string::npos) << why;
+  EXPECT_NE(
+      why.find("built for dshost ABI 2." + kMinor + ", but this host implements ABI 1." + kMinor),
+      std::string::npos)
+      << why;
 }
 
 TEST(Loader, RefusesANewerAbiMinor) {
   const std::string why = refusal(test_plugin("dshost_launcher_bad_abi_minor.so"));
-  EXPECT_NE(why.find("built for dshost ABI 1." + std::to_string(DSHOST_ABI_MINOR + 1) + ", but this host implements ABI 1." + kMinor),
-            std::string::npos) << why;
+  EXPECT_NE(why.find("built for dshost ABI 1." + std::to_string(DSHOST_ABI_MINOR + 1) +
+                     ", but this host implements ABI 1." + kMinor),
+            std::string::npos)
+      << why;
 }
 
 TEST(Loader, RefusesAnotherLibTorch) {
@@ -100,14 +105,22 @@ output_dir = ")" + dir + R"("
 // this launch's id into the run directory.
 TEST(Loader, ALauncherThatStartsNoRankIsAnError) {
   const std::string dir = test::scratch_dir("loader_idle_launcher");
-  const std::string manifest = test::write_file(dir + "/m.toml", "[plugins]\npaths = \"" +
-      std::string(DSHOST_TEST_PLUGIN_DIR) + "\"\n[launcher]\nplugin = \"idle\"\n[model]\n"
-      "plugin = \"basic_cnn\"\n[strategy]\nplugin = \"ddp\"\n[run]\noutput_dir = \"" + dir + "\"\n");
+  const std::string manifest = test::write_file(
+      dir + "/m.toml",
+      "[plugins]\npaths = \"" + std::string(DSHOST_TEST_PLUGIN_DIR) +
+          "\"\n[launcher]\nplugin = \"idle\"\n[model]\n"
+          "plugin = \"basic_cnn\"\n[strategy]\nplugin = \"ddp\"\n[run]\noutput_dir = \"" +
+          dir + "\"\n");
   const test::Ran r = test::dshost({"run", manifest});
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("dshost: error: launcher 'idle' (" DSHOST_TEST_PLUGIN_DIR "/dshost_launcher_idle.so) "
-                       "reported success, but no rank 0 of this launch ran: " + dir + "/run/.lock "
-                       "does not hold its launch id"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("dshost: error: launcher 'idle' (" DSHOST_TEST_PLUGIN_DIR
+                       "/dshost_launcher_idle.so) "
+                       "reported success, but no rank 0 of this launch ran: " +
+                       dir +
+                       "/run/.lock "
+                       "does not hold its launch id"),
+            std::string::npos)
+      << r.err;
 }
 
 // A plugin's option declarations are checked when it loads, so an author's mistake is
@@ -116,10 +129,12 @@ TEST(Loader, RefusesOptionDeclarationsThatCannotBeUsed) {
   const std::vector<std::pair<std::string, std::string>> cases{
       {"null_default", "option 'depth' has no default value"},
       {"unparsable_default", "option 'mode' has the default 'fast', which is not a TOML value ("},
-      {"out_of_range_default", "option 'depth' has a default that its own declaration refuses: "
-                               "depth = integer 0 is out of range [1, 8]: how deep"},
+      {"out_of_range_default",
+       "option 'depth' has a default that its own declaration refuses: "
+       "depth = integer 0 is out of range [1, 8]: how deep"},
       {"duplicate_option", "option 'mode' is declared twice"},
-      {"option_named_plugin", "option 'plugin' is named 'plugin', the key that names the plugin itself"}};
+      {"option_named_plugin",
+       "option 'plugin' is named 'plugin', the key that names the plugin itself"}};
   for (const auto& [bad, said] : cases) {
     const std::string file = test_plugin("dshost_launcher_bad_" + bad + ".so");
     const std::string why = refusal(file);
@@ -127,14 +142,17 @@ TEST(Loader, RefusesOptionDeclarationsThatCannotBeUsed) {
     // `plugins --check` makes the same checks as `run`.
     const test::Ran r = test::dshost({"plugins", "--check", file});
     EXPECT_EQ(r.exit_code, 2);
-    EXPECT_NE(r.out.find("not a usable plugin: plugin " + file + ": " + said), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("not a usable plugin: plugin " + file + ": " + said), std::string::npos)
+        << r.out;
   }
 }
 
 TEST(Loader, RefusesAFileWhoseNameDiffersFromTheDeclaredPlugin) {
   const std::string file = test_plugin("dshost_launcher_bad_misnamed.so");
-  EXPECT_EQ(refusal(file), "plugin " + file + ": it declares launcher 'bad', so its file must be "
-                           "named dshost_launcher_bad.so to be found; rename the file or the plugin");
+  EXPECT_EQ(refusal(file),
+            "plugin " + file +
+                ": it declares launcher 'bad', so its file must be "
+                "named dshost_launcher_bad.so to be found; rename the file or the plugin");
 }
 
 // A plugin earlier in the search path replaces a bundled one of the same kind and name,
@@ -143,13 +161,17 @@ TEST(Loader, APluginThatHidesABundledOneIsNamedWithBoth) {
   const std::string dir = test::scratch_dir("loader_hides");
   const std::string bundled = std::string(DSHOST_BUILD_PLUGIN_DIR) + "/dshost_strategy_ddp.so";
   std::filesystem::copy_file(bundled, dir + "/dshost_strategy_ddp.so");
-  const std::string manifest = test::write_file(dir + "/m.toml", "[plugins]\npaths = \"" + dir +
-      "\"\n[launcher]\nplugin = \"local\"\n[model]\nplugin = \"basic_cnn\"\n[strategy]\nplugin = \"ddp\"\n");
+  const std::string manifest =
+      test::write_file(dir + "/m.toml", "[plugins]\npaths = \"" + dir +
+                                            "\"\n[launcher]\nplugin = \"local\"\n[model]\nplugin = "
+                                            "\"basic_cnn\"\n[strategy]\nplugin = \"ddp\"\n");
   const test::Ran r = test::dshost({"check", manifest});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("dshost: warning: strategy plugin 'ddp' is loaded from " + dir +
                        "/dshost_strategy_ddp.so, which comes first in the search path and hides " +
-                       std::filesystem::canonical(bundled).string()), std::string::npos) << r.err;
+                       std::filesystem::canonical(bundled).string()),
+            std::string::npos)
+      << r.err;
 }
 
 }  // namespace

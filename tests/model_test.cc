@@ -75,8 +75,9 @@ TEST(BasicCnn, ExportsCanonicalChannelsLastWeights) {
     const at::Tensor w = exported_param(*m, unit, 0);
     ASSERT_EQ(w.dim(), 4);
     EXPECT_EQ(w.stride(1), 1) << "unit " << unit << " strides " << w.strides();
-    EXPECT_EQ(w.strides(), at::empty(w.sizes(), w.options().memory_format(
-                                                    at::MemoryFormat::ChannelsLast)).strides());
+    EXPECT_EQ(
+        w.strides(),
+        at::empty(w.sizes(), w.options().memory_format(at::MemoryFormat::ChannelsLast)).strides());
   }
 }
 
@@ -149,8 +150,10 @@ INSTANTIATE_TEST_SUITE_P(
 // them (call under ASSERT_NO_FATAL_FAILURE).
 void predict_logits(LiveModel& m, const at::Tensor& input, at::Tensor* logits) {
   dshost_error err{sizeof(dshost_error), {}};
-  ASSERT_EQ(m.api->bind_batch(m.model, to_dlpack(input), to_dlpack(at::zeros({input.size(0)}, at::kLong)), &err),
-            DSHOST_OK) << err.message;
+  ASSERT_EQ(m.api->bind_batch(m.model, to_dlpack(input),
+                              to_dlpack(at::zeros({input.size(0)}, at::kLong)), &err),
+            DSHOST_OK)
+      << err.message;
   DLManagedTensor* out = nullptr;
   ASSERT_EQ(m.api->predict(m.model, input.size(0), &out, &err), DSHOST_OK) << err.message;
   *logits = from_dlpack(out);
@@ -160,7 +163,8 @@ void predict_logits(LiveModel& m, const at::Tensor& input, at::Tensor* logits) {
 void write_f32(const std::string& file, const at::Tensor& t) {
   const at::Tensor values = t.to(at::kFloat).contiguous();
   std::ofstream(file, std::ios::binary)
-      .write(static_cast<const char*>(values.data_ptr()), static_cast<std::streamsize>(values.nbytes()));
+      .write(static_cast<const char*>(values.data_ptr()),
+             static_cast<std::streamsize>(values.nbytes()));
 }
 
 // Raw little-endian float32 values of `file`, shaped.
@@ -181,7 +185,8 @@ class TorchvisionLogits : public testing::TestWithParam<std::string> {};
 TEST_P(TorchvisionLogits, SameWeightsGiveTorchvisionsLogits) {
   const std::string name = GetParam();
   const std::string dir = test::scratch_dir("torchvision_" + name);
-  const test::Ran made = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/torchvision_fixtures.py", dir, name});
+  const test::Ran made = test::run(
+      {"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/torchvision_fixtures.py", dir, name});
   ASSERT_EQ(made.exit_code, 0) << made.err;
   const auto fixture = nlohmann::json::parse(test::read_file(dir + "/" + name + ".json"));
   const bool bn = name == "vgg11_bn";
@@ -210,13 +215,15 @@ TEST_P(TorchvisionLogits, SameWeightsGiveTorchvisionsLogits) {
   }
   EXPECT_EQ(k, fixture.at("shapes").size());
 
-  const at::Tensor input = read_f32(dir + "/input.f32", fixture.at("input").get<std::vector<int64_t>>());
-  const at::Tensor expected = read_f32(dir + "/" + name + ".logits.f32",
-                                       fixture.at("logits").get<std::vector<int64_t>>());
+  const at::Tensor input =
+      read_f32(dir + "/input.f32", fixture.at("input").get<std::vector<int64_t>>());
+  const at::Tensor expected =
+      read_f32(dir + "/" + name + ".logits.f32", fixture.at("logits").get<std::vector<int64_t>>());
   at::Tensor logits;
   ASSERT_NO_FATAL_FAILURE(predict_logits(*m, input, &logits));
   ASSERT_EQ(logits.sizes(), expected.sizes());
-  const double relative = (logits - expected).abs().max().item<double>() / expected.abs().max().item<double>();
+  const double relative =
+      (logits - expected).abs().max().item<double>() / expected.abs().max().item<double>();
   EXPECT_LT(relative, 1e-4) << name << " against torchvision " << fixture.at("torchvision");
 }
 
@@ -229,12 +236,17 @@ INSTANTIATE_TEST_SUITE_P(Zoo, TorchvisionLogits,
 // and shapes, and gives the logits the dshost model computes with the checkpoint's state.
 TEST(Export, MobilenetV2LoadsIntoTorchvisionAndGivesDshostsLogits) {
   const std::string dir = test::scratch_dir("export_mobilenet_v2");
-  const test::Ran trained = test::dshost(
-      {"run", test::quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\"", "--set",
-       "model.plugin=\"mobilenet_v2\"", "--set", "model.num_classes=10", "--set",
-       "model.image_size=32", "--set", "data.channels=3", "--set", "data.image_size=32", "--set",
-       "train.max_steps=3", "--set", "train.eval=false", "--set", "launcher.nprocs=1", "--set",
-       "checkpoint.every_steps=3"});
+  const test::Ran trained = test::dshost({"run",   test::quickstart_manifest(),
+                                          "--set", "run.output_dir=\"" + dir + "\"",
+                                          "--set", "model.plugin=\"mobilenet_v2\"",
+                                          "--set", "model.num_classes=10",
+                                          "--set", "model.image_size=32",
+                                          "--set", "data.channels=3",
+                                          "--set", "data.image_size=32",
+                                          "--set", "train.max_steps=3",
+                                          "--set", "train.eval=false",
+                                          "--set", "launcher.nprocs=1",
+                                          "--set", "checkpoint.every_steps=3"});
   ASSERT_EQ(trained.exit_code, 0) << trained.err;
   const std::string checkpoints = dir + "/quickstart/checkpoints", weights = dir + "/w.safetensors";
   const test::Ran exported = test::dshost({"export", checkpoints, weights});
@@ -268,15 +280,18 @@ TEST(Export, MobilenetV2LoadsIntoTorchvisionAndGivesDshostsLogits) {
   ASSERT_NO_FATAL_FAILURE(predict_logits(*m, input, &logits));
 
   write_f32(dir + "/input.f32", input);
-  const test::Ran torchvision = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/export_logits.py",
-                                           weights, "10", dir + "/input.f32", "2,3,32,32", dir + "/logits.f32"});
+  const test::Ran torchvision =
+      test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/export_logits.py", weights, "10",
+                 dir + "/input.f32", "2,3,32,32", dir + "/logits.f32"});
   ASSERT_EQ(torchvision.exit_code, 0) << torchvision.err;
   const at::Tensor expected = read_f32(dir + "/logits.f32", {2, 10});
   EXPECT_GT(logits.abs().max().item<double>(), 0.01);
-  EXPECT_LT((logits - expected).abs().max().item<double>() / expected.abs().max().item<double>(), 1e-4);
+  EXPECT_LT((logits - expected).abs().max().item<double>() / expected.abs().max().item<double>(),
+            1e-4);
 
   // bf16 export: the same names, half the bytes of each float tensor.
-  const test::Ran half = test::dshost({"export", checkpoints, dir + "/w16.safetensors", "--dtype", "bf16"});
+  const test::Ran half =
+      test::dshost({"export", checkpoints, dir + "/w16.safetensors", "--dtype", "bf16"});
   ASSERT_EQ(half.exit_code, 0) << half.err;
   const SafetensorsFile f32(weights), bf16(dir + "/w16.safetensors");
   EXPECT_EQ(f32.names(), bf16.names());
@@ -287,8 +302,9 @@ TEST(Export, MobilenetV2LoadsIntoTorchvisionAndGivesDshostsLogits) {
 // cnn_lstm against the same network written in PyTorch (tests/cnn_lstm_reference.py), given
 // dshost's initial parameters: the same parameter count and shapes, and the same logits.
 TEST(CnnLstm, ComputesWhatThePyTorchNetworkComputes) {
-  auto m = create_model("cnn_lstm", "in_channels = 3\nimage_size = 16\nnum_classes = 5\n"
-                                    "width = 4\nhidden = 8\nlstm_layers = 2\ndropout = 0.0\n");
+  auto m = create_model("cnn_lstm",
+                        "in_channels = 3\nimage_size = 16\nnum_classes = 5\n"
+                        "width = 4\nhidden = 8\nlstm_layers = 2\ndropout = 0.0\n");
   const dshost_model_info info = describe(*m);
   // conv 3->4 and 4->8 with batch norm; LSTM over 4 rows of 8 x 4 values; head 8 -> 5.
   const int64_t lstm = 4 * 8 * (32 + 8) + 8 * 8 + 4 * 8 * (8 + 8) + 8 * 8;
@@ -296,7 +312,8 @@ TEST(CnnLstm, ComputesWhatThePyTorchNetworkComputes) {
   EXPECT_EQ(info.unit_count, 3);
   dshost_error err{sizeof(dshost_error), {}};
   // FLOPs per unit: both convolutions (16 x 16, then 8 x 8), 4 LSTM steps of 2 layers, head.
-  const int64_t want[] = {2 * 4 * 3 * 9 * 16 * 16 + 2 * 8 * 4 * 9 * 8 * 8, 4 * 2 * 4 * 8 * ((32 + 8) + (8 + 8)), 2 * 8 * 5};
+  const int64_t want[] = {2 * 4 * 3 * 9 * 16 * 16 + 2 * 8 * 4 * 9 * 8 * 8,
+                          4 * 2 * 4 * 8 * ((32 + 8) + (8 + 8)), 2 * 8 * 5};
   for (int u = 0; u < 3; ++u) {
     int64_t flops = 0;
     ASSERT_EQ(m->api->unit_flops(m->model, u, &flops, &err), DSHOST_OK);
@@ -307,7 +324,8 @@ TEST(CnnLstm, ComputesWhatThePyTorchNetworkComputes) {
   for (int u = 0; u < info.unit_count; ++u) {
     int32_t count = 0;
     ASSERT_EQ(m->api->param_count(m->model, u, &count, &err), DSHOST_OK);
-    for (int i = 0; i < count; ++i) params.push_back(exported_param(*m, u, i).contiguous().reshape({-1}));
+    for (int i = 0; i < count; ++i)
+      params.push_back(exported_param(*m, u, i).contiguous().reshape({-1}));
   }
   const std::string dir = test::scratch_dir("cnn_lstm_reference");
   const at::Tensor flat = at::cat(params);
@@ -315,15 +333,16 @@ TEST(CnnLstm, ComputesWhatThePyTorchNetworkComputes) {
   const at::Tensor input = at::randn({2, 3, 16, 16});
   write_f32(dir + "/params.f32", flat);
   write_f32(dir + "/input.f32", input);
-  const test::Ran reference = test::run({"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/cnn_lstm_reference.py",
-                                         dir + "/params.f32", dir + "/input.f32", "2,3,16,16", "4", "8",
-                                         "2", "5", dir + "/logits.f32"});
+  const test::Ran reference = test::run(
+      {"/usr/bin/python3", DSHOST_SOURCE_DIR "/tests/cnn_lstm_reference.py", dir + "/params.f32",
+       dir + "/input.f32", "2,3,16,16", "4", "8", "2", "5", dir + "/logits.f32"});
   ASSERT_EQ(reference.exit_code, 0) << reference.err;
   at::Tensor logits;
   ASSERT_NO_FATAL_FAILURE(predict_logits(*m, input, &logits));
   const at::Tensor expected = read_f32(dir + "/logits.f32", {2, 5});
   EXPECT_GT(expected.abs().max().item<double>(), 1e-3);
-  EXPECT_LT((logits - expected).abs().max().item<double>() / expected.abs().max().item<double>(), 1e-4);
+  EXPECT_LT((logits - expected).abs().max().item<double>() / expected.abs().max().item<double>(),
+            1e-4);
 }
 
 // Copies model `from`'s parameters, from its unit `first_unit` on, into `to` (same order).
@@ -333,7 +352,8 @@ void copy_parameters(LiveModel& from, int first_unit, LiveModel& to) {
   for (int u = 0; u < describe(to).unit_count; ++u) {
     int32_t count = 0;
     ASSERT_EQ(to.api->param_count(to.model, u, &count, &err), DSHOST_OK);
-    for (int i = 0; i < count; ++i) exported_param(to, u, i).copy_(exported_param(from, first_unit + u, i));
+    for (int i = 0; i < count; ++i)
+      exported_param(to, u, i).copy_(exported_param(from, first_unit + u, i));
   }
 }
 
@@ -367,17 +387,21 @@ TEST(Ensemble, IsItsMembersWithTheirLogitsAveraged) {
 
 TEST(Ensemble, UnknownOrTooFewMembersAreRefused) {
   for (const auto& [members, message] : std::vector<std::pair<std::string, std::string>>{
-           {"mobilenet_v2,vgg99", "ensemble: unknown member 'vgg99'; members can be mobilenet_v2, "
-                                  "efficientnet_b0, resnet18, resnet50"},
-           {"resnet18", "ensemble: members = \"resnet18\" names 1 model(s); an ensemble needs two "
-                        "or more, e.g. \"mobilenet_v2,resnet18\""}}) {
-    const std::string path = test::write_file(test::scratch_dir("ensemble_bad") + "/m.toml",
-                                              "[model]\nplugin = \"ensemble\"\nmembers = \"" + members + "\"\n");
+           {"mobilenet_v2,vgg99",
+            "ensemble: unknown member 'vgg99'; members can be mobilenet_v2, "
+            "efficientnet_b0, resnet18, resnet50"},
+           {"resnet18",
+            "ensemble: members = \"resnet18\" names 1 model(s); an ensemble needs two "
+            "or more, e.g. \"mobilenet_v2,resnet18\""}}) {
+    const std::string path =
+        test::write_file(test::scratch_dir("ensemble_bad") + "/m.toml",
+                         "[model]\nplugin = \"ensemble\"\nmembers = \"" + members + "\"\n");
     LiveModel live;
     live.plugin = PluginCatalog(DSHOST_BUILD_PLUGIN_DIR).load(DSHOST_KIND_MODEL, "ensemble", path);
     const std::vector<dshost_option>& options = live.plugin.options;
     live.host = std::make_unique<PluginHost>(
-        "ensemble", Manifest::load(path, {}).resolve("model", {options.data(), options.size()}, true),
+        "ensemble",
+        Manifest::load(path, {}).resolve("model", {options.data(), options.size()}, true),
         RankInfo{}, nullptr);
     live.api = live.plugin.api<dshost_model_api>();
     dshost_error err{sizeof(dshost_error), {}};
@@ -404,7 +428,8 @@ TEST(Gpt, MatchesGpt2SizesAndCost) {
     if (u == 1) block = flops;
   }
   EXPECT_EQ(sum, info.forward_flops_per_sample);
-  EXPECT_EQ(block, int64_t{2} * 1024 * 12 * 768 * 768 + int64_t{4} * 1024 * 1024 * 768);  // one transformer block
+  EXPECT_EQ(block, int64_t{2} * 1024 * 12 * 768 * 768 +
+                       int64_t{4} * 1024 * 1024 * 768);  // one transformer block
   EXPECT_EQ(info.input_dtype.code, kDLInt);
   EXPECT_EQ(std::vector<int64_t>(info.target_shape, info.target_shape + info.target_ndim),
             (std::vector<int64_t>{1024}));
@@ -426,7 +451,8 @@ TEST(LayerNorm, CudaBf16InputStaysBf16UnderAutocastWithFp32Numerics) {
   auto leaf = [](const at::Tensor& t, at::ScalarType dtype) {
     return t.detach().to(dtype).set_requires_grad(true);
   };
-  const at::Tensor x = leaf(x32, at::kBFloat16), w = leaf(w32, at::kBFloat16), b = leaf(b32, at::kBFloat16);
+  const at::Tensor x = leaf(x32, at::kBFloat16), w = leaf(w32, at::kBFloat16),
+                   b = leaf(b32, at::kBFloat16);
   const at::Tensor upstream = at::randn({4, 16, 64}, f32).to(at::kBFloat16);
 
   at::Tensor y;
@@ -443,7 +469,8 @@ TEST(LayerNorm, CudaBf16InputStaysBf16UnderAutocastWithFp32Numerics) {
   const at::Tensor rx = leaf(x, at::kFloat), rw = leaf(w, at::kFloat), rb = leaf(b, at::kFloat);
   const at::Tensor ry = at::layer_norm(rx, {64}, rw, rb, 1e-5);
   ry.backward(upstream.to(at::kFloat));
-  auto expect_rounded = [](const at::Tensor& got, const at::Tensor& exact, double tol, const char* what) {
+  auto expect_rounded = [](const at::Tensor& got, const at::Tensor& exact, double tol,
+                           const char* what) {
     const double err = (got.to(at::kFloat) - exact).abs().max().item<double>();
     EXPECT_LE(err, tol * exact.abs().max().item<double>()) << what;
   };
@@ -512,7 +539,6 @@ TEST(Linear, LeavesUnboundOrAutocastWeightsToAutograd) {
   EXPECT_TRUE(at::allclose(w.grad(), at::ones({4, 5}).t().mm(x), 2e-2, 2e-2));
 }
 
-
 // A recomputed unit (activation checkpointing) keeps its input alone, runs once in forward
 // and again in backward, and gives autograd's gradients exactly, dropout included: the
 // second run replays the first's random numbers and leaves the generator where the first
@@ -531,9 +557,9 @@ TEST(Recomputed, GivesAutogradsGradientsWithTheSameRandomNumbers) {
     at::manual_seed(11);
     const at::Tensor x = x0.clone().set_requires_grad(true);
     w.mutable_grad() = at::Tensor();
-    const at::Tensor y = recompute
-        ? dshost::detail::Recomputed::apply(x, dshost::detail::Recomputed::Unit::make(unit, replay))
-        : unit(x);
+    const at::Tensor y = recompute ? dshost::detail::Recomputed::apply(
+                                         x, dshost::detail::Recomputed::Unit::make(unit, replay))
+                                   : unit(x);
     (y * at::arange(32, at::kFloat).view({4, 8})).sum().backward();
     return Result{y.detach(), x.grad(), w.grad().clone(), at::rand({4})};
   };
@@ -549,7 +575,6 @@ TEST(Recomputed, GivesAutogradsGradientsWithTheSameRandomNumbers) {
   EXPECT_FALSE(at::equal(new_masks.dw, plain.dw));
 }
 
-
 // dshost::conv_relu on CUDA in bf16 is cuDNN's fused convolution + bias + ReLU (its own
 // autograd node), and gives conv2d then relu's output and gradients: against the fp32
 // computation from the same bf16 values, within bf16's rounding.
@@ -558,27 +583,30 @@ TEST(ConvRelu, CudaBf16IsOneFusedKernelWithConv2dThenRelusGradients) {
   at::manual_seed(3);
   const auto cuda = at::TensorOptions().device(at::kCUDA);
   const auto bf16 = [](const at::Tensor& t) {
-    return t.to(at::kBFloat16).contiguous(t.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+    return t.to(at::kBFloat16)
+        .contiguous(t.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   };
-  const at::Tensor x = bf16(at::randn({4, 16, 12, 12}, cuda)), w = bf16(at::randn({32, 16, 3, 3}, cuda) * 0.1),
+  const at::Tensor x = bf16(at::randn({4, 16, 12, 12}, cuda)),
+                   w = bf16(at::randn({32, 16, 3, 3}, cuda) * 0.1),
                    b = bf16(at::randn({32}, cuda) * 0.1), g = at::randn({4, 32, 12, 12}, cuda);
   auto leaf = [](const at::Tensor& t) { return t.detach().clone().set_requires_grad(true); };
   const at::Tensor xs = leaf(x), ws = leaf(w), bs = leaf(b);
   const at::Tensor y = dshost::conv_relu(xs, ws, bs, 1, 1);
   y.backward(bf16(g));
-  const at::Tensor xr = leaf(x.to(at::kFloat)), wr = leaf(w.to(at::kFloat)), br = leaf(b.to(at::kFloat));
+  const at::Tensor xr = leaf(x.to(at::kFloat)), wr = leaf(w.to(at::kFloat)),
+                   br = leaf(b.to(at::kFloat));
   const at::Tensor yr = at::conv2d(xr, wr, br, {1, 1}, {1, 1}).relu();
   yr.backward(g);
   EXPECT_NE(y.grad_fn()->name().find("ConvRelu"), std::string::npos) << y.grad_fn()->name();
   const auto close = [](const at::Tensor& got, const at::Tensor& want) {
-    return (got.to(at::kFloat) - want).abs().max().item<double>() <= 1e-2 * want.abs().max().item<double>();
+    return (got.to(at::kFloat) - want).abs().max().item<double>() <=
+           1e-2 * want.abs().max().item<double>();
   };
   EXPECT_TRUE(close(y, yr));
   EXPECT_TRUE(close(xs.grad(), xr.grad()));
   EXPECT_TRUE(close(ws.grad(), wr.grad()));
   EXPECT_TRUE(close(bs.grad(), br.grad()));
 }
-
 
 // vgg's 2 x 2 max pooling on CUDA (channels-last bf16): ATen's output and gradient exactly,
 // ties included (after a ReLU many windows hold several zeros; the first in row-major order
@@ -591,8 +619,10 @@ TEST(MaxPool2x2, CudaBf16GivesAtensOutputAndGradientExactly) {
   };
   const at::Tensor x0 = channels_last_bf16(at::randn({3, 64, 12, 10}, at::kCUDA).relu());
   const at::Tensor upstream = channels_last_bf16(at::randn({3, 64, 6, 5}, at::kCUDA));
-  const at::Tensor x = x0.detach().clone().set_requires_grad(true), xr = x0.detach().clone().set_requires_grad(true);
-  const at::Tensor y = dshost_models::MaxPool2x2()->forward(x), yr = at::max_pool2d(xr, {2, 2}, {2, 2});
+  const at::Tensor x = x0.detach().clone().set_requires_grad(true),
+                   xr = x0.detach().clone().set_requires_grad(true);
+  const at::Tensor y = dshost_models::MaxPool2x2()->forward(x),
+                   yr = at::max_pool2d(xr, {2, 2}, {2, 2});
   y.backward(upstream);
   yr.backward(upstream);
   EXPECT_NE(y.grad_fn()->name().find("CudaMaxPool2x2"), std::string::npos) << y.grad_fn()->name();

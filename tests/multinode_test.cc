@@ -15,8 +15,8 @@ namespace {
 
 const std::string kSsh = std::string(DSHOST_SOURCE_DIR) + "/configs/multinode-ssh.toml";
 const std::string kSlurm = std::string(DSHOST_SOURCE_DIR) + "/configs/slurm.toml";
-const std::vector<std::string> kShortRun = {"--set", "train.max_steps=20", "--set",
-                                            "train.eval=false", "--set", "train.log_every=5"};
+const std::vector<std::string> kShortRun = {
+    "--set", "train.max_steps=20", "--set", "train.eval=false", "--set", "train.log_every=5"};
 
 // The 20 losses of the quickstart's model and data on 2 local ranks: what every launcher
 // must reproduce bit for bit (the same ranks compute the same sums in the same order).
@@ -42,7 +42,9 @@ class SshTraining : public SshHostsTest {
                  epochs_or_steps, "--set", "train.log_every=1"},
                 ssh_sets(std::string(kHostA) + " slots=1\n" + kHostB + " slots=1\n"));
   }
-  std::vector<int> workers() { return ranks_matching("worker " + kSsh + " --set run.output_dir=\"" + dir_); }
+  std::vector<int> workers() {
+    return ranks_matching("worker " + kSsh + " --set run.output_dir=\"" + dir_);
+  }
 };
 
 // One thread per rank as on the local run, where 2 ranks share 2 cores (train.threads = 0
@@ -64,8 +66,9 @@ TEST_F(SshTraining, KillingARankOnOneHostEndsEveryRankOnEveryHost) {
   double seconds = 0;
   EXPECT_EQ(wait_for(job, 30, &seconds), 128 + SIGKILL);
   EXPECT_LT(seconds, 10.0);
-  EXPECT_NE(read_file(dir_ + "/log").find("dshost: error: rank 1 on host 10.231.0.2 was killed by "
-                                          "signal 9 (Killed); stopped every rank on every node"),
+  EXPECT_NE(read_file(dir_ + "/log")
+                .find("dshost: error: rank 1 on host 10.231.0.2 was killed by "
+                      "signal 9 (Killed); stopped every rank on every node"),
             std::string::npos)
       << read_file(dir_ + "/log");
   EXPECT_TRUE(workers().empty()) << "a rank outlived the job";
@@ -90,13 +93,16 @@ TEST(SshManifest, HostfileMistakesAreBadInputNamingFileAndLine) {
   const std::string hostfile = write_file(dir + "/hostfile", "node-1 slots=2\nnode-1 slots=2\n");
   const Ran twice = dshost({"run", kSsh, "--set", "launcher.hostfile=\"" + hostfile + "\""});
   EXPECT_EQ(twice.exit_code, 2);
-  EXPECT_EQ(twice.err, "dshost: error: launcher ssh: " + hostfile + ":2: host node-1 is listed twice\n");
+  EXPECT_EQ(twice.err,
+            "dshost: error: launcher ssh: " + hostfile + ":2: host node-1 is listed twice\n");
   write_file(hostfile, "node-1 slots=2\n");
   const Ran include = dshost({"run", kSsh, "--set", "launcher.hostfile=\"" + hostfile + "\"",
                               "--set", "launcher.include=\"node-2\""});
   EXPECT_EQ(include.exit_code, 2);
-  EXPECT_EQ(include.err, "dshost: error: launcher ssh: launcher.include: host node-2 is not in "
-                         "the hostfile " + hostfile + "\n");
+  EXPECT_EQ(include.err,
+            "dshost: error: launcher ssh: launcher.include: host node-2 is not in "
+            "the hostfile " +
+                hostfile + "\n");
 }
 
 // ---- slurm --------------------------------------------------------------------------------
@@ -108,7 +114,9 @@ class SlurmTraining : public SlurmClusterTest {
                  "launcher.output=\"" + dir_ + "/dshost-%j.log\""},
                 more);
   }
-  std::vector<int> workers() { return ranks_matching("worker " + kSlurm + " --set run.output_dir=\"" + dir_); }
+  std::vector<int> workers() {
+    return ranks_matching("worker " + kSlurm + " --set run.output_dir=\"" + dir_);
+  }
 };
 
 TEST_F(SlurmTraining, AnSbatchJobFollowsALocalTwoRankRunExactly) {
@@ -118,14 +126,17 @@ TEST_F(SlurmTraining, AnSbatchJobFollowsALocalTwoRankRunExactly) {
   ASSERT_TRUE(std::regex_search(r.out, id, std::regex("submitted batch job (\\d+)"))) << r.out;
   const std::string log = read_file(dir_ + "/dshost-" + id[1].str() + ".log");
   EXPECT_NE(log.find("0: "), std::string::npos) << "srun labels each line";
-  EXPECT_NE(r.out.find("[rank 0] "), std::string::npos) << "and dshost turns them into rank prefixes";
+  EXPECT_NE(r.out.find("[rank 0] "), std::string::npos)
+      << "and dshost turns them into rank prefixes";
   ASSERT_EQ(local_losses().size(), 20u);
-  EXPECT_NE(read_file(dir_ + "/dshost.sbatch").find("#SBATCH --ntasks-per-node=2\n"), std::string::npos);
+  EXPECT_NE(read_file(dir_ + "/dshost.sbatch").find("#SBATCH --ntasks-per-node=2\n"),
+            std::string::npos);
   EXPECT_EQ(losses(dir_ + "/slurm"), local_losses());
 }
 
 TEST_F(SlurmTraining, InsideAnSallocAllocationRanksStartWithSrun) {
-  const Ran r = run(with({"/usr/bin/salloc", "--immediate=60", "--nodes=1", "--ntasks=2"}, run_args(kShortRun)));
+  const Ran r = run(
+      with({"/usr/bin/salloc", "--immediate=60", "--nodes=1", "--ntasks=2"}, run_args(kShortRun)));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(r.out.find("submitted batch job"), std::string::npos) << "no second job";
   EXPECT_NE(r.err.find("[rank 0] "), std::string::npos) << r.err;
@@ -138,37 +149,43 @@ TEST_F(SlurmTraining, InsideAnSallocAllocationRanksStartWithSrun) {
 TEST_F(SlurmTraining, ARejectedJobIsAClearError) {
   const Ran r = run(run_args({"--set", "launcher.partition=\"no-such-partition\"", "--set",
                               "launcher.time=\"00:10:00\"", "--set", "launcher.account=\"acct\"",
-                              "--set", "launcher.cpus_per_task=1",
-                              "--set", "launcher.sbatch_lines=\"--qos=normal\\n--exclusive\""}));
+                              "--set", "launcher.cpus_per_task=1", "--set",
+                              "launcher.sbatch_lines=\"--qos=normal\\n--exclusive\""}));
   const std::string script = read_file(dir_ + "/dshost.sbatch");
   for (const char* line : {"--partition=no-such-partition", "--time=00:10:00", "--account=acct",
                            "--cpus-per-task=1", "--qos=normal", "--exclusive"})
-    EXPECT_NE(script.find(std::string("\n#SBATCH ") + line + "\n"), std::string::npos) << line << script;
+    EXPECT_NE(script.find(std::string("\n#SBATCH ") + line + "\n"), std::string::npos)
+        << line << script;
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("dshost: error: sbatch rejected the job (script " + dir_ + "/dshost.sbatch): "
-                       "sbatch: error: Batch job submission failed: Invalid partition name specified"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("dshost: error: sbatch rejected the job (script " + dir_ +
+                 "/dshost.sbatch): "
+                 "sbatch: error: Batch job submission failed: Invalid partition name specified"),
+      std::string::npos)
       << r.err;
 }
 
 // A held job never starts by itself: following it ends with the reason and what to do,
 // and the job stays queued for the user to release or cancel.
 TEST_F(SlurmTraining, FollowingAHeldJobEndsWithTheReason) {
-  const Ran r = run(run_args(with({"--wait", "--set", "launcher.sbatch_lines=\"--hold\""}, kShortRun)));
+  const Ran r =
+      run(run_args(with({"--wait", "--set", "launcher.sbatch_lines=\"--hold\""}, kShortRun)));
   EXPECT_EQ(r.exit_code, 1);
   std::smatch id;
   ASSERT_TRUE(std::regex_search(r.out, id, std::regex("submitted batch job (\\d+)"))) << r.out;
-  EXPECT_NE(r.err.find("dshost: error: job " + id[1].str() + " is held (JobHeldUser) and will not "
-                       "start until released; Release it with `scontrol release " + id[1].str() +
-                       "` or cancel it with `scancel " + id[1].str() + "`"),
+  EXPECT_NE(r.err.find("dshost: error: job " + id[1].str() +
+                       " is held (JobHeldUser) and will not "
+                       "start until released; Release it with `scontrol release " +
+                       id[1].str() + "` or cancel it with `scancel " + id[1].str() + "`"),
             std::string::npos)
       << r.err;
   EXPECT_EQ(run({"/usr/bin/squeue", "-h", "-j", id[1].str(), "-o", "%T"}).out, "PENDING\n");
 }
 
 TEST_F(SlurmTraining, KillingARankEndsTheJobNamingTheRank) {
-  const Job job = start_job(run_args({"--wait", "--set", "train.epochs=50", "--set", "train.log_every=1"}),
-                            dir_, "step 5/");
+  const Job job =
+      start_job(run_args({"--wait", "--set", "train.epochs=50", "--set", "train.log_every=1"}),
+                dir_, "step 5/");
   const int victim = pid_of_rank(workers(), 1);
   ASSERT_GT(victim, 0) << read_file(dir_ + "/log");
   kill(victim, SIGKILL);
@@ -181,14 +198,16 @@ TEST_F(SlurmTraining, KillingARankEndsTheJobNamingTheRank) {
 }
 
 TEST_F(SlurmTraining, CtrlCWhileFollowingCancelsTheJob) {
-  const Job job = start_job(run_args({"--wait", "--set", "train.epochs=50", "--set", "train.log_every=1"}),
-                            dir_, "step 5/");
+  const Job job =
+      start_job(run_args({"--wait", "--set", "train.epochs=50", "--set", "train.log_every=1"}),
+                dir_, "step 5/");
   ASSERT_EQ(workers().size(), 2u) << read_file(dir_ + "/log");
   kill(job.pid, SIGINT);
   double seconds = 0;
   EXPECT_NE(wait_for(job, 30, &seconds), 0);
   EXPECT_LT(seconds, 10.0);
-  EXPECT_NE(read_file(dir_ + "/log").find("interrupted by Interrupt: cancelled job "), std::string::npos)
+  EXPECT_NE(read_file(dir_ + "/log").find("interrupted by Interrupt: cancelled job "),
+            std::string::npos)
       << read_file(dir_ + "/log");
   EXPECT_TRUE(workers().empty()) << "a rank outlived Ctrl-C";
 }

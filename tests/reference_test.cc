@@ -66,12 +66,13 @@ Trajectory plain_loop(at::Device device, bool delayed, bool bf16_gradients) {
   at::manual_seed(kSeed);
   nn::Sequential model = basic_cnn();
   model->to(device);
-  nn::Sequential latest = delayed ? std::dynamic_pointer_cast<nn::SequentialImpl>(model->clone()) : model;
+  nn::Sequential latest =
+      delayed ? std::dynamic_pointer_cast<nn::SequentialImpl>(model->clone()) : model;
   torch::optim::AdamW optimizer(latest->parameters(),
                                 torch::optim::AdamWOptions(kLr).weight_decay(kWeightDecay));
   const auto data = open_dataset("fashion_mnist", {"data.path=\"" + fashion_mnist_dir() + "\""});
-  const auto order = std::make_shared<const std::vector<int64_t>>(
-      shard_indices(data->size(DSHOST_TRAIN_SPLIT), 0, 1, kSeed, 0, /*shuffle=*/true, /*pad=*/true));
+  const auto order = std::make_shared<const std::vector<int64_t>>(shard_indices(
+      data->size(DSHOST_TRAIN_SPLIT), 0, 1, kSeed, 0, /*shuffle=*/true, /*pad=*/true));
   InputPipeline pipeline(*data, kBatch, 1, 0, device);
   at::Tensor inputs = at::zeros({kBatch, 1, 28, 28}, at::TensorOptions().device(device));
   at::Tensor targets = at::zeros({kBatch}, at::TensorOptions().dtype(at::kLong).device(device));
@@ -125,14 +126,16 @@ void expect_the_plain_loop(const std::string& name, const Trajectory& plain,
 std::vector<double> dshost_losses(const std::string& name, const std::string& device,
                                   std::vector<std::string> sets, std::string* err = nullptr,
                                   std::string* summary = nullptr) {
-  sets.insert(sets.end(), {"launcher.nprocs=1", "train.device=\"" + device + "\"",
-      "train.max_steps=12", "train.eval=false", "train.threads=1", "train.cudnn_benchmark=false",
-      "model.channels_last=false", "scheduler.warmup_steps=0", "scheduler.decay=\"constant\"",
-      "data.path=\"" + fashion_mnist_dir() + "\""});
+  sets.insert(sets.end(),
+              {"launcher.nprocs=1", "train.device=\"" + device + "\"", "train.max_steps=12",
+               "train.eval=false", "train.threads=1", "train.cudnn_benchmark=false",
+               "model.channels_last=false", "scheduler.warmup_steps=0",
+               "scheduler.decay=\"constant\"", "data.path=\"" + fashion_mnist_dir() + "\""});
   return train_quickstart(name, sets, summary, err);
 }
 
-Trajectory plain_loop_on(const std::string& device, bool delayed = false, bool bf16_gradients = false) {
+Trajectory plain_loop_on(const std::string& device, bool delayed = false,
+                         bool bf16_gradients = false) {
   if (device == "cuda") setenv("NVIDIA_TF32_OVERRIDE", "0", 1);
   const int threads = at::get_num_threads();
   at::set_num_threads(1);  // the same CPU reductions as the rank's (train.threads = 1)
@@ -148,7 +151,8 @@ TEST_P(PlainLibTorch, EveryStrategyAtWorldSizeOneFollowsThePlainLoop) {
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const auto expected = plain_loop_on(device);
   const std::string name = "plain_" + strategy + "_" + device;
-  const auto got = dshost_losses(name, device, {"strategy.plugin=" + strategy, "train.micro_batch_size=64"});
+  const auto got =
+      dshost_losses(name, device, {"strategy.plugin=" + strategy, "train.micro_batch_size=64"});
   EXPECT_LT(expected.losses.back(), expected.losses.front() - 0.5);
   expect_the_plain_loop(name, expected, got);
 }
@@ -158,7 +162,8 @@ TEST_P(PlainLibTorch, EveryStrategyAtWorldSizeOneFollowsThePlainLoop) {
 // starts each step from zero.
 TEST(PlainLibTorchAtOneRank, Zero2AddsTheSecondMicroBatchIntoTheShard) {
   const auto expected = plain_loop_on("cpu");
-  const auto got = dshost_losses("zero2_micro_batches", "cpu",
+  const auto got = dshost_losses(
+      "zero2_micro_batches", "cpu",
       {"strategy.plugin=zero2", "train.micro_batch_size=32", "train.grad_accum_steps=2"});
   expect_the_plain_loop("zero2_micro_batches", expected, got);
 }
@@ -175,18 +180,20 @@ TEST_P(OffloadedInPieces, FollowsThePlainLoop) {
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const auto expected = plain_loop_on(device);
   const std::string name = "pieces_" + device + "_" + std::to_string(micro_batches);
-  const auto got = dshost_losses(name, device,
-      {"strategy.plugin=\"zero3-offload\"", "strategy.offload_param_device=\"cpu\"",
-       "strategy.reduce_bucket_size=20000", "strategy.prefetch_bucket_size=0",
-       "train.micro_batch_size=" + std::to_string(kBatch / micro_batches),
-       "train.grad_accum_steps=" + std::to_string(micro_batches)});
+  const auto got =
+      dshost_losses(name, device,
+                    {"strategy.plugin=\"zero3-offload\"", "strategy.offload_param_device=\"cpu\"",
+                     "strategy.reduce_bucket_size=20000", "strategy.prefetch_bucket_size=0",
+                     "train.micro_batch_size=" + std::to_string(kBatch / micro_batches),
+                     "train.grad_accum_steps=" + std::to_string(micro_batches)});
   expect_the_plain_loop(name, expected, got);
 }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, OffloadedInPieces,
                          testing::Combine(testing::Values("cpu", "cuda"), testing::Values(1, 2)),
                          [](const auto& info) {
-                           return std::get<0>(info.param) + "_" + std::to_string(std::get<1>(info.param));
+                           return std::get<0>(info.param) + "_" +
+                                  std::to_string(std::get<1>(info.param));
                          });
 
 // zero3-offload with grad_accum_dtype = bf16 follows the plain loop whose gradients are
@@ -200,10 +207,11 @@ TEST_P(Bf16Gradients, FollowTheLoopWithGradientsRoundedToBf16) {
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const auto expected = plain_loop_on(device, /*delayed=*/false, /*bf16_gradients=*/true);
   const std::string name = "bf16_grads_" + device;
-  const auto got = dshost_losses(name, device,
-      {"strategy.plugin=\"zero3-offload\"", "strategy.grad_accum_dtype=\"bf16\"",
-       "strategy.offload_param_device=\"cpu\"", "strategy.reduce_bucket_size=20000",
-       "train.micro_batch_size=64"});
+  const auto got =
+      dshost_losses(name, device,
+                    {"strategy.plugin=\"zero3-offload\"", "strategy.grad_accum_dtype=\"bf16\"",
+                     "strategy.offload_param_device=\"cpu\"", "strategy.reduce_bucket_size=20000",
+                     "train.micro_batch_size=64"});
   expect_the_plain_loop(name, expected, got);
 }
 
@@ -220,9 +228,10 @@ TEST_P(DelayedParameterUpdate, FollowsThePlainLoopWithGradientsAppliedOneStepLat
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const auto delayed = plain_loop_on(device, /*delayed=*/true).losses;
   const auto undelayed = plain_loop_on(device).losses;
-  const auto got = dshost_losses("delayed_" + device, device,
-      {"strategy.plugin=\"zero3-offload\"", "strategy.delayed_parameter_update=true",
-       "strategy.offload_param_device=\"cpu\"", "train.micro_batch_size=64"});
+  const auto got =
+      dshost_losses("delayed_" + device, device,
+                    {"strategy.plugin=\"zero3-offload\"", "strategy.delayed_parameter_update=true",
+                     "strategy.offload_param_device=\"cpu\"", "train.micro_batch_size=64"});
   ASSERT_EQ(got.size(), static_cast<size_t>(kSteps));
   EXPECT_LT(delayed.back(), delayed.front() - 0.5) << "the delayed loop still learns";
   EXPECT_LT(max_abs_difference(delayed, got), 2e-4)
@@ -240,8 +249,9 @@ TEST_P(DelayedParameterUpdate, FollowsThePlainLoopWithGradientsAppliedOneStepLat
 TEST_P(DelayedParameterUpdate, WithTheOptimizerSplitEveryGradientIsOneStepLate) {
   const std::string device = GetParam();
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  std::vector<std::string> delayed{"strategy.plugin=\"zero3-offload\"", "strategy.delayed_parameter_update=true",
-                                   "strategy.offload_param_device=\"cpu\"", "train.micro_batch_size=64"};
+  std::vector<std::string> delayed{
+      "strategy.plugin=\"zero3-offload\"", "strategy.delayed_parameter_update=true",
+      "strategy.offload_param_device=\"cpu\"", "train.micro_batch_size=64"};
   if (device == "cuda") delayed.push_back("train.precision=\"bf16\"");
   auto split = delayed;
   split.push_back("strategy.offload_optimizer_ratio=0.5");
@@ -269,7 +279,8 @@ TEST(CudaGraph, ReplayedMicroBatchesFollowThePlainLoopAndZero3FallsBack) {
   for (const std::string strategy : {"ddp", "zero2"}) {
     auto sets = graph;
     sets.push_back("strategy.plugin=" + strategy);
-    EXPECT_LT(max_abs_difference(expected, dshost_losses("graph_" + strategy, "cuda", sets, &log)), 2e-4)
+    EXPECT_LT(max_abs_difference(expected, dshost_losses("graph_" + strategy, "cuda", sets, &log)),
+              2e-4)
         << strategy;
     EXPECT_EQ(log.find("running eagerly"), std::string::npos) << log;
   }
@@ -277,7 +288,9 @@ TEST(CudaGraph, ReplayedMicroBatchesFollowThePlainLoopAndZero3FallsBack) {
   zero3.push_back("strategy.plugin=\"zero3-offload\"");
   EXPECT_LT(max_abs_difference(expected, dshost_losses("graph_zero3", "cuda", zero3, &log)), 2e-4);
   EXPECT_NE(log.find("train.cuda_graph: running eagerly: strategy 'zero3-offload' communicates "
-                     "during backward"), std::string::npos) << log;
+                     "during backward"),
+            std::string::npos)
+      << log;
 }
 
 // zero2 at one rank over a bf16 model: with grad_accum_dtype = bf16 the gradients stay in
@@ -295,8 +308,9 @@ TEST_P(Zero2AtOneRank, Bf16GradientsInTheShardGiveTheFoldedFp32Run) {
   const std::vector<std::string> bf16{"strategy.plugin=zero2", "train.precision=\"bf16\"",
                                       "train.micro_batch_size=64"};
   auto in_shard = bf16;
-  in_shard.insert(in_shard.end(), {"strategy.grad_accum_dtype=\"bf16\"", "train.cuda_graph=" +
-                                   std::string(device == "cuda" ? "true" : "false")});
+  in_shard.insert(in_shard.end(),
+                  {"strategy.grad_accum_dtype=\"bf16\"",
+                   "train.cuda_graph=" + std::string(device == "cuda" ? "true" : "false")});
   std::string log;
   const auto folded = dshost_losses("zero2_bf16_folded_" + device, device, bf16);
   const auto kept = dshost_losses("zero2_bf16_in_shard_" + device, device, in_shard, &log);
@@ -314,8 +328,9 @@ TEST_P(Zero2AtOneRank, Bf16GradientsInTheShardGiveTheFoldedFp32Run) {
 // bytes an element are on the side the split puts them.
 TEST(OffloadRatio, KeepsTheFirstUnitsOptimizerOnTheGpuAndFollowsTheWholeOffload) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  const std::vector<std::string> offload{"strategy.plugin=\"zero3-offload\"", "train.precision=\"bf16\"",
-                                         "strategy.offload_param_device=\"cpu\"", "train.micro_batch_size=64"};
+  const std::vector<std::string> offload{
+      "strategy.plugin=\"zero3-offload\"", "train.precision=\"bf16\"",
+      "strategy.offload_param_device=\"cpu\"", "train.micro_batch_size=64"};
   auto split = offload;
   split.push_back("strategy.offload_optimizer_ratio=0.5");
   std::string summary;
@@ -323,7 +338,8 @@ TEST(OffloadRatio, KeepsTheFirstUnitsOptimizerOnTheGpuAndFollowsTheWholeOffload)
   const auto kept = dshost_losses("ratio_split", "cuda", split, nullptr, &summary);
   ASSERT_EQ(kept.size(), static_cast<size_t>(kSteps));
   EXPECT_LT(whole.back(), whole.front() - 0.5);
-  EXPECT_LT(max_abs_difference(whole, kept), 1e-2) << "whole " << at::tensor(whole) << "\nsplit " << at::tensor(kept);
+  EXPECT_LT(max_abs_difference(whole, kept), 1e-2)
+      << "whole " << at::tensor(whole) << "\nsplit " << at::tensor(kept);
 
   std::vector<int64_t> unit_sizes;  // basic_cnn's units are its layers with parameters
   for (const auto& layer : basic_cnn()->children()) {
@@ -346,14 +362,15 @@ TEST(OffloadRatio, KeepsTheFirstUnitsOptimizerOnTheGpuAndFollowsTheWholeOffload)
 INSTANTIATE_TEST_SUITE_P(Strategies, Zero2AtOneRank, testing::Values("cpu", "cuda"),
                          [](const auto& info) { return info.param; });
 
-INSTANTIATE_TEST_SUITE_P(
-    Strategies, PlainLibTorch,
-    testing::Combine(testing::Values("ddp", "zero2", "zero3-offload"), testing::Values("cpu", "cuda")),
-    [](const auto& info) {
-      std::string name = std::get<0>(info.param) + "_" + std::get<1>(info.param);
-      for (char& c : name) c = c == '-' ? '_' : c;
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Strategies, PlainLibTorch,
+                         testing::Combine(testing::Values("ddp", "zero2", "zero3-offload"),
+                                          testing::Values("cpu", "cuda")),
+                         [](const auto& info) {
+                           std::string name =
+                               std::get<0>(info.param) + "_" + std::get<1>(info.param);
+                           for (char& c : name) c = c == '-' ? '_' : c;
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace dshost::test

@@ -37,10 +37,15 @@ class Sdk : public testing::Test {
   // installed prefix only; returns its build folder.
   static std::string build_plugin(const std::string& source) {
     const std::string build = source + "/build";
-    std::vector<std::string> configure{DSHOST_CMAKE, "-S", source, "-B", build,
+    std::vector<std::string> configure{DSHOST_CMAKE,
+                                       "-S",
+                                       source,
+                                       "-B",
+                                       build,
                                        "-DCMAKE_PREFIX_PATH=" + prefix(),
                                        "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"};
-    if (std::string(DSHOST_CCACHE).size()) configure.push_back("-DCMAKE_CXX_COMPILER_LAUNCHER=" DSHOST_CCACHE);
+    if (std::string(DSHOST_CCACHE).size())
+      configure.push_back("-DCMAKE_CXX_COMPILER_LAUNCHER=" DSHOST_CCACHE);
     expect_success(run(configure), "configure " + source);
     expect_success(run({DSHOST_CMAKE, "--build", build, "-j2"}), "build " + source);
     const Ran tests = run({DSHOST_CTEST, "--test-dir", build, "--output-on-failure"});
@@ -78,13 +83,16 @@ TEST_F(Sdk, ExamplesBuildOutOfTreeAndTrain) {
              fs::copy_options::recursive);
     paths += (paths.empty() ? "" : ":") + build_plugin(copy);
   }
-  const std::vector<std::string> plugins{"plugins.paths=\"" + paths + "\"", "model.plugin=tiny_mlp"};
+  const std::vector<std::string> plugins{"plugins.paths=\"" + paths + "\"",
+                                         "model.plugin=tiny_mlp"};
   auto with = [&](std::vector<std::string> sets) {
     sets.insert(sets.end(), plugins.begin(), plugins.end());
     return sets;
   };
-  train("plain_dp", quickstart_manifest(), with({"strategy.plugin=plain_dp", "train.max_steps=20", "train.eval=false"}));
-  train("ddp", quickstart_manifest(), with({"strategy.plugin=ddp", "train.max_steps=20", "train.eval=false"}));
+  train("plain_dp", quickstart_manifest(),
+        with({"strategy.plugin=plain_dp", "train.max_steps=20", "train.eval=false"}));
+  train("ddp", quickstart_manifest(),
+        with({"strategy.plugin=ddp", "train.max_steps=20", "train.eval=false"}));
   const auto plain = losses(root_ + "/runs/plain_dp/quickstart");
   const auto ddp = losses(root_ + "/runs/ddp/quickstart");
   ASSERT_EQ(plain.size(), 20u);
@@ -96,8 +104,9 @@ TEST_F(Sdk, ExamplesBuildOutOfTreeAndTrain) {
   const size_t nprocs = text.find("nprocs = 2");
   text.erase(nprocs, text.find('\n', nprocs) - nprocs);
   const std::string solo_manifest = write_file(root_ + "/solo.toml", text);
-  const auto epoch = train("solo", solo_manifest, with({"strategy.plugin=plain_dp",
-                                                        "launcher.plugin=solo", "train.epochs=1"}));
+  const auto epoch =
+      train("solo", solo_manifest,
+            with({"strategy.plugin=plain_dp", "launcher.plugin=solo", "train.epochs=1"}));
   EXPECT_EQ(epoch.value("world_size", 0), 1) << epoch.dump();
   EXPECT_GT(epoch.value("test_accuracy", 0.0), 0.82) << epoch.dump();
 
@@ -116,9 +125,10 @@ TEST_F(Sdk, ExamplesBuildOutOfTreeAndTrain) {
     }
     return write_file(root_ + (split == DSHOST_TRAIN_SPLIT ? "/train.csv" : "/test.csv"), text);
   };
-  const auto learned = train("csv_images", quickstart_manifest(),
-                             with({"data.dataset=\"csv_images\"", "data.path=\"" + csv(DSHOST_TRAIN_SPLIT, 3000) + "\"",
-                                   "data.test_path=\"" + csv(DSHOST_TEST_SPLIT, 1000) + "\"", "train.epochs=4"}));
+  const auto learned = train(
+      "csv_images", quickstart_manifest(),
+      with({"data.dataset=\"csv_images\"", "data.path=\"" + csv(DSHOST_TRAIN_SPLIT, 3000) + "\"",
+            "data.test_path=\"" + csv(DSHOST_TEST_SPLIT, 1000) + "\"", "train.epochs=4"}));
   EXPECT_EQ(learned.value("world_size", 0), 2) << learned.dump();
   EXPECT_GT(learned.value("test_accuracy", 0.0), 0.7) << learned.dump();
   EXPECT_EQ(learned.value("skipped_files", -1), 0) << learned.dump();
@@ -140,7 +150,8 @@ TEST_F(Sdk, ScaffoldsOfEveryKindBuildAndLoad) {
     const std::string commands = read_file(build + "/compile_commands.json");
     EXPECT_NE(commands.find(" -O3 "), std::string::npos) << commands;
   }
-  Ran again = run({installed_dshost(), "new-plugin", "--kind", "model", "my_model", "--dir", parent});
+  Ran again =
+      run({installed_dshost(), "new-plugin", "--kind", "model", "my_model", "--dir", parent});
   EXPECT_EQ(again.exit_code, 2);
   EXPECT_NE(again.err.find("my_model already exists; nothing was written"), std::string::npos)
       << again.err;
@@ -155,9 +166,11 @@ TEST_F(Sdk, ScaffoldsOfEveryKindBuildAndLoad) {
 // steps, against a loss drop of more than 0.3. The same C built against every later
 // release's header (tests/abi/v1.N) trains to the same losses.
 TEST(SdkAbi, PluginBuiltAgainstFrozenV1_0Trains) {
-  const std::vector<std::string> sgd{"launcher.nprocs=2", "train.max_steps=20", "train.eval=false",
-      "optimizer.name=sgd", "optimizer.lr=0.2", "scheduler.warmup_steps=0", "train.threads=1",
-      "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\""};
+  const std::vector<std::string> sgd{
+      "launcher.nprocs=2", "train.max_steps=20",
+      "train.eval=false",  "optimizer.name=sgd",
+      "optimizer.lr=0.2",  "scheduler.warmup_steps=0",
+      "train.threads=1",   "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\""};
   auto frozen_sets = sgd;
   frozen_sets.push_back("strategy.plugin=frozen_sgd");
   const auto frozen = train_quickstart("frozen_sgd", frozen_sets);
@@ -165,8 +178,8 @@ TEST(SdkAbi, PluginBuiltAgainstFrozenV1_0Trains) {
   ASSERT_EQ(frozen.size(), 20u);
   EXPECT_LT(frozen.back(), frozen.front() - 0.3);
   EXPECT_LT(max_abs_difference(frozen, ddp), 1e-4);
-  for (const char* release : {"frozen_sgd_abi11", "frozen_sgd_abi12", "frozen_sgd_abi13", "frozen_sgd_abi14",
-                              "frozen_sgd_abi15", "frozen_sgd_abi16"}) {
+  for (const char* release : {"frozen_sgd_abi11", "frozen_sgd_abi12", "frozen_sgd_abi13",
+                              "frozen_sgd_abi14", "frozen_sgd_abi15", "frozen_sgd_abi16"}) {
     auto sets = sgd;
     sets.push_back(std::string("strategy.plugin=") + release);
     EXPECT_EQ(train_quickstart(release, sets), frozen) << release;
@@ -177,7 +190,8 @@ TEST(SdkAbi, PluginBuiltAgainstFrozenV1_0Trains) {
 // load in today's host: the model trains to the losses of its build against today's SDK, and
 // the launcher runs (starting no rank, it is caught as its build against today's SDK is).
 TEST(SdkAbi, PluginsBuiltAgainstTheFrozenV1_4SdkLoadAndRun) {
-  const std::vector<std::string> common{"train.max_steps=10", "train.eval=false", "model.fail_in=\"never\"",
+  const std::vector<std::string> common{"train.max_steps=10", "train.eval=false",
+                                        "model.fail_in=\"never\"",
                                         "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\""};
   auto then = common, now = common;
   then.push_back("model.plugin=\"failing_model_abi14\"");
@@ -186,17 +200,25 @@ TEST(SdkAbi, PluginsBuiltAgainstTheFrozenV1_4SdkLoadAndRun) {
   ASSERT_EQ(built_then.size(), 10u);
   EXPECT_EQ(built_then, train_quickstart("abi14_model_now", now));
 
-  const Ran check = dshost({"plugins", "--check", DSHOST_TEST_PLUGIN_DIR "/dshost_launcher_idle_abi14.so"});
+  const Ran check =
+      dshost({"plugins", "--check", DSHOST_TEST_PLUGIN_DIR "/dshost_launcher_idle_abi14.so"});
   EXPECT_EQ(check.exit_code, 0) << check.out;
   EXPECT_NE(check.out.find("launcher idle_abi14 0.0.1 (ABI 1.4)"), std::string::npos) << check.out;
   const std::string dir = scratch_dir("abi14_launcher");
-  const std::string manifest = write_file(dir + "/m.toml", "[plugins]\npaths = \"" DSHOST_TEST_PLUGIN_DIR "\"\n"
-      "[launcher]\nplugin = \"idle_abi14\"\n[model]\nplugin = \"basic_cnn\"\n[strategy]\nplugin = \"ddp\"\n"
-      "[run]\noutput_dir = \"" + dir + "\"\n");
+  const std::string manifest =
+      write_file(dir + "/m.toml", "[plugins]\npaths = \"" DSHOST_TEST_PLUGIN_DIR
+                                  "\"\n"
+                                  "[launcher]\nplugin = \"idle_abi14\"\n[model]\nplugin = "
+                                  "\"basic_cnn\"\n[strategy]\nplugin = \"ddp\"\n"
+                                  "[run]\noutput_dir = \"" +
+                                      dir + "\"\n");
   const Ran launched = dshost({"run", manifest});
   EXPECT_EQ(launched.exit_code, 1) << launched.err;
-  EXPECT_NE(launched.err.find("launcher 'idle_abi14' (" DSHOST_TEST_PLUGIN_DIR "/dshost_launcher_idle_abi14.so) "
-                              "reported success, but no rank 0 of this launch ran"), std::string::npos) << launched.err;
+  EXPECT_NE(launched.err.find("launcher 'idle_abi14' (" DSHOST_TEST_PLUGIN_DIR
+                              "/dshost_launcher_idle_abi14.so) "
+                              "reported success, but no rank 0 of this launch ran"),
+            std::string::npos)
+      << launched.err;
 }
 
 // A LibTorch error thrown deep inside a model call (a shape mismatch) becomes one clear
@@ -219,31 +241,43 @@ TEST(SdkErrors, AnExceptionInsideAPluginCallStopsTheRunWithItsMessage) {
 TEST(SdkErrors, ADatasetThatBreaksItsContractOnOneSampleIsNamed) {
   const std::string dir = scratch_dir("sdk_misfit_dataset");
   for (const std::string fault : {"shape", "throw"}) {
-    const Ran r = dshost({"run", quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\"", "--set",
-                          "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set", "data.dataset=\"misfit\"", "--set",
-                          "data.fault=\"" + fault + "\"", "--set", "data.at=300", "--set", "data.workers=4", "--set",
-                          "launcher.nprocs=1", "--set", "train.log_every=1"});
+    const Ran r =
+        dshost({"run", quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\"", "--set",
+                "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set", "data.dataset=\"misfit\"",
+                "--set", "data.fault=\"" + fault + "\"", "--set", "data.at=300", "--set",
+                "data.workers=4", "--set", "launcher.nprocs=1", "--set", "train.log_every=1"});
     EXPECT_EQ(r.exit_code, 1) << fault;
-    const std::string plugin = "dataset 'misfit' (" DSHOST_TEST_PLUGIN_DIR "/dshost_dataset_misfit.so)";
+    const std::string plugin =
+        "dataset 'misfit' (" DSHOST_TEST_PLUGIN_DIR "/dshost_dataset_misfit.so)";
     const std::string sample = plugin + ": sample 300 of the train split";
     if (fault == "shape")
-      EXPECT_NE(r.err.find(sample + " was filled as [1, 28, 27] where the dataset describes its samples as "
-                           "[1, 28, 28]; the plugin's author must fill what it describes"), std::string::npos) << r.err;
+      EXPECT_NE(r.err.find(sample +
+                           " was filled as [1, 28, 27] where the dataset describes its samples as "
+                           "[1, 28, 28]; the plugin's author must fill what it describes"),
+                std::string::npos)
+          << r.err;
     else
-      EXPECT_NE(r.err.find(plugin + " failed on sample 300 of the train split: misfit cannot read its own records"),
-                std::string::npos) << r.err;
-    for (const char* crash : {"terminate called", "Aborted", "core dumped", "Exception raised from"})
+      EXPECT_NE(r.err.find(
+                    plugin +
+                    " failed on sample 300 of the train split: misfit cannot read its own records"),
+                std::string::npos)
+          << r.err;
+    for (const char* crash :
+         {"terminate called", "Aborted", "core dumped", "Exception raised from"})
       EXPECT_EQ(r.err.find(crash), std::string::npos) << r.err;
   }
 }
 
 // `plugins --check FILE` gives the loader's verdict on one file.
 TEST(PluginsCheck, SaysWhyAFileIsNotUsableAndWhatAUsableOneIs) {
-  Ran r = dshost({"plugins", "--check", DSHOST_TEST_PLUGIN_DIR "/dshost_launcher_bad_abi_major.so"});
+  Ran r =
+      dshost({"plugins", "--check", DSHOST_TEST_PLUGIN_DIR "/dshost_launcher_bad_abi_major.so"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("not a usable plugin: "), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("built for dshost ABI 2." + kMinor + ", but this host implements ABI 1." + kMinor),
-            std::string::npos) << r.out;
+  EXPECT_NE(
+      r.out.find("built for dshost ABI 2." + kMinor + ", but this host implements ABI 1." + kMinor),
+      std::string::npos)
+      << r.out;
   r = dshost({"plugins", "--check", DSHOST_BUILD_PLUGIN_DIR "/dshost_strategy_zero2.so"});
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("usable strategy plugin 'zero2'"), std::string::npos) << r.out;

@@ -38,15 +38,18 @@ class EveryShardingStrategy : public testing::TestWithParam<std::string> {};
 // steps; the bound leaves room for another CPU's rounding.
 TEST_P(EveryShardingStrategy, MatchesOneRankDdpInFp32) {
   const std::string strategy = "strategy.plugin=" + GetParam();
-  const auto reference = train_quickstart("ref_" + GetParam(), with({"launcher.nprocs=1",
-      "train.micro_batch_size=64", "train.grad_clip=0.5"}));
-  const auto plain = train_quickstart("plain_" + GetParam(), with({strategy, "launcher.nprocs=2",
-      "train.micro_batch_size=32", "train.grad_clip=0.5"}));
+  const auto reference = train_quickstart(
+      "ref_" + GetParam(),
+      with({"launcher.nprocs=1", "train.micro_batch_size=64", "train.grad_clip=0.5"}));
+  const auto plain = train_quickstart(
+      "plain_" + GetParam(),
+      with({strategy, "launcher.nprocs=2", "train.micro_batch_size=32", "train.grad_clip=0.5"}));
   // Small reduce buckets: every unit's gradient goes through staging in pieces, and the
   // second micro-batch's pieces are added to the first's.
-  const auto accumulated = train_quickstart("accum_" + GetParam(), with({strategy,
-      "launcher.nprocs=2", "train.micro_batch_size=16", "train.grad_accum_steps=2",
-      "train.grad_clip=0.5", "strategy.reduce_bucket_size=4096"}));
+  const auto accumulated = train_quickstart(
+      "accum_" + GetParam(),
+      with({strategy, "launcher.nprocs=2", "train.micro_batch_size=16", "train.grad_accum_steps=2",
+            "train.grad_clip=0.5", "strategy.reduce_bucket_size=4096"}));
   ASSERT_EQ(reference.size(), 20u);
   EXPECT_LT(reference.back(), reference.front() - 0.5);
   EXPECT_LT(max_abs_difference(reference, plain), 2e-5);
@@ -57,12 +60,14 @@ TEST_P(EveryShardingStrategy, MatchesOneRankDdpInFp32) {
 // threshold every step is clipped, and an error there would show at once.
 TEST_P(EveryShardingStrategy, ClipsByTheGlobalNorm) {
   const std::string strategy = "strategy.plugin=" + GetParam();
-  const auto reference = train_quickstart("clip_ref_" + GetParam(), with({"launcher.nprocs=1",
-      "train.micro_batch_size=64", "train.grad_clip=0.05", "optimizer.name=sgd",
-      "optimizer.lr=0.5", "scheduler.warmup_steps=0"}));
-  const auto sharded = train_quickstart("clip_" + GetParam(), with({strategy, "launcher.nprocs=2",
-      "train.micro_batch_size=32", "train.grad_clip=0.05", "optimizer.name=sgd",
-      "optimizer.lr=0.5", "scheduler.warmup_steps=0"}));
+  const auto reference = train_quickstart(
+      "clip_ref_" + GetParam(),
+      with({"launcher.nprocs=1", "train.micro_batch_size=64", "train.grad_clip=0.05",
+            "optimizer.name=sgd", "optimizer.lr=0.5", "scheduler.warmup_steps=0"}));
+  const auto sharded = train_quickstart(
+      "clip_" + GetParam(),
+      with({strategy, "launcher.nprocs=2", "train.micro_batch_size=32", "train.grad_clip=0.05",
+            "optimizer.name=sgd", "optimizer.lr=0.5", "scheduler.warmup_steps=0"}));
   EXPECT_LT(max_abs_difference(reference, sharded), 2e-5);  // measured 1e-6
 }
 
@@ -71,23 +76,30 @@ TEST_P(EveryShardingStrategy, ClipsByTheGlobalNorm) {
 // in 256 of a weight's last bit); over 20 steps the loss (2.3 to 1.6) moved by 9e-4 here.
 // The bound 2e-2 is a thirtieth of the loss drop over these steps: a wrong reduction or
 // master update shows as a gap of that size or more.
-void expect_bf16_two_ranks_track_one(const std::string& name, const std::string& plugin,
-                                     std::vector<std::string> (*settings)(std::vector<std::string>)) {
+void expect_bf16_two_ranks_track_one(
+    const std::string& name, const std::string& plugin,
+    std::vector<std::string> (*settings)(std::vector<std::string>)) {
   const std::string strategy = "strategy.plugin=" + plugin;
-  const auto one = train_quickstart(name + "_one_" + plugin, settings({strategy, "launcher.nprocs=1",
-      "train.micro_batch_size=64", "train.precision=bf16"}));
-  const auto two = train_quickstart(name + "_two_" + plugin, settings({strategy, "launcher.nprocs=2",
-      "train.micro_batch_size=32", "train.precision=bf16", "strategy.reduce_bucket_size=4096"}));
+  const auto one = train_quickstart(
+      name + "_one_" + plugin, settings({strategy, "launcher.nprocs=1", "train.micro_batch_size=64",
+                                         "train.precision=bf16"}));
+  const auto two =
+      train_quickstart(name + "_two_" + plugin,
+                       settings({strategy, "launcher.nprocs=2", "train.micro_batch_size=32",
+                                 "train.precision=bf16", "strategy.reduce_bucket_size=4096"}));
   ASSERT_EQ(one.size(), 20u);
   EXPECT_LT(one.back(), one.front() - 0.2);
   EXPECT_LT(max_abs_difference(one, two), 2e-2);
 }
 
-TEST_P(EveryShardingStrategy, Bf16TwoRanksTrackOneRank) { expect_bf16_two_ranks_track_one("bf16", GetParam(), with); }
+TEST_P(EveryShardingStrategy, Bf16TwoRanksTrackOneRank) {
+  expect_bf16_two_ranks_track_one("bf16", GetParam(), with);
+}
 
 INSTANTIATE_TEST_SUITE_P(Zero, EveryShardingStrategy, testing::Values("zero2", "zero3-offload"),
                          [](const auto& info) {
-                           return info.param == "zero2" ? std::string("zero2") : std::string("zero3");
+                           return info.param == "zero2" ? std::string("zero2")
+                                                        : std::string("zero3");
                          });
 
 // Two ranks on one GPU: NCCL takes one rank per device, so gloo carries their CUDA
@@ -109,22 +121,28 @@ class TwoRanksOnOneGpu : public testing::TestWithParam<std::string> {
 
 TEST_P(TwoRanksOnOneGpu, Fp32FollowsOneRankOfDdp) {
   const std::string strategy = "strategy.plugin=" + GetParam();
-  const auto one = train_quickstart("gpu_ref_" + GetParam(), on_gpu({"launcher.nprocs=1",
-      "train.micro_batch_size=64", "train.grad_clip=0.5"}));
+  const auto one = train_quickstart(
+      "gpu_ref_" + GetParam(),
+      on_gpu({"launcher.nprocs=1", "train.micro_batch_size=64", "train.grad_clip=0.5"}));
   std::string log;
-  const auto two = train_quickstart("gpu_two_" + GetParam(), on_gpu({strategy, "launcher.nprocs=2",
-      "train.micro_batch_size=32", "train.grad_clip=0.5"}), nullptr, &log);
+  const auto two = train_quickstart(
+      "gpu_two_" + GetParam(),
+      on_gpu({strategy, "launcher.nprocs=2", "train.micro_batch_size=32", "train.grad_clip=0.5"}),
+      nullptr, &log);
   EXPECT_NE(log.find("2 ranks share 1 GPU(s) on this node: their collectives go through gloo"),
-            std::string::npos) << log;
+            std::string::npos)
+      << log;
   ASSERT_EQ(one.size(), 20u);
   EXPECT_LT(one.back(), one.front() - 0.5);
   EXPECT_LT(max_abs_difference(one, two), 2e-5);
 }
 
-TEST_P(TwoRanksOnOneGpu, Bf16TracksOneRank) { expect_bf16_two_ranks_track_one("gpu_bf16", GetParam(), on_gpu); }
+TEST_P(TwoRanksOnOneGpu, Bf16TracksOneRank) {
+  expect_bf16_two_ranks_track_one("gpu_bf16", GetParam(), on_gpu);
+}
 
-INSTANTIATE_TEST_SUITE_P(Strategies, TwoRanksOnOneGpu, testing::Values("ddp", "zero2", "zero3-offload"),
-                         [](const auto& info) {
+INSTANTIATE_TEST_SUITE_P(Strategies, TwoRanksOnOneGpu,
+                         testing::Values("ddp", "zero2", "zero3-offload"), [](const auto& info) {
                            return info.param == "zero3-offload" ? std::string("zero3") : info.param;
                          });
 
@@ -135,19 +153,25 @@ INSTANTIATE_TEST_SUITE_P(Strategies, TwoRanksOnOneGpu, testing::Values("ddp", "z
 // of ddp in fp32 as the whole offload does (a part left out of the norm or the update, or
 // a reduction landing at the wrong offset, moves the loss by far more than the bound).
 TEST(OffloadRatio, SplitOptimizerFollowsOneRankDdpInFp32) {
-  const auto reference = train_quickstart("ratio_ref", with({"launcher.nprocs=1",
-      "train.micro_batch_size=64", "train.grad_clip=0.5"}));
+  const auto reference = train_quickstart(
+      "ratio_ref", with({"launcher.nprocs=1", "train.micro_batch_size=64", "train.grad_clip=0.5"}));
   std::string log;
-  const auto split = train_quickstart("ratio_split", with({"strategy.plugin=\"zero3-offload\"",
-      "strategy.offload_optimizer_ratio=0.5", "strategy.offload_param_device=\"cpu\"",
-      "launcher.nprocs=2", "train.micro_batch_size=16", "train.grad_accum_steps=2",
-      "train.grad_clip=0.5", "strategy.reduce_bucket_size=4096"}), nullptr, &log);
+  const auto split = train_quickstart(
+      "ratio_split",
+      with({"strategy.plugin=\"zero3-offload\"", "strategy.offload_optimizer_ratio=0.5",
+            "strategy.offload_param_device=\"cpu\"", "launcher.nprocs=2",
+            "train.micro_batch_size=16", "train.grad_accum_steps=2", "train.grad_clip=0.5",
+            "strategy.reduce_bucket_size=4096"}),
+      nullptr, &log);
   ASSERT_EQ(reference.size(), 20u);
   EXPECT_LT(reference.back(), reference.front() - 0.5);
   EXPECT_LT(max_abs_difference(reference, split), 2e-5);
   // conv1 and conv2, 320 + 18496 parameters, half of each on each rank.
-  EXPECT_NE(log.find("zero3-offload: 9408 of 210821 shard elements keep their optimizer on the accelerator"),
-            std::string::npos) << log;
+  EXPECT_NE(
+      log.find(
+          "zero3-offload: 9408 of 210821 shard elements keep their optimizer on the accelerator"),
+      std::string::npos)
+      << log;
 }
 
 struct Bytes {
@@ -167,7 +191,8 @@ Bytes bytes_per_parameter(const std::string& name, const std::string& strategy,
   const double p = s.at("parameters").get<double>();
   const auto both = [&](const char* what) {
     return (m.at(std::string(what) + "_device").get<double>() +
-            m.at(std::string(what) + "_host").get<double>()) / p;
+            m.at(std::string(what) + "_host").get<double>()) /
+           p;
   };
   return {both("param"), both("grad"), both("optim")};
 }
@@ -188,7 +213,8 @@ TEST(StrategyMemory, MatchesZeroAccounting) {
   EXPECT_NEAR(z3.grads, 4.0 / 2, 1e-3);
   EXPECT_NEAR(z3.optim, 12.0 / 2, 1e-3);
   // grad_accum_dtype = bf16: the (offloaded) gradient shard in bf16, 2/N.
-  const Bytes bf16 = bytes_per_parameter("bf16_grads", "zero3-offload", {"strategy.grad_accum_dtype=\"bf16\""});
+  const Bytes bf16 =
+      bytes_per_parameter("bf16_grads", "zero3-offload", {"strategy.grad_accum_dtype=\"bf16\""});
   EXPECT_NEAR(bf16.grads, 2.0 / 2, 1e-3);
 }
 
@@ -288,10 +314,11 @@ TEST(StrategyOptions, Bf16GradientsWithoutTheFusedAdamWAreRefused) {
 
 // A ratio below 1 asks for the fused AdamW, which updates the accelerator's share there.
 TEST(StrategyOptions, OffloadRatioWithoutTheFusedAdamWIsRefused) {
-  expect_refused_at_setup("ratio_refused", "optimizer.name=\"sgd\"", "strategy.offload_optimizer_ratio=0.5",
-                          "strategy.offload_optimizer_ratio < 1 needs offload_optimizer_device = \"cpu\", "
-                          "optimizer.name = \"adamw\"",
-                          "or offload_optimizer_ratio = 1.");
+  expect_refused_at_setup(
+      "ratio_refused", "optimizer.name=\"sgd\"", "strategy.offload_optimizer_ratio=0.5",
+      "strategy.offload_optimizer_ratio < 1 needs offload_optimizer_device = \"cpu\", "
+      "optimizer.name = \"adamw\"",
+      "or offload_optimizer_ratio = 1.");
 }
 
 // A plugin call that runs out of memory reports DSHOST_OUT_OF_MEMORY, host or GPU (LibTorch's
@@ -300,8 +327,10 @@ TEST(StrategyOptions, OffloadRatioWithoutTheFusedAdamWIsRefused) {
 TEST(PluginErrors, RunningOutOfMemoryIsReportedAsSuch) {
   dshost_error err{};
   EXPECT_EQ(guarded(&err, [] { throw std::bad_alloc(); }), DSHOST_OUT_OF_MEMORY);
-  EXPECT_EQ(guarded(&err, [] { throw std::runtime_error("CUDA out of memory. Tried to allocate 20.00 MiB"); }),
-            DSHOST_OUT_OF_MEMORY);
+  EXPECT_EQ(
+      guarded(&err,
+              [] { throw std::runtime_error("CUDA out of memory. Tried to allocate 20.00 MiB"); }),
+      DSHOST_OUT_OF_MEMORY);
   EXPECT_STREQ(err.message, "CUDA out of memory. Tried to allocate 20.00 MiB");
   EXPECT_EQ(guarded(&err, [] { throw std::runtime_error("shape mismatch"); }), DSHOST_INTERNAL);
 }
@@ -312,15 +341,19 @@ TEST(PluginErrors, RunningOutOfMemoryIsReportedAsSuch) {
 TEST(DeviceMemory, RunningOutOfGpuMemorySaysWhatToChange) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const std::string dir = scratch_dir("gpu_oom");
-  std::vector<std::string> args{"run", quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\""};
-  for (const std::string set : {"model.plugin=\"vgg16\"", "data.dataset=\"synthetic\"", "model.num_classes=1000",
-                                "train.device=\"cuda\"", "train.micro_batch_size=4096", "train.max_steps=1",
-                                "train.eval=false", "launcher.nprocs=1"})
+  std::vector<std::string> args{"run", quickstart_manifest(), "--set",
+                                "run.output_dir=\"" + dir + "\""};
+  for (const std::string set :
+       {"model.plugin=\"vgg16\"", "data.dataset=\"synthetic\"", "model.num_classes=1000",
+        "train.device=\"cuda\"", "train.micro_batch_size=4096", "train.max_steps=1",
+        "train.eval=false", "launcher.nprocs=1"})
     args.insert(args.end(), {"--set", set});
   const Ran r = dshost(args);
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("model forward_backward failed: CUDA out of memory."), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("The GPU's memory ran out: lower train.micro_batch_size"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("model forward_backward failed: CUDA out of memory."), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("The GPU's memory ran out: lower train.micro_batch_size"), std::string::npos)
+      << r.err;
   EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir + "/quickstart/summary.json"));
 }
@@ -332,18 +365,22 @@ TEST(DeviceMemory, RunningOutOfGpuMemorySaysWhatToChange) {
 std::string numbered_text() {
   std::string text;
   for (int i = 0; text.size() < (1 << 20); ++i)
-    text += "line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog " + std::to_string(i * i) + "\n";
+    text += "line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog " +
+            std::to_string(i * i) + "\n";
   return write_file(scratch_dir("numbered_text") + "/text.txt", text);
 }
 
 TEST(DeviceMemory, ActivationCheckpointingKeepsLessOnTheGpu) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const std::string data = numbered_text();
-  std::vector<std::string> sets{
-      "model.plugin=gpt", "model.n_layer=8", "model.n_head=8", "model.n_embd=512", "model.vocab_size=256",
-      "model.block_size=1024", "data.dataset=text", "data.path=\"" + data + "\"", "train.micro_batch_size=8",
-      "train.device=\"cuda\"", "train.precision=bf16", "strategy.plugin=zero2", "train.max_steps=8",
-      "train.eval=false", "launcher.nprocs=1"};
+  std::vector<std::string> sets{"model.plugin=gpt",         "model.n_layer=8",
+                                "model.n_head=8",           "model.n_embd=512",
+                                "model.vocab_size=256",     "model.block_size=1024",
+                                "data.dataset=text",        "data.path=\"" + data + "\"",
+                                "train.micro_batch_size=8", "train.device=\"cuda\"",
+                                "train.precision=bf16",     "strategy.plugin=zero2",
+                                "train.max_steps=8",        "train.eval=false",
+                                "launcher.nprocs=1"};
   const auto peak = [](const std::string& summary) {
     return nlohmann::json::parse(summary).at("peak_device_memory_bytes").get<double>();
   };
@@ -353,8 +390,10 @@ TEST(DeviceMemory, ActivationCheckpointingKeepsLessOnTheGpu) {
   const auto recomputed = train_quickstart("recompute_on", sets, &recomputed_summary);
   ASSERT_EQ(recomputed.size(), 8u);
   EXPECT_LT(kept.back(), kept.front() - 1.0);
-  EXPECT_LT(max_abs_difference(kept, recomputed), 2e-2) << at::tensor(kept) << "\n" << at::tensor(recomputed);
-  EXPECT_LT(peak(recomputed_summary), 0.6 * peak(kept_summary)) << kept_summary << "\n" << recomputed_summary;
+  EXPECT_LT(max_abs_difference(kept, recomputed), 2e-2) << at::tensor(kept) << "\n"
+                                                        << at::tensor(recomputed);
+  EXPECT_LT(peak(recomputed_summary), 0.6 * peak(kept_summary)) << kept_summary << "\n"
+                                                                << recomputed_summary;
 }
 
 // Recomputing a unit with dropout inside a CUDA graph would draw new masks (the captured
@@ -364,21 +403,25 @@ TEST(DeviceMemory, ActivationCheckpointingKeepsLessOnTheGpu) {
 TEST(CudaGraph, ActivationCheckpointingWithDropoutIsRefusedInsideTheCapture) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const std::string dir = scratch_dir("graph_recompute");
-  std::vector<std::string> args{"run", quickstart_manifest(), "--set", "run.output_dir=\"" + dir + "\""};
-  for (const std::string set : {"model.plugin=gpt", "model.n_layer=2", "model.n_head=2", "model.n_embd=64",
-                                "model.vocab_size=256", "model.block_size=64", "data.dataset=text",
-                                "train.micro_batch_size=8", "train.max_steps=4", "train.eval=false",
-                                "train.device=\"cuda\"", "train.precision=bf16", "strategy.plugin=zero2",
-                                "strategy.grad_accum_dtype=\"bf16\"", "train.cuda_graph=true",
-                                "model.activation_checkpointing=true", "launcher.nprocs=1"})
+  std::vector<std::string> args{"run", quickstart_manifest(), "--set",
+                                "run.output_dir=\"" + dir + "\""};
+  for (const std::string set :
+       {"model.plugin=gpt", "model.n_layer=2", "model.n_head=2", "model.n_embd=64",
+        "model.vocab_size=256", "model.block_size=64", "data.dataset=text",
+        "train.micro_batch_size=8", "train.max_steps=4", "train.eval=false",
+        "train.device=\"cuda\"", "train.precision=bf16", "strategy.plugin=zero2",
+        "strategy.grad_accum_dtype=\"bf16\"", "train.cuda_graph=true",
+        "model.activation_checkpointing=true", "launcher.nprocs=1"})
     args.insert(args.end(), {"--set", set});
   args.insert(args.end(), {"--set", "data.path=\"" + numbered_text() + "\""});
   auto with_dropout = args;
   with_dropout.insert(with_dropout.end(), {"--set", "model.dropout=0.1"});
   const Ran refused = dshost(with_dropout);
   EXPECT_EQ(refused.exit_code, 2) << refused.err;
-  EXPECT_NE(refused.err.find("activation checkpointing with dropout cannot run inside a CUDA graph"),
-            std::string::npos) << refused.err;
+  EXPECT_NE(
+      refused.err.find("activation checkpointing with dropout cannot run inside a CUDA graph"),
+      std::string::npos)
+      << refused.err;
   EXPECT_EQ(refused.err.find("terminate called"), std::string::npos) << refused.err;
   const Ran captured = dshost(args);
   EXPECT_EQ(captured.exit_code, 0) << captured.err;
@@ -398,12 +441,13 @@ TEST(CpuAdamW, ScaleAndBf16CopyEqualTheSeparatePasses) {
 
   at::Tensor p = p0.clone(), m = m0.clone(), v = v0.clone();
   const at::Tensor g_scaled = g * 0.37f;  // what the clipping pass used to write
-  cpu_adamw(p.data_ptr<float>(), g_scaled.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), n, base);
+  cpu_adamw(p.data_ptr<float>(), g_scaled.data_ptr<float>(), m.data_ptr<float>(),
+            v.data_ptr<float>(), n, base);
 
   at::Tensor p2 = p0.clone(), m2 = m0.clone(), v2 = v0.clone();
   at::Tensor copy = at::zeros({n}, at::kBFloat16);
-  cpu_adamw(p2.data_ptr<float>(), g.data_ptr<float>(), m2.data_ptr<float>(), v2.data_ptr<float>(), n, scaled,
-            copy.data_ptr<at::BFloat16>());
+  cpu_adamw(p2.data_ptr<float>(), g.data_ptr<float>(), m2.data_ptr<float>(), v2.data_ptr<float>(),
+            n, scaled, copy.data_ptr<at::BFloat16>());
   EXPECT_TRUE(at::equal(p, p2));
   EXPECT_TRUE(at::equal(m, m2));
   EXPECT_TRUE(at::equal(v, v2));
@@ -418,10 +462,12 @@ TEST(CpuAdamW, Bf16GradientsEqualTheirFp32Values) {
   const at::Tensor g = at::randn({n}).to(at::kBFloat16), p0 = at::randn({n});
   const AdamWStep s{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.1f, 0.001f, 0.5f};
   at::Tensor p = p0.clone(), m = at::zeros({n}), v = at::zeros({n});
-  cpu_adamw(p.data_ptr<float>(), g.data_ptr<at::BFloat16>(), m.data_ptr<float>(), v.data_ptr<float>(), n, s);
+  cpu_adamw(p.data_ptr<float>(), g.data_ptr<at::BFloat16>(), m.data_ptr<float>(),
+            v.data_ptr<float>(), n, s);
   at::Tensor p2 = p0.clone(), m2 = at::zeros({n}), v2 = at::zeros({n});
   const at::Tensor g32 = g.to(at::kFloat);
-  cpu_adamw(p2.data_ptr<float>(), g32.data_ptr<float>(), m2.data_ptr<float>(), v2.data_ptr<float>(), n, s);
+  cpu_adamw(p2.data_ptr<float>(), g32.data_ptr<float>(), m2.data_ptr<float>(), v2.data_ptr<float>(),
+            n, s);
   EXPECT_TRUE(at::equal(p, p2));
   EXPECT_TRUE(at::equal(m, m2));
   EXPECT_TRUE(at::equal(v, v2));
@@ -448,7 +494,8 @@ TEST(CudaAdamW, TakesTheCpuAdamWsSteps) {
   // The bias corrections and found_inf are read on the device.
   AdamWStep without_bias_corrections = s;
   without_bias_corrections.bias_correction1 = without_bias_corrections.bias_correction2 = 1.0f;
-  const at::Tensor bias_corrections = at::tensor({s.bias_correction1, s.bias_correction2}).to(at::kCUDA);
+  const at::Tensor bias_corrections =
+      at::tensor({s.bias_correction1, s.bias_correction2}).to(at::kCUDA);
   const at::Tensor nothing_found = at::zeros({1}, on_gpu), found_inf = at::ones({1}, on_gpu);
   for (const bool bf16 : {false, true})
     for (const int64_t start : {0, 1}) {  // 1: the scalar loop (4-byte aligned only)
@@ -456,34 +503,51 @@ TEST(CudaAdamW, TakesTheCpuAdamWsSteps) {
       const at::Tensor p0 = at::randn({n}), m0 = at::randn({n}) * 0.1, v0 = at::rand({n}) * 0.01;
       const at::Tensor g = at::randn({n}).to(bf16 ? at::kBFloat16 : at::kFloat);
       const int64_t len = n - start;
-      at::Tensor p = p0.clone(), m = m0.clone(), v = v0.clone(), out = at::zeros({n}, at::kBFloat16);
+      at::Tensor p = p0.clone(), m = m0.clone(), v = v0.clone(),
+                 out = at::zeros({n}, at::kBFloat16);
       if (bf16)
-        cpu_adamw(p.data_ptr<float>() + start, g.data_ptr<at::BFloat16>() + start, m.data_ptr<float>() + start,
-                  v.data_ptr<float>() + start, len, halved, out.data_ptr<at::BFloat16>() + start);
+        cpu_adamw(p.data_ptr<float>() + start, g.data_ptr<at::BFloat16>() + start,
+                  m.data_ptr<float>() + start, v.data_ptr<float>() + start, len, halved,
+                  out.data_ptr<at::BFloat16>() + start);
       else
-        cpu_adamw(p.data_ptr<float>() + start, g.data_ptr<float>() + start, m.data_ptr<float>() + start,
-                  v.data_ptr<float>() + start, len, halved, out.data_ptr<at::BFloat16>() + start);
+        cpu_adamw(p.data_ptr<float>() + start, g.data_ptr<float>() + start,
+                  m.data_ptr<float>() + start, v.data_ptr<float>() + start, len, halved,
+                  out.data_ptr<at::BFloat16>() + start);
 
       const auto cuda = [](const at::Tensor& t) { return t.to(at::kCUDA); };
-      at::Tensor dp = cuda(p0), dm = cuda(m0), dv = cuda(v0), dout = cuda(at::zeros({n}, at::kBFloat16));
+      at::Tensor dp = cuda(p0), dm = cuda(m0), dv = cuda(v0),
+                 dout = cuda(at::zeros({n}, at::kBFloat16));
       const at::Tensor dg = cuda(g);
-      const dshost_zero::CudaAdamWRange r{dp.data_ptr<float>() + start,
-                                          static_cast<const char*>(dg.data_ptr()) + start * dg.element_size(),
-                                          bf16, dm.data_ptr<float>() + start, dv.data_ptr<float>() + start,
-                                          static_cast<uint16_t*>(dout.data_ptr()) + start, len};
+      const dshost_zero::CudaAdamWRange r{
+          dp.data_ptr<float>() + start,
+          static_cast<const char*>(dg.data_ptr()) + start * dg.element_size(),
+          bf16,
+          dm.data_ptr<float>() + start,
+          dv.data_ptr<float>() + start,
+          static_cast<uint16_t*>(dout.data_ptr()) + start,
+          len};
       void* stream = c10::cuda::getCurrentCUDAStream().stream();
-      ASSERT_EQ(dshost_zero::cuda_adamw(r, without_bias_corrections, {divisor.data_ptr<float>(),
-                                        bias_corrections.data_ptr<float>(), nothing_found.data_ptr<float>()}, stream),
-                nullptr);
+      ASSERT_EQ(
+          dshost_zero::cuda_adamw(r, without_bias_corrections,
+                                  {divisor.data_ptr<float>(), bias_corrections.data_ptr<float>(),
+                                   nothing_found.data_ptr<float>()},
+                                  stream),
+          nullptr);
       const at::Tensor before = at::cat({dp, dm, dv}).cpu();
-      ASSERT_EQ(dshost_zero::cuda_adamw(r, s, {nullptr, nullptr, found_inf.data_ptr<float>()}, stream), nullptr);
-      EXPECT_TRUE(at::equal(at::cat({dp, dm, dv}).cpu(), before)) << "found_inf left the range as it was";
-      const std::string what = std::string(bf16 ? "bf16" : "fp32") + " gradients from " + std::to_string(start);
+      ASSERT_EQ(
+          dshost_zero::cuda_adamw(r, s, {nullptr, nullptr, found_inf.data_ptr<float>()}, stream),
+          nullptr);
+      EXPECT_TRUE(at::equal(at::cat({dp, dm, dv}).cpu(), before))
+          << "found_inf left the range as it was";
+      const std::string what =
+          std::string(bf16 ? "bf16" : "fp32") + " gradients from " + std::to_string(start);
       EXPECT_TRUE(at::allclose(dp.cpu(), p, 1e-6, 1e-7)) << what;
       EXPECT_TRUE(at::allclose(dm.cpu(), m, 1e-6, 1e-7)) << what;
       EXPECT_TRUE(at::allclose(dv.cpu(), v, 1e-6, 1e-9)) << what;
-      EXPECT_TRUE(at::allclose(dout.cpu().to(at::kFloat), out.to(at::kFloat), 1.0 / 128, 0)) << what;
-      EXPECT_EQ(dout.cpu().narrow(0, 0, start).count_nonzero().item<int64_t>(), 0) << "wrote before its range";
+      EXPECT_TRUE(at::allclose(dout.cpu().to(at::kFloat), out.to(at::kFloat), 1.0 / 128, 0))
+          << what;
+      EXPECT_EQ(dout.cpu().narrow(0, 0, start).count_nonzero().item<int64_t>(), 0)
+          << "wrote before its range";
       EXPECT_GT((p - p0).abs().max().item<float>(), 1e-4) << "the step moved the parameters";
     }
 #endif

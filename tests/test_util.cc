@@ -77,9 +77,11 @@ Ran dshost(const std::vector<std::string>& args) {
 }
 
 std::unique_ptr<DatasetPlugin> open_dataset(const std::string& name, std::vector<std::string> sets,
-                                      const std::vector<int64_t>& wanted) {
-  sets.insert(sets.begin(), {"data.dataset=\"" + name + "\"", "plugins.paths=\"" DSHOST_BUILD_PLUGIN_DIR "\""});
-  return std::make_unique<DatasetPlugin>(prepare_job(quickstart_manifest(), sets), RankInfo{}, wanted);
+                                            const std::vector<int64_t>& wanted) {
+  sets.insert(sets.begin(),
+              {"data.dataset=\"" + name + "\"", "plugins.paths=\"" DSHOST_BUILD_PLUGIN_DIR "\""});
+  return std::make_unique<DatasetPlugin>(prepare_job(quickstart_manifest(), sets), RankInfo{},
+                                         wanted);
 }
 
 std::string fashion_mnist_dir() {
@@ -128,12 +130,14 @@ std::string quickstart_manifest() {
 std::vector<double> train_quickstart(const std::string& name, std::vector<std::string> sets,
                                      std::string* summary_json, std::string* log) {
   const std::string dir = scratch_dir("training_" + name);
-  std::vector<std::string> args{"run", quickstart_manifest(), "--set",
-                                "run.output_dir=\"" + dir + "\"", "--set", "train.log_every=1000"};
+  std::vector<std::string> args{"run",   quickstart_manifest(),
+                                "--set", "run.output_dir=\"" + dir + "\"",
+                                "--set", "train.log_every=1000"};
   for (const auto& s : sets) args.insert(args.end(), {"--set", s});
   const Ran r = dshost(args);
   if (r.exit_code != 0) ADD_FAILURE() << name << " failed: " << r.err;
-  if (summary_json != nullptr) *summary_json = read_file(quickstart_run_dir(name) + "/summary.json");
+  if (summary_json != nullptr)
+    *summary_json = read_file(quickstart_run_dir(name) + "/summary.json");
   if (log != nullptr) *log = r.err;
   return losses(quickstart_run_dir(name));
 }
@@ -143,7 +147,8 @@ std::string quickstart_run_dir(const std::string& name) {
 }
 
 double max_abs_difference(const std::vector<double>& a, const std::vector<double>& b) {
-  if (a.size() != b.size()) ADD_FAILURE() << "trajectories of " << a.size() << " and " << b.size() << " steps";
+  if (a.size() != b.size())
+    ADD_FAILURE() << "trajectories of " << a.size() << " and " << b.size() << " steps";
   double worst = 0;
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
     worst = std::max(worst, std::fabs(a[i] - b[i]));
@@ -156,7 +161,8 @@ int line_count(const std::string& text) {
   return n + (!text.empty() && text.back() != '\n');
 }
 
-Job start_job(const std::vector<std::string>& argv, const std::string& dir, const std::string& ready) {
+Job start_job(const std::vector<std::string>& argv, const std::string& dir,
+              const std::string& ready) {
   Job job{-1, dir};
   const std::string log = dir + "/log";
   std::vector<char*> args;

@@ -40,13 +40,14 @@ std::string python();
 // Bundled dataset plugin `name` opened as a rank opens it (core/dataset.h), with [data]
 // overrides `sets` ("data.path=\"...\""), for a model of sample shape `wanted`.
 std::unique_ptr<DatasetPlugin> open_dataset(const std::string& name, std::vector<std::string> sets,
-                                      const std::vector<int64_t>& wanted = {});
+                                            const std::vector<int64_t>& wanted = {});
 std::string quickstart_manifest();
 // Trains configs/quickstart.toml with `sets` (--set values) into a fresh run directory
 // named after `name`; expects success and returns the losses. *summary_json receives the
 // run's summary.json when given, *log its standard error.
 std::vector<double> train_quickstart(const std::string& name, std::vector<std::string> sets,
-                                     std::string* summary_json = nullptr, std::string* log = nullptr);
+                                     std::string* summary_json = nullptr,
+                                     std::string* log = nullptr);
 // Where train_quickstart(name, ...) trained.
 std::string quickstart_run_dir(const std::string& name);
 double max_abs_difference(const std::vector<double>& a, const std::vector<double>& b);
@@ -60,7 +61,8 @@ struct Job {
   std::string dir;
 };
 // Starts argv and waits, at most 60 s, until its log holds `ready` (a progress line).
-Job start_job(const std::vector<std::string>& argv, const std::string& dir, const std::string& ready);
+Job start_job(const std::vector<std::string>& argv, const std::string& dir,
+              const std::string& ready);
 // Waits for the job to end, at most `limit_s`; returns its exit code (-1 on time-out, after
 // which it is killed) and the seconds it took in *seconds.
 int wait_for(const Job& job, double limit_s, double* seconds);

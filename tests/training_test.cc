@@ -36,44 +36,48 @@ TEST(DdpNumerics, TwoRanksMatchOneRankWithTheSameGlobalBatch) {
     extra.insert(extra.end(), common.begin(), common.end());
     return extra;
   };
-  const auto one = train_quickstart("one_rank", with({"launcher.nprocs=1", "train.micro_batch_size=64"}));
-  const auto two = train_quickstart("two_ranks", with({"launcher.nprocs=2", "train.micro_batch_size=32",
-                                            "strategy.reduce_bucket_size=50000"}));
-  const auto accum = train_quickstart("two_ranks_accum", with({"launcher.nprocs=2",
-                                                    "train.micro_batch_size=16",
-                                                    "train.grad_accum_steps=2"}));
-  const auto late = train_quickstart("two_ranks_no_overlap", with({"launcher.nprocs=2",
-                                                        "train.micro_batch_size=32",
-                                                        "strategy.overlap_comm=false"}));
+  const auto one =
+      train_quickstart("one_rank", with({"launcher.nprocs=1", "train.micro_batch_size=64"}));
+  const auto two =
+      train_quickstart("two_ranks", with({"launcher.nprocs=2", "train.micro_batch_size=32",
+                                          "strategy.reduce_bucket_size=50000"}));
+  const auto accum = train_quickstart(
+      "two_ranks_accum",
+      with({"launcher.nprocs=2", "train.micro_batch_size=16", "train.grad_accum_steps=2"}));
+  const auto late = train_quickstart(
+      "two_ranks_no_overlap",
+      with({"launcher.nprocs=2", "train.micro_batch_size=32", "strategy.overlap_comm=false"}));
   ASSERT_EQ(one.size(), 20u);
   EXPECT_LT(one.back(), one.front() - 0.5) << "the reference run did not learn";
   EXPECT_LT(max_abs_difference(one, two), 1e-5);
   EXPECT_LT(max_abs_difference(one, accum), 1e-5);
   EXPECT_LT(max_abs_difference(one, late), 1e-5);
   // And the comparison can fail: another global batch gives another trajectory.
-  const auto other = train_quickstart("other_batch", with({"launcher.nprocs=2", "train.micro_batch_size=24"}));
+  const auto other =
+      train_quickstart("other_batch", with({"launcher.nprocs=2", "train.micro_batch_size=24"}));
   EXPECT_GT(max_abs_difference(one, other), 1e-2);
 }
 
 TEST(DdpNumerics, SgdWithMomentumAlsoMatchesAcrossWorldSizes) {
-  const std::vector<std::string> sgd{"train.max_steps=20", "train.threads=1", "train.eval=false",
-                                     "scheduler.warmup_steps=0",
-                                     "optimizer.name=sgd", "optimizer.lr=0.05",
+  const std::vector<std::string> sgd{"train.max_steps=20",     "train.threads=1",
+                                     "train.eval=false",       "scheduler.warmup_steps=0",
+                                     "optimizer.name=sgd",     "optimizer.lr=0.05",
                                      "optimizer.momentum=0.9", "optimizer.weight_decay=0.0005"};
   auto with = [&](std::vector<std::string> extra) {
     extra.insert(extra.end(), sgd.begin(), sgd.end());
     return extra;
   };
-  const auto one = train_quickstart("sgd_one", with({"launcher.nprocs=1", "train.micro_batch_size=64"}));
-  const auto two = train_quickstart("sgd_two", with({"launcher.nprocs=2", "train.micro_batch_size=32"}));
+  const auto one =
+      train_quickstart("sgd_one", with({"launcher.nprocs=1", "train.micro_batch_size=64"}));
+  const auto two =
+      train_quickstart("sgd_two", with({"launcher.nprocs=2", "train.micro_batch_size=32"}));
   ASSERT_EQ(one.size(), 20u);
   EXPECT_LT(one.back(), one.front() - 0.5) << "SGD did not learn";
   EXPECT_LT(max_abs_difference(one, two), 1e-5);
 }
 
 TEST(DdpNumerics, TheSameSeedRepeatsBitForBitAndAnotherSeedDoesNot) {
-  const std::vector<std::string> run{"train.max_steps=10", "train.eval=false",
-                                     "launcher.nprocs=2"};
+  const std::vector<std::string> run{"train.max_steps=10", "train.eval=false", "launcher.nprocs=2"};
   const auto a = train_quickstart("seed_a", run);
   const auto b = train_quickstart("seed_b", run);
   auto other_seed = run;
@@ -88,15 +92,25 @@ TEST(DdpNumerics, TheSameSeedRepeatsBitForBitAndAnotherSeedDoesNot) {
 // log lines and gone at the end; in a pipe or a log file only the plain lines appear.
 TEST(Progress, ABarOnATerminalPlainLinesElsewhere) {
   const std::string dir = scratch_dir("training_progress");
-  const std::vector<std::string> args{DSHOST_BINARY, "run", kQuickstart, "--set",
-                                      "run.output_dir=\"" + dir + "\"", "--set", "train.max_steps=40",
-                                      "--set", "train.eval=false", "--set", "train.log_every=20"};
-  std::vector<std::string> on_terminal{"/usr/bin/python3", "-c", "import pty, sys; pty.spawn(sys.argv[1:])"};
+  const std::vector<std::string> args{DSHOST_BINARY,
+                                      "run",
+                                      kQuickstart,
+                                      "--set",
+                                      "run.output_dir=\"" + dir + "\"",
+                                      "--set",
+                                      "train.max_steps=40",
+                                      "--set",
+                                      "train.eval=false",
+                                      "--set",
+                                      "train.log_every=20"};
+  std::vector<std::string> on_terminal{"/usr/bin/python3", "-c",
+                                       "import pty, sys; pty.spawn(sys.argv[1:])"};
   on_terminal.insert(on_terminal.end(), args.begin(), args.end());
   const Ran terminal = run(on_terminal);
   ASSERT_EQ(terminal.exit_code, 0) << terminal.out;
-  const std::regex bar("\r\x1b\\[2K\\[rank 0\\] \\[#*\\.*\\] \\d+% step \\d+/40 epoch 1/2 loss \\d\\.\\d{4} "
-                       "\\d+ samples/s eta \\d+s");
+  const std::regex bar(
+      "\r\x1b\\[2K\\[rank 0\\] \\[#*\\.*\\] \\d+% step \\d+/40 epoch 1/2 loss \\d\\.\\d{4} "
+      "\\d+ samples/s eta \\d+s");
   EXPECT_TRUE(std::regex_search(terminal.out, bar)) << terminal.out;
   const std::string tail = terminal.out.substr(terminal.out.rfind("summary written to"));
   EXPECT_EQ(tail.find("% step"), std::string::npos) << "the bar outlived the run: " << tail;
@@ -111,17 +125,28 @@ TEST(Progress, ABarOnATerminalPlainLinesElsewhere) {
 // returns.
 Job start_long_run(const std::string& name, const std::vector<std::string>& sets = {}) {
   const std::string dir = scratch_dir("training_" + name);
-  std::vector<std::string> args{DSHOST_BINARY, "run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"",
-                                "--set", "train.epochs=50", "--set", "train.log_every=1"};
+  std::vector<std::string> args{DSHOST_BINARY,
+                                "run",
+                                kQuickstart,
+                                "--set",
+                                "run.output_dir=\"" + dir + "\"",
+                                "--set",
+                                "train.epochs=50",
+                                "--set",
+                                "train.log_every=1"};
   for (const auto& s : sets) args.insert(args.end(), {"--set", s});
   return start_job(args, dir, "step 5/");
 }
 
 // The quickstart with tests/plugins/failing_model failing as `fail_in` says, 10 steps.
-Ran run_failing_model(const std::string& dir, const std::string& fail_in, const std::vector<std::string>& sets) {
-  std::vector<std::string> args{"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",
-                                "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set", "model.plugin=failing_model",
-                                "--set", "model.fail_in=\"" + fail_in + "\"", "--set", "train.max_steps=10",
+Ran run_failing_model(const std::string& dir, const std::string& fail_in,
+                      const std::vector<std::string>& sets) {
+  std::vector<std::string> args{"run",   kQuickstart,
+                                "--set", "run.output_dir=\"" + dir + "\"",
+                                "--set", "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"",
+                                "--set", "model.plugin=failing_model",
+                                "--set", "model.fail_in=\"" + fail_in + "\"",
+                                "--set", "train.max_steps=10",
                                 "--set", "train.eval=false"};
   for (const auto& s : sets) args.insert(args.end(), {"--set", s});
   return dshost(args);
@@ -169,7 +194,8 @@ TEST(FailFast, ARankThatThrowsIsNamedNotTheRankLeftWaiting) {
   const std::string dir = scratch_dir("training_rank1_throws");
   int named = 0;
   for (int attempt = 0; attempt < 20; ++attempt) {
-    const Ran r = run_failing_model(dir, "rank1_forward", {"run.name=\"a" + std::to_string(attempt) + "\""});
+    const Ran r =
+        run_failing_model(dir, "rank1_forward", {"run.name=\"a" + std::to_string(attempt) + "\""});
     EXPECT_EQ(r.exit_code, 2) << r.err;  // failing_model's error: DSHOST_INVALID_ARGUMENT
     const std::string verdict = last_line(r.err);
     named += verdict.rfind("dshost: error: rank 1 on host ", 0) == 0;
@@ -189,7 +215,10 @@ TEST(FailFast, AStoppedRankIsNamedWithinTheTimeout) {
   EXPECT_EQ(code, kStoppedByAnotherRank) << log;
   EXPECT_LT(seconds, 4.0 + 2.0) << log;
   EXPECT_EQ(last_line(log).rfind("dshost: error: rank 1 on host " + hostname() +
-                                 " does not answer (stopped, hung or ended); ", 0), 0u) << log;
+                                     " does not answer (stopped, hung or ended); ",
+                                 0),
+            0u)
+      << log;
   EXPECT_NE(last_line(log).find("(reported by rank 0 on host "), std::string::npos) << log;
   EXPECT_TRUE(workers_of(job).empty()) << "a rank outlived the job";
 }
@@ -200,9 +229,11 @@ TEST(FailFast, CollectivesThatDoNotMatchAcrossRanksAreExplained) {
   const std::string dir = scratch_dir("training_mismatched_collective");
   const Ran r = run_failing_model(dir, "mismatched_collective", {"comm.timeout_s=10"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("the ranks' collectives do not match: they were issued with different sizes or "
-                       "in a different order on different ranks (this rank's last: all_reduce of "),
-            std::string::npos) << r.err;
+  EXPECT_NE(
+      r.err.find("the ranks' collectives do not match: they were issued with different sizes or "
+                 "in a different order on different ranks (this rank's last: all_reduce of "),
+      std::string::npos)
+      << r.err;
   for (const char* crash : {"terminate called", "Aborted", "core dumped"})
     EXPECT_EQ(r.err.find(crash), std::string::npos) << r.err;
 }
@@ -225,20 +256,23 @@ TEST(FailFast, CtrlCStopsEveryRank) {
 TEST(Profiler, TracesTheChosenStepsWithTheirOperatorsOnEveryRank) {
   const std::string dir = scratch_dir("training_profile");
   const auto run_with = [&](const std::string& after) {
-    return dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set", "train.max_steps=8",
-                   "--set", "train.eval=false", "--set", "train.profile_steps=2", "--set", "train.profile_after=" + after});
+    return dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",
+                   "train.max_steps=8", "--set", "train.eval=false", "--set",
+                   "train.profile_steps=2", "--set", "train.profile_after=" + after});
   };
   const Ran r = run_with("3");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const std::string rank : {"0", "1"}) {
-    const auto trace = nlohmann::json::parse(read_file(dir + "/quickstart/profile/rank" + rank + ".pt.trace.json"));
+    const auto trace = nlohmann::json::parse(
+        read_file(dir + "/quickstart/profile/rank" + rank + ".pt.trace.json"));
     std::vector<std::pair<double, double>> steps;  // [start, end) in us
     std::vector<std::string> names;
     for (const auto& e : trace.at("traceEvents")) {
       const std::string name = e.at("name");
       if (name.rfind("ProfilerStep#", 0) == 0) {
         names.push_back(name);
-        steps.emplace_back(e.at("ts").get<double>(), e.at("ts").get<double>() + e.at("dur").get<double>());
+        steps.emplace_back(e.at("ts").get<double>(),
+                           e.at("ts").get<double>() + e.at("dur").get<double>());
       }
     }
     EXPECT_EQ(names, (std::vector<std::string>{"ProfilerStep#4", "ProfilerStep#5"}));
@@ -247,7 +281,8 @@ TEST(Profiler, TracesTheChosenStepsWithTheirOperatorsOnEveryRank) {
     for (const auto& e : trace.at("traceEvents")) {
       const std::string name = e.at("name");
       const double ts = e.at("ts");
-      const bool inside = std::any_of(steps.begin(), steps.end(), [&](auto s) { return ts >= s.first && ts < s.second; });
+      const bool inside = std::any_of(steps.begin(), steps.end(),
+                                      [&](auto s) { return ts >= s.first && ts < s.second; });
       forward += inside && name == "aten::convolution";
       backward += inside && name == "aten::convolution_backward";
     }
@@ -256,16 +291,21 @@ TEST(Profiler, TracesTheChosenStepsWithTheirOperatorsOnEveryRank) {
     // Allocations are recorded: conv1's output, [32, 32, 28, 28] floats, once a step.
     int conv1_outputs = 0;
     for (const auto& e : trace.at("traceEvents"))
-      conv1_outputs += e.at("name") == "[memory]" && e.at("args").at("Bytes") == 32 * 32 * 28 * 28 * 4;
+      conv1_outputs +=
+          e.at("name") == "[memory]" && e.at("args").at("Bytes") == 32 * 32 * 28 * 28 * 4;
     EXPECT_GE(conv1_outputs, 2) << "no allocation of conv1's output in two steps";
   }
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir + "/quickstart/profile"),
-                          std::filesystem::directory_iterator{}), 2) << "two traces, no partial files";
+                          std::filesystem::directory_iterator{}),
+            2)
+      << "two traces, no partial files";
 
   const Ran late = run_with("8");
   ASSERT_EQ(late.exit_code, 0) << late.err;
-  EXPECT_NE(late.err.find("train.profile_after = 8 skips past the last of 8 steps: nothing is profiled"),
-            std::string::npos) << late.err;
+  EXPECT_NE(
+      late.err.find("train.profile_after = 8 skips past the last of 8 steps: nothing is profiled"),
+      std::string::npos)
+      << late.err;
 }
 
 // The README's first command: the quickstart reaches 0.90 test accuracy, and so it does
@@ -274,8 +314,8 @@ class Quickstart : public testing::TestWithParam<std::string> {};
 
 TEST_P(Quickstart, ReachesNinetyPercentTestAccuracy) {
   const std::string dir = scratch_dir("training_quickstart_" + GetParam());
-  const Ran r = dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"",
-                        "--set", "strategy.plugin=" + GetParam()});
+  const Ran r = dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",
+                        "strategy.plugin=" + GetParam()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto summary = nlohmann::json::parse(read_file(dir + "/quickstart/summary.json"));
   EXPECT_GE(summary.at("test_accuracy").get<double>(), 0.90) << summary.dump(2);

@@ -18,29 +18,38 @@ namespace {
 
 struct ZooCase {
   const char* model;
-  const char* lr;        // AdamW's; vgg without batch norm diverges at the others' 2e-3
-  const char* extra;     // one more --set
-  int steps;             // under ddp; zero2 and zero3 take half as many
-  double memorised;      // the loss it gets below by then
+  const char* lr;     // AdamW's; vgg without batch norm diverges at the others' 2e-3
+  const char* extra;  // one more --set
+  int steps;          // under ddp; zero2 and zero3 take half as many
+  double memorised;   // the loss it gets below by then
 };
 
 class ZooTraining : public testing::TestWithParam<ZooCase> {};
 
 TEST_P(ZooTraining, MemorisesUnderDdpAndZero3TakesZero2sSteps) {
   const ZooCase& c = GetParam();
-  const std::vector<std::string> common{
-      std::string("model.plugin=") + c.model, "model.image_size=32", "model.num_classes=10",
-      "data.dataset=synthetic", "data.synthetic_samples=16", "data.synthetic_classes=10",
-      "data.image_size=32", "train.micro_batch_size=8", "train.eval=false",
-      "train.threads=1", "launcher.nprocs=2", "scheduler.warmup_steps=0",
-      std::string("optimizer.lr=") + c.lr, c.extra};
+  const std::vector<std::string> common{std::string("model.plugin=") + c.model,
+                                        "model.image_size=32",
+                                        "model.num_classes=10",
+                                        "data.dataset=synthetic",
+                                        "data.synthetic_samples=16",
+                                        "data.synthetic_classes=10",
+                                        "data.image_size=32",
+                                        "train.micro_batch_size=8",
+                                        "train.eval=false",
+                                        "train.threads=1",
+                                        "launcher.nprocs=2",
+                                        "scheduler.warmup_steps=0",
+                                        std::string("optimizer.lr=") + c.lr,
+                                        c.extra};
   auto with = [&](std::vector<std::string> extra) {
     extra.insert(extra.end(), common.begin(), common.end());
     return extra;
   };
   const std::string steps = "train.epochs=" + std::to_string(c.steps);  // 1 step an epoch
   const std::string half = "train.max_steps=" + std::to_string(c.steps / 2);
-  const auto ddp = train_quickstart(std::string("zoo_ddp_") + c.model, with({"strategy.plugin=ddp", steps}));
+  const auto ddp =
+      train_quickstart(std::string("zoo_ddp_") + c.model, with({"strategy.plugin=ddp", steps}));
   ASSERT_EQ(ddp.size(), static_cast<size_t>(c.steps));
   EXPECT_NEAR(ddp.front(), std::log(10.0), 0.5);
   EXPECT_LT(*std::min_element(ddp.end() - 3, ddp.end()), c.memorised);
@@ -53,20 +62,22 @@ TEST_P(ZooTraining, MemorisesUnderDdpAndZero3TakesZero2sSteps) {
   EXPECT_EQ(zero2, zero3);
 }
 
-INSTANTIATE_TEST_SUITE_P(Zoo, ZooTraining,
-                         // measured: 0.09, 0.28, 0.31 in 10 steps; vgg11 2.259 in 6 (slow,
-                         // steady, and 5 s a step here), vgg16 2.272 in 6; cnn_lstm 0.36,
-                         // ensemble 0.01, resnet18 0.06 in 10 (seeds that start far from
-                         // chance, as 2 and 3 do at 2.88 and 3.02, are avoided)
-                         testing::Values(ZooCase{"mobilenet_v2", "0.002", "run.seed=42", 10, 0.5},
-                                         ZooCase{"efficientnet_b0", "0.002", "run.seed=42", 10, 0.8},
-                                         ZooCase{"resnet18", "0.002", "run.seed=42", 10, 0.5},
-                                         ZooCase{"resnet50", "0.002", "run.seed=42", 10, 1.2},
-                                         ZooCase{"vgg16", "0.0001", "model.dropout=0", 6, 2.28},
-                                         ZooCase{"vgg11", "0.0001", "model.dropout=0", 6, 2.28},
-                                         ZooCase{"cnn_lstm", "0.002", "model.dropout=0", 10, 0.8},
-                                         ZooCase{"ensemble", "0.002", "model.members=\"mobilenet_v2,resnet18\"", 10, 0.3}),
-                         [](const auto& info) { return std::string(info.param.model); });
+INSTANTIATE_TEST_SUITE_P(
+    Zoo, ZooTraining,
+    // measured: 0.09, 0.28, 0.31 in 10 steps; vgg11 2.259 in 6 (slow,
+    // steady, and 5 s a step here), vgg16 2.272 in 6; cnn_lstm 0.36,
+    // ensemble 0.01, resnet18 0.06 in 10 (seeds that start far from
+    // chance, as 2 and 3 do at 2.88 and 3.02, are avoided)
+    testing::Values(ZooCase{"mobilenet_v2", "0.002", "run.seed=42", 10, 0.5},
+                    ZooCase{"efficientnet_b0", "0.002", "run.seed=42", 10, 0.8},
+                    ZooCase{"resnet18", "0.002", "run.seed=42", 10, 0.5},
+                    ZooCase{"resnet50", "0.002", "run.seed=42", 10, 1.2},
+                    ZooCase{"vgg16", "0.0001", "model.dropout=0", 6, 2.28},
+                    ZooCase{"vgg11", "0.0001", "model.dropout=0", 6, 2.28},
+                    ZooCase{"cnn_lstm", "0.002", "model.dropout=0", 10, 0.8},
+                    ZooCase{"ensemble", "0.002", "model.members=\"mobilenet_v2,resnet18\"", 10,
+                            0.3}),
+    [](const auto& info) { return std::string(info.param.model); });
 
 // A small GPT on the bytes of Debian's fortunes: it learns (the loss falls from ln 256 = 5.5
 // to below 2.8 nats in 400 steps, measured 2.64; byte frequencies alone, English's unigram
@@ -74,20 +85,24 @@ INSTANTIATE_TEST_SUITE_P(Zoo, ZooTraining,
 // forward to backward, takes zero2's steps exactly.
 TEST(GptTraining, LearnsTextAndZero3TakesZero2sSteps) {
   const std::vector<std::string> common{
-      "model.plugin=gpt", "model.n_layer=2", "model.n_head=2", "model.n_embd=64",
-      "model.vocab_size=256", "model.block_size=64", "data.dataset=text", "data.path=\"\"",
-      "train.micro_batch_size=8", "train.eval=false", "train.threads=1", "launcher.nprocs=2",
+      "model.plugin=gpt",   "model.n_layer=2",          "model.n_head=2",
+      "model.n_embd=64",    "model.vocab_size=256",     "model.block_size=64",
+      "data.dataset=text",  "data.path=\"\"",           "train.micro_batch_size=8",
+      "train.eval=false",   "train.threads=1",          "launcher.nprocs=2",
       "optimizer.lr=0.003", "scheduler.warmup_steps=10"};
   auto with = [&](std::vector<std::string> extra) {
     extra.insert(extra.end(), common.begin(), common.end());
     return extra;
   };
-  const auto learned = train_quickstart("gpt_learns", with({"strategy.plugin=ddp", "train.max_steps=400"}));
+  const auto learned =
+      train_quickstart("gpt_learns", with({"strategy.plugin=ddp", "train.max_steps=400"}));
   ASSERT_EQ(learned.size(), 400u);
   EXPECT_NEAR(learned.front(), std::log(256.0), 0.3);
   EXPECT_LT(learned.back(), 2.8);
-  const auto zero2 = train_quickstart("gpt_zero2", with({"strategy.plugin=zero2", "train.max_steps=10"}));
-  const auto zero3 = train_quickstart("gpt_zero3", with({"strategy.plugin=zero3-offload", "train.max_steps=10"}));
+  const auto zero2 =
+      train_quickstart("gpt_zero2", with({"strategy.plugin=zero2", "train.max_steps=10"}));
+  const auto zero3 =
+      train_quickstart("gpt_zero3", with({"strategy.plugin=zero3-offload", "train.max_steps=10"}));
   ASSERT_EQ(zero2.size(), 10u);
   EXPECT_EQ(zero2, zero3);
 }
@@ -98,10 +113,12 @@ TEST(GptTraining, LearnsTextAndZero3TakesZero2sSteps) {
 // parameters and under zero3-offload's sharded fp32 ones, with dropout on.
 TEST(GptTraining, ActivationCheckpointingTakesTheSameSteps) {
   const std::vector<std::string> common{
-      "model.plugin=gpt", "model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.dropout=0.1",
-      "model.vocab_size=256", "model.block_size=64", "data.dataset=text", "data.path=\"\"",
-      "train.micro_batch_size=8", "train.eval=false", "train.threads=1", "launcher.nprocs=2",
-      "train.max_steps=10", "optimizer.lr=0.003", "scheduler.warmup_steps=0"};
+      "model.plugin=gpt",         "model.n_layer=2",    "model.n_head=2",
+      "model.n_embd=64",          "model.dropout=0.1",  "model.vocab_size=256",
+      "model.block_size=64",      "data.dataset=text",  "data.path=\"\"",
+      "train.micro_batch_size=8", "train.eval=false",   "train.threads=1",
+      "launcher.nprocs=2",        "train.max_steps=10", "optimizer.lr=0.003",
+      "scheduler.warmup_steps=0"};
   for (const std::string strategy : {"strategy.plugin=ddp", "strategy.plugin=\"zero3-offload\""}) {
     auto sets = common;
     sets.push_back(strategy);

@@ -16,10 +16,9 @@ constexpr double kLr = 1e-3, kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8, kDecay =
 void TorchAdamW(benchmark::State& state) {
   at::Tensor param = at::randn({state.range(0)}).set_requires_grad(true);
   param.mutable_grad() = at::randn({state.range(0)});
-  torch::optim::AdamW optimizer({param}, torch::optim::AdamWOptions(kLr)
-                                             .betas({kBeta1, kBeta2})
-                                             .eps(kEps)
-                                             .weight_decay(kDecay));
+  torch::optim::AdamW optimizer(
+      {param},
+      torch::optim::AdamWOptions(kLr).betas({kBeta1, kBeta2}).eps(kEps).weight_decay(kDecay));
   for (auto _ : state) optimizer.step();
   state.SetBytesProcessed(state.iterations() * state.range(0) * 4 * 7);  // read 4, write 3
 }
@@ -32,21 +31,33 @@ void FusedCpuAdamW(benchmark::State& state, bool bf16_copy) {
   int64_t t = 0;
   for (auto _ : state) {
     ++t;
-    dshost::cpu_adamw(p.data_ptr<float>(), g.data_ptr<float>(), m.data_ptr<float>(),
-                      v.data_ptr<float>(), n,
-                      {static_cast<float>(kLr), static_cast<float>(kBeta1),
-                       static_cast<float>(kBeta2), static_cast<float>(kEps),
-                       static_cast<float>(kDecay),
-                       static_cast<float>(1 - std::pow(kBeta1, t)),
-                       static_cast<float>(1 - std::pow(kBeta2, t))},
-                      bf16_copy ? copy.data_ptr<at::BFloat16>() : nullptr);
+    dshost::cpu_adamw(
+        p.data_ptr<float>(), g.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), n,
+        {static_cast<float>(kLr), static_cast<float>(kBeta1), static_cast<float>(kBeta2),
+         static_cast<float>(kEps), static_cast<float>(kDecay),
+         static_cast<float>(1 - std::pow(kBeta1, t)), static_cast<float>(1 - std::pow(kBeta2, t))},
+        bf16_copy ? copy.data_ptr<at::BFloat16>() : nullptr);
   }
   state.SetBytesProcessed(state.iterations() * n * (4 * 7 + (bf16_copy ? 2 : 0)));
 }
 
 }  // namespace
 
-BENCHMARK(TorchAdamW)->Arg(1 << 20)->Arg(10 << 20)->Arg(100 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(FusedCpuAdamW, fp32, false)->Arg(1 << 20)->Arg(10 << 20)->Arg(100 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(FusedCpuAdamW, bf16_copy, true)->Arg(1 << 20)->Arg(100 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(TorchAdamW)
+    ->Arg(1 << 20)
+    ->Arg(10 << 20)
+    ->Arg(100 << 20)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(FusedCpuAdamW, fp32, false)
+    ->Arg(1 << 20)
+    ->Arg(10 << 20)
+    ->Arg(100 << 20)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(FusedCpuAdamW, bf16_copy, true)
+    ->Arg(1 << 20)
+    ->Arg(100 << 20)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_MAIN();

@@ -12,18 +12,24 @@ namespace {
 
 // One option declaration with the defect its BAD_* macro names.
 #if defined(BAD_NULL_DEFAULT)
-const dshost_option kOptions[] = {DSHOST_OPTION("depth", DSHOST_OPTION_INT, nullptr, nullptr, "how deep")};
+const dshost_option kOptions[] = {
+    DSHOST_OPTION("depth", DSHOST_OPTION_INT, nullptr, nullptr, "how deep")};
 #elif defined(BAD_UNPARSABLE_DEFAULT)
-const dshost_option kOptions[] = {DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "fast", nullptr, "how")};
+const dshost_option kOptions[] = {
+    DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "fast", nullptr, "how")};
 #elif defined(BAD_OUT_OF_RANGE_DEFAULT)
-const dshost_option kOptions[] = {DSHOST_OPTION_RANGE("depth", DSHOST_OPTION_INT, "0", 1, 8, "how deep")};
+const dshost_option kOptions[] = {
+    DSHOST_OPTION_RANGE("depth", DSHOST_OPTION_INT, "0", 1, 8, "how deep")};
 #elif defined(BAD_DUPLICATE_OPTION)
-const dshost_option kOptions[] = {DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "\"a\"", nullptr, "how"),
-                                  DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "\"b\"", nullptr, "how")};
+const dshost_option kOptions[] = {
+    DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "\"a\"", nullptr, "how"),
+    DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "\"b\"", nullptr, "how")};
 #elif defined(BAD_OPTION_NAMED_PLUGIN)
-const dshost_option kOptions[] = {DSHOST_OPTION("plugin", DSHOST_OPTION_STRING, "\"a\"", nullptr, "which")};
+const dshost_option kOptions[] = {
+    DSHOST_OPTION("plugin", DSHOST_OPTION_STRING, "\"a\"", nullptr, "which")};
 #else
-const dshost_option kOptions[] = {DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "\"a\"", "a|b", "how")};
+const dshost_option kOptions[] = {
+    DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "\"a\"", "a|b", "how")};
 #endif
 
 dshost_launcher_api small_table() {

@@ -19,7 +19,8 @@ namespace {
 
 const dshost_option kOptions[] = {
     DSHOST_OPTION("fail_in", DSHOST_OPTION_STRING, "\"create\"",
-                  "never|create|forward|rank1_forward|mismatched_collective|nan_third_forward|nan_from_third_forward",
+                  "never|create|forward|rank1_forward|mismatched_collective|nan_third_forward|nan_"
+                  "from_third_forward",
                   "where to fail"),
 };
 
@@ -35,8 +36,10 @@ class FailingModel : public dshost::Model {
   at::Tensor forward(const at::Tensor& input) override {
     if (is_training() && ++forwards_ == 3) fail_on_purpose();
     const at::Tensor logits = run_unit(0, input.flatten(1));
-    const bool nan = is_training() && (fail_in_ == "nan_third_forward" ? forwards_ == 3
-                                       : fail_in_ == "nan_from_third_forward" && forwards_ >= 3);
+    const bool nan =
+        is_training() &&
+        (fail_in_ == "nan_third_forward" ? forwards_ == 3
+                                         : fail_in_ == "nan_from_third_forward" && forwards_ >= 3);
     return nan ? logits * std::nan("") : logits;
   }
 
@@ -58,5 +61,5 @@ class FailingModel : public dshost::Model {
 
 }  // namespace
 
-DSHOST_MODEL_PLUGIN(FailingModel, PLUGIN_NAME, "0.0.1", "a model that fails on purpose",
-                    kOptions, sizeof(kOptions) / sizeof(kOptions[0]))
+DSHOST_MODEL_PLUGIN(FailingModel, PLUGIN_NAME, "0.0.1", "a model that fails on purpose", kOptions,
+                    sizeof(kOptions) / sizeof(kOptions[0]))

@@ -132,7 +132,8 @@ static dshost_status setup(dshost_strategy* strategy, const dshost_unit_params* 
   dshost_status st = h->register_buffer(h->host, view_of(s->values, 1, flat_shape, flat_stride),
                                         &s->value_id, err);
   if (st == DSHOST_OK)
-    st = h->register_buffer(h->host, view_of(s->grads, 1, flat_shape, flat_stride), &s->grad_id, err);
+    st = h->register_buffer(h->host, view_of(s->grads, 1, flat_shape, flat_stride), &s->grad_id,
+                            err);
   dshost_work* work = NULL;
   const dshost_slice values = whole(s->value_id, s->total);
   if (st == DSHOST_OK) st = h->broadcast(h->host, &values, 0, &work, err); /* rank 0's win */
@@ -157,8 +158,8 @@ static dshost_status begin_micro_batch(dshost_strategy* strategy, int32_t index,
   return DSHOST_OK;
 }
 
-static dshost_status on_unit_event(dshost_strategy* strategy, dshost_unit_event event,
-                                   int32_t unit, dshost_error* err) {
+static dshost_status on_unit_event(dshost_strategy* strategy, dshost_unit_event event, int32_t unit,
+                                   dshost_error* err) {
   (void)strategy, (void)event, (void)unit, (void)err;
   return DSHOST_OK;
 }
@@ -179,7 +180,8 @@ static dshost_status step(dshost_strategy* strategy, const dshost_step_args* arg
   }
   const double norm = sqrt(sum_of_squares);
   const float clip = args->max_grad_norm > 0 && norm > args->max_grad_norm
-                         ? (float)(args->max_grad_norm / (norm + 1e-6)) : 1.0f;
+                         ? (float)(args->max_grad_norm / (norm + 1e-6))
+                         : 1.0f;
   const float lr = (float)args->lr, decay = (float)h->optimizer->weight_decay;
   for (int64_t i = 0; i < s->total; ++i) {
     const float g = s->grads[i] * clip + decay * s->values[i];
@@ -202,12 +204,20 @@ static dshost_status memory(dshost_strategy* strategy, dshost_memory_report* out
 }
 
 static const dshost_strategy_api kApi = {
-    sizeof(dshost_strategy_api), create, destroy, setup, param_views, begin_micro_batch,
-    on_unit_event, step, memory};
+    sizeof(dshost_strategy_api), create,        destroy, setup, param_views,
+    begin_micro_batch,           on_unit_event, step,    memory};
 
-static const dshost_plugin_descriptor kDescriptor = {
-    sizeof(dshost_plugin_descriptor), DSHOST_ABI_MAJOR, DSHOST_ABI_MINOR, DSHOST_KIND_STRATEGY,
-    FROZEN_NAME, "1.0.0", "plain SGD in C against a frozen ABI header", "", -1, NULL, 0,
-    &kApi};
+static const dshost_plugin_descriptor kDescriptor = {sizeof(dshost_plugin_descriptor),
+                                                     DSHOST_ABI_MAJOR,
+                                                     DSHOST_ABI_MINOR,
+                                                     DSHOST_KIND_STRATEGY,
+                                                     FROZEN_NAME,
+                                                     "1.0.0",
+                                                     "plain SGD in C against a frozen ABI header",
+                                                     "",
+                                                     -1,
+                                                     NULL,
+                                                     0,
+                                                     &kApi};
 
 DSHOST_EXPORT const dshost_plugin_descriptor* dshost_plugin_v1(void) { return &kDescriptor; }

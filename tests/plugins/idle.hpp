@@ -7,5 +7,7 @@
 class Idle : public dshost::Launcher {
  public:
   using Launcher::Launcher;
-  Outcome launch(const std::vector<std::string>&, const std::vector<std::string>&) override { return {}; }
+  Outcome launch(const std::vector<std::string>&, const std::vector<std::string>&) override {
+    return {};
+  }
 };

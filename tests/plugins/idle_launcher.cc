@@ -6,4 +6,5 @@
 #define PLUGIN_NAME "idle"
 #endif
 
-DSHOST_LAUNCHER_PLUGIN(Idle, PLUGIN_NAME, "0.0.1", "starts no rank and says it succeeded", nullptr, 0)
+DSHOST_LAUNCHER_PLUGIN(Idle, PLUGIN_NAME, "0.0.1", "starts no rank and says it succeeded", nullptr,
+                       0)

@@ -10,7 +10,8 @@
 namespace {
 
 const dshost_option kOptions[] = {
-    DSHOST_OPTION("fault", DSHOST_OPTION_STRING, "\"shape\"", "shape|throw", "how sample `at` breaks"),
+    DSHOST_OPTION("fault", DSHOST_OPTION_STRING, "\"shape\"", "shape|throw",
+                  "how sample `at` breaks"),
     DSHOST_OPTION_RANGE("at", DSHOST_OPTION_INT, "5", 0, 1e9, "the training sample that breaks"),
 };
 

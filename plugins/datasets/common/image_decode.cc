@@ -40,7 +40,8 @@ void jpeg_warned(j_common_ptr jpeg, int level) {
 }
 
 Error undecodable(const std::string& path, const std::string& why) {
-  return Error(cat(path, ": not a JPEG or PNG image that can be decoded (", why, ")"), DSHOST_BAD_SAMPLE);
+  return Error(cat(path, ": not a JPEG or PNG image that can be decoded (", why, ")"),
+               DSHOST_BAD_SAMPLE);
 }
 
 std::string stb_reason() { return stbi_failure_reason() ? stbi_failure_reason() : "unknown"; }
@@ -89,8 +90,10 @@ Window window_for(const PixelBox* need, double sy, double sx, int64_t height, in
   constexpr double kMargin = 2;
   return {std::max<int64_t>(0, static_cast<int64_t>(std::floor(need->top * sy - kMargin))),
           std::max<int64_t>(0, static_cast<int64_t>(std::floor(need->left * sx - kMargin))),
-          std::min<int64_t>(height, static_cast<int64_t>(std::ceil((need->top + need->height) * sy + kMargin))),
-          std::min<int64_t>(width, static_cast<int64_t>(std::ceil((need->left + need->width) * sx + kMargin)))};
+          std::min<int64_t>(
+              height, static_cast<int64_t>(std::ceil((need->top + need->height) * sy + kMargin))),
+          std::min<int64_t>(
+              width, static_cast<int64_t>(std::ceil((need->left + need->width) * sx + kMargin)))};
 }
 
 // Runs use(decompressor) once it has read the header of JPEG `bytes`, then destroys it.
@@ -126,7 +129,8 @@ std::string read_file_bytes(const std::string& path) {
 
 EncodedImage::EncodedImage(const std::string& path) : EncodedImage(path, read_file_bytes(path)) {}
 
-EncodedImage::EncodedImage(std::string name, std::string bytes) : path_(std::move(name)), bytes_(std::move(bytes)) {
+EncodedImage::EncodedImage(std::string name, std::string bytes)
+    : path_(std::move(name)), bytes_(std::move(bytes)) {
   const std::string& path = path_;
   jpeg_ = starts_as_jpeg(bytes_);
   if (jpeg_) {
@@ -157,8 +161,9 @@ namespace {
 // and the rows above and below it skipped (read, not decoded into pixels), into *out's
 // geometry and *decoded (RGB or CMYK rows). False, with libjpeg's message, where the data
 // does not decode.
-bool decode_window(const std::string& bytes, int64_t height, int64_t width, double min_scale, const PixelBox* need,
-                   RgbImage* out, std::vector<uint8_t>* decoded, bool* cmyk, char* message) {
+bool decode_window(const std::string& bytes, int64_t height, int64_t width, double min_scale,
+                   const PixelBox* need, RgbImage* out, std::vector<uint8_t>* decoded, bool* cmyk,
+                   char* message) {
   return read_jpeg(bytes, message, [&](jpeg_decompress_struct& jpeg) {
     *cmyk = jpeg.jpeg_color_space == JCS_CMYK || jpeg.jpeg_color_space == JCS_YCCK;
     jpeg.out_color_space = *cmyk ? JCS_CMYK : JCS_RGB;
@@ -168,8 +173,10 @@ bool decode_window(const std::string& bytes, int64_t height, int64_t width, doub
     out->scaled_height = jpeg.output_height;
     out->scaled_width = jpeg.output_width;
     const Window w = window_for(need, static_cast<double>(out->scaled_height) / height,
-                                static_cast<double>(out->scaled_width) / width, out->scaled_height, out->scaled_width);
-    auto left = static_cast<JDIMENSION>(w.left), columns = static_cast<JDIMENSION>(w.right - w.left);
+                                static_cast<double>(out->scaled_width) / width, out->scaled_height,
+                                out->scaled_width);
+    auto left = static_cast<JDIMENSION>(w.left),
+         columns = static_cast<JDIMENSION>(w.right - w.left);
     if (columns < jpeg.output_width) jpeg_crop_scanline(&jpeg, &left, &columns);
     if (w.top > 0) jpeg_skip_scanlines(&jpeg, static_cast<JDIMENSION>(w.top));
     out->top = w.top;
@@ -241,7 +248,8 @@ std::string encode_jpeg(const RgbImage& image, int quality) {
 
 RgbImage EncodedImage::decode_other() const {
   int w = 0, h = 0, channels = 0;
-  unsigned char* pixels = stbi_load_from_memory(data_of(bytes_), static_cast<int>(bytes_.size()), &w, &h, &channels, 3);
+  unsigned char* pixels =
+      stbi_load_from_memory(data_of(bytes_), static_cast<int>(bytes_.size()), &w, &h, &channels, 3);
   if (pixels == nullptr) throw undecodable(path_, stb_reason());
   RgbImage out;
   out.height = out.scaled_height = h;

@@ -28,7 +28,8 @@ struct PixelBox {
   double top, left, height, width;
 };
 
-// The bytes of file `path`; an Error (DSHOST_BAD_SAMPLE) naming it, and why, when it cannot be read.
+// The bytes of file `path`; an Error (DSHOST_BAD_SAMPLE) naming it, and why, when it cannot be
+// read.
 std::string read_file_bytes(const std::string& path);
 
 class EncodedImage {
@@ -49,8 +50,8 @@ class EncodedImage {
   // The image at the smallest scale s >= min_scale it can be decoded at (a JPEG's n/8; 1
   // for other formats, or where min_scale >= 1): ceil(height * s) x ceil(width * s), of
   // which at least the part covering `need` (full-size coordinates; null: all) with a
-  // margin of two pixels. An Error (DSHOST_BAD_SAMPLE) naming the file when the data does not decode (a file
-  // cut short).
+  // margin of two pixels. An Error (DSHOST_BAD_SAMPLE) naming the file when the data does not
+  // decode (a file cut short).
   RgbImage decode(double min_scale = 1, const PixelBox* need = nullptr) const;
 
  private:

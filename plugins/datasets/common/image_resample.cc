@@ -41,8 +41,8 @@ Taps make_taps(int64_t low, int64_t high, double begin, double end, int64_t out_
       total += w[k];
     }
     for (int64_t k = 0; k < n; ++k)
-      t.weights[o * t.width + k] =
-          static_cast<int32_t>(std::trunc((total != 0 ? w[k] / total : 0) * (1 << kFractionBits) + 0.5));
+      t.weights[o * t.width + k] = static_cast<int32_t>(
+          std::trunc((total != 0 ? w[k] / total : 0) * (1 << kFractionBits) + 0.5));
     t.first[o] = lo;
     t.count[o] = n;
   }
@@ -56,9 +56,11 @@ uint8_t to_byte(int32_t sum) {
 
 }  // namespace
 
-void resample_rgb(const uint8_t* rgb, int64_t height, int64_t width, int64_t stride, Region from, bool cropped,
-                  int64_t out_height, int64_t out_width, bool mirror, uint8_t* out) {
-  const auto low = [&](double edge) { return cropped ? std::max<int64_t>(static_cast<int64_t>(std::floor(edge)), 0) : 0; };
+void resample_rgb(const uint8_t* rgb, int64_t height, int64_t width, int64_t stride, Region from,
+                  bool cropped, int64_t out_height, int64_t out_width, bool mirror, uint8_t* out) {
+  const auto low = [&](double edge) {
+    return cropped ? std::max<int64_t>(static_cast<int64_t>(std::floor(edge)), 0) : 0;
+  };
   const auto high = [&](double edge, int64_t size) {
     return cropped ? std::min(static_cast<int64_t>(std::ceil(edge)), size) : size;
   };

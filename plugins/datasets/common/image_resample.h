@@ -21,7 +21,7 @@ struct Region {
 // `from` when `cropped` (as when Pillow resizes an image cropped first: torchvision's
 // resized_crop), else any pixel of the image (as when it resizes the whole image and the
 // region is cut from the result: Resize, then CenterCrop).
-void resample_rgb(const uint8_t* rgb, int64_t height, int64_t width, int64_t stride, Region from, bool cropped,
-                  int64_t out_height, int64_t out_width, bool mirror, uint8_t* out);
+void resample_rgb(const uint8_t* rgb, int64_t height, int64_t width, int64_t stride, Region from,
+                  bool cropped, int64_t out_height, int64_t out_width, bool mirror, uint8_t* out);
 
 }  // namespace dshost

@@ -22,9 +22,9 @@ namespace dshost {
 std::vector<std::string> expand_shards(const std::string& pattern);
 
 struct ShardSample {
-  int32_t shard;          // index into ShardIndex::shards
-  int64_t offset, size;   // of its image's bytes in the shard
-  std::string member;     // the image member's name
+  int32_t shard;         // index into ShardIndex::shards
+  int64_t offset, size;  // of its image's bytes in the shard
+  std::string member;    // the image member's name
   int64_t label;
 };
 

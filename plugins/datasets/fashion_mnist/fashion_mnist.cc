@@ -17,7 +17,8 @@ using dshost::Error;
 
 const dshost_option kOptions[] = {
     DSHOST_OPTION("path", DSHOST_OPTION_STRING, "\"\"", nullptr,
-                  "the folder of the four IDX .gz files; \"\" = /usr/share/datasets/fashion-mnist, where Debian's "
+                  "the folder of the four IDX .gz files; \"\" = /usr/share/datasets/fashion-mnist, "
+                  "where Debian's "
                   "dataset-fashion-mnist installs them"),
 };
 
@@ -37,15 +38,19 @@ std::vector<unsigned char> read_gzip(const std::string& file) {
   while ((n = gzread(in.get(), chunk, sizeof(chunk))) > 0) out.insert(out.end(), chunk, chunk + n);
   int code = Z_OK;
   const char* message = gzerror(in.get(), &code);
-  if (n < 0 || (code != Z_OK && code != Z_STREAM_END)) throw Error(cat(file, ": corrupt gzip data (", message, ")"));
+  if (n < 0 || (code != Z_OK && code != Z_STREAM_END))
+    throw Error(cat(file, ": corrupt gzip data (", message, ")"));
   return out;
 }
 
 // IDX: magic (0, 0, type 0x08 = uint8, ndim), ndim big-endian sizes, then the data; returns
 // the data, checked to hold `per_item` bytes per item.
-std::vector<unsigned char> read_idx(const std::string& file, int ndim, int64_t per_item, int64_t* items) {
+std::vector<unsigned char> read_idx(const std::string& file, int ndim, int64_t per_item,
+                                    int64_t* items) {
   std::vector<unsigned char> bytes = read_gzip(file);
-  const auto bad = [&](const std::string& why) { return Error(cat(file, ": not a valid IDX file (", why, ")")); };
+  const auto bad = [&](const std::string& why) {
+    return Error(cat(file, ": not a valid IDX file (", why, ")"));
+  };
   if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] != ndim)
     throw bad("unexpected magic number");
   const size_t header = 4 + 4 * static_cast<size_t>(ndim);
@@ -59,8 +64,8 @@ std::vector<unsigned char> read_idx(const std::string& file, int ndim, int64_t p
     shape += cat(d ? ", " : "", size);
   }
   if (promised != static_cast<double>(bytes.size() - header))
-    throw bad(cat("holds ", bytes.size() - header, " data bytes, its header promises [", shape, "] = ", std::fixed,
-                  std::setprecision(0), promised));
+    throw bad(cat("holds ", bytes.size() - header, " data bytes, its header promises [", shape,
+                  "] = ", std::fixed, std::setprecision(0), promised));
   *items = static_cast<int64_t>(big_endian(&bytes[4]));
   if (*items * per_item != static_cast<int64_t>(bytes.size() - header))
     throw bad(cat("items of other than ", per_item, " bytes"));
@@ -78,10 +83,12 @@ Split read_split(const std::string& dir, const std::string& prefix) {
   int64_t labels = 0;
   s.images = read_idx(dir + "/" + prefix + "-images-idx3-ubyte.gz", 3, kPixels, &s.size);
   s.labels = read_idx(dir + "/" + prefix + "-labels-idx1-ubyte.gz", 1, 1, &labels);
-  if (s.size != labels) throw Error(cat(dir, ": ", prefix, " has ", s.size, " images but ", labels, " labels"));
+  if (s.size != labels)
+    throw Error(cat(dir, ": ", prefix, " has ", s.size, " images but ", labels, " labels"));
   for (int64_t i = 0; i < labels; ++i)
-    if (s.labels[i] > 9) throw Error(cat(dir, "/", prefix, "-labels-idx1-ubyte.gz: label ", i, " is ",
-                                         int(s.labels[i]), "; Fashion-MNIST labels are 0-9"));
+    if (s.labels[i] > 9)
+      throw Error(cat(dir, "/", prefix, "-labels-idx1-ubyte.gz: label ", i, " is ",
+                      int(s.labels[i]), "; Fashion-MNIST labels are 0-9"));
   return s;
 }
 
@@ -93,9 +100,11 @@ class FashionMnist : public dshost::Dataset {
     for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
       if (!std::filesystem::is_regular_file(dir + "/" + name))
-        throw Error(cat("data.path '", dir, "' has no ", name, ". Install Debian's dataset-fashion-mnist "
-                        "(apt-get install dataset-fashion-mnist) or point data.path at a folder with the four "
-                        "Fashion-MNIST IDX .gz files."));
+        throw Error(cat(
+            "data.path '", dir, "' has no ", name,
+            ". Install Debian's dataset-fashion-mnist "
+            "(apt-get install dataset-fashion-mnist) or point data.path at a folder with the four "
+            "Fashion-MNIST IDX .gz files."));
     train_ = read_split(dir, "train");
     test_ = read_split(dir, "t10k");
   }
@@ -118,5 +127,6 @@ class FashionMnist : public dshost::Dataset {
 
 }  // namespace
 
-DSHOST_DATASET_PLUGIN(FashionMnist, "fashion_mnist", "1.0.0", "Fashion-MNIST's gzip IDX files (28x28 grey, 10 classes)",
-                      kOptions, sizeof(kOptions) / sizeof(kOptions[0]))
+DSHOST_DATASET_PLUGIN(FashionMnist, "fashion_mnist", "1.0.0",
+                      "Fashion-MNIST's gzip IDX files (28x28 grey, 10 classes)", kOptions,
+                      sizeof(kOptions) / sizeof(kOptions[0]))

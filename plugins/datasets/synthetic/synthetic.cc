@@ -8,7 +8,8 @@
 namespace {
 
 const dshost_option kOptions[] = {
-    DSHOST_OPTION_RANGE("synthetic_samples", DSHOST_OPTION_INT, "10000", 1, 1e9, "training samples (test: a tenth)"),
+    DSHOST_OPTION_RANGE("synthetic_samples", DSHOST_OPTION_INT, "10000", 1, 1e9,
+                        "training samples (test: a tenth)"),
     DSHOST_OPTION_RANGE("synthetic_classes", DSHOST_OPTION_INT, "1000", 2, 1e6, "label classes"),
 };
 
@@ -27,7 +28,8 @@ class Synthetic : public dshost::Dataset {
 
   dshost_dataset_info describe() const override {
     // The statistics of uniform pixels.
-    return dshost::image_info(samples_, std::max<int64_t>(1, samples_ / 10), classes_, shape_, {0.5}, {0.29});
+    return dshost::image_info(samples_, std::max<int64_t>(1, samples_ / 10), classes_, shape_,
+                              {0.5}, {0.29});
   }
 
   dshost::Shape fill(const dshost::Sample& s) const override {
@@ -46,5 +48,6 @@ class Synthetic : public dshost::Dataset {
 
 }  // namespace
 
-DSHOST_DATASET_PLUGIN(Synthetic, "synthetic", "1.0.0", "random images of the model's shape, for benchmarks",
-                      kOptions, sizeof(kOptions) / sizeof(kOptions[0]))
+DSHOST_DATASET_PLUGIN(Synthetic, "synthetic", "1.0.0",
+                      "random images of the model's shape, for benchmarks", kOptions,
+                      sizeof(kOptions) / sizeof(kOptions[0]))

@@ -53,5 +53,5 @@ class LocalLauncher : public dshost::Launcher {
 }  // namespace
 
 DSHOST_LAUNCHER_PLUGIN(LocalLauncher, "local", "1.0.0",
-                       "starts ranks on this machine; rank-prefixed output, fail-fast",
-                       kOptions, sizeof(kOptions) / sizeof(kOptions[0]))
+                       "starts ranks on this machine; rank-prefixed output, fail-fast", kOptions,
+                       sizeof(kOptions) / sizeof(kOptions[0]))

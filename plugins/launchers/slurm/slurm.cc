@@ -157,7 +157,8 @@ class SlurmLauncher : public dshost::Launcher {
     const auto option = [&](const char* flag, const std::string& value) {
       if (value.empty() || value == "0") return;
       const bool blank = std::any_of(value.begin(), value.end(), [](char c) {
-        return std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c));
+        return std::isspace(static_cast<unsigned char>(c)) ||
+               std::iscntrl(static_cast<unsigned char>(c));
       });
       if (blank || value[0] == '-')
         throw Error(std::string("launcher: the value of sbatch ") + flag + ", '" + value +
@@ -186,22 +187,28 @@ class SlurmLauncher : public dshost::Launcher {
 
  private:
   // The shell lines both modes run: rendezvous variables, then srun.
-  std::string body(const std::vector<std::string>& argv, const std::vector<std::string>& env) const {
+  std::string body(const std::vector<std::string>& argv,
+                   const std::vector<std::string>& env) const {
     const int64_t world = nodes_ * tasks_per_node_;
     std::string text = "cd " + dshost::shell_quote(fs::current_path().string()) + "\n";
-    text += "export MASTER_ADDR=\"$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)\"\n";
+    text +=
+        "export MASTER_ADDR=\"$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)\"\n";
     text += "export MASTER_PORT=" +
             (master_port_ != 0 ? std::to_string(master_port_)
-                               : std::string("$((20000 + SLURM_JOB_ID % 40000))")) + "\n";
+                               : std::string("$((20000 + SLURM_JOB_ID % 40000))")) +
+            "\n";
     for (const auto& e : env) text += "export " + dshost::shell_quote(e) + "\n";
-    std::vector<std::string> srun = {"srun", "--kill-on-bad-exit=1", "--label",
+    std::vector<std::string> srun = {"srun",
+                                     "--kill-on-bad-exit=1",
+                                     "--label",
                                      "--nodes=" + std::to_string(nodes_),
                                      "--ntasks=" + std::to_string(world),
                                      "--ntasks-per-node=" + std::to_string(tasks_per_node_)};
     srun.insert(srun.end(), srun_args_.begin(), srun_args_.end());
-    const std::string per_task = "export RANK=\"$SLURM_PROCID\" LOCAL_RANK=\"$SLURM_LOCALID\" WORLD_SIZE=" +
-                                 std::to_string(world) + " LOCAL_WORLD_SIZE=" +
-                                 std::to_string(tasks_per_node_) + "; exec \"$@\"";
+    const std::string per_task =
+        "export RANK=\"$SLURM_PROCID\" LOCAL_RANK=\"$SLURM_LOCALID\" WORLD_SIZE=" +
+        std::to_string(world) + " LOCAL_WORLD_SIZE=" + std::to_string(tasks_per_node_) +
+        "; exec \"$@\"";
     srun.insert(srun.end(), {"/bin/sh", "-c", per_task, "dshost-rank"});
     srun.insert(srun.end(), argv.begin(), argv.end());
     return text + "exec " + dshost::shell_command(srun) + "\n";
@@ -295,15 +302,15 @@ class SlurmLauncher : public dshost::Launcher {
 
   // `squeue -h -j ID -o FORMAT`: "" once the job has left the queue (ended, nothing running).
   static std::string queue_field(const std::string& id, const std::string& format) {
-    const Captured shown = capture({dshost::find_program("squeue", "slurm-client"), "-h", "-j", id,
-                                    "-o", format});
+    const Captured shown =
+        capture({dshost::find_program("squeue", "slurm-client"), "-h", "-j", id, "-o", format});
     return shown.exit_code == 0 && !shown.out.empty() ? shown.out[0] : "";
   }
 
   // A field of `scontrol show job -o ID`, "" when the controller no longer knows the job.
   static std::string job_field(const std::string& id, const std::string& field) {
-    const Captured shown = capture({dshost::find_program("scontrol", "slurm-client"), "show",
-                                    "job", "-o", id});
+    const Captured shown =
+        capture({dshost::find_program("scontrol", "slurm-client"), "show", "job", "-o", id});
     if (shown.exit_code != 0 || shown.out.empty()) return "";
     std::smatch m;
     const std::regex pattern("(^| )" + field + "=(\\S+)");

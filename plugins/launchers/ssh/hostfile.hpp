@@ -61,8 +61,9 @@ inline std::vector<Node> parse_hostfile(const std::string& text, const std::stri
         !std::all_of(digits.begin(), digits.end(), [](char c) { return std::isdigit(c); }))
       throw hostfile_error(where, "'" + line + "' is not 'HOST slots=N'");
     if (!is_host_name(host))
-      throw hostfile_error(where, "'" + host + "' is not a host name or address (letters, digits, "
-                                  "'.', '-', '_'; not starting with '-')");
+      throw hostfile_error(where, "'" + host +
+                                      "' is not a host name or address (letters, digits, "
+                                      "'.', '-', '_'; not starting with '-')");
     const int slots = std::stoi(digits);
     if (slots < 1) throw hostfile_error(where, "host " + host + " has slots=0; remove the line");
     for (const auto& n : nodes)
@@ -71,16 +72,17 @@ inline std::vector<Node> parse_hostfile(const std::string& text, const std::stri
     for (int s = 0; s < slots; ++s) node.slots.push_back(s);
     nodes.push_back(node);
   }
-  if (nodes.empty())
-    throw hostfile_error(path, "no hosts (expected lines of 'HOST slots=N')");
+  if (nodes.empty()) throw hostfile_error(path, "no hosts (expected lines of 'HOST slots=N')");
   return nodes;
 }
 
 inline std::vector<Node> read_hostfile(const std::string& path) {
   std::ifstream in(path);
   if (!in)
-    throw Error("cannot read hostfile " + path + " (launcher.hostfile); write one line per host: "
-                "'HOST slots=N'", DSHOST_INVALID_ARGUMENT);
+    throw Error("cannot read hostfile " + path +
+                    " (launcher.hostfile); write one line per host: "
+                    "'HOST slots=N'",
+                DSHOST_INVALID_ARGUMENT);
   std::stringstream text;
   text << in.rdbuf();
   return parse_hostfile(text.str(), path);
@@ -99,7 +101,8 @@ inline std::vector<SpecTerm> parse_node_spec(const std::string& spec, const std:
   while (std::getline(in, item, '@')) {
     const std::string where = "launcher." + key + " = \"" + spec + "\"";
     SpecTerm term{trim(item.substr(0, item.find(':'))), {}};
-    if (term.host.empty()) throw hostfile_error(where, "an empty host name (NODE_SPEC is 'host1@host2:0,2')");
+    if (term.host.empty())
+      throw hostfile_error(where, "an empty host name (NODE_SPEC is 'host1@host2:0,2')");
     if (item.find(':') != std::string::npos) {
       std::istringstream slots(item.substr(item.find(':') + 1));
       for (std::string s; std::getline(slots, s, ',');) {
@@ -120,12 +123,13 @@ inline Node& find_node(std::vector<Node>& nodes, const SpecTerm& term, const std
     if (n.host == term.host) {
       for (int s : term.slots)
         if (std::find(n.slots.begin(), n.slots.end(), s) == n.slots.end())
-          throw hostfile_error("launcher." + key, "host " + n.host + " has no slot " +
-                                                      std::to_string(s) + " (it has slots=" +
-                                                      std::to_string(n.slots.size()) + ")");
+          throw hostfile_error("launcher." + key,
+                               "host " + n.host + " has no slot " + std::to_string(s) +
+                                   " (it has slots=" + std::to_string(n.slots.size()) + ")");
       return n;
     }
-  throw hostfile_error("launcher." + key, "host " + term.host + " is not in the hostfile " + hostfile);
+  throw hostfile_error("launcher." + key,
+                       "host " + term.host + " is not in the hostfile " + hostfile);
 }
 
 // The hosts and slots left after `include` or `exclude` (at most one of them may be set),
@@ -153,13 +157,16 @@ inline std::vector<Node> select_nodes(std::vector<Node> nodes, const std::string
     Node& node = find_node(nodes, term, "exclude", hostfile);
     std::vector<int> kept;
     for (int s : node.slots)
-      if (!term.slots.empty() && std::find(term.slots.begin(), term.slots.end(), s) == term.slots.end())
+      if (!term.slots.empty() &&
+          std::find(term.slots.begin(), term.slots.end(), s) == term.slots.end())
         kept.push_back(s);
     node.slots = kept;
   }
-  nodes.erase(std::remove_if(nodes.begin(), nodes.end(), [](const Node& n) { return n.slots.empty(); }),
-              nodes.end());
-  if (nodes.empty()) throw Error("launcher.exclude leaves no host to run on", DSHOST_INVALID_ARGUMENT);
+  nodes.erase(
+      std::remove_if(nodes.begin(), nodes.end(), [](const Node& n) { return n.slots.empty(); }),
+      nodes.end());
+  if (nodes.empty())
+    throw Error("launcher.exclude leaves no host to run on", DSHOST_INVALID_ARGUMENT);
   if (num_nodes > static_cast<int>(nodes.size()))
     throw Error("launcher.num_nodes = " + std::to_string(num_nodes) + " but only " +
                     std::to_string(nodes.size()) + " hosts are selected from " + hostfile,

@@ -113,12 +113,11 @@ class SshLauncher : public dshost::Launcher {
                                          s.get_string("include"), s.get_string("exclude"),
                                          static_cast<int>(s.get_int("num_nodes")), hostfile_)),
         master_addr_(s.get_string("master_addr").empty() ? nodes_[0].host
-                                                          : s.get_string("master_addr")),
+                                                         : s.get_string("master_addr")),
         master_port_(static_cast<int>(s.get_int("master_port"))),
         env_(forwarded_environment(s.get_string("forward_env"))),
-        dshost_(s.get_string("dshost_path").empty()
-                    ? dshost::this_executable()
-                    : s.get_string("dshost_path")),
+        dshost_(s.get_string("dshost_path").empty() ? dshost::this_executable()
+                                                    : s.get_string("dshost_path")),
         grace_s_(s.get_float("grace_period_s")),
         connect_timeout_s_(s.get_int("connect_timeout_s")) {
     if (!dshost::ssh::is_host_name(master_addr_))
@@ -126,7 +125,8 @@ class SshLauncher : public dshost::Launcher {
                   DSHOST_INVALID_ARGUMENT);
     ssh_ = {dshost::find_program("ssh", "openssh-client"), "-o", "BatchMode=yes", "-o",
             "ConnectTimeout=" + std::to_string(connect_timeout_s_)};
-    if (s.get_int("ssh_port") != 0) ssh_.insert(ssh_.end(), {"-p", std::to_string(s.get_int("ssh_port"))});
+    if (s.get_int("ssh_port") != 0)
+      ssh_.insert(ssh_.end(), {"-p", std::to_string(s.get_int("ssh_port"))});
     if (!s.get_string("identity_file").empty())
       ssh_.insert(ssh_.end(), {"-i", s.get_string("identity_file")});
     for (const auto& w : dshost::split_words(s.get_string("ssh_args"))) ssh_.push_back(w);
@@ -147,15 +147,18 @@ class SshLauncher : public dshost::Launcher {
     int first_rank = 0;
     for (const auto& node : nodes_) {
       auto cmd = ssh_;
-      cmd.insert(cmd.end(), {"--", node.host, "cd " + dshost::shell_quote(cwd) + " && exec " +
-                                            dshost::shell_command(agent_command(
-                                                node, first_rank, world, argv, rank_env))});
+      cmd.insert(
+          cmd.end(),
+          {"--", node.host,
+           "cd " + dshost::shell_quote(cwd) + " && exec " +
+               dshost::shell_command(agent_command(node, first_rank, world, argv, rank_env))});
       const std::string tag = "[" + node.host + "] ";
-      auto& child = supervisor.spawn("node " + node.host, cmd, dshost::current_environment(),
-                                     [tag](const std::string& line) {
-                                       return line.rfind("[rank ", 0) == 0 ? line : tag + line;
-                                     },
-                                     true);
+      auto& child = supervisor.spawn(
+          "node " + node.host, cmd, dshost::current_environment(),
+          [tag](const std::string& line) {
+            return line.rfind("[rank ", 0) == 0 ? line : tag + line;
+          },
+          true);
       child.err.keep = true;
       child.stop = [](dshost::Child& c) {  // the agent stops its ranks when its stdin closes
         if (c.stdin_fd >= 0) close(c.stdin_fd);
@@ -177,12 +180,11 @@ class SshLauncher : public dshost::Launcher {
     std::vector<std::string> cmd = {"env"};
     cmd.insert(cmd.end(), rank_env.begin(), rank_env.end());
     cmd.push_back("CUDA_VISIBLE_DEVICES=" + devices);
-    cmd.insert(cmd.end(), {dshost_, "agent", "--first-rank", std::to_string(first_rank),
-                           "--nprocs", std::to_string(node.slots.size()), "--world-size",
-                           std::to_string(world), "--master-addr", master_addr_,
-                           "--master-port", std::to_string(master_port_), "--host", node.host,
-                           "--grace-period-s", std::to_string(grace_s_), "--stop-on-stdin-eof",
-                           "--"});
+    cmd.insert(cmd.end(), {dshost_, "agent", "--first-rank", std::to_string(first_rank), "--nprocs",
+                           std::to_string(node.slots.size()), "--world-size", std::to_string(world),
+                           "--master-addr", master_addr_, "--master-port",
+                           std::to_string(master_port_), "--host", node.host, "--grace-period-s",
+                           std::to_string(grace_s_), "--stop-on-stdin-eof", "--"});
     cmd.insert(cmd.end(), argv.begin(), argv.end());
     return cmd;
   }
@@ -209,9 +211,9 @@ class SshLauncher : public dshost::Launcher {
       probe.err.keep = true;
     }
     const auto outcome = probes.run([&](const dshost::Child& probe) {
-      return "cannot reach host " + probe.name + " over ssh (" + dshost::describe_exit(probe.status) +
-             ": " + last_line(probe) + "); check that `ssh " + probe.name +
-             " true` works without a password, and the hostfile " + hostfile_;
+      return "cannot reach host " + probe.name + " over ssh (" +
+             dshost::describe_exit(probe.status) + ": " + last_line(probe) + "); check that `ssh " +
+             probe.name + " true` works without a password, and the hostfile " + hostfile_;
     });
     if (outcome.exit_code != 0) throw Error(outcome.failure, DSHOST_IO_ERROR);
   }

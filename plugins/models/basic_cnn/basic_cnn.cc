@@ -43,8 +43,8 @@ class BasicCnn : public dshost::Model {
                           " is not a multiple of 4 (two 2x2 poolings); use 28 or 32, say");
     add_unit("conv1", conv_stage(channels_, width_));
     add_unit("conv2", conv_stage(width_, 2 * width_));
-    add_unit("fc1", nn::Sequential(nn::Flatten(), nn::Linear(flat_features(), hidden_),
-                                   nn::ReLU(), nn::Dropout(s.get_float("dropout"))));
+    add_unit("fc1", nn::Sequential(nn::Flatten(), nn::Linear(flat_features(), hidden_), nn::ReLU(),
+                                   nn::Dropout(s.get_float("dropout"))));
     add_unit("fc2", nn::Linear(hidden_, classes_));
   }
 

@@ -30,11 +30,12 @@ const dshost_option kOptions[] = {
 struct RowsLstmImpl : nn::Module {
   RowsLstmImpl(int64_t step_input, int64_t hidden, int64_t layers, double dropout)
       : lstm(register_module("lstm", nn::LSTM(nn::LSTMOptions(step_input, hidden)
-                                                   .num_layers(layers)
-                                                   .batch_first(true)
-                                                   .dropout(layers > 1 ? dropout : 0.0)))) {}
+                                                  .num_layers(layers)
+                                                  .batch_first(true)
+                                                  .dropout(layers > 1 ? dropout : 0.0)))) {}
   at::Tensor forward(const at::Tensor& x) {
-    const at::Tensor rows = x.permute({0, 2, 1, 3}).reshape({x.size(0), x.size(2), x.size(1) * x.size(3)});
+    const at::Tensor rows =
+        x.permute({0, 2, 1, 3}).reshape({x.size(0), x.size(2), x.size(1) * x.size(3)});
     return std::get<0>(lstm->forward(rows)).select(1, -1);
   }
   nn::LSTM lstm;
@@ -64,6 +65,7 @@ class CnnLstm : public ImageModel {
 
 }  // namespace
 
-DSHOST_MODEL_PLUGIN(CnnLstm, "cnn_lstm", "1.0.0",
-                    "the guide's CNN-LSTM: conv stages, an LSTM over the feature map's rows, a classifier",
-                    kOptions, sizeof(kOptions) / sizeof(kOptions[0]))
+DSHOST_MODEL_PLUGIN(
+    CnnLstm, "cnn_lstm", "1.0.0",
+    "the guide's CNN-LSTM: conv stages, an LSTM over the feature map's rows, a classifier",
+    kOptions, sizeof(kOptions) / sizeof(kOptions[0]))

@@ -19,9 +19,7 @@ struct alignas(8) Which {
   uint8_t v[kLanes];
 };
 
-__device__ float to_float(uint16_t bits) {
-  return __bfloat162float(__ushort_as_bfloat16(bits));
-}
+__device__ float to_float(uint16_t bits) { return __bfloat162float(__ushort_as_bfloat16(bits)); }
 
 // Output position k (over n x h/2 x w/2) and channel group g: the offset of its window's
 // top-left element in x, in Vecs.
@@ -31,14 +29,15 @@ __device__ int64_t window_origin(int64_t k, int64_t g, const MaxPoolShape& s) {
   return ((n * s.h + 2 * y_) * s.w + 2 * x_) * groups + g;
 }
 
-__global__ void forward_kernel(const Vec* __restrict__ x, Vec* __restrict__ y, Which* __restrict__ which,
-                               MaxPoolShape s) {
+__global__ void forward_kernel(const Vec* __restrict__ x, Vec* __restrict__ y,
+                               Which* __restrict__ which, MaxPoolShape s) {
   const int64_t groups = s.c / kLanes, outputs = s.n * (s.h / 2) * (s.w / 2) * groups;
   const int64_t row = s.w * groups;  // Vecs from one input row to the next
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < outputs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t origin = window_origin(i / groups, i % groups, s);
-    const Vec window[4] = {x[origin], x[origin + groups], x[origin + row], x[origin + row + groups]};
+    const Vec window[4] = {x[origin], x[origin + groups], x[origin + row],
+                           x[origin + row + groups]};
     Vec out;
     Which taken;
 #pragma unroll
@@ -63,8 +62,8 @@ __global__ void forward_kernel(const Vec* __restrict__ x, Vec* __restrict__ y, W
   }
 }
 
-__global__ void backward_kernel(const Vec* __restrict__ dy, const Which* __restrict__ which, Vec* __restrict__ dx,
-                                MaxPoolShape s) {
+__global__ void backward_kernel(const Vec* __restrict__ dy, const Which* __restrict__ which,
+                                Vec* __restrict__ dx, MaxPoolShape s) {
   const int64_t groups = s.c / kLanes, outputs = s.n * (s.h / 2) * (s.w / 2) * groups;
   const int64_t row = s.w * groups;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < outputs;
@@ -76,7 +75,8 @@ __global__ void backward_kernel(const Vec* __restrict__ dy, const Which* __restr
 #pragma unroll
     for (int e = 0; e < 4; ++e)
 #pragma unroll
-      for (int lane = 0; lane < kLanes; ++lane) window[e].v[lane] = taken.v[lane] == e ? grad.v[lane] : 0;
+      for (int lane = 0; lane < kLanes; ++lane)
+        window[e].v[lane] = taken.v[lane] == e ? grad.v[lane] : 0;
     dx[origin] = window[0];
     dx[origin + groups] = window[1];
     dx[origin + row] = window[2];
@@ -96,10 +96,12 @@ const char* launch_error() {
 
 }  // namespace
 
-const char* cuda_max_pool2x2(const uint16_t* x, uint16_t* y, uint8_t* which, const MaxPoolShape& s, void* stream) {
+const char* cuda_max_pool2x2(const uint16_t* x, uint16_t* y, uint8_t* which, const MaxPoolShape& s,
+                             void* stream) {
   constexpr int kThreads = 256;
   forward_kernel<<<blocks_for(s, kThreads), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      reinterpret_cast<const Vec*>(x), reinterpret_cast<Vec*>(y), reinterpret_cast<Which*>(which), s);
+      reinterpret_cast<const Vec*>(x), reinterpret_cast<Vec*>(y), reinterpret_cast<Which*>(which),
+      s);
   return launch_error();
 }
 
@@ -107,7 +109,8 @@ const char* cuda_max_pool2x2_backward(const uint16_t* dy, const uint8_t* which, 
                                       const MaxPoolShape& s, void* stream) {
   constexpr int kThreads = 256;
   backward_kernel<<<blocks_for(s, kThreads), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      reinterpret_cast<const Vec*>(dy), reinterpret_cast<const Which*>(which), reinterpret_cast<Vec*>(dx), s);
+      reinterpret_cast<const Vec*>(dy), reinterpret_cast<const Which*>(which),
+      reinterpret_cast<Vec*>(dx), s);
   return launch_error();
 }
 

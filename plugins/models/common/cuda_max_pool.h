@@ -19,7 +19,8 @@ struct MaxPoolShape {
 // y and which (0-3, row-major in the window) from x: each window's first maximum in
 // row-major order, a NaN taking over, as ATen's max_pool2d picks it. Enqueued on `stream`
 // (a cudaStream_t); returns the launch's error text, or null.
-const char* cuda_max_pool2x2(const uint16_t* x, uint16_t* y, uint8_t* which, const MaxPoolShape& s, void* stream);
+const char* cuda_max_pool2x2(const uint16_t* x, uint16_t* y, uint8_t* which, const MaxPoolShape& s,
+                             void* stream);
 
 // dx, written whole: each output's gradient where `which` says, zero elsewhere.
 const char* cuda_max_pool2x2_backward(const uint16_t* dy, const uint8_t* which, uint16_t* dx,

@@ -31,12 +31,12 @@ namespace dshost_models {
 namespace nn = torch::nn;
 
 // The keys every image model takes (torchvision's defaults: 3 x 224 x 224, 1000 classes).
-#define DSHOST_IMAGE_MODEL_OPTIONS                                                              \
-  DSHOST_OPTION_RANGE("in_channels", DSHOST_OPTION_INT, "3", 1, 64, "input image channels"),    \
-      DSHOST_OPTION_RANGE("image_size", DSHOST_OPTION_INT, "224", 8, 4096,                      \
-                          "input height = width"),                                              \
+#define DSHOST_IMAGE_MODEL_OPTIONS                                                                 \
+  DSHOST_OPTION_RANGE("in_channels", DSHOST_OPTION_INT, "3", 1, 64, "input image channels"),       \
+      DSHOST_OPTION_RANGE("image_size", DSHOST_OPTION_INT, "224", 8, 4096,                         \
+                          "input height = width"),                                                 \
       DSHOST_OPTION_RANGE("num_classes", DSHOST_OPTION_INT, "1000", 2, 1000000, "output classes"), \
-      DSHOST_OPTION("channels_last", DSHOST_OPTION_BOOL, "true", nullptr,                       \
+      DSHOST_OPTION("channels_last", DSHOST_OPTION_BOOL, "true", nullptr,                          \
                     "keep convolutions channels-last (NHWC): faster with oneDNN and cuDNN")
 
 struct ImageSpec {
@@ -60,7 +60,8 @@ TORCH_MODULE(Chain);
 // An nn::Conv2d (the same parameters, names and layout) whose forward is
 // dshost::conv_relu: the ReLU after it comes with it.
 struct ConvReluImpl : nn::Conv2dImpl {
-  explicit ConvReluImpl(const nn::Conv2dOptions& o) : Conv2dImpl(o), padding((o.kernel_size()->at(0) - 1) / 2) {}
+  explicit ConvReluImpl(const nn::Conv2dOptions& o)
+      : Conv2dImpl(o), padding((o.kernel_size()->at(0) - 1) / 2) {}
   at::Tensor forward(const at::Tensor& x) { return dshost::conv_relu(x, weight, bias, 1, padding); }
   int64_t padding;
 };
@@ -72,8 +73,9 @@ TORCH_MODULE(ConvRelu);
 struct CudaMaxPool2x2 : torch::autograd::Function<CudaMaxPool2x2> {
   static bool takes(const at::Tensor& x) {
     return x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 4 &&
-           x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.size(1) % 8 == 0 && x.size(2) % 2 == 0 &&
-           x.size(3) % 2 == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+           x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.size(1) % 8 == 0 &&
+           x.size(2) % 2 == 0 && x.size(3) % 2 == 0 &&
+           reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
   }
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {
     const at::Tensor y = pooled(x, x.scalar_type()), which = pooled(x, at::kByte);
@@ -88,7 +90,8 @@ struct CudaMaxPool2x2 : torch::autograd::Function<CudaMaxPool2x2> {
     const at::Tensor dy = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
     const at::Tensor dx = at::empty(ctx->saved_data["input"].toIntVector(),
                                     dy.options().memory_format(at::MemoryFormat::ChannelsLast));
-    check(cuda_max_pool2x2_backward(bits(dy), which.data_ptr<uint8_t>(), bits(dx), shape_of(dx), stream(dx)));
+    check(cuda_max_pool2x2_backward(bits(dy), which.data_ptr<uint8_t>(), bits(dx), shape_of(dx),
+                                    stream(dx)));
     return {dx};
   }
 
@@ -97,11 +100,17 @@ struct CudaMaxPool2x2 : torch::autograd::Function<CudaMaxPool2x2> {
     return at::empty({x.size(0), x.size(1), x.size(2) / 2, x.size(3) / 2},
                      x.options().dtype(dtype).memory_format(at::MemoryFormat::ChannelsLast));
   }
-  static MaxPoolShape shape_of(const at::Tensor& x) { return {x.size(0), x.size(2), x.size(3), x.size(1)}; }
+  static MaxPoolShape shape_of(const at::Tensor& x) {
+    return {x.size(0), x.size(2), x.size(3), x.size(1)};
+  }
   static uint16_t* bits(const at::Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
-  static void* stream(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+  static void* stream(const at::Tensor& t) {
+    return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+  }
   static void check(const char* err) {
-    if (err) throw dshost::Error(std::string("the CUDA max pooling kernel failed to launch: ") + err, DSHOST_INTERNAL);
+    if (err)
+      throw dshost::Error(std::string("the CUDA max pooling kernel failed to launch: ") + err,
+                          DSHOST_INTERNAL);
   }
 };
 #endif
@@ -127,7 +136,8 @@ inline void add_activation(Chain& seq, Act act) {
 
 // torchvision's _make_divisible: v rounded to a multiple of 8, never below 90% of v.
 inline int64_t round_channels(double v, int64_t divisor = 8) {
-  int64_t rounded = std::max<int64_t>(divisor, static_cast<int64_t>(v + divisor / 2.0) / divisor * divisor);
+  int64_t rounded =
+      std::max<int64_t>(divisor, static_cast<int64_t>(v + divisor / 2.0) / divisor * divisor);
   if (rounded < 0.9 * v) rounded += divisor;
   return rounded;
 }
@@ -141,7 +151,8 @@ class Stack {
   int64_t flops() const { return flops_; }
 
   // k x k convolution, padding (k - 1) / 2, to `out` channels.
-  nn::Conv2d conv(int64_t out, int64_t k, int64_t stride = 1, int64_t groups = 1, bool bias = false) {
+  nn::Conv2d conv(int64_t out, int64_t k, int64_t stride = 1, int64_t groups = 1,
+                  bool bias = false) {
     return nn::Conv2d(conv_options(out, k, stride, groups, bias));
   }
 
@@ -182,11 +193,13 @@ class Stack {
 
  private:
   // The options of the next convolution, following the feature map through it.
-  nn::Conv2dOptions conv_options(int64_t out, int64_t k, int64_t stride, int64_t groups, bool bias) {
+  nn::Conv2dOptions conv_options(int64_t out, int64_t k, int64_t stride, int64_t groups,
+                                 bool bias) {
     const int64_t pad = (k - 1) / 2;
     size_ = (size_ + 2 * pad - k) / stride + 1;
     flops_ += 2 * out * (channels_ / groups) * k * k * size_ * size_;
-    const auto options = nn::Conv2dOptions(channels_, out, k).stride(stride).padding(pad).groups(groups).bias(bias);
+    const auto options =
+        nn::Conv2dOptions(channels_, out, k).stride(stride).padding(pad).groups(groups).bias(bias);
     channels_ = out;
     return options;
   }
@@ -201,7 +214,9 @@ class ImageModel : public dshost::Model {
   explicit ImageModel(const dshost::Services& s)
       : Model(s), spec_(s), stack_(spec_.channels, spec_.size) {}
 
-  std::vector<int64_t> input_shape() const override { return {spec_.channels, spec_.size, spec_.size}; }
+  std::vector<int64_t> input_shape() const override {
+    return {spec_.channels, spec_.size, spec_.size};
+  }
   bool channels_last() const override { return spec_.channels_last; }
   int64_t forward_flops_per_sample() const override { return stack_.flops(); }
   int64_t unit_forward_flops(int unit) const override { return unit_flops_.at(unit); }
@@ -235,7 +250,8 @@ struct ResidualImpl : nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     at::Tensor y = main->forward(x);
     if (is_training() && drop_path > 0) {
-      const at::Tensor keep = at::empty({y.size(0), 1, 1, 1}, y.options()).bernoulli_(1 - drop_path);
+      const at::Tensor keep =
+          at::empty({y.size(0), 1, 1, 1}, y.options()).bernoulli_(1 - drop_path);
       y = y * keep.div_(1 - drop_path);
     }
     y = y + (shortcut ? shortcut->forward(x) : x);

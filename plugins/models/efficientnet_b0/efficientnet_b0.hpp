@@ -14,8 +14,9 @@ struct Stage {
   int64_t expand, kernel, stride, channels, blocks;
 };
 constexpr int64_t kStemChannels = 32;
-constexpr Stage kStages[] = {{1, 3, 1, 16, 1},  {6, 3, 2, 24, 2},  {6, 5, 2, 40, 2}, {6, 3, 2, 80, 3},
-                             {6, 5, 1, 112, 3}, {6, 5, 2, 192, 4}, {6, 3, 1, 320, 1}};
+constexpr Stage kStages[] = {{1, 3, 1, 16, 1}, {6, 3, 2, 24, 2},  {6, 5, 2, 40, 2},
+                             {6, 3, 2, 80, 3}, {6, 5, 1, 112, 3}, {6, 5, 2, 192, 4},
+                             {6, 3, 1, 320, 1}};
 
 // Squeeze-excitation: x * sigmoid(fc2(silu(fc1(mean over space of x)))), fc as 1x1 convs.
 struct SqueezeExcitationImpl : nn::Module {
@@ -40,20 +41,22 @@ class EfficientNetB0 : public ImageModel {
     for (const Stage& st : kStages) total += static_cast<int64_t>(std::ceil(st.blocks * depth));
     int64_t index = 0;
     for (const Stage& st : kStages)
-      for (int64_t b = 0, n = static_cast<int64_t>(std::ceil(st.blocks * depth)); b < n; ++b, ++index)
+      for (int64_t b = 0, n = static_cast<int64_t>(std::ceil(st.blocks * depth)); b < n;
+           ++b, ++index)
         add_mbconv("block" + std::to_string(index + 1), st, round_channels(st.channels * width),
                    b == 0 ? st.stride : 1, drop_path * index / total);
     const int64_t last = 4 * stack_.channels();
     add_unit("last_conv", stack_.conv_bn(last, 1, 1, Act::silu));
     add_unit("head", Chain(stack_.pool_flatten(), nn::Dropout(s.get_float("dropout")),
-                                    stack_.linear(last, spec_.classes)));
+                           stack_.linear(last, spec_.classes)));
   }
 
  private:
   // 1x1 expansion (when expand > 1), k x k depthwise, squeeze-excitation (to a quarter of
   // the block's input channels), 1x1 linear projection; a residual with stochastic depth
   // when the shape stays.
-  void add_mbconv(const std::string& name, const Stage& st, int64_t out, int64_t stride, double drop_path) {
+  void add_mbconv(const std::string& name, const Stage& st, int64_t out, int64_t stride,
+                  double drop_path) {
     const int64_t in = stack_.channels(), hidden = round_channels(in * st.expand);
     Chain main;
     if (hidden != in) main->push_back(stack_.conv_bn(hidden, 1, 1, Act::silu));
@@ -62,8 +65,10 @@ class EfficientNetB0 : public ImageModel {
     main->push_back(SqueezeExcitation(hidden, squeeze));
     stack_.add_flops(4 * hidden * squeeze + hidden * stack_.size() * stack_.size());
     main->push_back(stack_.conv_bn(out, 1, 1, Act::none));
-    if (stride == 1 && in == out) add_unit(name, Residual(main, Chain(), false, drop_path));
-    else add_unit(name, main);
+    if (stride == 1 && in == out)
+      add_unit(name, Residual(main, Chain(), false, drop_path));
+    else
+      add_unit(name, main);
   }
 };
 

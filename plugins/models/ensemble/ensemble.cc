@@ -18,15 +18,17 @@ using namespace dshost_models;
 
 const dshost_option kOptions[] = {
     DSHOST_IMAGE_MODEL_OPTIONS,
-    DSHOST_OPTION("members", DSHOST_OPTION_STRING, "\"mobilenet_v2,efficientnet_b0,resnet18\"",
-                  nullptr, "comma-separated: mobilenet_v2, efficientnet_b0, resnet18, resnet50 (repeats allowed)"),
+    DSHOST_OPTION(
+        "members", DSHOST_OPTION_STRING, "\"mobilenet_v2,efficientnet_b0,resnet18\"", nullptr,
+        "comma-separated: mobilenet_v2, efficientnet_b0, resnet18, resnet50 (repeats allowed)"),
     DSHOST_OPTION_RANGE("width_mult", DSHOST_OPTION_FLOAT, "1.0", 0.1, 4.0,
                         "mobilenet_v2 and efficientnet_b0: channel multiplier"),
     DSHOST_OPTION_RANGE("depth_mult", DSHOST_OPTION_FLOAT, "1.0", 0.1, 4.0,
                         "efficientnet_b0: blocks-per-stage multiplier"),
     DSHOST_OPTION_RANGE("stochastic_depth", DSHOST_OPTION_FLOAT, "0.2", 0.0, 0.95,
                         "efficientnet_b0: drop probability of the last block's branch"),
-    DSHOST_OPTION_RANGE("width", DSHOST_OPTION_INT, "64", 1, 4096, "resnet: channels of the first stage"),
+    DSHOST_OPTION_RANGE("width", DSHOST_OPTION_INT, "64", 1, 4096,
+                        "resnet: channels of the first stage"),
     DSHOST_OPTION_RANGE("dropout", DSHOST_OPTION_FLOAT, "0.2", 0.0, 0.95,
                         "mobilenet_v2 and efficientnet_b0: dropout before the classifier"),
 };
@@ -37,10 +39,11 @@ class Ensemble : public ImageModel {
     std::istringstream names(s.get_string("members"));
     for (std::string name; std::getline(names, name, ',');) add_member(name, s);
     if (members_.size() < 2)
-      throw dshost::Error("ensemble: members = \"" + s.get_string("members") + "\" names " +
-                              std::to_string(members_.size()) +
-                              " model(s); an ensemble needs two or more, e.g. \"mobilenet_v2,resnet18\"",
-                          DSHOST_INVALID_ARGUMENT);
+      throw dshost::Error(
+          "ensemble: members = \"" + s.get_string("members") + "\" names " +
+              std::to_string(members_.size()) +
+              " model(s); an ensemble needs two or more, e.g. \"mobilenet_v2,resnet18\"",
+          DSHOST_INVALID_ARGUMENT);
   }
 
   // Each member on the same input, unit by unit; the mean of their logits.
@@ -85,10 +88,14 @@ class Ensemble : public ImageModel {
 
   void add_member(const std::string& name, const dshost::Services& s) {
     std::shared_ptr<dshost::Model> model;
-    if (name == "mobilenet_v2") model = std::make_shared<mobilenet::MobileNetV2>(s);
-    else if (name == "efficientnet_b0") model = std::make_shared<efficientnet::EfficientNetB0>(s);
-    else if (name == "resnet18") model = std::make_shared<resnet::ResNet>(s, resnet::kResNet18);
-    else if (name == "resnet50") model = std::make_shared<resnet::ResNet>(s, resnet::kResNet50);
+    if (name == "mobilenet_v2")
+      model = std::make_shared<mobilenet::MobileNetV2>(s);
+    else if (name == "efficientnet_b0")
+      model = std::make_shared<efficientnet::EfficientNetB0>(s);
+    else if (name == "resnet18")
+      model = std::make_shared<resnet::ResNet>(s, resnet::kResNet18);
+    else if (name == "resnet50")
+      model = std::make_shared<resnet::ResNet>(s, resnet::kResNet50);
     else
       throw dshost::Error("ensemble: unknown member '" + name +
                               "'; members can be mobilenet_v2, efficientnet_b0, resnet18, resnet50",
@@ -107,5 +114,5 @@ class Ensemble : public ImageModel {
 }  // namespace
 
 DSHOST_MODEL_PLUGIN(Ensemble, "ensemble", "1.0.0",
-                    "the guide's ensemble: zoo models on the same input, logits averaged",
-                    kOptions, sizeof(kOptions) / sizeof(kOptions[0]))
+                    "the guide's ensemble: zoo models on the same input, logits averaged", kOptions,
+                    sizeof(kOptions) / sizeof(kOptions[0]))

@@ -29,7 +29,8 @@ const dshost_option kOptions[] = {
                   "a named shape that sets n_layer, n_head and n_embd (custom: those keys)"),
     DSHOST_OPTION_RANGE("n_layer", DSHOST_OPTION_INT, "12", 1, 1000, "transformer blocks"),
     DSHOST_OPTION_RANGE("n_head", DSHOST_OPTION_INT, "12", 1, 1000, "attention heads per block"),
-    DSHOST_OPTION_RANGE("n_embd", DSHOST_OPTION_INT, "768", 1, 65536, "model width, a multiple of n_head"),
+    DSHOST_OPTION_RANGE("n_embd", DSHOST_OPTION_INT, "768", 1, 65536,
+                        "model width, a multiple of n_head"),
     DSHOST_OPTION_RANGE("vocab_size", DSHOST_OPTION_INT, "50257", 2, 10000000,
                         "token ids (50257: GPT-2's BPE; 256 for bytes of text)"),
     DSHOST_OPTION_RANGE("block_size", DSHOST_OPTION_INT, "1024", 1, 1000000,
@@ -64,7 +65,9 @@ at::Tensor linear(const nn::Linear& layer, const at::Tensor& x) {
 // nn::LayerNorm computing through dshost::layer_norm: in bf16 when its input is bf16.
 struct NormImpl : nn::LayerNormImpl {
   using nn::LayerNormImpl::LayerNormImpl;
-  at::Tensor forward(const at::Tensor& x) { return dshost::layer_norm(x, weight, bias, options.eps()); }
+  at::Tensor forward(const at::Tensor& x) {
+    return dshost::layer_norm(x, weight, bias, options.eps());
+  }
 };
 TORCH_MODULE(Norm);
 
@@ -98,12 +101,15 @@ struct BlockImpl : nn::Module {
     const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
     // [B, T, 3C] -> three [B, heads, T, C / heads]. unbind, not qkv[i]: three selects would
     // each backpropagate a zero-filled [3, B, heads, T, C / heads] and add them up.
-    const auto qkv =
-        linear(c_attn, ln_1->forward(x)).view({b, t, 3, heads, c / heads}).permute({2, 0, 3, 1, 4}).unbind(0);
-    const at::Tensor y = dshost::causal_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape({b, t, c});
+    const auto qkv = linear(c_attn, ln_1->forward(x))
+                         .view({b, t, 3, heads, c / heads})
+                         .permute({2, 0, 3, 1, 4})
+                         .unbind(0);
+    const at::Tensor y =
+        dshost::causal_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape({b, t, c});
     const at::Tensor h = x + drop->forward(linear(attn_proj, y));
-    const at::Tensor mlp = nn::functional::gelu(linear(c_fc, ln_2->forward(h)),
-                                                nn::functional::GELUFuncOptions().approximate("tanh"));
+    const at::Tensor mlp = nn::functional::gelu(
+        linear(c_fc, ln_2->forward(h)), nn::functional::GELUFuncOptions().approximate("tanh"));
     return h + drop->forward(linear(mlp_proj, mlp));
   }
 
@@ -119,7 +125,10 @@ TORCH_MODULE(Block);
 class Gpt : public dshost::Model {
  public:
   explicit Gpt(const dshost::Services& s)
-      : Model(s), shape_(shape_of(s)), vocab_(s.get_int("vocab_size")), block_(s.get_int("block_size")) {
+      : Model(s),
+        shape_(shape_of(s)),
+        vocab_(s.get_int("vocab_size")),
+        block_(s.get_int("block_size")) {
     if (shape_.width % shape_.heads != 0)
       throw dshost::Error("model.n_embd = " + std::to_string(shape_.width) +
                           " is not a multiple of model.n_head = " + std::to_string(shape_.heads));
@@ -129,7 +138,8 @@ class Gpt : public dshost::Model {
       add_unit("h" + std::to_string(l), Block(shape_.width, shape_.heads, dropout));
     add_unit("head", Norm(nn::LayerNormOptions({shape_.width})));
     init_weights();
-    if (s.get_bool("activation_checkpointing")) checkpoint_activations(/*replay_random=*/dropout > 0);
+    if (s.get_bool("activation_checkpointing"))
+      checkpoint_activations(/*replay_random=*/dropout > 0);
   }
 
   std::vector<int64_t> input_shape() const override { return {block_}; }
@@ -177,7 +187,8 @@ class Gpt : public dshost::Model {
     at::NoGradGuard no_grad;
     for (auto& item : named_parameters()) {
       at::Tensor& p = item.value();
-      if (item.key().find("ln_") != std::string::npos || item.key().rfind("head.", 0) == 0) continue;
+      if (item.key().find("ln_") != std::string::npos || item.key().rfind("head.", 0) == 0)
+        continue;
       if (item.key().size() > 5 && item.key().compare(item.key().size() - 5, 5, ".bias") == 0) {
         p.zero_();
         continue;

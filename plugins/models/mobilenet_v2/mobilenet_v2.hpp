@@ -23,12 +23,13 @@ class MobileNetV2 : public ImageModel {
     int index = 1;
     for (const Stage& st : kStages)
       for (int64_t b = 0; b < st.blocks; ++b)
-        add_inverted_residual("block" + std::to_string(index++), round_channels(st.channels * width),
-                              b == 0 ? st.stride : 1, st.expand);
+        add_inverted_residual("block" + std::to_string(index++),
+                              round_channels(st.channels * width), b == 0 ? st.stride : 1,
+                              st.expand);
     const int64_t last = round_channels(1280 * std::max(1.0, width));
     add_unit("last_conv", stack_.conv_bn(last, 1, 1, Act::relu6));
     add_unit("head", Chain(stack_.pool_flatten(), nn::Dropout(s.get_float("dropout")),
-                                    stack_.linear(last, spec_.classes)));
+                           stack_.linear(last, spec_.classes)));
   }
 
   // torchvision's names: features.0 the stem, features.N block N (its last conv and batch
@@ -43,10 +44,12 @@ class MobileNetV2 : public ImageModel {
       return "features." + std::to_string(block_parts_.size() + 1) + "." + m[1].str();
     if (std::regex_match(name, m, head)) return "classifier.1." + m[1].str();
     if (std::regex_match(name, m, block)) {
-      const int index = std::stoi(m[1].str()), part = std::stoi(m[2].str()), layer = std::stoi(m[3].str());
+      const int index = std::stoi(m[1].str()), part = std::stoi(m[2].str()),
+                layer = std::stoi(m[3].str());
       const bool projection = part + 1 == block_parts_.at(index - 1);
       return "features." + m[1].str() + ".conv." +
-             (projection ? std::to_string(part + layer) : m[2].str() + "." + m[3].str()) + "." + m[4].str();
+             (projection ? std::to_string(part + layer) : m[2].str() + "." + m[3].str()) + "." +
+             m[4].str();
     }
     return name;
   }
@@ -61,8 +64,10 @@ class MobileNetV2 : public ImageModel {
     main->push_back(stack_.conv_bn(hidden, 3, stride, Act::relu6, /*groups=*/hidden));
     main->push_back(stack_.conv_bn(out, 1, 1, Act::none));
     block_parts_.push_back(static_cast<int>(main->size()));
-    if (stride == 1 && in == out) add_unit(name, Residual(main, Chain(), false));
-    else add_unit(name, main);
+    if (stride == 1 && in == out)
+      add_unit(name, Residual(main, Chain(), false));
+    else
+      add_unit(name, main);
   }
 
   std::vector<int> block_parts_;  // per block: conv + batch norm pairs in its main path

@@ -27,5 +27,5 @@ class ResNetPlugin : public dshost_models::resnet::ResNet {
 
 }  // namespace
 
-DSHOST_MODEL_PLUGIN(ResNetPlugin, RESNET_NAME, "1.0.0", "torchvision's " RESNET_NAME " (v1.5)", kOptions,
-                    sizeof(kOptions) / sizeof(kOptions[0]))
+DSHOST_MODEL_PLUGIN(ResNetPlugin, RESNET_NAME, "1.0.0", "torchvision's " RESNET_NAME " (v1.5)",
+                    kOptions, sizeof(kOptions) / sizeof(kOptions[0]))

@@ -48,15 +48,16 @@ class Vgg : public ImageModel {
       add_unit("stage" + std::to_string(stage + 1), seq);
     }
     if (stack_.size() < 1)
-      throw dshost::Error("model.image_size = " + std::to_string(spec_.size) + " is too small for " +
-                          VGG_NAME + ", which halves it five times; use 32 or more");
+      throw dshost::Error("model.image_size = " + std::to_string(spec_.size) +
+                          " is too small for " + VGG_NAME +
+                          ", which halves it five times; use 32 or more");
     // The classifier sees a 7 x 7 map whatever the input size (adaptive pooling).
     const int64_t features = stack_.channels() * 7 * 7;
-    add_unit("fc1", Chain(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(7)),
-                                   nn::Flatten(), stack_.linear(features, 4096),
-                                   nn::ReLU(nn::ReLUOptions().inplace(true)), nn::Dropout(dropout)));
+    add_unit("fc1", Chain(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(7)), nn::Flatten(),
+                          stack_.linear(features, 4096), nn::ReLU(nn::ReLUOptions().inplace(true)),
+                          nn::Dropout(dropout)));
     add_unit("fc2", Chain(stack_.linear(4096, 4096), nn::ReLU(nn::ReLUOptions().inplace(true)),
-                                   nn::Dropout(dropout)));
+                          nn::Dropout(dropout)));
     add_unit("fc3", stack_.linear(4096, spec_.classes));
   }
 };

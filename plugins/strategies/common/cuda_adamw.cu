@@ -55,15 +55,18 @@ template <class G>
 void launch(const CudaAdamWRange& r, const dshost::AdamWStep& step, const DeviceScalars& scalars,
             cudaStream_t stream) {
   constexpr int kPack = 4, kThreads = 256;
-  const bool packed = aligned(r.master, 16) && aligned(r.exp_avg, 16) && aligned(r.exp_avg_sq, 16) &&
-                      aligned(r.grad, kPack * sizeof(G)) && aligned(r.out, kPack * 2);
+  const bool packed = aligned(r.master, 16) && aligned(r.exp_avg, 16) &&
+                      aligned(r.exp_avg_sq, 16) && aligned(r.grad, kPack * sizeof(G)) &&
+                      aligned(r.out, kPack * 2);
   const int64_t per_thread = packed ? kPack : 1;
   const int64_t blocks = std::clamp<int64_t>((r.n / per_thread + kThreads - 1) / kThreads, 1, 8192);
   const auto* g = static_cast<const G*>(r.grad);
   if (packed)
-    adamw_kernel<kPack><<<blocks, kThreads, 0, stream>>>(r.master, g, r.exp_avg, r.exp_avg_sq, r.out, r.n, step, scalars);
+    adamw_kernel<kPack><<<blocks, kThreads, 0, stream>>>(r.master, g, r.exp_avg, r.exp_avg_sq,
+                                                         r.out, r.n, step, scalars);
   else
-    adamw_kernel<1><<<blocks, kThreads, 0, stream>>>(r.master, g, r.exp_avg, r.exp_avg_sq, r.out, r.n, step, scalars);
+    adamw_kernel<1><<<blocks, kThreads, 0, stream>>>(r.master, g, r.exp_avg, r.exp_avg_sq, r.out,
+                                                     r.n, step, scalars);
 }
 
 }  // namespace
@@ -72,8 +75,10 @@ const char* cuda_adamw(const CudaAdamWRange& r, const dshost::AdamWStep& step,
                        const DeviceScalars& scalars, void* stream) {
   if (r.n == 0) return nullptr;
   const auto s = static_cast<cudaStream_t>(stream);
-  if (r.grad_bf16) launch<uint16_t>(r, step, scalars, s);
-  else launch<float>(r, step, scalars, s);
+  if (r.grad_bf16)
+    launch<uint16_t>(r, step, scalars, s);
+  else
+    launch<float>(r, step, scalars, s);
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }

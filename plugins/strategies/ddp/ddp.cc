@@ -41,8 +41,8 @@ class Ddp : public dshost::Strategy {
     param_id_ = s.register_buffer(dshost::to_dlpack(params_));
     grad_id_ = s.register_buffer(dshost::to_dlpack(grads_));
     s.broadcast(dshost::slice(param_id_, 0, layout_->padded), 0).wait();
-    optimizer_ = std::make_unique<dshost::FlatOptimizer>(s.optimizer(), layout_->shard,
-                                                        params_.device());
+    optimizer_ =
+        std::make_unique<dshost::FlatOptimizer>(s.optimizer(), layout_->shard, params_.device());
     make_buckets();
   }
 
@@ -101,8 +101,10 @@ class Ddp : public dshost::Strategy {
     const int64_t begin = services().rank() * layout_->shard;
     dshost::load_range(io, *layout_, begin, begin + layout_->shard, shard_state(begin));
     optimizer_->set_steps(io.read_step_count());
-    services().all_gather(dshost::slice(param_id_, begin, layout_->shard),
-                          dshost::slice(param_id_, 0, layout_->padded)).wait();
+    services()
+        .all_gather(dshost::slice(param_id_, begin, layout_->shard),
+                    dshost::slice(param_id_, 0, layout_->padded))
+        .wait();
   }
 
   dshost_memory_report memory() const override {
@@ -110,8 +112,7 @@ class Ddp : public dshost::Strategy {
     const at::Device compute = dshost::to_device(services().device());
     dshost::tally(dshost::bytes_of(params_), params_.device(), compute, &r.param_device,
                   &r.param_host);
-    dshost::tally(dshost::bytes_of(grads_), grads_.device(), compute, &r.grad_device,
-                  &r.grad_host);
+    dshost::tally(dshost::bytes_of(grads_), grads_.device(), compute, &r.grad_device, &r.grad_host);
     dshost::tally(optimizer_->state_bytes(), optimizer_->device(), compute, &r.optim_device,
                   &r.optim_host);
     return r;

@@ -21,8 +21,9 @@ const dshost_option kOptions[] = {
     DSHOST_OPTION("delayed_parameter_update", DSHOST_OPTION_BOOL, "false", nullptr,
                   "overlap the CPU update with the next step, which applies each gradient "
                   "one step late (ZeRO-Offload's DPU; needs both offloads)"),
-    DSHOST_OPTION_RANGE("prefetch_bucket_size", DSHOST_OPTION_INT, "50000000", 0, 1e12,
-                        "elements of the next units gathered ahead of use (the next unit always; 0: none)"),
+    DSHOST_OPTION_RANGE(
+        "prefetch_bucket_size", DSHOST_OPTION_INT, "50000000", 0, 1e12,
+        "elements of the next units gathered ahead of use (the next unit always; 0: none)"),
     DSHOST_OPTION_RANGE("param_persistence_threshold", DSHOST_OPTION_INT, "100000", 0, 1e12,
                         "units with fewer elements stay gathered (saves small collectives)"),
 };
@@ -47,6 +48,7 @@ class Zero3Offload : public dshost_zero::Zero {
 
 }  // namespace
 
-DSHOST_STRATEGY_PLUGIN(Zero3Offload, "zero3-offload", "1.0.0",
-                       "ZeRO stage 3: parameters sharded and gathered per unit, CPU-offloaded AdamW",
-                       kOptions, sizeof(kOptions) / sizeof(kOptions[0]))
+DSHOST_STRATEGY_PLUGIN(
+    Zero3Offload, "zero3-offload", "1.0.0",
+    "ZeRO stage 3: parameters sharded and gathered per unit, CPU-offloaded AdamW", kOptions,
+    sizeof(kOptions) / sizeof(kOptions[0]))

@@ -17,7 +17,8 @@ using dshost::cat;
 // The keys of this plugin in the manifest's [data] section (beside the host's own: dataset,
 // workers, prefetch, ...); the host validates them before any code here runs.
 const dshost_option kOptions[] = {
-    DSHOST_OPTION("path", DSHOST_OPTION_STRING, "\"\"", nullptr, "the training CSV: label,pixel,... a line"),
+    DSHOST_OPTION("path", DSHOST_OPTION_STRING, "\"\"", nullptr,
+                  "the training CSV: label,pixel,... a line"),
     DSHOST_OPTION("test_path", DSHOST_OPTION_STRING, "\"\"", nullptr, "the test CSV; \"\" = none"),
     DSHOST_OPTION_RANGE("side", DSHOST_OPTION_INT, "28", 1, 4096, "images are side x side pixels"),
     DSHOST_OPTION_RANGE("classes", DSHOST_OPTION_INT, "10", 1, 1e6, "labels lie in [0, classes)"),
@@ -37,8 +38,9 @@ class CsvImages : public dshost::Dataset {
   }
 
   dshost_dataset_info describe() const override {
-    return dshost::image_info(static_cast<int64_t>(train_.labels.size()), static_cast<int64_t>(test_.labels.size()),
-                              classes_, {1, side_, side_}, {mean_}, {std_});
+    return dshost::image_info(static_cast<int64_t>(train_.labels.size()),
+                              static_cast<int64_t>(test_.labels.size()), classes_,
+                              {1, side_, side_}, {mean_}, {std_});
   }
 
   dshost::Shape fill(const dshost::Sample& sample) const override {
@@ -52,7 +54,8 @@ class CsvImages : public dshost::Dataset {
   // Every line of `path`; a line that is not label + side^2 pixels is an error naming it.
   Split read(const std::string& path) {
     std::ifstream in(path);
-    if (!in) throw dshost::Error(cat("data.path '", path, "' cannot be read; point it at a CSV file"));
+    if (!in)
+      throw dshost::Error(cat("data.path '", path, "' cannot be read; point it at a CSV file"));
     Split split;
     double sum = 0, squares = 0;
     std::string line;
@@ -60,10 +63,12 @@ class CsvImages : public dshost::Dataset {
       if (line.empty() || !std::isdigit(static_cast<unsigned char>(line[0]))) continue;  // a header
       std::stringstream fields(line);
       std::vector<int64_t> values;
-      for (std::string field; std::getline(fields, field, ',');) values.push_back(std::stoll(field));
-      if (static_cast<int64_t>(values.size()) != 1 + side_ * side_ || values[0] < 0 || values[0] >= classes_)
-        throw dshost::Error(cat(path, ":", number, ": expected a label in [0, ", classes_, ") and ", side_ * side_,
-                                " pixels, found ", values.size(), " values"));
+      for (std::string field; std::getline(fields, field, ',');)
+        values.push_back(std::stoll(field));
+      if (static_cast<int64_t>(values.size()) != 1 + side_ * side_ || values[0] < 0 ||
+          values[0] >= classes_)
+        throw dshost::Error(cat(path, ":", number, ": expected a label in [0, ", classes_, ") and ",
+                                side_ * side_, " pixels, found ", values.size(), " values"));
       split.labels.push_back(values[0]);
       for (size_t i = 1; i < values.size(); ++i) {
         split.pixels.push_back(static_cast<unsigned char>(values[i]));
@@ -87,5 +92,6 @@ class CsvImages : public dshost::Dataset {
 
 }  // namespace
 
-DSHOST_DATASET_PLUGIN(CsvImages, "csv_images", "1.0.0", "grey images as CSV lines of label,pixel,...", kOptions,
+DSHOST_DATASET_PLUGIN(CsvImages, "csv_images", "1.0.0",
+                      "grey images as CSV lines of label,pixel,...", kOptions,
                       sizeof(kOptions) / sizeof(kOptions[0]))

@@ -22,8 +22,8 @@ class PlainDp : public dshost::Strategy {
     param_id_ = s.register_buffer(dshost::to_dlpack(params_));
     grad_id_ = s.register_buffer(dshost::to_dlpack(grads_));
     s.broadcast(dshost::slice(param_id_, 0, layout_->padded), 0).wait();
-    optimizer_ = std::make_unique<dshost::FlatOptimizer>(s.optimizer(), layout_->padded,
-                                                        params_.device());
+    optimizer_ =
+        std::make_unique<dshost::FlatOptimizer>(s.optimizer(), layout_->padded, params_.device());
   }
 
   // What the model binds: views into the flat buffers, so backward writes the gradients
@@ -45,7 +45,8 @@ class PlainDp : public dshost::Strategy {
   dshost_memory_report memory() const override {
     dshost_memory_report r{};
     const at::Device compute = dshost::to_device(services().device());
-    dshost::tally(dshost::bytes_of(params_), params_.device(), compute, &r.param_device, &r.param_host);
+    dshost::tally(dshost::bytes_of(params_), params_.device(), compute, &r.param_device,
+                  &r.param_host);
     dshost::tally(dshost::bytes_of(grads_), grads_.device(), compute, &r.grad_device, &r.grad_host);
     dshost::tally(optimizer_->state_bytes(), optimizer_->device(), compute, &r.optim_device,
                   &r.optim_host);
@@ -62,5 +63,4 @@ class PlainDp : public dshost::Strategy {
 }  // namespace
 
 DSHOST_STRATEGY_PLUGIN(PlainDp, "plain_dp", "1.0.0",
-                       "data parallel without sharding: whole fp32 state on every rank",
-                       nullptr, 0)
+                       "data parallel without sharding: whole fp32 state on every rank", nullptr, 0)

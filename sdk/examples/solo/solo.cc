@@ -27,21 +27,22 @@ class Solo : public dshost::Launcher {
     Outcome outcome;
     outcome.exit_code = dshost::exit_code_of(status);
     if (outcome.exit_code != 0)
-      outcome.failure = "rank 0 on host " + dshost::hostname() + " " + dshost::describe_exit(status);
+      outcome.failure =
+          "rank 0 on host " + dshost::hostname() + " " + dshost::describe_exit(status);
     return outcome;
   }
 
  private:
   // In the child: the rank's environment, its output into the pipe, then the program.
   [[noreturn]] static void run_rank(const std::vector<std::string>& argv,
-                                    const std::vector<std::string>& env,
-                                    const std::string& port, const int pipe_fds[2]) {
+                                    const std::vector<std::string>& env, const std::string& port,
+                                    const int pipe_fds[2]) {
     dup2(pipe_fds[1], STDOUT_FILENO);
     dup2(pipe_fds[1], STDERR_FILENO);
     close(pipe_fds[0]);
     close(pipe_fds[1]);
-    for (const char* kv : {"RANK=0", "LOCAL_RANK=0", "WORLD_SIZE=1", "LOCAL_WORLD_SIZE=1",
-                           "MASTER_ADDR=127.0.0.1"})
+    for (const char* kv :
+         {"RANK=0", "LOCAL_RANK=0", "WORLD_SIZE=1", "LOCAL_WORLD_SIZE=1", "MASTER_ADDR=127.0.0.1"})
       putenv(const_cast<char*>(kv));
     setenv("MASTER_PORT", port.c_str(), 1);
     for (const auto& kv : env) putenv(strdup(kv.c_str()));

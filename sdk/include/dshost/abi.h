@@ -71,7 +71,7 @@ typedef enum dshost_status {
   DSHOST_OUT_OF_MEMORY = 3,
   DSHOST_COMM_ERROR = 4, /* a collective failed or timed out: a peer rank died or hangs */
   DSHOST_IO_ERROR = 5,
-  DSHOST_INTERNAL = 6, /* a bug: the message says where */
+  DSHOST_INTERNAL = 6,    /* a bug: the message says where */
   DSHOST_RANK_FAILED = 7, /* a launched rank exited non-zero or was killed */
   /* Since ABI 1.6, from a dataset's fill only: this one sample's data is unusable (a file
    * that does not decode); the message names it and says why. The host skips the sample. */
@@ -208,10 +208,11 @@ typedef struct dshost_services {
    * ownership of (from the SDK's to_dlpack, the host then follows the buffer's storage when
    * the plugin empties and refills it); the memory must outlive the plugin instance.
    * Every collective is asynchronous: it returns a work handle that must be passed to
-   * wait() exactly once, which blocks until the result is in place and frees the handle. All ranks must issue collectives in the
-   * same order. all_gather: out.count == in.count * world_size, rank r's input lands at
-   * out.offset + r * in.count. reduce_scatter: in.count == out.count * world_size. Input
-   * and output may overlap. Threads: calls may come from any one thread at a time. */
+   * wait() exactly once, which blocks until the result is in place and frees the handle. All ranks
+   * must issue collectives in the same order. all_gather: out.count == in.count * world_size, rank
+   * r's input lands at out.offset + r * in.count. reduce_scatter: in.count == out.count *
+   * world_size. Input and output may overlap. Threads: calls may come from any one thread at a
+   * time. */
   dshost_status (*register_buffer)(dshost_host* host, DLManagedTensor* buffer, int32_t* id,
                                    dshost_error* err);
   dshost_status (*all_reduce)(dshost_host* host, const dshost_slice* data, dshost_reduce_op op,
@@ -219,8 +220,8 @@ typedef struct dshost_services {
   dshost_status (*all_gather)(dshost_host* host, const dshost_slice* in, const dshost_slice* out,
                               dshost_work** work, dshost_error* err);
   dshost_status (*reduce_scatter)(dshost_host* host, const dshost_slice* in,
-                                  const dshost_slice* out, dshost_reduce_op op,
-                                  dshost_work** work, dshost_error* err);
+                                  const dshost_slice* out, dshost_reduce_op op, dshost_work** work,
+                                  dshost_error* err);
   dshost_status (*broadcast)(dshost_host* host, const dshost_slice* data, int32_t root,
                              dshost_work** work, dshost_error* err);
   dshost_status (*wait)(dshost_host* host, dshost_work* work, dshost_error* err);
@@ -281,7 +282,7 @@ typedef struct dshost_model_info {
 
 typedef struct dshost_param_desc {
   size_t struct_size;
-  const char* name; /* "unit.param", e.g. "features.0.weight"; valid for the model's life */
+  const char* name;       /* "unit.param", e.g. "features.0.weight"; valid for the model's life */
   DLManagedTensor* value; /* a zero-copy view of the current values; caller owns */
   /* Since ABI 1.2: the name `dshost export` gives it, torchvision's where the model mirrors
    * a torchvision one ("features.0.0.weight"); NULL means `name`. */
@@ -399,20 +400,18 @@ typedef struct dshost_strategy_api {
                          int32_t unit_count, dshost_error* err);
   /* Views for the model to bind (see dshost_model_api.bind_param); caller owns both. */
   dshost_status (*param_views)(dshost_strategy* strategy, int32_t unit, int32_t index,
-                               DLManagedTensor** value, DLManagedTensor** grad,
-                               dshost_error* err);
+                               DLManagedTensor** value, DLManagedTensor** grad, dshost_error* err);
   /* Before each micro-batch's forward: index in [0, count). Communication of gradients
    * may be deferred until index == count - 1. */
   dshost_status (*begin_micro_batch)(dshost_strategy* strategy, int32_t index, int32_t count,
                                      dshost_error* err);
-  dshost_status (*on_unit_event)(dshost_strategy* strategy, dshost_unit_event event,
-                                 int32_t unit, dshost_error* err);
+  dshost_status (*on_unit_event)(dshost_strategy* strategy, dshost_unit_event event, int32_t unit,
+                                 dshost_error* err);
   /* After the last micro-batch: finish gradient reduction, clip, update, make parameters
    * whole again for the next forward, zero gradients. Collective. */
   dshost_status (*step)(dshost_strategy* strategy, const dshost_step_args* args,
                         dshost_step_stats* out, dshost_error* err);
-  dshost_status (*memory)(dshost_strategy* strategy, dshost_memory_report* out,
-                          dshost_error* err);
+  dshost_status (*memory)(dshost_strategy* strategy, dshost_memory_report* out, dshost_error* err);
   /* Since ABI 1.2; NULL or absent: the strategy cannot checkpoint.
    * save: writes this rank's part of the state through io->write, between steps. Between
    * them the ranks must write every element of every parameter's "value" (fp32 masters) and

@@ -58,8 +58,8 @@ template <class F>
 void parallel_ranges(int64_t n, int64_t grain, const F& f, int threads = at::get_num_threads()) {
   static c10::ThreadPool workers(std::max(1, at::get_num_threads() - 1));
   const int64_t most = static_cast<int64_t>(workers.size()) + 1;
-  const int64_t used = std::clamp<int64_t>(n / std::max<int64_t>(grain, 1), 1,
-                                           std::min<int64_t>(threads, most));
+  const int64_t used =
+      std::clamp<int64_t>(n / std::max<int64_t>(grain, 1), 1, std::min<int64_t>(threads, most));
   const int64_t per_thread = (n + used - 1) / used;
   for (int64_t begin = per_thread; begin < n; begin += per_thread)
     workers.run([&f, begin, end = std::min(n, begin + per_thread)] { f(begin, end); });
@@ -76,13 +76,16 @@ void cpu_adamw(float* p, const Grad* grads, float* m, float* v, int64_t n, AdamW
   using G = std::conditional_t<std::is_same_v<Grad, float>, float, uint16_t>;
   const G* g = reinterpret_cast<const G*>(grads);
   constexpr int64_t kGrain = 1 << 15;  // elements per task: 128 KiB of each array
-  parallel_ranges(n, kGrain, [&](int64_t begin, int64_t end) {
-    if (out != nullptr)
-      detail::adamw_span_bf16(p + begin, g + begin, m + begin, v + begin,
-                              reinterpret_cast<uint16_t*>(out + begin), end - begin, s);
-    else
-      detail::adamw_span(p + begin, g + begin, m + begin, v + begin, end - begin, s);
-  }, threads);
+  parallel_ranges(
+      n, kGrain,
+      [&](int64_t begin, int64_t end) {
+        if (out != nullptr)
+          detail::adamw_span_bf16(p + begin, g + begin, m + begin, v + begin,
+                                  reinterpret_cast<uint16_t*>(out + begin), end - begin, s);
+        else
+          detail::adamw_span(p + begin, g + begin, m + begin, v + begin, end - begin, s);
+      },
+      threads);
 }
 
 }  // namespace dshost

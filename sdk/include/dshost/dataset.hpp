@@ -36,9 +36,9 @@ struct ImageBox {
 struct Sample {
   dshost_split split;
   int64_t index;
-  bool augment;   // training's random augmentation, drawn from `seed` alone
+  bool augment;  // training's random augmentation, drawn from `seed` alone
   uint64_t seed;
-  void* input;    // the described input shape and dtype, contiguous
+  void* input;  // the described input shape and dtype, contiguous
   int64_t* target;
   dshost_sample* raw;  // the host's record, for giving the image encoded
 
@@ -53,7 +53,8 @@ struct Sample {
   void give_jpeg(const void* bytes, size_t size, const ImageBox& box) const {
     void* buffer = raw->encoded_buffer(raw, size);
     if (buffer == nullptr)
-      throw Error(cat("the host has no memory for an encoded image of ", size, " bytes"), DSHOST_OUT_OF_MEMORY);
+      throw Error(cat("the host has no memory for an encoded image of ", size, " bytes"),
+                  DSHOST_OUT_OF_MEMORY);
     std::memcpy(buffer, bytes, size);
     raw->encoded_size = size;
     raw->box[0] = box.top;
@@ -84,8 +85,9 @@ class Dataset {
 
 // The info of uint8 images of `shape` [C, H, W] with one class id each, normalised with
 // per-channel `mean` and `std` (of value / 255; one value applies to every channel).
-inline dshost_dataset_info image_info(int64_t train, int64_t test, int64_t classes, const Shape& shape,
-                                      const std::vector<double>& mean, const std::vector<double>& std) {
+inline dshost_dataset_info image_info(int64_t train, int64_t test, int64_t classes,
+                                      const Shape& shape, const std::vector<double>& mean,
+                                      const std::vector<double>& std) {
   dshost_dataset_info info{sizeof(dshost_dataset_info)};
   info.samples[DSHOST_TRAIN_SPLIT] = train;
   info.samples[DSHOST_TEST_SPLIT] = test;
@@ -102,7 +104,8 @@ inline dshost_dataset_info image_info(int64_t train, int64_t test, int64_t class
 
 // The info of int64 token windows of `length`, each with the next token at every position
 // as its target.
-inline dshost_dataset_info token_info(int64_t train, int64_t test, int64_t vocabulary, int64_t length) {
+inline dshost_dataset_info token_info(int64_t train, int64_t test, int64_t vocabulary,
+                                      int64_t length) {
   dshost_dataset_info info{sizeof(dshost_dataset_info)};
   info.samples[DSHOST_TRAIN_SPLIT] = train;
   info.samples[DSHOST_TEST_SPLIT] = test;
@@ -117,7 +120,8 @@ template <class D>
 const dshost_dataset_api* dataset_api() {
   static const dshost_dataset_api api = {
       sizeof(dshost_dataset_api),
-      [](const dshost_services* t, const dshost_dataset_request* request, dshost_dataset** out, dshost_error* err) {
+      [](const dshost_services* t, const dshost_dataset_request* request, dshost_dataset** out,
+         dshost_error* err) {
         return guarded(err, [&] {
           const Shape wanted(request->shape, request->shape + request->ndim);
           *out = reinterpret_cast<dshost_dataset*>(new D(Services(t), wanted));
@@ -131,7 +135,8 @@ const dshost_dataset_api* dataset_api() {
         return guarded(err, [&] {
           const Shape written = reinterpret_cast<const D*>(d)->fill(
               Sample{s->split, s->index, s->augment != 0, s->seed, s->input, s->target, s});
-          if (written.size() > 8) throw Error(cat("a sample of ", written.size(), " dimensions (at most 8)"));
+          if (written.size() > 8)
+            throw Error(cat("a sample of ", written.size(), " dimensions (at most 8)"));
           s->written_ndim = static_cast<int32_t>(written.size());
           std::copy(written.begin(), written.end(), s->written_shape);
         });
@@ -142,6 +147,6 @@ const dshost_dataset_api* dataset_api() {
 
 }  // namespace dshost
 
-#define DSHOST_DATASET_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, OPTIONS, OPTION_COUNT) \
-  DSHOST_DEFINE_PLUGIN(DSHOST_KIND_DATASET, NAME, VERSION, DESCRIPTION, "", OPTIONS,   \
-                       OPTION_COUNT, ::dshost::dataset_api<CLASS>())
+#define DSHOST_DATASET_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, OPTIONS, OPTION_COUNT)            \
+  DSHOST_DEFINE_PLUGIN(DSHOST_KIND_DATASET, NAME, VERSION, DESCRIPTION, "", OPTIONS, OPTION_COUNT, \
+                       ::dshost::dataset_api<CLASS>())

@@ -80,16 +80,15 @@ const dshost_launcher_api* launcher_api() {
   static const dshost_launcher_api api = {
       sizeof(dshost_launcher_api),
       [](const dshost_services* t, dshost_launcher** out, dshost_error* err) {
-        return guarded(err,
-                       [&] { *out = reinterpret_cast<dshost_launcher*>(new L(Services(t))); });
+        return guarded(err, [&] { *out = reinterpret_cast<dshost_launcher*>(new L(Services(t))); });
       },
       [](dshost_launcher* l) { delete reinterpret_cast<L*>(l); },
       [](dshost_launcher* l, const dshost_launch_request* request, int32_t* exit_code,
          dshost_error* err) {
         Launcher::Outcome outcome;
         const dshost_status status = guarded(err, [&] {
-          outcome = reinterpret_cast<L*>(l)->launch(to_strings(request->argv),
-                                                    to_strings(request->env));
+          outcome =
+              reinterpret_cast<L*>(l)->launch(to_strings(request->argv), to_strings(request->env));
         });
         if (status != DSHOST_OK) return status;
         *exit_code = outcome.exit_code;

@@ -84,7 +84,8 @@ class Model : public torch::nn::Module {
   // runs member models through its own run_unit (and so its own unit events). Register the
   // member as submodule `prefix` first, so its parameters and buffers are named under it.
   void add_units_of(const std::string& prefix, const Model& member) {
-    for (const Unit& u : member.units()) units_.push_back(Unit{prefix + "." + u.name, u.module, u.forward});
+    for (const Unit& u : member.units())
+      units_.push_back(Unit{prefix + "." + u.name, u.module, u.forward});
   }
 
   // Activation checkpointing (Megatron's full recomputation): from here on, run_unit keeps
@@ -104,7 +105,8 @@ class Model : public torch::nn::Module {
     const int unit = static_cast<int>(u);
     services_.unit_event(DSHOST_PRE_FORWARD, unit);
     at::Tensor y = recompute_ && x.requires_grad() && at::GradMode::is_enabled()
-                       ? detail::Recomputed::apply(x, detail::Recomputed::Unit::make(units_[u].forward, replay_random_))
+                       ? detail::Recomputed::apply(
+                             x, detail::Recomputed::Unit::make(units_[u].forward, replay_random_))
                        : units_[u].forward(x);
     services_.unit_event(DSHOST_POST_FORWARD, unit);
     if (y.requires_grad()) {
@@ -158,7 +160,8 @@ class ModelInstance {
       at::NoGradGuard no_grad;
       for (auto& p : model_->parameters())
         if (p.dim() == 4) {
-          at::Tensor nhwc = at::empty(p.sizes(), p.options().memory_format(at::MemoryFormat::ChannelsLast));
+          at::Tensor nhwc =
+              at::empty(p.sizes(), p.options().memory_format(at::MemoryFormat::ChannelsLast));
           p.set_data(nhwc.copy_(p));
         }
     }
@@ -229,9 +232,9 @@ class ModelInstance {
     // The strategy picks the dtype (bf16 under mixed precision); shape and layout stay.
     if (!value.sizes().equals(p.sizes()) || !grad.sizes().equals(p.sizes()) ||
         grad.scalar_type() != value.scalar_type() || !same_layout(grad, p))
-      throw Error("bind_param: " + names_[unit][index] +
-                      " got a view of another shape or memory layout",
-                  DSHOST_INTERNAL);
+      throw Error(
+          "bind_param: " + names_[unit][index] + " got a view of another shape or memory layout",
+          DSHOST_INTERNAL);
     {
       at::NoGradGuard no_grad;
       p.set_data(value);
@@ -256,8 +259,7 @@ class ModelInstance {
     for (size_t u = 0; u < params_.size(); ++u) pending_[u] = param_count(static_cast<int>(u));
     at::Tensor loss;
     {
-      AutocastScope autocast(to_device(services_.device()),
-                             services_.precision() == DSHOST_BF16);
+      AutocastScope autocast(to_device(services_.device()), services_.precision() == DSHOST_BF16);
       loss = model_->loss(model_->forward(rows(inputs_, batch)), targets_.narrow(0, 0, batch));
     }
     (loss * loss_scale).backward();
@@ -325,8 +327,8 @@ class ModelInstance {
   std::vector<std::vector<at::Tensor>> params_;  // [unit][index], the module's own tensors
   std::vector<std::vector<std::string>> names_;
   std::vector<std::pair<std::string, at::Tensor>> buffers_;  // named as the module names them
-  std::map<std::string, std::string> export_names_;  // of parameters and buffers
-  std::unique_ptr<std::atomic<int>[]> pending_;  // per unit: params still without grads
+  std::map<std::string, std::string> export_names_;          // of parameters and buffers
+  std::unique_ptr<std::atomic<int>[]> pending_;              // per unit: params still without grads
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   at::Tensor inputs_, targets_;
 };
@@ -345,9 +347,8 @@ const dshost_model_api* model_api() {
   static const dshost_model_api api = {
       sizeof(dshost_model_api),
       [](const dshost_services* s, dshost_model** out, dshost_error* err) {
-        return guarded(err, [&] {
-          *out = reinterpret_cast<dshost_model*>(new detail::ModelInstance<M>(s));
-        });
+        return guarded(
+            err, [&] { *out = reinterpret_cast<dshost_model*>(new detail::ModelInstance<M>(s)); });
       },
       [](dshost_model* m) { delete as<M>(m); },
       [](dshost_model* m, dshost_model_info* out, dshost_error* err) {
@@ -356,13 +357,13 @@ const dshost_model_api* model_api() {
       [](dshost_model* m, int32_t unit, int32_t* out, dshost_error* err) {
         return guarded(err, [&] { *out = as<M>(m)->param_count(unit); });
       },
-      [](dshost_model* m, int32_t unit, int32_t index, dshost_param_desc* out,
-         dshost_error* err) { return guarded(err, [&] { as<M>(m)->param(unit, index, out); }); },
+      [](dshost_model* m, int32_t unit, int32_t index, dshost_param_desc* out, dshost_error* err) {
+        return guarded(err, [&] { as<M>(m)->param(unit, index, out); });
+      },
       [](dshost_model* m, int32_t unit, int32_t index, DLManagedTensor* value,
          DLManagedTensor* grad, dshost_error* err) {
-        return guarded(err, [&] {
-          as<M>(m)->bind_param(unit, index, from_dlpack(value), from_dlpack(grad));
-        });
+        return guarded(
+            err, [&] { as<M>(m)->bind_param(unit, index, from_dlpack(value), from_dlpack(grad)); });
       },
       [](dshost_model* m, DLManagedTensor* inputs, DLManagedTensor* targets, dshost_error* err) {
         return guarded(err,
@@ -398,6 +399,6 @@ const dshost_model_api* model_api() {
 
 }  // namespace dshost
 
-#define DSHOST_MODEL_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, OPTIONS, OPTION_COUNT)        \
+#define DSHOST_MODEL_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, OPTIONS, OPTION_COUNT)       \
   DSHOST_DEFINE_PLUGIN(DSHOST_KIND_MODEL, NAME, VERSION, DESCRIPTION, DSHOST_TORCH_VERSION, \
                        OPTIONS, OPTION_COUNT, ::dshost::model_api<CLASS>())

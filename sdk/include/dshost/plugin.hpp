@@ -92,7 +92,8 @@ inline void check(dshost_status status, const dshost_error& err) {
 // abi.h: the writer's struct may be larger than this build's).
 template <class T>
 const T& element(const T* array, size_t k) {
-  return *reinterpret_cast<const T*>(reinterpret_cast<const char*>(array) + k * array[0].struct_size);
+  return *reinterpret_cast<const T*>(reinterpret_cast<const char*>(array) +
+                                     k * array[0].struct_size);
 }
 
 inline dshost_slice slice(int32_t buffer, int64_t offset, int64_t count) {
@@ -242,13 +243,22 @@ class Services {
 
 // Defines the plugin's exported entry point. TORCH_VERSION_TEXT is "" for plugins that do
 // not use LibTorch. OPTIONS is a static array of dshost_option (or nullptr with count 0).
-#define DSHOST_DEFINE_PLUGIN(KIND, NAME, VERSION, DESCRIPTION, TORCH_VERSION_TEXT, OPTIONS,   \
-                             OPTION_COUNT, API)                                               \
-  extern "C" DSHOST_EXPORT const dshost_plugin_descriptor* dshost_plugin_v1(void) {                   \
-    static const dshost_plugin_descriptor plugin = {                                                  \
-        sizeof(dshost_plugin_descriptor), DSHOST_ABI_MAJOR, DSHOST_ABI_MINOR, KIND, NAME, VERSION,    \
-        DESCRIPTION, TORCH_VERSION_TEXT, DSHOST_CXX11_ABI, OPTIONS, OPTION_COUNT, API};       \
-    return &plugin;                                                                            \
+#define DSHOST_DEFINE_PLUGIN(KIND, NAME, VERSION, DESCRIPTION, TORCH_VERSION_TEXT, OPTIONS, \
+                             OPTION_COUNT, API)                                             \
+  extern "C" DSHOST_EXPORT const dshost_plugin_descriptor* dshost_plugin_v1(void) {         \
+    static const dshost_plugin_descriptor plugin = {sizeof(dshost_plugin_descriptor),       \
+                                                    DSHOST_ABI_MAJOR,                       \
+                                                    DSHOST_ABI_MINOR,                       \
+                                                    KIND,                                   \
+                                                    NAME,                                   \
+                                                    VERSION,                                \
+                                                    DESCRIPTION,                            \
+                                                    TORCH_VERSION_TEXT,                     \
+                                                    DSHOST_CXX11_ABI,                       \
+                                                    OPTIONS,                                \
+                                                    OPTION_COUNT,                           \
+                                                    API};                                   \
+    return &plugin;                                                                         \
   }
 
 // Shorthand for one entry of a plugin's options table.

@@ -81,7 +81,8 @@ class StatusLine {
   static std::string render(FILE* sink, const std::string& text, bool status) {
     static std::string shown;  // the status line on stderr, the one terminal there is
     if (!isatty(fileno(sink))) return status ? "" : text + "\n";
-    const std::string clear = shown.empty() ? "" : "\r\033[2K";  // back to the line's start, erase it
+    const std::string clear =
+        shown.empty() ? "" : "\r\033[2K";  // back to the line's start, erase it
     if (status) {
       shown = text;
       return clear + text;
@@ -124,7 +125,8 @@ struct LineRelay {
     if (sink == nullptr) return;
     const std::string text = status ? line.substr(1) : line;
     const bool clearing = status && text.empty();  // an empty status line removes the bar
-    const std::string out = StatusLine::render(sink, format && !clearing ? format(text) : text, status);
+    const std::string out =
+        StatusLine::render(sink, format && !clearing ? format(text) : text, status);
     std::fwrite(out.data(), 1, out.size(), sink);
     std::fflush(sink);
   }
@@ -177,7 +179,8 @@ class StopSignals {
     static int n = 0;
     return n;
   }
-  struct sigaction old_int_ {}, old_term_ {}, old_pipe_ {};
+  struct sigaction old_int_ {
+  }, old_term_{}, old_pipe_{};
 };
 
 // Starts children and supervises them until all have ended (see run()).
@@ -283,18 +286,21 @@ class Supervisor {
       if (relay_output(100))
         stop_all(128 + SIGTERM, "the launcher's connection closed: stopped every rank");
       if (const int sig = guard.received(); sig != 0 && obey_signals_)
-        stop_all(128 + sig, std::string("interrupted by ") + strsignal(sig) + ": stopped every rank");
+        stop_all(128 + sig,
+                 std::string("interrupted by ") + strsignal(sig) + ": stopped every rank");
       const auto now = std::chrono::steady_clock::now();
       if (now >= kill_at)
         for (auto& c : children_)
           if (c->running) kill(-c->pid, SIGKILL);
       for (auto& c : children_) {
-        if (!reap(*c) || c->status == 0 || kill_at != std::chrono::steady_clock::time_point::max()) continue;
+        if (!reap(*c) || c->status == 0 || kill_at != std::chrono::steady_clock::time_point::max())
+          continue;
         failed.push_back(c.get());
         // A rank stopped by another has already looked for the silent ranks (a few hundred
         // ms): its cause, if it ends at all, has had time to end.
         const bool stopped_by_another = exit_code_of(c->status) == kStoppedByAnotherRank;
-        decide_at = std::min(decide_at, now + (stopped_by_another ? kCauseWindow / 2 : kCauseWindow));
+        decide_at =
+            std::min(decide_at, now + (stopped_by_another ? kCauseWindow / 2 : kCauseWindow));
       }
       if (!failed.empty() && (now >= decide_at || !any_running())) {
         const Child& cause = root_cause(failed);
@@ -383,8 +389,8 @@ struct LocalRanks {
 
 // torchrun's rendezvous variables, which a launcher sets for each rank it starts.
 inline const std::vector<std::string>& rendezvous_variables() {
-  static const std::vector<std::string> names{"RANK",      "LOCAL_RANK",  "WORLD_SIZE",
-                                              "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
+  static const std::vector<std::string> names{
+      "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
   return names;
 }
 

@@ -44,12 +44,12 @@ struct FlatLayout {
     int64_t offset, numel;
     std::vector<int64_t> shape, strides;
   };
-  std::vector<std::vector<Param>> params;  // [unit][index]
+  std::vector<std::vector<Param>> params;     // [unit][index]
   std::vector<int64_t> unit_begin, unit_end;  // ranges in the flat buffer, padding included
   std::vector<int64_t> chunk, shard_begin;    // per unit (per-unit sharding only)
-  int64_t total = 0;   // elements of real parameters
-  int64_t padded = 0;  // elements of the flat buffer
-  int64_t shard = 0;   // padded / world: elements each rank owns
+  int64_t total = 0;                          // elements of real parameters
+  int64_t padded = 0;                         // elements of the flat buffer
+  int64_t shard = 0;                          // padded / world: elements each rank owns
 
   FlatLayout(const std::vector<UnitParams>& units, int world, bool pad_each_unit = false) {
     int64_t end = 0;
@@ -143,7 +143,9 @@ class StateIO {
   void write(const char* key, const at::Tensor& t) const { write(-1, 0, key, 0, t); }
   void read(const char* key, const at::Tensor& t) const { read(-1, 0, key, 0, t); }
   // The optimizer's step count ("optimizer.step").
-  void write_step_count(int64_t steps) const { write("optimizer.step", at::full({1}, steps, at::kLong)); }
+  void write_step_count(int64_t steps) const {
+    write("optimizer.step", at::full({1}, steps, at::kLong));
+  }
   int64_t read_step_count() const {
     const at::Tensor steps = at::zeros({1}, at::kLong);
     read("optimizer.step", steps);
@@ -246,7 +248,8 @@ inline at::Tensor sum_of_squares(const at::Tensor& flat) {
 // Clipping without a host synchronisation: `grads` scaled by min(1, max_norm / (norm + 1e-6))
 // on the device, as PyTorch's clip_grad_norm_ scales (norm: a one-element double tensor).
 inline void clip_by_norm(const at::Tensor& grads, const at::Tensor& norm, double max_norm) {
-  if (max_norm > 0) grads.mul_(at::full_like(norm, max_norm).div_(norm + 1e-6).clamp_max_(1.0).reshape({}));
+  if (max_norm > 0)
+    grads.mul_(at::full_like(norm, max_norm).div_(norm + 1e-6).clamp_max_(1.0).reshape({}));
 }
 
 // The same scale as a divisor, max(1, (norm + 1e-6) / max_norm), fp32 on the device: what
@@ -264,7 +267,8 @@ inline double report_norm(const dshost_step_args& args, const at::Tensor& norm) 
 
 // Whether the host asked (ABI 1.5) to drop the update of a step whose norm is not finite.
 inline bool skip_nonfinite(const dshost_step_args& args) {
-  return args.struct_size >= DSHOST_STRUCT_SIZE(dshost_step_args, skip_nonfinite) && args.skip_nonfinite != 0;
+  return args.struct_size >= DSHOST_STRUCT_SIZE(dshost_step_args, skip_nonfinite) &&
+         args.skip_nonfinite != 0;
 }
 
 // AdamW (decoupled weight decay, as torch.optim.AdamW) or SGD with momentum, updating a
@@ -296,8 +300,9 @@ class FlatOptimizer {
     const bool clip = max_norm > 0 && norm.defined();
 #ifdef DSHOST_FUSED_OPTIMIZERS
     if (param.is_cuda())
-      return fused_step(param, grad, lr, clip ? clip_divisor(norm, max_norm) : at::Tensor(),
-                        skip_nonfinite ? at::isfinite(norm).logical_not().to(at::kFloat) : at::Tensor());
+      return fused_step(
+          param, grad, lr, clip ? clip_divisor(norm, max_norm) : at::Tensor(),
+          skip_nonfinite ? at::isfinite(norm).logical_not().to(at::kFloat) : at::Tensor());
 #endif
     if (skip_nonfinite && !std::isfinite(norm.item<double>())) return;
     ++steps_;
@@ -330,7 +335,8 @@ class FlatOptimizer {
   }
   // Steps taken (a skipped one not counted): a fused kernel's count is read from the device.
   int64_t steps() const {
-    return step_on_device_.defined() ? static_cast<int64_t>(step_on_device_.item<double>()) : steps_;
+    return step_on_device_.defined() ? static_cast<int64_t>(step_on_device_.item<double>())
+                                     : steps_;
   }
   void set_steps(int64_t steps) {
     steps_ = steps;
@@ -357,20 +363,26 @@ class FlatOptimizer {
   void fused_step(at::Tensor& param, const at::Tensor& grad, double lr, const at::Tensor& divisor,
                   const at::Tensor& found_inf) {
     if (!step_on_device_.defined())
-      step_on_device_ = at::full({1}, static_cast<double>(steps_), at::TensorOptions().dtype(at::kFloat).device(device_));
-    if (found_inf.defined()) step_on_device_.sub_(found_inf - 1.0);
-    else step_on_device_.add_(1.0);
-    const auto optional = [](const at::Tensor& t) { return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt; };
+      step_on_device_ = at::full({1}, static_cast<double>(steps_),
+                                 at::TensorOptions().dtype(at::kFloat).device(device_));
+    if (found_inf.defined())
+      step_on_device_.sub_(found_inf - 1.0);
+    else
+      step_on_device_.add_(1.0);
+    const auto optional = [](const at::Tensor& t) {
+      return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+    };
     if (c_.kind == DSHOST_ADAMW) {
       at::_fused_adamw_({param}, {grad}, {exp_avg_}, {exp_avg_sq_}, {}, {step_on_device_}, lr,
                         c_.beta1, c_.beta2, c_.weight_decay, c_.eps, /*amsgrad=*/false,
                         /*maximize=*/false, optional(divisor), optional(found_inf));
       return;
     }
-    const std::vector<at::Tensor> momentum = momentum_.defined() ? std::vector<at::Tensor>{momentum_} : std::vector<at::Tensor>{};
+    const std::vector<at::Tensor> momentum =
+        momentum_.defined() ? std::vector<at::Tensor>{momentum_} : std::vector<at::Tensor>{};
     at::_fused_sgd_({param}, {grad}, momentum, c_.weight_decay, c_.momentum, lr, /*dampening=*/0.0,
-                    /*nesterov=*/false, /*maximize=*/false, /*is_first_step=*/false, optional(divisor),
-                    optional(found_inf));
+                    /*nesterov=*/false, /*maximize=*/false, /*is_first_step=*/false,
+                    optional(divisor), optional(found_inf));
   }
 #endif
   at::Tensor step_on_device_;  // the fused kernels' step count, fp32 as theirs
@@ -436,8 +448,7 @@ const dshost_strategy_api* strategy_api() {
   static const dshost_strategy_api api = {
       sizeof(dshost_strategy_api),
       [](const dshost_services* t, dshost_strategy** out, dshost_error* err) {
-        return guarded(err,
-                       [&] { *out = reinterpret_cast<dshost_strategy*>(new S(Services(t))); });
+        return guarded(err, [&] { *out = reinterpret_cast<dshost_strategy*>(new S(Services(t))); });
       },
       [](dshost_strategy* s) { delete as_strategy<S>(s); },
       [](dshost_strategy* s, const dshost_unit_params* units, int32_t count, dshost_error* err) {
@@ -446,7 +457,8 @@ const dshost_strategy_api* strategy_api() {
           for (int32_t u = 0; u < count; ++u) {
             const dshost_unit_params& given = element(units, static_cast<size_t>(u));
             UnitParams unit{given.name, {}};
-            for (int32_t i = 0; i < given.count; ++i) unit.values.push_back(borrow(given.values[i]));
+            for (int32_t i = 0; i < given.count; ++i)
+              unit.values.push_back(borrow(given.values[i]));
             copy.push_back(std::move(unit));
           }
           as_strategy<S>(s)->setup(copy);
@@ -494,6 +506,6 @@ const dshost_strategy_api* strategy_api() {
 
 }  // namespace dshost
 
-#define DSHOST_STRATEGY_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, OPTIONS, OPTION_COUNT)        \
+#define DSHOST_STRATEGY_PLUGIN(CLASS, NAME, VERSION, DESCRIPTION, OPTIONS, OPTION_COUNT)       \
   DSHOST_DEFINE_PLUGIN(DSHOST_KIND_STRATEGY, NAME, VERSION, DESCRIPTION, DSHOST_TORCH_VERSION, \
                        OPTIONS, OPTION_COUNT, ::dshost::strategy_api<CLASS>())

@@ -30,16 +30,26 @@ struct SdkTensor {
 
 inline DLDataType dl_dtype(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return {kDLFloat, 32, 1};
-    case at::kDouble: return {kDLFloat, 64, 1};
-    case at::kHalf: return {kDLFloat, 16, 1};
-    case at::kBFloat16: return {kDLBfloat, 16, 1};
-    case at::kLong: return {kDLInt, 64, 1};
-    case at::kInt: return {kDLInt, 32, 1};
-    case at::kShort: return {kDLInt, 16, 1};
-    case at::kChar: return {kDLInt, 8, 1};
-    case at::kByte: return {kDLUInt, 8, 1};
-    default: throw Error(std::string("no DLPack dtype for ") + at::toString(t), DSHOST_UNSUPPORTED);
+    case at::kFloat:
+      return {kDLFloat, 32, 1};
+    case at::kDouble:
+      return {kDLFloat, 64, 1};
+    case at::kHalf:
+      return {kDLFloat, 16, 1};
+    case at::kBFloat16:
+      return {kDLBfloat, 16, 1};
+    case at::kLong:
+      return {kDLInt, 64, 1};
+    case at::kInt:
+      return {kDLInt, 32, 1};
+    case at::kShort:
+      return {kDLInt, 16, 1};
+    case at::kChar:
+      return {kDLInt, 8, 1};
+    case at::kByte:
+      return {kDLUInt, 8, 1};
+    default:
+      throw Error(std::string("no DLPack dtype for ") + at::toString(t), DSHOST_UNSUPPORTED);
   }
 }
 

@@ -8,7 +8,9 @@ namespace dshost_zero {
 
 void check_delayed_update(const Options& o, bool on_gpu, dshost_optimizer_kind optimizer) {
   if (!o.delayed_update) return;
-  if (o.stage == 3 && o.offload_optimizer && (o.offload_param || !on_gpu) && optimizer == DSHOST_ADAMW) return;
+  if (o.stage == 3 && o.offload_optimizer && (o.offload_param || !on_gpu) &&
+      optimizer == DSHOST_ADAMW)
+    return;
   throw dshost::Error(
       "strategy.delayed_parameter_update = true needs zero3-offload with "
       "offload_optimizer_device = \"cpu\", offload_param_device = \"cpu\" and "

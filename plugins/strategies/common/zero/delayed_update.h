@@ -22,7 +22,8 @@ void check_delayed_update(const Options& o, bool on_gpu, dshost_optimizer_kind o
 class DelayedUpdate {
  public:
   // The strategy's shards and their twins, which outlive this.
-  DelayedUpdate(ShardBuffer& grads, ShardBuffer& spare_grads, ShardBuffer& params, ShardBuffer& next_params)
+  DelayedUpdate(ShardBuffer& grads, ShardBuffer& spare_grads, ShardBuffer& params,
+                ShardBuffer& next_params)
       : grads_(grads), spare_grads_(spare_grads), params_(params), next_params_(next_params) {}
   ~DelayedUpdate() {  // waits for an update in flight, whose error nobody reads any more
     if (pending_.valid()) pending_.wait();

@@ -18,7 +18,8 @@ TEST(ZeroDelayedUpdate, TheUpdateReadsTheGradientsJustReducedAndItsParametersCom
     updater = std::this_thread::get_id();
     p.parts[0].copy_(params.parts[0] - g.parts[0]);  // 10 - 1
   });
-  EXPECT_EQ(grads.parts[0][0].item<float>(), 2) << "the next backward fills the other gradient shard";
+  EXPECT_EQ(grads.parts[0][0].item<float>(), 2)
+      << "the next backward fills the other gradient shard";
   EXPECT_EQ(params.parts[0][0].item<float>(), 10) << "still the parameters in use";
   delayed.finish();
   EXPECT_NE(updater, std::this_thread::get_id());
@@ -31,7 +32,8 @@ TEST(ZeroDelayedUpdate, NeedsEverythingTheUpdateTouchesInHostMemory) {
   o.delayed_update = true;
   o.stage = 3;
   o.offload_optimizer = true;
-  EXPECT_THROW(check_delayed_update(o, /*on_gpu=*/true, DSHOST_ADAMW), dshost::Error) << "parameters on the GPU";
+  EXPECT_THROW(check_delayed_update(o, /*on_gpu=*/true, DSHOST_ADAMW), dshost::Error)
+      << "parameters on the GPU";
   EXPECT_NO_THROW(check_delayed_update(o, /*on_gpu=*/false, DSHOST_ADAMW));
   EXPECT_THROW(check_delayed_update(o, /*on_gpu=*/false, DSHOST_SGD), dshost::Error);
   o.offload_param = true;

@@ -10,10 +10,18 @@ namespace dshost_zero {
 Gatherer::Gatherer(dshost::Services services, const Options& o, const dshost::FlatLayout& layout,
                    std::vector<at::Tensor>& params, const std::vector<int32_t>& param_ids,
                    const ShardBuffer& param_shard, CopyStreams* copies, const c10::Device& device)
-    : services_(services), o_(o), layout_(layout), params_(params), param_ids_(param_ids),
-      param_shard_(param_shard), copies_(copies), device_(device), gathered_(layout.units()),
+    : services_(services),
+      o_(o),
+      layout_(layout),
+      params_(params),
+      param_ids_(param_ids),
+      param_shard_(param_shard),
+      copies_(copies),
+      device_(device),
+      gathered_(layout.units()),
       work_(layout.units()) {
-  for (int u = 0; u < layout_.units(); ++u) gathered_[u] = o_.stage == 2 || persistent(layout_, o_, u);
+  for (int u = 0; u < layout_.units(); ++u)
+    gathered_[u] = o_.stage == 2 || persistent(layout_, o_, u);
 }
 
 void Gatherer::use(int u, int direction) {
@@ -25,7 +33,8 @@ void Gatherer::use(int u, int direction) {
     ahead += layout_.unit_size(next);
     // The next unit whatever its size (a 1.3B gpt's blocks exceed the default bucket),
     // further ones while they fit.
-    if (o_.prefetch_bucket_size == 0 || (next != u + direction && ahead > o_.prefetch_bucket_size)) break;
+    if (o_.prefetch_bucket_size == 0 || (next != u + direction && ahead > o_.prefetch_bucket_size))
+      break;
     gather(next);
   }
 }
@@ -43,7 +52,8 @@ void Gatherer::gather(int u) {
       wait_for(copies_->to_device, compute_stream(device_));
       on_copy_stream.reset_stream(copies_->to_device);
     }
-    own_chunk(layout_, services_.rank(), params_[u], u).copy_(own, /*non_blocking=*/true);  // pinned when on the host
+    own_chunk(layout_, services_.rank(), params_[u], u)
+        .copy_(own, /*non_blocking=*/true);  // pinned when on the host
   }
   const int64_t begin = services_.rank() * layout_.chunk[u];
   work_[u] = services_.all_gather(dshost::slice(param_ids_[u], begin, layout_.chunk[u]),

@@ -26,8 +26,8 @@ class Gatherer {
   // `params` (the units' whole buffers in the compute dtype), `param_shard` (stage 3; may be
   // swapped with a twin between steps) and `copies` are the strategy's and outlive it.
   Gatherer(dshost::Services services, const Options& o, const dshost::FlatLayout& layout,
-           std::vector<at::Tensor>& params, const std::vector<int32_t>& param_ids, const ShardBuffer& param_shard,
-           CopyStreams* copies, const c10::Device& device);
+           std::vector<at::Tensor>& params, const std::vector<int32_t>& param_ids,
+           const ShardBuffer& param_shard, CopyStreams* copies, const c10::Device& device);
 
   // Makes unit u whole for use, and starts gathering the next units in `direction` (+1 or -1):
   // the next one, and more up to prefetch_bucket_size elements ahead (none when it is 0).

@@ -13,27 +13,31 @@ namespace {
 // threshold. Rank r's parameter shard holds 100 * (r + 1) + shard index.
 struct Rank {
   dshost::Services services;
-  dshost::FlatLayout layout{{{"a", {at::zeros({8})}}, {"b", {at::zeros({4})}}, {"c", {at::zeros({8})}}}, 2, true};
+  dshost::FlatLayout layout{
+      {{"a", {at::zeros({8})}}, {"b", {at::zeros({4})}}, {"c", {at::zeros({8})}}}, 2, true};
   ShardBuffer shard;
   std::vector<at::Tensor> params;
   std::vector<int32_t> ids;
   std::unique_ptr<Gatherer> gatherer;
 
   Rank(const dshost_services* table, int rank, const Options& o) : services(table) {
-    shard = ShardMemory(services, at::kCPU, layout.shard, 0, false).make(at::kFloat, at::kCPU, false);
+    shard =
+        ShardMemory(services, at::kCPU, layout.shard, 0, false).make(at::kFloat, at::kCPU, false);
     shard.parts[0].copy_(at::arange(layout.shard, at::kFloat) + 100 * (rank + 1));
     for (int u = 0; u < 3; ++u) {
       params.push_back(at::zeros({layout.unit_size(u)}));
       ids.push_back(services.register_buffer(dshost::to_dlpack(params[u])));
       if (!persistent(layout, o, u)) deallocate(params[u]);
     }
-    gatherer = std::make_unique<Gatherer>(services, o, layout, params, ids, shard, nullptr, at::kCPU);
+    gatherer =
+        std::make_unique<Gatherer>(services, o, layout, params, ids, shard, nullptr, at::kCPU);
   }
   // Unit u as every rank's chunk of it, end to end.
   at::Tensor expected(int u) const {
     std::vector<at::Tensor> chunks;
     for (int r = 0; r < 2; ++r)
-      chunks.push_back(at::arange(layout.chunk[u], at::kFloat) + layout.shard_begin[u] + 100 * (r + 1));
+      chunks.push_back(at::arange(layout.chunk[u], at::kFloat) + layout.shard_begin[u] +
+                       100 * (r + 1));
     return at::cat(chunks);
   }
 };

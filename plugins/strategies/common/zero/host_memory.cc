@@ -31,8 +31,10 @@ HostBytes host_bytes(const Options& o, const HostMemoryNeed& n) {
     b.per_rank = 12 * n.shard + copies * grad_bytes * n.shard +
                  n.compute_bytes * (o.stage == 3 ? copies * n.shard : n.padded_model);
   else
-    b.per_rank = (o.offload_optimizer ? 12 * n.shard + copies * pinned_bytes(grad_bytes * n.shard, pinned) : 0) +
-                 (o.offload_param ? copies * pinned_bytes(n.compute_bytes * n.shard, pinned) : 0);
+    b.per_rank =
+        (o.offload_optimizer ? 12 * n.shard + copies * pinned_bytes(grad_bytes * n.shard, pinned)
+                             : 0) +
+        (o.offload_param ? copies * pinned_bytes(n.compute_bytes * n.shard, pinned) : 0);
   b.moments = n.fused_adamw && (o.offload_optimizer || !n.on_gpu) ? 8 * n.shard : 0;
   return b;
 }
@@ -44,16 +46,19 @@ void check_host_memory(const Options& o, const HostMemoryNeed& n, int64_t availa
   const int64_t needed = b.per_rank * n.local_ranks;
   const int64_t available = setup_fits ? available_now + n.released * n.local_ranks : available_now;
   if (setup_fits && needed <= available) return;
-  const auto gib = [](int64_t bytes) { return std::to_string(bytes / (1 << 20) / 1024.0).substr(0, 5); };
-  throw dshost::Error(std::string(o.stage == 3 ? "zero3-offload" : "zero2") + " needs " + gib(needed) +
-                          " GiB of host memory on this node (" + gib(b.per_rank) + " GiB for each of its " +
-                          std::to_string(n.local_ranks) + " ranks: " + what_lives_on_host(o, n.on_gpu) +
-                          "), but only " + gib(available) + " GiB is available. Use more nodes, a smaller model" +
-                          (o.offload_optimizer && n.on_gpu ? ", a lower offload_optimizer_ratio" : "") +
-                          (o.offload_param ? ", offload_param_device = \"none\"" : "") +
-                          (o.pin_memory ? ", pin_memory = false (pinned buffers round up to a power of two)" : "") +
-                          ", or free host memory.",
-                      DSHOST_OUT_OF_MEMORY);
+  const auto gib = [](int64_t bytes) {
+    return std::to_string(bytes / (1 << 20) / 1024.0).substr(0, 5);
+  };
+  throw dshost::Error(
+      std::string(o.stage == 3 ? "zero3-offload" : "zero2") + " needs " + gib(needed) +
+          " GiB of host memory on this node (" + gib(b.per_rank) + " GiB for each of its " +
+          std::to_string(n.local_ranks) + " ranks: " + what_lives_on_host(o, n.on_gpu) +
+          "), but only " + gib(available) + " GiB is available. Use more nodes, a smaller model" +
+          (o.offload_optimizer && n.on_gpu ? ", a lower offload_optimizer_ratio" : "") +
+          (o.offload_param ? ", offload_param_device = \"none\"" : "") +
+          (o.pin_memory ? ", pin_memory = false (pinned buffers round up to a power of two)" : "") +
+          ", or free host memory.",
+      DSHOST_OUT_OF_MEMORY);
 }
 
 }  // namespace dshost_zero

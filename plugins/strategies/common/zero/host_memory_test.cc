@@ -54,12 +54,15 @@ TEST(HostMemory, TheModelsReleasedValuesCountOnceSetupFits) {
   n.shard = n.padded_model = kGiB / 4;  // 1 GiB fp32 model, one rank: 5 GiB with moments
   n.fused_adamw = true;
   n.released = kGiB;
-  EXPECT_EQ(refusal(o, n, 4 * kGiB + kGiB / 2), "(accepted)") << "3 GiB before the moments; 5 with the model gone";
+  EXPECT_EQ(refusal(o, n, 4 * kGiB + kGiB / 2), "(accepted)")
+      << "3 GiB before the moments; 5 with the model gone";
   const std::string message = refusal(o, n, 2 * kGiB);
-  EXPECT_EQ(message.rfind("zero2 needs 5.000 GiB of host memory on this node (5.000 GiB for each of its 1 ranks: "
-                          "parameters, gradient shard, master and AdamW moments), but only 2.000 GiB is available.",
-                          0),
-            0u)
+  EXPECT_EQ(
+      message.rfind(
+          "zero2 needs 5.000 GiB of host memory on this node (5.000 GiB for each of its 1 ranks: "
+          "parameters, gradient shard, master and AdamW moments), but only 2.000 GiB is available.",
+          0),
+      0u)
       << message;
 }
 

@@ -7,17 +7,26 @@
 
 namespace dshost_zero {
 
-int64_t reduction_piece(const dshost::FlatLayout& layout, int64_t reduce_bucket_size, int world_size) {
+int64_t reduction_piece(const dshost::FlatLayout& layout, int64_t reduce_bucket_size,
+                        int world_size) {
   int64_t largest_chunk = 1;
   for (int64_t c : layout.chunk) largest_chunk = std::max(largest_chunk, c);
   return std::clamp<int64_t>(reduce_bucket_size / world_size, 1, largest_chunk);
 }
 
-Reducer::Reducer(dshost::Services services, const Options& o, const dshost::FlatLayout& layout, at::Device device,
-                 ShardBuffer& grad_shard, std::vector<at::Tensor>& grads, const std::vector<int32_t>& grad_ids,
-                 CopyStreams* copies, int64_t piece)
-    : services_(services), o_(o), layout_(layout), device_(device), grad_shard_(grad_shard), grads_(grads),
-      grad_ids_(grad_ids), copies_(copies), piece_(piece), fresh_(layout.units(), true) {
+Reducer::Reducer(dshost::Services services, const Options& o, const dshost::FlatLayout& layout,
+                 at::Device device, ShardBuffer& grad_shard, std::vector<at::Tensor>& grads,
+                 const std::vector<int32_t>& grad_ids, CopyStreams* copies, int64_t piece)
+    : services_(services),
+      o_(o),
+      layout_(layout),
+      device_(device),
+      grad_shard_(grad_shard),
+      grads_(grads),
+      grad_ids_(grad_ids),
+      copies_(copies),
+      piece_(piece),
+      fresh_(layout.units(), true) {
   norm_ = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(device_));
   pieces_sq_ = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device_));
   norm_id_ = services_.register_buffer(dshost::to_dlpack(norm_));
@@ -50,7 +59,8 @@ void Reducer::reduce(int u) {
     dshost_slice out;
     if (r.first && target_id >= 0 && o_.reduce_dtype == target.scalar_type()) {
       r.slot = -1;
-      out = dshost::slice(target_id, layout_.shard_begin[u] - grad_shard_.begin[part] + begin, count);
+      out =
+          dshost::slice(target_id, layout_.shard_begin[u] - grad_shard_.begin[part] + begin, count);
     } else {
       out = dshost::slice(staging(slot).out.id, 0, count);
     }
@@ -66,10 +76,13 @@ void Reducer::reduce(int u) {
 // rank, the chunk is the unit. A wider reduce dtype rounds nothing: no copy.)
 void Reducer::fold_in_alone(int u, bool first) {
   const at::Tensor& grad = grads_[u];
-  const at::Tensor reduced = at::elementSize(o_.reduce_dtype) < grad.element_size() ? grad.to(o_.reduce_dtype) : grad;
+  const at::Tensor reduced =
+      at::elementSize(o_.reduce_dtype) < grad.element_size() ? grad.to(o_.reduce_dtype) : grad;
   const at::Tensor target = grad_shard_.range(layout_.shard_begin[u], layout_.chunk[u]);
-  if (first) target.copy_(reduced);
-  else target.add_(reduced);
+  if (first)
+    target.copy_(reduced);
+  else
+    target.add_(reduced);
   deallocate(grads_[u]);
 }
 
@@ -149,7 +162,8 @@ at::Tensor Reducer::global_norm() {
   norm_.zero_();
   for (const at::Tensor& part : grad_shard_.parts) {
     const bool summed_on_device = part.is_cpu() && !device_.is_cpu() && !accumulated_;
-    norm_.add_((summed_on_device ? pieces_sq_ : dshost::sum_of_squares(part)).to(device_).view({1}));
+    norm_.add_(
+        (summed_on_device ? pieces_sq_ : dshost::sum_of_squares(part)).to(device_).view({1}));
   }
   pieces_sq_.zero_();
   accumulated_ = false;

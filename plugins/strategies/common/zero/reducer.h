@@ -26,15 +26,16 @@ namespace dshost_zero {
 
 // Chunk columns per reduce-scatter: reduce_bucket_size elements over N ranks, at most the
 // largest chunk.
-int64_t reduction_piece(const dshost::FlatLayout& layout, int64_t reduce_bucket_size, int world_size);
+int64_t reduction_piece(const dshost::FlatLayout& layout, int64_t reduce_bucket_size,
+                        int world_size);
 
 class Reducer {
  public:
   // `grad_shard`, `grads` (the units' full gradient buffers) and `copies` are the strategy's
   // and outlive the reducer; `grad_shard` may be swapped with a twin between steps.
-  Reducer(dshost::Services services, const Options& o, const dshost::FlatLayout& layout, at::Device device,
-          ShardBuffer& grad_shard, std::vector<at::Tensor>& grads, const std::vector<int32_t>& grad_ids,
-          CopyStreams* copies, int64_t piece);
+  Reducer(dshost::Services services, const Options& o, const dshost::FlatLayout& layout,
+          at::Device device, ShardBuffer& grad_shard, std::vector<at::Tensor>& grads,
+          const std::vector<int32_t>& grad_ids, CopyStreams* copies, int64_t piece);
 
   // Starts reducing unit u's gradient; with overlap_comm = false, finishes it too.
   void reduce(int u);

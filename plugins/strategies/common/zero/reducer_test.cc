@@ -18,7 +18,8 @@ struct Rank {
   std::unique_ptr<Reducer> reducer;
 
   Rank(const dshost_services* table, const Options& o) : services(table) {
-    shard = ShardMemory(services, at::kCPU, layout.shard, 0, false).make(at::kFloat, at::kCPU, false, true);
+    shard = ShardMemory(services, at::kCPU, layout.shard, 0, false)
+                .make(at::kFloat, at::kCPU, false, true);
     for (int u = 0; u < 2; ++u) {
       grads.push_back(at::zeros({layout.unit_size(u)}));
       ids.push_back(services.register_buffer(dshost::to_dlpack(grads[u])));
@@ -77,7 +78,8 @@ TEST_P(Reduction, AveragesOverRanksIntoEachRanksChunkAndAccumulatesMicroBatches)
 }
 
 INSTANTIATE_TEST_SUITE_P(ZeroParts, Reduction,
-                         ::testing::Combine(::testing::Values(int64_t{2}, int64_t{8}), ::testing::Bool()));
+                         ::testing::Combine(::testing::Values(int64_t{2}, int64_t{8}),
+                                            ::testing::Bool()));
 
 // A unit whose gradient no reduction reached this step (a frozen branch) holds zeros after
 // the step, not the last step's gradient.
@@ -96,7 +98,8 @@ TEST(ZeroReducer, ChunksNoReductionReachedAreZeroedAtTheStep) {
     shards[r] = me.shard.parts[0].clone();
   });
   for (int r = 0; r < 2; ++r) {
-    EXPECT_TRUE(at::allclose(shards[r].narrow(0, 0, 4), expected_chunk(8, r, 1))) << "copied, not added";
+    EXPECT_TRUE(at::allclose(shards[r].narrow(0, 0, 4), expected_chunk(8, r, 1)))
+        << "copied, not added";
     EXPECT_EQ(shards[r].narrow(0, 4, 2).abs().sum().item<float>(), 0);
   }
 }

@@ -21,7 +21,8 @@ struct Scratch {
   int32_t id = -1;
 };
 
-inline Scratch make_scratch(const dshost::Services& s, int64_t numel, const at::TensorOptions& options) {
+inline Scratch make_scratch(const dshost::Services& s, int64_t numel,
+                            const at::TensorOptions& options) {
   Scratch out{at::empty({numel}, options)};
   out.id = s.register_buffer(dshost::to_dlpack(out.buffer));
   return out;

@@ -17,7 +17,8 @@ void ShardBuffer::zero() const {
   for (const at::Tensor& part : parts) part.zero_();
 }
 
-at::Tensor own_chunk(const dshost::FlatLayout& layout, int rank, const at::Tensor& unit_buffer, int u) {
+at::Tensor own_chunk(const dshost::FlatLayout& layout, int rank, const at::Tensor& unit_buffer,
+                     int u) {
   return unit_buffer.narrow(0, rank * layout.chunk[u], layout.chunk[u]);
 }
 
@@ -43,9 +44,12 @@ ShardBuffer ShardMemory::make(at::ScalarType dtype, at::Device home, bool pinnab
       b.ids.push_back(twin_of->ids[b.ids.size()]);
       return;
     }
-    const auto options = pinnable ? pinned_if_host(dtype, where) : at::TensorOptions().dtype(dtype).device(where);
+    const auto options =
+        pinnable ? pinned_if_host(dtype, where) : at::TensorOptions().dtype(dtype).device(where);
     b.parts.push_back(at::empty({end - begin}, options));
-    b.ids.push_back(registered && where == compute_ ? services_.register_buffer(dshost::to_dlpack(b.parts.back())) : -1);
+    b.ids.push_back(registered && where == compute_
+                        ? services_.register_buffer(dshost::to_dlpack(b.parts.back()))
+                        : -1);
   };
   if (split_ > 0) add_part(0, split_, compute_);
   if (split_ == 0 || split_ < shard_) add_part(split_, shard_, home);
@@ -53,8 +57,8 @@ ShardBuffer ShardMemory::make(at::ScalarType dtype, at::Device home, bool pinnab
 }
 
 at::TensorOptions ShardMemory::pinned_if_host(at::ScalarType dtype, at::Device where) const {
-  return at::TensorOptions().dtype(dtype).device(where).pinned_memory(pin_memory_ && where.is_cpu() &&
-                                                                      compute_.is_cuda());
+  return at::TensorOptions().dtype(dtype).device(where).pinned_memory(
+      pin_memory_ && where.is_cpu() && compute_.is_cuda());
 }
 
 }  // namespace dshost_zero

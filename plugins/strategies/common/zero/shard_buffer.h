@@ -24,7 +24,8 @@ struct ShardBuffer {
 };
 
 // Rank `rank`'s chunk of unit u's whole buffer.
-at::Tensor own_chunk(const dshost::FlatLayout& layout, int rank, const at::Tensor& unit_buffer, int u);
+at::Tensor own_chunk(const dshost::FlatLayout& layout, int rank, const at::Tensor& unit_buffer,
+                     int u);
 
 // offload_optimizer_ratio (DeepSpeed's offload_optimizer.ratio, ZeRO-Offload++): the shard
 // elements whose optimizer stays on the accelerator, the first units' as many as fit in
@@ -36,8 +37,13 @@ int64_t optimizer_split(const dshost::FlatLayout& layout, double offload_ratio);
 // at the buffer's home.
 class ShardMemory {
  public:
-  ShardMemory(dshost::Services services, at::Device compute, int64_t shard, int64_t split, bool pin_memory)
-      : services_(services), compute_(compute), shard_(shard), split_(split), pin_memory_(pin_memory) {}
+  ShardMemory(dshost::Services services, at::Device compute, int64_t shard, int64_t split,
+              bool pin_memory)
+      : services_(services),
+        compute_(compute),
+        shard_(shard),
+        split_(split),
+        pin_memory_(pin_memory) {}
   int64_t split() const { return split_; }
   // Left uninitialised; pinned in host memory when `pinnable` and pin_memory say so; parts on
   // the compute device registered when asked. A twin (DPU's second gradient shard) shares

@@ -10,7 +10,8 @@ namespace {
 
 // Units of 6, 10 and 3 elements over 2 ranks: padded to 6, 10 and 4, chunks of 3, 5 and 2.
 dshost::FlatLayout three_units() {
-  return dshost::FlatLayout({{"a", {at::zeros({6})}}, {"b", {at::zeros({2, 5})}}, {"c", {at::zeros({3})}}}, 2, true);
+  return dshost::FlatLayout(
+      {{"a", {at::zeros({6})}}, {"b", {at::zeros({2, 5})}}, {"c", {at::zeros({3})}}}, 2, true);
 }
 
 TEST(ShardBuffer, TheOptimizersSplitFallsBetweenWholeUnits) {
@@ -36,7 +37,8 @@ TEST(ShardBuffer, RangesAreFoundInTheirPartAndDevicePartsAreRegistered) {
   EXPECT_EQ(b.part_of(4), 1);
   EXPECT_EQ(b.parts[1].sum().item<float>(), 2);
   EXPECT_EQ(b.parts[1][1].item<float>(), 1) << "shard element 4 is the second of the part from 3";
-  EXPECT_FALSE(memory.pinned_if_host(at::kFloat, at::kCPU).pinned_memory()) << "pinned only beside a GPU";
+  EXPECT_FALSE(memory.pinned_if_host(at::kFloat, at::kCPU).pinned_memory())
+      << "pinned only beside a GPU";
   EXPECT_EQ(memory.make(at::kFloat, at::kCPU, false).ids, (std::vector<int32_t>{-1, -1}));
 }
 

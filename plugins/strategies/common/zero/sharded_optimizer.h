@@ -31,16 +31,17 @@ bool uses_fused_adamw(const Options& o, dshost_optimizer_kind optimizer, const a
 // bf16 gradients are read by dshost's fused AdamWs alone; a split optimizer's accelerator
 // share is updated by the CUDA AdamW, which writes bf16 parameters. Throws dshost::Error
 // (DSHOST_INVALID_ARGUMENT) for configurations that break either.
-void check_optimizer_options(const Options& o, bool fused_adamw, const at::Device& device, at::ScalarType dtype);
+void check_optimizer_options(const Options& o, bool fused_adamw, const at::Device& device,
+                             at::ScalarType dtype);
 
 class ShardedOptimizer {
  public:
   // `grads`, `param_shard` (stage 3), `params` (the units' whole buffers) and `delayed` are
   // the strategy's and outlive the optimizer. `piece`: elements per host write-back.
-  ShardedOptimizer(dshost::Services services, const Options& o, const dshost::FlatLayout& layout, at::Device device,
-                   at::ScalarType dtype, const ShardMemory& memory, const ShardBuffer& grads,
-                   const ShardBuffer& param_shard, const std::vector<at::Tensor>& params, DelayedUpdate* delayed,
-                   int64_t piece);
+  ShardedOptimizer(dshost::Services services, const Options& o, const dshost::FlatLayout& layout,
+                   at::Device device, at::ScalarType dtype, const ShardMemory& memory,
+                   const ShardBuffer& grads, const ShardBuffer& param_shard,
+                   const std::vector<at::Tensor>& params, DelayedUpdate* delayed, int64_t piece);
 
   bool fused() const { return fused_; }
   // The fp32 master values, which setup fills.
@@ -63,14 +64,17 @@ class ShardedOptimizer {
   void advance_step(const at::Tensor& found_inf);
   dshost::AdamWStep adamw_step(double lr, double t, double n, double max_grad_norm) const;
   void update_fused(const dshost_step_args& args, const at::Tensor& norm);
-  void update_on_device(const dshost_step_args& args, const at::Tensor& norm, const at::Tensor& found_inf, int part,
-                        const ShardBuffer& shard);
-  void update_on_host(const dshost::AdamWStep& s, const ShardBuffer& grads, const ShardBuffer& shard, int threads);
+  void update_on_device(const dshost_step_args& args, const at::Tensor& norm,
+                        const at::Tensor& found_inf, int part, const ShardBuffer& shard);
+  void update_on_host(const dshost::AdamWStep& s, const ShardBuffer& grads,
+                      const ShardBuffer& shard, int threads);
   template <class G>
-  void update_part_on_host(const dshost::AdamWStep& s, const G* g, const ShardBuffer& shard, int part, int threads);
+  void update_part_on_host(const dshost::AdamWStep& s, const G* g, const ShardBuffer& shard,
+                           int part, int threads);
   void write_back(int64_t begin, int64_t n, const ShardBuffer& shard);
   using RangeTarget = std::function<void(int64_t from, int64_t count, const at::Tensor& target)>;
-  void for_each_parameter_range(int64_t begin, int64_t n, const ShardBuffer& shard, const RangeTarget& f) const;
+  void for_each_parameter_range(int64_t begin, int64_t n, const ShardBuffer& shard,
+                                const RangeTarget& f) const;
 
   dshost::Services services_;
   Options o_;
@@ -84,7 +88,7 @@ class ShardedOptimizer {
   const std::vector<at::Tensor>& params_;
   DelayedUpdate* delayed_;
   int64_t piece_;
-  int update_threads_;  // the delayed update's: one core stays with the step
+  int update_threads_;                         // the delayed update's: one core stays with the step
   ShardBuffer master_, exp_avg_, exp_avg_sq_;  // fp32
   std::unique_ptr<dshost::FlatOptimizer> flat_;
   at::Tensor adam_step_;         // the fused AdamWs' step count, double on the compute device

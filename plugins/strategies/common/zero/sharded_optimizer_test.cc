@@ -23,8 +23,9 @@ struct Shard {
   std::unique_ptr<ShardedOptimizer> optimizer;
 
   explicit Shard(dshost_optimizer_config config) : ranks(1, config) {
-    optimizer = std::make_unique<ShardedOptimizer>(services, o, layout, at::kCPU, at::kFloat, memory, grads,
-                                                   no_param_shard, params, nullptr, 4);
+    optimizer =
+        std::make_unique<ShardedOptimizer>(services, o, layout, at::kCPU, at::kFloat, memory, grads,
+                                           no_param_shard, params, nullptr, 4);
     optimizer->master().parts[0].copy_(at::linspace(-1, 1, 6));
     grads.parts[0].copy_(at::linspace(0.5, -0.5, 6));
   }
@@ -39,17 +40,20 @@ dshost_step_args args(double lr, bool skip_nonfinite = false) {
 at::Tensor adamw_first_step(const at::Tensor& p, const at::Tensor& g, double lr, double wd) {
   const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   const at::Tensor m = (1 - b1) * g.to(at::kDouble), v = (1 - b2) * g.to(at::kDouble).pow(2);
-  return p.to(at::kDouble) * (1 - lr * wd) - lr / (1 - b1) * m / (v.sqrt() / std::sqrt(1 - b2) + eps);
+  return p.to(at::kDouble) * (1 - lr * wd) -
+         lr / (1 - b1) * m / (v.sqrt() / std::sqrt(1 - b2) + eps);
 }
 
 TEST(ZeroOptimizer, TheFusedAdamWStepsAsTorchsAndWritesTheParametersBack) {
   Shard s(dshost::test::adamw(0.01));
   ASSERT_TRUE(s.optimizer->fused());
-  const at::Tensor expected = adamw_first_step(s.optimizer->master().parts[0], s.grads.parts[0], 0.1, 0.01);
+  const at::Tensor expected =
+      adamw_first_step(s.optimizer->master().parts[0], s.grads.parts[0], 0.1, 0.01);
   s.optimizer->step(args(0.1), s.norm());
   EXPECT_TRUE(at::allclose(s.optimizer->master().parts[0].to(at::kDouble), expected, 1e-6, 1e-6))
       << s.optimizer->master().parts[0] << expected;
-  EXPECT_TRUE(at::equal(s.params[0], s.optimizer->master().parts[0])) << "stage 2: the unit's own chunk";
+  EXPECT_TRUE(at::equal(s.params[0], s.optimizer->master().parts[0]))
+      << "stage 2: the unit's own chunk";
   EXPECT_EQ(s.optimizer->steps(), 1);
   const dshost::NamedState state = s.optimizer->unit_state(0);
   ASSERT_EQ(state.size(), 3u);
@@ -82,8 +86,9 @@ TEST(ZeroOptimizer, Bf16GradientsNeedTheFusedAdamW) {
     check_optimizer_options(o, /*fused_adamw=*/false, at::kCPU, at::kFloat);
     FAIL() << "accepted";
   } catch (const dshost::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("grad_accum_dtype = \"bf16\" needs optimizer.name = \"adamw\""),
-              std::string::npos);
+    EXPECT_NE(
+        std::string(e.what()).find("grad_accum_dtype = \"bf16\" needs optimizer.name = \"adamw\""),
+        std::string::npos);
   }
   EXPECT_NO_THROW(check_optimizer_options(o, /*fused_adamw=*/true, at::kCPU, at::kFloat));
 }

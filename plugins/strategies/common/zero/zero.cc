@@ -10,7 +10,10 @@
 namespace dshost_zero {
 
 Zero::Zero(const dshost::Services& s, Options o)
-    : Strategy(s), o_(o), device_(dshost::to_device(s.device())), dtype_(dshost::compute_dtype(s)),
+    : Strategy(s),
+      o_(o),
+      device_(dshost::to_device(s.device())),
+      dtype_(dshost::compute_dtype(s)),
       fused_adamw_(uses_fused_adamw(o, s.optimizer().kind, device_, dtype_)),
       grads_in_shard_(s.world_size() == 1 && !o.offload_optimizer && o.grad_dtype == dtype_) {}
 
@@ -21,7 +24,8 @@ void Zero::setup(const std::vector<dshost::UnitParams>& units) {
   check_delayed_update(o_, device_.is_cuda(), s.optimizer().kind);
   check_optimizer_options(o_, fused_adamw_, device_, dtype_);
   layout_ = std::make_unique<dshost::FlatLayout>(units, s.world_size(), true);
-  memory_ = std::make_unique<ShardMemory>(s, device_, layout_->shard, optimizer_split_of(*layout_), o_.pin_memory);
+  memory_ = std::make_unique<ShardMemory>(s, device_, layout_->shard, optimizer_split_of(*layout_),
+                                          o_.pin_memory);
   check_host_memory_for(units);
   const at::Device optimizer_home = o_.offload_optimizer ? at::Device(at::kCPU) : device_;
   // Gradient shards start empty (each step's first reduction copies into a chunk, the step
@@ -30,13 +34,17 @@ void Zero::setup(const std::vector<dshost::UnitParams>& units) {
   // *_like would drop pinned_memory, and pageable copies ran at 8 GB/s every other step.)
   grad_shard_ = memory_->make(o_.grad_dtype, optimizer_home, true, true);
   if (grads_in_shard_) grad_shard_.zero();
-  if (o_.delayed_update) grad_spare_ = memory_->make(o_.grad_dtype, optimizer_home, true, true, &grad_shard_);
-  if (device_.is_cuda() && o_.stage == 3 && (o_.offload_optimizer || o_.offload_param)) copies_.emplace(device_, 2);
+  if (o_.delayed_update)
+    grad_spare_ = memory_->make(o_.grad_dtype, optimizer_home, true, true, &grad_shard_);
+  if (device_.is_cuda() && o_.stage == 3 && (o_.offload_optimizer || o_.offload_param))
+    copies_.emplace(device_, 2);
   const int64_t piece = reduction_piece(*layout_, o_.reduce_bucket_size, s.world_size());
   if (o_.delayed_update)
-    delayed_ = std::make_unique<DelayedUpdate>(grad_shard_, grad_spare_, param_shard_, param_shard_next_);
-  optimizer_ = std::make_unique<ShardedOptimizer>(s, o_, *layout_, device_, dtype_, *memory_, grad_shard_,
-                                                  param_shard_, params_, delayed_.get(), piece);
+    delayed_ =
+        std::make_unique<DelayedUpdate>(grad_shard_, grad_spare_, param_shard_, param_shard_next_);
+  optimizer_ =
+      std::make_unique<ShardedOptimizer>(s, o_, *layout_, device_, dtype_, *memory_, grad_shard_,
+                                         param_shard_, params_, delayed_.get(), piece);
   make_units(units, piece);
   const at::Device param_home = o_.offload_param ? at::Device(at::kCPU) : device_;
   if (o_.stage == 3) {  // (Tensor::to would ignore pinned_memory: pageable copies ran at 8 GB/s)
@@ -46,16 +54,19 @@ void Zero::setup(const std::vector<dshost::UnitParams>& units) {
   }
   if (o_.delayed_update) param_shard_next_ = memory_->make(dtype_, param_home, true);
   CopyStreams* copies = copies_ ? &*copies_ : nullptr;
-  reducer_ = std::make_unique<Reducer>(s, o_, *layout_, device_, grad_shard_, grads_, grad_ids_, copies, piece);
-  gatherer_ = std::make_unique<Gatherer>(s, o_, *layout_, params_, param_ids_, param_shard_, copies, device_);
+  reducer_ = std::make_unique<Reducer>(s, o_, *layout_, device_, grad_shard_, grads_, grad_ids_,
+                                       copies, piece);
+  gatherer_ = std::make_unique<Gatherer>(s, o_, *layout_, params_, param_ids_, param_shard_, copies,
+                                         device_);
 }
 
 int64_t Zero::optimizer_split_of(const dshost::FlatLayout& layout) const {
   if (!o_.offload_optimizer || o_.offload_ratio >= 1) return 0;
   const int64_t split = optimizer_split(layout, o_.offload_ratio);
-  services().info("zero3-offload: " + std::to_string(split) + " of " + std::to_string(layout.shard) +
-                  " shard elements keep their optimizer on the accelerator (offload_optimizer_ratio " +
-                  std::to_string(o_.offload_ratio).substr(0, 4) + ")");
+  services().info(
+      "zero3-offload: " + std::to_string(split) + " of " + std::to_string(layout.shard) +
+      " shard elements keep their optimizer on the accelerator (offload_optimizer_ratio " +
+      std::to_string(o_.offload_ratio).substr(0, 4) + ")");
   return split;
 }
 
@@ -69,7 +80,8 @@ void Zero::check_host_memory_for(const std::vector<dshost::UnitParams>& units) c
   need.local_ranks = services().local_world_size();
   for (const auto& unit : units)
     for (const at::Tensor& value : unit.values)
-      if (value.is_cpu()) need.released += value.numel() * static_cast<int64_t>(value.element_size());
+      if (value.is_cpu())
+        need.released += value.numel() * static_cast<int64_t>(value.element_size());
   check_host_memory(o_, need, dshost::available_host_memory());
 }
 
@@ -83,7 +95,8 @@ void Zero::make_units(const std::vector<dshost::UnitParams>& units, int64_t piec
   Scratch bounce = make_scratch(s, s.world_size() * piece, on_device(at::kFloat));
   for (int u = 0; u < layout_->units(); ++u) {
     const at::Tensor full = unit_from_rank0(units, u, bounce);
-    master.range(layout_->shard_begin[u], layout_->chunk[u]).copy_(own_chunk(*layout_, s.rank(), full, u));
+    master.range(layout_->shard_begin[u], layout_->chunk[u])
+        .copy_(own_chunk(*layout_, s.rank(), full, u));
     params_.push_back(at::empty({layout_->unit_size(u)}, on_device(dtype_)).copy_(full));
     grads_.push_back(grads_in_shard_ ? grad_shard_.range(layout_->shard_begin[u], layout_->chunk[u])
                                      : at::empty({layout_->unit_size(u)}, on_device(dtype_)));
@@ -102,7 +115,8 @@ void Zero::make_units(const std::vector<dshost::UnitParams>& units, int64_t piec
 
 // Unit u's initial values in fp32 host memory, rank 0's on every rank: broadcast in pieces
 // through `bounce` (registered memory on the device collectives run on).
-at::Tensor Zero::unit_from_rank0(const std::vector<dshost::UnitParams>& units, int u, const Scratch& bounce) const {
+at::Tensor Zero::unit_from_rank0(const std::vector<dshost::UnitParams>& units, int u,
+                                 const Scratch& bounce) const {
   at::Tensor full = at::zeros({layout_->unit_size(u)}, at::kFloat);
   for (size_t i = 0; i < units[u].values.size(); ++i)
     layout_->unit_view(full, u, static_cast<int>(i)).copy_(units[u].values[i]);
@@ -160,14 +174,16 @@ double Zero::step(const dshost_step_args& args) {
 void Zero::save(const dshost::StateIO& io) {
   if (delayed_) delayed_->finish();
   for (int u = 0; u < layout_->units(); ++u)
-    dshost::save_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], optimizer_->unit_state(u));
+    dshost::save_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u],
+                       optimizer_->unit_state(u));
   io.write_step_count(optimizer_->steps());
 }
 
 void Zero::load(const dshost::StateIO& io) {
   if (delayed_) delayed_->finish();
   for (int u = 0; u < layout_->units(); ++u)
-    dshost::load_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u], optimizer_->unit_state(u));
+    dshost::load_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u],
+                       optimizer_->unit_state(u));
   optimizer_->set_steps(io.read_step_count());
   optimizer_->write_back_all();
   gatherer_->regather();
@@ -184,11 +200,13 @@ dshost_memory_report Zero::memory() const {
     for (const at::Tensor& part : b.parts) add(part, device, host);
   };
   for (const auto& p : params_) add(p, &r.param_device, &r.param_host);
-  for (const auto* b : {&param_shard_, &param_shard_next_}) add_parts(*b, &r.param_device, &r.param_host);
+  for (const auto* b : {&param_shard_, &param_shard_next_})
+    add_parts(*b, &r.param_device, &r.param_host);
   if (!grads_in_shard_)  // (else ranges of the shard, counted below)
     for (const auto& g : grads_) add(g, &r.grad_device, &r.grad_host);
   for (const auto* b : {&grad_shard_, &grad_spare_}) add_parts(*b, &r.grad_device, &r.grad_host);
-  if (reducer_) reducer_->for_each_buffer([&](const at::Tensor& t) { add(t, &r.grad_device, &r.grad_host); });
+  if (reducer_)
+    reducer_->for_each_buffer([&](const at::Tensor& t) { add(t, &r.grad_device, &r.grad_host); });
   if (!optimizer_) return r;
   optimizer_->for_each_buffer([&](const at::Tensor& t) { add(t, &r.optim_device, &r.optim_host); });
   if (const dshost::FlatOptimizer* flat = optimizer_->flat_optimizer())

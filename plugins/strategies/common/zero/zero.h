@@ -71,9 +71,14 @@ class Zero : public dshost::Strategy {
   int64_t optimizer_split_of(const dshost::FlatLayout& layout) const;
   void check_host_memory_for(const std::vector<dshost::UnitParams>& units) const;
   void make_units(const std::vector<dshost::UnitParams>& units, int64_t piece);
-  at::Tensor unit_from_rank0(const std::vector<dshost::UnitParams>& units, int u, const Scratch& bounce) const;
-  int64_t own_begin(int u) const { return layout_->unit_begin[u] + services().rank() * layout_->chunk[u]; }
-  at::TensorOptions on_device(at::ScalarType dtype) const { return at::TensorOptions().dtype(dtype).device(device_); }
+  at::Tensor unit_from_rank0(const std::vector<dshost::UnitParams>& units, int u,
+                             const Scratch& bounce) const;
+  int64_t own_begin(int u) const {
+    return layout_->unit_begin[u] + services().rank() * layout_->chunk[u];
+  }
+  at::TensorOptions on_device(at::ScalarType dtype) const {
+    return at::TensorOptions().dtype(dtype).device(device_);
+  }
 
   const Options o_;
   const at::Device device_;

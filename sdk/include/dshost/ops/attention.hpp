@@ -17,8 +17,10 @@ inline at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, con
 #else
   const int64_t t = q.size(-2);
   const at::Tensor future = at::ones({t, t}, q.options().dtype(at::kBool)).triu_(1);
-  const at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).div_(std::sqrt(static_cast<double>(q.size(-1))));
-  return at::matmul(scores.masked_fill_(future, -std::numeric_limits<float>::infinity()).softmax(-1), v);
+  const at::Tensor scores =
+      at::matmul(q, k.transpose(-2, -1)).div_(std::sqrt(static_cast<double>(q.size(-1))));
+  return at::matmul(
+      scores.masked_fill_(future, -std::numeric_limits<float>::infinity()).softmax(-1), v);
 #endif
 }
 

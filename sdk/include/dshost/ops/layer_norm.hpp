@@ -14,8 +14,10 @@ namespace dshost {
 // they return, which the next matrix multiply rounds to bf16 anyway; so a bf16 input skips
 // autocast here, as it does under FSDP2's MixedPrecisionPolicy. Elsewhere autocast's path
 // (LibTorch 1.13's CPU kernel sums the weights' gradients in bf16).
-inline at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
-  if (x.scalar_type() != at::kBFloat16 || !x.is_cuda()) return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
+inline at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                             double eps) {
+  if (x.scalar_type() != at::kBFloat16 || !x.is_cuda())
+    return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   return at::layer_norm(x, {x.size(-1)}, weight.to(at::kBFloat16), bias.to(at::kBFloat16), eps);
 }

@@ -40,7 +40,8 @@ struct LinearIntoGrad : torch::autograd::Function<LinearIntoGrad> {
 // run as before. For a weight used inside its own unit only: the gradient lands between
 // that unit's pre_backward and grads_ready, whereas autograd sums a tied weight's uses
 // before accumulating them.
-inline at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {}) {
+inline at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
+                         const at::Tensor& bias = {}) {
   const at::Tensor& grad = weight.grad();
   const bool into_grad = at::GradMode::is_enabled() && weight.requires_grad() && grad.defined() &&
                          grad.scalar_type() == weight.scalar_type() &&

@@ -23,7 +23,8 @@ struct Recomputed : torch::autograd::Function<Recomputed> {
   struct Unit : torch::CustomClassHolder {
     std::function<at::Tensor(const at::Tensor&)> forward;
     bool replay_random = false;
-    static c10::intrusive_ptr<Unit> make(std::function<at::Tensor(const at::Tensor&)> f, bool replay) {
+    static c10::intrusive_ptr<Unit> make(std::function<at::Tensor(const at::Tensor&)> f,
+                                         bool replay) {
       auto unit = c10::make_intrusive<Unit>();
       unit->forward = std::move(f);
       unit->replay_random = replay;
@@ -65,10 +66,13 @@ struct Recomputed : torch::autograd::Function<Recomputed> {
   // plugin was built by dshost_add_plugin against a CUDA LibTorch, which says so).
   static void refuse_capture(at::Device device) {
 #if DSHOST_TORCH_CUDA
-    if (device.is_cuda() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None)
-      throw Error("activation checkpointing with dropout cannot run inside a CUDA graph: the recomputation "
-                  "would draw new dropout masks. Set train.cuda_graph = false, or the model's dropout to 0.",
-                  DSHOST_INVALID_ARGUMENT);
+    if (device.is_cuda() &&
+        c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None)
+      throw Error(
+          "activation checkpointing with dropout cannot run inside a CUDA graph: the recomputation "
+          "would draw new dropout masks. Set train.cuda_graph = false, or the model's dropout to "
+          "0.",
+          DSHOST_INVALID_ARGUMENT);
 #else
     (void)device;
 #endif
