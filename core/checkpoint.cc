@@ -26,18 +26,6 @@ std::string rank_file(int rank) {
   return name.str();
 }
 
-// Runs `body`, turning an exception into a status and message for the ABI.
-template <class Body>
-dshost_status guarded_io(dshost_error* err, Body&& body) {
-  try {
-    body();
-    return DSHOST_OK;
-  } catch (const std::exception& e) {
-    std::snprintf(err->message, sizeof(err->message), "%s", e.what());
-    return DSHOST_INVALID_ARGUMENT;
-  }
-}
-
 // The name of a parameter's state: the parameter's own name for its values, else
 // NAME.KEY; a strategy-wide tensor (unit -1) is named by its key.
 std::string state_name(const std::vector<std::vector<TensorLayout>>& params,
@@ -139,19 +127,22 @@ CheckpointWriter::CheckpointWriter(const std::vector<std::vector<TensorLayout>>&
   io_.context = this;
   io_.write = [](void* context, const dshost_state_slice* where, const DLTensor* data,
                  dshost_error* err) {
-    return guarded_io(err, [&] {
-      auto* self = static_cast<CheckpointWriter*>(context);
-      const at::Tensor t = borrow(data);
-      TensorLayout layout;
-      if (where->unit < 0) {
-        layout = TensorLayout{where->key, t.sizes().vec(), identity_order(t.dim())};
-      } else {
-        layout = self->params_.at(where->unit).at(where->index);
-        layout.name = state_name(self->params_, *where);
-        if (std::string(where->key) != "value") layout.export_name.clear();  // moments stay out
-      }
-      self->add(layout, where->offset, t);
-    });
+    return guarded(
+        err,
+        [&] {
+          auto* self = static_cast<CheckpointWriter*>(context);
+          const at::Tensor t = borrow(data);
+          TensorLayout layout;
+          if (where->unit < 0) {
+            layout = TensorLayout{where->key, t.sizes().vec(), identity_order(t.dim())};
+          } else {
+            layout = self->params_.at(where->unit).at(where->index);
+            layout.name = state_name(self->params_, *where);
+            if (std::string(where->key) != "value") layout.export_name.clear();  // moments stay out
+          }
+          self->add(layout, where->offset, t);
+        },
+        DSHOST_INVALID_ARGUMENT);
   };
   io_.read = nullptr;
 }
@@ -241,21 +232,24 @@ CheckpointReader::CheckpointReader(std::string dir,
   io_.context = this;
   io_.write = nullptr;
   io_.read = [](void* context, const dshost_state_slice* where, DLTensor* data, dshost_error* err) {
-    return guarded_io(err, [&] {
-      auto* self = static_cast<CheckpointReader*>(context);
-      at::Tensor out = borrow(data);
-      const std::string name = state_name(self->params_, *where);
-      if (where->unit < 0) {
-        const at::Tensor t = self->whole(name);
-        if (t.numel() != out.numel())
-          throw UserError(cat("tensor ", name, " has ", t.numel(), " elements in checkpoint ",
-                              self->dir_, " but ", out.numel(), " are asked for"));
-        out.copy_(t.reshape(out.sizes()));
-        return;
-      }
-      const TensorLayout& p = self->params_.at(where->unit).at(where->index);
-      self->fill(name, p.order, where->offset, out);
-    });
+    return guarded(
+        err,
+        [&] {
+          auto* self = static_cast<CheckpointReader*>(context);
+          at::Tensor out = borrow(data);
+          const std::string name = state_name(self->params_, *where);
+          if (where->unit < 0) {
+            const at::Tensor t = self->whole(name);
+            if (t.numel() != out.numel())
+              throw UserError(cat("tensor ", name, " has ", t.numel(), " elements in checkpoint ",
+                                  self->dir_, " but ", out.numel(), " are asked for"));
+            out.copy_(t.reshape(out.sizes()));
+            return;
+          }
+          const TensorLayout& p = self->params_.at(where->unit).at(where->index);
+          self->fill(name, p.order, where->offset, out);
+        },
+        DSHOST_INVALID_ARGUMENT);
   };
 }
 

@@ -20,20 +20,22 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <cstring>
 
 namespace dshost {
 namespace {
 
-int env_int(const char* name, int fallback, bool required) {
+// The non-negative integer in environment variable `name`; `fallback` where it is unset,
+// and where there is none, an error.
+int env_int(const char* name, std::optional<int> fallback = std::nullopt) {
   const char* text = std::getenv(name);
   if (text == nullptr || *text == '\0') {
-    if (required)
-      throw UserError(cat("environment variable ", name, " is not set; start ranks with ",
-                          "`dshost run` (or set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as ",
-                          "torchrun does)"));
-    return fallback;
+    if (fallback) return *fallback;
+    throw UserError(cat("environment variable ", name, " is not set; start ranks with ",
+                        "`dshost run` (or set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as ",
+                        "torchrun does)"));
   }
   char* end = nullptr;
   const long v = std::strtol(text, &end, 10);
@@ -119,11 +121,11 @@ void note_collective(const char* kind, const at::Tensor& t) {
 
 Rendezvous Rendezvous::from_env() {
   Rendezvous rv;
-  rv.rank = env_int("RANK", 0, true);
-  rv.world_size = env_int("WORLD_SIZE", 1, true);
-  rv.local_rank = env_int("LOCAL_RANK", rv.rank, false);
-  rv.local_world_size = env_int("LOCAL_WORLD_SIZE", rv.world_size, false);
-  rv.master_port = env_int("MASTER_PORT", 29500, true);
+  rv.rank = env_int("RANK");
+  rv.world_size = env_int("WORLD_SIZE");
+  rv.local_rank = env_int("LOCAL_RANK", rv.rank);
+  rv.local_world_size = env_int("LOCAL_WORLD_SIZE", rv.world_size);
+  rv.master_port = env_int("MASTER_PORT");
   if (const char* addr = std::getenv("MASTER_ADDR")) rv.master_addr = addr;
   if (rv.world_size < 1 || rv.rank >= rv.world_size)
     throw UserError(cat("RANK=", rv.rank, " is not below WORLD_SIZE=", rv.world_size));

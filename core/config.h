@@ -1,12 +1,46 @@
-// The host's own manifest sections as typed structs. Each struct's keys, defaults, ranges
-// and allowed values are declared once, in config.cc, as option tables.
+// The host's own manifest sections as typed structs. Each member's key, default, range and
+// help are declared once, in config.cc (see config_keys.h); a key with a fixed set of values
+// holds an enum whose names are the values the manifest spells.
 #pragma once
 
+#include "core/config_keys.h"
 #include "core/manifest.h"
 
 #include <string>
 
 namespace dshost {
+
+enum class Precision { fp32, bf16 };
+enum class DeviceKind { cpu, cuda };
+enum class Nonfinite { stop, skip, ignore };  // what a NaN or infinite loss or norm does
+enum class OptimizerKind { adamw, sgd };
+enum class Decay { cosine, linear, constant };
+enum class Decode { automatic, cpu, gpu };  // spelled "auto", "cpu", "gpu"
+
+template <>
+struct Choices<Precision> {
+  static constexpr const char* names = "fp32|bf16";
+};
+template <>
+struct Choices<DeviceKind> {
+  static constexpr const char* names = "cpu|cuda";
+};
+template <>
+struct Choices<Nonfinite> {
+  static constexpr const char* names = "stop|skip|ignore";
+};
+template <>
+struct Choices<OptimizerKind> {
+  static constexpr const char* names = "adamw|sgd";
+};
+template <>
+struct Choices<Decay> {
+  static constexpr const char* names = "cosine|linear|constant";
+};
+template <>
+struct Choices<Decode> {
+  static constexpr const char* names = "auto|cpu|gpu";
+};
 
 struct RunConfig {
   std::string name;  // run directory = output_dir/name
@@ -19,9 +53,9 @@ struct RunConfig {
 struct TrainConfig {
   int64_t epochs, max_steps;  // max_steps > 0 stops early (optimizer steps)
   int64_t micro_batch_size, grad_accum_steps, eval_batch_size;
-  double grad_clip;       // max global gradient norm; 0 = off
-  std::string precision;  // fp32 | bf16
-  std::string device;     // cpu | cuda
+  double grad_clip;  // max global gradient norm; 0 = off
+  Precision precision;
+  DeviceKind device;
   int64_t log_every;      // steps between progress lines
   bool eval;              // evaluate on the test split after each epoch
   int64_t threads;        // intra-op threads per rank; 0 = cores / local ranks
@@ -30,17 +64,17 @@ struct TrainConfig {
   bool cudnn_benchmark;   // cuDNN autotuning (fastest, not bit-reproducible)
   int64_t profile_steps;  // optimizer steps traced by the PyTorch profiler; 0 = off
   int64_t profile_after;  // steps before the traced ones
-  std::string nonfinite;  // stop | skip | ignore: what a NaN or infinite loss or gradient norm does
+  Nonfinite nonfinite;
 };
 
 struct OptimizerConfig {
-  std::string name;  // adamw | sgd
+  OptimizerKind name;
   double lr, beta1, beta2, eps, weight_decay, momentum;
 };
 
 struct SchedulerConfig {
   int64_t warmup_steps;
-  std::string decay;  // cosine | linear | constant
+  Decay decay;
   double min_lr_ratio;
 };
 
@@ -50,8 +84,8 @@ struct DataConfig {
   int64_t channels, image_size;  // images as presented to the model; 0: the dataset's own
   int64_t workers;               // threads per rank that fill samples; 0 = automatic
   int64_t prefetch;              // micro-batches prepared ahead of the step
-  std::string decode;            // JPEG files: auto | cpu | gpu
-  int64_t max_bad_files;         // samples that may fail before the run stops
+  Decode decode;
+  int64_t max_bad_files;  // samples that may fail before the run stops
 };
 
 constexpr const char* kDefaultDataset = "fashion_mnist";
@@ -69,6 +103,10 @@ struct CommConfig {
   double timeout_s;
 };
 
+struct PluginsConfig {
+  std::string paths;  // ':'-separated
+};
+
 struct Config {
   RunConfig run;
   TrainConfig train;
@@ -77,7 +115,7 @@ struct Config {
   DataConfig data;
   CommConfig comm;
   CheckpointConfig checkpoint;
-  std::string plugin_paths;  // [plugins] paths, ':'-separated
+  PluginsConfig plugins;
 };
 
 // Validates the host's sections and refuses unknown top-level sections. [data] is read with

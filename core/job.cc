@@ -23,7 +23,7 @@ LoadedSection load_section(const Manifest& m, const PluginCatalog& catalog, dsho
 // train.nonfinite = "skip" is carried out by the strategy, which learned to since ABI 1.5.
 void check_skip_support(const Manifest& m, const Config& config, const LoadedSection& strategy) {
   const dshost_plugin_descriptor* d = strategy.plugin.descriptor;
-  if (config.train.nonfinite != "skip" || can_skip_updates(*d)) return;
+  if (config.train.nonfinite != Nonfinite::skip || can_skip_updates(*d)) return;
   throw UserError(cat(m.origin("train", "nonfinite"),
                       ": error: train.nonfinite = \"skip\" needs a "
                       "strategy built for dshost ABI 1.5 or later, but strategy '",
@@ -34,8 +34,8 @@ void check_skip_support(const Manifest& m, const Config& config, const LoadedSec
 
 // data.decode = "gpu" decodes with nvJPEG on the rank's GPU.
 void check_gpu_decode(const Manifest& m, const Config& config) {
-  if (config.data.decode != "gpu") return;
-  const char* missing = config.train.device != "cuda" ? "train.device = \"cuda\""
+  if (config.data.decode != Decode::gpu) return;
+  const char* missing = config.train.device != DeviceKind::cuda ? "train.device = \"cuda\""
                         : !GpuJpegDecoder::built()
                             ? "a dshost built with nvJPEG (a CUDA toolkit that has it)"
                             : nullptr;
@@ -71,7 +71,7 @@ LoadedSection load_data_section(const Manifest& m, const PluginCatalog& catalog,
 Job prepare_job(const std::string& manifest_path, const std::vector<std::string>& overrides) {
   Manifest m = Manifest::load(manifest_path, overrides);
   Config config = read_config(m);
-  const PluginCatalog catalog(config.plugin_paths);
+  const PluginCatalog catalog(config.plugins.paths);
   LoadedSection model = load_section(m, catalog, DSHOST_KIND_MODEL, "model");
   LoadedSection strategy = load_section(m, catalog, DSHOST_KIND_STRATEGY, "strategy");
   check_skip_support(m, config, strategy);

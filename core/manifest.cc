@@ -112,9 +112,7 @@ Value to_value(const dshost_option& opt, const toml::node& node, const std::stri
     throw UserError(cat(where, ": error: ", full, " = ", describe(node), " is out of range [",
                         opt.min, ", ", opt.max, "]: ", opt.help));
   if (opt.type == DSHOST_OPTION_STRING && opt.allowed != nullptr) {
-    std::vector<std::string> allowed;
-    std::stringstream list(opt.allowed);
-    for (std::string item; std::getline(list, item, '|');) allowed.push_back(item);
+    const std::vector<std::string> allowed = split(opt.allowed, '|');
     if (std::find(allowed.begin(), allowed.end(), v.s) == allowed.end()) {
       const std::string best = closest(v.s, allowed);
       throw UserError(cat(where, ": error: ", full, " = \"", v.s, "\" is not one of: ",

@@ -72,7 +72,7 @@ std::string write_split(const ImageFiles& files, const std::string& prefix, int6
   const auto n = static_cast<int64_t>(files.paths.size());
   const int64_t shards = (n + per_shard - 1) / per_shard;
   const auto shard_name = [&](int64_t s) {
-    char number[16];
+    char number[24];
     std::snprintf(number, sizeof number, "%06lld", static_cast<long long>(s));
     return prefix + number + ".tar";
   };

@@ -17,7 +17,6 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
 
 namespace fs = std::filesystem;
 
@@ -28,8 +27,7 @@ constexpr int kHostCxx11Abi = _GLIBCXX_USE_CXX11_ABI;
 
 std::vector<std::string> split_paths(const std::string& paths) {
   std::vector<std::string> out;
-  std::stringstream in(paths);
-  for (std::string item; std::getline(in, item, ':');)
+  for (const std::string& item : split(paths, ':'))
     if (!item.empty()) out.push_back(item);
   return out;
 }

@@ -47,7 +47,7 @@ void use_device(const at::Device& device, int local_world_size) {
 }  // namespace
 
 at::Device rank_device(const TrainConfig& train, const Rendezvous& rv) {
-  if (train.device != "cuda") return at::kCPU;
+  if (train.device != DeviceKind::cuda) return at::kCPU;
 #if DSHOST_CUDA
   const int gpus = c10::cuda::device_count();
   if (gpus > 0) return {at::kCUDA, static_cast<int8_t>(rv.local_rank % gpus)};
@@ -57,15 +57,16 @@ at::Device rank_device(const TrainConfig& train, const Rendezvous& rv) {
 
 RankInfo rank_info(const Rendezvous& rv, const at::Device& device, const Config& cfg) {
   const OptimizerConfig& o = cfg.optimizer;
-  return {rv.rank,
-          rv.world_size,
-          rv.local_rank,
-          rv.local_world_size,
-          DLDevice{device.is_cuda() ? kDLCUDA : kDLCPU, device.is_cuda() ? device.index() : 0},
-          cfg.train.precision == "bf16" ? DSHOST_BF16 : DSHOST_FP32,
-          static_cast<uint64_t>(cfg.run.seed),
-          {sizeof(dshost_optimizer_config), o.name == "sgd" ? DSHOST_SGD : DSHOST_ADAMW, o.beta1,
-           o.beta2, o.eps, o.weight_decay, o.momentum}};
+  return {
+      rv.rank,
+      rv.world_size,
+      rv.local_rank,
+      rv.local_world_size,
+      DLDevice{device.is_cuda() ? kDLCUDA : kDLCPU, device.is_cuda() ? device.index() : 0},
+      cfg.train.precision == Precision::bf16 ? DSHOST_BF16 : DSHOST_FP32,
+      static_cast<uint64_t>(cfg.run.seed),
+      {sizeof(dshost_optimizer_config), o.name == OptimizerKind::sgd ? DSHOST_SGD : DSHOST_ADAMW,
+       o.beta1, o.beta2, o.eps, o.weight_decay, o.momentum}};
 }
 
 RankSetup::RankSetup(const Job& job, const Rendezvous& rv, const at::Device& device,
@@ -126,8 +127,9 @@ void RankSetup::bind_batch(const Config& cfg, const Rendezvous& rv, const at::De
   loss = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(device));
   model->bind_batch(inputs, targets, loss);
   const int workers = resolve_workers(cfg.data.workers, device.is_cuda(), rv.local_world_size);
-  pipeline = std::make_unique<InputPipeline>(
-      *data, rows, workers, static_cast<int>(cfg.data.prefetch), device, cfg.data.decode == "gpu");
+  pipeline =
+      std::make_unique<InputPipeline>(*data, rows, workers, static_cast<int>(cfg.data.prefetch),
+                                      device, cfg.data.decode == Decode::gpu);
 }
 
 // train.cuda_graph falls back to eager steps, saying why, where the model or strategy cannot

@@ -29,8 +29,8 @@ double learning_rate(const OptimizerConfig& opt, const SchedulerConfig& sched, i
   const double span = static_cast<double>(std::max<int64_t>(1, total - sched.warmup_steps));
   const double progress = std::min(1.0, static_cast<double>(step - sched.warmup_steps) / span);
   double shape = 1.0;
-  if (sched.decay == "cosine") shape = 0.5 * (1.0 + std::cos(M_PI * progress));
-  if (sched.decay == "linear") shape = 1.0 - progress;
+  if (sched.decay == Decay::cosine) shape = 0.5 * (1.0 + std::cos(M_PI * progress));
+  if (sched.decay == Decay::linear) shape = 1.0 - progress;
   return opt.lr * (sched.min_lr_ratio + (1.0 - sched.min_lr_ratio) * shape);
 }
 

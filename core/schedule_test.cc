@@ -45,8 +45,8 @@ TEST(Schedule, AResumedRunGoesOnWhereTheSamplesLeftOff) {
 }
 
 TEST(Schedule, WarmupThenCosineToTheFloor) {
-  const OptimizerConfig opt{"adamw", 1.0, 0.9, 0.999, 1e-8, 0, 0};
-  const SchedulerConfig sched{10, "cosine", 0.1};
+  const OptimizerConfig opt{OptimizerKind::adamw, 1.0, 0.9, 0.999, 1e-8, 0, 0};
+  const SchedulerConfig sched{10, Decay::cosine, 0.1};
   EXPECT_DOUBLE_EQ(learning_rate(opt, sched, 0, 110), 0.1);
   EXPECT_DOUBLE_EQ(learning_rate(opt, sched, 9, 110), 1.0);
   EXPECT_DOUBLE_EQ(learning_rate(opt, sched, 10, 110), 1.0);

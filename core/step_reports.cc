@@ -12,8 +12,8 @@ namespace dshost {
 
 void NonfiniteGuard::check(const std::vector<StepRecord>& steps,
                            const std::vector<double>& first_bad) {
-  if (policy_ == "stop") stop_at_first(steps, first_bad);
-  if (policy_ == "skip") count_skips(steps);
+  if (policy_ == Nonfinite::stop) stop_at_first(steps, first_bad);
+  if (policy_ == Nonfinite::skip) count_skips(steps);
 }
 
 // Runs before the metrics are written and before any save, so no checkpoint holds that state.

@@ -3,6 +3,8 @@
 // and what train.nonfinite does with steps whose loss or norm is NaN or infinite.
 #pragma once
 
+#include "core/config.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -23,12 +25,12 @@ class NonfiniteGuard {
  public:
   static constexpr int64_t kMostSkipsInARow = 10;
 
-  NonfiniteGuard(std::string policy, int rank) : policy_(std::move(policy)), rank_(rank) {}
+  NonfiniteGuard(Nonfinite policy, int rank) : policy_(policy), rank_(rank) {}
   // `steps`: reported steps, loss averaged over ranks. `first_bad[r]`: 1 + the index in
   // `steps` of rank r's first step whose own loss was not finite, 0 where none was.
-  // "stop" throws at the first step with a non-finite loss on some rank or a non-finite norm.
-  // "skip" counts (and rank 0 names) the steps whose update the strategy dropped for their
-  // norm, and throws after kMostSkipsInARow in a row. "ignore" does nothing.
+  // stop throws at the first step with a non-finite loss on some rank or a non-finite norm.
+  // skip counts (and rank 0 names) the steps whose update the strategy dropped for their
+  // norm, and throws after kMostSkipsInARow in a row. ignore does nothing.
   void check(const std::vector<StepRecord>& steps, const std::vector<double>& first_bad);
   int64_t skipped_steps() const { return skipped_; }
 
@@ -37,7 +39,7 @@ class NonfiniteGuard {
                      const std::vector<double>& first_bad) const;
   void count_skips(const std::vector<StepRecord>& steps);
 
-  std::string policy_;
+  Nonfinite policy_;
   int rank_;
   int64_t skipped_ = 0, skips_in_a_row_ = 0;
 };

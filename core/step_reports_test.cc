@@ -33,7 +33,7 @@ std::string failure_of(NonfiniteGuard& guard, const std::vector<StepRecord>& s,
 }
 
 TEST(NonfiniteGuard, StopNamesTheFirstBadStepAndTheRanksWhoseLossWasNotFinite) {
-  NonfiniteGuard stop("stop", 0);
+  NonfiniteGuard stop(Nonfinite::stop, 0);
   // Ranks 0 and 2 had a NaN loss at the third step; the norm went bad only at the fourth.
   const std::string message = failure_of(stop, steps({1, 1, 1, kInf}, 40), {3, 0, 3});
   EXPECT_EQ(
@@ -47,12 +47,12 @@ TEST(NonfiniteGuard, StopNamesTheFirstBadStepAndTheRanksWhoseLossWasNotFinite) {
 }
 
 TEST(NonfiniteGuard, IgnoreTrainsOn) {
-  NonfiniteGuard ignore("ignore", 0);
+  NonfiniteGuard ignore(Nonfinite::ignore, 0);
   EXPECT_EQ(failure_of(ignore, steps({kNaN, kInf}), {1, 2}), "(no error)");
 }
 
 TEST(NonfiniteGuard, SkipCountsSkippedStepsAndStopsAfterTenInARow) {
-  NonfiniteGuard skip("skip", 1);
+  NonfiniteGuard skip(Nonfinite::skip, 1);
   std::vector<double> norms(NonfiniteGuard::kMostSkipsInARow - 1, kInf);
   norms.push_back(1.0);  // a finite step starts the count again
   EXPECT_EQ(failure_of(skip, steps(norms), {0, 0}), "(no error)");
@@ -82,7 +82,7 @@ TEST(StepReports, LossesAreAveragedOverRanksAndEachRanksFirstBadStepTravelsWithT
     sum[0] += 4.0, sum[1] += 1.0, sum[2] += 6.0;
     return sum;
   };
-  NonfiniteGuard ignore("ignore", 0);
+  NonfiniteGuard ignore(Nonfinite::ignore, 0);
   const std::vector<StepRecord> got = reports.collect(other_rank_adds, 0, 2, ignore);
   ASSERT_EQ(sent.size(), 3u + 2u);
   EXPECT_EQ(sent[3], 2.0) << "rank 0's first non-finite loss: the second step";

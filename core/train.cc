@@ -94,8 +94,8 @@ class Worker {
     const auto& ck = cfg_.checkpoint;
     log::info(cat("training ", s_->model->name(), " (", s_->model->info().parameter_count,
                   " parameters) with ", s_->strategy->name(), " on ", rv_.world_size, " rank(s), ",
-                  device_.str(), ", ", t.precision, "; ", plan().total_steps, " steps of ",
-                  plan().global_batch, " samples"));
+                  device_.str(), ", ", choice_name(t.precision), "; ", plan().total_steps,
+                  " steps of ", plan().global_batch, " samples"));
     int64_t saved_step = position_.step;
     if (t.profile_steps > 0) start_profiler();
     for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < plan().total_steps;
@@ -158,7 +158,7 @@ class Worker {
       step_loss.add_(s_->loss.to(at::kDouble).div_(static_cast<double>(micro_batches)));
     }
     const double lr = learning_rate(cfg_.optimizer, cfg_.scheduler, step, plan().total_steps);
-    s_->strategy->step(lr, t.grad_clip, t.nonfinite == "skip", reports_->next_norm());
+    s_->strategy->step(lr, t.grad_clip, t.nonfinite == Nonfinite::skip, reports_->next_norm());
     clock_->step_done();
     reports_->add(step, epoch, lr);
     if (status_lines_ && clock_->status_due(step + 1))
@@ -265,7 +265,7 @@ class Worker {
     sum.world_size = rv_.world_size;
     sum.device = device_.str();
     sum.on_gpu = device_.is_cuda();
-    sum.precision = cfg_.train.precision;
+    sum.precision = choice_name(cfg_.train.precision);
     sum.parameters = s_->model->info().parameter_count;
     sum.steps = plan().total_steps;
     sum.evaluated = evaluated_;
@@ -279,9 +279,9 @@ class Worker {
     sum.wall_time_s = wall_seconds;
     sum.forward_flops_per_sample = s_->model->info().forward_flops_per_sample;
     sum.units = unit_figures();
-    sum.peak_tflops =
-        device_peak_tflops(cfg_.train.peak_tflops, device_, cfg_.train.precision == "bf16") *
-        rv_.world_size;
+    sum.peak_tflops = device_peak_tflops(cfg_.train.peak_tflops, device_,
+                                         cfg_.train.precision == Precision::bf16) *
+                      rv_.world_size;
     write_file_atomically((run_dir_ / "summary.json").string(), summary_json(sum).dump(2) + "\n");
     for (const std::string& line : summary_lines(sum)) log::info(line);
     log::info(cat("summary written to ", (run_dir_ / "summary.json").string()));

@@ -6,13 +6,14 @@
 # makes the fixtures the model zoo is checked against; python3-protobuf is the independent
 # reader the TensorBoard event files are checked with. openssh, Slurm, munge and iproute2 are
 # the real servers the ssh and slurm launchers are tested against (tests/cluster/).
+# clang-format (14) is what the format test checks the tree with.
 #   scripts/setup.sh           build + tests
 #   scripts/setup.sh --bench   also python3-torch, the peer that bench/ compares against
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  build-essential cmake ninja-build ccache pkg-config
+  build-essential cmake ninja-build ccache pkg-config clang-format
   libtorch-dev libgloo-dev libtomlplusplus-dev libspdlog-dev libboost-dev libcli11-dev
   nlohmann-json3-dev libdlpack-dev zlib1g-dev libstb-dev libjpeg62-turbo-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev

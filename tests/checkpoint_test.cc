@@ -7,6 +7,7 @@
 #include "core/checkpoint.h"
 #include "core/crc32c.h"
 #include "core/safetensors.h"
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
@@ -169,6 +170,7 @@ std::string metrics(const std::string& dir) {
 
 class KillAndResume : public testing::TestWithParam<std::string> {};
 
+DSHOST_SUITE_LABEL(KillAndResume, slow);
 // 60 steps, checkpoints every 30, the job killed (SIGKILL, every process) a few steps after
 // the first checkpoint: the same command resumes at step 30 and the metrics (loss, lr,
 // gradient norm of every step) equal an uninterrupted run's to the last bit. Dropout makes
@@ -206,6 +208,7 @@ INSTANTIATE_TEST_SUITE_P(Strategies, KillAndResume,
                                                                 : info.param;
                          });
 
+DSHOST_SUITE_LABEL(CrossStrategyResume, slow);
 // Saved by zero3-offload on 2 ranks, resumed by ddp on 1 rank (same global batch), and the
 // reverse: training goes on from step 21 with the loss of an uninterrupted run, to float
 // rounding (sums in another order).
@@ -235,6 +238,7 @@ TEST(CrossStrategyResume, Zero3TwoRanksToDdpOneRankAndBack) {
   }
 }
 
+DSHOST_SUITE_LABEL(CrossLayoutResume, slow);
 // A checkpoint saved with channels-last weights resumes with NCHW weights.
 TEST(CrossLayoutResume, ChannelsLastToNchw) {
   const std::string whole = scratch_dir("layout_whole"), dir = scratch_dir("layout_resumed");
@@ -253,6 +257,7 @@ bool fresh_staging(const std::string& dir, fs::file_time_type since) {
   return false;
 }
 
+DSHOST_SUITE_LABEL(KilledSaves, slow);
 // Checkpoints every step; the job killed with SIGKILL 8 times, each resumed by the next
 // attempt: at a random moment of training on odd attempts, on even ones a random 0-8 ms
 // after a save has begun (rank 0, which publishes, and rank 1 in turn). Every resume
@@ -317,6 +322,7 @@ class DamagedCheckpoint : public testing::Test {
   std::string dir_, step_;
 };
 
+DSHOST_SUITE_LABEL(DamagedCheckpoint, slow);
 TEST_F(DamagedCheckpoint, AFlippedByteIsDetectedNamingTheFile) {
   const std::string file = step_ + "/rank-00001.safetensors";
   std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
@@ -455,6 +461,7 @@ TEST_F(DamagedCheckpoint, ACompleteRunRunAgainLeavesEveryFileAsItWas) {
   EXPECT_EQ(read_file(run_dir + "/metrics.jsonl"), jsonl);
 }
 
+DSHOST_SUITE_LABEL(RunDirectory, slow);
 // A second run in a run directory in use refuses at once, naming the holder; the lock goes
 // with its holder, even one killed with SIGKILL.
 TEST(RunDirectory, ASecondRunThereRefusesAtOnceNamingTheFirst) {
@@ -482,6 +489,7 @@ TEST(RunDirectory, ASecondRunThereRefusesAtOnceNamingTheFirst) {
   EXPECT_EQ(third.exit_code, 0) << third.err;
 }
 
+DSHOST_SUITE_LABEL(NonFinite, slow);
 // A diverging run (SGD at lr 1e5) stops at the first non-finite loss or gradient norm,
 // naming its step, before any checkpoint of that state; "ignore" trains on to the end.
 TEST(NonFinite, StopNamesTheFirstStepAndSavesNothingOfIt) {
@@ -502,7 +510,9 @@ TEST(NonFinite, StopNamesTheFirstStepAndSavesNothingOfIt) {
   const auto norms = metric(dir + "/quickstart", "grad_norm");
   for (const auto& e : fs::directory_iterator(dir + "/quickstart/checkpoints")) {
     const std::string name = e.path().filename().string();
-    if (name.rfind("step-", 0) == 0) EXPECT_LT(std::stoll(name.substr(5)), bad_step) << name;
+    if (name.rfind("step-", 0) == 0) {
+      EXPECT_LT(std::stoll(name.substr(5)), bad_step) << name;
+    }
   }
   for (double norm : norms) EXPECT_TRUE(std::isfinite(norm)) << "a non-finite step was recorded";
 
@@ -585,6 +595,7 @@ TEST(NonFinite, SkipDropsTheWholeUpdateOfANonFiniteStep) {
   });
 }
 
+DSHOST_SUITE_LABEL(NonFiniteOnGpu, gpu);
 // The GPU's paths, deciding on the device (two ranks on one GPU): PyTorch's fused AdamW and
 // SGD under ddp, dshost's CUDA AdamW under zero2 in bf16, and zero3-offload's optimizer split
 // between that kernel and the CPU.
@@ -637,6 +648,7 @@ TEST(NonFinite, TenSkipsInARowStopTheRun) {
 
 // ---- monitoring ---------------------------------------------------------------------------
 
+DSHOST_SUITE_LABEL(Monitoring, slow);
 // The TensorBoard event file, read back by an independent reader (Python's protobuf with
 // TensorBoard's message definitions, its own CRC-32C), holds every scalar of every step of
 // metrics.jsonl and metrics.csv at its step, and the evaluation's accuracy; a resumed run's
@@ -692,7 +704,7 @@ TEST(Monitoring, EventFileCsvAndJsonlHoldTheSameScalars) {
       EXPECT_NEAR(scalars[key], want, 1e-6 * std::max(1.0, std::abs(want))) << tag << " " << step;
     }
     double csv_loss = 0;
-    ASSERT_EQ(std::sscanf(csv_lines[i + 1].c_str(), "%*lld,%*lld,%lf", &csv_loss), 1);
+    ASSERT_EQ(std::sscanf(csv_lines[i + 1].c_str(), "%*[^,],%*[^,],%lf", &csv_loss), 1);
     EXPECT_NEAR(csv_loss, rows[i]["loss"].get<double>(), 1e-8) << csv_lines[i + 1];
   }
   const auto summary = nlohmann::json::parse(read_file(dir + "/quickstart/summary.json"));

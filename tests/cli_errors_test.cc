@@ -234,8 +234,8 @@ TEST(CliErrors, AManifestThatIsNotARegularFileIsRefusedAtOnce) {
 
 TEST(CliErrors, NonFiniteValuesAreOutOfEveryRange) {
   const std::string path = manifest("nan", kGood);
-  for (const std::string& set : {"optimizer.lr=nan", "train.grad_clip=nan", "comm.timeout_s=nan",
-                                 "optimizer.lr=inf", "launcher.grace_period_s=nan"}) {
+  for (const std::string set : {"optimizer.lr=nan", "train.grad_clip=nan", "comm.timeout_s=nan",
+                                "optimizer.lr=inf", "launcher.grace_period_s=nan"}) {
     const Ran r = expect_user_error("check", path, {"--set", set});
     const std::string key = set.substr(0, set.find('='));
     EXPECT_NE(r.err.find("--set " + set + ": error: " + key + " = "), std::string::npos) << r.err;
@@ -244,7 +244,7 @@ TEST(CliErrors, NonFiniteValuesAreOutOfEveryRange) {
 }
 
 TEST(CliErrors, ARunNameThatLeavesTheOutputDirIsRefused) {
-  for (const std::string& name : {"../escaped", "a/b", "..", "two\\nlines"}) {
+  for (const std::string name : {"../escaped", "a/b", "..", "two\\nlines"}) {
     const std::string path = manifest("run_name", kGood + "[run]\nname = \"" + name + "\"\n");
     const Ran r = expect_user_error("run", path);
     EXPECT_NE(r.err.find(path + ":16:8: error: run.name = "), std::string::npos) << r.err;

@@ -10,6 +10,7 @@
 #include "plugins/datasets/common/image_decode.h"
 #include "plugins/datasets/common/image_folder.h"
 #include "plugins/datasets/common/tar_shards.h"
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
 
 #include <c10/core/Event.h>
@@ -161,6 +162,7 @@ TEST(Cifar10, APartialRecordOrAnUnknownLabelIsRefusedNamingTheFile) {
       << message;
 }
 
+DSHOST_SUITE_LABEL(Cifar10Training, slow);
 // `dshost run` on a CIFAR-10 folder: the basic CNN at 3 x 32 x 32 learns the images (made
 // from Fashion-MNIST, so its accuracy is comparable: well above chance in 150 steps).
 TEST(Cifar10Training, TheBasicCnnLearnsFromACifarFolder) {
@@ -581,6 +583,7 @@ TEST(ImageFolder, GivesWholeJpegFilesToAHostThatDecodesThem) {
   EXPECT_EQ(data->skipped(), 1);
 }
 
+DSHOST_SUITE_LABEL(ImageFolderTraining, slow);
 // `dshost run` on an image folder: the broken file is named in a warning and the basic CNN
 // learns the images (chance is 0.1).
 TEST(ImageFolderTraining, TheBasicCnnLearnsFromJpegAndPngFolders) {
@@ -671,6 +674,7 @@ TEST(InputPipeline, BatchesAreTheSameForAnyNumberOfWorkers) {
   }
 }
 
+DSHOST_SUITE_LABEL(WebDatasetTraining, slow);
 // `dshost pack` writes an image folder as shards (several, with its broken file), and
 // training from them gives the folder's losses and test accuracy to the last bit.
 TEST(WebDatasetTraining, PackedShardsTrainAsTheFolderDoes) {
@@ -716,6 +720,7 @@ TEST(WebDatasetTraining, PackedShardsTrainAsTheFolderDoes) {
   EXPECT_EQ(skipped(shard_summary), skipped(folder_summary));
 }
 
+DSHOST_SUITE_LABEL(DeviceBatches, gpu);
 // Loading a batch on a GPU does not wait for the device: load() returns while earlier work
 // still runs on the stream (its copies go from pinned memory, without blocking), and the
 // batch is the one the CPU pipeline makes, to float rounding of the device's arithmetic.
@@ -762,6 +767,7 @@ at::Tensor loaded_pixels(InputPipeline& pipeline, const DatasetPlugin& data, dsh
   return (inputs.cpu().to(at::kDouble) * std + mean) * 255;
 }
 
+DSHOST_SUITE_LABEL(GpuJpeg, gpu);
 // JPEG files decoded on the GPU (data.decode = "gpu") give the pictures the CPU gives, for
 // every kind of file: baseline RGB and grey JPEGs (the hardware decoder), progressive ones
 // (the GPU's cores), CMYK JPEGs and PNG content (written by the dataset on the CPU), and a

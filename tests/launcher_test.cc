@@ -6,6 +6,7 @@
 #include "core/services.h"
 #include "plugins/launchers/ssh/hostfile.hpp"
 #include "tests/cluster_fixtures.h"
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
@@ -252,6 +253,7 @@ const char* kReport =
     "\"$WORLD_SIZE\" \"$LOCAL_RANK\" \"$LOCAL_WORLD_SIZE\" \"$CUDA_VISIBLE_DEVICES\" "
     "\"$(ip -o -4 addr show dev eth0 | awk '{print $4}')\" > \"$2/rank$RANK\"";
 
+DSHOST_SUITE_LABEL(SshLauncher, slow);
 TEST_F(SshLauncher, QuotedValuesReachEveryRankIntactAndRunNothing) {
   const std::string trap =
       "it's \"quoted\"; $(touch " + dir_ + "/pwned) `touch " + dir_ + "/pwned` & | > < \\ $HOME";
@@ -379,7 +381,7 @@ TEST(SshLauncherOptions, AHostThatLooksLikeAnOptionIsRefusedAndRunsNothing) {
 }
 
 TEST(SlurmLauncherOptions, ValuesThatWouldAddSbatchOptionsAreRefused) {
-  for (const std::string& bad : {"debug --uid=0", "-p", "a\tb"}) {
+  for (const std::string bad : {"debug --uid=0", "-p", "a\tb"}) {
     const Launch l = launch_with("slurm", "partition = \"" + bad + "\"\n", {"/bin/true"});
     EXPECT_EQ(l.status, DSHOST_INVALID_ARGUMENT) << bad;
     EXPECT_NE(l.message.find("must be one word with no blanks, line breaks or leading '-'"),

@@ -11,6 +11,7 @@
 #include "core/plugin_loader.h"
 #include "core/safetensors.h"
 #include "core/services.h"
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
@@ -178,6 +179,7 @@ at::Tensor read_f32(const std::string& file, std::vector<int64_t> shape) {
 
 class TorchvisionLogits : public testing::TestWithParam<std::string> {};
 
+DSHOST_SUITE_LABEL(TorchvisionLogits, slow);
 // torchvision's parameters, copied in order into dshost's model (the same architecture
 // registers them in the same order and shapes), give torchvision's logits: fp32, eval mode,
 // relative error below 1e-4 of the largest logit. The fixtures come from
@@ -231,6 +233,7 @@ INSTANTIATE_TEST_SUITE_P(Zoo, TorchvisionLogits,
                          testing::Values("mobilenet_v2", "efficientnet_b0", "resnet18", "resnet50",
                                          "vgg11", "vgg11_bn", "vgg16"));
 
+DSHOST_SUITE_LABEL(Export, slow);
 // `dshost export` of a trained mobilenet_v2 (batch-norm statistics moved by training, weights
 // channels-last in the checkpoint) loads into torchvision's mobilenet_v2 with strict names
 // and shapes, and gives the logits the dshost model computes with the checkpoint's state.
@@ -437,6 +440,7 @@ TEST(Gpt, MatchesGpt2SizesAndCost) {
   EXPECT_EQ(describe(*create_model("gpt", "preset = \"gpt2-350m\"\n")).parameter_count, 354823168);
 }
 
+DSHOST_SUITE_LABEL(LayerNorm, gpu);
 // dshost::layer_norm on CUDA: a bf16 input under autocast is normalised in fp32 inside the
 // kernel and returned (and saved for backward) in bf16, where autocast alone returns fp32;
 // its output and gradients are the fp32 computation's, rounded once. An fp32 input keeps
@@ -575,6 +579,7 @@ TEST(Recomputed, GivesAutogradsGradientsWithTheSameRandomNumbers) {
   EXPECT_FALSE(at::equal(new_masks.dw, plain.dw));
 }
 
+DSHOST_SUITE_LABEL(ConvRelu, gpu);
 // dshost::conv_relu on CUDA in bf16 is cuDNN's fused convolution + bias + ReLU (its own
 // autograd node), and gives conv2d then relu's output and gradients: against the fp32
 // computation from the same bf16 values, within bf16's rounding.
@@ -608,6 +613,7 @@ TEST(ConvRelu, CudaBf16IsOneFusedKernelWithConv2dThenRelusGradients) {
   EXPECT_TRUE(close(bs.grad(), br.grad()));
 }
 
+DSHOST_SUITE_LABEL(MaxPool2x2, gpu);
 // vgg's 2 x 2 max pooling on CUDA (channels-last bf16): ATen's output and gradient exactly,
 // ties included (after a ReLU many windows hold several zeros; the first in row-major order
 // takes the gradient, as in ATen), from a byte per output where ATen keeps an int64 index.

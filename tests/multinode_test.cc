@@ -2,6 +2,7 @@
 // sshd) and the slurm launcher (a real single-node Slurm cluster): the same losses as a
 // local run, and a dead rank or Ctrl-C ending every rank everywhere.
 #include "tests/cluster_fixtures.h"
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
@@ -47,6 +48,7 @@ class SshTraining : public SshHostsTest {
   }
 };
 
+DSHOST_SUITE_LABEL(SshTraining, slow);
 // One thread per rank as on the local run, where 2 ranks share 2 cores (train.threads = 0
 // gives each of these 1-rank nodes both cores, and a thread pool sums in another order).
 TEST_F(SshTraining, TwoHostsFollowALocalTwoRankRunExactly) {
@@ -119,6 +121,7 @@ class SlurmTraining : public SlurmClusterTest {
   }
 };
 
+DSHOST_SUITE_LABEL(SlurmTraining, slow);
 TEST_F(SlurmTraining, AnSbatchJobFollowsALocalTwoRankRunExactly) {
   const Ran r = run(run_args(with({"--wait"}, kShortRun)));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;

@@ -10,6 +10,7 @@
 #include "core/dataset.h"
 #include "core/input_pipeline.h"
 #include "core/sampler.h"
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
@@ -146,6 +147,7 @@ Trajectory plain_loop_on(const std::string& device, bool delayed = false,
 
 class PlainLibTorch : public testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
+DSHOST_SUITE_LABEL(PlainLibTorch, slow);
 TEST_P(PlainLibTorch, EveryStrategyAtWorldSizeOneFollowsThePlainLoop) {
   const auto& [strategy, device] = GetParam();
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
@@ -157,6 +159,7 @@ TEST_P(PlainLibTorch, EveryStrategyAtWorldSizeOneFollowsThePlainLoop) {
   expect_the_plain_loop(name, expected, got);
 }
 
+DSHOST_SUITE_LABEL(PlainLibTorchAtOneRank, slow);
 // At one rank an fp32 zero2's backward accumulates into the gradient shard itself, with no
 // collective: the second micro-batch (batch 64 = 2 x 32) adds to the first, and the shard
 // starts each step from zero.
@@ -175,6 +178,7 @@ TEST(PlainLibTorchAtOneRank, Zero2AddsTheSecondMicroBatchIntoTheShard) {
 // second micro-batch added into the shard there (two): each follows the plain loop.
 class OffloadedInPieces : public testing::TestWithParam<std::tuple<std::string, int>> {};
 
+DSHOST_SUITE_LABEL(OffloadedInPieces, slow);
 TEST_P(OffloadedInPieces, FollowsThePlainLoop) {
   const auto& [device, micro_batches] = GetParam();
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
@@ -266,6 +270,7 @@ TEST_P(DelayedParameterUpdate, WithTheOptimizerSplitEveryGradientIsOneStepLate) 
 INSTANTIATE_TEST_SUITE_P(Strategies, DelayedParameterUpdate, testing::Values("cpu", "cuda"),
                          [](const auto& info) { return info.param; });
 
+DSHOST_SUITE_LABEL(CudaGraph, gpu);
 // train.cuda_graph: two micro-batches a step, both replayed from one captured graph after
 // the warm-up, follow the plain loop (batch 64 = 2 x 32: the same samples) under ddp and
 // zero2 (whose backward adds into its gradient shard at one rank); zero3-offload, which
@@ -302,6 +307,7 @@ TEST(CudaGraph, ReplayedMicroBatchesFollowThePlainLoopAndZero3FallsBack) {
 // after 12 steps on an H100). A shard that kept the last step's gradients is 0.35 off.
 class Zero2AtOneRank : public testing::TestWithParam<std::string> {};
 
+DSHOST_SUITE_LABEL(Zero2AtOneRank, slow);
 TEST_P(Zero2AtOneRank, Bf16GradientsInTheShardGiveTheFoldedFp32Run) {
   const std::string device = GetParam();
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
@@ -321,12 +327,13 @@ TEST_P(Zero2AtOneRank, Bf16GradientsInTheShardGiveTheFoldedFp32Run) {
   EXPECT_EQ(log.find("running eagerly"), std::string::npos) << log;
 }
 
+DSHOST_SUITE_LABEL(OffloadRatioOnGpu, gpu);
 // offload_optimizer_ratio = 0.5 on a GPU: the units that fit in half the shard (basic_cnn's
 // conv layers) keep fp32 master, moments and gradient shard on the device, updated there by
 // the CUDA AdamW; the rest go to the CPU AdamW. Over a bf16 model the run is the whole
 // offload's up to cuDNN's bf16 convolutions (see Zero2AtOneRank), and the optimizer's 12
 // bytes an element are on the side the split puts them.
-TEST(OffloadRatio, KeepsTheFirstUnitsOptimizerOnTheGpuAndFollowsTheWholeOffload) {
+TEST(OffloadRatioOnGpu, KeepsTheFirstUnitsOptimizerOnTheGpuAndFollowsTheWholeOffload) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const std::vector<std::string> offload{
       "strategy.plugin=\"zero3-offload\"", "train.precision=\"bf16\"",

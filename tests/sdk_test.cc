@@ -2,6 +2,7 @@
 // of tree against that prefix alone and trained by the installed dshost, a scaffold of every
 // kind, a plugin built against the frozen ABI 1.0 header, and plugins that fail.
 #include "core/dataset.h"
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
 
 #include <dshost/abi.h>
@@ -70,6 +71,7 @@ class Sdk : public testing::Test {
 };
 std::string Sdk::root_;
 
+DSHOST_SUITE_LABEL(Sdk, slow);
 // The examples build from a copy outside the source tree, load in the installed host, and
 // train: tiny_mlp under plain_dp matches the bundled ddp step for step on 2 ranks (both
 // average fp32 gradients and run the same AdamW; ddp on shards), and a full epoch through
@@ -160,6 +162,7 @@ TEST_F(Sdk, ScaffoldsOfEveryKindBuildAndLoad) {
   EXPECT_NE(bad.err.find("'My Model' is not a plugin name"), std::string::npos) << bad.err;
 }
 
+DSHOST_SUITE_LABEL(SdkAbi, slow);
 // A strategy written in C against the frozen copy of abi.h 1.0 (tests/abi/v1.0) loads and
 // trains in today's host: 2 ranks of it follow 2 ranks of ddp under plain SGD. ATen's update
 // may fuse the multiply-add that this C loop rounds twice: measured 4e-5 apart after 20
@@ -221,6 +224,7 @@ TEST(SdkAbi, PluginsBuiltAgainstTheFrozenV1_4SdkLoadAndRun) {
       << launched.err;
 }
 
+DSHOST_SUITE_LABEL(SdkErrors, slow);
 // A LibTorch error thrown deep inside a model call (a shape mismatch) becomes one clear
 // line naming rank, host and call: no backtrace, no abort.
 TEST(SdkErrors, AnExceptionInsideAPluginCallStopsTheRunWithItsMessage) {

@@ -1,5 +1,6 @@
 // zero2 and zero3-offload against ddp: the same training by changing only strategy.plugin,
 // the same numbers in fp32, and the bytes each holds per rank as ZeRO accounts them.
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
 
 #include <dshost/cpu_adam.hpp>
@@ -32,6 +33,7 @@ std::vector<std::string> with(std::vector<std::string> extra) {
 
 class EveryShardingStrategy : public testing::TestWithParam<std::string> {};
 
+DSHOST_SUITE_LABEL(EveryShardingStrategy, slow);
 // 2 ranks of zero2 / zero3-offload follow 1 rank of ddp with the same global batch. In fp32
 // only rounding differs (reduce-scatter + sharded norm here, one all-reduce there; the fused
 // CPU AdamW, which may use FMA depending on the CPU, against ATen's): measured 5e-6 after 20
@@ -119,6 +121,7 @@ class TwoRanksOnOneGpu : public testing::TestWithParam<std::string> {
   }
 };
 
+DSHOST_SUITE_LABEL(TwoRanksOnOneGpu, gpu);
 TEST_P(TwoRanksOnOneGpu, Fp32FollowsOneRankOfDdp) {
   const std::string strategy = "strategy.plugin=" + GetParam();
   const auto one = train_quickstart(
@@ -146,6 +149,7 @@ INSTANTIATE_TEST_SUITE_P(Strategies, TwoRanksOnOneGpu,
                            return info.param == "zero3-offload" ? std::string("zero3") : info.param;
                          });
 
+DSHOST_SUITE_LABEL(OffloadRatio, slow);
 // offload_optimizer_ratio = 0.5 keeps the first units' optimizer state in a shard part of
 // its own (on the accelerator of a GPU run; here a second part in host memory, with
 // basic_cnn's conv layers in it): 2 ranks, gradients reduced in pieces straight into
@@ -197,6 +201,7 @@ Bytes bytes_per_parameter(const std::string& name, const std::string& strategy,
   return {both("param"), both("grad"), both("optim")};
 }
 
+DSHOST_SUITE_LABEL(StrategyMemory, slow);
 // ZeRO's accounting for mixed precision on N = 2 ranks (bytes per parameter): stage 2 holds
 // the whole bf16 parameters (2), 1/N of fp32 gradients (4/N) and 1/N of fp32 master + Adam
 // moments (12/N); stage 3 also only 1/N of the bf16 parameters (2/N). Per-unit padding adds
@@ -335,6 +340,7 @@ TEST(PluginErrors, RunningOutOfMemoryIsReportedAsSuch) {
   EXPECT_EQ(guarded(&err, [] { throw std::runtime_error("shape mismatch"); }), DSHOST_INTERNAL);
 }
 
+DSHOST_SUITE_LABEL(DeviceMemory, gpu);
 // vgg16 at a micro-batch of 4096 224x224 images does not fit an 80 GB GPU: the run stops at
 // its first step (exit 1, no summary, no crash) with LibTorch's message and what to change
 // in the manifest's terms.
@@ -396,6 +402,7 @@ TEST(DeviceMemory, ActivationCheckpointingKeepsLessOnTheGpu) {
                                                                 << recomputed_summary;
 }
 
+DSHOST_SUITE_LABEL(CudaGraph, gpu);
 // Recomputing a unit with dropout inside a CUDA graph would draw new masks (the captured
 // kernels' random numbers do not follow the generator's state): the run stops at the
 // capture with what to change (exit 2, a setting to fix), while without dropout the
@@ -440,7 +447,7 @@ TEST(CpuAdamW, ScaleAndBf16CopyEqualTheSeparatePasses) {
   scaled.grad_scale = 0.37f;
 
   at::Tensor p = p0.clone(), m = m0.clone(), v = v0.clone();
-  const at::Tensor g_scaled = g * 0.37f;  // what the clipping pass used to write
+  const at::Tensor g_scaled = g * 0.37f;  // a separate clipping pass
   cpu_adamw(p.data_ptr<float>(), g_scaled.data_ptr<float>(), m.data_ptr<float>(),
             v.data_ptr<float>(), n, base);
 
@@ -474,6 +481,7 @@ TEST(CpuAdamW, Bf16GradientsEqualTheirFp32Values) {
   EXPECT_GT((p - p0).abs().max().item<float>(), 1e-4) << "the step moved the parameters";
 }
 
+DSHOST_SUITE_LABEL(CudaAdamW, gpu);
 // The ZeRO strategies' fused CUDA AdamW takes the CPU AdamW's steps (the same element
 // update) from fp32 and bf16 gradients, clipped by a divisor it reads on the device, over a
 // range aligned for its packed loads and one that is not, of a length no vector width

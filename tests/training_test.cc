@@ -1,5 +1,6 @@
 // Whole runs through `dshost run`: numerics of ddp across world sizes, accumulation and
 // clipping; fail-fast and Ctrl-C on real training jobs; the quickstart's accuracy.
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
 
 #include <dshost/launcher.hpp>  // kStoppedByAnotherRank, hostname()
@@ -23,6 +24,7 @@ namespace {
 
 const std::string kQuickstart = quickstart_manifest();
 
+DSHOST_SUITE_LABEL(DdpNumerics, slow);
 // 2 ranks x 32 and 2 ranks x (16 x 2 accumulated) follow 1 rank x 64 step for step:
 // the same 64 samples, the gradient of the same mean loss, clipped by the same norm.
 // fp32 sums in another order differ in the last bits: measured 6e-7 after 20 Adam steps
@@ -88,9 +90,10 @@ TEST(DdpNumerics, TheSameSeedRepeatsBitForBitAndAnotherSeedDoesNot) {
   EXPECT_NE(a, c);
 }
 
+DSHOST_SUITE_LABEL(ProgressOutput, slow);
 // Progress: on a terminal (a pseudo-terminal here), rank 0's bar is drawn in place under the
 // log lines and gone at the end; in a pipe or a log file only the plain lines appear.
-TEST(Progress, ABarOnATerminalPlainLinesElsewhere) {
+TEST(ProgressOutput, ABarOnATerminalPlainLinesElsewhere) {
   const std::string dir = scratch_dir("training_progress");
   const std::vector<std::string> args{DSHOST_BINARY,
                                       "run",
@@ -166,6 +169,7 @@ void signal_rank1(const Job& job, int signal) {
   kill(rank1, signal);
 }
 
+DSHOST_SUITE_LABEL(FailFast, slow);
 TEST(FailFast, KillingOneRankEndsTheJobNamingTheRank) {
   const Job job = start_long_run("kill_rank");
   ASSERT_NO_FATAL_FAILURE(signal_rank1(job, SIGKILL));
@@ -312,6 +316,7 @@ TEST(Profiler, TracesTheChosenStepsWithTheirOperatorsOnEveryRank) {
 // when only strategy.plugin changes.
 class Quickstart : public testing::TestWithParam<std::string> {};
 
+DSHOST_SUITE_LABEL(Quickstart, slow);
 TEST_P(Quickstart, ReachesNinetyPercentTestAccuracy) {
   const std::string dir = scratch_dir("training_quickstart_" + GetParam());
   const Ran r = dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",

@@ -6,6 +6,7 @@
 // (ddp against the zero strategies is compared on basic_cnn: on fresh batch-norm networks at
 // batch 8, gradient norms reach the thousands and two AdamW implementations' rounding parts
 // trajectories by 2e-2 within 4 steps.)
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
@@ -26,6 +27,7 @@ struct ZooCase {
 
 class ZooTraining : public testing::TestWithParam<ZooCase> {};
 
+DSHOST_SUITE_LABEL(ZooTraining, slow);
 TEST_P(ZooTraining, MemorisesUnderDdpAndZero3TakesZero2sSteps) {
   const ZooCase& c = GetParam();
   const std::vector<std::string> common{std::string("model.plugin=") + c.model,
@@ -79,6 +81,7 @@ INSTANTIATE_TEST_SUITE_P(
                             0.3}),
     [](const auto& info) { return std::string(info.param.model); });
 
+DSHOST_SUITE_LABEL(GptTraining, slow);
 // A small GPT on the bytes of Debian's fortunes: it learns (the loss falls from ln 256 = 5.5
 // to below 2.8 nats in 400 steps, measured 2.64; byte frequencies alone, English's unigram
 // entropy, give about 3), and zero3-offload, with its tied embedding unit kept gathered from

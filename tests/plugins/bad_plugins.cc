@@ -32,7 +32,7 @@ const dshost_option kOptions[] = {
     DSHOST_OPTION("mode", DSHOST_OPTION_STRING, "\"a\"", "a|b", "how")};
 #endif
 
-dshost_launcher_api small_table() {
+[[maybe_unused]] dshost_launcher_api small_table() {
   dshost_launcher_api api = *dshost::launcher_api<Idle>();
   api.struct_size = sizeof(size_t) * 2;  // claims to end before create/destroy/launch
   return api;

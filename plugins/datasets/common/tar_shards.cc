@@ -225,7 +225,7 @@ std::string tar_header(const std::string& name, int64_t size) {
               "ustar\0"
               "00",
               8);
-  std::snprintf(&h[148], 8, "%06llo", static_cast<unsigned long long>(checksum(h.data())));
+  std::snprintf(&h[148], 8, "%06o", static_cast<unsigned>(checksum(h.data()) & 0777777));
   h[155] = ' ';
   return h;
 }

@@ -96,16 +96,13 @@ struct SpecTerm {
 
 inline std::vector<SpecTerm> parse_node_spec(const std::string& spec, const std::string& key) {
   std::vector<SpecTerm> terms;
-  std::istringstream in(spec);
-  std::string item;
-  while (std::getline(in, item, '@')) {
+  for (const std::string& item : dshost::split(spec, '@')) {
     const std::string where = "launcher." + key + " = \"" + spec + "\"";
     SpecTerm term{trim(item.substr(0, item.find(':'))), {}};
     if (term.host.empty())
       throw hostfile_error(where, "an empty host name (NODE_SPEC is 'host1@host2:0,2')");
     if (item.find(':') != std::string::npos) {
-      std::istringstream slots(item.substr(item.find(':') + 1));
-      for (std::string s; std::getline(slots, s, ',');) {
+      for (std::string s : dshost::split(item.substr(item.find(':') + 1), ',')) {
         s = trim(s);
         if (s.empty() || s.size() > 6 || !std::all_of(s.begin(), s.end(), ::isdigit))
           throw hostfile_error(where, "slot '" + s + "' of host " + term.host + " is not a number");

@@ -10,7 +10,6 @@
 #include <map>
 #include <memory>
 #include <numeric>
-#include <sstream>
 
 namespace {
 
@@ -36,8 +35,7 @@ const dshost_option kOptions[] = {
 class Ensemble : public ImageModel {
  public:
   explicit Ensemble(const dshost::Services& s) : ImageModel(s) {
-    std::istringstream names(s.get_string("members"));
-    for (std::string name; std::getline(names, name, ',');) add_member(name, s);
+    for (const std::string& name : dshost::split(s.get_string("members"), ',')) add_member(name, s);
     if (members_.size() < 2)
       throw dshost::Error(
           "ensemble: members = \"" + s.get_string("members") + "\" names " +

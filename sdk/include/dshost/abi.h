@@ -308,8 +308,9 @@ typedef struct dshost_eval_result {
 
 typedef struct dshost_model_api {
   size_t struct_size;
-  /* Builds the module on services->device, initialised from the seeded global RNG. The
-   * services table must outlive the model. */
+  /* Builds the module in host memory, initialised from the seeded global RNG; its buffers
+   * (batch-norm statistics) go to services->device, its parameters reach the device through
+   * the strategy (bind_param). The services table must outlive the model. */
   dshost_status (*create)(const dshost_services* services, dshost_model** out, dshost_error* err);
   void (*destroy)(dshost_model* model);
   dshost_status (*describe)(dshost_model* model, dshost_model_info* out, dshost_error* err);

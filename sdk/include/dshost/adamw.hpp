@@ -22,6 +22,14 @@ struct AdamWStep {
   float grad_scale = 1.0f;                   // multiplies g first: clipping, in the same pass
 };
 
+// AdamW's bias correction 1 - beta^t after t steps, for a double or (with LibTorch, found
+// by argument-dependent lookup) a tensor t that stays on its device.
+template <class Steps>
+Steps bias_correction(double beta, const Steps& t) {
+  using ::pow;
+  return 1.0 - pow(beta, t);
+}
+
 namespace detail {
 
 // Updates p, m and v as torch.optim.AdamW does; returns the new p. (sqrtf: vectorises on the
@@ -49,7 +57,7 @@ DSHOST_ADAMW_INLINE float gradient(uint16_t bf16) {
 }
 
 // bf16 bits of x rounded to nearest even, as c10::BFloat16 rounds, in integer operations
-// that vectorise (c10's conversion kept the CPU loop scalar: 25% slower than two passes).
+// that vectorise (c10's conversion keeps the CPU loop scalar).
 DSHOST_ADAMW_INLINE uint16_t bf16_bits(float x) {
   uint32_t bits;
   memcpy(&bits, &x, sizeof bits);

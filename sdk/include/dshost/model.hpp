@@ -13,6 +13,7 @@
 //   DSHOST_MODEL_PLUGIN(Mlp, "mlp", "1.0", "A two-layer perceptron", nullptr, 0)
 #pragma once
 
+#include <dshost/step_scalars.hpp>
 #include <dshost/torch.hpp>
 
 #include <dshost/ops/recompute.hpp>  // checkpoint_activations
@@ -372,9 +373,7 @@ const dshost_model_api* model_api() {
       [](dshost_model* m, int64_t batch, double loss_scale, dshost_step_result* out,
          dshost_error* err) {
         return guarded(err, [&] {
-          const bool lent = out->struct_size >= DSHOST_STRUCT_SIZE(dshost_step_result, loss_out);
-          out->loss = hand_to_host(as<M>(m)->forward_backward(batch, loss_scale),
-                                   lent ? out->loss_out : nullptr);
+          out->loss = hand_loss(*out, as<M>(m)->forward_backward(batch, loss_scale));
           out->struct_size = sizeof(dshost_step_result);
         });
       },

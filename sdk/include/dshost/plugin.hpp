@@ -13,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace dshost {
 
@@ -36,6 +37,15 @@ inline std::string this_executable() {
   char path[4096] = {};
   const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
   return n > 0 ? std::string(path, static_cast<size_t>(n)) : std::string();
+}
+
+// The items of `text` between `separator`s: "a,,b" gives a, "" and b; "" and a trailing
+// separator give no item.
+inline std::vector<std::string> split(const std::string& text, char separator) {
+  std::vector<std::string> items;
+  std::istringstream in(text);
+  for (std::string item; std::getline(in, item, separator);) items.push_back(item);
+  return items;
 }
 
 // Thrown inside a plugin; turned into a status + message at the ABI boundary.
@@ -62,9 +72,11 @@ inline void write_error(dshost_error* err, const char* message) {
   err->message[DSHOST_ERROR_CAPACITY - 1] = '\0';
 }
 
-// Runs `body` and converts any exception into a status + message: nothing escapes.
+// Runs `body` and converts any exception into a status + message: nothing escapes. An
+// exception other than Error and out-of-memory returns `other`.
 template <class Body>
-dshost_status guarded(dshost_error* err, Body&& body) noexcept {
+dshost_status guarded(dshost_error* err, Body&& body,
+                      dshost_status other = DSHOST_INTERNAL) noexcept {
   try {
     body();
     return DSHOST_OK;
@@ -76,7 +88,7 @@ dshost_status guarded(dshost_error* err, Body&& body) noexcept {
     return DSHOST_OUT_OF_MEMORY;
   } catch (const std::exception& e) {  // (LibTorch's CUDA allocator: "CUDA out of memory. ...")
     write_error(err, e.what());
-    return std::strstr(e.what(), "CUDA out of memory") ? DSHOST_OUT_OF_MEMORY : DSHOST_INTERNAL;
+    return std::strstr(e.what(), "CUDA out of memory") ? DSHOST_OUT_OF_MEMORY : other;
   } catch (...) {
     write_error(err, "unknown exception");
     return DSHOST_INTERNAL;

@@ -3,6 +3,8 @@
 // AdamW / SGD over flat fp32 buffers.
 #pragma once
 
+#include <dshost/adamw.hpp>
+#include <dshost/step_scalars.hpp>
 #include <dshost/torch.hpp>
 
 #include <c10/core/DeviceGuard.h>
@@ -245,24 +247,25 @@ inline at::Tensor sum_of_squares(const at::Tensor& flat) {
   return total;
 }
 
-// Clipping without a host synchronisation: `grads` scaled by min(1, max_norm / (norm + 1e-6))
-// on the device, as PyTorch's clip_grad_norm_ scales (norm: a one-element double tensor).
+// Clipping as torch.nn.utils.clip_grad_norm_: gradients scaled by
+// min(1, max_norm / (norm + 1e-6)), `norm` their global L2 norm; max_norm 0 = no clipping.
+inline double clip_scale(double norm, double max_norm) {
+  return max_norm > 0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;
+}
+
+// The scale on the device, without a host synchronisation (norm: a one-element double tensor).
+inline at::Tensor clip_scale(const at::Tensor& norm, double max_norm) {
+  return at::full_like(norm, max_norm).div_(norm + 1e-6).clamp_max_(1.0);
+}
+
 inline void clip_by_norm(const at::Tensor& grads, const at::Tensor& norm, double max_norm) {
-  if (max_norm > 0)
-    grads.mul_(at::full_like(norm, max_norm).div_(norm + 1e-6).clamp_max_(1.0).reshape({}));
+  if (max_norm > 0) grads.mul_(clip_scale(norm, max_norm).reshape({}));
 }
 
-// The same scale as a divisor, max(1, (norm + 1e-6) / max_norm), fp32 on the device: what
-// the fused AdamW kernels divide each gradient by as they read it.
+// The scale as a divisor, fp32 on the device: what the fused AdamW kernels divide each
+// gradient by as they read it.
 inline at::Tensor clip_divisor(const at::Tensor& norm, double max_norm) {
-  return (norm + 1e-6).div_(max_norm).clamp_min_(1.0).to(at::kFloat);
-}
-
-// A step's return value: the norm goes to the host's grad_norm_out (ABI 1.4) without
-// waiting for the device, and NaN is returned; an older host gets it read back.
-inline double report_norm(const dshost_step_args& args, const at::Tensor& norm) {
-  const bool lent = args.struct_size >= DSHOST_STRUCT_SIZE(dshost_step_args, grad_norm_out);
-  return hand_to_host(norm, lent ? args.grad_norm_out : nullptr);
+  return clip_scale(norm, max_norm).reciprocal_().to(at::kFloat);
 }
 
 // Whether the host asked (ABI 1.5) to drop the update of a step whose norm is not finite.
@@ -311,8 +314,8 @@ class FlatOptimizer {
       param.mul_(1.0 - lr * c_.weight_decay);
       exp_avg_.mul_(c_.beta1).add_(grad, 1.0 - c_.beta1);
       exp_avg_sq_.mul_(c_.beta2).addcmul_(grad, grad, 1.0 - c_.beta2);
-      const double bias1 = 1.0 - std::pow(c_.beta1, static_cast<double>(steps_));
-      const double bias2 = 1.0 - std::pow(c_.beta2, static_cast<double>(steps_));
+      const double bias1 = bias_correction(c_.beta1, static_cast<double>(steps_));
+      const double bias2 = bias_correction(c_.beta2, static_cast<double>(steps_));
       const at::Tensor denom = (exp_avg_sq_.sqrt() / std::sqrt(bias2)).add_(c_.eps);
       param.addcdiv_(exp_avg_, denom, -lr / bias1);
       return;

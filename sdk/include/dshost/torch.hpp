@@ -99,14 +99,6 @@ inline at::Tensor borrow(const DLTensor* t) {
   return at::fromDLPack(managed);
 }
 
-// A scalar result handed to the host: copied into `slot`, a one-element device tensor the
-// host lent (no wait for the device), with NaN returned; read back where it lent none.
-inline double hand_to_host(const at::Tensor& value, const DLTensor* slot) {
-  if (slot == nullptr) return value.item<double>();
-  borrow(slot).copy_(value.reshape({1}), /*non_blocking=*/true);
-  return std::nan("");
-}
-
 inline at::Device to_device(DLDevice d) {
   if (d.device_type == kDLCUDA) return at::Device(at::kCUDA, static_cast<int8_t>(d.device_id));
   return at::Device(at::kCPU);

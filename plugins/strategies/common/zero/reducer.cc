@@ -77,7 +77,9 @@ void Reducer::reduce(int u) {
 void Reducer::fold_in_alone(int u, bool first) {
   const at::Tensor& grad = grads_[u];
   const at::Tensor reduced =
-      at::elementSize(o_.reduce_dtype) < grad.element_size() ? grad.to(o_.reduce_dtype) : grad;
+      static_cast<int64_t>(at::elementSize(o_.reduce_dtype)) < grad.element_size()
+          ? grad.to(o_.reduce_dtype)
+          : grad;
   const at::Tensor target = grad_shard_.range(layout_.shard_begin[u], layout_.chunk[u]);
   if (first)
     target.copy_(reduced);

@@ -139,16 +139,14 @@ void ShardedOptimizer::advance_step(const at::Tensor& found_inf) {
 dshost::AdamWStep ShardedOptimizer::adamw_step(double lr, double t, double n,
                                                double max_grad_norm) const {
   const auto& c = services_.optimizer();
-  const double grad_scale =
-      max_grad_norm > 0 && n > max_grad_norm ? max_grad_norm / (n + 1e-6) : 1.0;
   return {static_cast<float>(lr),
           static_cast<float>(c.beta1),
           static_cast<float>(c.beta2),
           static_cast<float>(c.eps),
           static_cast<float>(c.weight_decay),
-          static_cast<float>(1.0 - std::pow(c.beta1, t)),
-          static_cast<float>(1.0 - std::pow(c.beta2, t)),
-          static_cast<float>(grad_scale)};
+          static_cast<float>(dshost::bias_correction(c.beta1, t)),
+          static_cast<float>(dshost::bias_correction(c.beta2, t)),
+          static_cast<float>(dshost::clip_scale(n, max_grad_norm))};
 }
 
 // Part by part: the accelerator's by the CUDA kernel, then the host's by the CPU, which reads
@@ -192,9 +190,9 @@ void ShardedOptimizer::update_on_device(const dshost_step_args& args, const at::
   const at::Tensor divisor =
       args.max_grad_norm > 0 ? dshost::clip_divisor(norm, args.max_grad_norm) : at::Tensor();
   const auto& c = services_.optimizer();
-  const at::Tensor bias_corrections =
-      at::cat({1.0 - at::pow(c.beta1, adam_step_), 1.0 - at::pow(c.beta2, adam_step_)})
-          .to(at::kFloat);
+  const at::Tensor bias_corrections = at::cat({dshost::bias_correction(c.beta1, adam_step_),
+                                               dshost::bias_correction(c.beta2, adam_step_)})
+                                          .to(at::kFloat);
   const auto pointer = [](const at::Tensor& t) {
     return t.defined() ? t.data_ptr<float>() : nullptr;
   };
