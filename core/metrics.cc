@@ -176,6 +176,12 @@ void MetricsLog::evaluation(int64_t step, double accuracy, double loss) {
   events_.scalar("test/loss", step, loss);
 }
 
+void MetricsLog::rates(int64_t step, double samples_per_second, double steady_samples_per_second) {
+  events_.scalar("run/samples_per_second", step, samples_per_second);
+  if (steady_samples_per_second > 0)
+    events_.scalar("run/steady_samples_per_second", step, steady_samples_per_second);
+}
+
 void MetricsLog::flush() {
   jsonl_.flush();
   csv_.flush();

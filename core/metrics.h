@@ -45,6 +45,8 @@ class MetricsLog {
   MetricsLog(const std::filesystem::path& run_dir, int64_t resume_step);
   void step(const StepRow& row);
   void evaluation(int64_t step, double accuracy, double loss);
+  // The run's rates at its last step: the whole run's and, where there is one, the steady.
+  void rates(int64_t step, double samples_per_second, double steady_samples_per_second);
   void flush();
 
  private:

@@ -38,16 +38,30 @@ std::string progress_log_line(const ProgressFigures& f, double lr, double grad_n
              " samples/s eta ", duration_text(f.eta_seconds));
 }
 
-void TrainingClock::begin_epoch() { epoch_start_ = Clock::now(); }
+void TrainingClock::begin_epoch() {
+  epoch_start_ = Clock::now();
+  in_epoch_ = true;
+}
 
 void TrainingClock::end_epoch() {
   epoch_seconds_.push_back(seconds_since(epoch_start_));
   train_seconds_ += epoch_seconds_.back();
+  in_epoch_ = false;
 }
 
-double TrainingClock::samples_per_second() const {
-  return static_cast<double>(samples_) /
-         std::max(train_seconds_ + seconds_since(epoch_start_), 1e-9);
+Span TrainingClock::so_far() const {
+  return {samples_, train_seconds_ + (in_epoch_ ? seconds_since(epoch_start_) : 0.0)};
+}
+
+void TrainingClock::window_done() {
+  const Span now = so_far();
+  window_ = {now.samples - last_window_.samples, now.seconds - last_window_.seconds};
+  if (++windows_ == 1) first_window_ = now;
+  last_window_ = now;
+}
+
+double TrainingClock::window_samples_per_second() const {
+  return windows_ == 0 ? so_far().rate() : window_.rate();
 }
 
 double TrainingClock::trained_samples_per_second() const {
@@ -55,8 +69,8 @@ double TrainingClock::trained_samples_per_second() const {
 }
 
 double TrainingClock::eta_seconds(int64_t steps_done) const {
-  return static_cast<double>((total_steps_ - steps_done) * global_batch_) /
-         std::max(samples_per_second(), 1e-9);
+  const double rate = steady().samples > 0 ? steady().rate() : so_far().rate();
+  return static_cast<double>((total_steps_ - steps_done) * global_batch_) / std::max(rate, 1e-9);
 }
 
 bool TrainingClock::status_due(int64_t steps_done) {

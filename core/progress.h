@@ -1,8 +1,10 @@
-// Training progress as the user reads it: the rate of training so far (evaluation excluded),
-// the time the steps left take, rank 0's progress bar and the log line of each report.
+// Training progress as the user reads it: the rate of the last report's window and the steady
+// rate (evaluation excluded), the time the steps left take, rank 0's progress bar and the log
+// line of each report.
 #pragma once
 
 #include <chrono>
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -25,7 +27,16 @@ std::string progress_bar(const ProgressFigures& f);
 // "epoch 1/2 step 6/12 loss 0.5000 lr 1.00e-03 grad_norm 0.250 100 samples/s eta 1m05s"
 std::string progress_log_line(const ProgressFigures& f, double lr, double grad_norm);
 
-// The clock of a run's training: each epoch's training time and the samples trained.
+// Samples trained in some seconds of training.
+struct Span {
+  int64_t samples = 0;
+  double seconds = 0;
+  double rate() const { return static_cast<double>(samples) / std::max(seconds, 1e-9); }
+};
+
+// The clock of a run's training: each epoch's training time, the samples trained, and the
+// report windows. The first window (cuDNN's autotuning, CUDA graph capture, caches warming)
+// is left out of the steady rate.
 class TrainingClock {
  public:
   TrainingClock(int64_t total_steps, int64_t global_batch)
@@ -33,8 +44,16 @@ class TrainingClock {
   void begin_epoch();
   void end_epoch();
   void step_done() { samples_ += global_batch_; }
-  // Samples per second of training so far, the running epoch included.
-  double samples_per_second() const;
+  // A report's window ends here.
+  void window_done();
+  // The last window's rate; before the first report, the rate so far.
+  double window_samples_per_second() const;
+  // After the first window, up to the end of the last; empty before a second window ended.
+  Span steady() const {
+    return {last_window_.samples - first_window_.samples,
+            last_window_.seconds - first_window_.seconds};
+  }
+  // From the steady rate where there is one, else from the rate so far.
   double eta_seconds(int64_t steps_done) const;
   // Samples per second over the ended epochs: the run's figure once training is over.
   double trained_samples_per_second() const;
@@ -45,10 +64,14 @@ class TrainingClock {
 
  private:
   using Clock = std::chrono::steady_clock;
+  Span so_far() const;
   int64_t total_steps_, global_batch_;
   int64_t samples_ = 0;
   double train_seconds_ = 0;
+  bool in_epoch_ = false;
   std::vector<double> epoch_seconds_;
+  Span first_window_, last_window_, window_;  // the first two: training so far at their ends
+  int windows_ = 0;
   Clock::time_point epoch_start_ = Clock::now(), last_status_{};
 };
 

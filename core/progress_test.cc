@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 namespace dshost {
 namespace {
 
@@ -54,6 +57,23 @@ TEST(Progress, NothingIsLeftAfterTheLastStep) {
   EXPECT_EQ(clock.epoch_seconds().size(), 1u);
   EXPECT_GT(clock.trained_samples_per_second(), 0);
   EXPECT_DOUBLE_EQ(clock.trained_samples_per_second() * clock.train_seconds(), 320);
+}
+
+// A first window slowed on purpose (as cuDNN's autotuning slows it) is not in the steady
+// span, which holds exactly the later windows' samples.
+TEST(Progress, TheSteadyRateLeavesOutTheFirstWindow) {
+  TrainingClock clock(6, 32);
+  clock.begin_epoch();
+  for (int i = 0; i < 2; ++i) clock.step_done();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  clock.window_done();
+  EXPECT_EQ(clock.steady().samples, 0) << "one window: no steady figure yet";
+  for (int i = 0; i < 4; ++i) clock.step_done();
+  clock.window_done();
+  clock.end_epoch();
+  EXPECT_EQ(clock.steady().samples, 4 * 32);
+  EXPECT_GE(clock.train_seconds() - clock.steady().seconds, 0.3);
+  EXPECT_DOUBLE_EQ(clock.window_samples_per_second(), clock.steady().rate());
 }
 
 }  // namespace

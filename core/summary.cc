@@ -1,4 +1,8 @@
+#include <dshost/torch.hpp>  // first: ATen's DLPack
+
 #include "core/summary.h"
+
+#include "core/checkpoint.h"  // TensorLayout
 
 #include <dshost/plugin.hpp>  // cat()
 
@@ -33,8 +37,29 @@ nlohmann::json flops_profile(const RunSummary& s) {
 
 }  // namespace
 
+std::vector<UnitFigures> unit_figures(const std::vector<std::vector<TensorLayout>>& layouts,
+                                      const std::function<int64_t(int32_t)>& flops) {
+  std::vector<UnitFigures> units;
+  for (size_t u = 0; u < layouts.size(); ++u) {
+    const std::string first = layouts[u].empty() ? "" : layouts[u][0].name;
+    UnitFigures f{first.substr(0, first.find('.')), 0, flops(static_cast<int32_t>(u))};
+    for (const TensorLayout& p : layouts[u]) f.parameters += p.numel();
+    units.push_back(f);
+  }
+  return units;
+}
+
+double rated_samples_per_second(const RunSummary& s) {
+  return s.steady.samples > 0 ? s.steady.rate() : s.samples_per_second;
+}
+
 double achieved_tflops(const RunSummary& s) {
-  return 3.0 * static_cast<double>(s.forward_flops_per_sample) * s.samples_per_second / 1e12;
+  return 3.0 * static_cast<double>(s.forward_flops_per_sample) * rated_samples_per_second(s) / 1e12;
+}
+
+std::optional<double> mfu(const RunSummary& s) {
+  if (s.forward_flops_per_sample <= 0 || s.peak_tflops <= 0) return std::nullopt;
+  return achieved_tflops(s) / s.peak_tflops;
 }
 
 nlohmann::json summary_json(const RunSummary& s) {
@@ -53,6 +78,9 @@ nlohmann::json summary_json(const RunSummary& s) {
       {"test_loss", or_null(s.evaluated, s.test_loss)},
       {"final_train_loss", s.final_train_loss},
       {"samples_per_second", s.samples_per_second},
+      {"steady_samples_per_second", or_null(s.steady.samples > 0, s.steady.rate())},
+      {"steady_samples", s.steady.samples},
+      {"steady_time_s", s.steady.seconds},
       {"skipped_files", s.skipped_files},
       {"skipped_steps", s.skipped_steps},
       {"train_time_s", s.train_time_s},
@@ -70,7 +98,8 @@ nlohmann::json summary_json(const RunSummary& s) {
       {"forward_flops_per_sample", s.forward_flops_per_sample},
       {"flops_profile", flops_profile(s)},
       {"achieved_tflops", or_null(flops, achieved_tflops(s))},
-      {"mfu", or_null(flops && s.peak_tflops > 0, achieved_tflops(s) / s.peak_tflops)},
+      {"mfu", or_null(mfu(s).has_value(), mfu(s).value_or(0))},
+      {"flops_rate", s.steady.samples > 0 ? "steady" : "whole run"},
   };
 }
 
@@ -82,23 +111,26 @@ std::vector<std::string> summary_lines(const RunSummary& s) {
   std::vector<std::string> lines;
   if (s.forward_flops_per_sample > 0) {
     const double achieved = achieved_tflops(s);
-    lines.push_back(cat(
-        "FLOPs: ", std::fixed, std::setprecision(3),
-        static_cast<double>(s.forward_flops_per_sample) / 1e9,
-        " GFLOP forward per sample; achieved ", std::setprecision(2), achieved, " TFLOP/s",
-        s.peak_tflops > 0
-            ? cat(", MFU ", std::fixed, std::setprecision(1), 100 * achieved / s.peak_tflops, "%")
-            : ""));
+    lines.push_back(
+        cat("FLOPs: ", std::fixed, std::setprecision(3),
+            static_cast<double>(s.forward_flops_per_sample) / 1e9,
+            " GFLOP forward per sample; achieved ", std::setprecision(2), achieved, " TFLOP/s",
+            mfu(s) ? cat(", MFU ", std::fixed, std::setprecision(1), 100 * *mfu(s), "%") : "",
+            s.steady.samples > 0 ? " at the steady rate" : ""));
   }
-  lines.push_back(cat(
-      "summary: ", test, "train loss ", std::fixed, std::setprecision(4), s.final_train_loss, ", ",
-      std::setprecision(0), s.samples_per_second, " samples/s, wall time ", std::setprecision(1),
-      s.wall_time_s, " s, peak memory ", mib(static_cast<double>(s.peak_host_memory_bytes)),
-      s.on_gpu ? cat(" host, ", mib(static_cast<double>(s.peak_device_memory_bytes)), " GPU")
-               : std::string(),
-      " per rank (parameters ", mib(static_cast<double>(m.param_device + m.param_host)),
-      ", gradients ", mib(static_cast<double>(m.grad_device + m.grad_host)), ", optimizer ",
-      mib(static_cast<double>(m.optim_device + m.optim_host)), ")"));
+  lines.push_back(
+      cat("summary: ", test, "train loss ", std::fixed, std::setprecision(4), s.final_train_loss,
+          ", ", std::setprecision(0), s.samples_per_second, " samples/s",
+          s.steady.samples > 0
+              ? cat(" (steady ", std::fixed, std::setprecision(0), s.steady.rate(), ")")
+              : std::string(),
+          ", wall time ", std::setprecision(1), s.wall_time_s, " s, peak memory ",
+          mib(static_cast<double>(s.peak_host_memory_bytes)),
+          s.on_gpu ? cat(" host, ", mib(static_cast<double>(s.peak_device_memory_bytes)), " GPU")
+                   : std::string(),
+          " per rank (parameters ", mib(static_cast<double>(m.param_device + m.param_host)),
+          ", gradients ", mib(static_cast<double>(m.grad_device + m.grad_host)), ", optimizer ",
+          mib(static_cast<double>(m.optim_device + m.optim_host)), ")"));
   return lines;
 }
 

@@ -2,16 +2,22 @@
 // accuracy, rate, times, memory, the FLOPs profile and MFU).
 #pragma once
 
+#include "core/progress.h"  // Span
+
 #include <dshost/abi.h>
 
 #include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace dshost {
+
+struct TensorLayout;
 
 struct UnitFigures {
   std::string unit;  // its parameters' name prefix
@@ -24,7 +30,8 @@ struct RunSummary {
   int64_t parameters = 0, steps = 0;
   bool evaluated = false;
   double test_accuracy = 0, test_loss = 0, final_train_loss = 0;
-  double samples_per_second = 0, train_time_s = 0, wall_time_s = 0;
+  double samples_per_second = 0, train_time_s = 0, wall_time_s = 0;  // the whole run's
+  Span steady;  // after the first report window; empty where the run had one window
   std::vector<double> epoch_times_s;
   int64_t skipped_files = 0, skipped_steps = 0;
   int64_t peak_host_memory_bytes = 0, peak_device_memory_bytes = 0;  // the largest rank's
@@ -35,8 +42,18 @@ struct RunSummary {
   double peak_tflops = 0;  // of all ranks' devices together; 0: unknown (no MFU)
 };
 
-// Training FLOPs count 3 forwards per sample (backward costs two), over all ranks.
+// Each unit's parameter count and forward FLOPs per sample (`flops(unit)`), named by its
+// first parameter's name prefix ("features" for "features.0.weight").
+std::vector<UnitFigures> unit_figures(const std::vector<std::vector<TensorLayout>>& layouts,
+                                      const std::function<int64_t(int32_t)>& flops);
+
+// The rate the run's FLOPs and MFU are figured from: the steady one where there is one.
+double rated_samples_per_second(const RunSummary& s);
+// Training FLOPs count 3 forwards per sample (backward costs two), over all ranks, at the
+// rated samples per second.
 double achieved_tflops(const RunSummary& s);
+// MFU: achieved over peak; nullopt where the model gives no FLOPs or the peak is unknown.
+std::optional<double> mfu(const RunSummary& s);
 nlohmann::json summary_json(const RunSummary& s);
 // The lines logged at the end of a run: FLOPs where the model gives them, then the figures.
 std::vector<std::string> summary_lines(const RunSummary& s);

@@ -1,5 +1,9 @@
 // The run's summary figures (core/summary.h).
+#include <dshost/torch.hpp>  // first: ATen's DLPack
+
 #include "core/summary.h"
+
+#include "core/checkpoint.h"
 
 #include <gtest/gtest.h>
 
@@ -22,6 +26,22 @@ TEST(Summary, MfuIsThreeForwardsPerSampleAtTheRunsRateOverThePeak) {
   ASSERT_EQ(j["flops_profile"].size(), 2u);
   EXPECT_EQ(j["flops_profile"][0]["unit"], "conv1");
   EXPECT_DOUBLE_EQ(j["flops_profile"][0]["share"].get<double>(), 118'013'952 / 4.1e9);
+}
+
+TEST(Summary, TheSteadyRateGivesTheFlopsAndTheWholeRunsRateStaysBeside) {
+  RunSummary s = resnet_like();
+  s.steady = {8000, 1.6};  // 5000 samples/s after the first window
+  const nlohmann::json j = summary_json(s);
+  EXPECT_DOUBLE_EQ(j["samples_per_second"].get<double>(), 4000);
+  EXPECT_DOUBLE_EQ(j["steady_samples_per_second"].get<double>(), 5000);
+  EXPECT_DOUBLE_EQ(j["mfu"].get<double>(), 3 * 4.1e9 * 5000 / 1e12 / 989.4);
+  EXPECT_EQ(j["flops_rate"], "steady");
+  const std::vector<std::string> lines = summary_lines(s);
+  EXPECT_EQ(lines[0],
+            "FLOPs: 4.100 GFLOP forward per sample; achieved 61.50 TFLOP/s, MFU 6.2% "
+            "at the steady rate");
+  EXPECT_NE(lines[1].find("4000 samples/s (steady 5000), "), std::string::npos) << lines[1];
+  EXPECT_TRUE(summary_json(resnet_like())["steady_samples_per_second"].is_null());
 }
 
 TEST(Summary, UnknownFiguresAreNullNotZero) {
@@ -51,6 +71,22 @@ TEST(Summary, TheLogLinesGiveFlopsThenTheFigures) {
   EXPECT_NE(lines[1].find("optimizer 3.0 MiB)"), std::string::npos) << lines[1];
   s.forward_flops_per_sample = 0;
   EXPECT_EQ(summary_lines(s).size(), 1u);
+}
+
+TEST(Summary, EachUnitIsNamedByItsFirstParameterAndCountsItsParameters) {
+  const std::vector<std::vector<TensorLayout>> layouts = {
+      {TensorLayout::of("features.0.weight", at::zeros({4, 3})),
+       TensorLayout::of("features.0.bias", at::zeros({4}))},
+      {TensorLayout::of("classifier.weight", at::zeros({2, 4}))}};
+  const std::vector<UnitFigures> units =
+      unit_figures(layouts, [](int32_t u) { return int64_t{100} * (u + 1); });
+  ASSERT_EQ(units.size(), 2u);
+  EXPECT_EQ(units[0].unit, "features");
+  EXPECT_EQ(units[0].parameters, 16);
+  EXPECT_EQ(units[0].forward_flops_per_sample, 100);
+  EXPECT_EQ(units[1].unit, "classifier");
+  EXPECT_EQ(units[1].parameters, 8);
+  EXPECT_EQ(units[1].forward_flops_per_sample, 200);
 }
 
 }  // namespace

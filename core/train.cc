@@ -6,6 +6,7 @@
 #include "core/cuda_graph.h"
 #include "core/dataset.h"
 #include "core/error.h"
+#include "core/evaluation.h"
 #include "core/input_pipeline.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -85,7 +86,6 @@ class Worker {
                           "; check run.output_dir"),
                       1);
     metrics_ = std::make_unique<MetricsLog>(run_dir_, position_.step);
-    last_report_ = std::chrono::steady_clock::now();
   }
 
   // ---- the loop ----------------------------------------------------------------------
@@ -120,7 +120,7 @@ class Worker {
       if (ck.at_epoch_end && position_.step_in_epoch == 0 && saved_step != position_.step)
         saved_step = save_checkpoint();
     }
-    if (t.eval && !evaluated_) evaluate(-1);  // stopped by max_steps inside the first epoch
+    if (t.eval && test_.samples == 0) evaluate(-1);  // stopped by max_steps inside the first epoch
     if (ck.enabled() && saved_step != position_.step) save_checkpoint();  // the final state
   }
 
@@ -174,11 +174,10 @@ class Worker {
     const std::vector<StepRecord> steps =
         reports_->collect([this](const std::vector<double>& v) { return s_->comm->sum(v); },
                           rv_.rank, rv_.world_size, nonfinite_);
+    clock_->window_done();  // after the collective: the window's work is done on the device
     last_loss_ = steps.back().loss;
     if (rv_.rank == 0) {
-      const auto now = std::chrono::steady_clock::now();
-      const double rate = static_cast<double>(steps.size() * plan().global_batch) /
-                          std::max(std::chrono::duration<double>(now - last_report_).count(), 1e-9);
+      const double rate = clock_->window_samples_per_second();
       const int64_t peak_host = peak_rss_bytes(), peak_device = allocated_on(device_).peak;
       for (const auto& s : steps)
         metrics_->step(
@@ -188,7 +187,6 @@ class Worker {
       log::info(progress_log_line(figures(last.step + 1, last.epoch, last.loss), last.lr,
                                   last.grad_norm));
     }
-    last_report_ = std::chrono::steady_clock::now();
   }
 
   ProgressFigures figures(int64_t steps_done, int64_t epoch, double loss) const {
@@ -199,7 +197,7 @@ class Worker {
             (steps_done - 1) % plan().steps_per_epoch + 1,
             plan().steps_per_epoch,
             loss,
-            clock_->samples_per_second(),
+            clock_->window_samples_per_second(),
             clock_->eta_seconds(steps_done)};
   }
 
@@ -213,28 +211,13 @@ class Worker {
   }
 
   void evaluate(int64_t epoch) {
-    const int64_t size = s_->data->size(DSHOST_TEST_SPLIT);
-    if (size == 0) return;  // (load_data said so)
-    const auto order = std::make_shared<const std::vector<int64_t>>(
-        shard_indices(size, rv_.rank, rv_.world_size, 0, 0, /*shuffle=*/false, /*pad=*/false));
-    double loss_sum = 0, correct = 0, count = 0;
-    for (size_t first = 0; first < order->size(); first += cfg_.train.eval_batch_size) {
-      const int64_t n = std::min<int64_t>(cfg_.train.eval_batch_size, order->size() - first);
-      s_->pipeline->load(DSHOST_TEST_SPLIT, order, first, n, 0, s_->inputs, s_->targets);
-      const dshost_eval_result r = s_->model->evaluate(n);
-      loss_sum += r.loss_sum;
-      correct += static_cast<double>(r.correct);
-      count += static_cast<double>(r.count);
-    }
-    const auto totals = s_->comm->sum({loss_sum, correct, count});
-    test_loss_ = totals[0] / totals[2];
-    test_accuracy_ = totals[1] / totals[2];
-    evaluated_ = true;
-    if (rv_.rank == 0) metrics_->evaluation(position_.step, test_accuracy_, test_loss_);
-    last_report_ = std::chrono::steady_clock::now();  // throughput counts training time only
+    const Evaluation e = evaluate_test_split(*s_, rv_, cfg_.train.eval_batch_size);
+    if (e.samples == 0) return;  // (load_data said so)
+    test_ = e;
+    if (rv_.rank == 0) metrics_->evaluation(position_.step, e.accuracy, e.loss);
     log::info(cat(epoch >= 0 ? cat("epoch ", epoch + 1, " ") : std::string(), "test accuracy ",
-                  std::fixed, std::setprecision(4), test_accuracy_, " loss ", test_loss_, " (",
-                  static_cast<int64_t>(totals[2]), " samples)"));
+                  std::fixed, std::setprecision(4), e.accuracy, " loss ", e.loss, " (", e.samples,
+                  " samples)"));
   }
 
   // Collective. metrics.jsonl reaches the checkpoint's step first. Returns the step saved.
@@ -268,35 +251,27 @@ class Worker {
     sum.precision = choice_name(cfg_.train.precision);
     sum.parameters = s_->model->info().parameter_count;
     sum.steps = plan().total_steps;
-    sum.evaluated = evaluated_;
-    sum.test_accuracy = test_accuracy_;
-    sum.test_loss = test_loss_;
+    sum.evaluated = test_.samples > 0;
+    sum.test_accuracy = test_.accuracy;
+    sum.test_loss = test_.loss;
     sum.final_train_loss = last_loss_;
     sum.samples_per_second = clock_->trained_samples_per_second();
+    sum.steady = clock_->steady();
     sum.skipped_steps = nonfinite_.skipped_steps();
     sum.train_time_s = clock_->train_seconds();
     sum.epoch_times_s = clock_->epoch_seconds();
     sum.wall_time_s = wall_seconds;
     sum.forward_flops_per_sample = s_->model->info().forward_flops_per_sample;
-    sum.units = unit_figures();
+    sum.units =
+        unit_figures(s_->param_layouts, [this](int32_t u) { return s_->model->unit_flops(u); });
     sum.peak_tflops = device_peak_tflops(cfg_.train.peak_tflops, device_,
                                          cfg_.train.precision == Precision::bf16) *
                       rv_.world_size;
     write_file_atomically((run_dir_ / "summary.json").string(), summary_json(sum).dump(2) + "\n");
+    metrics_->rates(position_.step, sum.samples_per_second, sum.steady.rate());
+    metrics_->flush();
     for (const std::string& line : summary_lines(sum)) log::info(line);
     log::info(cat("summary written to ", (run_dir_ / "summary.json").string()));
-  }
-
-  std::vector<UnitFigures> unit_figures() const {
-    std::vector<UnitFigures> units;
-    for (size_t u = 0; u < s_->param_layouts.size(); ++u) {
-      const std::string first = s_->param_layouts[u].empty() ? "" : s_->param_layouts[u][0].name;
-      UnitFigures f{first.substr(0, first.find('.')), 0,
-                    s_->model->unit_flops(static_cast<int32_t>(u))};
-      for (const auto& p : s_->param_layouts[u]) f.parameters += p.numel();
-      units.push_back(f);
-    }
-    return units;
   }
 
   const StepPlan& plan() const { return s_->plan; }
@@ -315,10 +290,9 @@ class Worker {
   std::unique_ptr<StepProfiler> profiler_;  // train.profile_steps
   std::unique_ptr<MetricsLog> metrics_;     // rank 0's
   std::unique_ptr<TrainingClock> clock_;
-  std::chrono::steady_clock::time_point last_report_;
   const bool status_lines_ = rv_.rank == 0 && std::getenv(kStatusLinesVariable) != nullptr;
-  double last_loss_ = 0, test_loss_ = 0, test_accuracy_ = 0;
-  bool evaluated_ = false;
+  double last_loss_ = 0;
+  Evaluation test_;  // the last evaluation's
 };
 
 }  // namespace

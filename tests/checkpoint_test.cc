@@ -719,8 +719,16 @@ TEST(Monitoring, EventFileCsvAndJsonlHoldTheSameScalars) {
   EXPECT_EQ(profile[0]["unit"], "conv1");
   EXPECT_EQ(profile[0]["forward_flops_per_sample"], 2 * 9 * 1 * 32 * 28 * 28);
   EXPECT_EQ(profile[0]["parameters"], 9 * 32 + 32);
-  const double achieved = 3.0 * summary["forward_flops_per_sample"].get<double>() *
-                          summary["samples_per_second"].get<double>() / 1e12;
+  // ... at the steady rate (after the first report window), which TensorBoard has beside
+  // the whole run's.
+  ASSERT_EQ(summary["flops_rate"], "steady");
+  const double steady = summary["steady_samples_per_second"].get<double>();
+  const double whole = summary["samples_per_second"].get<double>();
+  const std::pair<int64_t, std::string> steady_tag{20, "run/steady_samples_per_second"},
+      whole_tag{20, "run/samples_per_second"};
+  EXPECT_NEAR(scalars[steady_tag], steady, 1e-6 * steady);
+  EXPECT_NEAR(scalars[whole_tag], whole, 1e-6 * whole);
+  const double achieved = 3.0 * summary["forward_flops_per_sample"].get<double>() * steady / 1e12;
   EXPECT_NEAR(summary["achieved_tflops"].get<double>(), achieved, 1e-12);
   EXPECT_NEAR(summary["mfu"].get<double>(), achieved / 1.0, 1e-12);
 

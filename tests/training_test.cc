@@ -155,6 +155,23 @@ Ran run_failing_model(const std::string& dir, const std::string& fail_in,
   return dshost(args);
 }
 
+// The summary's steady rate (and the MFU figured from it) leaves out the first report window,
+// slowed here by half a second (tests/plugins/failing_model's slow_forwards); the whole run's
+// rate stays beside it.
+TEST(ProgressOutput, TheSteadyRateLeavesOutASlowFirstWindow) {
+  const std::string dir = scratch_dir("training_steady");
+  const Ran r = run_failing_model(dir, "never", {"model.slow_forwards=5", "train.log_every=5"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto summary = nlohmann::json::parse(read_file(dir + "/quickstart/summary.json"));
+  EXPECT_EQ(summary["steady_samples"], 5 * 64) << "the second window: steps 6 to 10 of 64";
+  EXPECT_GE(summary["train_time_s"].get<double>() - summary["steady_time_s"].get<double>(), 0.5);
+  const double steady = summary["steady_samples_per_second"].get<double>();
+  EXPECT_GT(steady, summary["samples_per_second"].get<double>());
+  EXPECT_EQ(summary["flops_rate"], "steady");
+  EXPECT_NE(r.err.find(cat(" samples/s (steady ", std::lround(steady), "), ")), std::string::npos)
+      << r.err;
+}
+
 // The worker processes of the job in `dir` (their command line names the run dir).
 std::vector<int> workers_of(const Job& job) {
   return pids_matching("worker " + kQuickstart + " --set run.output_dir=\"" + job.dir);

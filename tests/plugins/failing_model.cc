@@ -4,7 +4,8 @@
 // its third forward (the other ranks are left waiting in their collectives), or by issuing
 // a collective whose size differs between ranks (a plugin that communicates differently on
 // different ranks); or whose outputs are NaN in its third training forward, or in every one
-// from the third on (a diverging model).
+// from the third on (a diverging model). Its first `slow_forwards` training forwards each
+// take a tenth of a second longer (a slow start, as cuDNN's autotuning makes one).
 #include <dshost/model.hpp>
 
 #ifndef PLUGIN_NAME  // (tests/CMakeLists.txt builds it again against the frozen ABI 1.4 SDK)
@@ -13,7 +14,9 @@
 
 #include <torch/nn/modules/linear.h>
 
+#include <chrono>
 #include <cmath>
+#include <thread>
 
 namespace {
 
@@ -22,11 +25,14 @@ const dshost_option kOptions[] = {
                   "never|create|forward|rank1_forward|mismatched_collective|nan_third_forward|nan_"
                   "from_third_forward",
                   "where to fail"),
+    DSHOST_OPTION_RANGE("slow_forwards", DSHOST_OPTION_INT, "0", 0, 1000,
+                        "the first N training forwards each sleep 0.1 s"),
 };
 
 class FailingModel : public dshost::Model {
  public:
-  explicit FailingModel(const dshost::Services& s) : Model(s), fail_in_(s.get_string("fail_in")) {
+  explicit FailingModel(const dshost::Services& s)
+      : Model(s), fail_in_(s.get_string("fail_in")), slow_forwards_(s.get_int("slow_forwards")) {
     if (fail_in_ == "create")
       throw dshost::Error("failing_model refuses to build: this plugin exists to test errors");
     // forward: 27 features where the data has 784
@@ -35,6 +41,8 @@ class FailingModel : public dshost::Model {
   std::vector<int64_t> input_shape() const override { return {1, 28, 28}; }
   at::Tensor forward(const at::Tensor& input) override {
     if (is_training() && ++forwards_ == 3) fail_on_purpose();
+    if (is_training() && forwards_ <= slow_forwards_)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     const at::Tensor logits = run_unit(0, input.flatten(1));
     const bool nan =
         is_training() &&
@@ -56,6 +64,7 @@ class FailingModel : public dshost::Model {
   }
 
   const std::string fail_in_;
+  const int64_t slow_forwards_;
   int64_t forwards_ = 0;
 };
 
