@@ -2,13 +2,18 @@
 
 #include "core/evaluation.h"
 
+#include "core/checkpoint.h"  // step_dir_name
 #include "core/dataset.h"
+#include "core/error.h"
 #include "core/input_pipeline.h"
+#include "core/log.h"
 #include "core/plugin_handles.h"
 #include "core/rank_setup.h"
+#include "core/safetensors.h"  // write_file_atomically
 #include "core/sampler.h"
 
 #include <algorithm>
+#include <iomanip>
 #include <memory>
 #include <vector>
 
@@ -30,6 +35,26 @@ Evaluation evaluate_test_split(RankSetup& s, const Rendezvous& rv, int64_t batch
   }
   const auto totals = s.comm->sum({loss_sum, correct, count});
   return {totals[0] / totals[2], totals[1] / totals[2], static_cast<int64_t>(totals[2])};
+}
+
+void write_evaluation(const std::filesystem::path& run_dir, const std::string& checkpoint,
+                      int64_t step, const Evaluation& e) {
+  const std::filesystem::path dir = run_dir / "eval";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    throw UserError(
+        cat("cannot create ", dir.string(), ": ", ec.message(), "; check run.output_dir"), 1);
+  const std::string file = (dir / (step_dir_name(step) + ".json")).string();
+  const nlohmann::json result{{"checkpoint", checkpoint},
+                              {"step", step},
+                              {"test_accuracy", e.accuracy},
+                              {"test_loss", e.loss},
+                              {"samples", e.samples}};
+  write_file_atomically(file, result.dump(2) + "\n");
+  log::info(cat("checkpoint ", checkpoint, " (step ", step, "): test accuracy ", std::fixed,
+                std::setprecision(4), e.accuracy, " loss ", e.loss, " (", e.samples,
+                " samples); written to ", file));
 }
 
 }  // namespace dshost

@@ -5,6 +5,8 @@
 #include "core/comm.h"
 
 #include <cstdint>
+#include <filesystem>
+#include <string>
 
 namespace dshost {
 
@@ -18,5 +20,10 @@ struct Evaluation {
 // Collective where the test split is not empty: every rank takes part. `batch`: samples per
 // forward (train.eval_batch_size).
 Evaluation evaluate_test_split(RankSetup& s, const Rendezvous& rv, int64_t batch);
+
+// dshost eval's result for the checkpoint at `checkpoint` (saved at `step`): logged, and
+// written to run_dir/eval/step-N.json.
+void write_evaluation(const std::filesystem::path& run_dir, const std::string& checkpoint,
+                      int64_t step, const Evaluation& e);
 
 }  // namespace dshost

@@ -1,5 +1,6 @@
 // dshost: the command line. `run` validates a manifest and starts every rank through the
-// launcher plugin; each rank is this same program as `dshost worker`.
+// launcher plugin; each rank is this same program as `dshost worker`. `eval` starts the ranks
+// the same way to evaluate a checkpoint.
 #include <dshost/process.hpp>
 #include <dshost/torch.hpp>
 
@@ -26,7 +27,9 @@ namespace {
 struct Args {
   std::string manifest;
   std::vector<std::string> sets;
-  bool wait = false;  // run --wait: a batch launcher follows the job it submits
+  bool wait = false;       // run --wait: a batch launcher follows the job it submits
+  std::string checkpoint;  // eval --checkpoint
+  bool evaluate = false;   // eval, and its workers
 };
 
 void add_manifest_args(CLI::App* cmd, Args& args) {
@@ -81,9 +84,39 @@ void wait_for_batch_job(Job& job, Args& args) {
   args.sets.push_back("launcher.wait=true");
 }
 
+// A --set value for a string key: `text` as a TOML basic string.
+std::string toml_string(const std::string& text) {
+  std::string quoted = "\"";
+  for (char c : text) quoted += c == '"' || c == '\\' ? cat('\\', c) : std::string(1, c);
+  return quoted + "\"";
+}
+
+// dshost eval: the checkpoint --checkpoint names, else the newest in checkpoint.dir.
+std::string checkpoint_to_evaluate(const Job& job, const std::string& named) {
+  const std::string& dir = job.config.checkpoint.dir;
+  std::string note;
+  const std::string path =
+      named.empty() ? latest_checkpoint(dir, &note) : checkpoint_at(named, &note);
+  if (!note.empty()) std::cerr << "dshost: warning: " << note << "\n";
+  if (path.empty())
+    throw UserError(cat("no checkpoint in ", dir,
+                        " (checkpoint.dir) to evaluate; train with "
+                        "checkpoint.every_steps or checkpoint.at_epoch_end set, or name one "
+                        "with --checkpoint DIR"));
+  if (!fs::exists(fs::path(path) / "index.json"))
+    throw UserError(cat("--checkpoint ", named,
+                        ": no checkpoint there (no index.json, no "
+                        "`latest`); name a step-N directory or the directory that holds them"));
+  return fs::absolute(path).string();
+}
+
+// Starts every rank through the launcher: to train, or (args.evaluate) to evaluate.
 int run(Args args) {
   Job job = prepare_job(args.manifest, args.sets);
   if (args.wait) wait_for_batch_job(job, args);
+  if (args.evaluate)
+    args.sets.push_back("checkpoint.resume=" +
+                        toml_string(checkpoint_to_evaluate(job, args.checkpoint)));
   warn_about_hidden_plugins(job);
   check_data(job);
   PluginHost host(job.launcher.plugin.descriptor->name, job.launcher.options, RankInfo{}, nullptr);
@@ -93,6 +126,7 @@ int run(Args args) {
   if (api->create(host.table(), &launcher, &err) != DSHOST_OK)
     throw UserError(cat("launcher ", job.launcher.plugin.descriptor->name, ": ", err.message));
   std::vector<std::string> argv{this_executable(), "worker", fs::absolute(args.manifest).string()};
+  if (args.evaluate) argv.push_back("--eval");
   for (const auto& s : args.sets) argv.insert(argv.end(), {"--set", s});
   std::vector<const char*> cargv;
   for (const auto& a : argv) cargv.push_back(a.c_str());
@@ -239,6 +273,12 @@ int main(int argc, char** argv) {
   add_manifest_args(run_cmd, args);
   run_cmd->add_flag("--wait", args.wait,
                     "with a batch launcher (slurm): follow the submitted job to its end");
+  auto* eval_cmd = app.add_subcommand(
+      "eval", "evaluate a checkpoint (of any strategy and world size) on the test split");
+  add_manifest_args(eval_cmd, args);
+  eval_cmd->add_option("--checkpoint", args.checkpoint,
+                       "a checkpoint directory (step-N), or the directory with its `latest` "
+                       "(default: the newest in checkpoint.dir)");
   auto* check_cmd = app.add_subcommand("check", "validate a manifest, its plugins and its data");
   add_manifest_args(check_cmd, args);
   auto* plugins_cmd = app.add_subcommand("plugins", "list the plugins found and their options");
@@ -281,6 +321,7 @@ int main(int argc, char** argv) {
   auto* worker_cmd = app.add_subcommand("worker", "one rank (started by a launcher)");
   worker_cmd->group("");
   add_manifest_args(worker_cmd, args);
+  worker_cmd->add_flag("--eval", args.evaluate, "evaluate checkpoint.resume's checkpoint");
   auto* agent_cmd = app.add_subcommand(
       "agent", "start this node's ranks of a multi-node job (run by the ssh launcher)");
   AgentArgs agent_args;
@@ -296,6 +337,10 @@ int main(int argc, char** argv) {
   }
   try {
     if (*run_cmd) return run(args);
+    if (*eval_cmd) {
+      args.evaluate = true;
+      return run(args);
+    }
     if (*check_cmd) return check(args);
     if (*plugins_cmd) return plugin_file.empty() ? plugins() : check_plugin(plugin_file);
     if (*new_cmd) return new_plugin(new_kind, new_name, new_dir);
@@ -305,7 +350,7 @@ int main(int argc, char** argv) {
       std::cout << pack_image_folder(pack_folder, pack_prefix, pack_per_shard, pack_max_side);
       return 0;
     }
-    return run_worker(prepare_job(args.manifest, args.sets));
+    return run_worker(prepare_job(args.manifest, args.sets), args.evaluate);
   } catch (const UserError& e) {
     print_error(e.what());
     return e.exit_code();

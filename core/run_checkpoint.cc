@@ -33,7 +33,7 @@ RunCheckpoints::RunCheckpoints(const Job& job, int rank, int world_size, const a
       params_(params),
       plan_(plan) {}
 
-Position RunCheckpoints::resume() {
+Position RunCheckpoints::resume(bool training) {
   const auto& ck = job_.config.checkpoint;
   if (ck.resume == "never") {
     const std::string existing = latest_checkpoint(ck.dir);
@@ -56,7 +56,7 @@ Position RunCheckpoints::resume() {
     reader.check_model(model_.name());
     strategy_.load(reader.io());
     load_buffers_and_rng(reader);
-    return position_from(reader.index(), path);
+    return position_from(reader.index(), path, training);
   } catch (const UserError& e) {  // a damaged checkpoint, or one of another model: bad input
     throw UserError(
         cat(job_.manifest.origin("checkpoint", "resume"), ": error: cannot resume: ", e.what()), 2);
@@ -76,11 +76,12 @@ void RunCheckpoints::load_buffers_and_rng(const CheckpointReader& reader) const 
   }
 }
 
-Position RunCheckpoints::position_from(const nlohmann::json& index, const std::string& path) const {
+Position RunCheckpoints::position_from(const nlohmann::json& index, const std::string& path,
+                                       bool training) const {
   const int64_t saved_batch = index.value("global_batch", plan_.global_batch);
   const Position saved{index.value("step", int64_t{0}), index.value("epoch", int64_t{0}),
                        index.value("step_in_epoch", int64_t{0})};
-  if (saved_batch != plan_.global_batch)
+  if (training && saved_batch != plan_.global_batch)
     log::warn(cat("the checkpoint was trained with a global batch of ", saved_batch,
                   " samples and this run's is ", plan_.global_batch,
                   ": the epoch goes on from the nearest step"));

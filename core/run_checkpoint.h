@@ -28,8 +28,9 @@ class RunCheckpoints {
                  const std::vector<std::vector<TensorLayout>>& params, const StepPlan& plan);
   // checkpoint.resume's checkpoint loaded into the model and strategy; the position to go on
   // from ({} for a fresh run). Refuses (resume = "never") a run whose saves would replace
-  // checkpoints it did not resume from.
-  Position resume();
+  // checkpoints it did not resume from. `training`: false for dshost eval, which takes no
+  // step from the position.
+  Position resume(bool training = true);
   // Collective: saves the state at `at` (every rank writes its file into the staging
   // directory, rank 0 publishes it).
   void save(const Position& at);
@@ -37,7 +38,7 @@ class RunCheckpoints {
  private:
   void write_rank_file(const std::string& path) const;
   void load_buffers_and_rng(const CheckpointReader& reader) const;
-  Position position_from(const nlohmann::json& index, const std::string& path) const;
+  Position position_from(const nlohmann::json& index, const std::string& path, bool training) const;
 
   const Job& job_;
   int rank_, world_size_;

@@ -43,8 +43,9 @@ int64_t peak_rss_bytes() {
 // evaluates and saves.
 class Worker {
  public:
-  explicit Worker(const Job& job)
+  Worker(const Job& job, bool evaluate)
       : job_(job),
+        evaluate_only_(evaluate),
         cfg_(job.config),
         rv_(Rendezvous::from_env()),
         device_(rank_device(cfg_.train, rv_)),
@@ -62,7 +63,8 @@ class Worker {
     s_ = std::make_unique<RankSetup>(job_, rv_, device_, rank_info(rv_, device_, cfg_));
     reports_ = std::make_unique<StepReports>(cfg_.train.log_every, device_);
     clock_ = std::make_unique<TrainingClock>(plan().total_steps, plan().global_batch);
-    position_ = s_->checkpoints->resume();
+    position_ = s_->checkpoints->resume(/*training=*/!evaluate_only_);
+    if (evaluate_only_) return evaluate_checkpoint();
     if (position_.step > 0 && position_.step >= plan().total_steps) {
       log::info(cat("the run is already complete: its checkpoint is at step ", position_.step,
                     " of ", plan().total_steps,
@@ -220,6 +222,16 @@ class Worker {
                   " samples)"));
   }
 
+  // dshost eval: the checkpoint the ranks resumed from, on the test split.
+  int evaluate_checkpoint() {
+    const Evaluation e = evaluate_test_split(*s_, rv_, cfg_.train.eval_batch_size);
+    if (e.samples == 0)
+      throw UserError(cat("dataset '", job_.dataset.plugin.descriptor->name,
+                          "' has no test split: there is nothing to evaluate on"));
+    if (rv_.rank == 0) write_evaluation(run_dir_, cfg_.checkpoint.resume, position_.step, e);
+    return 0;
+  }
+
   // Collective. metrics.jsonl reaches the checkpoint's step first. Returns the step saved.
   int64_t save_checkpoint() {
     if (reports_->pending() > 0) report();
@@ -278,6 +290,7 @@ class Worker {
   uint64_t seed() const { return static_cast<uint64_t>(cfg_.run.seed); }
 
   const Job& job_;
+  const bool evaluate_only_;  // dshost eval
   const Config& cfg_;
   Rendezvous rv_;
   at::Device device_;
@@ -297,6 +310,6 @@ class Worker {
 
 }  // namespace
 
-int run_worker(const Job& job) { return Worker(job).run(); }
+int run_worker(const Job& job, bool evaluate) { return Worker(job, evaluate).run(); }
 
 }  // namespace dshost

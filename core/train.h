@@ -6,8 +6,9 @@
 
 namespace dshost {
 
-// Runs this rank (RANK, WORLD_SIZE, ... from the environment) to the end. Returns the
-// process exit code; throws UserError for bad input.
-int run_worker(const Job& job);
+// Runs this rank (RANK, WORLD_SIZE, ... from the environment) to the end; with `evaluate`,
+// evaluates checkpoint.resume's checkpoint instead of training. Returns the process exit
+// code; throws UserError for bad input.
+int run_worker(const Job& job, bool evaluate = false);
 
 }  // namespace dshost

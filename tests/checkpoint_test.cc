@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <map>
 #include <random>
 #include <regex>
@@ -236,6 +237,52 @@ TEST(CrossStrategyResume, Zero3TwoRanksToDdpOneRankAndBack) {
     ASSERT_EQ(got.size(), 40u);
     EXPECT_LT(max_abs_difference(got, expected), 1e-4) << first[0] << " -> " << second[0];
   }
+}
+
+DSHOST_SUITE_LABEL(Eval, slow);
+// dshost eval on the checkpoint a run saved (ddp, 2 ranks) gives, under another strategy and
+// world size, the accuracy and loss the run's own evaluation gave at that step, and writes
+// them to run_dir/eval/step-N.json.
+TEST(Eval, AnyStrategyAndWorldSizeGiveTheRunsOwnEvaluation) {
+  const std::string dir = scratch_dir("eval");
+  ASSERT_EQ(
+      run(run_args(dir, {"train.max_steps=30", "checkpoint.every_steps=30", "train.eval=true"}))
+          .exit_code,
+      0);
+  const auto summary = nlohmann::json::parse(read_file(dir + "/quickstart/summary.json"));
+  const double accuracy = summary["test_accuracy"].get<double>();
+  const double loss = summary["test_loss"].get<double>();
+  for (const auto& [strategy, ranks] : {std::pair{"zero3-offload", 1}, std::pair{"zero2", 2}}) {
+    const Ran r = dshost({"eval", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",
+                          cat("strategy.plugin=\"", strategy, "\""), "--set",
+                          cat("launcher.nprocs=", ranks)});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find(cat("test accuracy ", std::fixed, std::setprecision(4), accuracy)),
+              std::string::npos)
+        << r.err;
+    const auto result =
+        nlohmann::json::parse(read_file(dir + "/quickstart/eval/step-00000030.json"));
+    EXPECT_EQ(result["step"], 30);
+    EXPECT_EQ(result["samples"], 10000);
+    EXPECT_NEAR(result["test_accuracy"].get<double>(), accuracy, 1e-4) << strategy;  // a sample
+    EXPECT_NEAR(result["test_loss"].get<double>(), loss, 1e-5 * loss) << strategy;
+  }
+}
+
+TEST(Eval, WithoutACheckpointItSaysWhereItLookedAndWhatToDo) {
+  const std::string dir = scratch_dir("eval_none");
+  Ran r = dshost({"eval", kQuickstart, "--set", "run.output_dir=\"" + dir + "\""});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("error: no checkpoint in " + dir +
+                       "/quickstart/checkpoints (checkpoint.dir) to evaluate; train with "
+                       "checkpoint.every_steps or checkpoint.at_epoch_end set"),
+            std::string::npos)
+      << r.err;
+  r = dshost({"eval", kQuickstart, "--checkpoint", dir + "/nowhere"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("error: --checkpoint " + dir + "/nowhere: no checkpoint there"),
+            std::string::npos)
+      << r.err;
 }
 
 DSHOST_SUITE_LABEL(CrossLayoutResume, slow);
