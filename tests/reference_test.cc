@@ -171,33 +171,50 @@ TEST(PlainLibTorchAtOneRank, Zero2AddsTheSecondMicroBatchIntoTheShard) {
   expect_the_plain_loop("zero2_micro_batches", expected, got);
 }
 
-// zero3-offload with the parameter shard in host memory as well, gradients reduced in small
-// pieces (each unit in several, the two staging slots taking turns) and one or two
-// micro-batches a step. On CUDA its copies run on streams of their own, and the gradient
-// norm is summed on the device as pieces leave (one micro-batch) or on the host after the
-// second micro-batch added into the shard there (two): each follows the plain loop.
-class OffloadedInPieces : public testing::TestWithParam<std::tuple<std::string, int>> {};
+// The settings that put `strategy`'s ("zero2" or "zero3") optimizer in host memory, and
+// zero3-offload's parameter shard too.
+std::vector<std::string> offloaded(const std::string& strategy) {
+  if (strategy == "zero2")
+    return {"strategy.plugin=zero2", "strategy.offload_optimizer_device=\"cpu\""};
+  return {"strategy.plugin=\"zero3-offload\"", "strategy.offload_param_device=\"cpu\""};
+}
+
+std::vector<std::string> with(std::vector<std::string> sets, const std::vector<std::string>& more) {
+  sets.insert(sets.end(), more.begin(), more.end());
+  return sets;
+}
+
+// zero2 and zero3-offload with the optimizer (and zero3's parameter shard) in host memory,
+// gradients reduced in small pieces (each unit in several, the two staging slots taking
+// turns) and one or two micro-batches a step. On CUDA their copies run on streams of their
+// own, and the gradient norm is summed on the device as pieces leave (one micro-batch) or on
+// the host after the second micro-batch added into the shard there (two): each follows the
+// plain loop.
+class OffloadedInPieces : public testing::TestWithParam<std::tuple<std::string, std::string, int>> {
+};
 
 DSHOST_SUITE_LABEL(OffloadedInPieces, slow);
 TEST_P(OffloadedInPieces, FollowsThePlainLoop) {
-  const auto& [device, micro_batches] = GetParam();
+  const auto& [strategy, device, micro_batches] = GetParam();
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const auto expected = plain_loop_on(device);
-  const std::string name = "pieces_" + device + "_" + std::to_string(micro_batches);
-  const auto got =
-      dshost_losses(name, device,
-                    {"strategy.plugin=\"zero3-offload\"", "strategy.offload_param_device=\"cpu\"",
-                     "strategy.reduce_bucket_size=20000", "strategy.prefetch_bucket_size=0",
-                     "train.micro_batch_size=" + std::to_string(kBatch / micro_batches),
-                     "train.grad_accum_steps=" + std::to_string(micro_batches)});
+  const std::string name =
+      "pieces_" + strategy + "_" + device + "_" + std::to_string(micro_batches);
+  std::vector<std::string> sets =
+      with(offloaded(strategy), {"strategy.reduce_bucket_size=20000",
+                                 "train.micro_batch_size=" + std::to_string(kBatch / micro_batches),
+                                 "train.grad_accum_steps=" + std::to_string(micro_batches)});
+  if (strategy == "zero3") sets.push_back("strategy.prefetch_bucket_size=0");
+  const auto got = dshost_losses(name, device, sets);
   expect_the_plain_loop(name, expected, got);
 }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, OffloadedInPieces,
-                         testing::Combine(testing::Values("cpu", "cuda"), testing::Values(1, 2)),
+                         testing::Combine(testing::Values("zero2", "zero3"),
+                                          testing::Values("cpu", "cuda"), testing::Values(1, 2)),
                          [](const auto& info) {
-                           return std::get<0>(info.param) + "_" +
-                                  std::to_string(std::get<1>(info.param));
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_" +
+                                  std::to_string(std::get<2>(info.param));
                          });
 
 // zero3-offload with grad_accum_dtype = bf16 follows the plain loop whose gradients are
@@ -222,20 +239,21 @@ TEST_P(Bf16Gradients, FollowTheLoopWithGradientsRoundedToBf16) {
 INSTANTIATE_TEST_SUITE_P(Strategies, Bf16Gradients, testing::Values("cpu", "cuda"),
                          [](const auto& info) { return info.param; });
 
-// zero3-offload's delayed_parameter_update follows the plain loop that applies each step's
-// gradients one step late, and not the undelayed one (which it leaves by far more than the
-// bound: so the update really is late, and really is overlapped on the CPU thread).
-class DelayedParameterUpdate : public testing::TestWithParam<std::string> {};
+// delayed_parameter_update (zero2 and zero3-offload) follows the plain loop that applies each
+// step's gradients one step late, and not the undelayed one (which it leaves by far more than
+// the bound: so the update really is late, and really is overlapped on the CPU thread).
+class DelayedParameterUpdate : public testing::TestWithParam<std::tuple<std::string, std::string>> {
+};
 
 TEST_P(DelayedParameterUpdate, FollowsThePlainLoopWithGradientsAppliedOneStepLate) {
-  const std::string device = GetParam();
+  const auto& [strategy, device] = GetParam();
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const auto delayed = plain_loop_on(device, /*delayed=*/true).losses;
   const auto undelayed = plain_loop_on(device).losses;
   const auto got =
-      dshost_losses("delayed_" + device, device,
-                    {"strategy.plugin=\"zero3-offload\"", "strategy.delayed_parameter_update=true",
-                     "strategy.offload_param_device=\"cpu\"", "train.micro_batch_size=64"});
+      dshost_losses("delayed_" + strategy + "_" + device, device,
+                    with(offloaded(strategy),
+                         {"strategy.delayed_parameter_update=true", "train.micro_batch_size=64"}));
   ASSERT_EQ(got.size(), static_cast<size_t>(kSteps));
   EXPECT_LT(delayed.back(), delayed.front() - 0.5) << "the delayed loop still learns";
   EXPECT_LT(max_abs_difference(delayed, got), 2e-4)
@@ -251,24 +269,28 @@ TEST_P(DelayedParameterUpdate, FollowsThePlainLoopWithGradientsAppliedOneStepLat
 // updated by the CUDA kernel on the compute stream) the whole delayed offload's, up to
 // cuDNN's bf16 convolutions (see Zero2AtOneRank).
 TEST_P(DelayedParameterUpdate, WithTheOptimizerSplitEveryGradientIsOneStepLate) {
-  const std::string device = GetParam();
+  const auto& [strategy, device] = GetParam();
   if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  std::vector<std::string> delayed{
-      "strategy.plugin=\"zero3-offload\"", "strategy.delayed_parameter_update=true",
-      "strategy.offload_param_device=\"cpu\"", "train.micro_batch_size=64"};
+  std::vector<std::string> delayed = with(
+      offloaded(strategy), {"strategy.delayed_parameter_update=true", "train.micro_batch_size=64"});
   if (device == "cuda") delayed.push_back("train.precision=\"bf16\"");
   auto split = delayed;
   split.push_back("strategy.offload_optimizer_ratio=0.5");
-  const auto expected = device == "cuda" ? dshost_losses("delayed_whole_" + device, device, delayed)
+  const std::string name = strategy + "_" + device;
+  const auto expected = device == "cuda" ? dshost_losses("delayed_whole_" + name, device, delayed)
                                          : plain_loop_on(device, /*delayed=*/true).losses;
-  const auto got = dshost_losses("delayed_split_" + device, device, split);
+  const auto got = dshost_losses("delayed_split_" + name, device, split);
   ASSERT_EQ(got.size(), static_cast<size_t>(kSteps));
   EXPECT_LT(max_abs_difference(expected, got), device == "cuda" ? 1e-2 : 2e-4)
       << "whole, delayed " << at::tensor(expected) << "\nsplit " << at::tensor(got);
 }
 
-INSTANTIATE_TEST_SUITE_P(Strategies, DelayedParameterUpdate, testing::Values("cpu", "cuda"),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Strategies, DelayedParameterUpdate,
+                         testing::Combine(testing::Values("zero2", "zero3"),
+                                          testing::Values("cpu", "cuda")),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param);
+                         });
 
 DSHOST_SUITE_LABEL(CudaGraph, gpu);
 // train.cuda_graph: two micro-batches a step, both replayed from one captured graph after

@@ -1,10 +1,12 @@
 // zero2: ZeRO stage 2. Optimizer state and gradients sharded, parameters whole on every
-// rank; see ../common/zero/zero.h for the memory and the step.
+// rank; the optimizer (fp32 masters, moments and the gradient shard) optionally in CPU memory,
+// updated by the fused CPU AdamW, as ZeRO-Offload does. See ../common/zero/zero.h.
 #include "../common/zero/zero.h"
 
 namespace {
 
-const dshost_option kOptions[] = {DSHOST_ZERO_COMMON_OPTIONS};
+const dshost_option kOptions[] = {DSHOST_ZERO_COMMON_OPTIONS,
+                                  DSHOST_ZERO_OFFLOAD_OPTIONS("\"none\"")};
 
 class Zero2 : public dshost_zero::Zero {
  public:

@@ -8,14 +8,15 @@ namespace dshost_zero {
 
 void check_delayed_update(const Options& o, bool on_gpu, dshost_optimizer_kind optimizer) {
   if (!o.delayed_update) return;
-  if (o.stage == 3 && o.offload_optimizer && (o.offload_param || !on_gpu) &&
+  if (o.offload_optimizer && (o.stage == 2 || o.offload_param || !on_gpu) &&
       optimizer == DSHOST_ADAMW)
     return;
   throw dshost::Error(
-      "strategy.delayed_parameter_update = true needs zero3-offload with "
-      "offload_optimizer_device = \"cpu\", offload_param_device = \"cpu\" and "
-      "optimizer.name = \"adamw\": the overlapped update runs on the CPU. Set those, or "
-      "delayed_parameter_update = false.",
+      std::string("strategy.delayed_parameter_update = true needs offload_optimizer_device = "
+                  "\"cpu\"") +
+          (o.stage == 3 && on_gpu ? ", offload_param_device = \"cpu\"" : "") +
+          " and optimizer.name = \"adamw\": the overlapped update runs on the CPU. Set those, or "
+          "delayed_parameter_update = false.",
       DSHOST_INVALID_ARGUMENT);
 }
 

@@ -1,8 +1,8 @@
-// delayed_parameter_update (stage 3 with optimizer and parameter shard in CPU memory):
-// ZeRO-Offload's DPU. Step N's CPU AdamW runs on a thread of its own while the accelerator
-// computes step N+1 from the parameters before update N, so every gradient is applied one
-// step late (the loss and an evaluation also see parameters one update behind). It costs a
-// second gradient shard and a second parameter shard in host memory: update N reads one and
+// delayed_parameter_update (the optimizer in CPU memory, and under stage 3 on a GPU the
+// parameter shard too): ZeRO-Offload's DPU. Step N's CPU AdamW runs on a thread of its own while
+// the accelerator computes step N+1 from the parameters before update N, so every gradient is
+// applied one step late (the loss and an evaluation also see parameters one update behind). It
+// costs a second gradient shard and a second parameter shard in host memory: update N reads one and
 // writes the other while step N+1's backward and gathers use their twins; step N+1 waits for
 // update N, then the pairs swap. A checkpoint waits for the update in flight.
 #pragma once

@@ -38,6 +38,11 @@ TEST(ZeroDelayedUpdate, NeedsEverythingTheUpdateTouchesInHostMemory) {
   EXPECT_THROW(check_delayed_update(o, /*on_gpu=*/false, DSHOST_SGD), dshost::Error);
   o.offload_param = true;
   EXPECT_NO_THROW(check_delayed_update(o, /*on_gpu=*/true, DSHOST_ADAMW));
+  o.stage = 2;  // zero2's parameter shard goes to host memory with DPU
+  o.offload_param = false;
+  EXPECT_NO_THROW(check_delayed_update(o, /*on_gpu=*/true, DSHOST_ADAMW));
+  o.offload_optimizer = false;
+  EXPECT_THROW(check_delayed_update(o, /*on_gpu=*/true, DSHOST_ADAMW), dshost::Error);
 }
 
 }  // namespace

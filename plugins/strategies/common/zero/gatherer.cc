@@ -39,13 +39,13 @@ void Gatherer::use(int u, int direction) {
   }
 }
 
-// This rank's chunk (from the parameter shard under stage 3; stage 2's update wrote it in
-// place) all-gathered with every other rank's.
+// This rank's chunk (from the parameter shard where there is one; else stage 2's update wrote
+// it in place) all-gathered with every other rank's.
 void Gatherer::gather(int u) {
   if (gathered_[u]) return;
   gathered_[u] = true;
   c10::OptionalStreamGuard on_copy_stream;  // where the copy and the all-gather are enqueued
-  if (o_.stage == 3) {
+  if (has_param_shard(o_)) {
     allocate(params_[u]);
     const at::Tensor own = param_shard_.range(layout_.shard_begin[u], layout_.chunk[u]);
     if (copies_ && own.is_cpu()) {

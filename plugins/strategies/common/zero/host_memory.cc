@@ -9,7 +9,8 @@ namespace {
 std::string what_lives_on_host(const Options& o, bool on_gpu) {
   if (!on_gpu) return "parameters, gradient shard, master and AdamW moments";
   std::string what = o.offload_optimizer ? "gradient shard, master and AdamW moments" : "";
-  if (o.offload_param) what += what.empty() ? "the parameter shard" : " and the parameter shard";
+  if (param_shard_on_host(o))
+    what += what.empty() ? "the parameter shard" : " and the parameter shard";
   return what;
 }
 
@@ -29,12 +30,13 @@ HostBytes host_bytes(const Options& o, const HostMemoryNeed& n) {
   HostBytes b;
   if (!n.on_gpu)
     b.per_rank = 12 * n.shard + copies * grad_bytes * n.shard +
-                 n.compute_bytes * (o.stage == 3 ? copies * n.shard : n.padded_model);
+                 n.compute_bytes * (o.stage == 3 ? copies * n.shard : n.padded_model) +
+                 (o.stage == 2 && o.delayed_update ? copies * n.compute_bytes * n.shard : 0);
   else
     b.per_rank =
         (o.offload_optimizer ? 12 * n.shard + copies * pinned_bytes(grad_bytes * n.shard, pinned)
                              : 0) +
-        (o.offload_param ? copies * pinned_bytes(n.compute_bytes * n.shard, pinned) : 0);
+        (param_shard_on_host(o) ? copies * pinned_bytes(n.compute_bytes * n.shard, pinned) : 0);
   b.moments = n.fused_adamw && (o.offload_optimizer || !n.on_gpu) ? 8 * n.shard : 0;
   return b;
 }

@@ -66,6 +66,26 @@ TEST(HostMemory, TheModelsReleasedValuesCountOnceSetupFits) {
       << message;
 }
 
+// zero2 offloading its optimizer from a GPU: master and moments (12), the gradient shard (4),
+// and under DPU a second gradient shard and two bf16 parameter shards the update writes.
+TEST(HostMemory, Zero2sOffloadHoldsTheOptimizerAndUnderDpuTwoParameterShards) {
+  Options o;
+  o.offload_optimizer = true;
+  o.pin_memory = false;
+  HostMemoryNeed n;
+  n.on_gpu = true;
+  n.shard = 1000;
+  n.padded_model = 2000;
+  n.compute_bytes = 2;
+  EXPECT_EQ(host_bytes(o, n).per_rank, 12 * 1000 + 4 * 1000);
+  o.delayed_update = true;
+  EXPECT_EQ(host_bytes(o, n).per_rank, 12 * 1000 + 2 * 4 * 1000 + 2 * 2 * 1000);
+  EXPECT_NE(refusal(o, n, 0).find("gradient shard, master and AdamW moments and the parameter "
+                                  "shard), but only"),
+            std::string::npos)
+      << refusal(o, n, 0);
+}
+
 TEST(HostMemory, AGpuRunWithNothingOffloadedNeedsNoHostMemory) {
   Options o;
   HostMemoryNeed n;

@@ -243,7 +243,7 @@ void ShardedOptimizer::update_part_on_host(const dshost::AdamWStep& s, const G* 
   float *p = master_.parts[part].data_ptr<float>(), *m = exp_avg_.parts[part].data_ptr<float>(),
         *v = exp_avg_sq_.parts[part].data_ptr<float>();
   const int64_t first = master_.begin[part], size = master_.parts[part].numel();
-  if (o_.stage == 3 && shard.parts[part].is_cpu() && dtype_ == at::kBFloat16) {
+  if (has_param_shard(o_) && shard.parts[part].is_cpu() && dtype_ == at::kBFloat16) {
     dshost::cpu_adamw(p, g, m, v, size, s, shard.parts[part].data_ptr<at::BFloat16>(), threads);
     return;
   }
@@ -269,11 +269,12 @@ void ShardedOptimizer::write_back(int64_t begin, int64_t n, const ShardBuffer& s
 }
 
 // Calls f(from, count, target) for the pieces of shard range [begin, begin + n) and the
-// compute-dtype parameters each is written back into: stage 3's parameter shard `shard`, a
-// piece per part, or stage 2's own chunks of the units overlapping the range.
+// compute-dtype parameters each is written back into: the parameter shard `shard` (stage 3's,
+// or stage 2's under DPU), a piece per part, or else stage 2's own chunks of the units
+// overlapping the range.
 void ShardedOptimizer::for_each_parameter_range(int64_t begin, int64_t n, const ShardBuffer& shard,
                                                 const RangeTarget& f) const {
-  if (o_.stage == 3) {
+  if (has_param_shard(o_)) {
     for (size_t p = 0; p < shard.parts.size(); ++p) {
       const int64_t from = std::max(begin, shard.begin[p]);
       const int64_t to = std::min(begin + n, shard.begin[p] + shard.parts[p].numel());

@@ -36,8 +36,7 @@ void Zero::setup(const std::vector<dshost::UnitParams>& units) {
   if (grads_in_shard_) grad_shard_.zero();
   if (o_.delayed_update)
     grad_spare_ = memory_->make(o_.grad_dtype, optimizer_home, true, true, &grad_shard_);
-  if (device_.is_cuda() && o_.stage == 3 && (o_.offload_optimizer || o_.offload_param))
-    copies_.emplace(device_, 2);
+  if (device_.is_cuda() && (o_.offload_optimizer || o_.offload_param)) copies_.emplace(device_, 2);
   const int64_t piece = reduction_piece(*layout_, o_.reduce_bucket_size, s.world_size());
   if (o_.delayed_update)
     delayed_ =
@@ -46,8 +45,9 @@ void Zero::setup(const std::vector<dshost::UnitParams>& units) {
       std::make_unique<ShardedOptimizer>(s, o_, *layout_, device_, dtype_, *memory_, grad_shard_,
                                          param_shard_, params_, delayed_.get(), piece);
   make_units(units, piece);
-  const at::Device param_home = o_.offload_param ? at::Device(at::kCPU) : device_;
-  if (o_.stage == 3) {  // (Tensor::to would ignore pinned_memory: pageable copies ran at 8 GB/s)
+  const at::Device param_home = param_shard_on_host(o_) ? at::Device(at::kCPU) : device_;
+  if (has_param_shard(
+          o_)) {  // (Tensor::to would ignore pinned_memory: pageable copies ran at 8 GB/s)
     param_shard_ = memory_->make(dtype_, param_home, true);
     const ShardBuffer& master = optimizer_->master();
     for (size_t p = 0; p < master.parts.size(); ++p) param_shard_.parts[p].copy_(master.parts[p]);
@@ -64,7 +64,8 @@ int64_t Zero::optimizer_split_of(const dshost::FlatLayout& layout) const {
   if (!o_.offload_optimizer || o_.offload_ratio >= 1) return 0;
   const int64_t split = optimizer_split(layout, o_.offload_ratio);
   services().info(
-      "zero3-offload: " + std::to_string(split) + " of " + std::to_string(layout.shard) +
+      std::string(o_.stage == 3 ? "zero3-offload: " : "zero2: ") + std::to_string(split) + " of " +
+      std::to_string(layout.shard) +
       " shard elements keep their optimizer on the accelerator (offload_optimizer_ratio " +
       std::to_string(o_.offload_ratio).substr(0, 4) + ")");
   return split;
