@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -33,10 +34,15 @@ struct LiveModel {
   }
 };
 
-// Model plugin `name` created with the [model] section `section`.
+// Model plugin `name` created with the [model] section `section`. Its manifest is the running
+// test's own: ctest runs tests in parallel processes, and two creating the same model must
+// not read each other's sections.
 std::unique_ptr<LiveModel> create_model(const std::string& name, const std::string& section) {
-  const std::string path = test::write_file(test::scratch_dir("model_" + name) + "/m.toml",
-                                            "[model]\nplugin = \"" + name + "\"\n" + section);
+  std::string test = testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::replace(test.begin(), test.end(), '/', '_');
+  const std::string path =
+      test::write_file(test::scratch_dir("model_" + name + "_" + test) + "/m.toml",
+                       "[model]\nplugin = \"" + name + "\"\n" + section);
   auto live = std::make_unique<LiveModel>();
   live->plugin = PluginCatalog(DSHOST_BUILD_PLUGIN_DIR).load(DSHOST_KIND_MODEL, name, path);
   const std::vector<dshost_option>& options = live->plugin.options;
