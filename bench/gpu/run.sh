@@ -84,7 +84,8 @@ try:
     steady = rates[2:] or rates
     row.update(samples_per_second=statistics.median(steady), peak_device_bytes=s["peak_device_memory_bytes"],
                peak_host_bytes=s["peak_host_memory_bytes"], parameters=s["parameters"],
-               forward_flops_per_sample=s.get("forward_flops_per_sample"), final_loss=s["final_train_loss"])
+               forward_flops_per_sample=s.get("forward_flops_per_sample"), final_loss=s["final_train_loss"],
+               summary_steady_samples_per_second=s.get("steady_samples_per_second"), summary_mfu=s.get("mfu"))
 except Exception as e:  # a failed run is a row too, with its exit code
     row["error"] = repr(e)
 print(json.dumps(row))
