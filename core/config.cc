@@ -90,6 +90,12 @@ const Keys<DataConfig> kData{
         "samples that cannot be made (files that do not decode) are skipped with a warning, each "
         "one's place taken by the next sample; more than this many stop the run"),
 };
+const Keys<LauncherConfig> kLauncher{
+    key(&LauncherConfig::max_restarts, "max_restarts", "0", 0, 1000,
+        "after a rank fails (not for bad input or an interruption), stop every rank and start "
+        "the job again from its latest checkpoint, up to this many times (torchrun's "
+        "--max-restarts)"),
+};
 const Keys<CommConfig> kComm{
     key(&CommConfig::timeout_s, "timeout_s", "300", 1, 1e6,
         "a collective or rendezvous waiting longer fails the job, naming the rank"),
@@ -145,5 +151,9 @@ Config read_config(const Manifest& m) {
 OptionTable host_data_options() { return kData.table(); }
 
 DataConfig read_data_config(const Section& d) { return kData.read(d); }
+
+OptionTable host_launcher_options() { return kLauncher.table(); }
+
+LauncherConfig read_launcher_config(const Section& l) { return kLauncher.read(l); }
 
 }  // namespace dshost

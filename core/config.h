@@ -99,6 +99,11 @@ struct CheckpointConfig {
   bool enabled() const { return every_steps > 0 || at_epoch_end; }
 };
 
+// [launcher]'s host keys; the launcher plugin's own sit beside them (see job.cc).
+struct LauncherConfig {
+  int64_t max_restarts;  // times the whole job starts again after a rank fails
+};
+
 struct CommConfig {
   double timeout_s;
 };
@@ -115,6 +120,7 @@ struct Config {
   DataConfig data;
   CommConfig comm;
   CheckpointConfig checkpoint;
+  LauncherConfig launcher;
   PluginsConfig plugins;
 };
 
@@ -122,8 +128,10 @@ struct Config {
 // its dataset plugin: see host_data_options.
 Config read_config(const Manifest& manifest);
 
-// The host's keys of [data], and their values from a validated [data].
+// The host's keys of [data] and [launcher], and their values from the validated section.
 OptionTable host_data_options();
 DataConfig read_data_config(const Section& data);
+OptionTable host_launcher_options();
+LauncherConfig read_launcher_config(const Section& launcher);
 
 }  // namespace dshost

@@ -44,25 +44,23 @@ void check_gpu_decode(const Manifest& m, const Config& config) {
                         missing, "; set data.decode = \"cpu\" or \"auto\""));
 }
 
-// [data]: `dataset` names the plugin; the host's keys and the plugin's own share the section,
-// validated together. `data` gets the host's.
-LoadedSection load_data_section(const Manifest& m, const PluginCatalog& catalog, DataConfig& data) {
-  const Value name = m.plugin_name("data", "dataset", kDefaultDataset);
-  LoadedPlugin plugin = catalog.load(DSHOST_KIND_DATASET, name.s, name.origin);
-  const OptionTable host = host_data_options();
+// [data] and [launcher] hold the host's keys (`host`) beside the plugin's own, validated
+// together (`plugin_section`: the plugin is named by a `plugin` key the host does not
+// declare). Returns the plugin with its own keys; *host_values gets the whole section.
+LoadedSection load_shared_section(const Manifest& m, LoadedPlugin plugin, const std::string& name,
+                                  OptionTable host, bool plugin_section, Section* host_values) {
   std::vector<dshost_option> all(host.options, host.options + host.count);
   std::set<std::string> host_keys;
   for (const dshost_option& o : all) host_keys.insert(o.name);
   for (const dshost_option& o : plugin.options) {
     if (host_keys.count(o.name))
-      throw UserError(cat("plugin ", plugin.file, ": option '", o.name, "' is the host's data.",
-                          o.name, "; the plugin's author must rename it"));
+      throw UserError(cat("plugin ", plugin.file, ": option '", o.name, "' is the host's ", name,
+                          ".", o.name, "; the plugin's author must rename it"));
     all.push_back(o);
   }
-  const Section section = m.resolve("data", {all.data(), all.size()});
-  data = read_data_config(section);
-  Section own{"data", {}};
-  for (const dshost_option& o : plugin.options) own.values[o.name] = section.at(o.name);
+  *host_values = m.resolve(name, {all.data(), all.size()}, plugin_section);
+  Section own{name, {}};
+  for (const dshost_option& o : plugin.options) own.values[o.name] = host_values->at(o.name);
   return {std::move(plugin), std::move(own)};
 }
 
@@ -75,8 +73,17 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
   LoadedSection model = load_section(m, catalog, DSHOST_KIND_MODEL, "model");
   LoadedSection strategy = load_section(m, catalog, DSHOST_KIND_STRATEGY, "strategy");
   check_skip_support(m, config, strategy);
-  LoadedSection launcher = load_section(m, catalog, DSHOST_KIND_LAUNCHER, "launcher");
-  LoadedSection dataset = load_data_section(m, catalog, config.data);
+  Section whole;
+  const Value launcher_name = m.plugin_name("launcher");
+  LoadedSection launcher = load_shared_section(
+      m, catalog.load(DSHOST_KIND_LAUNCHER, launcher_name.s, launcher_name.origin), "launcher",
+      host_launcher_options(), /*plugin_section=*/true, &whole);
+  config.launcher = read_launcher_config(whole);
+  const Value dataset_name = m.plugin_name("data", "dataset", kDefaultDataset);
+  LoadedSection dataset =
+      load_shared_section(m, catalog.load(DSHOST_KIND_DATASET, dataset_name.s, dataset_name.origin),
+                          "data", host_data_options(), /*plugin_section=*/false, &whole);
+  config.data = read_data_config(whole);
   check_gpu_decode(m, config);
   return Job{std::move(m),        std::move(config),   std::move(model),
              std::move(strategy), std::move(launcher), std::move(dataset)};

@@ -7,6 +7,7 @@
 #include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/job.h"
+#include "core/launch.h"
 #include "core/pack.h"
 #include "core/run_lock.h"
 #include "core/scaffold.h"
@@ -110,7 +111,9 @@ std::string checkpoint_to_evaluate(const Job& job, const std::string& named) {
   return fs::absolute(path).string();
 }
 
-// Starts every rank through the launcher: to train, or (args.evaluate) to evaluate.
+// Starts every rank through the launcher: to train, or (args.evaluate) to evaluate. After a
+// rank fails, launcher.max_restarts starts them all again, each resuming from the latest
+// checkpoint (checkpoint.resume = "auto").
 int run(Args args) {
   Job job = prepare_job(args.manifest, args.sets);
   if (args.wait) wait_for_batch_job(job, args);
@@ -119,33 +122,22 @@ int run(Args args) {
                         toml_string(checkpoint_to_evaluate(job, args.checkpoint)));
   warn_about_hidden_plugins(job);
   check_data(job);
-  PluginHost host(job.launcher.plugin.descriptor->name, job.launcher.options, RankInfo{}, nullptr);
-  const auto* api = job.launcher.plugin.api<dshost_launcher_api>();
-  dshost_error err{sizeof(dshost_error), {}};
-  dshost_launcher* launcher = nullptr;
-  if (api->create(host.table(), &launcher, &err) != DSHOST_OK)
-    throw UserError(cat("launcher ", job.launcher.plugin.descriptor->name, ": ", err.message));
   std::vector<std::string> argv{this_executable(), "worker", fs::absolute(args.manifest).string()};
   if (args.evaluate) argv.push_back("--eval");
   for (const auto& s : args.sets) argv.insert(argv.end(), {"--set", s});
-  std::vector<const char*> cargv;
-  for (const auto& a : argv) cargv.push_back(a.c_str());
-  cargv.push_back(nullptr);
-  const std::string launch_id = cat(hostname(), "-", getpid(), "-",
-                                    std::chrono::steady_clock::now().time_since_epoch().count());
-  const std::string launch_variable = cat(kLaunchIdVariable, "=", launch_id);
-  const char* env[] = {launch_variable.c_str(), nullptr};
-  const dshost_launch_request request{sizeof(dshost_launch_request), cargv.data(), env};
-  int32_t exit_code = 0;
-  const dshost_status status = api->launch(launcher, &request, &exit_code, &err);
-  api->destroy(launcher);
-  if (status == DSHOST_OK) {
-    check_rank0_started(job, launch_id);
-    return 0;
+  const int64_t restarts = args.evaluate ? 0 : job.config.launcher.max_restarts;
+  for (int64_t restart = 1;; ++restart) {
+    const LaunchResult r = launch_ranks(job, argv);
+    if (r.status == DSHOST_OK) {
+      check_rank0_started(job, r.launch_id);
+      return 0;
+    }
+    std::cerr << "dshost: error: " << r.message << "\n";
+    if (restart > restarts || !worth_restarting(r)) return exit_code_of(r);
+    std::cerr << "dshost: restart " << restart << " of " << restarts
+              << " (launcher.max_restarts): starting every rank again from the latest "
+                 "checkpoint\n";
   }
-  std::cerr << "dshost: error: " << err.message << "\n";
-  if (status == DSHOST_RANK_FAILED) return exit_code;
-  return status == DSHOST_INVALID_ARGUMENT ? 2 : 1;
 }
 
 int check(const Args& args) {

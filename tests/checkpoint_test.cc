@@ -209,6 +209,46 @@ INSTANTIATE_TEST_SUITE_P(Strategies, KillAndResume,
                                                                 : info.param;
                          });
 
+DSHOST_SUITE_LABEL(AutomaticRestart, slow);
+// launcher.max_restarts = 2: rank 1 killed (SIGKILL) at a random step after the first
+// checkpoint; dshost stops the other rank, says why, starts every rank again from the latest
+// checkpoint, and the run ends with an uninterrupted run's metrics to the last bit. With
+// max_restarts = 0 the same kill fails the job with the rank's exit code, as before.
+TEST(AutomaticRestart, AKilledRankRestartsTheJobFromItsLatestCheckpoint) {
+  const std::vector<std::string> sets{"train.max_steps=60", "checkpoint.every_steps=10",
+                                      "model.dropout=0.3"};
+  const std::string whole = scratch_dir("restart_whole");
+  ASSERT_EQ(run(run_args(whole, sets)).exit_code, 0);
+  std::mt19937 random(std::random_device{}());
+  const int step = std::uniform_int_distribution<int>(12, 50)(random);
+  for (const int restarts : {2, 0}) {
+    const std::string dir = scratch_dir(cat("restart_", restarts));
+    std::vector<std::string> restarting = sets;
+    restarting.push_back(cat("launcher.max_restarts=", restarts));
+    const Job job = start_job(run_args(dir, restarting), dir, cat(" step ", step, "/"));
+    const int rank1 =
+        pid_of_rank(pids_matching("worker " + kQuickstart + " --set run.output_dir=\"" + dir), 1);
+    ASSERT_GT(rank1, 0);
+    ASSERT_EQ(kill(rank1, SIGKILL), 0);
+    double seconds = 0;
+    const int code = wait_for(job, 120, &seconds);
+    const std::string log = read_file(dir + "/log");
+    if (restarts == 0) {
+      EXPECT_EQ(code, 128 + SIGKILL) << log;
+      EXPECT_EQ(log.find("restart 1"), std::string::npos) << log;
+      continue;
+    }
+    ASSERT_EQ(code, 0) << "rank 1 killed at step " << step << "\n" << log;
+    EXPECT_NE(log.find("dshost: restart 1 of 2 (launcher.max_restarts): starting every rank "
+                       "again from the latest checkpoint"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("resumed from " + dir + "/quickstart/checkpoints/step-"), std::string::npos)
+        << log;
+    EXPECT_EQ(metrics(dir), metrics(whole)) << "rank 1 killed at step " << step;
+  }
+}
+
 DSHOST_SUITE_LABEL(CrossStrategyResume, slow);
 // Saved by zero3-offload on 2 ranks, resumed by ddp on 1 rank (same global batch), and the
 // reverse: training goes on from step 21 with the loss of an uninterrupted run, to float
