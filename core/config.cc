@@ -90,6 +90,14 @@ const Keys<DataConfig> kData{
         "samples that cannot be made (files that do not decode) are skipped with a warning, each "
         "one's place taken by the next sample; more than this many stop the run"),
 };
+const Keys<ModelConfig> kModel{
+    key(&ModelConfig::init_from, "init_from", "\"\"",
+        "a safetensors file of pretrained weights under the names the model exports "
+        "(torchvision's for the image models): loaded strictly before training"),
+    key(&ModelConfig::init_skip, "init_skip", "\"\"",
+        "comma-separated globs of tensors init_from leaves at their initialisation, e.g. "
+        "\"classifier.*\""),
+};
 const Keys<LauncherConfig> kLauncher{
     key(&LauncherConfig::max_restarts, "max_restarts", "0", 0, 1000,
         "after a rank fails (not for bad input or an interruption), stop every rank and start "
@@ -151,6 +159,10 @@ Config read_config(const Manifest& m) {
 OptionTable host_data_options() { return kData.table(); }
 
 DataConfig read_data_config(const Section& d) { return kData.read(d); }
+
+OptionTable host_model_options() { return kModel.table(); }
+
+ModelConfig read_model_config(const Section& m) { return kModel.read(m); }
 
 OptionTable host_launcher_options() { return kLauncher.table(); }
 

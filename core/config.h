@@ -99,6 +99,12 @@ struct CheckpointConfig {
   bool enabled() const { return every_steps > 0 || at_epoch_end; }
 };
 
+// [model]'s host keys; the model plugin's own sit beside them (see job.cc).
+struct ModelConfig {
+  std::string init_from;  // a safetensors file of pretrained weights; "" = the model's own init
+  std::string init_skip;  // comma-separated globs of tensors init_from leaves alone
+};
+
 // [launcher]'s host keys; the launcher plugin's own sit beside them (see job.cc).
 struct LauncherConfig {
   int64_t max_restarts;  // times the whole job starts again after a rank fails
@@ -120,6 +126,7 @@ struct Config {
   DataConfig data;
   CommConfig comm;
   CheckpointConfig checkpoint;
+  ModelConfig model;
   LauncherConfig launcher;
   PluginsConfig plugins;
 };
@@ -128,9 +135,11 @@ struct Config {
 // its dataset plugin: see host_data_options.
 Config read_config(const Manifest& manifest);
 
-// The host's keys of [data] and [launcher], and their values from the validated section.
+// The host's keys of [data], [model] and [launcher], and their values from the validated section.
 OptionTable host_data_options();
 DataConfig read_data_config(const Section& data);
+OptionTable host_model_options();
+ModelConfig read_model_config(const Section& model);
 OptionTable host_launcher_options();
 LauncherConfig read_launcher_config(const Section& launcher);
 

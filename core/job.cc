@@ -6,6 +6,7 @@
 #include "core/gpu_jpeg.h"
 #include "core/services.h"
 
+#include <filesystem>
 #include <set>
 
 namespace dshost {
@@ -44,7 +45,16 @@ void check_gpu_decode(const Manifest& m, const Config& config) {
                         missing, "; set data.decode = \"cpu\" or \"auto\""));
 }
 
-// [data] and [launcher] hold the host's keys (`host`) beside the plugin's own, validated
+// model.init_from names a file that is there (whether it fits the model, each rank checks).
+void check_init_from(const Manifest& m, const ModelConfig& model) {
+  if (model.init_from.empty() || std::filesystem::is_regular_file(model.init_from)) return;
+  throw UserError(cat(m.origin("model", "init_from"), ": error: model.init_from = \"",
+                      model.init_from,
+                      "\": no such file; name a safetensors file of the model's "
+                      "weights (`dshost export` writes one from a checkpoint)"));
+}
+
+// [data], [model] and [launcher] hold the host's keys (`host`) beside the plugin's own, validated
 // together (`plugin_section`: the plugin is named by a `plugin` key the host does not
 // declare). Returns the plugin with its own keys; *host_values gets the whole section.
 LoadedSection load_shared_section(const Manifest& m, LoadedPlugin plugin, const std::string& name,
@@ -70,10 +80,15 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
   Manifest m = Manifest::load(manifest_path, overrides);
   Config config = read_config(m);
   const PluginCatalog catalog(config.plugins.paths);
-  LoadedSection model = load_section(m, catalog, DSHOST_KIND_MODEL, "model");
+  Section whole;
+  const Value model_name = m.plugin_name("model");
+  LoadedSection model =
+      load_shared_section(m, catalog.load(DSHOST_KIND_MODEL, model_name.s, model_name.origin),
+                          "model", host_model_options(), /*plugin_section=*/true, &whole);
+  config.model = read_model_config(whole);
+  check_init_from(m, config.model);
   LoadedSection strategy = load_section(m, catalog, DSHOST_KIND_STRATEGY, "strategy");
   check_skip_support(m, config, strategy);
-  Section whole;
   const Value launcher_name = m.plugin_name("launcher");
   LoadedSection launcher = load_shared_section(
       m, catalog.load(DSHOST_KIND_LAUNCHER, launcher_name.s, launcher_name.origin), "launcher",

@@ -4,6 +4,7 @@
 #include "core/data_fit.h"
 #include "core/dataset.h"
 #include "core/error.h"
+#include "core/init_from.h"
 #include "core/input_pipeline.h"
 #include "core/log.h"
 #include "core/plugin_handles.h"
@@ -84,6 +85,7 @@ RankSetup::RankSetup(const Job& job, const Rendezvous& rv, const at::Device& dev
                                                job.strategy.options, info, comm.get());
   at::manual_seed(cfg.run.seed);
   model = std::make_unique<ModelHandle>(job.model.plugin, model_host->table(), *status);
+  if (!cfg.model.init_from.empty()) init_model(job, rv);
   load_data(job, rv, info);
   strategy = std::make_unique<StrategyHandle>(job.strategy.plugin, strategy_host->table(), *status);
   model_host->set_unit_event_sink([this](dshost_unit_event e, int32_t u, dshost_error* err) {
@@ -98,6 +100,16 @@ RankSetup::RankSetup(const Job& job, const Rendezvous& rv, const at::Device& dev
 }
 
 RankSetup::~RankSetup() = default;
+
+// model.init_from, on every rank before the strategy takes the parameters.
+void RankSetup::init_model(const Job& job, const Rendezvous& rv) {
+  const ModelConfig& m = job.config.model;
+  const InitResult r =
+      init_model_from(m.init_from, m.init_skip, job.manifest.origin("model", "init_from"), *model);
+  if (rv.rank != 0) return;
+  log::info(cat("model.init_from: ", r.loaded, " tensors from ", m.init_from));
+  if (!r.kept.empty()) log::info(cat("model.init_from: kept their initialisation: ", join(r.kept)));
+}
 
 // The dataset, asked for samples of the model's shape and checked against it; the step plan.
 void RankSetup::load_data(const Job& job, const Rendezvous& rv, const RankInfo& info) {

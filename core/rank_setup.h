@@ -52,6 +52,7 @@ struct RankSetup {
   std::unique_ptr<RunCheckpoints> checkpoints;
 
  private:
+  void init_model(const Job& job, const Rendezvous& rv);
   void load_data(const Job& job, const Rendezvous& rv, const RankInfo& info);
   void bind_batch(const Config& cfg, const Rendezvous& rv, const at::Device& device);
   bool can_capture(const at::Device& device) const;

@@ -1,0 +1,97 @@
+#include <dshost/torch.hpp>  // first: ATen's DLPack
+
+#include "core/init_from.h"
+
+#include "core/error.h"
+#include "core/plugin_handles.h"
+#include "core/safetensors.h"
+
+#include <fnmatch.h>
+
+#include <map>
+#include <set>
+
+namespace dshost {
+namespace {
+
+// The model's tensors by the name a weights file gives them.
+std::map<std::string, at::Tensor> model_tensors(const ModelHandle& model) {
+  std::map<std::string, at::Tensor> tensors;
+  for (int32_t u = 0; u < model.info().unit_count; ++u)
+    for (int32_t i = 0; i < model.param_count(u); ++i) {
+      const dshost_param_desc desc = model.param(u, i);
+      tensors[export_name(desc)] = from_dlpack(desc.value);
+    }
+  for (const ModelBuffer& b : model.buffers()) tensors[b.export_name] = b.value;
+  return tensors;
+}
+
+bool skipped(const std::string& name, const std::vector<std::string>& globs) {
+  for (const std::string& glob : globs)
+    if (fnmatch(glob.c_str(), name.c_str(), 0) == 0) return true;
+  return false;
+}
+
+std::string listed(const std::vector<std::string>& names) {
+  const size_t shown = std::min<size_t>(names.size(), 20);
+  std::vector<std::string> head(names.begin(), names.begin() + static_cast<int64_t>(shown));
+  return join(head) + (names.size() > shown ? cat(" and ", names.size() - shown, " more") : "");
+}
+
+}  // namespace
+
+InitResult init_model_from(const std::string& path, const std::string& skip,
+                           const std::string& where, const ModelHandle& model) {
+  const SafetensorsFile file(path);
+  std::vector<std::string> globs;
+  for (const std::string& g : split(skip, ','))
+    if (!g.empty()) globs.push_back(g);
+  const std::map<std::string, at::Tensor> tensors = model_tensors(model);
+  for (const std::string& glob : globs) {
+    bool matches = false;
+    for (const std::string& name : file.names()) matches = matches || skipped(name, {glob});
+    for (const auto& entry : tensors) matches = matches || skipped(entry.first, {glob});
+    if (!matches)
+      throw UserError(cat(where, ": error: model.init_skip: \"", glob,
+                          "\" matches no tensor of the model or of ", path,
+                          "; check the names (`dshost export` writes a model's)"));
+  }
+  std::vector<std::string> missing, unexpected;
+  for (const std::string& name : file.names())
+    if (!tensors.count(name) && !skipped(name, globs)) unexpected.push_back(name);
+  InitResult result;
+  at::NoGradGuard no_grad;
+  for (const auto& [name, target] : tensors) {
+    if (skipped(name, globs)) {
+      result.kept.push_back(name + " (model.init_skip)");
+      continue;
+    }
+    if (!file.has(name)) {
+      missing.push_back(name);
+      continue;
+    }
+    const at::Tensor value = file.tensor(name);
+    if (value.is_floating_point() != target.is_floating_point())
+      throw UserError(cat(where, ": error: model.init_from: ", path, " holds ", name, " as ",
+                          value.scalar_type(), ", the model's is ", target.scalar_type(),
+                          "; that file's weights are not this model's"));
+    if (value.sizes() != target.sizes()) {
+      result.kept.push_back(
+          cat(name, " (", value.sizes(), " in the file, ", target.sizes(), " in the model)"));
+      continue;
+    }
+    target.copy_(value);
+    ++result.loaded;
+  }
+  if (!missing.empty() || !unexpected.empty())
+    throw UserError(
+        cat(where, ": error: model.init_from: ", path, " does not match the model's names",
+            missing.empty() ? "" : cat("; the model's tensors not in the file: ", listed(missing)),
+            unexpected.empty() ? ""
+                               : cat("; the file's tensors not in the model: ", listed(unexpected)),
+            ". Name those to leave as they are in model.init_skip (comma-separated globs, e.g. "
+            "\"classifier.*\"), or check that the file holds this model's weights"));
+  return result;
+}
+
+}  // namespace dshost

@@ -1,0 +1,152 @@
+// model.init_from: runs that start from a weights file, under every strategy and world size,
+// from torchvision's names with a new head, and files that do not fit.
+#include <dshost/torch.hpp>  // first: ATen's DLPack
+
+#include "core/safetensors.h"
+#include "tests/test_labels.h"
+#include "tests/test_util.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+namespace dshost::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kQuickstart = std::string(DSHOST_SOURCE_DIR) + "/configs/quickstart.toml";
+
+// One quickstart run in `dir` with `sets`, checked to succeed; its log.
+std::string run_in(const std::string& dir, std::vector<std::string> sets) {
+  std::vector<std::string> args{
+      "run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set", "train.eval=false"};
+  for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+  const Ran r = dshost(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.err;
+}
+
+// The weights of the newest checkpoint in `dir`'s run, as `dshost export` writes them.
+std::string exported(const std::string& dir) {
+  const std::string file = dir + "/weights.safetensors";
+  const Ran r = dshost({"export", dir + "/quickstart/checkpoints", file});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return file;
+}
+
+// One step at learning rate 0 from `weights` (AdamW's decay is lr x weight_decay: nothing
+// moves), saved: what the run started from.
+std::vector<std::string> started_from(const std::string& weights) {
+  return {"model.init_from=\"" + weights + "\"", "optimizer.lr=0", "train.max_steps=1",
+          "checkpoint.every_steps=1"};
+}
+
+std::vector<std::string> with(std::vector<std::string> sets, const std::vector<std::string>& more) {
+  sets.insert(sets.end(), more.begin(), more.end());
+  return sets;
+}
+
+DSHOST_SUITE_LABEL(InitFrom, slow);
+TEST(InitFrom, EveryStrategyAndWorldSizeStartsFromTheFile) {
+  const std::string trained = scratch_dir("init_trained");
+  run_in(trained, {"train.max_steps=10", "checkpoint.every_steps=10"});
+  const SafetensorsFile weights(exported(trained));
+  for (const auto& [strategy, ranks] :
+       {std::pair{"ddp", 1}, std::pair{"zero2", 2}, std::pair{"zero3-offload", 2}}) {
+    const std::string dir = scratch_dir(cat("init_", ranks, "_", strategy));
+    const std::string log = run_in(
+        dir, with(started_from(weights.path()),
+                  {cat("strategy.plugin=\"", strategy, "\""), cat("launcher.nprocs=", ranks)}));
+    EXPECT_NE(log.find("model.init_from: 8 tensors from " + weights.path()), std::string::npos)
+        << log;
+    const SafetensorsFile started(exported(dir));
+    ASSERT_EQ(started.names(), weights.names());
+    for (const std::string& name : weights.names())
+      EXPECT_TRUE(at::equal(started.tensor(name), weights.tensor(name))) << strategy << " " << name;
+  }
+}
+
+// torchvision's mobilenet_v2 (1000 classes, written by Debian's python3-torchvision) loads by
+// torchvision's names into a 10-class model: every parameter but the new classifier's is
+// torchvision's, and the log names the classifier as kept.
+TEST(InitFrom, TorchvisionWeightsLoadByTheirNamesAndANewHeadKeepsItsInitialisation) {
+  const std::string dir = scratch_dir("init_torchvision");
+  const std::string file = dir + "/mobilenet_v2.safetensors";
+  ASSERT_EQ(run({python(), DSHOST_SOURCE_DIR "/tests/torchvision_weights.py", "mobilenet_v2",
+                 "1000", file})
+                .exit_code,
+            0);
+  const std::string log = run_in(
+      dir, with(started_from(file), {"model.plugin=mobilenet_v2", "model.num_classes=10",
+                                     "model.image_size=32", "data.channels=3", "data.image_size=32",
+                                     "train.micro_batch_size=8", "launcher.nprocs=1"}));
+  EXPECT_NE(log.find("model.init_from: kept their initialisation: classifier.1.bias ([1000] in "
+                     "the file, [10] in the model), classifier.1.weight ([1000, 1280] in the "
+                     "file, [10, 1280] in the model)"),
+            std::string::npos)
+      << log;
+  const SafetensorsFile torchvision(file), started(exported(dir));
+  int compared = 0;
+  for (const std::string& name : torchvision.names()) {
+    const bool statistics = name.find("running_") != std::string::npos ||
+                            name.find("num_batches_tracked") != std::string::npos;
+    if (statistics || name.rfind("classifier.1.", 0) == 0) continue;  // a training step moves
+    ASSERT_TRUE(started.has(name)) << name;
+    EXPECT_TRUE(at::equal(started.tensor(name), torchvision.tensor(name))) << name;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 156);
+  EXPECT_EQ(started.tensor("classifier.1.weight").sizes(), at::IntArrayRef({10, 1280}));
+}
+
+// Files that do not fit the model, each refused before training with what is wrong.
+TEST(InitFrom, AFileThatDoesNotFitIsRefusedSayingWhy) {
+  const std::string dir = scratch_dir("init_bad");
+  run_in(dir, {"train.max_steps=1", "checkpoint.every_steps=1"});
+  const std::string weights = exported(dir);
+  const auto refused = [&](const std::vector<std::string>& sets) {
+    std::vector<std::string> args{"run",   kQuickstart,
+                                  "--set", "run.output_dir=\"" + dir + "/x\"",
+                                  "--set", "train.max_steps=1"};
+    for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+    const Ran r = dshost(args);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_FALSE(fs::exists(dir + "/x/quickstart/summary.json"));
+    return r.err;
+  };
+  std::string err = refused({"model.init_from=\"" + weights + "\"", "model.plugin=resnet18"});
+  EXPECT_NE(err.find("does not match the model's names; the model's tensors not in the file: "),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("the file's tensors not in the model: conv1.0.bias, conv1.0.weight"),
+            std::string::npos)
+      << err;
+
+  const SafetensorsFile good(weights);
+  std::vector<NamedTensor> tensors;
+  for (const std::string& name : good.names())
+    tensors.push_back(
+        {name, name == "conv1.0.weight" ? good.tensor(name).to(at::kLong) : good.tensor(name)});
+  write_safetensors(dir + "/ints.safetensors", tensors, {});
+  err = refused({"model.init_from=\"" + dir + "/ints.safetensors\""});
+  EXPECT_NE(err.find("holds conv1.0.weight as Long, the model's is Float"), std::string::npos)
+      << err;
+
+  const std::string whole = read_file(weights);
+  write_file(dir + "/cut.safetensors", whole.substr(0, whole.size() / 2));
+  err = refused({"model.init_from=\"" + dir + "/cut.safetensors\""});
+  EXPECT_NE(err.find(dir + "/cut.safetensors"), std::string::npos) << err;
+
+  err = refused({"model.init_from=\"" + weights + "\"", "model.init_skip=\"head.*\""});
+  EXPECT_NE(err.find("model.init_skip: \"head.*\" matches no tensor of the model or of " + weights),
+            std::string::npos)
+      << err;
+  err = refused({"model.init_from=\"" + dir + "/none.safetensors\""});
+  EXPECT_NE(err.find("error: model.init_from = \"" + dir + "/none.safetensors\": no such file"),
+            std::string::npos)
+      << err;
+}
+
+}  // namespace
+}  // namespace dshost::test

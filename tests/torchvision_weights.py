@@ -1,0 +1,40 @@
+#!/usr/bin/python3
+"""Writes a freshly initialised (seeded) torchvision model's state_dict as a safetensors file,
+the pretrained weights model.init_from reads, for the tests of fine-tuning. The layout is
+written here directly (8-byte header length, JSON header, bytes), so the test needs only
+Debian's python3-torch and python3-torchvision.
+
+    tests/torchvision_weights.py MODEL NUM_CLASSES OUT.safetensors
+"""
+import json
+import struct
+import sys
+
+import torch
+from torchvision import models
+
+DTYPES = {torch.float32: "F32", torch.int64: "I64"}
+
+
+def write_safetensors(tensors, path):
+    header, offset, blobs = {}, 0, []
+    for name, t in tensors.items():
+        blob = t.contiguous().numpy().tobytes()
+        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def main(name, classes, out):
+    torch.manual_seed(3)
+    model = getattr(models, name)(weights=None, num_classes=int(classes))
+    write_safetensors({k: v.detach() for k, v in model.state_dict().items()}, out)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
