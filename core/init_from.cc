@@ -5,10 +5,12 @@
 #include "core/error.h"
 #include "core/plugin_handles.h"
 #include "core/safetensors.h"
+#include "core/torch_pickle.h"
 
 #include <fnmatch.h>
 
 #include <map>
+#include <memory>
 #include <set>
 
 namespace dshost {
@@ -26,6 +28,21 @@ std::map<std::string, at::Tensor> model_tensors(const ModelHandle& model) {
   return tensors;
 }
 
+// A weights file's tensors: a safetensors file mapped (kept open while they are read), or
+// torch.save's zip read into memory.
+struct WeightsFile {
+  explicit WeightsFile(const std::string& path) {
+    if (is_zip_file(path)) {
+      tensors = read_torch_state_dict(path);
+      return;
+    }
+    mapped = std::make_unique<SafetensorsFile>(path);
+    for (const std::string& name : mapped->names()) tensors[name] = mapped->tensor(name);
+  }
+  std::map<std::string, at::Tensor> tensors;
+  std::unique_ptr<SafetensorsFile> mapped;
+};
+
 bool skipped(const std::string& name, const std::vector<std::string>& globs) {
   for (const std::string& glob : globs)
     if (fnmatch(glob.c_str(), name.c_str(), 0) == 0) return true;
@@ -42,14 +59,14 @@ std::string listed(const std::vector<std::string>& names) {
 
 InitResult init_model_from(const std::string& path, const std::string& skip,
                            const std::string& where, const ModelHandle& model) {
-  const SafetensorsFile file(path);
+  const WeightsFile file(path);
   std::vector<std::string> globs;
   for (const std::string& g : split(skip, ','))
     if (!g.empty()) globs.push_back(g);
   const std::map<std::string, at::Tensor> tensors = model_tensors(model);
   for (const std::string& glob : globs) {
     bool matches = false;
-    for (const std::string& name : file.names()) matches = matches || skipped(name, {glob});
+    for (const auto& entry : file.tensors) matches = matches || skipped(entry.first, {glob});
     for (const auto& entry : tensors) matches = matches || skipped(entry.first, {glob});
     if (!matches)
       throw UserError(cat(where, ": error: model.init_skip: \"", glob,
@@ -57,8 +74,9 @@ InitResult init_model_from(const std::string& path, const std::string& skip,
                           "; check the names (`dshost export` writes a model's)"));
   }
   std::vector<std::string> missing, unexpected;
-  for (const std::string& name : file.names())
-    if (!tensors.count(name) && !skipped(name, globs)) unexpected.push_back(name);
+  for (const auto& entry : file.tensors)
+    if (!tensors.count(entry.first) && !skipped(entry.first, globs))
+      unexpected.push_back(entry.first);
   InitResult result;
   at::NoGradGuard no_grad;
   for (const auto& [name, target] : tensors) {
@@ -66,11 +84,12 @@ InitResult init_model_from(const std::string& path, const std::string& skip,
       result.kept.push_back(name + " (model.init_skip)");
       continue;
     }
-    if (!file.has(name)) {
+    const auto found = file.tensors.find(name);
+    if (found == file.tensors.end()) {
       missing.push_back(name);
       continue;
     }
-    const at::Tensor value = file.tensor(name);
+    const at::Tensor& value = found->second;
     if (value.is_floating_point() != target.is_floating_point())
       throw UserError(cat(where, ": error: model.init_from: ", path, " holds ", name, " as ",
                           value.scalar_type(), ", the model's is ", target.scalar_type(),

@@ -1,7 +1,8 @@
-// model.init_from: the model's parameters and buffers set from a safetensors file of
-// pretrained weights, under the names the model exports (torchvision's for the image models
-// that mirror torchvision, its own otherwise), before the strategy takes the parameters, so
-// every strategy at every world size starts from them.
+// model.init_from: the model's parameters and buffers set from a file of pretrained weights
+// (safetensors, or a state_dict saved by torch.save, as torchvision caches them as .pth), under the
+// names the model exports (torchvision's for the image models that mirror torchvision, its own
+// otherwise), before the strategy takes the parameters, so every strategy at every world size
+// starts from them.
 #pragma once
 
 #include "core/config.h"

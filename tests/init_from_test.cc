@@ -67,37 +67,47 @@ TEST(InitFrom, EveryStrategyAndWorldSizeStartsFromTheFile) {
   }
 }
 
-// torchvision's mobilenet_v2 (1000 classes, written by Debian's python3-torchvision) loads by
-// torchvision's names into a 10-class model: every parameter but the new classifier's is
-// torchvision's, and the log names the classifier as kept.
-TEST(InitFrom, TorchvisionWeightsLoadByTheirNamesAndANewHeadKeepsItsInitialisation) {
+// torchvision's mobilenet_v2 (1000 classes, written by Debian's python3-torchvision as
+// torch.save writes a state_dict, .pth, and as safetensors) loads by torchvision's names into
+// a 10-class model: every parameter but the new classifier's is torchvision's, the log names
+// the classifier as kept, and both files give the same model.
+TEST(InitFrom, TorchvisionWeightsLoadByTheirNamesFromPthOrSafetensorsAndANewHeadKeepsItsInit) {
   const std::string dir = scratch_dir("init_torchvision");
-  const std::string file = dir + "/mobilenet_v2.safetensors";
-  ASSERT_EQ(run({python(), DSHOST_SOURCE_DIR "/tests/torchvision_weights.py", "mobilenet_v2",
-                 "1000", file})
-                .exit_code,
-            0);
-  const std::string log = run_in(
-      dir, with(started_from(file), {"model.plugin=mobilenet_v2", "model.num_classes=10",
-                                     "model.image_size=32", "data.channels=3", "data.image_size=32",
-                                     "train.micro_batch_size=8", "launcher.nprocs=1"}));
-  EXPECT_NE(log.find("model.init_from: kept their initialisation: classifier.1.bias ([1000] in "
-                     "the file, [10] in the model), classifier.1.weight ([1000, 1280] in the "
-                     "file, [10, 1280] in the model)"),
-            std::string::npos)
-      << log;
-  const SafetensorsFile torchvision(file), started(exported(dir));
+  std::vector<std::string> exports;
+  for (const std::string format : {"pth", "safetensors"}) {
+    const std::string file = dir + "/mobilenet_v2." + format, run_dir = dir + "/" + format;
+    ASSERT_EQ(run({python(), DSHOST_SOURCE_DIR "/tests/torchvision_weights.py", "mobilenet_v2",
+                   "1000", file})
+                  .exit_code,
+              0);
+    const std::string log = run_in(
+        run_dir,
+        with(started_from(file), {"model.plugin=mobilenet_v2", "model.num_classes=10",
+                                  "model.image_size=32", "data.channels=3", "data.image_size=32",
+                                  "train.micro_batch_size=8", "launcher.nprocs=1"}));
+    EXPECT_NE(log.find("model.init_from: kept their initialisation: classifier.1.bias ([1000] in "
+                       "the file, [10] in the model), classifier.1.weight ([1000, 1280] in the "
+                       "file, [10, 1280] in the model)"),
+              std::string::npos)
+        << log;
+    exports.push_back(exported(run_dir));
+  }
+  const SafetensorsFile torchvision(dir + "/mobilenet_v2.safetensors"), from_pth(exports[0]),
+      from_safetensors(exports[1]);
   int compared = 0;
   for (const std::string& name : torchvision.names()) {
     const bool statistics = name.find("running_") != std::string::npos ||
                             name.find("num_batches_tracked") != std::string::npos;
     if (statistics || name.rfind("classifier.1.", 0) == 0) continue;  // a training step moves
-    ASSERT_TRUE(started.has(name)) << name;
-    EXPECT_TRUE(at::equal(started.tensor(name), torchvision.tensor(name))) << name;
+    ASSERT_TRUE(from_safetensors.has(name)) << name;
+    EXPECT_TRUE(at::equal(from_safetensors.tensor(name), torchvision.tensor(name))) << name;
     ++compared;
   }
   EXPECT_EQ(compared, 156);
-  EXPECT_EQ(started.tensor("classifier.1.weight").sizes(), at::IntArrayRef({10, 1280}));
+  EXPECT_EQ(from_safetensors.tensor("classifier.1.weight").sizes(), at::IntArrayRef({10, 1280}));
+  ASSERT_EQ(from_pth.names(), from_safetensors.names());
+  for (const std::string& name : from_pth.names())
+    EXPECT_TRUE(at::equal(from_pth.tensor(name), from_safetensors.tensor(name))) << name;
 }
 
 // Files that do not fit the model, each refused before training with what is wrong.

@@ -1,10 +1,10 @@
 #!/usr/bin/python3
-"""Writes a freshly initialised (seeded) torchvision model's state_dict as a safetensors file,
-the pretrained weights model.init_from reads, for the tests of fine-tuning. The layout is
-written here directly (8-byte header length, JSON header, bytes), so the test needs only
-Debian's python3-torch and python3-torchvision.
+"""Writes a freshly initialised (seeded) torchvision model's state_dict, the pretrained weights
+model.init_from reads, for the tests of fine-tuning: as torch.save writes it (OUT.pth), or as
+a safetensors file whose layout is written here directly (8-byte header length, JSON header,
+bytes), so the test needs only Debian's python3-torch and python3-torchvision.
 
-    tests/torchvision_weights.py MODEL NUM_CLASSES OUT.safetensors
+    tests/torchvision_weights.py MODEL NUM_CLASSES OUT.pth|OUT.safetensors
 """
 import json
 import struct
@@ -33,7 +33,10 @@ def write_safetensors(tensors, path):
 def main(name, classes, out):
     torch.manual_seed(3)
     model = getattr(models, name)(weights=None, num_classes=int(classes))
-    write_safetensors({k: v.detach() for k, v in model.state_dict().items()}, out)
+    if out.endswith(".pth"):
+        torch.save(model.state_dict(), out)
+    else:
+        write_safetensors({k: v.detach() for k, v in model.state_dict().items()}, out)
 
 
 if __name__ == "__main__":
