@@ -169,4 +169,15 @@ void StepProfiler::end_step(int64_t step) {
       cat("profile of steps ", first_ + 1, "-", last_ + 1, " written to ", trace_file_.string()));
 }
 
+std::unique_ptr<StepProfiler> profile_window(std::filesystem::path trace_file, at::Device device,
+                                             int64_t from, int64_t after, int64_t steps,
+                                             int64_t total) {
+  const int64_t first = from + after, last = std::min(first + steps, total) - 1;
+  if (first <= last)
+    return std::make_unique<StepProfiler>(std::move(trace_file), device, first, last);
+  log::warn(cat("train.profile_after = ", after, " skips past the last of ", total,
+                " steps: nothing is profiled; lower it"));
+  return nullptr;
+}
+
 }  // namespace dshost

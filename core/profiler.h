@@ -46,4 +46,10 @@ class StepProfiler {
   int64_t allocated_at_start_ = 0;  // on the device, when the window opened
 };
 
+// The profiler of train.profile_steps steps after the first `after` from step `from`, cut at
+// the run's `total` steps; none, with a warning, where that window is past the end.
+std::unique_ptr<StepProfiler> profile_window(std::filesystem::path trace_file, at::Device device,
+                                             int64_t from, int64_t after, int64_t steps,
+                                             int64_t total);
+
 }  // namespace dshost

@@ -99,7 +99,10 @@ class Worker {
                   device_.str(), ", ", choice_name(t.precision), "; ", plan().total_steps,
                   " steps of ", plan().global_batch, " samples"));
     int64_t saved_step = position_.step;
-    if (t.profile_steps > 0) start_profiler();
+    if (t.profile_steps > 0)
+      profiler_ =
+          profile_window(run_dir_ / "profile" / cat("rank", rv_.rank, ".pt.trace.json"), device_,
+                         position_.step, t.profile_after, t.profile_steps, plan().total_steps);
     for (int64_t epoch = position_.epoch; epoch < t.epochs && position_.step < plan().total_steps;
          ++epoch) {
       const auto order = std::make_shared<const std::vector<int64_t>>(
@@ -124,20 +127,6 @@ class Worker {
     }
     if (t.eval && test_.samples == 0) evaluate(-1);  // stopped by max_steps inside the first epoch
     if (ck.enabled() && saved_step != position_.step) save_checkpoint();  // the final state
-  }
-
-  // train.profile_steps: the window after profile_after steps, cut at the last step.
-  void start_profiler() {
-    const auto& t = cfg_.train;
-    const int64_t first = position_.step + t.profile_after;
-    const int64_t last = std::min(first + t.profile_steps, plan().total_steps) - 1;
-    if (first > last) {
-      log::warn(cat("train.profile_after = ", t.profile_after, " skips past the last of ",
-                    plan().total_steps, " steps: nothing is profiled; lower it"));
-      return;
-    }
-    profiler_ = std::make_unique<StepProfiler>(
-        run_dir_ / "profile" / cat("rank", rv_.rank, ".pt.trace.json"), device_, first, last);
   }
 
   void train_step(const std::shared_ptr<const std::vector<int64_t>>& order, int64_t first,
