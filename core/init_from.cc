@@ -16,18 +16,6 @@
 namespace dshost {
 namespace {
 
-// The model's tensors by the name a weights file gives them.
-std::map<std::string, at::Tensor> model_tensors(const ModelHandle& model) {
-  std::map<std::string, at::Tensor> tensors;
-  for (int32_t u = 0; u < model.info().unit_count; ++u)
-    for (int32_t i = 0; i < model.param_count(u); ++i) {
-      const dshost_param_desc desc = model.param(u, i);
-      tensors[export_name(desc)] = from_dlpack(desc.value);
-    }
-  for (const ModelBuffer& b : model.buffers()) tensors[b.export_name] = b.value;
-  return tensors;
-}
-
 // A weights file's tensors: a safetensors file mapped (kept open while they are read), or
 // torch.save's zip read into memory.
 struct WeightsFile {
@@ -57,13 +45,24 @@ std::string listed(const std::vector<std::string>& names) {
 
 }  // namespace
 
+std::map<std::string, at::Tensor> named_tensors(const ModelHandle& model) {
+  std::map<std::string, at::Tensor> tensors;
+  for (int32_t u = 0; u < model.info().unit_count; ++u)
+    for (int32_t i = 0; i < model.param_count(u); ++i) {
+      const dshost_param_desc desc = model.param(u, i);
+      tensors[export_name(desc)] = from_dlpack(desc.value);
+    }
+  for (const ModelBuffer& b : model.buffers()) tensors[b.export_name] = b.value;
+  return tensors;
+}
+
 InitResult init_model_from(const std::string& path, const std::string& skip,
-                           const std::string& where, const ModelHandle& model) {
+                           const std::string& where,
+                           const std::map<std::string, at::Tensor>& tensors) {
   const WeightsFile file(path);
   std::vector<std::string> globs;
   for (const std::string& g : split(skip, ','))
     if (!g.empty()) globs.push_back(g);
-  const std::map<std::string, at::Tensor> tensors = model_tensors(model);
   for (const std::string& glob : globs) {
     bool matches = false;
     for (const auto& entry : file.tensors) matches = matches || skipped(entry.first, {glob});

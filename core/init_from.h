@@ -7,6 +7,9 @@
 
 #include "core/config.h"
 
+#include <ATen/core/Tensor.h>
+
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,7 +27,12 @@ struct InitResult {
 // new classifier for another number of classes) or whose name matches one of `skip`
 // (comma-separated globs, each of which must match something) keeps its initialisation. A
 // tensor that is not floating point where the model's is, or the reverse, is an error.
+// `model`: the model's tensors (views of its parameters and buffers) by exported name.
 InitResult init_model_from(const std::string& path, const std::string& skip,
-                           const std::string& where, const ModelHandle& model);
+                           const std::string& where,
+                           const std::map<std::string, at::Tensor>& model);
+
+// A model's parameters and buffers by the names it exports.
+std::map<std::string, at::Tensor> named_tensors(const ModelHandle& model);
 
 }  // namespace dshost

@@ -104,8 +104,8 @@ RankSetup::~RankSetup() = default;
 // model.init_from, on every rank before the strategy takes the parameters.
 void RankSetup::init_model(const Job& job, const Rendezvous& rv) {
   const ModelConfig& m = job.config.model;
-  const InitResult r =
-      init_model_from(m.init_from, m.init_skip, job.manifest.origin("model", "init_from"), *model);
+  const InitResult r = init_model_from(
+      m.init_from, m.init_skip, job.manifest.origin("model", "init_from"), named_tensors(*model));
   if (rv.rank != 0) return;
   log::info(cat("model.init_from: ", r.loaded, " tensors from ", m.init_from));
   if (!r.kept.empty()) log::info(cat("model.init_from: kept their initialisation: ", join(r.kept)));

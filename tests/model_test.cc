@@ -7,6 +7,7 @@
 #include "plugins/models/common/image.hpp"
 
 #include "core/checkpoint.h"
+#include "core/init_from.h"
 #include "core/manifest.h"
 #include "core/plugin_loader.h"
 #include "core/safetensors.h"
@@ -238,6 +239,62 @@ TEST_P(TorchvisionLogits, SameWeightsGiveTorchvisionsLogits) {
 INSTANTIATE_TEST_SUITE_P(Zoo, TorchvisionLogits,
                          testing::Values("mobilenet_v2", "efficientnet_b0", "resnet18", "resnet50",
                                          "vgg11", "vgg11_bn", "vgg16"));
+
+// The model's parameters and buffers by the names it exports (views of its own memory).
+std::map<std::string, at::Tensor> named_tensors(LiveModel& m) {
+  std::map<std::string, at::Tensor> tensors;
+  dshost_error err{sizeof(dshost_error), {}};
+  for (int u = 0; u < describe(m).unit_count; ++u) {
+    int32_t count = 0;
+    EXPECT_EQ(m.api->param_count(m.model, u, &count, &err), DSHOST_OK);
+    for (int i = 0; i < count; ++i) {
+      dshost_param_desc desc{sizeof(dshost_param_desc)};
+      EXPECT_EQ(m.api->param(m.model, u, i, &desc, &err), DSHOST_OK) << err.message;
+      tensors[desc.export_name ? desc.export_name : desc.name] = from_dlpack(desc.value);
+    }
+  }
+  int32_t buffers = 0;
+  EXPECT_EQ(m.api->buffer_count(m.model, &buffers, &err), DSHOST_OK);
+  for (int i = 0; i < buffers; ++i) {
+    dshost_param_desc desc{sizeof(dshost_param_desc)};
+    EXPECT_EQ(m.api->buffer(m.model, i, &desc, &err), DSHOST_OK) << err.message;
+    tensors[desc.export_name ? desc.export_name : desc.name] = from_dlpack(desc.value);
+  }
+  return tensors;
+}
+
+class TorchvisionWeights : public testing::TestWithParam<std::string> {};
+
+DSHOST_SUITE_LABEL(TorchvisionWeights, slow);
+// torchvision's state_dict as torch.save writes it (.pth, by Debian's python3-torchvision)
+// loads into the model by torchvision's names through model.init_from's loader, strictly,
+// every tensor, and gives torchvision's eval-mode logits (relative error below 1e-4).
+TEST_P(TorchvisionWeights, LoadStrictlyByNameAndGiveTorchvisionsLogits) {
+  const std::string name = GetParam();
+  const std::string dir = test::scratch_dir("torchvision_weights_" + name);
+  const test::Ran made =
+      test::run({test::python(), DSHOST_SOURCE_DIR "/tests/torchvision_weights.py", name, "1000",
+                 dir + "/weights.pth", dir + "/io"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const bool bn = name == "vgg11_bn";
+  auto m = create_model(bn ? "vgg11" : name, bn ? "batch_norm = true\n" : "");
+  const std::map<std::string, at::Tensor> tensors = named_tensors(*m);
+  const InitResult r = init_model_from(dir + "/weights.pth", "", "test", tensors);
+  EXPECT_TRUE(r.kept.empty()) << join(r.kept);
+  EXPECT_EQ(r.loaded, static_cast<int64_t>(tensors.size()));
+  at::Tensor logits;
+  ASSERT_NO_FATAL_FAILURE(
+      predict_logits(*m, read_f32(dir + "/io.input.f32", {2, 3, 224, 224}), &logits));
+  const at::Tensor expected = read_f32(dir + "/io.logits.f32", {2, 1000});
+  const double relative =
+      (logits - expected).abs().max().item<double>() / expected.abs().max().item<double>();
+  EXPECT_LT(relative, 1e-4) << name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Zoo, TorchvisionWeights,
+                         testing::Values("mobilenet_v2", "efficientnet_b0", "resnet18", "resnet50",
+                                         "vgg11", "vgg11_bn"),
+                         [](const auto& info) { return info.param; });
 
 DSHOST_SUITE_LABEL(Export, slow);
 // `dshost export` of a trained mobilenet_v2 (batch-norm statistics moved by training, weights

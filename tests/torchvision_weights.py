@@ -4,7 +4,10 @@ model.init_from reads, for the tests of fine-tuning: as torch.save writes it (OU
 a safetensors file whose layout is written here directly (8-byte header length, JSON header,
 bytes), so the test needs only Debian's python3-torch and python3-torchvision.
 
-    tests/torchvision_weights.py MODEL NUM_CLASSES OUT.pth|OUT.safetensors
+    tests/torchvision_weights.py MODEL NUM_CLASSES OUT.pth|OUT.safetensors [PREFIX]
+
+With PREFIX, also PREFIX.input.f32 (a seeded batch of two 224 x 224 RGB images) and
+PREFIX.logits.f32 (the model's eval-mode logits for it), raw little-endian float32.
 """
 import json
 import struct
@@ -30,9 +33,14 @@ def write_safetensors(tensors, path):
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
-def main(name, classes, out):
+def main(name, classes, out, prefix=None):
     torch.manual_seed(3)
     model = getattr(models, name)(weights=None, num_classes=int(classes))
+    if prefix:
+        batch = torch.randn(2, 3, 224, 224)
+        batch.numpy().tofile(f"{prefix}.input.f32")
+        with torch.no_grad():
+            model.eval()(batch).numpy().tofile(f"{prefix}.logits.f32")
     if out.endswith(".pth"):
         torch.save(model.state_dict(), out)
     else:

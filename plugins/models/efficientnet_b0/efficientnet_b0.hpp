@@ -7,6 +7,10 @@
 #include "../common/image.hpp"
 
 #include <cmath>
+#include <iterator>
+#include <regex>
+#include <string>
+#include <vector>
 
 namespace dshost_models::efficientnet {
 
@@ -40,15 +44,34 @@ class EfficientNetB0 : public ImageModel {
     int64_t total = 0;
     for (const Stage& st : kStages) total += static_cast<int64_t>(std::ceil(st.blocks * depth));
     int64_t index = 0;
-    for (const Stage& st : kStages)
+    for (size_t stage = 0; stage < std::size(kStages); ++stage) {
+      const Stage& st = kStages[stage];
       for (int64_t b = 0, n = static_cast<int64_t>(std::ceil(st.blocks * depth)); b < n;
-           ++b, ++index)
+           ++b, ++index) {
         add_mbconv("block" + std::to_string(index + 1), st, round_channels(st.channels * width),
                    b == 0 ? st.stride : 1, drop_path * index / total);
+        block_places_.push_back(std::to_string(stage + 1) + "." + std::to_string(b));
+      }
+    }
     const int64_t last = 4 * stack_.channels();
     add_unit("last_conv", stack_.conv_bn(last, 1, 1, Act::silu));
     add_unit("head", Chain(stack_.pool_flatten(), nn::Dropout(s.get_float("dropout")),
                            stack_.linear(last, spec_.classes)));
+  }
+
+  // torchvision's names: features.0 the stem, features.S.B block B of stage S (its layers
+  // under .block), features.<stages + 1> the last conv, classifier.1 the linear layer.
+  std::string export_name(const std::string& name) const override {
+    static const std::regex stem(R"(stem\.(.*))"), last_conv(R"(last_conv\.(.*))"),
+        head(R"(head\.2\.(.*))"), block(R"(block(\d+)\.(?:main\.)?(.*))");
+    std::smatch m;
+    if (std::regex_match(name, m, stem)) return "features.0." + m[1].str();
+    if (std::regex_match(name, m, last_conv))
+      return "features." + std::to_string(std::size(kStages) + 1) + "." + m[1].str();
+    if (std::regex_match(name, m, head)) return "classifier.1." + m[1].str();
+    if (std::regex_match(name, m, block))
+      return "features." + block_places_.at(std::stoi(m[1].str()) - 1) + ".block." + m[2].str();
+    return name;
   }
 
  private:
@@ -70,6 +93,8 @@ class EfficientNetB0 : public ImageModel {
     else
       add_unit(name, main);
   }
+
+  std::vector<std::string> block_places_;  // [block - 1]: "S.B", its torchvision stage and index
 };
 
 }  // namespace dshost_models::efficientnet

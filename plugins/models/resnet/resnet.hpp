@@ -5,6 +5,9 @@
 
 #include "../common/image.hpp"
 
+#include <regex>
+#include <string>
+
 namespace dshost_models::resnet {
 
 struct Depth {
@@ -27,6 +30,24 @@ class ResNet : public ImageModel {
                  block(width << stage, b == 0 && stage > 0 ? 2 : 1));
     const int64_t features = stack_.channels();
     add_unit("head", Chain(stack_.pool_flatten(), stack_.linear(features, spec_.classes)));
+  }
+
+  // torchvision's names: the stem's conv and batch norm are conv1 and bn1, block B of stage S
+  // is layerS.B with its convs and batch norms conv1.. and bn1.. and its projection
+  // downsample.0 and .1, the head's linear layer fc.
+  std::string export_name(const std::string& name) const override {
+    static const std::regex stem(R"(stem\.(\d)\.(.*))"), head(R"(head\.1\.(.*))"),
+        main(R"(layer(\d)_(\d+)\.main\.(\d)\.(\d)\.(.*))"),
+        shortcut(R"(layer(\d)_(\d+)\.shortcut\.(\d\..*))");
+    std::smatch m;
+    if (std::regex_match(name, m, stem)) return (m[1] == "0" ? "conv1." : "bn1.") + m[2].str();
+    if (std::regex_match(name, m, head)) return "fc." + m[1].str();
+    if (std::regex_match(name, m, main))
+      return "layer" + m[1].str() + "." + m[2].str() + (m[4] == "0" ? ".conv" : ".bn") +
+             std::to_string(std::stoi(m[3].str()) + 1) + "." + m[5].str();
+    if (std::regex_match(name, m, shortcut))
+      return "layer" + m[1].str() + "." + m[2].str() + ".downsample." + m[3].str();
+    return name;
   }
 
  private:

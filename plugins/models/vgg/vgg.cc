@@ -4,6 +4,9 @@
 // Built twice, as dshost_model_vgg11.so and dshost_model_vgg16.so (VGG_DEPTH).
 #include "../common/image.hpp"
 
+#include <regex>
+#include <string>
+
 namespace {
 
 using namespace dshost_models;
@@ -28,8 +31,8 @@ const dshost_option kOptions[] = {
 
 class Vgg : public ImageModel {
  public:
-  explicit Vgg(const dshost::Services& s) : ImageModel(s) {
-    const bool bn = s.get_bool("batch_norm");
+  explicit Vgg(const dshost::Services& s) : ImageModel(s), bn_(s.get_bool("batch_norm")) {
+    const bool bn = bn_;
     const double dropout = s.get_float("dropout");
     for (int stage = 0; stage < 5; ++stage) {
       const int64_t channels = std::min<int64_t>(64 << stage, 512);
@@ -60,6 +63,25 @@ class Vgg : public ImageModel {
                           nn::Dropout(dropout)));
     add_unit("fc3", stack_.linear(4096, spec_.classes));
   }
+
+  // torchvision's names: every layer of the five stages numbered in turn under features
+  // (conv, [batch norm,] relu, ..., max-pool), the three linear layers classifier.0, .3, .6.
+  std::string export_name(const std::string& name) const override {
+    static const std::regex stage(R"(stage(\d)\.(\d+)\.(.*))"), fc(R"(fc(\d)\.(?:\d\.)?(.*))");
+    std::smatch m;
+    if (std::regex_match(name, m, stage)) {
+      int index = std::stoi(m[2].str());
+      for (int s = 0; s + 1 < std::stoi(m[1].str()); ++s)
+        index += kConvsPerStage[s] * (bn_ ? 3 : 2) + 1;
+      return "features." + std::to_string(index) + "." + m[3].str();
+    }
+    if (std::regex_match(name, m, fc))
+      return "classifier." + std::to_string(3 * (std::stoi(m[1].str()) - 1)) + "." + m[2].str();
+    return name;
+  }
+
+ private:
+  const bool bn_;
 };
 
 }  // namespace
