@@ -7,9 +7,9 @@
 
 #include <dshost/plugin.hpp>  // split
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
-#include <algorithm>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -34,6 +34,7 @@ E choice_value(const std::string& name) {
   return static_cast<E>(std::find(names.begin(), names.end(), name) - names.begin());
 }
 
+// One key of section struct S.
 template <class S>
 struct Key {
   dshost_option option;
