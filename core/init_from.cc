@@ -24,7 +24,14 @@ struct WeightsFile {
       tensors = read_torch_state_dict(path);
       return;
     }
-    mapped = std::make_unique<SafetensorsFile>(path);
+    try {
+      mapped = std::make_unique<SafetensorsFile>(path);
+    } catch (const UserError& e) {
+      throw UserError(cat(e.what(),
+                          ". model.init_from reads safetensors files and state_dicts "
+                          "saved by torch.save since PyTorch 1.6 (a zip); an older .pth "
+                          "is read once by torch.load and saved again with torch.save"));
+    }
     for (const std::string& name : mapped->names()) tensors[name] = mapped->tensor(name);
   }
   std::map<std::string, at::Tensor> tensors;
