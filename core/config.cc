@@ -156,16 +156,10 @@ Config read_config(const Manifest& m) {
   return c;
 }
 
-OptionTable host_data_options() { return kData.table(); }
+const Keys<DataConfig>& data_keys() { return kData; }
 
-DataConfig read_data_config(const Section& d) { return kData.read(d); }
+const Keys<ModelConfig>& model_keys() { return kModel; }
 
-OptionTable host_model_options() { return kModel.table(); }
-
-ModelConfig read_model_config(const Section& m) { return kModel.read(m); }
-
-OptionTable host_launcher_options() { return kLauncher.table(); }
-
-LauncherConfig read_launcher_config(const Section& l) { return kLauncher.read(l); }
+const Keys<LauncherConfig>& launcher_keys() { return kLauncher; }
 
 }  // namespace dshost

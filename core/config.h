@@ -131,16 +131,13 @@ struct Config {
   PluginsConfig plugins;
 };
 
-// Validates the host's sections and refuses unknown top-level sections. [data] is read with
-// its dataset plugin: see host_data_options.
+// Validates the host's sections and refuses unknown top-level sections. [data], [model] and
+// [launcher] are read with their plugins (see job.cc), by the keys below.
 Config read_config(const Manifest& manifest);
 
-// The host's keys of [data], [model] and [launcher], and their values from the validated section.
-OptionTable host_data_options();
-DataConfig read_data_config(const Section& data);
-OptionTable host_model_options();
-ModelConfig read_model_config(const Section& model);
-OptionTable host_launcher_options();
-LauncherConfig read_launcher_config(const Section& launcher);
+// The host's keys of the sections it shares with a plugin.
+const Keys<DataConfig>& data_keys();
+const Keys<ModelConfig>& model_keys();
+const Keys<LauncherConfig>& launcher_keys();
 
 }  // namespace dshost

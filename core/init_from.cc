@@ -9,6 +9,7 @@
 
 #include <fnmatch.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <set>
@@ -38,10 +39,19 @@ struct WeightsFile {
   std::unique_ptr<SafetensorsFile> mapped;
 };
 
+bool matches(const std::string& glob, const std::string& name) {
+  return fnmatch(glob.c_str(), name.c_str(), 0) == 0;
+}
+
 bool skipped(const std::string& name, const std::vector<std::string>& globs) {
-  for (const std::string& glob : globs)
-    if (fnmatch(glob.c_str(), name.c_str(), 0) == 0) return true;
-  return false;
+  return std::any_of(globs.begin(), globs.end(),
+                     [&](const std::string& glob) { return matches(glob, name); });
+}
+
+// Whether `glob` matches a name of `tensors`.
+bool matches_any(const std::string& glob, const std::map<std::string, at::Tensor>& tensors) {
+  return std::any_of(tensors.begin(), tensors.end(),
+                     [&](const auto& entry) { return matches(glob, entry.first); });
 }
 
 std::string listed(const std::vector<std::string>& names) {
@@ -70,15 +80,11 @@ InitResult init_model_from(const std::string& path, const std::string& skip,
   std::vector<std::string> globs;
   for (const std::string& g : split(skip, ','))
     if (!g.empty()) globs.push_back(g);
-  for (const std::string& glob : globs) {
-    bool matches = false;
-    for (const auto& entry : file.tensors) matches = matches || skipped(entry.first, {glob});
-    for (const auto& entry : tensors) matches = matches || skipped(entry.first, {glob});
-    if (!matches)
+  for (const std::string& glob : globs)
+    if (!matches_any(glob, file.tensors) && !matches_any(glob, tensors))
       throw UserError(cat(where, ": error: model.init_skip: \"", glob,
                           "\" matches no tensor of the model or of ", path,
                           "; check the names (`dshost export` writes a model's)"));
-  }
   std::vector<std::string> missing, unexpected;
   for (const auto& entry : file.tensors)
     if (!tensors.count(entry.first) && !skipped(entry.first, globs))

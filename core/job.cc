@@ -54,12 +54,20 @@ void check_init_from(const Manifest& m, const ModelConfig& model) {
                       "weights (`dshost export` writes one from a checkpoint)"));
 }
 
-// [data], [model] and [launcher] hold the host's keys (`host`) beside the plugin's own, validated
-// together (`plugin_section`: the plugin is named by a `plugin` key the host does not
-// declare). Returns the plugin with its own keys; *host_values gets the whole section.
-LoadedSection load_shared_section(const Manifest& m, LoadedPlugin plugin, const std::string& name,
-                                  OptionTable host, bool plugin_section, Section* host_values) {
-  std::vector<dshost_option> all(host.options, host.options + host.count);
+// [data], [model] and [launcher] hold the host's keys (`host`) beside the plugin's own,
+// validated together. The plugin is named by `plugin_key` (`plugin`, which only plugin
+// sections have, or a host key such as data.dataset; `fallback` where absent). Returns the
+// plugin with its own keys; *host_values gets the host's.
+template <class S>
+LoadedSection load_shared_section(const Manifest& m, const PluginCatalog& catalog,
+                                  dshost_plugin_kind kind, const std::string& name,
+                                  const Keys<S>& host, S* host_values,
+                                  const std::string& plugin_key = "plugin",
+                                  const std::string& fallback = "") {
+  const Value plugin_name = m.plugin_name(name, plugin_key, fallback);
+  LoadedPlugin plugin = catalog.load(kind, plugin_name.s, plugin_name.origin);
+  const OptionTable table = host.table();
+  std::vector<dshost_option> all(table.options, table.options + table.count);
   std::set<std::string> host_keys;
   for (const dshost_option& o : all) host_keys.insert(o.name);
   for (const dshost_option& o : plugin.options) {
@@ -68,9 +76,10 @@ LoadedSection load_shared_section(const Manifest& m, LoadedPlugin plugin, const 
                           ".", o.name, "; the plugin's author must rename it"));
     all.push_back(o);
   }
-  *host_values = m.resolve(name, {all.data(), all.size()}, plugin_section);
+  const Section whole = m.resolve(name, {all.data(), all.size()}, plugin_key == "plugin");
+  *host_values = host.read(whole);
   Section own{name, {}};
-  for (const dshost_option& o : plugin.options) own.values[o.name] = host_values->at(o.name);
+  for (const dshost_option& o : plugin.options) own.values[o.name] = whole.at(o.name);
   return {std::move(plugin), std::move(own)};
 }
 
@@ -80,25 +89,15 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
   Manifest m = Manifest::load(manifest_path, overrides);
   Config config = read_config(m);
   const PluginCatalog catalog(config.plugins.paths);
-  Section whole;
-  const Value model_name = m.plugin_name("model");
   LoadedSection model =
-      load_shared_section(m, catalog.load(DSHOST_KIND_MODEL, model_name.s, model_name.origin),
-                          "model", host_model_options(), /*plugin_section=*/true, &whole);
-  config.model = read_model_config(whole);
+      load_shared_section(m, catalog, DSHOST_KIND_MODEL, "model", model_keys(), &config.model);
   check_init_from(m, config.model);
   LoadedSection strategy = load_section(m, catalog, DSHOST_KIND_STRATEGY, "strategy");
   check_skip_support(m, config, strategy);
-  const Value launcher_name = m.plugin_name("launcher");
-  LoadedSection launcher = load_shared_section(
-      m, catalog.load(DSHOST_KIND_LAUNCHER, launcher_name.s, launcher_name.origin), "launcher",
-      host_launcher_options(), /*plugin_section=*/true, &whole);
-  config.launcher = read_launcher_config(whole);
-  const Value dataset_name = m.plugin_name("data", "dataset", kDefaultDataset);
-  LoadedSection dataset =
-      load_shared_section(m, catalog.load(DSHOST_KIND_DATASET, dataset_name.s, dataset_name.origin),
-                          "data", host_data_options(), /*plugin_section=*/false, &whole);
-  config.data = read_data_config(whole);
+  LoadedSection launcher = load_shared_section(m, catalog, DSHOST_KIND_LAUNCHER, "launcher",
+                                               launcher_keys(), &config.launcher);
+  LoadedSection dataset = load_shared_section(m, catalog, DSHOST_KIND_DATASET, "data", data_keys(),
+                                              &config.data, "dataset", kDefaultDataset);
   check_gpu_decode(m, config);
   return Job{std::move(m),        std::move(config),   std::move(model),
              std::move(strategy), std::move(launcher), std::move(dataset)};

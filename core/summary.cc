@@ -19,6 +19,10 @@ nlohmann::json or_null(bool known, double value) {
   return known ? nlohmann::json(value) : nlohmann::json();
 }
 
+nlohmann::json or_null(const std::optional<double>& value) {
+  return value ? nlohmann::json(*value) : nlohmann::json();
+}
+
 std::string mib(double bytes) {
   return cat(std::fixed, std::setprecision(1), bytes / 1048576.0, " MiB");
 }
@@ -98,7 +102,7 @@ nlohmann::json summary_json(const RunSummary& s) {
       {"forward_flops_per_sample", s.forward_flops_per_sample},
       {"flops_profile", flops_profile(s)},
       {"achieved_tflops", or_null(flops, achieved_tflops(s))},
-      {"mfu", or_null(mfu(s).has_value(), mfu(s).value_or(0))},
+      {"mfu", or_null(mfu(s))},
       {"flops_rate", s.steady.samples > 0 ? "steady" : "whole run"},
   };
 }
@@ -111,12 +115,13 @@ std::vector<std::string> summary_lines(const RunSummary& s) {
   std::vector<std::string> lines;
   if (s.forward_flops_per_sample > 0) {
     const double achieved = achieved_tflops(s);
-    lines.push_back(
-        cat("FLOPs: ", std::fixed, std::setprecision(3),
-            static_cast<double>(s.forward_flops_per_sample) / 1e9,
-            " GFLOP forward per sample; achieved ", std::setprecision(2), achieved, " TFLOP/s",
-            mfu(s) ? cat(", MFU ", std::fixed, std::setprecision(1), 100 * *mfu(s), "%") : "",
-            s.steady.samples > 0 ? " at the steady rate" : ""));
+    const std::optional<double> utilisation = mfu(s);
+    lines.push_back(cat(
+        "FLOPs: ", std::fixed, std::setprecision(3),
+        static_cast<double>(s.forward_flops_per_sample) / 1e9,
+        " GFLOP forward per sample; achieved ", std::setprecision(2), achieved, " TFLOP/s",
+        utilisation ? cat(", MFU ", std::fixed, std::setprecision(1), 100 * *utilisation, "%") : "",
+        s.steady.samples > 0 ? " at the steady rate" : ""));
   }
   lines.push_back(
       cat("summary: ", test, "train loss ", std::fixed, std::setprecision(4), s.final_train_loss,

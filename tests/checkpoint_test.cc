@@ -258,10 +258,6 @@ TEST(CrossStrategyResume, Zero3TwoRanksToDdpOneRankAndBack) {
                                            "train.micro_batch_size=32", "train.threads=1"};
   const std::vector<std::string> one_ddp{"strategy.plugin=\"ddp\"", "launcher.nprocs=1",
                                          "train.micro_batch_size=64", "train.threads=1"};
-  const auto with = [](std::vector<std::string> sets, std::vector<std::string> more) {
-    sets.insert(sets.end(), more.begin(), more.end());
-    return sets;
-  };
   for (const auto& [first, second] :
        {std::pair{two_zero3, one_ddp}, std::pair{one_ddp, two_zero3}}) {
     const std::string whole = scratch_dir("cross_whole"), dir = scratch_dir("cross_resumed");

@@ -15,12 +15,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kQuickstart = std::string(DSHOST_SOURCE_DIR) + "/configs/quickstart.toml";
-
 // One quickstart run in `dir` with `sets`, checked to succeed; its log.
 std::string run_in(const std::string& dir, std::vector<std::string> sets) {
-  std::vector<std::string> args{
-      "run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set", "train.eval=false"};
+  std::vector<std::string> args{"run",   quickstart_manifest(),
+                                "--set", "run.output_dir=\"" + dir + "\"",
+                                "--set", "train.eval=false"};
   for (const auto& s : sets) args.insert(args.end(), {"--set", s});
   const Ran r = dshost(args);
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -40,11 +39,6 @@ std::string exported(const std::string& dir) {
 std::vector<std::string> started_from(const std::string& weights) {
   return {"model.init_from=\"" + weights + "\"", "optimizer.lr=0", "train.max_steps=1",
           "checkpoint.every_steps=1"};
-}
-
-std::vector<std::string> with(std::vector<std::string> sets, const std::vector<std::string>& more) {
-  sets.insert(sets.end(), more.begin(), more.end());
-  return sets;
 }
 
 DSHOST_SUITE_LABEL(InitFrom, slow);
@@ -116,7 +110,7 @@ TEST(InitFrom, AFileThatDoesNotFitIsRefusedSayingWhy) {
   run_in(dir, {"train.max_steps=1", "checkpoint.every_steps=1"});
   const std::string weights = exported(dir);
   const auto refused = [&](const std::vector<std::string>& sets) {
-    std::vector<std::string> args{"run",   kQuickstart,
+    std::vector<std::string> args{"run",   quickstart_manifest(),
                                   "--set", "run.output_dir=\"" + dir + "/x\"",
                                   "--set", "train.max_steps=1"};
     for (const auto& s : sets) args.insert(args.end(), {"--set", s});

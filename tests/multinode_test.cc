@@ -27,11 +27,6 @@ const std::vector<double>& local_losses() {
   return losses;
 }
 
-std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more) {
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
-
 std::vector<int> agents() { return pids_matching("dshost agent "); }
 
 // ---- ssh ----------------------------------------------------------------------------------

@@ -179,11 +179,6 @@ std::vector<std::string> offloaded(const std::string& strategy) {
   return {"strategy.plugin=\"zero3-offload\"", "strategy.offload_param_device=\"cpu\""};
 }
 
-std::vector<std::string> with(std::vector<std::string> sets, const std::vector<std::string>& more) {
-  sets.insert(sets.end(), more.begin(), more.end());
-  return sets;
-}
-
 // zero2 and zero3-offload with the optimizer (and zero3's parameter shard) in host memory,
 // gradients reduced in small pieces (each unit in several, the two staging slots taking
 // turns) and one or two micro-batches a step. On CUDA their copies run on streams of their

@@ -142,6 +142,11 @@ std::vector<double> train_quickstart(const std::string& name, std::vector<std::s
   return losses(quickstart_run_dir(name));
 }
 
+std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more) {
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
 std::string quickstart_run_dir(const std::string& name) {
   return (fs::path(DSHOST_TEST_SCRATCH) / ("training_" + name) / "quickstart").string();
 }

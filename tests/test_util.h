@@ -42,6 +42,8 @@ std::string python();
 std::unique_ptr<DatasetPlugin> open_dataset(const std::string& name, std::vector<std::string> sets,
                                             const std::vector<int64_t>& wanted = {});
 std::string quickstart_manifest();
+// `args` followed by `more`.
+std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more);
 // Trains configs/quickstart.toml with `sets` (--set values) into a fresh run directory
 // named after `name`; expects success and returns the losses. *summary_json receives the
 // run's summary.json when given, *log its standard error.
