@@ -74,6 +74,8 @@ void make_current(dshost_model_info& info) {
 void make_current(dshost_param_desc& desc) {
   if (desc.struct_size < DSHOST_STRUCT_SIZE(dshost_param_desc, export_name))
     desc.export_name = nullptr;  // 1.2
+  if (desc.struct_size < DSHOST_STRUCT_SIZE(dshost_param_desc, export_transposed))
+    desc.export_transposed = 0;  // 1.8
   desc.struct_size = sizeof(desc);
 }
 

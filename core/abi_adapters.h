@@ -26,7 +26,8 @@ std::vector<dshost_option> current_options(const dshost_plugin_descriptor& d, bo
 // What a model's describe gave, made current: a target shape only where the model's struct
 // reaches it (a 1.0 struct's padding lies where 1.1 put target_ndim).
 void make_current(dshost_model_info& info);
-// What a model's param or buffer call gave, made current: no export name before 1.2.
+// What a model's param or buffer call gave, made current: no export name before 1.2, none
+// exported transposed before 1.8.
 void make_current(dshost_param_desc& desc);
 
 // Since 1.3 a model copies each step's loss into dshost_step_result.loss_out on the device.
@@ -42,5 +43,8 @@ inline bool may_write_norm_on_device(const dshost_plugin_descriptor& strategy) {
 inline bool can_skip_updates(const dshost_plugin_descriptor& strategy) {
   return strategy.abi_minor >= 5;
 }
+
+// Since 1.8 a model takes a parameter without a gradient: frozen (model.freeze).
+inline bool can_freeze(const dshost_plugin_descriptor& model) { return model.abi_minor >= 8; }
 
 }  // namespace dshost

@@ -50,6 +50,18 @@ TEST(AbiAdapters, AParameterOfAModelBefore1_2HasNoExportName) {
   EXPECT_STREQ(named.export_name, "features.0.0.weight");
 }
 
+// A 1.7 model's dshost_param_desc ends at export_name: what lies past it is no flag.
+TEST(AbiAdapters, AParameterOfAModelBefore1_8IsNotExportedTransposed) {
+  auto desc = as_filled_by_older_plugin<dshost_param_desc>(
+      DSHOST_STRUCT_SIZE(dshost_param_desc, export_name));
+  make_current(desc);
+  EXPECT_EQ(desc.export_transposed, 0);
+  auto transposed = as_filled_by_older_plugin<dshost_param_desc>(sizeof(dshost_param_desc));
+  transposed.export_transposed = 1;
+  make_current(transposed);
+  EXPECT_EQ(transposed.export_transposed, 1);
+}
+
 dshost_status no_capture(dshost_strategy*, int32_t*, dshost_error*) { return DSHOST_OK; }
 dshost_status no_step(dshost_strategy*, const dshost_step_args*, dshost_step_stats*,
                       dshost_error*) {

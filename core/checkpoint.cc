@@ -110,11 +110,11 @@ std::string newest_complete_checkpoint(const std::string& dir) {
 }  // namespace
 
 TensorLayout TensorLayout::of(const std::string& name, const at::Tensor& t,
-                              const std::string& export_name) {
+                              const std::string& export_name, bool export_transposed) {
   std::vector<int64_t> order = identity_order(t.dim());
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return t.stride(a) > t.stride(b); });
-  return {name, t.sizes().vec(), order, export_name};
+  return {name, t.sizes().vec(), order, export_name, export_transposed};
 }
 
 int64_t TensorLayout::numel() const { return numel_of(shape); }
@@ -148,8 +148,8 @@ CheckpointWriter::CheckpointWriter(const std::vector<std::vector<TensorLayout>>&
 }
 
 void CheckpointWriter::add_whole(const std::string& name, const at::Tensor& t,
-                                 const std::string& export_name) {
-  const TensorLayout layout = TensorLayout::of(name, t, export_name);
+                                 const std::string& export_name, bool export_transposed) {
+  const TensorLayout layout = TensorLayout::of(name, t, export_name, export_transposed);
   add(layout, 0, t.permute(layout.order));
 }
 
@@ -167,6 +167,7 @@ void CheckpointWriter::add(const TensorLayout& layout, int64_t offset, const at:
                      {"order", layout.order},
                      {"dtype", safetensors_dtype(data.scalar_type())}});
   if (!layout.export_name.empty()) slices_.back()["export_name"] = layout.export_name;
+  if (layout.export_transposed) slices_.back()["export_transposed"] = true;
   tensors_.emplace_back(key, data.detach().reshape({-1}).to(at::kCPU, /*non_blocking=*/false,
                                                             /*copy=*/true));
 }
@@ -196,6 +197,7 @@ nlohmann::json build_index(const std::string& dir, int world_size, nlohmann::jso
              {"order", s["order"]},
              {"slices", nlohmann::json::array()}};
         if (s.contains("export_name")) t["export_name"] = s["export_name"];
+        if (s.contains("export_transposed")) t["export_transposed"] = true;
       }
       t["slices"].push_back(
           {{"file", name}, {"key", s["key"]}, {"offset", s["offset"]}, {"count", s["count"]}});
@@ -258,9 +260,15 @@ CheckpointReader::~CheckpointReader() = default;
 const nlohmann::json& CheckpointReader::entry(const std::string& name) const {
   if (has(name)) return index_["tensors"][name];
   std::string hint;
+  const std::string param = name.substr(0, name.rfind('.'));
   if (name.find(".exp_avg") != std::string::npos || name.find(".momentum") != std::string::npos)
-    hint = cat(" (it was saved with optimizer ", index_.value("optimizer", "?"),
-               "; resume with the same optimizer.name)");
+    hint = has(param) && !has(param + ".exp_avg") && !has(param + ".momentum")
+               ? cat(" (", param,
+                     " was frozen by model.freeze when it was saved, so it has no optimizer "
+                     "state; resume with the same model.freeze, or start a new run from its "
+                     "weights: `dshost export` them and give the file to model.init_from)")
+               : cat(" (it was saved with optimizer ", index_.value("optimizer", "?"),
+                     "; resume with the same optimizer.name)");
   throw UserError(cat("checkpoint ", dir_, " has no tensor ", name, hint));
 }
 
@@ -290,6 +298,15 @@ at::Tensor CheckpointReader::whole(const std::string& name) const {
   at::Tensor flat = at::empty({numel_of(shape)}, type);
   copy_range(e, 0, flat);
   return unflatten(flat, shape, order).contiguous();
+}
+
+void CheckpointReader::whole_into(const std::string& name, const at::Tensor& out) const {
+  const at::Tensor t = whole(name);
+  if (t.sizes() != out.sizes())
+    throw UserError(cat("tensor ", name, " has shape ", t.sizes(), " in checkpoint ", dir_, " but ",
+                        out.sizes(),
+                        " in the model; the model's options differ from the run that saved it"));
+  out.copy_(t);
 }
 
 // Elements [offset, offset + out.numel()) of tensor `name` in memory order `order`.
@@ -364,7 +381,8 @@ void export_checkpoint(const std::string& dir, const std::string& out, at::Scala
   std::vector<NamedTensor> weights;
   for (const auto& [name, entry] : reader.index()["tensors"].items()) {
     if (!entry.contains("export_name")) continue;
-    const at::Tensor t = reader.whole(name);
+    at::Tensor t = reader.whole(name);
+    if (entry.value("export_transposed", false)) t = t.t().contiguous();
     weights.push_back({entry["export_name"], t.is_floating_point() ? t.to(dtype) : t});
   }
   if (weights.empty())

@@ -33,9 +33,10 @@ class SafetensorsFile;
 struct TensorLayout {
   std::string name;
   std::vector<int64_t> shape, order;
-  std::string export_name;  // the name `dshost export` gives the values; "": not exported
+  std::string export_name;         // the name `dshost export` gives the values; "": not exported
+  bool export_transposed = false;  // exported as its transpose (a 2-D parameter)
   static TensorLayout of(const std::string& name, const at::Tensor& t,
-                         const std::string& export_name = "");
+                         const std::string& export_name = "", bool export_transposed = false);
   int64_t numel() const;
 };
 
@@ -45,8 +46,10 @@ class CheckpointWriter {
   // params[unit][index]: the model's parameters, which strategies address by position.
   explicit CheckpointWriter(const std::vector<std::vector<TensorLayout>>& params);
   const dshost_state_io* io() const { return &io_; }  // for the strategy's save
-  // A tensor the host saves whole: a model buffer (in its own layout), RNG state.
-  void add_whole(const std::string& name, const at::Tensor& t, const std::string& export_name = "");
+  // A tensor the host saves whole: a model buffer or frozen parameter (in its own layout), RNG
+  // state.
+  void add_whole(const std::string& name, const at::Tensor& t, const std::string& export_name = "",
+                 bool export_transposed = false);
   // Writes `path` (safetensors; its metadata lists the slices for the index).
   void write(const std::string& path) const;
 
@@ -74,6 +77,8 @@ class CheckpointReader {
   bool has(const std::string& name) const { return index_["tensors"].contains(name); }
   // The whole tensor, row-major, in the dtype it was saved in.
   at::Tensor whole(const std::string& name) const;
+  // The whole tensor copied into `out`, which must have its shape.
+  void whole_into(const std::string& name, const at::Tensor& out) const;
   // Every parameter of the model is in the checkpoint with the same shape, else a
   // UserError naming the first tensor that differs.
   void check_model(const std::string& model_name) const;

@@ -97,6 +97,9 @@ const Keys<ModelConfig> kModel{
     key(&ModelConfig::init_skip, "init_skip", "\"\"",
         "comma-separated globs of tensors init_from leaves at their initialisation, e.g. "
         "\"classifier.*\""),
+    key(&ModelConfig::freeze, "freeze", "\"\"",
+        "comma-separated globs of parameters (by exported name) kept as they are: no gradient, "
+        "no optimizer state, no communication, e.g. \"features.*\" to train only the head"),
 };
 const Keys<LauncherConfig> kLauncher{
     key(&LauncherConfig::max_restarts, "max_restarts", "0", 0, 1000,

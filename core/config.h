@@ -103,6 +103,7 @@ struct CheckpointConfig {
 struct ModelConfig {
   std::string init_from;  // a safetensors file of pretrained weights; "" = the model's own init
   std::string init_skip;  // comma-separated globs of tensors init_from leaves alone
+  std::string freeze;     // comma-separated globs of parameters kept as they are
 };
 
 // [launcher]'s host keys; the launcher plugin's own sit beside them (see job.cc).

@@ -3,16 +3,13 @@
 #include "core/init_from.h"
 
 #include "core/error.h"
+#include "core/name_globs.h"
 #include "core/plugin_handles.h"
 #include "core/safetensors.h"
 #include "core/torch_pickle.h"
 
-#include <fnmatch.h>
-
-#include <algorithm>
 #include <map>
 #include <memory>
-#include <set>
 
 namespace dshost {
 namespace {
@@ -39,27 +36,6 @@ struct WeightsFile {
   std::unique_ptr<SafetensorsFile> mapped;
 };
 
-bool matches(const std::string& glob, const std::string& name) {
-  return fnmatch(glob.c_str(), name.c_str(), 0) == 0;
-}
-
-bool skipped(const std::string& name, const std::vector<std::string>& globs) {
-  return std::any_of(globs.begin(), globs.end(),
-                     [&](const std::string& glob) { return matches(glob, name); });
-}
-
-// Whether `glob` matches a name of `tensors`.
-bool matches_any(const std::string& glob, const std::map<std::string, at::Tensor>& tensors) {
-  return std::any_of(tensors.begin(), tensors.end(),
-                     [&](const auto& entry) { return matches(glob, entry.first); });
-}
-
-std::string listed(const std::vector<std::string>& names) {
-  const size_t shown = std::min<size_t>(names.size(), 20);
-  std::vector<std::string> head(names.begin(), names.begin() + static_cast<int64_t>(shown));
-  return join(head) + (names.size() > shown ? cat(" and ", names.size() - shown, " more") : "");
-}
-
 }  // namespace
 
 std::map<std::string, at::Tensor> named_tensors(const ModelHandle& model) {
@@ -67,7 +43,8 @@ std::map<std::string, at::Tensor> named_tensors(const ModelHandle& model) {
   for (int32_t u = 0; u < model.info().unit_count; ++u)
     for (int32_t i = 0; i < model.param_count(u); ++i) {
       const dshost_param_desc desc = model.param(u, i);
-      tensors[export_name(desc)] = from_dlpack(desc.value);
+      const at::Tensor value = from_dlpack(desc.value);
+      tensors[export_name(desc)] = desc.export_transposed ? value.t() : value;
     }
   for (const ModelBuffer& b : model.buffers()) tensors[b.export_name] = b.value;
   return tensors;
@@ -77,22 +54,22 @@ InitResult init_model_from(const std::string& path, const std::string& skip,
                            const std::string& where,
                            const std::map<std::string, at::Tensor>& tensors) {
   const WeightsFile file(path);
-  std::vector<std::string> globs;
-  for (const std::string& g : split(skip, ','))
-    if (!g.empty()) globs.push_back(g);
-  for (const std::string& glob : globs)
-    if (!matches_any(glob, file.tensors) && !matches_any(glob, tensors))
-      throw UserError(cat(where, ": error: model.init_skip: \"", glob,
-                          "\" matches no tensor of the model or of ", path,
-                          "; check the names (`dshost export` writes a model's)"));
+  const NameGlobs skipped(skip);
+  std::vector<std::string> names;
+  for (const auto* named : {&file.tensors, &tensors})
+    for (const auto& entry : *named) names.push_back(entry.first);
+  for (const std::string& glob : skipped.unmatched(names))
+    throw UserError(cat(where, ": error: model.init_skip: \"", glob,
+                        "\" matches no tensor of the model or of ", path,
+                        "; check the names (`dshost export` writes a model's)"));
   std::vector<std::string> missing, unexpected;
   for (const auto& entry : file.tensors)
-    if (!tensors.count(entry.first) && !skipped(entry.first, globs))
+    if (!tensors.count(entry.first) && !skipped.match(entry.first))
       unexpected.push_back(entry.first);
   InitResult result;
   at::NoGradGuard no_grad;
   for (const auto& [name, target] : tensors) {
-    if (skipped(name, globs)) {
+    if (skipped.match(name)) {
       result.kept.push_back(name + " (model.init_skip)");
       continue;
     }

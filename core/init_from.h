@@ -32,7 +32,8 @@ InitResult init_model_from(const std::string& path, const std::string& skip,
                            const std::string& where,
                            const std::map<std::string, at::Tensor>& model);
 
-// A model's parameters and buffers by the names it exports.
+// A model's parameters and buffers by the names it exports, as it exports them (a view of the
+// transpose where it exports one transposed).
 std::map<std::string, at::Tensor> named_tensors(const ModelHandle& model);
 
 }  // namespace dshost

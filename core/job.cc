@@ -33,6 +33,16 @@ void check_skip_support(const Manifest& m, const Config& config, const LoadedSec
                       "this SDK, or set train.nonfinite = \"stop\""));
 }
 
+// model.freeze binds parameters without a gradient, which models learned to take in ABI 1.8.
+void check_freeze_support(const Manifest& m, const Config& config, const LoadedSection& model) {
+  const dshost_plugin_descriptor* d = model.plugin.descriptor;
+  if (config.model.freeze.empty() || can_freeze(*d)) return;
+  throw UserError(cat(m.origin("model", "freeze"), ": error: model.freeze needs a model built for ",
+                      "dshost ABI 1.8 or later, but model '", d->name, "' is built for ",
+                      d->abi_major, ".", d->abi_minor,
+                      " and cannot keep a parameter frozen; rebuild it against this SDK"));
+}
+
 // data.decode = "gpu" decodes with nvJPEG on the rank's GPU.
 void check_gpu_decode(const Manifest& m, const Config& config) {
   if (config.data.decode != Decode::gpu) return;
@@ -92,6 +102,7 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
   LoadedSection model =
       load_shared_section(m, catalog, DSHOST_KIND_MODEL, "model", model_keys(), &config.model);
   check_init_from(m, config.model);
+  check_freeze_support(m, config, model);
   LoadedSection strategy = load_section(m, catalog, DSHOST_KIND_STRATEGY, "strategy");
   check_skip_support(m, config, strategy);
   LoadedSection launcher = load_shared_section(m, catalog, DSHOST_KIND_LAUNCHER, "launcher",

@@ -75,6 +75,18 @@ void ModelHandle::bind_param(int32_t unit, int32_t index, DLManagedTensor* value
                 "model bind_param");
 }
 
+std::vector<std::vector<TensorLayout>> ModelHandle::param_layouts() const {
+  std::vector<std::vector<TensorLayout>> layouts(info_.unit_count);
+  for (int32_t u = 0; u < info_.unit_count; ++u)
+    for (int32_t i = 0; i < param_count(u); ++i) {
+      const dshost_param_desc desc = param(u, i);
+      layouts[u].push_back(TensorLayout::of(desc.name, borrow(&desc.value->dl_tensor),
+                                            export_name(desc), desc.export_transposed != 0));
+      desc.value->deleter(desc.value);
+    }
+  return layouts;
+}
+
 void ModelHandle::bind_batch(const at::Tensor& inputs, const at::Tensor& targets,
                              const at::Tensor& loss) {
   status_.check(
@@ -191,33 +203,34 @@ void StrategyHandle::load(const dshost_state_io* io) const {
   status_.check(api_->load(instance_.get(), io, status_.err()), "strategy load");
 }
 
-std::vector<std::vector<TensorLayout>> StrategyHandle::take_parameters(const ModelHandle& model) {
-  const int units = model.info().unit_count;
+std::vector<std::vector<TensorLayout>> StrategyHandle::take_parameters(
+    const ModelHandle& model, const std::vector<std::vector<ParamRef>>& trained) {
+  const auto units = static_cast<int32_t>(trained.size());
+  const std::vector<std::vector<TensorLayout>> all = model.param_layouts();
+  std::vector<std::vector<Owned<DLManagedTensor>>> values(units);
   std::vector<std::vector<const DLTensor*>> dl(units);
-  std::vector<std::vector<DLManagedTensor*>> managed(units);
   std::vector<std::vector<TensorLayout>> layouts(units);
   std::vector<dshost_unit_params> unit_params;
-  for (int u = 0; u < units; ++u) {
-    const int32_t count = model.param_count(u);
-    for (int i = 0; i < count; ++i) {
-      const dshost_param_desc desc = model.param(u, i);
-      managed[u].push_back(desc.value);
-      dl[u].push_back(&desc.value->dl_tensor);
-      layouts[u].push_back(
-          TensorLayout::of(desc.name, borrow(&desc.value->dl_tensor), export_name(desc)));
+  for (int32_t s = 0; s < units; ++s) {
+    for (const ParamRef& p : trained[s]) {
+      values[s].emplace_back(model.param(p.unit, p.index).value,
+                             [](DLManagedTensor* m) { m->deleter(m); });
+      dl[s].push_back(&values[s].back()->dl_tensor);
+      layouts[s].push_back(all[p.unit][p.index]);
     }
-    unit_params.push_back({sizeof(dshost_unit_params), "", count, dl[u].data()});
+    unit_params.push_back(
+        {sizeof(dshost_unit_params), "", static_cast<int32_t>(dl[s].size()), dl[s].data()});
   }
   const dshost_status st = api_->setup(instance_.get(), unit_params.data(), units, status_.err());
-  for (auto& unit : managed)
-    for (auto* m : unit) m->deleter(m);
+  values.clear();
   status_.check(st, "strategy setup");
-  for (int u = 0; u < units; ++u)
-    for (int i = 0; i < unit_params[u].count; ++i) {
+  for (int32_t s = 0; s < units; ++s)
+    for (size_t i = 0; i < trained[s].size(); ++i) {
       DLManagedTensor *value = nullptr, *grad = nullptr;
-      status_.check(api_->param_views(instance_.get(), u, i, &value, &grad, status_.err()),
+      status_.check(api_->param_views(instance_.get(), s, static_cast<int32_t>(i), &value, &grad,
+                                      status_.err()),
                     "strategy param_views");
-      model.bind_param(u, i, value, grad);
+      model.bind_param(trained[s][i].unit, trained[s][i].index, value, grad);
     }
   return layouts;
 }

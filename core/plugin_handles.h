@@ -41,10 +41,17 @@ std::string out_of_memory_advice(const char* message);
 template <class T>
 using Owned = std::unique_ptr<T, void (*)(T*)>;
 
-// A model's buffer (batch-norm statistics) as a named view of its memory.
+// A parameter's place in the model: unit and index within it.
+struct ParamRef {
+  int32_t unit, index;
+};
+
+// A model's buffer (batch-norm statistics), or a parameter the host holds (model.freeze), as a
+// named view of its memory.
 struct ModelBuffer {
   std::string name, export_name;
   at::Tensor value;
+  bool export_transposed = false;  // see TensorLayout
 };
 
 class ModelHandle {
@@ -58,7 +65,10 @@ class ModelHandle {
   int32_t param_count(int32_t unit) const;
   // The caller owns the descriptor's value.
   dshost_param_desc param(int32_t unit, int32_t index) const;
+  // `grad` null: the parameter is frozen (a model built for ABI 1.8 or later).
   void bind_param(int32_t unit, int32_t index, DLManagedTensor* value, DLManagedTensor* grad) const;
+  // Every parameter's layout and names, [unit][index].
+  std::vector<std::vector<TensorLayout>> param_layouts() const;
   // The batch buffers, and the float scalar on the device a micro-batch's mean loss goes to.
   void bind_batch(const at::Tensor& inputs, const at::Tensor& targets, const at::Tensor& loss);
   // One micro-batch of the bound batch's first `rows` rows, gradients scaled by `scale`; its
@@ -102,9 +112,11 @@ class StrategyHandle {
   void save(const dshost_state_io* io) const;  // throws "strategy save failed: MESSAGE"
   void load(const dshost_state_io* io) const;
 
-  // The model's parameters moved into memory the strategy owns; the model keeps views.
-  // Returns each parameter's layout, [unit][index], as checkpoints address them.
-  std::vector<std::vector<TensorLayout>> take_parameters(const ModelHandle& model);
+  // The model's parameters `trained` ([strategy unit][index]: their places in the model) moved
+  // into memory the strategy owns; the model keeps views. Returns their layouts as the
+  // strategy's checkpoints address them, [strategy unit][index].
+  std::vector<std::vector<TensorLayout>> take_parameters(
+      const ModelHandle& model, const std::vector<std::vector<ParamRef>>& trained);
 
  private:
   const LoadedPlugin& plugin_;

@@ -88,15 +88,12 @@ RankSetup::RankSetup(const Job& job, const Rendezvous& rv, const at::Device& dev
   if (!cfg.model.init_from.empty()) init_model(job, rv);
   load_data(job, rv, info);
   strategy = std::make_unique<StrategyHandle>(job.strategy.plugin, strategy_host->table(), *status);
-  model_host->set_unit_event_sink([this](dshost_unit_event e, int32_t u, dshost_error* err) {
-    return strategy->on_unit_event(e, u, err);
-  });
-  param_layouts = strategy->take_parameters(*model);
+  hand_parameters(job, rv, device);
   bind_batch(cfg, rv, device);
   if (cfg.train.cuda_graph && can_capture(device))
     graph = std::make_unique<MicroBatchGraph>(device);
   checkpoints = std::make_unique<RunCheckpoints>(job, rv.rank, rv.world_size, device, *comm, *model,
-                                                 *strategy, param_layouts, plan);
+                                                 *strategy, strategy_params, frozen, plan);
 }
 
 RankSetup::~RankSetup() = default;
@@ -109,6 +106,27 @@ void RankSetup::init_model(const Job& job, const Rendezvous& rv) {
   if (rv.rank != 0) return;
   log::info(cat("model.init_from: ", r.loaded, " tensors from ", m.init_from));
   if (!r.kept.empty()) log::info(cat("model.init_from: kept their initialisation: ", join(r.kept)));
+}
+
+// The parameters model.freeze leaves trainable go to the strategy, which sees only the units
+// that hold them (their unit events renumbered, a frozen unit's dropped); the host binds the
+// frozen ones.
+void RankSetup::hand_parameters(const Job& job, const Rendezvous& rv, const at::Device& device) {
+  model_params = model->param_layouts();
+  placement =
+      place_params(model_params, job.config.model.freeze, job.manifest.origin("model", "freeze"));
+  model_host->set_unit_event_sink([this](dshost_unit_event e, int32_t u, dshost_error* err) {
+    const int32_t s = placement.strategy_unit.at(u);
+    return s < 0 ? DSHOST_OK : strategy->on_unit_event(e, s, err);
+  });
+  strategy_params = strategy->take_parameters(*model, placement.trained);
+  frozen = bind_frozen(*model, model_params, placement.frozen, device);
+  if (rv.rank != 0 || frozen.empty()) return;
+  int64_t count = 0;
+  for (const ModelBuffer& p : frozen) count += p.value.numel();
+  log::info(cat("model.freeze: ", frozen.size(), " tensors (", count,
+                " parameters) stay as they are; ", model->info().parameter_count - count,
+                " parameters train"));
 }
 
 // The dataset, asked for samples of the model's shape and checked against it; the step plan.

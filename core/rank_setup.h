@@ -9,6 +9,7 @@
 
 #include "core/checkpoint.h"
 #include "core/comm.h"
+#include "core/freeze.h"
 #include "core/job.h"
 #include "core/schedule.h"
 #include "core/services.h"
@@ -44,7 +45,10 @@ struct RankSetup {
   std::unique_ptr<ModelHandle> model;
   std::unique_ptr<DatasetPlugin> data;
   std::unique_ptr<StrategyHandle> strategy;
-  std::vector<std::vector<TensorLayout>> param_layouts;  // [unit][index]
+  std::vector<std::vector<TensorLayout>> model_params;     // [model unit][index]
+  ParamPlacement placement;                                // model.freeze
+  std::vector<std::vector<TensorLayout>> strategy_params;  // [strategy unit][index]
+  std::vector<ModelBuffer> frozen;                         // on the device, bound by the host
   StepPlan plan;
   at::Tensor inputs, targets, loss;         // bound to the model; loss: a micro-batch's mean
   std::unique_ptr<InputPipeline> pipeline;  // after the data: its workers read it
@@ -53,6 +57,7 @@ struct RankSetup {
 
  private:
   void init_model(const Job& job, const Rendezvous& rv);
+  void hand_parameters(const Job& job, const Rendezvous& rv, const at::Device& device);
   void load_data(const Job& job, const Rendezvous& rv, const RankInfo& info);
   void bind_batch(const Config& cfg, const Rendezvous& rv, const at::Device& device);
   bool can_capture(const at::Device& device) const;

@@ -22,7 +22,7 @@ namespace dshost {
 RunCheckpoints::RunCheckpoints(const Job& job, int rank, int world_size, const at::Device& device,
                                Comm& comm, const ModelHandle& model, const StrategyHandle& strategy,
                                const std::vector<std::vector<TensorLayout>>& params,
-                               const StepPlan& plan)
+                               const std::vector<ModelBuffer>& frozen, const StepPlan& plan)
     : job_(job),
       rank_(rank),
       world_size_(world_size),
@@ -31,6 +31,7 @@ RunCheckpoints::RunCheckpoints(const Job& job, int rank, int world_size, const a
       model_(model),
       strategy_(strategy),
       params_(params),
+      frozen_(frozen),
       plan_(plan) {}
 
 Position RunCheckpoints::resume(bool training) {
@@ -55,7 +56,7 @@ Position RunCheckpoints::resume(bool training) {
     const CheckpointReader reader(path, params_);
     reader.check_model(model_.name());
     strategy_.load(reader.io());
-    load_buffers_and_rng(reader);
+    load_host_tensors(reader);
     return position_from(reader.index(), path, training);
   } catch (const UserError& e) {  // a damaged checkpoint, or one of another model: bad input
     throw UserError(
@@ -63,9 +64,13 @@ Position RunCheckpoints::resume(bool training) {
   }
 }
 
-void RunCheckpoints::load_buffers_and_rng(const CheckpointReader& reader) const {
+// The model's buffers, the frozen parameters (from any checkpoint: one saved without
+// model.freeze holds their values too) and the random number generators.
+void RunCheckpoints::load_host_tensors(const CheckpointReader& reader) const {
   at::NoGradGuard no_grad;
-  for (const ModelBuffer& b : model_.buffers()) b.value.copy_(reader.whole(b.name));
+  const std::vector<ModelBuffer> buffers = model_.buffers();
+  for (const auto* tensors : {&buffers, &frozen_})
+    for (const ModelBuffer& b : *tensors) reader.whole_into(b.name, b.value);
   for (const auto& [name, state] : rng_states(rank_, device_)) {
     if (!reader.has(name)) {  // a rank the saving run did not have
       log::info(cat(name, " is not in the checkpoint (saved by ", reader.index()["world_size"],
@@ -135,8 +140,11 @@ void RunCheckpoints::save(const Position& at) {
 void RunCheckpoints::write_rank_file(const std::string& path) const {
   CheckpointWriter writer(params_);
   strategy_.save(writer.io());
+  const std::vector<ModelBuffer> buffers = model_.buffers();
   if (rank_ == 0)
-    for (const ModelBuffer& b : model_.buffers()) writer.add_whole(b.name, b.value, b.export_name);
+    for (const auto* tensors : {&buffers, &frozen_})
+      for (const ModelBuffer& b : *tensors)
+        writer.add_whole(b.name, b.value, b.export_name, b.export_transposed);
   for (const auto& [name, state] : rng_states(rank_, device_)) writer.add_whole(name, state);
   writer.write(path);
 }

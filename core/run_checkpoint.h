@@ -1,7 +1,7 @@
 // A run's checkpoints (checkpoint.*): where a run resumes from and the position it goes on
 // from, and each collective save (see core/checkpoint.h for the files and the protocol). A
-// rank's file holds the strategy's slices, rank 0's model buffers (PyTorch's DDP also makes
-// rank 0's the truth) and the rank's random number generators.
+// rank's file holds the strategy's slices, rank 0's model buffers and frozen parameters
+// (PyTorch's DDP also makes rank 0's the truth) and the rank's random number generators.
 #pragma once
 
 #include "core/checkpoint.h"
@@ -19,13 +19,16 @@ namespace dshost {
 class Comm;
 class ModelHandle;
 class StrategyHandle;
+struct ModelBuffer;
 
 class RunCheckpoints {
  public:
-  // `params`: the model's parameter layouts, [unit][index]; kept by reference.
+  // `params`: the layouts of the parameters the strategy holds, [strategy unit][index];
+  // `frozen`: those the host holds (model.freeze). Both kept by reference.
   RunCheckpoints(const Job& job, int rank, int world_size, const at::Device& device, Comm& comm,
                  const ModelHandle& model, const StrategyHandle& strategy,
-                 const std::vector<std::vector<TensorLayout>>& params, const StepPlan& plan);
+                 const std::vector<std::vector<TensorLayout>>& params,
+                 const std::vector<ModelBuffer>& frozen, const StepPlan& plan);
   // checkpoint.resume's checkpoint loaded into the model and strategy; the position to go on
   // from ({} for a fresh run). Refuses (resume = "never") a run whose saves would replace
   // checkpoints it did not resume from. `training`: false for dshost eval, which takes no
@@ -37,7 +40,7 @@ class RunCheckpoints {
 
  private:
   void write_rank_file(const std::string& path) const;
-  void load_buffers_and_rng(const CheckpointReader& reader) const;
+  void load_host_tensors(const CheckpointReader& reader) const;
   Position position_from(const nlohmann::json& index, const std::string& path, bool training) const;
 
   const Job& job_;
@@ -47,6 +50,7 @@ class RunCheckpoints {
   const ModelHandle& model_;
   const StrategyHandle& strategy_;
   const std::vector<std::vector<TensorLayout>>& params_;
+  const std::vector<ModelBuffer>& frozen_;
   const StepPlan& plan_;
 };
 

@@ -264,7 +264,7 @@ class Worker {
     sum.wall_time_s = wall_seconds;
     sum.forward_flops_per_sample = s_->model->info().forward_flops_per_sample;
     sum.units =
-        unit_figures(s_->param_layouts, [this](int32_t u) { return s_->model->unit_flops(u); });
+        unit_figures(s_->model_params, [this](int32_t u) { return s_->model->unit_flops(u); });
     sum.peak_tflops = device_peak_tflops(cfg_.train.peak_tflops, device_,
                                          cfg_.train.precision == Precision::bf16) *
                       rv_.world_size;

@@ -3,6 +3,7 @@
 #include <dshost/torch.hpp>  // first: ATen's DLPack
 
 #include "core/safetensors.h"
+#include "core/torch_pickle.h"
 #include "tests/test_labels.h"
 #include "tests/test_util.h"
 
@@ -102,6 +103,33 @@ TEST(InitFrom, TorchvisionWeightsLoadByTheirNamesFromPthOrSafetensorsAndANewHead
   ASSERT_EQ(from_pth.names(), from_safetensors.names());
   for (const std::string& name : from_pth.names())
     EXPECT_TRUE(at::equal(from_pth.tensor(name), from_safetensors.tensor(name))) << name;
+}
+
+// A GPT-2 state_dict in Hugging Face's names and layout (Conv1D weights [in, out]) starts gpt
+// under ddp on one rank and zero3-offload on two, and `dshost export` gives it back as it was:
+// the same names, the blocks' projections transposed back, every value equal.
+TEST(InitFrom, HuggingFaceGpt2WeightsStartGptAndExportAsTheyCame) {
+  const std::string dir = scratch_dir("init_gpt2"), weights = dir + "/gpt2.pth";
+  ASSERT_EQ(run({python(), DSHOST_SOURCE_DIR "/tests/gpt2_weights.py", "2", "2", "16", "256", "16",
+                 weights, dir + "/io"})
+                .exit_code,
+            0);
+  const std::map<std::string, at::Tensor> file = read_torch_state_dict(weights);
+  for (const auto& [strategy, ranks] : {std::pair{"ddp", 1}, std::pair{"zero3-offload", 2}}) {
+    const std::string run_dir = cat(dir, "/", strategy);
+    run_in(run_dir,
+           with(started_from(weights),
+                {"model.plugin=\"gpt\"", "model.n_layer=2", "model.n_head=2", "model.n_embd=16",
+                 "model.vocab_size=256", "model.block_size=16", "data.dataset=\"text\"",
+                 "data.path=\"\"", "train.micro_batch_size=4",
+                 cat("strategy.plugin=\"", strategy, "\""), cat("launcher.nprocs=", ranks)}));
+    const SafetensorsFile back(exported(run_dir));
+    ASSERT_EQ(back.names().size(), file.size());
+    for (const auto& [name, value] : file) {
+      ASSERT_TRUE(back.has(name)) << name;
+      EXPECT_TRUE(at::equal(back.tensor(name), value)) << strategy << " " << name;
+    }
+  }
 }
 
 // Files that do not fit the model, each refused before training with what is wrong.

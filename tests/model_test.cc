@@ -12,6 +12,7 @@
 #include "core/plugin_loader.h"
 #include "core/safetensors.h"
 #include "core/services.h"
+#include "core/torch_pickle.h"
 #include "tests/test_labels.h"
 #include "tests/test_util.h"
 
@@ -240,7 +241,8 @@ INSTANTIATE_TEST_SUITE_P(Zoo, TorchvisionLogits,
                          testing::Values("mobilenet_v2", "efficientnet_b0", "resnet18", "resnet50",
                                          "vgg11", "vgg11_bn", "vgg16"));
 
-// The model's parameters and buffers by the names it exports (views of its own memory).
+// The model's parameters and buffers by the names it exports, as it exports them (views of its
+// own memory), as core's named_tensors(ModelHandle) gives them.
 std::map<std::string, at::Tensor> named_tensors(LiveModel& m) {
   std::map<std::string, at::Tensor> tensors;
   dshost_error err{sizeof(dshost_error), {}};
@@ -250,7 +252,9 @@ std::map<std::string, at::Tensor> named_tensors(LiveModel& m) {
     for (int i = 0; i < count; ++i) {
       dshost_param_desc desc{sizeof(dshost_param_desc)};
       EXPECT_EQ(m.api->param(m.model, u, i, &desc, &err), DSHOST_OK) << err.message;
-      tensors[desc.export_name ? desc.export_name : desc.name] = from_dlpack(desc.value);
+      const at::Tensor value = from_dlpack(desc.value);
+      tensors[desc.export_name ? desc.export_name : desc.name] =
+          desc.export_transposed ? value.t() : value;
     }
   }
   int32_t buffers = 0;
@@ -261,6 +265,21 @@ std::map<std::string, at::Tensor> named_tensors(LiveModel& m) {
     tensors[desc.export_name ? desc.export_name : desc.name] = from_dlpack(desc.value);
   }
   return tensors;
+}
+
+// Parameter `name` (the model's own name) of unit `unit`, a view of its memory.
+at::Tensor own_tensor(LiveModel& m, int32_t unit, const std::string& name) {
+  dshost_error err{sizeof(dshost_error), {}};
+  int32_t count = 0;
+  EXPECT_EQ(m.api->param_count(m.model, unit, &count, &err), DSHOST_OK);
+  for (int i = 0; i < count; ++i) {
+    dshost_param_desc desc{sizeof(dshost_param_desc)};
+    EXPECT_EQ(m.api->param(m.model, unit, i, &desc, &err), DSHOST_OK) << err.message;
+    const at::Tensor value = from_dlpack(desc.value);
+    if (desc.name == name) return value;
+  }
+  ADD_FAILURE() << "unit " << unit << " has no parameter " << name;
+  return {};
 }
 
 class TorchvisionWeights : public testing::TestWithParam<std::string> {};
@@ -501,6 +520,33 @@ TEST(Gpt, MatchesGpt2SizesAndCost) {
             (std::vector<int64_t>{1024}));
   small.reset();
   EXPECT_EQ(describe(*create_model("gpt", "preset = \"gpt2-350m\"\n")).parameter_count, 354823168);
+}
+
+// A GPT-2 state_dict in Hugging Face's names and layout (GPT2Model's: Conv1D weights [in, out];
+// made by the test with python3-torch) loads into gpt strictly, every tensor, and gives the
+// logits Hugging Face's arithmetic gives with it; the blocks' projections land transposed under
+// dshost's own names.
+TEST(Gpt, LoadsHuggingFaceGpt2WeightsAndGivesTheirLogits) {
+  const std::string dir = test::scratch_dir("gpt2_weights");
+  const test::Ran made = test::run({test::python(), DSHOST_SOURCE_DIR "/tests/gpt2_weights.py", "2",
+                                    "2", "16", "64", "8", dir + "/gpt2.pth", dir + "/io"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  auto m = create_model("gpt",
+                        "n_layer = 2\nn_head = 2\nn_embd = 16\nvocab_size = 64\nblock_size = 8\n");
+  const std::map<std::string, at::Tensor> tensors = named_tensors(*m);
+  const InitResult r = init_model_from(dir + "/gpt2.pth", "", "test", tensors);
+  EXPECT_TRUE(r.kept.empty()) << join(r.kept);
+  EXPECT_EQ(r.loaded, 2 + 2 * 12 + 2);
+  const std::map<std::string, at::Tensor> file = read_torch_state_dict(dir + "/gpt2.pth");
+  const at::Tensor c_attn = file.at("h.1.attn.c_attn.weight");
+  ASSERT_EQ(c_attn.sizes(), at::IntArrayRef({16, 48}));
+  EXPECT_TRUE(at::equal(own_tensor(*m, 2, "h1.c_attn.weight"), c_attn.t()));
+  at::Tensor logits;
+  ASSERT_NO_FATAL_FAILURE(
+      predict_logits(*m, read_f32(dir + "/io.tokens.f32", {2, 8}).to(at::kLong), &logits));
+  const at::Tensor expected = read_f32(dir + "/io.logits.f32", {2, 8, 64});
+  EXPECT_GT(expected.abs().max().item<double>(), 1.0);
+  EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4);
 }
 
 DSHOST_SUITE_LABEL(LayerNorm, gpu);

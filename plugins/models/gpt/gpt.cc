@@ -19,6 +19,9 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
+#include <cctype>
+#include <cstring>
+
 namespace nn = torch::nn;
 
 namespace {
@@ -175,6 +178,27 @@ class Gpt : public dshost::Model {
     return at::linear(x, embed_->wte->weight);
   }
 
+  // Hugging Face's GPT2Model names ("h.0.attn.c_attn.weight"), as its model.safetensors holds
+  // them: what `dshost export` writes and model.init_from reads.
+  std::string export_name(const std::string& name) const override {
+    static const std::pair<const char*, const char*> kPlaces[] = {
+        {"embed.", ""},           {".c_attn.", ".attn.c_attn."},  {".attn_proj.", ".attn.c_proj."},
+        {".c_fc.", ".mlp.c_fc."}, {".mlp_proj.", ".mlp.c_proj."}, {"head.", "ln_f."}};
+    std::string out = name;
+    if (in_block(name)) out.insert(1, ".");
+    for (const auto& [ours, theirs] : kPlaces) {
+      const size_t at = out.find(ours);
+      if (at != std::string::npos && (at == 0 || ours[0] == '.'))
+        return out.replace(at, std::strlen(ours), theirs);
+    }
+    return out;
+  }
+  // Its Conv1D keeps the blocks' projection weights as [in, out].
+  bool export_transposed(const std::string& name) const override {
+    return in_block(name) && name.find(".ln_") == std::string::npos &&
+           name.compare(name.size() - 7, 7, ".weight") == 0;
+  }
+
   at::Tensor loss(const at::Tensor& logits, const at::Tensor& targets) override {
     return nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(at::kFloat),
                                          targets.reshape({-1}));
@@ -196,6 +220,11 @@ class Gpt : public dshost::Model {
       const bool residual = item.key().find("_proj.weight") != std::string::npos;
       p.normal_(0.0, residual ? 0.02 / std::sqrt(2.0 * shape_.layers) : 0.02);
     }
+  }
+
+  // Whether parameter `name` is a block's ("h12.c_fc.weight").
+  static bool in_block(const std::string& name) {
+    return name.size() > 1 && name[0] == 'h' && std::isdigit(static_cast<unsigned char>(name[1]));
   }
 
   const Shape shape_;

@@ -48,7 +48,7 @@ extern "C" {
 #endif
 
 #define DSHOST_ABI_MAJOR 1
-#define DSHOST_ABI_MINOR 7
+#define DSHOST_ABI_MINOR 8
 
 /* The bytes of `type` up to the end of `field`: what a struct_size must reach for that field
  * to be there. Compare with the last field a minor appended (PJRT's STRUCT_SIZE): a field
@@ -287,6 +287,9 @@ typedef struct dshost_param_desc {
   /* Since ABI 1.2: the name `dshost export` gives it, torchvision's where the model mirrors
    * a torchvision one ("features.0.0.weight"); NULL means `name`. */
   const char* export_name;
+  /* Since ABI 1.8: nonzero for a 2-D parameter exported as its transpose, where the mirrored
+   * model keeps it so (Hugging Face GPT-2's Conv1D weights, [in, out]). */
+  int32_t export_transposed;
 } dshost_param_desc;
 
 typedef struct dshost_step_result {
@@ -319,7 +322,12 @@ typedef struct dshost_model_api {
   dshost_status (*param)(dshost_model* model, int32_t unit, int32_t index, dshost_param_desc* out,
                          dshost_error* err);
   /* Rebinds a parameter's storage and gradient to memory the strategy owns (same shape and
-   * dtype). Takes ownership of both. Backward accumulates into `grad` in place. */
+   * dtype). Takes ownership of both. Backward accumulates into `grad` in place.
+   * Since ABI 1.8 `grad` may be NULL: the parameter is frozen (model.freeze), its `value`
+   * bound by the host instead of a strategy. The model then computes no gradient for it
+   * and raises grads_ready for its unit once the unit's other parameters have theirs (never,
+   * where all of them are frozen). The host freezes nothing in a model built for 1.7 or
+   * earlier. */
   dshost_status (*bind_param)(dshost_model* model, int32_t unit, int32_t index,
                               DLManagedTensor* value, DLManagedTensor* grad, dshost_error* err);
   /* The host's batch buffers, [max_batch, ...input_shape] and [max_batch, ...target_shape];

@@ -52,6 +52,9 @@ class Model : public torch::nn::Module {
   // The name `dshost export` gives a parameter or buffer (named "unit.path"): override to
   // give torchvision's names where the model mirrors a torchvision one.
   virtual std::string export_name(const std::string& name) const { return name; }
+  // Whether the 2-D parameter `name` is exported as its transpose (Hugging Face GPT-2's Conv1D
+  // weights are [in, out] where a linear layer's are [out, in]).
+  virtual bool export_transposed(const std::string& /*name*/) const { return false; }
   // Default: the units in sequence. Override for other graphs; call run_unit for each unit.
   virtual at::Tensor forward(const at::Tensor& input) {
     at::Tensor x = input;
@@ -182,6 +185,7 @@ class ModelInstance {
       export_names_[item.key()] = model_->export_name(item.key());
     }
     pending_ = std::make_unique<std::atomic<int>[]>(params_.size());
+    for (const auto& unit : params_) trainable_.push_back(static_cast<int>(unit.size()));
   }
 
   void describe(dshost_model_info* out) const {
@@ -210,6 +214,7 @@ class ModelInstance {
     out->name = names_[unit][index].c_str();
     out->value = to_dlpack(p.detach());
     out->export_name = export_names_.at(names_[unit][index]).c_str();
+    out->export_transposed = model_->export_transposed(names_[unit][index]);
   }
 
   int64_t unit_flops(int unit) const {
@@ -226,19 +231,29 @@ class ModelInstance {
     out->name = buffers_[index].first.c_str();
     out->value = to_dlpack(buffers_[index].second);
     out->export_name = export_names_.at(buffers_[index].first).c_str();
+    out->export_transposed = 0;
   }
 
+  // An undefined `grad` freezes the parameter: no gradient, and its unit's grads_ready waits
+  // for its other parameters only.
   void bind_param(int unit, int index, at::Tensor value, at::Tensor grad) {
     at::Tensor& p = at_param(unit, index);
     // The strategy picks the dtype (bf16 under mixed precision); shape and layout stay.
-    if (!value.sizes().equals(p.sizes()) || !grad.sizes().equals(p.sizes()) ||
-        grad.scalar_type() != value.scalar_type() || !same_layout(grad, p))
+    const bool frozen = !grad.defined();
+    const at::Tensor& laid_out = frozen ? value : grad;
+    if (!value.sizes().equals(p.sizes()) || !laid_out.sizes().equals(p.sizes()) ||
+        laid_out.scalar_type() != value.scalar_type() || !same_layout(laid_out, p))
       throw Error(
           "bind_param: " + names_[unit][index] + " got a view of another shape or memory layout",
           DSHOST_INTERNAL);
     {
       at::NoGradGuard no_grad;
       p.set_data(value);
+    }
+    if (frozen) {
+      p.set_requires_grad(false);
+      --trainable_[unit];
+      return;
     }
     p.mutable_grad() = grad;
     // set_data can replace the accumulator, so hook it only now, and keep it alive.
@@ -257,7 +272,7 @@ class ModelInstance {
   // Returns the micro-batch's mean loss, still on the device.
   at::Tensor forward_backward(int64_t batch, double loss_scale) {
     check_batch(batch);
-    for (size_t u = 0; u < params_.size(); ++u) pending_[u] = param_count(static_cast<int>(u));
+    for (size_t u = 0; u < params_.size(); ++u) pending_[u] = trainable_[u];
     at::Tensor loss;
     {
       AutocastScope autocast(to_device(services_.device()), services_.precision() == DSHOST_BF16);
@@ -329,6 +344,7 @@ class ModelInstance {
   std::vector<std::vector<std::string>> names_;
   std::vector<std::pair<std::string, at::Tensor>> buffers_;  // named as the module names them
   std::map<std::string, std::string> export_names_;          // of parameters and buffers
+  std::vector<int> trainable_;                               // per unit: params not frozen
   std::unique_ptr<std::atomic<int>[]> pending_;              // per unit: params still without grads
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   at::Tensor inputs_, targets_;
@@ -363,8 +379,10 @@ const dshost_model_api* model_api() {
       },
       [](dshost_model* m, int32_t unit, int32_t index, DLManagedTensor* value,
          DLManagedTensor* grad, dshost_error* err) {
-        return guarded(
-            err, [&] { as<M>(m)->bind_param(unit, index, from_dlpack(value), from_dlpack(grad)); });
+        return guarded(err, [&] {
+          as<M>(m)->bind_param(unit, index, from_dlpack(value),
+                               grad != nullptr ? from_dlpack(grad) : at::Tensor());
+        });
       },
       [](dshost_model* m, DLManagedTensor* inputs, DLManagedTensor* targets, dshost_error* err) {
         return guarded(err,
