@@ -126,9 +126,13 @@ Rendezvous Rendezvous::from_env() {
   rv.local_rank = env_int("LOCAL_RANK", rv.rank);
   rv.local_world_size = env_int("LOCAL_WORLD_SIZE", rv.world_size);
   rv.master_port = env_int("MASTER_PORT");
+  rv.full_world_size = env_int("DSHOST_FULL_WORLD_SIZE", rv.world_size);
   if (const char* addr = std::getenv("MASTER_ADDR")) rv.master_addr = addr;
   if (rv.world_size < 1 || rv.rank >= rv.world_size)
     throw UserError(cat("RANK=", rv.rank, " is not below WORLD_SIZE=", rv.world_size));
+  if (rv.full_world_size < rv.world_size)
+    throw UserError(
+        cat("DSHOST_FULL_WORLD_SIZE=", rv.full_world_size, " is below WORLD_SIZE=", rv.world_size));
   return rv;
 }
 

@@ -24,6 +24,9 @@ namespace dshost {
 // torchrun's variables. Missing or malformed ones are a UserError naming the variable.
 struct Rendezvous {
   int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1;
+  // The ranks the launcher was set up for, where it started fewer (launcher.min_nodes dropped
+  // nodes that did not answer; DSHOST_FULL_WORLD_SIZE): else world_size.
+  int full_world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   static Rendezvous from_env();

@@ -1,5 +1,7 @@
 #include "core/schedule.h"
 
+#include "core/error.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -14,6 +16,18 @@ StepPlan plan_steps(int64_t train_samples, int world_size, const TrainConfig& tr
   plan.total_steps = train.epochs * plan.steps_per_epoch;
   if (train.max_steps > 0) plan.total_steps = std::min(plan.total_steps, train.max_steps);
   return plan;
+}
+
+int64_t kept_accumulation(const TrainConfig& train, int world, int full_world) {
+  const int64_t micro_batches = train.grad_accum_steps * full_world;
+  if (micro_batches % world == 0) return micro_batches / world;
+  throw UserError(cat("launcher.min_nodes: ", world, " of the job's ", full_world,
+                      " ranks run, and its global batch of ",
+                      micro_batches * train.micro_batch_size, " samples (train.micro_batch_size ",
+                      train.micro_batch_size, " x grad_accum_steps ", train.grad_accum_steps, " x ",
+                      full_world, " ranks) is not a whole number of micro-batches for ", world,
+                      " ranks; choose grad_accum_steps so that grad_accum_steps x ", full_world,
+                      " is a multiple of every rank count min_nodes allows"));
 }
 
 Position resumed_position(const Position& saved, int64_t saved_batch, const StepPlan& plan) {

@@ -19,6 +19,11 @@ struct StepPlan {
 // The plan for `train_samples` shared by `world_size` ranks (each padded to the same share).
 StepPlan plan_steps(int64_t train_samples, int world_size, const TrainConfig& train);
 
+// The gradient accumulation that keeps the global batch of `full_world` ranks when only
+// `world` of them run (the launcher dropped nodes that no longer answered: launcher.min_nodes).
+// A UserError where that batch is not a whole number of micro-batches on `world` ranks.
+int64_t kept_accumulation(const TrainConfig& train, int world, int full_world);
+
 // Where a run stands: optimizer steps done, its epoch, and the steps done in that epoch.
 struct Position {
   int64_t step = 0, epoch = 0, step_in_epoch = 0;

@@ -1,6 +1,8 @@
 // The training schedule's arithmetic (core/schedule.h).
 #include "core/schedule.h"
 
+#include "core/error.h"
+
 #include <gtest/gtest.h>
 
 namespace dshost {
@@ -25,6 +27,30 @@ TEST(Schedule, StepsOfAnEpochAndOfTheRun) {
   EXPECT_EQ(plan.total_steps, 3 * (30001 / 32));
   EXPECT_EQ(plan_steps(60001, 2, train(3, 100, 16, 2)).total_steps, 100);
   EXPECT_EQ(plan_steps(20, 2, train(1, 0, 16, 1)).steps_per_epoch, 0);  // 10 a rank, 16 a step
+}
+
+// With ranks dropped, accumulation rises to keep the global batch, or the run is refused.
+TEST(Schedule, FewerRanksKeepTheGlobalBatchByAccumulatingMore) {
+  EXPECT_EQ(kept_accumulation(train(1, 0, 32, 1), 2, 2), 1);
+  EXPECT_EQ(kept_accumulation(train(1, 0, 32, 1), 1, 2), 2);
+  EXPECT_EQ(kept_accumulation(train(1, 0, 32, 3), 2, 4), 6);
+  TrainConfig kept = train(1, 0, 32, 1);
+  kept.grad_accum_steps = kept_accumulation(kept, 1, 2);
+  EXPECT_EQ(plan_steps(60000, 1, kept).global_batch,
+            plan_steps(60000, 2, train(1, 0, 32, 1)).global_batch);
+  EXPECT_EQ(plan_steps(60000, 1, kept).steps_per_epoch,
+            plan_steps(60000, 2, train(1, 0, 32, 1)).steps_per_epoch);
+  try {
+    kept_accumulation(train(1, 0, 32, 1), 3, 4);
+    ADD_FAILURE() << "4 micro-batches shared by 3 ranks";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "launcher.min_nodes: 3 of the job's 4 ranks run, and its global batch of 128 "
+                  "samples (train.micro_batch_size 32 x grad_accum_steps 1 x 4 ranks) is not a "
+                  "whole number of micro-batches for 3 ranks"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 // With the same global batch a resumed run goes on at the saved step; with another, at the

@@ -299,6 +299,17 @@ class Worker {
 
 }  // namespace
 
-int run_worker(const Job& job, bool evaluate) { return Worker(job, evaluate).run(); }
+int run_worker(Job job, bool evaluate) {
+  const Rendezvous rv = Rendezvous::from_env();
+  int64_t& accumulation = job.config.train.grad_accum_steps;
+  const int64_t planned = accumulation;
+  accumulation = kept_accumulation(job.config.train, rv.world_size, rv.full_world_size);
+  Worker worker(job, evaluate);
+  if (rv.rank == 0 && accumulation != planned)
+    log::warn(cat(rv.world_size, " of the job's ", rv.full_world_size,
+                  " ranks run (launcher.min_nodes): train.grad_accum_steps ", planned, " -> ",
+                  accumulation, " keeps the global batch"));
+  return worker.run();
+}
 
 }  // namespace dshost

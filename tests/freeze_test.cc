@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <set>
 
 namespace dshost::test {
@@ -36,41 +37,75 @@ std::set<std::string> checkpoint_tensors(const std::string& checkpoints) {
   return names;
 }
 
-DSHOST_SUITE_LABEL(Freeze, slow);
-TEST(Freeze, FrozenParametersStayAndHoldNoOptimizerStateUnderEveryStrategyAndWorldSize) {
+using Runs = std::vector<std::pair<std::string, std::vector<std::string>>>;
+
+// Each of `runs` (a name, its --set values) trains 6 steps with kFreeze from the same start
+// (the weights of 5 quickstart steps): the frozen tensors end exactly where they started and
+// hold no optimizer state, the others move and hold theirs. Returns each run's losses.
+std::map<std::string, std::vector<double>> expect_frozen_stay(const Runs& runs) {
   const std::vector<std::string> common{"train.eval=false", "train.threads=1"};
   train_quickstart("freeze_start", with(common, {"train.max_steps=5", "checkpoint.every_steps=5"}));
   const std::string start_dir = quickstart_run_dir("freeze_start");
   const SafetensorsFile start =
       exported(start_dir + "/checkpoints", start_dir + "/start.safetensors");
-  std::map<int, std::vector<double>> ddp_losses;
-  for (const int ranks : {1, 2})
-    for (const std::string strategy : {"ddp", "zero2", "zero3-offload"}) {
-      const std::string name = cat("freeze_", strategy, "_", ranks);
-      std::string log;
-      const std::vector<double> losses = train_quickstart(
-          name,
-          with(common, {kFreeze, "model.init_from=\"" + start.path() + "\"",
-                        "strategy.plugin=\"" + strategy + "\"", cat("launcher.nprocs=", ranks),
-                        "train.max_steps=6", "checkpoint.every_steps=6"}),
-          nullptr, &log);
-      EXPECT_NE(log.find("model.freeze: 5 tensors ("), std::string::npos) << log;
-      if (strategy == "ddp") ddp_losses[ranks] = losses;
-      EXPECT_LT(max_abs_difference(losses, ddp_losses[ranks]), 1e-4) << name;
-
-      const std::string checkpoints = quickstart_run_dir(name) + "/checkpoints";
-      const SafetensorsFile trained = exported(checkpoints, checkpoints + "/w.safetensors");
-      const std::set<std::string> saved = checkpoint_tensors(checkpoints);
-      ASSERT_EQ(trained.names(), start.names());
-      for (const std::string& tensor : start.names()) {
-        const bool frozen = kFrozen.count(tensor) > 0;
-        EXPECT_EQ(at::equal(trained.tensor(tensor), start.tensor(tensor)), frozen)
-            << name << " " << tensor;
-        EXPECT_EQ(saved.count(tensor + ".exp_avg") + saved.count(tensor + ".exp_avg_sq"),
-                  frozen ? 0u : 2u)
-            << name << " " << tensor;
-      }
+  std::map<std::string, std::vector<double>> losses;
+  for (const auto& [name, sets] : runs) {
+    std::string log;
+    losses[name] =
+        train_quickstart(name,
+                         with(with(common, {kFreeze, "model.init_from=\"" + start.path() + "\"",
+                                            "train.max_steps=6", "checkpoint.every_steps=6"}),
+                              sets),
+                         nullptr, &log);
+    EXPECT_NE(log.find("model.freeze: 5 tensors ("), std::string::npos) << log;
+    const std::string checkpoints = quickstart_run_dir(name) + "/checkpoints";
+    const SafetensorsFile trained = exported(checkpoints, checkpoints + "/w.safetensors");
+    const std::set<std::string> saved = checkpoint_tensors(checkpoints);
+    EXPECT_EQ(trained.names(), start.names());
+    for (const std::string& tensor : start.names()) {
+      const bool frozen = kFrozen.count(tensor) > 0;
+      EXPECT_EQ(at::equal(trained.tensor(tensor), start.tensor(tensor)), frozen)
+          << name << " " << tensor;
+      EXPECT_EQ(saved.count(tensor + ".exp_avg") + saved.count(tensor + ".exp_avg_sq"),
+                frozen ? 0u : 2u)
+          << name << " " << tensor;
     }
+  }
+  return losses;
+}
+
+DSHOST_SUITE_LABEL(Freeze, slow);
+// In fp32 on the CPU every strategy also takes the same steps at each world size.
+TEST(Freeze, FrozenParametersStayAndHoldNoOptimizerStateUnderEveryStrategyAndWorldSize) {
+  Runs runs;
+  for (const int ranks : {1, 2})
+    for (const std::string strategy : {"ddp", "zero2", "zero3-offload"})
+      runs.push_back({cat("freeze_", strategy, "_", ranks),
+                      {"strategy.plugin=\"" + strategy + "\"", cat("launcher.nprocs=", ranks)}});
+  auto losses = expect_frozen_stay(runs);
+  for (const int ranks : {1, 2})
+    for (const std::string strategy : {"zero2", "zero3-offload"})
+      EXPECT_LT(max_abs_difference(losses[cat("freeze_", strategy, "_", ranks)],
+                                   losses[cat("freeze_ddp_", ranks)]),
+                1e-4)
+          << strategy << " " << ranks;
+}
+
+DSHOST_SUITE_LABEL(FreezeOnGpu, gpu);
+// On the GPU in bf16 with CUDA graphs (two ranks share one GPU), and zero3-offload's optimizer
+// in host memory.
+TEST(FreezeOnGpu, FrozenParametersStayAndHoldNoOptimizerState) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<std::string> gpu{"train.device=\"cuda\"", "train.precision=\"bf16\"",
+                                     "train.cuda_graph=true"};
+  const auto losses = expect_frozen_stay({
+      {"freeze_cuda_ddp_1", with(gpu, {"strategy.plugin=\"ddp\"", "launcher.nprocs=1"})},
+      {"freeze_cuda_zero2_2", with(gpu, {"strategy.plugin=\"zero2\"", "launcher.nprocs=2"})},
+      {"freeze_cuda_zero3_2",
+       with(gpu, {"strategy.plugin=\"zero3-offload\"", "strategy.offload_optimizer_device=\"cpu\"",
+                  "launcher.nprocs=2"})},
+  });
+  for (const auto& [name, run] : losses) EXPECT_EQ(run.size(), 6u) << name;
 }
 
 // A checkpoint saved without model.freeze resumes with it (the frozen parameters take the

@@ -48,7 +48,8 @@ TEST(InitFrom, EveryStrategyAndWorldSizeStartsFromTheFile) {
   run_in(trained, {"train.max_steps=10", "checkpoint.every_steps=10"});
   const SafetensorsFile weights(exported(trained));
   for (const auto& [strategy, ranks] :
-       {std::pair{"ddp", 1}, std::pair{"zero2", 2}, std::pair{"zero3-offload", 2}}) {
+       {std::pair{"ddp", 1}, std::pair{"ddp", 2}, std::pair{"zero2", 1}, std::pair{"zero2", 2},
+        std::pair{"zero3-offload", 1}, std::pair{"zero3-offload", 2}}) {
     const std::string dir = scratch_dir(cat("init_", ranks, "_", strategy));
     const std::string log = run_in(
         dir, with(started_from(weights.path()),

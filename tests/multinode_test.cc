@@ -6,6 +6,7 @@
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 
 #include <filesystem>
@@ -83,6 +84,43 @@ TEST_F(SshTraining, CtrlCStopsEveryRankOnEveryHost) {
             std::string::npos);
   EXPECT_TRUE(workers().empty()) << "a rank outlived Ctrl-C";
   EXPECT_TRUE(agents().empty()) << "an agent outlived Ctrl-C";
+}
+
+// launcher.min_nodes = 1 with max_restarts = 1: host B's link goes down mid-run (its
+// namespace's eth0); rank 0 fails its next collective, the job restarts without B (it does
+// not answer ssh), and rank 0 alone finishes from the latest checkpoint at the same global
+// batch, accumulating two micro-batches a step: the losses of two local ranks, to float
+// rounding (one rank sums the two micro-batches in another order).
+TEST_F(SshTraining, AHostThatStopsAnsweringIsLeftOutAndTheJobFinishesAtTheSameGlobalBatch) {
+  const Job job =
+      start_job(with(run_args("train.max_steps=20"),
+                     {"--set", "launcher.min_nodes=1", "--set", "launcher.max_restarts=1", "--set",
+                      "launcher.connect_timeout_s=2", "--set", "launcher.grace_period_s=1", "--set",
+                      "comm.timeout_s=5", "--set", "checkpoint.every_steps=5", "--set",
+                      "train.eval=false", "--set", "train.threads=1"}),
+                dir_, "step 12/");
+  ASSERT_EQ(run({"/sbin/ip", "-n", "dshost-b", "link", "set", "eth0", "down"}).exit_code, 0);
+  double seconds = 0;
+  const int code = wait_for(job, 180, &seconds);
+  const std::string log = read_file(dir_ + "/log");
+  ASSERT_EQ(code, 0) << log;
+  EXPECT_NE(log.find("dshost: restart 1 of 1 (launcher.max_restarts)"), std::string::npos) << log;
+  EXPECT_NE(log.find("launcher.min_nodes = 1: cannot reach host 10.231.0.2 over ssh ("),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("going on with 1 of 2 hosts (1 of 2 ranks) at the same global batch"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("1 of the job's 2 ranks run (launcher.min_nodes): train.grad_accum_steps 1 "
+                     "-> 2 keeps the global batch"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("the checkpoint was trained with a global batch"), std::string::npos) << log;
+  const auto index =
+      nlohmann::json::parse(read_file(dir_ + "/multinode/checkpoints/step-00000020/index.json"));
+  EXPECT_EQ(index["world_size"], 1);
+  EXPECT_EQ(index["global_batch"], 64);
+  EXPECT_LT(max_abs_difference(losses(dir_ + "/multinode"), local_losses()), 1e-4);
 }
 
 TEST(SshManifest, HostfileMistakesAreBadInputNamingFileAndLine) {

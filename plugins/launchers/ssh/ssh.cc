@@ -37,6 +37,10 @@ const dshost_option kOptions[] = {
                   "all but these hosts / slots (same syntax as include)"),
     DSHOST_OPTION_RANGE("num_nodes", DSHOST_OPTION_INT, "0", 0, 100000,
                         "use the first N selected hosts; 0: all"),
+    DSHOST_OPTION_RANGE("min_nodes", DSHOST_OPTION_INT, "0", 0, 100000,
+                        "start (and restart: max_restarts) without hosts that do not answer ssh "
+                        "while at least this many do, keeping the global batch by accumulating "
+                        "more; 0: every host must answer"),
     DSHOST_OPTION("master_addr", DSHOST_OPTION_STRING, "\"\"", nullptr,
                   "rank 0's rendezvous address; \"\": the first host"),
     DSHOST_OPTION_RANGE("master_port", DSHOST_OPTION_INT, "29500", 1, 65535, "rendezvous port"),
@@ -112,15 +116,15 @@ class SshLauncher : public dshost::Launcher {
         nodes_(dshost::ssh::select_nodes(dshost::ssh::read_hostfile(hostfile_),
                                          s.get_string("include"), s.get_string("exclude"),
                                          static_cast<int>(s.get_int("num_nodes")), hostfile_)),
-        master_addr_(s.get_string("master_addr").empty() ? nodes_[0].host
-                                                         : s.get_string("master_addr")),
+        master_addr_(s.get_string("master_addr")),
         master_port_(static_cast<int>(s.get_int("master_port"))),
         env_(forwarded_environment(s.get_string("forward_env"))),
         dshost_(s.get_string("dshost_path").empty() ? dshost::this_executable()
                                                     : s.get_string("dshost_path")),
         grace_s_(s.get_float("grace_period_s")),
-        connect_timeout_s_(s.get_int("connect_timeout_s")) {
-    if (!dshost::ssh::is_host_name(master_addr_))
+        connect_timeout_s_(s.get_int("connect_timeout_s")),
+        min_nodes_(static_cast<size_t>(s.get_int("min_nodes"))) {
+    if (!master_addr_.empty() && !dshost::ssh::is_host_name(master_addr_))
       throw Error("launcher.master_addr = '" + master_addr_ + "' is not a host name or address",
                   DSHOST_INVALID_ARGUMENT);
     ssh_ = {dshost::find_program("ssh", "openssh-client"), "-o", "BatchMode=yes", "-o",
@@ -136,22 +140,24 @@ class SshLauncher : public dshost::Launcher {
 
   Outcome launch(const std::vector<std::string>& argv,
                  const std::vector<std::string>& env) override {
-    check_reachable();
+    const std::vector<Node> nodes = answering_nodes();
     std::vector<std::string> rank_env = env_;
     rank_env.insert(rank_env.end(), env.begin(), env.end());
     const std::string cwd = std::filesystem::current_path().string();
-    int world = 0;
-    for (const auto& n : nodes_) world += static_cast<int>(n.slots.size());
+    const int world = ranks_of(nodes), full_world = ranks_of(nodes_);
+    if (world < full_world)
+      rank_env.push_back("DSHOST_FULL_WORLD_SIZE=" + std::to_string(full_world));
+    // The first host that answers is the master, unless launcher.master_addr names one.
+    const std::string master = master_addr_.empty() ? nodes[0].host : master_addr_;
     // The ssh connections outlive their agents' own grace period, so agents can report.
     dshost::Supervisor supervisor(std::chrono::duration<double>(grace_s_ + 5));
     int first_rank = 0;
-    for (const auto& node : nodes_) {
+    for (const auto& node : nodes) {
       auto cmd = ssh_;
-      cmd.insert(
-          cmd.end(),
-          {"--", node.host,
-           "cd " + dshost::shell_quote(cwd) + " && exec " +
-               dshost::shell_command(agent_command(node, first_rank, world, argv, rank_env))});
+      cmd.insert(cmd.end(), {"--", node.host,
+                             "cd " + dshost::shell_quote(cwd) + " && exec " +
+                                 dshost::shell_command(agent_command(node, first_rank, world,
+                                                                     master, argv, rank_env))});
       const std::string tag = "[" + node.host + "] ";
       auto& child = supervisor.spawn(
           "node " + node.host, cmd, dshost::current_environment(),
@@ -173,6 +179,7 @@ class SshLauncher : public dshost::Launcher {
  private:
   // `env K=V... dshost agent ...`: this node's share of the job.
   std::vector<std::string> agent_command(const Node& node, int first_rank, int world,
+                                         const std::string& master,
                                          const std::vector<std::string>& argv,
                                          const std::vector<std::string>& rank_env) const {
     std::string devices;
@@ -182,9 +189,9 @@ class SshLauncher : public dshost::Launcher {
     cmd.push_back("CUDA_VISIBLE_DEVICES=" + devices);
     cmd.insert(cmd.end(), {dshost_, "agent", "--first-rank", std::to_string(first_rank), "--nprocs",
                            std::to_string(node.slots.size()), "--world-size", std::to_string(world),
-                           "--master-addr", master_addr_, "--master-port",
-                           std::to_string(master_port_), "--host", node.host, "--grace-period-s",
-                           std::to_string(grace_s_), "--stop-on-stdin-eof", "--"});
+                           "--master-addr", master, "--master-port", std::to_string(master_port_),
+                           "--host", node.host, "--grace-period-s", std::to_string(grace_s_),
+                           "--stop-on-stdin-eof", "--"});
     cmd.insert(cmd.end(), argv.begin(), argv.end());
     return cmd;
   }
@@ -200,22 +207,54 @@ class SshLauncher : public dshost::Launcher {
            "; stopped every rank on every node";
   }
 
-  // `ssh HOST true` to every node at once, before any rank starts.
-  void check_reachable() const {
+  static int ranks_of(const std::vector<Node>& nodes) {
+    int ranks = 0;
+    for (const auto& n : nodes) ranks += static_cast<int>(n.slots.size());
+    return ranks;
+  }
+
+  // The nodes that answer `ssh HOST true`, asked all at once before any rank starts. Every
+  // node must answer, unless launcher.min_nodes lets the job go on without those that do not.
+  std::vector<Node> answering_nodes() const {
     dshost::Supervisor probes(std::chrono::seconds(1));
+    probes.let_each_run_to_its_end();
+    std::vector<const dshost::Child*> asked;
     for (const auto& node : nodes_) {
       auto cmd = ssh_;
       cmd.insert(cmd.end(), {"--", node.host, "true"});
       auto& probe = probes.spawn(node.host, cmd, dshost::current_environment(), nullptr);
       probe.out.sink = probe.err.sink = nullptr;
       probe.err.keep = true;
+      asked.push_back(&probe);
     }
-    const auto outcome = probes.run([&](const dshost::Child& probe) {
-      return "cannot reach host " + probe.name + " over ssh (" +
-             dshost::describe_exit(probe.status) + ": " + last_line(probe) + "); check that `ssh " +
-             probe.name + " true` works without a password, and the hostfile " + hostfile_;
-    });
-    if (outcome.exit_code != 0) throw Error(outcome.failure, DSHOST_IO_ERROR);
+    const auto interrupted = probes.run([](const dshost::Child&) { return ""; });
+    if (interrupted.exit_code != 0) throw Error(interrupted.failure, DSHOST_IO_ERROR);
+    std::vector<Node> answering;
+    std::string silent, first_silent;
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      if (asked[i]->status == 0) {
+        answering.push_back(nodes_[i]);
+        continue;
+      }
+      if (first_silent.empty()) first_silent = nodes_[i].host;
+      silent += (silent.empty() ? "host " : ", host ") + nodes_[i].host + " over ssh (" +
+                dshost::describe_exit(asked[i]->status) + ": " + last_line(*asked[i]) + ")";
+    }
+    if (silent.empty()) return answering;
+    const std::string counts =
+        std::to_string(answering.size()) + " of " + std::to_string(nodes_.size()) + " hosts";
+    if (min_nodes_ == 0 || answering.size() < min_nodes_)
+      throw Error("cannot reach " + silent + "; check that `ssh " + first_silent +
+                      " true` works without a password, and the hostfile " + hostfile_ +
+                      (min_nodes_ == 0 ? std::string()
+                                       : "; launcher.min_nodes = " + std::to_string(min_nodes_) +
+                                             " and " + counts + " answer"),
+                  DSHOST_IO_ERROR);
+    services().warn("launcher.min_nodes = " + std::to_string(min_nodes_) + ": cannot reach " +
+                    silent + "; going on with " + counts + " (" +
+                    std::to_string(ranks_of(answering)) + " of " +
+                    std::to_string(ranks_of(nodes_)) + " ranks) at the same global batch");
+    return answering;
   }
 
   const std::string hostfile_;
@@ -226,6 +265,7 @@ class SshLauncher : public dshost::Launcher {
   const std::string dshost_;
   const double grace_s_;
   const int64_t connect_timeout_s_;
+  const size_t min_nodes_;
   std::vector<std::string> ssh_;
 };
 

@@ -461,7 +461,10 @@ typedef struct dshost_launcher_api {
    * one rank fails the others are stopped. SIGINT/SIGTERM to the caller stop every rank.
    * *exit_code is 0 when all ranks succeeded, else the first failure's code (128 + signal
    * for a signal) and the status is RANK_FAILED, with a message naming rank and host.
-   * Other statuses: the ranks could not be started. */
+   * Other statuses: the ranks could not be started.
+   * Since ABI 1.8: a launcher that starts fewer ranks than it is set up for (it left out
+   * nodes that did not answer) sets DSHOST_FULL_WORLD_SIZE to the ranks it is set up for, and
+   * the host keeps the global batch those would have had by accumulating more. */
   dshost_status (*launch)(dshost_launcher* launcher, const dshost_launch_request* request,
                           int32_t* exit_code, dshost_error* err);
 } dshost_launcher_api;

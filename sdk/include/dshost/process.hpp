@@ -254,6 +254,11 @@ class Supervisor {
   // through its own StopSignals once they are done).
   void ignore_stop_signals() { obey_signals_ = false; }
 
+  // Children that fail do not stop the others (probes whose every answer counts): run() then
+  // stops early only for a signal or the stop_on_eof descriptor, and each Child's status
+  // tells how it ended.
+  void let_each_run_to_its_end() { fail_fast_ = false; }
+
   // A file descriptor whose end (EOF) stops every child, as Ctrl-C does: `dshost agent`
   // watches its stdin, which closes when the launcher's ssh connection goes.
   void stop_on_eof(int fd) { eof_fd_ = fd; }
@@ -293,7 +298,8 @@ class Supervisor {
         for (auto& c : children_)
           if (c->running) kill(-c->pid, SIGKILL);
       for (auto& c : children_) {
-        if (!reap(*c) || c->status == 0 || kill_at != std::chrono::steady_clock::time_point::max())
+        if (!reap(*c) || c->status == 0 || !fail_fast_ ||
+            kill_at != std::chrono::steady_clock::time_point::max())
           continue;
         failed.push_back(c.get());
         // A rank stopped by another has already looked for the silent ranks (a few hundred
@@ -377,6 +383,7 @@ class Supervisor {
   std::vector<std::unique_ptr<Child>> children_;
   int eof_fd_ = -1;
   bool obey_signals_ = true;
+  bool fail_fast_ = true;
 };
 
 // Ranks first_rank .. first_rank + count - 1 of a job of world_size ranks, on one machine.
