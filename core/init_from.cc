@@ -18,7 +18,7 @@ namespace {
 // torch.save's zip read into memory.
 struct WeightsFile {
   explicit WeightsFile(const std::string& path) {
-    if (is_zip_file(path)) {
+    if (is_torch_save_file(path)) {
       tensors = read_torch_state_dict(path);
       return;
     }
@@ -27,8 +27,7 @@ struct WeightsFile {
     } catch (const UserError& e) {
       throw UserError(cat(e.what(),
                           ". model.init_from reads safetensors files and state_dicts "
-                          "saved by torch.save since PyTorch 1.6 (a zip); an older .pth "
-                          "is read once by torch.load and saved again with torch.save"));
+                          "saved by torch.save (.pth, .pt)"));
     }
     for (const std::string& name : mapped->names()) tensors[name] = mapped->tensor(name);
   }

@@ -7,6 +7,8 @@
 
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <memory>
 #include <vector>
 
@@ -26,6 +28,14 @@ struct Obj {
   at::Tensor tensor;
 };
 
+// How torch.save's legacy format begins: pickle protocol 2 of its magic number,
+// 0x1950a86a20f9469cfc6c, which fits no int64.
+constexpr char kLegacyMagic[] =
+    "\x80\x02\x8a\x0a"
+    "l\xfc\x9c"
+    "F\xf9 j\xa8"
+    "P\x19.";
+
 ObjPtr make(Obj::Kind kind) {
   auto o = std::make_shared<Obj>();
   o->kind = kind;
@@ -44,11 +54,17 @@ at::ScalarType storage_dtype(const std::string& global) {
   return found->second;
 }
 
+// A storage's elements by its key: read from a zip's data/KEY, or made empty for a legacy
+// stream to fill once its storages follow the pickle. The same key gives the same storage.
+using StorageSource =
+    std::function<at::Tensor(const std::string& key, at::ScalarType dtype, int64_t numel)>;
+
 class Machine {
  public:
-  Machine(caffe2::serialize::PyTorchStreamReader& archive, const char* data, size_t size)
-      : archive_(archive), p_(data), end_(data + size) {}
+  Machine(StorageSource storages, const char* data, size_t size)
+      : storages_(std::move(storages)), p_(data), end_(data + size) {}
 
+  // Runs one pickle (to its STOP) and returns what it built.
   ObjPtr run() {
     for (;;) {
       const uint8_t op = byte();
@@ -56,6 +72,8 @@ class Machine {
       step(op);
     }
   }
+  // Where the next pickle of the stream starts.
+  const char* end_of_pickle() const { return p_; }
 
  private:
   void step(uint8_t op) {
@@ -275,19 +293,13 @@ class Machine {
     dict->items.insert(dict->items.end(), kv.begin(), kv.end());
   }
 
-  // ('storage', torch.FloatStorage, KEY, LOCATION, NUMEL): ARCHIVE/data/KEY's bytes.
+  // ('storage', torch.FloatStorage, KEY, LOCATION, NUMEL[, VIEW]).
   ObjPtr storage(const ObjPtr& pid) {
     const auto& t = pid->items;
     if (pid->kind != Obj::kTuple || t.size() < 5 || t[0]->s != "storage")
       throw std::runtime_error("a persistent object that is not a storage");
-    const at::ScalarType dtype = storage_dtype(t[1]->s);
-    auto [data, size] = archive_.getRecord("data/" + t[2]->s);
-    const int64_t numel = t[4]->i;
-    if (static_cast<int64_t>(size) < numel * static_cast<int64_t>(c10::elementSize(dtype)))
-      throw std::runtime_error("storage " + t[2]->s + " is shorter than its elements");
     ObjPtr o = make(Obj::kTensor);
-    o->tensor = at::empty({numel}, dtype);
-    std::memcpy(o->tensor.data_ptr(), data.get(), numel * c10::elementSize(dtype));
+    o->tensor = storages_(t[2]->s, storage_dtype(t[1]->s), t[4]->i);
     return o;
   }
 
@@ -311,34 +323,100 @@ class Machine {
     throw std::runtime_error("an object made by " + f + " (a state_dict holds tensors only)");
   }
 
-  caffe2::serialize::PyTorchStreamReader& archive_;
+  StorageSource storages_;
   const char* p_;
   const char* end_;
   std::vector<ObjPtr> stack_;
   std::map<uint64_t, ObjPtr> memo_;
 };
 
+// The named tensors of a state_dict the machine built.
+std::map<std::string, at::Tensor> named(const ObjPtr& dict) {
+  if (dict->kind != Obj::kDict) throw std::runtime_error("a pickle that is not a dict");
+  std::map<std::string, at::Tensor> tensors;
+  for (size_t k = 0; k + 1 < dict->items.size(); k += 2) {
+    const ObjPtr &name = dict->items[k], &value = dict->items[k + 1];
+    if (name->kind != Obj::kString || value->kind != Obj::kTensor)
+      throw std::runtime_error("a dict entry that is not a named tensor");
+    tensors[name->s] = value->tensor;
+  }
+  return tensors;
+}
+
+// torch.save's zip (PyTorch 1.6 and later): ARCHIVE/data.pkl, each storage in ARCHIVE/data/KEY.
+std::map<std::string, at::Tensor> read_zip(const std::string& path) {
+  caffe2::serialize::PyTorchStreamReader archive(path);
+  std::map<std::string, at::Tensor> storages;
+  const auto from_archive = [&](const std::string& key, at::ScalarType dtype, int64_t numel) {
+    at::Tensor& s = storages[key];
+    if (s.defined()) return s;
+    auto [data, size] = archive.getRecord("data/" + key);
+    if (static_cast<int64_t>(size) < numel * static_cast<int64_t>(c10::elementSize(dtype)))
+      throw std::runtime_error("storage " + key + " is shorter than its elements");
+    s = at::empty({numel}, dtype);
+    std::memcpy(s.data_ptr(), data.get(), numel * c10::elementSize(dtype));
+    return s;
+  };
+  auto [data, size] = archive.getRecord("data.pkl");
+  return named(Machine(from_archive, static_cast<const char*>(data.get()), size).run());
+}
+
+// The legacy format (before PyTorch 1.6; torchvision's older downloads): one stream of the
+// magic number, the protocol version and the system's sizes (three small pickles), the
+// state_dict's pickle, the pickle of its storages' keys, then each of those storages as an
+// int64 element count and the elements.
+std::map<std::string, at::Tensor> read_legacy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  const std::string stream((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const char* p = stream.data() + sizeof(kLegacyMagic) - 1;
+  const char* const end = stream.data() + stream.size();
+  std::map<std::string, at::Tensor> storages;
+  const auto empty = [&](const std::string& key, at::ScalarType dtype, int64_t numel) {
+    at::Tensor& s = storages[key];
+    if (!s.defined()) s = at::empty({numel}, dtype);
+    return s;
+  };
+  const auto next = [&](const StorageSource& source) {
+    Machine m(source, p, static_cast<size_t>(end - p));
+    ObjPtr built = m.run();
+    p = m.end_of_pickle();
+    return built;
+  };
+  const StorageSource none = [](const std::string&, at::ScalarType, int64_t) -> at::Tensor {
+    throw std::runtime_error("a storage outside the state_dict");
+  };
+  next(none);  // the protocol version
+  next(none);  // the system's sizes
+  const std::map<std::string, at::Tensor> tensors = named(next(empty));
+  const ObjPtr keys = next(none);
+  for (const ObjPtr& key : keys->items) {
+    const at::Tensor& s = storages.at(key->s);
+    int64_t numel = 0;
+    const int64_t bytes = s.numel() * static_cast<int64_t>(s.element_size());
+    if (end - p < 8 + bytes) throw std::runtime_error("the file ends early");
+    std::memcpy(&numel, p, 8);
+    if (numel != s.numel()) throw std::runtime_error("storage " + key->s + " has another size");
+    std::memcpy(s.data_ptr(), p + 8, bytes);
+    p += 8 + bytes;
+  }
+  return tensors;
+}
+
 }  // namespace
 
-bool is_zip_file(const std::string& path) {
-  char magic[4] = {};
-  std::ifstream(path, std::ios::binary).read(magic, 4);
-  return std::memcmp(magic, "PK\x03\x04", 4) == 0;
+bool is_torch_save_file(const std::string& path) {
+  char start[sizeof(kLegacyMagic) - 1] = {};
+  std::ifstream(path, std::ios::binary).read(start, sizeof(start));
+  return std::memcmp(start, "PK\x03\x04", 4) == 0 ||
+         std::memcmp(start, kLegacyMagic, sizeof(start)) == 0;
 }
 
 std::map<std::string, at::Tensor> read_torch_state_dict(const std::string& path) {
   std::map<std::string, at::Tensor> tensors;
   try {
-    caffe2::serialize::PyTorchStreamReader archive(path);
-    auto [data, size] = archive.getRecord("data.pkl");
-    const ObjPtr dict = Machine(archive, static_cast<const char*>(data.get()), size).run();
-    if (dict->kind != Obj::kDict) throw std::runtime_error("a pickle that is not a dict");
-    for (size_t k = 0; k + 1 < dict->items.size(); k += 2) {
-      const ObjPtr &name = dict->items[k], &value = dict->items[k + 1];
-      if (name->kind != Obj::kString || value->kind != Obj::kTensor)
-        throw std::runtime_error("a dict entry that is not a named tensor");
-      tensors[name->s] = value->tensor;
-    }
+    char start[4] = {};
+    std::ifstream(path, std::ios::binary).read(start, 4);
+    tensors = std::memcmp(start, "PK\x03\x04", 4) == 0 ? read_zip(path) : read_legacy(path);
   } catch (const std::exception& e) {
     throw UserError(cat(path, ": not a state_dict saved by torch.save that dshost can read (",
                         without_backtrace(e.what()),

@@ -64,13 +64,13 @@ TEST(InitFrom, EveryStrategyAndWorldSizeStartsFromTheFile) {
 }
 
 // torchvision's mobilenet_v2 (1000 classes, written by Debian's python3-torchvision as
-// torch.save writes a state_dict, .pth, and as safetensors) loads by torchvision's names into
-// a 10-class model: every parameter but the new classifier's is torchvision's, the log names
-// the classifier as kept, and both files give the same model.
+// torch.save writes a state_dict, .pth, in its zip and its legacy format, and as safetensors)
+// loads by torchvision's names into a 10-class model: every parameter but the new classifier's
+// is torchvision's, the log names the classifier as kept, and every file gives the same model.
 TEST(InitFrom, TorchvisionWeightsLoadByTheirNamesFromPthOrSafetensorsAndANewHeadKeepsItsInit) {
   const std::string dir = scratch_dir("init_torchvision");
   std::vector<std::string> exports;
-  for (const std::string format : {"pth", "safetensors"}) {
+  for (const std::string format : {"safetensors", "pth", "legacy.pth"}) {
     const std::string file = dir + "/mobilenet_v2." + format, run_dir = dir + "/" + format;
     ASSERT_EQ(run({python(), DSHOST_SOURCE_DIR "/tests/torchvision_weights.py", "mobilenet_v2",
                    "1000", file})
@@ -88,8 +88,8 @@ TEST(InitFrom, TorchvisionWeightsLoadByTheirNamesFromPthOrSafetensorsAndANewHead
         << log;
     exports.push_back(exported(run_dir));
   }
-  const SafetensorsFile torchvision(dir + "/mobilenet_v2.safetensors"), from_pth(exports[0]),
-      from_safetensors(exports[1]);
+  const SafetensorsFile torchvision(dir + "/mobilenet_v2.safetensors"),
+      from_safetensors(exports[0]);
   int compared = 0;
   for (const std::string& name : torchvision.names()) {
     const bool statistics = name.find("running_") != std::string::npos ||
@@ -101,9 +101,12 @@ TEST(InitFrom, TorchvisionWeightsLoadByTheirNamesFromPthOrSafetensorsAndANewHead
   }
   EXPECT_EQ(compared, 156);
   EXPECT_EQ(from_safetensors.tensor("classifier.1.weight").sizes(), at::IntArrayRef({10, 1280}));
-  ASSERT_EQ(from_pth.names(), from_safetensors.names());
-  for (const std::string& name : from_pth.names())
-    EXPECT_TRUE(at::equal(from_pth.tensor(name), from_safetensors.tensor(name))) << name;
+  for (const std::string& pth : {exports[1], exports[2]}) {
+    const SafetensorsFile from_pth(pth);
+    ASSERT_EQ(from_pth.names(), from_safetensors.names()) << pth;
+    for (const std::string& name : from_pth.names())
+      EXPECT_TRUE(at::equal(from_pth.tensor(name), from_safetensors.tensor(name))) << pth << name;
+  }
 }
 
 // A GPT-2 state_dict in Hugging Face's names and layout (Conv1D weights [in, out]) starts gpt

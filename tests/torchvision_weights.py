@@ -4,7 +4,7 @@ model.init_from reads, for the tests of fine-tuning: as torch.save writes it (OU
 a safetensors file whose layout is written here directly (8-byte header length, JSON header,
 bytes), so the test needs only Debian's python3-torch and python3-torchvision.
 
-    tests/torchvision_weights.py MODEL NUM_CLASSES OUT.pth|OUT.safetensors [PREFIX]
+    tests/torchvision_weights.py MODEL NUM_CLASSES OUT.pth|OUT.legacy.pth|OUT.safetensors [PREFIX]
 
 With PREFIX, also PREFIX.input.f32 (a seeded batch of two 224 x 224 RGB images) and
 PREFIX.logits.f32 (the model's eval-mode logits for it), raw little-endian float32.
@@ -41,8 +41,9 @@ def main(name, classes, out, prefix=None):
         batch.numpy().tofile(f"{prefix}.input.f32")
         with torch.no_grad():
             model.eval()(batch).numpy().tofile(f"{prefix}.logits.f32")
-    if out.endswith(".pth"):
-        torch.save(model.state_dict(), out)
+    if out.endswith(".pth"):  # OUT.legacy.pth: torch.save's format before PyTorch 1.6
+        torch.save(model.state_dict(), out,
+                   _use_new_zipfile_serialization=not out.endswith(".legacy.pth"))
     else:
         write_safetensors({k: v.detach() for k, v in model.state_dict().items()}, out)
 
