@@ -43,7 +43,8 @@ using Runs = std::vector<std::pair<std::string, std::vector<std::string>>>;
 // (the weights of 5 quickstart steps): the frozen tensors end exactly where they started and
 // hold no optimizer state, the others move and hold theirs. Returns each run's losses.
 std::map<std::string, std::vector<double>> expect_frozen_stay(const Runs& runs) {
-  const std::vector<std::string> common{"train.eval=false", "train.threads=1"};
+  const std::vector<std::string> common{"train.eval=false", "train.threads=1",
+                                        "data.path=\"" + fashion_mnist_dir() + "\""};
   train_quickstart("freeze_start", with(common, {"train.max_steps=5", "checkpoint.every_steps=5"}));
   const std::string start_dir = quickstart_run_dir("freeze_start");
   const SafetensorsFile start =
