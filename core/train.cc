@@ -232,6 +232,8 @@ class Worker {
   void write_summary(double wall_seconds) {
     RunSummary sum;
     sum.memory = s_->strategy->memory();
+    for (const ModelBuffer& p : s_->frozen)  // model.freeze's, on the device, held by the host
+      sum.memory.param_device += static_cast<int64_t>(p.value.nbytes());
     sum.peak_host_memory_bytes =
         static_cast<int64_t>(s_->comm->max(static_cast<double>(peak_rss_bytes())));
     sum.peak_device_memory_bytes =

@@ -8,6 +8,7 @@
 #include "tests/test_util.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <map>
@@ -90,6 +91,20 @@ TEST(Freeze, FrozenParametersStayAndHoldNoOptimizerStateUnderEveryStrategyAndWor
                                    losses[cat("freeze_ddp_", ranks)]),
                 1e-4)
           << strategy << " " << ranks;
+  // ddp's accounting: every parameter whole on each rank (the frozen ones the host's), fp32
+  // gradients for the trained ones only, and AdamW's two moments of their 1/N shard.
+  const SafetensorsFile start(quickstart_run_dir("freeze_start") + "/start.safetensors");
+  int64_t frozen = 0;
+  for (const std::string& tensor : kFrozen) frozen += start.tensor(tensor).numel();
+  for (const int ranks : {1, 2}) {
+    const auto summary = nlohmann::json::parse(
+        read_file(quickstart_run_dir(cat("freeze_ddp_", ranks)) + "/summary.json"));
+    const int64_t all = summary["parameters"], trained = all - frozen;
+    const auto& bytes = summary["memory_per_rank_bytes"];
+    EXPECT_EQ(bytes["param_device"].get<int64_t>() + bytes["param_host"].get<int64_t>(), 4 * all);
+    EXPECT_EQ(bytes["grad_device"], 4 * trained);
+    EXPECT_EQ(bytes["optim_device"], 2 * 4 * trained / ranks);
+  }
 }
 
 DSHOST_SUITE_LABEL(FreezeOnGpu, gpu);
