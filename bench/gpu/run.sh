@@ -17,6 +17,8 @@
 #                                 and on the GPU, against the DataLoader)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
+#                                 finetune (configs/mobilenet-finetune.toml for an epoch, whole and with
+#                                 the features frozen: $OUT/finetune.txt)
 #
 # Builds dshost against the image's LibTorch, then per group runs each configuration with
 # dshost (eager, and with train.cuda_graph where the strategy allows it) and with its PyTorch
@@ -333,6 +335,36 @@ profile_vgg16_zero2() {
     "$logs/runs/vgg16_b32_zero2_profile/profile/rank0.pt.trace.json" "$logs/vgg16_zero2_torch.json" >> "$out/profiles.md" 2>&1
 }
 
+# configs/mobilenet-finetune.toml for one epoch on one GPU with CUDA graphs, from
+# FINETUNE_WEIGHTS (torchvision's ImageNet mobilenet_v2 where you have it), else a seeded random
+# torchvision mobilenet_v2 in torch.save's legacy format: every parameter trained, then the
+# features frozen (model.freeze). Steady samples/s, test accuracy, peak GPU memory: $OUT/finetune.txt.
+finetune() {
+  local weights=${FINETUNE_WEIGHTS:-$logs/mobilenet_v2.legacy.pth}
+  [[ -n ${FINETUNE_WEIGHTS:-} ]] || python3 tests/torchvision_weights.py mobilenet_v2 1000 "$weights"
+  for freeze in "" "features.*"; do
+    local name=mobilenet_v2_finetune${freeze:+_frozen}
+    timeout 300 $build/dshost run configs/mobilenet-finetune.toml --set launcher.nprocs=1 \
+      --set "model.init_from=\"$weights\"" --set "model.freeze=\"$freeze\"" --set train.epochs=1 \
+      --set train.cuda_graph=true --set "data.path=\"$PWD/.fmnist\"" \
+      --set "run.output_dir=\"$logs/runs\"" --set "run.name=\"$name\"" > "$logs/$name.log" 2>&1
+    local code=$?
+    [[ $code == 0 ]] || tail -30 "$logs/$name.log" > "$out/$name.log"
+    python3 - "$logs/runs/$name/summary.json" "$name" "$code" "$weights" >> "$out/finetune.txt" <<'PY'
+import json, sys
+path, name, code, weights = sys.argv[1:]
+try:
+    s = json.load(open(path))
+    print(f"{name}: from {weights}: steady {s['steady_samples_per_second']:.0f} samples/s, "
+          f"test accuracy {s['test_accuracy']:.4f}, peak GPU {s['peak_device_memory_bytes'] / 2**20:.0f} MiB, "
+          f"parameter/gradient/optimizer bytes {s['memory_per_rank_bytes']}")
+except Exception as e:
+    print(f"{name}: exit {code}: {e!r}")
+PY
+  done
+  cat "$out/finetune.txt"
+}
+
 # gpt 1.3B under zero2 at one rank against PyTorch eager: kernel time by family. [--set values]
 profile_zero2() {
   gpt_cases gpt-1.3b_b8_zero2_profile gpt-1.3b 8 26 zero2 train.profile_steps=2 train.profile_after=20 "$@"
@@ -425,6 +457,7 @@ for group in "$@"; do
     offload-split) offload_split ;;
     scaling) scaling ;;
     guide) guide ;;
+    finetune) finetune ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;
