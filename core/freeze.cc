@@ -32,6 +32,16 @@ ParamPlacement place_params(const std::vector<std::vector<TensorLayout>>& params
   return out;
 }
 
+std::vector<std::vector<TensorLayout>> trained_layouts(
+    const std::vector<std::vector<TensorLayout>>& params, const ParamPlacement& placement) {
+  std::vector<std::vector<TensorLayout>> out;
+  for (const auto& unit : placement.trained) {
+    out.emplace_back();
+    for (const ParamRef& p : unit) out.back().push_back(params[p.unit][p.index]);
+  }
+  return out;
+}
+
 std::vector<ModelBuffer> bind_frozen(const ModelHandle& model,
                                      const std::vector<std::vector<TensorLayout>>& params,
                                      const std::vector<ParamRef>& frozen,

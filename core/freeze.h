@@ -26,6 +26,11 @@ struct ParamPlacement {
 ParamPlacement place_params(const std::vector<std::vector<TensorLayout>>& params,
                             const std::string& freeze, const std::string& where);
 
+// The layouts of the parameters the strategy trains, [strategy unit][index], as its checkpoints
+// address them; `params`: the model's, [unit][index].
+std::vector<std::vector<TensorLayout>> trained_layouts(
+    const std::vector<std::vector<TensorLayout>>& params, const ParamPlacement& placement);
+
 // The frozen parameters copied to `device` in the model's own dtype (fp32 under bf16 autocast,
 // as PyTorch keeps them) and bound to the model without a gradient. Returned as named views,
 // which checkpoints save and load whole under the names a strategy saves values under.

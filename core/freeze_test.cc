@@ -56,6 +56,13 @@ TEST(ParamPlacement, FrozenUnitsLeaveTheStrategyAndTheRestAreRenumbered) {
   ASSERT_EQ(p.trained.size(), 2u);
   EXPECT_EQ(pairs(p.trained[0]), (std::vector<std::pair<int32_t, int32_t>>{{2, 0}}));
   EXPECT_EQ(pairs(p.trained[1]), (std::vector<std::pair<int32_t, int32_t>>{{3, 0}, {3, 1}}));
+  std::vector<std::vector<std::string>> names;
+  for (const auto& unit : trained_layouts(basic_cnn(), p)) {
+    names.emplace_back();
+    for (const TensorLayout& l : unit) names.back().push_back(l.name);
+  }
+  EXPECT_EQ(names,
+            (std::vector<std::vector<std::string>>{{"fc1.1.weight"}, {"fc2.weight", "fc2.bias"}}));
 }
 
 TEST(ParamPlacement, AGlobThatMatchesNothingOrFreezesEverythingIsRefused) {

@@ -203,20 +203,17 @@ void StrategyHandle::load(const dshost_state_io* io) const {
   status_.check(api_->load(instance_.get(), io, status_.err()), "strategy load");
 }
 
-std::vector<std::vector<TensorLayout>> StrategyHandle::take_parameters(
-    const ModelHandle& model, const std::vector<std::vector<ParamRef>>& trained) {
+void StrategyHandle::take_parameters(const ModelHandle& model,
+                                     const std::vector<std::vector<ParamRef>>& trained) {
   const auto units = static_cast<int32_t>(trained.size());
-  const std::vector<std::vector<TensorLayout>> all = model.param_layouts();
   std::vector<std::vector<Owned<DLManagedTensor>>> values(units);
   std::vector<std::vector<const DLTensor*>> dl(units);
-  std::vector<std::vector<TensorLayout>> layouts(units);
   std::vector<dshost_unit_params> unit_params;
   for (int32_t s = 0; s < units; ++s) {
     for (const ParamRef& p : trained[s]) {
       values[s].emplace_back(model.param(p.unit, p.index).value,
                              [](DLManagedTensor* m) { m->deleter(m); });
       dl[s].push_back(&values[s].back()->dl_tensor);
-      layouts[s].push_back(all[p.unit][p.index]);
     }
     unit_params.push_back(
         {sizeof(dshost_unit_params), "", static_cast<int32_t>(dl[s].size()), dl[s].data()});
@@ -232,7 +229,6 @@ std::vector<std::vector<TensorLayout>> StrategyHandle::take_parameters(
                     "strategy param_views");
       model.bind_param(trained[s][i].unit, trained[s][i].index, value, grad);
     }
-  return layouts;
 }
 
 }  // namespace dshost

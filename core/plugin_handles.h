@@ -113,10 +113,8 @@ class StrategyHandle {
   void load(const dshost_state_io* io) const;
 
   // The model's parameters `trained` ([strategy unit][index]: their places in the model) moved
-  // into memory the strategy owns; the model keeps views. Returns their layouts as the
-  // strategy's checkpoints address them, [strategy unit][index].
-  std::vector<std::vector<TensorLayout>> take_parameters(
-      const ModelHandle& model, const std::vector<std::vector<ParamRef>>& trained);
+  // into memory the strategy owns; the model keeps views.
+  void take_parameters(const ModelHandle& model, const std::vector<std::vector<ParamRef>>& trained);
 
  private:
   const LoadedPlugin& plugin_;

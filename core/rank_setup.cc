@@ -119,7 +119,8 @@ void RankSetup::hand_parameters(const Job& job, const Rendezvous& rv, const at::
     const int32_t s = placement.strategy_unit.at(u);
     return s < 0 ? DSHOST_OK : strategy->on_unit_event(e, s, err);
   });
-  strategy_params = strategy->take_parameters(*model, placement.trained);
+  strategy->take_parameters(*model, placement.trained);
+  strategy_params = trained_layouts(model_params, placement);
   frozen = bind_frozen(*model, model_params, placement.frozen, device);
   if (rv.rank != 0 || frozen.empty()) return;
   int64_t count = 0;

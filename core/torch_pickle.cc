@@ -36,6 +36,17 @@ constexpr char kLegacyMagic[] =
     "F\xf9 j\xa8"
     "P\x19.";
 
+enum class SavedFormat { kZip, kLegacy, kNeither };
+
+// Which of torch.save's formats the file at `path` starts as.
+SavedFormat saved_format(const std::string& path) {
+  char start[sizeof(kLegacyMagic) - 1] = {};
+  std::ifstream(path, std::ios::binary).read(start, sizeof(start));
+  if (std::memcmp(start, "PK\x03\x04", 4) == 0) return SavedFormat::kZip;
+  if (std::memcmp(start, kLegacyMagic, sizeof(start)) == 0) return SavedFormat::kLegacy;
+  return SavedFormat::kNeither;
+}
+
 ObjPtr make(Obj::Kind kind) {
   auto o = std::make_shared<Obj>();
   o->kind = kind;
@@ -364,7 +375,7 @@ std::map<std::string, at::Tensor> read_zip(const std::string& path) {
 // The legacy format (before PyTorch 1.6; torchvision's older downloads): one stream of the
 // magic number, the protocol version and the system's sizes (three small pickles), the
 // state_dict's pickle, the pickle of its storages' keys, then each of those storages as an
-// int64 element count and the elements.
+// int64 element count and the elements. The caller has seen the magic number.
 std::map<std::string, at::Tensor> read_legacy(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   const std::string stream((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -405,18 +416,22 @@ std::map<std::string, at::Tensor> read_legacy(const std::string& path) {
 }  // namespace
 
 bool is_torch_save_file(const std::string& path) {
-  char start[sizeof(kLegacyMagic) - 1] = {};
-  std::ifstream(path, std::ios::binary).read(start, sizeof(start));
-  return std::memcmp(start, "PK\x03\x04", 4) == 0 ||
-         std::memcmp(start, kLegacyMagic, sizeof(start)) == 0;
+  return saved_format(path) != SavedFormat::kNeither;
 }
 
 std::map<std::string, at::Tensor> read_torch_state_dict(const std::string& path) {
   std::map<std::string, at::Tensor> tensors;
   try {
-    char start[4] = {};
-    std::ifstream(path, std::ios::binary).read(start, 4);
-    tensors = std::memcmp(start, "PK\x03\x04", 4) == 0 ? read_zip(path) : read_legacy(path);
+    switch (saved_format(path)) {
+      case SavedFormat::kZip:
+        tensors = read_zip(path);
+        break;
+      case SavedFormat::kLegacy:
+        tensors = read_legacy(path);
+        break;
+      case SavedFormat::kNeither:
+        throw std::runtime_error("neither torch.save's zip nor its legacy format");
+    }
   } catch (const std::exception& e) {
     throw UserError(cat(path, ": not a state_dict saved by torch.save that dshost can read (",
                         without_backtrace(e.what()),

@@ -32,13 +32,12 @@ const dshost_option kOptions[] = {
 class Vgg : public ImageModel {
  public:
   explicit Vgg(const dshost::Services& s) : ImageModel(s), bn_(s.get_bool("batch_norm")) {
-    const bool bn = bn_;
     const double dropout = s.get_float("dropout");
     for (int stage = 0; stage < 5; ++stage) {
       const int64_t channels = std::min<int64_t>(64 << stage, 512);
       Chain seq;
       for (int c = 0; c < kConvsPerStage[stage]; ++c) {
-        if (bn) {
+        if (bn_) {
           seq->push_back(stack_.conv(channels, 3, 1, 1, /*bias=*/true));  // biased even with bn
           seq->push_back(nn::BatchNorm2d(channels));
           seq->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
