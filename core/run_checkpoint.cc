@@ -140,11 +140,12 @@ void RunCheckpoints::save(const Position& at) {
 void RunCheckpoints::write_rank_file(const std::string& path) const {
   CheckpointWriter writer(params_);
   strategy_.save(writer.io());
-  const std::vector<ModelBuffer> buffers = model_.buffers();
-  if (rank_ == 0)
+  if (rank_ == 0) {
+    const std::vector<ModelBuffer> buffers = model_.buffers();
     for (const auto* tensors : {&buffers, &frozen_})
       for (const ModelBuffer& b : *tensors)
         writer.add_whole(b.name, b.value, b.export_name, b.export_transposed);
+  }
   for (const auto& [name, state] : rng_states(rank_, device_)) writer.add_whole(name, state);
   writer.write(path);
 }
