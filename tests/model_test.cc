@@ -4,6 +4,7 @@
 #include <dshost/ops/layer_norm.hpp>
 #include <dshost/ops/linear.hpp>
 
+#include "plugins/models/common/cross_entropy.hpp"
 #include "plugins/models/common/image.hpp"
 
 #include "core/checkpoint.h"
@@ -744,6 +745,39 @@ TEST(MaxPool2x2, CudaBf16GivesAtensOutputAndGradientExactly) {
   EXPECT_TRUE(at::equal(y, yr));
   EXPECT_TRUE(at::equal(x.grad(), xr.grad()));
   EXPECT_GT(at::eq(x0, 0).sum().item<int64_t>(), x0.numel() / 3) << "ties to break";
+}
+
+DSHOST_SUITE_LABEL(CrossEntropy, gpu);
+// gpt's loss on CUDA over bf16 logits: ATen's cross entropy over the same logits in fp32,
+// the loss to fp32 rounding and the gradient to bf16's, with rows that start off a 16-byte
+// boundary (50257 classes), a small vocabulary and a tiny one, under an incoming gradient
+// other than 1; a target outside the vocabulary gives a NaN loss.
+TEST(CrossEntropy, CudaBf16GivesAtensLossAndGradientOverFp32Logits) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(5);
+  const std::pair<int64_t, int64_t> shapes[] = {{37, 50257}, {300, 1000}, {5, 3}};
+  for (const auto& [rows, classes] : shapes) {
+    SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(classes));
+    const at::Tensor start = (at::randn({rows, classes}, at::kCUDA) * 4).to(at::kBFloat16);
+    const at::Tensor targets = at::randint(classes, {rows}, at::dtype(at::kLong).device(at::kCUDA));
+    const at::Tensor logits = start.clone().set_requires_grad(true),
+                     reference = start.to(at::kFloat).set_requires_grad(true);
+    const at::Tensor loss = dshost_models::cross_entropy(logits, targets),
+                     want = torch::nn::functional::cross_entropy(reference, targets);
+    (loss * 0.37).backward();
+    (want * 0.37).backward();
+    EXPECT_NE(loss.grad_fn()->name().find("CudaCrossEntropy"), std::string::npos)
+        << loss.grad_fn()->name();
+    EXPECT_NEAR(loss.item<double>(), want.item<double>(), 1e-5 * want.item<double>());
+    const at::Tensor got = logits.grad().to(at::kFloat), grad = reference.grad();
+    const double largest = grad.abs().max().item<double>();
+    EXPECT_GT(largest, 0.1 / rows);
+    EXPECT_TRUE(at::allclose(got, grad, /*rtol=*/1.0 / 256, /*atol=*/1e-6 * largest))
+        << "largest difference " << (got - grad).abs().max().item<double>() << " of " << largest;
+  }
+  const at::Tensor logits = at::randn({4, 10}, at::kCUDA).to(at::kBFloat16);
+  const at::Tensor targets = at::tensor({1, 2, 10, 3}, at::dtype(at::kLong)).to(at::kCUDA);
+  EXPECT_TRUE(std::isnan(dshost_models::cross_entropy(logits, targets).item<double>()));
 }
 
 }  // namespace

@@ -344,6 +344,29 @@ TEST_P(Zero2AtOneRank, Bf16GradientsInTheShardGiveTheFoldedFp32Run) {
   EXPECT_EQ(log.find("running eagerly"), std::string::npos) << log;
 }
 
+// ddp over a bf16 model is ZeRO's stage 1 with zero2's mixed precision (bf16 parameters and
+// gradients, fp32 masters and moments): at one rank, where neither reduces anything, it is
+// zero2 with the gradients in its shard, the same run up to the norm's order of sums (and on
+// CUDA cuDNN's bf16 convolutions), captured in a CUDA graph on CUDA too.
+TEST_P(Zero2AtOneRank, DdpOverABf16ModelIsTheSameRun) {
+  const std::string device = GetParam();
+  if (device == "cuda" && !at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<std::string> bf16{
+      "train.precision=\"bf16\"", "train.micro_batch_size=64",
+      "train.cuda_graph=" + std::string(device == "cuda" ? "true" : "false")};
+  auto zero2 = bf16, ddp = bf16;
+  zero2.insert(zero2.end(), {"strategy.plugin=zero2", "strategy.grad_accum_dtype=\"bf16\""});
+  ddp.push_back("strategy.plugin=ddp");
+  std::string log;
+  const auto want = dshost_losses("zero2_bf16_for_ddp_" + device, device, zero2);
+  const auto got = dshost_losses("ddp_bf16_" + device, device, ddp, &log);
+  ASSERT_EQ(got.size(), static_cast<size_t>(kSteps));
+  EXPECT_LT(got.back(), got.front() - 0.5);
+  EXPECT_LT(max_abs_difference(want, got), 1e-2)
+      << "zero2 " << at::tensor(want) << "\nddp " << at::tensor(got);
+  EXPECT_EQ(log.find("running eagerly"), std::string::npos) << log;
+}
+
 DSHOST_SUITE_LABEL(OffloadRatioOnGpu, gpu);
 // offload_optimizer_ratio = 0.5 on a GPU: the units that fit in half the shard (basic_cnn's
 // conv layers) keep fp32 master, moments and gradient shard on the device, updated there by

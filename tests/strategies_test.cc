@@ -256,15 +256,14 @@ TEST(StrategyMemory, AViewOfAnEmptiedBufferLeavesItEmpty) {
   EXPECT_EQ(bound.sum().item<float>(), 200.0f);
 }
 
-// ddp keeps PyTorch DDP's mixed precision (see ddp.cc): fp32 parameters, which are also the
-// masters, and fp32 gradients, whole on every rank (4 + 4), with the AdamW moments sharded
-// (8/N).
-TEST(StrategyMemory, DdpHoldsFp32ParametersAndGradientsAndShardsTheMoments) {
+// ddp's mixed precision is ZeRO's stage 1 (see ddp.cc): bf16 parameters and gradients,
+// whole on every rank (2 + 2), with fp32 masters and AdamW moments sharded (12/N).
+TEST(StrategyMemory, DdpHoldsBf16ParametersAndGradientsAndShardsMastersAndMoments) {
   const Bytes ddp = bytes_per_parameter("ddp", "ddp");
   // ddp pads the whole model once (to a multiple of N), not each unit.
-  EXPECT_NEAR(ddp.params, 4.0, 1e-3);
-  EXPECT_NEAR(ddp.grads, 4.0, 1e-3);
-  EXPECT_NEAR(ddp.optim, 8.0 / 2, 1e-3);
+  EXPECT_NEAR(ddp.params, 2.0, 1e-3);
+  EXPECT_NEAR(ddp.grads, 2.0, 1e-3);
+  EXPECT_NEAR(ddp.optim, 12.0 / 2, 1e-3);
 }
 
 int64_t free_host_memory() {

@@ -1,6 +1,7 @@
 """The PyTorch peer of bench/gpu/run.sh: one training configuration in PyTorch eager (or
 FSDP2 with CPU offload), as a PyTorch user runs it fast, measured the way the run measures
-dshost. Prints one JSON line: samples/s over the timed steps, peak GPU memory (the caching
+dshost, or with its forward and loss under torch.compile (--compile MODE, compiled during
+the warm-up). Prints one JSON line: samples/s over the timed steps, peak GPU memory (the caching
 allocator's, as dshost reports it) and peak host memory. Under torchrun with --dist, the
 same on every GPU of the host (DistributedDataParallel, or FSDP2 wrapping each block):
 --batch per rank, samples/s of all ranks, rank 0's memory; rank 0 prints.
@@ -137,6 +138,8 @@ def main():
     ap.add_argument("--profile", help="after timing, trace 2 more steps into this Chrome trace")
     ap.add_argument("--image-folder", help="batches from this folder's train/ through torchvision's ImageFolder "
                     "and a DataLoader (bench/image_folder/torch_loader.py) instead of the random pool")
+    ap.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune"],
+                    help="torch.compile the forward and loss in this mode; compilation falls in the warm-up")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="the DataLoader's")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -166,15 +169,15 @@ def main():
             fully_shard(unit, **policy)
         fully_shard(model, **policy)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-        autocast = torch.autocast("cuda", enabled=False)
+        autocast_dtype = None
     elif a.dist == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(model.to(dev), device_ids=[dev.index])
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+        autocast_dtype = torch.bfloat16
     else:
         model = model.to(dev)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+        autocast_dtype = torch.bfloat16
 
     mean, std = 0.5, 0.29  # dshost's synthetic pool statistics
     if a.image_folder:
@@ -195,16 +198,24 @@ def main():
         x = pool[idx % pool.shape[0]].float().div_(255).sub_(mean).div_(std)
         return x.contiguous(memory_format=torch.channels_last), labels[idx]
 
+    def forward_loss(x, y):
+        with torch.autocast("cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out = model(x)
+            return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
+
+    if a.compile:  # the loss inside the graph too, as nanoGPT's compiled forward has it
+        forward_loss = torch.compile(forward_loss, mode=a.compile)
+
     def step(i):
         x, y = batch(i)
-        with autocast:
-            out = model(x)
-            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
+        if a.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        loss = forward_loss(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return loss
+        return loss.detach().clone()  # outlives a CUDA graph's next replay
 
     model.train()
     for i in range(a.warmup):

@@ -17,6 +17,9 @@
 #                                 and on the GPU, against the DataLoader)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
+#                                 compile (issue 28's table: dshost's fastest strategy, and ddp for gpt, beside
+#                                 PyTorch eager and torch.compile; COMPILE_CASES="gpt2-124m:8 resnet50:64 ..." narrows;
+#                                 $OUT/compile.md)
 #                                 finetune (configs/mobilenet-finetune.toml for an epoch, whole and with
 #                                 the features frozen: $OUT/finetune.txt)
 #
@@ -207,6 +210,34 @@ gpt_zero2() {
     peer_run "${preset}_b8_zero2_torch" "gpt $preset b8 zero2" --model gpt --preset "$preset" --batch 8 \
       --steps $((steps / 2))
   done
+}
+
+# dshost's fastest configuration beside PyTorch eager and torch.compile at the same settings
+# (mode default for gpt and resnet50, reduce-overhead for the small image models); gpt also
+# under ddp, which should match zero2 at one rank.
+compile_table() {
+  local default="gpt2-124m:8 gpt2-124m:16 gpt2-350m:8 gpt-1.3b:8 mobilenet_v2:32 efficientnet_b0:32 resnet50:64"
+  for case in ${COMPILE_CASES:-$default}; do
+    local model=${case%:*} batch=${case#*:} name=${case/:/_b} mode=reduce-overhead steps=60
+    local graph=(train.cuda_graph=true) peer=(--batch "$batch")
+    if [[ $model == gpt* ]]; then
+      [[ $model == gpt-1.3b ]] && { steps=40; graph=(); }
+      gpt_cases "${name}_zero2_dshost" "$model" "$batch" $steps zero2 \
+        strategy.grad_accum_dtype=\"bf16\" "${graph[@]}"
+      gpt_cases "${name}_ddp_dshost" "$model" "$batch" $steps ddp "${graph[@]}"
+      peer+=(--model gpt --preset "$model" --steps $((steps / 2))) mode=default
+    else
+      [[ $model == resnet50 ]] && mode=default
+      dshost_run "${name}_zero2_dshost" "$model b$batch zero2" model.plugin=\"$model\" \
+        train.micro_batch_size=$batch data.dataset=\"synthetic\" model.num_classes=1000 \
+        data.synthetic_classes=1000 train.max_steps=$steps strategy.plugin=\"zero2\" \
+        strategy.grad_accum_dtype=\"bf16\" "${graph[@]}"
+      peer+=(--model "$model")
+    fi
+    peer_run "${name}_torch" "$case eager" "${peer[@]}"
+    peer_run "${name}_compile" "$case compile $mode" "${peer[@]}" --compile $mode
+  done
+  python3 bench/gpu/compile_report.py "$rows" > "$out/compile.md"; cat "$out/compile.md"
 }
 
 offload() {
@@ -458,6 +489,7 @@ for group in "$@"; do
     scaling) scaling ;;
     guide) guide ;;
     finetune) finetune ;;
+    compile) compile_table ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;

@@ -8,6 +8,8 @@
 // gathered from its forward to the end of backward: forward raises no post_forward for it,
 // and its pre_backward comes with the embeddings' gradient (zero3 then frees it after
 // grads_ready, as FSDP keeps tied weights in the root unit).
+#include "../common/cross_entropy.hpp"
+
 #include <dshost/model.hpp>
 #include <dshost/ops/attention.hpp>
 #include <dshost/ops/layer_norm.hpp>
@@ -200,8 +202,8 @@ class Gpt : public dshost::Model {
   }
 
   at::Tensor loss(const at::Tensor& logits, const at::Tensor& targets) override {
-    return nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(at::kFloat),
-                                         targets.reshape({-1}));
+    return dshost_models::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                        targets.reshape({-1}));
   }
 
  private:

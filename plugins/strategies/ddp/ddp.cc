@@ -1,18 +1,23 @@
 // ddp: data parallel with ZeRO stage 1, as the product's guide defines "DDP".
 //
-// Memory: every rank holds the full fp32 parameters and gradients in two flat buffers
-// (units end to end, padded to a multiple of the world size) and the optimizer state of
-// its 1/N shard only.
+// Memory: every rank holds the whole parameters and gradients in two flat buffers (units
+// end to end, padded to a multiple of the world size) and the optimizer state of its 1/N
+// shard only.
 // Step: gradients are summed by bucketed all-reduces started from grads_ready, so they
 // overlap backward (buckets fill from the last unit backwards, like PyTorch's DDP, and are
 // launched strictly in order so every rank issues the same sequence). step() waits for
 // them, averages, updates the rank's shard clipped by the global norm and all-gathers the
 // updated parameters, all without waiting on the host (the norm goes to the host as a
 // device tensor). With gradient accumulation, only the last micro-batch communicates.
-// Mixed precision is PyTorch DDP + autocast's: the fp32 parameters are the masters and
-// compute runs in bf16 under autocast; gradients stay fp32 and are reduced in fp32. That is
-// 4 + 4 + 8/N bytes per parameter, against 2 + 2 + 12/N for ZeRO-1 with bf16 copies, and
-// buys agreement with PyTorch DDP to the last bit in fp32; zero2 is the memory-saving choice.
+// Mixed precision is ZeRO's stage 1 (master_shard.h): under bf16 the flat parameters and
+// gradients are bf16 (2 + 2 bytes a parameter) and each rank keeps fp32 masters and AdamW
+// moments for its shard only (12/N), where PyTorch DDP + autocast holds fp32 parameters and
+// gradients (4 + 4). Gradients are all-reduced in bf16, as PyTorch DDP reduces a bf16
+// model's, and micro-batches add into them in bf16; zero2 (grad_accum_dtype = "fp32") keeps
+// the sums in fp32 where that matters. In fp32 the parameters are their own masters and
+// ddp agrees with PyTorch DDP to the last bit.
+#include "master_shard.h"
+
 #include <dshost/strategy.hpp>
 
 namespace {
@@ -34,15 +39,20 @@ class Ddp : public dshost::Strategy {
   void setup(const std::vector<dshost::UnitParams>& units) override {
     const auto& s = services();
     layout_ = std::make_unique<dshost::FlatLayout>(units, s.world_size());
-    const auto opts = at::TensorOptions().dtype(at::kFloat).device(dshost::to_device(s.device()));
+    const auto opts =
+        at::TensorOptions().dtype(dshost::compute_dtype(s)).device(dshost::to_device(s.device()));
     params_ = at::zeros({layout_->padded}, opts);
     grads_ = at::zeros({layout_->padded}, opts);
-    dshost::copy_into(*layout_, units, params_);
+    // The fp32 values, in host memory unless they are the parameters themselves.
+    at::Tensor values = opts.dtype() == at::kFloat ? params_ : at::zeros({layout_->padded});
+    dshost::copy_into(*layout_, units, values);
+    params_.copy_(values);
     param_id_ = s.register_buffer(dshost::to_dlpack(params_));
     grad_id_ = s.register_buffer(dshost::to_dlpack(grads_));
     s.broadcast(dshost::slice(param_id_, 0, layout_->padded), 0).wait();
-    optimizer_ =
-        std::make_unique<dshost::FlatOptimizer>(s.optimizer(), layout_->shard, params_.device());
+    const int64_t begin = s.rank() * layout_->shard;
+    master_ = std::make_unique<MasterShard>(s, params_.narrow(0, begin, layout_->shard),
+                                            values.narrow(0, begin, layout_->shard));
     make_buckets();
   }
 
@@ -76,9 +86,7 @@ class Ddp : public dshost::Strategy {
     }
     const at::Tensor norm = dshost::sum_of_squares(grads_).sqrt_();  // stays on the device
     const int64_t begin = s.rank() * layout_->shard;
-    optimizer_->step(params_.narrow(0, begin, layout_->shard),
-                     grads_.narrow(0, begin, layout_->shard), args.lr, norm, args.max_grad_norm,
-                     dshost::skip_nonfinite(args));
+    master_->step(grads_.narrow(0, begin, layout_->shard), args, norm);
     if (s.world_size() > 1)
       s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
                    dshost::slice(param_id_, 0, layout_->padded))
@@ -88,19 +96,20 @@ class Ddp : public dshost::Strategy {
     return dshost::report_norm(args, norm);
   }
 
-  // Checkpoints: each rank saves its shard of the flat buffer (every rank holds the same
-  // values, so the shards partition the model) with the moments it owns; loading reads the
-  // shard back and all-gathers the parameters, as after a step.
+  // Checkpoints: each rank saves its shard's masters with the moments it owns (every rank
+  // holds the same parameters, so the shards partition the model); loading reads them back,
+  // writes the parameters from the masters and all-gathers them, as after a step.
   void save(const dshost::StateIO& io) override {
     const int64_t begin = services().rank() * layout_->shard;
-    dshost::save_range(io, *layout_, begin, begin + layout_->shard, shard_state(begin));
-    io.write_step_count(optimizer_->steps());
+    dshost::save_range(io, *layout_, begin, begin + layout_->shard, master_->state());
+    io.write_step_count(master_->steps());
   }
 
   void load(const dshost::StateIO& io) override {
     const int64_t begin = services().rank() * layout_->shard;
-    dshost::load_range(io, *layout_, begin, begin + layout_->shard, shard_state(begin));
-    optimizer_->set_steps(io.read_step_count());
+    dshost::load_range(io, *layout_, begin, begin + layout_->shard, master_->state());
+    master_->set_steps(io.read_step_count());
+    master_->write_back();
     services()
         .all_gather(dshost::slice(param_id_, begin, layout_->shard),
                     dshost::slice(param_id_, 0, layout_->padded))
@@ -113,7 +122,7 @@ class Ddp : public dshost::Strategy {
     dshost::tally(dshost::bytes_of(params_), params_.device(), compute, &r.param_device,
                   &r.param_host);
     dshost::tally(dshost::bytes_of(grads_), grads_.device(), compute, &r.grad_device, &r.grad_host);
-    dshost::tally(optimizer_->state_bytes(), optimizer_->device(), compute, &r.optim_device,
+    dshost::tally(master_->state_bytes(), params_.device(), compute, &r.optim_device,
                   &r.optim_host);
     return r;
   }
@@ -125,12 +134,6 @@ class Ddp : public dshost::Strategy {
     int64_t begin = 0, end = 0;  // flat range
     int units = 0, pending = 0;
   };
-
-  dshost::NamedState shard_state(int64_t begin) const {
-    dshost::NamedState state{{"value", params_.narrow(0, begin, layout_->shard)}};
-    for (const auto& moment : optimizer_->state()) state.push_back(moment);
-    return state;
-  }
 
   void make_buckets() {
     const int n = static_cast<int>(layout_->unit_begin.size());
@@ -165,7 +168,7 @@ class Ddp : public dshost::Strategy {
   std::unique_ptr<dshost::FlatLayout> layout_;
   at::Tensor params_, grads_;
   int32_t param_id_ = -1, grad_id_ = -1;
-  std::unique_ptr<dshost::FlatOptimizer> optimizer_;
+  std::unique_ptr<MasterShard> master_;
   std::vector<Bucket> buckets_;  // in launch order: the last units first
   std::vector<int> bucket_of_unit_;
   size_t next_bucket_ = 0;
