@@ -665,12 +665,13 @@ void expect_skip_drops_the_whole_update(
   }
 }
 
-// Every update path on the CPU: ddp's AdamW and SGD loops, zero2's fused AdamW,
-// zero3-offload's delayed update.
+// Every update path on the CPU: ddp's AdamW and SGD loops (over fp32 masters of bf16
+// parameters too), zero2's fused AdamW, zero3-offload's delayed update.
 TEST(NonFinite, SkipDropsTheWholeUpdateOfANonFiniteStep) {
   expect_skip_drops_the_whole_update({
       {"ddp_adamw", {"strategy.plugin=\"ddp\""}},
       {"ddp_sgd", {"strategy.plugin=\"ddp\"", "optimizer.name=\"sgd\"", "optimizer.momentum=0.9"}},
+      {"ddp_bf16", {"strategy.plugin=\"ddp\"", "train.precision=\"bf16\""}},
       {"zero2", {"strategy.plugin=\"zero2\""}},
       {"zero3_dpu",
        {"strategy.plugin=\"zero3-offload\"", "strategy.offload_param_device=\"cpu\"",
@@ -680,8 +681,8 @@ TEST(NonFinite, SkipDropsTheWholeUpdateOfANonFiniteStep) {
 
 DSHOST_SUITE_LABEL(NonFiniteOnGpu, gpu);
 // The GPU's paths, deciding on the device (two ranks on one GPU): PyTorch's fused AdamW and
-// SGD under ddp, dshost's CUDA AdamW under zero2 in bf16, and zero3-offload's optimizer split
-// between that kernel and the CPU.
+// SGD under ddp, dshost's CUDA AdamW under ddp and zero2 in bf16, and zero3-offload's
+// optimizer split between that kernel and the CPU.
 TEST(NonFiniteOnGpu, SkipDropsTheWholeUpdate) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   expect_skip_drops_the_whole_update({
@@ -689,6 +690,8 @@ TEST(NonFiniteOnGpu, SkipDropsTheWholeUpdate) {
       {"cuda_ddp_sgd",
        {"train.device=\"cuda\"", "strategy.plugin=\"ddp\"", "optimizer.name=\"sgd\"",
         "optimizer.momentum=0.9"}},
+      {"cuda_ddp_bf16",
+       {"train.device=\"cuda\"", "train.precision=\"bf16\"", "strategy.plugin=\"ddp\""}},
       {"cuda_zero2_bf16",
        {"train.device=\"cuda\"", "train.precision=\"bf16\"", "strategy.plugin=\"zero2\""}},
       {"cuda_zero3_split",

@@ -199,13 +199,15 @@ struct Bytes {
   double params, grads, optim;
 };
 
-// What rank 0 of a 2-rank bf16 run says it holds after its last step, in bytes per
-// parameter (P from the model). Every figure is summed from the strategy's live buffers.
+// What rank 0 of a 2-rank run (bf16 unless `precision` says) says it holds after its last
+// step, in bytes per parameter (P from the model). Every figure is summed from the
+// strategy's live buffers.
 Bytes bytes_per_parameter(const std::string& name, const std::string& strategy,
-                          std::vector<std::string> sets = {}) {
+                          std::vector<std::string> sets = {},
+                          const std::string& precision = "bf16") {
   std::string summary;
   sets.insert(sets.end(), {"strategy.plugin=" + strategy, "launcher.nprocs=2", "train.max_steps=2",
-                           "train.eval=false", "train.precision=bf16"});
+                           "train.eval=false", "train.precision=" + precision});
   train_quickstart("memory_" + name, sets, &summary);
   const auto s = nlohmann::json::parse(summary);
   const auto& m = s.at("memory_per_rank_bytes");
@@ -257,13 +259,18 @@ TEST(StrategyMemory, AViewOfAnEmptiedBufferLeavesItEmpty) {
 }
 
 // ddp's mixed precision is ZeRO's stage 1 (see ddp.cc): bf16 parameters and gradients,
-// whole on every rank (2 + 2), with fp32 masters and AdamW moments sharded (12/N).
+// whole on every rank (2 + 2), with fp32 masters and AdamW moments sharded (12/N). In fp32
+// the parameters are their own masters: 4 + 4 and the moments' 8/N.
 TEST(StrategyMemory, DdpHoldsBf16ParametersAndGradientsAndShardsMastersAndMoments) {
   const Bytes ddp = bytes_per_parameter("ddp", "ddp");
   // ddp pads the whole model once (to a multiple of N), not each unit.
   EXPECT_NEAR(ddp.params, 2.0, 1e-3);
   EXPECT_NEAR(ddp.grads, 2.0, 1e-3);
   EXPECT_NEAR(ddp.optim, 12.0 / 2, 1e-3);
+  const Bytes fp32 = bytes_per_parameter("ddp_fp32", "ddp", {}, "fp32");
+  EXPECT_NEAR(fp32.params, 4.0, 1e-3);
+  EXPECT_NEAR(fp32.grads, 4.0, 1e-3);
+  EXPECT_NEAR(fp32.optim, 8.0 / 2, 1e-3);
 }
 
 int64_t free_host_memory() {
