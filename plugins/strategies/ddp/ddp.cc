@@ -43,7 +43,9 @@ class Ddp : public dshost::Strategy {
         at::TensorOptions().dtype(dshost::compute_dtype(s)).device(dshost::to_device(s.device()));
     params_ = at::zeros({layout_->padded}, opts);
     grads_ = at::zeros({layout_->padded}, opts);
-    // The fp32 values, in host memory unless they are the parameters themselves.
+    // The fp32 values, in host memory unless they are the parameters themselves. Every rank
+    // builds the model from the run's seed (and init_from's file), so the masters of its
+    // shard come from its own values; the broadcast keeps the compute copies bit-equal.
     at::Tensor values = opts.dtype() == at::kFloat ? params_ : at::zeros({layout_->padded});
     dshost::copy_into(*layout_, units, values);
     params_.copy_(values);
