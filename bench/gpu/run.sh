@@ -19,7 +19,7 @@
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
 #                                 compile (issue 28's table: dshost's fastest strategy, and ddp for gpt, beside
 #                                 PyTorch eager and torch.compile; COMPILE_CASES="gpt2-124m:8 resnet50:64 ..." narrows;
-#                                 $OUT/compile.md)
+#                                 $OUT/compile.md) profile-compile (the same traced, against torch.compile)
 #                                 finetune (configs/mobilenet-finetune.toml for an epoch, whole and with
 #                                 the features frozen: $OUT/finetune.txt)
 #
@@ -354,6 +354,32 @@ profile() {
   done
 }
 
+# The compile group's configurations traced on both sides: dshost's zero2 with bf16 gradients
+# (eager: a replayed graph is not traced) against torch.compile in the compile group's mode
+# (Inductor's kernels, named triton_*, by what they fuse); $OUT/profiles.md.
+profile_compile() {
+  for case in ${COMPILE_CASES:-gpt2-124m:16 gpt2-350m:8 mobilenet_v2:32 efficientnet_b0:32}; do
+    local model=${case%:*} batch=${case#*:} name=${case/:/_b}_compile_profile mode=reduce-overhead
+    local sets=(strategy.plugin=\"zero2\" strategy.grad_accum_dtype=\"bf16\" train.micro_batch_size=$batch
+                train.max_steps=26 train.profile_steps=2 train.profile_after=20)
+    if [[ $model == gpt* ]]; then
+      mode=default
+      tokens_file
+      dshost_run "$name" "profile $case" model.plugin=\"gpt\" model.preset=\"$model\" model.vocab_size=50304 \
+        data.dataset=\"tokens\" data.path=\"/tmp/tokens.bin\" "${sets[@]}"
+      peer_run "${name}_torch" "profile $case" --model gpt --preset "$model" --batch "$batch" --steps 5 \
+        --compile $mode --profile "$logs/${name}_torch.json"
+    else
+      dshost_run "$name" "profile $case" model.plugin=\"$model\" data.dataset=\"synthetic\" \
+        model.num_classes=1000 data.synthetic_classes=1000 "${sets[@]}"
+      peer_run "${name}_torch" "profile $case" --model "$model" --batch "$batch" --steps 5 \
+        --compile $mode --profile "$logs/${name}_torch.json"
+    fi
+    python3 bench/gpu/kernels.py "$case zero2, bf16 gradients / torch.compile ($mode)" \
+      "$logs/runs/$name/profile/rank0.pt.trace.json" "$logs/${name}_torch.json" >> "$out/profiles.md" 2>&1
+  done
+}
+
 # vgg16 b32 under zero2 with bf16 gradients (eager: a replayed graph is not traced) against
 # PyTorch eager: kernel time by family.
 profile_vgg16_zero2() {
@@ -490,6 +516,7 @@ for group in "$@"; do
     guide) guide ;;
     finetune) finetune ;;
     compile) compile_table ;;
+    profile-compile) profile_compile ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;
