@@ -259,14 +259,17 @@ TEST(StrategyMemory, AViewOfAnEmptiedBufferLeavesItEmpty) {
 }
 
 // ddp's mixed precision is ZeRO's stage 1 (see ddp.cc): bf16 parameters and gradients,
-// whole on every rank (2 + 2), with fp32 masters and AdamW moments sharded (12/N). In fp32
-// the parameters are their own masters: 4 + 4 and the moments' 8/N.
+// whole on every rank (2 + 2), with fp32 masters and AdamW moments sharded (12/N); steps of
+// several micro-batches add fp32 sums (4). In fp32 the parameters are their own masters:
+// 4 + 4 and the moments' 8/N.
 TEST(StrategyMemory, DdpHoldsBf16ParametersAndGradientsAndShardsMastersAndMoments) {
   const Bytes ddp = bytes_per_parameter("ddp", "ddp");
   // ddp pads the whole model once (to a multiple of N), not each unit.
   EXPECT_NEAR(ddp.params, 2.0, 1e-3);
   EXPECT_NEAR(ddp.grads, 2.0, 1e-3);
   EXPECT_NEAR(ddp.optim, 12.0 / 2, 1e-3);
+  const Bytes summing = bytes_per_parameter("ddp_sums", "ddp", {"train.grad_accum_steps=2"});
+  EXPECT_NEAR(summing.grads, 2.0 + 4.0, 1e-3);
   const Bytes fp32 = bytes_per_parameter("ddp_fp32", "ddp", {}, "fp32");
   EXPECT_NEAR(fp32.params, 4.0, 1e-3);
   EXPECT_NEAR(fp32.grads, 4.0, 1e-3);

@@ -13,9 +13,11 @@
 // gradients are bf16 (2 + 2 bytes a parameter) and each rank keeps fp32 masters and AdamW
 // moments for its shard only (12/N), where PyTorch DDP + autocast holds fp32 parameters and
 // gradients (4 + 4). Gradients are all-reduced in bf16, as PyTorch DDP reduces a bf16
-// model's, and micro-batches add into them in bf16; zero2 (grad_accum_dtype = "fp32") keeps
-// the sums in fp32 where that matters. In fp32 the parameters are their own masters and
-// ddp agrees with PyTorch DDP to the last bit.
+// model's. A step of several micro-batches sums them in fp32 by default, as DeepSpeed does
+// (grad_accum_dtype): each micro-batch's bf16 gradients are added into an fp32 buffer of the
+// model's size, which step() all-reduces whole (no overlap with backward then);
+// grad_accum_dtype = "bf16" lets them add up in the bf16 gradients instead. In fp32 the
+// parameters are their own masters and ddp agrees with PyTorch DDP to the last bit.
 #include "master_shard.h"
 
 #include <dshost/strategy.hpp>
@@ -27,6 +29,9 @@ const dshost_option kOptions[] = {
                         "gradient elements per all-reduce bucket (DeepSpeed's name)"),
     DSHOST_OPTION("overlap_comm", DSHOST_OPTION_BOOL, "true", nullptr,
                   "start each bucket's all-reduce during backward (false: all in step)"),
+    DSHOST_OPTION("grad_accum_dtype", DSHOST_OPTION_STRING, "\"fp32\"", "fp32|bf16",
+                  "under bf16, what a step's micro-batches are summed in: an fp32 buffer of the "
+                  "model's size (made at the first step of several), or the bf16 gradients"),
 };
 
 class Ddp : public dshost::Strategy {
@@ -34,7 +39,8 @@ class Ddp : public dshost::Strategy {
   explicit Ddp(const dshost::Services& s)
       : Strategy(s),
         bucket_elements_(s.get_int("reduce_bucket_size")),
-        overlap_(s.get_bool("overlap_comm")) {}
+        overlap_(s.get_bool("overlap_comm")),
+        fp32_sums_(s.get_string("grad_accum_dtype") == "fp32") {}
 
   void setup(const std::vector<dshost::UnitParams>& units) override {
     const auto& s = services();
@@ -63,8 +69,11 @@ class Ddp : public dshost::Strategy {
   }
 
   // One rank has nothing to reduce or gather: no collective is launched at world size 1.
+  // Summing in fp32, each micro-batch after the first adds the one before into the sums.
   void begin_micro_batch(int index, int count) override {
-    communicate_ = index == count - 1 && services().world_size() > 1;
+    summing_ = count > 1 && fp32_sums_ && grads_.scalar_type() != at::kFloat;
+    communicate_ = index == count - 1 && services().world_size() > 1 && !summing_;
+    if (summing_ && index > 0) add_to_sums(/*first=*/index == 1);
   }
 
   // Unit events only launch bucket all-reduces during backward; without them every bucket
@@ -79,16 +88,15 @@ class Ddp : public dshost::Strategy {
 
   double step(const dshost_step_args& args) override {
     const auto& s = services();
+    if (summing_) add_to_sums(/*first=*/false);
+    const at::Tensor& grads = summing_ ? sums_ : grads_;
     if (s.world_size() > 1) {
-      for (auto& b : buckets_) b.pending = 0;  // whatever backward did not launch goes now
-      launch_ready_buckets();
-      for (auto& w : works_) w.wait();
-      works_.clear();
-      grads_.div_(s.world_size());
+      reduce(summing_);
+      grads.div_(s.world_size());
     }
-    const at::Tensor norm = dshost::sum_of_squares(grads_).sqrt_();  // stays on the device
+    const at::Tensor norm = dshost::sum_of_squares(grads).sqrt_();  // stays on the device
     const int64_t begin = s.rank() * layout_->shard;
-    master_->step(grads_.narrow(0, begin, layout_->shard), args, norm);
+    master_->step(grads.narrow(0, begin, layout_->shard), args, norm);
     if (s.world_size() > 1)
       s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
                    dshost::slice(param_id_, 0, layout_->padded))
@@ -123,7 +131,8 @@ class Ddp : public dshost::Strategy {
     const at::Device compute = dshost::to_device(services().device());
     dshost::tally(dshost::bytes_of(params_), params_.device(), compute, &r.param_device,
                   &r.param_host);
-    dshost::tally(dshost::bytes_of(grads_), grads_.device(), compute, &r.grad_device, &r.grad_host);
+    dshost::tally(dshost::bytes_of(grads_) + dshost::bytes_of(sums_), grads_.device(), compute,
+                  &r.grad_device, &r.grad_host);
     dshost::tally(master_->state_bytes(), params_.device(), compute, &r.optim_device,
                   &r.optim_host);
     return r;
@@ -136,6 +145,33 @@ class Ddp : public dshost::Strategy {
     int64_t begin = 0, end = 0;  // flat range
     int units = 0, pending = 0;
   };
+
+  // Every bucket's all-reduce that backward did not launch, then waits for them all; or,
+  // summing in fp32, the sums' in one.
+  void reduce(bool sums) {
+    if (sums) {
+      services().all_reduce(dshost::slice(sums_id_, 0, layout_->padded), DSHOST_SUM).wait();
+      return;
+    }
+    for (auto& b : buckets_) b.pending = 0;
+    launch_ready_buckets();
+    for (auto& w : works_) w.wait();
+    works_.clear();
+  }
+
+  // The micro-batch just done: its bf16 gradients added into the fp32 sums (copied into
+  // them for a step's first), then cleared for the next.
+  void add_to_sums(bool first) {
+    if (!sums_.defined()) {
+      sums_ = at::empty({layout_->padded}, grads_.options().dtype(at::kFloat));
+      sums_id_ = services().register_buffer(dshost::to_dlpack(sums_));
+    }
+    if (first)
+      sums_.copy_(grads_);
+    else
+      sums_.add_(grads_);
+    grads_.zero_();
+  }
 
   void make_buckets() {
     const int n = static_cast<int>(layout_->unit_begin.size());
@@ -167,14 +203,16 @@ class Ddp : public dshost::Strategy {
 
   const int64_t bucket_elements_;
   const bool overlap_;
+  const bool fp32_sums_;
   std::unique_ptr<dshost::FlatLayout> layout_;
   at::Tensor params_, grads_;
-  int32_t param_id_ = -1, grad_id_ = -1;
+  at::Tensor sums_;  // fp32, summing a step's micro-batches over bf16 gradients
+  int32_t param_id_ = -1, grad_id_ = -1, sums_id_ = -1;
   std::unique_ptr<MasterShard> master_;
   std::vector<Bucket> buckets_;  // in launch order: the last units first
   std::vector<int> bucket_of_unit_;
   size_t next_bucket_ = 0;
-  bool communicate_ = true;
+  bool communicate_ = true, summing_ = false;
   std::vector<dshost::Work> works_;
 };
 

@@ -71,7 +71,7 @@ void MasterShard::step_on_cuda(const at::Tensor& grads, const dshost_step_args& 
                                1.0f};
   const dshost_zero::CudaAdamWRange range{master_.data_ptr<float>(),
                                           grads.data_ptr(),
-                                          true,
+                                          grads.scalar_type() == at::kBFloat16,
                                           exp_avg_.data_ptr<float>(),
                                           exp_avg_sq_.data_ptr<float>(),
                                           static_cast<uint16_t*>(params_.data_ptr()),

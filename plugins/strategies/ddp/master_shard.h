@@ -18,8 +18,8 @@ class MasterShard {
   // masters start from them, not from their rounded copies in `params`).
   MasterShard(const dshost::Services& s, at::Tensor params, const at::Tensor& values);
 
-  // One step from the shard's gradients (the parameters' dtype), their global norm `norm`
-  // a one-element double tensor on the device.
+  // One step from the shard's gradients (the parameters' dtype, or fp32 sums), their global
+  // norm `norm` a one-element double tensor on the device.
   void step(const at::Tensor& grads, const dshost_step_args& args, const at::Tensor& norm);
   // The parameters rewritten from the masters, after a checkpoint loaded them.
   void write_back();
