@@ -101,7 +101,7 @@ class Ddp : public dshost::Strategy {
       s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
                    dshost::slice(param_id_, 0, layout_->padded))
           .wait();
-    grads_.zero_();
+    if (!summing_) grads_.zero_();  // add_to_sums cleared them
     reset_buckets();
     return dshost::report_norm(args, norm);
   }
