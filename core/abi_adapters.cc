@@ -68,6 +68,8 @@ void make_current(dshost_model_info& info) {
     info.target_ndim = 0;
     std::fill(std::begin(info.target_shape), std::end(info.target_shape), 0);
   }
+  if (info.struct_size < DSHOST_STRUCT_SIZE(dshost_model_info, fp8_layers))
+    info.fp8_layers = 0;  // 1.9
   info.struct_size = sizeof(info);
 }
 

@@ -24,7 +24,7 @@ std::shared_ptr<const void> current_api(const dshost_plugin_descriptor& d);
 std::vector<dshost_option> current_options(const dshost_plugin_descriptor& d, bool* ok);
 
 // What a model's describe gave, made current: a target shape only where the model's struct
-// reaches it (a 1.0 struct's padding lies where 1.1 put target_ndim).
+// reaches it (a 1.0 struct's padding lies where 1.1 put target_ndim), no fp8 layer before 1.9.
 void make_current(dshost_model_info& info);
 // What a model's param or buffer call gave, made current: no export name before 1.2, none
 // exported transposed before 1.8.

@@ -38,6 +38,18 @@ TEST(AbiAdapters, AModelInfoOf1_0HasNoTargetShapeWhateverItsPaddingHeld) {
   EXPECT_EQ(v1_1.target_shape[0], 1024);
 }
 
+// A 1.8 model's dshost_model_info ends at target_shape: what lies past it counts no layer.
+TEST(AbiAdapters, AModelInfoBefore1_9HasNoFp8Layers) {
+  auto info = as_filled_by_older_plugin<dshost_model_info>(
+      DSHOST_STRUCT_SIZE(dshost_model_info, target_shape));
+  make_current(info);
+  EXPECT_EQ(info.fp8_layers, 0);
+  auto v1_9 = as_filled_by_older_plugin<dshost_model_info>(sizeof(dshost_model_info));
+  v1_9.fp8_layers = 48;
+  make_current(v1_9);
+  EXPECT_EQ(v1_9.fp8_layers, 48);
+}
+
 TEST(AbiAdapters, AParameterOfAModelBefore1_2HasNoExportName) {
   auto desc =
       as_filled_by_older_plugin<dshost_param_desc>(offsetof(dshost_param_desc, export_name));

@@ -10,7 +10,7 @@
 
 namespace dshost {
 
-enum class Precision { fp32, bf16 };
+enum class Precision { fp32, bf16, fp8 };  // fp8: bf16, and the model's fp8 layers
 enum class DeviceKind { cpu, cuda };
 enum class Nonfinite { stop, skip, ignore };  // what a NaN or infinite loss or norm does
 enum class OptimizerKind { adamw, sgd };
@@ -19,7 +19,7 @@ enum class Decode { automatic, cpu, gpu };  // spelled "auto", "cpu", "gpu"
 
 template <>
 struct Choices<Precision> {
-  static constexpr const char* names = "fp32|bf16";
+  static constexpr const char* names = "fp32|bf16|fp8";
 };
 template <>
 struct Choices<DeviceKind> {

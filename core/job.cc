@@ -3,6 +3,7 @@
 #include "core/abi_adapters.h"
 #include "core/dataset.h"
 #include "core/error.h"
+#include "core/fp8_support.h"
 #include "core/gpu_jpeg.h"
 #include "core/services.h"
 
@@ -103,6 +104,7 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
       load_shared_section(m, catalog, DSHOST_KIND_MODEL, "model", model_keys(), &config.model);
   check_init_from(m, config.model);
   check_freeze_support(m, config, model);
+  check_fp8_job(m, config, *model.plugin.descriptor);
   LoadedSection strategy = load_section(m, catalog, DSHOST_KIND_STRATEGY, "strategy");
   check_skip_support(m, config, strategy);
   LoadedSection launcher = load_shared_section(m, catalog, DSHOST_KIND_LAUNCHER, "launcher",

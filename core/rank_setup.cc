@@ -4,6 +4,7 @@
 #include "core/data_fit.h"
 #include "core/dataset.h"
 #include "core/error.h"
+#include "core/fp8_support.h"
 #include "core/init_from.h"
 #include "core/input_pipeline.h"
 #include "core/log.h"
@@ -64,7 +65,8 @@ RankInfo rank_info(const Rendezvous& rv, const at::Device& device, const Config&
       rv.local_rank,
       rv.local_world_size,
       DLDevice{device.is_cuda() ? kDLCUDA : kDLCPU, device.is_cuda() ? device.index() : 0},
-      cfg.train.precision == Precision::bf16 ? DSHOST_BF16 : DSHOST_FP32,
+      cfg.train.precision == Precision::fp32 ? DSHOST_FP32 : DSHOST_BF16,
+      cfg.train.precision == Precision::fp8,
       static_cast<uint64_t>(cfg.run.seed),
       {sizeof(dshost_optimizer_config), o.name == OptimizerKind::sgd ? DSHOST_SGD : DSHOST_ADAMW,
        o.beta1, o.beta2, o.eps, o.weight_decay, o.momentum}};
@@ -85,6 +87,7 @@ RankSetup::RankSetup(const Job& job, const Rendezvous& rv, const at::Device& dev
                                                job.strategy.options, info, comm.get());
   at::manual_seed(cfg.run.seed);
   model = std::make_unique<ModelHandle>(job.model.plugin, model_host->table(), *status);
+  check_fp8_rank(job.manifest, cfg, device, job.model.plugin.descriptor->name, model->info());
   if (!cfg.model.init_from.empty()) init_model(job, rv);
   load_data(job, rv, info);
   strategy = std::make_unique<StrategyHandle>(job.strategy.plugin, strategy_host->table(), *status);

@@ -25,6 +25,7 @@ PluginHost::PluginHost(std::string plugin, Section config, const RankInfo& info,
   table_.local_world_size = info_.local_world_size;
   table_.device = info_.device;
   table_.precision = info_.precision;
+  table_.fp8 = info_.fp8 ? 1 : 0;
   table_.seed = info_.seed;
   table_.optimizer = &info_.optimizer;
 

@@ -17,6 +17,7 @@ struct RankInfo {
   int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1;
   DLDevice device{kDLCPU, 0};
   dshost_precision precision = DSHOST_FP32;
+  bool fp8 = false;  // train.precision = "fp8" (precision is then bf16)
   uint64_t seed = 0;
   dshost_optimizer_config optimizer{
       sizeof(dshost_optimizer_config), DSHOST_ADAMW, 0.9, 0.999, 1e-8, 0.0, 0.0};

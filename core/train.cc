@@ -268,7 +268,7 @@ class Worker {
     sum.units =
         unit_figures(s_->model_params, [this](int32_t u) { return s_->model->unit_flops(u); });
     sum.peak_tflops = device_peak_tflops(cfg_.train.peak_tflops, device_,
-                                         cfg_.train.precision == Precision::bf16) *
+                                         cfg_.train.precision != Precision::fp32) *
                       rv_.world_size;
     write_file_atomically((run_dir_ / "summary.json").string(), summary_json(sum).dump(2) + "\n");
     metrics_->rates(position_.step, sum.samples_per_second, sum.steady.rate());

@@ -97,8 +97,9 @@ TEST(CliErrors, OutOfRangeAndNotAllowedValues) {
                        "is out of range [1, "),
             std::string::npos)
       << r.err;
-  r = expect_user_error("check", manifest("allowed", kGood), {"--set", "train.precision=fp8"});
-  EXPECT_NE(r.err.find("train.precision = \"fp8\" is not one of: fp32, bf16"), std::string::npos)
+  r = expect_user_error("check", manifest("allowed", kGood), {"--set", "train.precision=fp16"});
+  EXPECT_NE(r.err.find("train.precision = \"fp16\" is not one of: fp32, bf16, fp8"),
+            std::string::npos)
       << r.err;
 }
 
@@ -131,6 +132,33 @@ TEST(CliErrors, GpuDecodingNeedsACudaDevice) {
           "set data.decode = \"cpu\" or \"auto\""),
       std::string::npos)
       << r.err;
+}
+
+// train.precision = "fp8" needs a CUDA device, a model that can be told of fp8 and a dshost
+// whose LibTorch has fp8 matrix multiplies, said at the key.
+TEST(CliErrors, Fp8NeedsACudaDeviceAModelOf1_9AndABuildWithFp8) {
+  const std::string fp8 = "train.precision=\"fp8\"";
+  Ran r = expect_user_error("check", manifest("fp8_cpu", kGood), {"--set", fp8});
+  EXPECT_NE(r.err.find("--set " + fp8 +
+                       ": error: train.precision = \"fp8\" needs train.device = \"cuda\" (fp8 "
+                       "runs on GPU tensor cores); set train.precision = \"bf16\""),
+            std::string::npos)
+      << r.err;
+  const std::vector<std::string> on_cuda{"--set", fp8, "--set", "train.device=\"cuda\""};
+  auto old_model = on_cuda;
+  old_model.insert(old_model.end(), {"--set", "model.plugin=\"failing_model_abi14\"", "--set",
+                                     "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\""});
+  r = expect_user_error("check", manifest("fp8_old_model", kGood), old_model);
+  EXPECT_NE(r.err.find("train.precision = \"fp8\" needs a model built for dshost ABI 1.9 or "
+                       "later, but model 'failing_model_abi14' is built for 1.4"),
+            std::string::npos)
+      << r.err;
+#if !DSHOST_FP8
+  r = expect_user_error("check", manifest("fp8_build", kGood), on_cuda);
+  EXPECT_NE(r.err.find("needs a dshost built with CUDA and LibTorch 2.1 or later"),
+            std::string::npos)
+      << r.err;
+#endif
 }
 
 // Each as shipped; mobilenet-finetune with the weights file the user gives (`check` looks for

@@ -5,6 +5,7 @@
 #include <dshost/ops/linear.hpp>
 
 #include "plugins/models/common/cross_entropy.hpp"
+#include "plugins/models/common/fp8_linear.hpp"
 #include "plugins/models/common/image.hpp"
 
 #include "core/checkpoint.h"
@@ -778,6 +779,40 @@ TEST(CrossEntropy, CudaBf16GivesAtensLossAndGradientOverFp32Logits) {
   const at::Tensor logits = at::randn({4, 10}, at::kCUDA).to(at::kBFloat16);
   const at::Tensor targets = at::tensor({1, 2, 10, 3}, at::dtype(at::kLong)).to(at::kCUDA);
   EXPECT_TRUE(std::isnan(dshost_models::cross_entropy(logits, targets).item<double>()));
+}
+
+DSHOST_SUITE_LABEL(Fp8Linear, gpu);
+// gpt's fp8 linear layer against the same layer in float64 over the same bf16 values: the
+// output and the three gradients within fp8's rounding (e4m3 keeps 3 bits of mantissa, an
+// element off by up to 1/16; e5m2 2 bits, 1/8), the output further off than bf16's rounding
+// alone would leave it (so the products did run in fp8), the bias's gradient a bf16 sum.
+// Neither side is a multiple of the cast's 64 x 64 tile.
+TEST(Fp8Linear, FollowsAFloat64LinearWithinFp8Rounding) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
+  at::manual_seed(8);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor x = at::randn({4, 40, 272}, bf16), w = at::randn({400, 272}, bf16) * 0.05,
+                   b = at::randn({400}, bf16) * 0.1, g = at::randn({4, 40, 400}, bf16);
+  std::vector<at::Tensor> ours{x.clone(), w.clone(), b.clone()}, exact;
+  for (const at::Tensor& t : ours) {
+    t.set_requires_grad(true);
+    exact.push_back(t.detach().to(at::kDouble).set_requires_grad(true));
+  }
+  const at::Tensor y = dshost_models::fp8_linear(ours[0], ours[1], ours[2]);
+  y.backward(g);
+  const at::Tensor want = at::linear(exact[0], exact[1], exact[2]);
+  want.backward(g.to(at::kDouble));
+  ASSERT_NE(y.grad_fn()->name().find("Fp8Linear"), std::string::npos) << y.grad_fn()->name();
+  const auto off = [](const at::Tensor& got, const at::Tensor& reference) {
+    return ((got.to(at::kDouble) - reference).norm() / reference.norm()).item<double>();
+  };
+  const double output = off(y, want);
+  EXPECT_LT(output, 0.06);
+  EXPECT_GT(output, 0.01) << "no further off than bf16: not run in fp8";
+  EXPECT_LT(off(ours[0].grad(), exact[0].grad()), 0.1);
+  EXPECT_LT(off(ours[1].grad(), exact[1].grad()), 0.1);
+  EXPECT_LT(off(ours[2].grad(), exact[2].grad()), 0.01);
 }
 
 }  // namespace

@@ -183,7 +183,7 @@ TEST(SdkAbi, PluginBuiltAgainstFrozenV1_0Trains) {
   EXPECT_LT(max_abs_difference(frozen, ddp), 1e-4);
   for (const char* release :
        {"frozen_sgd_abi11", "frozen_sgd_abi12", "frozen_sgd_abi13", "frozen_sgd_abi14",
-        "frozen_sgd_abi15", "frozen_sgd_abi16", "frozen_sgd_abi17"}) {
+        "frozen_sgd_abi15", "frozen_sgd_abi16", "frozen_sgd_abi17", "frozen_sgd_abi18"}) {
     auto sets = sgd;
     sets.push_back(std::string("strategy.plugin=") + release);
     EXPECT_EQ(train_quickstart(release, sets), frozen) << release;

@@ -89,6 +89,11 @@ std::string fashion_mnist_dir() {
   return dir != nullptr ? dir : "/usr/share/datasets/fashion-mnist";
 }
 
+std::string fortunes_dir() {
+  const char* dir = std::getenv("DSHOST_TEST_FORTUNES");
+  return dir != nullptr ? dir : "/usr/share/games/fortunes";
+}
+
 std::string python() {
   const char* python = std::getenv("DSHOST_TEST_PYTHON");
   return python != nullptr ? python : "/usr/bin/python3";

@@ -34,6 +34,8 @@ std::vector<double> losses(const std::string& run_dir);
 
 // Debian's Fashion-MNIST, or the folder DSHOST_TEST_FASHION_MNIST names (the GPU machine's).
 std::string fashion_mnist_dir();
+// Debian's fortunes, or the folder DSHOST_TEST_FORTUNES names (the GPU machine's).
+std::string fortunes_dir();
 // The Python with numpy, Pillow and torchvision for fixtures: $DSHOST_TEST_PYTHON, else
 // Debian's /usr/bin/python3.
 std::string python();

@@ -19,7 +19,9 @@
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
 #                                 compile (issue 28's table: dshost's fastest strategy, and ddp for gpt, beside
 #                                 PyTorch eager and torch.compile; COMPILE_CASES="gpt2-124m:8 resnet50:64 ..." narrows;
-#                                 $OUT/compile.md) profile-compile (the same traced, against torch.compile)
+#                                 $OUT/compile.md; gpt also in fp8) profile-compile (the same traced, against torch.compile)
+#                                 fp8-learning (gpt2-124m on a real text in bf16 and in fp8, 2,000 steps from one
+#                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
 #                                 finetune (configs/mobilenet-finetune.toml for an epoch, whole and with
 #                                 the features frozen: $OUT/finetune.txt)
 #
@@ -214,7 +216,7 @@ gpt_zero2() {
 
 # dshost's fastest configuration beside PyTorch eager and torch.compile at the same settings
 # (mode default for gpt and resnet50, reduce-overhead for the small image models); gpt also
-# under ddp, which should match zero2 at one rank.
+# under ddp, which should match zero2 at one rank, and in fp8.
 compile_table() {
   local default="gpt2-124m:8 gpt2-124m:16 gpt2-350m:8 gpt-1.3b:8 mobilenet_v2:32 efficientnet_b0:32 resnet50:64"
   for case in ${COMPILE_CASES:-$default}; do
@@ -225,6 +227,8 @@ compile_table() {
       gpt_cases "${name}_zero2_dshost" "$model" "$batch" $steps zero2 \
         strategy.grad_accum_dtype=\"bf16\" "${graph[@]}"
       gpt_cases "${name}_ddp_dshost" "$model" "$batch" $steps ddp "${graph[@]}"
+      kind_suffix=", fp8" gpt_cases "${name}_fp8_dshost" "$model" "$batch" $steps zero2 \
+        strategy.grad_accum_dtype=\"bf16\" train.precision=\"fp8\" "${graph[@]}"
       peer+=(--model gpt --preset "$model" --steps $((steps / 2))) mode=default
     else
       [[ $model == resnet50 ]] && mode=default
@@ -238,6 +242,25 @@ compile_table() {
     peer_run "${name}_compile" "$case compile $mode" "${peer[@]}" --compile $mode
   done
   python3 bench/gpu/compile_report.py "$rows" > "$out/compile.md"; cat "$out/compile.md"
+}
+
+# fp8 against bf16 for learning: gpt2-124m on the bytes of Debian's dict-gcide (GCIDE, 40 MB of
+# English definitions), 2,000 steps (FP8_STEPS) of 8 x 1024 tokens, from one seed, under zero2
+# with its graph; the test split's loss at the end. Both curves and summaries in $OUT/fp8_learning/.
+fp8_learning() {
+  local text=/tmp/gcide.txt dir=$out/fp8_learning
+  [[ -f $text ]] || zcat .text/gcide.dict.dz > $text
+  mkdir -p "$dir"
+  for precision in bf16 fp8; do
+    dshost_run "fp8_learning_$precision" "gpt2-124m b8 gcide $precision" model.plugin=\"gpt\" \
+      model.preset=\"gpt2-124m\" model.vocab_size=256 data.dataset=\"text\" data.path=\"$text\" \
+      train.micro_batch_size=8 train.max_steps=${FP8_STEPS:-2000} strategy.plugin=\"zero2\" \
+      strategy.grad_accum_dtype=\"bf16\" train.cuda_graph=true train.precision=\"$precision\" \
+      optimizer.lr=6e-4 scheduler.warmup_steps=100 train.eval=true
+    cp "$logs/runs/fp8_learning_$precision/metrics.jsonl" "$dir/$precision.jsonl"
+    cp "$logs/runs/fp8_learning_$precision/summary.json" "$dir/$precision.summary.json"
+  done
+  python3 bench/gpu/fp8_learning_report.py "$dir" > "$out/fp8_learning.md"; cat "$out/fp8_learning.md"
 }
 
 offload() {
@@ -498,7 +521,8 @@ build_dshost "$@"
 for group in "$@"; do
   case $group in
     real-data) real_data ;;
-    tests) DSHOST_TEST_PYTHON=$(command -v python3) DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build -L gpu -R "${GPU_TESTS:-.}" --output-on-failure \
+    tests) DSHOST_TEST_PYTHON=$(command -v python3) DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist \
+             DSHOST_TEST_FORTUNES=$PWD/.devdeps/usr/share/games/fortunes ctest --test-dir $build -L gpu -R "${GPU_TESTS:-.}" --output-on-failure \
              > "$out/gpu_tests.log" 2>&1; tail -5 "$out/gpu_tests.log" ;;
     tests-no-tf32) NVIDIA_TF32_OVERRIDE=0 DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build \
              -L gpu --output-on-failure > "$out/gpu_tests_no_tf32.log" 2>&1; tail -5 "$out/gpu_tests_no_tf32.log" ;;
@@ -517,6 +541,7 @@ for group in "$@"; do
     finetune) finetune ;;
     compile) compile_table ;;
     profile-compile) profile_compile ;;
+    fp8-learning) fp8_learning ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;

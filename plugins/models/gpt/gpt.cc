@@ -9,6 +9,7 @@
 // and its pre_backward comes with the embeddings' gradient (zero3 then frees it after
 // grads_ready, as FSDP keeps tied weights in the root unit).
 #include "../common/cross_entropy.hpp"
+#include "../common/fp8_linear.hpp"
 
 #include <dshost/model.hpp>
 #include <dshost/ops/attention.hpp>
@@ -62,9 +63,11 @@ Shape shape_of(const dshost::Services& s) {
 
 // The C++ frontend's nn::Linear multiplies, then adds the bias in a kernel of its own for
 // [B, T, C] inputs; dshost::linear fuses it into the GEMM, as ATen's linear (and Python's
-// nn.Linear) does, and adds the weight's gradient straight into the strategy's buffer.
-at::Tensor linear(const nn::Linear& layer, const at::Tensor& x) {
-  return dshost::linear(x, layer->weight, layer->bias);
+// nn.Linear) does, and adds the weight's gradient straight into the strategy's buffer. Under
+// fp8 the blocks' layers multiply in fp8 (fp8_linear.hpp).
+at::Tensor linear(const nn::Linear& layer, const at::Tensor& x, bool fp8 = false) {
+  return fp8 ? dshost_models::fp8_linear(x, layer->weight, layer->bias)
+             : dshost::linear(x, layer->weight, layer->bias);
 }
 
 // nn::LayerNorm computing through dshost::layer_norm: in bf16 when its input is bf16.
@@ -92,8 +95,9 @@ TORCH_MODULE(Embed);
 
 // x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 struct BlockImpl : nn::Module {
-  BlockImpl(int64_t width, int64_t heads, double dropout)
+  BlockImpl(int64_t width, int64_t heads, double dropout, bool fp8)
       : heads(heads),
+        fp8(fp8),
         ln_1(register_module("ln_1", Norm(nn::LayerNormOptions({width})))),
         c_attn(register_module("c_attn", nn::Linear(width, 3 * width))),
         attn_proj(register_module("attn_proj", nn::Linear(width, width))),
@@ -106,19 +110,20 @@ struct BlockImpl : nn::Module {
     const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
     // [B, T, 3C] -> three [B, heads, T, C / heads]. unbind, not qkv[i]: three selects would
     // each backpropagate a zero-filled [3, B, heads, T, C / heads] and add them up.
-    const auto qkv = linear(c_attn, ln_1->forward(x))
+    const auto qkv = linear(c_attn, ln_1->forward(x), fp8)
                          .view({b, t, 3, heads, c / heads})
                          .permute({2, 0, 3, 1, 4})
                          .unbind(0);
     const at::Tensor y =
         dshost::causal_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape({b, t, c});
-    const at::Tensor h = x + drop->forward(linear(attn_proj, y));
+    const at::Tensor h = x + drop->forward(linear(attn_proj, y, fp8));
     const at::Tensor mlp = nn::functional::gelu(
-        linear(c_fc, ln_2->forward(h)), nn::functional::GELUFuncOptions().approximate("tanh"));
-    return h + drop->forward(linear(mlp_proj, mlp));
+        linear(c_fc, ln_2->forward(h), fp8), nn::functional::GELUFuncOptions().approximate("tanh"));
+    return h + drop->forward(linear(mlp_proj, mlp, fp8));
   }
 
   int64_t heads;
+  bool fp8;
   Norm ln_1;
   nn::Linear c_attn, attn_proj;
   Norm ln_2;
@@ -133,23 +138,32 @@ class Gpt : public dshost::Model {
       : Model(s),
         shape_(shape_of(s)),
         vocab_(s.get_int("vocab_size")),
-        block_(s.get_int("block_size")) {
+        block_(s.get_int("block_size")),
+        fp8_(s.fp8() && dshost_models::kFp8Built && shape_.width % 16 == 0) {
     if (shape_.width % shape_.heads != 0)
       throw dshost::Error("model.n_embd = " + std::to_string(shape_.width) +
                           " is not a multiple of model.n_head = " + std::to_string(shape_.heads));
     const double dropout = s.get_float("dropout");
     embed_ = add_unit("embed", Embed(vocab_, block_, shape_.width, dropout));
     for (int64_t l = 0; l < shape_.layers; ++l)
-      add_unit("h" + std::to_string(l), Block(shape_.width, shape_.heads, dropout));
+      add_unit("h" + std::to_string(l), Block(shape_.width, shape_.heads, dropout, fp8_));
     add_unit("head", Norm(nn::LayerNormOptions({shape_.width})));
     init_weights();
     if (s.get_bool("activation_checkpointing"))
       checkpoint_activations(/*replay_random=*/dropout > 0);
+    if (fp8_ && s.rank() == 0)
+      s.info("fp8 matrix multiplies in " + std::to_string(fp8_layers()) +
+             " linear layers (four a block); embeddings, layer norms, attention, the output "
+             "projection and the loss in bf16");
   }
 
   std::vector<int64_t> input_shape() const override { return {block_}; }
   at::ScalarType input_dtype() const override { return at::kLong; }
   std::vector<int64_t> target_shape() const override { return {block_}; }
+  // Under fp8, each block's four linear layers; the tied output projection stays in bf16
+  // (its vocabulary is rarely a multiple of 16, and the loss is most sensitive there).
+  // A width that is no multiple of 16 leaves every layer in bf16.
+  int fp8_layers() const override { return fp8_ ? 4 * static_cast<int>(shape_.layers) : 0; }
 
   // Per sequence of block_size tokens: 2 FLOPs per weight of every matrix multiply per token
   // (12 x width^2 per block, and the tied output projection), plus q k^T and (attention) v
@@ -231,6 +245,7 @@ class Gpt : public dshost::Model {
 
   const Shape shape_;
   const int64_t vocab_, block_;
+  const bool fp8_;
   Embed embed_{nullptr};
 };
 

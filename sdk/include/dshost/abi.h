@@ -48,7 +48,7 @@ extern "C" {
 #endif
 
 #define DSHOST_ABI_MAJOR 1
-#define DSHOST_ABI_MINOR 8
+#define DSHOST_ABI_MINOR 9
 
 /* The bytes of `type` up to the end of `field`: what a struct_size must reach for that field
  * to be there. Compare with the last field a minor appended (PJRT's STRUCT_SIZE): a field
@@ -229,6 +229,11 @@ typedef struct dshost_services {
   /* Models call this around each unit; the host relays it to the strategy. */
   dshost_status (*unit_event)(dshost_host* host, dshost_unit_event event, int32_t unit,
                               dshost_error* err);
+
+  /* Since ABI 1.9 (older hosts: 0). Nonzero under train.precision = "fp8": `precision` is
+   * then DSHOST_BF16, and the model runs the matrix multiplies of the layers it can in fp8
+   * (it counts them in dshost_model_info.fp8_layers). */
+  int32_t fp8;
 } dshost_services;
 
 /* ---- checkpoints (since ABI 1.2) ----------------------------------------------------- */
@@ -278,6 +283,9 @@ typedef struct dshost_model_info {
    * one class id per sample; a language model gives [T], the next token at each position. */
   int32_t target_ndim;
   int64_t target_shape[8];
+  /* Since ABI 1.9: the layers whose matrix multiplies run in fp8 when the services' fp8 is
+   * set (0 otherwise, and in every older plugin); the host refuses fp8 for a model with none. */
+  int32_t fp8_layers;
 } dshost_model_info;
 
 typedef struct dshost_param_desc {

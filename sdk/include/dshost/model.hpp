@@ -55,6 +55,8 @@ class Model : public torch::nn::Module {
   // Whether the 2-D parameter `name` is exported as its transpose (Hugging Face GPT-2's Conv1D
   // weights are [in, out] where a linear layer's are [out, in]).
   virtual bool export_transposed(const std::string& /*name*/) const { return false; }
+  // The layers that run their matrix multiplies in fp8 when services().fp8() is set.
+  virtual int fp8_layers() const { return 0; }
   // Default: the units in sequence. Override for other graphs; call run_unit for each unit.
   virtual at::Tensor forward(const at::Tensor& input) {
     at::Tensor x = input;
@@ -198,6 +200,7 @@ class ModelInstance {
     out->input_ndim = copy_shape(model_->input_shape(), out->input_shape);
     out->input_dtype = detail::dl_dtype(model_->input_dtype());
     out->target_ndim = copy_shape(model_->target_shape(), out->target_shape);
+    out->fp8_layers = model_->fp8_layers();
   }
 
   static int32_t copy_shape(const std::vector<int64_t>& shape, int64_t (&out)[8]) {

@@ -164,6 +164,11 @@ class Services {
   int local_world_size() const { return t_->local_world_size; }
   DLDevice device() const { return t_->device; }
   dshost_precision precision() const { return t_->precision; }
+  // Whether the model should run the matrix multiplies it can in fp8 (train.precision =
+  // "fp8"; precision() is then bf16).
+  bool fp8() const {
+    return t_->struct_size >= DSHOST_STRUCT_SIZE(dshost_services, fp8) && t_->fp8 != 0;
+  }
   uint64_t seed() const { return t_->seed; }
   const dshost_optimizer_config& optimizer() const { return *t_->optimizer; }
 

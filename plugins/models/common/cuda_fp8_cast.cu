@@ -1,0 +1,118 @@
+// The kernels of cuda_fp8_cast.h, for matrices whose sides are multiples of 8 and whose
+// data starts 16-byte aligned (fp8_linear.hpp checks both), read 8 bf16 (16 bytes) at a time.
+// The largest magnitude is a maximum over the bit patterns of |x| as unsigned integers,
+// which order non-negative floats as their values (infinity and NaN above every finite
+// one), so a NaN is kept where fmaxf would drop it. The cast goes through a 64 x 64 tile in
+// shared memory so that both layouts are written 8 bytes at a time along their rows.
+#include "cuda_fp8_cast.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+namespace dshost_models {
+namespace {
+
+constexpr int kLanes = 8;        // bf16 in 16 bytes, fp8 in 8
+constexpr int kTile = 64;        // a block of 256 threads casts a 64 x 64 tile
+constexpr int kTileStride = 65;  // bytes a row of the shared tile: 8 rows 8 apart fall in 8 banks
+constexpr int kThreads = 256;
+constexpr int kAmaxBlocks = 1024;
+
+struct alignas(16) Bf16x8 {
+  uint16_t v[kLanes];
+};
+struct alignas(8) Fp8x8 {
+  uint8_t v[kLanes];
+};
+
+__device__ float to_float(uint16_t bits) { return __bfloat162float(__ushort_as_bfloat16(bits)); }
+
+__global__ void amax_kernel(const Bf16x8* x, int64_t words, unsigned* amax_bits) {
+  unsigned best = 0;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < words;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const Bf16x8 w = x[i];
+    for (int k = 0; k < kLanes; ++k) best = max(best, __float_as_uint(fabsf(to_float(w.v[k]))));
+  }
+  for (int offset = 16; offset > 0; offset /= 2)
+    best = max(best, __shfl_xor_sync(0xffffffff, best, offset));
+  __shared__ unsigned warp_best[kThreads / 32];
+  if (threadIdx.x % 32 == 0) warp_best[threadIdx.x / 32] = best;
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  for (int w = 1; w < kThreads / 32; ++w) best = max(best, warp_best[w]);
+  atomicMax(amax_bits, best);
+}
+
+template <__nv_fp8_interpretation_t kFormat>
+__global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
+                            float format_max, uint8_t* out, uint8_t* out_t, float* inverse_scale) {
+  // An amax of 0 (all zeros) leaves a finite scale; a NaN or infinite one makes the cast
+  // values NaN, as the bf16 product would be.
+  const float scale = format_max / fmaxf(*amax, 1e-30f);
+  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *inverse_scale = 1.f / scale;
+  __shared__ uint8_t tile[kTile * kTileStride];
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  constexpr int kGroups = kTile / kLanes;  // 8-element groups along a tile row
+  // x's rows: thread t takes group t % 8 of rows t / 8, t / 8 + 32.
+  for (int p = threadIdx.x; p < kTile * kGroups; p += kThreads) {
+    const int r = p / kGroups, c = (p % kGroups) * kLanes;
+    if (row0 + r >= rows || col0 + c >= cols) continue;
+    const int64_t at = (row0 + r) * cols + col0 + c;
+    const Bf16x8 in = *reinterpret_cast<const Bf16x8*>(x + at);
+    Fp8x8 q;
+    for (int k = 0; k < kLanes; ++k) {
+      q.v[k] = __nv_cvt_float_to_fp8(to_float(in.v[k]) * scale, __NV_SATFINITE, kFormat);
+      tile[r * kTileStride + c + k] = q.v[k];
+    }
+    *reinterpret_cast<Fp8x8*>(out + at) = q;
+  }
+  __syncthreads();
+  // out_t's rows (x's columns): thread t takes group t % 8 of columns t / 8, t / 8 + 32.
+  for (int p = threadIdx.x; p < kTile * kGroups; p += kThreads) {
+    const int c = p / kGroups, r = (p % kGroups) * kLanes;
+    if (col0 + c >= cols || row0 + r >= rows) continue;
+    Fp8x8 q;
+    for (int k = 0; k < kLanes; ++k) q.v[k] = tile[(r + k) * kTileStride + c];
+    *reinterpret_cast<Fp8x8*>(out_t + (col0 + c) * rows + row0 + r) = q;
+  }
+}
+
+const char* launched() {
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+}  // namespace
+
+const char* cuda_amax(const uint16_t* x, int64_t n, float* amax, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  const cudaError_t e = cudaMemsetAsync(amax, 0, sizeof(float), s);
+  if (e != cudaSuccess) return cudaGetErrorString(e);
+  const int64_t words = n / kLanes, wanted = (words + kThreads - 1) / kThreads;
+  const int blocks = static_cast<int>(wanted < 1 ? 1 : wanted < kAmaxBlocks ? wanted : kAmaxBlocks);
+  amax_kernel<<<blocks, kThreads, 0, s>>>(reinterpret_cast<const Bf16x8*>(x), words,
+                                          reinterpret_cast<unsigned*>(amax));
+  return launched();
+}
+
+const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
+                             Fp8Format format, uint8_t* out, uint8_t* out_t, float* inverse_scale,
+                             void* stream) {
+  const int64_t tile_rows = (rows + kTile - 1) / kTile, tile_cols = (cols + kTile - 1) / kTile;
+  if (tile_rows > 65535 || tile_cols > 2147483647)
+    return "a matrix of over 4 million rows is not cast to fp8 here";
+  const dim3 grid(static_cast<unsigned>(tile_cols), static_cast<unsigned>(tile_rows));
+  auto s = static_cast<cudaStream_t>(stream);
+  if (format == Fp8Format::e4m3)
+    cast_kernel<__NV_E4M3>
+        <<<grid, kThreads, 0, s>>>(x, rows, cols, amax, 448.f, out, out_t, inverse_scale);
+  else
+    cast_kernel<__NV_E5M2>
+        <<<grid, kThreads, 0, s>>>(x, rows, cols, amax, 57344.f, out, out_t, inverse_scale);
+  return launched();
+}
+
+}  // namespace dshost_models

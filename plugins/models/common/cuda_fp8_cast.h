@@ -1,0 +1,26 @@
+// bf16 matrices cast to fp8 for fp8_linear.hpp's matrix multiplies (CUDA builds only), each
+// scaled as a whole by its own largest magnitude, measured on the device when it is cast.
+// Plain C++ on this side: the kernels' file includes no LibTorch.
+#pragma once
+
+#include <cstdint>
+
+namespace dshost_models {
+
+enum class Fp8Format { e4m3, e5m2 };  // e4m3fn (max 448) and e5m2 (max 57344)
+
+// Matrices here have sides that are multiples of 8 and data 16-byte aligned.
+
+// *amax = the largest |x| of n bf16 values (NaN where one is NaN); amax is a float on the
+// device. Enqueued on `stream` (a cudaStream_t); returns the launch's error text, or null.
+const char* cuda_amax(const uint16_t* x, int64_t n, float* amax, void* stream);
+
+// x, [rows, cols] row-major bf16, times scale = (format's max) / *amax, rounded to `format`
+// and saturated at its largest finite value: into `out` in x's layout and into `out_t`
+// transposed ([cols, rows] row-major). *inverse_scale = 1 / scale, the factor a matrix
+// multiply of the fp8 values applies to give x's scale back.
+const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
+                             Fp8Format format, uint8_t* out, uint8_t* out_t, float* inverse_scale,
+                             void* stream);
+
+}  // namespace dshost_models

@@ -1,0 +1,125 @@
+// A linear layer whose three matrix multiplies run in fp8 on tensor cores (GPUs of compute
+// capability 8.9 or later), as torchao's Float8Linear does for torchtitan: the input and
+// the weight in e4m3 for the output, the output's gradient in e5m2 for both gradients, each
+// matrix scaled as a whole by its current largest magnitude (dynamic scaling; kept from no
+// earlier step, so nothing to checkpoint and nothing a captured CUDA graph must update), the
+// products accumulated in fp32 and written in bf16. Forward keeps the input's fp8 copy for
+// backward: one byte an element where bf16 autocast keeps two.
+//
+// Taken where the layer's shapes allow (bf16 input and weight on a GPU, every dimension a
+// multiple of 16 as cuBLASLt's fp8 kernels need); elsewhere dshost::linear in bf16.
+#pragma once
+
+#include <dshost/ops/linear.hpp>
+
+#if DSHOST_CUDA_FP8
+#include "cuda_fp8_cast.h"
+
+#include <c10/cuda/CUDAStream.h>
+#include <torch/autograd.h>
+#endif
+
+#include <string>
+
+namespace dshost_models {
+
+#if DSHOST_CUDA_FP8
+// A matrix in fp8 in its own layout and transposed, and the factor that gives its scale back.
+struct Fp8Matrix {
+  at::Tensor rows, columns, inverse_scale;
+};
+
+// `matrix`'s values in bf16, [rows, cols], cast: its rows and columns multiples of 8.
+inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format) {
+  at::Tensor m = matrix.contiguous();
+  if (reinterpret_cast<uintptr_t>(m.data_ptr()) % 16 != 0) m = m.clone();  // the kernels' loads
+  const at::ScalarType dtype = format == Fp8Format::e4m3 ? at::kFloat8_e4m3fn : at::kFloat8_e5m2;
+  const auto fp32 = m.options().dtype(at::kFloat);
+  Fp8Matrix q{at::empty(m.sizes(), m.options().dtype(dtype)),
+              at::empty({m.size(1), m.size(0)}, m.options().dtype(dtype)), at::empty({1}, fp32)};
+  const at::Tensor amax = at::empty({1}, fp32);
+  auto* x = static_cast<const uint16_t*>(m.data_ptr());
+  void* stream = c10::cuda::getCurrentCUDAStream(m.device().index()).stream();
+  const char* err = cuda_amax(x, m.numel(), amax.data_ptr<float>(), stream);
+  if (err == nullptr)
+    err = cuda_cast_to_fp8(x, m.size(0), m.size(1), amax.data_ptr<float>(), format,
+                           static_cast<uint8_t*>(q.rows.data_ptr()),
+                           static_cast<uint8_t*>(q.columns.data_ptr()),
+                           q.inverse_scale.data_ptr<float>(), stream);
+  if (err != nullptr)
+    throw dshost::Error(std::string("the fp8 cast kernel failed to launch: ") + err,
+                        DSHOST_INTERNAL);
+  return q;
+}
+
+// a [m, k] @ b [k, n] in fp8, written in bf16: cuBLASLt's fp8 kernels take a row-major and
+// b column-major, i.e. both with k contiguous (a.rows and b's .columns transposed back).
+inline at::Tensor fp8_matmul(const at::Tensor& a, const at::Tensor& a_inverse_scale,
+                             const at::Tensor& b, const at::Tensor& b_inverse_scale,
+                             const at::Tensor& bias, bool fast_accumulation) {
+  return at::_scaled_mm(a, b, a_inverse_scale, b_inverse_scale,
+                        bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt,
+                        c10::nullopt, at::kBFloat16, fast_accumulation);
+}
+
+struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
+  static bool takes(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+    const auto multiple_of_16 = [](int64_t d) { return d % 16 == 0; };
+    return x.is_cuda() && x.scalar_type() == at::kBFloat16 && weight.dim() == 2 &&
+           weight.scalar_type() == at::kBFloat16 && x.size(-1) == weight.size(1) &&
+           multiple_of_16(x.numel() / x.size(-1)) && multiple_of_16(weight.size(0)) &&
+           multiple_of_16(weight.size(1)) &&
+           (!bias.defined() || bias.scalar_type() == at::kBFloat16);
+  }
+
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& weight, const at::Tensor& bias) {
+    const Fp8Matrix xq = to_fp8(x.reshape({-1, x.size(-1)}), Fp8Format::e4m3);
+    const Fp8Matrix wq = to_fp8(weight, Fp8Format::e4m3);
+    // y = x W^T: W^T as column-major [in, out] is W's own rows.
+    const at::Tensor y =
+        fp8_matmul(xq.rows, xq.inverse_scale, wq.rows.t(), wq.inverse_scale, bias, true);
+    ctx->save_for_backward({xq.columns, xq.inverse_scale, wq.columns, wq.inverse_scale});
+    ctx->saved_data["bias"] = bias.defined();
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = weight.size(0);
+    return y.view(shape);
+  }
+
+  // torchao's recipe: both gradients' products accumulated in full fp32 (no fast accumulation).
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x_t = saved[0], &x_inv = saved[1], &w_t = saved[2], &w_inv = saved[3];
+    const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)}).to(at::kBFloat16);  // [n, out]
+    const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2);
+    at::Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) {  // g [n, out] @ W [out, in]
+      std::vector<int64_t> shape = grads[0].sizes().vec();
+      shape.back() = w_t.size(0);
+      dx = fp8_matmul(gq.rows, gq.inverse_scale, w_t.t(), w_inv, {}, false).view(shape);
+    }
+    if (ctx->needs_input_grad(1))  // g^T [out, n] @ x [n, in]
+      dw = fp8_matmul(gq.columns, gq.inverse_scale, x_t.t(), x_inv, {}, false);
+    return {dx, dw, ctx->saved_data["bias"].toBool() ? g.sum(0) : at::Tensor()};
+  }
+};
+#endif
+
+// Whether this build has fp8_linear's fp8 path at all.
+#if DSHOST_CUDA_FP8
+constexpr bool kFp8Built = true;
+#else
+constexpr bool kFp8Built = false;
+#endif
+
+// y = x W^T + b, in fp8 where Fp8Linear takes the shapes, else dshost::linear.
+inline at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& weight,
+                             const at::Tensor& bias = {}) {
+#if DSHOST_CUDA_FP8
+  if (Fp8Linear::takes(x, weight, bias)) return Fp8Linear::apply(x, weight, bias);
+#endif
+  return dshost::linear(x, weight, bias);
+}
+
+}  // namespace dshost_models
