@@ -139,9 +139,10 @@ TEST(GptTraining, ActivationCheckpointingTakesTheSameSteps) {
 
 DSHOST_SUITE_LABEL(GptFp8, gpu);
 // train.precision = "fp8" on a GPU: a small GPT on the bytes of Debian's fortunes learns as
-// under bf16 (its loss over the last 50 of 300 steps within 5% of bf16's from the same seed;
-// one step's loss varies by more), by steps of its own (the fp8 products round differently),
-// and the run says which layers ran in fp8.
+// under bf16: over seeds 1, 2 and 3, the mean of each run's loss over its last 50 of 300
+// steps within 3% of bf16's (one run's last steps differ from seed to seed by more: 2.50 to
+// 2.75 under bf16), by steps of its own (the fp8 products round differently), and the run
+// says which layers ran in fp8.
 TEST(GptFp8, LearnsAsBf16Does) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const std::vector<std::string> common{"model.plugin=gpt",
@@ -151,26 +152,33 @@ TEST(GptFp8, LearnsAsBf16Does) {
                                         "model.vocab_size=256",
                                         "model.block_size=64",
                                         "data.dataset=text",
-                                        "data.path=\"" + fortunes_dir() + "\"",
-                                        "train.micro_batch_size=16",
                                         "train.eval=false",
+                                        "train.micro_batch_size=16",
                                         "launcher.nprocs=1",
                                         "train.device=cuda",
                                         "strategy.plugin=zero2",
                                         "train.max_steps=300",
                                         "optimizer.lr=0.003",
-                                        "scheduler.warmup_steps=10"};
-  const auto bf16 = train_quickstart("gpt_bf16", with(common, {"train.precision=bf16"}));
-  std::string log;
-  const auto fp8 =
-      train_quickstart("gpt_fp8", with(common, {"train.precision=fp8"}), nullptr, &log);
-  ASSERT_EQ(fp8.size(), 300u);
+                                        "scheduler.warmup_steps=10",
+                                        "data.path=\"" + fortunes_dir() + "\""};
   const auto last_50 = [](const std::vector<double>& losses) {
     return std::accumulate(losses.end() - 50, losses.end(), 0.0) / 50;
   };
-  EXPECT_LT(last_50(bf16), 3.0);
-  EXPECT_NEAR(last_50(fp8), last_50(bf16), 0.05 * last_50(bf16));
-  EXPECT_GT(max_abs_difference(fp8, bf16), 0.0);
+  double bf16 = 0, fp8 = 0;
+  std::string log;
+  for (const std::string seed : {"1", "2", "3"}) {
+    const auto ours = train_quickstart("gpt_bf16_" + seed,
+                                       with(common, {"train.precision=bf16", "run.seed=" + seed}));
+    const auto theirs =
+        train_quickstart("gpt_fp8_" + seed,
+                         with(common, {"train.precision=fp8", "run.seed=" + seed}), nullptr, &log);
+    ASSERT_EQ(theirs.size(), 300u);
+    EXPECT_GT(max_abs_difference(ours, theirs), 0.0) << seed;
+    bf16 += last_50(ours) / 3;
+    fp8 += last_50(theirs) / 3;
+  }
+  EXPECT_LT(bf16, 3.0);
+  EXPECT_NEAR(fp8, bf16, 0.03 * bf16);
   EXPECT_NE(log.find("fp8 matrix multiplies in 8 linear layers"), std::string::npos) << log;
 }
 

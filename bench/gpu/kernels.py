@@ -15,6 +15,7 @@ import sys
 
 # First match wins: the order puts specific names before generic ones.
 FAMILIES = [
+    ("fp8 casts (dshost)", r"amax_kernel|cast_kernel<"),
     ("matmul", r"gemm|cutlass|xmma|nvjet|cublas|wgmma|sm90_|sm80_"),
     ("attention", r"flash|fmha|attention|efficient_attention"),
     ("layer norm", r"layer_norm|LayerNorm"),

@@ -22,6 +22,8 @@
 #                                 $OUT/compile.md; gpt also in fp8) profile-compile (the same traced, against torch.compile)
 #                                 fp8-learning (gpt2-124m on a real text in bf16 and in fp8, 2,000 steps from one
 #                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
+#                                 fp8-small (gpu.GptFp8's small gpt in fp32, bf16 and fp8 from three seeds:
+#                                 $OUT/fp8_small.md)
 #                                 finetune (configs/mobilenet-finetune.toml for an epoch, whole and with
 #                                 the features frozen: $OUT/finetune.txt)
 #
@@ -263,6 +265,25 @@ fp8_learning() {
   python3 bench/gpu/fp8_learning_report.py "$dir" > "$out/fp8_learning.md"; cat "$out/fp8_learning.md"
 }
 
+# The small gpt of the gpu test GptFp8 (2 layers of 128 on Debian's fortunes, 300 steps),
+# in fp32, bf16 and fp8 from seeds 1, 2 and 3 (the run's seed: initialisation and data
+# order): each run's mean loss over its last 50 steps.
+fp8_small() {
+  local fortunes=$PWD/.devdeps/usr/share/games/fortunes
+  for seed in 1 2 3; do
+    for precision in fp32 bf16 fp8; do
+      dshost_run "fp8_small_${precision}_$seed" "small gpt $precision seed $seed" model.plugin=\"gpt\" \
+        model.n_layer=2 model.n_head=2 model.n_embd=128 model.vocab_size=256 model.block_size=64 \
+        data.dataset=\"text\" data.path=\"$fortunes\" train.micro_batch_size=16 strategy.plugin=\"zero2\" \
+        train.max_steps=300 optimizer.lr=0.003 scheduler.warmup_steps=10 run.seed=$seed \
+        train.precision=\"$precision\"
+      python3 -c 'import json,sys; l=[json.loads(x)["loss"] for x in open(sys.argv[1])][-50:]; print(f"| {sys.argv[2]} | {sys.argv[3]} | {sum(l)/len(l):.4f} |")' \
+        "$logs/runs/fp8_small_${precision}_$seed/metrics.jsonl" "$seed" "$precision" >> "$out/fp8_small.md"
+    done
+  done
+  cat "$out/fp8_small.md"
+}
+
 offload() {
   local steady=(strategy.offload_param_device=\"cpu\" train.log_every=5)  # windows 3 and 4 counted
   gpt_cases gpt-1.3b_b8_zero3_dshost gpt-1.3b 8 22 zero3-offload "${steady[@]}"
@@ -379,12 +400,13 @@ profile() {
 
 # The compile group's configurations traced on both sides: dshost's zero2 with bf16 gradients
 # (eager: a replayed graph is not traced) against torch.compile in the compile group's mode
-# (Inductor's kernels, named triton_*, by what they fuse); $OUT/profiles.md.
+# (Inductor's kernels, named triton_*, by what they fuse); $OUT/profiles.md. PROFILE_SETS adds
+# --set values to dshost's side ('train.precision="fp8"').
 profile_compile() {
   for case in ${COMPILE_CASES:-gpt2-124m:16 gpt2-350m:8 mobilenet_v2:32 efficientnet_b0:32}; do
     local model=${case%:*} batch=${case#*:} name=${case/:/_b}_compile_profile mode=reduce-overhead
     local sets=(strategy.plugin=\"zero2\" strategy.grad_accum_dtype=\"bf16\" train.micro_batch_size=$batch
-                train.max_steps=26 train.profile_steps=2 train.profile_after=20)
+                train.max_steps=26 train.profile_steps=2 train.profile_after=20 ${PROFILE_SETS:-})
     if [[ $model == gpt* ]]; then
       mode=default
       tokens_file
@@ -398,7 +420,7 @@ profile_compile() {
       peer_run "${name}_torch" "profile $case" --model "$model" --batch "$batch" --steps 5 \
         --compile $mode --profile "$logs/${name}_torch.json"
     fi
-    python3 bench/gpu/kernels.py "$case zero2, bf16 gradients / torch.compile ($mode)" \
+    python3 bench/gpu/kernels.py "$case zero2, bf16 gradients ${PROFILE_SETS:-} / torch.compile ($mode)" \
       "$logs/runs/$name/profile/rank0.pt.trace.json" "$logs/${name}_torch.json" >> "$out/profiles.md" 2>&1
   done
 }
@@ -542,6 +564,7 @@ for group in "$@"; do
     compile) compile_table ;;
     profile-compile) profile_compile ;;
     fp8-learning) fp8_learning ;;
+    fp8-small) fp8_small ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;

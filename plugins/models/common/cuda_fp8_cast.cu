@@ -48,8 +48,8 @@ __global__ void amax_kernel(const Bf16x8* x, int64_t words, unsigned* amax_bits)
 template <__nv_fp8_interpretation_t kFormat>
 __global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
                             float format_max, uint8_t* out, uint8_t* out_t, float* inverse_scale) {
-  // An amax of 0 (all zeros) leaves a finite scale; a NaN or infinite one makes the cast
-  // values NaN, as the bf16 product would be.
+  // An amax of 0 (all zeros) leaves a finite scale. A NaN element is cast to NaN, and an
+  // infinite one (scale 0) too, so the products are NaN where bf16's would be.
   const float scale = format_max / fmaxf(*amax, 1e-30f);
   if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *inverse_scale = 1.f / scale;
   __shared__ uint8_t tile[kTile * kTileStride];

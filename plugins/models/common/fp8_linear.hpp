@@ -1,9 +1,11 @@
 // A linear layer whose three matrix multiplies run in fp8 on tensor cores (GPUs of compute
 // capability 8.9 or later), as torchao's Float8Linear does for torchtitan: the input and
 // the weight in e4m3 for the output, the output's gradient in e5m2 for both gradients, each
-// matrix scaled as a whole by its current largest magnitude (dynamic scaling; kept from no
-// earlier step, so nothing to checkpoint and nothing a captured CUDA graph must update), the
-// products accumulated in fp32 and written in bf16. Forward keeps the input's fp8 copy for
+// matrix scaled as a whole by its current largest magnitude (dynamic scaling, torchao's
+// default: nothing kept from earlier steps, so nothing to checkpoint and nothing a captured
+// CUDA graph must update; Transformer Engine's delayed scaling from an amax history would
+// save the pass that finds the largest magnitude, at the price of that state), the products
+// accumulated in fp32 and written in bf16. Forward keeps the input's fp8 copy for
 // backward: one byte an element where bf16 autocast keeps two.
 //
 // Taken where the layer's shapes allow (bf16 input and weight on a GPU, every dimension a
@@ -65,7 +67,7 @@ inline at::Tensor fp8_matmul(const at::Tensor& a, const at::Tensor& a_inverse_sc
 struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
   static bool takes(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
     const auto multiple_of_16 = [](int64_t d) { return d % 16 == 0; };
-    return x.is_cuda() && x.scalar_type() == at::kBFloat16 && weight.dim() == 2 &&
+    return x.is_cuda() && x.numel() > 0 && x.scalar_type() == at::kBFloat16 && weight.dim() == 2 &&
            weight.scalar_type() == at::kBFloat16 && x.size(-1) == weight.size(1) &&
            multiple_of_16(x.numel() / x.size(-1)) && multiple_of_16(weight.size(0)) &&
            multiple_of_16(weight.size(1)) &&
