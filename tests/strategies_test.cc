@@ -98,6 +98,36 @@ TEST_P(EveryShardingStrategy, Bf16TwoRanksTrackOneRank) {
   expect_bf16_two_ranks_track_one("bf16", GetParam(), with);
 }
 
+DSHOST_SUITE_LABEL(DdpReduceDtype, slow);
+// ddp's reduce_dtype = "fp32" over a bf16 model at 2 ranks all-reduces the gradients in the
+// fp32 buffer, as zero2 reduces them by default: over one micro-batch a step and over two
+// (summed in fp32), ddp tracks zero2 within the bound above (the same sums; their AdamW
+// loops round apart). Backward folds each unit into the buffer and launches its buckets
+// (overlap_comm); without overlap step() does both: the same steps to the last bit.
+TEST(DdpReduceDtype, Fp32ReducesAsZero2DoesWithOrWithoutOverlap) {
+  for (const int micro_batches : {1, 2}) {
+    SCOPED_TRACE(std::to_string(micro_batches) + " micro-batches");
+    const std::string tag = std::to_string(micro_batches);
+    const auto settings = [&](std::vector<std::string> sets) {
+      sets.insert(sets.end(),
+                  {"launcher.nprocs=2", "train.precision=bf16", "strategy.reduce_bucket_size=4096",
+                   "train.micro_batch_size=" + std::to_string(32 / micro_batches),
+                   "train.grad_accum_steps=" + tag});
+      return with(sets);
+    };
+    const auto zero2 = train_quickstart("reduce_zero2_" + tag, settings({"strategy.plugin=zero2"}));
+    const std::vector<std::string> ddp{"strategy.plugin=ddp", "strategy.reduce_dtype=\"fp32\""};
+    const auto overlapped = train_quickstart("reduce_ddp_" + tag, settings(ddp));
+    auto in_step = ddp;
+    in_step.push_back("strategy.overlap_comm=false");
+    const auto stepped = train_quickstart("reduce_ddp_in_step_" + tag, settings(in_step));
+    ASSERT_EQ(overlapped.size(), 20u);
+    EXPECT_LT(overlapped.back(), overlapped.front() - 0.2);
+    EXPECT_LT(max_abs_difference(overlapped, zero2), 2e-2);
+    EXPECT_EQ(overlapped, stepped);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Zero, EveryShardingStrategy, testing::Values("zero2", "zero3-offload"),
                          [](const auto& info) {
                            return info.param == "zero2" ? std::string("zero2")
@@ -260,8 +290,8 @@ TEST(StrategyMemory, AViewOfAnEmptiedBufferLeavesItEmpty) {
 
 // ddp's mixed precision is ZeRO's stage 1 (see ddp.cc): bf16 parameters and gradients,
 // whole on every rank (2 + 2), with fp32 masters and AdamW moments sharded (12/N); steps of
-// several micro-batches add fp32 sums (4). In fp32 the parameters are their own masters:
-// 4 + 4 and the moments' 8/N.
+// several micro-batches add fp32 sums (4), and so does reduce_dtype = "fp32". In fp32 the
+// parameters are their own masters: 4 + 4 and the moments' 8/N.
 TEST(StrategyMemory, DdpHoldsBf16ParametersAndGradientsAndShardsMastersAndMoments) {
   const Bytes ddp = bytes_per_parameter("ddp", "ddp");
   // ddp pads the whole model once (to a multiple of N), not each unit.
@@ -270,6 +300,9 @@ TEST(StrategyMemory, DdpHoldsBf16ParametersAndGradientsAndShardsMastersAndMoment
   EXPECT_NEAR(ddp.optim, 12.0 / 2, 1e-3);
   const Bytes summing = bytes_per_parameter("ddp_sums", "ddp", {"train.grad_accum_steps=2"});
   EXPECT_NEAR(summing.grads, 2.0 + 4.0, 1e-3);
+  const Bytes reducing =
+      bytes_per_parameter("ddp_reduce_fp32", "ddp", {"strategy.reduce_dtype=\"fp32\""});
+  EXPECT_NEAR(reducing.grads, 2.0 + 4.0, 1e-3);
   const Bytes fp32 = bytes_per_parameter("ddp_fp32", "ddp", {}, "fp32");
   EXPECT_NEAR(fp32.params, 4.0, 1e-3);
   EXPECT_NEAR(fp32.grads, 4.0, 1e-3);

@@ -12,12 +12,14 @@
 // Mixed precision is ZeRO's stage 1 (master_shard.h): under bf16 the flat parameters and
 // gradients are bf16 (2 + 2 bytes a parameter) and each rank keeps fp32 masters and AdamW
 // moments for its shard only (12/N), where PyTorch DDP + autocast holds fp32 parameters and
-// gradients (4 + 4). Gradients are all-reduced in bf16, as PyTorch DDP reduces a bf16
-// model's. A step of several micro-batches sums them in fp32 by default, as DeepSpeed does
-// (grad_accum_dtype): each micro-batch's bf16 gradients are added into an fp32 buffer of the
-// model's size, which step() all-reduces whole (no overlap with backward then);
-// grad_accum_dtype = "bf16" lets them add up in the bf16 gradients instead. In fp32 the
-// parameters are their own masters and ddp agrees with PyTorch DDP to the last bit.
+// gradients (4 + 4). Gradients are all-reduced in bf16 by default, as PyTorch DDP reduces a
+// bf16 model's. Two things use an fp32 buffer of the model's size (4 more bytes a parameter):
+// a step of several micro-batches sums them there by default, as DeepSpeed does
+// (grad_accum_dtype; "bf16" lets them add up in the bf16 gradients instead), and
+// reduce_dtype = "fp32" all-reduces there, as zero2 does by default. Each micro-batch's bf16
+// gradients are folded into it; the communicating micro-batch's unit by unit as backward
+// finishes each, so that the buffer's buckets are all-reduced while backward goes on. In fp32
+// the parameters are their own masters and ddp agrees with PyTorch DDP to the last bit.
 #include "master_shard.h"
 
 #include <dshost/strategy.hpp>
@@ -32,6 +34,9 @@ const dshost_option kOptions[] = {
     DSHOST_OPTION("grad_accum_dtype", DSHOST_OPTION_STRING, "\"fp32\"", "fp32|bf16",
                   "under bf16, what a step's micro-batches are summed in: an fp32 buffer of the "
                   "model's size (made at the first step of several), or the bf16 gradients"),
+    DSHOST_OPTION("reduce_dtype", DSHOST_OPTION_STRING, "\"bf16\"", "bf16|fp32",
+                  "under bf16, what gradients are all-reduced in: bf16 (as PyTorch DDP reduces a "
+                  "bf16 model's), or the fp32 buffer micro-batches are summed in"),
 };
 
 class Ddp : public dshost::Strategy {
@@ -40,7 +45,8 @@ class Ddp : public dshost::Strategy {
       : Strategy(s),
         bucket_elements_(s.get_int("reduce_bucket_size")),
         overlap_(s.get_bool("overlap_comm")),
-        fp32_sums_(s.get_string("grad_accum_dtype") == "fp32") {}
+        fp32_sums_(s.get_string("grad_accum_dtype") == "fp32"),
+        fp32_reduce_(s.get_string("reduce_dtype") == "fp32") {}
 
   void setup(const std::vector<dshost::UnitParams>& units) override {
     const auto& s = services();
@@ -69,11 +75,21 @@ class Ddp : public dshost::Strategy {
   }
 
   // One rank has nothing to reduce or gather: no collective is launched at world size 1.
-  // Summing in fp32, each micro-batch after the first adds the one before into the sums.
+  // In fp32, each micro-batch after the first adds the one before into the sums whole; the
+  // last is folded unit by unit where backward launches the all-reduces, else in step().
   void begin_micro_batch(int index, int count) override {
-    summing_ = count > 1 && fp32_sums_ && grads_.scalar_type() != at::kFloat;
-    communicate_ = index == count - 1 && services().world_size() > 1 && !summing_;
-    if (summing_ && index > 0) add_to_sums(/*first=*/index == 1);
+    const bool bf16 = grads_.scalar_type() != at::kFloat;
+    const bool several_ranks = services().world_size() > 1;
+    const bool summing = bf16 && count > 1 && fp32_sums_;
+    in_fp32_ = summing || (bf16 && several_ranks && fp32_reduce_);
+    communicate_ = index == count - 1 && several_ranks;
+    fold_on_ready_ = in_fp32_ && communicate_ && overlap_;
+    first_fold_ = !summing || index == 0;
+    if (in_fp32_ && !sums_.defined()) {
+      sums_ = at::zeros({layout_->padded}, grads_.options().dtype(at::kFloat));
+      sums_id_ = services().register_buffer(dshost::to_dlpack(sums_));
+    }
+    if (summing && index > 0) add_to_sums(/*first=*/index == 1);
   }
 
   // Unit events only launch bucket all-reduces during backward; without them every bucket
@@ -82,16 +98,17 @@ class Ddp : public dshost::Strategy {
 
   void on_unit_event(dshost_unit_event event, int unit) override {
     if (event != DSHOST_GRADS_READY || !communicate_ || !overlap_) return;
+    if (fold_on_ready_) fold(unit);
     Bucket& b = buckets_[bucket_of_unit_[unit]];
     if (--b.pending == 0) launch_ready_buckets();
   }
 
   double step(const dshost_step_args& args) override {
     const auto& s = services();
-    if (summing_) add_to_sums(/*first=*/false);
-    const at::Tensor& grads = summing_ ? sums_ : grads_;
+    if (in_fp32_) fold_the_rest();
+    const at::Tensor& grads = in_fp32_ ? sums_ : grads_;
     if (s.world_size() > 1) {
-      reduce(summing_);
+      reduce();
       grads.div_(s.world_size());
     }
     const at::Tensor norm = dshost::sum_of_squares(grads).sqrt_();  // stays on the device
@@ -101,7 +118,7 @@ class Ddp : public dshost::Strategy {
       s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
                    dshost::slice(param_id_, 0, layout_->padded))
           .wait();
-    if (!summing_) grads_.zero_();  // add_to_sums cleared them
+    if (!in_fp32_ || fold_on_ready_) grads_.zero_();  // else add_to_sums cleared them
     reset_buckets();
     return dshost::report_norm(args, norm);
   }
@@ -146,13 +163,8 @@ class Ddp : public dshost::Strategy {
     int units = 0, pending = 0;
   };
 
-  // Every bucket's all-reduce that backward did not launch, then waits for them all; or,
-  // summing in fp32, the sums' in one.
-  void reduce(bool sums) {
-    if (sums) {
-      services().all_reduce(dshost::slice(sums_id_, 0, layout_->padded), DSHOST_SUM).wait();
-      return;
-    }
+  // Every bucket's all-reduce that backward did not launch, then waits for them all.
+  void reduce() {
     for (auto& b : buckets_) b.pending = 0;
     launch_ready_buckets();
     for (auto& w : works_) w.wait();
@@ -162,15 +174,34 @@ class Ddp : public dshost::Strategy {
   // The micro-batch just done: its bf16 gradients added into the fp32 sums (copied into
   // them for a step's first), then cleared for the next.
   void add_to_sums(bool first) {
-    if (!sums_.defined()) {
-      sums_ = at::empty({layout_->padded}, grads_.options().dtype(at::kFloat));
-      sums_id_ = services().register_buffer(dshost::to_dlpack(sums_));
-    }
     if (first)
       sums_.copy_(grads_);
     else
       sums_.add_(grads_);
     grads_.zero_();
+  }
+
+  // Unit `unit`'s gradients of the step's last micro-batch into the sums.
+  void fold(int unit) {
+    const int64_t begin = layout_->unit_begin[unit], count = layout_->unit_end[unit] - begin;
+    at::Tensor sums = sums_.narrow(0, begin, count);
+    const at::Tensor grads = grads_.narrow(0, begin, count);
+    if (first_fold_)
+      sums.copy_(grads);
+    else
+      sums.add_(grads);
+    folded_[unit] = true;
+  }
+
+  // The last micro-batch's gradients that backward did not fold: all of them, or the units
+  // that raised no grads_ready.
+  void fold_the_rest() {
+    if (!fold_on_ready_) {
+      add_to_sums(first_fold_);
+      return;
+    }
+    for (size_t u = 0; u < folded_.size(); ++u)
+      if (!folded_[u]) fold(static_cast<int>(u));
   }
 
   void make_buckets() {
@@ -191,28 +222,33 @@ class Ddp : public dshost::Strategy {
   void reset_buckets() {
     for (auto& b : buckets_) b.pending = b.units;
     next_bucket_ = 0;
+    folded_.assign(layout_->unit_begin.size(), false);
   }
 
   void launch_ready_buckets() {
     while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].pending == 0) {
       const Bucket& b = buckets_[next_bucket_++];
-      works_.push_back(
-          services().all_reduce(dshost::slice(grad_id_, b.begin, b.end - b.begin), DSHOST_SUM));
+      works_.push_back(services().all_reduce(
+          dshost::slice(in_fp32_ ? sums_id_ : grad_id_, b.begin, b.end - b.begin), DSHOST_SUM));
     }
   }
 
   const int64_t bucket_elements_;
   const bool overlap_;
-  const bool fp32_sums_;
+  const bool fp32_sums_, fp32_reduce_;
   std::unique_ptr<dshost::FlatLayout> layout_;
   at::Tensor params_, grads_;
-  at::Tensor sums_;  // fp32, summing a step's micro-batches over bf16 gradients
+  at::Tensor sums_;  // fp32, the step's gradients over bf16 ones (grad_accum_dtype, reduce_dtype)
   int32_t param_id_ = -1, grad_id_ = -1, sums_id_ = -1;
   std::unique_ptr<MasterShard> master_;
   std::vector<Bucket> buckets_;  // in launch order: the last units first
   std::vector<int> bucket_of_unit_;
   size_t next_bucket_ = 0;
-  bool communicate_ = true, summing_ = false;
+  bool communicate_ = true;
+  bool in_fp32_ = false;        // this step's gradients go to sums_
+  bool fold_on_ready_ = false;  // the last micro-batch's are folded at each grads_ready
+  bool first_fold_ = false;     // its fold copies (nothing summed in fp32 before it)
+  std::vector<bool> folded_;    // by unit
   std::vector<dshost::Work> works_;
 };
 
