@@ -248,7 +248,7 @@ compile_table() {
 
 # fp8 against bf16 for learning: gpt2-124m on the bytes of Debian's dict-gcide (GCIDE, 40 MB of
 # English definitions), 2,000 steps (FP8_STEPS) of 8 x 1024 tokens, from one seed, under zero2
-# with its graph; the test split's loss at the end. Both curves and summaries in $OUT/fp8_learning/.
+# with its graph; the test split's loss at the end. Both curves and summaries in $OUT/fp8_learning.tgz.
 fp8_learning() {
   local text=/tmp/gcide.txt dir=$out/fp8_learning
   [[ -f $text ]] || zcat .text/gcide.dict.dz > $text
@@ -263,6 +263,8 @@ fp8_learning() {
     cp "$logs/runs/fp8_learning_$precision/summary.json" "$dir/$precision.summary.json"
   done
   python3 bench/gpu/fp8_learning_report.py "$dir" > "$out/fp8_learning.md"; cat "$out/fp8_learning.md"
+  # The device hands back a few files only: the curves and summaries as one.
+  tar czf "$out/fp8_learning.tgz" -C "$out" fp8_learning && rm -r "$dir"
 }
 
 # The small gpt of the gpu test GptFp8 (2 layers of 128 on Debian's fortunes, 300 steps),

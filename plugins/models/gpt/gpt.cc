@@ -160,9 +160,9 @@ class Gpt : public dshost::Model {
   std::vector<int64_t> input_shape() const override { return {block_}; }
   at::ScalarType input_dtype() const override { return at::kLong; }
   std::vector<int64_t> target_shape() const override { return {block_}; }
-  // Under fp8, each block's four linear layers; the tied output projection stays in bf16
-  // (its vocabulary is rarely a multiple of 16, and the loss is most sensitive there).
-  // A width that is no multiple of 16 leaves every layer in bf16.
+  // Under fp8, each block's four linear layers; the tied output projection stays in bf16,
+  // as recipes for fp8 training keep the last layer, where the loss is most sensitive to
+  // rounding. A width that is no multiple of 16 leaves every layer in bf16.
   int fp8_layers() const override { return fp8_ ? 4 * static_cast<int>(shape_.layers) : 0; }
 
   // Per sequence of block_size tokens: 2 FLOPs per weight of every matrix multiply per token
