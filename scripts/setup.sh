@@ -8,7 +8,8 @@
 # the real servers the ssh and slurm launchers are tested against (tests/cluster/).
 # clang-format (14) is what the format test checks the tree with.
 #   scripts/setup.sh           build + tests
-#   scripts/setup.sh --bench   also python3-torch, the peer that bench/ compares against
+#   scripts/setup.sh --bench   also python3-torch, the peer that bench/ compares against, and
+#                              dict-gcide, the text bench/gpu/run.sh fp8-learning trains on
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +22,7 @@ packages=(
   libopenblas0-openmp
   openssh-client openssh-server slurmctld slurmd slurm-client munge iproute2
 )
-[ "${1:-}" = "--bench" ] && packages+=(python3-torch)  # (also pulled in by python3-torchvision)
+[ "${1:-}" = "--bench" ] && packages+=(python3-torch dict-gcide)  # (torch also pulled in by python3-torchvision)
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
