@@ -548,7 +548,8 @@ for group in "$@"; do
     tests) DSHOST_TEST_PYTHON=$(command -v python3) DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist \
              DSHOST_TEST_FORTUNES=$PWD/.devdeps/usr/share/games/fortunes ctest --test-dir $build -L gpu -R "${GPU_TESTS:-.}" --output-on-failure \
              > "$out/gpu_tests.log" 2>&1; tail -5 "$out/gpu_tests.log" ;;
-    tests-no-tf32) NVIDIA_TF32_OVERRIDE=0 DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist ctest --test-dir $build \
+    tests-no-tf32) NVIDIA_TF32_OVERRIDE=0 DSHOST_TEST_FASHION_MNIST=$PWD/.fmnist \
+             DSHOST_TEST_FORTUNES=$PWD/.devdeps/usr/share/games/fortunes ctest --test-dir $build \
              -L gpu --output-on-failure > "$out/gpu_tests_no_tf32.log" 2>&1; tail -5 "$out/gpu_tests_no_tf32.log" ;;
     cpu-adam) { python3 bench/gpu/host_bandwidth.py && $build/tests/bench/dshost_cpu_adam_bench; } \
                 > "$out/cpu_adam.txt" 2>&1; tail -12 "$out/cpu_adam.txt" ;;
