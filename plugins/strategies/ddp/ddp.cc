@@ -89,7 +89,10 @@ class Ddp : public dshost::Strategy {
       sums_ = at::zeros({layout_->padded}, grads_.options().dtype(at::kFloat));
       sums_id_ = services().register_buffer(dshost::to_dlpack(sums_));
     }
-    if (summing && index > 0) add_to_sums(/*first=*/index == 1);
+    if (summing && index > 0) {  // the micro-batch before, whole
+      add_to_sums(0, layout_->padded, /*first=*/index == 1);
+      grads_.zero_();
+    }
   }
 
   // Unit events only launch bucket all-reduces during backward; without them every bucket
@@ -118,7 +121,7 @@ class Ddp : public dshost::Strategy {
       s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
                    dshost::slice(param_id_, 0, layout_->padded))
           .wait();
-    if (!in_fp32_ || fold_on_ready_) grads_.zero_();  // else add_to_sums cleared them
+    grads_.zero_();
     reset_buckets();
     return dshost::report_norm(args, norm);
   }
@@ -171,25 +174,21 @@ class Ddp : public dshost::Strategy {
     works_.clear();
   }
 
-  // The micro-batch just done: its bf16 gradients added into the fp32 sums (copied into
-  // them for a step's first), then cleared for the next.
-  void add_to_sums(bool first) {
+  // A flat range of the bf16 gradients added into the fp32 sums (copied into them where
+  // nothing was summed before).
+  void add_to_sums(int64_t begin, int64_t count, bool first) {
+    at::Tensor sums = sums_.narrow(0, begin, count);
+    const at::Tensor grads = grads_.narrow(0, begin, count);
     if (first)
-      sums_.copy_(grads_);
+      sums.copy_(grads);
     else
-      sums_.add_(grads_);
-    grads_.zero_();
+      sums.add_(grads);
   }
 
   // Unit `unit`'s gradients of the step's last micro-batch into the sums.
   void fold(int unit) {
-    const int64_t begin = layout_->unit_begin[unit], count = layout_->unit_end[unit] - begin;
-    at::Tensor sums = sums_.narrow(0, begin, count);
-    const at::Tensor grads = grads_.narrow(0, begin, count);
-    if (first_fold_)
-      sums.copy_(grads);
-    else
-      sums.add_(grads);
+    add_to_sums(layout_->unit_begin[unit], layout_->unit_end[unit] - layout_->unit_begin[unit],
+                first_fold_);
     folded_[unit] = true;
   }
 
@@ -197,7 +196,7 @@ class Ddp : public dshost::Strategy {
   // that raised no grads_ready.
   void fold_the_rest() {
     if (!fold_on_ready_) {
-      add_to_sums(first_fold_);
+      add_to_sums(0, layout_->padded, first_fold_);
       return;
     }
     for (size_t u = 0; u < folded_.size(); ++u)
