@@ -817,7 +817,8 @@ TEST(Fp8Linear, FollowsAFloat64LinearWithinFp8Rounding) {
 
 // The casts under it: each value the one ATen's conversion gives for x times (the format's
 // largest value / x's largest magnitude) in fp32, bit for bit, in x's layout and transposed,
-// with 1 / scale beside them, on a shape off the 64 x 64 tile; a NaN stays NaN.
+// with 1 / scale beside them, and x's column sums (a bias's gradient) as fp32 sums give
+// them, on a shape off the 64 x 64 tile; a NaN stays NaN, and makes its column's sum NaN.
 TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_FP8
@@ -830,7 +831,8 @@ TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
       {Fp8Format::e4m3, at::kFloat8_e4m3fn, 448.0}, {Fp8Format::e5m2, at::kFloat8_e5m2, 57344.0}};
   for (const auto& [format, dtype, largest] : formats) {
     SCOPED_TRACE(c10::toString(dtype));
-    const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, format);
+    const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, format, /*column_sums=*/true);
+    EXPECT_TRUE(at::allclose(q.column_sums, x.to(at::kFloat).sum(0), 1e-5, 1e-4));
     const at::Tensor amax = x.abs().max().to(at::kFloat);
     const at::Tensor scale = at::div(at::scalar_tensor(largest, amax.options()), amax);
     const at::Tensor want = (x.to(at::kFloat) * scale).to(dtype);
@@ -839,8 +841,10 @@ TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
     EXPECT_FLOAT_EQ(q.inverse_scale.item<float>(), 1.0f / scale.item<float>());
   }
   x.index_put_({5, 7}, NAN);
-  const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, Fp8Format::e4m3);
+  const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, Fp8Format::e4m3, true);
   EXPECT_TRUE(std::isnan(q.rows.to(at::kFloat)[5][7].item<float>()));
+  EXPECT_TRUE(std::isnan(q.column_sums[7].item<float>()));
+  EXPECT_FALSE(std::isnan(q.column_sums[6].item<float>()));
   EXPECT_TRUE(std::isnan(q.columns.to(at::kFloat)[7][5].item<float>()));
 #endif
 }

@@ -3,7 +3,8 @@
 // The largest magnitude is a maximum over the bit patterns of |x| as unsigned integers,
 // which order non-negative floats as their values (infinity and NaN above every finite
 // one), so a NaN is kept where fmaxf would drop it. The cast goes through a 64 x 64 tile in
-// shared memory so that both layouts are written 8 bytes at a time along their rows.
+// shared memory so that both layouts are written 8 bytes at a time along their rows; the
+// tile's column sums, where asked for, come from the same reads.
 #include "cuda_fp8_cast.h"
 
 #include <cuda_bf16.h>
@@ -13,8 +14,8 @@
 namespace dshost_models {
 namespace {
 
-constexpr int kLanes = 8;        // bf16 in 16 bytes, fp8 in 8
-constexpr int kTile = 64;        // a block of 256 threads casts a 64 x 64 tile
+constexpr int kLanes = 8;                                  // bf16 in 16 bytes, fp8 in 8
+constexpr int kTile = static_cast<int>(kFp8CastTileRows);  // 256 threads cast 64 x 64
 constexpr int kTileStride = 65;  // bytes a row of the shared tile: 8 rows 8 apart fall in 8 banks
 constexpr int kThreads = 256;
 constexpr int kAmaxBlocks = 1024;
@@ -45,9 +46,25 @@ __global__ void amax_kernel(const Bf16x8* x, int64_t words, unsigned* amax_bits)
   atomicMax(amax_bits, best);
 }
 
+// The tile's column sums, from each thread's sums over its rows in the 8 columns it read,
+// added in a fixed order (the same bits every run) into column_partials[tile_row, col0 ...].
+__device__ void sum_columns(const float (&sums)[kLanes], int64_t tile_row, int64_t col0,
+                            int64_t cols, float* column_partials) {
+  constexpr int kRowsAtOnce = kThreads / (kTile / kLanes);  // 32 threads share a column group
+  __shared__ float partial[kRowsAtOnce][kTile + 1];
+  const int c = (threadIdx.x % (kTile / kLanes)) * kLanes;
+  for (int k = 0; k < kLanes; ++k) partial[threadIdx.x / (kTile / kLanes)][c + k] = sums[k];
+  __syncthreads();
+  if (threadIdx.x >= kTile || col0 + threadIdx.x >= cols) return;
+  float total = 0.f;
+  for (int r = 0; r < kRowsAtOnce; ++r) total += partial[r][threadIdx.x];
+  column_partials[tile_row * cols + col0 + threadIdx.x] = total;
+}
+
 template <__nv_fp8_interpretation_t kFormat>
 __global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
-                            float format_max, uint8_t* out, uint8_t* out_t, float* inverse_scale) {
+                            float format_max, uint8_t* out, uint8_t* out_t, float* inverse_scale,
+                            float* column_partials) {
   // An amax of 0 (all zeros) leaves a finite scale. A NaN element is cast to NaN, and an
   // infinite one (scale 0) too, so the products are NaN where bf16's would be.
   const float scale = format_max / fmaxf(*amax, 1e-30f);
@@ -56,7 +73,8 @@ __global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTile;
   const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTile;
   constexpr int kGroups = kTile / kLanes;  // 8-element groups along a tile row
-  // x's rows: thread t takes group t % 8 of rows t / 8, t / 8 + 32.
+  // x's rows: thread t takes group t % 8 of rows t / 8, t / 8 + 32, and sums its columns there.
+  float sums[kLanes] = {};
   for (int p = threadIdx.x; p < kTile * kGroups; p += kThreads) {
     const int r = p / kGroups, c = (p % kGroups) * kLanes;
     if (row0 + r >= rows || col0 + c >= cols) continue;
@@ -64,11 +82,13 @@ __global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const
     const Bf16x8 in = *reinterpret_cast<const Bf16x8*>(x + at);
     Fp8x8 q;
     for (int k = 0; k < kLanes; ++k) {
+      sums[k] += to_float(in.v[k]);
       q.v[k] = __nv_cvt_float_to_fp8(to_float(in.v[k]) * scale, __NV_SATFINITE, kFormat);
       tile[r * kTileStride + c + k] = q.v[k];
     }
     *reinterpret_cast<Fp8x8*>(out + at) = q;
   }
+  if (column_partials != nullptr) sum_columns(sums, row0 / kTile, col0, cols, column_partials);
   __syncthreads();
   // out_t's rows (x's columns): thread t takes group t % 8 of columns t / 8, t / 8 + 32.
   for (int p = threadIdx.x; p < kTile * kGroups; p += kThreads) {
@@ -100,18 +120,18 @@ const char* cuda_amax(const uint16_t* x, int64_t n, float* amax, void* stream) {
 
 const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
                              Fp8Format format, uint8_t* out, uint8_t* out_t, float* inverse_scale,
-                             void* stream) {
+                             float* column_partials, void* stream) {
   const int64_t tile_rows = (rows + kTile - 1) / kTile, tile_cols = (cols + kTile - 1) / kTile;
   if (tile_rows > 65535 || tile_cols > 2147483647)
     return "a matrix of over 4 million rows is not cast to fp8 here";
   const dim3 grid(static_cast<unsigned>(tile_cols), static_cast<unsigned>(tile_rows));
   auto s = static_cast<cudaStream_t>(stream);
   if (format == Fp8Format::e4m3)
-    cast_kernel<__NV_E4M3>
-        <<<grid, kThreads, 0, s>>>(x, rows, cols, amax, 448.f, out, out_t, inverse_scale);
+    cast_kernel<__NV_E4M3><<<grid, kThreads, 0, s>>>(x, rows, cols, amax, 448.f, out, out_t,
+                                                     inverse_scale, column_partials);
   else
-    cast_kernel<__NV_E5M2>
-        <<<grid, kThreads, 0, s>>>(x, rows, cols, amax, 57344.f, out, out_t, inverse_scale);
+    cast_kernel<__NV_E5M2><<<grid, kThreads, 0, s>>>(x, rows, cols, amax, 57344.f, out, out_t,
+                                                     inverse_scale, column_partials);
   return launched();
 }
 

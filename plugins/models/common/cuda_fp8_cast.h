@@ -18,9 +18,13 @@ const char* cuda_amax(const uint16_t* x, int64_t n, float* amax, void* stream);
 // x, [rows, cols] row-major bf16, times scale = (format's max) / *amax, rounded to `format`
 // and saturated at its largest finite value: into `out` in x's layout and into `out_t`
 // transposed ([cols, rows] row-major). *inverse_scale = 1 / scale, the factor a matrix
-// multiply of the fp8 values applies to give x's scale back.
+// multiply of the fp8 values applies to give x's scale back. Unless column_partials is null,
+// it also sums x's columns in fp32 by 64-row tiles into column_partials, [ceil(rows / 64),
+// cols] (a bias's gradient: the sum of that column of partial sums).
 const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
                              Fp8Format format, uint8_t* out, uint8_t* out_t, float* inverse_scale,
-                             void* stream);
+                             float* column_partials, void* stream);
+
+constexpr int64_t kFp8CastTileRows = 64;
 
 }  // namespace dshost_models

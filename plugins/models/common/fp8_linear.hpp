@@ -26,13 +26,14 @@
 namespace dshost_models {
 
 #if DSHOST_CUDA_FP8
-// A matrix in fp8 in its own layout and transposed, and the factor that gives its scale back.
+// A matrix in fp8 in its own layout and transposed, the factor that gives its scale back,
+// and, where asked for, its column sums in fp32 (of the values before the cast).
 struct Fp8Matrix {
-  at::Tensor rows, columns, inverse_scale;
+  at::Tensor rows, columns, inverse_scale, column_sums;
 };
 
 // `matrix`'s values in bf16, [rows, cols], cast: its rows and columns multiples of 8.
-inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format) {
+inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_sums = false) {
   at::Tensor m = matrix.contiguous();
   if (reinterpret_cast<uintptr_t>(m.data_ptr()) % 16 != 0) m = m.clone();  // the kernels' loads
   const at::ScalarType dtype = format == Fp8Format::e4m3 ? at::kFloat8_e4m3fn : at::kFloat8_e5m2;
@@ -40,6 +41,10 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format) {
   Fp8Matrix q{at::empty(m.sizes(), m.options().dtype(dtype)),
               at::empty({m.size(1), m.size(0)}, m.options().dtype(dtype)), at::empty({1}, fp32)};
   const at::Tensor amax = at::empty({1}, fp32);
+  const at::Tensor partials =
+      column_sums
+          ? at::empty({(m.size(0) + kFp8CastTileRows - 1) / kFp8CastTileRows, m.size(1)}, fp32)
+          : at::Tensor();
   auto* x = static_cast<const uint16_t*>(m.data_ptr());
   void* stream = c10::cuda::getCurrentCUDAStream(m.device().index()).stream();
   const char* err = cuda_amax(x, m.numel(), amax.data_ptr<float>(), stream);
@@ -47,10 +52,12 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format) {
     err = cuda_cast_to_fp8(x, m.size(0), m.size(1), amax.data_ptr<float>(), format,
                            static_cast<uint8_t*>(q.rows.data_ptr()),
                            static_cast<uint8_t*>(q.columns.data_ptr()),
-                           q.inverse_scale.data_ptr<float>(), stream);
+                           q.inverse_scale.data_ptr<float>(),
+                           column_sums ? partials.data_ptr<float>() : nullptr, stream);
   if (err != nullptr)
     throw dshost::Error(std::string("the fp8 cast kernel failed to launch: ") + err,
                         DSHOST_INTERNAL);
+  if (column_sums) q.column_sums = partials.sum(0);
   return q;
 }
 
@@ -94,7 +101,8 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x_t = saved[0], &x_inv = saved[1], &w_t = saved[2], &w_inv = saved[3];
     const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)}).to(at::kBFloat16);  // [n, out]
-    const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2);
+    const bool bias = ctx->saved_data["bias"].toBool();
+    const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2, /*column_sums=*/bias);
     at::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {  // g [n, out] @ W [out, in]
       std::vector<int64_t> shape = grads[0].sizes().vec();
@@ -103,7 +111,7 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
     }
     if (ctx->needs_input_grad(1))  // g^T [out, n] @ x [n, in]
       dw = fp8_matmul(gq.columns, gq.inverse_scale, x_t.t(), x_inv, {}, false);
-    return {dx, dw, ctx->saved_data["bias"].toBool() ? g.sum(0) : at::Tensor()};
+    return {dx, dw, bias ? gq.column_sums.to(at::kBFloat16) : at::Tensor()};
   }
 };
 #endif

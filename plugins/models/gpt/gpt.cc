@@ -108,14 +108,18 @@ struct BlockImpl : nn::Module {
 
   at::Tensor forward(const at::Tensor& x) {
     const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
-    // [B, T, 3C] -> three [B, heads, T, C / heads]. unbind, not qkv[i]: three selects would
-    // each backpropagate a zero-filled [3, B, heads, T, C / heads] and add them up.
-    const auto qkv = linear(c_attn, ln_1->forward(x), fp8)
-                         .view({b, t, 3, heads, c / heads})
-                         .permute({2, 0, 3, 1, 4})
-                         .unbind(0);
-    const at::Tensor y =
-        dshost::causal_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape({b, t, c});
+    // [B, T, 3C] -> three [B, T, heads, C / heads] views, each seen as [B, heads, T, C / heads].
+    // unbind, not qkv[i]: three selects would each backpropagate a zero-filled [B, T, 3C] and
+    // add them up. Unbinding dimension 2 before the transposes lets backward stack the three
+    // gradients (the flash kernels write them [B, T, heads, C / heads]) straight into a
+    // [B, T, 3C] in one copy; unbinding a permuted [3, B, heads, T, C / heads] would copy twice,
+    // transposing both times.
+    const auto qkv =
+        linear(c_attn, ln_1->forward(x), fp8).view({b, t, 3, heads, c / heads}).unbind(2);
+    const at::Tensor y = dshost::causal_attention(qkv[0].transpose(1, 2), qkv[1].transpose(1, 2),
+                                                  qkv[2].transpose(1, 2))
+                             .transpose(1, 2)
+                             .reshape({b, t, c});
     const at::Tensor h = x + drop->forward(linear(attn_proj, y, fp8));
     const at::Tensor mlp = nn::functional::gelu(
         linear(c_fc, ln_2->forward(h), fp8), nn::functional::GELUFuncOptions().approximate("tanh"));
