@@ -7,6 +7,7 @@
 #include "plugins/models/common/cross_entropy.hpp"
 #include "plugins/models/common/fp8_linear.hpp"
 #include "plugins/models/common/image.hpp"
+#include "plugins/models/common/layer_norm.hpp"
 
 #include "core/checkpoint.h"
 #include "core/init_from.h"
@@ -779,6 +780,63 @@ TEST(CrossEntropy, CudaBf16GivesAtensLossAndGradientOverFp32Logits) {
   const at::Tensor logits = at::randn({4, 10}, at::kCUDA).to(at::kBFloat16);
   const at::Tensor targets = at::tensor({1, 2, 10, 3}, at::dtype(at::kLong)).to(at::kCUDA);
   EXPECT_TRUE(std::isnan(dshost_models::cross_entropy(logits, targets).item<double>()));
+}
+
+DSHOST_SUITE_LABEL(FusedLayerNorm, gpu);
+// gpt's layer norm kernels against the same ops in float64 over the same bf16 values: the
+// sum bit for bit as ATen's bf16 add, the normalized rows and every gradient (the sum's,
+// with the gradient the sum received directly added, the weight's, the bias's) within
+// bf16's rounding (1/256 of the norm; a wrong term in any is off by far more), as ATen's
+// own bf16 ops are. Widths off the block's 32 threads of 8 and row counts off the backward's
+// 8-row blocks; the mean of the rows away from zero.
+TEST(FusedLayerNorm, FollowsTheUnfusedOpsInFloat64WithAndWithoutTheResidualAdd) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_LAYER_NORM
+  GTEST_SKIP() << "built without CUDA kernels";
+#endif
+  at::manual_seed(11);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const auto off = [](const at::Tensor& got, const at::Tensor& reference) {
+    return ((got.to(at::kDouble) - reference).norm() / reference.norm()).item<double>();
+  };
+  for (const int64_t width : {264, 2048}) {
+    for (const bool add : {true, false}) {
+      SCOPED_TRACE("width " + std::to_string(width) + (add ? ", with the add" : ", alone"));
+      const at::Tensor x = at::randn({3, 37, width}, bf16) + 0.5,
+                       r = at::randn({3, 37, width}, bf16) * 0.5,
+                       w = 1 + at::randn({width}, bf16) * 0.1, b = at::randn({width}, bf16) * 0.1,
+                       dy = at::randn({3, 37, width}, bf16), ds = at::randn({3, 37, width}, bf16);
+      std::vector<at::Tensor> ours{x.clone(), r.clone(), w.clone(), b.clone()}, exact;
+      for (const at::Tensor& t : ours) {
+        t.set_requires_grad(true);
+        exact.push_back(t.detach().to(at::kDouble).set_requires_grad(true));
+      }
+      const at::Tensor sum = add ? exact[0] + exact[1] : exact[0];
+      const at::Tensor want = at::layer_norm(sum, {width}, exact[2], exact[3], 1e-5);
+      at::Tensor got_sum, got;
+      if (add) {
+        std::tie(got_sum, got) =
+            dshost_models::add_layer_norm(ours[0], ours[1], ours[2], ours[3], 1e-5);
+        torch::autograd::backward({got_sum, got}, {ds, dy});
+        torch::autograd::backward({sum, want}, {ds.to(at::kDouble), dy.to(at::kDouble)});
+        EXPECT_TRUE(at::equal(got_sum, x + r));
+      } else {
+        got = dshost_models::layer_norm(ours[0], ours[2], ours[3], 1e-5);
+        got.backward(dy);
+        want.backward(dy.to(at::kDouble));
+      }
+      const std::string kernel = got.grad_fn()->name();
+      ASSERT_NE(kernel.find(add ? "CudaAddLayerNorm" : "CudaLayerNorm"), std::string::npos)
+          << kernel;
+      EXPECT_LT(off(got, want), 1.0 / 256);
+      EXPECT_LT(off(ours[0].grad(), exact[0].grad()), 1.0 / 256);
+      if (add) {
+        EXPECT_TRUE(at::equal(ours[0].grad(), ours[1].grad()));
+      }
+      EXPECT_LT(off(ours[2].grad(), exact[2].grad()), 1.0 / 256);
+      EXPECT_LT(off(ours[3].grad(), exact[3].grad()), 1.0 / 256);
+    }
+  }
 }
 
 DSHOST_SUITE_LABEL(Fp8Linear, gpu);

@@ -18,7 +18,8 @@
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
 #                                 compile (issue 28's table: dshost's fastest strategy, and ddp for gpt, beside
-#                                 PyTorch eager and torch.compile; COMPILE_CASES="gpt2-124m:8 resnet50:64 ..." narrows;
+#                                 PyTorch eager and torch.compile; COMPILE_CASES="gpt2-124m:8 resnet50:64 ..." narrows,
+#                                 COMPILE_DDP=0 leaves ddp out;
 #                                 $OUT/compile.md; gpt also in fp8) profile-compile (the same traced, against torch.compile)
 #                                 fp8-learning (gpt2-124m on a real text in bf16 and in fp8, 2,000 steps from one
 #                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
@@ -228,7 +229,7 @@ compile_table() {
       [[ $model == gpt-1.3b ]] && { steps=40; graph=(); }
       gpt_cases "${name}_zero2_dshost" "$model" "$batch" $steps zero2 \
         strategy.grad_accum_dtype=\"bf16\" "${graph[@]}"
-      gpt_cases "${name}_ddp_dshost" "$model" "$batch" $steps ddp "${graph[@]}"
+      [[ ${COMPILE_DDP:-1} == 1 ]] && gpt_cases "${name}_ddp_dshost" "$model" "$batch" $steps ddp "${graph[@]}"
       kind_suffix=", fp8" gpt_cases "${name}_fp8_dshost" "$model" "$batch" $steps zero2 \
         strategy.grad_accum_dtype=\"bf16\" train.precision=\"fp8\" "${graph[@]}"
       peer+=(--model gpt --preset "$model" --steps $((steps / 2))) mode=default

@@ -10,12 +10,10 @@
 
 #if DSHOST_CUDA_CROSS_ENTROPY
 #include "cuda_cross_entropy.h"
-
-#include <c10/cuda/CUDAStream.h>
+#include "cuda_tensors.hpp"
 #endif
 
 #include <algorithm>
-#include <string>
 
 namespace dshost_models {
 
@@ -33,8 +31,10 @@ struct CudaCrossEntropy : torch::autograd::Function<CudaCrossEntropy> {
     const at::Tensor t = targets.contiguous();
     const auto fp32 = logits.options().dtype(at::kFloat);
     const at::Tensor losses = at::empty({logits.size(0)}, fp32), lse = at::empty_like(losses);
-    check(cuda_cross_entropy(bits(logits), t.data_ptr<int64_t>(), losses.data_ptr<float>(),
-                             lse.data_ptr<float>(), shape_of(logits), stream(logits)));
+    check_launch(
+        cuda_cross_entropy(bf16_bits(logits), t.data_ptr<int64_t>(), losses.data_ptr<float>(),
+                           lse.data_ptr<float>(), shape_of(logits), stream_of(logits)),
+        "CUDA cross entropy");
     ctx->save_for_backward({logits, t, lse});
     return losses.mean();
   }
@@ -45,24 +45,17 @@ struct CudaCrossEntropy : torch::autograd::Function<CudaCrossEntropy> {
     // d(mean)/d(loss of a row) = 1 / rows, times the incoming gradient, kept on the device.
     const at::Tensor scale = grads[0].to(at::kFloat).div(std::max<int64_t>(logits.size(0), 1));
     const at::Tensor dlogits = at::empty_like(logits);
-    check(cuda_cross_entropy_backward(bits(logits), t.data_ptr<int64_t>(), lse.data_ptr<float>(),
-                                      scale.data_ptr<float>(), bits(dlogits), shape_of(logits),
-                                      stream(logits)));
+    check_launch(
+        cuda_cross_entropy_backward(bf16_bits(logits), t.data_ptr<int64_t>(), lse.data_ptr<float>(),
+                                    scale.data_ptr<float>(), bf16_bits(dlogits), shape_of(logits),
+                                    stream_of(logits)),
+        "CUDA cross entropy");
     return {dlogits, at::Tensor()};
   }
 
  private:
   static CrossEntropyShape shape_of(const at::Tensor& logits) {
     return {logits.size(0), logits.size(1)};
-  }
-  static uint16_t* bits(const at::Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
-  static void* stream(const at::Tensor& t) {
-    return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
-  }
-  static void check(const char* err) {
-    if (err)
-      throw dshost::Error(std::string("the CUDA cross entropy kernel failed to launch: ") + err,
-                          DSHOST_INTERNAL);
   }
 };
 #endif

@@ -9,19 +9,19 @@
 // backward: one byte an element where bf16 autocast keeps two.
 //
 // Taken where the layer's shapes allow (bf16 input and weight on a GPU, every dimension a
-// multiple of 16 as cuBLASLt's fp8 kernels need); elsewhere dshost::linear in bf16.
+// multiple of 16 as cuBLASLt's fp8 kernels need) and it has a bias (a custom autograd
+// function takes no undefined input; gpt's layers all have one); elsewhere dshost::linear
+// in bf16.
 #pragma once
 
 #include <dshost/ops/linear.hpp>
 
 #if DSHOST_CUDA_FP8
 #include "cuda_fp8_cast.h"
+#include "cuda_tensors.hpp"
 
-#include <c10/cuda/CUDAStream.h>
 #include <torch/autograd.h>
 #endif
-
-#include <string>
 
 namespace dshost_models {
 
@@ -34,8 +34,7 @@ struct Fp8Matrix {
 
 // `matrix`'s values in bf16, [rows, cols], cast: its rows and columns multiples of 8.
 inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_sums = false) {
-  at::Tensor m = matrix.contiguous();
-  if (reinterpret_cast<uintptr_t>(m.data_ptr()) % 16 != 0) m = m.clone();  // the kernels' loads
+  const at::Tensor m = aligned16(matrix);
   const at::ScalarType dtype = format == Fp8Format::e4m3 ? at::kFloat8_e4m3fn : at::kFloat8_e5m2;
   const auto fp32 = m.options().dtype(at::kFloat);
   Fp8Matrix q{at::empty(m.sizes(), m.options().dtype(dtype)),
@@ -45,8 +44,8 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_
       column_sums
           ? at::empty({(m.size(0) + kFp8CastTileRows - 1) / kFp8CastTileRows, m.size(1)}, fp32)
           : at::Tensor();
-  auto* x = static_cast<const uint16_t*>(m.data_ptr());
-  void* stream = c10::cuda::getCurrentCUDAStream(m.device().index()).stream();
+  const uint16_t* x = bf16_bits(m);
+  void* stream = stream_of(m);
   const char* err = cuda_amax(x, m.numel(), amax.data_ptr<float>(), stream);
   if (err == nullptr)
     err = cuda_cast_to_fp8(x, m.size(0), m.size(1), amax.data_ptr<float>(), format,
@@ -54,9 +53,7 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_
                            static_cast<uint8_t*>(q.columns.data_ptr()),
                            q.inverse_scale.data_ptr<float>(),
                            column_sums ? partials.data_ptr<float>() : nullptr, stream);
-  if (err != nullptr)
-    throw dshost::Error(std::string("the fp8 cast kernel failed to launch: ") + err,
-                        DSHOST_INTERNAL);
+  check_launch(err, "fp8 cast");
   if (column_sums) q.column_sums = partials.sum(0);
   return q;
 }
@@ -77,8 +74,7 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
     return x.is_cuda() && x.numel() > 0 && x.scalar_type() == at::kBFloat16 && weight.dim() == 2 &&
            weight.scalar_type() == at::kBFloat16 && x.size(-1) == weight.size(1) &&
            multiple_of_16(x.numel() / x.size(-1)) && multiple_of_16(weight.size(0)) &&
-           multiple_of_16(weight.size(1)) &&
-           (!bias.defined() || bias.scalar_type() == at::kBFloat16);
+           multiple_of_16(weight.size(1)) && bias.defined() && bias.scalar_type() == at::kBFloat16;
   }
 
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -89,7 +85,6 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
     const at::Tensor y =
         fp8_matmul(xq.rows, xq.inverse_scale, wq.rows.t(), wq.inverse_scale, bias, true);
     ctx->save_for_backward({xq.columns, xq.inverse_scale, wq.columns, wq.inverse_scale});
-    ctx->saved_data["bias"] = bias.defined();
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = weight.size(0);
     return y.view(shape);
@@ -101,8 +96,7 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x_t = saved[0], &x_inv = saved[1], &w_t = saved[2], &w_inv = saved[3];
     const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)}).to(at::kBFloat16);  // [n, out]
-    const bool bias = ctx->saved_data["bias"].toBool();
-    const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2, /*column_sums=*/bias);
+    const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2, /*column_sums=*/true);
     at::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {  // g [n, out] @ W [out, in]
       std::vector<int64_t> shape = grads[0].sizes().vec();
@@ -111,7 +105,7 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
     }
     if (ctx->needs_input_grad(1))  // g^T [out, n] @ x [n, in]
       dw = fp8_matmul(gq.columns, gq.inverse_scale, x_t.t(), x_inv, {}, false);
-    return {dx, dw, bias ? gq.column_sums.to(at::kBFloat16) : at::Tensor()};
+    return {dx, dw, gq.column_sums.to(at::kBFloat16)};
   }
 };
 #endif

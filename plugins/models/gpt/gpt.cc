@@ -10,10 +10,10 @@
 // grads_ready, as FSDP keeps tied weights in the root unit).
 #include "../common/cross_entropy.hpp"
 #include "../common/fp8_linear.hpp"
+#include "../common/layer_norm.hpp"
 
 #include <dshost/model.hpp>
 #include <dshost/ops/attention.hpp>
-#include <dshost/ops/layer_norm.hpp>
 #include <dshost/ops/linear.hpp>
 
 #include <torch/nn/functional/activation.h>
@@ -70,11 +70,16 @@ at::Tensor linear(const nn::Linear& layer, const at::Tensor& x, bool fp8 = false
              : dshost::linear(x, layer->weight, layer->bias);
 }
 
-// nn::LayerNorm computing through dshost::layer_norm: in bf16 when its input is bf16.
+// nn::LayerNorm computing through layer_norm.hpp: in bf16 when its input is bf16, by
+// dshost's kernels on a GPU, and with the residual add before it fused in.
 struct NormImpl : nn::LayerNormImpl {
   using nn::LayerNormImpl::LayerNormImpl;
   at::Tensor forward(const at::Tensor& x) {
-    return dshost::layer_norm(x, weight, bias, options.eps());
+    return dshost_models::layer_norm(x, weight, bias, options.eps());
+  }
+  // (x + residual, its layer norm).
+  std::pair<at::Tensor, at::Tensor> add_forward(const at::Tensor& x, const at::Tensor& residual) {
+    return dshost_models::add_layer_norm(x, residual, weight, bias, options.eps());
   }
 };
 TORCH_MODULE(Norm);
@@ -93,7 +98,7 @@ struct EmbedImpl : nn::Module {
 };
 TORCH_MODULE(Embed);
 
-// x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+// h = x + attn(ln_1(x)), then h + mlp(ln_2(h)); the first residual add is ln_2's.
 struct BlockImpl : nn::Module {
   BlockImpl(int64_t width, int64_t heads, double dropout, bool fp8)
       : heads(heads),
@@ -120,9 +125,9 @@ struct BlockImpl : nn::Module {
                                                   qkv[2].transpose(1, 2))
                              .transpose(1, 2)
                              .reshape({b, t, c});
-    const at::Tensor h = x + drop->forward(linear(attn_proj, y, fp8));
+    const auto [h, normed] = ln_2->add_forward(x, drop->forward(linear(attn_proj, y, fp8)));
     const at::Tensor mlp = nn::functional::gelu(
-        linear(c_fc, ln_2->forward(h), fp8), nn::functional::GELUFuncOptions().approximate("tanh"));
+        linear(c_fc, normed, fp8), nn::functional::GELUFuncOptions().approximate("tanh"));
     return h + drop->forward(linear(mlp_proj, mlp, fp8));
   }
 

@@ -1,0 +1,195 @@
+// The kernels of cuda_layer_norm.h. A block of threads takes a row at a time, each thread
+// 8 consecutive elements (one 16-byte load of bf16), so the row's statistics are block
+// sums and every element stays in registers between them. Backward's blocks each take
+// every G-th row (G fixed by the row count) and keep their own sums of the weight's and
+// bias's gradients; a second kernel adds those G partial rows up in a fixed order, so the
+// gradients are the same bits every run.
+#include "cuda_layer_norm.h"
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace dshost_models {
+namespace {
+
+constexpr int kLanes = 8;
+constexpr int64_t kWidest = 8192;  // 1024 threads of 8
+constexpr int64_t kMostBlocks = 1024, kFewestRowsPerBlock = 8;
+
+struct alignas(16) Bf16x8 {
+  uint16_t v[kLanes];
+};
+
+__device__ float to_float(uint16_t bits) { return __bfloat162float(__ushort_as_bfloat16(bits)); }
+__device__ uint16_t to_bf16(float f) { return __bfloat16_as_ushort(__float2bfloat16(f)); }
+
+// Each of v's N values summed over the block, the same total in every thread.
+template <int N>
+__device__ void block_sum(float (&v)[N]) {
+  __shared__ float warp_sums[32][N];
+  for (int offset = 16; offset > 0; offset /= 2)
+    for (int k = 0; k < N; ++k) v[k] += __shfl_xor_sync(0xffffffff, v[k], offset);
+  __syncthreads();  // the previous row's readers are done with warp_sums
+  if (threadIdx.x % 32 == 0)
+    for (int k = 0; k < N; ++k) warp_sums[threadIdx.x / 32][k] = v[k];
+  __syncthreads();
+  for (int k = 0; k < N; ++k) {
+    v[k] = 0.f;
+    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) v[k] += warp_sums[w][k];
+  }
+}
+
+__global__ void forward_kernel(const uint16_t* x, const uint16_t* residual, const uint16_t* weight,
+                               const uint16_t* bias, float eps, int64_t width, uint16_t* sum,
+                               uint16_t* y, float* mean_out, float* rstd_out) {
+  const int64_t row = blockIdx.x, col = static_cast<int64_t>(threadIdx.x) * kLanes;
+  const bool active = col < width;
+  const int64_t at = row * width + col;
+  float v[kLanes] = {};
+  if (active) {
+    const Bf16x8 in = *reinterpret_cast<const Bf16x8*>(x + at);
+    if (residual != nullptr) {
+      const Bf16x8 r = *reinterpret_cast<const Bf16x8*>(residual + at);
+      Bf16x8 s;
+      for (int k = 0; k < kLanes; ++k) {
+        s.v[k] = to_bf16(to_float(in.v[k]) + to_float(r.v[k]));
+        v[k] = to_float(s.v[k]);
+      }
+      *reinterpret_cast<Bf16x8*>(sum + at) = s;
+    } else {
+      for (int k = 0; k < kLanes; ++k) v[k] = to_float(in.v[k]);
+    }
+  }
+  float total[1] = {0.f};
+  for (int k = 0; k < kLanes; ++k) total[0] += v[k];
+  block_sum(total);
+  const float mean = total[0] / static_cast<float>(width);
+  float squares[1] = {0.f};
+  if (active)
+    for (int k = 0; k < kLanes; ++k) squares[0] += (v[k] - mean) * (v[k] - mean);
+  block_sum(squares);
+  const float rstd = rsqrtf(squares[0] / static_cast<float>(width) + eps);
+  if (active) {
+    Bf16x8 out;
+    for (int k = 0; k < kLanes; ++k)
+      out.v[k] =
+          to_bf16((v[k] - mean) * rstd * to_float(weight[col + k]) + to_float(bias[col + k]));
+    *reinterpret_cast<Bf16x8*>(y + at) = out;
+  }
+  if (threadIdx.x == 0) {
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+// dsum_total = rstd (dy w - mean(dy w) - xhat mean(dy w xhat)) + dsum per row, with
+// xhat = (sum - mean) rstd; partials [2, gridDim.x, width]: this block's sums of dy xhat
+// (the weight's gradient) and of dy (the bias's).
+__global__ void backward_kernel(const uint16_t* dy, const uint16_t* dsum, const uint16_t* sum,
+                                const float* mean, const float* rstd, const uint16_t* weight,
+                                int64_t rows, int64_t width, uint16_t* dsum_total,
+                                float* partials) {
+  const int64_t col = static_cast<int64_t>(threadIdx.x) * kLanes;
+  const bool active = col < width;
+  float w[kLanes] = {}, dweight[kLanes] = {}, dbias[kLanes] = {};
+  if (active)
+    for (int k = 0; k < kLanes; ++k) w[k] = to_float(weight[col + k]);
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t at = row * width + col;
+    const float mu = mean[row], rs = rstd[row];
+    float g[kLanes] = {}, xhat[kLanes] = {}, sums[2] = {0.f, 0.f};
+    if (active) {
+      const Bf16x8 gin = *reinterpret_cast<const Bf16x8*>(dy + at);
+      const Bf16x8 sin = *reinterpret_cast<const Bf16x8*>(sum + at);
+      for (int k = 0; k < kLanes; ++k) {
+        g[k] = to_float(gin.v[k]);
+        xhat[k] = (to_float(sin.v[k]) - mu) * rs;
+        sums[0] += g[k] * w[k] * xhat[k];
+        sums[1] += g[k] * w[k];
+        dweight[k] += g[k] * xhat[k];
+        dbias[k] += g[k];
+      }
+    }
+    block_sum(sums);
+    if (!active) continue;
+    const float c1 = sums[0] / static_cast<float>(width), c2 = sums[1] / static_cast<float>(width);
+    Bf16x8 direct{};
+    if (dsum != nullptr) direct = *reinterpret_cast<const Bf16x8*>(dsum + at);
+    Bf16x8 out;
+    for (int k = 0; k < kLanes; ++k)
+      out.v[k] = to_bf16(rs * (g[k] * w[k] - c2 - xhat[k] * c1) + to_float(direct.v[k]));
+    *reinterpret_cast<Bf16x8*>(dsum_total + at) = out;
+  }
+  if (!active) return;
+  float* own = partials + blockIdx.x * width + col;
+  for (int k = 0; k < kLanes; ++k) {
+    own[k] = dweight[k];
+    own[gridDim.x * width + k] = dbias[k];
+  }
+}
+
+// dweight (blockIdx.y 0) and dbias (1): partials' columns summed over `blocks` rows, 32
+// columns a block, each column by 8 threads that take every 8th row, then in their order.
+__global__ void sum_partials_kernel(const float* partials, int64_t blocks, int64_t width,
+                                    uint16_t* dweight, uint16_t* dbias) {
+  const int64_t col = blockIdx.x * 32 + threadIdx.x;
+  const float* p = partials + blockIdx.y * blocks * width;
+  float total = 0.f;
+  if (col < width)
+    for (int64_t r = threadIdx.y; r < blocks; r += 8) total += p[r * width + col];
+  __shared__ float part[8][33];
+  part[threadIdx.y][threadIdx.x] = total;
+  __syncthreads();
+  if (threadIdx.y != 0 || col >= width) return;
+  for (int k = 1; k < 8; ++k) total += part[k][threadIdx.x];
+  (blockIdx.y == 0 ? dweight : dbias)[col] = to_bf16(total);
+}
+
+int threads_for(int64_t width) { return static_cast<int>((width / kLanes + 31) / 32 * 32); }
+
+int64_t backward_blocks(int64_t rows) {
+  const int64_t blocks = (rows + kFewestRowsPerBlock - 1) / kFewestRowsPerBlock;
+  return blocks < 1 ? 1 : blocks < kMostBlocks ? blocks : kMostBlocks;
+}
+
+const char* launched() {
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+}  // namespace
+
+bool cuda_layer_norm_takes(int64_t width) {
+  return width > 0 && width % kLanes == 0 && width <= kWidest;
+}
+
+const char* cuda_layer_norm(const uint16_t* x, const uint16_t* residual, const uint16_t* weight,
+                            const uint16_t* bias, float eps, uint16_t* sum, uint16_t* y,
+                            float* mean, float* rstd, const LayerNormShape& s, void* stream) {
+  if (s.rows > 2147483647) return "over 2^31 rows for one layer norm";
+  forward_kernel<<<static_cast<unsigned>(s.rows), threads_for(s.width), 0,
+                   static_cast<cudaStream_t>(stream)>>>(x, residual, weight, bias, eps, s.width,
+                                                        sum, y, mean, rstd);
+  return launched();
+}
+
+int64_t cuda_layer_norm_scratch(const LayerNormShape& s) {
+  return 2 * backward_blocks(s.rows) * s.width;
+}
+
+const char* cuda_layer_norm_backward(const uint16_t* dy, const uint16_t* dsum, const uint16_t* sum,
+                                     const float* mean, const float* rstd, const uint16_t* weight,
+                                     uint16_t* dsum_total, uint16_t* dweight, uint16_t* dbias,
+                                     float* scratch, const LayerNormShape& s, void* stream) {
+  auto st = static_cast<cudaStream_t>(stream);
+  const int64_t blocks = backward_blocks(s.rows);
+  backward_kernel<<<static_cast<unsigned>(blocks), threads_for(s.width), 0, st>>>(
+      dy, dsum, sum, mean, rstd, weight, s.rows, s.width, dsum_total, scratch);
+  const char* err = launched();
+  if (err != nullptr) return err;
+  sum_partials_kernel<<<dim3(static_cast<unsigned>((s.width + 31) / 32), 2), dim3(32, 8), 0, st>>>(
+      scratch, blocks, s.width, dweight, dbias);
+  return launched();
+}
+
+}  // namespace dshost_models

@@ -1,0 +1,35 @@
+// What the model plugins' CUDA kernels need on LibTorch's side (CUDA builds only): the
+// stream to enqueue on, tensors laid out as the kernels read them, and a launch's error
+// text turned into dshost's internal error.
+#pragma once
+
+#include <dshost/torch.hpp>
+
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdint>
+#include <string>
+
+namespace dshost_models {
+
+// The current CUDA stream of t's device, as a cudaStream_t.
+inline void* stream_of(const at::Tensor& t) {
+  return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+}
+
+// t contiguous and starting 16-byte aligned (a copy where it is not), for 16-byte loads.
+inline at::Tensor aligned16(const at::Tensor& t) {
+  at::Tensor c = t.contiguous();
+  return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 == 0 ? c : c.clone();
+}
+
+inline uint16_t* bf16_bits(const at::Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
+
+// Throws where a kernel launcher returned an error text.
+inline void check_launch(const char* err, const char* kernel) {
+  if (err != nullptr)
+    throw dshost::Error(std::string("the ") + kernel + " kernel failed to launch: " + err,
+                        DSHOST_INTERNAL);
+}
+
+}  // namespace dshost_models
