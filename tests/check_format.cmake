@@ -3,9 +3,9 @@
 # cmake -DCLANG_FORMAT=... -DSOURCE_DIR=... -P check_format.cmake
 file(GLOB_RECURSE sources RELATIVE ${SOURCE_DIR}
   ${SOURCE_DIR}/bench/*.cc ${SOURCE_DIR}/core/*.cc ${SOURCE_DIR}/core/*.h ${SOURCE_DIR}/plugins/*.cc
-  ${SOURCE_DIR}/plugins/*.h ${SOURCE_DIR}/plugins/*.hpp ${SOURCE_DIR}/plugins/*.cu ${SOURCE_DIR}/sdk/*.cc
-  ${SOURCE_DIR}/sdk/*.h ${SOURCE_DIR}/sdk/*.hpp ${SOURCE_DIR}/tests/*.c ${SOURCE_DIR}/tests/*.cc
-  ${SOURCE_DIR}/tests/*.h)
+  ${SOURCE_DIR}/plugins/*.h ${SOURCE_DIR}/plugins/*.hpp ${SOURCE_DIR}/plugins/*.cu ${SOURCE_DIR}/plugins/*.cuh
+  ${SOURCE_DIR}/sdk/*.cc ${SOURCE_DIR}/sdk/*.h ${SOURCE_DIR}/sdk/*.hpp ${SOURCE_DIR}/tests/*.c
+  ${SOURCE_DIR}/tests/*.cc ${SOURCE_DIR}/tests/*.h)
 list(FILTER sources EXCLUDE REGEX "^tests/abi/v")
 execute_process(COMMAND ${CLANG_FORMAT} --dry-run --Werror ${sources}
   WORKING_DIRECTORY ${SOURCE_DIR} RESULT_VARIABLE status ERROR_VARIABLE complaints)

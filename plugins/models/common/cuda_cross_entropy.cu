@@ -4,20 +4,13 @@
 // split serves both.
 #include "cuda_cross_entropy.h"
 
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
+#include "cuda_bf16.cuh"
 
 namespace dshost_models {
 namespace {
 
-constexpr int kLanes = 8;  // bf16 in 16 bytes
-
-struct alignas(16) Vec {
-  uint16_t v[kLanes];
-};
-
-__device__ float to_float(uint16_t bits) { return __bfloat162float(__ushort_as_bfloat16(bits)); }
-__device__ uint16_t to_bf16(float x) { return __bfloat16_as_ushort(__float2bfloat16(x)); }
+using namespace kernels;
+using Vec = Bf16x8;
 
 // Row r's elements before its first 16-byte boundary, and its whole 16-byte words after it.
 struct RowSplit {
@@ -130,11 +123,6 @@ __global__ void backward_kernel(const uint16_t* __restrict__ logits,
 // Enough threads for a vocabulary's row, few for a handful of classes.
 int threads_for(int64_t classes) { return classes >= 16 * 1024 ? 512 : 128; }
 
-const char* launched() {
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
-}
-
 }  // namespace
 
 const char* cuda_cross_entropy(const uint16_t* logits, const int64_t* targets, float* losses,
@@ -142,7 +130,7 @@ const char* cuda_cross_entropy(const uint16_t* logits, const int64_t* targets, f
   if (s.rows == 0) return nullptr;
   forward_kernel<<<s.rows, threads_for(s.classes), 0, static_cast<cudaStream_t>(stream)>>>(
       logits, targets, losses, lse, s);
-  return launched();
+  return launch_error();
 }
 
 const char* cuda_cross_entropy_backward(const uint16_t* logits, const int64_t* targets,
@@ -151,7 +139,7 @@ const char* cuda_cross_entropy_backward(const uint16_t* logits, const int64_t* t
   if (s.rows == 0) return nullptr;
   backward_kernel<<<s.rows, threads_for(s.classes), 0, static_cast<cudaStream_t>(stream)>>>(
       logits, targets, lse, scale, dlogits, s);
-  return launched();
+  return launch_error();
 }
 
 }  // namespace dshost_models

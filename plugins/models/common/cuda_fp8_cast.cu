@@ -7,27 +7,23 @@
 // tile's column sums, where asked for, come from the same reads.
 #include "cuda_fp8_cast.h"
 
-#include <cuda_bf16.h>
+#include "cuda_bf16.cuh"
+
 #include <cuda_fp8.h>
-#include <cuda_runtime.h>
 
 namespace dshost_models {
 namespace {
 
-constexpr int kLanes = 8;                                  // bf16 in 16 bytes, fp8 in 8
+using namespace kernels;  // kLanes: bf16 in 16 bytes, fp8 in 8
+
 constexpr int kTile = static_cast<int>(kFp8CastTileRows);  // 256 threads cast 64 x 64
 constexpr int kTileStride = 65;  // bytes a row of the shared tile: 8 rows 8 apart fall in 8 banks
 constexpr int kThreads = 256;
 constexpr int kAmaxBlocks = 1024;
 
-struct alignas(16) Bf16x8 {
-  uint16_t v[kLanes];
-};
 struct alignas(8) Fp8x8 {
   uint8_t v[kLanes];
 };
-
-__device__ float to_float(uint16_t bits) { return __bfloat162float(__ushort_as_bfloat16(bits)); }
 
 __global__ void amax_kernel(const Bf16x8* x, int64_t words, unsigned* amax_bits) {
   unsigned best = 0;
@@ -100,11 +96,6 @@ __global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const
   }
 }
 
-const char* launched() {
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
-}
-
 }  // namespace
 
 const char* cuda_amax(const uint16_t* x, int64_t n, float* amax, void* stream) {
@@ -115,7 +106,7 @@ const char* cuda_amax(const uint16_t* x, int64_t n, float* amax, void* stream) {
   const int blocks = static_cast<int>(wanted < 1 ? 1 : wanted < kAmaxBlocks ? wanted : kAmaxBlocks);
   amax_kernel<<<blocks, kThreads, 0, s>>>(reinterpret_cast<const Bf16x8*>(x), words,
                                           reinterpret_cast<unsigned*>(amax));
-  return launched();
+  return launch_error();
 }
 
 const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
@@ -132,7 +123,7 @@ const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, cons
   else
     cast_kernel<__NV_E5M2><<<grid, kThreads, 0, s>>>(x, rows, cols, amax, 57344.f, out, out_t,
                                                      inverse_scale, column_partials);
-  return launched();
+  return launch_error();
 }
 
 }  // namespace dshost_models

@@ -6,22 +6,14 @@
 // gradients are the same bits every run.
 #include "cuda_layer_norm.h"
 
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
+#include "cuda_bf16.cuh"
 
 namespace dshost_models {
 namespace {
 
-constexpr int kLanes = 8;
+using namespace kernels;
 constexpr int64_t kWidest = 8192;  // 1024 threads of 8
 constexpr int64_t kMostBlocks = 1024, kFewestRowsPerBlock = 8;
-
-struct alignas(16) Bf16x8 {
-  uint16_t v[kLanes];
-};
-
-__device__ float to_float(uint16_t bits) { return __bfloat162float(__ushort_as_bfloat16(bits)); }
-__device__ uint16_t to_bf16(float f) { return __bfloat16_as_ushort(__float2bfloat16(f)); }
 
 // Each of v's N values summed over the block, the same total in every thread.
 template <int N>
@@ -152,11 +144,6 @@ int64_t backward_blocks(int64_t rows) {
   return blocks < 1 ? 1 : blocks < kMostBlocks ? blocks : kMostBlocks;
 }
 
-const char* launched() {
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
-}
-
 }  // namespace
 
 bool cuda_layer_norm_takes(int64_t width) {
@@ -170,7 +157,7 @@ const char* cuda_layer_norm(const uint16_t* x, const uint16_t* residual, const u
   forward_kernel<<<static_cast<unsigned>(s.rows), threads_for(s.width), 0,
                    static_cast<cudaStream_t>(stream)>>>(x, residual, weight, bias, eps, s.width,
                                                         sum, y, mean, rstd);
-  return launched();
+  return launch_error();
 }
 
 int64_t cuda_layer_norm_scratch(const LayerNormShape& s) {
@@ -185,11 +172,11 @@ const char* cuda_layer_norm_backward(const uint16_t* dy, const uint16_t* dsum, c
   const int64_t blocks = backward_blocks(s.rows);
   backward_kernel<<<static_cast<unsigned>(blocks), threads_for(s.width), 0, st>>>(
       dy, dsum, sum, mean, rstd, weight, s.rows, s.width, dsum_total, scratch);
-  const char* err = launched();
+  const char* err = launch_error();
   if (err != nullptr) return err;
   sum_partials_kernel<<<dim3(static_cast<unsigned>((s.width + 31) / 32), 2), dim3(32, 8), 0, st>>>(
       scratch, blocks, s.width, dweight, dbias);
-  return launched();
+  return launch_error();
 }
 
 }  // namespace dshost_models

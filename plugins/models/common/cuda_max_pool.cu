@@ -2,24 +2,18 @@
 // loads and stores (8 bytes for `which`), over a grid-stride loop.
 #include "cuda_max_pool.h"
 
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
+#include "cuda_bf16.cuh"
 
 #include <algorithm>
 
 namespace dshost_models {
 namespace {
 
-constexpr int kLanes = 8;  // channels a thread handles
-
-struct alignas(16) Vec {
-  uint16_t v[kLanes];
-};
+using namespace kernels;  // a thread handles kLanes channels
+using Vec = Bf16x8;
 struct alignas(8) Which {
   uint8_t v[kLanes];
 };
-
-__device__ float to_float(uint16_t bits) { return __bfloat162float(__ushort_as_bfloat16(bits)); }
 
 // Output position k (over n x h/2 x w/2) and channel group g: the offset of its window's
 // top-left element in x, in Vecs.
@@ -87,11 +81,6 @@ __global__ void backward_kernel(const Vec* __restrict__ dy, const Which* __restr
 int blocks_for(const MaxPoolShape& s, int threads) {
   const int64_t outputs = s.n * (s.h / 2) * (s.w / 2) * (s.c / kLanes);
   return static_cast<int>(std::clamp<int64_t>((outputs + threads - 1) / threads, 1, 65536));
-}
-
-const char* launch_error() {
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
 
 }  // namespace

@@ -1,0 +1,31 @@
+// What the model plugins' CUDA kernels share: bf16 values handled as their bits, eight of
+// them in one 16-byte load, and a launch's error as text.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace dshost_models {
+namespace kernels {
+
+constexpr int kLanes = 8;  // bf16 in 16 bytes
+
+struct alignas(16) Bf16x8 {
+  uint16_t v[kLanes];
+};
+
+__device__ inline float to_float(uint16_t bits) {
+  return __bfloat162float(__ushort_as_bfloat16(bits));
+}
+__device__ inline uint16_t to_bf16(float x) { return __bfloat16_as_ushort(__float2bfloat16(x)); }
+
+// The error of this thread's last launch as text, or null.
+inline const char* launch_error() {
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
+}  // namespace kernels
+}  // namespace dshost_models
