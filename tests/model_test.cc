@@ -635,6 +635,22 @@ TEST(Linear, AddsTheWeightGradientIntoTheBoundBuffer) {
   EXPECT_EQ(arrived, (std::vector<bool>{false, false}));
 }
 
+// A layer without a bias the same way (it once threw "tensor does not have a device": an
+// undefined bias went into the custom function's inputs).
+TEST(Linear, AddsTheWeightGradientIntoTheBoundBufferWithoutABias) {
+  at::manual_seed(7);
+  const at::Tensor x = at::randn({2, 4, 3}).set_requires_grad(true), w = at::randn({5, 3}),
+                   upstream = at::randn({2, 4, 5});
+  const at::Tensor buffer = at::randn({5, 3}), held = buffer.clone();
+  w.set_requires_grad(true).mutable_grad() = buffer;
+  dshost::linear(x, w).backward(upstream);
+  const at::Tensor rx = x.detach().clone().set_requires_grad(true);
+  const at::Tensor rw = w.detach().clone().set_requires_grad(true);
+  at::linear(rx, rw).backward(upstream);
+  EXPECT_TRUE(at::allclose(buffer, held + rw.grad(), 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(x.grad(), rx.grad(), 1e-5, 1e-6));
+}
+
 // Without a bound buffer, or where autocast casts an fp32 weight, dshost::linear is
 // at::linear: autograd makes the weight's gradient (an addmm into an fp32 buffer from bf16
 // operands would throw).

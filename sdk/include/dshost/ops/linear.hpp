@@ -10,9 +10,11 @@ namespace dshost {
 namespace detail {
 
 // at::linear whose backward adds the weight's gradient into the weight's own (see linear).
+// A layer without a bias applies it to (x, weight) alone: LibTorch's custom functions take
+// no undefined tensor among their inputs.
 struct LinearIntoGrad : torch::autograd::Function<LinearIntoGrad> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& weight, const at::Tensor& bias) {
+                            const at::Tensor& weight, const at::Tensor& bias = {}) {
     ctx->save_for_backward({x});
     ctx->saved_data["weight"] = weight;  // the parameter itself, whose grad is the bound buffer
     ctx->saved_data["bias"] = bias.defined();
@@ -24,8 +26,10 @@ struct LinearIntoGrad : torch::autograd::Function<LinearIntoGrad> {
     const at::Tensor weight = ctx->saved_data["weight"].toTensor();
     const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)});  // [N, out]
     weight.grad().addmm_(g.t(), x.reshape({-1, x.size(-1)}));        // [out, in] += g^T x
-    return {ctx->needs_input_grad(0) ? g.mm(weight).view(x.sizes()) : at::Tensor(), at::Tensor(),
-            ctx->saved_data["bias"].toBool() ? g.sum(0) : at::Tensor()};
+    torch::autograd::variable_list out{
+        ctx->needs_input_grad(0) ? g.mm(weight).view(x.sizes()) : at::Tensor(), at::Tensor()};
+    if (ctx->saved_data["bias"].toBool()) out.push_back(g.sum(0));
+    return out;
   }
 };
 
@@ -47,7 +51,9 @@ inline at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
                          grad.scalar_type() == weight.scalar_type() &&
                          x.scalar_type() == weight.scalar_type() &&
                          (weight.scalar_type() == at::kBFloat16 || !autocast_enabled(x.device()));
-  return into_grad ? detail::LinearIntoGrad::apply(x, weight, bias) : at::linear(x, weight, bias);
+  if (!into_grad) return at::linear(x, weight, bias);
+  return bias.defined() ? detail::LinearIntoGrad::apply(x, weight, bias)
+                        : detail::LinearIntoGrad::apply(x, weight);
 }
 
 }  // namespace dshost
