@@ -12,6 +12,7 @@ namespace dshost_models {
 namespace {
 
 using namespace kernels;
+
 constexpr int64_t kWidest = 8192;  // 1024 threads of 8
 constexpr int64_t kMostBlocks = 1024, kFewestRowsPerBlock = 8;
 
