@@ -167,15 +167,15 @@ TEST(GptFp8, LearnsAsBf16Does) {
   double bf16 = 0, fp8 = 0;
   std::string log;
   for (const std::string seed : {"1", "2", "3"}) {
-    const auto ours = train_quickstart("gpt_bf16_" + seed,
-                                       with(common, {"train.precision=bf16", "run.seed=" + seed}));
-    const auto theirs =
+    const auto bf16_run = train_quickstart(
+        "gpt_bf16_" + seed, with(common, {"train.precision=bf16", "run.seed=" + seed}));
+    const auto fp8_run =
         train_quickstart("gpt_fp8_" + seed,
                          with(common, {"train.precision=fp8", "run.seed=" + seed}), nullptr, &log);
-    ASSERT_EQ(theirs.size(), 300u);
-    EXPECT_GT(max_abs_difference(ours, theirs), 0.0) << seed;
-    bf16 += last_50(ours) / 3;
-    fp8 += last_50(theirs) / 3;
+    ASSERT_EQ(fp8_run.size(), 300u);
+    EXPECT_GT(max_abs_difference(bf16_run, fp8_run), 0.0) << seed;
+    bf16 += last_50(bf16_run) / 3;
+    fp8 += last_50(fp8_run) / 3;
   }
   EXPECT_LT(bf16, 3.0);
   EXPECT_NEAR(fp8, bf16, 0.03 * bf16);
