@@ -16,10 +16,10 @@ import sys
 # First match wins: the order puts specific names before generic ones.
 FAMILIES = [
     ("fp8 casts (dshost)", r"amax_kernel|cast_kernel<"),
+    ("attention", r"flash|fmha|attention|efficient_attention"),
     ("batch norm", r"batch_norm|bn_"),
     ("convolution (cuDNN)", r"conv|fprop|dgrad|wgrad|implicit|winograd|fft|depthwise|cudnn"),
     ("matmul", r"gemm|cutlass|xmma|nvjet|cublas|wgmma|sm90_|sm80_"),
-    ("attention", r"flash|fmha|attention|efficient_attention"),
     ("layer norm", r"layer_norm|LayerNorm"),
     ("softmax / cross entropy", r"softmax|nll_loss|cross_entropy"),
     ("optimizer", r"adam"),
