@@ -19,6 +19,8 @@
 #include "tests/test_labels.h"
 #include "tests/test_util.h"
 
+#include <torch/nn/modules/batchnorm.h>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -851,6 +853,80 @@ TEST(FusedLayerNorm, FollowsTheUnfusedOpsInFloat64WithAndWithoutTheResidualAdd) 
       }
       EXPECT_LT(off(ours[2].grad(), exact[2].grad()), 1.0 / 256);
       EXPECT_LT(off(ours[3].grad(), exact[3].grad()), 1.0 / 256);
+    }
+  }
+}
+
+DSHOST_SUITE_LABEL(BatchNormAct, gpu);
+// The image models' batch norm and activation on the kernels against BatchNorm2d and the
+// activation in float64 over the same bf16 values, for each activation, with parameters and
+// running statistics in bf16 and fp32 (the strategies' bf16 parameters with the model's fp32
+// statistics; all fp32; all bf16, as Module::to(bf16) leaves them, the counter included):
+// the output, the gradients of input, weight and bias, and the running statistics within
+// bf16's rounding (1/128 of the norm, which a wrong term exceeds by far).
+// 24 channels (3 vectors of 8) and 264 (past a block's 32), 70 and 2,664 rows (past a
+// summing block's rows); the inputs' mean far from zero, as the variance's precision needs.
+TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_BATCH_NORM
+  GTEST_SKIP() << "built without CUDA kernels";
+#endif
+  using dshost_models::Act;
+  at::manual_seed(13);
+  const auto off = [](const at::Tensor& got, const at::Tensor& reference) {
+    return ((got.to(at::kDouble) - reference).norm() / reference.norm()).item<double>();
+  };
+  const std::vector<std::vector<int64_t>> shapes{{2, 24, 7, 5}, {8, 264, 37, 9}};
+  for (const auto& shape : shapes) {
+    for (const Act act : {Act::none, Act::relu, Act::relu6, Act::silu}) {
+      for (const auto& [params, stats] :
+           std::vector<std::pair<at::ScalarType, at::ScalarType>>{{at::kBFloat16, at::kFloat},
+                                                                  {at::kFloat, at::kFloat},
+                                                                  {at::kBFloat16, at::kBFloat16}}) {
+        SCOPED_TRACE(std::to_string(shape[1]) + " channels, activation " +
+                     std::to_string(static_cast<int>(act)) + ", parameters " +
+                     c10::toString(params) + ", statistics " + c10::toString(stats));
+        const int64_t channels = shape[1];
+        dshost_models::BatchNormAct ours(channels, act);
+        torch::nn::BatchNorm2d exact(channels);
+        if (stats == at::kBFloat16) {
+          ours->to(at::kCUDA, at::kBFloat16);
+        } else {
+          ours->to(at::kCUDA);
+          for (at::Tensor& p : ours->parameters()) p.set_data(p.to(params));
+        }
+        exact->to(at::kCUDA, at::kDouble);
+        const auto cuda = at::dtype(at::kFloat).device(at::kCUDA);
+        const std::vector<at::Tensor> values{
+            1 + at::randn({channels}, cuda) * 0.2, at::randn({channels}, cuda) * 0.5,
+            at::randn({channels}, cuda), 0.5 + at::rand({channels}, cuda)};
+        const std::vector<at::Tensor> ours_tensors{ours->weight, ours->bias, ours->running_mean,
+                                                   ours->running_var},
+            exact_tensors{exact->weight, exact->bias, exact->running_mean, exact->running_var};
+        for (size_t i = 0; i < values.size(); ++i) {
+          ours_tensors[i].detach().copy_(values[i]);
+          exact_tensors[i].detach().copy_(ours_tensors[i]);
+        }
+        const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+        const at::Tensor x = (at::randn(shape, bf16) * 2 + 3)
+                                 .contiguous(at::MemoryFormat::ChannelsLast),
+                         dy = at::randn(shape, bf16).contiguous(at::MemoryFormat::ChannelsLast);
+        const at::Tensor x_ours = x.clone().set_requires_grad(true),
+                         x_exact = x.to(at::kDouble).set_requires_grad(true);
+        const at::Tensor got = ours->forward(x_ours);
+        ASSERT_NE(got.grad_fn()->name().find("CudaBatchNormAct"), std::string::npos)
+            << got.grad_fn()->name();
+        got.backward(dy);
+        const at::Tensor want = dshost_models::activate(exact->forward(x_exact), act);
+        want.backward(dy.to(at::kDouble));
+        EXPECT_LT(off(got, want), 1.0 / 128);
+        EXPECT_LT(off(x_ours.grad(), x_exact.grad()), 1.0 / 128);
+        EXPECT_LT(off(ours->weight.grad(), exact->weight.grad()), 1.0 / 128);
+        EXPECT_LT(off(ours->bias.grad(), exact->bias.grad()), 1.0 / 128);
+        EXPECT_LT(off(ours->running_mean, exact->running_mean), 1.0 / 128);
+        EXPECT_LT(off(ours->running_var, exact->running_var), 1.0 / 128);
+        EXPECT_EQ(ours->num_batches_tracked.item<double>(), 1);
+      }
     }
   }
 }

@@ -4,11 +4,11 @@
 // without running anything.
 #pragma once
 
+#include "batch_norm_act.hpp"
+
 #include <dshost/model.hpp>
 #include <dshost/ops/conv_relu.hpp>
 
-#include <torch/nn/modules/activation.h>
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/dropout.h>
@@ -126,14 +126,6 @@ struct MaxPool2x2Impl : nn::Module {
 };
 TORCH_MODULE(MaxPool2x2);
 
-enum class Act { none, relu, relu6, silu };
-
-inline void add_activation(Chain& seq, Act act) {
-  if (act == Act::relu) seq->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
-  if (act == Act::relu6) seq->push_back(nn::ReLU6(nn::ReLU6Options().inplace(true)));
-  if (act == Act::silu) seq->push_back(nn::SiLU());
-}
-
 // torchvision's _make_divisible: v rounded to a multiple of 8, never below 90% of v.
 inline int64_t round_channels(double v, int64_t divisor = 8) {
   int64_t rounded =
@@ -159,11 +151,10 @@ class Stack {
   // A biased k x k convolution (stride 1) and the ReLU after it, in one (dshost::conv_relu).
   ConvRelu conv_relu(int64_t out, int64_t k) { return ConvRelu(conv_options(out, k, 1, 1, true)); }
 
-  // Convolution (no bias), batch norm, activation: torchvision's Conv2dNormActivation.
+  // Convolution (no bias), batch norm and activation: torchvision's Conv2dNormActivation,
+  // the activation applied by the batch norm (BatchNormAct).
   Chain conv_bn(int64_t out, int64_t k, int64_t stride, Act act, int64_t groups = 1) {
-    Chain seq(conv(out, k, stride, groups), nn::BatchNorm2d(out));
-    add_activation(seq, act);
-    return seq;
+    return Chain(conv(out, k, stride, groups), BatchNormAct(out, act));
   }
 
   nn::MaxPool2d max_pool(int64_t k, int64_t stride, int64_t pad = 0) {

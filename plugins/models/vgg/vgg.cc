@@ -4,6 +4,9 @@
 // Built twice, as dshost_model_vgg11.so and dshost_model_vgg16.so (VGG_DEPTH).
 #include "../common/image.hpp"
 
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/batchnorm.h>
+
 #include <regex>
 #include <string>
 

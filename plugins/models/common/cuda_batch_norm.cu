@@ -1,0 +1,376 @@
+// The kernels of cuda_batch_norm.h. Each direction is three launches: a pass over the rows
+// summing two values per channel into per-block partials, a small kernel adding the
+// partials in a fixed order and deriving each channel's coefficients, and an elementwise
+// pass applying them. Every pass lays its blocks the same way: a block spans up to 32
+// vectors of 8 channels and as many rows as its 256 threads then allow, and each thread
+// keeps to its 8 channels (their coefficients in registers), taking every so many rows.
+#include "cuda_batch_norm.h"
+
+#include "cuda_bf16.cuh"
+
+#include <type_traits>
+
+namespace dshost_models {
+namespace {
+
+using namespace kernels;
+
+constexpr int kThreads = 256, kWidestTile = 32;
+// Rows a thread takes: at least this many in the summing passes (up to kMostRowGroups
+// groups of rows), and this many in the elementwise ones.
+constexpr int64_t kSummedRowsPerThread = 16, kMostRowGroups = 512, kAppliedRowsPerThread = 4;
+
+// A block's shape: `tile` vectors of 8 channels by `rows_per_pass` rows.
+struct Tiling {
+  int tile, rows_per_pass;
+};
+
+Tiling tiling(const BatchNormShape& s) {
+  const int64_t vectors = s.channels / kLanes;
+  const int tile = static_cast<int>(vectors < kWidestTile ? vectors : kWidestTile);
+  return {tile, kThreads / tile};
+}
+
+// Where a thread works: channels col..col+7 of rows first_row, first_row + step, ...
+struct Place {
+  int64_t col, first_row, step;
+  int lane, row_in_block;
+  bool active;
+};
+
+__device__ Place place(Tiling t, int64_t channels) {
+  Place p;
+  p.lane = static_cast<int>(threadIdx.x) % t.tile;
+  p.row_in_block = static_cast<int>(threadIdx.x) / t.tile;
+  p.col = (static_cast<int64_t>(blockIdx.x) * t.tile + p.lane) * kLanes;
+  p.first_row = static_cast<int64_t>(blockIdx.y) * t.rows_per_pass + p.row_in_block;
+  p.step = static_cast<int64_t>(gridDim.y) * t.rows_per_pass;
+  p.active = p.row_in_block < t.rows_per_pass && p.col < channels;
+  return p;
+}
+
+// The block's sums a and b of its threads' rows, added in order, into partials
+// [2, gridDim.y, channels]. Every thread of the block calls it.
+__device__ void store_block_sums(Tiling t, const Place& p, int64_t channels, const float* a,
+                                 const float* b, float* partials) {
+  __shared__ float part[2][kThreads * kLanes];
+  for (int k = 0; k < kLanes; ++k) {
+    part[0][threadIdx.x * kLanes + k] = a[k];
+    part[1][threadIdx.x * kLanes + k] = b[k];
+  }
+  __syncthreads();
+  if (!p.active || p.row_in_block != 0) return;
+  for (int k = 0; k < kLanes; ++k) {
+    float sa = 0.f, sb = 0.f;
+    for (int r = 0; r < t.rows_per_pass; ++r) {
+      sa += part[0][(r * t.tile + p.lane) * kLanes + k];
+      sb += part[1][(r * t.tile + p.lane) * kLanes + k];
+    }
+    partials[blockIdx.y * channels + p.col + k] = sa;
+    partials[(gridDim.y + blockIdx.y) * channels + p.col + k] = sb;
+  }
+}
+
+// A channel's two sums over `groups` partial rows, added in order by 32 threads a channel
+// and then in the order of those threads: blocks of 32 x 32 threads, 32 channels a block.
+// The sums are the channel's in the threads with threadIdx.y == 0.
+__device__ void add_partials(const float* partials, int64_t groups, int64_t channels, float* a,
+                             float* b) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
+  float sa = 0.f, sb = 0.f;
+  if (c < channels)
+    for (int64_t g = threadIdx.y; g < groups; g += 32) {
+      sa += partials[g * channels + c];
+      sb += partials[(groups + g) * channels + c];
+    }
+  __shared__ float part[2][32][33];
+  part[0][threadIdx.y][threadIdx.x] = sa;
+  part[1][threadIdx.y][threadIdx.x] = sb;
+  __syncthreads();
+  *a = *b = 0.f;
+  for (int r = 0; r < 32; ++r) {
+    *a += part[0][r][threadIdx.x];
+    *b += part[1][r][threadIdx.x];
+  }
+}
+
+template <Act A>
+__device__ float activate(float z) {
+  if (A == Act::relu) return z > 0.f ? z : 0.f;
+  if (A == Act::relu6) return z > 0.f ? (z < 6.f ? z : 6.f) : 0.f;
+  if (A == Act::silu) return z / (1.f + __expf(-z));
+  return z;
+}
+
+template <Act A>
+__device__ float derivative(float z) {
+  if (A == Act::relu) return z > 0.f ? 1.f : 0.f;
+  if (A == Act::relu6) return z > 0.f && z < 6.f ? 1.f : 0.f;
+  if (A == Act::silu) {
+    const float s = 1.f / (1.f + __expf(-z));
+    return s * (1.f + z * (1.f - s));
+  }
+  return 1.f;
+}
+
+__device__ float param(const void* p, bool fp32, int64_t i) {
+  return fp32 ? static_cast<const float*>(p)[i] : to_float(static_cast<const uint16_t*>(p)[i]);
+}
+
+__device__ void set_param(void* p, bool fp32, int64_t i, float v) {
+  if (fp32)
+    static_cast<float*>(p)[i] = v;
+  else
+    static_cast<uint16_t*>(p)[i] = to_bf16(v);
+}
+
+// 8 consecutive floats from 32-byte aligned `at`.
+struct Floats8 {
+  float v[kLanes];
+};
+__device__ Floats8 load8(const float* at) {
+  const float4 lo = reinterpret_cast<const float4*>(at)[0],
+               hi = reinterpret_cast<const float4*>(at)[1];
+  return {{lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w}};
+}
+
+__device__ Bf16x8 load_bf16x8(const uint16_t* at) { return *reinterpret_cast<const Bf16x8*>(at); }
+
+// Sums of x - shift and of its square, shift being the channel's value in row 0 (so that
+// the variance keeps its precision when the mean is far from zero).
+__global__ void batch_norm_statistics_kernel(const uint16_t* x, Tiling t, int64_t rows,
+                                             int64_t channels, float* partials) {
+  const Place p = place(t, channels);
+  float sum[kLanes] = {}, squares[kLanes] = {};
+  if (p.active) {
+    const Bf16x8 shift = load_bf16x8(x + p.col);
+#pragma unroll 4
+    for (int64_t row = p.first_row; row < rows; row += p.step) {
+      const Bf16x8 in = load_bf16x8(x + row * channels + p.col);
+      for (int k = 0; k < kLanes; ++k) {
+        const float d = to_float(in.v[k]) - to_float(shift.v[k]);
+        sum[k] += d;
+        squares[k] += d * d;
+      }
+    }
+  }
+  store_block_sums(t, p, channels, sum, squares, partials);
+}
+
+// stats [4, channels]: mean, rstd, scale and shift; the running statistics updated.
+__global__ void batch_norm_forward_coefficients_kernel(const uint16_t* x, const float* partials,
+                                                       int64_t groups, BatchNormParams p,
+                                                       int64_t rows, int64_t channels,
+                                                       float* stats) {
+  float sum, squares;
+  add_partials(partials, groups, channels, &sum, &squares);
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
+  if (threadIdx.y != 0 || c >= channels) return;
+  const float n = static_cast<float>(rows), centred = sum / n;
+  const float mean = to_float(x[c]) + centred;
+  const float variance = fmaxf(squares / n - centred * centred, 0.f);
+  const float rstd = rsqrtf(variance + p.eps), scale = param(p.weight, p.params_fp32, c) * rstd;
+  stats[c] = mean;
+  stats[channels + c] = rstd;
+  stats[2 * channels + c] = scale;
+  stats[3 * channels + c] = param(p.bias, p.params_fp32, c) - mean * scale;
+  const float m = p.momentum, unbiased = variance * n / (n - 1.f);
+  set_param(p.running_mean, p.stats_fp32, c,
+            (1.f - m) * param(p.running_mean, p.stats_fp32, c) + m * mean);
+  set_param(p.running_var, p.stats_fp32, c,
+            (1.f - m) * param(p.running_var, p.stats_fp32, c) + m * unbiased);
+  if (c == 0 && p.batches_tracked != nullptr) ++*p.batches_tracked;
+}
+
+template <Act A>
+__global__ void batch_norm_forward_kernel(const uint16_t* x, const float* stats, Tiling t,
+                                          int64_t rows, int64_t channels, uint16_t* y) {
+  const Place p = place(t, channels);
+  if (!p.active) return;
+  const Floats8 scale = load8(stats + 2 * channels + p.col),
+                shift = load8(stats + 3 * channels + p.col);
+#pragma unroll 4
+  for (int64_t row = p.first_row; row < rows; row += p.step) {
+    const Bf16x8 in = load_bf16x8(x + row * channels + p.col);
+    Bf16x8 out;
+    for (int k = 0; k < kLanes; ++k)
+      out.v[k] = to_bf16(activate<A>(to_float(in.v[k]) * scale.v[k] + shift.v[k]));
+    *reinterpret_cast<Bf16x8*>(y + row * channels + p.col) = out;
+  }
+}
+
+// A thread's channels' forward statistics, and what backward recomputes of one element
+// vector from them: g, the gradient reaching the batch norm's output (dy through the
+// activation's derivative), and xhat, the normalized input.
+struct ChannelStats {
+  Floats8 mean, rstd, scale, shift;
+};
+
+__device__ ChannelStats channel_stats(const float* stats, int64_t channels, int64_t col) {
+  return {load8(stats + col), load8(stats + channels + col), load8(stats + 2 * channels + col),
+          load8(stats + 3 * channels + col)};
+}
+
+struct Recomputed {
+  float g[kLanes], xhat[kLanes];
+};
+
+template <Act A>
+__device__ Recomputed recompute(const ChannelStats& s, const uint16_t* dy, const uint16_t* x,
+                                int64_t at) {
+  const Bf16x8 gin = load_bf16x8(dy + at), in = load_bf16x8(x + at);
+  Recomputed r;
+  for (int k = 0; k < kLanes; ++k) {
+    const float v = to_float(in.v[k]);
+    r.g[k] = to_float(gin.v[k]) * derivative<A>(v * s.scale.v[k] + s.shift.v[k]);
+    r.xhat[k] = (v - s.mean.v[k]) * s.rstd.v[k];
+  }
+  return r;
+}
+
+// Sums of g (the bias's gradient) and of g xhat (the weight's).
+template <Act A>
+__global__ void batch_norm_backward_sums_kernel(const uint16_t* dy, const uint16_t* x,
+                                                const float* stats, Tiling t, int64_t rows,
+                                                int64_t channels, float* partials) {
+  const Place p = place(t, channels);
+  float g_sum[kLanes] = {}, g_xhat_sum[kLanes] = {};
+  if (p.active) {
+    const ChannelStats s = channel_stats(stats, channels, p.col);
+#pragma unroll 4
+    for (int64_t row = p.first_row; row < rows; row += p.step) {
+      const Recomputed r = recompute<A>(s, dy, x, row * channels + p.col);
+      for (int k = 0; k < kLanes; ++k) {
+        g_sum[k] += r.g[k];
+        g_xhat_sum[k] += r.g[k] * r.xhat[k];
+      }
+    }
+  }
+  store_block_sums(t, p, channels, g_sum, g_xhat_sum, partials);
+}
+
+// dbias, dweight, and into coefficients [2, channels] the means of g and of g xhat.
+__global__ void batch_norm_backward_coefficients_kernel(const float* partials, int64_t groups,
+                                                        bool params_fp32, int64_t rows,
+                                                        int64_t channels, void* dweight,
+                                                        void* dbias, float* coefficients) {
+  float g_sum, g_xhat_sum;
+  add_partials(partials, groups, channels, &g_sum, &g_xhat_sum);
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
+  if (threadIdx.y != 0 || c >= channels) return;
+  set_param(dbias, params_fp32, c, g_sum);
+  set_param(dweight, params_fp32, c, g_xhat_sum);
+  coefficients[c] = g_sum / static_cast<float>(rows);
+  coefficients[channels + c] = g_xhat_sum / static_cast<float>(rows);
+}
+
+// dx = weight rstd (g - mean(g) - xhat mean(g xhat)).
+template <Act A>
+__global__ void batch_norm_backward_kernel(const uint16_t* dy, const uint16_t* x,
+                                           const float* stats, const float* coefficients, Tiling t,
+                                           int64_t rows, int64_t channels, uint16_t* dx) {
+  const Place p = place(t, channels);
+  if (!p.active) return;
+  const ChannelStats s = channel_stats(stats, channels, p.col);
+  const Floats8 g_mean = load8(coefficients + p.col),
+                g_xhat_mean = load8(coefficients + channels + p.col);
+#pragma unroll 4
+  for (int64_t row = p.first_row; row < rows; row += p.step) {
+    const int64_t at = row * channels + p.col;
+    const Recomputed r = recompute<A>(s, dy, x, at);
+    Bf16x8 out;
+    for (int k = 0; k < kLanes; ++k)
+      out.v[k] = to_bf16(s.scale.v[k] * (r.g[k] - g_mean.v[k] - r.xhat[k] * g_xhat_mean.v[k]));
+    *reinterpret_cast<Bf16x8*>(dx + at) = out;
+  }
+}
+
+// Grids: the channels' blocks across, and groups of rows enough for rows_per_thread each.
+dim3 grid(const BatchNormShape& s, int64_t rows_per_thread, int64_t most_groups) {
+  const Tiling t = tiling(s);
+  const int64_t tiles = (s.channels / kLanes + t.tile - 1) / t.tile,
+                rows_per_group = t.rows_per_pass * rows_per_thread,
+                groups = (s.rows + rows_per_group - 1) / rows_per_group;
+  return dim3(static_cast<unsigned>(tiles),
+              static_cast<unsigned>(groups < most_groups ? groups : most_groups));
+}
+
+dim3 summing_grid(const BatchNormShape& s) { return grid(s, kSummedRowsPerThread, kMostRowGroups); }
+dim3 elementwise_grid(const BatchNormShape& s) { return grid(s, kAppliedRowsPerThread, 65535); }
+dim3 coefficients_grid(const BatchNormShape& s) {
+  return dim3(static_cast<unsigned>((s.channels + 31) / 32));
+}
+
+template <Act A>
+void forward_passes(const uint16_t* x, const BatchNormParams& p, uint16_t* y, float* stats,
+                    float* scratch, const BatchNormShape& s, cudaStream_t stream) {
+  const Tiling t = tiling(s);
+  batch_norm_statistics_kernel<<<summing_grid(s), kThreads, 0, stream>>>(x, t, s.rows, s.channels,
+                                                                         scratch);
+  batch_norm_forward_coefficients_kernel<<<coefficients_grid(s), dim3(32, 32), 0, stream>>>(
+      x, scratch, summing_grid(s).y, p, s.rows, s.channels, stats);
+  batch_norm_forward_kernel<A>
+      <<<elementwise_grid(s), kThreads, 0, stream>>>(x, stats, t, s.rows, s.channels, y);
+}
+
+template <Act A>
+void backward_passes(const uint16_t* dy, const uint16_t* x, const float* stats, bool params_fp32,
+                     uint16_t* dx, void* dweight, void* dbias, float* scratch,
+                     const BatchNormShape& s, cudaStream_t stream) {
+  const Tiling t = tiling(s);
+  const int64_t groups = summing_grid(s).y;
+  float* coefficients = scratch + 2 * groups * s.channels;
+  batch_norm_backward_sums_kernel<A>
+      <<<summing_grid(s), kThreads, 0, stream>>>(dy, x, stats, t, s.rows, s.channels, scratch);
+  batch_norm_backward_coefficients_kernel<<<coefficients_grid(s), dim3(32, 32), 0, stream>>>(
+      scratch, groups, params_fp32, s.rows, s.channels, dweight, dbias, coefficients);
+  batch_norm_backward_kernel<A><<<elementwise_grid(s), kThreads, 0, stream>>>(
+      dy, x, stats, coefficients, t, s.rows, s.channels, dx);
+}
+
+// Calls f(std::integral_constant<Act, act>()).
+template <class F>
+void with_activation(Act act, F f) {
+  switch (act) {
+    case Act::none:
+      return f(std::integral_constant<Act, Act::none>());
+    case Act::relu:
+      return f(std::integral_constant<Act, Act::relu>());
+    case Act::relu6:
+      return f(std::integral_constant<Act, Act::relu6>());
+    case Act::silu:
+      return f(std::integral_constant<Act, Act::silu>());
+  }
+}
+
+}  // namespace
+
+bool cuda_batch_norm_takes(const BatchNormShape& s) {
+  return s.channels > 0 && s.channels % kLanes == 0 && s.rows >= 2;
+}
+
+int64_t cuda_batch_norm_scratch(const BatchNormShape& s) {
+  return 2 * static_cast<int64_t>(summing_grid(s).y) * s.channels + 2 * s.channels;
+}
+
+const char* cuda_batch_norm(const uint16_t* x, const BatchNormParams& p, Act act, uint16_t* y,
+                            float* stats, float* scratch, const BatchNormShape& s, void* stream) {
+  with_activation(act, [&](auto a) {
+    forward_passes<decltype(a)::value>(x, p, y, stats, scratch, s,
+                                       static_cast<cudaStream_t>(stream));
+  });
+  return launch_error();
+}
+
+const char* cuda_batch_norm_backward(const uint16_t* dy, const uint16_t* x, const float* stats,
+                                     Act act, bool params_fp32, uint16_t* dx, void* dweight,
+                                     void* dbias, float* scratch, const BatchNormShape& s,
+                                     void* stream) {
+  with_activation(act, [&](auto a) {
+    backward_passes<decltype(a)::value>(dy, x, stats, params_fp32, dx, dweight, dbias, scratch, s,
+                                        static_cast<cudaStream_t>(stream));
+  });
+  return launch_error();
+}
+
+}  // namespace dshost_models

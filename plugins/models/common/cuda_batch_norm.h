@@ -1,0 +1,58 @@
+// Batch norm in training with the activation after it fused in, over channels-last bf16
+// activations on a GPU (CUDA builds only). Forward reads x twice (the channels' statistics,
+// then the normalized and activated output) and writes y once; backward reads dy and x
+// twice and writes dx once, the activation's derivative recomputed from x. Unfused, cuDNN's
+// batch norm and ATen's activation write and read the normalized tensor besides, and
+// autograd keeps it for the activation's backward. Plain C++ on this side: the kernels'
+// file includes no LibTorch.
+#pragma once
+
+#include "activation.h"
+
+#include <cstdint>
+
+namespace dshost_models {
+
+// x as a rows x channels bf16 matrix (rows = batch x height x width), row-major,
+// contiguous, starting 16-byte aligned.
+struct BatchNormShape {
+  int64_t rows, channels;
+};
+
+// The layer's parameters (weight and bias, both fp32 or both bf16: params_fp32) and running
+// statistics (both fp32 or both bf16: stats_fp32), [channels] each; batches_tracked, an
+// int64 counter, or null.
+struct BatchNormParams {
+  const void* weight;
+  const void* bias;
+  void* running_mean;
+  void* running_var;
+  int64_t* batches_tracked;
+  bool params_fp32, stats_fp32;
+  float momentum, eps;
+};
+
+// The shapes the kernels take: channels a multiple of 8, at least 2 rows.
+bool cuda_batch_norm_takes(const BatchNormShape& s);
+
+// Floats of scratch each call needs for a shape.
+int64_t cuda_batch_norm_scratch(const BatchNormShape& s);
+
+// y = act(weight (x - mean) rstd + bias) with each channel's mean and rstd = 1 /
+// sqrt(variance + eps) over the rows (variance biased); the running statistics move
+// `momentum` of the way to the mean and the unbiased variance, and batches_tracked counts
+// one more (where not null). stats [4, channels] fp32 receives mean, rstd and the scale and shift y
+// applies (weight rstd, bias - mean weight rstd), for the backward. Enqueued on `stream` (a
+// cudaStream_t); returns the launch's error text, or null.
+const char* cuda_batch_norm(const uint16_t* x, const BatchNormParams& p, Act act, uint16_t* y,
+                            float* stats, float* scratch, const BatchNormShape& s, void* stream);
+
+// From dy, x and the forward's stats: dx, and dweight and dbias (fp32 where params_fp32, else
+// bf16),
+// the channels' sums added in an order fixed by the shape (the same bits every run).
+const char* cuda_batch_norm_backward(const uint16_t* dy, const uint16_t* x, const float* stats,
+                                     Act act, bool params_fp32, uint16_t* dx, void* dweight,
+                                     void* dbias, float* scratch, const BatchNormShape& s,
+                                     void* stream);
+
+}  // namespace dshost_models
