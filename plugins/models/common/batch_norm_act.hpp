@@ -34,12 +34,6 @@ inline at::Tensor activate(at::Tensor x, Act act) {
 }
 
 #if DSHOST_CUDA_BATCH_NORM
-// t channels-last, contiguous and starting 16-byte aligned (a copy where it is not).
-inline at::Tensor channels_last_aligned16(const at::Tensor& t) {
-  at::Tensor c = t.contiguous(at::MemoryFormat::ChannelsLast);
-  return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 == 0 ? c : c.clone();
-}
-
 // Inputs: x, weight, bias, running mean, running variance, batches tracked, momentum, eps,
 // the activation. Gradients for x, weight and bias.
 struct CudaBatchNormAct : torch::autograd::Function<CudaBatchNormAct> {

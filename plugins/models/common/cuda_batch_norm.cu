@@ -15,21 +15,10 @@ namespace {
 
 using namespace kernels;
 
-constexpr int kThreads = 256, kWidestTile = 32;
+constexpr int kThreads = kColumnThreads;
 // Rows a thread takes: at least this many in the summing passes (up to kMostRowGroups
 // groups of rows), and this many in the elementwise ones.
 constexpr int64_t kSummedRowsPerThread = 16, kMostRowGroups = 512, kAppliedRowsPerThread = 4;
-
-// A block's shape: `tile` vectors of 8 channels by `rows_per_pass` rows.
-struct Tiling {
-  int tile, rows_per_pass;
-};
-
-Tiling tiling(const BatchNormShape& s) {
-  const int64_t vectors = s.channels / kLanes;
-  const int tile = static_cast<int>(vectors < kWidestTile ? vectors : kWidestTile);
-  return {tile, kThreads / tile};
-}
 
 // Where a thread works: channels col..col+7 of rows first_row, first_row + step, ...
 struct Place {
@@ -38,7 +27,7 @@ struct Place {
   bool active;
 };
 
-__device__ Place place(Tiling t, int64_t channels) {
+__device__ Place place(ColumnTiling t, int64_t channels) {
   Place p;
   p.lane = static_cast<int>(threadIdx.x) % t.tile;
   p.row_in_block = static_cast<int>(threadIdx.x) / t.tile;
@@ -51,7 +40,7 @@ __device__ Place place(Tiling t, int64_t channels) {
 
 // The block's sums a and b of its threads' rows, added in order, into partials
 // [2, gridDim.y, channels]. Every thread of the block calls it.
-__device__ void store_block_sums(Tiling t, const Place& p, int64_t channels, const float* a,
+__device__ void store_block_sums(ColumnTiling t, const Place& p, int64_t channels, const float* a,
                                  const float* b, float* partials) {
   __shared__ float part[2][kThreads * kLanes];
   for (int k = 0; k < kLanes; ++k) {
@@ -138,7 +127,7 @@ __device__ Bf16x8 load_bf16x8(const uint16_t* at) { return *reinterpret_cast<con
 
 // Sums of x - shift and of its square, shift being the channel's value in row 0 (so that
 // the variance keeps its precision when the mean is far from zero).
-__global__ void batch_norm_statistics_kernel(const uint16_t* x, Tiling t, int64_t rows,
+__global__ void batch_norm_statistics_kernel(const uint16_t* x, ColumnTiling t, int64_t rows,
                                              int64_t channels, float* partials) {
   const Place p = place(t, channels);
   float sum[kLanes] = {}, squares[kLanes] = {};
@@ -183,7 +172,7 @@ __global__ void batch_norm_forward_coefficients_kernel(const uint16_t* x, const 
 }
 
 template <Act A>
-__global__ void batch_norm_forward_kernel(const uint16_t* x, const float* stats, Tiling t,
+__global__ void batch_norm_forward_kernel(const uint16_t* x, const float* stats, ColumnTiling t,
                                           int64_t rows, int64_t channels, uint16_t* y) {
   const Place p = place(t, channels);
   if (!p.active) return;
@@ -231,7 +220,7 @@ __device__ Recomputed recompute(const ChannelStats& s, const uint16_t* dy, const
 // Sums of g (the bias's gradient) and of g xhat (the weight's).
 template <Act A>
 __global__ void batch_norm_backward_sums_kernel(const uint16_t* dy, const uint16_t* x,
-                                                const float* stats, Tiling t, int64_t rows,
+                                                const float* stats, ColumnTiling t, int64_t rows,
                                                 int64_t channels, float* partials) {
   const Place p = place(t, channels);
   float g_sum[kLanes] = {}, g_xhat_sum[kLanes] = {};
@@ -267,8 +256,9 @@ __global__ void batch_norm_backward_coefficients_kernel(const float* partials, i
 // dx = weight rstd (g - mean(g) - xhat mean(g xhat)).
 template <Act A>
 __global__ void batch_norm_backward_kernel(const uint16_t* dy, const uint16_t* x,
-                                           const float* stats, const float* coefficients, Tiling t,
-                                           int64_t rows, int64_t channels, uint16_t* dx) {
+                                           const float* stats, const float* coefficients,
+                                           ColumnTiling t, int64_t rows, int64_t channels,
+                                           uint16_t* dx) {
   const Place p = place(t, channels);
   if (!p.active) return;
   const ChannelStats s = channel_stats(stats, channels, p.col);
@@ -287,7 +277,7 @@ __global__ void batch_norm_backward_kernel(const uint16_t* dy, const uint16_t* x
 
 // Grids: the channels' blocks across, and groups of rows enough for rows_per_thread each.
 dim3 grid(const BatchNormShape& s, int64_t rows_per_thread, int64_t most_groups) {
-  const Tiling t = tiling(s);
+  const ColumnTiling t = column_tiling(s.channels);
   const int64_t tiles = (s.channels / kLanes + t.tile - 1) / t.tile,
                 rows_per_group = t.rows_per_pass * rows_per_thread,
                 groups = (s.rows + rows_per_group - 1) / rows_per_group;
@@ -304,7 +294,7 @@ dim3 coefficients_grid(const BatchNormShape& s) {
 template <Act A>
 void forward_passes(const uint16_t* x, const BatchNormParams& p, uint16_t* y, float* stats,
                     float* scratch, const BatchNormShape& s, cudaStream_t stream) {
-  const Tiling t = tiling(s);
+  const ColumnTiling t = column_tiling(s.channels);
   batch_norm_statistics_kernel<<<summing_grid(s), kThreads, 0, stream>>>(x, t, s.rows, s.channels,
                                                                          scratch);
   batch_norm_forward_coefficients_kernel<<<coefficients_grid(s), dim3(32, 32), 0, stream>>>(
@@ -317,7 +307,7 @@ template <Act A>
 void backward_passes(const uint16_t* dy, const uint16_t* x, const float* stats, bool params_fp32,
                      uint16_t* dx, void* dweight, void* dbias, float* scratch,
                      const BatchNormShape& s, cudaStream_t stream) {
-  const Tiling t = tiling(s);
+  const ColumnTiling t = column_tiling(s.channels);
   const int64_t groups = summing_grid(s).y;
   float* coefficients = scratch + 2 * groups * s.channels;
   batch_norm_backward_sums_kernel<A>

@@ -21,6 +21,19 @@ __device__ inline float to_float(uint16_t bits) {
 }
 __device__ inline uint16_t to_bf16(float x) { return __bfloat16_as_ushort(__float2bfloat16(x)); }
 
+// How a pass over a [rows, channels] bf16 matrix lays out a block of kColumnThreads threads:
+// `tile` vectors of 8 channels (up to 32) by `rows_per_pass` rows, each thread keeping to its
+// 8 channels.
+constexpr int kColumnThreads = 256;
+struct ColumnTiling {
+  int tile, rows_per_pass;
+};
+inline ColumnTiling column_tiling(int64_t channels) {
+  const int64_t vectors = channels / kLanes;
+  const int tile = static_cast<int>(vectors < 32 ? vectors : 32);
+  return {tile, kColumnThreads / tile};
+}
+
 // The error of this thread's last launch as text, or null.
 inline const char* launch_error() {
   const cudaError_t err = cudaGetLastError();

@@ -23,6 +23,12 @@ inline at::Tensor aligned16(const at::Tensor& t) {
   return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 == 0 ? c : c.clone();
 }
 
+// t channels-last, contiguous and starting 16-byte aligned (a copy where it is not).
+inline at::Tensor channels_last_aligned16(const at::Tensor& t) {
+  at::Tensor c = t.contiguous(at::MemoryFormat::ChannelsLast);
+  return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 == 0 ? c : c.clone();
+}
+
 inline uint16_t* bf16_bits(const at::Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
 
 // Throws where a kernel launcher returned an error text.

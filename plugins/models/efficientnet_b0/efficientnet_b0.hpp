@@ -5,6 +5,7 @@
 #pragma once
 
 #include "../common/image.hpp"
+#include "../common/squeeze_excitation.hpp"
 
 #include <cmath>
 #include <iterator>
@@ -21,19 +22,6 @@ constexpr int64_t kStemChannels = 32;
 constexpr Stage kStages[] = {{1, 3, 1, 16, 1}, {6, 3, 2, 24, 2},  {6, 5, 2, 40, 2},
                              {6, 3, 2, 80, 3}, {6, 5, 1, 112, 3}, {6, 5, 2, 192, 4},
                              {6, 3, 1, 320, 1}};
-
-// Squeeze-excitation: x * sigmoid(fc2(silu(fc1(mean over space of x)))), fc as 1x1 convs.
-struct SqueezeExcitationImpl : nn::Module {
-  SqueezeExcitationImpl(int64_t channels, int64_t squeeze)
-      : fc1(register_module("fc1", nn::Conv2d(nn::Conv2dOptions(channels, squeeze, 1)))),
-        fc2(register_module("fc2", nn::Conv2d(nn::Conv2dOptions(squeeze, channels, 1)))) {}
-  at::Tensor forward(const at::Tensor& x) {
-    const at::Tensor scale = fc2->forward(at::silu(fc1->forward(x.mean({2, 3}, true)))).sigmoid();
-    return x * scale;
-  }
-  nn::Conv2d fc1, fc2;
-};
-TORCH_MODULE(SqueezeExcitation);
 
 class EfficientNetB0 : public ImageModel {
  public:
