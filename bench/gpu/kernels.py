@@ -52,16 +52,18 @@ def read(path):
         sys.exit(f"{path}: no ProfilerStep ranges on the GPU, or no kernels in them")
     steps = len(windows)
     by_family, by_name = collections.Counter(), collections.Counter()
+    family_of = {}
     for e in kernels:
         by_family[family(e["name"])] += e["dur"] / steps / 1e3
         by_name[e["name"][:90]] += e["dur"] / steps / 1e3
+        family_of[e["name"][:90]] = family(e["name"])
     span = sum(end - begin for begin, end in windows) / steps / 1e3
     phases = collections.Counter()  # ranges a strategy marks on the host (zero::...)
     for e in events:
         if e.get("cat") == "user_annotation" and "::" in e.get("name", ""):
             phases[e["name"]] += e["dur"] / steps / 1e3
     return {"steps": steps, "busy": sum(by_family.values()), "span": span, "families": by_family,
-            "names": by_name, "phases": phases}
+            "names": by_name, "family_of": family_of, "phases": phases}
 
 
 def main():
@@ -85,6 +87,13 @@ def main():
     names = set(ours["names"]) | set(theirs["names"])
     for n in sorted(names, key=lambda n: -abs(ours["names"][n] - theirs["names"][n]))[:12]:
         print(f"- {ours['names'][n] - theirs['names'][n]:+.3f} ({ours['names'][n]:.3f} / {theirs['names'][n]:.3f}) `{n}`")
+    for f in labels:
+        if abs(ours["families"][f] - theirs["families"][f]) >= 0.3:
+            print(f"\nThe largest kernels of {f}, ms per step:")
+            for side, label in ((ours, "dshost"), (theirs, "PyTorch")):
+                top = sorted((n for n in side["names"] if side["family_of"][n] == f),
+                             key=lambda n: -side["names"][n])[:6]
+                print(f"\n{label}:\n" + "\n".join(f"- {side['names'][n]:.3f} `{n}`" for n in top))
     print()
 
 
