@@ -18,7 +18,7 @@ using namespace kernels;
 constexpr int kThreads = kColumnThreads;
 // Rows a thread takes: at least this many in the summing passes (up to kMostRowGroups
 // groups of rows), and this many in the elementwise ones.
-constexpr int64_t kSummedRowsPerThread = 16, kMostRowGroups = 512, kAppliedRowsPerThread = 4;
+constexpr int64_t kSummedRowsPerThread = 8, kMostRowGroups = 512, kAppliedRowsPerThread = 4;
 
 // Where a thread works: channels col..col+7 of rows first_row, first_row + step, ...
 struct Place {
@@ -38,25 +38,21 @@ __device__ Place place(ColumnTiling t, int64_t channels) {
   return p;
 }
 
-// The block's sums a and b of its threads' rows, added in order, into partials
-// [2, gridDim.y, channels]. Every thread of the block calls it.
-__device__ void store_block_sums(ColumnTiling t, const Place& p, int64_t channels, const float* a,
-                                 const float* b, float* partials) {
+// The block's sums a and b of its threads' rows into partials [2, gridDim.y, channels].
+// Every thread of the block calls it.
+__device__ void store_block_sums(ColumnTiling t, int64_t channels, const float* a, const float* b,
+                                 float* partials) {
   __shared__ float part[2][kThreads * kLanes];
   for (int k = 0; k < kLanes; ++k) {
     part[0][threadIdx.x * kLanes + k] = a[k];
     part[1][threadIdx.x * kLanes + k] = b[k];
   }
-  __syncthreads();
-  if (!p.active || p.row_in_block != 0) return;
-  for (int k = 0; k < kLanes; ++k) {
-    float sa = 0.f, sb = 0.f;
-    for (int r = 0; r < t.rows_per_pass; ++r) {
-      sa += part[0][(r * t.tile + p.lane) * kLanes + k];
-      sb += part[1][(r * t.tile + p.lane) * kLanes + k];
-    }
-    partials[blockIdx.y * channels + p.col + k] = sa;
-    partials[(gridDim.y + blockIdx.y) * channels + p.col + k] = sb;
+  const int width = t.tile * kLanes;
+  sum_block_rows(&part[0][0], 2, t.rows_per_pass, width);
+  for (int i = static_cast<int>(threadIdx.x); i < 2 * width; i += kThreads) {
+    const int64_t col = static_cast<int64_t>(blockIdx.x) * width + i % width;
+    if (col < channels)
+      partials[(i / width * gridDim.y + blockIdx.y) * channels + col] = part[i / width][i % width];
   }
 }
 
@@ -143,7 +139,7 @@ __global__ void batch_norm_statistics_kernel(const uint16_t* x, ColumnTiling t, 
       }
     }
   }
-  store_block_sums(t, p, channels, sum, squares, partials);
+  store_block_sums(t, channels, sum, squares, partials);
 }
 
 // stats [4, channels]: mean, rstd, scale and shift; the running statistics updated.
@@ -235,7 +231,7 @@ __global__ void batch_norm_backward_sums_kernel(const uint16_t* dy, const uint16
       }
     }
   }
-  store_block_sums(t, p, channels, g_sum, g_xhat_sum, partials);
+  store_block_sums(t, channels, g_sum, g_xhat_sum, partials);
 }
 
 // dbias, dweight, and into coefficients [2, channels] the means of g and of g xhat.

@@ -34,6 +34,24 @@ inline ColumnTiling column_tiling(int64_t channels) {
   return {tile, kColumnThreads / tile};
 }
 
+// A block's column sums: `arrays` arrays of kColumnThreads * kLanes floats, one after another
+// in `part`, each holding `rows` rows of `width` values, are added row r + half into row r
+// until row 0 holds each column's sum (the same order every time). Every thread of the block
+// calls it once its values are written.
+__device__ inline void sum_block_rows(float* part, int arrays, int rows, int width) {
+  __syncthreads();
+  while (rows > 1) {
+    const int half = (rows + 1) / 2, moved = (rows - half) * width;
+    for (int i = static_cast<int>(threadIdx.x); i < arrays * moved;
+         i += static_cast<int>(blockDim.x)) {
+      float* value = part + i / moved * kColumnThreads * kLanes + i % moved;
+      *value += value[half * width];
+    }
+    __syncthreads();
+    rows = half;
+  }
+}
+
 // The error of this thread's last launch as text, or null.
 inline const char* launch_error() {
   const cudaError_t err = cudaGetLastError();

@@ -63,13 +63,12 @@ __global__ void channel_dot_kernel(const uint16_t* dy, const uint16_t* x, Column
   }
   __shared__ float part[kThreads * kLanes];
   for (int k = 0; k < kLanes; ++k) part[threadIdx.x * kLanes + k] = sums[k];
-  __syncthreads();
-  if (!active || row != 0) return;
+  const int width = t.tile * kLanes;
+  sum_block_rows(part, 1, t.rows_per_pass, width);
   float* own = partials + (blockIdx.z * static_cast<int64_t>(gridDim.y) + blockIdx.y) * channels;
-  for (int k = 0; k < kLanes; ++k) {
-    float total = 0.f;
-    for (int r = 0; r < t.rows_per_pass; ++r) total += part[(r * t.tile + lane) * kLanes + k];
-    own[col + k] = total;
+  for (int i = static_cast<int>(threadIdx.x); i < width; i += kThreads) {
+    const int64_t c = static_cast<int64_t>(blockIdx.x) * width + i;
+    if (c < channels) own[c] = part[i];
   }
 }
 
