@@ -253,8 +253,8 @@ Bytes bytes_per_parameter(const std::string& name, const std::string& strategy,
 DSHOST_SUITE_LABEL(StrategyMemory, slow);
 // ZeRO's accounting for mixed precision on N = 2 ranks (bytes per parameter): stage 2 holds
 // the whole bf16 parameters (2), 1/N of fp32 gradients (4/N) and 1/N of fp32 master + Adam
-// moments (12/N); stage 3 also only 1/N of the bf16 parameters (2/N). Per-unit padding adds
-// at most N - 1 elements per unit: 1e-3 relative covers it.
+// moments (12/N); stage 3 also only 1/N of the bf16 parameters (2/N). Padding adds at most
+// N - 1 elements per unit and 15 before each parameter (FlatLayout): 1e-3 relative covers it.
 TEST(StrategyMemory, MatchesZeroAccounting) {
   const Bytes z2 = bytes_per_parameter("zero2", "zero2");
   EXPECT_NEAR(z2.params, 2.0, 1e-3);
@@ -286,6 +286,42 @@ TEST(StrategyMemory, AViewOfAnEmptiedBufferLeavesItEmpty) {
   dshost::resize_storage(unit, 1000 * sizeof(float));
   unit.fill_(2);
   EXPECT_EQ(bound.sum().item<float>(), 200.0f);
+}
+
+// Every parameter view is 16-byte aligned, in a unit's own bf16 buffer (zero2, zero3) and in
+// the whole flat buffer (ddp), whatever the sizes before it: a 2-byte aligned depthwise weight
+// faults inside cuDNN. The padding between parameters holds no values.
+TEST(FlatLayout, EveryParameterViewIsSixteenByteAligned) {
+  const at::Tensor depthwise = at::randn({4, 1, 5, 5}).contiguous(at::MemoryFormat::ChannelsLast);
+  const std::vector<UnitParams> units{{"a", {at::randn({3}), depthwise, at::randn({5})}},
+                                      {"b", {at::randn({2, 3})}},
+                                      {"c", {at::randn({7}), at::randn({1})}}};
+  const auto aligned = [](const at::Tensor& t) {
+    return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  };
+  for (const bool per_unit : {true, false}) {
+    SCOPED_TRACE(per_unit ? "per unit" : "whole");
+    const FlatLayout layout(units, 2, per_unit);
+    at::Tensor flat = at::zeros({layout.padded}, at::kBFloat16);
+    copy_into(layout, units, flat);
+    double sum = 0;
+    for (int u = 0; u < layout.units(); ++u) {
+      const at::Tensor own = at::empty({layout.unit_size(u)}, at::kBFloat16);
+      for (int i = 0; i < static_cast<int>(units[u].values.size()); ++i) {
+        const at::Tensor v = units[u].values[i];
+        EXPECT_TRUE(aligned(layout.unit_view(own, u, i))) << "unit " << u << " parameter " << i;
+        if (!per_unit) {
+          EXPECT_TRUE(aligned(layout.view(flat, u, i))) << "unit " << u << " parameter " << i;
+        }
+        EXPECT_TRUE(at::equal(layout.view(flat, u, i), v.to(at::kBFloat16)));
+        EXPECT_EQ(layout.view(flat, u, i).strides(), v.strides());
+        sum += v.to(at::kBFloat16).to(at::kDouble).sum().item<double>();
+      }
+    }
+    EXPECT_EQ(layout.total, 3 + 100 + 5 + 6 + 7 + 1);
+    EXPECT_NEAR(flat.to(at::kDouble).sum().item<double>(), sum, 1e-9)
+        << "the gaps between parameters hold something";
+  }
 }
 
 // ddp's mixed precision is ZeRO's stage 1 (see ddp.cc): bf16 parameters and gradients,

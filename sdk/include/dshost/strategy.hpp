@@ -32,7 +32,12 @@ struct UnitParams {
 
 // The model's parameters laid end to end in forward order, unit by unit. Each view keeps
 // its parameter's strides, so a channels-last convolution weight stays channels-last inside
-// the flat buffer.
+// the flat buffer. Each parameter starts a multiple of kParamAlignment elements (16 bytes or
+// more) into its unit, and in the whole layout units end on such a boundary too, so every
+// view of a unit's own buffer or of the whole flat buffer is as aligned as a tensor of its
+// own (FSDP pads its flat parameters' members the same way): libraries choose kernels by
+// their operands' alignment, and cuDNN's channels-last depthwise convolution (torch 2.11)
+// faults on a 2-byte aligned weight. The gaps are padding, zero like the rest.
 //
 // Sharding, two ways:
 //  - whole (pad_each_unit = false): the total is padded to a multiple of world and rank r
@@ -53,14 +58,18 @@ struct FlatLayout {
   int64_t padded = 0;                         // elements of the flat buffer
   int64_t shard = 0;                          // padded / world: elements each rank owns
 
+  static constexpr int64_t kParamAlignment = 16;
+
   FlatLayout(const std::vector<UnitParams>& units, int world, bool pad_each_unit = false) {
     int64_t end = 0;
     for (const auto& unit : units) {
-      unit_begin.push_back(end);
+      const int64_t begin = end;
+      unit_begin.push_back(begin);
       std::vector<Param> ps;
       for (const auto& v : unit.values) {
         if (!v.is_non_overlapping_and_dense())
           throw Error(unit.name + ": a parameter is not dense in memory", DSHOST_INTERNAL);
+        end = begin + round_up(end - begin, kParamAlignment);
         ps.push_back(Param{end, v.numel(), v.sizes().vec(), v.strides().vec()});
         end += v.numel();
         total += v.numel();
@@ -71,6 +80,8 @@ struct FlatLayout {
         shard_begin.push_back(shard);
         chunk.push_back((end - unit_begin.back()) / world);
         shard += chunk.back();
+      } else {
+        end = round_up(end, kParamAlignment);
       }
       unit_end.push_back(end);
     }
