@@ -13,6 +13,8 @@
 #                                 largest-ddp largest-zero3 largest-zero3-bf16 largest-zero3-split (the largest gpt
 #                                 that trains, $OUT/largest.txt)
 #                                 conv-relu (vgg16's convolutions: eager against cuDNN's fused conv + bias + relu)
+#                                 conv-alignment (efficientnet_b0's depthwise and 1x1 convolutions by their
+#                                 weight's alignment: $OUT/conv_alignment.md)
 #                                 real-data (resnet50 and mobilenet_v2 from a folder of JPEGs decoded on the CPU
 #                                 and on the GPU, against the DataLoader)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
@@ -578,6 +580,7 @@ for group in "$@"; do
     profile-offload-split) profile_offload strategy.delayed_parameter_update=true strategy.grad_accum_dtype=\"bf16\" \
                              model.activation_checkpointing=true strategy.offload_optimizer_ratio=0.5 ;;
     conv-relu) python3 bench/gpu/conv_relu.py 8 32 > "$out/conv_relu.txt" 2>&1; cat "$out/conv_relu.txt" ;;
+    conv-alignment) python3 bench/gpu/conv_alignment.py > "$out/conv_alignment.md" 2>&1; cat "$out/conv_alignment.md" ;;
     streams-offload) streams_offload ;;
     memory) memory ;;
     largest-ddp) largest ddp ddp "" 24 22 20 18 16 ;;
