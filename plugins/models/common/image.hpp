@@ -17,8 +17,7 @@
 
 #if DSHOST_CUDA_MAX_POOL
 #include "cuda_max_pool.h"
-
-#include <c10/cuda/CUDAStream.h>
+#include "cuda_tensors.hpp"
 #endif
 
 #include <algorithm>
@@ -79,7 +78,9 @@ struct CudaMaxPool2x2 : torch::autograd::Function<CudaMaxPool2x2> {
   }
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {
     const at::Tensor y = pooled(x, x.scalar_type()), which = pooled(x, at::kByte);
-    check(cuda_max_pool2x2(bits(x), bits(y), which.data_ptr<uint8_t>(), shape_of(x), stream(x)));
+    check_launch(cuda_max_pool2x2(bf16_bits(x), bf16_bits(y), which.data_ptr<uint8_t>(),
+                                  shape_of(x), stream_of(x)),
+                 "max pooling");
     ctx->save_for_backward({which});
     ctx->saved_data["input"] = x.sizes();
     return y;
@@ -87,11 +88,12 @@ struct CudaMaxPool2x2 : torch::autograd::Function<CudaMaxPool2x2> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const at::Tensor which = ctx->get_saved_variables()[0];
-    const at::Tensor dy = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor dy = channels_last_aligned16(grads[0]);
     const at::Tensor dx = at::empty(ctx->saved_data["input"].toIntVector(),
                                     dy.options().memory_format(at::MemoryFormat::ChannelsLast));
-    check(cuda_max_pool2x2_backward(bits(dy), which.data_ptr<uint8_t>(), bits(dx), shape_of(dx),
-                                    stream(dx)));
+    check_launch(cuda_max_pool2x2_backward(bf16_bits(dy), which.data_ptr<uint8_t>(), bf16_bits(dx),
+                                           shape_of(dx), stream_of(dx)),
+                 "max pooling backward");
     return {dx};
   }
 
@@ -102,15 +104,6 @@ struct CudaMaxPool2x2 : torch::autograd::Function<CudaMaxPool2x2> {
   }
   static MaxPoolShape shape_of(const at::Tensor& x) {
     return {x.size(0), x.size(2), x.size(3), x.size(1)};
-  }
-  static uint16_t* bits(const at::Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
-  static void* stream(const at::Tensor& t) {
-    return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
-  }
-  static void check(const char* err) {
-    if (err)
-      throw dshost::Error(std::string("the CUDA max pooling kernel failed to launch: ") + err,
-                          DSHOST_INTERNAL);
   }
 };
 #endif
