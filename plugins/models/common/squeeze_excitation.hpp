@@ -93,9 +93,8 @@ struct SqueezeExcitationFunction : torch::autograd::Function<SqueezeExcitationFu
     const at::Tensor &x = saved[0], &pooled = saved[1], &z1 = saved[2], &h = saved[3],
                      &scale = saved[4], &w1 = saved[5], &w2 = saved[6], &dy = grads[0];
     const at::Tensor dscale = channel_dot(dy, x).to(scale.scalar_type());
-    const at::Tensor dz2 = dscale * scale * (1 - scale);
-    const at::Tensor sig = z1.sigmoid();
-    const at::Tensor dz1 = dz2.mm(w2.flatten(1)) * sig * (1 + z1 * (1 - sig));
+    const at::Tensor dz2 = at::sigmoid_backward(dscale, scale);
+    const at::Tensor dz1 = at::silu_backward(dz2.mm(w2.flatten(1)), z1);
     const at::Tensor dpooled = dz1.mm(w1.flatten(1)) / (x.size(2) * x.size(3));
     const at::Tensor dx = scale_channels(dy, scale, dpooled);
     return {dx, dz1.t().mm(pooled).reshape(w1.sizes()), dz1.sum(0),
