@@ -973,6 +973,31 @@ void expect_squeeze_excitation_follows_the_unfused_ops(at::TensorOptions options
   }
 }
 
+// Stochastic depth in training, as torchvision's StochasticDepth in "row" mode: each sample's
+// main branch is dropped with probability drop_path, or kept and scaled by 1 / (1 - drop_path),
+// and the shortcut is added either way; in evaluation the branch always counts, unscaled.
+TEST(Residual, DropsOrScalesEachSamplesMainBranch) {
+  torch::manual_seed(3);
+  dshost_models::Chain main(torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 4, 1)));
+  dshost_models::Residual block(main, dshost_models::Chain(), false, 0.25);
+  const at::Tensor x = at::randn({64, 4, 3, 3});
+  const at::Tensor y = main->forward(x).detach();
+  const at::Tensor out = block->forward(x).detach();
+  int kept = 0, dropped = 0;
+  for (int64_t n = 0; n < x.size(0); ++n) {
+    if (at::allclose(out[n], x[n] + y[n] / 0.75, 1e-5, 1e-6))
+      ++kept;
+    else if (at::allclose(out[n], x[n]))
+      ++dropped;
+    else
+      ADD_FAILURE() << "sample " << n << " is neither kept and scaled nor dropped";
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(dropped, 0);
+  block->eval();
+  EXPECT_TRUE(at::allclose(block->forward(x), x + y, 1e-5, 1e-6));
+}
+
 TEST(SqueezeExcitation, FollowsTheUnfusedOpsInFloat64) {
   expect_squeeze_excitation_follows_the_unfused_ops(at::dtype(at::kDouble), 1e-12);
 }

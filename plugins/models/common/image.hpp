@@ -232,14 +232,16 @@ struct ResidualImpl : nn::Module {
     if (!shortcut->is_empty()) this->shortcut = register_module("shortcut", shortcut);
   }
   at::Tensor forward(const at::Tensor& x) {
-    at::Tensor y = main->forward(x);
+    const at::Tensor y = main->forward(x), skip = shortcut ? shortcut->forward(x) : x;
+    at::Tensor out;
     if (is_training() && drop_path > 0) {
       const at::Tensor keep =
           at::empty({y.size(0), 1, 1, 1}, y.options()).bernoulli_(1 - drop_path);
-      y = y * keep.div_(1 - drop_path);
+      out = at::addcmul(skip, y, keep.div_(1 - drop_path));
+    } else {
+      out = y + skip;
     }
-    y = y + (shortcut ? shortcut->forward(x) : x);
-    return relu_after ? y.relu_() : y;
+    return relu_after ? out.relu_() : out;
   }
   Chain main, shortcut{nullptr};
   bool relu_after;
