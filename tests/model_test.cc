@@ -32,6 +32,11 @@
 namespace dshost {
 namespace {
 
+// ||got - reference|| / ||reference||, got taken to float64 (the reference's dtype).
+double relative_error(const at::Tensor& got, const at::Tensor& reference) {
+  return ((got.to(at::kDouble) - reference).norm() / reference.norm()).item<double>();
+}
+
 struct LiveModel {
   LoadedPlugin plugin;
   std::unique_ptr<PluginHost> host;
@@ -815,9 +820,6 @@ TEST(FusedLayerNorm, FollowsTheUnfusedOpsInFloat64WithAndWithoutTheResidualAdd) 
 #endif
   at::manual_seed(11);
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
-  const auto off = [](const at::Tensor& got, const at::Tensor& reference) {
-    return ((got.to(at::kDouble) - reference).norm() / reference.norm()).item<double>();
-  };
   for (const int64_t width : {264, 2048}) {
     for (const bool add : {true, false}) {
       SCOPED_TRACE("width " + std::to_string(width) + (add ? ", with the add" : ", alone"));
@@ -847,13 +849,13 @@ TEST(FusedLayerNorm, FollowsTheUnfusedOpsInFloat64WithAndWithoutTheResidualAdd) 
       const std::string kernel = got.grad_fn()->name();
       ASSERT_NE(kernel.find(add ? "CudaAddLayerNorm" : "CudaLayerNorm"), std::string::npos)
           << kernel;
-      EXPECT_LT(off(got, want), 1.0 / 256);
-      EXPECT_LT(off(ours[0].grad(), exact[0].grad()), 1.0 / 256);
+      EXPECT_LT(relative_error(got, want), 1.0 / 256);
+      EXPECT_LT(relative_error(ours[0].grad(), exact[0].grad()), 1.0 / 256);
       if (add) {
         EXPECT_TRUE(at::equal(ours[0].grad(), ours[1].grad()));
       }
-      EXPECT_LT(off(ours[2].grad(), exact[2].grad()), 1.0 / 256);
-      EXPECT_LT(off(ours[3].grad(), exact[3].grad()), 1.0 / 256);
+      EXPECT_LT(relative_error(ours[2].grad(), exact[2].grad()), 1.0 / 256);
+      EXPECT_LT(relative_error(ours[3].grad(), exact[3].grad()), 1.0 / 256);
     }
   }
 }
@@ -874,9 +876,6 @@ TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
 #endif
   using dshost_models::Act;
   at::manual_seed(13);
-  const auto off = [](const at::Tensor& got, const at::Tensor& reference) {
-    return ((got.to(at::kDouble) - reference).norm() / reference.norm()).item<double>();
-  };
   const std::vector<std::vector<int64_t>> shapes{{2, 24, 7, 5}, {8, 264, 37, 9}};
   for (const auto& shape : shapes) {
     for (const Act act : {Act::none, Act::relu, Act::relu6, Act::silu}) {
@@ -920,12 +919,12 @@ TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
         got.backward(dy);
         const at::Tensor want = dshost_models::activate(exact->forward(x_exact), act);
         want.backward(dy.to(at::kDouble));
-        EXPECT_LT(off(got, want), 1.0 / 128);
-        EXPECT_LT(off(x_ours.grad(), x_exact.grad()), 1.0 / 128);
-        EXPECT_LT(off(ours->weight.grad(), exact->weight.grad()), 1.0 / 128);
-        EXPECT_LT(off(ours->bias.grad(), exact->bias.grad()), 1.0 / 128);
-        EXPECT_LT(off(ours->running_mean, exact->running_mean), 1.0 / 128);
-        EXPECT_LT(off(ours->running_var, exact->running_var), 1.0 / 128);
+        EXPECT_LT(relative_error(got, want), 1.0 / 128);
+        EXPECT_LT(relative_error(x_ours.grad(), x_exact.grad()), 1.0 / 128);
+        EXPECT_LT(relative_error(ours->weight.grad(), exact->weight.grad()), 1.0 / 128);
+        EXPECT_LT(relative_error(ours->bias.grad(), exact->bias.grad()), 1.0 / 128);
+        EXPECT_LT(relative_error(ours->running_mean, exact->running_mean), 1.0 / 128);
+        EXPECT_LT(relative_error(ours->running_var, exact->running_var), 1.0 / 128);
         EXPECT_EQ(ours->num_batches_tracked.item<double>(), 1);
       }
     }
@@ -940,9 +939,6 @@ TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
 // and 37 x 9 pixels.
 void expect_squeeze_excitation_follows_the_unfused_ops(at::TensorOptions options, double within) {
   at::manual_seed(14);
-  const auto off = [](const at::Tensor& got, const at::Tensor& reference) {
-    return ((got.to(at::kDouble) - reference).norm() / reference.norm()).item<double>();
-  };
   const std::vector<std::vector<int64_t>> shapes{{3, 24, 5, 7}, {4, 264, 37, 9}};
   for (const auto& shape : shapes) {
     SCOPED_TRACE(std::to_string(shape[1]) + " channels");
@@ -965,10 +961,10 @@ void expect_squeeze_excitation_follows_the_unfused_ops(at::TensorOptions options
         at::conv2d(at::silu(at::conv2d(pooled, exact[1], exact[2])), exact[3], exact[4]).sigmoid();
     const at::Tensor want = exact[0] * scale;
     want.backward(dy.to(at::kDouble));
-    EXPECT_LT(off(got, want), within);
+    EXPECT_LT(relative_error(got, want), within);
     for (size_t i = 0; i < mine.size(); ++i) {
       SCOPED_TRACE("input " + std::to_string(i));
-      EXPECT_LT(off(mine[i].grad(), exact[i].grad()), within);
+      EXPECT_LT(relative_error(mine[i].grad(), exact[i].grad()), within);
     }
   }
 }
@@ -1035,15 +1031,12 @@ TEST(Fp8Linear, FollowsAFloat64LinearWithinFp8Rounding) {
   const at::Tensor want = at::linear(exact[0], exact[1], exact[2]);
   want.backward(g.to(at::kDouble));
   ASSERT_NE(y.grad_fn()->name().find("Fp8Linear"), std::string::npos) << y.grad_fn()->name();
-  const auto off = [](const at::Tensor& got, const at::Tensor& reference) {
-    return ((got.to(at::kDouble) - reference).norm() / reference.norm()).item<double>();
-  };
-  const double output = off(y, want);
+  const double output = relative_error(y, want);
   EXPECT_LT(output, 0.06);
   EXPECT_GT(output, 0.01) << "no further off than bf16: not run in fp8";
-  EXPECT_LT(off(ours[0].grad(), exact[0].grad()), 0.1);
-  EXPECT_LT(off(ours[1].grad(), exact[1].grad()), 0.1);
-  EXPECT_LT(off(ours[2].grad(), exact[2].grad()), 0.01);
+  EXPECT_LT(relative_error(ours[0].grad(), exact[0].grad()), 0.1);
+  EXPECT_LT(relative_error(ours[1].grad(), exact[1].grad()), 0.1);
+  EXPECT_LT(relative_error(ours[2].grad(), exact[2].grad()), 0.01);
 }
 
 // The casts under it: each value the one ATen's conversion gives for x times (the format's
