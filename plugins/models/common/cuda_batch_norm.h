@@ -41,15 +41,15 @@ int64_t cuda_batch_norm_scratch(const BatchNormShape& s);
 // y = act(weight (x - mean) rstd + bias) with each channel's mean and rstd = 1 /
 // sqrt(variance + eps) over the rows (variance biased); the running statistics move
 // `momentum` of the way to the mean and the unbiased variance, and batches_tracked counts
-// one more (where not null). stats [4, channels] fp32 receives mean, rstd and the scale and shift y
-// applies (weight rstd, bias - mean weight rstd), for the backward. Enqueued on `stream` (a
-// cudaStream_t); returns the launch's error text, or null.
+// one more (where not null). stats [4, channels] fp32 receives mean, rstd and the scale and
+// shift y applies (weight rstd, bias - mean weight rstd), for the backward. Enqueued on
+// `stream` (a cudaStream_t); returns the launch's error text, or null.
 const char* cuda_batch_norm(const uint16_t* x, const BatchNormParams& p, Act act, uint16_t* y,
                             float* stats, float* scratch, const BatchNormShape& s, void* stream);
 
-// From dy, x and the forward's stats: dx, and dweight and dbias (fp32 where params_fp32, else
-// bf16),
-// the channels' sums added in an order fixed by the shape (the same bits every run).
+// From dy, x and the forward's stats: dx, and dweight and dbias (fp32 where params_fp32,
+// else bf16), the channels' sums added in an order fixed by the shape (the same bits every
+// run).
 const char* cuda_batch_norm_backward(const uint16_t* dy, const uint16_t* x, const float* stats,
                                      Act act, bool params_fp32, uint16_t* dx, void* dweight,
                                      void* dbias, float* scratch, const BatchNormShape& s,

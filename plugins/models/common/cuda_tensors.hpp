@@ -17,16 +17,16 @@ inline void* stream_of(const at::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
 }
 
-// t contiguous and starting 16-byte aligned (a copy where it is not), for 16-byte loads.
-inline at::Tensor aligned16(const at::Tensor& t) {
-  at::Tensor c = t.contiguous();
-  return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 == 0 ? c : c.clone();
+// t contiguous in `format` and starting 16-byte aligned (a copy where it is not), for
+// 16-byte loads.
+inline at::Tensor aligned16(const at::Tensor& t,
+                            at::MemoryFormat format = at::MemoryFormat::Contiguous) {
+  at::Tensor c = t.contiguous(format);
+  return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 == 0 ? c : c.clone(format);
 }
 
-// t channels-last, contiguous and starting 16-byte aligned (a copy where it is not).
 inline at::Tensor channels_last_aligned16(const at::Tensor& t) {
-  at::Tensor c = t.contiguous(at::MemoryFormat::ChannelsLast);
-  return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 == 0 ? c : c.clone();
+  return aligned16(t, at::MemoryFormat::ChannelsLast);
 }
 
 inline uint16_t* bf16_bits(const at::Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
