@@ -76,9 +76,9 @@ struct FlatLayout {
       }
       params.push_back(std::move(ps));
       if (pad_each_unit) {
-        end = round_up(end - unit_begin.back(), world) + unit_begin.back();
+        end = begin + round_up(end - begin, world);
         shard_begin.push_back(shard);
-        chunk.push_back((end - unit_begin.back()) / world);
+        chunk.push_back((end - begin) / world);
         shard += chunk.back();
       } else {
         end = round_up(end, kParamAlignment);
