@@ -1,7 +1,8 @@
 """The PyTorch peer of bench/gpu/run.sh: one training configuration in PyTorch eager (or
 FSDP2 with CPU offload), as a PyTorch user runs it fast, measured the way the run measures
 dshost, or with its forward and loss under torch.compile (--compile MODE, compiled during
-the warm-up). Prints one JSON line: samples/s over the timed steps, peak GPU memory (the caching
+the warm-up). Prints one JSON line: samples/s (the median over windows of 10 timed steps, as
+dshost's figure is the median over its report windows), peak GPU memory (the caching
 allocator's, as dshost reports it) and peak host memory. Under torchrun with --dist, the
 same on every GPU of the host (DistributedDataParallel, or FSDP2 wrapping each block):
 --batch per rank, samples/s of all ranks, rank 0's memory; rank 0 prints.
@@ -11,13 +12,14 @@ models equal; nanoGPT's GPT-2, which dshost's gpt equals), bf16 autocast over fp
 parameters, channels-last convolutions, AdamW (fused kernel), cross entropy, gradient
 clipping at 1.0, cuDNN autotuning, batches gathered and normalised on the GPU from a fixed
 pool of random uint8 images (dshost's synthetic data) or random token windows. No host
-synchronisation inside the timed steps.
+synchronisation inside a timed window.
 """
 import argparse
 import json
 import math
 import os
 import resource
+import statistics
 import sys
 import time
 
@@ -220,18 +222,22 @@ def main():
     model.train()
     for i in range(a.warmup):
         step(i)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for i in range(a.warmup, a.warmup + a.steps):
-        loss = step(i)
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    window_rates = []  # samples/s of each window of 10 timed steps, as dshost's report windows
+    for first in range(a.warmup, a.warmup + a.steps, 10):
+        last = min(first + 10, a.warmup + a.steps)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for i in range(first, last):
+            loss = step(i)
+        torch.cuda.synchronize()
+        window_rates.append(a.batch * world * (last - first) / (time.perf_counter() - start))
     if a.profile:
         profile(step, a.warmup + a.steps, a.profile)
     if rank > 0:
         return
     print(json.dumps({
-        "samples_per_second": a.batch * world * a.steps / seconds,
+        "samples_per_second": statistics.median(window_rates),
+        "window_samples_per_second": window_rates,
         "peak_device_bytes": torch.cuda.max_memory_allocated(),
         "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "final_loss": loss.item(),
