@@ -35,7 +35,9 @@
 # peer (bench/gpu/peer.py), appending one JSON row per run to $OUT/rows.jsonl;
 # bench/gpu/report.py turns rows into bench/results/gpu_perf.md. dshost's samples/s is the
 # median over its report windows after the first two (cuDNN autotuning, graph capture); the
-# peer times its steps after a warm-up. IMAGE_CASES="vgg16:8 ..." narrows the image groups;
+# peer times its steps after a warm-up. The build's log stays beside the build (BUILD.log),
+# copied to $OUT only when the build fails: the device hands back a few files a call.
+# IMAGE_CASES="vgg16:8 ..." narrows the image groups;
 # GPT_ZERO2_CASES="gpt2-124m:60 ..." narrows gpt-zero2; NO_PEERS=1 runs dshost alone; BUILD
 # names the build directory (/tmp/build).
 set -uo pipefail
@@ -67,9 +69,9 @@ build_dshost() {
   # about more, so they are counted here instead (WERROR=ON to stop at them).
   { cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSHOST_WERROR=${WERROR:-OFF} \
       -DCMAKE_PREFIX_PATH="$torch_prefix;$PWD/.devdeps/usr" &&
-    cmake --build $build --target "${targets[@]}" dshost_plugins; } > "$out/build.log" 2>&1 ||
-    { tail -40 "$out/build.log"; exit 1; }
-  echo "built in $((SECONDS - start)) s, $(grep -c 'warning:' "$out/build.log") compiler warnings"
+    cmake --build $build --target "${targets[@]}" dshost_plugins; } > "$build.log" 2>&1 ||
+    { cp "$build.log" "$out/build.log"; tail -40 "$build.log"; exit 1; }
+  echo "built in $((SECONDS - start)) s, $(grep -c 'warning:' "$build.log") compiler warnings"
 }
 
 # dshost_run NAME KIND [--set values]: one dshost run (stopped after RUN_TIMEOUT seconds, 300), its row appended.
