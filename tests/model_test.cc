@@ -931,6 +931,57 @@ TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
   }
 }
 
+// With buffers bound as the parameters' gradients (what a strategy binds), the kernels add
+// the weight's and bias's gradients into them, on top of what they held, over two passes,
+// and the accumulators get none (their post hooks, the strategies' grads_ready, still run);
+// against the same layer on copies with autograd's gradients, within bf16's rounding. fp32
+// parameters (ddp's under autocast) and bf16 ones (zero2's), 264 channels, 2,664 rows.
+TEST(BatchNormAct, AddsTheParametersGradientsIntoBoundBuffers) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_BATCH_NORM
+  GTEST_SKIP() << "built without CUDA kernels";
+#endif
+  at::manual_seed(15);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    dshost_models::BatchNormAct bound(264, dshost_models::Act::silu),
+        plain(264, dshost_models::Act::silu);
+    for (auto* layer : {&bound, &plain}) {
+      (*layer)->to(at::kCUDA);
+      for (at::Tensor& p : (*layer)->parameters()) p.set_data(p.to(dtype));
+    }
+    std::vector<at::Tensor> held, buffers, want(2);
+    std::vector<bool> arrived;
+    std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+    for (at::Tensor& p : bound->parameters()) {
+      held.push_back(at::randn({264}, at::dtype(dtype).device(at::kCUDA)));
+      buffers.push_back(held.back().clone());
+      p.mutable_grad() = buffers.back();
+      accumulators.push_back(torch::autograd::impl::grad_accumulator(p));
+      accumulators.back()->add_post_hook(std::make_unique<GradientArrivals>(&arrived));
+    }
+    for (int pass = 0; pass < 2; ++pass) {
+      const at::Tensor x = (at::randn({8, 264, 37, 9}, bf16) * 2 + 3)
+                               .contiguous(at::MemoryFormat::ChannelsLast),
+                       dy = at::randn(x.sizes(), bf16).contiguous(at::MemoryFormat::ChannelsLast);
+      bound->forward(x).backward(dy);
+      plain->forward(x).backward(dy);
+      for (size_t i = 0; i < 2; ++i) {  // autograd's own gradients each pass, summed here
+        at::Tensor& grad = plain->parameters()[i].mutable_grad();
+        want[i] = pass == 0 ? grad.to(at::kFloat) : want[i] + grad;
+        grad.reset();
+      }
+    }
+    const auto params = bound->parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      EXPECT_EQ(params[i].grad().data_ptr(), buffers[i].data_ptr());
+      EXPECT_LT(relative_error(buffers[i] - held[i], want[i]), 1.0 / 128);
+    }
+    EXPECT_EQ(arrived, std::vector<bool>(4, false));
+  }
+}
+
 // efficientnet_b0's squeeze-excitation, x * sigmoid(fc2(silu(fc1(mean(x))))), against the same
 // ops under autograd on the same values: the output and the gradients of x and of both layers'
 // weights and biases, in float64 on the CPU (the hand-written backward exact to rounding) and,

@@ -65,27 +65,45 @@ struct CudaBatchNormAct : torch::autograd::Function<CudaBatchNormAct> {
         cuda_batch_norm(bf16_bits(x), params, static_cast<Act>(act), bf16_bits(y),
                         stats.data_ptr<float>(), scratch.data_ptr<float>(), shape, stream_of(x)),
         "batch norm");
-    ctx->save_for_backward({x, stats, weight});
+    ctx->save_for_backward({x, stats});
+    // The parameters themselves, whose grads may be buffers the strategy bound.
+    ctx->saved_data["weight"] = weight;
+    ctx->saved_data["bias"] = bias;
     ctx->saved_data["act"] = act;
     return y;
   }
 
+  // Where the strategy bound both parameters' gradients to buffers of their dtype, backward
+  // adds into those (as dshost::linear does for its weight) and the accumulators get none,
+  // sparing autograd an add kernel a parameter; else it returns fresh gradients.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &stats = saved[1], &weight = saved[2];
+    const at::Tensor &x = saved[0], &stats = saved[1];
+    const at::Tensor weight = ctx->saved_data["weight"].toTensor(),
+                     bias = ctx->saved_data["bias"].toTensor();
+    const bool into_bound = bound_grad(weight) && bound_grad(bias);
     const at::Tensor dy = channels_last_aligned16(grads[0]), dx = at::empty_like(x),
-                     dweight = at::empty_like(weight), dbias = at::empty_like(weight);
+                     dweight = into_bound ? weight.grad() : at::empty_like(weight),
+                     dbias = into_bound ? bias.grad() : at::empty_like(bias);
     const BatchNormShape shape = shape_of(x);
     const at::Tensor scratch =
         at::empty({cuda_batch_norm_scratch(shape)}, x.options().dtype(at::kFloat));
-    check_launch(cuda_batch_norm_backward(bf16_bits(dy), bf16_bits(x), stats.data_ptr<float>(),
-                                          static_cast<Act>(ctx->saved_data["act"].toInt()),
-                                          weight.scalar_type() == at::kFloat, bf16_bits(dx),
-                                          dweight.data_ptr(), dbias.data_ptr(),
-                                          scratch.data_ptr<float>(), shape, stream_of(x)),
-                 "batch norm backward");
+    const BatchNormGrads into{dweight.data_ptr(), dbias.data_ptr(),
+                              weight.scalar_type() == at::kFloat, into_bound};
+    check_launch(
+        cuda_batch_norm_backward(bf16_bits(dy), bf16_bits(x), stats.data_ptr<float>(),
+                                 static_cast<Act>(ctx->saved_data["act"].toInt()), bf16_bits(dx),
+                                 into, scratch.data_ptr<float>(), shape, stream_of(x)),
+        "batch norm backward");
+    if (into_bound) return {dx, {}, {}, {}, {}, {}, {}, {}, {}};
     return {dx, dweight, dbias, {}, {}, {}, {}, {}, {}};
+  }
+
+  static bool bound_grad(const at::Tensor& p) {
+    const at::Tensor& g = p.grad();
+    return !at::GradMode::is_enabled() && p.requires_grad() && g.defined() && g.is_cuda() &&
+           g.scalar_type() == p.scalar_type() && g.is_contiguous();
   }
 };
 #endif

@@ -234,17 +234,19 @@ __global__ void batch_norm_backward_sums_kernel(const uint16_t* dy, const uint16
   store_block_sums(t, channels, g_sum, g_xhat_sum, partials);
 }
 
-// dbias, dweight, and into coefficients [2, channels] the means of g and of g xhat.
+// The bias's and weight's gradients, and into coefficients [2, channels] the means of g and
+// of g xhat.
 __global__ void batch_norm_backward_coefficients_kernel(const float* partials, int64_t groups,
-                                                        bool params_fp32, int64_t rows,
-                                                        int64_t channels, void* dweight,
-                                                        void* dbias, float* coefficients) {
+                                                        BatchNormGrads g, int64_t rows,
+                                                        int64_t channels, float* coefficients) {
   float g_sum, g_xhat_sum;
   add_partials(partials, groups, channels, &g_sum, &g_xhat_sum);
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
   if (threadIdx.y != 0 || c >= channels) return;
-  set_param(dbias, params_fp32, c, g_sum);
-  set_param(dweight, params_fp32, c, g_xhat_sum);
+  const float held_bias = g.accumulate ? param(g.dbias, g.fp32, c) : 0.f,
+              held_weight = g.accumulate ? param(g.dweight, g.fp32, c) : 0.f;
+  set_param(g.dbias, g.fp32, c, held_bias + g_sum);
+  set_param(g.dweight, g.fp32, c, held_weight + g_xhat_sum);
   coefficients[c] = g_sum / static_cast<float>(rows);
   coefficients[channels + c] = g_xhat_sum / static_cast<float>(rows);
 }
@@ -300,16 +302,16 @@ void forward_passes(const uint16_t* x, const BatchNormParams& p, uint16_t* y, fl
 }
 
 template <Act A>
-void backward_passes(const uint16_t* dy, const uint16_t* x, const float* stats, bool params_fp32,
-                     uint16_t* dx, void* dweight, void* dbias, float* scratch,
-                     const BatchNormShape& s, cudaStream_t stream) {
+void backward_passes(const uint16_t* dy, const uint16_t* x, const float* stats, uint16_t* dx,
+                     const BatchNormGrads& g, float* scratch, const BatchNormShape& s,
+                     cudaStream_t stream) {
   const ColumnTiling t = column_tiling(s.channels);
   const int64_t groups = summing_grid(s).y;
   float* coefficients = scratch + 2 * groups * s.channels;
   batch_norm_backward_sums_kernel<A>
       <<<summing_grid(s), kThreads, 0, stream>>>(dy, x, stats, t, s.rows, s.channels, scratch);
   batch_norm_backward_coefficients_kernel<<<coefficients_grid(s), dim3(32, 32), 0, stream>>>(
-      scratch, groups, params_fp32, s.rows, s.channels, dweight, dbias, coefficients);
+      scratch, groups, g, s.rows, s.channels, coefficients);
   batch_norm_backward_kernel<A><<<elementwise_grid(s), kThreads, 0, stream>>>(
       dy, x, stats, coefficients, t, s.rows, s.channels, dx);
 }
@@ -349,11 +351,10 @@ const char* cuda_batch_norm(const uint16_t* x, const BatchNormParams& p, Act act
 }
 
 const char* cuda_batch_norm_backward(const uint16_t* dy, const uint16_t* x, const float* stats,
-                                     Act act, bool params_fp32, uint16_t* dx, void* dweight,
-                                     void* dbias, float* scratch, const BatchNormShape& s,
-                                     void* stream) {
+                                     Act act, uint16_t* dx, const BatchNormGrads& g, float* scratch,
+                                     const BatchNormShape& s, void* stream) {
   with_activation(act, [&](auto a) {
-    backward_passes<decltype(a)::value>(dy, x, stats, params_fp32, dx, dweight, dbias, scratch, s,
+    backward_passes<decltype(a)::value>(dy, x, stats, dx, g, scratch, s,
                                         static_cast<cudaStream_t>(stream));
   });
   return launch_error();

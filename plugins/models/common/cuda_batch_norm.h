@@ -47,12 +47,18 @@ int64_t cuda_batch_norm_scratch(const BatchNormShape& s);
 const char* cuda_batch_norm(const uint16_t* x, const BatchNormParams& p, Act act, uint16_t* y,
                             float* stats, float* scratch, const BatchNormShape& s, void* stream);
 
-// From dy, x and the forward's stats: dx, and dweight and dbias (fp32 where params_fp32,
-// else bf16), the channels' sums added in an order fixed by the shape (the same bits every
-// run).
+// Where backward puts the weight's and bias's gradients, [channels] each, both fp32 or both
+// bf16 (fp32): written, or added to what they hold (accumulate).
+struct BatchNormGrads {
+  void* dweight;
+  void* dbias;
+  bool fp32, accumulate;
+};
+
+// From dy, x and the forward's stats: dx, and the weight's and bias's gradients, the
+// channels' sums added in an order fixed by the shape (the same bits every run).
 const char* cuda_batch_norm_backward(const uint16_t* dy, const uint16_t* x, const float* stats,
-                                     Act act, bool params_fp32, uint16_t* dx, void* dweight,
-                                     void* dbias, float* scratch, const BatchNormShape& s,
-                                     void* stream);
+                                     Act act, uint16_t* dx, const BatchNormGrads& g, float* scratch,
+                                     const BatchNormShape& s, void* stream);
 
 }  // namespace dshost_models
