@@ -860,6 +860,47 @@ TEST(FusedLayerNorm, FollowsTheUnfusedOpsInFloat64WithAndWithoutTheResidualAdd) 
   }
 }
 
+// With bf16 buffers bound as the weight's and bias's gradients (what a strategy binds), the
+// kernels add those gradients into them, on top of what they held, over two passes, and
+// the accumulators get none (their post hooks still run); against the same layer norm on
+// copies with autograd's gradients, summed here, within bf16's rounding.
+TEST(FusedLayerNorm, AddsTheParametersGradientsIntoBoundBuffers) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_LAYER_NORM
+  GTEST_SKIP() << "built without CUDA kernels";
+#endif
+  at::manual_seed(18);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  std::vector<at::Tensor> bound{1 + at::randn({264}, bf16) * 0.1, at::randn({264}, bf16) * 0.1},
+      plain, held, buffers, want(2);
+  std::vector<bool> arrived;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  for (at::Tensor& p : bound) {
+    plain.push_back(p.clone().set_requires_grad(true));
+    p.set_requires_grad(true);
+    held.push_back(at::randn({264}, bf16));
+    buffers.push_back(held.back().clone());
+    p.mutable_grad() = buffers.back();
+    accumulators.push_back(torch::autograd::impl::grad_accumulator(p));
+    accumulators.back()->add_post_hook(std::make_unique<GradientArrivals>(&arrived));
+  }
+  for (int pass = 0; pass < 2; ++pass) {
+    const at::Tensor x = at::randn({3, 37, 264}, bf16) + 0.5, dy = at::randn(x.sizes(), bf16);
+    dshost_models::layer_norm(x, bound[0], bound[1], 1e-5).backward(dy);
+    dshost_models::layer_norm(x, plain[0], plain[1], 1e-5).backward(dy);
+    for (size_t i = 0; i < 2; ++i) {  // autograd's own gradients each pass, summed here
+      at::Tensor& grad = plain[i].mutable_grad();
+      want[i] = pass == 0 ? grad.to(at::kFloat) : want[i] + grad;
+      grad.reset();
+    }
+  }
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(bound[i].grad().data_ptr(), buffers[i].data_ptr());
+    EXPECT_LT(relative_error(buffers[i] - held[i], want[i]), 1.0 / 128);
+  }
+  EXPECT_EQ(arrived, std::vector<bool>(4, false));
+}
+
 DSHOST_SUITE_LABEL(BatchNormAct, gpu);
 // The image models' batch norm and activation on the kernels against BatchNorm2d and the
 // activation in float64 over the same bf16 values, for each activation, with parameters and

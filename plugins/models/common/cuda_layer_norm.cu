@@ -122,9 +122,10 @@ __global__ void backward_kernel(const uint16_t* dy, const uint16_t* dsum, const 
 }
 
 // dweight (blockIdx.y 0) and dbias (1): partials' columns summed over `blocks` rows, 32
-// columns a block, each column by 8 threads that take every 8th row, then in their order.
+// columns a block, each column by 8 threads that take every 8th row, then in their order;
+// onto what they hold where `accumulate`.
 __global__ void sum_partials_kernel(const float* partials, int64_t blocks, int64_t width,
-                                    uint16_t* dweight, uint16_t* dbias) {
+                                    uint16_t* dweight, uint16_t* dbias, bool accumulate) {
   const int64_t col = blockIdx.x * 32 + threadIdx.x;
   const float* p = partials + blockIdx.y * blocks * width;
   float total = 0.f;
@@ -135,7 +136,8 @@ __global__ void sum_partials_kernel(const float* partials, int64_t blocks, int64
   __syncthreads();
   if (threadIdx.y != 0 || col >= width) return;
   for (int k = 1; k < 8; ++k) total += part[k][threadIdx.x];
-  (blockIdx.y == 0 ? dweight : dbias)[col] = to_bf16(total);
+  uint16_t* out = (blockIdx.y == 0 ? dweight : dbias) + col;
+  *out = to_bf16(accumulate ? to_float(*out) + total : total);
 }
 
 int threads_for(int64_t width) { return static_cast<int>((width / kLanes + 31) / 32 * 32); }
@@ -168,7 +170,8 @@ int64_t cuda_layer_norm_scratch(const LayerNormShape& s) {
 const char* cuda_layer_norm_backward(const uint16_t* dy, const uint16_t* dsum, const uint16_t* sum,
                                      const float* mean, const float* rstd, const uint16_t* weight,
                                      uint16_t* dsum_total, uint16_t* dweight, uint16_t* dbias,
-                                     float* scratch, const LayerNormShape& s, void* stream) {
+                                     bool accumulate, float* scratch, const LayerNormShape& s,
+                                     void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   const int64_t blocks = backward_blocks(s.rows);
   backward_kernel<<<static_cast<unsigned>(blocks), threads_for(s.width), 0, st>>>(
@@ -176,7 +179,7 @@ const char* cuda_layer_norm_backward(const uint16_t* dy, const uint16_t* dsum, c
   const char* err = launch_error();
   if (err != nullptr) return err;
   sum_partials_kernel<<<dim3(static_cast<unsigned>((s.width + 31) / 32), 2), dim3(32, 8), 0, st>>>(
-      scratch, blocks, s.width, dweight, dbias);
+      scratch, blocks, s.width, dweight, dbias, accumulate);
   return launch_error();
 }
 

@@ -33,10 +33,12 @@ int64_t cuda_layer_norm_scratch(const LayerNormShape& s);
 
 // From dy (the normalized rows' gradient), dsum (the sum's own gradient, or null), the
 // normalized rows' input `sum`, mean and rstd: dsum_total = bf16(dsum + the layer norm's
-// input gradient), dweight and dbias in bf16, summed in fp32 in an order fixed by the shape.
+// input gradient), dweight and dbias in bf16, summed in fp32 in an order fixed by the shape
+// (and added to what dweight and dbias hold where `accumulate`: bound gradient buffers).
 const char* cuda_layer_norm_backward(const uint16_t* dy, const uint16_t* dsum, const uint16_t* sum,
                                      const float* mean, const float* rstd, const uint16_t* weight,
                                      uint16_t* dsum_total, uint16_t* dweight, uint16_t* dbias,
-                                     float* scratch, const LayerNormShape& s, void* stream);
+                                     bool accumulate, float* scratch, const LayerNormShape& s,
+                                     void* stream);
 
 }  // namespace dshost_models

@@ -55,29 +55,47 @@ inline std::pair<at::Tensor, at::Tensor> layer_norm_forward(torch::autograd::Aut
                                add ? bf16_bits(sum) : nullptr, bf16_bits(y), mean.data_ptr<float>(),
                                rstd.data_ptr<float>(), shape, stream_of(input)),
                "layer norm");
-  ctx->save_for_backward({sum, mean, rstd, weight});
+  ctx->save_for_backward({sum, mean, rstd});
+  // The parameters themselves, whose grads may be buffers the strategy bound.
+  ctx->saved_data["weight"] = weight;
+  ctx->saved_data["bias"] = bias;
   return {sum, y};
 }
 
+// Whether p's gradient is a bf16 buffer the strategy bound, which backward adds into.
+inline bool bound_bf16_grad(const at::Tensor& p) {
+  const at::Tensor& g = p.grad();
+  return !at::GradMode::is_enabled() && p.requires_grad() && g.defined() && g.is_cuda() &&
+         g.scalar_type() == at::kBFloat16 && g.is_contiguous();
+}
+
 // The backward kernel from dy and dsum (either undefined where no gradient came):
-// {the normalized input's whole gradient, the weight's, the bias's}.
+// {the normalized input's whole gradient, the weight's, the bias's}. Where the strategy
+// bound both parameters' gradients to bf16 buffers, the kernel adds into those (as
+// dshost::linear does for its weight) and the two returned are undefined: the accumulators
+// get none, sparing autograd an add kernel a parameter.
 inline std::array<at::Tensor, 3> layer_norm_backward(torch::autograd::AutogradContext* ctx,
                                                      const at::Tensor& dy, const at::Tensor& dsum) {
   const auto saved = ctx->get_saved_variables();
-  const at::Tensor &sum = saved[0], &mean = saved[1], &rstd = saved[2], &weight = saved[3];
+  const at::Tensor &sum = saved[0], &mean = saved[1], &rstd = saved[2];
+  const at::Tensor weight = ctx->saved_data["weight"].toTensor(),
+                   bias = ctx->saved_data["bias"].toTensor();
+  const bool into_bound = bound_bf16_grad(weight) && bound_bf16_grad(bias);
   const at::Tensor g = dy.defined() ? aligned16(dy) : at::zeros_like(sum);
   const at::Tensor direct = dsum.defined() ? aligned16(dsum) : at::Tensor();
   const LayerNormShape shape = layer_norm_shape(sum);
-  const at::Tensor dsum_total = at::empty_like(sum), dweight = at::empty_like(weight),
-                   dbias = at::empty_like(weight),
+  const at::Tensor dsum_total = at::empty_like(sum),
+                   dweight = into_bound ? weight.grad() : at::empty_like(weight),
+                   dbias = into_bound ? bias.grad() : at::empty_like(bias),
                    scratch =
                        at::empty({cuda_layer_norm_scratch(shape)}, sum.options().dtype(at::kFloat));
-  check_launch(
-      cuda_layer_norm_backward(bf16_bits(g), direct.defined() ? bf16_bits(direct) : nullptr,
-                               bf16_bits(sum), mean.data_ptr<float>(), rstd.data_ptr<float>(),
-                               bf16_bits(weight), bf16_bits(dsum_total), bf16_bits(dweight),
-                               bf16_bits(dbias), scratch.data_ptr<float>(), shape, stream_of(sum)),
-      "layer norm backward");
+  check_launch(cuda_layer_norm_backward(
+                   bf16_bits(g), direct.defined() ? bf16_bits(direct) : nullptr, bf16_bits(sum),
+                   mean.data_ptr<float>(), rstd.data_ptr<float>(), bf16_bits(weight),
+                   bf16_bits(dsum_total), bf16_bits(dweight), bf16_bits(dbias), into_bound,
+                   scratch.data_ptr<float>(), shape, stream_of(sum)),
+               "layer norm backward");
+  if (into_bound) return {dsum_total, at::Tensor(), at::Tensor()};
   return {dsum_total, dweight, dbias};
 }
 
