@@ -4,6 +4,7 @@
 #include <dshost/ops/layer_norm.hpp>
 #include <dshost/ops/linear.hpp>
 
+#include "plugins/models/common/bias_gradient.hpp"
 #include "plugins/models/common/cross_entropy.hpp"
 #include "plugins/models/common/fp8_linear.hpp"
 #include "plugins/models/common/image.hpp"
@@ -657,6 +658,37 @@ TEST(Linear, AddsTheWeightGradientIntoTheBoundBufferWithoutABias) {
   at::linear(rx, rw).backward(upstream);
   EXPECT_TRUE(at::allclose(buffer, held + rw.grad(), 1e-5, 1e-6));
   EXPECT_TRUE(at::allclose(x.grad(), rx.grad(), 1e-5, 1e-6));
+}
+
+// With a bound buffer, the bias's gradient is the given function's of the output's gradient
+// (a model's own column-sum kernel): here twice the sums, so the bias's gradient is doubled.
+TEST(Linear, TakesTheBiasGradientFromTheGivenFunction) {
+  at::manual_seed(12);
+  const at::Tensor x = at::randn({2, 4, 3}), upstream = at::randn({2, 4, 5});
+  const at::Tensor w = at::randn({5, 3}).set_requires_grad(true),
+                   b = at::randn({5}).set_requires_grad(true);
+  w.mutable_grad() = at::zeros({5, 3});
+  dshost::linear(x, w, b, [](const at::Tensor& g) { return g.sum(0) * 2; }).backward(upstream);
+  EXPECT_TRUE(at::allclose(b.grad(), upstream.reshape({-1, 5}).sum(0) * 2, 1e-5, 1e-6));
+}
+
+DSHOST_SUITE_LABEL(BiasGradient, gpu);
+// gpt's bias gradient on the GPU (cuda_channel_scale.h's column sums) against float64 sums
+// of the same bf16 values, within bf16's rounding of the result: 8,200 rows (no multiple of a
+// block's rows) by 776 columns (97 vectors of 8, past a block's 32), the values' mean far
+// from zero as a bias gradient's may be.
+TEST(BiasGradient, SumsTheColumnsWithinBf16Rounding) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_CHANNEL_SCALE
+  GTEST_SKIP() << "built without CUDA kernels";
+#endif
+  at::manual_seed(16);
+  const at::Tensor g = (at::randn({8200, 776}, at::kCUDA) + 0.5).to(at::kBFloat16);
+  const at::Tensor got = dshost_models::bias_gradient(g);
+  ASSERT_EQ(got.scalar_type(), at::kBFloat16);
+  const at::Tensor want = g.to(at::kDouble).sum(0);
+  EXPECT_LT((got.to(at::kDouble) - want).abs().div(want.abs() + 1).max().item<double>(), 1.0 / 128);
+  EXPECT_TRUE(at::equal(got, dshost_models::bias_gradient(g)));  // the same bits again
 }
 
 // Without a bound buffer, or where autocast casts an fp32 weight, dshost::linear is

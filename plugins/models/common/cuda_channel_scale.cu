@@ -41,9 +41,11 @@ __global__ void channel_scale_kernel(const uint16_t* x, const uint16_t* scale, c
   }
 }
 
-// partials [samples, gridDim.y, channels].
-__global__ void channel_dot_kernel(const uint16_t* dy, const uint16_t* x, ColumnTiling t,
-                                   int64_t pixels, int64_t channels, float* partials) {
+// partials [samples, gridDim.y, channels]: the sums of dy * x, or of dy alone (kDot false,
+// x unread).
+template <bool kDot>
+__global__ void channel_sums_kernel(const uint16_t* dy, const uint16_t* x, ColumnTiling t,
+                                    int64_t pixels, int64_t channels, float* partials) {
   const int lane = static_cast<int>(threadIdx.x) % t.tile,
             row = static_cast<int>(threadIdx.x) / t.tile;
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * t.tile + lane) * kLanes;
@@ -57,8 +59,12 @@ __global__ void channel_dot_kernel(const uint16_t* dy, const uint16_t* x, Column
          p += step) {
       const int64_t at = sample + p * channels + col;
       const Bf16x8 g = *reinterpret_cast<const Bf16x8*>(dy + at);
-      const Bf16x8 v = *reinterpret_cast<const Bf16x8*>(x + at);
-      for (int k = 0; k < kLanes; ++k) sums[k] += to_float(g.v[k]) * to_float(v.v[k]);
+      if constexpr (kDot) {
+        const Bf16x8 v = *reinterpret_cast<const Bf16x8*>(x + at);
+        for (int k = 0; k < kLanes; ++k) sums[k] += to_float(g.v[k]) * to_float(v.v[k]);
+      } else {
+        for (int k = 0; k < kLanes; ++k) sums[k] += to_float(g.v[k]);
+      }
     }
   }
   __shared__ float part[kThreads * kLanes];
@@ -72,15 +78,34 @@ __global__ void channel_dot_kernel(const uint16_t* dy, const uint16_t* x, Column
   }
 }
 
-// out[n, c] = the sum of partials[n, 0..groups - 1, c] in order; a thread a value.
+__device__ inline void store(float* at, float v) { *at = v; }
+__device__ inline void store(uint16_t* at, float v) { *at = to_bf16(v); }
+
+// out[n, c] = the sum of partials[n, 0..groups - 1, c] in order, in fp32 or bf16 (Out); a
+// thread a value.
+template <typename Out>
 __global__ void add_groups_kernel(const float* partials, int64_t groups, int64_t samples,
-                                  int64_t channels, float* out) {
+                                  int64_t channels, Out* out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= samples * channels) return;
   const int64_t n = i / channels, c = i % channels;
   float total = 0.f;
   for (int64_t g = 0; g < groups; ++g) total += partials[(n * groups + g) * channels + c];
-  out[i] = total;
+  store(out + i, total);
+}
+
+// The two passes of cuda_channel_dot and cuda_column_sums.
+template <bool kDot, typename Out>
+const char* channel_sums(const uint16_t* dy, const uint16_t* x, Out* out, float* scratch,
+                         const ChannelScaleShape& s, void* stream) {
+  auto st = static_cast<cudaStream_t>(stream);
+  const dim3 blocks = grid(s);
+  channel_sums_kernel<kDot><<<blocks, kThreads, 0, st>>>(dy, x, column_tiling(s.channels), s.pixels,
+                                                         s.channels, scratch);
+  const int64_t values = s.samples * s.channels;
+  add_groups_kernel<<<static_cast<unsigned>((values + 255) / 256), 256, 0, st>>>(
+      scratch, blocks.y, s.samples, s.channels, out);
+  return launch_error();
 }
 
 }  // namespace
@@ -106,14 +131,12 @@ int64_t cuda_channel_dot_scratch(const ChannelScaleShape& s) {
 
 const char* cuda_channel_dot(const uint16_t* dy, const uint16_t* x, float* out, float* scratch,
                              const ChannelScaleShape& s, void* stream) {
-  auto st = static_cast<cudaStream_t>(stream);
-  const dim3 blocks = grid(s);
-  channel_dot_kernel<<<blocks, kThreads, 0, st>>>(dy, x, column_tiling(s.channels), s.pixels,
-                                                  s.channels, scratch);
-  const int64_t values = s.samples * s.channels;
-  add_groups_kernel<<<static_cast<unsigned>((values + 255) / 256), 256, 0, st>>>(
-      scratch, blocks.y, s.samples, s.channels, out);
-  return launch_error();
+  return channel_sums<true>(dy, x, out, scratch, s, stream);
+}
+
+const char* cuda_column_sums(const uint16_t* x, int64_t rows, int64_t cols, uint16_t* out,
+                             float* scratch, void* stream) {
+  return channel_sums<false>(x, nullptr, out, scratch, column_shape(rows, cols), stream);
 }
 
 }  // namespace dshost_models

@@ -2,8 +2,9 @@
 // tensors on a GPU (CUDA builds only): the product, with a per-sample, per-channel term
 // added where backward needs one, in 16-byte vectors (ATen's broadcasting kernel for it is
 // not vectorized), and the scale's gradient, for each sample and channel the sum over the
-// image of dy * x, in one read of each (ATen writes the product and reads it back). Plain
-// C++ on this side: the kernels' file includes no LibTorch.
+// image of dy * x, in one read of each (ATen writes the product and reads it back); and by
+// the same passes a matrix's column sums. Plain C++ on this side: the kernels' file
+// includes no LibTorch.
 #pragma once
 
 #include <cstdint>
@@ -33,5 +34,14 @@ int64_t cuda_channel_dot_scratch(const ChannelScaleShape& s);
 // launch's error text, or null.
 const char* cuda_channel_dot(const uint16_t* dy, const uint16_t* x, float* out, float* scratch,
                              const ChannelScaleShape& s, void* stream);
+
+// A [rows, cols] matrix as the image tensors above: one sample of `rows` pixels.
+inline ChannelScaleShape column_shape(int64_t rows, int64_t cols) { return {1, rows, cols}; }
+
+// out [cols] bf16 = the sums of x's columns (a linear layer's bias gradient), added in fp32 in
+// an order fixed by the shape; x [rows, cols] as the image tensors above, scratch
+// cuda_channel_dot_scratch(column_shape(rows, cols)) floats.
+const char* cuda_column_sums(const uint16_t* x, int64_t rows, int64_t cols, uint16_t* out,
+                             float* scratch, void* stream);
 
 }  // namespace dshost_models

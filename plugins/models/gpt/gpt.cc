@@ -9,6 +9,7 @@
 // and its pre_backward comes with the embeddings' gradient (zero3 then frees it after
 // grads_ready, as FSDP keeps tied weights in the root unit).
 #include "../common/cross_entropy.hpp"
+#include "../common/bias_gradient.hpp"
 #include "../common/fp8_linear.hpp"
 #include "../common/layer_norm.hpp"
 
@@ -67,7 +68,7 @@ Shape shape_of(const dshost::Services& s) {
 // fp8 the blocks' layers multiply in fp8 (fp8_linear.hpp).
 at::Tensor linear(const nn::Linear& layer, const at::Tensor& x, bool fp8 = false) {
   return fp8 ? dshost_models::fp8_linear(x, layer->weight, layer->bias)
-             : dshost::linear(x, layer->weight, layer->bias);
+             : dshost::linear(x, layer->weight, layer->bias, dshost_models::bias_gradient);
 }
 
 // nn::LayerNorm computing through layer_norm.hpp: in bf16 when its input is bf16, by
