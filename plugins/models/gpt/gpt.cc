@@ -64,10 +64,11 @@ Shape shape_of(const dshost::Services& s) {
 // The C++ frontend's nn::Linear multiplies, then adds the bias in a kernel of its own for
 // [B, T, C] inputs; dshost::linear fuses it into the GEMM, as ATen's linear (and Python's
 // nn.Linear) does, and adds the weight's gradient straight into the strategy's buffer. Under
-// fp8 the blocks' layers multiply in fp8 (fp8_linear.hpp).
-at::Tensor linear(const nn::Linear& layer, const at::Tensor& x, bool fp8 = false) {
-  return fp8 ? dshost_models::fp8_linear(x, layer->weight, layer->bias)
-             : dshost::linear(x, layer->weight, layer->bias);
+// fp8 the blocks' layers multiply in fp8 (fp8_linear.hpp), each scaled from its history.
+at::Tensor linear(const nn::Linear& layer, const at::Tensor& x,
+                  dshost_models::Fp8Scaling* fp8 = nullptr) {
+  return fp8 != nullptr ? dshost_models::fp8_linear(x, layer->weight, layer->bias, fp8)
+                        : dshost::linear(x, layer->weight, layer->bias);
 }
 
 // nn::LayerNorm computing through layer_norm.hpp: in bf16 when its input is bf16, by
@@ -120,19 +121,24 @@ struct BlockImpl : nn::Module {
     // [B, T, 3C] in one copy; unbinding a permuted [3, B, heads, T, C / heads] would copy twice,
     // transposing both times.
     const auto qkv =
-        linear(c_attn, ln_1->forward(x), fp8).view({b, t, 3, heads, c / heads}).unbind(2);
+        linear(c_attn, ln_1->forward(x), scaling(0)).view({b, t, 3, heads, c / heads}).unbind(2);
     const at::Tensor y = dshost::causal_attention(qkv[0].transpose(1, 2), qkv[1].transpose(1, 2),
                                                   qkv[2].transpose(1, 2))
                              .transpose(1, 2)
                              .reshape({b, t, c});
-    const auto [h, normed] = ln_2->add_forward(x, drop->forward(linear(attn_proj, y, fp8)));
+    const auto [h, normed] = ln_2->add_forward(x, drop->forward(linear(attn_proj, y, scaling(1))));
     const at::Tensor mlp = nn::functional::gelu(
-        linear(c_fc, normed, fp8), nn::functional::GELUFuncOptions().approximate("tanh"));
-    return h + drop->forward(linear(mlp_proj, mlp, fp8));
+        linear(c_fc, normed, scaling(2)), nn::functional::GELUFuncOptions().approximate("tanh"));
+    return h + drop->forward(linear(mlp_proj, mlp, scaling(3)));
   }
+
+  // Under fp8, the delayed-scaling state of the block's layer i (c_attn, attn_proj, c_fc,
+  // mlp_proj); else null.
+  dshost_models::Fp8Scaling* scaling(int i) { return fp8 ? &fp8_scaling[i] : nullptr; }
 
   int64_t heads;
   bool fp8;
+  dshost_models::Fp8Scaling fp8_scaling[4];
   Norm ln_1;
   nn::Linear c_attn, attn_proj;
   Norm ln_2;
