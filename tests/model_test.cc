@@ -1013,20 +1013,15 @@ DSHOST_SUITE_LABEL(Fp8Linear, gpu);
 // output and the three gradients within fp8's rounding (e4m3 keeps 3 bits of mantissa, an
 // element off by up to 1/16; e5m2 2 bits, 1/8), the output further off than bf16's rounding
 // alone would leave it (so the products did run in fp8), the bias's gradient a bf16 sum.
-// Neither side is a multiple of the cast's 64 x 64 tile.
-TEST(Fp8Linear, FollowsAFloat64LinearWithinFp8Rounding) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
-  at::manual_seed(8);
-  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
-  const at::Tensor x = at::randn({4, 40, 272}, bf16), w = at::randn({400, 272}, bf16) * 0.05,
-                   b = at::randn({400}, bf16) * 0.1, g = at::randn({4, 40, 400}, bf16);
+void expect_fp8_linear_follows_float64(const at::Tensor& x, const at::Tensor& w,
+                                       const at::Tensor& b, const at::Tensor& g,
+                                       dshost_models::Fp8Scaling* scaling) {
   std::vector<at::Tensor> ours{x.clone(), w.clone(), b.clone()}, exact;
   for (const at::Tensor& t : ours) {
     t.set_requires_grad(true);
     exact.push_back(t.detach().to(at::kDouble).set_requires_grad(true));
   }
-  const at::Tensor y = dshost_models::fp8_linear(ours[0], ours[1], ours[2]);
+  const at::Tensor y = dshost_models::fp8_linear(ours[0], ours[1], ours[2], scaling);
   y.backward(g);
   const at::Tensor want = at::linear(exact[0], exact[1], exact[2]);
   want.backward(g.to(at::kDouble));
@@ -1039,9 +1034,20 @@ TEST(Fp8Linear, FollowsAFloat64LinearWithinFp8Rounding) {
   EXPECT_LT(relative_error(ours[2].grad(), exact[2].grad()), 0.01);
 }
 
+// Neither side is a multiple of the cast's 64 x 64 tile.
+TEST(Fp8Linear, FollowsAFloat64LinearWithinFp8Rounding) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
+  at::manual_seed(8);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  expect_fp8_linear_follows_float64(
+      at::randn({4, 40, 272}, bf16), at::randn({400, 272}, bf16) * 0.05,
+      at::randn({400}, bf16) * 0.1, at::randn({4, 40, 400}, bf16), nullptr);
+}
+
 // With the layer's delayed scaling, over three passes whose inputs and output gradients
-// shrink (so each later cast scales by an earlier, larger magnitude), within the same fp8
-// tolerances; each operand's history made.
+// shrink (so each later cast scales by an earlier, larger magnitude); each operand's
+// history made.
 TEST(Fp8Linear, WithDelayedScalingFollowsAFloat64Linear) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
@@ -1052,23 +1058,8 @@ TEST(Fp8Linear, WithDelayedScalingFollowsAFloat64Linear) {
   for (int pass = 0; pass < 3; ++pass) {
     SCOPED_TRACE("pass " + std::to_string(pass));
     const double shrink = 1.0 - 0.25 * pass;
-    const at::Tensor x = at::randn({4, 40, 272}, bf16) * shrink,
-                     g = at::randn({4, 40, 400}, bf16) * shrink;
-    std::vector<at::Tensor> ours{x.clone(), w.clone(), b.clone()}, exact;
-    for (const at::Tensor& t : ours) {
-      t.set_requires_grad(true);
-      exact.push_back(t.detach().to(at::kDouble).set_requires_grad(true));
-    }
-    const at::Tensor y = dshost_models::fp8_linear(ours[0], ours[1], ours[2], &scaling);
-    y.backward(g);
-    const at::Tensor want = at::linear(exact[0], exact[1], exact[2]);
-    want.backward(g.to(at::kDouble));
-    const double output = relative_error(y, want);
-    EXPECT_LT(output, 0.06);
-    EXPECT_GT(output, 0.01) << "no further off than bf16: not run in fp8";
-    EXPECT_LT(relative_error(ours[0].grad(), exact[0].grad()), 0.1);
-    EXPECT_LT(relative_error(ours[1].grad(), exact[1].grad()), 0.1);
-    EXPECT_LT(relative_error(ours[2].grad(), exact[2].grad()), 0.01);
+    expect_fp8_linear_follows_float64(at::randn({4, 40, 272}, bf16) * shrink, w, b,
+                                      at::randn({4, 40, 400}, bf16) * shrink, &scaling);
   }
   EXPECT_TRUE(scaling.input.defined() && scaling.weight.defined() && scaling.grad.defined());
 }

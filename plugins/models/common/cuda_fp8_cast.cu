@@ -25,6 +25,19 @@ struct alignas(8) Fp8x8 {
   uint8_t v[kLanes];
 };
 
+// The largest of the block's threads' `best`, on thread 0 (the others get their warp's).
+// Every thread of the block calls it.
+__device__ unsigned block_max(unsigned best) {
+  for (int offset = 16; offset > 0; offset /= 2)
+    best = max(best, __shfl_xor_sync(0xffffffff, best, offset));
+  __shared__ unsigned warp_best[kThreads / 32];
+  if (threadIdx.x % 32 == 0) warp_best[threadIdx.x / 32] = best;
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (int w = 1; w < kThreads / 32; ++w) best = max(best, warp_best[w]);
+  return best;
+}
+
 __global__ void amax_kernel(const Bf16x8* x, int64_t words, unsigned* amax_bits) {
   unsigned best = 0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < words;
@@ -32,14 +45,8 @@ __global__ void amax_kernel(const Bf16x8* x, int64_t words, unsigned* amax_bits)
     const Bf16x8 w = x[i];
     for (int k = 0; k < kLanes; ++k) best = max(best, __float_as_uint(fabsf(to_float(w.v[k]))));
   }
-  for (int offset = 16; offset > 0; offset /= 2)
-    best = max(best, __shfl_xor_sync(0xffffffff, best, offset));
-  __shared__ unsigned warp_best[kThreads / 32];
-  if (threadIdx.x % 32 == 0) warp_best[threadIdx.x / 32] = best;
-  __syncthreads();
-  if (threadIdx.x != 0) return;
-  for (int w = 1; w < kThreads / 32; ++w) best = max(best, warp_best[w]);
-  atomicMax(amax_bits, best);
+  best = block_max(best);
+  if (threadIdx.x == 0) atomicMax(amax_bits, best);
 }
 
 // The tile's column sums, from each thread's sums over its rows in the 8 columns it read,
@@ -67,13 +74,8 @@ __device__ float history_scale(const unsigned* history, float format_max) {
 // The block's largest |x| bits into the history's running maximum; the cast's last block to
 // finish moves that maximum into the next slot (where finite) and resets the count.
 __device__ void record_amax(unsigned best, unsigned* history) {
-  for (int offset = 16; offset > 0; offset /= 2)
-    best = max(best, __shfl_xor_sync(0xffffffff, best, offset));
-  __shared__ unsigned warp_best[kThreads / 32];
-  if (threadIdx.x % 32 == 0) warp_best[threadIdx.x / 32] = best;
-  __syncthreads();
+  best = block_max(best);
   if (threadIdx.x != 0) return;
-  for (int w = 1; w < kThreads / 32; ++w) best = max(best, warp_best[w]);
   unsigned* running = history + kFp8History;
   atomicMax(running, best);
   __threadfence();
