@@ -64,10 +64,12 @@ __device__ void sum_columns(const float (&sums)[kLanes], int64_t tile_row, int64
   column_partials[tile_row * cols + col0 + threadIdx.x] = total;
 }
 
-// The scale from a delayed-scaling history: its entries are finite magnitudes' bits.
+// The scale from a delayed-scaling history's finite entries (a seed from a matrix holding an
+// infinity or NaN is the one entry that can be neither).
 __device__ float history_scale(const unsigned* history, float format_max) {
   unsigned best = 0;
-  for (int i = 0; i < kFp8History; ++i) best = max(best, history[i]);
+  for (int i = 0; i < kFp8History; ++i)
+    if (history[i] < 0x7f800000u) best = max(best, history[i]);
   return best > 0 ? format_max / __uint_as_float(best) : 1.f;
 }
 
