@@ -1064,6 +1064,33 @@ TEST(Fp8Linear, WithDelayedScalingFollowsAFloat64Linear) {
   EXPECT_TRUE(scaling.input.defined() && scaling.weight.defined() && scaling.grad.defined());
 }
 
+// With a bf16 buffer bound as the bias's gradient (what a strategy binds), backward adds the
+// bias's gradient into it, on top of what it held, over two passes, and the bias's
+// accumulator gets none (its post hooks still run): the sums of the output gradients within
+// bf16's rounding.
+TEST(Fp8Linear, AddsTheBiasGradientIntoTheBoundBuffer) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
+  at::manual_seed(17);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor w = (at::randn({400, 272}, bf16) * 0.05).set_requires_grad(true),
+                   b = (at::randn({400}, bf16) * 0.1).set_requires_grad(true);
+  const at::Tensor held = at::randn({400}, bf16), buffer = held.clone();
+  b.mutable_grad() = buffer;
+  std::vector<bool> arrived;
+  const auto accumulator = torch::autograd::impl::grad_accumulator(b);
+  accumulator->add_post_hook(std::make_unique<GradientArrivals>(&arrived));
+  at::Tensor sums = at::zeros({400}, at::kCUDA);
+  for (int pass = 0; pass < 2; ++pass) {
+    const at::Tensor g = at::randn({4, 40, 400}, bf16);
+    dshost_models::fp8_linear(at::randn({4, 40, 272}, bf16), w, b).backward(g);
+    sums += g.to(at::kFloat).reshape({-1, 400}).sum(0);
+  }
+  EXPECT_EQ(b.grad().data_ptr(), buffer.data_ptr());
+  EXPECT_LT(relative_error(buffer - held, sums), 1.0 / 128);
+  EXPECT_EQ(arrived, (std::vector<bool>{false, false}));
+}
+
 // Delayed scaling's cast: the first seeds the history with the matrix's own largest
 // magnitude (the current scaling's bits); then each cast scales by the largest of the last
 // 16 casts' magnitudes, saturating past the format's range (ATen's conversion of the
@@ -1128,7 +1155,7 @@ TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
   for (const auto& [format, dtype, largest] : formats) {
     SCOPED_TRACE(c10::toString(dtype));
     const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, format, /*column_sums=*/true);
-    EXPECT_TRUE(at::allclose(q.column_sums, x.to(at::kFloat).sum(0), 1e-5, 1e-4));
+    EXPECT_TRUE(at::allclose(q.column_partials.sum(0), x.to(at::kFloat).sum(0), 1e-5, 1e-4));
     const at::Tensor amax = x.abs().max().to(at::kFloat);
     const at::Tensor scale = at::div(at::scalar_tensor(largest, amax.options()), amax);
     const at::Tensor want = (x.to(at::kFloat) * scale).to(dtype);
@@ -1139,8 +1166,8 @@ TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
   x.index_put_({5, 7}, NAN);
   const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, Fp8Format::e4m3, true);
   EXPECT_TRUE(std::isnan(q.rows.to(at::kFloat)[5][7].item<float>()));
-  EXPECT_TRUE(std::isnan(q.column_sums[7].item<float>()));
-  EXPECT_FALSE(std::isnan(q.column_sums[6].item<float>()));
+  EXPECT_TRUE(std::isnan(q.column_partials.sum(0)[7].item<float>()));
+  EXPECT_FALSE(std::isnan(q.column_partials.sum(0)[6].item<float>()));
   EXPECT_TRUE(std::isnan(q.columns.to(at::kFloat)[7][5].item<float>()));
 #endif
 }

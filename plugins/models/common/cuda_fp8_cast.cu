@@ -137,6 +137,15 @@ __global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const
   if (history != nullptr) record_amax(best, history);
 }
 
+__global__ void sum_partials_kernel(const float* partials, int64_t tile_rows, int64_t cols,
+                                    uint16_t* out, bool accumulate) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  float total = accumulate ? to_float(out[c]) : 0.f;
+  for (int64_t r = 0; r < tile_rows; ++r) total += partials[r * cols + c];
+  out[c] = to_bf16(total);
+}
+
 const char* launch_cast(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
                         unsigned* history, Fp8Format format, uint8_t* out, uint8_t* out_t,
                         float* inverse_scale, float* column_partials, void* stream) {
@@ -180,6 +189,14 @@ const char* cuda_cast_to_fp8_delayed(const uint16_t* x, int64_t rows, int64_t co
                                      void* stream) {
   return launch_cast(x, rows, cols, nullptr, history, format, out, out_t, inverse_scale,
                      column_partials, stream);
+}
+
+const char* cuda_sum_column_partials(const float* column_partials, int64_t tile_rows, int64_t cols,
+                                     uint16_t* out, bool accumulate, void* stream) {
+  sum_partials_kernel<<<static_cast<unsigned>((cols + kThreads - 1) / kThreads), kThreads, 0,
+                        static_cast<cudaStream_t>(stream)>>>(column_partials, tile_rows, cols, out,
+                                                             accumulate);
+  return launch_error();
 }
 
 }  // namespace dshost_models

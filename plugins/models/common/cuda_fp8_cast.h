@@ -28,6 +28,11 @@ const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, cons
 
 constexpr int64_t kFp8CastTileRows = 64;
 
+// out [cols] bf16 = the sums of column_partials [tile_rows, cols] (a cast's) over its rows,
+// added in order in fp32, onto what out holds where `accumulate` (a bias's gradient buffer).
+const char* cuda_sum_column_partials(const float* column_partials, int64_t tile_rows, int64_t cols,
+                                     uint16_t* out, bool accumulate, void* stream);
+
 // Delayed scaling, as Transformer Engine's recipe has it: an operand's largest magnitudes of
 // its last kFp8History casts, kept on the device in kFp8HistoryWords unsigned words (the
 // magnitudes' float bits, then the cast's running maximum, the next slot and a count of the

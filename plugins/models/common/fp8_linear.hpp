@@ -36,9 +36,10 @@ struct Fp8Scaling {
 
 #if DSHOST_CUDA_FP8
 // A matrix in fp8 in its own layout and transposed, the factor that gives its scale back,
-// and, where asked for, its column sums in fp32 (of the values before the cast).
+// and, where asked for, its column sums in fp32 (of the values before the cast) by tiles of
+// kFp8CastTileRows rows, [tiles, cols].
 struct Fp8Matrix {
-  at::Tensor rows, columns, inverse_scale, column_sums;
+  at::Tensor rows, columns, inverse_scale, column_partials;
 };
 
 // `matrix`'s values in bf16, [rows, cols], cast: its rows and columns multiples of 8; scaled
@@ -54,6 +55,7 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_
       column_sums
           ? at::empty({(m.size(0) + kFp8CastTileRows - 1) / kFp8CastTileRows, m.size(1)}, fp32)
           : at::Tensor();
+  q.column_partials = partials;
   const uint16_t* x = bf16_bits(m);
   void* stream = stream_of(m);
   auto* out = static_cast<uint8_t*>(q.rows.data_ptr());
@@ -77,8 +79,23 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_
                              q.inverse_scale.data_ptr<float>(), sums, stream);
   }
   check_launch(err, "fp8 cast");
-  if (column_sums) q.column_sums = partials.sum(0);
   return q;
+}
+
+// A bias's gradient from its output gradient's column partials: added into the bias's own
+// gradient where that is a bf16 buffer the strategy bound (none is then returned, as
+// dshost::linear does for its weight; autograd's add kernel is spared), else a fresh one.
+inline at::Tensor bias_gradient_from(const at::Tensor& partials, const at::Tensor& bias) {
+  const at::Tensor& held = bias.grad();
+  const bool into = !at::GradMode::is_enabled() && bias.requires_grad() && held.defined() &&
+                    held.is_cuda() && held.scalar_type() == at::kBFloat16 && held.is_contiguous();
+  const at::Tensor out =
+      into ? held : at::empty({partials.size(1)}, partials.options().dtype(at::kBFloat16));
+  check_launch(
+      cuda_sum_column_partials(partials.data_ptr<float>(), partials.size(0), partials.size(1),
+                               bf16_bits(out), into, stream_of(partials)),
+      "bias gradient");
+  return into ? at::Tensor() : out;
 }
 
 // a [m, k] @ b [k, n] in fp8, written in bf16: cuBLASLt's fp8 kernels take a row-major and
@@ -112,6 +129,7 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
         fp8_matmul(xq.rows, xq.inverse_scale, wq.rows.t(), wq.inverse_scale, bias, true);
     ctx->save_for_backward({xq.columns, xq.inverse_scale, wq.columns, wq.inverse_scale});
     ctx->saved_data["scaling"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(scaling));
+    ctx->saved_data["bias"] = bias;  // the parameter itself, whose grad may be a bound buffer
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = weight.size(0);
     return y.view(shape);
@@ -135,7 +153,7 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
     }
     if (ctx->needs_input_grad(1))  // g^T [out, n] @ x [n, in]
       dw = fp8_matmul(gq.columns, gq.inverse_scale, x_t.t(), x_inv, {}, false);
-    return {dx, dw, gq.column_sums.to(at::kBFloat16), {}};
+    return {dx, dw, bias_gradient_from(gq.column_partials, ctx->saved_data["bias"].toTensor()), {}};
   }
 };
 #endif
