@@ -28,8 +28,8 @@ const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, cons
 
 constexpr int64_t kFp8CastTileRows = 64;
 
-// out [cols] bf16 = the sums of column_partials [tile_rows, cols] (a cast's) over its rows,
-// added in order in fp32, onto what out holds where `accumulate` (a bias's gradient buffer).
+// out [cols] bf16 = the sums of column_partials [tile_rows, cols] (a cast's) over its rows in
+// fp32, added to what out holds where `accumulate` (a bias's gradient buffer).
 const char* cuda_sum_column_partials(const float* column_partials, int64_t tile_rows, int64_t cols,
                                      uint16_t* out, bool accumulate, void* stream);
 
