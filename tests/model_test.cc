@@ -1137,20 +1137,15 @@ DSHOST_SUITE_LABEL(Fp8Linear, gpu);
 // output and the three gradients within fp8's rounding (e4m3 keeps 3 bits of mantissa, an
 // element off by up to 1/16; e5m2 2 bits, 1/8), the output further off than bf16's rounding
 // alone would leave it (so the products did run in fp8), the bias's gradient a bf16 sum.
-// Neither side is a multiple of the cast's 64 x 64 tile.
-TEST(Fp8Linear, FollowsAFloat64LinearWithinFp8Rounding) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
-  at::manual_seed(8);
-  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
-  const at::Tensor x = at::randn({4, 40, 272}, bf16), w = at::randn({400, 272}, bf16) * 0.05,
-                   b = at::randn({400}, bf16) * 0.1, g = at::randn({4, 40, 400}, bf16);
+void expect_fp8_linear_follows_float64(const at::Tensor& x, const at::Tensor& w,
+                                       const at::Tensor& b, const at::Tensor& g,
+                                       dshost_models::Fp8Scaling* scaling) {
   std::vector<at::Tensor> ours{x.clone(), w.clone(), b.clone()}, exact;
   for (const at::Tensor& t : ours) {
     t.set_requires_grad(true);
     exact.push_back(t.detach().to(at::kDouble).set_requires_grad(true));
   }
-  const at::Tensor y = dshost_models::fp8_linear(ours[0], ours[1], ours[2]);
+  const at::Tensor y = dshost_models::fp8_linear(ours[0], ours[1], ours[2], scaling);
   y.backward(g);
   const at::Tensor want = at::linear(exact[0], exact[1], exact[2]);
   want.backward(g.to(at::kDouble));
@@ -1161,6 +1156,110 @@ TEST(Fp8Linear, FollowsAFloat64LinearWithinFp8Rounding) {
   EXPECT_LT(relative_error(ours[0].grad(), exact[0].grad()), 0.1);
   EXPECT_LT(relative_error(ours[1].grad(), exact[1].grad()), 0.1);
   EXPECT_LT(relative_error(ours[2].grad(), exact[2].grad()), 0.01);
+}
+
+// Neither side is a multiple of the cast's 64 x 64 tile.
+TEST(Fp8Linear, FollowsAFloat64LinearWithinFp8Rounding) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
+  at::manual_seed(8);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  expect_fp8_linear_follows_float64(
+      at::randn({4, 40, 272}, bf16), at::randn({400, 272}, bf16) * 0.05,
+      at::randn({400}, bf16) * 0.1, at::randn({4, 40, 400}, bf16), nullptr);
+}
+
+// With the layer's delayed scaling, over three passes whose inputs and output gradients
+// shrink (so each later cast scales by an earlier, larger magnitude); each operand's
+// history made.
+TEST(Fp8Linear, WithDelayedScalingFollowsAFloat64Linear) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
+  at::manual_seed(11);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor w = at::randn({400, 272}, bf16) * 0.05, b = at::randn({400}, bf16) * 0.1;
+  dshost_models::Fp8Scaling scaling;
+  for (int pass = 0; pass < 3; ++pass) {
+    SCOPED_TRACE("pass " + std::to_string(pass));
+    const double shrink = 1.0 - 0.25 * pass;
+    expect_fp8_linear_follows_float64(at::randn({4, 40, 272}, bf16) * shrink, w, b,
+                                      at::randn({4, 40, 400}, bf16) * shrink, &scaling);
+  }
+  EXPECT_TRUE(scaling.input.defined() && scaling.weight.defined() && scaling.grad.defined());
+}
+
+// With a bf16 buffer bound as the bias's gradient (what a strategy binds), backward adds the
+// bias's gradient into it, on top of what it held, over two passes, and the bias's
+// accumulator gets none (its post hooks still run): the sums of the output gradients within
+// bf16's rounding.
+TEST(Fp8Linear, AddsTheBiasGradientIntoTheBoundBuffer) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
+  at::manual_seed(17);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor w = (at::randn({400, 272}, bf16) * 0.05).set_requires_grad(true),
+                   b = (at::randn({400}, bf16) * 0.1).set_requires_grad(true);
+  const at::Tensor held = at::randn({400}, bf16), buffer = held.clone();
+  b.mutable_grad() = buffer;
+  std::vector<bool> arrived;
+  const auto accumulator = torch::autograd::impl::grad_accumulator(b);
+  accumulator->add_post_hook(std::make_unique<GradientArrivals>(&arrived));
+  at::Tensor sums = at::zeros({400}, at::kCUDA);
+  for (int pass = 0; pass < 2; ++pass) {
+    const at::Tensor g = at::randn({4, 40, 400}, bf16);
+    dshost_models::fp8_linear(at::randn({4, 40, 272}, bf16), w, b).backward(g);
+    sums += g.to(at::kFloat).reshape({-1, 400}).sum(0);
+  }
+  EXPECT_EQ(b.grad().data_ptr(), buffer.data_ptr());
+  EXPECT_LT(relative_error(buffer - held, sums), 1.0 / 128);
+  EXPECT_EQ(arrived, (std::vector<bool>{false, false}));
+}
+
+// Delayed scaling's cast: the first seeds the history with the matrix's own largest
+// magnitude (the current scaling's bits); then each cast scales by the largest of the last
+// 16 casts' magnitudes, saturating past the format's range (ATen's conversion of the
+// clamped products), and records its own; an infinite or NaN element is cast to NaN and
+// its cast leaves the history as it was.
+TEST(Fp8Linear, DelayedScalingCastsByTheLargestOfTheLast16Casts) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_FP8
+  GTEST_SKIP() << "built without fp8";
+#else
+  using dshost_models::Fp8Format;
+  at::manual_seed(10);
+  const at::Tensor x = (at::randn({200, 72}, at::kCUDA) * 3).to(at::kBFloat16);
+  const float amax = x.abs().max().to(at::kFloat).item<float>();
+  at::Tensor history;
+  const auto cast = [&](const at::Tensor& m) {
+    return dshost_models::to_fp8(m, Fp8Format::e4m3, false, &history);
+  };
+  const auto bytes = [](const at::Tensor& q) { return q.view(at::kByte); };
+  const dshost_models::Fp8Matrix current = dshost_models::to_fp8(x, Fp8Format::e4m3);
+  dshost_models::Fp8Matrix q = cast(x);
+  EXPECT_TRUE(at::equal(bytes(q.rows), bytes(current.rows)));
+  EXPECT_TRUE(at::equal(bytes(q.columns), bytes(current.columns)));
+  EXPECT_FLOAT_EQ(q.inverse_scale.item<float>(), current.inverse_scale.item<float>());
+  const at::Tensor x4 = x * 4;
+  q = cast(x4);  // by x's magnitude: a quarter of x4's values saturate or nearly
+  const at::Tensor saturated =
+      (x4.to(at::kFloat) * (448 / amax)).clamp(-448, 448).to(at::kFloat8_e4m3fn);
+  EXPECT_TRUE(at::equal(bytes(q.rows), bytes(saturated)));
+  for (int i = 0; i < 16; ++i) {  // x4's magnitude is among the last 16 casts'
+    q = cast(x);
+    EXPECT_FLOAT_EQ(q.inverse_scale.item<float>(), 4 * amax / 448) << "cast " << i;
+  }
+  q = cast(x);
+  EXPECT_FLOAT_EQ(q.inverse_scale.item<float>(), amax / 448);
+  EXPECT_TRUE(at::equal(bytes(q.rows), bytes(current.rows)));
+  for (const float bad : {INFINITY, NAN}) {
+    at::Tensor y = x4.clone();
+    y.index_put_({5, 7}, bad);
+    q = cast(y);
+    EXPECT_TRUE(std::isnan(q.rows.to(at::kFloat)[5][7].item<float>()));
+    EXPECT_TRUE(std::isnan(q.columns.to(at::kFloat)[7][5].item<float>()));
+    EXPECT_FLOAT_EQ(cast(x).inverse_scale.item<float>(), amax / 448) << "recorded " << bad;
+  }
+#endif
 }
 
 // The casts under it: each value the one ATen's conversion gives for x times (the format's
@@ -1180,7 +1279,7 @@ TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
   for (const auto& [format, dtype, largest] : formats) {
     SCOPED_TRACE(c10::toString(dtype));
     const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, format, /*column_sums=*/true);
-    EXPECT_TRUE(at::allclose(q.column_sums, x.to(at::kFloat).sum(0), 1e-5, 1e-4));
+    EXPECT_TRUE(at::allclose(q.column_partials.sum(0), x.to(at::kFloat).sum(0), 1e-5, 1e-4));
     const at::Tensor amax = x.abs().max().to(at::kFloat);
     const at::Tensor scale = at::div(at::scalar_tensor(largest, amax.options()), amax);
     const at::Tensor want = (x.to(at::kFloat) * scale).to(dtype);
@@ -1191,8 +1290,8 @@ TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
   x.index_put_({5, 7}, NAN);
   const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, Fp8Format::e4m3, true);
   EXPECT_TRUE(std::isnan(q.rows.to(at::kFloat)[5][7].item<float>()));
-  EXPECT_TRUE(std::isnan(q.column_sums[7].item<float>()));
-  EXPECT_FALSE(std::isnan(q.column_sums[6].item<float>()));
+  EXPECT_TRUE(std::isnan(q.column_partials.sum(0)[7].item<float>()));
+  EXPECT_FALSE(std::isnan(q.column_partials.sum(0)[6].item<float>()));
   EXPECT_TRUE(std::isnan(q.columns.to(at::kFloat)[7][5].item<float>()));
 #endif
 }

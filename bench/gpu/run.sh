@@ -27,6 +27,8 @@
 #                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
 #                                 fp8-small (gpu.GptFp8's small gpt in fp32, bf16 and fp8 from three seeds:
 #                                 $OUT/fp8_small.md)
+#                                 fp8-scaling (gpt's fp8 under model.fp8_scaling current and delayed, in turn:
+#                                 $OUT/fp8_scaling.md)
 #                                 finetune (configs/mobilenet-finetune.toml for an epoch, whole and with
 #                                 the features frozen: $OUT/finetune.txt)
 #
@@ -289,6 +291,39 @@ fp8_small() {
     done
   done
   cat "$out/fp8_small.md"
+}
+
+# gpt's fp8 layers under model.fp8_scaling "current" and "delayed" from one build, in turn,
+# twice (FP8_SCALING_CASES="gpt2-124m:8 ..." narrows): dshost alone, zero2 with bf16
+# gradients and its graph (not at 1.3B); $OUT/fp8_scaling.md.
+fp8_scaling() {
+  for case in ${FP8_SCALING_CASES:-gpt2-124m:8 gpt2-350m:8 gpt-1.3b:8}; do
+    local preset=${case%:*} batch=${case#*:} steps=60 graph=(train.cuda_graph=true)
+    [[ $preset == gpt-1.3b ]] && { steps=40; graph=(); }
+    for round in 1 2; do
+      for scaling in current delayed; do
+        kind_suffix=", fp8 $scaling" gpt_cases "${preset}_b${batch}_fp8_${scaling}_$round" "$preset" \
+          "$batch" $steps zero2 strategy.grad_accum_dtype=\"bf16\" train.precision=\"fp8\" \
+          model.fp8_scaling=\"$scaling\" "${graph[@]}"
+      done
+    done
+  done
+  python3 - "$rows" > "$out/fp8_scaling.md" <<'PY'
+import json, re, statistics, sys
+rates = {}
+for r in map(json.loads, open(sys.argv[1])):
+    m = re.match(r"(.+)_fp8_(current|delayed)_\d$", r["name"])
+    if m and r.get("samples_per_second"):
+        rates.setdefault(m[1], {}).setdefault(m[2], []).append(r["samples_per_second"])
+print("| configuration | current seq/s | delayed seq/s | delayed / current |")
+print("|---|---|---|---:|")
+for case, by in rates.items():
+    cur, dly = by.get("current", []), by.get("delayed", [])
+    ratio = f"{statistics.mean(dly) / statistics.mean(cur):.3f}" if cur and dly else "-"
+    show = lambda v: ", ".join(f"{x:.1f}" for x in v) or "-"
+    print(f"| {case} | {show(cur)} | {show(dly)} | {ratio} |")
+PY
+  cat "$out/fp8_scaling.md"
 }
 
 offload() {
@@ -573,6 +608,7 @@ for group in "$@"; do
     profile-compile) profile_compile ;;
     fp8-learning) fp8_learning ;;
     fp8-small) fp8_small ;;
+    fp8-scaling) fp8_scaling ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;

@@ -25,6 +25,19 @@ struct alignas(8) Fp8x8 {
   uint8_t v[kLanes];
 };
 
+// The largest of the block's threads' `best`, on thread 0 (the others get their warp's).
+// Every thread of the block calls it.
+__device__ unsigned block_max(unsigned best) {
+  for (int offset = 16; offset > 0; offset /= 2)
+    best = max(best, __shfl_xor_sync(0xffffffff, best, offset));
+  __shared__ unsigned warp_best[kThreads / 32];
+  if (threadIdx.x % 32 == 0) warp_best[threadIdx.x / 32] = best;
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (int w = 1; w < kThreads / 32; ++w) best = max(best, warp_best[w]);
+  return best;
+}
+
 __global__ void amax_kernel(const Bf16x8* x, int64_t words, unsigned* amax_bits) {
   unsigned best = 0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < words;
@@ -32,14 +45,8 @@ __global__ void amax_kernel(const Bf16x8* x, int64_t words, unsigned* amax_bits)
     const Bf16x8 w = x[i];
     for (int k = 0; k < kLanes; ++k) best = max(best, __float_as_uint(fabsf(to_float(w.v[k]))));
   }
-  for (int offset = 16; offset > 0; offset /= 2)
-    best = max(best, __shfl_xor_sync(0xffffffff, best, offset));
-  __shared__ unsigned warp_best[kThreads / 32];
-  if (threadIdx.x % 32 == 0) warp_best[threadIdx.x / 32] = best;
-  __syncthreads();
-  if (threadIdx.x != 0) return;
-  for (int w = 1; w < kThreads / 32; ++w) best = max(best, warp_best[w]);
-  atomicMax(amax_bits, best);
+  best = block_max(best);
+  if (threadIdx.x == 0) atomicMax(amax_bits, best);
 }
 
 // The tile's column sums, from each thread's sums over its rows in the 8 columns it read,
@@ -57,14 +64,45 @@ __device__ void sum_columns(const float (&sums)[kLanes], int64_t tile_row, int64
   column_partials[tile_row * cols + col0 + threadIdx.x] = total;
 }
 
+// The scale from a delayed-scaling history's finite entries (a seed from a matrix holding an
+// infinity or NaN is the one entry that can be neither).
+__device__ float history_scale(const unsigned* history, float format_max) {
+  unsigned best = 0;
+  for (int i = 0; i < kFp8History; ++i)
+    if (history[i] < 0x7f800000u) best = max(best, history[i]);
+  return best > 0 ? format_max / __uint_as_float(best) : 1.f;
+}
+
+// The block's largest |x| bits into the history's running maximum; the cast's last block to
+// finish moves that maximum into the next slot (where finite) and resets the count.
+__device__ void record_amax(unsigned best, unsigned* history) {
+  best = block_max(best);
+  if (threadIdx.x != 0) return;
+  unsigned* running = history + kFp8History;
+  atomicMax(running, best);
+  __threadfence();
+  const unsigned blocks = gridDim.x * gridDim.y;
+  if (atomicAdd(running + 2, 1u) != blocks - 1) return;
+  const unsigned amax = atomicExch(running, 0u), slot = running[1];
+  if (amax < 0x7f800000u) {  // finite
+    history[slot] = amax;
+    running[1] = (slot + 1) % kFp8History;
+  }
+  running[2] = 0;
+}
+
+// Cast with the scale from *amax (current scaling) or from `history` (delayed, where not
+// null; x's largest magnitude is then recorded in it).
 template <__nv_fp8_interpretation_t kFormat>
 __global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
-                            float format_max, uint8_t* out, uint8_t* out_t, float* inverse_scale,
-                            float* column_partials) {
-  // An amax of 0 (all zeros) leaves a finite scale. A NaN element is cast to NaN, and an
-  // infinite one (scale 0) too, so the products are NaN where bf16's would be.
-  const float scale = format_max / fmaxf(*amax, 1e-30f);
+                            unsigned* history, float format_max, uint8_t* out, uint8_t* out_t,
+                            float* inverse_scale, float* column_partials) {
+  // An amax of 0 (all zeros) leaves a finite scale. A NaN or infinite element is cast to NaN,
+  // so the products are NaN where bf16's would be.
+  const float scale =
+      history != nullptr ? history_scale(history, format_max) : format_max / fmaxf(*amax, 1e-30f);
   if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *inverse_scale = 1.f / scale;
+  unsigned best = 0;  // the largest |x| this thread reads, as bits
   __shared__ uint8_t tile[kTile * kTileStride];
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTile;
   const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTile;
@@ -78,8 +116,10 @@ __global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const
     const Bf16x8 in = *reinterpret_cast<const Bf16x8*>(x + at);
     Fp8x8 q;
     for (int k = 0; k < kLanes; ++k) {
-      sums[k] += to_float(in.v[k]);
-      q.v[k] = __nv_cvt_float_to_fp8(to_float(in.v[k]) * scale, __NV_SATFINITE, kFormat);
+      const float v = to_float(in.v[k]);
+      sums[k] += v;
+      best = max(best, __float_as_uint(fabsf(v)));
+      q.v[k] = __nv_cvt_float_to_fp8(isinf(v) ? NAN : v * scale, __NV_SATFINITE, kFormat);
       tile[r * kTileStride + c + k] = q.v[k];
     }
     *reinterpret_cast<Fp8x8*>(out + at) = q;
@@ -94,6 +134,43 @@ __global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const
     for (int k = 0; k < kLanes; ++k) q.v[k] = tile[(r + k) * kTileStride + c];
     *reinterpret_cast<Fp8x8*>(out_t + (col0 + c) * rows + row0 + r) = q;
   }
+  if (history != nullptr) record_amax(best, history);
+}
+
+// A block sums kSumColumns columns, each over kSumSlices interleaved slices of the rows, which
+// its first row of threads then adds up (with one thread a column, most SMs would idle while
+// each thread read every row).
+constexpr int kSumColumns = 32, kSumSlices = 16;
+
+__global__ void sum_partials_kernel(const float* partials, int64_t tile_rows, int64_t cols,
+                                    uint16_t* out, bool accumulate) {
+  __shared__ float slice_sums[kSumSlices][kSumColumns];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kSumColumns + threadIdx.x;
+  float total = 0.f;
+  if (c < cols)
+    for (int64_t r = threadIdx.y; r < tile_rows; r += kSumSlices) total += partials[r * cols + c];
+  slice_sums[threadIdx.y][threadIdx.x] = total;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= cols) return;
+  for (int s = 1; s < kSumSlices; ++s) total += slice_sums[s][threadIdx.x];
+  out[c] = to_bf16(accumulate ? total + to_float(out[c]) : total);
+}
+
+const char* launch_cast(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
+                        unsigned* history, Fp8Format format, uint8_t* out, uint8_t* out_t,
+                        float* inverse_scale, float* column_partials, void* stream) {
+  const int64_t tile_rows = (rows + kTile - 1) / kTile, tile_cols = (cols + kTile - 1) / kTile;
+  if (tile_rows > 65535 || tile_cols > 2147483647)
+    return "a matrix of over 4 million rows is not cast to fp8 here";
+  const dim3 grid(static_cast<unsigned>(tile_cols), static_cast<unsigned>(tile_rows));
+  auto s = static_cast<cudaStream_t>(stream);
+  if (format == Fp8Format::e4m3)
+    cast_kernel<__NV_E4M3><<<grid, kThreads, 0, s>>>(x, rows, cols, amax, history, 448.f, out,
+                                                     out_t, inverse_scale, column_partials);
+  else
+    cast_kernel<__NV_E5M2><<<grid, kThreads, 0, s>>>(x, rows, cols, amax, history, 57344.f, out,
+                                                     out_t, inverse_scale, column_partials);
+  return launch_error();
 }
 
 }  // namespace
@@ -112,17 +189,23 @@ const char* cuda_amax(const uint16_t* x, int64_t n, float* amax, void* stream) {
 const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
                              Fp8Format format, uint8_t* out, uint8_t* out_t, float* inverse_scale,
                              float* column_partials, void* stream) {
-  const int64_t tile_rows = (rows + kTile - 1) / kTile, tile_cols = (cols + kTile - 1) / kTile;
-  if (tile_rows > 65535 || tile_cols > 2147483647)
-    return "a matrix of over 4 million rows is not cast to fp8 here";
-  const dim3 grid(static_cast<unsigned>(tile_cols), static_cast<unsigned>(tile_rows));
-  auto s = static_cast<cudaStream_t>(stream);
-  if (format == Fp8Format::e4m3)
-    cast_kernel<__NV_E4M3><<<grid, kThreads, 0, s>>>(x, rows, cols, amax, 448.f, out, out_t,
-                                                     inverse_scale, column_partials);
-  else
-    cast_kernel<__NV_E5M2><<<grid, kThreads, 0, s>>>(x, rows, cols, amax, 57344.f, out, out_t,
-                                                     inverse_scale, column_partials);
+  return launch_cast(x, rows, cols, amax, nullptr, format, out, out_t, inverse_scale,
+                     column_partials, stream);
+}
+
+const char* cuda_cast_to_fp8_delayed(const uint16_t* x, int64_t rows, int64_t cols,
+                                     unsigned* history, Fp8Format format, uint8_t* out,
+                                     uint8_t* out_t, float* inverse_scale, float* column_partials,
+                                     void* stream) {
+  return launch_cast(x, rows, cols, nullptr, history, format, out, out_t, inverse_scale,
+                     column_partials, stream);
+}
+
+const char* cuda_sum_column_partials(const float* column_partials, int64_t tile_rows, int64_t cols,
+                                     uint16_t* out, bool accumulate, void* stream) {
+  sum_partials_kernel<<<static_cast<unsigned>((cols + kSumColumns - 1) / kSumColumns),
+                        dim3(kSumColumns, kSumSlices), 0, static_cast<cudaStream_t>(stream)>>>(
+      column_partials, tile_rows, cols, out, accumulate);
   return launch_error();
 }
 

@@ -1,5 +1,6 @@
 // bf16 matrices cast to fp8 for fp8_linear.hpp's matrix multiplies (CUDA builds only), each
-// scaled as a whole by its own largest magnitude, measured on the device when it is cast.
+// scaled as a whole by its own largest magnitude, measured on the device when it is cast, or
+// by the largest of its recent casts (delayed scaling).
 // Plain C++ on this side: the kernels' file includes no LibTorch.
 #pragma once
 
@@ -26,5 +27,26 @@ const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, cons
                              float* column_partials, void* stream);
 
 constexpr int64_t kFp8CastTileRows = 64;
+
+// out [cols] bf16 = the sums of column_partials [tile_rows, cols] (a cast's) over its rows in
+// fp32, added to what out holds where `accumulate` (a bias's gradient buffer).
+const char* cuda_sum_column_partials(const float* column_partials, int64_t tile_rows, int64_t cols,
+                                     uint16_t* out, bool accumulate, void* stream);
+
+// Delayed scaling, as Transformer Engine's recipe has it: an operand's largest magnitudes of
+// its last kFp8History casts, kept on the device in kFp8HistoryWords unsigned words (the
+// magnitudes' float bits, then the cast's running maximum, the next slot and a count of the
+// cast's finished blocks), all zero before the first cast.
+constexpr int64_t kFp8History = 16, kFp8HistoryWords = kFp8History + 3;
+
+// x cast as cuda_cast_to_fp8 does, scale = (format's max) / the largest magnitude in
+// `history` (1 where it holds none above 0), so values past the format's range saturate;
+// x's own largest magnitude then replaces the oldest entry (left out where it is infinite or
+// NaN: such elements are cast to NaN). One pass over x, where the current scaling reads x
+// twice.
+const char* cuda_cast_to_fp8_delayed(const uint16_t* x, int64_t rows, int64_t cols,
+                                     unsigned* history, Fp8Format format, uint8_t* out,
+                                     uint8_t* out_t, float* inverse_scale, float* column_partials,
+                                     void* stream);
 
 }  // namespace dshost_models

@@ -2,11 +2,11 @@
 // capability 8.9 or later), as torchao's Float8Linear does for torchtitan: the input and
 // the weight in e4m3 for the output, the output's gradient in e5m2 for both gradients, each
 // matrix scaled as a whole by its current largest magnitude (dynamic scaling, torchao's
-// default: nothing kept from earlier steps, so nothing to checkpoint and nothing a captured
-// CUDA graph must update; Transformer Engine's delayed scaling from an amax history would
-// save the pass that finds the largest magnitude, at the price of that state), the products
-// accumulated in fp32 and written in bf16. Forward keeps the input's fp8 copy for
-// backward: one byte an element where bf16 autocast keeps two.
+// default: a pass over the matrix to find it before the cast), or, given the layer's
+// Fp8Scaling, by the largest of its last 16 casts (Transformer Engine's delayed scaling: the
+// cast records the matrix's own, and no pass comes before it), the products accumulated in
+// fp32 and written in bf16. Forward keeps the input's fp8 copy for backward: one byte an
+// element where bf16 autocast keeps two.
 //
 // Taken where the layer's shapes allow (bf16 input and weight on a GPU, every dimension a
 // multiple of 16 as cuBLASLt's fp8 kernels need) and it has a bias (a custom autograd
@@ -21,41 +21,81 @@
 #include "cuda_tensors.hpp"
 
 #include <torch/autograd.h>
+
+#include <cstdint>
 #endif
 
 namespace dshost_models {
 
-#if DSHOST_CUDA_FP8
-// A matrix in fp8 in its own layout and transposed, the factor that gives its scale back,
-// and, where asked for, its column sums in fp32 (of the values before the cast).
-struct Fp8Matrix {
-  at::Tensor rows, columns, inverse_scale, column_sums;
+// A layer's delayed-scaling state: each operand's history on the device (cuda_fp8_cast.h),
+// made and seeded with the matrix's own largest magnitude at its first cast, so that cast
+// scales as the current scaling does. Not checkpointed: a resumed run seeds again.
+struct Fp8Scaling {
+  at::Tensor input, weight, grad;
 };
 
-// `matrix`'s values in bf16, [rows, cols], cast: its rows and columns multiples of 8.
-inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_sums = false) {
+#if DSHOST_CUDA_FP8
+// A matrix in fp8 in its own layout and transposed, the factor that gives its scale back,
+// and, where asked for, its column sums in fp32 (of the values before the cast) by tiles of
+// kFp8CastTileRows rows, [tiles, cols].
+struct Fp8Matrix {
+  at::Tensor rows, columns, inverse_scale, column_partials;
+};
+
+// `matrix`'s values in bf16, [rows, cols], cast: its rows and columns multiples of 8; scaled
+// by its own largest magnitude, or by `history`'s where given (an undefined one is made).
+inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_sums = false,
+                        at::Tensor* history = nullptr) {
   const at::Tensor m = aligned16(matrix);
   const at::ScalarType dtype = format == Fp8Format::e4m3 ? at::kFloat8_e4m3fn : at::kFloat8_e5m2;
   const auto fp32 = m.options().dtype(at::kFloat);
   Fp8Matrix q{at::empty(m.sizes(), m.options().dtype(dtype)),
               at::empty({m.size(1), m.size(0)}, m.options().dtype(dtype)), at::empty({1}, fp32)};
-  const at::Tensor amax = at::empty({1}, fp32);
   const at::Tensor partials =
       column_sums
           ? at::empty({(m.size(0) + kFp8CastTileRows - 1) / kFp8CastTileRows, m.size(1)}, fp32)
           : at::Tensor();
+  q.column_partials = partials;
   const uint16_t* x = bf16_bits(m);
   void* stream = stream_of(m);
-  const char* err = cuda_amax(x, m.numel(), amax.data_ptr<float>(), stream);
-  if (err == nullptr)
-    err = cuda_cast_to_fp8(x, m.size(0), m.size(1), amax.data_ptr<float>(), format,
-                           static_cast<uint8_t*>(q.rows.data_ptr()),
-                           static_cast<uint8_t*>(q.columns.data_ptr()),
-                           q.inverse_scale.data_ptr<float>(),
-                           column_sums ? partials.data_ptr<float>() : nullptr, stream);
+  auto* out = static_cast<uint8_t*>(q.rows.data_ptr());
+  auto* out_t = static_cast<uint8_t*>(q.columns.data_ptr());
+  float* sums = column_sums ? partials.data_ptr<float>() : nullptr;
+  const char* err = nullptr;
+  if (history != nullptr) {
+    if (!history->defined()) {  // its first entry seeded with this matrix's largest magnitude
+      *history = at::zeros({kFp8HistoryWords}, m.options().dtype(at::kInt));
+      err = cuda_amax(x, m.numel(), reinterpret_cast<float*>(history->data_ptr<int32_t>()), stream);
+    }
+    if (err == nullptr)
+      err = cuda_cast_to_fp8_delayed(
+          x, m.size(0), m.size(1), reinterpret_cast<unsigned*>(history->data_ptr<int32_t>()),
+          format, out, out_t, q.inverse_scale.data_ptr<float>(), sums, stream);
+  } else {
+    const at::Tensor amax = at::empty({1}, fp32);
+    err = cuda_amax(x, m.numel(), amax.data_ptr<float>(), stream);
+    if (err == nullptr)
+      err = cuda_cast_to_fp8(x, m.size(0), m.size(1), amax.data_ptr<float>(), format, out, out_t,
+                             q.inverse_scale.data_ptr<float>(), sums, stream);
+  }
   check_launch(err, "fp8 cast");
-  if (column_sums) q.column_sums = partials.sum(0);
   return q;
+}
+
+// A bias's gradient from its output gradient's column partials: added into the bias's own
+// gradient where that is a bf16 buffer the strategy bound (none is then returned, as
+// dshost::linear does for its weight; autograd's add kernel is spared), else a fresh one.
+inline at::Tensor bias_gradient_from(const at::Tensor& partials, const at::Tensor& bias) {
+  const at::Tensor& held = bias.grad();
+  const bool into = !at::GradMode::is_enabled() && bias.requires_grad() && held.defined() &&
+                    held.is_cuda() && held.scalar_type() == at::kBFloat16 && held.is_contiguous();
+  const at::Tensor out =
+      into ? held : at::empty({partials.size(1)}, partials.options().dtype(at::kBFloat16));
+  check_launch(
+      cuda_sum_column_partials(partials.data_ptr<float>(), partials.size(0), partials.size(1),
+                               bf16_bits(out), into, stream_of(partials)),
+      "bias gradient");
+  return into ? at::Tensor() : out;
 }
 
 // a [m, k] @ b [k, n] in fp8, written in bf16: cuBLASLt's fp8 kernels take a row-major and
@@ -77,14 +117,19 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
            multiple_of_16(weight.size(1)) && bias.defined() && bias.scalar_type() == at::kBFloat16;
   }
 
+  // scaling: the layer's delayed-scaling state, or null for the current scaling.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& weight, const at::Tensor& bias) {
-    const Fp8Matrix xq = to_fp8(x.reshape({-1, x.size(-1)}), Fp8Format::e4m3);
-    const Fp8Matrix wq = to_fp8(weight, Fp8Format::e4m3);
+                            const at::Tensor& weight, const at::Tensor& bias, Fp8Scaling* scaling) {
+    const Fp8Matrix xq = to_fp8(x.reshape({-1, x.size(-1)}), Fp8Format::e4m3, false,
+                                scaling != nullptr ? &scaling->input : nullptr);
+    const Fp8Matrix wq =
+        to_fp8(weight, Fp8Format::e4m3, false, scaling != nullptr ? &scaling->weight : nullptr);
     // y = x W^T: W^T as column-major [in, out] is W's own rows.
     const at::Tensor y =
         fp8_matmul(xq.rows, xq.inverse_scale, wq.rows.t(), wq.inverse_scale, bias, true);
     ctx->save_for_backward({xq.columns, xq.inverse_scale, wq.columns, wq.inverse_scale});
+    ctx->saved_data["scaling"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(scaling));
+    ctx->saved_data["bias"] = bias;  // the parameter itself, whose grad may be a bound buffer
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = weight.size(0);
     return y.view(shape);
@@ -96,7 +141,10 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x_t = saved[0], &x_inv = saved[1], &w_t = saved[2], &w_inv = saved[3];
     const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)}).to(at::kBFloat16);  // [n, out]
-    const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2, /*column_sums=*/true);
+    auto* scaling =
+        reinterpret_cast<Fp8Scaling*>(static_cast<intptr_t>(ctx->saved_data["scaling"].toInt()));
+    const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2, /*column_sums=*/true,
+                                scaling != nullptr ? &scaling->grad : nullptr);
     at::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {  // g [n, out] @ W [out, in]
       std::vector<int64_t> shape = grads[0].sizes().vec();
@@ -105,7 +153,7 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
     }
     if (ctx->needs_input_grad(1))  // g^T [out, n] @ x [n, in]
       dw = fp8_matmul(gq.columns, gq.inverse_scale, x_t.t(), x_inv, {}, false);
-    return {dx, dw, gq.column_sums.to(at::kBFloat16)};
+    return {dx, dw, bias_gradient_from(gq.column_partials, ctx->saved_data["bias"].toTensor()), {}};
   }
 };
 #endif
@@ -117,11 +165,14 @@ constexpr bool kFp8Built = true;
 constexpr bool kFp8Built = false;
 #endif
 
-// y = x W^T + b, in fp8 where Fp8Linear takes the shapes, else dshost::linear.
+// y = x W^T + b, in fp8 where Fp8Linear takes the shapes (scaled by `scaling`'s histories
+// where given), else dshost::linear.
 inline at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& weight,
-                             const at::Tensor& bias = {}) {
+                             const at::Tensor& bias = {}, Fp8Scaling* scaling = nullptr) {
 #if DSHOST_CUDA_FP8
-  if (Fp8Linear::takes(x, weight, bias)) return Fp8Linear::apply(x, weight, bias);
+  if (Fp8Linear::takes(x, weight, bias)) return Fp8Linear::apply(x, weight, bias, scaling);
+#else
+  (void)scaling;
 #endif
   return dshost::linear(x, weight, bias);
 }

@@ -47,6 +47,10 @@ const dshost_option kOptions[] = {
     DSHOST_OPTION("activation_checkpointing", DSHOST_OPTION_BOOL, "false", nullptr,
                   "keep only each block's input and run the block again in backward: a "
                   "fraction of the activation memory for about a third more compute"),
+    DSHOST_OPTION("fp8_scaling", DSHOST_OPTION_STRING, "\"delayed\"", "current|delayed",
+                  "under train.precision = \"fp8\", each matrix scaled by its own largest "
+                  "magnitude (a pass over it before the cast) or by the largest of its last 16 "
+                  "casts (Transformer Engine's delayed scaling: no such pass)"),
 };
 
 struct Shape {
@@ -62,14 +66,9 @@ Shape shape_of(const dshost::Services& s) {
   return {s.get_int("n_layer"), s.get_int("n_head"), s.get_int("n_embd")};
 }
 
-// The C++ frontend's nn::Linear multiplies, then adds the bias in a kernel of its own for
-// [B, T, C] inputs; dshost::linear fuses it into the GEMM, as ATen's linear (and Python's
-// nn.Linear) does, and adds the weight's gradient straight into the strategy's buffer. Under
-// fp8 the blocks' layers multiply in fp8 (fp8_linear.hpp).
-at::Tensor linear(const nn::Linear& layer, const at::Tensor& x, bool fp8 = false) {
-  return fp8 ? dshost_models::fp8_linear(x, layer->weight, layer->bias)
-             : dshost::linear(x, layer->weight, layer->bias, dshost_models::bias_gradient);
-}
+// How a block's linear layers multiply: in bf16, or in fp8 scaled by each matrix's current
+// largest magnitude or by its recent ones (model.fp8_scaling; fp8_linear.hpp).
+enum class Precision { bf16, fp8_current, fp8_delayed };
 
 // nn::LayerNorm computing through layer_norm.hpp: in bf16 when its input is bf16, by
 // dshost's kernels on a GPU, and with the residual add before it fused in.
@@ -101,9 +100,9 @@ TORCH_MODULE(Embed);
 
 // h = x + attn(ln_1(x)), then h + mlp(ln_2(h)); the first residual add is ln_2's.
 struct BlockImpl : nn::Module {
-  BlockImpl(int64_t width, int64_t heads, double dropout, bool fp8)
+  BlockImpl(int64_t width, int64_t heads, double dropout, Precision precision)
       : heads(heads),
-        fp8(fp8),
+        precision(precision),
         ln_1(register_module("ln_1", Norm(nn::LayerNormOptions({width})))),
         c_attn(register_module("c_attn", nn::Linear(width, 3 * width))),
         attn_proj(register_module("attn_proj", nn::Linear(width, width))),
@@ -121,19 +120,32 @@ struct BlockImpl : nn::Module {
     // [B, T, 3C] in one copy; unbinding a permuted [3, B, heads, T, C / heads] would copy twice,
     // transposing both times.
     const auto qkv =
-        linear(c_attn, ln_1->forward(x), fp8).view({b, t, 3, heads, c / heads}).unbind(2);
+        linear(0, c_attn, ln_1->forward(x)).view({b, t, 3, heads, c / heads}).unbind(2);
     const at::Tensor y = dshost::causal_attention(qkv[0].transpose(1, 2), qkv[1].transpose(1, 2),
                                                   qkv[2].transpose(1, 2))
                              .transpose(1, 2)
                              .reshape({b, t, c});
-    const auto [h, normed] = ln_2->add_forward(x, drop->forward(linear(attn_proj, y, fp8)));
+    const auto [h, normed] = ln_2->add_forward(x, drop->forward(linear(1, attn_proj, y)));
     const at::Tensor mlp = nn::functional::gelu(
-        linear(c_fc, normed, fp8), nn::functional::GELUFuncOptions().approximate("tanh"));
-    return h + drop->forward(linear(mlp_proj, mlp, fp8));
+        linear(2, c_fc, normed), nn::functional::GELUFuncOptions().approximate("tanh"));
+    return h + drop->forward(linear(3, mlp_proj, mlp));
+  }
+
+  // The block's layer i (c_attn, attn_proj, c_fc, mlp_proj) on x. dshost::linear fuses the
+  // bias into the GEMM, as ATen's linear (and Python's nn.Linear) does, where the C++
+  // frontend's nn::Linear adds it in a kernel of its own, and adds the weight's gradient
+  // straight into the strategy's buffer, its bias's too (bias_gradient.hpp).
+  at::Tensor linear(int i, const nn::Linear& layer, const at::Tensor& x) {
+    if (precision == Precision::bf16)
+      return dshost::linear(x, layer->weight, layer->bias, dshost_models::bias_gradient);
+    return dshost_models::fp8_linear(
+        x, layer->weight, layer->bias,
+        precision == Precision::fp8_delayed ? &fp8_scaling[i] : nullptr);
   }
 
   int64_t heads;
-  bool fp8;
+  Precision precision;
+  dshost_models::Fp8Scaling fp8_scaling[4];
   Norm ln_1;
   nn::Linear c_attn, attn_proj;
   Norm ln_2;
@@ -156,15 +168,22 @@ class Gpt : public dshost::Model {
     const double dropout = s.get_float("dropout");
     embed_ = add_unit("embed", Embed(vocab_, block_, shape_.width, dropout));
     for (int64_t l = 0; l < shape_.layers; ++l)
-      add_unit("h" + std::to_string(l), Block(shape_.width, shape_.heads, dropout, fp8_));
+      add_unit("h" + std::to_string(l), Block(shape_.width, shape_.heads, dropout, precision(s)));
     add_unit("head", Norm(nn::LayerNormOptions({shape_.width})));
     init_weights();
     if (s.get_bool("activation_checkpointing"))
       checkpoint_activations(/*replay_random=*/dropout > 0);
     if (fp8_ && s.rank() == 0)
       s.info("fp8 matrix multiplies in " + std::to_string(fp8_layers()) +
-             " linear layers (four a block); embeddings, layer norms, attention, the output "
-             "projection and the loss in bf16");
+             " linear layers (four a block), " + s.get_string("fp8_scaling") +
+             " scaling; embeddings, layer norms, attention, the output projection and the "
+             "loss in bf16");
+  }
+
+  Precision precision(const dshost::Services& s) const {
+    if (!fp8_) return Precision::bf16;
+    return s.get_string("fp8_scaling") == "delayed" ? Precision::fp8_delayed
+                                                    : Precision::fp8_current;
   }
 
   std::vector<int64_t> input_shape() const override { return {block_}; }
