@@ -29,7 +29,10 @@ namespace dshost_models {
 
 // A layer's delayed-scaling state: each operand's history on the device (cuda_fp8_cast.h),
 // made and seeded with the matrix's own largest magnitude at its first cast, so that cast
-// scales as the current scaling does. Not checkpointed: a resumed run seeds again.
+// scales as the current scaling does. Not checkpointed, by choice: dshost's checkpoints are
+// universal (a run resumes on any number of ranks) and the input's and gradient's histories
+// belong to one rank's data, so a resumed run seeds again, its first cast scaled as the
+// current scaling would, the next 15 by a shorter history than an unbroken run's.
 struct Fp8Scaling {
   at::Tensor input, weight, grad;
 };
