@@ -89,11 +89,9 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_
 // gradient where that is a bf16 buffer the strategy bound (none is then returned, as
 // dshost::linear does for its weight; autograd's add kernel is spared), else a fresh one.
 inline at::Tensor bias_gradient_from(const at::Tensor& partials, const at::Tensor& bias) {
-  const at::Tensor& held = bias.grad();
-  const bool into = !at::GradMode::is_enabled() && bias.requires_grad() && held.defined() &&
-                    held.is_cuda() && held.scalar_type() == at::kBFloat16 && held.is_contiguous();
+  const bool into = bound_gradient(bias, at::kBFloat16);
   const at::Tensor out =
-      into ? held : at::empty({partials.size(1)}, partials.options().dtype(at::kBFloat16));
+      into ? bias.grad() : at::empty({partials.size(1)}, partials.options().dtype(at::kBFloat16));
   check_launch(
       cuda_sum_column_partials(partials.data_ptr<float>(), partials.size(0), partials.size(1),
                                bf16_bits(out), into, stream_of(partials)),
