@@ -142,6 +142,9 @@ def main():
                     "and a DataLoader (bench/image_folder/torch_loader.py) instead of the random pool")
     ap.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune"],
                     help="torch.compile the forward and loss in this mode; compilation falls in the warm-up")
+    ap.add_argument("--compile-optimizer", action="store_true",
+                    help="with --compile, also compile the gradient clipping and the optimizer step "
+                    "(PyTorch's compiled-optimizer recipe: a foreach AdamW whose kernels Inductor fuses)")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="the DataLoader's")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -178,7 +181,8 @@ def main():
         autocast_dtype = torch.bfloat16
     else:
         model = model.to(dev)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
+        fused = dict(foreach=True) if a.compile_optimizer else dict(fused=True)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, **fused)
         autocast_dtype = torch.bfloat16
 
     mean, std = 0.5, 0.29  # dshost's synthetic pool statistics
@@ -205,8 +209,14 @@ def main():
             out = model(x)
             return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
 
+    def update():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
     if a.compile:  # the loss inside the graph too, as nanoGPT's compiled forward has it
         forward_loss = torch.compile(forward_loss, mode=a.compile)
+        if a.compile_optimizer:
+            update = torch.compile(update, mode=a.compile)
 
     def step(i):
         x, y = batch(i)
@@ -214,8 +224,7 @@ def main():
             torch.compiler.cudagraph_mark_step_begin()
         loss = forward_loss(x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        update()
         optimizer.zero_grad(set_to_none=True)
         return loss.detach().clone()  # outlives a CUDA graph's next replay
 

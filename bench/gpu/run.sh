@@ -21,7 +21,8 @@
 #                                 memory bandwidth: $OUT/cpu_adam.txt)
 #                                 compile (issue 28's table: dshost's fastest strategy, and ddp for gpt, beside
 #                                 PyTorch eager and torch.compile; COMPILE_CASES="gpt2-124m:8 resnet50:64 ..." narrows,
-#                                 COMPILE_DDP=0 leaves ddp out;
+#                                 COMPILE_DDP=0 leaves ddp out; COMPILE_OPTIMIZER=1 adds torch.compile with
+#                                 its clipping and optimizer step compiled too;
 #                                 $OUT/compile.md; gpt also in fp8) profile-compile (the same traced, against torch.compile)
 #                                 fp8-learning (gpt2-124m on a real text in bf16 and in fp8, 2,000 steps from one
 #                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
@@ -249,6 +250,8 @@ compile_table() {
     fi
     peer_run "${name}_torch" "$case eager" "${peer[@]}"
     peer_run "${name}_compile" "$case compile $mode" "${peer[@]}" --compile $mode
+    [[ -n ${COMPILE_OPTIMIZER:-} ]] && peer_run "${name}_compile_step" "$case compile $mode, optimizer too" \
+      "${peer[@]}" --compile $mode --compile-optimizer
   done
   python3 bench/gpu/compile_report.py "$rows" > "$out/compile.md"; cat "$out/compile.md"
 }

@@ -82,7 +82,8 @@ struct CudaBatchNormAct : torch::autograd::Function<CudaBatchNormAct> {
     const at::Tensor &x = saved[0], &stats = saved[1];
     const at::Tensor weight = ctx->saved_data["weight"].toTensor(),
                      bias = ctx->saved_data["bias"].toTensor();
-    const bool into_bound = bound_grad(weight) && bound_grad(bias);
+    const bool into_bound =
+        bound_gradient(weight, weight.scalar_type()) && bound_gradient(bias, bias.scalar_type());
     const at::Tensor dy = channels_last_aligned16(grads[0]), dx = at::empty_like(x),
                      dweight = into_bound ? weight.grad() : at::empty_like(weight),
                      dbias = into_bound ? bias.grad() : at::empty_like(bias);
@@ -98,12 +99,6 @@ struct CudaBatchNormAct : torch::autograd::Function<CudaBatchNormAct> {
         "batch norm backward");
     if (into_bound) return {dx, {}, {}, {}, {}, {}, {}, {}, {}};
     return {dx, dweight, dbias, {}, {}, {}, {}, {}, {}};
-  }
-
-  static bool bound_grad(const at::Tensor& p) {
-    const at::Tensor& g = p.grad();
-    return !at::GradMode::is_enabled() && p.requires_grad() && g.defined() && g.is_cuda() &&
-           g.scalar_type() == p.scalar_type() && g.is_contiguous();
   }
 };
 #endif

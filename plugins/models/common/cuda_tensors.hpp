@@ -1,6 +1,7 @@
 // What the model plugins' CUDA kernels need on LibTorch's side (CUDA builds only): the
-// stream to enqueue on, tensors laid out as the kernels read them, and a launch's error
-// text turned into dshost's internal error.
+// stream to enqueue on, tensors laid out as the kernels read them, whether a parameter's
+// gradient is a buffer backward may add into, and a launch's error text turned into
+// dshost's internal error.
 #pragma once
 
 #include <dshost/torch.hpp>
@@ -27,6 +28,15 @@ inline at::Tensor aligned16(const at::Tensor& t,
 
 inline at::Tensor channels_last_aligned16(const at::Tensor& t) {
   return aligned16(t, at::MemoryFormat::ChannelsLast);
+}
+
+// Whether p's gradient is a buffer the strategy bound, of `dtype`, that a backward kernel may
+// add into itself (as dshost::linear does for its weight): the accumulator then gets no
+// gradient, and autograd's add kernel is spared.
+inline bool bound_gradient(const at::Tensor& p, at::ScalarType dtype) {
+  const at::Tensor& g = p.grad();
+  return !at::GradMode::is_enabled() && p.requires_grad() && g.defined() && g.is_cuda() &&
+         g.scalar_type() == dtype && g.is_contiguous();
 }
 
 inline uint16_t* bf16_bits(const at::Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }

@@ -88,23 +88,12 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_
   return q;
 }
 
-// `parameter`'s gradient where backward may add into it: a bf16 buffer the strategy bound
-// (dshost::linear does so for its weight: the accumulator then gets none and autograd's add
-// kernel is spared); else undefined.
-inline at::Tensor bound_bf16_gradient(const at::Tensor& parameter) {
-  const at::Tensor& held = parameter.grad();
-  const bool bound = !at::GradMode::is_enabled() && parameter.requires_grad() && held.defined() &&
-                     held.is_cuda() && held.scalar_type() == at::kBFloat16 && held.is_contiguous();
-  return bound ? held : at::Tensor();
-}
-
 // A bias's gradient from its output gradient's column partials: added into its bound buffer
 // (none is then returned), else a fresh one.
 inline at::Tensor bias_gradient_from(const at::Tensor& partials, const at::Tensor& bias) {
-  const at::Tensor held = bound_bf16_gradient(bias);
-  const bool into = held.defined();
+  const bool into = bound_gradient(bias, at::kBFloat16);
   const at::Tensor out =
-      into ? held : at::empty({partials.size(1)}, partials.options().dtype(at::kBFloat16));
+      into ? bias.grad() : at::empty({partials.size(1)}, partials.options().dtype(at::kBFloat16));
   check_launch(
       cuda_sum_column_partials(partials.data_ptr<float>(), partials.size(0), partials.size(1),
                                bf16_bits(out), into, stream_of(partials)),
@@ -128,8 +117,9 @@ inline at::Tensor fp8_matmul(const at::Tensor& a, const at::Tensor& a_inverse_sc
 inline at::Tensor weight_gradient(const Fp8Matrix& gq, const at::Tensor& x_t,
                                   const at::Tensor& x_inverse_scale, const at::Tensor& weight) {
 #if DSHOST_CUDA_FP8_GEMM
-  const at::Tensor held = bound_bf16_gradient(weight);
-  if (held.defined() && reinterpret_cast<uintptr_t>(held.data_ptr()) % 16 == 0) {
+  const at::Tensor& held = weight.grad();
+  if (bound_gradient(weight, at::kBFloat16) &&
+      reinterpret_cast<uintptr_t>(held.data_ptr()) % 16 == 0) {
     const at::Tensor workspace =
         at::empty({static_cast<int64_t>(kFp8GemmWorkspaceBytes)}, x_t.options().dtype(at::kByte));
     check_launch(

@@ -62,13 +62,6 @@ inline std::pair<at::Tensor, at::Tensor> layer_norm_forward(torch::autograd::Aut
   return {sum, y};
 }
 
-// Whether p's gradient is a bf16 buffer the strategy bound, which backward adds into.
-inline bool bound_bf16_grad(const at::Tensor& p) {
-  const at::Tensor& g = p.grad();
-  return !at::GradMode::is_enabled() && p.requires_grad() && g.defined() && g.is_cuda() &&
-         g.scalar_type() == at::kBFloat16 && g.is_contiguous();
-}
-
 // The backward kernel from dy and dsum (either undefined where no gradient came):
 // {the normalized input's whole gradient, the weight's, the bias's}. Where the strategy
 // bound both parameters' gradients to bf16 buffers, the kernel adds into those (as
@@ -80,7 +73,8 @@ inline std::array<at::Tensor, 3> layer_norm_backward(torch::autograd::AutogradCo
   const at::Tensor &sum = saved[0], &mean = saved[1], &rstd = saved[2];
   const at::Tensor weight = ctx->saved_data["weight"].toTensor(),
                    bias = ctx->saved_data["bias"].toTensor();
-  const bool into_bound = bound_bf16_grad(weight) && bound_bf16_grad(bias);
+  const bool into_bound =
+      bound_gradient(weight, at::kBFloat16) && bound_gradient(bias, at::kBFloat16);
   const at::Tensor g = dy.defined() ? aligned16(dy) : at::zeros_like(sum);
   const at::Tensor direct = dsum.defined() ? aligned16(dsum) : at::Tensor();
   const LayerNormShape shape = layer_norm_shape(sum);
