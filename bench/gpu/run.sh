@@ -26,6 +26,7 @@
 #                                 $OUT/compile.md; gpt also in fp8) profile-compile (the same traced, against torch.compile)
 #                                 fp8-learning (gpt2-124m on a real text in bf16 and in fp8, 2,000 steps from one
 #                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
+#                                 gpt-1.3b-graph (gpt-1.3b b8 in bf16 and fp8, with and without train.cuda_graph)
 #                                 fp8-small (gpu.GptFp8's small gpt in fp32, bf16 and fp8 from three seeds:
 #                                 $OUT/fp8_small.md)
 #                                 fp8-scaling (gpt's fp8 under model.fp8_scaling current and delayed, in turn:
@@ -294,6 +295,19 @@ fp8_small() {
     done
   done
   cat "$out/fp8_small.md"
+}
+
+# gpt-1.3b b8 (which the other groups run without train.cuda_graph) with and without it, in
+# bf16 and in fp8, zero2 with bf16 gradients, dshost alone: what the graph buys where the GPU
+# is busiest.
+graph_1_3b() {
+  for precision in bf16 fp8; do
+    for graph in false true; do
+      kind_suffix=", $precision, graph $graph" gpt_cases "gpt-1.3b_b8_${precision}_graph_$graph" \
+        gpt-1.3b 8 40 zero2 strategy.grad_accum_dtype=\"bf16\" train.precision=\"$precision\" \
+        train.cuda_graph=$graph
+    done
+  done
 }
 
 # gpt's fp8 layers under model.fp8_scaling "current" and "delayed" from one build, in turn,
@@ -612,6 +626,7 @@ for group in "$@"; do
     fp8-learning) fp8_learning ;;
     fp8-small) fp8_small ;;
     fp8-scaling) fp8_scaling ;;
+    gpt-1.3b-graph) graph_1_3b ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;
     profile-zero2-bf16) profile_zero2 strategy.grad_accum_dtype=\"bf16\" ;;
