@@ -616,6 +616,23 @@ struct GradientArrivals : torch::autograd::FunctionPostHook {
   std::vector<bool>* arrived;
 };
 
+// A buffer bound as p's gradient, as a strategy binds one: the random values it held, the
+// buffer itself, and p's accumulator, kept alive with the post hook that records in
+// `arrived` whether each of its calls brought a gradient.
+struct BoundGradient {
+  at::Tensor held, buffer;
+  std::shared_ptr<torch::autograd::Node> accumulator;
+};
+
+BoundGradient bind_gradient(at::Tensor p, std::vector<bool>* arrived) {
+  BoundGradient bound{at::randn(p.sizes(), p.options())};
+  bound.buffer = bound.held.clone();
+  p.mutable_grad() = bound.buffer;
+  bound.accumulator = torch::autograd::impl::grad_accumulator(p);
+  bound.accumulator->add_post_hook(std::make_unique<GradientArrivals>(arrived));
+  return bound;
+}
+
 // dshost::linear with a bound gradient buffer (what a strategy binds): backward adds the
 // weight's gradient into that buffer itself, on top of what it held (the accumulator gets
 // none, and still runs its post hooks: the strategies' grads_ready), and gives the input
@@ -624,21 +641,17 @@ TEST(Linear, AddsTheWeightGradientIntoTheBoundBuffer) {
   at::manual_seed(5);
   auto leaf = [](const at::Tensor& t) { return t.detach().clone().set_requires_grad(true); };
   const at::Tensor x0 = at::randn({2, 4, 3}), w0 = at::randn({5, 3}), b0 = at::randn({5});
-  const at::Tensor held = at::randn({5, 3});  // an earlier micro-batch's gradient
   const at::Tensor x = leaf(x0), w = leaf(w0), b = leaf(b0);
-  const at::Tensor buffer = held.clone();
-  w.mutable_grad() = buffer;
   std::vector<bool> arrived;
-  const auto accumulator = torch::autograd::impl::grad_accumulator(w);  // held: w holds it weakly
-  accumulator->add_post_hook(std::make_unique<GradientArrivals>(&arrived));
+  const BoundGradient bound = bind_gradient(w, &arrived);  // held: an earlier micro-batch's
   const at::Tensor rx = leaf(x0), rw = leaf(w0), rb = leaf(b0);
   for (int pass = 0; pass < 2; ++pass) {
     const at::Tensor upstream = at::randn({2, 4, 5});
     dshost::linear(x, w, b).backward(upstream);
     at::linear(rx, rw, rb).backward(upstream);
   }
-  EXPECT_EQ(w.grad().data_ptr(), buffer.data_ptr());
-  EXPECT_TRUE(at::allclose(buffer, held + rw.grad(), 1e-5, 1e-6));
+  EXPECT_EQ(w.grad().data_ptr(), bound.buffer.data_ptr());
+  EXPECT_TRUE(at::allclose(bound.buffer, bound.held + rw.grad(), 1e-5, 1e-6));
   EXPECT_TRUE(at::allclose(x.grad(), rx.grad(), 1e-5, 1e-6));
   EXPECT_TRUE(at::allclose(b.grad(), rb.grad(), 1e-5, 1e-6));
   EXPECT_EQ(arrived, (std::vector<bool>{false, false}));
@@ -904,17 +917,13 @@ TEST(FusedLayerNorm, AddsTheParametersGradientsIntoBoundBuffers) {
   at::manual_seed(18);
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
   std::vector<at::Tensor> bound{1 + at::randn({264}, bf16) * 0.1, at::randn({264}, bf16) * 0.1},
-      plain, held, buffers, want(2);
+      plain, want(2);
   std::vector<bool> arrived;
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::vector<BoundGradient> buffers;
   for (at::Tensor& p : bound) {
     plain.push_back(p.clone().set_requires_grad(true));
     p.set_requires_grad(true);
-    held.push_back(at::randn({264}, bf16));
-    buffers.push_back(held.back().clone());
-    p.mutable_grad() = buffers.back();
-    accumulators.push_back(torch::autograd::impl::grad_accumulator(p));
-    accumulators.back()->add_post_hook(std::make_unique<GradientArrivals>(&arrived));
+    buffers.push_back(bind_gradient(p, &arrived));
   }
   for (int pass = 0; pass < 2; ++pass) {
     const at::Tensor x = at::randn({3, 37, 264}, bf16) + 0.5, dy = at::randn(x.sizes(), bf16);
@@ -927,8 +936,8 @@ TEST(FusedLayerNorm, AddsTheParametersGradientsIntoBoundBuffers) {
     }
   }
   for (size_t i = 0; i < 2; ++i) {
-    EXPECT_EQ(bound[i].grad().data_ptr(), buffers[i].data_ptr());
-    EXPECT_LT(relative_error(buffers[i] - held[i], want[i]), 1.0 / 128);
+    EXPECT_EQ(bound[i].grad().data_ptr(), buffers[i].buffer.data_ptr());
+    EXPECT_LT(relative_error(buffers[i].buffer - buffers[i].held, want[i]), 1.0 / 128);
   }
   EXPECT_EQ(arrived, std::vector<bool>(4, false));
 }
@@ -1024,16 +1033,10 @@ TEST(BatchNormAct, AddsTheParametersGradientsIntoBoundBuffers) {
       (*layer)->to(at::kCUDA);
       for (at::Tensor& p : (*layer)->parameters()) p.set_data(p.to(dtype));
     }
-    std::vector<at::Tensor> held, buffers, want(2);
+    std::vector<at::Tensor> want(2);
     std::vector<bool> arrived;
-    std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
-    for (at::Tensor& p : bound->parameters()) {
-      held.push_back(at::randn({264}, at::dtype(dtype).device(at::kCUDA)));
-      buffers.push_back(held.back().clone());
-      p.mutable_grad() = buffers.back();
-      accumulators.push_back(torch::autograd::impl::grad_accumulator(p));
-      accumulators.back()->add_post_hook(std::make_unique<GradientArrivals>(&arrived));
-    }
+    std::vector<BoundGradient> buffers;
+    for (const at::Tensor& p : bound->parameters()) buffers.push_back(bind_gradient(p, &arrived));
     for (int pass = 0; pass < 2; ++pass) {
       const at::Tensor x = (at::randn({8, 264, 37, 9}, bf16) * 2 + 3)
                                .contiguous(at::MemoryFormat::ChannelsLast),
@@ -1048,8 +1051,8 @@ TEST(BatchNormAct, AddsTheParametersGradientsIntoBoundBuffers) {
     }
     const auto params = bound->parameters();
     for (size_t i = 0; i < params.size(); ++i) {
-      EXPECT_EQ(params[i].grad().data_ptr(), buffers[i].data_ptr());
-      EXPECT_LT(relative_error(buffers[i] - held[i], want[i]), 1.0 / 128);
+      EXPECT_EQ(params[i].grad().data_ptr(), buffers[i].buffer.data_ptr());
+      EXPECT_LT(relative_error(buffers[i].buffer - buffers[i].held, want[i]), 1.0 / 128);
     }
     EXPECT_EQ(arrived, std::vector<bool>(4, false));
   }
@@ -1200,15 +1203,9 @@ TEST(Fp8Linear, AddsTheParametersGradientsIntoBoundBuffers) {
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
   const at::Tensor w = (at::randn({400, 272}, bf16) * 0.05).set_requires_grad(true),
                    b = (at::randn({400}, bf16) * 0.1).set_requires_grad(true);
-  const at::Tensor held_w = at::randn({400, 272}, bf16) * 0.1, buffer_w = held_w.clone();
-  const at::Tensor held_b = at::randn({400}, bf16), buffer_b = held_b.clone();
-  w.mutable_grad() = buffer_w;
-  b.mutable_grad() = buffer_b;
   std::vector<bool> arrived_w, arrived_b;
-  torch::autograd::impl::grad_accumulator(w)->add_post_hook(
-      std::make_unique<GradientArrivals>(&arrived_w));
-  torch::autograd::impl::grad_accumulator(b)->add_post_hook(
-      std::make_unique<GradientArrivals>(&arrived_b));
+  const BoundGradient bound_w = bind_gradient(w, &arrived_w),
+                      bound_b = bind_gradient(b, &arrived_b);
   at::Tensor sums_w = at::zeros({400, 272}, at::kDouble).cuda(),
              sums_b = at::zeros({400}, at::kDouble).cuda();
   for (int pass = 0; pass < 2; ++pass) {
@@ -1218,10 +1215,10 @@ TEST(Fp8Linear, AddsTheParametersGradientsIntoBoundBuffers) {
     sums_w += g64.t().mm(x.to(at::kDouble).reshape({-1, 272}));
     sums_b += g64.sum(0);
   }
-  EXPECT_EQ(w.grad().data_ptr(), buffer_w.data_ptr());
-  EXPECT_EQ(b.grad().data_ptr(), buffer_b.data_ptr());
-  EXPECT_LT(relative_error(buffer_w - held_w, sums_w), 0.1);
-  EXPECT_LT(relative_error(buffer_b - held_b, sums_b), 1.0 / 128);
+  EXPECT_EQ(w.grad().data_ptr(), bound_w.buffer.data_ptr());
+  EXPECT_EQ(b.grad().data_ptr(), bound_b.buffer.data_ptr());
+  EXPECT_LT(relative_error(bound_w.buffer - bound_w.held, sums_w), 0.1);
+  EXPECT_LT(relative_error(bound_b.buffer - bound_b.held, sums_b), 1.0 / 128);
   EXPECT_EQ(arrived_w, (std::vector<bool>(2, !dshost_models::kFp8GemmBuilt)));
   EXPECT_EQ(arrived_b, (std::vector<bool>{false, false}));
 }

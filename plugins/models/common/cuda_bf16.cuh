@@ -52,6 +52,28 @@ __device__ inline void sum_block_rows(float* part, int arrays, int rows, int wid
   }
 }
 
+// Column `col` of a [rows, width] fp32 matrix summed by a (32, kSlices) block that covers 32
+// columns: each thread adds every kSlices-th row from its threadIdx.y on, then the threads
+// of row 0 add the slices in order (the same order every time). Every thread of the block
+// calls it; the sum is theirs of row 0 whose col < width.
+template <int kSlices>
+__device__ float column_sum(const float* m, int64_t rows, int64_t width, int64_t col) {
+  __shared__ float slices[kSlices][33];
+  float total = 0.f;
+  if (col < width)
+    for (int64_t r = threadIdx.y; r < rows; r += kSlices) total += m[r * width + col];
+  slices[threadIdx.y][threadIdx.x] = total;
+  __syncthreads();
+  if (threadIdx.y == 0)
+    for (int k = 1; k < kSlices; ++k) total += slices[k][threadIdx.x];
+  return total;
+}
+
+// *out = bf16(total), or bf16(*out + total) where `accumulate` (a bound gradient buffer).
+__device__ inline void store_bf16(uint16_t* out, float total, bool accumulate) {
+  *out = to_bf16(accumulate ? to_float(*out) + total : total);
+}
+
 // The error of this thread's last launch as text, or null.
 inline const char* launch_error() {
   const cudaError_t err = cudaGetLastError();

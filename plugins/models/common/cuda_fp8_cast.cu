@@ -137,23 +137,16 @@ __global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const
   if (history != nullptr) record_amax(best, history);
 }
 
-// A block sums kSumColumns columns, each over kSumSlices interleaved slices of the rows, which
-// its first row of threads then adds up (with one thread a column, most SMs would idle while
-// each thread read every row).
-constexpr int kSumColumns = 32, kSumSlices = 16;
+// 32 columns a block, each over kSumSlices slices of the rows (with one thread a column, most
+// SMs would idle while each thread read every row).
+constexpr int kSumSlices = 16;
 
 __global__ void sum_partials_kernel(const float* partials, int64_t tile_rows, int64_t cols,
                                     uint16_t* out, bool accumulate) {
-  __shared__ float slice_sums[kSumSlices][kSumColumns];
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kSumColumns + threadIdx.x;
-  float total = 0.f;
-  if (c < cols)
-    for (int64_t r = threadIdx.y; r < tile_rows; r += kSumSlices) total += partials[r * cols + c];
-  slice_sums[threadIdx.y][threadIdx.x] = total;
-  __syncthreads();
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
+  const float total = column_sum<kSumSlices>(partials, tile_rows, cols, c);
   if (threadIdx.y != 0 || c >= cols) return;
-  for (int s = 1; s < kSumSlices; ++s) total += slice_sums[s][threadIdx.x];
-  out[c] = to_bf16(accumulate ? total + to_float(out[c]) : total);
+  store_bf16(out + c, total, accumulate);
 }
 
 const char* launch_cast(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
@@ -203,9 +196,9 @@ const char* cuda_cast_to_fp8_delayed(const uint16_t* x, int64_t rows, int64_t co
 
 const char* cuda_sum_column_partials(const float* column_partials, int64_t tile_rows, int64_t cols,
                                      uint16_t* out, bool accumulate, void* stream) {
-  sum_partials_kernel<<<static_cast<unsigned>((cols + kSumColumns - 1) / kSumColumns),
-                        dim3(kSumColumns, kSumSlices), 0, static_cast<cudaStream_t>(stream)>>>(
-      column_partials, tile_rows, cols, out, accumulate);
+  sum_partials_kernel<<<static_cast<unsigned>((cols + 31) / 32), dim3(32, kSumSlices), 0,
+                        static_cast<cudaStream_t>(stream)>>>(column_partials, tile_rows, cols, out,
+                                                             accumulate);
   return launch_error();
 }
 

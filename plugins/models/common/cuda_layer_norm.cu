@@ -127,17 +127,9 @@ __global__ void backward_kernel(const uint16_t* dy, const uint16_t* dsum, const 
 __global__ void sum_partials_kernel(const float* partials, int64_t blocks, int64_t width,
                                     uint16_t* dweight, uint16_t* dbias, bool accumulate) {
   const int64_t col = blockIdx.x * 32 + threadIdx.x;
-  const float* p = partials + blockIdx.y * blocks * width;
-  float total = 0.f;
-  if (col < width)
-    for (int64_t r = threadIdx.y; r < blocks; r += 8) total += p[r * width + col];
-  __shared__ float part[8][33];
-  part[threadIdx.y][threadIdx.x] = total;
-  __syncthreads();
+  const float total = column_sum<8>(partials + blockIdx.y * blocks * width, blocks, width, col);
   if (threadIdx.y != 0 || col >= width) return;
-  for (int k = 1; k < 8; ++k) total += part[k][threadIdx.x];
-  uint16_t* out = (blockIdx.y == 0 ? dweight : dbias) + col;
-  *out = to_bf16(accumulate ? to_float(*out) + total : total);
+  store_bf16((blockIdx.y == 0 ? dweight : dbias) + col, total, accumulate);
 }
 
 int threads_for(int64_t width) { return static_cast<int>((width / kLanes + 31) / 32 * 32); }
