@@ -1191,28 +1191,36 @@ TEST(Fp8Linear, WithDelayedScalingFollowsAFloat64Linear) {
   EXPECT_TRUE(scaling.input.defined() && scaling.weight.defined() && scaling.grad.defined());
 }
 
-// With a bf16 buffer bound as the bias's gradient (what a strategy binds), backward adds the
-// bias's gradient into it, on top of what it held, over two passes, and the bias's
-// accumulator gets none (its post hooks still run): the sums of the output gradients within
-// bf16's rounding.
-TEST(Fp8Linear, AddsTheBiasGradientIntoTheBoundBuffer) {
+// With bf16 buffers bound as the weight's and bias's gradients (what a strategy binds),
+// backward adds each gradient into its buffer, on top of what it held, over two passes, and
+// the accumulators get none (their post hooks still run; the weight's gets its gradient
+// where this build has no cuBLASLt): the sums of a float64 linear's gradients within fp8's
+// rounding (the weight's) and bf16's (the bias's).
+TEST(Fp8Linear, AddsTheParametersGradientsIntoBoundBuffers) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
   at::manual_seed(17);
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
   const at::Tensor w = (at::randn({400, 272}, bf16) * 0.05).set_requires_grad(true),
                    b = (at::randn({400}, bf16) * 0.1).set_requires_grad(true);
-  std::vector<bool> arrived;
-  const BoundGradient bound = bind_gradient(b, &arrived);
-  at::Tensor sums = at::zeros({400}, at::kCUDA);
+  std::vector<bool> arrived_w, arrived_b;
+  const BoundGradient bound_w = bind_gradient(w, &arrived_w),
+                      bound_b = bind_gradient(b, &arrived_b);
+  at::Tensor sums_w = at::zeros({400, 272}, at::kDouble).cuda(),
+             sums_b = at::zeros({400}, at::kDouble).cuda();
   for (int pass = 0; pass < 2; ++pass) {
-    const at::Tensor g = at::randn({4, 40, 400}, bf16);
-    dshost_models::fp8_linear(at::randn({4, 40, 272}, bf16), w, b).backward(g);
-    sums += g.to(at::kFloat).reshape({-1, 400}).sum(0);
+    const at::Tensor x = at::randn({4, 40, 272}, bf16), g = at::randn({4, 40, 400}, bf16);
+    dshost_models::fp8_linear(x, w, b).backward(g);
+    const at::Tensor g64 = g.to(at::kDouble).reshape({-1, 400});
+    sums_w += g64.t().mm(x.to(at::kDouble).reshape({-1, 272}));
+    sums_b += g64.sum(0);
   }
-  EXPECT_EQ(b.grad().data_ptr(), bound.buffer.data_ptr());
-  EXPECT_LT(relative_error(bound.buffer - bound.held, sums), 1.0 / 128);
-  EXPECT_EQ(arrived, (std::vector<bool>{false, false}));
+  EXPECT_EQ(w.grad().data_ptr(), bound_w.buffer.data_ptr());
+  EXPECT_EQ(b.grad().data_ptr(), bound_b.buffer.data_ptr());
+  EXPECT_LT(relative_error(bound_w.buffer - bound_w.held, sums_w), 0.1);
+  EXPECT_LT(relative_error(bound_b.buffer - bound_b.held, sums_b), 1.0 / 128);
+  EXPECT_EQ(arrived_w, (std::vector<bool>(2, !dshost_models::kFp8GemmBuilt)));
+  EXPECT_EQ(arrived_b, (std::vector<bool>{false, false}));
 }
 
 // Delayed scaling's cast: the first seeds the history with the matrix's own largest

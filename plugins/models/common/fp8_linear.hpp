@@ -19,6 +19,9 @@
 #if DSHOST_CUDA_FP8
 #include "cuda_fp8_cast.h"
 #include "cuda_tensors.hpp"
+#if DSHOST_CUDA_FP8_GEMM
+#include "cuda_fp8_gemm.h"
+#endif
 
 #include <torch/autograd.h>
 
@@ -85,9 +88,8 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_
   return q;
 }
 
-// A bias's gradient from its output gradient's column partials: added into the bias's own
-// gradient where that is a bf16 buffer the strategy bound (none is then returned, as
-// dshost::linear does for its weight; autograd's add kernel is spared), else a fresh one.
+// A bias's gradient from its output gradient's column partials: added into its bound buffer
+// (none is then returned), else a fresh one.
 inline at::Tensor bias_gradient_from(const at::Tensor& partials, const at::Tensor& bias) {
   const bool into = bound_gradient(bias, at::kBFloat16);
   const at::Tensor out =
@@ -107,6 +109,29 @@ inline at::Tensor fp8_matmul(const at::Tensor& a, const at::Tensor& a_inverse_sc
   return at::_scaled_mm(a, b, a_inverse_scale, b_inverse_scale,
                         bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt,
                         c10::nullopt, at::kBFloat16, fast_accumulation);
+}
+
+// The weight's gradient g^T [out, n] @ x [n, in] (g's and x's casts transposed): added by
+// cuBLASLt into the weight's bound buffer where this build has it and the buffer is 16-byte
+// aligned (none is then returned), else a fresh one from ATen's product.
+inline at::Tensor weight_gradient(const Fp8Matrix& gq, const at::Tensor& x_t,
+                                  const at::Tensor& x_inverse_scale, const at::Tensor& weight) {
+#if DSHOST_CUDA_FP8_GEMM
+  const at::Tensor& held = weight.grad();
+  if (bound_gradient(weight, at::kBFloat16) &&
+      reinterpret_cast<uintptr_t>(held.data_ptr()) % 16 == 0) {
+    const at::Tensor workspace =
+        at::empty({static_cast<int64_t>(kFp8GemmWorkspaceBytes)}, x_t.options().dtype(at::kByte));
+    check_launch(
+        cuda_fp8_gemm_accumulate(
+            {gq.columns.data_ptr(), Fp8Format::e5m2, gq.inverse_scale.data_ptr<float>()},
+            {x_t.data_ptr(), Fp8Format::e4m3, x_inverse_scale.data_ptr<float>()}, weight.size(0),
+            weight.size(1), x_t.size(1), bf16_bits(held), workspace.data_ptr(), stream_of(x_t)),
+        "fp8 weight gradient");
+    return {};
+  }
+#endif
+  return fp8_matmul(gq.columns, gq.inverse_scale, x_t.t(), x_inverse_scale, {}, false);
 }
 
 struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
@@ -130,7 +155,8 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
         fp8_matmul(xq.rows, xq.inverse_scale, wq.rows.t(), wq.inverse_scale, bias, true);
     ctx->save_for_backward({xq.columns, xq.inverse_scale, wq.columns, wq.inverse_scale});
     ctx->saved_data["scaling"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(scaling));
-    ctx->saved_data["bias"] = bias;  // the parameter itself, whose grad may be a bound buffer
+    ctx->saved_data["weight"] = weight;  // the parameters themselves, whose grads may be bound
+    ctx->saved_data["bias"] = bias;
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = weight.size(0);
     return y.view(shape);
@@ -152,18 +178,24 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
       shape.back() = w_t.size(0);
       dx = fp8_matmul(gq.rows, gq.inverse_scale, w_t.t(), w_inv, {}, false).view(shape);
     }
-    if (ctx->needs_input_grad(1))  // g^T [out, n] @ x [n, in]
-      dw = fp8_matmul(gq.columns, gq.inverse_scale, x_t.t(), x_inv, {}, false);
+    if (ctx->needs_input_grad(1))
+      dw = weight_gradient(gq, x_t, x_inv, ctx->saved_data["weight"].toTensor());
     return {dx, dw, bias_gradient_from(gq.column_partials, ctx->saved_data["bias"].toTensor()), {}};
   }
 };
 #endif
 
-// Whether this build has fp8_linear's fp8 path at all.
+// Whether this build has fp8_linear's fp8 path at all, and its weight gradients added into
+// their buffers by cuBLASLt.
 #if DSHOST_CUDA_FP8
 constexpr bool kFp8Built = true;
 #else
 constexpr bool kFp8Built = false;
+#endif
+#if DSHOST_CUDA_FP8_GEMM
+constexpr bool kFp8GemmBuilt = true;
+#else
+constexpr bool kFp8GemmBuilt = false;
 #endif
 
 // y = x W^T + b, in fp8 where Fp8Linear takes the shapes (scaled by `scaling`'s histories
