@@ -117,6 +117,18 @@ void note_collective(const char* kind, const at::Tensor& t) {
   _exit(1);
 }
 
+// Why the rendezvous failed and what to do. A port taken on rank 0's host is the one
+// failure a setting fixes; anything else is the network or a rank that never started.
+std::string rendezvous_failure(const std::string& what, const Rendezvous& rv) {
+  const std::string message = without_backtrace(what);
+  if (message.find("EADDRINUSE") != std::string::npos ||
+      message.find("ddress already in use") != std::string::npos)
+    return cat("port ", rv.master_port, " is in use on ", hostname(),
+               ": set launcher.master_port (MASTER_PORT) to a free port");
+  return cat(message, ". Check that every rank can reach MASTER_ADDR:MASTER_PORT and that all ",
+             "WORLD_SIZE=", rv.world_size, " ranks started.");
+}
+
 }  // namespace
 
 Rendezvous Rendezvous::from_env() {
@@ -250,9 +262,7 @@ Comm::Comm(const Rendezvous& rv, std::chrono::milliseconds timeout, at::Device d
     throw;
   } catch (const std::exception& e) {
     throw UserError(cat("rank ", rv.rank, " on ", hostname(), ": rendezvous at ", rv.master_addr,
-                        ":", rv.master_port, " failed: ", e.what(),
-                        ". Check that every rank can reach MASTER_ADDR:MASTER_PORT and that ",
-                        "all WORLD_SIZE=", rv.world_size, " ranks started."),
+                        ":", rv.master_port, " failed: ", rendezvous_failure(e.what(), rv)),
                     1);
   }
 }

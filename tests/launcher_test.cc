@@ -11,7 +11,13 @@
 
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -84,6 +90,38 @@ TEST(LocalLauncher, PicksAFreePortByDefault) {
   EXPECT_GT(port, 0);
   EXPECT_NE(l.out.find("port=" + std::to_string(port), at + 1), std::string::npos)
       << "both ranks share one port: " << l.out;
+}
+
+// The picked port stays the job's until it ends: another program's bind is refused while
+// rank 0's store, binding with SO_REUSEADDR as LibTorch's does, listens on it.
+TEST(LocalLauncher, HoldsThePickedPortForRankZerosStore) {
+  const std::string script =
+      test::write_file(test::scratch_dir("launcher_port") + "/bind.py", R"(import os, socket
+port = int(os.environ["MASTER_PORT"])
+try:
+    socket.socket().bind(("", port))
+    print("another program took", port)
+except OSError as e:
+    print("another program refused: errno", e.errno)
+store = socket.socket()
+store.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+store.bind(("", port))
+store.listen()
+print("the store listens on", port)
+)");
+  const Launch l = launch("nprocs = 1\n", "exec python3 " + script);
+  ASSERT_EQ(l.exit_code, 0) << l.out;
+  EXPECT_NE(l.out.find("[rank 0] another program refused: errno 98\n"), std::string::npos) << l.out;
+  const size_t at = l.out.find("the store listens on ");
+  ASSERT_NE(at, std::string::npos) << l.out;
+  const int port = std::stoi(l.out.substr(at + 21));
+  const int after = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  EXPECT_EQ(bind(after, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0)
+      << "the port is still held after the job: " << std::strerror(errno);
+  close(after);
 }
 
 TEST(LocalLauncher, OneFailingRankStopsTheOthersAndItsCodeIsTheJobs) {

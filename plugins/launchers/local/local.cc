@@ -7,6 +7,7 @@
 #include <dshost/process.hpp>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,9 @@ class LocalLauncher : public dshost::Launcher {
   Outcome launch(const std::vector<std::string>& argv,
                  const std::vector<std::string>& env) override {
     const std::string host = dshost::hostname();
-    const int port = master_port_ != 0 ? master_port_ : dshost::free_port();
+    std::optional<dshost::ReservedPort> picked;
+    if (master_port_ == 0) picked.emplace();
+    const int port = picked ? picked->port() : master_port_;
     dshost::Supervisor supervisor(grace_);
     dshost::start_ranks(supervisor, {0, nprocs_, nprocs_, master_addr_, port, host}, argv, env);
     const auto outcome = supervisor.run([&](const dshost::Child& rank) {

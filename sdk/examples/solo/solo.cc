@@ -16,7 +16,8 @@ class Solo : public dshost::Launcher {
                  const std::vector<std::string>& env) override {
     int pipe_fds[2];
     if (pipe(pipe_fds) != 0) throw dshost::Error("pipe failed", DSHOST_IO_ERROR);
-    const std::string port = std::to_string(dshost::free_port());
+    const dshost::ReservedPort reserved;  // rank 0's store listens on it
+    const std::string port = std::to_string(reserved.port());
     const pid_t pid = fork();
     if (pid < 0) throw dshost::Error("fork failed", DSHOST_IO_ERROR);
     if (pid == 0) run_rank(argv, env, port, pipe_fds);

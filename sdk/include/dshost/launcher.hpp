@@ -36,7 +36,8 @@ class Launcher {
   Services services_;
 };
 
-// A TCP port that nothing listens on right now (the kernel's pick), for MASTER_PORT.
+// A TCP port that nothing listens on right now (the kernel's pick). Another program may take
+// it before rank 0 binds it: a launcher that starts rank 0 itself holds a ReservedPort.
 inline int free_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw Error(std::string("socket: ") + std::strerror(errno), DSHOST_IO_ERROR);
@@ -50,6 +51,41 @@ inline int free_port() {
   if (!ok) throw Error("could not find a free port; set launcher.master_port", DSHOST_IO_ERROR);
   return ntohs(addr.sin_port);
 }
+
+// The port of rank 0's rendezvous store, picked by the kernel and held until destroyed: the
+// socket stays bound (SO_REUSEADDR, never listening, closed on exec), so neither another
+// program's bind nor an outgoing connection's automatic port can take it while the ranks
+// start, and rank 0's store, which binds with SO_REUSEADDR too, listens on it. A port found
+// by free_port() is free only when it is returned.
+class ReservedPort {
+ public:
+  ReservedPort() : fd_(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    socklen_t len = sizeof(addr);
+    const int reuse = 1;
+    const bool ok = fd_ >= 0 &&
+                    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof(reuse)) == 0 &&
+                    bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+                    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+    if (!ok) {
+      const std::string why = std::strerror(errno);
+      if (fd_ >= 0) close(fd_);
+      throw Error("could not reserve a free port (" + why + "); set launcher.master_port",
+                  DSHOST_IO_ERROR);
+    }
+    port_ = ntohs(addr.sin_port);
+  }
+  ~ReservedPort() { close(fd_); }
+  ReservedPort(const ReservedPort&) = delete;
+  ReservedPort& operator=(const ReservedPort&) = delete;
+
+  int port() const { return port_; }
+
+ private:
+  int fd_;
+  int port_ = 0;
+};
 
 // A waitpid status in words ("exited with code 3", "was killed by signal 9 (Killed)") and
 // as the job's exit code (128 + signal for a signal, as shells report it).
