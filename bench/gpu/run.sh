@@ -15,6 +15,8 @@
 #                                 conv-relu (vgg16's convolutions: eager against cuDNN's fused conv + bias + relu)
 #                                 conv-alignment (efficientnet_b0's depthwise and 1x1 convolutions by their
 #                                 weight's alignment: $OUT/conv_alignment.md)
+#                                 attention-backends (causal attention at gpt's shapes under each SDPA backend
+#                                 against the one PyTorch picks: $OUT/attention_backends.md)
 #                                 real-data (resnet50 and mobilenet_v2 from a folder of JPEGs decoded on the CPU
 #                                 and on the GPU, against the DataLoader)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
@@ -644,6 +646,8 @@ for group in "$@"; do
                              model.activation_checkpointing=true strategy.offload_optimizer_ratio=0.5 ;;
     conv-relu) python3 bench/gpu/conv_relu.py 8 32 > "$out/conv_relu.txt" 2>&1; cat "$out/conv_relu.txt" ;;
     conv-alignment) python3 bench/gpu/conv_alignment.py > "$out/conv_alignment.md" 2>&1; cat "$out/conv_alignment.md" ;;
+    attention-backends) python3 bench/gpu/attention_backends.py > "$out/attention_backends.md" 2>&1
+                        cat "$out/attention_backends.md" ;;
     streams-offload) streams_offload ;;
     memory) memory ;;
     largest-ddp) largest ddp ddp "" 24 22 20 18 16 ;;
