@@ -24,8 +24,8 @@
 #include <torch/nn/modules/normalization.h>
 
 #include <cctype>
-#include <memory>
 #include <cstring>
+#include <memory>
 
 namespace nn = torch::nn;
 
