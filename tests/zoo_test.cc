@@ -137,6 +137,26 @@ TEST(GptTraining, ActivationCheckpointingTakesTheSameSteps) {
   }
 }
 
+// A small gpt on the bytes of Debian's fortunes, on the GPU under zero2, for 300 steps.
+std::vector<std::string> small_gpt_on_fortunes() {
+  return {"model.plugin=gpt",
+          "model.n_layer=2",
+          "model.n_head=2",
+          "model.n_embd=128",
+          "model.vocab_size=256",
+          "model.block_size=64",
+          "data.dataset=text",
+          "train.eval=false",
+          "train.micro_batch_size=16",
+          "launcher.nprocs=1",
+          "train.device=cuda",
+          "strategy.plugin=zero2",
+          "train.max_steps=300",
+          "optimizer.lr=0.003",
+          "scheduler.warmup_steps=10",
+          "data.path=\"" + fortunes_dir() + "\""};
+}
+
 DSHOST_SUITE_LABEL(GptFp8, gpu);
 // train.precision = "fp8" on a GPU: a small GPT on the bytes of Debian's fortunes learns as
 // under bf16 with either fp8_scaling: over seeds 1, 2 and 3, the mean of each run's loss
@@ -146,22 +166,7 @@ DSHOST_SUITE_LABEL(GptFp8, gpu);
 // model.fp8_output, the output projection too.
 TEST(GptFp8, LearnsAsBf16Does) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  const std::vector<std::string> common{"model.plugin=gpt",
-                                        "model.n_layer=2",
-                                        "model.n_head=2",
-                                        "model.n_embd=128",
-                                        "model.vocab_size=256",
-                                        "model.block_size=64",
-                                        "data.dataset=text",
-                                        "train.eval=false",
-                                        "train.micro_batch_size=16",
-                                        "launcher.nprocs=1",
-                                        "train.device=cuda",
-                                        "strategy.plugin=zero2",
-                                        "train.max_steps=300",
-                                        "optimizer.lr=0.003",
-                                        "scheduler.warmup_steps=10",
-                                        "data.path=\"" + fortunes_dir() + "\""};
+  const std::vector<std::string> common = small_gpt_on_fortunes();
   const auto last_50 = [](const std::vector<double>& losses) {
     return std::accumulate(losses.end() - 50, losses.end(), 0.0) / 50;
   };
@@ -193,6 +198,25 @@ TEST(GptFp8, LearnsAsBf16Does) {
   EXPECT_LT(bf16, 3.0);
   for (size_t r = 0; r < recipes.size(); ++r)
     EXPECT_NEAR(fp8[r], bf16, 0.03 * bf16) << recipes[r].second;
+}
+
+// model.fp8_output with a vocabulary of no multiple of 16: the output projection stays in
+// bf16, and the run says why and what to do.
+TEST(GptFp8, AnUnpaddedVocabularyKeepsTheOutputInBf16AndSaysWhy) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  std::string log;
+  const auto losses = train_quickstart(
+      "gpt_fp8_vocab_264",
+      with(small_gpt_on_fortunes(), {"model.vocab_size=264", "train.max_steps=5",
+                                     "train.precision=fp8", "model.fp8_output=true"}),
+      nullptr, &log);
+  EXPECT_EQ(losses.size(), 5u);
+  EXPECT_NE(log.find("fp8 matrix multiplies in 8 linear layers (four a block), delayed scaling; "
+                     "embeddings, layer norms, attention, the output projection and the loss in "
+                     "bf16 (model.fp8_output: vocab_size 264 is no multiple of 16; pad it, as "
+                     "GPT-2's 50257 to 50304)"),
+            std::string::npos)
+      << log;
 }
 
 }  // namespace

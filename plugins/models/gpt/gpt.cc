@@ -182,11 +182,21 @@ class Gpt : public dshost::Model {
     init_weights();
     if (s.get_bool("activation_checkpointing"))
       checkpoint_activations(/*replay_random=*/dropout > 0);
-    if (fp8_ && s.rank() == 0)
-      s.info("fp8 matrix multiplies in " + std::to_string(fp8_layers()) + " linear layers (" +
-             (fp8_output_ ? "four a block and the output projection), " : "four a block), ") +
-             s.get_string("fp8_scaling") + " scaling; embeddings, layer norms, attention" +
-             (fp8_output_ ? "" : ", the output projection") + " and the loss in bf16");
+    if (fp8_ && s.rank() == 0) s.info(fp8_summary(s));
+  }
+
+  // The run's line on its fp8 layers: which, how they are scaled, and why the output
+  // projection stayed in bf16 where model.fp8_output asked for fp8.
+  std::string fp8_summary(const dshost::Services& s) const {
+    std::string line =
+        "fp8 matrix multiplies in " + std::to_string(fp8_layers()) +
+        " linear layers (four a block" + (fp8_output_ ? " and the output projection), " : "), ") +
+        s.get_string("fp8_scaling") + " scaling; embeddings, layer norms, attention" +
+        (fp8_output_ ? "" : ", the output projection") + " and the loss in bf16";
+    if (s.get_bool("fp8_output") && !fp8_output_)
+      line += " (model.fp8_output: vocab_size " + std::to_string(vocab_) +
+              " is no multiple of 16; pad it, as GPT-2's 50257 to 50304)";
+    return line;
   }
 
   Precision precision(const dshost::Services& s) const {
