@@ -5,8 +5,9 @@ causal_attention and the peers call): whether naming a backend would pay.
     python3 bench/gpu/attention_backends.py
 
 Prints markdown: per shape ([batch, heads, 1024, head dim] bf16 views of one projection, as
-gpt2-124m, gpt2-350m and gpt-1.3b at b8 run it), the backend PyTorch picks, each backend's milliseconds for forward + backward (median of 5
-windows of 20 calls after a warm-up) and its ratio to the default's.
+gpt2-124m, gpt2-350m and gpt-1.3b at b8 run it), the backend PyTorch picks, each backend's
+milliseconds for forward + backward (median of 5 windows of 20 calls after a warm-up) and the
+best one's ratio to the default's.
 """
 import statistics
 
