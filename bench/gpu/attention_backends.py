@@ -4,9 +4,10 @@ causal_attention and the peers call): whether naming a backend would pay.
 
     python3 bench/gpu/attention_backends.py
 
-Prints markdown: per shape ([batch, heads, 1024, head dim] bf16, as gpt2-124m, gpt2-350m and
-gpt-1.3b at b8 run it), each backend's milliseconds for forward + backward (median of 5
-windows of 20 calls after a warm-up) and its ratio to the default's.
+Prints markdown: per shape ([batch, heads, 1024, head dim] bf16 views of one projection, as
+gpt2-124m, gpt2-350m and gpt-1.3b at b8 run it), the backend PyTorch picks, each backend's
+milliseconds for forward + backward (median of 5 windows of 20 calls after a warm-up) and the
+best one's ratio to the default's.
 """
 import statistics
 
@@ -46,14 +47,25 @@ def milliseconds(backend, q, k, v, grad, windows=5, calls=20):
         return timed()
 
 
+def picked(q, k, v):
+    """The backend scaled_dot_product_attention picks by itself for these inputs."""
+    try:
+        choice = torch._fused_sdp_choice(q, k, v, is_causal=True)
+        return next(b.name for b in SDPBackend.__members__.values() if int(b) == choice)
+    except (AttributeError, RuntimeError, StopIteration, TypeError):
+        return "?"
+
+
 def main():
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}\n")
-    print("| shape | " + " | ".join(f"{name} ms" for name in BACKENDS) + " | best / default |")
-    print("|---|" + "---:|" * (len(BACKENDS) + 1))
+    print("| shape | default's pick | " + " | ".join(f"{name} ms" for name in BACKENDS) +
+          " | best / default |")
+    print("|---|---|" + "---:|" * (len(BACKENDS) + 1))
     for label, shape in SHAPES.items():
         torch.manual_seed(0)
-        q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-                   for _ in range(3))
+        b, h, t, d = shape  # as gpt's q, k, v: views of one [b, t, 3, h, d] projection
+        qkv = torch.randn(b, t, 3, h, d, device="cuda", dtype=torch.bfloat16)
+        q, k, v = (x.transpose(1, 2).detach().requires_grad_() for x in qkv.unbind(2))
         grad = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
         times = {}
         for name, backend in BACKENDS.items():
@@ -64,7 +76,7 @@ def main():
                 print(f"<!-- {label} {name}: {str(e).splitlines()[0]} -->")
         shown = " | ".join(f"{t:.3f}" if t else "-" for t in times.values())
         best = min(t for t in times.values() if t)
-        print(f"| {label} | {shown} | {best / times['default']:.3f} |")
+        print(f"| {label} | {picked(q, k, v)} | {shown} | {best / times['default']:.3f} |")
 
 
 if __name__ == "__main__":
