@@ -69,10 +69,11 @@ void set(Status& status, cublasLtMatmulDesc_t op, cublasLtMatmulDescAttributes_t
                cublasLtMatmulDescSetAttribute(op, attribute, &value, sizeof(value)));
 }
 
+template <typename T>
 void set(Status& status, cublasLtMatmulPreference_t preference,
-         cublasLtMatmulPreferenceAttributes_t attribute, uint32_t bytes) {
+         cublasLtMatmulPreferenceAttributes_t attribute, const T& value) {
   status.check("cublasLtMatmulPreferenceSetAttribute",
-               cublasLtMatmulPreferenceSetAttribute(preference, attribute, &bytes, sizeof(bytes)));
+               cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
 }
 
 // The product's description: cuBLASLt's operation and the layouts of its A, B and D (C is D).
@@ -97,11 +98,8 @@ void choose_algorithm(Status& status, cublasLtHandle_t handle, const Product& pr
   Preference preference;
   status.check("cublasLtMatmulPreferenceCreate", cublasLtMatmulPreferenceCreate(&preference.value));
   if (!status.ok()) return;
-  const uint64_t workspace_bytes = kFp8GemmWorkspaceBytes;
-  status.check("cublasLtMatmulPreferenceSetAttribute",
-               cublasLtMatmulPreferenceSetAttribute(preference.value,
-                                                    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                    &workspace_bytes, sizeof(workspace_bytes)));
+  set(status, preference.value, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+      uint64_t{kFp8GemmWorkspaceBytes});
   const uint32_t inputs = std::get<6>(key), output = std::get<7>(key);
   set(status, preference.value, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, inputs);
   set(status, preference.value, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, inputs);

@@ -36,27 +36,10 @@ class Launcher {
   Services services_;
 };
 
-// A TCP port that nothing listens on right now (the kernel's pick). Another program may take
-// it before rank 0 binds it: a launcher that starts rank 0 itself holds a ReservedPort.
-inline int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw Error(std::string("socket: ") + std::strerror(errno), DSHOST_IO_ERROR);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-                  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  close(fd);
-  if (!ok) throw Error("could not find a free port; set launcher.master_port", DSHOST_IO_ERROR);
-  return ntohs(addr.sin_port);
-}
-
 // The port of rank 0's rendezvous store, picked by the kernel and held until destroyed: the
 // socket stays bound (SO_REUSEADDR, never listening, closed on exec), so neither another
 // program's bind nor an outgoing connection's automatic port can take it while the ranks
-// start, and rank 0's store, which binds with SO_REUSEADDR too, listens on it. A port found
-// by free_port() is free only when it is returned.
+// start, and rank 0's store, which binds with SO_REUSEADDR too, listens on it.
 class ReservedPort {
  public:
   ReservedPort() : fd_(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
@@ -86,6 +69,10 @@ class ReservedPort {
   int fd_;
   int port_ = 0;
 };
+
+// A TCP port that nothing listens on right now (the kernel's pick). Another program may take
+// it before rank 0 binds it: a launcher that starts rank 0 itself holds a ReservedPort.
+inline int free_port() { return ReservedPort().port(); }
 
 // A waitpid status in words ("exited with code 3", "was killed by signal 9 (Killed)") and
 // as the job's exit code (128 + signal for a signal, as shells report it).
