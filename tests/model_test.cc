@@ -1148,7 +1148,7 @@ void expect_fp8_linear_follows_float64(const at::Tensor& x, const at::Tensor& w,
     t.set_requires_grad(true);
     exact.push_back(t.detach().to(at::kDouble).set_requires_grad(true));
   }
-  const at::Tensor y = dshost_models::fp8_linear(ours[0], ours[1], ours[2], scaling);
+  const at::Tensor y = dshost_models::fp8_linear(ours[0], ours[1], ours[2], {scaling});
   y.backward(g);
   const at::Tensor want = at::linear(exact[0], exact[1], exact[2]);
   want.backward(g.to(at::kDouble));
@@ -1221,6 +1221,33 @@ TEST(Fp8Linear, AddsTheParametersGradientsIntoBoundBuffers) {
   EXPECT_LT(relative_error(bound_b.buffer - bound_b.held, sums_b), 1.0 / 128);
   EXPECT_EQ(arrived_w, (std::vector<bool>(2, !dshost_models::kFp8GemmBuilt)));
   EXPECT_EQ(arrived_b, (std::vector<bool>{false, false}));
+}
+
+// A layer without a bias whose weight's gradient may not go into the buffer (gpt's tied
+// output projection): backward hands the weight's gradient to its accumulator, which adds
+// it into the bound buffer; output and gradients against float64 within fp8's rounding.
+TEST(Fp8Linear, WithoutABiasHandsATiedWeightsGradientToAutograd) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
+  at::manual_seed(19);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor w = (at::randn({400, 272}, bf16) * 0.05).set_requires_grad(true),
+                   x = at::randn({4, 40, 272}, bf16).set_requires_grad(true),
+                   g = at::randn({4, 40, 400}, bf16);
+  std::vector<bool> arrived;
+  const BoundGradient bound = bind_gradient(w, &arrived);
+  const at::Tensor y = dshost_models::fp8_linear(x, w, {}, {nullptr, /*weight_into_buffer=*/false});
+  y.backward(g);
+  ASSERT_NE(y.grad_fn()->name().find("Fp8Linear"), std::string::npos) << y.grad_fn()->name();
+  const at::Tensor x64 = x.detach().to(at::kDouble), w64 = w.detach().to(at::kDouble),
+                   g64 = g.to(at::kDouble).reshape({-1, 400});
+  const double output = relative_error(y, at::linear(x64, w64));
+  EXPECT_LT(output, 0.06);
+  EXPECT_GT(output, 0.01) << "no further off than bf16: not run in fp8";
+  EXPECT_LT(relative_error(x.grad(), g64.mm(w64).view(x.sizes())), 0.1);
+  EXPECT_EQ(arrived, std::vector<bool>{true});
+  EXPECT_EQ(w.grad().data_ptr(), bound.buffer.data_ptr());
+  EXPECT_LT(relative_error(bound.buffer - bound.held, g64.t().mm(x64.reshape({-1, 272}))), 0.1);
 }
 
 // Delayed scaling's cast: the first seeds the history with the matrix's own largest

@@ -137,57 +137,86 @@ TEST(GptTraining, ActivationCheckpointingTakesTheSameSteps) {
   }
 }
 
+// A small gpt on the bytes of Debian's fortunes, on the GPU under zero2, for 300 steps.
+std::vector<std::string> small_gpt_on_fortunes() {
+  return {"model.plugin=gpt",
+          "model.n_layer=2",
+          "model.n_head=2",
+          "model.n_embd=128",
+          "model.vocab_size=256",
+          "model.block_size=64",
+          "data.dataset=text",
+          "train.eval=false",
+          "train.micro_batch_size=16",
+          "launcher.nprocs=1",
+          "train.device=cuda",
+          "strategy.plugin=zero2",
+          "train.max_steps=300",
+          "optimizer.lr=0.003",
+          "scheduler.warmup_steps=10",
+          "data.path=\"" + fortunes_dir() + "\""};
+}
+
 DSHOST_SUITE_LABEL(GptFp8, gpu);
 // train.precision = "fp8" on a GPU: a small GPT on the bytes of Debian's fortunes learns as
 // under bf16 with either fp8_scaling: over seeds 1, 2 and 3, the mean of each run's loss
 // over its last 50 of 300 steps within 3% of bf16's (one run's last steps differ from seed
 // to seed by more: 2.50 to 2.75 under bf16), by steps of its own (the fp8 products round
-// differently), and the run says which layers ran in fp8 and how they were scaled.
+// differently), and the run says which layers ran in fp8 and how they were scaled; with
+// model.fp8_output, the output projection too.
 TEST(GptFp8, LearnsAsBf16Does) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  const std::vector<std::string> common{"model.plugin=gpt",
-                                        "model.n_layer=2",
-                                        "model.n_head=2",
-                                        "model.n_embd=128",
-                                        "model.vocab_size=256",
-                                        "model.block_size=64",
-                                        "data.dataset=text",
-                                        "train.eval=false",
-                                        "train.micro_batch_size=16",
-                                        "launcher.nprocs=1",
-                                        "train.device=cuda",
-                                        "strategy.plugin=zero2",
-                                        "train.max_steps=300",
-                                        "optimizer.lr=0.003",
-                                        "scheduler.warmup_steps=10",
-                                        "data.path=\"" + fortunes_dir() + "\""};
+  const std::vector<std::string> common = small_gpt_on_fortunes();
   const auto last_50 = [](const std::vector<double>& losses) {
     return std::accumulate(losses.end() - 50, losses.end(), 0.0) / 50;
   };
-  double bf16 = 0, current = 0, delayed = 0;
+  // Each fp8 recipe: its model options and the layers its log names.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> recipes{
+      {{"model.fp8_scaling=current"}, "8 linear layers (four a block), current scaling"},
+      {{"model.fp8_scaling=delayed"}, "8 linear layers (four a block), delayed scaling"},
+      {{"model.fp8_scaling=delayed", "model.fp8_output=true"},
+       "9 linear layers (four a block and the output projection), delayed scaling"}};
+  double bf16 = 0;
+  std::vector<double> fp8(recipes.size(), 0.0);
   std::string log;
   for (const std::string seed : {"1", "2", "3"}) {
     const auto bf16_run = train_quickstart(
         "gpt_bf16_" + seed, with(common, {"train.precision=bf16", "run.seed=" + seed}));
     bf16 += last_50(bf16_run) / 3;
-    for (const std::string scaling : {"current", "delayed"}) {
-      SCOPED_TRACE(scaling + " scaling, seed " + seed);
+    for (size_t r = 0; r < recipes.size(); ++r) {
+      const auto& [options, layers] = recipes[r];
+      SCOPED_TRACE(layers + ", seed " + seed);
       const auto fp8_run = train_quickstart(
-          "gpt_fp8_" + scaling + seed,
-          with(common, {"train.precision=fp8", "model.fp8_scaling=" + scaling, "run.seed=" + seed}),
-          nullptr, &log);
+          "gpt_fp8_" + std::to_string(r) + "_" + seed,
+          with(with(common, options), {"train.precision=fp8", "run.seed=" + seed}), nullptr, &log);
       ASSERT_EQ(fp8_run.size(), 300u);
       EXPECT_GT(max_abs_difference(bf16_run, fp8_run), 0.0);
-      (scaling == "current" ? current : delayed) += last_50(fp8_run) / 3;
-      EXPECT_NE(log.find("fp8 matrix multiplies in 8 linear layers (four a block), " + scaling +
-                         " scaling"),
-                std::string::npos)
-          << log;
+      fp8[r] += last_50(fp8_run) / 3;
+      EXPECT_NE(log.find("fp8 matrix multiplies in " + layers), std::string::npos) << log;
     }
   }
   EXPECT_LT(bf16, 3.0);
-  EXPECT_NEAR(current, bf16, 0.03 * bf16);
-  EXPECT_NEAR(delayed, bf16, 0.03 * bf16);
+  for (size_t r = 0; r < recipes.size(); ++r)
+    EXPECT_NEAR(fp8[r], bf16, 0.03 * bf16) << recipes[r].second;
+}
+
+// model.fp8_output with a vocabulary of no multiple of 16: the output projection stays in
+// bf16, and the run says why and what to do.
+TEST(GptFp8, AnUnpaddedVocabularyKeepsTheOutputInBf16AndSaysWhy) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  std::string log;
+  const auto losses = train_quickstart(
+      "gpt_fp8_vocab_264",
+      with(small_gpt_on_fortunes(), {"model.vocab_size=264", "train.max_steps=5",
+                                     "train.precision=fp8", "model.fp8_output=true"}),
+      nullptr, &log);
+  EXPECT_EQ(losses.size(), 5u);
+  EXPECT_NE(log.find("fp8 matrix multiplies in 8 linear layers (four a block), delayed scaling; "
+                     "embeddings, layer norms, attention, the output projection and the loss in "
+                     "bf16 (model.fp8_output: vocab_size 264 is no multiple of 16; pad it, as "
+                     "GPT-2's 50257 to 50304)"),
+            std::string::npos)
+      << log;
 }
 
 }  // namespace

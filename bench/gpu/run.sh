@@ -32,7 +32,8 @@
 #                                 fp8-small (gpu.GptFp8's small gpt in fp32, bf16 and fp8 from three seeds:
 #                                 $OUT/fp8_small.md)
 #                                 fp8-scaling (gpt's fp8 under model.fp8_scaling current and delayed, in turn:
-#                                 $OUT/fp8_scaling.md)
+#                                 $OUT/fp8_scaling.md) fp8-output (gpt's fp8 with model.fp8_output false
+#                                 and true, in turn: $OUT/fp8_output.md)
 #                                 finetune (configs/mobilenet-finetune.toml for an epoch, whole and with
 #                                 the features frozen: $OUT/finetune.txt)
 #
@@ -271,7 +272,8 @@ fp8_learning() {
       model.preset=\"gpt2-124m\" model.vocab_size=256 data.dataset=\"text\" data.path=\"$text\" \
       train.micro_batch_size=8 train.max_steps=${FP8_STEPS:-2000} strategy.plugin=\"zero2\" \
       strategy.grad_accum_dtype=\"bf16\" train.cuda_graph=true train.precision=\"$precision\" \
-      optimizer.lr=6e-4 scheduler.warmup_steps=100 train.eval=true
+      optimizer.lr=6e-4 scheduler.warmup_steps=100 train.eval=true \
+      $([[ $precision == fp8 ]] && echo "${FP8_OPTIONS:-}")
     cp "$logs/runs/fp8_learning_$precision/metrics.jsonl" "$dir/$precision.jsonl"
     cp "$logs/runs/fp8_learning_$precision/summary.json" "$dir/$precision.summary.json"
   done
@@ -312,37 +314,41 @@ graph_1_3b() {
   done
 }
 
-# gpt's fp8 layers under model.fp8_scaling "current" and "delayed" from one build, in turn,
-# twice (FP8_SCALING_CASES="gpt2-124m:8 ..." narrows): dshost alone, zero2 with bf16
-# gradients and its graph (not at 1.3B); $OUT/fp8_scaling.md.
-fp8_scaling() {
-  for case in ${FP8_SCALING_CASES:-gpt2-124m:8 gpt2-350m:8 gpt-1.3b:8}; do
+# gpt in fp8 with a model option at two values (TOML, e.g. '"current"' '"delayed"') from one
+# build, in turn, twice (FP8_CASES="gpt2-124m:8 ..." narrows): dshost alone, zero2 with bf16
+# gradients and its graph (not at 1.3B), delayed scaling unless the option is fp8_scaling;
+# $OUT/OPTION.md.
+fp8_option_ab() {
+  local option=$1 first=$2 second=$3
+  for case in ${FP8_CASES:-gpt2-124m:8 gpt2-350m:8 gpt-1.3b:8}; do
     local preset=${case%:*} batch=${case#*:} steps=60 graph=(train.cuda_graph=true)
     [[ $preset == gpt-1.3b ]] && { steps=40; graph=(); }
     for round in 1 2; do
-      for scaling in current delayed; do
-        kind_suffix=", fp8 $scaling" gpt_cases "${preset}_b${batch}_fp8_${scaling}_$round" "$preset" \
-          "$batch" $steps zero2 strategy.grad_accum_dtype=\"bf16\" train.precision=\"fp8\" \
-          model.fp8_scaling=\"$scaling\" "${graph[@]}"
+      for value in "$first" "$second"; do
+        local plain=${value//\"/}
+        kind_suffix=", fp8 $option $plain" gpt_cases "${preset}_b${batch}_fp8_${plain}_$round" \
+          "$preset" "$batch" $steps zero2 strategy.grad_accum_dtype=\"bf16\" train.precision=\"fp8\" \
+          model.$option="$value" "${graph[@]}"
       done
     done
   done
-  python3 - "$rows" > "$out/fp8_scaling.md" <<'PY'
+  python3 - "$rows" "${first//\"/}" "${second//\"/}" > "$out/$option.md" <<'PY'
 import json, re, statistics, sys
+rows, first, second = sys.argv[1:]
 rates = {}
-for r in map(json.loads, open(sys.argv[1])):
-    m = re.match(r"(.+)_fp8_(current|delayed)_\d$", r["name"])
+for r in map(json.loads, open(rows)):
+    m = re.match(rf"(.+)_fp8_({first}|{second})_\d$", r["name"])
     if m and r.get("samples_per_second"):
         rates.setdefault(m[1], {}).setdefault(m[2], []).append(r["samples_per_second"])
-print("| configuration | current seq/s | delayed seq/s | delayed / current |")
+print(f"| configuration | {first} seq/s | {second} seq/s | {second} / {first} |")
 print("|---|---|---|---:|")
 for case, by in rates.items():
-    cur, dly = by.get("current", []), by.get("delayed", [])
-    ratio = f"{statistics.mean(dly) / statistics.mean(cur):.3f}" if cur and dly else "-"
+    a, b = by.get(first, []), by.get(second, [])
+    ratio = f"{statistics.mean(b) / statistics.mean(a):.3f}" if a and b else "-"
     show = lambda v: ", ".join(f"{x:.1f}" for x in v) or "-"
-    print(f"| {case} | {show(cur)} | {show(dly)} | {ratio} |")
+    print(f"| {case} | {show(a)} | {show(b)} | {ratio} |")
 PY
-  cat "$out/fp8_scaling.md"
+  cat "$out/$option.md"
 }
 
 offload() {
@@ -627,7 +633,8 @@ for group in "$@"; do
     profile-compile) profile_compile ;;
     fp8-learning) fp8_learning ;;
     fp8-small) fp8_small ;;
-    fp8-scaling) fp8_scaling ;;
+    fp8-scaling) fp8_option_ab fp8_scaling '"current"' '"delayed"' ;;
+    fp8-output) fp8_option_ab fp8_output false true ;;
     gpt-1.3b-graph) graph_1_3b ;;
     profile) profile ;;
     profile-zero2) profile_zero2 ;;

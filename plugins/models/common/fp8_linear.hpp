@@ -9,9 +9,7 @@
 // element where bf16 autocast keeps two.
 //
 // Taken where the layer's shapes allow (bf16 input and weight on a GPU, every dimension a
-// multiple of 16 as cuBLASLt's fp8 kernels need) and it has a bias (a custom autograd
-// function takes no undefined input; gpt's layers all have one); elsewhere dshost::linear
-// in bf16.
+// multiple of 16 as cuBLASLt's fp8 kernels need); elsewhere dshost::linear in bf16.
 #pragma once
 
 #include <dshost/ops/linear.hpp>
@@ -38,6 +36,14 @@ namespace dshost_models {
 // current scaling would, the next 15 by a shorter history than an unbroken run's.
 struct Fp8Scaling {
   at::Tensor input, weight, grad;
+};
+
+// A layer's options beyond its tensors: its delayed-scaling state (null for the current
+// scaling), and whether its weight's gradient may go into the bound buffer in its own backward
+// (not for a tied weight, whose uses autograd sums before the strategy sees the gradient).
+struct Fp8LinearOptions {
+  Fp8Scaling* scaling = nullptr;
+  bool weight_into_buffer = true;
 };
 
 #if DSHOST_CUDA_FP8
@@ -112,13 +118,14 @@ inline at::Tensor fp8_matmul(const at::Tensor& a, const at::Tensor& a_inverse_sc
 }
 
 // The weight's gradient g^T [out, n] @ x [n, in] (g's and x's casts transposed): added by
-// cuBLASLt into the weight's bound buffer where this build has it and the buffer is 16-byte
-// aligned (none is then returned), else a fresh one from ATen's product.
+// cuBLASLt into the weight's bound buffer where `into_buffer`, this build has cuBLASLt and
+// the buffer is 16-byte aligned (none is then returned), else a fresh one from ATen's product.
 inline at::Tensor weight_gradient(const Fp8Matrix& gq, const at::Tensor& x_t,
-                                  const at::Tensor& x_inverse_scale, const at::Tensor& weight) {
+                                  const at::Tensor& x_inverse_scale, const at::Tensor& weight,
+                                  bool into_buffer) {
 #if DSHOST_CUDA_FP8_GEMM
   const at::Tensor& held = weight.grad();
-  if (bound_gradient(weight, at::kBFloat16) &&
+  if (into_buffer && bound_gradient(weight, at::kBFloat16) &&
       reinterpret_cast<uintptr_t>(held.data_ptr()) % 16 == 0) {
     const at::Tensor workspace =
         at::empty({static_cast<int64_t>(kFp8GemmWorkspaceBytes)}, x_t.options().dtype(at::kByte));
@@ -130,31 +137,38 @@ inline at::Tensor weight_gradient(const Fp8Matrix& gq, const at::Tensor& x_t,
         "fp8 weight gradient");
     return {};
   }
+#else
+  (void)into_buffer;
 #endif
   return fp8_matmul(gq.columns, gq.inverse_scale, x_t.t(), x_inverse_scale, {}, false);
 }
 
+// A layer without a bias passes a tensor of no elements for it: LibTorch's custom functions
+// take no undefined tensor among their inputs.
 struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
   static bool takes(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
     const auto multiple_of_16 = [](int64_t d) { return d % 16 == 0; };
     return x.is_cuda() && x.numel() > 0 && x.scalar_type() == at::kBFloat16 && weight.dim() == 2 &&
            weight.scalar_type() == at::kBFloat16 && x.size(-1) == weight.size(1) &&
            multiple_of_16(x.numel() / x.size(-1)) && multiple_of_16(weight.size(0)) &&
-           multiple_of_16(weight.size(1)) && bias.defined() && bias.scalar_type() == at::kBFloat16;
+           multiple_of_16(weight.size(1)) &&
+           (!bias.defined() || bias.scalar_type() == at::kBFloat16);
   }
 
-  // scaling: the layer's delayed-scaling state, or null for the current scaling.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& weight, const at::Tensor& bias, Fp8Scaling* scaling) {
+                            const at::Tensor& weight, const at::Tensor& bias,
+                            Fp8LinearOptions options) {
+    Fp8Scaling* scaling = options.scaling;
     const Fp8Matrix xq = to_fp8(x.reshape({-1, x.size(-1)}), Fp8Format::e4m3, false,
                                 scaling != nullptr ? &scaling->input : nullptr);
     const Fp8Matrix wq =
         to_fp8(weight, Fp8Format::e4m3, false, scaling != nullptr ? &scaling->weight : nullptr);
     // y = x W^T: W^T as column-major [in, out] is W's own rows.
-    const at::Tensor y =
-        fp8_matmul(xq.rows, xq.inverse_scale, wq.rows.t(), wq.inverse_scale, bias, true);
+    const at::Tensor y = fp8_matmul(xq.rows, xq.inverse_scale, wq.rows.t(), wq.inverse_scale,
+                                    bias.numel() > 0 ? bias : at::Tensor(), true);
     ctx->save_for_backward({xq.columns, xq.inverse_scale, wq.columns, wq.inverse_scale});
     ctx->saved_data["scaling"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(scaling));
+    ctx->saved_data["weight_into_buffer"] = options.weight_into_buffer;
     ctx->saved_data["weight"] = weight;  // the parameters themselves, whose grads may be bound
     ctx->saved_data["bias"] = bias;
     std::vector<int64_t> shape = x.sizes().vec();
@@ -170,7 +184,8 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
     const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)}).to(at::kBFloat16);  // [n, out]
     auto* scaling =
         reinterpret_cast<Fp8Scaling*>(static_cast<intptr_t>(ctx->saved_data["scaling"].toInt()));
-    const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2, /*column_sums=*/true,
+    const at::Tensor bias = ctx->saved_data["bias"].toTensor();
+    const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2, /*column_sums=*/bias.numel() > 0,
                                 scaling != nullptr ? &scaling->grad : nullptr);
     at::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {  // g [n, out] @ W [out, in]
@@ -179,8 +194,11 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
       dx = fp8_matmul(gq.rows, gq.inverse_scale, w_t.t(), w_inv, {}, false).view(shape);
     }
     if (ctx->needs_input_grad(1))
-      dw = weight_gradient(gq, x_t, x_inv, ctx->saved_data["weight"].toTensor());
-    return {dx, dw, bias_gradient_from(gq.column_partials, ctx->saved_data["bias"].toTensor()), {}};
+      dw = weight_gradient(gq, x_t, x_inv, ctx->saved_data["weight"].toTensor(),
+                           ctx->saved_data["weight_into_buffer"].toBool());
+    const at::Tensor db =
+        bias.numel() > 0 ? bias_gradient_from(gq.column_partials, bias) : at::Tensor();
+    return {dx, dw, db, {}};
   }
 };
 #endif
@@ -198,16 +216,16 @@ constexpr bool kFp8GemmBuilt = true;
 constexpr bool kFp8GemmBuilt = false;
 #endif
 
-// y = x W^T + b, in fp8 where Fp8Linear takes the shapes (scaled by `scaling`'s histories
-// where given), else dshost::linear.
+// y = x W^T + b, in fp8 where Fp8Linear takes the shapes, else dshost::linear (at::linear
+// where the weight's gradient may not go into its buffer).
 inline at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& weight,
-                             const at::Tensor& bias = {}, Fp8Scaling* scaling = nullptr) {
+                             const at::Tensor& bias = {}, Fp8LinearOptions options = {}) {
 #if DSHOST_CUDA_FP8
-  if (Fp8Linear::takes(x, weight, bias)) return Fp8Linear::apply(x, weight, bias, scaling);
-#else
-  (void)scaling;
+  if (Fp8Linear::takes(x, weight, bias))
+    return Fp8Linear::apply(x, weight, bias.defined() ? bias : at::empty({0}, weight.options()),
+                            options);
 #endif
-  return dshost::linear(x, weight, bias);
+  return options.weight_into_buffer ? dshost::linear(x, weight, bias) : at::linear(x, weight, bias);
 }
 
 }  // namespace dshost_models

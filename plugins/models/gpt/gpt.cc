@@ -25,6 +25,7 @@
 
 #include <cctype>
 #include <cstring>
+#include <memory>
 
 namespace nn = torch::nn;
 
@@ -51,6 +52,10 @@ const dshost_option kOptions[] = {
                   "under train.precision = \"fp8\", each matrix scaled by its own largest "
                   "magnitude (a pass over it before the cast) or by the largest of its last 16 "
                   "casts (Transformer Engine's delayed scaling: no such pass)"),
+    DSHOST_OPTION("fp8_output", DSHOST_OPTION_BOOL, "false", nullptr,
+                  "under train.precision = \"fp8\", the tied output projection in fp8 too (its "
+                  "logits' gradient in e5m2); off, as torchtitan's float8 keeps the last layer "
+                  "in bf16, where the loss is most sensitive to rounding"),
 };
 
 struct Shape {
@@ -140,7 +145,7 @@ struct BlockImpl : nn::Module {
       return dshost::linear(x, layer->weight, layer->bias, dshost_models::bias_gradient);
     return dshost_models::fp8_linear(
         x, layer->weight, layer->bias,
-        precision == Precision::fp8_delayed ? &fp8_scaling[i] : nullptr);
+        {precision == Precision::fp8_delayed ? &fp8_scaling[i] : nullptr});
   }
 
   int64_t heads;
@@ -161,7 +166,11 @@ class Gpt : public dshost::Model {
         shape_(shape_of(s)),
         vocab_(s.get_int("vocab_size")),
         block_(s.get_int("block_size")),
-        fp8_(s.fp8() && dshost_models::kFp8Built && shape_.width % 16 == 0) {
+        fp8_(s.fp8() && dshost_models::kFp8Built && shape_.width % 16 == 0),
+        fp8_output_(fp8_ && s.get_bool("fp8_output") && vocab_ % 16 == 0),
+        output_scaling_(fp8_output_ && precision(s) == Precision::fp8_delayed
+                            ? std::make_unique<dshost_models::Fp8Scaling>()
+                            : nullptr) {
     if (shape_.width % shape_.heads != 0)
       throw dshost::Error("model.n_embd = " + std::to_string(shape_.width) +
                           " is not a multiple of model.n_head = " + std::to_string(shape_.heads));
@@ -173,11 +182,21 @@ class Gpt : public dshost::Model {
     init_weights();
     if (s.get_bool("activation_checkpointing"))
       checkpoint_activations(/*replay_random=*/dropout > 0);
-    if (fp8_ && s.rank() == 0)
-      s.info("fp8 matrix multiplies in " + std::to_string(fp8_layers()) +
-             " linear layers (four a block), " + s.get_string("fp8_scaling") +
-             " scaling; embeddings, layer norms, attention, the output projection and the "
-             "loss in bf16");
+    if (fp8_ && s.rank() == 0) s.info(fp8_summary(s));
+  }
+
+  // The run's line on its fp8 layers: which, how they are scaled, and why the output
+  // projection stayed in bf16 where model.fp8_output asked for fp8.
+  std::string fp8_summary(const dshost::Services& s) const {
+    std::string line =
+        "fp8 matrix multiplies in " + std::to_string(fp8_layers()) +
+        " linear layers (four a block" + (fp8_output_ ? " and the output projection), " : "), ") +
+        s.get_string("fp8_scaling") + " scaling; embeddings, layer norms, attention" +
+        (fp8_output_ ? "" : ", the output projection") + " and the loss in bf16";
+    if (s.get_bool("fp8_output") && !fp8_output_)
+      line += " (model.fp8_output: vocab_size " + std::to_string(vocab_) +
+              " is no multiple of 16; pad it, as GPT-2's 50257 to 50304)";
+    return line;
   }
 
   Precision precision(const dshost::Services& s) const {
@@ -189,10 +208,12 @@ class Gpt : public dshost::Model {
   std::vector<int64_t> input_shape() const override { return {block_}; }
   at::ScalarType input_dtype() const override { return at::kLong; }
   std::vector<int64_t> target_shape() const override { return {block_}; }
-  // Under fp8, each block's four linear layers; the tied output projection stays in bf16,
-  // as recipes for fp8 training keep the last layer, where the loss is most sensitive to
-  // rounding. A width that is no multiple of 16 leaves every layer in bf16.
-  int fp8_layers() const override { return fp8_ ? 4 * static_cast<int>(shape_.layers) : 0; }
+  // Under fp8, each block's four linear layers, and the tied output projection where
+  // model.fp8_output asks for it and the vocabulary is a multiple of 16. A width that is no
+  // multiple of 16 leaves every layer in bf16.
+  int fp8_layers() const override {
+    return fp8_ ? 4 * static_cast<int>(shape_.layers) + (fp8_output_ ? 1 : 0) : 0;
+  }
 
   // Per sequence of block_size tokens: 2 FLOPs per weight of every matrix multiply per token
   // (12 x width^2 per block, and the tied output projection), plus q k^T and (attention) v
@@ -219,7 +240,11 @@ class Gpt : public dshost::Model {
         return g;
       });
     for (size_t u = 1; u < units().size(); ++u) x = run_unit(u, x);
-    // [B, T, vocab]. at::linear: wte is tied, so autograd sums both of its gradients.
+    // [B, T, vocab]. wte is tied, so autograd sums both of its gradients: none goes into the
+    // strategy's buffer before the embedding's.
+    if (fp8_output_)
+      return dshost_models::fp8_linear(x, embed_->wte->weight, {},
+                                       {output_scaling_.get(), /*weight_into_buffer=*/false});
     return at::linear(x, embed_->wte->weight);
   }
 
@@ -274,7 +299,8 @@ class Gpt : public dshost::Model {
 
   const Shape shape_;
   const int64_t vocab_, block_;
-  const bool fp8_;
+  const bool fp8_, fp8_output_;
+  const std::unique_ptr<dshost_models::Fp8Scaling> output_scaling_;  // delayed scaling only
   Embed embed_{nullptr};
 };
 
