@@ -1300,7 +1300,8 @@ TEST(Fp8Linear, DelayedScalingCastsByTheLargestOfTheLast16Casts) {
 // The casts under it: each value the one ATen's conversion gives for x times (the format's
 // largest value / x's largest magnitude) in fp32, bit for bit, in x's layout and transposed,
 // with 1 / scale beside them, and x's column sums (a bias's gradient) as fp32 sums give
-// them, on a shape off the 64 x 64 tile; a NaN stays NaN, and makes its column's sum NaN.
+// them, on shapes off the kernel's 64 x 128 tile (one three tiles wide); a NaN stays NaN, and makes
+// its column's sum NaN.
 TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_FP8
@@ -1308,20 +1309,23 @@ TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
 #else
   using dshost_models::Fp8Format;
   at::manual_seed(9);
-  at::Tensor x = (at::randn({200, 72}, at::kCUDA) * 3).to(at::kBFloat16);
   const std::tuple<Fp8Format, at::ScalarType, double> formats[] = {
       {Fp8Format::e4m3, at::kFloat8_e4m3fn, 448.0}, {Fp8Format::e5m2, at::kFloat8_e5m2, 57344.0}};
-  for (const auto& [format, dtype, largest] : formats) {
-    SCOPED_TRACE(c10::toString(dtype));
-    const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, format, /*column_sums=*/true);
-    EXPECT_TRUE(at::allclose(q.column_partials.sum(0), x.to(at::kFloat).sum(0), 1e-5, 1e-4));
-    const at::Tensor amax = x.abs().max().to(at::kFloat);
-    const at::Tensor scale = at::div(at::scalar_tensor(largest, amax.options()), amax);
-    const at::Tensor want = (x.to(at::kFloat) * scale).to(dtype);
-    EXPECT_TRUE(at::equal(q.rows.view(at::kByte), want.view(at::kByte)));
-    EXPECT_TRUE(at::equal(q.columns.view(at::kByte), want.t().contiguous().view(at::kByte)));
-    EXPECT_FLOAT_EQ(q.inverse_scale.item<float>(), 1.0f / scale.item<float>());
+  for (const auto& shape : {std::vector<int64_t>{200, 72}, std::vector<int64_t>{72, 264}}) {
+    const at::Tensor x = (at::randn(shape, at::kCUDA) * 3).to(at::kBFloat16);
+    for (const auto& [format, dtype, largest] : formats) {
+      SCOPED_TRACE(c10::toString(dtype) + (" " + c10::str(x.sizes())));
+      const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, format, /*column_sums=*/true);
+      EXPECT_TRUE(at::allclose(q.column_partials.sum(0), x.to(at::kFloat).sum(0), 1e-5, 1e-4));
+      const at::Tensor amax = x.abs().max().to(at::kFloat);
+      const at::Tensor scale = at::div(at::scalar_tensor(largest, amax.options()), amax);
+      const at::Tensor want = (x.to(at::kFloat) * scale).to(dtype);
+      EXPECT_TRUE(at::equal(q.rows.view(at::kByte), want.view(at::kByte)));
+      EXPECT_TRUE(at::equal(q.columns.view(at::kByte), want.t().contiguous().view(at::kByte)));
+      EXPECT_FLOAT_EQ(q.inverse_scale.item<float>(), 1.0f / scale.item<float>());
+    }
   }
+  at::Tensor x = (at::randn({200, 72}, at::kCUDA) * 3).to(at::kBFloat16);
   x.index_put_({5, 7}, NAN);
   const dshost_models::Fp8Matrix q = dshost_models::to_fp8(x, Fp8Format::e4m3, true);
   EXPECT_TRUE(std::isnan(q.rows.to(at::kFloat)[5][7].item<float>()));

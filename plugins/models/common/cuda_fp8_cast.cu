@@ -2,9 +2,11 @@
 // data starts 16-byte aligned (fp8_linear.hpp checks both), read 8 bf16 (16 bytes) at a time.
 // The largest magnitude is a maximum over the bit patterns of |x| as unsigned integers,
 // which order non-negative floats as their values (infinity and NaN above every finite
-// one), so a NaN is kept where fmaxf would drop it. The cast goes through a 64 x 64 tile in
-// shared memory so that both layouts are written 8 bytes at a time along their rows; the
-// tile's column sums, where asked for, come from the same reads.
+// one), so a NaN is kept where fmaxf would drop it. A block casts a 64 x 128 tile: each thread
+// issues its four loads before it converts any, writes x's layout 8 bytes at a time and the
+// tile into shared memory, then transposes 8 rows by 4 columns of it in registers, so that
+// the transposed layout is also written 8 bytes at a time along its rows; the tile's column
+// sums, where asked for, come from the same reads.
 #include "cuda_fp8_cast.h"
 
 #include "cuda_bf16.cuh"
@@ -16,14 +18,15 @@ namespace {
 
 using namespace kernels;  // kLanes: bf16 in 16 bytes, fp8 in 8
 
-constexpr int kTile = static_cast<int>(kFp8CastTileRows);  // 256 threads cast 64 x 64
-constexpr int kTileStride = 65;  // bytes a row of the shared tile: 8 rows 8 apart fall in 8 banks
+constexpr int kTileRows = static_cast<int>(kFp8CastTileRows);  // 256 threads cast 64 x 128
+constexpr int kTileCols = 128;
 constexpr int kThreads = 256;
+constexpr int kGroupsPerRow = kTileCols / kLanes;      // 16 loads of 8 elements a row
+constexpr int kRowStep = kThreads / kGroupsPerRow;     // 16 rows read at a time
+constexpr int kLoadsPerThread = kTileRows / kRowStep;  // 4
+constexpr int kTileWords = kTileCols / 4 + 1;  // a shared row: 32 words of fp8 and one apart,
+                                               // so rows 8 apart fall in different banks
 constexpr int kAmaxBlocks = 1024;
-
-struct alignas(8) Fp8x8 {
-  uint8_t v[kLanes];
-};
 
 // The largest of the block's threads' `best`, on thread 0 (the others get their warp's).
 // Every thread of the block calls it.
@@ -53,14 +56,13 @@ __global__ void amax_kernel(const Bf16x8* x, int64_t words, unsigned* amax_bits)
 // added in a fixed order (the same bits every run) into column_partials[tile_row, col0 ...].
 __device__ void sum_columns(const float (&sums)[kLanes], int64_t tile_row, int64_t col0,
                             int64_t cols, float* column_partials) {
-  constexpr int kRowsAtOnce = kThreads / (kTile / kLanes);  // 32 threads share a column group
-  __shared__ float partial[kRowsAtOnce][kTile + 1];
-  const int c = (threadIdx.x % (kTile / kLanes)) * kLanes;
-  for (int k = 0; k < kLanes; ++k) partial[threadIdx.x / (kTile / kLanes)][c + k] = sums[k];
+  __shared__ float partial[kRowStep][kTileCols + 1];
+  const int c = (threadIdx.x % kGroupsPerRow) * kLanes;
+  for (int k = 0; k < kLanes; ++k) partial[threadIdx.x / kGroupsPerRow][c + k] = sums[k];
   __syncthreads();
-  if (threadIdx.x >= kTile || col0 + threadIdx.x >= cols) return;
+  if (threadIdx.x >= kTileCols || col0 + threadIdx.x >= cols) return;
   float total = 0.f;
-  for (int r = 0; r < kRowsAtOnce; ++r) total += partial[r][threadIdx.x];
+  for (int r = 0; r < kRowStep; ++r) total += partial[r][threadIdx.x];
   column_partials[tile_row * cols + col0 + threadIdx.x] = total;
 }
 
@@ -91,48 +93,86 @@ __device__ void record_amax(unsigned best, unsigned* history) {
   running[2] = 0;
 }
 
+// Four fp8 values, one from each of four words (rows), taken byte j of each: out[j] holds
+// column j of the 4 x 4 bytes in rows' order.
+__device__ void transpose_4x4(const uint32_t (&rows)[4], uint32_t (&out)[4]) {
+  const uint32_t low01 = __byte_perm(rows[0], rows[1], 0x5140);   // r0b0 r1b0 r0b1 r1b1
+  const uint32_t high01 = __byte_perm(rows[0], rows[1], 0x7362);  // r0b2 r1b2 r0b3 r1b3
+  const uint32_t low23 = __byte_perm(rows[2], rows[3], 0x5140);
+  const uint32_t high23 = __byte_perm(rows[2], rows[3], 0x7362);
+  out[0] = __byte_perm(low01, low23, 0x5410);
+  out[1] = __byte_perm(low01, low23, 0x7632);
+  out[2] = __byte_perm(high01, high23, 0x5410);
+  out[3] = __byte_perm(high01, high23, 0x7632);
+}
+
+// Two values scaled and rounded to fp8, the first in the low byte. A NaN or infinite element
+// is cast to NaN, so the products are NaN where bf16's would be.
+template <__nv_fp8_interpretation_t kFormat>
+__device__ uint32_t to_fp8x2(float a, float b, float scale) {
+  const float2 scaled{isinf(a) ? NAN : a * scale, isinf(b) ? NAN : b * scale};
+  return __nv_cvt_float2_to_fp8x2(scaled, __NV_SATFINITE, kFormat);
+}
+
 // Cast with the scale from *amax (current scaling) or from `history` (delayed, where not
 // null; x's largest magnitude is then recorded in it).
 template <__nv_fp8_interpretation_t kFormat>
-__global__ void cast_kernel(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
-                            unsigned* history, float format_max, uint8_t* out, uint8_t* out_t,
+__global__ void cast_kernel(const uint16_t* __restrict__ x, int64_t rows, int64_t cols,
+                            const float* amax, unsigned* history, float format_max,
+                            uint8_t* __restrict__ out, uint8_t* __restrict__ out_t,
                             float* inverse_scale, float* column_partials) {
-  // An amax of 0 (all zeros) leaves a finite scale. A NaN or infinite element is cast to NaN,
-  // so the products are NaN where bf16's would be.
+  __shared__ uint32_t tile[kTileRows][kTileWords];
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTileCols;
+  // x's rows: thread t reads 8 columns, group t % 16, of rows t / 16 + 16 i (a warp reads two
+  // rows' 256 bytes at once).
+  const int c = (threadIdx.x % kGroupsPerRow) * kLanes, r0 = threadIdx.x / kGroupsPerRow;
+  Bf16x8 in[kLoadsPerThread];
+  for (int i = 0; i < kLoadsPerThread; ++i) {
+    const int64_t r = row0 + r0 + i * kRowStep;
+    if (r < rows && col0 + c < cols)
+      in[i] = *reinterpret_cast<const Bf16x8*>(x + r * cols + col0 + c);
+  }
+  // An amax of 0 (all zeros) leaves a finite scale.
   const float scale =
       history != nullptr ? history_scale(history, format_max) : format_max / fmaxf(*amax, 1e-30f);
   if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *inverse_scale = 1.f / scale;
   unsigned best = 0;  // the largest |x| this thread reads, as bits
-  __shared__ uint8_t tile[kTile * kTileStride];
-  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTile;
-  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTile;
-  constexpr int kGroups = kTile / kLanes;  // 8-element groups along a tile row
-  // x's rows: thread t takes group t % 8 of rows t / 8, t / 8 + 32, and sums its columns there.
   float sums[kLanes] = {};
-  for (int p = threadIdx.x; p < kTile * kGroups; p += kThreads) {
-    const int r = p / kGroups, c = (p % kGroups) * kLanes;
+  for (int i = 0; i < kLoadsPerThread; ++i) {
+    const int r = r0 + i * kRowStep;
     if (row0 + r >= rows || col0 + c >= cols) continue;
-    const int64_t at = (row0 + r) * cols + col0 + c;
-    const Bf16x8 in = *reinterpret_cast<const Bf16x8*>(x + at);
-    Fp8x8 q;
+    float v[kLanes];
     for (int k = 0; k < kLanes; ++k) {
-      const float v = to_float(in.v[k]);
-      sums[k] += v;
-      best = max(best, __float_as_uint(fabsf(v)));
-      q.v[k] = __nv_cvt_float_to_fp8(isinf(v) ? NAN : v * scale, __NV_SATFINITE, kFormat);
-      tile[r * kTileStride + c + k] = q.v[k];
+      v[k] = to_float(in[i].v[k]);
+      sums[k] += v[k];
+      best = max(best, __float_as_uint(fabsf(v[k])));
     }
-    *reinterpret_cast<Fp8x8*>(out + at) = q;
+    const uint32_t low = to_fp8x2<kFormat>(v[0], v[1], scale) | to_fp8x2<kFormat>(v[2], v[3], scale)
+                                                                    << 16;
+    const uint32_t high =
+        to_fp8x2<kFormat>(v[4], v[5], scale) | to_fp8x2<kFormat>(v[6], v[7], scale) << 16;
+    *reinterpret_cast<uint2*>(out + (row0 + r) * cols + col0 + c) = make_uint2(low, high);
+    tile[r][c / 4] = low;
+    tile[r][c / 4 + 1] = high;
   }
-  if (column_partials != nullptr) sum_columns(sums, row0 / kTile, col0, cols, column_partials);
+  if (column_partials != nullptr) sum_columns(sums, row0 / kTileRows, col0, cols, column_partials);
   __syncthreads();
-  // out_t's rows (x's columns): thread t takes group t % 8 of columns t / 8, t / 8 + 32.
-  for (int p = threadIdx.x; p < kTile * kGroups; p += kThreads) {
-    const int c = p / kGroups, r = (p % kGroups) * kLanes;
-    if (col0 + c >= cols || row0 + r >= rows) continue;
-    Fp8x8 q;
-    for (int k = 0; k < kLanes; ++k) q.v[k] = tile[(r + k) * kTileStride + c];
-    *reinterpret_cast<Fp8x8*>(out_t + (col0 + c) * rows + row0 + r) = q;
+  // out_t's rows (x's columns): thread t takes rows 8 g .. 8 g + 7 of columns 4 h .. 4 h + 3,
+  // a warp four g by eight h, so that its 32 shared reads fall in 32 banks.
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = (warp % 2) * 4 + lane / 8, h = (warp / 2) * 8 + lane % 8;
+  const int64_t r = row0 + 8 * g, col = col0 + 4 * h;
+  if (r < rows && col < cols) {
+    uint32_t upper[4], lower[4], upper_t[4], lower_t[4];
+    for (int k = 0; k < 4; ++k) {
+      upper[k] = tile[8 * g + k][h];
+      lower[k] = tile[8 * g + 4 + k][h];
+    }
+    transpose_4x4(upper, upper_t);
+    transpose_4x4(lower, lower_t);
+    for (int j = 0; j < 4; ++j)
+      *reinterpret_cast<uint2*>(out_t + (col + j) * rows + r) = make_uint2(upper_t[j], lower_t[j]);
   }
   if (history != nullptr) record_amax(best, history);
 }
@@ -152,7 +192,8 @@ __global__ void sum_partials_kernel(const float* partials, int64_t tile_rows, in
 const char* launch_cast(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
                         unsigned* history, Fp8Format format, uint8_t* out, uint8_t* out_t,
                         float* inverse_scale, float* column_partials, void* stream) {
-  const int64_t tile_rows = (rows + kTile - 1) / kTile, tile_cols = (cols + kTile - 1) / kTile;
+  const int64_t tile_rows = (rows + kTileRows - 1) / kTileRows;
+  const int64_t tile_cols = (cols + kTileCols - 1) / kTileCols;
   if (tile_rows > 65535 || tile_cols > 2147483647)
     return "a matrix of over 4 million rows is not cast to fp8 here";
   const dim3 grid(static_cast<unsigned>(tile_cols), static_cast<unsigned>(tile_rows));
