@@ -106,12 +106,16 @@ __device__ void transpose_4x4(const uint32_t (&rows)[4], uint32_t (&out)[4]) {
   out[3] = __byte_perm(high01, high23, 0x7632);
 }
 
-// Two values scaled and rounded to fp8, the first in the low byte. A NaN or infinite element
-// is cast to NaN, so the products are NaN where bf16's would be.
+// Four values scaled and rounded to fp8, two at a time, the first in the low byte. A NaN or
+// infinite element is cast to NaN, so the products are NaN where bf16's would be.
 template <__nv_fp8_interpretation_t kFormat>
-__device__ uint32_t to_fp8x2(float a, float b, float scale) {
-  const float2 scaled{isinf(a) ? NAN : a * scale, isinf(b) ? NAN : b * scale};
-  return __nv_cvt_float2_to_fp8x2(scaled, __NV_SATFINITE, kFormat);
+__device__ uint32_t to_fp8x4(const float* v, float scale) {
+  uint32_t packed = 0;
+  for (int k = 0; k < 4; k += 2) {
+    const float2 scaled{isinf(v[k]) ? NAN : v[k] * scale, isinf(v[k + 1]) ? NAN : v[k + 1] * scale};
+    packed |= uint32_t{__nv_cvt_float2_to_fp8x2(scaled, __NV_SATFINITE, kFormat)} << (8 * k);
+  }
+  return packed;
 }
 
 // Cast with the scale from *amax (current scaling) or from `history` (delayed, where not
@@ -148,10 +152,7 @@ __global__ void cast_kernel(const uint16_t* __restrict__ x, int64_t rows, int64_
       sums[k] += v[k];
       best = max(best, __float_as_uint(fabsf(v[k])));
     }
-    const uint32_t low = to_fp8x2<kFormat>(v[0], v[1], scale) | to_fp8x2<kFormat>(v[2], v[3], scale)
-                                                                    << 16;
-    const uint32_t high =
-        to_fp8x2<kFormat>(v[4], v[5], scale) | to_fp8x2<kFormat>(v[6], v[7], scale) << 16;
+    const uint32_t low = to_fp8x4<kFormat>(v, scale), high = to_fp8x4<kFormat>(v + 4, scale);
     *reinterpret_cast<uint2*>(out + (row0 + r) * cols + col0 + c) = make_uint2(low, high);
     tile[r][c / 4] = low;
     tile[r][c / 4 + 1] = high;
