@@ -7,6 +7,8 @@
 #include "plugins/models/common/bias_gradient.hpp"
 #include "plugins/models/common/cross_entropy.hpp"
 #include "plugins/models/common/fp8_linear.hpp"
+#include "plugins/models/common/fp8_mlp.hpp"
+#include "plugins/models/common/gelu_mlp.hpp"
 #include "plugins/models/common/image.hpp"
 #include "plugins/models/common/layer_norm.hpp"
 #include "plugins/models/common/squeeze_excitation.hpp"
@@ -1332,6 +1334,192 @@ TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
   EXPECT_TRUE(std::isnan(q.column_partials.sum(0)[7].item<float>()));
   EXPECT_FALSE(std::isnan(q.column_partials.sum(0)[6].item<float>()));
   EXPECT_TRUE(std::isnan(q.columns.to(at::kFloat)[7][5].item<float>()));
+#endif
+}
+
+// GPT-2's tanh GELU.
+at::Tensor gelu_tanh(const at::Tensor& x) { return at::gelu(x, "tanh"); }
+
+// The casts of GELU(x) and of x times GELU's derivative at p (fp8_mlp.hpp's) against the same
+// values in float64: each element the float64 value rounded to the format (within half its
+// step: 1/16 of the value in e4m3, 1/8 in e5m2, or a subnormal step), the scale from the
+// values' largest magnitude, the transposed layout the same bytes, the column sums the
+// float64 sums of the values.
+TEST(Fp8Linear, CastsGeluAndItsGradientWithinFp8RoundingOfFloat64) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_FP8
+  GTEST_SKIP() << "built without fp8";
+#else
+  using dshost_models::Fp8Format;
+  using dshost_models::Fp8Source;
+  at::manual_seed(21);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor x = at::randn({200, 264}, bf16) * 2, p = at::randn({200, 264}, bf16) * 2;
+  const at::Tensor p64 = p.to(at::kDouble).set_requires_grad(true);
+  gelu_tanh(p64).backward(at::ones_like(p64));
+  struct Case {
+    Fp8Source source;
+    Fp8Format format;
+    double largest, step, subnormal;
+    at::Tensor want;
+  };
+  const Case cases[] = {{Fp8Source::gelu, Fp8Format::e4m3, 448, 1.0 / 16, std::ldexp(1.0, -9),
+                         gelu_tanh(x.to(at::kDouble))},
+                        {Fp8Source::gelu_gradient, Fp8Format::e5m2, 57344, 1.0 / 8,
+                         std::ldexp(1.0, -16), x.to(at::kDouble) * p64.grad()}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.source == Fp8Source::gelu ? "GELU" : "GELU's gradient");
+    const dshost_models::Fp8Matrix q =
+        dshost_models::to_fp8(x, c.format, /*column_sums=*/true, nullptr, c.source, p);
+    const double inverse = q.inverse_scale.item<double>();
+    const at::Tensor got = q.rows.to(at::kDouble) * inverse;
+    const at::Tensor off =
+        (got - c.want).abs() - c.want.abs() * c.step * 1.001 - c.subnormal * inverse;
+    EXPECT_LE(off.max().item<double>(), 0.0);
+    EXPECT_NEAR(inverse * c.largest, c.want.abs().max().item<double>(), 1e-5 * inverse * c.largest);
+    EXPECT_TRUE(at::equal(q.columns.view(at::kByte), q.rows.t().contiguous().view(at::kByte)));
+    EXPECT_TRUE(at::allclose(q.column_partials.sum(0).to(at::kDouble), c.want.sum(0), 1e-4, 1e-3));
+  }
+#endif
+}
+
+// An MLP's output and the gradients of its five inputs (x, fc's weight and bias, proj's
+// weight and bias) as `mlp` gives them on leaf copies of `inputs`, for output gradient g.
+struct MlpRun {
+  at::Tensor output;
+  std::vector<at::Tensor> grads;
+  std::string function;
+};
+template <typename Mlp>
+MlpRun run_mlp(const Mlp& mlp, const std::vector<at::Tensor>& inputs, const at::Tensor& g) {
+  std::vector<at::Tensor> leaves;
+  for (const at::Tensor& t : inputs) leaves.push_back(t.detach().clone().set_requires_grad(true));
+  const at::Tensor y = mlp(leaves);
+  y.backward(g.to(y.scalar_type()));
+  MlpRun run{y.detach(), {}, y.grad_fn()->name()};
+  for (const at::Tensor& leaf : leaves) run.grads.push_back(leaf.grad());
+  return run;
+}
+
+at::Tensor float64_mlp(const std::vector<at::Tensor>& p) {
+  return at::linear(gelu_tanh(at::linear(p[0], p[1], p[2])), p[3], p[4]);
+}
+
+std::vector<at::Tensor> mlp_inputs(int64_t width, at::TensorOptions options) {
+  return {at::randn({4, 40, width}, options), at::randn({4 * width, width}, options) * 0.05,
+          at::randn({4 * width}, options) * 0.1, at::randn({width, 4 * width}, options) * 0.03,
+          at::randn({width}, options) * 0.1};
+}
+
+// `fused`'s output and five gradients against float64's, each as close as `unfused`'s come
+// (within 1.1 times their error, plus 1e-3) and within `bounds` (relative errors).
+void expect_mlp_follows_float64(const MlpRun& fused, const MlpRun& unfused, const MlpRun& exact,
+                                const std::vector<double>& bounds) {
+  const char* names[] = {"output", "x", "fc weight", "fc bias", "proj weight", "proj bias"};
+  for (size_t i = 0; i < 6; ++i) {
+    SCOPED_TRACE(names[i]);
+    const auto pick = [i](const MlpRun& run) { return i == 0 ? run.output : run.grads[i - 1]; };
+    const double error = relative_error(pick(fused), pick(exact));
+    EXPECT_LE(error, 1.1 * relative_error(pick(unfused), pick(exact)) + 1e-3);
+    EXPECT_LT(error, bounds[i]);
+  }
+}
+
+DSHOST_SUITE_LABEL(Fp8GeluMlp, gpu);
+// gpt's fp8 MLP with GELU in its casts against a float64 MLP, as close as the unfused fp8
+// layers (fp8_linear, ATen's GELU, fp8_linear) come, under the current scaling and over three
+// passes of delayed scaling: the output within 0.08 of the norm, the gradients within 0.15
+// (e5m2's rounding) and proj's bias gradient, a sum of the bf16 output gradient, within 0.01.
+TEST(Fp8GeluMlp, FollowsAFloat64MlpAsTheUnfusedLayersDo) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
+  at::manual_seed(23);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  for (const bool delayed : {false, true}) {
+    dshost_models::Fp8Scaling fused_scaling[2], unfused_scaling[2];
+    const auto scaling = [delayed](dshost_models::Fp8Scaling* s) {
+      return dshost_models::Fp8MlpScaling{delayed ? &s[0] : nullptr, delayed ? &s[1] : nullptr};
+    };
+    for (int pass = 0; pass < (delayed ? 3 : 1); ++pass) {
+      SCOPED_TRACE((delayed ? "delayed scaling, pass " : "current scaling, pass ") +
+                   std::to_string(pass));
+      const std::vector<at::Tensor> inputs = mlp_inputs(272, bf16);
+      const at::Tensor g = at::randn({4, 40, 272}, bf16);
+      const MlpRun fused = run_mlp(
+          [&](const std::vector<at::Tensor>& p) {
+            return dshost_models::fp8_gelu_mlp(p[0], p[1], p[2], p[3], p[4],
+                                               scaling(fused_scaling));
+          },
+          inputs, g);
+      ASSERT_NE(fused.function.find("Fp8GeluMlp"), std::string::npos) << fused.function;
+      const MlpRun unfused = run_mlp(
+          [&](const std::vector<at::Tensor>& p) {
+            const dshost_models::Fp8MlpScaling s = scaling(unfused_scaling);
+            return dshost_models::fp8_linear(
+                gelu_tanh(dshost_models::fp8_linear(p[0], p[1], p[2], {s.fc})), p[3], p[4],
+                {s.proj});
+          },
+          inputs, g);
+      std::vector<at::Tensor> inputs64;
+      for (const at::Tensor& t : inputs) inputs64.push_back(t.to(at::kDouble));
+      expect_mlp_follows_float64(fused, unfused, run_mlp(float64_mlp, inputs64, g),
+                                 {0.08, 0.15, 0.15, 0.15, 0.15, 0.01});
+    }
+  }
+}
+
+DSHOST_SUITE_LABEL(GeluMlp, gpu);
+// gpt's bf16 MLP with GELU in cuBLASLt's epilogues against a float64 MLP, as close as the
+// unfused layers (dshost::linear, ATen's GELU) come, within bf16's rounding (1/100 of the
+// norm); 111 rows, no multiple of 8. Then with bf16 buffers bound as both weights' gradients
+// (what a strategy binds), over two passes: backward adds the weights' gradients into them,
+// on top of what they held, the accumulators get none, and the buffers' sums are float64's
+// within bf16's rounding.
+TEST(GeluMlp, FollowsAFloat64MlpAsTheUnfusedLayersDo) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_GELU_GEMM
+  GTEST_SKIP() << "built without cuBLASLt's epilogues";
+#else
+  at::manual_seed(24);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const auto fused = [](const std::vector<at::Tensor>& p) {
+    return dshost_models::gelu_mlp(p[0], p[1], p[2], p[3], p[4]);
+  };
+  std::vector<at::Tensor> inputs = mlp_inputs(264, bf16), inputs64;
+  inputs[0] = inputs[0].reshape({-1, 264}).narrow(0, 0, 111);
+  const at::Tensor g = at::randn({111, 264}, bf16);
+  for (const at::Tensor& t : inputs) inputs64.push_back(t.to(at::kDouble));
+  const MlpRun ours = run_mlp(fused, inputs, g);
+  ASSERT_NE(ours.function.find("GeluMlp"), std::string::npos) << ours.function;
+  const MlpRun unfused = run_mlp(
+      [](const std::vector<at::Tensor>& p) {
+        return at::linear(gelu_tanh(at::linear(p[0], p[1], p[2])), p[3], p[4]);
+      },
+      inputs, g);
+  expect_mlp_follows_float64(ours, unfused, run_mlp(float64_mlp, inputs64, g),
+                             std::vector<double>(6, 0.01));
+
+  std::vector<at::Tensor> params(inputs.begin() + 1, inputs.end());
+  for (at::Tensor& p : params) p = p.clone().set_requires_grad(true);
+  std::vector<bool> arrived;
+  const BoundGradient bound_fc = bind_gradient(params[0], &arrived),
+                      bound_proj = bind_gradient(params[2], &arrived);
+  at::Tensor sum_fc = at::zeros({4 * 264, 264}, at::kDouble).cuda(),
+             sum_proj = at::zeros({264, 4 * 264}, at::kDouble).cuda();
+  for (int pass = 0; pass < 2; ++pass) {
+    const at::Tensor x = at::randn({4, 40, 264}, bf16), gy = at::randn({4, 40, 264}, bf16);
+    fused({x, params[0], params[1], params[2], params[3]}).backward(gy);
+    std::vector<at::Tensor> p64{x.to(at::kDouble)};
+    for (const at::Tensor& p : params) p64.push_back(p.detach().to(at::kDouble));
+    const MlpRun exact = run_mlp(float64_mlp, p64, gy);
+    sum_fc += exact.grads[1];
+    sum_proj += exact.grads[3];
+  }
+  EXPECT_EQ(params[0].grad().data_ptr(), bound_fc.buffer.data_ptr());
+  EXPECT_EQ(params[2].grad().data_ptr(), bound_proj.buffer.data_ptr());
+  EXPECT_LT(relative_error(bound_fc.buffer - bound_fc.held, sum_fc), 0.01);
+  EXPECT_LT(relative_error(bound_proj.buffer - bound_proj.held, sum_proj), 0.01);
+  EXPECT_EQ(arrived, std::vector<bool>(4, false));
 #endif
 }
 
