@@ -6,7 +6,8 @@
 // issues its four loads before it converts any, writes x's layout 8 bytes at a time and the
 // tile into shared memory, then transposes 8 rows by 4 columns of it in registers, so that
 // the transposed layout is also written 8 bytes at a time along its rows; the tile's column
-// sums, where asked for, come from the same reads.
+// sums, where asked for, come from the same reads. GELU and its gradient (fp8_mlp.hpp's
+// sources) are computed on the way, from the values read.
 #include "cuda_fp8_cast.h"
 
 #include "cuda_bf16.cuh"
@@ -143,7 +144,7 @@ __device__ uint32_t to_fp8x4(const float* v, float scale) {
 }
 
 // Cast with the scale from *amax (current scaling) or from `history` (delayed, where not
-// null; x's largest magnitude is then recorded in it).
+// null; the values' largest magnitude is then recorded in it).
 template <__nv_fp8_interpretation_t kFormat, Fp8Source kSource>
 __global__ void cast_kernel(const uint16_t* __restrict__ x, const uint16_t* __restrict__ at,
                             int64_t rows, int64_t cols, const float* amax, unsigned* history,

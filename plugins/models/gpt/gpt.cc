@@ -12,13 +12,13 @@
 #include "../common/bias_gradient.hpp"
 #include "../common/fp8_linear.hpp"
 #include "../common/fp8_mlp.hpp"
-#include "../common/gelu_mlp.hpp"
 #include "../common/layer_norm.hpp"
 
 #include <dshost/model.hpp>
 #include <dshost/ops/attention.hpp>
 #include <dshost/ops/linear.hpp>
 
+#include <torch/nn/functional/activation.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
@@ -135,18 +135,19 @@ struct BlockImpl : nn::Module {
     return h + drop->forward(mlp(normed));
   }
 
-  // mlp_proj(GELU(c_fc(x))), GELU fused into c_fc's products' epilogues in bf16 and into the
-  // casts between the layers in fp8.
+  // mlp_proj(GELU(c_fc(x))); in fp8 with GELU inside the casts between the layers.
   at::Tensor mlp(const at::Tensor& x) {
     if (precision == Precision::bf16)
-      return dshost_models::gelu_mlp(x, c_fc->weight, c_fc->bias, mlp_proj->weight, mlp_proj->bias);
+      return linear(3, mlp_proj,
+                    nn::functional::gelu(linear(2, c_fc, x),
+                                         nn::functional::GELUFuncOptions().approximate("tanh")));
     const bool delayed = precision == Precision::fp8_delayed;
     return dshost_models::fp8_gelu_mlp(
         x, c_fc->weight, c_fc->bias, mlp_proj->weight, mlp_proj->bias,
         {delayed ? &fp8_scaling[2] : nullptr, delayed ? &fp8_scaling[3] : nullptr});
   }
 
-  // The block's layer i (c_attn, attn_proj) on x. dshost::linear fuses the
+  // The block's layer i (c_attn, attn_proj, c_fc, mlp_proj) on x. dshost::linear fuses the
   // bias into the GEMM, as ATen's linear (and Python's nn.Linear) does, where the C++
   // frontend's nn::Linear adds it in a kernel of its own, and adds the weight's gradient
   // straight into the strategy's buffer, its bias's too (bias_gradient.hpp).
