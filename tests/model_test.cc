@@ -7,6 +7,7 @@
 #include "plugins/models/common/bias_gradient.hpp"
 #include "plugins/models/common/cross_entropy.hpp"
 #include "plugins/models/common/fp8_linear.hpp"
+#include "plugins/models/common/fp8_mlp.hpp"
 #include "plugins/models/common/image.hpp"
 #include "plugins/models/common/layer_norm.hpp"
 #include "plugins/models/common/squeeze_excitation.hpp"
@@ -1333,6 +1334,138 @@ TEST(Fp8Linear, CastsAsAtensConversionInBothLayouts) {
   EXPECT_FALSE(std::isnan(q.column_partials.sum(0)[6].item<float>()));
   EXPECT_TRUE(std::isnan(q.columns.to(at::kFloat)[7][5].item<float>()));
 #endif
+}
+
+// GPT-2's tanh GELU.
+at::Tensor gelu_tanh(const at::Tensor& x) { return at::gelu(x, "tanh"); }
+
+// The casts of GELU(x) and of x times GELU's derivative at p (fp8_mlp.hpp's) against the same
+// values in float64: each element the float64 value rounded to the format (within half its
+// step: 1/16 of the value in e4m3, 1/8 in e5m2, or a subnormal step), the scale from the
+// values' largest magnitude, the transposed layout the same bytes, the column sums the
+// float64 sums of the values.
+TEST(Fp8Linear, CastsGeluAndItsGradientWithinFp8RoundingOfFloat64) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_FP8
+  GTEST_SKIP() << "built without fp8";
+#else
+  using dshost_models::Fp8Format;
+  using dshost_models::Fp8Source;
+  at::manual_seed(21);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor x = at::randn({200, 264}, bf16) * 2, p = at::randn({200, 264}, bf16) * 2;
+  const at::Tensor p64 = p.to(at::kDouble).set_requires_grad(true);
+  gelu_tanh(p64).backward(at::ones_like(p64));
+  struct Case {
+    Fp8Source source;
+    Fp8Format format;
+    double largest, step, subnormal;
+    at::Tensor want;
+  };
+  const Case cases[] = {{Fp8Source::gelu, Fp8Format::e4m3, 448, 1.0 / 16, std::ldexp(1.0, -9),
+                         gelu_tanh(x.to(at::kDouble))},
+                        {Fp8Source::gelu_gradient, Fp8Format::e5m2, 57344, 1.0 / 8,
+                         std::ldexp(1.0, -16), x.to(at::kDouble) * p64.grad()}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.source == Fp8Source::gelu ? "GELU" : "GELU's gradient");
+    const dshost_models::Fp8Matrix q =
+        dshost_models::to_fp8(x, c.format, /*column_sums=*/true, nullptr, c.source, p);
+    const double inverse = q.inverse_scale.item<double>();
+    const at::Tensor got = q.rows.to(at::kDouble) * inverse;
+    // fp32's rounding besides, where 1 + tanh cancels: 1e-6 of the largest magnitude.
+    const at::Tensor off = (got - c.want).abs() - c.want.abs() * c.step - c.subnormal * inverse -
+                           1e-6 * c.largest * inverse;
+    EXPECT_LE(off.max().item<double>(), 0.0);
+    EXPECT_NEAR(inverse * c.largest, c.want.abs().max().item<double>(), 1e-5 * inverse * c.largest);
+    EXPECT_TRUE(at::equal(q.columns.view(at::kByte), q.rows.t().contiguous().view(at::kByte)));
+    EXPECT_TRUE(at::allclose(q.column_partials.sum(0).to(at::kDouble), c.want.sum(0), 1e-4, 1e-3));
+  }
+#endif
+}
+
+// An MLP's output and the gradients of its five inputs (x, fc's weight and bias, proj's
+// weight and bias) as `mlp` gives them on leaf copies of `inputs`, for output gradient g.
+struct MlpRun {
+  at::Tensor output;
+  std::vector<at::Tensor> grads;
+  std::string function;
+};
+template <typename Mlp>
+MlpRun run_mlp(const Mlp& mlp, const std::vector<at::Tensor>& inputs, const at::Tensor& g) {
+  std::vector<at::Tensor> leaves;
+  for (const at::Tensor& t : inputs) leaves.push_back(t.detach().clone().set_requires_grad(true));
+  const at::Tensor y = mlp(leaves);
+  y.backward(g.to(y.scalar_type()));
+  MlpRun run{y.detach(), {}, y.grad_fn()->name()};
+  for (const at::Tensor& leaf : leaves) run.grads.push_back(leaf.grad());
+  return run;
+}
+
+at::Tensor float64_mlp(const std::vector<at::Tensor>& p) {
+  return at::linear(gelu_tanh(at::linear(p[0], p[1], p[2])), p[3], p[4]);
+}
+
+std::vector<at::Tensor> mlp_inputs(int64_t width, at::TensorOptions options) {
+  return {at::randn({4, 40, width}, options), at::randn({4 * width, width}, options) * 0.05,
+          at::randn({4 * width}, options) * 0.1, at::randn({width, 4 * width}, options) * 0.03,
+          at::randn({width}, options) * 0.1};
+}
+
+// `fused`'s output and five gradients against float64's, each as close as `unfused`'s come
+// (within 1.1 times their error, plus 1e-3) and within `bounds` (relative errors).
+void expect_mlp_follows_float64(const MlpRun& fused, const MlpRun& unfused, const MlpRun& exact,
+                                const std::vector<double>& bounds) {
+  const char* names[] = {"output", "x", "fc weight", "fc bias", "proj weight", "proj bias"};
+  for (size_t i = 0; i < 6; ++i) {
+    SCOPED_TRACE(names[i]);
+    const auto pick = [i](const MlpRun& run) { return i == 0 ? run.output : run.grads[i - 1]; };
+    const double error = relative_error(pick(fused), pick(exact));
+    EXPECT_LE(error, 1.1 * relative_error(pick(unfused), pick(exact)) + 1e-3);
+    EXPECT_LT(error, bounds[i]);
+  }
+}
+
+DSHOST_SUITE_LABEL(Fp8GeluMlp, gpu);
+// gpt's fp8 MLP with GELU in its casts against a float64 MLP, as close as the unfused fp8
+// layers (fp8_linear, ATen's GELU, fp8_linear) come, under the current scaling and over three
+// passes of delayed scaling: the output within 0.08 of the norm, the gradients within 0.15
+// (e5m2's rounding) and proj's bias gradient, a sum of the bf16 output gradient, within 0.01.
+TEST(Fp8GeluMlp, FollowsAFloat64MlpAsTheUnfusedLayersDo) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
+  at::manual_seed(23);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  for (const bool delayed : {false, true}) {
+    dshost_models::Fp8Scaling fused_scaling[2], unfused_scaling[2];
+    const auto scaling = [delayed](dshost_models::Fp8Scaling* s) {
+      return dshost_models::Fp8MlpScaling{delayed ? &s[0] : nullptr, delayed ? &s[1] : nullptr};
+    };
+    for (int pass = 0; pass < (delayed ? 3 : 1); ++pass) {
+      SCOPED_TRACE((delayed ? "delayed scaling, pass " : "current scaling, pass ") +
+                   std::to_string(pass));
+      const std::vector<at::Tensor> inputs = mlp_inputs(272, bf16);
+      const at::Tensor g = at::randn({4, 40, 272}, bf16);
+      const MlpRun fused = run_mlp(
+          [&](const std::vector<at::Tensor>& p) {
+            return dshost_models::fp8_gelu_mlp(p[0], p[1], p[2], p[3], p[4],
+                                               scaling(fused_scaling));
+          },
+          inputs, g);
+      ASSERT_NE(fused.function.find("Fp8GeluMlp"), std::string::npos) << fused.function;
+      const MlpRun unfused = run_mlp(
+          [&](const std::vector<at::Tensor>& p) {
+            const dshost_models::Fp8MlpScaling s = scaling(unfused_scaling);
+            return dshost_models::fp8_linear(
+                gelu_tanh(dshost_models::fp8_linear(p[0], p[1], p[2], {s.fc})), p[3], p[4],
+                {s.proj});
+          },
+          inputs, g);
+      std::vector<at::Tensor> inputs64;
+      for (const at::Tensor& t : inputs) inputs64.push_back(t.to(at::kDouble));
+      expect_mlp_follows_float64(fused, unfused, run_mlp(float64_mlp, inputs64, g),
+                                 {0.08, 0.15, 0.15, 0.15, 0.15, 0.01});
+    }
+  }
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 // issues its four loads before it converts any, writes x's layout 8 bytes at a time and the
 // tile into shared memory, then transposes 8 rows by 4 columns of it in registers, so that
 // the transposed layout is also written 8 bytes at a time along its rows; the tile's column
-// sums, where asked for, come from the same reads.
+// sums, where asked for, come from the same reads. GELU and its gradient (fp8_mlp.hpp's
+// sources) are computed on the way, from the values read.
 #include "cuda_fp8_cast.h"
 
 #include "cuda_bf16.cuh"
@@ -41,12 +42,36 @@ __device__ unsigned block_max(unsigned best) {
   return best;
 }
 
-__global__ void amax_kernel(const Bf16x8* x, int64_t words, unsigned* amax_bits) {
+// GELU, GPT-2's tanh approximation, and its derivative (ATen's formulas), in fp32.
+constexpr float kSqrt2OverPi = 0.7978845608028654f, kCubic = 0.044715f;
+__device__ float gelu(float v) {
+  return 0.5f * v * (1.f + tanhf(kSqrt2OverPi * (v + kCubic * v * v * v)));
+}
+__device__ float gelu_derivative(float v) {
+  const float t = tanhf(kSqrt2OverPi * (v + kCubic * v * v * v));
+  return 0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kCubic * v * v);
+}
+
+// Eight of the input's values from its words x and (gelu_gradient's) at.
+template <Fp8Source kSource>
+__device__ void source_values(const Bf16x8& x, const Bf16x8& at, float (&v)[kLanes]) {
+  for (int k = 0; k < kLanes; ++k) {
+    const float value = to_float(x.v[k]);
+    if constexpr (kSource == Fp8Source::plain) v[k] = value;
+    if constexpr (kSource == Fp8Source::gelu) v[k] = gelu(value);
+    if constexpr (kSource == Fp8Source::gelu_gradient)
+      v[k] = value * gelu_derivative(to_float(at.v[k]));
+  }
+}
+
+template <Fp8Source kSource>
+__global__ void amax_kernel(const Bf16x8* x, const Bf16x8* at, int64_t words, unsigned* amax_bits) {
   unsigned best = 0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < words;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const Bf16x8 w = x[i];
-    for (int k = 0; k < kLanes; ++k) best = max(best, __float_as_uint(fabsf(to_float(w.v[k]))));
+    float v[kLanes];
+    source_values<kSource>(x[i], kSource == Fp8Source::gelu_gradient ? at[i] : Bf16x8{}, v);
+    for (int k = 0; k < kLanes; ++k) best = max(best, __float_as_uint(fabsf(v[k])));
   }
   best = block_max(best);
   if (threadIdx.x == 0) atomicMax(amax_bits, best);
@@ -119,23 +144,26 @@ __device__ uint32_t to_fp8x4(const float* v, float scale) {
 }
 
 // Cast with the scale from *amax (current scaling) or from `history` (delayed, where not
-// null; x's largest magnitude is then recorded in it).
-template <__nv_fp8_interpretation_t kFormat>
-__global__ void cast_kernel(const uint16_t* __restrict__ x, int64_t rows, int64_t cols,
-                            const float* amax, unsigned* history, float format_max,
-                            uint8_t* __restrict__ out, uint8_t* __restrict__ out_t,
-                            float* inverse_scale, float* column_partials) {
+// null; the values' largest magnitude is then recorded in it).
+template <__nv_fp8_interpretation_t kFormat, Fp8Source kSource>
+__global__ void cast_kernel(const uint16_t* __restrict__ x, const uint16_t* __restrict__ at,
+                            int64_t rows, int64_t cols, const float* amax, unsigned* history,
+                            float format_max, uint8_t* __restrict__ out,
+                            uint8_t* __restrict__ out_t, float* inverse_scale,
+                            float* column_partials) {
   __shared__ uint32_t tile[kTileRows][kTileWords];
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
   const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTileCols;
   // x's rows: thread t reads 8 columns, group t % 16, of rows t / 16 + 16 i (a warp reads two
   // rows' 256 bytes at once).
   const int c = (threadIdx.x % kGroupsPerRow) * kLanes, r0 = threadIdx.x / kGroupsPerRow;
-  Bf16x8 in[kLoadsPerThread];
+  Bf16x8 in[kLoadsPerThread], in_at[kLoadsPerThread];
   for (int i = 0; i < kLoadsPerThread; ++i) {
     const int64_t r = row0 + r0 + i * kRowStep;
-    if (r < rows && col0 + c < cols)
-      in[i] = *reinterpret_cast<const Bf16x8*>(x + r * cols + col0 + c);
+    if (r >= rows || col0 + c >= cols) continue;
+    in[i] = *reinterpret_cast<const Bf16x8*>(x + r * cols + col0 + c);
+    if constexpr (kSource == Fp8Source::gelu_gradient)
+      in_at[i] = *reinterpret_cast<const Bf16x8*>(at + r * cols + col0 + c);
   }
   // An amax of 0 (all zeros) leaves a finite scale.
   const float scale =
@@ -147,8 +175,8 @@ __global__ void cast_kernel(const uint16_t* __restrict__ x, int64_t rows, int64_
     const int r = r0 + i * kRowStep;
     if (row0 + r >= rows || col0 + c >= cols) continue;
     float v[kLanes];
+    source_values<kSource>(in[i], in_at[i], v);
     for (int k = 0; k < kLanes; ++k) {
-      v[k] = to_float(in[i].v[k]);
       sums[k] += v[k];
       best = max(best, __float_as_uint(fabsf(v[k])));
     }
@@ -190,50 +218,82 @@ __global__ void sum_partials_kernel(const float* partials, int64_t tile_rows, in
   store_bf16(out + c, total, accumulate);
 }
 
-const char* launch_cast(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
-                        unsigned* history, Fp8Format format, uint8_t* out, uint8_t* out_t,
-                        float* inverse_scale, float* column_partials, void* stream) {
-  const int64_t tile_rows = (rows + kTileRows - 1) / kTileRows;
-  const int64_t tile_cols = (cols + kTileCols - 1) / kTileCols;
+template <Fp8Source kSource>
+void launch_cast_from(const Fp8CastInput& in, dim3 grid, const float* amax, unsigned* history,
+                      Fp8Format format, uint8_t* out, uint8_t* out_t, float* inverse_scale,
+                      float* column_partials, cudaStream_t s) {
+  if (format == Fp8Format::e4m3)
+    cast_kernel<__NV_E4M3, kSource><<<grid, kThreads, 0, s>>>(in.x, in.at, in.rows, in.cols, amax,
+                                                              history, 448.f, out, out_t,
+                                                              inverse_scale, column_partials);
+  else
+    cast_kernel<__NV_E5M2, kSource><<<grid, kThreads, 0, s>>>(in.x, in.at, in.rows, in.cols, amax,
+                                                              history, 57344.f, out, out_t,
+                                                              inverse_scale, column_partials);
+}
+
+const char* launch_cast(const Fp8CastInput& in, const float* amax, unsigned* history,
+                        Fp8Format format, uint8_t* out, uint8_t* out_t, float* inverse_scale,
+                        float* column_partials, void* stream) {
+  const int64_t tile_rows = (in.rows + kTileRows - 1) / kTileRows;
+  const int64_t tile_cols = (in.cols + kTileCols - 1) / kTileCols;
   if (tile_rows > 65535 || tile_cols > 2147483647)
     return "a matrix of over 4 million rows is not cast to fp8 here";
   const dim3 grid(static_cast<unsigned>(tile_cols), static_cast<unsigned>(tile_rows));
   auto s = static_cast<cudaStream_t>(stream);
-  if (format == Fp8Format::e4m3)
-    cast_kernel<__NV_E4M3><<<grid, kThreads, 0, s>>>(x, rows, cols, amax, history, 448.f, out,
-                                                     out_t, inverse_scale, column_partials);
-  else
-    cast_kernel<__NV_E5M2><<<grid, kThreads, 0, s>>>(x, rows, cols, amax, history, 57344.f, out,
-                                                     out_t, inverse_scale, column_partials);
+  switch (in.source) {
+    case Fp8Source::plain:
+      launch_cast_from<Fp8Source::plain>(in, grid, amax, history, format, out, out_t, inverse_scale,
+                                         column_partials, s);
+      break;
+    case Fp8Source::gelu:
+      launch_cast_from<Fp8Source::gelu>(in, grid, amax, history, format, out, out_t, inverse_scale,
+                                        column_partials, s);
+      break;
+    case Fp8Source::gelu_gradient:
+      launch_cast_from<Fp8Source::gelu_gradient>(in, grid, amax, history, format, out, out_t,
+                                                 inverse_scale, column_partials, s);
+      break;
+  }
   return launch_error();
 }
 
 }  // namespace
 
-const char* cuda_amax(const uint16_t* x, int64_t n, float* amax, void* stream) {
+const char* cuda_amax(const Fp8CastInput& in, float* amax, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   const cudaError_t e = cudaMemsetAsync(amax, 0, sizeof(float), s);
   if (e != cudaSuccess) return cudaGetErrorString(e);
-  const int64_t words = n / kLanes, wanted = (words + kThreads - 1) / kThreads;
+  const int64_t words = in.rows * in.cols / kLanes, wanted = (words + kThreads - 1) / kThreads;
   const int blocks = static_cast<int>(wanted < 1 ? 1 : wanted < kAmaxBlocks ? wanted : kAmaxBlocks);
-  amax_kernel<<<blocks, kThreads, 0, s>>>(reinterpret_cast<const Bf16x8*>(x), words,
-                                          reinterpret_cast<unsigned*>(amax));
+  const auto* x = reinterpret_cast<const Bf16x8*>(in.x);
+  const auto* at = reinterpret_cast<const Bf16x8*>(in.at);
+  auto* bits = reinterpret_cast<unsigned*>(amax);
+  switch (in.source) {
+    case Fp8Source::plain:
+      amax_kernel<Fp8Source::plain><<<blocks, kThreads, 0, s>>>(x, at, words, bits);
+      break;
+    case Fp8Source::gelu:
+      amax_kernel<Fp8Source::gelu><<<blocks, kThreads, 0, s>>>(x, at, words, bits);
+      break;
+    case Fp8Source::gelu_gradient:
+      amax_kernel<Fp8Source::gelu_gradient><<<blocks, kThreads, 0, s>>>(x, at, words, bits);
+      break;
+  }
   return launch_error();
 }
 
-const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
-                             Fp8Format format, uint8_t* out, uint8_t* out_t, float* inverse_scale,
+const char* cuda_cast_to_fp8(const Fp8CastInput& in, const float* amax, Fp8Format format,
+                             uint8_t* out, uint8_t* out_t, float* inverse_scale,
                              float* column_partials, void* stream) {
-  return launch_cast(x, rows, cols, amax, nullptr, format, out, out_t, inverse_scale,
-                     column_partials, stream);
+  return launch_cast(in, amax, nullptr, format, out, out_t, inverse_scale, column_partials, stream);
 }
 
-const char* cuda_cast_to_fp8_delayed(const uint16_t* x, int64_t rows, int64_t cols,
-                                     unsigned* history, Fp8Format format, uint8_t* out,
-                                     uint8_t* out_t, float* inverse_scale, float* column_partials,
-                                     void* stream) {
-  return launch_cast(x, rows, cols, nullptr, history, format, out, out_t, inverse_scale,
-                     column_partials, stream);
+const char* cuda_cast_to_fp8_delayed(const Fp8CastInput& in, unsigned* history, Fp8Format format,
+                                     uint8_t* out, uint8_t* out_t, float* inverse_scale,
+                                     float* column_partials, void* stream) {
+  return launch_cast(in, nullptr, history, format, out, out_t, inverse_scale, column_partials,
+                     stream);
 }
 
 const char* cuda_sum_column_partials(const float* column_partials, int64_t tile_rows, int64_t cols,

@@ -1,4 +1,5 @@
-// bf16 matrices cast to fp8 for fp8_linear.hpp's matrix multiplies (CUDA builds only), each
+// bf16 matrices cast to fp8 for fp8_linear.hpp's and fp8_mlp.hpp's matrix multiplies (CUDA
+// builds only), each
 // scaled as a whole by its own largest magnitude, measured on the device when it is cast, or
 // by the largest of its recent casts (delayed scaling).
 // Plain C++ on this side: the kernels' file includes no LibTorch.
@@ -12,18 +13,30 @@ enum class Fp8Format { e4m3, e5m2 };  // e4m3fn (max 448) and e5m2 (max 57344)
 
 // Matrices here have sides that are multiples of 8 and data 16-byte aligned.
 
-// *amax = the largest |x| of n bf16 values (NaN where one is NaN); amax is a float on the
-// device. Enqueued on `stream` (a cudaStream_t); returns the launch's error text, or null.
-const char* cuda_amax(const uint16_t* x, int64_t n, float* amax, void* stream);
+// What a cast reads: x [rows, cols] as it is, GELU of it (GPT-2's tanh approximation), or
+// x times GELU's derivative at `at` (a matrix of x's shape): what fp8_mlp.hpp's MLP casts in
+// place of GELU's output and of its input's gradient, so that neither is written in bf16.
+enum class Fp8Source { plain, gelu, gelu_gradient };
+struct Fp8CastInput {
+  const uint16_t* x;
+  int64_t rows, cols;
+  Fp8Source source = Fp8Source::plain;
+  const uint16_t* at = nullptr;  // gelu_gradient's
+};
 
-// x, [rows, cols] row-major bf16, times scale = (format's max) / *amax, rounded to `format`
-// and saturated at its largest finite value: into `out` in x's layout and into `out_t`
-// transposed ([cols, rows] row-major). *inverse_scale = 1 / scale, the factor a matrix
-// multiply of the fp8 values applies to give x's scale back. Unless column_partials is null,
-// it also sums x's columns in fp32 by 64-row tiles into column_partials, [ceil(rows / 64),
-// cols] (a bias's gradient: the sum of that column of partial sums).
-const char* cuda_cast_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, const float* amax,
-                             Fp8Format format, uint8_t* out, uint8_t* out_t, float* inverse_scale,
+// *amax = the largest magnitude of the input's values (NaN where one is NaN); amax is a
+// float on the device. Enqueued on `stream` (a cudaStream_t); returns the launch's error
+// text, or null.
+const char* cuda_amax(const Fp8CastInput& in, float* amax, void* stream);
+
+// The input's values v ([rows, cols], row-major) times scale = (format's max) / *amax,
+// rounded to `format` and saturated at its largest finite value: into `out` in v's layout and
+// into `out_t` transposed ([cols, rows] row-major). *inverse_scale = 1 / scale, the factor a
+// matrix multiply of the fp8 values applies to give v's scale back. Unless column_partials is
+// null, it also sums v's columns in fp32 by 64-row tiles into column_partials,
+// [ceil(rows / 64), cols] (a bias's gradient: the sum of that column of partial sums).
+const char* cuda_cast_to_fp8(const Fp8CastInput& in, const float* amax, Fp8Format format,
+                             uint8_t* out, uint8_t* out_t, float* inverse_scale,
                              float* column_partials, void* stream);
 
 constexpr int64_t kFp8CastTileRows = 64;
@@ -39,14 +52,13 @@ const char* cuda_sum_column_partials(const float* column_partials, int64_t tile_
 // cast's finished blocks), all zero before the first cast.
 constexpr int64_t kFp8History = 16, kFp8HistoryWords = kFp8History + 3;
 
-// x cast as cuda_cast_to_fp8 does, scale = (format's max) / the largest magnitude in
+// The input cast as cuda_cast_to_fp8 does, scale = (format's max) / the largest magnitude in
 // `history` (1 where it holds none above 0), so values past the format's range saturate;
-// x's own largest magnitude then replaces the oldest entry (left out where it is infinite or
-// NaN: such elements are cast to NaN). One pass over x, where the current scaling reads x
-// twice.
-const char* cuda_cast_to_fp8_delayed(const uint16_t* x, int64_t rows, int64_t cols,
-                                     unsigned* history, Fp8Format format, uint8_t* out,
-                                     uint8_t* out_t, float* inverse_scale, float* column_partials,
-                                     void* stream);
+// the values' own largest magnitude then replaces the oldest entry (left out where it is
+// infinite or NaN: such elements are cast to NaN). One pass over the input, where the
+// current scaling reads it twice.
+const char* cuda_cast_to_fp8_delayed(const Fp8CastInput& in, unsigned* history, Fp8Format format,
+                                     uint8_t* out, uint8_t* out_t, float* inverse_scale,
+                                     float* column_partials, void* stream);
 
 }  // namespace dshost_models

@@ -56,9 +56,13 @@ struct Fp8Matrix {
 
 // `matrix`'s values in bf16, [rows, cols], cast: its rows and columns multiples of 8; scaled
 // by its own largest magnitude, or by `history`'s where given (an undefined one is made).
+// `source` casts GELU of the values instead, or the values times GELU's derivative at
+// `points` (a bf16 matrix of matrix's shape).
 inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_sums = false,
-                        at::Tensor* history = nullptr) {
+                        at::Tensor* history = nullptr, Fp8Source source = Fp8Source::plain,
+                        const at::Tensor& points = {}) {
   const at::Tensor m = aligned16(matrix);
+  const at::Tensor p = source == Fp8Source::gelu_gradient ? aligned16(points) : at::Tensor();
   const at::ScalarType dtype = format == Fp8Format::e4m3 ? at::kFloat8_e4m3fn : at::kFloat8_e5m2;
   const auto fp32 = m.options().dtype(at::kFloat);
   Fp8Matrix q{at::empty(m.sizes(), m.options().dtype(dtype)),
@@ -68,26 +72,27 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_
           ? at::empty({(m.size(0) + kFp8CastTileRows - 1) / kFp8CastTileRows, m.size(1)}, fp32)
           : at::Tensor();
   q.column_partials = partials;
-  const uint16_t* x = bf16_bits(m);
+  const Fp8CastInput in{bf16_bits(m), m.size(0), m.size(1), source,
+                        p.defined() ? bf16_bits(p) : nullptr};
   void* stream = stream_of(m);
   auto* out = static_cast<uint8_t*>(q.rows.data_ptr());
   auto* out_t = static_cast<uint8_t*>(q.columns.data_ptr());
   float* sums = column_sums ? partials.data_ptr<float>() : nullptr;
   const char* err = nullptr;
   if (history != nullptr) {
-    if (!history->defined()) {  // its first entry seeded with this matrix's largest magnitude
+    if (!history->defined()) {  // its first entry seeded with these values' largest magnitude
       *history = at::zeros({kFp8HistoryWords}, m.options().dtype(at::kInt));
-      err = cuda_amax(x, m.numel(), reinterpret_cast<float*>(history->data_ptr<int32_t>()), stream);
+      err = cuda_amax(in, reinterpret_cast<float*>(history->data_ptr<int32_t>()), stream);
     }
     if (err == nullptr)
-      err = cuda_cast_to_fp8_delayed(
-          x, m.size(0), m.size(1), reinterpret_cast<unsigned*>(history->data_ptr<int32_t>()),
-          format, out, out_t, q.inverse_scale.data_ptr<float>(), sums, stream);
+      err = cuda_cast_to_fp8_delayed(in, reinterpret_cast<unsigned*>(history->data_ptr<int32_t>()),
+                                     format, out, out_t, q.inverse_scale.data_ptr<float>(), sums,
+                                     stream);
   } else {
     const at::Tensor amax = at::empty({1}, fp32);
-    err = cuda_amax(x, m.numel(), amax.data_ptr<float>(), stream);
+    err = cuda_amax(in, amax.data_ptr<float>(), stream);
     if (err == nullptr)
-      err = cuda_cast_to_fp8(x, m.size(0), m.size(1), amax.data_ptr<float>(), format, out, out_t,
+      err = cuda_cast_to_fp8(in, amax.data_ptr<float>(), format, out, out_t,
                              q.inverse_scale.data_ptr<float>(), sums, stream);
   }
   check_launch(err, "fp8 cast");
@@ -143,6 +148,45 @@ inline at::Tensor weight_gradient(const Fp8Matrix& gq, const at::Tensor& x_t,
   return fp8_matmul(gq.columns, gq.inverse_scale, x_t.t(), x_inverse_scale, {}, false);
 }
 
+// A layer's forward in fp8: its input's values (`source` of x [n, in], to_fp8's) and its
+// weight cast to e4m3, and y = x W^T + b [n, out] in bf16.
+struct Fp8Forward {
+  at::Tensor output;
+  Fp8Matrix input, weight;
+};
+inline Fp8Forward fp8_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                              Fp8Scaling* scaling, Fp8Source source = Fp8Source::plain) {
+  const Fp8Matrix xq =
+      to_fp8(x, Fp8Format::e4m3, false, scaling != nullptr ? &scaling->input : nullptr, source);
+  const Fp8Matrix wq =
+      to_fp8(weight, Fp8Format::e4m3, false, scaling != nullptr ? &scaling->weight : nullptr);
+  // W^T as column-major [in, out] is W's own rows.
+  return {fp8_matmul(xq.rows, xq.inverse_scale, wq.rows.t(), wq.inverse_scale, bias, true), xq, wq};
+}
+
+// A layer's gradients from its output gradient's e5m2 cast gq [n, out] (its column partials
+// where the layer has a bias) and forward's casts of the input and weight (their transposed
+// layouts and inverse scales): the input's [n, in] and the weight's where `input` and
+// `weight` ask for them (none for the weight where added into its buffer), the bias's where
+// it has one. torchao's recipe: both products accumulated in full fp32 (no fast accumulation).
+struct Fp8Gradients {
+  at::Tensor input, weight, bias;
+};
+struct Fp8Wanted {
+  bool input, weight, weight_into_buffer;
+};
+inline Fp8Gradients fp8_backward(const Fp8Matrix& gq, const Fp8Matrix& x, const Fp8Matrix& w,
+                                 const at::Tensor& weight, const at::Tensor& bias,
+                                 Fp8Wanted wanted) {
+  Fp8Gradients out;
+  if (wanted.input)  // g [n, out] @ W [out, in]
+    out.input = fp8_matmul(gq.rows, gq.inverse_scale, w.columns.t(), w.inverse_scale, {}, false);
+  if (wanted.weight)
+    out.weight = weight_gradient(gq, x.columns, x.inverse_scale, weight, wanted.weight_into_buffer);
+  if (bias.defined() && bias.numel() > 0) out.bias = bias_gradient_from(gq.column_partials, bias);
+  return out;
+}
+
 // A layer without a bias passes a tensor of no elements for it: LibTorch's custom functions
 // take no undefined tensor among their inputs.
 struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
@@ -158,47 +202,36 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& weight, const at::Tensor& bias,
                             Fp8LinearOptions options) {
-    Fp8Scaling* scaling = options.scaling;
-    const Fp8Matrix xq = to_fp8(x.reshape({-1, x.size(-1)}), Fp8Format::e4m3, false,
-                                scaling != nullptr ? &scaling->input : nullptr);
-    const Fp8Matrix wq =
-        to_fp8(weight, Fp8Format::e4m3, false, scaling != nullptr ? &scaling->weight : nullptr);
-    // y = x W^T: W^T as column-major [in, out] is W's own rows.
-    const at::Tensor y = fp8_matmul(xq.rows, xq.inverse_scale, wq.rows.t(), wq.inverse_scale,
-                                    bias.numel() > 0 ? bias : at::Tensor(), true);
-    ctx->save_for_backward({xq.columns, xq.inverse_scale, wq.columns, wq.inverse_scale});
-    ctx->saved_data["scaling"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(scaling));
+    const Fp8Forward f = fp8_forward(x.reshape({-1, x.size(-1)}), weight,
+                                     bias.numel() > 0 ? bias : at::Tensor(), options.scaling);
+    ctx->save_for_backward(
+        {f.input.columns, f.input.inverse_scale, f.weight.columns, f.weight.inverse_scale});
+    ctx->saved_data["scaling"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(options.scaling));
     ctx->saved_data["weight_into_buffer"] = options.weight_into_buffer;
     ctx->saved_data["weight"] = weight;  // the parameters themselves, whose grads may be bound
     ctx->saved_data["bias"] = bias;
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = weight.size(0);
-    return y.view(shape);
+    return f.output.view(shape);
   }
 
-  // torchao's recipe: both gradients' products accumulated in full fp32 (no fast accumulation).
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x_t = saved[0], &x_inv = saved[1], &w_t = saved[2], &w_inv = saved[3];
     const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)}).to(at::kBFloat16);  // [n, out]
     auto* scaling =
         reinterpret_cast<Fp8Scaling*>(static_cast<intptr_t>(ctx->saved_data["scaling"].toInt()));
     const at::Tensor bias = ctx->saved_data["bias"].toTensor();
     const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2, /*column_sums=*/bias.numel() > 0,
                                 scaling != nullptr ? &scaling->grad : nullptr);
-    at::Tensor dx, dw;
-    if (ctx->needs_input_grad(0)) {  // g [n, out] @ W [out, in]
-      std::vector<int64_t> shape = grads[0].sizes().vec();
-      shape.back() = w_t.size(0);
-      dx = fp8_matmul(gq.rows, gq.inverse_scale, w_t.t(), w_inv, {}, false).view(shape);
-    }
-    if (ctx->needs_input_grad(1))
-      dw = weight_gradient(gq, x_t, x_inv, ctx->saved_data["weight"].toTensor(),
-                           ctx->saved_data["weight_into_buffer"].toBool());
-    const at::Tensor db =
-        bias.numel() > 0 ? bias_gradient_from(gq.column_partials, bias) : at::Tensor();
-    return {dx, dw, db, {}};
+    const Fp8Gradients d =
+        fp8_backward(gq, {{}, saved[0], saved[1], {}}, {{}, saved[2], saved[3], {}},
+                     ctx->saved_data["weight"].toTensor(), bias,
+                     {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                      ctx->saved_data["weight_into_buffer"].toBool()});
+    std::vector<int64_t> shape = grads[0].sizes().vec();
+    shape.back() = saved[2].size(0);
+    return {d.input.defined() ? d.input.view(shape) : at::Tensor(), d.weight, d.bias, {}};
   }
 };
 #endif

@@ -11,6 +11,7 @@
 #include "../common/cross_entropy.hpp"
 #include "../common/bias_gradient.hpp"
 #include "../common/fp8_linear.hpp"
+#include "../common/fp8_mlp.hpp"
 #include "../common/layer_norm.hpp"
 
 #include <dshost/model.hpp>
@@ -131,9 +132,19 @@ struct BlockImpl : nn::Module {
                              .transpose(1, 2)
                              .reshape({b, t, c});
     const auto [h, normed] = ln_2->add_forward(x, drop->forward(linear(1, attn_proj, y)));
-    const at::Tensor mlp = nn::functional::gelu(
-        linear(2, c_fc, normed), nn::functional::GELUFuncOptions().approximate("tanh"));
-    return h + drop->forward(linear(3, mlp_proj, mlp));
+    return h + drop->forward(mlp(normed));
+  }
+
+  // mlp_proj(GELU(c_fc(x))); in fp8 with GELU inside the casts between the layers.
+  at::Tensor mlp(const at::Tensor& x) {
+    if (precision == Precision::bf16)
+      return linear(3, mlp_proj,
+                    nn::functional::gelu(linear(2, c_fc, x),
+                                         nn::functional::GELUFuncOptions().approximate("tanh")));
+    const bool delayed = precision == Precision::fp8_delayed;
+    return dshost_models::fp8_gelu_mlp(
+        x, c_fc->weight, c_fc->bias, mlp_proj->weight, mlp_proj->bias,
+        {delayed ? &fp8_scaling[2] : nullptr, delayed ? &fp8_scaling[3] : nullptr});
   }
 
   // The block's layer i (c_attn, attn_proj, c_fc, mlp_proj) on x. dshost::linear fuses the
