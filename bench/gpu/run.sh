@@ -606,6 +606,10 @@ largest() {
 }
 
 machine > "$out/machine.txt" 2>&1
+# What the image lacks comes in .devdeps/ (bench/gpu/stage.sh): without it the build would
+# fail minutes in, at cmake's first missing package.
+[[ -f .devdeps/usr/include/stb/stb_image.h && -d .devdeps/usr/include/gloo ]] || {
+  echo "run.sh: .devdeps/ lacks stb or gloo: stage it with bench/gpu/stage.sh and carry it" >&2; exit 1; }
 build_dshost "$@"
 for group in "$@"; do
   case $group in
