@@ -50,9 +50,12 @@ const dshost_option kOptions[] = {
                   "private key for ssh -i; \"\": ssh's own default"),
     DSHOST_OPTION("ssh_args", DSHOST_OPTION_STRING, "\"\"", nullptr,
                   "extra ssh arguments, split at spaces, e.g. \"-F ssh_config\""),
+    // The BLAS libraries' variables too: OPENBLAS_CORETYPE picks OpenBLAS's kernels, so a rank
+    // without it rounds differently from a local one.
     DSHOST_OPTION("forward_env", DSHOST_OPTION_STRING,
-                  "\"NCCL_* DSHOST_* GLOO_* OMP_* CUDA_VISIBLE_DEVICES LD_LIBRARY_PATH\"", nullptr,
-                  "variables sent to every node: names, or prefixes ending in *"),
+                  "\"NCCL_* DSHOST_* GLOO_* OMP_* OPENBLAS_* MKL_* CUDA_VISIBLE_DEVICES "
+                  "LD_LIBRARY_PATH\"",
+                  nullptr, "variables sent to every node: names, or prefixes ending in *"),
     DSHOST_OPTION("env_file", DSHOST_OPTION_STRING, "\"\"", nullptr,
                   "file of KEY=VALUE lines added to every rank's environment"),
     DSHOST_OPTION("dshost_path", DSHOST_OPTION_STRING, "\"\"", nullptr,
