@@ -17,6 +17,8 @@
 #                                 weight's alignment: $OUT/conv_alignment.md)
 #                                 attention-backends (causal attention at gpt's shapes under each SDPA backend
 #                                 against the one PyTorch picks: $OUT/attention_backends.md)
+#                                 gelu-epilogue (gpt's c_fc with GELU unfused and in cuBLASLt's epilogue:
+#                                 $OUT/gelu_epilogue.md)
 #                                 real-data (resnet50 and mobilenet_v2 from a folder of JPEGs decoded on the CPU
 #                                 and on the GPU, against the DataLoader)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
@@ -652,6 +654,8 @@ for group in "$@"; do
     conv-alignment) python3 bench/gpu/conv_alignment.py > "$out/conv_alignment.md" 2>&1; cat "$out/conv_alignment.md" ;;
     attention-backends) python3 bench/gpu/attention_backends.py > "$out/attention_backends.md" 2>&1
                         cat "$out/attention_backends.md" ;;
+    gelu-epilogue) python3 bench/gpu/gelu_epilogue.py > "$out/gelu_epilogue.md" 2>&1
+                   cat "$out/gelu_epilogue.md" ;;
     streams-offload) streams_offload ;;
     memory) memory ;;
     largest-ddp) largest ddp ddp "" 24 22 20 18 16 ;;
