@@ -14,6 +14,8 @@
 
 #include <cuda_fp8.h>
 
+#include <type_traits>
+
 namespace dshost_models {
 namespace {
 
@@ -218,18 +220,19 @@ __global__ void sum_partials_kernel(const float* partials, int64_t tile_rows, in
   store_bf16(out + c, total, accumulate);
 }
 
-template <Fp8Source kSource>
-void launch_cast_from(const Fp8CastInput& in, dim3 grid, const float* amax, unsigned* history,
-                      Fp8Format format, uint8_t* out, uint8_t* out_t, float* inverse_scale,
-                      float* column_partials, cudaStream_t s) {
-  if (format == Fp8Format::e4m3)
-    cast_kernel<__NV_E4M3, kSource><<<grid, kThreads, 0, s>>>(in.x, in.at, in.rows, in.cols, amax,
-                                                              history, 448.f, out, out_t,
-                                                              inverse_scale, column_partials);
-  else
-    cast_kernel<__NV_E5M2, kSource><<<grid, kThreads, 0, s>>>(in.x, in.at, in.rows, in.cols, amax,
-                                                              history, 57344.f, out, out_t,
-                                                              inverse_scale, column_partials);
+// Calls launch with `source` as a compile-time constant (std::integral_constant), for the
+// kernels templated on it.
+template <typename Launch>
+void with_source(Fp8Source source, Launch launch) {
+  using std::integral_constant;
+  switch (source) {
+    case Fp8Source::plain:
+      return launch(integral_constant<Fp8Source, Fp8Source::plain>{});
+    case Fp8Source::gelu:
+      return launch(integral_constant<Fp8Source, Fp8Source::gelu>{});
+    case Fp8Source::gelu_gradient:
+      return launch(integral_constant<Fp8Source, Fp8Source::gelu_gradient>{});
+  }
 }
 
 const char* launch_cast(const Fp8CastInput& in, const float* amax, unsigned* history,
@@ -241,20 +244,17 @@ const char* launch_cast(const Fp8CastInput& in, const float* amax, unsigned* his
     return "a matrix of over 4 million rows is not cast to fp8 here";
   const dim3 grid(static_cast<unsigned>(tile_cols), static_cast<unsigned>(tile_rows));
   auto s = static_cast<cudaStream_t>(stream);
-  switch (in.source) {
-    case Fp8Source::plain:
-      launch_cast_from<Fp8Source::plain>(in, grid, amax, history, format, out, out_t, inverse_scale,
-                                         column_partials, s);
-      break;
-    case Fp8Source::gelu:
-      launch_cast_from<Fp8Source::gelu>(in, grid, amax, history, format, out, out_t, inverse_scale,
-                                        column_partials, s);
-      break;
-    case Fp8Source::gelu_gradient:
-      launch_cast_from<Fp8Source::gelu_gradient>(in, grid, amax, history, format, out, out_t,
-                                                 inverse_scale, column_partials, s);
-      break;
-  }
+  with_source(in.source, [&](auto source) {
+    constexpr Fp8Source kSource = decltype(source)::value;
+    if (format == Fp8Format::e4m3)
+      cast_kernel<__NV_E4M3, kSource><<<grid, kThreads, 0, s>>>(in.x, in.at, in.rows, in.cols, amax,
+                                                                history, 448.f, out, out_t,
+                                                                inverse_scale, column_partials);
+    else
+      cast_kernel<__NV_E5M2, kSource><<<grid, kThreads, 0, s>>>(in.x, in.at, in.rows, in.cols, amax,
+                                                                history, 57344.f, out, out_t,
+                                                                inverse_scale, column_partials);
+  });
   return launch_error();
 }
 
@@ -269,17 +269,9 @@ const char* cuda_amax(const Fp8CastInput& in, float* amax, void* stream) {
   const auto* x = reinterpret_cast<const Bf16x8*>(in.x);
   const auto* at = reinterpret_cast<const Bf16x8*>(in.at);
   auto* bits = reinterpret_cast<unsigned*>(amax);
-  switch (in.source) {
-    case Fp8Source::plain:
-      amax_kernel<Fp8Source::plain><<<blocks, kThreads, 0, s>>>(x, at, words, bits);
-      break;
-    case Fp8Source::gelu:
-      amax_kernel<Fp8Source::gelu><<<blocks, kThreads, 0, s>>>(x, at, words, bits);
-      break;
-    case Fp8Source::gelu_gradient:
-      amax_kernel<Fp8Source::gelu_gradient><<<blocks, kThreads, 0, s>>>(x, at, words, bits);
-      break;
-  }
+  with_source(in.source, [&](auto source) {
+    amax_kernel<decltype(source)::value><<<blocks, kThreads, 0, s>>>(x, at, words, bits);
+  });
   return launch_error();
 }
 
