@@ -24,6 +24,7 @@
 #include <torch/autograd.h>
 
 #include <cstdint>
+#include <vector>
 #endif
 
 namespace dshost_models {
@@ -187,6 +188,25 @@ inline Fp8Gradients fp8_backward(const Fp8Matrix& gq, const Fp8Matrix& x, const 
   return out;
 }
 
+// A layer's delayed-scaling state (null: the current scaling), kept in a custom function's
+// context for its backward.
+inline void keep_scaling(torch::autograd::AutogradContext* ctx, const char* name,
+                         Fp8Scaling* scaling) {
+  ctx->saved_data[name] = static_cast<int64_t>(reinterpret_cast<intptr_t>(scaling));
+}
+inline Fp8Scaling* kept_scaling(torch::autograd::AutogradContext* ctx, const char* name) {
+  return reinterpret_cast<Fp8Scaling*>(static_cast<intptr_t>(ctx->saved_data[name].toInt()));
+}
+
+// rows [n, k] in the leading shape of a tensor of sizes `like` ([..., anything], n rows):
+// [..., k]. An undefined one stays undefined.
+inline at::Tensor unflatten_rows(const at::Tensor& rows, at::IntArrayRef like) {
+  if (!rows.defined()) return rows;
+  std::vector<int64_t> shape = like.vec();
+  shape.back() = rows.size(1);
+  return rows.view(shape);
+}
+
 // A layer without a bias passes a tensor of no elements for it: LibTorch's custom functions
 // take no undefined tensor among their inputs.
 struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
@@ -206,21 +226,18 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
                                      bias.numel() > 0 ? bias : at::Tensor(), options.scaling);
     ctx->save_for_backward(
         {f.input.columns, f.input.inverse_scale, f.weight.columns, f.weight.inverse_scale});
-    ctx->saved_data["scaling"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(options.scaling));
+    keep_scaling(ctx, "scaling", options.scaling);
     ctx->saved_data["weight_into_buffer"] = options.weight_into_buffer;
     ctx->saved_data["weight"] = weight;  // the parameters themselves, whose grads may be bound
     ctx->saved_data["bias"] = bias;
-    std::vector<int64_t> shape = x.sizes().vec();
-    shape.back() = weight.size(0);
-    return f.output.view(shape);
+    return unflatten_rows(f.output, x.sizes());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)}).to(at::kBFloat16);  // [n, out]
-    auto* scaling =
-        reinterpret_cast<Fp8Scaling*>(static_cast<intptr_t>(ctx->saved_data["scaling"].toInt()));
+    Fp8Scaling* scaling = kept_scaling(ctx, "scaling");
     const at::Tensor bias = ctx->saved_data["bias"].toTensor();
     const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2, /*column_sums=*/bias.numel() > 0,
                                 scaling != nullptr ? &scaling->grad : nullptr);
@@ -229,9 +246,7 @@ struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
                      ctx->saved_data["weight"].toTensor(), bias,
                      {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                       ctx->saved_data["weight_into_buffer"].toBool()});
-    std::vector<int64_t> shape = grads[0].sizes().vec();
-    shape.back() = saved[2].size(0);
-    return {d.input.defined() ? d.input.view(shape) : at::Tensor(), d.weight, d.bias, {}};
+    return {unflatten_rows(d.input, grads[0].sizes()), d.weight, d.bias, {}};
   }
 };
 #endif

@@ -42,27 +42,22 @@ struct Fp8GeluMlp : torch::autograd::Function<Fp8GeluMlp> {
                             fc.weight.inverse_scale, fc.output, proj.input.columns,
                             proj.input.inverse_scale, proj.weight.columns,
                             proj.weight.inverse_scale});
-    ctx->saved_data["fc_scaling"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(scaling.fc));
-    ctx->saved_data["proj_scaling"] =
-        static_cast<int64_t>(reinterpret_cast<intptr_t>(scaling.proj));
+    keep_scaling(ctx, "fc_scaling", scaling.fc);
+    keep_scaling(ctx, "proj_scaling", scaling.proj);
     // the parameters themselves, whose grads may be bound
     ctx->saved_data["fc_weight"] = fc_weight;
     ctx->saved_data["fc_bias"] = fc_bias;
     ctx->saved_data["proj_weight"] = proj_weight;
     ctx->saved_data["proj_bias"] = proj_bias;
-    std::vector<int64_t> shape = x.sizes().vec();
-    shape.back() = proj_weight.size(0);
-    return proj.output.view(shape);
+    return unflatten_rows(proj.output, x.sizes());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto scaling = [&](const char* layer) {
-      return reinterpret_cast<Fp8Scaling*>(static_cast<intptr_t>(ctx->saved_data[layer].toInt()));
-    };
     const auto parameter = [&](const char* name) { return ctx->saved_data[name].toTensor(); };
-    Fp8Scaling *fc_scaling = scaling("fc_scaling"), *proj_scaling = scaling("proj_scaling");
+    Fp8Scaling* fc_scaling = kept_scaling(ctx, "fc_scaling");
+    Fp8Scaling* proj_scaling = kept_scaling(ctx, "proj_scaling");
     const at::Tensor g = grads[0].reshape({-1, grads[0].size(-1)}).to(at::kBFloat16);
     const Fp8Matrix gq = to_fp8(g, Fp8Format::e5m2, /*column_sums=*/true,
                                 proj_scaling != nullptr ? &proj_scaling->grad : nullptr);
@@ -76,14 +71,8 @@ struct Fp8GeluMlp : torch::autograd::Function<Fp8GeluMlp> {
     const Fp8Gradients fc = fp8_backward(
         hq, {{}, saved[0], saved[1], {}}, {{}, saved[2], saved[3], {}}, parameter("fc_weight"),
         parameter("fc_bias"), {ctx->needs_input_grad(0), ctx->needs_input_grad(1), true});
-    std::vector<int64_t> shape = grads[0].sizes().vec();
-    shape.back() = saved[2].size(0);
-    return {fc.input.defined() ? fc.input.view(shape) : at::Tensor(),
-            fc.weight,
-            fc.bias,
-            proj.weight,
-            proj.bias,
-            {}};
+    return {
+        unflatten_rows(fc.input, grads[0].sizes()), fc.weight, fc.bias, proj.weight, proj.bias, {}};
   }
 };
 #endif
