@@ -1,5 +1,6 @@
 // Model plugins through the ABI, in-process, as the host creates them.
 #include <dshost/model.hpp>
+#include <dshost/ops/attention.hpp>
 #include <dshost/ops/conv_relu.hpp>
 #include <dshost/ops/layer_norm.hpp>
 #include <dshost/ops/linear.hpp>
@@ -8,6 +9,7 @@
 #include "plugins/models/common/cross_entropy.hpp"
 #include "plugins/models/common/fp8_linear.hpp"
 #include "plugins/models/common/fp8_mlp.hpp"
+#include "plugins/models/common/fp8_qkv_linear.hpp"
 #include "plugins/models/common/image.hpp"
 #include "plugins/models/common/layer_norm.hpp"
 #include "plugins/models/common/squeeze_excitation.hpp"
@@ -1464,6 +1466,94 @@ TEST(Fp8GeluMlp, FollowsAFloat64MlpAsTheUnfusedLayersDo) {
       for (const at::Tensor& t : inputs) inputs64.push_back(t.to(at::kDouble));
       expect_mlp_follows_float64(fused, unfused, run_mlp(float64_mlp, inputs64, g),
                                  {0.08, 0.15, 0.15, 0.15, 0.15, 0.01});
+    }
+  }
+}
+
+// A stacked cast (fp8_qkv_linear.hpp's) of three [B, T, heads, head_dim] tensors laid out
+// [B, heads, T, head_dim] (attention's own layout), each column block read where its part
+// lies: the bytes in both layouts, the inverse scale and the column partials of the cast of
+// their stacked copy, in both formats; three parts of different strides are refused.
+TEST(Fp8Linear, CastsStackedPartsAsTheirStack) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_FP8
+  GTEST_SKIP() << "built without fp8";
+#else
+  using dshost_models::Fp8Format;
+  at::manual_seed(27);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  torch::autograd::variable_list parts;
+  for (int i = 0; i < 3; ++i) parts.push_back(at::randn({3, 4, 40, 64}, bf16).transpose(1, 2));
+  const dshost_models::Fp8CastInput in = dshost_models::stacked_gradients(parts);
+  ASSERT_NE(in.x, nullptr);
+  const at::Tensor stack = at::stack(parts, 2).reshape({120, 768});
+  for (const Fp8Format format : {Fp8Format::e4m3, Fp8Format::e5m2}) {
+    const dshost_models::Fp8Matrix got =
+        dshost_models::cast_to_fp8(in, parts[0], format, /*column_sums=*/true, nullptr);
+    const dshost_models::Fp8Matrix want = dshost_models::to_fp8(stack, format, true);
+    EXPECT_TRUE(at::equal(got.rows.view(at::kByte), want.rows.view(at::kByte)));
+    EXPECT_TRUE(at::equal(got.columns.view(at::kByte), want.columns.view(at::kByte)));
+    EXPECT_TRUE(at::equal(got.inverse_scale, want.inverse_scale));
+    EXPECT_TRUE(at::equal(got.column_partials, want.column_partials));
+  }
+  parts[1] = parts[1].contiguous();
+  EXPECT_EQ(dshost_models::stacked_gradients(parts).x, nullptr);
+#endif
+}
+
+DSHOST_SUITE_LABEL(Fp8QkvLinear, gpu);
+// Attention's fp8 input projection against fp8_linear's output split by view and unbind (the
+// same casts and products): q, k and v and the gradients of x, weight and bias the same bits,
+// through causal attention (whose backward writes q's, k's and v's gradients in a layout of
+// its own) and through a use of q alone (k's and v's gradients zeros), under the current
+// scaling and over two passes of delayed scaling; the stacked cast's path taken (grad_fn).
+TEST(Fp8QkvLinear, GivesFp8LinearsBitsWithoutStackingTheGradients) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!dshost_models::kFp8Built) GTEST_SKIP() << "built without fp8";
+  at::manual_seed(25);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const int64_t heads = 4, width = 256;
+  const auto attend = [](const std::vector<at::Tensor>& qkv) {
+    return causal_attention(qkv[0].transpose(1, 2), qkv[1].transpose(1, 2), qkv[2].transpose(1, 2));
+  };
+  const auto q_alone = [](const std::vector<at::Tensor>& qkv) { return qkv[0] * 3; };
+  for (const bool delayed : {false, true}) {
+    dshost_models::Fp8Scaling ours_scaling, split_scaling;
+    for (int pass = 0; pass < (delayed ? 2 : 1); ++pass) {
+      for (const bool attention : {true, false}) {
+        SCOPED_TRACE(std::string(delayed ? "delayed" : "current") + " scaling, pass " +
+                     std::to_string(pass) + (attention ? ", attention" : ", q alone"));
+        const at::Tensor x = at::randn({4, 48, 272}, bf16),
+                         w = at::randn({3 * width, 272}, bf16) * 0.05,
+                         b = at::randn({3 * width}, bf16) * 0.1;
+        std::vector<at::Tensor> grads[2], outputs[2];
+        for (int side = 0; side < 2; ++side) {
+          std::vector<at::Tensor> leaves{x.clone(), w.clone(), b.clone()};
+          for (at::Tensor& t : leaves) t.set_requires_grad(true);
+          dshost_models::Fp8Scaling* scaling =
+              delayed ? (side == 0 ? &ours_scaling : &split_scaling) : nullptr;
+          const std::vector<at::Tensor> qkv =
+              side == 0
+                  ? dshost_models::fp8_qkv_linear(leaves[0], leaves[1], leaves[2], heads, scaling)
+                  : dshost_models::fp8_linear(leaves[0], leaves[1], leaves[2], {scaling})
+                        .view({4, 48, 3, heads, width / heads})
+                        .unbind(2);
+          if (side == 0) {
+            ASSERT_NE(qkv[0].grad_fn()->name().find("Fp8QkvLinear"), std::string::npos)
+                << qkv[0].grad_fn()->name();
+          }
+          at::manual_seed(26 + pass);
+          const at::Tensor y = attention ? attend(qkv) : q_alone(qkv);
+          y.backward(at::randn(y.sizes(), bf16));
+          outputs[side] = qkv;
+          for (const at::Tensor& t : leaves) grads[side].push_back(t.grad());
+        }
+        for (int i = 0; i < 3; ++i) {
+          EXPECT_TRUE(at::equal(outputs[0][i], outputs[1][i])) << "output " << i;
+          EXPECT_TRUE(at::equal(grads[0][i], grads[1][i])) << "gradient " << i;
+        }
+        EXPECT_GT(grads[0][0].abs().sum().item<double>(), 0.0);
+      }
     }
   }
 }

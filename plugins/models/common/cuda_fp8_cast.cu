@@ -59,20 +59,60 @@ template <Fp8Source kSource>
 __device__ void source_values(const Bf16x8& x, const Bf16x8& at, float (&v)[kLanes]) {
   for (int k = 0; k < kLanes; ++k) {
     const float value = to_float(x.v[k]);
-    if constexpr (kSource == Fp8Source::plain) v[k] = value;
+    if constexpr (kSource == Fp8Source::plain || kSource == Fp8Source::stacked) v[k] = value;
     if constexpr (kSource == Fp8Source::gelu) v[k] = gelu(value);
     if constexpr (kSource == Fp8Source::gelu_gradient)
       v[k] = value * gelu_derivative(to_float(at.v[k]));
   }
 }
 
+// 16 bytes through the read-only cache (the inputs are not written while a cast reads them).
+__device__ Bf16x8 read16(const uint16_t* p) {
+  const uint4 bits = __ldg(reinterpret_cast<const uint4*>(p));
+  Bf16x8 w;
+  static_assert(sizeof w == sizeof bits);
+  memcpy(&w, &bits, sizeof w);
+  return w;
+}
+
+// The input's eight values at row r, columns col .. col + 7: x's, or where a stacked input's
+// part holds them.
 template <Fp8Source kSource>
-__global__ void amax_kernel(const Bf16x8* x, const Bf16x8* at, int64_t words, unsigned* amax_bits) {
+__device__ Bf16x8 load(const Fp8CastInput& in, int64_t r, int64_t col) {
+  if constexpr (kSource != Fp8Source::stacked) {
+    return read16(in.x + r * in.cols + col);
+  } else {
+    // In 32 bits (the host checks that rows and columns fit): unsigned division is far
+    // cheaper than 64-bit.
+    const Fp8Stack& s = in.stack;
+    const unsigned width = static_cast<unsigned>(in.cols) / 3, column = static_cast<unsigned>(col);
+    const unsigned part = column / width, within = column - part * width;
+    const unsigned steps = static_cast<unsigned>(s.steps), row = static_cast<unsigned>(r);
+    const unsigned head_dim = static_cast<unsigned>(s.head_dim), batch = row / steps;
+    const unsigned head = within / head_dim;
+    return read16(s.parts[part] + batch * s.stride_batch + (row - batch * steps) * s.stride_step +
+                  head * s.stride_head + (within - head * head_dim));
+  }
+}
+
+// gelu_gradient's point matrix at the same place (an unused zero elsewhere).
+template <Fp8Source kSource>
+__device__ Bf16x8 load_at(const Fp8CastInput& in, int64_t r, int64_t col) {
+  if constexpr (kSource == Fp8Source::gelu_gradient) return read16(in.at + r * in.cols + col);
+  return Bf16x8{};
+}
+
+template <Fp8Source kSource>
+__global__ void amax_kernel(const Fp8CastInput in, unsigned* amax_bits) {
+  const int64_t words = in.rows * in.cols / kLanes;
   unsigned best = 0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < words;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    // Row and column only where a stacked input needs them: the others are read in order.
+    const int64_t r = kSource == Fp8Source::stacked ? i * kLanes / in.cols : 0;
+    const int64_t col = kSource == Fp8Source::stacked ? i * kLanes - r * in.cols : i * kLanes;
     float v[kLanes];
-    source_values<kSource>(x[i], kSource == Fp8Source::gelu_gradient ? at[i] : Bf16x8{}, v);
+    source_values<kSource>(load<kSource>(in, r, col), load_at<kSource>(in, r, col), v);
     for (int k = 0; k < kLanes; ++k) best = max(best, __float_as_uint(fabsf(v[k])));
   }
   best = block_max(best);
@@ -148,24 +188,23 @@ __device__ uint32_t to_fp8x4(const float* v, float scale) {
 // Cast with the scale from *amax (current scaling) or from `history` (delayed, where not
 // null; the values' largest magnitude is then recorded in it).
 template <__nv_fp8_interpretation_t kFormat, Fp8Source kSource>
-__global__ void cast_kernel(const uint16_t* __restrict__ x, const uint16_t* __restrict__ at,
-                            int64_t rows, int64_t cols, const float* amax, unsigned* history,
+__global__ void cast_kernel(const Fp8CastInput in, const float* amax, unsigned* history,
                             float format_max, uint8_t* __restrict__ out,
                             uint8_t* __restrict__ out_t, float* inverse_scale,
                             float* column_partials) {
+  const int64_t rows = in.rows, cols = in.cols;
   __shared__ uint32_t tile[kTileRows][kTileWords];
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
   const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTileCols;
   // x's rows: thread t reads 8 columns, group t % 16, of rows t / 16 + 16 i (a warp reads two
   // rows' 256 bytes at once).
   const int c = (threadIdx.x % kGroupsPerRow) * kLanes, r0 = threadIdx.x / kGroupsPerRow;
-  Bf16x8 in[kLoadsPerThread], in_at[kLoadsPerThread];
+  Bf16x8 words[kLoadsPerThread], words_at[kLoadsPerThread];
   for (int i = 0; i < kLoadsPerThread; ++i) {
     const int64_t r = row0 + r0 + i * kRowStep;
     if (r >= rows || col0 + c >= cols) continue;
-    in[i] = *reinterpret_cast<const Bf16x8*>(x + r * cols + col0 + c);
-    if constexpr (kSource == Fp8Source::gelu_gradient)
-      in_at[i] = *reinterpret_cast<const Bf16x8*>(at + r * cols + col0 + c);
+    words[i] = load<kSource>(in, r, col0 + c);
+    words_at[i] = load_at<kSource>(in, r, col0 + c);
   }
   // An amax of 0 (all zeros) leaves a finite scale.
   const float scale =
@@ -177,7 +216,7 @@ __global__ void cast_kernel(const uint16_t* __restrict__ x, const uint16_t* __re
     const int r = r0 + i * kRowStep;
     if (row0 + r >= rows || col0 + c >= cols) continue;
     float v[kLanes];
-    source_values<kSource>(in[i], in_at[i], v);
+    source_values<kSource>(words[i], words_at[i], v);
     for (int k = 0; k < kLanes; ++k) {
       sums[k] += v[k];
       best = max(best, __float_as_uint(fabsf(v[k])));
@@ -232,6 +271,8 @@ void with_source(Fp8Source source, Launch launch) {
       return launch(integral_constant<Fp8Source, Fp8Source::gelu>{});
     case Fp8Source::gelu_gradient:
       return launch(integral_constant<Fp8Source, Fp8Source::gelu_gradient>{});
+    case Fp8Source::stacked:
+      return launch(integral_constant<Fp8Source, Fp8Source::stacked>{});
   }
 }
 
@@ -247,13 +288,11 @@ const char* launch_cast(const Fp8CastInput& in, const float* amax, unsigned* his
   with_source(in.source, [&](auto source) {
     constexpr Fp8Source kSource = decltype(source)::value;
     if (format == Fp8Format::e4m3)
-      cast_kernel<__NV_E4M3, kSource><<<grid, kThreads, 0, s>>>(in.x, in.at, in.rows, in.cols, amax,
-                                                                history, 448.f, out, out_t,
-                                                                inverse_scale, column_partials);
+      cast_kernel<__NV_E4M3, kSource><<<grid, kThreads, 0, s>>>(
+          in, amax, history, 448.f, out, out_t, inverse_scale, column_partials);
     else
-      cast_kernel<__NV_E5M2, kSource><<<grid, kThreads, 0, s>>>(in.x, in.at, in.rows, in.cols, amax,
-                                                                history, 57344.f, out, out_t,
-                                                                inverse_scale, column_partials);
+      cast_kernel<__NV_E5M2, kSource><<<grid, kThreads, 0, s>>>(
+          in, amax, history, 57344.f, out, out_t, inverse_scale, column_partials);
   });
   return launch_error();
 }
@@ -266,11 +305,9 @@ const char* cuda_amax(const Fp8CastInput& in, float* amax, void* stream) {
   if (e != cudaSuccess) return cudaGetErrorString(e);
   const int64_t words = in.rows * in.cols / kLanes, wanted = (words + kThreads - 1) / kThreads;
   const int blocks = static_cast<int>(wanted < 1 ? 1 : wanted < kAmaxBlocks ? wanted : kAmaxBlocks);
-  const auto* x = reinterpret_cast<const Bf16x8*>(in.x);
-  const auto* at = reinterpret_cast<const Bf16x8*>(in.at);
   auto* bits = reinterpret_cast<unsigned*>(amax);
   with_source(in.source, [&](auto source) {
-    amax_kernel<decltype(source)::value><<<blocks, kThreads, 0, s>>>(x, at, words, bits);
+    amax_kernel<decltype(source)::value><<<blocks, kThreads, 0, s>>>(in, bits);
   });
   return launch_error();
 }

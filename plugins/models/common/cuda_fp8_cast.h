@@ -13,15 +13,27 @@ enum class Fp8Format { e4m3, e5m2 };  // e4m3fn (max 448) and e5m2 (max 57344)
 
 // Matrices here have sides that are multiples of 8 and data 16-byte aligned.
 
-// What a cast reads: x [rows, cols] as it is, GELU of it (GPT-2's tanh approximation), or
-// x times GELU's derivative at `at` (a matrix of x's shape): what fp8_mlp.hpp's MLP casts in
-// place of GELU's output and of its input's gradient, so that neither is written in bf16.
-enum class Fp8Source { plain, gelu, gelu_gradient };
+// Attention's three input gradients (of q, k and v), each [batches, steps, heads, head_dim]
+// with head_dim contiguous and the three with the same strides (in elements, multiples of 8;
+// head_dim a multiple of 8 too), read as the columns of the [batches x steps,
+// 3 x heads x head_dim] matrix their stack would be, where they lie.
+struct Fp8Stack {
+  const uint16_t* parts[3];
+  int64_t steps, head_dim, stride_batch, stride_step, stride_head;
+};
+
+// What a cast reads: x [rows, cols] as it is, GELU of it (GPT-2's tanh approximation), x
+// times GELU's derivative at `at` (a matrix of x's shape), or `stack`'s parts as the stacked
+// matrix [rows, cols] (x unused): what fp8_mlp.hpp's MLP casts in place of GELU's output and
+// of its input's gradient, and fp8_linear.hpp's attention input projection in place of its
+// stacked output gradient, so that none of these is written in bf16.
+enum class Fp8Source { plain, gelu, gelu_gradient, stacked };
 struct Fp8CastInput {
   const uint16_t* x;
   int64_t rows, cols;
   Fp8Source source = Fp8Source::plain;
   const uint16_t* at = nullptr;  // gelu_gradient's
+  Fp8Stack stack = {};           // stacked's
 };
 
 // *amax = the largest magnitude of the input's values (NaN where one is NaN); amax is a

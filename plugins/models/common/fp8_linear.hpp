@@ -55,34 +55,25 @@ struct Fp8Matrix {
   at::Tensor rows, columns, inverse_scale, column_partials;
 };
 
-// `matrix`'s values in bf16, [rows, cols], cast: its rows and columns multiples of 8; scaled
-// by its own largest magnitude, or by `history`'s where given (an undefined one is made).
-// `source` casts GELU of the values instead, or the values times GELU's derivative at
-// `points` (a bf16 matrix of matrix's shape).
-inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_sums = false,
-                        at::Tensor* history = nullptr, Fp8Source source = Fp8Source::plain,
-                        const at::Tensor& points = {}) {
-  const at::Tensor m = aligned16(matrix);
-  const at::Tensor p = source == Fp8Source::gelu_gradient ? aligned16(points) : at::Tensor();
+// The values `in` describes cast (cuda_fp8_cast.h), on `like`'s device and stream: scaled by
+// their own largest magnitude, or by `history`'s where given (an undefined one is made).
+inline Fp8Matrix cast_to_fp8(const Fp8CastInput& in, const at::Tensor& like, Fp8Format format,
+                             bool column_sums, at::Tensor* history) {
   const at::ScalarType dtype = format == Fp8Format::e4m3 ? at::kFloat8_e4m3fn : at::kFloat8_e5m2;
-  const auto fp32 = m.options().dtype(at::kFloat);
-  Fp8Matrix q{at::empty(m.sizes(), m.options().dtype(dtype)),
-              at::empty({m.size(1), m.size(0)}, m.options().dtype(dtype)), at::empty({1}, fp32)};
-  const at::Tensor partials =
-      column_sums
-          ? at::empty({(m.size(0) + kFp8CastTileRows - 1) / kFp8CastTileRows, m.size(1)}, fp32)
-          : at::Tensor();
-  q.column_partials = partials;
-  const Fp8CastInput in{bf16_bits(m), m.size(0), m.size(1), source,
-                        p.defined() ? bf16_bits(p) : nullptr};
-  void* stream = stream_of(m);
+  const auto fp32 = like.options().dtype(at::kFloat);
+  Fp8Matrix q{at::empty({in.rows, in.cols}, like.options().dtype(dtype)),
+              at::empty({in.cols, in.rows}, like.options().dtype(dtype)), at::empty({1}, fp32),
+              column_sums
+                  ? at::empty({(in.rows + kFp8CastTileRows - 1) / kFp8CastTileRows, in.cols}, fp32)
+                  : at::Tensor()};
+  void* stream = stream_of(like);
   auto* out = static_cast<uint8_t*>(q.rows.data_ptr());
   auto* out_t = static_cast<uint8_t*>(q.columns.data_ptr());
-  float* sums = column_sums ? partials.data_ptr<float>() : nullptr;
+  float* sums = column_sums ? q.column_partials.data_ptr<float>() : nullptr;
   const char* err = nullptr;
   if (history != nullptr) {
     if (!history->defined()) {  // its first entry seeded with these values' largest magnitude
-      *history = at::zeros({kFp8HistoryWords}, m.options().dtype(at::kInt));
+      *history = at::zeros({kFp8HistoryWords}, like.options().dtype(at::kInt));
       err = cuda_amax(in, reinterpret_cast<float*>(history->data_ptr<int32_t>()), stream);
     }
     if (err == nullptr)
@@ -98,6 +89,19 @@ inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_
   }
   check_launch(err, "fp8 cast");
   return q;
+}
+
+// `matrix`'s values in bf16, [rows, cols], cast: its rows and columns multiples of 8.
+// `source` casts GELU of the values instead, or the values times GELU's derivative at
+// `points` (a bf16 matrix of matrix's shape).
+inline Fp8Matrix to_fp8(const at::Tensor& matrix, Fp8Format format, bool column_sums = false,
+                        at::Tensor* history = nullptr, Fp8Source source = Fp8Source::plain,
+                        const at::Tensor& points = {}) {
+  const at::Tensor m = aligned16(matrix);
+  const at::Tensor p = source == Fp8Source::gelu_gradient ? aligned16(points) : at::Tensor();
+  const Fp8CastInput in{bf16_bits(m), m.size(0), m.size(1), source,
+                        p.defined() ? bf16_bits(p) : nullptr};
+  return cast_to_fp8(in, m, format, column_sums, history);
 }
 
 // A bias's gradient from its output gradient's column partials: added into its bound buffer

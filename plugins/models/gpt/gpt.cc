@@ -12,6 +12,7 @@
 #include "../common/bias_gradient.hpp"
 #include "../common/fp8_linear.hpp"
 #include "../common/fp8_mlp.hpp"
+#include "../common/fp8_qkv_linear.hpp"
 #include "../common/layer_norm.hpp"
 
 #include <dshost/model.hpp>
@@ -27,6 +28,7 @@
 #include <cctype>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 namespace nn = torch::nn;
 
@@ -119,20 +121,29 @@ struct BlockImpl : nn::Module {
 
   at::Tensor forward(const at::Tensor& x) {
     const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
-    // [B, T, 3C] -> three [B, T, heads, C / heads] views, each seen as [B, heads, T, C / heads].
-    // unbind, not qkv[i]: three selects would each backpropagate a zero-filled [B, T, 3C] and
-    // add them up. Unbinding dimension 2 before the transposes lets backward stack the three
-    // gradients (the flash kernels write them [B, T, heads, C / heads]) straight into a
-    // [B, T, 3C] in one copy; unbinding a permuted [3, B, heads, T, C / heads] would copy twice,
-    // transposing both times.
-    const auto qkv =
-        linear(0, c_attn, ln_1->forward(x)).view({b, t, 3, heads, c / heads}).unbind(2);
+    // q, k and v, each seen as [B, heads, T, C / heads].
+    const std::vector<at::Tensor> qkv = attention_input(ln_1->forward(x));
     const at::Tensor y = dshost::causal_attention(qkv[0].transpose(1, 2), qkv[1].transpose(1, 2),
                                                   qkv[2].transpose(1, 2))
                              .transpose(1, 2)
                              .reshape({b, t, c});
     const auto [h, normed] = ln_2->add_forward(x, drop->forward(linear(1, attn_proj, y)));
     return h + drop->forward(mlp(normed));
+  }
+
+  // c_attn's output [B, T, 3C] as q, k and v, three [B, T, heads, C / heads] views. unbind, not
+  // qkv[i]: three selects would each backpropagate a zero-filled [B, T, 3C] and add them up.
+  // Unbinding dimension 2 before the transposes lets backward stack the three gradients into a
+  // [B, T, 3C] in one copy (unbinding a permuted [3, B, heads, T, C / heads] would copy twice,
+  // transposing both times); in fp8, backward casts them where they lie instead, with no
+  // copy (fp8_qkv_linear.hpp).
+  std::vector<at::Tensor> attention_input(const at::Tensor& x) {
+    const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
+    if (precision == Precision::bf16)
+      return linear(0, c_attn, x).view({b, t, 3, heads, c / heads}).unbind(2);
+    return dshost_models::fp8_qkv_linear(
+        x, c_attn->weight, c_attn->bias, heads,
+        precision == Precision::fp8_delayed ? &fp8_scaling[0] : nullptr);
   }
 
   // mlp_proj(GELU(c_fc(x))); in fp8 with GELU inside the casts between the layers.
