@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 
@@ -852,6 +853,28 @@ TEST(CrossEntropy, CudaBf16GivesAtensLossAndGradientOverFp32Logits) {
   const at::Tensor logits = at::randn({4, 10}, at::kCUDA).to(at::kBFloat16);
   const at::Tensor targets = at::tensor({1, 2, 10, 3}, at::dtype(at::kLong)).to(at::kCUDA);
   EXPECT_TRUE(std::isnan(dshost_models::cross_entropy(logits, targets).item<double>()));
+}
+
+// Masked classes (-inf logits, whole 16-byte words of them and a lone one) add nothing to a
+// row's loss, as in ATen's; one NaN logit anywhere in a row, even among -infs, makes the loss NaN.
+TEST(CrossEntropy, CudaBf16SkipsMaskedClassesAndPassesANanOn) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(6);
+  const int64_t classes = 50304;
+  at::Tensor masked = (at::randn({3, classes}, at::kCUDA) * 4).to(at::kBFloat16);
+  masked.slice(1, 0, 4096).fill_(-INFINITY);
+  masked.index_put_({0, 4099}, -INFINITY);
+  const at::Tensor targets = at::tensor({5000, 4100, 9696}, at::kLong).to(at::kCUDA);
+  const double want =
+      torch::nn::functional::cross_entropy(masked.to(at::kFloat), targets).item<double>();
+  EXPECT_TRUE(std::isfinite(want));
+  EXPECT_NEAR(dshost_models::cross_entropy(masked, targets).item<double>(), want, 1e-5 * want);
+  for (const int64_t at_class : {int64_t{7}, int64_t{4097}, classes - 1}) {
+    SCOPED_TRACE("NaN at class " + std::to_string(at_class));
+    at::Tensor with_nan = masked.clone();
+    with_nan.index_put_({1, at_class}, NAN);
+    EXPECT_TRUE(std::isnan(dshost_models::cross_entropy(with_nan, targets).item<double>()));
+  }
 }
 
 DSHOST_SUITE_LABEL(FusedLayerNorm, gpu);
