@@ -19,6 +19,9 @@
 #                                 against the one PyTorch picks: $OUT/attention_backends.md)
 #                                 gelu-epilogue (gpt's c_fc with GELU unfused and in cuBLASLt's epilogue:
 #                                 $OUT/gelu_epilogue.md)
+#                                 kernels (gpt's layer norm, cross-entropy and fp8 cast kernels alone at
+#                                 its b8 shapes, time and bytes a second: $OUT/kernels.txt; a row each,
+#                                 launches a second, so before_after.sh compares them)
 #                                 real-data (resnet50 and mobilenet_v2 from a folder of JPEGs decoded on the CPU
 #                                 and on the GPU, against the DataLoader)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
@@ -73,6 +76,7 @@ build_dshost() {
   [[ " $* " == *" tests"* ]] && targets+=(dshost_tests)
   [[ " $* " == *" cpu-adam"* ]] && targets+=(dshost_cpu_adam_bench)
   [[ " $* " == *" real-data"* ]] && targets+=(dshost_loader_bench)
+  [[ " $* " == *" kernels"* ]] && targets+=(dshost_gpu_kernels_bench)
   local start=$SECONDS
   # Warnings are errors where CI builds (Debian 12's GCC 12); this image's g++ 13 warns
   # about more, so they are counted here instead (WERROR=ON to stop at them).
@@ -607,6 +611,20 @@ largest() {
   done
 }
 
+# gpt's CUDA kernels alone (tests/bench/gpu_kernels_bench.cc).
+kernels() {
+  $build/tests/bench/dshost_gpu_kernels_bench --benchmark_out="$logs/kernels.json" \
+    --benchmark_out_format=json > "$out/kernels.txt" 2>&1
+  python3 - "$logs/kernels.json" >> "$rows" <<'PY'
+import json, sys
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    if b.get("per_launch"):  # seconds a launch
+        print(json.dumps({"name": b["name"], "samples_per_second": 1 / b["per_launch"],
+                          "bytes_per_second": b.get("bytes_per_second")}))
+PY
+  cat "$out/kernels.txt"
+}
+
 machine > "$out/machine.txt" 2>&1
 # What the image lacks comes in .devdeps/ (bench/gpu/stage.sh): without it the build would
 # fail minutes in, at cmake's first missing package.
@@ -654,6 +672,7 @@ for group in "$@"; do
     conv-alignment) python3 bench/gpu/conv_alignment.py > "$out/conv_alignment.md" 2>&1; cat "$out/conv_alignment.md" ;;
     attention-backends) python3 bench/gpu/attention_backends.py > "$out/attention_backends.md" 2>&1
                         cat "$out/attention_backends.md" ;;
+    kernels) kernels ;;
     gelu-epilogue) python3 bench/gpu/gelu_epilogue.py > "$out/gelu_epilogue.md" 2>&1
                    cat "$out/gelu_epilogue.md" ;;
     streams-offload) streams_offload ;;

@@ -1,0 +1,203 @@
+// gpt's memory-bound CUDA kernels (plugins/models/common/cuda_*.cu) alone, at its b8 shapes
+// (8192 rows; widths of gpt2-124m, gpt2-350m and gpt-1.3b): each kernel's time per launch,
+// and the bytes it must move at least as a rate to set against the GPU's memory bandwidth
+// (4.8 TB/s on an H200). Launches go back to back on the stream, kLaunches a timed iteration.
+// Run: bench/gpu/run.sh kernels (CUDA builds only; each benchmark says so without a GPU).
+#include "plugins/models/common/cuda_cross_entropy.h"
+#include "plugins/models/common/cuda_layer_norm.h"
+#include "plugins/models/common/cuda_tensors.hpp"
+#if DSHOST_CUDA_FP8
+#include "plugins/models/common/cuda_fp8_cast.h"
+#endif
+
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+namespace {
+
+using dshost_models::bf16_bits;
+
+constexpr int kLaunches = 20;
+constexpr int64_t kRows = 8192, kVocabulary = 50304;
+
+at::Tensor bf16(const std::vector<int64_t>& sizes) {
+  return at::randn(sizes, at::dtype(at::kBFloat16).device(at::kCUDA));
+}
+
+at::Tensor floats(int64_t n) { return at::zeros({n}, at::dtype(at::kFloat).device(at::kCUDA)); }
+
+// Times `launch` (a kernel launcher returning its error text or null) as `bytes` a launch.
+template <typename Launch>
+void time_launches(benchmark::State& state, int64_t bytes, Launch launch) {
+  const auto wait = [] { c10::cuda::getCurrentCUDAStream().synchronize(); };
+  if (const char* err = launch()) return state.SkipWithError(err);
+  wait();
+  for (auto _ : state) {
+    for (int i = 0; i < kLaunches; ++i) launch();
+    wait();
+  }
+  const double launches = static_cast<double>(state.iterations()) * kLaunches;
+  state.SetBytesProcessed(static_cast<int64_t>(launches) * bytes);
+  state.counters["per_launch"] =
+      benchmark::Counter(launches, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+bool have_gpu(benchmark::State& state) {
+  if (at::hasCUDA()) return true;
+  state.SkipWithError("no CUDA device");
+  return false;
+}
+
+// gpt's residual add and layer norm: x and the residual read, their sum and its normalized
+// rows written.
+void LayerNormForward(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const dshost_models::LayerNormShape s{kRows, state.range(0)};
+  const at::Tensor x = bf16({s.rows, s.width}), r = bf16({s.rows, s.width}), w = bf16({s.width}),
+                   b = bf16({s.width}), sum = at::empty_like(x), y = at::empty_like(x),
+                   mean = floats(s.rows), rstd = floats(s.rows);
+  time_launches(state, 8 * s.rows * s.width, [&] {
+    return dshost_models::cuda_layer_norm(
+        bf16_bits(x), bf16_bits(r), bf16_bits(w), bf16_bits(b), 1e-5f, bf16_bits(sum), bf16_bits(y),
+        mean.data_ptr<float>(), rstd.data_ptr<float>(), s, dshost_models::stream_of(x));
+  });
+}
+
+// Its backward: dy, the sum's own gradient and the sum read, the sum's whole gradient
+// written (the parameters' gradients, [width] each, are not counted).
+void LayerNormBackward(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const dshost_models::LayerNormShape s{kRows, state.range(0)};
+  const at::Tensor x = bf16({s.rows, s.width}), w = bf16({s.width}), b = bf16({s.width}),
+                   y = at::empty_like(x), mean = floats(s.rows), rstd = floats(s.rows),
+                   dy = bf16({s.rows, s.width}), dsum = bf16({s.rows, s.width}),
+                   total = at::empty_like(x), dw = at::empty_like(w), db = at::empty_like(b),
+                   scratch = floats(dshost_models::cuda_layer_norm_scratch(s));
+  void* stream = dshost_models::stream_of(x);
+  dshost_models::cuda_layer_norm(bf16_bits(x), nullptr, bf16_bits(w), bf16_bits(b), 1e-5f, nullptr,
+                                 bf16_bits(y), mean.data_ptr<float>(), rstd.data_ptr<float>(), s,
+                                 stream);
+  time_launches(state, 8 * s.rows * s.width, [&] {
+    return dshost_models::cuda_layer_norm_backward(
+        bf16_bits(dy), bf16_bits(dsum), bf16_bits(x), mean.data_ptr<float>(),
+        rstd.data_ptr<float>(), bf16_bits(w), bf16_bits(total), bf16_bits(dw), bf16_bits(db),
+        /*accumulate=*/false, scratch.data_ptr<float>(), s, stream);
+  });
+}
+
+struct Logits {
+  dshost_models::CrossEntropyShape s{kRows, kVocabulary};
+  at::Tensor logits = bf16({kRows, kVocabulary}) * 4;
+  at::Tensor targets = at::randint(kVocabulary, {kRows}, at::dtype(at::kLong).device(at::kCUDA));
+  at::Tensor losses = floats(kRows), lse = floats(kRows);
+};
+
+// The loss: the logits read once.
+void CrossEntropyForward(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  Logits l;
+  time_launches(state, 2 * kRows * kVocabulary, [&] {
+    return dshost_models::cuda_cross_entropy(bf16_bits(l.logits), l.targets.data_ptr<int64_t>(),
+                                             l.losses.data_ptr<float>(), l.lse.data_ptr<float>(),
+                                             l.s, dshost_models::stream_of(l.logits));
+  });
+}
+
+// The logits' gradient: the logits read, the gradient written.
+void CrossEntropyBackward(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  Logits l;
+  const at::Tensor scale = floats(1) + 1.0 / kRows, grad = at::empty_like(l.logits);
+  void* stream = dshost_models::stream_of(l.logits);
+  dshost_models::cuda_cross_entropy(bf16_bits(l.logits), l.targets.data_ptr<int64_t>(),
+                                    l.losses.data_ptr<float>(), l.lse.data_ptr<float>(), l.s,
+                                    stream);
+  time_launches(state, 4 * kRows * kVocabulary, [&] {
+    return dshost_models::cuda_cross_entropy_backward(
+        bf16_bits(l.logits), l.targets.data_ptr<int64_t>(), l.lse.data_ptr<float>(),
+        scale.data_ptr<float>(), bf16_bits(grad), l.s, stream);
+  });
+}
+
+#if DSHOST_CUDA_FP8
+using dshost_models::Fp8Format;
+using dshost_models::Fp8Source;
+
+// A delayed-scaling cast of a [8192, cols] input, as gpt's layers make them: read in bf16
+// (gelu_gradient's two matrices; stacked's three [8, 1024, cols / 192, 64] parts, attention's
+// gradients), written in fp8 in both layouts; with the column sums (a bias's gradient) where
+// `column_sums`.
+void Fp8Cast(benchmark::State& state, Fp8Source source, Fp8Format format, bool column_sums) {
+  if (!have_gpu(state)) return;
+  const int64_t cols = state.range(0);
+  const at::Tensor x = bf16({kRows, cols}), point = bf16({kRows, cols});
+  const at::Tensor out = at::empty({kRows, cols}, at::dtype(at::kByte).device(at::kCUDA)),
+                   out_t = at::empty_like(out), inverse_scale = floats(1),
+                   history = at::zeros({dshost_models::kFp8HistoryWords},
+                                       at::dtype(at::kInt).device(at::kCUDA)),
+                   partials =
+                       floats(column_sums ? kRows / dshost_models::kFp8CastTileRows * cols : 0);
+  dshost_models::Fp8CastInput in{bf16_bits(x), kRows, cols, source, bf16_bits(point)};
+  std::vector<at::Tensor> parts;
+  if (source == Fp8Source::stacked) {
+    for (int i = 0; i < 3; ++i) parts.push_back(bf16({8, kRows / 8, cols / 3 / 64, 64}));
+    in.stack = {{bf16_bits(parts[0]), bf16_bits(parts[1]), bf16_bits(parts[2])},
+                kRows / 8,
+                64,
+                parts[0].stride(0),
+                parts[0].stride(1),
+                parts[0].stride(2)};
+    in.x = in.stack.parts[0];
+  }
+  const int64_t read = source == Fp8Source::gelu_gradient ? 4 : 2;
+  time_launches(state, (read + 2) * kRows * cols, [&] {
+    return dshost_models::cuda_cast_to_fp8_delayed(
+        in, reinterpret_cast<unsigned*>(history.data_ptr<int>()), format, out.data_ptr<uint8_t>(),
+        out_t.data_ptr<uint8_t>(), inverse_scale.data_ptr<float>(),
+        column_sums ? partials.data_ptr<float>() : nullptr, dshost_models::stream_of(x));
+  });
+}
+
+// A bias's gradient from a cast's column sums: [128, cols] floats read, [cols] written.
+void SumColumnPartials(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const int64_t cols = state.range(0), tiles = kRows / dshost_models::kFp8CastTileRows;
+  const at::Tensor partials = floats(tiles * cols) + 1, out = bf16({cols});
+  time_launches(state, 4 * tiles * cols + 2 * cols, [&] {
+    return dshost_models::cuda_sum_column_partials(partials.data_ptr<float>(), tiles, cols,
+                                                   bf16_bits(out), /*accumulate=*/false,
+                                                   dshost_models::stream_of(out));
+  });
+}
+#endif
+
+}  // namespace
+
+BENCHMARK(LayerNormForward)->Arg(768)->Arg(1024)->Arg(2048)->UseRealTime();
+BENCHMARK(LayerNormBackward)->Arg(768)->Arg(1024)->Arg(2048)->UseRealTime();
+BENCHMARK(CrossEntropyForward)->UseRealTime();
+BENCHMARK(CrossEntropyBackward)->UseRealTime();
+#if DSHOST_CUDA_FP8
+// gpt2-124m's: ln outputs and attention's output (768), GELU's output (3072) in e4m3; the
+// q/k/v gradients (2304), the MLP's gradient through GELU (3072) in e5m2, with bias sums.
+BENCHMARK_CAPTURE(Fp8Cast, plain_e4m3, Fp8Source::plain, Fp8Format::e4m3, false)
+    ->Arg(768)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(Fp8Cast, gelu_e4m3, Fp8Source::gelu, Fp8Format::e4m3, false)
+    ->Arg(3072)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(Fp8Cast, plain_e5m2_sums, Fp8Source::plain, Fp8Format::e5m2, true)
+    ->Arg(768)
+    ->Arg(2304)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(Fp8Cast, stacked_e5m2_sums, Fp8Source::stacked, Fp8Format::e5m2, true)
+    ->Arg(2304)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(Fp8Cast, gelu_gradient_e5m2_sums, Fp8Source::gelu_gradient, Fp8Format::e5m2, true)
+    ->Arg(3072)
+    ->UseRealTime();
+BENCHMARK(SumColumnPartials)->Arg(768)->Arg(3072)->UseRealTime();
+#endif
+
+BENCHMARK_MAIN();
