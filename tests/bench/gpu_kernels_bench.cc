@@ -124,26 +124,26 @@ void CrossEntropyBackward(benchmark::State& state) {
 using dshost_models::Fp8Format;
 using dshost_models::Fp8Source;
 
-// A delayed-scaling cast of a [8192, cols] input, as gpt's layers make them: read in bf16
-// (gelu_gradient's two matrices; stacked's three [8, 1024, cols / 192, 64] parts, attention's
-// gradients), written in fp8 in both layouts; with the column sums (a bias's gradient) where
-// `column_sums`.
+// A delayed-scaling cast of a [rows, cols] input (the arguments), as gpt's layers make them:
+// read in bf16 (gelu_gradient's two matrices; stacked's three [8, rows / 8, cols / 192, 64]
+// parts, attention's gradients), written in fp8 in both layouts; with the column sums (a
+// bias's gradient) where `column_sums`.
 void Fp8Cast(benchmark::State& state, Fp8Source source, Fp8Format format, bool column_sums) {
   if (!have_gpu(state)) return;
-  const int64_t cols = state.range(0);
-  const at::Tensor x = bf16({kRows, cols}), point = bf16({kRows, cols});
-  const at::Tensor out = at::empty({kRows, cols}, at::dtype(at::kByte).device(at::kCUDA)),
+  const int64_t rows = state.range(0), cols = state.range(1),
+                tile_rows = dshost_models::kFp8CastTileRows;
+  const at::Tensor x = bf16({rows, cols}), point = bf16({rows, cols});
+  const at::Tensor out = at::empty({rows, cols}, at::dtype(at::kByte).device(at::kCUDA)),
                    out_t = at::empty_like(out), inverse_scale = floats(1),
                    history = at::zeros({dshost_models::kFp8HistoryWords},
                                        at::dtype(at::kInt).device(at::kCUDA)),
-                   partials =
-                       floats(column_sums ? kRows / dshost_models::kFp8CastTileRows * cols : 0);
-  dshost_models::Fp8CastInput in{bf16_bits(x), kRows, cols, source, bf16_bits(point)};
+                   partials = floats(column_sums ? (rows + tile_rows - 1) / tile_rows * cols : 0);
+  dshost_models::Fp8CastInput in{bf16_bits(x), rows, cols, source, bf16_bits(point)};
   std::vector<at::Tensor> parts;
   if (source == Fp8Source::stacked) {
-    for (int i = 0; i < 3; ++i) parts.push_back(bf16({8, kRows / 8, cols / 3 / 64, 64}));
+    for (int i = 0; i < 3; ++i) parts.push_back(bf16({8, rows / 8, cols / 3 / 64, 64}));
     in.stack = {{bf16_bits(parts[0]), bf16_bits(parts[1]), bf16_bits(parts[2])},
-                kRows / 8,
+                rows / 8,
                 64,
                 parts[0].stride(0),
                 parts[0].stride(1),
@@ -151,7 +151,7 @@ void Fp8Cast(benchmark::State& state, Fp8Source source, Fp8Format format, bool c
     in.x = in.stack.parts[0];
   }
   const int64_t read = source == Fp8Source::gelu_gradient ? 4 : 2;
-  time_launches(state, (read + 2) * kRows * cols, [&] {
+  time_launches(state, (read + 2) * rows * cols, [&] {
     return dshost_models::cuda_cast_to_fp8_delayed(
         in, reinterpret_cast<unsigned*>(history.data_ptr<int>()), format, out.data_ptr<uint8_t>(),
         out_t.data_ptr<uint8_t>(), inverse_scale.data_ptr<float>(),
@@ -179,23 +179,28 @@ BENCHMARK(LayerNormBackward)->Arg(768)->Arg(1024)->Arg(2048)->UseRealTime();
 BENCHMARK(CrossEntropyForward)->UseRealTime();
 BENCHMARK(CrossEntropyBackward)->UseRealTime();
 #if DSHOST_CUDA_FP8
-// gpt2-124m's: ln outputs and attention's output (768), GELU's output (3072) in e4m3; the
-// q/k/v gradients (2304), the MLP's gradient through GELU (3072) in e5m2, with bias sums.
+// gpt2-124m's at b8: ln outputs and attention's output (8192 x 768), GELU's output
+// (8192 x 3072) and the weights (2304 x 768, 3072 x 768, 768 x 3072) in e4m3; the q/k/v
+// gradients (8192 x 2304), the MLP's gradient through GELU (8192 x 3072) and the output
+// projections' (8192 x 768) in e5m2, with bias sums.
 BENCHMARK_CAPTURE(Fp8Cast, plain_e4m3, Fp8Source::plain, Fp8Format::e4m3, false)
-    ->Arg(768)
+    ->Args({kRows, 768})
+    ->Args({2304, 768})
+    ->Args({3072, 768})
+    ->Args({768, 3072})
     ->UseRealTime();
 BENCHMARK_CAPTURE(Fp8Cast, gelu_e4m3, Fp8Source::gelu, Fp8Format::e4m3, false)
-    ->Arg(3072)
+    ->Args({kRows, 3072})
     ->UseRealTime();
 BENCHMARK_CAPTURE(Fp8Cast, plain_e5m2_sums, Fp8Source::plain, Fp8Format::e5m2, true)
-    ->Arg(768)
-    ->Arg(2304)
+    ->Args({kRows, 768})
+    ->Args({kRows, 2304})
     ->UseRealTime();
 BENCHMARK_CAPTURE(Fp8Cast, stacked_e5m2_sums, Fp8Source::stacked, Fp8Format::e5m2, true)
-    ->Arg(2304)
+    ->Args({kRows, 2304})
     ->UseRealTime();
 BENCHMARK_CAPTURE(Fp8Cast, gelu_gradient_e5m2_sums, Fp8Source::gelu_gradient, Fp8Format::e5m2, true)
-    ->Arg(3072)
+    ->Args({kRows, 3072})
     ->UseRealTime();
 BENCHMARK(SumColumnPartials)->Arg(768)->Arg(3072)->UseRealTime();
 #endif
