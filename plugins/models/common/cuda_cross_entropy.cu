@@ -29,18 +29,35 @@ struct RowSplit {
 // A running maximum m and sum s of exp(x - m).
 struct MaxSum {
   float m = -INFINITY, s = 0.f;
-  __device__ void add(float x) {
-    if (x == -INFINITY) return;  // adds nothing, and exp(-inf - -inf) would be NaN
-    if (x > m) {
-      s = s * __expf(m - x) + 1.f;
-      m = x;
-    } else {
-      s += __expf(x - m);  // NaN stays NaN
+  // N values at once: their maximum first, then their exponentials, independent of each
+  // other, and one rescale of s, where adding them one by one would chain N rescales.
+  template <int N>
+  __device__ void add(const float (&x)[N]) {
+    float top = m;
+#pragma unroll
+    for (int k = 0; k < N; ++k) top = fmaxf(top, x[k]);  // fmaxf passes NaN over
+    if (top == -INFINITY) {                              // each value -inf (adds nothing) or NaN
+#pragma unroll
+      for (int k = 0; k < N; ++k)
+        if (isnan(x[k])) s = x[k];
+      return;
     }
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < N; ++k) sum += __expf(x[k] - top);  // NaN stays NaN
+    s = s * __expf(m - top) + sum;
+    m = top;
+  }
+  __device__ void add(float x) {
+    const float one[1] = {x};
+    add(one);
   }
   __device__ void merge(MaxSum o) {
     const float top = fmaxf(m, o.m);
-    if (top == -INFINITY) return;
+    if (top == -INFINITY) {
+      s += o.s;  // zero, or NaN from a NaN value
+      return;
+    }
     s = s * __expf(m - top) + o.s * __expf(o.m - top);
     m = top;
   }
@@ -80,8 +97,10 @@ __global__ void forward_kernel(const uint16_t* __restrict__ logits,
   const Vec* body = reinterpret_cast<const Vec*>(split.row + split.head);
   for (int64_t w = threadIdx.x; w < split.words; w += blockDim.x) {
     const Vec word = body[w];
+    float x[kLanes];
 #pragma unroll
-    for (int lane = 0; lane < kLanes; ++lane) mine.add(to_float(word.v[lane]));
+    for (int lane = 0; lane < kLanes; ++lane) x[lane] = to_float(word.v[lane]);
+    mine.add(x);
   }
   for (int64_t c = split.tail_begin + threadIdx.x; c < s.classes; c += blockDim.x)
     mine.add(to_float(split.row[c]));

@@ -44,14 +44,25 @@ __device__ unsigned block_max(unsigned best) {
   return best;
 }
 
-// GELU, GPT-2's tanh approximation, and its derivative (ATen's formulas), in fp32.
+// GELU, GPT-2's tanh approximation, and its derivative, in fp32 through the logistic
+// function s = 0.5 (1 + tanh(u)) = 1 / (1 + exp(-2u)) and its complement 1 - s =
+// exp(-2u) s: GELU(v) = v s, GELU'(v) = s + 2 v s (1 - s) u'. Neither 1 + tanh(u) (negative
+// u) nor 1 - s (positive) is formed, so nothing cancels, and an element takes two of the
+// GPU's special-function instructions (exponential, reciprocal) where tanhf takes a branch
+// and a longer series.
 constexpr float kSqrt2OverPi = 0.7978845608028654f, kCubic = 0.044715f;
-__device__ float gelu(float v) {
-  return 0.5f * v * (1.f + tanhf(kSqrt2OverPi * (v + kCubic * v * v * v)));
+struct Logistic {
+  float s, complement;
+};
+__device__ Logistic gelu_logistic(float v) {
+  const float e = __expf(-2.f * kSqrt2OverPi * (v + kCubic * v * v * v));
+  const float s = __fdividef(1.f, 1.f + e);  // 0 where e overflows
+  return {s, fminf(e * s, 1.f)};             // 1 there (e s is then inf x 0)
 }
+__device__ float gelu(float v) { return v * gelu_logistic(v).s; }
 __device__ float gelu_derivative(float v) {
-  const float t = tanhf(kSqrt2OverPi * (v + kCubic * v * v * v));
-  return 0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kCubic * v * v);
+  const Logistic l = gelu_logistic(v);
+  return l.s + 2.f * v * l.s * l.complement * kSqrt2OverPi * (1.f + 3.f * kCubic * v * v);
 }
 
 // Eight of the input's values from its words x and (gelu_gradient's) at.
@@ -90,7 +101,9 @@ __device__ Bf16x8 load(const Fp8CastInput& in, int64_t r, int64_t col) {
     const unsigned steps = static_cast<unsigned>(s.steps), row = static_cast<unsigned>(r);
     const unsigned head_dim = static_cast<unsigned>(s.head_dim), batch = row / steps;
     const unsigned head = within / head_dim;
-    return read16(s.parts[part] + batch * s.stride_batch + (row - batch * steps) * s.stride_step +
+    // The part chosen by value: indexing parts by `part` would copy them to local memory.
+    const uint16_t* base = part == 0 ? s.parts[0] : part == 1 ? s.parts[1] : s.parts[2];
+    return read16(base + batch * s.stride_batch + (row - batch * steps) * s.stride_step +
                   head * s.stride_head + (within - head * head_dim));
   }
 }
@@ -188,10 +201,10 @@ __device__ uint32_t to_fp8x4(const float* v, float scale) {
 // Cast with the scale from *amax (current scaling) or from `history` (delayed, where not
 // null; the values' largest magnitude is then recorded in it).
 template <__nv_fp8_interpretation_t kFormat, Fp8Source kSource>
-__global__ void cast_kernel(const Fp8CastInput in, const float* amax, unsigned* history,
-                            float format_max, uint8_t* __restrict__ out,
-                            uint8_t* __restrict__ out_t, float* inverse_scale,
-                            float* column_partials) {
+__global__ void __launch_bounds__(kThreads, 4)
+    cast_kernel(const Fp8CastInput in, const float* amax, unsigned* history, float format_max,
+                uint8_t* __restrict__ out, uint8_t* __restrict__ out_t, float* inverse_scale,
+                float* column_partials) {
   const int64_t rows = in.rows, cols = in.cols;
   __shared__ uint32_t tile[kTileRows][kTileWords];
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
