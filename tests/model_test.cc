@@ -10,6 +10,7 @@
 #include "plugins/models/common/fp8_linear.hpp"
 #include "plugins/models/common/fp8_mlp.hpp"
 #include "plugins/models/common/fp8_qkv_linear.hpp"
+#include "plugins/models/common/gelu_mlp.hpp"
 #include "plugins/models/common/image.hpp"
 #include "plugins/models/common/layer_norm.hpp"
 #include "plugins/models/common/squeeze_excitation.hpp"
@@ -1491,6 +1492,61 @@ TEST(Fp8GeluMlp, FollowsAFloat64MlpAsTheUnfusedLayersDo) {
                                  {0.08, 0.15, 0.15, 0.15, 0.15, 0.01});
     }
   }
+}
+
+DSHOST_SUITE_LABEL(GeluMlp, gpu);
+// gpt's bf16 MLP with GELU in cuBLASLt's epilogues against a float64 MLP, as close as the
+// unfused layers (dshost::linear, ATen's GELU) come, within bf16's rounding (1/100 of the
+// norm); 111 rows, no multiple of 8. Then with bf16 buffers bound as both weights' gradients
+// (what a strategy binds), over two passes: backward adds the weights' gradients into them,
+// on top of what they held, the accumulators get none, and the buffers' sums are float64's
+// within bf16's rounding.
+TEST(GeluMlp, FollowsAFloat64MlpAsTheUnfusedLayersDo) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_GELU_GEMM
+  GTEST_SKIP() << "built without cuBLASLt's epilogues";
+#else
+  at::manual_seed(24);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const auto fused = [](const std::vector<at::Tensor>& p) {
+    return dshost_models::gelu_mlp(p[0], p[1], p[2], p[3], p[4]);
+  };
+  std::vector<at::Tensor> inputs = mlp_inputs(264, bf16), inputs64;
+  inputs[0] = inputs[0].reshape({-1, 264}).narrow(0, 0, 111);
+  const at::Tensor g = at::randn({111, 264}, bf16);
+  for (const at::Tensor& t : inputs) inputs64.push_back(t.to(at::kDouble));
+  const MlpRun ours = run_mlp(fused, inputs, g);
+  ASSERT_NE(ours.function.find("GeluMlp"), std::string::npos) << ours.function;
+  const MlpRun unfused = run_mlp(
+      [](const std::vector<at::Tensor>& p) {
+        return at::linear(gelu_tanh(at::linear(p[0], p[1], p[2])), p[3], p[4]);
+      },
+      inputs, g);
+  expect_mlp_follows_float64(ours, unfused, run_mlp(float64_mlp, inputs64, g),
+                             std::vector<double>(6, 0.01));
+
+  std::vector<at::Tensor> params(inputs.begin() + 1, inputs.end());
+  for (at::Tensor& p : params) p = p.clone().set_requires_grad(true);
+  std::vector<bool> arrived;
+  const BoundGradient bound_fc = bind_gradient(params[0], &arrived),
+                      bound_proj = bind_gradient(params[2], &arrived);
+  at::Tensor sum_fc = at::zeros({4 * 264, 264}, at::kDouble).cuda(),
+             sum_proj = at::zeros({264, 4 * 264}, at::kDouble).cuda();
+  for (int pass = 0; pass < 2; ++pass) {
+    const at::Tensor x = at::randn({4, 40, 264}, bf16), gy = at::randn({4, 40, 264}, bf16);
+    fused({x, params[0], params[1], params[2], params[3]}).backward(gy);
+    std::vector<at::Tensor> p64{x.to(at::kDouble)};
+    for (const at::Tensor& p : params) p64.push_back(p.detach().to(at::kDouble));
+    const MlpRun exact = run_mlp(float64_mlp, p64, gy);
+    sum_fc += exact.grads[1];
+    sum_proj += exact.grads[3];
+  }
+  EXPECT_EQ(params[0].grad().data_ptr(), bound_fc.buffer.data_ptr());
+  EXPECT_EQ(params[2].grad().data_ptr(), bound_proj.buffer.data_ptr());
+  EXPECT_LT(relative_error(bound_fc.buffer - bound_fc.held, sum_fc), 0.01);
+  EXPECT_LT(relative_error(bound_proj.buffer - bound_proj.held, sum_proj), 0.01);
+  EXPECT_EQ(arrived, std::vector<bool>(4, false));
+#endif
 }
 
 // A stacked cast (fp8_qkv_linear.hpp's) of three [B, T, heads, head_dim] tensors laid out

@@ -9,6 +9,9 @@
 #if DSHOST_CUDA_FP8
 #include "plugins/models/common/cuda_fp8_cast.h"
 #endif
+#if DSHOST_CUDA_GELU_GEMM
+#include "plugins/models/common/cuda_gelu_gemm.h"
+#endif
 
 #include <benchmark/benchmark.h>
 
@@ -172,10 +175,62 @@ void SumColumnPartials(benchmark::State& state) {
 }
 #endif
 
+#if DSHOST_CUDA_GELU_GEMM
+// gpt's MLP at width C (an argument) with GELU as ATen's pass after c_fc's product and inside
+// cuBLASLt's epilogues (time only: these are products). Forward: [8192, C] x [4C, C]^T + bias,
+// then GELU. Backward: mlp_proj's input gradient [8192, C] x [C, 4C], then GELU's derivative;
+// in the epilogue with c_fc's bias gradient (DGELU_BGRAD) or without it (DGELU).
+struct Mlp {
+  int64_t c;
+  at::Tensor x = bf16({kRows, c}), fc_weight = bf16({4 * c, c}), fc_bias = bf16({4 * c}),
+             proj_weight = bf16({c, 4 * c}), pre = bf16({kRows, 4 * c}), out = at::empty_like(pre),
+             g = bf16({kRows, c}), bias_gradient = bf16({4 * c}),
+             workspace = at::empty({static_cast<int64_t>(dshost_models::kGeluGemmWorkspaceBytes)},
+                                   at::dtype(at::kByte).device(at::kCUDA));
+  void* stream = dshost_models::stream_of(x);
+};
+
+void GeluForward(benchmark::State& state, bool epilogue) {
+  if (!have_gpu(state)) return;
+  Mlp p{state.range(0)};
+  time_launches(state, 0, [&]() -> const char* {
+    if (epilogue)
+      return dshost_models::cuda_gelu_linear(
+          bf16_bits(p.x), bf16_bits(p.fc_weight), bf16_bits(p.fc_bias), kRows, 4 * p.c, p.c,
+          bf16_bits(p.out), bf16_bits(p.pre), p.workspace.data_ptr(), p.stream);
+    at::gelu(at::addmm(p.fc_bias, p.x, p.fc_weight.t()), "tanh");
+    return nullptr;
+  });
+}
+
+enum class GeluBackwardBy { aten, epilogue, epilogue_with_bias_gradient };
+
+void GeluBackward(benchmark::State& state, GeluBackwardBy by) {
+  if (!have_gpu(state)) return;
+  Mlp p{state.range(0)};
+  time_launches(state, 0, [&]() -> const char* {
+    if (by == GeluBackwardBy::aten) {
+      at::gelu_backward(p.g.mm(p.proj_weight), p.pre, "tanh");
+      return nullptr;
+    }
+    return dshost_models::cuda_gelu_linear_backward(
+        bf16_bits(p.g), bf16_bits(p.proj_weight), bf16_bits(p.pre), kRows, 4 * p.c, p.c,
+        bf16_bits(p.out),
+        by == GeluBackwardBy::epilogue_with_bias_gradient ? bf16_bits(p.bias_gradient) : nullptr,
+        p.workspace.data_ptr(), p.stream);
+  });
+}
+#endif
+
+// The widths of gpt2-124m, gpt2-350m and gpt-1.3b, timed in real time.
+void gpt_widths(benchmark::internal::Benchmark* b) {
+  b->Arg(768)->Arg(1024)->Arg(2048)->UseRealTime();
+}
+
 }  // namespace
 
-BENCHMARK(LayerNormForward)->Arg(768)->Arg(1024)->Arg(2048)->UseRealTime();
-BENCHMARK(LayerNormBackward)->Arg(768)->Arg(1024)->Arg(2048)->UseRealTime();
+BENCHMARK(LayerNormForward)->Apply(gpt_widths);
+BENCHMARK(LayerNormBackward)->Apply(gpt_widths);
 BENCHMARK(CrossEntropyForward)->UseRealTime();
 BENCHMARK(CrossEntropyBackward)->UseRealTime();
 #if DSHOST_CUDA_FP8
@@ -203,6 +258,15 @@ BENCHMARK_CAPTURE(Fp8Cast, gelu_gradient_e5m2_sums, Fp8Source::gelu_gradient, Fp
     ->Args({kRows, 3072})
     ->UseRealTime();
 BENCHMARK(SumColumnPartials)->Arg(768)->Arg(3072)->UseRealTime();
+#endif
+#if DSHOST_CUDA_GELU_GEMM
+BENCHMARK_CAPTURE(GeluForward, aten, false)->Apply(gpt_widths);
+BENCHMARK_CAPTURE(GeluForward, epilogue, true)->Apply(gpt_widths);
+BENCHMARK_CAPTURE(GeluBackward, aten, GeluBackwardBy::aten)->Apply(gpt_widths);
+BENCHMARK_CAPTURE(GeluBackward, epilogue, GeluBackwardBy::epilogue)->Apply(gpt_widths);
+BENCHMARK_CAPTURE(GeluBackward, epilogue_with_bias_gradient,
+                  GeluBackwardBy::epilogue_with_bias_gradient)
+    ->Apply(gpt_widths);
 #endif
 
 BENCHMARK_MAIN();

@@ -13,13 +13,13 @@
 #include "../common/fp8_linear.hpp"
 #include "../common/fp8_mlp.hpp"
 #include "../common/fp8_qkv_linear.hpp"
+#include "../common/gelu_mlp.hpp"
 #include "../common/layer_norm.hpp"
 
 #include <dshost/model.hpp>
 #include <dshost/ops/attention.hpp>
 #include <dshost/ops/linear.hpp>
 
-#include <torch/nn/functional/activation.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
@@ -149,9 +149,7 @@ struct BlockImpl : nn::Module {
   // mlp_proj(GELU(c_fc(x))); in fp8 with GELU inside the casts between the layers.
   at::Tensor mlp(const at::Tensor& x) {
     if (precision == Precision::bf16)
-      return linear(3, mlp_proj,
-                    nn::functional::gelu(linear(2, c_fc, x),
-                                         nn::functional::GELUFuncOptions().approximate("tanh")));
+      return dshost_models::gelu_mlp(x, c_fc->weight, c_fc->bias, mlp_proj->weight, mlp_proj->bias);
     const bool delayed = precision == Precision::fp8_delayed;
     return dshost_models::fp8_gelu_mlp(
         x, c_fc->weight, c_fc->bias, mlp_proj->weight, mlp_proj->bias,

@@ -1,0 +1,117 @@
+// A transformer's MLP, proj(GELU(fc(x))) with GPT-2's tanh GELU, in bf16 with GELU in fc's
+// cuBLASLt epilogues (cuda_gelu_gemm.h), as Transformer Engine's LayerNormMLP does: forward's
+// product writes GELU's output and its input, and backward's product through proj applies
+// GELU's derivative, where ATen's GELU would take a pass of its own over [rows, 4 x width]
+// matrices each way. fc's bias gradient is bias_gradient.hpp's column sums, as the unfused
+// layers have it, not the epilogue's (DGELU_BGRAD). Both weights' gradients are added into
+// their bound buffers by backward's products, as dshost::linear's are.
+//
+// Taken for bf16 input and parameters on a GPU, both layers with a bias and every width a
+// multiple of 8, in builds with cuBLASLt; elsewhere the two layers as dshost::linear and
+// ATen's GELU between them.
+#pragma once
+
+#include "bias_gradient.hpp"
+
+#include <dshost/ops/linear.hpp>
+
+#include <torch/nn/functional/activation.h>
+
+#if DSHOST_CUDA_GELU_GEMM
+#include "cuda_gelu_gemm.h"
+#include "cuda_tensors.hpp"
+
+#include <torch/autograd.h>
+#endif
+
+namespace dshost_models {
+
+#if DSHOST_CUDA_GELU_GEMM
+// w's gradient g^T x: added into w's bound buffer (none is then returned), else a fresh one.
+inline at::Tensor weight_gradient_into(const at::Tensor& w, const at::Tensor& g,
+                                       const at::Tensor& x) {
+  if (!bound_gradient(w, at::kBFloat16)) return g.t().mm(x);
+  w.grad().addmm_(g.t(), x);
+  return {};
+}
+
+struct GeluMlp : torch::autograd::Function<GeluMlp> {
+  static bool takes(const at::Tensor& x, const at::Tensor& fc_weight, const at::Tensor& fc_bias,
+                    const at::Tensor& proj_weight, const at::Tensor& proj_bias) {
+    const auto bf16 = [](const at::Tensor& t) {
+      return t.defined() && t.is_cuda() && t.scalar_type() == at::kBFloat16;
+    };
+    return bf16(x) && bf16(fc_weight) && bf16(fc_bias) && bf16(proj_weight) && bf16(proj_bias) &&
+           x.numel() > 0 && fc_weight.dim() == 2 && proj_weight.dim() == 2 &&
+           x.size(-1) == fc_weight.size(1) && proj_weight.size(1) == fc_weight.size(0) &&
+           x.size(-1) % 8 == 0 && fc_weight.size(0) % 8 == 0 && proj_weight.size(0) % 8 == 0;
+  }
+
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& fc_weight, const at::Tensor& fc_bias,
+                            const at::Tensor& proj_weight, const at::Tensor& proj_bias) {
+    const at::Tensor rows = aligned16(x.reshape({-1, x.size(-1)}));
+    const at::Tensor w = aligned16(fc_weight), b = aligned16(fc_bias);
+    const int64_t m = rows.size(0), n = w.size(0), k = w.size(1);
+    const at::Tensor pre = at::empty({m, n}, rows.options()),
+                     act = at::empty({m, n}, rows.options());
+    const at::Tensor workspace =
+        at::empty({static_cast<int64_t>(kGeluGemmWorkspaceBytes)}, rows.options().dtype(at::kByte));
+    check_launch(
+        cuda_gelu_linear(bf16_bits(rows), bf16_bits(w), bf16_bits(b), m, n, k, bf16_bits(act),
+                         bf16_bits(pre), workspace.data_ptr(), stream_of(rows)),
+        "GELU linear");
+    ctx->save_for_backward({rows, pre, act});
+    ctx->saved_data["fc_weight"] = fc_weight;  // the parameters, whose grads may be bound
+    ctx->saved_data["proj_weight"] = proj_weight;
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = proj_weight.size(0);
+    return at::addmm(proj_bias, act, proj_weight.t()).view(shape);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &rows = saved[0], &pre = saved[1], &act = saved[2];
+    const at::Tensor fc_weight = ctx->saved_data["fc_weight"].toTensor();
+    const at::Tensor proj_weight = ctx->saved_data["proj_weight"].toTensor();
+    const at::Tensor g = aligned16(grads[0].reshape({-1, grads[0].size(-1)}).to(at::kBFloat16));
+    const at::Tensor w = aligned16(proj_weight);
+    const int64_t m = g.size(0), n = pre.size(1), k = g.size(1);
+    const at::Tensor d_pre = at::empty({m, n}, g.options());
+    const at::Tensor workspace =
+        at::empty({static_cast<int64_t>(kGeluGemmWorkspaceBytes)}, g.options().dtype(at::kByte));
+    check_launch(cuda_gelu_linear_backward(bf16_bits(g), bf16_bits(w), bf16_bits(pre), m, n, k,
+                                           bf16_bits(d_pre), /*bias_gradient=*/nullptr,
+                                           workspace.data_ptr(), stream_of(g)),
+                 "GELU linear's backward");
+    at::Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      std::vector<int64_t> shape = grads[0].sizes().vec();
+      shape.back() = fc_weight.size(1);
+      dx = d_pre.mm(fc_weight).view(shape);
+    }
+    const at::Tensor d_fc_weight =
+        ctx->needs_input_grad(1) ? weight_gradient_into(fc_weight, d_pre, rows) : at::Tensor();
+    const at::Tensor d_proj_weight =
+        ctx->needs_input_grad(3) ? weight_gradient_into(proj_weight, g, act) : at::Tensor();
+    return {dx, d_fc_weight, bias_gradient(d_pre), d_proj_weight, bias_gradient(g)};
+  }
+};
+#endif
+
+// proj(GELU(fc(x))): GeluMlp where it takes the tensors, else the unfused layers.
+inline at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& fc_weight,
+                           const at::Tensor& fc_bias, const at::Tensor& proj_weight,
+                           const at::Tensor& proj_bias) {
+#if DSHOST_CUDA_GELU_GEMM
+  if (GeluMlp::takes(x, fc_weight, fc_bias, proj_weight, proj_bias))
+    return GeluMlp::apply(x, fc_weight, fc_bias, proj_weight, proj_bias);
+#endif
+  const at::Tensor act =
+      torch::nn::functional::gelu(dshost::linear(x, fc_weight, fc_bias, bias_gradient),
+                                  torch::nn::functional::GELUFuncOptions().approximate("tanh"));
+  return dshost::linear(act, proj_weight, proj_bias, bias_gradient);
+}
+
+}  // namespace dshost_models
