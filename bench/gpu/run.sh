@@ -21,7 +21,8 @@
 #                                 $OUT/gelu_epilogue.md)
 #                                 kernels (gpt's layer norm, cross-entropy and fp8 cast kernels alone at
 #                                 its b8 shapes, time and bytes a second: $OUT/kernels.txt; a row each,
-#                                 launches a second, so before_after.sh compares them)
+#                                 launches a second, so before_after.sh compares them; KERNELS: a Google
+#                                 Benchmark filter, e.g. KERNELS=LayerNorm)
 #                                 real-data (resnet50 and mobilenet_v2 from a folder of JPEGs decoded on the CPU
 #                                 and on the GPU, against the DataLoader)
 #                                 cpu-adam (the fused CPU AdamW against torch's, and the host's
@@ -613,8 +614,8 @@ largest() {
 
 # gpt's CUDA kernels alone (tests/bench/gpu_kernels_bench.cc).
 kernels() {
-  $build/tests/bench/dshost_gpu_kernels_bench --benchmark_out="$logs/kernels.json" \
-    --benchmark_out_format=json > "$out/kernels.txt" 2>&1
+  $build/tests/bench/dshost_gpu_kernels_bench --benchmark_filter="${KERNELS:-.}" \
+    --benchmark_out="$logs/kernels.json" --benchmark_out_format=json > "$out/kernels.txt" 2>&1
   python3 - "$logs/kernels.json" >> "$rows" <<'PY'
 import json, sys
 for b in json.load(open(sys.argv[1]))["benchmarks"]:
