@@ -146,7 +146,8 @@ struct BlockImpl : nn::Module {
         precision == Precision::fp8_delayed ? &fp8_scaling[0] : nullptr);
   }
 
-  // mlp_proj(GELU(c_fc(x))); in fp8 with GELU inside the casts between the layers.
+  // mlp_proj(GELU(c_fc(x))): in bf16 with GELU and its derivative in cuBLASLt's epilogues
+  // (gelu_mlp.hpp), in fp8 inside the casts between the layers.
   at::Tensor mlp(const at::Tensor& x) {
     if (precision == Precision::bf16)
       return dshost_models::gelu_mlp(x, c_fc->weight, c_fc->bias, mlp_proj->weight, mlp_proj->bias);
