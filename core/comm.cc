@@ -1,6 +1,7 @@
 #include "core/comm.h"
 
 #include "core/error.h"
+#include "core/heartbeat.h"
 #include "core/manifest.h"  // join
 #include "core/torch_compat.h"
 
@@ -19,7 +20,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <cstring>
@@ -153,64 +153,6 @@ struct Comm::Groups {
   c10::intrusive_ptr<CollectiveBackend> gloo, nccl;
 };
 
-// This rank's heartbeat: a thread that raises "heartbeat/RANK" in the rendezvous store every
-// kBeat, through a store client of its own with a short timeout, so that neither a busy
-// rank nor a stopped store server can hold it up for long.
-struct Comm::Heartbeat {
-  static constexpr std::chrono::milliseconds kBeat{100}, kSilence{400};
-
-  Heartbeat(const Rendezvous& rv) {
-    c10d::TCPStoreOptions opts;
-    opts.port = static_cast<uint16_t>(rv.master_port);
-    opts.isServer = false;
-    opts.waitWorkers = false;
-    opts.timeout = std::chrono::seconds(2);
-    store = c10::make_intrusive<c10d::TCPStore>(rv.master_addr, opts);
-    const std::string host = hostname();
-    store->set(cat("host/", rv.rank), std::vector<uint8_t>(host.begin(), host.end()));
-    const std::string key = cat("heartbeat/", rv.rank);
-    beating = std::thread([this, key] {
-      while (!stopping) {
-        try {
-          std::lock_guard<std::mutex> lock(mutex);
-          store->add(key, 1);
-        } catch (const std::exception&) {  // the store's rank is gone: nothing to tell
-        }
-        std::this_thread::sleep_for(kBeat);
-      }
-    });
-  }
-  ~Heartbeat() {
-    stopping = true;
-    beating.join();
-  }
-
-  // Each rank's heartbeat count, -1 where the store did not answer.
-  std::vector<int64_t> counts(int world_size) {
-    std::vector<int64_t> out(world_size, -1);
-    try {
-      std::lock_guard<std::mutex> lock(mutex);
-      for (int r = 0; r < world_size; ++r) out[r] = store->add(cat("heartbeat/", r), 0);
-    } catch (const std::exception&) {
-    }
-    return out;
-  }
-  std::string host_of(int rank) {
-    try {
-      std::lock_guard<std::mutex> lock(mutex);
-      const std::vector<uint8_t> name = store->get(cat("host/", rank));
-      return std::string(name.begin(), name.end());
-    } catch (const std::exception&) {
-      return "?";
-    }
-  }
-
-  c10::intrusive_ptr<c10d::TCPStore> store;
-  std::mutex mutex;
-  std::atomic<bool> stopping{false};
-  std::thread beating;
-};
-
 PendingWork::PendingWork(std::string what, c10::intrusive_ptr<c10d::Work> work,
                          std::function<void()> epilogue, bool on_device)
     : what_(std::move(what)),
@@ -255,7 +197,7 @@ Comm::Comm(const Rendezvous& rv, std::chrono::milliseconds timeout, at::Device d
     if (device.is_cuda())
       throw UserError("train.device = \"cuda\", but this dshost was built without CUDA");
 #endif
-    heartbeat_ = std::make_unique<Heartbeat>(rv);
+    start_heartbeat();
     g_rank = rv.rank;
     std::set_terminate(explain_termination);
   } catch (const UserError&) {
@@ -432,17 +374,28 @@ double Comm::max(double value) {
   return reduce_on_host(at::tensor({value}, at::kDouble), true, "maximum").item<double>();
 }
 
+// Rank 0 runs the heartbeat hub and tells the others its port through the store.
+void Comm::start_heartbeat() {
+  if (rv_.rank == 0) {
+    hub_ = std::make_unique<HeartbeatHub>(rv_.world_size);
+    const std::string port = std::to_string(hub_->port());
+    groups_->store->set("heartbeat_port", std::vector<uint8_t>(port.begin(), port.end()));
+  }
+  const std::vector<uint8_t> port = groups_->store->get("heartbeat_port");
+  heartbeat_ = std::make_unique<Heartbeat>(
+      rv_.master_addr, std::stoi(std::string(port.begin(), port.end())), rv_.rank, rv_.world_size);
+}
+
 std::string Comm::silent_ranks() const {
-  const std::vector<int64_t> before = heartbeat_->counts(rv_.world_size);
+  const auto before = heartbeat_->ranks();
   std::this_thread::sleep_for(Heartbeat::kSilence);
-  const std::vector<int64_t> after = heartbeat_->counts(rv_.world_size);
-  if (after[0] < 0)
-    return cat("the rendezvous store of rank 0 on ", rv_.master_addr,
-               " does not answer: rank 0 stopped, hung or ended");
+  const auto after = heartbeat_->ranks();
+  if (!before || !after)
+    return cat("rank 0 at ", rv_.master_addr, " does not answer (stopped, hung or ended)");
   std::vector<std::string> silent;
   for (int r = 0; r < rv_.world_size; ++r)
-    if (r != rv_.rank && after[r] == before[r])
-      silent.push_back(cat(r, " on host ", heartbeat_->host_of(r)));
+    if (r != rv_.rank && (*after)[r].beats == (*before)[r].beats)
+      silent.push_back(cat(r, " on host ", (*after)[r].host.empty() ? "?" : (*after)[r].host));
   if (silent.empty()) return "";
   return cat(silent.size() > 1 ? "ranks " : "rank ", join(silent),
              silent.size() > 1 ? " do" : " does", " not answer (stopped, hung or ended)");

@@ -21,6 +21,9 @@ class Work;
 
 namespace dshost {
 
+class Heartbeat;
+class HeartbeatHub;
+
 // torchrun's variables. Missing or malformed ones are a UserError naming the variable.
 struct Rendezvous {
   int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1;
@@ -73,22 +76,21 @@ class Comm {
 
   // A collective of this rank that broke or timed out (`seen`: what it reported), as the
   // error of a rank stopped by another (exit code kStoppedByAnotherRank): it names first the
-  // ranks that stopped answering. Every rank raises a heartbeat counter in the rendezvous
-  // store every 100 ms; one that did not move within 400 ms is silent (stopped, hung or
-  // gone). Takes 400 ms.
+  // ranks that stopped answering (core/heartbeat.h). Takes 400 ms.
   UserError stopped_by_another_rank(const std::string& seen) const;
 
  private:
   struct Groups;  // c10d's store and process groups (types differ across LibTorch versions)
-  struct Heartbeat;
   at::Tensor view(const dshost_slice& s) const;
   bool staged(const at::Tensor& t) const;
   at::Tensor reduce_on_host(at::Tensor values, bool maximum, const char* what);
+  void start_heartbeat();
   std::string silent_ranks() const;
 
   Rendezvous rv_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Groups> groups_;
+  std::unique_ptr<HeartbeatHub> hub_;  // rank 0's
   std::unique_ptr<Heartbeat> heartbeat_;
   std::vector<at::Tensor> buffers_;
 };

@@ -1,0 +1,78 @@
+// Which ranks of a job still answer. Every rank sends a beat every kBeat to a hub that rank 0
+// runs; a rank whose count did not move within kSilence is silent (stopped, hung or gone).
+//
+// The hub is a socket of its own, not the rendezvous store: LibTorch 1.13's TCPStore server
+// reads each request to its end with blocking reads and its clients wait for answers without a
+// timeout, so one rank stopped (SIGSTOP) halfway through sending a request stops the store for
+// every rank. The hub reads without blocking and keeps a half-sent record until the rest
+// arrives, so no rank can hold it up.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace dshost {
+
+// Rank 0's hub: counts each rank's beats and answers queries for all of them.
+class HeartbeatHub {
+ public:
+  // Listens on every interface at a port the system picks; port() names it.
+  explicit HeartbeatHub(int world_size);
+  ~HeartbeatHub();
+  HeartbeatHub(const HeartbeatHub&) = delete;
+  HeartbeatHub& operator=(const HeartbeatHub&) = delete;
+  int port() const { return port_; }
+
+ private:
+  struct Connection;
+  void serve();
+  bool read_records(Connection& c);  // false: the peer is gone
+  void handle(Connection& c, const char* record);
+
+  int world_size_;
+  int listener_ = -1, port_ = 0;
+  std::vector<int64_t> beats_;
+  std::vector<std::string> hosts_;
+  std::atomic<bool> stopping_{false};
+  std::thread serving_;
+};
+
+// One rank's side: a thread that beats, and queries of what the hub counted.
+class Heartbeat {
+ public:
+  static constexpr std::chrono::milliseconds kBeat{100}, kSilence{400};
+
+  struct Rank {
+    int64_t beats = 0;
+    std::string host;  // "" until the rank's first beat
+  };
+
+  // Connects to the hub at hub_host:hub_port and starts beating. Throws std::runtime_error
+  // when the hub cannot be reached.
+  Heartbeat(const std::string& hub_host, int hub_port, int rank, int world_size);
+  ~Heartbeat();
+  Heartbeat(const Heartbeat&) = delete;
+  Heartbeat& operator=(const Heartbeat&) = delete;
+
+  // Every rank's beats and host as the hub counted them; nullopt where the hub did not answer
+  // within a second (then it is not asked again).
+  std::optional<std::vector<Rank>> ranks();
+
+ private:
+  bool send_record(int32_t kind);
+
+  int rank_, world_size_;
+  std::string host_;
+  int fd_ = -1;
+  std::mutex mutex_;  // one record or query at a time on fd_
+  std::atomic<bool> stopping_{false};
+  std::thread beating_;
+};
+
+}  // namespace dshost
