@@ -5,7 +5,8 @@
 // reads each request to its end with blocking reads and its clients wait for answers without a
 // timeout, so one rank stopped (SIGSTOP) halfway through sending a request stops the store for
 // every rank. The hub reads without blocking and keeps a half-sent record until the rest
-// arrives, so no rank can hold it up.
+// arrives, so no rank can hold it up. It listens on a port the system picks, as gloo's pairs
+// do, so it asks for no port beyond those a job already needs open between its hosts.
 #pragma once
 
 #include <atomic>
