@@ -1,5 +1,7 @@
 #include "core/heartbeat.h"
 
+#include "tests/test_util.h"
+
 #include <dshost/plugin.hpp>  // hostname
 
 #include <arpa/inet.h>
@@ -62,17 +64,11 @@ TEST(Heartbeat, ARankStoppedHalfwayThroughARecordHoldsUpNoOne) {
 
 // A hub whose rank is stopped: the kernel still accepts the connection, nothing answers.
 TEST(Heartbeat, AHubThatDoesNotAnswerIsNoAnswerAndNotAWait) {
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in any{};
-  any.sin_family = AF_INET;
-  socklen_t size = sizeof(any);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&any), sizeof(any)), 0);
-  ASSERT_EQ(listen(listener, 4), 0);
-  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&any), &size), 0);
-  Heartbeat rank1("127.0.0.1", ntohs(any.sin_port), 1, 2);
+  const test::Listener stopped_hub;
+  ASSERT_GT(stopped_hub.port, 0);
+  Heartbeat rank1("127.0.0.1", stopped_hub.port, 1, 2);
   EXPECT_FALSE(rank1.ranks().has_value());
   EXPECT_FALSE(rank1.ranks().has_value()) << "asked again after no answer";
-  close(listener);
 }
 
 TEST(Heartbeat, AHubThatIsNotThereIsAnError) {

@@ -5,17 +5,22 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -238,6 +243,21 @@ std::vector<int> pids_matching(const std::string& needle) {
       out.push_back(std::stoi(name));
   }
   return out;
+}
+
+Listener::Listener() : fd(socket(AF_INET, SOCK_STREAM, 0)) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  socklen_t size = sizeof(address);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      listen(fd, 4) != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) != 0)
+    ADD_FAILURE() << "cannot listen on a free port: " << std::strerror(errno);
+  else
+    port = ntohs(address.sin_port);
+}
+
+Listener::~Listener() {
+  if (fd >= 0) close(fd);
 }
 
 }  // namespace dshost::test

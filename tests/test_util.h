@@ -79,4 +79,15 @@ std::vector<int> pids_matching(const std::string& needle);
 // processes whose command line carries a rank's.
 std::vector<int> ranks_matching(const std::string& needle);
 
+// A TCP socket listening on every interface at a port the kernel picks, that never accepts:
+// a port another program holds, or a stopped process, whose connections the kernel still
+// completes. Closed when destroyed.
+struct Listener {
+  Listener();
+  ~Listener();
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+  int fd = -1, port = 0;
+};
+
 }  // namespace dshost::test

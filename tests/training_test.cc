@@ -9,9 +9,7 @@
 
 #include <regex>
 #include <nlohmann/json.hpp>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -264,18 +262,12 @@ TEST(FailFast, CollectivesThatDoNotMatchAcrossRanksAreExplained) {
 // A rendezvous port another program listens on: rank 0 says which port on which host is
 // taken and what to set, in one message without LibTorch's backtrace.
 TEST(FailFast, ARendezvousPortInUseIsNamedWithWhatToDo) {
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(listener, 1), 0);
-  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const int port = ntohs(addr.sin_port);
+  const Listener listener;
+  ASSERT_GT(listener.port, 0);
+  const int port = listener.port;
   const std::string dir = scratch_dir("training_port_in_use");
   const Ran r = dshost({"run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"", "--set",
                         "launcher.nprocs=1", "--set", cat("launcher.master_port=", port)});
-  close(listener);
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find(cat("rank 0 on ", hostname(), ": rendezvous at 127.0.0.1:", port,
                            " failed: port ", port, " is in use on ", hostname(),
