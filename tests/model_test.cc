@@ -884,7 +884,8 @@ DSHOST_SUITE_LABEL(FusedLayerNorm, gpu);
 // with the gradient the sum received directly added, the weight's, the bias's) within
 // bf16's rounding (1/256 of the norm; a wrong term in any is off by far more), as ATen's
 // own bf16 ops are. Widths off the block's 32 threads of 8 and row counts off the backward's
-// 8-row blocks; the mean of the rows away from zero.
+// 8-row blocks; the mean of the rows away from zero; and the widest the kernels take (8192:
+// blocks of 1024 threads, which launch only at 64 registers a thread or fewer).
 TEST(FusedLayerNorm, FollowsTheUnfusedOpsInFloat64WithAndWithoutTheResidualAdd) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_LAYER_NORM
@@ -892,7 +893,7 @@ TEST(FusedLayerNorm, FollowsTheUnfusedOpsInFloat64WithAndWithoutTheResidualAdd) 
 #endif
   at::manual_seed(11);
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
-  for (const int64_t width : {264, 2048}) {
+  for (const int64_t width : {264, 2048, 8192}) {
     for (const bool add : {true, false}) {
       SCOPED_TRACE("width " + std::to_string(width) + (add ? ", with the add" : ", alone"));
       const at::Tensor x = at::randn({3, 37, width}, bf16) + 0.5,

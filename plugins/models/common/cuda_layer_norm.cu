@@ -77,11 +77,13 @@ __global__ void forward_kernel(const uint16_t* x, const uint16_t* residual, cons
 
 // dsum_total = rstd (dy w - mean(dy w) - xhat mean(dy w xhat)) + dsum per row, with
 // xhat = (sum - mean) rstd; partials [2, gridDim.x, width]: this block's sums of dy xhat
-// (the weight's gradient) and of dy (the bias's).
-__global__ void backward_kernel(const uint16_t* dy, const uint16_t* dsum, const uint16_t* sum,
-                                const float* mean, const float* rstd, const uint16_t* weight,
-                                int64_t rows, int64_t width, uint16_t* dsum_total,
-                                float* partials) {
+// (the weight's gradient) and of dy (the bias's). kMaxThreads bounds the registers a thread
+// may take, so that a block of that many threads can launch.
+template <int kMaxThreads>
+__global__ void __launch_bounds__(kMaxThreads)
+    backward_kernel(const uint16_t* dy, const uint16_t* dsum, const uint16_t* sum,
+                    const float* mean, const float* rstd, const uint16_t* weight, int64_t rows,
+                    int64_t width, uint16_t* dsum_total, float* partials) {
   const int64_t col = static_cast<int64_t>(threadIdx.x) * kLanes;
   const bool active = col < width;
   float w[kLanes] = {}, dweight[kLanes] = {}, dbias[kLanes] = {};
@@ -166,8 +168,10 @@ const char* cuda_layer_norm_backward(const uint16_t* dy, const uint16_t* dsum, c
                                      void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   const int64_t blocks = backward_blocks(s.rows);
-  backward_kernel<<<static_cast<unsigned>(blocks), threads_for(s.width), 0, st>>>(
-      dy, dsum, sum, mean, rstd, weight, s.rows, s.width, dsum_total, scratch);
+  const int threads = threads_for(s.width);
+  const auto kernel = threads <= 512 ? backward_kernel<512> : backward_kernel<1024>;
+  kernel<<<static_cast<unsigned>(blocks), threads, 0, st>>>(dy, dsum, sum, mean, rstd, weight,
+                                                            s.rows, s.width, dsum_total, scratch);
   const char* err = launch_error();
   if (err != nullptr) return err;
   sum_partials_kernel<<<dim3(static_cast<unsigned>((s.width + 31) / 32), 2), dim3(32, 8), 0, st>>>(
