@@ -1,5 +1,5 @@
 // Errors the user must act on. They carry the full message (what, where, what to do) and
-// the process exit code; main() prints them without a stack trace.
+// the process exit code; report_error() prints them without a stack trace.
 #pragma once
 
 #include <dshost/plugin.hpp>  // cat()
@@ -20,6 +20,10 @@ class UserError : public std::runtime_error {
  private:
   int exit_code_;
 };
+
+// Prints `e` to stderr as one line, "dshost: error: ..." (anything but a UserError as an
+// internal error, to be reported), and returns the exit code it calls for.
+int report_error(const std::exception& e);
 
 // cat() (the SDK's) is the host's one formatting helper: no fmt in translation units that
 // see LibTorch, whose bundled fmt differs by version.

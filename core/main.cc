@@ -240,11 +240,6 @@ int agent(AgentArgs a) {
   return outcome.exit_code;
 }
 
-void print_error(const std::string& message) {
-  const bool located = message.find(": error: ") != std::string::npos;
-  std::cerr << "dshost: " << (located ? "" : "error: ") << message << "\n";
-}
-
 // `dshost export`: the newest checkpoint when given the directory that holds `latest`.
 int export_weights(const std::string& from, const std::string& to, const std::string& dtype) {
   const std::string dir = checkpoint_at(from);
@@ -343,11 +338,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     return run_worker(prepare_job(args.manifest, args.sets), args.evaluate);
-  } catch (const UserError& e) {
-    print_error(e.what());
-    return e.exit_code();
   } catch (const std::exception& e) {
-    print_error(cat("internal error: ", without_backtrace(e.what()), " (please report this)"));
-    return 1;
+    return report_error(e);
   }
 }

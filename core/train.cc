@@ -311,7 +311,13 @@ int run_worker(Job job, bool evaluate) {
     log::warn(cat(rv.world_size, " of the job's ", rv.full_world_size,
                   " ranks run (launcher.min_nodes): train.grad_accum_steps ", planned, " -> ",
                   accumulation, " keeps the global batch"));
-  return worker.run();
+  // The error is printed here, before the worker's teardown (its communicator, plugins and
+  // loader threads), which may wait, where main() would print it only after.
+  try {
+    return worker.run();
+  } catch (const std::exception& e) {
+    return report_error(e);
+  }
 }
 
 }  // namespace dshost

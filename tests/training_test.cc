@@ -244,6 +244,30 @@ TEST(FailFast, AStoppedRankIsNamedWithinTheTimeout) {
   EXPECT_TRUE(workers_of(job).empty()) << "a rank outlived the job";
 }
 
+// A rank's error is printed before its teardown, which may wait (here the model's destruction
+// waits for a file): the message is there while the job still runs, and printed once.
+TEST(FailFast, ARanksErrorIsPrintedBeforeItsTeardown) {
+  const std::string dir = scratch_dir("training_error_before_teardown"),
+                    release = dir + "/release_the_teardown",
+                    error = "model forward_backward failed";
+  std::filesystem::create_directories(dir);
+  const Job job =
+      start_job({DSHOST_BINARY, "run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"",
+                 "--set", "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set",
+                 "model.plugin=failing_model", "--set", "model.fail_in=\"forward\"", "--set",
+                 "model.teardown_waits_for=\"" + release + "\"", "--set", "launcher.nprocs=1"},
+                dir, error);
+  const std::string printed = read_file(dir + "/log");
+  int status = 0;
+  EXPECT_EQ(waitpid(job.pid, &status, WNOHANG), 0) << "the job ended before its teardown could";
+  write_file(release, "");
+  double seconds = 0;
+  EXPECT_EQ(wait_for(job, 150, &seconds), 1);
+  EXPECT_NE(printed.find("dshost: error: "), std::string::npos) << printed;
+  const std::string log = read_file(dir + "/log");
+  EXPECT_EQ(log.find(error), log.rfind(error)) << log;
+}
+
 // Collectives of different sizes on two ranks: one message that says so, with the rank's
 // last collective, instead of gloo's abort.
 TEST(FailFast, CollectivesThatDoNotMatchAcrossRanksAreExplained) {

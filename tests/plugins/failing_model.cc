@@ -5,7 +5,9 @@
 // a collective whose size differs between ranks (a plugin that communicates differently on
 // different ranks); or whose outputs are NaN in its third training forward, or in every one
 // from the third on (a diverging model). Its first `slow_forwards` training forwards each
-// take a tenth of a second longer (a slow start, as cuDNN's autotuning makes one).
+// take a tenth of a second longer (a slow start, as cuDNN's autotuning makes one). Where
+// `teardown_waits_for` names a file, its destruction waits until that file exists (at most
+// two minutes): a teardown that hangs.
 #include <dshost/model.hpp>
 
 #ifndef PLUGIN_NAME  // (tests/CMakeLists.txt builds it again against the frozen ABI 1.4 SDK)
@@ -16,6 +18,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <thread>
 
 namespace {
@@ -27,16 +30,27 @@ const dshost_option kOptions[] = {
                   "where to fail"),
     DSHOST_OPTION_RANGE("slow_forwards", DSHOST_OPTION_INT, "0", 0, 1000,
                         "the first N training forwards each sleep 0.1 s"),
+    DSHOST_OPTION("teardown_waits_for", DSHOST_OPTION_STRING, "\"\"", nullptr,
+                  "a file the model's destruction waits for (at most 120 s)"),
 };
 
 class FailingModel : public dshost::Model {
  public:
   explicit FailingModel(const dshost::Services& s)
-      : Model(s), fail_in_(s.get_string("fail_in")), slow_forwards_(s.get_int("slow_forwards")) {
+      : Model(s),
+        fail_in_(s.get_string("fail_in")),
+        slow_forwards_(s.get_int("slow_forwards")),
+        teardown_waits_for_(s.get_string("teardown_waits_for")) {
     if (fail_in_ == "create")
       throw dshost::Error("failing_model refuses to build: this plugin exists to test errors");
     // forward: 27 features where the data has 784
     add_unit("fc", torch::nn::Linear(fail_in_ == "forward" ? 27 : 784, 10));
+  }
+  ~FailingModel() override {
+    for (int i = 0;
+         i < 1200 && !teardown_waits_for_.empty() && !std::filesystem::exists(teardown_waits_for_);
+         ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   std::vector<int64_t> input_shape() const override { return {1, 28, 28}; }
   at::Tensor forward(const at::Tensor& input) override {
@@ -65,6 +79,7 @@ class FailingModel : public dshost::Model {
 
   const std::string fail_in_;
   const int64_t slow_forwards_;
+  const std::string teardown_waits_for_;
   int64_t forwards_ = 0;
 };
 
