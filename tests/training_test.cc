@@ -141,9 +141,10 @@ Job start_long_run(const std::string& name, const std::vector<std::string>& sets
   return start_job(args, dir, "step 5/");
 }
 
-// The quickstart with tests/plugins/failing_model failing as `fail_in` says, 10 steps.
-Ran run_failing_model(const std::string& dir, const std::string& fail_in,
-                      const std::vector<std::string>& sets) {
+// dshost's arguments for the quickstart with tests/plugins/failing_model failing as `fail_in`
+// says, 10 steps.
+std::vector<std::string> failing_model_args(const std::string& dir, const std::string& fail_in,
+                                            const std::vector<std::string>& sets) {
   std::vector<std::string> args{"run",   kQuickstart,
                                 "--set", "run.output_dir=\"" + dir + "\"",
                                 "--set", "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"",
@@ -152,7 +153,12 @@ Ran run_failing_model(const std::string& dir, const std::string& fail_in,
                                 "--set", "train.max_steps=10",
                                 "--set", "train.eval=false"};
   for (const auto& s : sets) args.insert(args.end(), {"--set", s});
-  return dshost(args);
+  return args;
+}
+
+Ran run_failing_model(const std::string& dir, const std::string& fail_in,
+                      const std::vector<std::string>& sets) {
+  return dshost(failing_model_args(dir, fail_in, sets));
 }
 
 // The summary's steady rate (and the MFU figured from it) leaves out the first report window,
@@ -250,13 +256,10 @@ TEST(FailFast, ARanksErrorIsPrintedBeforeItsTeardown) {
   const std::string dir = scratch_dir("training_error_before_teardown"),
                     release = dir + "/release_the_teardown",
                     error = "model forward_backward failed";
-  std::filesystem::create_directories(dir);
-  const Job job =
-      start_job({DSHOST_BINARY, "run", kQuickstart, "--set", "run.output_dir=\"" + dir + "\"",
-                 "--set", "plugins.paths=\"" DSHOST_TEST_PLUGIN_DIR "\"", "--set",
-                 "model.plugin=failing_model", "--set", "model.fail_in=\"forward\"", "--set",
-                 "model.teardown_waits_for=\"" + release + "\"", "--set", "launcher.nprocs=1"},
-                dir, error);
+  std::vector<std::string> argv = failing_model_args(
+      dir, "forward", {"model.teardown_waits_for=\"" + release + "\"", "launcher.nprocs=1"});
+  argv.insert(argv.begin(), DSHOST_BINARY);
+  const Job job = start_job(argv, dir, error);
   const std::string printed = read_file(dir + "/log");
   int status = 0;
   EXPECT_EQ(waitpid(job.pid, &status, WNOHANG), 0) << "the job ended before its teardown could";

@@ -47,9 +47,8 @@ class FailingModel : public dshost::Model {
     add_unit("fc", torch::nn::Linear(fail_in_ == "forward" ? 27 : 784, 10));
   }
   ~FailingModel() override {
-    for (int i = 0;
-         i < 1200 && !teardown_waits_for_.empty() && !std::filesystem::exists(teardown_waits_for_);
-         ++i)
+    if (teardown_waits_for_.empty()) return;
+    for (int i = 0; i < 1200 && !std::filesystem::exists(teardown_waits_for_); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   std::vector<int64_t> input_shape() const override { return {1, 28, 28}; }
