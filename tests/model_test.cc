@@ -1550,6 +1550,38 @@ TEST(GeluMlp, FollowsAFloat64MlpAsTheUnfusedLayersDo) {
 #endif
 }
 
+// The residual stream added in proj's product: the output is the residual plus float64's MLP
+// within bf16's rounding (1/100 of the norm), the residual's gradient is the output's as it
+// came, and every other gradient is, bit for bit, the one without the residual.
+TEST(GeluMlp, AddsTheResidualInTheSecondLayersProduct) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_GELU_GEMM
+  GTEST_SKIP() << "built without cuBLASLt's epilogues";
+#else
+  at::manual_seed(25);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const std::vector<at::Tensor> inputs = mlp_inputs(264, bf16);
+  const at::Tensor residual = at::randn({4, 40, 264}, bf16), g = at::randn({4, 40, 264}, bf16);
+  std::vector<at::Tensor> with_residual = inputs, inputs64;
+  with_residual.push_back(residual);
+  const MlpRun added = run_mlp(
+      [](const std::vector<at::Tensor>& p) {
+        return dshost_models::gelu_mlp(p[0], p[1], p[2], p[3], p[4], p[5]);
+      },
+      with_residual, g);
+  ASSERT_NE(added.function.find("GeluMlp"), std::string::npos) << added.function;
+  const MlpRun alone = run_mlp(
+      [](const std::vector<at::Tensor>& p) {
+        return dshost_models::gelu_mlp(p[0], p[1], p[2], p[3], p[4]);
+      },
+      inputs, g);
+  for (const at::Tensor& t : inputs) inputs64.push_back(t.to(at::kDouble));
+  EXPECT_LT(relative_error(added.output, residual.to(at::kDouble) + float64_mlp(inputs64)), 0.01);
+  EXPECT_TRUE(at::equal(added.grads[5], g));
+  for (size_t i = 0; i < inputs.size(); ++i) EXPECT_TRUE(at::equal(added.grads[i], alone.grads[i]));
+#endif
+}
+
 // A stacked cast (fp8_qkv_linear.hpp's) of three [B, T, heads, head_dim] tensors laid out
 // [B, heads, T, head_dim] (attention's own layout), each column block read where its part
 // lies: the bytes in both layouts, the inverse scale and the column partials of the cast of

@@ -83,8 +83,8 @@ void set(Status& status, cublasLtMatmulPreference_t preference,
                cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
 }
 
-// A product's description: cuBLASLt's operation and the layouts of its A, B and D (C is D),
-// made in `status` (column-major, as cuBLASLt sees them: A [rows_a, cols_a] etc.).
+// A product's description: cuBLASLt's operation and the layouts of its A, B and D (C is laid out as
+// D), made in `status` (column-major, as cuBLASLt sees them: A [rows_a, cols_a] etc.).
 struct Product {
   OperationDescription op;
   Layout a, b, d;
@@ -142,9 +142,11 @@ inline void choose_algorithm(Status& status, cublasLtHandle_t handle, const Prod
   *algorithm = chosen[key] = result.algo;
 }
 
-// d = alpha A B + beta d with the kernel chosen for `key`, on `stream`.
+// d = alpha A B + beta c with the kernel chosen for `key`, on `stream`; c is laid out as d
+// and may be d.
 inline void multiply(Status& status, const Product& product, const ProblemKey& key, const void* a,
-                     const void* b, float beta, void* d, void* workspace, void* stream) {
+                     const void* b, float beta, const void* c, void* d, void* workspace,
+                     void* stream) {
   Handle& handle = thread_handle();
   status.check("cublasLtCreate", handle.status);
   cublasLtMatmulAlgo_t algorithm;
@@ -154,7 +156,7 @@ inline void multiply(Status& status, const Product& product, const ProblemKey& k
     status.check(
         "cublasLtMatmul",
         cublasLtMatmul(handle.value, product.op.value, &alpha, a, product.a.value, b,
-                       product.b.value, &beta, d, product.d.value, d, product.d.value, &algorithm,
+                       product.b.value, &beta, c, product.d.value, d, product.d.value, &algorithm,
                        workspace, kWorkspaceBytes, static_cast<cudaStream_t>(stream)));
 }
 

@@ -41,7 +41,7 @@ const char* cuda_fp8_gemm_accumulate(const Fp8Rows& a, const Fp8Rows& b, int64_t
                        std::min(alignment(a.data), alignment(b.data)),
                        alignment(d)};
   if (status.ok())
-    multiply(status, product, key, b.data, a.data, /*beta=*/1.f, d, workspace, stream);
+    multiply(status, product, key, b.data, a.data, /*beta=*/1.f, d, d, workspace, stream);
   return status.ok() ? nullptr : status.message();
 }
 

@@ -12,7 +12,7 @@ using namespace cublaslt;
 static_assert(kGeluGemmWorkspaceBytes == kWorkspaceBytes);
 
 // The epilogue's vector (bias, or its gradient; none where null) and its matrix beside D (GELU's
-// input, row-major [m, n]: column-major [n, m], as D), both bf16.
+// input, row-major [m, n]: column-major [n, m], as D; none where null), both bf16.
 void set_epilogue(Status& status, const Product& product, cublasLtEpilogue_t epilogue,
                   const void* vector, const void* aux, int64_t n) {
   if (!status.ok()) return;
@@ -21,17 +21,18 @@ void set_epilogue(Status& status, const Product& product, cublasLtEpilogue_t epi
     set(status, product.op.value, CUBLASLT_MATMUL_DESC_BIAS_POINTER, vector);
     set(status, product.op.value, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CUDA_R_16BF);
   }
+  if (aux == nullptr) return;
   set(status, product.op.value, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, aux);
   set(status, product.op.value, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, CUDA_R_16BF);
   set(status, product.op.value, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, n);
 }
 
-// d [n, m] = op(A) B (column-major, as cuBLASLt works: d is row-major [m, n]) with GELU's
-// `epilogue`, its vector and aux matrix: A bf16 [n, k] as op(A), stored transposed where
-// a_op says so, B bf16 [k, m].
-const char* gelu_product(cublasOperation_t a_op, const void* a, const void* b, int64_t m, int64_t n,
+// d [n, m] = op(A) B (+ c where not null) (column-major, as cuBLASLt works: d is row-major
+// [m, n], c too) with `epilogue`, its vector and aux matrix: A bf16 [n, k] as op(A), stored
+// transposed where a_op says so, B bf16 [k, m].
+const char* bf16_product(cublasOperation_t a_op, const void* a, const void* b, int64_t m, int64_t n,
                          int64_t k, cublasLtEpilogue_t epilogue, const void* vector,
-                         const void* aux, void* d, void* workspace, void* stream) {
+                         const void* aux, const void* c, void* d, void* workspace, void* stream) {
   Status status;
   Product product;
   const bool transposed = a_op == CUBLAS_OP_T;
@@ -50,8 +51,10 @@ const char* gelu_product(cublasOperation_t a_op, const void* a, const void* b, i
                           static_cast<int>(CUDA_R_16BF),
                           static_cast<int>(epilogue),
                           std::min(alignment(a), alignment(b)),
-                          std::min(alignment(d), alignment(aux))};
-  if (status.ok()) multiply(status, product, key, a, b, /*beta=*/0.f, d, workspace, stream);
+                          std::min({alignment(d), alignment(aux), alignment(c)})};
+  if (status.ok())
+    multiply(status, product, key, a, b, /*beta=*/c != nullptr ? 1.f : 0.f, c != nullptr ? c : d, d,
+             workspace, stream);
   return status.ok() ? nullptr : status.message();
 }
 
@@ -61,18 +64,26 @@ const char* gelu_product(cublasOperation_t a_op, const void* a, const void* b, i
 const char* cuda_gelu_linear(const uint16_t* x, const uint16_t* w, const uint16_t* bias, int64_t m,
                              int64_t n, int64_t k, uint16_t* out, uint16_t* pre, void* workspace,
                              void* stream) {
-  return gelu_product(CUBLAS_OP_T, w, x, m, n, k, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, bias, pre, out,
-                      workspace, stream);
+  return bf16_product(CUBLAS_OP_T, w, x, m, n, k, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, bias, pre,
+                      /*c=*/nullptr, out, workspace, stream);
+}
+
+// out^T [n, m] = w x^T + bias + residual^T, as cuda_gelu_linear's product.
+const char* cuda_residual_linear(const uint16_t* x, const uint16_t* w, const uint16_t* bias,
+                                 const uint16_t* residual, int64_t m, int64_t n, int64_t k,
+                                 uint16_t* out, void* workspace, void* stream) {
+  return bf16_product(CUBLAS_OP_T, w, x, m, n, k, CUBLASLT_EPILOGUE_BIAS, bias, /*aux=*/nullptr,
+                      residual, out, workspace, stream);
 }
 
 // d_pre^T [n, m] = w^T g^T: w's storage is column-major [n, k], g's [k, m] (NN).
 const char* cuda_gelu_linear_backward(const uint16_t* g, const uint16_t* w, const uint16_t* pre,
                                       int64_t m, int64_t n, int64_t k, uint16_t* d_pre,
                                       uint16_t* bias_gradient, void* workspace, void* stream) {
-  return gelu_product(
+  return bf16_product(
       CUBLAS_OP_N, w, g, m, n, k,
       bias_gradient != nullptr ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU,
-      bias_gradient, pre, d_pre, workspace, stream);
+      bias_gradient, pre, /*c=*/nullptr, d_pre, workspace, stream);
 }
 
 }  // namespace dshost_models

@@ -1,9 +1,11 @@
-// An MLP's first layer with its GELU in cuBLASLt's epilogues, bf16 (CUDA builds with cuBLASLt
-// only), for gelu_mlp.hpp: forward's product writes GELU's output and, beside it, GELU's
-// input for backward; backward's product through the next layer applies GELU's derivative
-// and sums the bias's gradient, where ATen would run GELU and its gradient as passes of their
-// own over [rows, 4 x width] matrices. GELU is GPT-2's tanh approximation. Plain C++ on this
-// side: no LibTorch.
+// A transformer MLP's products with their elementwise work in cuBLASLt's epilogues, bf16 (CUDA
+// builds with cuBLASLt only), for gelu_mlp.hpp. The first layer's forward product writes
+// GELU's output and, beside it, GELU's input for backward; backward's product through the
+// next layer applies GELU's derivative and sums the bias's gradient, where ATen would run
+// GELU and its gradient as passes of their own over [rows, 4 x width] matrices. The second
+// layer's product adds the bias and the residual stream, where ATen would add the residual
+// in a pass of its own. GELU is GPT-2's tanh approximation. Plain C++ on this side: no
+// LibTorch.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +21,11 @@ namespace dshost_models {
 const char* cuda_gelu_linear(const uint16_t* x, const uint16_t* w, const uint16_t* bias, int64_t m,
                              int64_t n, int64_t k, uint16_t* out, uint16_t* pre, void* workspace,
                              void* stream);
+
+// out [m, n] = x [m, k] w [n, k]^T + bias [n] + residual [m, n].
+const char* cuda_residual_linear(const uint16_t* x, const uint16_t* w, const uint16_t* bias,
+                                 const uint16_t* residual, int64_t m, int64_t n, int64_t k,
+                                 uint16_t* out, void* workspace, void* stream);
 
 // GELU's input gradient from its output's, that the product of the next layer's output
 // gradient g [m, k] and weight w [k, n] gives: d_pre [m, n] = (g w) * GELU'(pre [m, n]), and

@@ -1,10 +1,12 @@
-// A transformer's MLP, proj(GELU(fc(x))) with GPT-2's tanh GELU, in bf16 with GELU in fc's
-// cuBLASLt epilogues (cuda_gelu_gemm.h), as Transformer Engine's LayerNormMLP does: forward's
-// product writes GELU's output and its input, and backward's product through proj applies
-// GELU's derivative, where ATen's GELU would take a pass of its own over [rows, 4 x width]
-// matrices each way. fc's bias gradient is bias_gradient.hpp's column sums, as the unfused
-// layers have it, not the epilogue's (DGELU_BGRAD). Both weights' gradients are added into
-// their bound buffers by backward's products, as dshost::linear's are.
+// A transformer's MLP with the residual stream added, residual + proj(GELU(fc(x))) with GPT-2's
+// tanh GELU, in bf16 with GELU in fc's cuBLASLt epilogues (cuda_gelu_gemm.h), as Transformer
+// Engine's LayerNormMLP does: forward's product writes GELU's output and its input, and
+// backward's product through proj applies GELU's derivative, where ATen's GELU would take a
+// pass of its own over [rows, 4 x width] matrices each way. proj's product adds the residual
+// (beta = 1), where an add of its own would read both matrices again. fc's bias gradient is
+// bias_gradient.hpp's column sums, as the unfused layers have it, not the epilogue's (DGELU_BGRAD).
+// Both weights' gradients are added into their bound buffers by backward's products, as
+// dshost::linear's are.
 //
 // Taken for bf16 input and parameters on a GPU, both layers with a bias and every width a
 // multiple of 8, in builds with cuBLASLt; elsewhere the two layers as dshost::linear and
@@ -36,20 +38,31 @@ inline at::Tensor weight_gradient_into(const at::Tensor& w, const at::Tensor& g,
 }
 
 struct GeluMlp : torch::autograd::Function<GeluMlp> {
-  static bool takes(const at::Tensor& x, const at::Tensor& fc_weight, const at::Tensor& fc_bias,
-                    const at::Tensor& proj_weight, const at::Tensor& proj_bias) {
+  static bool takes(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& fc_weight,
+                    const at::Tensor& fc_bias, const at::Tensor& proj_weight,
+                    const at::Tensor& proj_bias) {
     const auto bf16 = [](const at::Tensor& t) {
       return t.defined() && t.is_cuda() && t.scalar_type() == at::kBFloat16;
     };
     return bf16(x) && bf16(fc_weight) && bf16(fc_bias) && bf16(proj_weight) && bf16(proj_bias) &&
            x.numel() > 0 && fc_weight.dim() == 2 && proj_weight.dim() == 2 &&
            x.size(-1) == fc_weight.size(1) && proj_weight.size(1) == fc_weight.size(0) &&
-           x.size(-1) % 8 == 0 && fc_weight.size(0) % 8 == 0 && proj_weight.size(0) % 8 == 0;
+           x.size(-1) % 8 == 0 && fc_weight.size(0) % 8 == 0 && proj_weight.size(0) % 8 == 0 &&
+           (!residual.defined() ||
+            (bf16(residual) && residual.sizes() == output_shape(x, proj_weight)));
+  }
+
+  // x's shape with proj's output width last.
+  static std::vector<int64_t> output_shape(const at::Tensor& x, const at::Tensor& proj_weight) {
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = proj_weight.size(0);
+    return shape;
   }
 
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& fc_weight, const at::Tensor& fc_bias,
-                            const at::Tensor& proj_weight, const at::Tensor& proj_bias) {
+                            const at::Tensor& residual, const at::Tensor& fc_weight,
+                            const at::Tensor& fc_bias, const at::Tensor& proj_weight,
+                            const at::Tensor& proj_bias) {
     const at::Tensor rows = aligned16(x.reshape({-1, x.size(-1)}));
     const at::Tensor w = aligned16(fc_weight), b = aligned16(fc_bias);
     const int64_t m = rows.size(0), n = w.size(0), k = w.size(1);
@@ -64,9 +77,16 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
     ctx->save_for_backward({rows, pre, act});
     ctx->saved_data["fc_weight"] = fc_weight;  // the parameters, whose grads may be bound
     ctx->saved_data["proj_weight"] = proj_weight;
-    std::vector<int64_t> shape = x.sizes().vec();
-    shape.back() = proj_weight.size(0);
-    return at::addmm(proj_bias, act, proj_weight.t()).view(shape);
+    const at::Tensor out = at::empty({m, proj_weight.size(0)}, rows.options());
+    const at::Tensor residual_rows =
+        residual.defined() ? aligned16(residual.reshape(out.sizes())) : at::Tensor();
+    check_launch(
+        cuda_residual_linear(bf16_bits(act), bf16_bits(aligned16(proj_weight)),
+                             bf16_bits(aligned16(proj_bias)),
+                             residual.defined() ? bf16_bits(residual_rows) : nullptr, m,
+                             out.size(1), n, bf16_bits(out), workspace.data_ptr(), stream_of(rows)),
+        "residual linear");
+    return out.view(output_shape(x, proj_weight));
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -92,26 +112,29 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
       dx = d_pre.mm(fc_weight).view(shape);
     }
     const at::Tensor d_fc_weight =
-        ctx->needs_input_grad(1) ? weight_gradient_into(fc_weight, d_pre, rows) : at::Tensor();
+        ctx->needs_input_grad(2) ? weight_gradient_into(fc_weight, d_pre, rows) : at::Tensor();
     const at::Tensor d_proj_weight =
-        ctx->needs_input_grad(3) ? weight_gradient_into(proj_weight, g, act) : at::Tensor();
-    return {dx, d_fc_weight, bias_gradient(d_pre), d_proj_weight, bias_gradient(g)};
+        ctx->needs_input_grad(4) ? weight_gradient_into(proj_weight, g, act) : at::Tensor();
+    const at::Tensor d_residual = ctx->needs_input_grad(1) ? grads[0] : at::Tensor();
+    return {dx, d_residual, d_fc_weight, bias_gradient(d_pre), d_proj_weight, bias_gradient(g)};
   }
 };
 #endif
 
-// proj(GELU(fc(x))): GeluMlp where it takes the tensors, else the unfused layers.
+// residual + proj(GELU(fc(x))), or proj(GELU(fc(x))) where residual is undefined: GeluMlp where
+// it takes the tensors, else the unfused layers.
 inline at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& fc_weight,
                            const at::Tensor& fc_bias, const at::Tensor& proj_weight,
-                           const at::Tensor& proj_bias) {
+                           const at::Tensor& proj_bias, const at::Tensor& residual = {}) {
 #if DSHOST_CUDA_GELU_GEMM
-  if (GeluMlp::takes(x, fc_weight, fc_bias, proj_weight, proj_bias))
-    return GeluMlp::apply(x, fc_weight, fc_bias, proj_weight, proj_bias);
+  if (GeluMlp::takes(x, residual, fc_weight, fc_bias, proj_weight, proj_bias))
+    return GeluMlp::apply(x, residual, fc_weight, fc_bias, proj_weight, proj_bias);
 #endif
   const at::Tensor act =
       torch::nn::functional::gelu(dshost::linear(x, fc_weight, fc_bias, bias_gradient),
                                   torch::nn::functional::GELUFuncOptions().approximate("tanh"));
-  return dshost::linear(act, proj_weight, proj_bias, bias_gradient);
+  const at::Tensor out = dshost::linear(act, proj_weight, proj_bias, bias_gradient);
+  return residual.defined() ? residual + out : out;
 }
 
 }  // namespace dshost_models

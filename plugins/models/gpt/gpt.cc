@@ -128,7 +128,8 @@ struct BlockImpl : nn::Module {
                              .transpose(1, 2)
                              .reshape({b, t, c});
     const auto [h, normed] = ln_2->add_forward(x, drop->forward(linear(1, attn_proj, y)));
-    return h + drop->forward(mlp(normed));
+    if (drop->options.p() > 0) return h + drop->forward(mlp(normed, {}));
+    return mlp(normed, h);
   }
 
   // c_attn's output [B, T, 3C] as q, k and v, three [B, T, heads, C / heads] views. unbind, not
@@ -146,15 +147,18 @@ struct BlockImpl : nn::Module {
         precision == Precision::fp8_delayed ? &fp8_scaling[0] : nullptr);
   }
 
-  // mlp_proj(GELU(c_fc(x))): in bf16 with GELU and its derivative in cuBLASLt's epilogues
-  // (gelu_mlp.hpp), in fp8 inside the casts between the layers.
-  at::Tensor mlp(const at::Tensor& x) {
+  // residual + mlp_proj(GELU(c_fc(x))), without the residual where it is undefined: in bf16
+  // with GELU and its derivative, and the residual, in cuBLASLt's epilogues (gelu_mlp.hpp), in
+  // fp8 with GELU inside the casts between the layers.
+  at::Tensor mlp(const at::Tensor& x, const at::Tensor& residual) {
     if (precision == Precision::bf16)
-      return dshost_models::gelu_mlp(x, c_fc->weight, c_fc->bias, mlp_proj->weight, mlp_proj->bias);
+      return dshost_models::gelu_mlp(x, c_fc->weight, c_fc->bias, mlp_proj->weight, mlp_proj->bias,
+                                     residual);
     const bool delayed = precision == Precision::fp8_delayed;
-    return dshost_models::fp8_gelu_mlp(
+    const at::Tensor out = dshost_models::fp8_gelu_mlp(
         x, c_fc->weight, c_fc->bias, mlp_proj->weight, mlp_proj->bias,
         {delayed ? &fp8_scaling[2] : nullptr, delayed ? &fp8_scaling[3] : nullptr});
+    return residual.defined() ? residual + out : out;
   }
 
   // The block's layer i (c_attn, attn_proj, c_fc, mlp_proj) on x. dshost::linear fuses the
