@@ -48,7 +48,7 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
            x.numel() > 0 && fc_weight.dim() == 2 && proj_weight.dim() == 2 &&
            x.size(-1) == fc_weight.size(1) && proj_weight.size(1) == fc_weight.size(0) &&
            x.size(-1) % 8 == 0 && fc_weight.size(0) % 8 == 0 && proj_weight.size(0) % 8 == 0 &&
-           (!residual.defined() ||
+           (!residual.defined() || residual.numel() == 0 ||
             (bf16(residual) && residual.sizes() == output_shape(x, proj_weight)));
   }
 
@@ -78,14 +78,13 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
     ctx->saved_data["fc_weight"] = fc_weight;  // the parameters, whose grads may be bound
     ctx->saved_data["proj_weight"] = proj_weight;
     const at::Tensor out = at::empty({m, proj_weight.size(0)}, rows.options());
-    const at::Tensor residual_rows =
-        residual.defined() ? aligned16(residual.reshape(out.sizes())) : at::Tensor();
-    check_launch(
-        cuda_residual_linear(bf16_bits(act), bf16_bits(aligned16(proj_weight)),
-                             bf16_bits(aligned16(proj_bias)),
-                             residual.defined() ? bf16_bits(residual_rows) : nullptr, m,
-                             out.size(1), n, bf16_bits(out), workspace.data_ptr(), stream_of(rows)),
-        "residual linear");
+    const bool added = residual.numel() > 0;  // no residual is an empty tensor
+    const at::Tensor residual_rows = added ? aligned16(residual.reshape(out.sizes())) : out;
+    check_launch(cuda_residual_linear(bf16_bits(act), bf16_bits(aligned16(proj_weight)),
+                                      bf16_bits(aligned16(proj_bias)),
+                                      added ? bf16_bits(residual_rows) : nullptr, m, out.size(1), n,
+                                      bf16_bits(out), workspace.data_ptr(), stream_of(rows)),
+                 "residual linear");
     return out.view(output_shape(x, proj_weight));
   }
 
@@ -128,7 +127,9 @@ inline at::Tensor gelu_mlp(const at::Tensor& x, const at::Tensor& fc_weight,
                            const at::Tensor& proj_bias, const at::Tensor& residual = {}) {
 #if DSHOST_CUDA_GELU_GEMM
   if (GeluMlp::takes(x, residual, fc_weight, fc_bias, proj_weight, proj_bias))
-    return GeluMlp::apply(x, residual, fc_weight, fc_bias, proj_weight, proj_bias);
+    // A custom Function takes no undefined tensor: no residual is an empty one.
+    return GeluMlp::apply(x, residual.defined() ? residual : at::empty({0}, x.options()), fc_weight,
+                          fc_bias, proj_weight, proj_bias);
 #endif
   const at::Tensor act =
       torch::nn::functional::gelu(dshost::linear(x, fc_weight, fc_bias, bias_gradient),
