@@ -78,41 +78,47 @@ __global__ void forward_kernel(const uint16_t* x, const uint16_t* residual, cons
 // dsum_total = rstd (dy w - mean(dy w) - xhat mean(dy w xhat)) + dsum per row, with
 // xhat = (sum - mean) rstd; partials [2, gridDim.x, width]: this block's sums of dy xhat
 // (the weight's gradient) and of dy (the bias's). kMaxThreads bounds the registers a thread
-// may take, so that a block of that many threads can launch.
+// may take, so that a block of that many threads can launch; up to 256 threads, so that four
+// blocks fit on a multiprocessor (64 registers), where 80 would fit three: a block keeps one
+// row's loads in flight at a time, so more blocks keep more of the memory busy.
 template <int kMaxThreads>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads, kMaxThreads == 256 ? 4 : 1)
     backward_kernel(const uint16_t* dy, const uint16_t* dsum, const uint16_t* sum,
                     const float* mean, const float* rstd, const uint16_t* weight, int64_t rows,
                     int64_t width, uint16_t* dsum_total, float* partials) {
   const int64_t col = static_cast<int64_t>(threadIdx.x) * kLanes;
   const bool active = col < width;
-  float w[kLanes] = {}, dweight[kLanes] = {}, dbias[kLanes] = {};
+  Bf16x8 w{};  // the weight, kept as loaded: floats are formed where used, in fewer registers
+  float dweight[kLanes] = {}, dbias[kLanes] = {};
   if (active)
-    for (int k = 0; k < kLanes; ++k) w[k] = to_float(weight[col + k]);
+    for (int k = 0; k < kLanes; ++k) w.v[k] = weight[col + k];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t at = row * width + col;
     const float mu = mean[row], rs = rstd[row];
-    float g[kLanes] = {}, xhat[kLanes] = {}, sums[2] = {0.f, 0.f};
+    // dsum's load too is in flight through the block sum.
+    Bf16x8 gin{}, sin{}, direct{};
     if (active) {
-      const Bf16x8 gin = *reinterpret_cast<const Bf16x8*>(dy + at);
-      const Bf16x8 sin = *reinterpret_cast<const Bf16x8*>(sum + at);
-      for (int k = 0; k < kLanes; ++k) {
-        g[k] = to_float(gin.v[k]);
-        xhat[k] = (to_float(sin.v[k]) - mu) * rs;
-        sums[0] += g[k] * w[k] * xhat[k];
-        sums[1] += g[k] * w[k];
-        dweight[k] += g[k] * xhat[k];
-        dbias[k] += g[k];
-      }
+      gin = *reinterpret_cast<const Bf16x8*>(dy + at);
+      sin = *reinterpret_cast<const Bf16x8*>(sum + at);
+      if (dsum != nullptr) direct = *reinterpret_cast<const Bf16x8*>(dsum + at);
+    }
+    float sums[2] = {0.f, 0.f};
+    for (int k = 0; k < kLanes; ++k) {
+      const float g = to_float(gin.v[k]), xhat = (to_float(sin.v[k]) - mu) * rs,
+                  gw = g * to_float(w.v[k]);
+      sums[0] += gw * xhat;
+      sums[1] += gw;
+      dweight[k] += g * xhat;
+      dbias[k] += g;
     }
     block_sum(sums);
     if (!active) continue;
     const float c1 = sums[0] / static_cast<float>(width), c2 = sums[1] / static_cast<float>(width);
-    Bf16x8 direct{};
-    if (dsum != nullptr) direct = *reinterpret_cast<const Bf16x8*>(dsum + at);
     Bf16x8 out;
-    for (int k = 0; k < kLanes; ++k)
-      out.v[k] = to_bf16(rs * (g[k] * w[k] - c2 - xhat[k] * c1) + to_float(direct.v[k]));
+    for (int k = 0; k < kLanes; ++k) {
+      const float g = to_float(gin.v[k]), xhat = (to_float(sin.v[k]) - mu) * rs;
+      out.v[k] = to_bf16(rs * (g * to_float(w.v[k]) - c2 - xhat * c1) + to_float(direct.v[k]));
+    }
     *reinterpret_cast<Bf16x8*>(dsum_total + at) = out;
   }
   if (!active) return;
@@ -169,7 +175,9 @@ const char* cuda_layer_norm_backward(const uint16_t* dy, const uint16_t* dsum, c
   auto st = static_cast<cudaStream_t>(stream);
   const int64_t blocks = backward_blocks(s.rows);
   const int threads = threads_for(s.width);
-  const auto kernel = threads <= 512 ? backward_kernel<512> : backward_kernel<1024>;
+  const auto kernel = threads <= 256   ? backward_kernel<256>
+                      : threads <= 512 ? backward_kernel<512>
+                                       : backward_kernel<1024>;
   kernel<<<static_cast<unsigned>(blocks), threads, 0, st>>>(dy, dsum, sum, mean, rstd, weight,
                                                             s.rows, s.width, dsum_total, scratch);
   const char* err = launch_error();
