@@ -160,21 +160,20 @@ std::vector<std::string> small_gpt_on_fortunes() {
 
 DSHOST_SUITE_LABEL(GptFp8, gpu);
 // train.precision = "fp8" on a GPU: a small GPT on the bytes of Debian's fortunes learns as
-// under bf16 with either fp8_scaling: over seeds 1 to 5, the median of the runs' mean loss
-// over their last 50 of 300 steps within 3% of bf16's, by steps of its own (the fp8 products
-// round differently), and the run says which layers ran in fp8 and how they were scaled;
-// with model.fp8_output, the output projection too. The median, as one seed in a few lands
-// somewhere else under any change of rounding: seed 1 under bf16 ended at 2.76 with ATen's
-// GELU and at 2.55 with cuBLASLt's, where seeds 2 to 8 moved by 0.07 or less.
+// under bf16 with either fp8_scaling: over seeds 1 to 8, the mean of the runs' mean loss over
+// their last 50 of 300 steps within 3% of bf16's, by steps of its own (the fp8 products round
+// differently), and the run says which layers ran in fp8 and how they were scaled; with
+// model.fp8_output, the output projection too. Eight seeds, as one run lands up to 0.26 (10%)
+// from another seed's under any change of rounding, fp8's or bf16's own: a mean over eight
+// differs from bf16's by about 0.035 (1.3%) from that alone.
 TEST(GptFp8, LearnsAsBf16Does) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const std::vector<std::string> common = small_gpt_on_fortunes();
   const auto last_50 = [](const std::vector<double>& losses) {
     return std::accumulate(losses.end() - 50, losses.end(), 0.0) / 50;
   };
-  const auto median = [](std::vector<double> values) {
-    std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
-    return values[values.size() / 2];
+  const auto mean = [](const std::vector<double>& values) {
+    return std::accumulate(values.begin(), values.end(), 0.0) / values.size();
   };
   // Each fp8 recipe: its model options and the layers its log names.
   const std::vector<std::pair<std::vector<std::string>, std::string>> recipes{
@@ -185,7 +184,7 @@ TEST(GptFp8, LearnsAsBf16Does) {
   std::vector<double> bf16_seeds;
   std::vector<std::vector<double>> fp8_seeds(recipes.size());
   std::string log;
-  for (const std::string seed : {"1", "2", "3", "4", "5"}) {
+  for (const std::string seed : {"1", "2", "3", "4", "5", "6", "7", "8"}) {
     const auto bf16_run = train_quickstart(
         "gpt_bf16_" + seed, with(common, {"train.precision=bf16", "run.seed=" + seed}));
     bf16_seeds.push_back(last_50(bf16_run));
@@ -201,11 +200,11 @@ TEST(GptFp8, LearnsAsBf16Does) {
       EXPECT_NE(log.find("fp8 matrix multiplies in " + layers), std::string::npos) << log;
     }
   }
-  const double bf16 = median(bf16_seeds);
-  std::printf("median over seeds 1-5 of the last 50 steps' mean loss: bf16 %.4f\n", bf16);
+  const double bf16 = mean(bf16_seeds);
+  std::printf("mean over seeds 1-8 of the last 50 steps' mean loss: bf16 %.4f\n", bf16);
   EXPECT_LT(bf16, 3.0);
   for (size_t r = 0; r < recipes.size(); ++r) {
-    const double fp8 = median(fp8_seeds[r]);
+    const double fp8 = mean(fp8_seeds[r]);
     std::printf("  fp8 %.4f (%+.2f%%): %s\n", fp8, 100 * (fp8 / bf16 - 1),
                 recipes[r].second.c_str());
     EXPECT_NEAR(fp8, bf16, 0.03 * bf16) << recipes[r].second;

@@ -36,7 +36,9 @@
 #                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
 #                                 gpt-1.3b-graph (gpt-1.3b b8 in bf16 and fp8, with and without train.cuda_graph)
 #                                 fp8-small (gpu.GptFp8's small gpt in fp32, bf16 and fp8 from three seeds:
-#                                 $OUT/fp8_small.md)
+#                                 $OUT/fp8_small.md: the last 50 steps' mean loss, and steps 1, 10 and 50's;
+#                                 FP8_SMALL_SEEDS="1 2 ...", FP8_SMALL_PRECISIONS="bf16 ..." narrow or widen;
+#                                 FP8_SMALL_SETS="model.fp8_scaling=\"current\" ..." adds to each run)
 #                                 fp8-scaling (gpt's fp8 under model.fp8_scaling current and delayed, in turn:
 #                                 $OUT/fp8_scaling.md) fp8-output (gpt's fp8 with model.fp8_output false
 #                                 and true, in turn: $OUT/fp8_output.md)
@@ -291,17 +293,20 @@ fp8_learning() {
 
 # The small gpt of the gpu test GptFp8 (2 layers of 128 on Debian's fortunes, 300 steps),
 # in fp32, bf16 and fp8 from seeds 1, 2 and 3 (the run's seed: initialisation and data
-# order): each run's mean loss over its last 50 steps.
+# order) unless FP8_SMALL_* say otherwise: each run's mean loss over its last 50 steps, and its
+# loss at steps 1, 10 and 50, where runs that round differently part.
 fp8_small() {
   local fortunes=$PWD/.devdeps/usr/share/games/fortunes
-  for seed in 1 2 3; do
-    for precision in fp32 bf16 fp8; do
+  printf '%s\n' "| seed | precision | last 50 steps' mean loss | steps 1, 10, 50 |" "|---|---|---:|---|" \
+    >> "$out/fp8_small.md"
+  for seed in ${FP8_SMALL_SEEDS:-1 2 3}; do
+    for precision in ${FP8_SMALL_PRECISIONS:-fp32 bf16 fp8}; do
       dshost_run "fp8_small_${precision}_$seed" "small gpt $precision seed $seed" model.plugin=\"gpt\" \
         model.n_layer=2 model.n_head=2 model.n_embd=128 model.vocab_size=256 model.block_size=64 \
         data.dataset=\"text\" data.path=\"$fortunes\" train.micro_batch_size=16 strategy.plugin=\"zero2\" \
         train.max_steps=300 optimizer.lr=0.003 scheduler.warmup_steps=10 run.seed=$seed \
-        train.precision=\"$precision\"
-      python3 -c 'import json,sys; l=[json.loads(x)["loss"] for x in open(sys.argv[1])][-50:]; print(f"| {sys.argv[2]} | {sys.argv[3]} | {sum(l)/len(l):.4f} |")' \
+        train.precision=\"$precision\" ${FP8_SMALL_SETS:-}
+      python3 -c 'import json,sys; l=[json.loads(x)["loss"] for x in open(sys.argv[1])]; print(f"| {sys.argv[2]} | {sys.argv[3]} | {sum(l[-50:])/50:.4f} | {l[0]:.4f} {l[9]:.4f} {l[49]:.4f} |")' \
         "$logs/runs/fp8_small_${precision}_$seed/metrics.jsonl" "$seed" "$precision" >> "$out/fp8_small.md"
     done
   done
