@@ -21,7 +21,6 @@
 #include <cstdlib>
 #include <exception>
 #include <optional>
-#include <thread>
 #include <cstring>
 
 namespace dshost {
@@ -383,19 +382,17 @@ void Comm::start_heartbeat() {
   }
   const std::vector<uint8_t> port = groups_->store->get("heartbeat_port");
   heartbeat_ = std::make_unique<Heartbeat>(
-      rv_.master_addr, std::stoi(std::string(port.begin(), port.end())), rv_.rank, rv_.world_size);
+      rv_.master_addr, std::stoi(std::string(port.begin(), port.end())), rv_.rank);
 }
 
 std::string Comm::silent_ranks() const {
-  const auto before = heartbeat_->ranks();
-  std::this_thread::sleep_for(Heartbeat::kSilence);
-  const auto after = heartbeat_->ranks();
-  if (!before || !after)
+  const auto ranks = heartbeat_->silent_ranks();
+  if (!ranks)
     return cat("rank 0 at ", rv_.master_addr, " does not answer (stopped, hung or ended)");
   std::vector<std::string> silent;
-  for (int r = 0; r < rv_.world_size; ++r)
-    if (r != rv_.rank && (*after)[r].beats == (*before)[r].beats)
-      silent.push_back(cat(r, " on host ", (*after)[r].host.empty() ? "?" : (*after)[r].host));
+  for (const Heartbeat::SilentRank& r : *ranks)
+    if (r.rank != rv_.rank)
+      silent.push_back(cat(r.rank, " on host ", r.host.empty() ? "?" : r.host));
   if (silent.empty()) return "";
   return cat(silent.size() > 1 ? "ranks " : "rank ", join(silent),
              silent.size() > 1 ? " do" : " does", " not answer (stopped, hung or ended)");

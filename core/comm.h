@@ -76,7 +76,7 @@ class Comm {
 
   // A collective of this rank that broke or timed out (`seen`: what it reported), as the
   // error of a rank stopped by another (exit code kStoppedByAnotherRank): it names first the
-  // ranks that stopped answering (core/heartbeat.h). Takes 400 ms.
+  // ranks that stopped answering (core/heartbeat.h).
   UserError stopped_by_another_rank(const std::string& seen) const;
 
  private:

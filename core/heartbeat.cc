@@ -3,7 +3,6 @@
 #include <dshost/plugin.hpp>  // cat, hostname
 
 #include <arpa/inet.h>
-#include <endian.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -24,9 +23,9 @@ namespace {
 // sender's host name, NUL-padded (Linux host names are at most 64 bytes).
 constexpr size_t kHostBytes = 64, kRecordBytes = 8 + kHostBytes;
 constexpr int32_t kBeatRecord = 1, kQueryRecord = 2;
-// The hub's answer to a query, for each rank in order: its beats as a big-endian 64-bit
-// integer, then its host as in records.
-constexpr size_t kAnswerBytes = 8 + kHostBytes;
+// The hub's answer to a query: the number of silent ranks as a big-endian 32-bit integer,
+// then for each in rank order its rank the same way and its host as in records.
+constexpr size_t kSilentBytes = 4 + kHostBytes;
 constexpr std::chrono::milliseconds kAnswerWithin{1000};
 
 void put_host(char* at, const std::string& host) {
@@ -39,6 +38,10 @@ int32_t int32_at(const char* at) {
   uint32_t v;
   std::memcpy(&v, at, 4);
   return static_cast<int32_t>(ntohl(v));
+}
+void put_int32(char* at, int32_t value) {
+  const uint32_t v = htonl(static_cast<uint32_t>(value));
+  std::memcpy(at, &v, 4);
 }
 
 // Connects a TCP socket to host:port, or throws.
@@ -82,15 +85,16 @@ bool read_before(int fd, char* out, size_t size, std::chrono::steady_clock::time
 
 }  // namespace
 
-// One rank's connection to the hub: what it sent that is not yet a whole record, and
-// answers not yet sent.
+// One rank's connection to the hub: its rank once a record named it, what it sent that is
+// not yet a whole record, and answers not yet sent.
 struct HeartbeatHub::Connection {
   int fd;
+  int rank = -1;
   std::string in, out;
 };
 
 HeartbeatHub::HeartbeatHub(int world_size)
-    : world_size_(world_size), beats_(world_size, 0), hosts_(world_size) {
+    : last_beat_(world_size, std::chrono::steady_clock::now()), hosts_(world_size) {
   listener_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
   sockaddr_in any{};
   any.sin_family = AF_INET;
@@ -128,9 +132,10 @@ void HeartbeatHub::serve() {
         if (n > 0) c.out.erase(0, static_cast<size_t>(n));
         alive = n >= 0 || errno == EAGAIN || errno == EINTR;
       }
-      if (!alive) {
+      if (!alive) {  // the rank's process ended, or it closed its side: silent at once
         close(c.fd);
         c.fd = -1;
+        if (c.rank >= 0) last_beat_[c.rank] = {};
       }
     }
     connections.erase(std::remove_if(connections.begin(), connections.end(),
@@ -138,7 +143,7 @@ void HeartbeatHub::serve() {
                       connections.end());
     if (polled[0].revents & POLLIN)
       for (int fd; (fd = accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK)) >= 0;)
-        connections.push_back(std::make_unique<Connection>(Connection{fd, "", ""}));
+        connections.push_back(std::make_unique<Connection>(Connection{fd}));
   }
   for (const auto& c : connections) close(c->fd);
 }
@@ -162,23 +167,29 @@ bool HeartbeatHub::read_records(Connection& c) {
 
 void HeartbeatHub::handle(Connection& c, const char* record) {
   const int32_t rank = int32_at(record), kind = int32_at(record + 4);
-  if (rank < 0 || rank >= world_size_) return;
+  if (rank < 0 || rank >= static_cast<int32_t>(last_beat_.size())) return;
+  const auto now = std::chrono::steady_clock::now();
   if (kind == kBeatRecord) {
-    ++beats_[rank];
+    c.rank = rank;
+    last_beat_[rank] = now;
     hosts_[rank] = host_at(record + 8);
   } else if (kind == kQueryRecord) {
-    std::string answer(kAnswerBytes * world_size_, '\0');
-    for (int r = 0; r < world_size_; ++r) {
-      const uint64_t beats = htobe64(static_cast<uint64_t>(beats_[r]));
-      std::memcpy(answer.data() + r * kAnswerBytes, &beats, 8);
-      put_host(answer.data() + r * kAnswerBytes + 8, hosts_[r]);
+    std::string silent;
+    for (size_t r = 0; r < last_beat_.size(); ++r) {
+      if (now - last_beat_[r] < Heartbeat::kSilence) continue;
+      silent.resize(silent.size() + kSilentBytes);
+      char* at = silent.data() + silent.size() - kSilentBytes;
+      put_int32(at, static_cast<int32_t>(r));
+      put_host(at + 4, hosts_[r]);
     }
-    c.out += answer;
+    char count[4];
+    put_int32(count, static_cast<int32_t>(silent.size() / kSilentBytes));
+    c.out.append(count, 4).append(silent);
   }
 }
 
-Heartbeat::Heartbeat(const std::string& hub_host, int hub_port, int rank, int world_size)
-    : rank_(rank), world_size_(world_size), host_(hostname()) {
+Heartbeat::Heartbeat(const std::string& hub_host, int hub_port, int rank)
+    : rank_(rank), host_(hostname()) {
   fd_ = connect_to(hub_host, hub_port);
   const int on = 1;
   const timeval send_within{1, 0};  // a stopped hub that no longer reads must not hold a beat
@@ -204,29 +215,30 @@ Heartbeat::~Heartbeat() {
 bool Heartbeat::send_record(int32_t kind) {
   if (fd_ < 0) return false;
   char record[kRecordBytes];
-  const uint32_t head[2] = {htonl(static_cast<uint32_t>(rank_)),
-                            htonl(static_cast<uint32_t>(kind))};
-  std::memcpy(record, head, 8);
+  put_int32(record, rank_);
+  put_int32(record + 4, kind);
   put_host(record + 8, host_);
   return send(fd_, record, sizeof(record), MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof(record));
 }
 
-std::optional<std::vector<Heartbeat::Rank>> Heartbeat::ranks() {
+std::optional<std::vector<Heartbeat::SilentRank>> Heartbeat::silent_ranks() {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::string answer(kAnswerBytes * world_size_, '\0');
-  if (!send_record(kQueryRecord) ||
-      !read_before(fd_, answer.data(), answer.size(),
-                   std::chrono::steady_clock::now() + kAnswerWithin)) {
+  const auto deadline = std::chrono::steady_clock::now() + kAnswerWithin;
+  char count[4];
+  std::string silent;
+  bool answered = send_record(kQueryRecord) && read_before(fd_, count, 4, deadline);
+  if (answered) {
+    silent.resize(kSilentBytes * static_cast<size_t>(std::max(int32_at(count), 0)));
+    answered = read_before(fd_, silent.data(), silent.size(), deadline);
+  }
+  if (!answered) {
     if (fd_ >= 0) close(fd_);  // a late answer must not be read as the next one
     fd_ = -1;
     return std::nullopt;
   }
-  std::vector<Rank> out(world_size_);
-  for (int r = 0; r < world_size_; ++r) {
-    uint64_t beats;
-    std::memcpy(&beats, answer.data() + r * kAnswerBytes, 8);
-    out[r] = {static_cast<int64_t>(be64toh(beats)), host_at(answer.data() + r * kAnswerBytes + 8)};
-  }
+  std::vector<SilentRank> out;
+  for (size_t at = 0; at < silent.size(); at += kSilentBytes)
+    out.push_back({int32_at(silent.data() + at), host_at(silent.data() + at + 4)});
   return out;
 }
 

@@ -1,5 +1,7 @@
 // Which ranks of a job still answer. Every rank sends a beat every kBeat to a hub that rank 0
-// runs; a rank whose count did not move within kSilence is silent (stopped, hung or gone).
+// runs; a rank the hub has not heard from within kSilence, or whose connection closed, is
+// silent (stopped, hung or gone).
+// A query's answer names the silent ranks alone, so that it stays small at any world size.
 //
 // The hub is a socket of its own, not the rendezvous store: LibTorch 1.13's TCPStore server
 // reads each request to its end with blocking reads and its clients wait for answers without a
@@ -20,7 +22,7 @@
 
 namespace dshost {
 
-// Rank 0's hub: counts each rank's beats and answers queries for all of them.
+// Rank 0's hub: keeps when each rank last beat, and answers queries with the silent ones.
 class HeartbeatHub {
  public:
   // Listens on every interface at a port the system picks; port() names it.
@@ -36,9 +38,8 @@ class HeartbeatHub {
   bool read_records(Connection& c);  // false: the peer is gone
   void handle(Connection& c, const char* record);
 
-  int world_size_;
   int listener_ = -1, port_ = 0;
-  std::vector<int64_t> beats_;
+  std::vector<std::chrono::steady_clock::time_point> last_beat_;  // the hub's start, at first
   std::vector<std::string> hosts_;
   std::atomic<bool> stopping_{false};
   std::thread serving_;
@@ -49,26 +50,26 @@ class Heartbeat {
  public:
   static constexpr std::chrono::milliseconds kBeat{100}, kSilence{400};
 
-  struct Rank {
-    int64_t beats = 0;
-    std::string host;  // "" until the rank's first beat
+  struct SilentRank {
+    int rank = 0;
+    std::string host;  // "" where the rank never beat
   };
 
   // Connects to the hub at hub_host:hub_port and starts beating. Throws std::runtime_error
   // when the hub cannot be reached.
-  Heartbeat(const std::string& hub_host, int hub_port, int rank, int world_size);
+  Heartbeat(const std::string& hub_host, int hub_port, int rank);
   ~Heartbeat();
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
 
-  // Every rank's beats and host as the hub counted them; nullopt where the hub did not answer
-  // within a second (then it is not asked again).
-  std::optional<std::vector<Rank>> ranks();
+  // The ranks the hub has not heard from within kSilence, in rank order; nullopt where the
+  // hub did not answer within a second (then it is not asked again).
+  std::optional<std::vector<SilentRank>> silent_ranks();
 
  private:
   bool send_record(int32_t kind);
 
-  int rank_, world_size_;
+  int rank_;
   std::string host_;
   int fd_ = -1;
   std::mutex mutex_;  // one record or query at a time on fd_

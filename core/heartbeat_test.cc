@@ -12,6 +12,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <thread>
 
 namespace dshost {
@@ -28,37 +30,81 @@ int connect_locally(int port) {
   return fd;
 }
 
-TEST(Heartbeat, TheHubCountsEveryRanksBeatsAndNamesItsHost) {
+// A rank's whole beat record, sent on fd from host `host`.
+void send_beat(int fd, int rank, const std::string& host) {
+  char record[72] = {};
+  const uint32_t head[2] = {htonl(static_cast<uint32_t>(rank)), htonl(1)};
+  std::memcpy(record, head, 8);
+  std::memcpy(record + 8, host.data(), host.size());
+  ASSERT_EQ(send(fd, record, sizeof(record), 0), 72);
+}
+
+// A rank that beat once and then stopped (its connection still open, as under SIGSTOP) is
+// not silent at once; kSilence later, the hub names it and the host it beat from, and no
+// other.
+TEST(Heartbeat, TheHubNamesARankThatStoppedBeatingAndItsHost) {
   HeartbeatHub hub(3);
-  Heartbeat rank0("127.0.0.1", hub.port(), 0, 3), rank1("localhost", hub.port(), 1, 3),
-      rank2("127.0.0.1", hub.port(), 2, 3);
+  Heartbeat rank0("127.0.0.1", hub.port(), 0), rank1("localhost", hub.port(), 1);
+  const int stopped = connect_locally(hub.port());
+  ASSERT_NO_FATAL_FAILURE(send_beat(stopped, 2, "stopped-host"));
+  std::this_thread::sleep_for(Heartbeat::kBeat);
+  const auto just_beat = rank1.silent_ranks();
+  ASSERT_TRUE(just_beat) << "the hub did not answer";
+  EXPECT_TRUE(just_beat->empty()) << just_beat->front().rank;
   std::this_thread::sleep_for(Heartbeat::kSilence);
-  const auto before = rank1.ranks();
+  const auto silent = rank1.silent_ranks();
+  ASSERT_TRUE(silent) << "the hub did not answer";
+  ASSERT_EQ(silent->size(), 1u);
+  EXPECT_EQ(silent->front().rank, 2);
+  EXPECT_EQ(silent->front().host, "stopped-host");
+  close(stopped);
+}
+
+// A rank whose process ended (its connection closed) is silent at once, well within
+// kSilence, named with its host.
+TEST(Heartbeat, ARankWhoseConnectionClosedIsSilentAtOnce) {
+  HeartbeatHub hub(2);
+  Heartbeat rank0("127.0.0.1", hub.port(), 0);
+  auto rank1 = std::make_unique<Heartbeat>("127.0.0.1", hub.port(), 1);
+  std::this_thread::sleep_for(Heartbeat::kBeat);
+  rank1.reset();
+  std::this_thread::sleep_for(Heartbeat::kBeat);
+  const auto silent = rank0.silent_ranks();
+  ASSERT_TRUE(silent) << "the hub did not answer";
+  ASSERT_EQ(silent->size(), 1u);
+  EXPECT_EQ(silent->front().rank, 1);
+  EXPECT_EQ(silent->front().host, hostname());
+}
+
+// The answer names the silent ranks only: of 4,096 ranks of which two beat, the other 4,094
+// come back in rank order, each once, with no host (they never beat).
+TEST(Heartbeat, TheAnswerHoldsTheSilentRanksAlone) {
+  HeartbeatHub hub(4096);
+  Heartbeat rank0("127.0.0.1", hub.port(), 0), rank4095("127.0.0.1", hub.port(), 4095);
   std::this_thread::sleep_for(Heartbeat::kSilence);
-  const auto after = rank1.ranks();
-  ASSERT_TRUE(before && after);
-  ASSERT_EQ(after->size(), 3u);
-  for (int r = 0; r < 3; ++r) {
-    EXPECT_GT((*after)[r].beats, (*before)[r].beats) << "rank " << r;
-    EXPECT_EQ((*after)[r].host, hostname());
+  const auto silent = rank0.silent_ranks();
+  ASSERT_TRUE(silent) << "the hub did not answer";
+  ASSERT_EQ(silent->size(), 4094u);
+  for (int r = 1; r < 4095; ++r) {
+    ASSERT_EQ((*silent)[r - 1].rank, r);
+    EXPECT_EQ((*silent)[r - 1].host, "");
   }
 }
 
 // A rank stopped (SIGSTOP) halfway through sending a record: the hub keeps the half and
-// goes on counting and answering the others; the stopped rank is the silent one.
+// goes on hearing and answering the others; the stopped rank is the silent one.
 TEST(Heartbeat, ARankStoppedHalfwayThroughARecordHoldsUpNoOne) {
   HeartbeatHub hub(2);
   const int stopped = connect_locally(hub.port());
   const uint32_t half_a_beat[2] = {htonl(1), htonl(1)};  // rank 1, a beat; its host never comes
   ASSERT_EQ(send(stopped, half_a_beat, sizeof(half_a_beat), 0), 8);
-  Heartbeat rank0("127.0.0.1", hub.port(), 0, 2);
-  const auto before = rank0.ranks();
+  Heartbeat rank0("127.0.0.1", hub.port(), 0);
   std::this_thread::sleep_for(Heartbeat::kSilence);
-  const auto after = rank0.ranks();
-  ASSERT_TRUE(before && after) << "the hub did not answer";
-  EXPECT_GT((*after)[0].beats, (*before)[0].beats);
-  EXPECT_EQ((*after)[1].beats, 0);
-  EXPECT_EQ((*after)[1].host, "");
+  const auto silent = rank0.silent_ranks();
+  ASSERT_TRUE(silent) << "the hub did not answer";
+  ASSERT_EQ(silent->size(), 1u);
+  EXPECT_EQ(silent->front().rank, 1);
+  EXPECT_EQ(silent->front().host, "");
   close(stopped);
 }
 
@@ -66,9 +112,9 @@ TEST(Heartbeat, ARankStoppedHalfwayThroughARecordHoldsUpNoOne) {
 TEST(Heartbeat, AHubThatDoesNotAnswerIsNoAnswerAndNotAWait) {
   const test::Listener stopped_hub;
   ASSERT_GT(stopped_hub.port, 0);
-  Heartbeat rank1("127.0.0.1", stopped_hub.port, 1, 2);
-  EXPECT_FALSE(rank1.ranks().has_value());
-  EXPECT_FALSE(rank1.ranks().has_value()) << "asked again after no answer";
+  Heartbeat rank1("127.0.0.1", stopped_hub.port, 1);
+  EXPECT_FALSE(rank1.silent_ranks().has_value());
+  EXPECT_FALSE(rank1.silent_ranks().has_value()) << "asked again after no answer";
 }
 
 TEST(Heartbeat, AHubThatIsNotThereIsAnError) {
@@ -77,7 +123,7 @@ TEST(Heartbeat, AHubThatIsNotThereIsAnError) {
     HeartbeatHub gone(1);
     port = gone.port();
   }
-  EXPECT_THROW(Heartbeat("127.0.0.1", port, 0, 1), std::runtime_error);
+  EXPECT_THROW(Heartbeat("127.0.0.1", port, 0), std::runtime_error);
 }
 
 }  // namespace
