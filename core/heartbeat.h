@@ -1,7 +1,7 @@
 // Which ranks of a job still answer. Every rank sends a beat every kBeat to a hub that rank 0
 // runs; a rank the hub has not heard from within kSilence, or whose connection closed, is
-// silent (stopped, hung or gone).
-// A query's answer names the silent ranks alone, so that it stays small at any world size.
+// silent (stopped, hung or gone). A query's answer names the silent ranks alone, so that it
+// stays small at any world size.
 //
 // The hub is a socket of its own, not the rendezvous store: LibTorch 1.13's TCPStore server
 // reads each request to its end with blocking reads and its clients wait for answers without a
@@ -62,8 +62,8 @@ class Heartbeat {
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
 
-  // The ranks the hub has not heard from within kSilence, in rank order; nullopt where the
-  // hub did not answer within a second (then it is not asked again).
+  // The silent ranks, in rank order; nullopt where the hub did not answer within a second
+  // (then it is not asked again).
   std::optional<std::vector<SilentRank>> silent_ranks();
 
  private:
