@@ -1,7 +1,8 @@
 // gpt's memory-bound CUDA kernels (plugins/models/common/cuda_*.cu) alone, at its b8 shapes
-// (8192 rows; widths of gpt2-124m, gpt2-350m and gpt-1.3b): each kernel's time per launch,
-// and the bytes it must move at least as a rate to set against the GPU's memory bandwidth
-// (4.8 TB/s on an H200). Launches go back to back on the stream, kLaunches a timed iteration.
+// (8192 rows; widths of gpt2-124m, gpt2-350m and gpt-1.3b), and the strategies' AdamW over
+// its parameters: each kernel's time per launch, and the bytes it must move at least as a
+// rate to set against the GPU's memory bandwidth (4.8 TB/s on an H200). Launches go back to
+// back on the stream, kLaunches a timed iteration.
 // Run: bench/gpu/run.sh kernels (CUDA builds only; each benchmark says so without a GPU).
 #include "plugins/models/common/cuda_cross_entropy.h"
 #include "plugins/models/common/cuda_layer_norm.h"
@@ -10,8 +11,10 @@
 #include "plugins/models/common/cuda_fp8_cast.h"
 #endif
 #if DSHOST_CUDA_GELU_GEMM
+#include "plugins/models/common/bias_gradient.hpp"
 #include "plugins/models/common/cuda_gelu_gemm.h"
 #endif
+#include "plugins/strategies/common/cuda_adamw.h"
 
 #include <benchmark/benchmark.h>
 
@@ -220,7 +223,79 @@ void GeluBackward(benchmark::State& state, GeluBackwardBy by) {
         p.workspace.data_ptr(), p.stream);
   });
 }
+
+// A linear layer's weight gradient at [out, in] (the arguments) from 8192 rows, added into a
+// bf16 buffer, with the bias's gradient: ATen's product then bias_gradient.hpp's column sums
+// (as dshost::linear), the product summing them in its epilogue (BGRADB, as bf16_linear.hpp),
+// and the product alone for the epilogue's cost (time only: these are products).
+enum class WeightGradientBy { aten_then_column_sums, product_with_bias_gradient, product_alone };
+
+void WeightGradient(benchmark::State& state, WeightGradientBy by) {
+  if (!have_gpu(state)) return;
+  const int64_t out = state.range(0), in = state.range(1);
+  const at::Tensor g = bf16({kRows, out}), x = bf16({kRows, in}), w_grad = bf16({out, in}),
+                   b_grad = bf16({out}),
+                   workspace =
+                       at::empty({static_cast<int64_t>(dshost_models::kGeluGemmWorkspaceBytes)},
+                                 at::dtype(at::kByte).device(at::kCUDA));
+  time_launches(state, 0, [&]() -> const char* {
+    if (by == WeightGradientBy::aten_then_column_sums) {
+      w_grad.addmm_(g.t(), x);
+      dshost_models::bias_gradient(g);
+      return nullptr;
+    }
+    return dshost_models::cuda_weight_gradient(
+        bf16_bits(g), bf16_bits(x), kRows, out, in, /*accumulate=*/true, bf16_bits(w_grad),
+        by == WeightGradientBy::product_with_bias_gradient ? bf16_bits(b_grad) : nullptr,
+        workspace.data_ptr(), dshost_models::stream_of(g));
+  });
+}
 #endif
+
+// The strategies' AdamW over gpt's parameters (arguments: width, blocks; vocabulary 50304,
+// 1024 positions), bf16 gradients and parameters with fp32 masters and moments: over all of
+// them in one launch (ddp's master shard), and a launch a parameter (zero2's shard parts:
+// about 16 a block, most of them biases and layer norms of a few thousand elements). Bytes:
+// the gradient and parameter (2 each) and master and moments read and written (24).
+std::vector<int64_t> gpt_parameter_sizes(int64_t c, int64_t blocks) {
+  std::vector<int64_t> sizes{kVocabulary * c, 1024 * c};
+  for (int64_t i = 0; i < blocks; ++i)
+    for (int64_t n : {c, c, 3 * c * c, 3 * c, c * c, c, c, c, 4 * c * c, 4 * c, 4 * c * c, c})
+      sizes.push_back(n);
+  sizes.insert(sizes.end(), {c, c});
+  return sizes;
+}
+
+void AdamW(benchmark::State& state, bool a_launch_a_parameter) {
+  if (!have_gpu(state)) return;
+  const std::vector<int64_t> sizes = gpt_parameter_sizes(state.range(0), state.range(1));
+  int64_t total = 0;
+  for (int64_t n : sizes) total += n;
+  const at::Tensor master = floats(total), exp_avg = floats(total), exp_avg_sq = floats(total),
+                   grad = bf16({total}), out = at::empty_like(grad);
+  const dshost::AdamWStep step{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f};
+  void* stream = dshost_models::stream_of(master);
+  const auto update = [&](int64_t begin, int64_t n) {
+    const dshost_zero::CudaAdamWRange r{master.data_ptr<float>() + begin,
+                                        bf16_bits(grad) + begin,
+                                        /*grad_bf16=*/true,
+                                        exp_avg.data_ptr<float>() + begin,
+                                        exp_avg_sq.data_ptr<float>() + begin,
+                                        bf16_bits(out) + begin,
+                                        n};
+    return dshost_zero::cuda_adamw(r, step, {}, stream);
+  };
+  time_launches(state, 28 * total, [&]() -> const char* {
+    if (!a_launch_a_parameter) return update(0, total);
+    int64_t begin = 0;
+    for (int64_t n : sizes) {
+      if (const char* err = update(begin, n)) return err;
+      begin += n;
+    }
+    return nullptr;
+  });
+  state.counters["parameters"] = static_cast<double>(sizes.size());
+}
 
 // The widths of gpt2-124m, gpt2-350m and gpt-1.3b, timed in real time.
 void gpt_widths(benchmark::internal::Benchmark* b) {
@@ -267,6 +342,25 @@ BENCHMARK_CAPTURE(GeluBackward, epilogue, GeluBackwardBy::epilogue)->Apply(gpt_w
 BENCHMARK_CAPTURE(GeluBackward, epilogue_with_bias_gradient,
                   GeluBackwardBy::epilogue_with_bias_gradient)
     ->Apply(gpt_widths);
+// gpt's four layers (c_attn, attn_proj, c_fc, mlp_proj) at widths 768 and 2048.
+void gpt_layers(benchmark::internal::Benchmark* b) {
+  for (int64_t c : {768, 2048})
+    b->Args({3 * c, c})->Args({c, c})->Args({4 * c, c})->Args({c, 4 * c});
+  b->UseRealTime();
+}
+BENCHMARK_CAPTURE(WeightGradient, aten_then_column_sums, WeightGradientBy::aten_then_column_sums)
+    ->Apply(gpt_layers);
+BENCHMARK_CAPTURE(WeightGradient, product_with_bias_gradient,
+                  WeightGradientBy::product_with_bias_gradient)
+    ->Apply(gpt_layers);
+BENCHMARK_CAPTURE(WeightGradient, product_alone, WeightGradientBy::product_alone)
+    ->Apply(gpt_layers);
 #endif
+// gpt2-124m's and gpt-1.3b's parameters.
+BENCHMARK_CAPTURE(AdamW, one_launch, false)->Args({768, 12})->Args({2048, 24})->UseRealTime();
+BENCHMARK_CAPTURE(AdamW, a_launch_a_parameter, true)
+    ->Args({768, 12})
+    ->Args({2048, 24})
+    ->UseRealTime();
 
 BENCHMARK_MAIN();

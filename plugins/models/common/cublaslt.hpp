@@ -103,9 +103,10 @@ inline void describe(Status& status, Product& product, cudaDataType_t a_type, ui
                cublasLtMatrixLayoutCreate(&product.d.value, CUDA_R_16BF, d_rows, d_cols, d_rows));
 }
 
-// What a product's kernel is chosen by: device, m, n, k, A's and B's types, the epilogue,
-// and the alignments of the inputs and of the output.
-using ProblemKey = std::tuple<int, int64_t, int64_t, int64_t, int, int, int, uint32_t, uint32_t>;
+// What a product's kernel is chosen by: device, m, n, k, A's and B's transpositions (2 op(A) +
+// op(B)), A's and B's types, the epilogue, and the alignments of the inputs and of the output.
+using ProblemKey =
+    std::tuple<int, int64_t, int64_t, int64_t, int, int, int, int, uint32_t, uint32_t>;
 
 // The heuristic's first choice for `product`, asked once per key (the asking costs tens of
 // microseconds of host time).
@@ -123,7 +124,7 @@ inline void choose_algorithm(Status& status, cublasLtHandle_t handle, const Prod
   if (!status.ok()) return;
   set(status, preference.value, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
       uint64_t{kWorkspaceBytes});
-  const uint32_t inputs = std::get<7>(key), output = std::get<8>(key);
+  const uint32_t inputs = std::get<8>(key), output = std::get<9>(key);
   set(status, preference.value, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, inputs);
   set(status, preference.value, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, inputs);
   set(status, preference.value, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, output);

@@ -35,6 +35,7 @@ const char* cuda_fp8_gemm_accumulate(const Fp8Rows& a, const Fp8Rows& b, int64_t
                        m,
                        n,
                        k,
+                       static_cast<int>(CUBLAS_OP_T) * 2 + static_cast<int>(CUBLAS_OP_N),
                        static_cast<int>(cuda_type(a.format)),
                        static_cast<int>(cuda_type(b.format)),
                        static_cast<int>(CUBLASLT_EPILOGUE_DEFAULT),

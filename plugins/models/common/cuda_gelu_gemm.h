@@ -4,8 +4,9 @@
 // next layer applies GELU's derivative and sums the bias's gradient, where ATen would run
 // GELU and its gradient as passes of their own over [rows, 4 x width] matrices. The second
 // layer's product adds the bias and the residual stream, where ATen would add the residual
-// in a pass of its own. GELU is GPT-2's tanh approximation. Plain C++ on this side: no
-// LibTorch.
+// in a pass of its own. Any bf16 linear layer's weight-gradient product sums its bias's
+// gradient too (bf16_linear.hpp), where a pass of its own would read the output's gradient
+// again. GELU is GPT-2's tanh approximation. Plain C++ on this side: no LibTorch.
 #pragma once
 
 #include <cstddef>
@@ -34,6 +35,13 @@ const char* cuda_residual_linear(const uint16_t* x, const uint16_t* w, const uin
 const char* cuda_gelu_linear_backward(const uint16_t* g, const uint16_t* w, const uint16_t* pre,
                                       int64_t m, int64_t n, int64_t k, uint16_t* d_pre,
                                       uint16_t* bias_gradient, void* workspace, void* stream);
+
+// A linear layer's weight gradient from its output's gradient g [m, n] and input x [m, k]:
+// w_grad [n, k] = g^T x, added to what w_grad holds where `accumulate`; and (unless
+// bias_gradient is null) bias_gradient [n] = g's column sums, summed in the same product.
+const char* cuda_weight_gradient(const uint16_t* g, const uint16_t* x, int64_t m, int64_t n,
+                                 int64_t k, bool accumulate, uint16_t* w_grad,
+                                 uint16_t* bias_gradient, void* workspace, void* stream);
 
 constexpr size_t kGeluGemmWorkspaceBytes = size_t{32} << 20;
 

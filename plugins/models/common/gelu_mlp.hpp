@@ -3,16 +3,16 @@
 // Engine's LayerNormMLP does: forward's product writes GELU's output and its input, and
 // backward's product through proj applies GELU's derivative, where ATen's GELU would take a
 // pass of its own over [rows, 4 x width] matrices each way. proj's product adds the residual
-// (beta = 1), where an add of its own would read both matrices again. fc's bias gradient is
-// bias_gradient.hpp's column sums, as the unfused layers have it, not the epilogue's (DGELU_BGRAD).
-// Both weights' gradients are added into their bound buffers by backward's products, as
-// dshost::linear's are.
+// (beta = 1), where an add of its own would read both matrices again. Both layers' weight and
+// bias gradients come from bf16_linear.hpp's weight-gradient products (fc's bias gradient not
+// from DGELU_BGRAD: at half DGELU's speed), added into bound buffers as dshost::linear's are.
 //
 // Taken for bf16 input and parameters on a GPU, both layers with a bias and every width a
 // multiple of 8, in builds with cuBLASLt; elsewhere the two layers as dshost::linear and
 // ATen's GELU between them.
 #pragma once
 
+#include "bf16_linear.hpp"
 #include "bias_gradient.hpp"
 
 #include <dshost/ops/linear.hpp>
@@ -29,14 +29,6 @@
 namespace dshost_models {
 
 #if DSHOST_CUDA_GELU_GEMM
-// w's gradient g^T x: added into w's bound buffer (none is then returned), else a fresh one.
-inline at::Tensor weight_gradient_into(const at::Tensor& w, const at::Tensor& g,
-                                       const at::Tensor& x) {
-  if (!bound_gradient(w, at::kBFloat16)) return g.t().mm(x);
-  w.grad().addmm_(g.t(), x);
-  return {};
-}
-
 struct GeluMlp : torch::autograd::Function<GeluMlp> {
   static bool takes(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& fc_weight,
                     const at::Tensor& fc_bias, const at::Tensor& proj_weight,
@@ -110,12 +102,12 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
       shape.back() = fc_weight.size(1);
       dx = d_pre.mm(fc_weight).view(shape);
     }
-    const at::Tensor d_fc_weight =
-        ctx->needs_input_grad(2) ? weight_gradient_into(fc_weight, d_pre, rows) : at::Tensor();
-    const at::Tensor d_proj_weight =
-        ctx->needs_input_grad(4) ? weight_gradient_into(proj_weight, g, act) : at::Tensor();
+    const auto [d_fc_weight, d_fc_bias] = linear_gradients(fc_weight, ctx->needs_input_grad(2),
+                                                           ctx->needs_input_grad(3), d_pre, rows);
+    const auto [d_proj_weight, d_proj_bias] =
+        linear_gradients(proj_weight, ctx->needs_input_grad(4), ctx->needs_input_grad(5), g, act);
     const at::Tensor d_residual = ctx->needs_input_grad(1) ? grads[0] : at::Tensor();
-    return {dx, d_residual, d_fc_weight, bias_gradient(d_pre), d_proj_weight, bias_gradient(g)};
+    return {dx, d_residual, d_fc_weight, d_fc_bias, d_proj_weight, d_proj_bias};
   }
 };
 #endif

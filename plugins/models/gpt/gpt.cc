@@ -9,7 +9,7 @@
 // and its pre_backward comes with the embeddings' gradient (zero3 then frees it after
 // grads_ready, as FSDP keeps tied weights in the root unit).
 #include "../common/cross_entropy.hpp"
-#include "../common/bias_gradient.hpp"
+#include "../common/bf16_linear.hpp"
 #include "../common/fp8_linear.hpp"
 #include "../common/fp8_mlp.hpp"
 #include "../common/fp8_qkv_linear.hpp"
@@ -18,7 +18,6 @@
 
 #include <dshost/model.hpp>
 #include <dshost/ops/attention.hpp>
-#include <dshost/ops/linear.hpp>
 
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
@@ -161,13 +160,13 @@ struct BlockImpl : nn::Module {
     return residual.defined() ? residual + out : out;
   }
 
-  // The block's layer i (c_attn, attn_proj, c_fc, mlp_proj) on x. dshost::linear fuses the
+  // The block's layer i (c_attn, attn_proj, c_fc, mlp_proj) on x. bf16_linear fuses the
   // bias into the GEMM, as ATen's linear (and Python's nn.Linear) does, where the C++
-  // frontend's nn::Linear adds it in a kernel of its own, and adds the weight's gradient
-  // straight into the strategy's buffer, its bias's too (bias_gradient.hpp).
+  // frontend's nn::Linear adds it in a kernel of its own, adds the weight's gradient
+  // straight into the strategy's buffer, and sums the bias's in the same product.
   at::Tensor linear(int i, const nn::Linear& layer, const at::Tensor& x) {
     if (precision == Precision::bf16)
-      return dshost::linear(x, layer->weight, layer->bias, dshost_models::bias_gradient);
+      return dshost_models::bf16_linear(x, layer->weight, layer->bias);
     return dshost_models::fp8_linear(
         x, layer->weight, layer->bias,
         {precision == Precision::fp8_delayed ? &fp8_scaling[i] : nullptr});
