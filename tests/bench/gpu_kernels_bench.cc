@@ -224,6 +224,17 @@ void GeluBackward(benchmark::State& state, GeluBackwardBy by) {
   });
 }
 
+// A linear layer's bias gradient alone (bias_gradient.hpp's column sums) from 8192 rows by the
+// argument's columns: the rows read once.
+void ColumnSums(benchmark::State& state) {
+  if (!have_gpu(state)) return;
+  const at::Tensor g = bf16({kRows, state.range(0)});
+  time_launches(state, 2 * g.numel(), [&]() -> const char* {
+    dshost_models::bias_gradient(g);
+    return nullptr;
+  });
+}
+
 // A linear layer's weight gradient at [out, in] (the arguments) from 8192 rows, added into a
 // bf16 buffer, with the bias's gradient: ATen's product then bias_gradient.hpp's column sums
 // (as dshost::linear), the product summing them in its epilogue (BGRADB, as bf16_linear.hpp),
@@ -348,6 +359,15 @@ void gpt_layers(benchmark::internal::Benchmark* b) {
     b->Args({3 * c, c})->Args({c, c})->Args({4 * c, c})->Args({c, 4 * c});
   b->UseRealTime();
 }
+// gpt's layers' output widths at 768 and 2048.
+BENCHMARK(ColumnSums)
+    ->Arg(768)
+    ->Arg(2304)
+    ->Arg(3072)
+    ->Arg(2048)
+    ->Arg(6144)
+    ->Arg(8192)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(WeightGradient, aten_then_column_sums, WeightGradientBy::aten_then_column_sums)
     ->Apply(gpt_layers);
 BENCHMARK_CAPTURE(WeightGradient, product_with_bias_gradient,
