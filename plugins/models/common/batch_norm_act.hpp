@@ -134,7 +134,7 @@ struct BatchNormActImpl : torch::nn::Module {
  private:
 #if DSHOST_CUDA_BATCH_NORM
   bool kernels_take(const at::Tensor& x) const {
-    if (!is_training() || !x.is_cuda() || x.scalar_type() != at::kBFloat16 || x.dim() != 4 ||
+    if (!is_training() || !bf16_on_gpu(x) || x.dim() != 4 ||
         !x.is_contiguous(at::MemoryFormat::ChannelsLast) ||
         !cuda_batch_norm_takes(CudaBatchNormAct::shape_of(x)))
       return false;

@@ -23,19 +23,23 @@
 namespace dshost_models {
 
 #if DSHOST_CUDA_GELU_GEMM
+// The device memory a bf16 cuBLASLt product of cuda_gelu_gemm.h may use, on `like`'s device.
+inline at::Tensor gemm_workspace(const at::Tensor& like) {
+  return at::empty({static_cast<int64_t>(kGeluGemmWorkspaceBytes)},
+                   like.options().dtype(at::kByte));
+}
+
 // The gradients of a layer's `weight` [n, k] and bias, each where asked for, from the output's
-// gradient g [m, n] and the input x [m, k] (bf16, contiguous, 16-byte aligned): the weight's is
-// left undefined where it was added into the bound buffer.
+// gradient g [m, n] and the input x [m, k] (bf16, contiguous, 16-byte aligned), in `workspace`
+// (gemm_workspace's): the weight's is left undefined where it was added into the bound buffer.
 inline std::pair<at::Tensor, at::Tensor> linear_gradients(const at::Tensor& weight,
                                                           bool weight_asked, bool bias_asked,
-                                                          const at::Tensor& g,
-                                                          const at::Tensor& x) {
+                                                          const at::Tensor& g, const at::Tensor& x,
+                                                          const at::Tensor& workspace) {
   if (!weight_asked) return {at::Tensor(), bias_asked ? bias_gradient(g) : at::Tensor()};
   const bool bound = bound_gradient(weight, at::kBFloat16);
   const at::Tensor w_grad = bound ? weight.grad() : at::empty(weight.sizes(), g.options());
   const at::Tensor b_grad = bias_asked ? at::empty({g.size(1)}, g.options()) : at::Tensor();
-  const at::Tensor workspace =
-      at::empty({static_cast<int64_t>(kGeluGemmWorkspaceBytes)}, g.options().dtype(at::kByte));
   check_launch(cuda_weight_gradient(bf16_bits(g), bf16_bits(x), g.size(0), g.size(1), x.size(1),
                                     /*accumulate=*/bound, bf16_bits(w_grad),
                                     bias_asked ? bf16_bits(b_grad) : nullptr, workspace.data_ptr(),
@@ -46,11 +50,9 @@ inline std::pair<at::Tensor, at::Tensor> linear_gradients(const at::Tensor& weig
 
 struct Bf16Linear : torch::autograd::Function<Bf16Linear> {
   static bool takes(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-    const auto bf16 = [](const at::Tensor& t) {
-      return t.defined() && t.is_cuda() && t.scalar_type() == at::kBFloat16;
-    };
-    return bf16(x) && bf16(weight) && bf16(bias) && x.numel() > 0 && weight.dim() == 2 &&
-           x.size(-1) == weight.size(1) && weight.size(0) % 8 == 0 && weight.size(1) % 8 == 0;
+    return bf16_on_gpu(x) && bf16_on_gpu(weight) && bf16_on_gpu(bias) && x.numel() > 0 &&
+           weight.dim() == 2 && x.size(-1) == weight.size(1) && weight.size(0) % 8 == 0 &&
+           weight.size(1) % 8 == 0;
   }
 
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -71,8 +73,8 @@ struct Bf16Linear : torch::autograd::Function<Bf16Linear> {
       shape.back() = weight.size(1);
       dx = g.mm(weight).view(shape);
     }
-    std::tie(d_weight, d_bias) =
-        linear_gradients(weight, ctx->needs_input_grad(1), ctx->needs_input_grad(2), g, rows);
+    std::tie(d_weight, d_bias) = linear_gradients(
+        weight, ctx->needs_input_grad(1), ctx->needs_input_grad(2), g, rows, gemm_workspace(g));
     return {dx, d_weight, d_bias};
   }
 };

@@ -15,7 +15,7 @@ namespace dshost_models {
 
 inline at::Tensor bias_gradient(const at::Tensor& g) {
 #if DSHOST_CUDA_CHANNEL_SCALE
-  if (g.is_cuda() && g.scalar_type() == at::kBFloat16 && g.dim() == 2 &&
+  if (bf16_on_gpu(g) && g.dim() == 2 &&
       cuda_channel_scale_takes(column_shape(g.size(0), g.size(1)))) {
     const at::Tensor m = aligned16(g), out = at::empty({g.size(1)}, g.options());
     const at::Tensor scratch =

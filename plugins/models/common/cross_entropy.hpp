@@ -22,9 +22,9 @@ namespace dshost_models {
 // fp32) beside the logits; backward writes the logits' gradient into a fresh bf16 tensor.
 struct CudaCrossEntropy : torch::autograd::Function<CudaCrossEntropy> {
   static bool takes(const at::Tensor& logits, const at::Tensor& targets) {
-    return logits.is_cuda() && logits.scalar_type() == at::kBFloat16 && logits.dim() == 2 &&
-           logits.is_contiguous() && reinterpret_cast<uintptr_t>(logits.data_ptr()) % 16 == 0 &&
-           targets.is_cuda() && targets.scalar_type() == at::kLong;
+    return bf16_on_gpu(logits) && logits.dim() == 2 && logits.is_contiguous() &&
+           reinterpret_cast<uintptr_t>(logits.data_ptr()) % 16 == 0 && targets.is_cuda() &&
+           targets.scalar_type() == at::kLong;
   }
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& logits,
                             const at::Tensor& targets) {

@@ -39,6 +39,11 @@ inline bool bound_gradient(const at::Tensor& p, at::ScalarType dtype) {
          g.scalar_type() == dtype && g.is_contiguous();
 }
 
+// Whether t is a bf16 tensor on a GPU (the kernels' dtype).
+inline bool bf16_on_gpu(const at::Tensor& t) {
+  return t.defined() && t.is_cuda() && t.scalar_type() == at::kBFloat16;
+}
+
 inline uint16_t* bf16_bits(const at::Tensor& t) { return static_cast<uint16_t*>(t.data_ptr()); }
 
 // Throws where a kernel launcher returned an error text.

@@ -216,7 +216,7 @@ inline at::Tensor unflatten_rows(const at::Tensor& rows, at::IntArrayRef like) {
 struct Fp8Linear : torch::autograd::Function<Fp8Linear> {
   static bool takes(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
     const auto multiple_of_16 = [](int64_t d) { return d % 16 == 0; };
-    return x.is_cuda() && x.numel() > 0 && x.scalar_type() == at::kBFloat16 && weight.dim() == 2 &&
+    return bf16_on_gpu(x) && x.numel() > 0 && weight.dim() == 2 &&
            weight.scalar_type() == at::kBFloat16 && x.size(-1) == weight.size(1) &&
            multiple_of_16(x.numel() / x.size(-1)) && multiple_of_16(weight.size(0)) &&
            multiple_of_16(weight.size(1)) &&

@@ -33,15 +33,13 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
   static bool takes(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& fc_weight,
                     const at::Tensor& fc_bias, const at::Tensor& proj_weight,
                     const at::Tensor& proj_bias) {
-    const auto bf16 = [](const at::Tensor& t) {
-      return t.defined() && t.is_cuda() && t.scalar_type() == at::kBFloat16;
-    };
-    return bf16(x) && bf16(fc_weight) && bf16(fc_bias) && bf16(proj_weight) && bf16(proj_bias) &&
-           x.numel() > 0 && fc_weight.dim() == 2 && proj_weight.dim() == 2 &&
-           x.size(-1) == fc_weight.size(1) && proj_weight.size(1) == fc_weight.size(0) &&
-           x.size(-1) % 8 == 0 && fc_weight.size(0) % 8 == 0 && proj_weight.size(0) % 8 == 0 &&
+    return bf16_on_gpu(x) && bf16_on_gpu(fc_weight) && bf16_on_gpu(fc_bias) &&
+           bf16_on_gpu(proj_weight) && bf16_on_gpu(proj_bias) && x.numel() > 0 &&
+           fc_weight.dim() == 2 && proj_weight.dim() == 2 && x.size(-1) == fc_weight.size(1) &&
+           proj_weight.size(1) == fc_weight.size(0) && x.size(-1) % 8 == 0 &&
+           fc_weight.size(0) % 8 == 0 && proj_weight.size(0) % 8 == 0 &&
            (!residual.defined() || residual.numel() == 0 ||
-            (bf16(residual) && residual.sizes() == output_shape(x, proj_weight)));
+            (bf16_on_gpu(residual) && residual.sizes() == output_shape(x, proj_weight)));
   }
 
   // x's shape with proj's output width last.
@@ -60,8 +58,7 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
     const int64_t m = rows.size(0), n = w.size(0), k = w.size(1);
     const at::Tensor pre = at::empty({m, n}, rows.options()),
                      act = at::empty({m, n}, rows.options());
-    const at::Tensor workspace =
-        at::empty({static_cast<int64_t>(kGeluGemmWorkspaceBytes)}, rows.options().dtype(at::kByte));
+    const at::Tensor workspace = gemm_workspace(rows);
     check_launch(
         cuda_gelu_linear(bf16_bits(rows), bf16_bits(w), bf16_bits(b), m, n, k, bf16_bits(act),
                          bf16_bits(pre), workspace.data_ptr(), stream_of(rows)),
@@ -90,8 +87,7 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
     const at::Tensor w = aligned16(proj_weight);
     const int64_t m = g.size(0), n = pre.size(1), k = g.size(1);
     const at::Tensor d_pre = at::empty({m, n}, g.options());
-    const at::Tensor workspace =
-        at::empty({static_cast<int64_t>(kGeluGemmWorkspaceBytes)}, g.options().dtype(at::kByte));
+    const at::Tensor workspace = gemm_workspace(g);
     check_launch(cuda_gelu_linear_backward(bf16_bits(g), bf16_bits(w), bf16_bits(pre), m, n, k,
                                            bf16_bits(d_pre), /*bias_gradient=*/nullptr,
                                            workspace.data_ptr(), stream_of(g)),
@@ -102,10 +98,10 @@ struct GeluMlp : torch::autograd::Function<GeluMlp> {
       shape.back() = fc_weight.size(1);
       dx = d_pre.mm(fc_weight).view(shape);
     }
-    const auto [d_fc_weight, d_fc_bias] = linear_gradients(fc_weight, ctx->needs_input_grad(2),
-                                                           ctx->needs_input_grad(3), d_pre, rows);
-    const auto [d_proj_weight, d_proj_bias] =
-        linear_gradients(proj_weight, ctx->needs_input_grad(4), ctx->needs_input_grad(5), g, act);
+    const auto [d_fc_weight, d_fc_bias] = linear_gradients(
+        fc_weight, ctx->needs_input_grad(2), ctx->needs_input_grad(3), d_pre, rows, workspace);
+    const auto [d_proj_weight, d_proj_bias] = linear_gradients(
+        proj_weight, ctx->needs_input_grad(4), ctx->needs_input_grad(5), g, act, workspace);
     const at::Tensor d_residual = ctx->needs_input_grad(1) ? grads[0] : at::Tensor();
     return {dx, d_residual, d_fc_weight, d_fc_bias, d_proj_weight, d_proj_bias};
   }

@@ -71,9 +71,8 @@ TORCH_MODULE(ConvRelu);
 // GPU, C a multiple of 8, H and W even.
 struct CudaMaxPool2x2 : torch::autograd::Function<CudaMaxPool2x2> {
   static bool takes(const at::Tensor& x) {
-    return x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 4 &&
-           x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.size(1) % 8 == 0 &&
-           x.size(2) % 2 == 0 && x.size(3) % 2 == 0 &&
+    return bf16_on_gpu(x) && x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+           x.size(1) % 8 == 0 && x.size(2) % 2 == 0 && x.size(3) % 2 == 0 &&
            reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
   }
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {

@@ -22,11 +22,10 @@ namespace dshost_models {
 inline bool cuda_layer_norm_takes(const at::Tensor& x, const at::Tensor& residual,
                                   const at::Tensor& weight, const at::Tensor& bias) {
   const auto bf16_vector = [&](const at::Tensor& t) {
-    return t.defined() && t.is_cuda() && t.scalar_type() == at::kBFloat16 && t.dim() == 1 &&
-           t.is_contiguous() && t.size(0) == x.size(-1);
+    return bf16_on_gpu(t) && t.dim() == 1 && t.is_contiguous() && t.size(0) == x.size(-1);
   };
-  return x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() >= 1 && x.numel() > 0 &&
-         cuda_layer_norm_takes(x.size(-1)) && bf16_vector(weight) && bf16_vector(bias) &&
+  return bf16_on_gpu(x) && x.dim() >= 1 && x.numel() > 0 && cuda_layer_norm_takes(x.size(-1)) &&
+         bf16_vector(weight) && bf16_vector(bias) &&
          (!residual.defined() ||
           (residual.scalar_type() == at::kBFloat16 && residual.sizes() == x.sizes()));
 }

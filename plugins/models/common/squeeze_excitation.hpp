@@ -26,7 +26,7 @@ inline ChannelScaleShape channel_scale_shape(const at::Tensor& x) {
 }
 
 inline bool channel_kernels_take(const at::Tensor& x, const at::Tensor& other) {
-  return x.is_cuda() && x.scalar_type() == at::kBFloat16 && other.scalar_type() == at::kBFloat16 &&
+  return bf16_on_gpu(x) && other.scalar_type() == at::kBFloat16 &&
          cuda_channel_scale_takes(channel_scale_shape(x));
 }
 #endif
