@@ -497,51 +497,6 @@ TEST(DeviceMemory, ActivationCheckpointingKeepsLessOnTheGpu) {
                                                                 << recomputed_summary;
 }
 
-DSHOST_SUITE_LABEL(OverlapUpdate, gpu);
-// overlap_update: at one rank the fused CUDA AdamW updates a unit at a time on a stream of its
-// own while the next step's forward runs, each unit's forward waiting for that unit's update,
-// and clears each unit's gradients there after it. The update computes the same numbers
-// wherever it runs, so a gpt's losses equal those of the whole update before the next step,
-// to the last bit: under zero2 with the gradients in the shard (two micro-batches a step
-// replayed from a CUDA graph, whose captured waits must hold), zero2 folding them into an
-// fp32 shard, ddp summing two micro-batches in fp32, and ddp replayed. A forward reading a
-// unit its update has not finished, or gradients not cleared, move them.
-TEST(OverlapUpdate, TrainsAsTheUpdateBeforeTheNextStepDoes) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  const std::vector<std::string> gpt{
-      "model.plugin=gpt",         "model.n_layer=4",
-      "model.n_head=4",           "model.n_embd=256",
-      "model.vocab_size=256",     "model.block_size=256",
-      "data.dataset=text",        "data.path=\"" + numbered_text() + "\"",
-      "train.micro_batch_size=8", "train.device=\"cuda\"",
-      "train.precision=bf16",     "scheduler.warmup_steps=2",
-      "launcher.nprocs=1"};
-  const std::vector<std::vector<std::string>> variants{
-      {"strategy.plugin=zero2", "strategy.grad_accum_dtype=\"bf16\"", "train.cuda_graph=true",
-       "train.grad_accum_steps=2"},
-      {"strategy.plugin=zero2"},
-      {"strategy.plugin=ddp", "train.grad_accum_steps=2"},
-      {"strategy.plugin=ddp", "train.cuda_graph=true"}};
-  for (size_t v = 0; v < variants.size(); ++v) {
-    std::string named;
-    for (const std::string& set : variants[v]) named += set + " ";
-    const auto sets = with(dshost::test::with(gpt, variants[v]));
-    std::string log;
-    const auto overlapped =
-        train_quickstart("overlap_on_" + std::to_string(v),
-                         dshost::test::with(sets, {"strategy.overlap_update=true"}), nullptr, &log);
-    const auto before =
-        train_quickstart("overlap_off_" + std::to_string(v),
-                         dshost::test::with(sets, {"strategy.overlap_update=false"}));
-    ASSERT_EQ(overlapped.size(), 20u) << named;
-    EXPECT_LT(overlapped.back(), overlapped.front() - 1.0) << named;
-    EXPECT_EQ(overlapped, before) << named << "\n"
-                                  << at::tensor(overlapped) << "\n"
-                                  << at::tensor(before);
-    EXPECT_EQ(log.find("running eagerly"), std::string::npos) << named << log;
-  }
-}
-
 DSHOST_SUITE_LABEL(CudaGraph, gpu);
 // Recomputing a unit with dropout inside a CUDA graph would draw new masks (the captured
 // kernels' random numbers do not follow the generator's state): the run stops at the

@@ -35,9 +35,6 @@
 #                                 fp8-learning (gpt2-124m on a real text in bf16 and in fp8, 2,000 steps from one
 #                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
 #                                 gpt-1.3b-graph (gpt-1.3b b8 in bf16 and fp8, with and without train.cuda_graph)
-#                                 overlap-update (gpt under zero2 and ddp with strategy.overlap_update on and
-#                                 off in turn: $OUT/overlap_update.md; OVERLAP_CASES, OVERLAP_STRATEGIES,
-#                                 OVERLAP_ROUNDS narrow or widen)
 #                                 fp8-small (gpu.GptFp8's small gpt in fp32, bf16 and fp8 from three seeds:
 #                                 $OUT/fp8_small.md: the last 50 steps' mean loss, and steps 1, 10 and 50's;
 #                                 FP8_SMALL_SEEDS="1 2 ...", FP8_SMALL_PRECISIONS="bf16 ..." narrow or widen;
@@ -270,40 +267,6 @@ compile_table() {
       "${peer[@]}" --compile $mode --compile-optimizer
   done
   python3 bench/gpu/compile_report.py "$rows" > "$out/compile.md"; cat "$out/compile.md"
-}
-
-# strategy.overlap_update on and off in turn, OVERLAP_ROUNDS (2) times over, at compile_table's
-# gpt settings (zero2 with bf16 gradients, ddp; 124m and 350m replayed from a graph):
-# $OUT/overlap_update.md, each configuration's mean rate over the rounds.
-overlap_update() {
-  for round in $(seq "${OVERLAP_ROUNDS:-2}"); do
-    for case in ${OVERLAP_CASES:-gpt2-124m:60 gpt-1.3b:40}; do
-      local preset=${case%:*} steps=${case#*:} graph=(train.cuda_graph=true)
-      [[ $preset == gpt-1.3b ]] && graph=()
-      for strategy in ${OVERLAP_STRATEGIES:-zero2 ddp}; do
-        local bf16=(); [[ $strategy == zero2 ]] && bf16=(strategy.grad_accum_dtype=\"bf16\")
-        for overlap in true false; do
-          kind_suffix=", overlap_update $overlap" gpt_cases "${preset}_b8_${strategy}_overlap_${overlap}_dshost" \
-            "$preset" 8 "$steps" "$strategy" "${bf16[@]}" "${graph[@]}" strategy.overlap_update=$overlap
-        done
-      done
-    done
-  done
-  python3 - "$rows" > "$out/overlap_update.md" <<'PY'
-import json, statistics, sys
-runs = {}
-for r in map(json.loads, open(sys.argv[1])):
-    if "_overlap_" in r["name"] and r.get("samples_per_second"):
-        runs.setdefault(r["name"], []).append(r["samples_per_second"])
-print("| configuration | overlap_update = false, samples/s | true | true / false (means) |")
-print("|---|---:|---:|---:|")
-for name in sorted(n for n in runs if "_overlap_true_" in n):
-    on, off = runs[name], runs.get(name.replace("_overlap_true_", "_overlap_false_"), [])
-    shown = lambda rates: ", ".join(f"{x:.2f}" for x in rates)
-    ratio = f"{statistics.mean(on) / statistics.mean(off):.3f}" if off else "-"
-    print(f"| {name.replace('_overlap_true_dshost', '')} | {shown(off)} | {shown(on)} | {ratio} |")
-PY
-  cat "$out/overlap_update.md"
 }
 
 # fp8 against bf16 for learning: gpt2-124m on the bytes of Debian's dict-gcide (GCIDE, 40 MB of
@@ -697,7 +660,6 @@ for group in "$@"; do
     guide) guide ;;
     finetune) finetune ;;
     compile) compile_table ;;
-    overlap-update) overlap_update ;;
     profile-compile) profile_compile ;;
     fp8-learning) fp8_learning ;;
     fp8-small) fp8_small ;;

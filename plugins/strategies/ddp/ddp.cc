@@ -20,17 +20,9 @@
 // gradients are folded into it; the communicating micro-batch's unit by unit as backward
 // finishes each, so that the buffer's buckets are all-reduced while backward goes on. In fp32
 // the parameters are their own masters and ddp agrees with PyTorch DDP to the last bit.
-// At one rank with the fused CUDA AdamW (overlap_update), the update runs on a stream of its
-// own a unit at a time, clearing each unit's gradients after it, and each unit's pre_forward
-// waits for that unit's update alone, so the next step's forward overlaps the rest
-// (../common/update_stream.h); step, save and load first wait for all of it.
-#include "../common/update_stream.h"
 #include "master_shard.h"
 
 #include <dshost/strategy.hpp>
-#if DSHOST_CUDA_ADAMW
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace {
 
@@ -45,7 +37,6 @@ const dshost_option kOptions[] = {
     DSHOST_OPTION("reduce_dtype", DSHOST_OPTION_STRING, "\"bf16\"", "bf16|fp32",
                   "under bf16, what gradients are all-reduced in: bf16 (as PyTorch DDP reduces a "
                   "bf16 model's), or the fp32 buffer micro-batches are summed in"),
-    DSHOST_OVERLAP_UPDATE_OPTION,
 };
 
 class Ddp : public dshost::Strategy {
@@ -74,12 +65,8 @@ class Ddp : public dshost::Strategy {
     grad_id_ = s.register_buffer(dshost::to_dlpack(grads_));
     s.broadcast(dshost::slice(param_id_, 0, layout_->padded), 0).wait();
     const int64_t begin = s.rank() * layout_->shard;
-    make_update_stream();
-    std::vector<int64_t> unit_ends = layout_->unit_end;
-    unit_ends.back() = layout_->padded;
     master_ = std::make_unique<MasterShard>(s, params_.narrow(0, begin, layout_->shard),
-                                            values.narrow(0, begin, layout_->shard),
-                                            update_stream_.get(), std::move(unit_ends));
+                                            values.narrow(0, begin, layout_->shard));
     make_buckets();
   }
 
@@ -113,7 +100,6 @@ class Ddp : public dshost::Strategy {
   bool capturable() const override { return !overlap_ || services().world_size() == 1; }
 
   void on_unit_event(dshost_unit_event event, int unit) override {
-    if (event == DSHOST_PRE_FORWARD) wait_for_update(unit);
     if (event != DSHOST_GRADS_READY || !communicate_ || !overlap_) return;
     if (fold_on_ready_) fold(unit);
     Bucket& b = buckets_[bucket_of_unit_[unit]];
@@ -122,7 +108,6 @@ class Ddp : public dshost::Strategy {
 
   double step(const dshost_step_args& args) override {
     const auto& s = services();
-    wait_for_update();
     if (in_fp32_) fold_the_rest();
     const at::Tensor& grads = in_fp32_ ? sums_ : grads_;
     if (s.world_size() > 1) {
@@ -136,7 +121,7 @@ class Ddp : public dshost::Strategy {
       s.all_gather(dshost::slice(param_id_, begin, layout_->shard),
                    dshost::slice(param_id_, 0, layout_->padded))
           .wait();
-    if (!update_stream_) grads_.zero_();  // (else each unit's after its update)
+    grads_.zero_();
     reset_buckets();
     return dshost::report_norm(args, norm);
   }
@@ -145,14 +130,12 @@ class Ddp : public dshost::Strategy {
   // holds the same parameters, so the shards partition the model); loading reads them back,
   // writes the parameters from the masters and all-gathers them, as after a step.
   void save(const dshost::StateIO& io) override {
-    wait_for_update();
     const int64_t begin = services().rank() * layout_->shard;
     dshost::save_range(io, *layout_, begin, begin + layout_->shard, master_->state());
     io.write_step_count(master_->steps());
   }
 
   void load(const dshost::StateIO& io) override {
-    wait_for_update();
     const int64_t begin = services().rank() * layout_->shard;
     dshost::load_range(io, *layout_, begin, begin + layout_->shard, master_->state());
     master_->set_steps(io.read_step_count());
@@ -182,38 +165,6 @@ class Ddp : public dshost::Strategy {
     int64_t begin = 0, end = 0;  // flat range
     int units = 0, pending = 0;
   };
-
-  // overlap_update's stream, at one rank where the fused CUDA AdamW updates: each unit's
-  // gradients are cleared on it after the unit's update.
-  void make_update_stream() {
-#if DSHOST_CUDA_ADAMW
-    const auto& s = services();
-    if (!s.get_bool("overlap_update") || s.world_size() > 1 ||
-        !MasterShard::updates_on_cuda(s, params_))
-      return;
-    update_stream_ =
-        std::make_shared<dshost_zero::UpdateStream>(params_.device().index(), layout_->units());
-    for (int u = 0; u < layout_->units(); ++u) {
-      const at::Tensor g =
-          grads_.narrow(0, layout_->unit_begin[u], layout_->unit_end[u] - layout_->unit_begin[u]);
-      update_stream_->clear_after_update(u, g.data_ptr(), g.nbytes());
-    }
-#endif
-  }
-
-  // The compute stream waits for the update stream: all of it (unit -1), or unit u's update.
-  void wait_for_update(int unit = -1) const {
-#if DSHOST_CUDA_ADAMW
-    if (!update_stream_) return;
-    void* compute = c10::cuda::getCurrentCUDAStream(params_.device().index()).stream();
-    if (unit < 0)
-      update_stream_->wait_for_all(compute);
-    else
-      update_stream_->wait_for_unit(compute, unit);
-#else
-    (void)unit;
-#endif
-  }
 
   // Every bucket's all-reduce that backward did not launch, then waits for them all.
   void reduce() {
@@ -298,9 +249,6 @@ class Ddp : public dshost::Strategy {
   bool first_fold_ = false;     // its fold copies (nothing summed in fp32 before it)
   std::vector<bool> folded_;    // by unit
   std::vector<dshost::Work> works_;
-  // overlap_update's (shared: only CUDA builds, which make one, define its destructor); last:
-  // destroyed (waited for) before what it uses
-  std::shared_ptr<dshost_zero::UpdateStream> update_stream_;
 };
 
 }  // namespace

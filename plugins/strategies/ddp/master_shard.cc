@@ -2,7 +2,6 @@
 
 #if DSHOST_CUDA_ADAMW
 #include "../common/cuda_adamw.h"
-#include "../common/update_stream.h"
 
 #include <c10/cuda/CUDAStream.h>
 #else
@@ -11,21 +10,14 @@
 
 #include <string>
 
-bool MasterShard::updates_on_cuda(const dshost::Services& s, const at::Tensor& params) {
-  return DSHOST_CUDA_ADAMW && params.is_cuda() && params.scalar_type() == at::kBFloat16 &&
-         s.optimizer().kind == DSHOST_ADAMW;
-}
-
-MasterShard::MasterShard(const dshost::Services& s, at::Tensor params, const at::Tensor& values,
-                         dshost_zero::UpdateStream* update_stream, std::vector<int64_t> unit_ends)
+MasterShard::MasterShard(const dshost::Services& s, at::Tensor params, const at::Tensor& values)
     : services_(s),
       params_(params),
       master_(params.scalar_type() == at::kFloat
                   ? params
                   : values.to(params.device(), at::kFloat, false, /*copy=*/true)),
-      cuda_adamw_(updates_on_cuda(s, params)),
-      update_stream_(update_stream),
-      unit_ends_(std::move(unit_ends)) {
+      cuda_adamw_(DSHOST_CUDA_ADAMW && params.is_cuda() && params.scalar_type() == at::kBFloat16 &&
+                  s.optimizer().kind == DSHOST_ADAMW) {
   if (!cuda_adamw_) {
     flat_ = std::make_unique<dshost::FlatOptimizer>(s.optimizer(), params.numel(), params.device());
     return;
@@ -77,31 +69,17 @@ void MasterShard::step_on_cuda(const at::Tensor& grads, const dshost_step_args& 
                                1.0f,
                                1.0f,
                                1.0f};
-  const auto update = [&](int64_t begin, int64_t end, void* stream) {
-    const at::Tensor g = grads.narrow(0, begin, end - begin);
-    const dshost_zero::CudaAdamWRange range{
-        master_.narrow(0, begin, end - begin).data_ptr<float>(),
-        g.data_ptr(),
-        g.scalar_type() == at::kBFloat16,
-        exp_avg_.narrow(0, begin, end - begin).data_ptr<float>(),
-        exp_avg_sq_.narrow(0, begin, end - begin).data_ptr<float>(),
-        static_cast<uint16_t*>(params_.narrow(0, begin, end - begin).data_ptr()),
-        end - begin};
-    if (const char* err = dshost_zero::cuda_adamw(range, step, scalars, stream))
-      throw dshost::Error(std::string("ddp: the fused CUDA AdamW failed to launch: ") + err,
-                          DSHOST_INTERNAL);
-  };
+  const dshost_zero::CudaAdamWRange range{master_.data_ptr<float>(),
+                                          grads.data_ptr(),
+                                          grads.scalar_type() == at::kBFloat16,
+                                          exp_avg_.data_ptr<float>(),
+                                          exp_avg_sq_.data_ptr<float>(),
+                                          static_cast<uint16_t*>(params_.data_ptr()),
+                                          master_.numel()};
   void* stream = c10::cuda::getCurrentCUDAStream(params_.device().index()).stream();
-  if (!update_stream_) {
-    update(0, master_.numel(), stream);
-    return;
-  }
-  stream = update_stream_->begin(stream);
-  scalars_in_use_ = {divisor, bias_corrections, found_inf};
-  for (size_t u = 0; u < unit_ends_.size(); ++u) {
-    update(u == 0 ? 0 : unit_ends_[u - 1], unit_ends_[u], stream);
-    update_stream_->unit_updated(static_cast<int>(u));
-  }
+  if (const char* err = dshost_zero::cuda_adamw(range, step, scalars, stream))
+    throw dshost::Error(std::string("ddp: the fused CUDA AdamW failed to launch: ") + err,
+                        DSHOST_INTERNAL);
 #else
   (void)grads, (void)args, (void)norm;
 #endif

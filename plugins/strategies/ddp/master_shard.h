@@ -5,31 +5,18 @@
 // (cuda_adamw.h): one pass that reads the bf16 gradients and writes the bf16 parameters, its
 // clipping divisor, bias corrections and skip decision read on the device. Elsewhere it is
 // the SDK's FlatOptimizer over the masters, from an fp32 copy of the gradients. fp32
-// parameters are their own masters. Given an update stream, the fused CUDA AdamW runs there,
-// a launch a unit, each unit's event recorded as it is enqueued (../common/update_stream.h).
+// parameters are their own masters.
 #pragma once
 
 #include <dshost/strategy.hpp>
 
 #include <memory>
-#include <vector>
-
-namespace dshost_zero {
-class UpdateStream;
-}
 
 class MasterShard {
  public:
   // `params`: the shard's range of the flat parameters; `values`: its fp32 values (the
-  // masters start from them, not from their rounded copies in `params`). With
-  // `update_stream` (the caller's, which outlives this), `unit_ends` holds where each unit's
-  // range of the shard ends, the last at the shard's end.
-  MasterShard(const dshost::Services& s, at::Tensor params, const at::Tensor& values,
-              dshost_zero::UpdateStream* update_stream = nullptr,
-              std::vector<int64_t> unit_ends = {});
-
-  // Whether a shard of `params` is updated by the fused CUDA AdamW.
-  static bool updates_on_cuda(const dshost::Services& s, const at::Tensor& params);
+  // masters start from them, not from their rounded copies in `params`).
+  MasterShard(const dshost::Services& s, at::Tensor params, const at::Tensor& values);
 
   // One step from the shard's gradients (the parameters' dtype, or fp32 sums), their global
   // norm `norm` a one-element double tensor on the device.
@@ -53,9 +40,4 @@ class MasterShard {
   bool cuda_adamw_;
   std::unique_ptr<dshost::FlatOptimizer> flat_;   // where cuda_adamw_ is false
   at::Tensor exp_avg_, exp_avg_sq_, step_count_;  // where it is true; the count a device double
-  dshost_zero::UpdateStream* update_stream_;
-  std::vector<int64_t> unit_ends_;
-  // The device scalars an update on the update stream reads, made on the compute stream: kept
-  // until the next step, which ddp starts once the compute stream has waited for it.
-  std::vector<at::Tensor> scalars_in_use_;
 };

@@ -1,25 +1,16 @@
 // zero2: ZeRO stage 2. Optimizer state and gradients sharded, parameters whole on every
 // rank; the optimizer (fp32 masters, moments and the gradient shard) optionally in CPU memory,
 // updated by the fused CPU AdamW, as ZeRO-Offload does. See ../common/zero/zero.h.
-#include "../common/update_stream.h"
 #include "../common/zero/zero.h"
 
 namespace {
 
 const dshost_option kOptions[] = {DSHOST_ZERO_COMMON_OPTIONS,
-                                  DSHOST_ZERO_OFFLOAD_OPTIONS("\"none\""),
-                                  DSHOST_OVERLAP_UPDATE_OPTION};
+                                  DSHOST_ZERO_OFFLOAD_OPTIONS("\"none\"")};
 
 class Zero2 : public dshost_zero::Zero {
  public:
-  explicit Zero2(const dshost::Services& s) : Zero(s, options(s)) {}
-
- private:
-  static dshost_zero::Options options(const dshost::Services& s) {
-    dshost_zero::Options o = dshost_zero::common_options(s, 2);
-    o.overlap_update = s.get_bool("overlap_update");
-    return o;
-  }
+  explicit Zero2(const dshost::Services& s) : Zero(s, dshost_zero::common_options(s, 2)) {}
 };
 
 }  // namespace

@@ -22,7 +22,6 @@ struct Options {
   double offload_ratio = 1.0;  // of the shard's optimizer offloaded (the rest stays on the device)
   bool pin_memory = true;
   bool delayed_update = false;  // DPU: the CPU update overlaps the next step
-  bool overlap_update = false;  // the CUDA update overlaps the next step's forward (zero2)
   // stage 3
   bool offload_param = false;               // the parameter shard in CPU memory
   int64_t prefetch_bucket_size = 0;         // elements gathered ahead of use

@@ -4,7 +4,6 @@
 
 #if DSHOST_CUDA_ADAMW
 #include "../cuda_adamw.h"
-#include "../update_stream.h"
 
 #include <c10/cuda/CUDAStream.h>
 #else
@@ -49,7 +48,7 @@ ShardedOptimizer::ShardedOptimizer(dshost::Services services, const Options& o,
                                    at::ScalarType dtype, const ShardMemory& memory,
                                    const ShardBuffer& grads, const ShardBuffer& param_shard,
                                    const std::vector<at::Tensor>& params, DelayedUpdate* delayed,
-                                   UpdateStream* update_stream, int64_t piece)
+                                   int64_t piece)
     : services_(services),
       o_(o),
       layout_(layout),
@@ -61,7 +60,6 @@ ShardedOptimizer::ShardedOptimizer(dshost::Services services, const Options& o,
       param_shard_(param_shard),
       params_(params),
       delayed_(delayed),
-      update_stream_(update_stream),
       piece_(piece),
       update_threads_(std::max(1, at::get_num_threads() - 1)) {
   const at::Device home = o_.offload_optimizer ? at::Device(at::kCPU) : device_;
@@ -184,8 +182,7 @@ void ShardedOptimizer::update_fused(const dshost_step_args& args, const at::Tens
 
 // The fused CUDA AdamW (cuda_adamw.h) on shard part `part`, writing the updated master into
 // the bf16 parameters (stage 3: `shard`) in the same pass, one launch for each range
-// write_back would copy: a unit's chunk under stage 2, whose event the update stream (where
-// there is one) records once it is enqueued.
+// write_back would copy.
 void ShardedOptimizer::update_on_device(const dshost_step_args& args, const at::Tensor& norm,
                                         const at::Tensor& found_inf, int part,
                                         const ShardBuffer& shard) {
@@ -203,12 +200,8 @@ void ShardedOptimizer::update_on_device(const dshost_step_args& args, const at::
   const dshost::AdamWStep step =
       adamw_step(args.lr, 1, 0, 0);  // bias corrections and clipping: on the device
   void* stream = c10::cuda::getCurrentCUDAStream(device_.index()).stream();
-  if (update_stream_) {
-    stream = update_stream_->begin(stream);
-    scalars_in_use_ = {divisor, bias_corrections, found_inf};
-  }
   for_each_parameter_range(master_.begin[part], master_.parts[part].numel(), shard,
-                           [&](int64_t begin, int64_t n, const at::Tensor& out, int unit) {
+                           [&](int64_t begin, int64_t n, const at::Tensor& out) {
                              const at::Tensor g = grads_.range(begin, n);
                              const CudaAdamWRange r{master_.range(begin, n).data_ptr<float>(),
                                                     g.data_ptr(),
@@ -221,7 +214,6 @@ void ShardedOptimizer::update_on_device(const dshost_step_args& args, const at::
                                throw dshost::Error(
                                    std::string("the fused CUDA AdamW failed to launch: ") + err,
                                    DSHOST_INTERNAL);
-                             if (update_stream_ && unit >= 0) update_stream_->unit_updated(unit);
                            });
 #else
   (void)args, (void)norm, (void)found_inf, (void)part, (void)shard;
@@ -267,7 +259,7 @@ void ShardedOptimizer::update_part_on_host(const dshost::AdamWStep& s, const G* 
 // keeps that memory until the copy is done.
 void ShardedOptimizer::write_back(int64_t begin, int64_t n, const ShardBuffer& shard) {
   for_each_parameter_range(
-      begin, n, shard, [&](int64_t from, int64_t count, const at::Tensor& target, int /*unit*/) {
+      begin, n, shard, [&](int64_t from, int64_t count, const at::Tensor& target) {
         const at::Tensor updated = master_.range(from, count);
         if (updated.device() == target.device())
           target.copy_(updated);
@@ -286,7 +278,7 @@ void ShardedOptimizer::for_each_parameter_range(int64_t begin, int64_t n, const 
     for (size_t p = 0; p < shard.parts.size(); ++p) {
       const int64_t from = std::max(begin, shard.begin[p]);
       const int64_t to = std::min(begin + n, shard.begin[p] + shard.parts[p].numel());
-      if (from < to) f(from, to - from, shard.range(from, to - from), -1);
+      if (from < to) f(from, to - from, shard.range(from, to - from));
     }
     return;
   }
@@ -296,8 +288,8 @@ void ShardedOptimizer::for_each_parameter_range(int64_t begin, int64_t n, const 
     const int64_t to = std::min(begin + n, layout_.shard_begin[u] + layout_.chunk[u]);
     if (from < to)
       f(from, to - from,
-        own_chunk(layout_, rank, params_[u], u).narrow(0, from - layout_.shard_begin[u], to - from),
-        u);
+        own_chunk(layout_, rank, params_[u], u)
+            .narrow(0, from - layout_.shard_begin[u], to - from));
   }
 }
 

@@ -10,8 +10,7 @@
 // FlatOptimizer over the whole shard (one part).
 //
 // Where the updated values go: stage 3's parameter shard (DPU: its twin), or stage 2's own
-// chunks of the whole units. Given an update stream (stage 2 on the accelerator), the CUDA
-// update runs there a unit at a time, each unit's event recorded as its launch is enqueued.
+// chunks of the whole units.
 #pragma once
 
 #include "delayed_update.h"
@@ -26,8 +25,6 @@
 
 namespace dshost_zero {
 
-class UpdateStream;
-
 // Whether dshost's fused AdamWs update this configuration (else the SDK's FlatOptimizer).
 bool uses_fused_adamw(const Options& o, dshost_optimizer_kind optimizer, const at::Device& device,
                       at::ScalarType dtype);
@@ -39,14 +36,12 @@ void check_optimizer_options(const Options& o, bool fused_adamw, const at::Devic
 
 class ShardedOptimizer {
  public:
-  // `grads`, `param_shard` (stage 3), `params` (the units' whole buffers), `delayed` and
-  // `update_stream` (null: the update runs on the current stream) are the strategy's and
-  // outlive the optimizer. `piece`: elements per host write-back.
+  // `grads`, `param_shard` (stage 3), `params` (the units' whole buffers) and `delayed` are
+  // the strategy's and outlive the optimizer. `piece`: elements per host write-back.
   ShardedOptimizer(dshost::Services services, const Options& o, const dshost::FlatLayout& layout,
                    at::Device device, at::ScalarType dtype, const ShardMemory& memory,
                    const ShardBuffer& grads, const ShardBuffer& param_shard,
-                   const std::vector<at::Tensor>& params, DelayedUpdate* delayed,
-                   UpdateStream* update_stream, int64_t piece);
+                   const std::vector<at::Tensor>& params, DelayedUpdate* delayed, int64_t piece);
 
   bool fused() const { return fused_; }
   // The fp32 master values, which setup fills.
@@ -77,9 +72,7 @@ class ShardedOptimizer {
   void update_part_on_host(const dshost::AdamWStep& s, const G* g, const ShardBuffer& shard,
                            int part, int threads);
   void write_back(int64_t begin, int64_t n, const ShardBuffer& shard);
-  // `unit`: the unit whose chunk `target` is, or -1 for a part of the parameter shard.
-  using RangeTarget =
-      std::function<void(int64_t from, int64_t count, const at::Tensor& target, int unit)>;
+  using RangeTarget = std::function<void(int64_t from, int64_t count, const at::Tensor& target)>;
   void for_each_parameter_range(int64_t begin, int64_t n, const ShardBuffer& shard,
                                 const RangeTarget& f) const;
 
@@ -94,15 +87,11 @@ class ShardedOptimizer {
   const ShardBuffer& param_shard_;
   const std::vector<at::Tensor>& params_;
   DelayedUpdate* delayed_;
-  UpdateStream* update_stream_;
   int64_t piece_;
   int update_threads_;                         // the delayed update's: one core stays with the step
   ShardBuffer master_, exp_avg_, exp_avg_sq_;  // fp32
   std::unique_ptr<dshost::FlatOptimizer> flat_;
-  at::Tensor adam_step_;  // the fused AdamWs' step count, double on the compute device
-  // The device scalars an update on the update stream reads, made on the compute stream: kept
-  // until the next step, which the strategy starts once the compute stream has waited for it.
-  std::vector<at::Tensor> scalars_in_use_;
+  at::Tensor adam_step_;         // the fused AdamWs' step count, double on the compute device
   bool moments_zeroed_ = false;  // see zero_fresh_moments
 };
 

@@ -25,7 +25,7 @@ struct Shard {
   explicit Shard(dshost_optimizer_config config) : ranks(1, config) {
     optimizer =
         std::make_unique<ShardedOptimizer>(services, o, layout, at::kCPU, at::kFloat, memory, grads,
-                                           no_param_shard, params, nullptr, nullptr, 4);
+                                           no_param_shard, params, nullptr, 4);
     optimizer->master().parts[0].copy_(at::linspace(-1, 1, 6));
     grads.parts[0].copy_(at::linspace(0.5, -0.5, 6));
   }

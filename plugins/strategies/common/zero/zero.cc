@@ -4,9 +4,6 @@
 #include "scratch.h"
 
 #include <ATen/record_function.h>
-#if DSHOST_CUDA_ADAMW
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 #include <set>
 
@@ -41,13 +38,12 @@ void Zero::setup(const std::vector<dshost::UnitParams>& units) {
     grad_spare_ = memory_->make(o_.grad_dtype, optimizer_home, true, true, &grad_shard_);
   if (device_.is_cuda() && (o_.offload_optimizer || o_.offload_param)) copies_.emplace(device_, 2);
   const int64_t piece = reduction_piece(*layout_, o_.reduce_bucket_size, s.world_size());
-  make_update_stream();
   if (o_.delayed_update)
     delayed_ =
         std::make_unique<DelayedUpdate>(grad_shard_, grad_spare_, param_shard_, param_shard_next_);
-  optimizer_ = std::make_unique<ShardedOptimizer>(s, o_, *layout_, device_, dtype_, *memory_,
-                                                  grad_shard_, param_shard_, params_,
-                                                  delayed_.get(), update_stream_.get(), piece);
+  optimizer_ =
+      std::make_unique<ShardedOptimizer>(s, o_, *layout_, device_, dtype_, *memory_, grad_shard_,
+                                         param_shard_, params_, delayed_.get(), piece);
   make_units(units, piece);
   const at::Device param_home = param_shard_on_host(o_) ? at::Device(at::kCPU) : device_;
   if (has_param_shard(
@@ -62,35 +58,6 @@ void Zero::setup(const std::vector<dshost::UnitParams>& units) {
                                        copies, piece);
   gatherer_ = std::make_unique<Gatherer>(s, o_, *layout_, params_, param_ids_, param_shard_, copies,
                                          device_);
-}
-
-// overlap_update's stream, at one rank (see zero.h) where the whole optimizer is the CUDA
-// AdamW's on the accelerator; the gradients backward adds into are cleared on it.
-void Zero::make_update_stream() {
-#if DSHOST_CUDA_ADAMW
-  if (!o_.overlap_update || o_.stage != 2 || !fused_adamw_ || !device_.is_cuda() ||
-      o_.offload_optimizer || services().world_size() > 1)
-    return;
-  update_stream_ = std::make_shared<UpdateStream>(device_.index(), layout_->units());
-  if (!grads_in_shard_) return;
-  for (int u = 0; u < layout_->units(); ++u) {
-    const at::Tensor grads = grad_shard_.range(layout_->shard_begin[u], layout_->chunk[u]);
-    update_stream_->clear_after_update(u, grads.data_ptr(), grads.nbytes());
-  }
-#endif
-}
-
-void Zero::wait_for_update(int unit) const {
-#if DSHOST_CUDA_ADAMW
-  if (!update_stream_) return;
-  void* compute = c10::cuda::getCurrentCUDAStream(device_.index()).stream();
-  if (unit < 0)
-    update_stream_->wait_for_all(compute);
-  else
-    update_stream_->wait_for_unit(compute, unit);
-#else
-  (void)unit;
-#endif
 }
 
 int64_t Zero::optimizer_split_of(const dshost::FlatLayout& layout) const {
@@ -172,7 +139,6 @@ void Zero::begin_micro_batch(int /*index*/, int /*count*/) {
 void Zero::on_unit_event(dshost_unit_event event, int unit) {
   switch (event) {
     case DSHOST_PRE_FORWARD:
-      wait_for_update(unit);
       if (o_.stage == 3) gatherer_->use(unit, +1);
       break;
     case DSHOST_POST_FORWARD:
@@ -192,7 +158,6 @@ void Zero::on_unit_event(dshost_unit_event event, int unit) {
 }
 
 double Zero::step(const dshost_step_args& args) {
-  wait_for_update();
   {
     RECORD_USER_SCOPE("zero::finish_reductions");
     reducer_->finish();
@@ -202,13 +167,12 @@ double Zero::step(const dshost_step_args& args) {
   const at::Tensor norm = reducer_->global_norm();
   optimizer_->step(args, norm);
   RECORD_USER_SCOPE("zero::after_update");
-  if (grads_in_shard_ && !update_stream_) grad_shard_.zero();  // the next backward adds into it
+  if (grads_in_shard_) grad_shard_.zero();  // the next step's backward adds into it
   gatherer_->regather();
   return dshost::report_norm(args, norm);
 }
 
 void Zero::save(const dshost::StateIO& io) {
-  wait_for_update();
   if (delayed_) delayed_->finish();
   for (int u = 0; u < layout_->units(); ++u)
     dshost::save_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u],
@@ -217,7 +181,6 @@ void Zero::save(const dshost::StateIO& io) {
 }
 
 void Zero::load(const dshost::StateIO& io) {
-  wait_for_update();
   if (delayed_) delayed_->finish();
   for (int u = 0; u < layout_->units(); ++u)
     dshost::load_range(io, *layout_, own_begin(u), own_begin(u) + layout_->chunk[u],

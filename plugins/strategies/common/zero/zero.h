@@ -29,16 +29,8 @@
 // step(): the reductions finished, the copy streams drained (the host reads the gradient
 // shard and rewrites the parameter shard), the global norm, the optimizer, then every unit
 // that stays whole gathered again.
-//
-// Stage 2 at one rank with the fused CUDA AdamW (overlap_update): the update runs on a stream
-// of its own a unit at a time (../update_stream.h), clearing each unit's gradients after it,
-// and each unit's pre_forward makes the compute stream wait for that unit's update alone, so
-// the next step's forward overlaps the rest. step(), save() and load() first wait for all of
-// it. (With more ranks each unit's all-gather would follow its update on that stream, and
-// its forward wait for the all-gather; untried, so several ranks update in step().)
 #pragma once
 
-#include "../update_stream.h"
 #include "copy_streams.h"
 #include "delayed_update.h"
 #include "gatherer.h"
@@ -62,9 +54,8 @@ class Zero : public dshost::Strategy {
 
   void setup(const std::vector<dshost::UnitParams>& units) override;
   Views param_views(int unit, int index) override { return views_.at(unit).at(index); }
-  // Stage 2 with the gradients in the shard: unit events launch nothing, and their waits for
-  // the update stream are captured as event waits, so a micro-batch may be captured and
-  // replayed (train.cuda_graph).
+  // Stage 2 with the gradients in the shard: unit events launch nothing and wait for nothing,
+  // so a micro-batch may be captured and replayed (train.cuda_graph).
   bool capturable() const override { return o_.stage == 2 && grads_in_shard_; }
   void begin_micro_batch(int index, int count) override;
   void on_unit_event(dshost_unit_event event, int unit) override;
@@ -79,9 +70,6 @@ class Zero : public dshost::Strategy {
  private:
   int64_t optimizer_split_of(const dshost::FlatLayout& layout) const;
   void check_host_memory_for(const std::vector<dshost::UnitParams>& units) const;
-  void make_update_stream();
-  // The compute stream waits for the update stream: all of it (unit -1), or unit u's update.
-  void wait_for_update(int unit = -1) const;
   void make_units(const std::vector<dshost::UnitParams>& units, int64_t piece);
   at::Tensor unit_from_rank0(const std::vector<dshost::UnitParams>& units, int u,
                              const Scratch& bounce) const;
@@ -111,10 +99,7 @@ class Zero : public dshost::Strategy {
   std::unique_ptr<Reducer> reducer_;
   std::unique_ptr<Gatherer> gatherer_;
   std::unique_ptr<ShardedOptimizer> optimizer_;
-  // overlap_update's (shared: only CUDA builds, which make one, define its destructor); these
-  // two last: destroyed (waited for) before what they use
-  std::shared_ptr<UpdateStream> update_stream_;
-  std::unique_ptr<DelayedUpdate> delayed_;
+  std::unique_ptr<DelayedUpdate> delayed_;  // last: destroyed (waited for) before what it uses
 };
 
 }  // namespace dshost_zero
