@@ -53,14 +53,15 @@ __device__ inline void sum_block_rows(float* part, int arrays, int rows, int wid
 }
 
 // Column `col` of a [rows, width] fp32 matrix summed by a (32, kSlices) block that covers 32
-// columns: each thread adds every kSlices-th row from its threadIdx.y on, then the threads
-// of row 0 add the slices in order (the same order every time). Every thread of the block
-// calls it; the sum is theirs of row 0 whose col < width.
+// columns: each thread adds every kSlices-th row from its threadIdx.y on (four loads in
+// flight), then the threads of row 0 add the slices in order (the same order every time).
+// Every thread of the block calls it; the sum is theirs of row 0 whose col < width.
 template <int kSlices>
 __device__ float column_sum(const float* m, int64_t rows, int64_t width, int64_t col) {
   __shared__ float slices[kSlices][33];
   float total = 0.f;
   if (col < width)
+#pragma unroll 4
     for (int64_t r = threadIdx.y; r < rows; r += kSlices) total += m[r * width + col];
   slices[threadIdx.y][threadIdx.x] = total;
   __syncthreads();

@@ -75,67 +75,100 @@ __global__ void forward_kernel(const uint16_t* x, const uint16_t* residual, cons
   }
 }
 
+// What a backward thread loads of a row ahead of it: dy, the sum, the row's mean and rstd.
+struct RowLoads {
+  Bf16x8 dy{}, sum{};
+  float mean = 0.f, rstd = 0.f;
+};
+
+__device__ RowLoads load_row(const uint16_t* dy, const uint16_t* sum, const float* mean,
+                             const float* rstd, int64_t row, int64_t width, int64_t col,
+                             bool active) {
+  RowLoads r;
+  r.mean = mean[row];
+  r.rstd = rstd[row];
+  if (!active) return r;
+  const int64_t at = row * width + col;
+  r.dy = *reinterpret_cast<const Bf16x8*>(dy + at);
+  r.sum = *reinterpret_cast<const Bf16x8*>(sum + at);
+  return r;
+}
+
+// Bytes of shared memory a backward block of `threads` keeps its sums and the weight in.
+size_t backward_shared_bytes(int threads) { return 3 * kLanes * threads * sizeof(float); }
+
 // dsum_total = rstd (dy w - mean(dy w) - xhat mean(dy w xhat)) + dsum per row, with
 // xhat = (sum - mean) rstd; partials [2, gridDim.x, width]: this block's sums of dy xhat
-// (the weight's gradient) and of dy (the bias's). kMaxThreads bounds the registers a thread
-// may take, so that a block of that many threads can launch; up to 256 threads, so that four
-// blocks fit on a multiprocessor (64 registers), where 80 would fit three: a block keeps one
-// row's loads in flight at a time, so more blocks keep more of the memory busy.
+// (the weight's gradient) and of dy (the bias's). A block keeps two rows' loads in flight
+// (the next row's dy and sum are issued before this row's block sum, as this row's dsum is)
+// and its threads' running sums and weights in shared memory, so that up to 256 threads four
+// blocks fit on a multiprocessor (64 registers): the loads in flight are what bound the
+// kernel. kMaxThreads bounds the registers a thread may take, so that a block of that many
+// threads can launch.
 template <int kMaxThreads>
 __global__ void __launch_bounds__(kMaxThreads, kMaxThreads == 256 ? 4 : 1)
     backward_kernel(const uint16_t* dy, const uint16_t* dsum, const uint16_t* sum,
                     const float* mean, const float* rstd, const uint16_t* weight, int64_t rows,
                     int64_t width, uint16_t* dsum_total, float* partials) {
+  // Lane k's sum of dy xhat at [k], of dy at [kLanes + k], its weight at [2 kLanes + k]
+  extern __shared__ float lanes[];
   const int64_t col = static_cast<int64_t>(threadIdx.x) * kLanes;
   const bool active = col < width;
-  Bf16x8 w{};  // the weight, kept as loaded: floats are formed where used, in fewer registers
-  float dweight[kLanes] = {}, dbias[kLanes] = {};
-  if (active)
-    for (int k = 0; k < kLanes; ++k) w.v[k] = weight[col + k];
+  float* own = lanes + threadIdx.x;  // strided by the block: no two threads share a bank
+  const int stride = blockDim.x;
+  float* w = own + 2 * kLanes * stride;
+  for (int k = 0; k < 2 * kLanes; ++k) own[k * stride] = 0.f;
+  for (int k = 0; k < kLanes; ++k) w[k * stride] = active ? to_float(weight[col + k]) : 0.f;
+  RowLoads now = load_row(dy, sum, mean, rstd, blockIdx.x, width, col, active);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const int64_t at = row * width + col;
-    const float mu = mean[row], rs = rstd[row];
-    // dsum's load too is in flight through the block sum.
-    Bf16x8 gin{}, sin{}, direct{};
-    if (active) {
-      gin = *reinterpret_cast<const Bf16x8*>(dy + at);
-      sin = *reinterpret_cast<const Bf16x8*>(sum + at);
-      if (dsum != nullptr) direct = *reinterpret_cast<const Bf16x8*>(dsum + at);
-    }
+    const int64_t next = row + gridDim.x;
+    const RowLoads ahead =
+        next < rows ? load_row(dy, sum, mean, rstd, next, width, col, active) : RowLoads{};
+    Bf16x8 direct{};
+    if (active && dsum != nullptr)
+      direct = *reinterpret_cast<const Bf16x8*>(dsum + row * width + col);
+    const float mu = now.mean, rs = now.rstd;
     float sums[2] = {0.f, 0.f};
     for (int k = 0; k < kLanes; ++k) {
-      const float g = to_float(gin.v[k]), xhat = (to_float(sin.v[k]) - mu) * rs,
-                  gw = g * to_float(w.v[k]);
+      const float g = to_float(now.dy.v[k]), xhat = (to_float(now.sum.v[k]) - mu) * rs,
+                  gw = g * w[k * stride];
       sums[0] += gw * xhat;
       sums[1] += gw;
-      dweight[k] += g * xhat;
-      dbias[k] += g;
+      own[k * stride] += g * xhat;
+      own[(kLanes + k) * stride] += g;
     }
     block_sum(sums);
-    if (!active) continue;
-    const float c1 = sums[0] / static_cast<float>(width), c2 = sums[1] / static_cast<float>(width);
-    Bf16x8 out;
-    for (int k = 0; k < kLanes; ++k) {
-      const float g = to_float(gin.v[k]), xhat = (to_float(sin.v[k]) - mu) * rs;
-      out.v[k] = to_bf16(rs * (g * to_float(w.v[k]) - c2 - xhat * c1) + to_float(direct.v[k]));
+    if (active) {
+      const float c1 = sums[0] / static_cast<float>(width),
+                  c2 = sums[1] / static_cast<float>(width);
+      Bf16x8 out;
+      for (int k = 0; k < kLanes; ++k) {
+        const float g = to_float(now.dy.v[k]), xhat = (to_float(now.sum.v[k]) - mu) * rs;
+        out.v[k] = to_bf16(rs * (g * w[k * stride] - c2 - xhat * c1) + to_float(direct.v[k]));
+      }
+      *reinterpret_cast<Bf16x8*>(dsum_total + row * width + col) = out;
     }
-    *reinterpret_cast<Bf16x8*>(dsum_total + at) = out;
+    now = ahead;
   }
   if (!active) return;
-  float* own = partials + blockIdx.x * width + col;
+  float* block_partials = partials + blockIdx.x * width + col;
   for (int k = 0; k < kLanes; ++k) {
-    own[k] = dweight[k];
-    own[gridDim.x * width + k] = dbias[k];
+    block_partials[k] = own[k * stride];
+    block_partials[gridDim.x * width + k] = own[(kLanes + k) * stride];
   }
 }
 
 // dweight (blockIdx.y 0) and dbias (1): partials' columns summed over `blocks` rows, 32
-// columns a block, each column by 8 threads that take every 8th row, then in their order;
-// onto what they hold where `accumulate`.
+// columns a block, each column by kPartialSlices threads that take every kPartialSlices-th
+// row, then in their order; onto what they hold where `accumulate`. Up to 1,024 rows of
+// partials and few columns (64 blocks at width 2048, 24 at 768): the more threads a column,
+// the more of them are in flight.
+constexpr int kPartialSlices = 32;
 __global__ void sum_partials_kernel(const float* partials, int64_t blocks, int64_t width,
                                     uint16_t* dweight, uint16_t* dbias, bool accumulate) {
   const int64_t col = blockIdx.x * 32 + threadIdx.x;
-  const float total = column_sum<8>(partials + blockIdx.y * blocks * width, blocks, width, col);
+  const float total =
+      column_sum<kPartialSlices>(partials + blockIdx.y * blocks * width, blocks, width, col);
   if (threadIdx.y != 0 || col >= width) return;
   store_bf16((blockIdx.y == 0 ? dweight : dbias) + col, total, accumulate);
 }
@@ -178,12 +211,28 @@ const char* cuda_layer_norm_backward(const uint16_t* dy, const uint16_t* dsum, c
   const auto kernel = threads <= 256   ? backward_kernel<256>
                       : threads <= 512 ? backward_kernel<512>
                                        : backward_kernel<1024>;
-  kernel<<<static_cast<unsigned>(blocks), threads, 0, st>>>(dy, dsum, sum, mean, rstd, weight,
-                                                            s.rows, s.width, dsum_total, scratch);
+  // Each variant may take its widest block's shared memory (over 48 KiB, which a kernel must
+  // ask for); asked once.
+  static const cudaError_t allowed = [] {
+    cudaError_t err = cudaSuccess;
+    const auto allow = [&](auto kernel, int widest) {
+      if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   static_cast<int>(backward_shared_bytes(widest)));
+    };
+    allow(backward_kernel<256>, 256);
+    allow(backward_kernel<512>, 512);
+    allow(backward_kernel<1024>, 1024);
+    return err;
+  }();
+  if (allowed != cudaSuccess) return cudaGetErrorString(allowed);
+  kernel<<<static_cast<unsigned>(blocks), threads, backward_shared_bytes(threads), st>>>(
+      dy, dsum, sum, mean, rstd, weight, s.rows, s.width, dsum_total, scratch);
   const char* err = launch_error();
   if (err != nullptr) return err;
-  sum_partials_kernel<<<dim3(static_cast<unsigned>((s.width + 31) / 32), 2), dim3(32, 8), 0, st>>>(
-      scratch, blocks, s.width, dweight, dbias, accumulate);
+  sum_partials_kernel<<<dim3(static_cast<unsigned>((s.width + 31) / 32), 2),
+                        dim3(32, kPartialSlices), 0, st>>>(scratch, blocks, s.width, dweight, dbias,
+                                                           accumulate);
   return launch_error();
 }
 
