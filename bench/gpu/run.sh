@@ -51,7 +51,8 @@
 # bench/gpu/report.py turns rows into bench/results/gpu_perf.md. dshost's samples/s is the
 # median over its report windows after the first two (cuDNN autotuning, graph capture); the
 # peer times its steps after a warm-up. The build's log stays beside the build (BUILD.log),
-# copied to $OUT only when the build fails: the device hands back a few files a call.
+# copied to $OUT only when the build fails (its warnings, where there are any, come back in
+# $OUT/build_warnings.txt): the device hands back a few files a call.
 # IMAGE_CASES="vgg16:8 ..." narrows the image groups;
 # GPT_ZERO2_CASES="gpt2-124m:60 ..." narrows gpt-zero2; NO_PEERS=1 runs dshost alone; BUILD
 # names the build directory (/tmp/build).
@@ -87,7 +88,10 @@ build_dshost() {
       -DCMAKE_PREFIX_PATH="$torch_prefix;$PWD/.devdeps/usr" &&
     cmake --build $build --target "${targets[@]}" dshost_plugins; } > "$build.log" 2>&1 ||
     { cp "$build.log" "$out/build.log"; tail -40 "$build.log"; exit 1; }
-  echo "built in $((SECONDS - start)) s, $(grep -c 'warning:' "$build.log") compiler warnings"
+  local warnings
+  warnings=$(grep -c 'warning:' "$build.log")
+  echo "built in $((SECONDS - start)) s, $warnings compiler warnings"
+  if ((warnings > 0)); then grep -A2 'warning:' "$build.log" | head -80 > "$out/build_warnings.txt"; fi
 }
 
 # dshost_run NAME KIND [--set values]: one dshost run (stopped after RUN_TIMEOUT seconds, 300), its row appended.
