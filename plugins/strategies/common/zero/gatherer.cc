@@ -40,7 +40,7 @@ void Gatherer::use(int u, int direction) {
 }
 
 // This rank's chunk (from the parameter shard where there is one; else stage 2's update wrote
-// it in place) all-gathered with every other rank's: at one rank the chunk is the unit.
+// it in place) all-gathered with every other rank's.
 void Gatherer::gather(int u) {
   if (gathered_[u]) return;
   gathered_[u] = true;
@@ -55,7 +55,6 @@ void Gatherer::gather(int u) {
     own_chunk(layout_, services_.rank(), params_[u], u)
         .copy_(own, /*non_blocking=*/true);  // pinned when on the host
   }
-  if (services_.world_size() == 1) return;
   const int64_t begin = services_.rank() * layout_.chunk[u];
   work_[u] = services_.all_gather(dshost::slice(param_ids_[u], begin, layout_.chunk[u]),
                                   dshost::slice(param_ids_[u], 0, layout_.unit_size(u)));
