@@ -14,7 +14,10 @@ namespace {
 using namespace kernels;
 
 constexpr int64_t kWidest = 8192;  // 1024 threads of 8
-constexpr int64_t kMostBlocks = 1024, kFewestRowsPerBlock = 8;
+// Backward's grid: a block for every kFewestRowsPerBlock rows, up to kMostBlocks (16 rows a block
+// at gpt's 8,192): each block's start (its weights, its first row's wait) and end (its partial
+// rows, which sum_partials_kernel reads again) are paid over more rows.
+constexpr int64_t kMostBlocks = 512, kFewestRowsPerBlock = 8;
 
 // Each of v's N values summed over the block, the same total in every thread.
 template <int N>
@@ -94,16 +97,20 @@ __device__ RowLoads load_row(const uint16_t* dy, const uint16_t* sum, const floa
   return r;
 }
 
-// Bytes of shared memory a backward block of `threads` keeps its sums and the weight in.
-size_t backward_shared_bytes(int threads) { return 3 * kLanes * threads * sizeof(float); }
+// Bytes of shared memory a backward block of up to kMaxThreads keeps its sums and weights in.
+template <int kMaxThreads>
+constexpr size_t backward_shared_bytes() {
+  return 3 * kLanes * kMaxThreads * sizeof(float);
+}
 
 // dsum_total = rstd (dy w - mean(dy w) - xhat mean(dy w xhat)) + dsum per row, with
 // xhat = (sum - mean) rstd; partials [2, gridDim.x, width]: this block's sums of dy xhat
 // (the weight's gradient) and of dy (the bias's). A block keeps two rows' loads in flight
-// (the next row's dy and sum are issued before this row's block sum, as this row's dsum is)
-// and its threads' running sums and weights in shared memory, so that up to 256 threads four
-// blocks fit on a multiprocessor (64 registers): the loads in flight are what bound the
-// kernel. kMaxThreads bounds the registers a thread may take, so that a block of that many
+// (the next row's dy and sum are issued before this row's block sum, as this row's dsum is),
+// and its threads' running sums and weights in shared memory at offsets known when compiled
+// (strided by kMaxThreads: no two threads share a bank), so that four blocks of 256 threads
+// fit on a multiprocessor (64 registers) with dy w and xhat kept between the row's two
+// passes. kMaxThreads bounds the registers a thread may take, so that a block of that many
 // threads can launch.
 template <int kMaxThreads>
 __global__ void __launch_bounds__(kMaxThreads, kMaxThreads == 256 ? 4 : 1)
@@ -114,11 +121,10 @@ __global__ void __launch_bounds__(kMaxThreads, kMaxThreads == 256 ? 4 : 1)
   extern __shared__ float lanes[];
   const int64_t col = static_cast<int64_t>(threadIdx.x) * kLanes;
   const bool active = col < width;
-  float* own = lanes + threadIdx.x;  // strided by the block: no two threads share a bank
-  const int stride = blockDim.x;
-  float* w = own + 2 * kLanes * stride;
-  for (int k = 0; k < 2 * kLanes; ++k) own[k * stride] = 0.f;
-  for (int k = 0; k < kLanes; ++k) w[k * stride] = active ? to_float(weight[col + k]) : 0.f;
+  float* own = lanes + threadIdx.x;
+  float* w = own + 2 * kLanes * kMaxThreads;
+  for (int k = 0; k < 2 * kLanes; ++k) own[k * kMaxThreads] = 0.f;
+  for (int k = 0; k < kLanes; ++k) w[k * kMaxThreads] = active ? to_float(weight[col + k]) : 0.f;
   RowLoads now = load_row(dy, sum, mean, rstd, blockIdx.x, width, col, active);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t next = row + gridDim.x;
@@ -127,25 +133,24 @@ __global__ void __launch_bounds__(kMaxThreads, kMaxThreads == 256 ? 4 : 1)
     Bf16x8 direct{};
     if (active && dsum != nullptr)
       direct = *reinterpret_cast<const Bf16x8*>(dsum + row * width + col);
-    const float mu = now.mean, rs = now.rstd;
-    float sums[2] = {0.f, 0.f};
+    const float rs = now.rstd;
+    float sums[2] = {0.f, 0.f}, gw[kLanes], xhat[kLanes];
     for (int k = 0; k < kLanes; ++k) {
-      const float g = to_float(now.dy.v[k]), xhat = (to_float(now.sum.v[k]) - mu) * rs,
-                  gw = g * w[k * stride];
-      sums[0] += gw * xhat;
-      sums[1] += gw;
-      own[k * stride] += g * xhat;
-      own[(kLanes + k) * stride] += g;
+      const float g = to_float(now.dy.v[k]);
+      xhat[k] = (to_float(now.sum.v[k]) - now.mean) * rs;
+      gw[k] = g * w[k * kMaxThreads];
+      sums[0] += gw[k] * xhat[k];
+      sums[1] += gw[k];
+      own[k * kMaxThreads] += g * xhat[k];
+      own[(kLanes + k) * kMaxThreads] += g;
     }
     block_sum(sums);
     if (active) {
       const float c1 = sums[0] / static_cast<float>(width),
                   c2 = sums[1] / static_cast<float>(width);
       Bf16x8 out;
-      for (int k = 0; k < kLanes; ++k) {
-        const float g = to_float(now.dy.v[k]), xhat = (to_float(now.sum.v[k]) - mu) * rs;
-        out.v[k] = to_bf16(rs * (g * w[k * stride] - c2 - xhat * c1) + to_float(direct.v[k]));
-      }
+      for (int k = 0; k < kLanes; ++k)
+        out.v[k] = to_bf16(rs * (gw[k] - c2 - xhat[k] * c1) + to_float(direct.v[k]));
       *reinterpret_cast<Bf16x8*>(dsum_total + row * width + col) = out;
     }
     now = ahead;
@@ -153,14 +158,14 @@ __global__ void __launch_bounds__(kMaxThreads, kMaxThreads == 256 ? 4 : 1)
   if (!active) return;
   float* block_partials = partials + blockIdx.x * width + col;
   for (int k = 0; k < kLanes; ++k) {
-    block_partials[k] = own[k * stride];
-    block_partials[gridDim.x * width + k] = own[(kLanes + k) * stride];
+    block_partials[k] = own[k * kMaxThreads];
+    block_partials[gridDim.x * width + k] = own[(kLanes + k) * kMaxThreads];
   }
 }
 
 // dweight (blockIdx.y 0) and dbias (1): partials' columns summed over `blocks` rows, 32
 // columns a block, each column by kPartialSlices threads that take every kPartialSlices-th
-// row, then in their order; onto what they hold where `accumulate`. Up to 1,024 rows of
+// row, then in their order; onto what they hold where `accumulate`. Up to 512 rows of
 // partials and few columns (64 blocks at width 2048, 24 at 768): the more threads a column,
 // the more of them are in flight.
 constexpr int kPartialSlices = 32;
@@ -208,26 +213,31 @@ const char* cuda_layer_norm_backward(const uint16_t* dy, const uint16_t* dsum, c
   auto st = static_cast<cudaStream_t>(stream);
   const int64_t blocks = backward_blocks(s.rows);
   const int threads = threads_for(s.width);
-  const auto kernel = threads <= 256   ? backward_kernel<256>
-                      : threads <= 512 ? backward_kernel<512>
-                                       : backward_kernel<1024>;
-  // Each variant may take its widest block's shared memory (over 48 KiB, which a kernel must
-  // ask for); asked once.
+  // A variant's widest block may take over 48 KiB of shared memory, which a kernel must ask
+  // for; asked once.
   static const cudaError_t allowed = [] {
     cudaError_t err = cudaSuccess;
-    const auto allow = [&](auto kernel, int widest) {
+    const auto allow = [&](auto kernel, size_t bytes) {
       if (err == cudaSuccess)
         err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   static_cast<int>(backward_shared_bytes(widest)));
+                                   static_cast<int>(bytes));
     };
-    allow(backward_kernel<256>, 256);
-    allow(backward_kernel<512>, 512);
-    allow(backward_kernel<1024>, 1024);
+    allow(backward_kernel<256>, backward_shared_bytes<256>());
+    allow(backward_kernel<512>, backward_shared_bytes<512>());
+    allow(backward_kernel<1024>, backward_shared_bytes<1024>());
     return err;
   }();
   if (allowed != cudaSuccess) return cudaGetErrorString(allowed);
-  kernel<<<static_cast<unsigned>(blocks), threads, backward_shared_bytes(threads), st>>>(
-      dy, dsum, sum, mean, rstd, weight, s.rows, s.width, dsum_total, scratch);
+  const auto launch = [&](auto kernel, size_t bytes) {
+    kernel<<<static_cast<unsigned>(blocks), threads, bytes, st>>>(
+        dy, dsum, sum, mean, rstd, weight, s.rows, s.width, dsum_total, scratch);
+  };
+  if (threads <= 256)
+    launch(backward_kernel<256>, backward_shared_bytes<256>());
+  else if (threads <= 512)
+    launch(backward_kernel<512>, backward_shared_bytes<512>());
+  else
+    launch(backward_kernel<1024>, backward_shared_bytes<1024>());
   const char* err = launch_error();
   if (err != nullptr) return err;
   sum_partials_kernel<<<dim3(static_cast<unsigned>((s.width + 31) / 32), 2),
