@@ -32,6 +32,8 @@
 #                                 COMPILE_DDP=0 leaves ddp out; COMPILE_OPTIMIZER=1 adds torch.compile with
 #                                 its clipping and optimizer step compiled too;
 #                                 $OUT/compile.md; gpt also in fp8) profile-compile (the same traced, against torch.compile)
+#                                 gaps (where the GPU waits between kernels in gpt's traced steps, eager and
+#                                 replaying its graph: $OUT/gaps.md; GAPS_CASES="gpt-1.3b:8 ..." narrows)
 #                                 fp8-learning (gpt2-124m on a real text in bf16 and in fp8, 2,000 steps from one
 #                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
 #                                 gpt-1.3b-graph (gpt-1.3b b8 in bf16 and fp8, with and without train.cuda_graph)
@@ -509,6 +511,22 @@ profile_compile() {
   done
 }
 
+# gpt under zero2 with bf16 gradients, eager and replaying its CUDA graph (whose kernels the
+# trace shows too), two steps traced: bench/gpu/gaps.py's idle spans between kernels.
+gaps() {
+  for case in ${GAPS_CASES:-gpt-1.3b:8 gpt2-124m:8}; do
+    local preset=${case%:*} batch=${case#*:}
+    for graph in false true; do
+      local name=${preset}_b${batch}_gaps_graph_$graph
+      kind_suffix=", graph $graph, traced" gpt_cases "$name" "$preset" "$batch" 26 zero2 \
+        strategy.grad_accum_dtype=\"bf16\" train.cuda_graph=$graph train.profile_steps=2 train.profile_after=20
+      { echo "### $case zero2, bf16 gradients, graph $graph"; echo
+        python3 bench/gpu/gaps.py "$logs/runs/$name/profile/rank0.pt.trace.json"; echo; } >> "$out/gaps.md" 2>&1
+    done
+  done
+  cat "$out/gaps.md"
+}
+
 # vgg16 b32 under zero2 with bf16 gradients (eager: a replayed graph is not traced) against
 # PyTorch eager: kernel time by family.
 profile_vgg16_zero2() {
@@ -666,6 +684,7 @@ for group in "$@"; do
     finetune) finetune ;;
     compile) compile_table ;;
     profile-compile) profile_compile ;;
+    gaps) gaps ;;
     fp8-learning) fp8_learning ;;
     fp8-small) fp8_small ;;
     fp8-scaling) fp8_option_ab fp8_scaling '"current"' '"delayed"' ;;
