@@ -93,7 +93,7 @@ build_dshost() {
   local warnings
   warnings=$(grep -c 'warning:' "$build.log")
   echo "built in $((SECONDS - start)) s, $warnings compiler warnings"
-  if ((warnings > 0)); then grep -A2 'warning:' "$build.log" | head -80 > "$out/build_warnings.txt"; fi
+  if ((warnings > 0)); then grep -B8 -A2 'warning:' "$build.log" | head -120 > "$out/build_warnings.txt"; fi
 }
 
 # dshost_run NAME KIND [--set values]: one dshost run (stopped after RUN_TIMEOUT seconds, 300), its row appended.
