@@ -485,7 +485,8 @@ profile() {
 }
 
 # The compile group's configurations traced on both sides: dshost's zero2 with bf16 gradients
-# (eager: a replayed graph is not traced) against torch.compile in the compile group's mode
+# (eager; PROFILE_SETS='train.cuda_graph=true' traces its replayed graph, whose kernels torch
+# 2.11's profiler records too) against torch.compile in the compile group's mode
 # (Inductor's kernels, named triton_*, by what they fuse); $OUT/profiles.md. PROFILE_SETS adds
 # --set values to dshost's side ('train.precision="fp8"').
 profile_compile() {
@@ -527,7 +528,7 @@ gaps() {
   cat "$out/gaps.md"
 }
 
-# vgg16 b32 under zero2 with bf16 gradients (eager: a replayed graph is not traced) against
+# vgg16 b32 under zero2 with bf16 gradients (eager) against
 # PyTorch eager: kernel time by family.
 profile_vgg16_zero2() {
   dshost_run vgg16_b32_zero2_profile "profile vgg16 zero2" model.plugin=\"vgg16\" train.micro_batch_size=32 \
