@@ -884,19 +884,24 @@ DSHOST_SUITE_LABEL(FusedLayerNorm, gpu);
 // sum bit for bit as ATen's bf16 add, the normalized rows and every gradient (the sum's,
 // with the gradient the sum received directly added, the weight's, the bias's) within
 // bf16's rounding (1/256 of the norm; a wrong term in any is off by far more), as ATen's
-// own bf16 ops are. Widths off the block's 32 threads of 8 and row counts off the backward's
-// 8-row blocks; the mean of the rows away from zero; and the widest the kernels take (8192:
-// blocks of 1024 threads, which launch only at 64 registers a thread or fewer).
-TEST(FusedLayerNorm, FollowsTheUnfusedOpsInFloat64WithAndWithoutTheResidualAdd) {
+// own bf16 ops are; alone, after the residual add, and handing its input on (whose gradient
+// from that use the backward kernel adds). Widths off the block's 32 threads of 8 and row
+// counts off the backward's 8-row blocks; the mean of the rows away from zero; and the
+// widest the kernels take (8192: blocks of 1024 threads, which launch only at 64 registers a
+// thread or fewer).
+TEST(FusedLayerNorm, FollowsTheUnfusedOpsInFloat64AloneAfterTheAddAndHandingItsInputOn) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_LAYER_NORM
   GTEST_SKIP() << "built without CUDA kernels";
 #endif
+  enum class Form { alone, add, with_input };
   at::manual_seed(11);
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
   for (const int64_t width : {264, 2048, 8192}) {
-    for (const bool add : {true, false}) {
-      SCOPED_TRACE("width " + std::to_string(width) + (add ? ", with the add" : ", alone"));
+    for (const Form form : {Form::add, Form::alone, Form::with_input}) {
+      const bool add = form == Form::add;
+      SCOPED_TRACE("width " + std::to_string(width) + ", form " +
+                   std::to_string(static_cast<int>(form)));
       const at::Tensor x = at::randn({3, 37, width}, bf16) + 0.5,
                        r = at::randn({3, 37, width}, bf16) * 0.5,
                        w = 1 + at::randn({width}, bf16) * 0.1, b = at::randn({width}, bf16) * 0.1,
@@ -909,20 +914,23 @@ TEST(FusedLayerNorm, FollowsTheUnfusedOpsInFloat64WithAndWithoutTheResidualAdd) 
       const at::Tensor sum = add ? exact[0] + exact[1] : exact[0];
       const at::Tensor want = at::layer_norm(sum, {width}, exact[2], exact[3], 1e-5);
       at::Tensor got_sum, got;
-      if (add) {
-        std::tie(got_sum, got) =
-            dshost_models::add_layer_norm(ours[0], ours[1], ours[2], ours[3], 1e-5);
-        torch::autograd::backward({got_sum, got}, {ds, dy});
-        torch::autograd::backward({sum, want}, {ds.to(at::kDouble), dy.to(at::kDouble)});
-        EXPECT_TRUE(at::equal(got_sum, x + r));
-      } else {
+      if (form == Form::alone) {
         got = dshost_models::layer_norm(ours[0], ours[2], ours[3], 1e-5);
         got.backward(dy);
         want.backward(dy.to(at::kDouble));
+      } else {
+        std::tie(got_sum, got) =
+            add ? dshost_models::add_layer_norm(ours[0], ours[1], ours[2], ours[3], 1e-5)
+                : dshost_models::layer_norm_with_input(ours[0], ours[2], ours[3], 1e-5);
+        torch::autograd::backward({got_sum, got}, {ds, dy});
+        torch::autograd::backward({sum, want}, {ds.to(at::kDouble), dy.to(at::kDouble)});
+        EXPECT_TRUE(at::equal(got_sum, add ? x + r : x));
       }
       const std::string kernel = got.grad_fn()->name();
-      ASSERT_NE(kernel.find(add ? "CudaAddLayerNorm" : "CudaLayerNorm"), std::string::npos)
-          << kernel;
+      const char* expected = form == Form::add     ? "CudaAddLayerNorm"
+                             : form == Form::alone ? "CudaLayerNorm"
+                                                   : "CudaLayerNormWithInput";
+      ASSERT_NE(kernel.find(expected), std::string::npos) << kernel;
       EXPECT_LT(relative_error(got, want), 1.0 / 256);
       EXPECT_LT(relative_error(ours[0].grad(), exact[0].grad()), 1.0 / 256);
       if (add) {

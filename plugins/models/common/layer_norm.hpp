@@ -106,6 +106,20 @@ struct CudaLayerNorm : torch::autograd::Function<CudaLayerNorm> {
   }
 };
 
+struct CudaLayerNormWithInput : torch::autograd::Function<CudaLayerNormWithInput> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& x, const at::Tensor& weight,
+                                                const at::Tensor& bias, double eps) {
+    const auto [input, y] = layer_norm_forward(ctx, x, at::Tensor(), weight, bias, eps);
+    return {input, y};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto [dx, dweight, dbias] = layer_norm_backward(ctx, grads[1], grads[0]);
+    return {dx, dweight, dbias, at::Tensor()};
+  }
+};
+
 struct CudaAddLayerNorm : torch::autograd::Function<CudaAddLayerNorm> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 const at::Tensor& x, const at::Tensor& residual,
@@ -130,6 +144,21 @@ inline at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, cons
     return CudaLayerNorm::apply(x, weight, bias, eps);
 #endif
   return dshost::layer_norm(x, weight, bias, eps);
+}
+
+// (x, its layer norm): x again for the input's other uses, so that the gradient those give
+// it is added to the layer norm's in the backward kernel, where autograd would add the two
+// in a pass of its own.
+inline std::pair<at::Tensor, at::Tensor> layer_norm_with_input(const at::Tensor& x,
+                                                               const at::Tensor& weight,
+                                                               const at::Tensor& bias, double eps) {
+#if DSHOST_CUDA_LAYER_NORM
+  if (cuda_layer_norm_takes(x, at::Tensor(), weight, bias)) {
+    const auto out = CudaLayerNormWithInput::apply(x, weight, bias, eps);
+    return {out[0], out[1]};
+  }
+#endif
+  return {x, dshost::layer_norm(x, weight, bias, eps)};
 }
 
 // (x + residual, the layer norm of that sum over its last dimension).

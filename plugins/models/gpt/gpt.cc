@@ -84,6 +84,10 @@ struct NormImpl : nn::LayerNormImpl {
   at::Tensor forward(const at::Tensor& x) {
     return dshost_models::layer_norm(x, weight, bias, options.eps());
   }
+  // (x, its layer norm), x's gradient from its other uses added in the layer norm's backward.
+  std::pair<at::Tensor, at::Tensor> forward_with_input(const at::Tensor& x) {
+    return dshost_models::layer_norm_with_input(x, weight, bias, options.eps());
+  }
   // (x + residual, its layer norm).
   std::pair<at::Tensor, at::Tensor> add_forward(const at::Tensor& x, const at::Tensor& residual) {
     return dshost_models::add_layer_norm(x, residual, weight, bias, options.eps());
@@ -105,7 +109,8 @@ struct EmbedImpl : nn::Module {
 };
 TORCH_MODULE(Embed);
 
-// h = x + attn(ln_1(x)), then h + mlp(ln_2(h)); the first residual add is ln_2's.
+// h = x + attn(ln_1(x)), then h + mlp(ln_2(h)); the first residual add is ln_2's, and x's
+// two gradients are added in ln_1's backward.
 struct BlockImpl : nn::Module {
   BlockImpl(int64_t width, int64_t heads, double dropout, Precision precision)
       : heads(heads),
@@ -121,12 +126,13 @@ struct BlockImpl : nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
     // q, k and v, each seen as [B, heads, T, C / heads].
-    const std::vector<at::Tensor> qkv = attention_input(ln_1->forward(x));
+    const auto [input, normed_input] = ln_1->forward_with_input(x);
+    const std::vector<at::Tensor> qkv = attention_input(normed_input);
     const at::Tensor y = dshost::causal_attention(qkv[0].transpose(1, 2), qkv[1].transpose(1, 2),
                                                   qkv[2].transpose(1, 2))
                              .transpose(1, 2)
                              .reshape({b, t, c});
-    const auto [h, normed] = ln_2->add_forward(x, drop->forward(linear(1, attn_proj, y)));
+    const auto [h, normed] = ln_2->add_forward(input, drop->forward(linear(1, attn_proj, y)));
     if (drop->options.p() > 0) return h + drop->forward(mlp(normed, {}));
     return mlp(normed, h);
   }
