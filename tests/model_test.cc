@@ -14,6 +14,7 @@
 #include "plugins/models/common/gelu_mlp.hpp"
 #include "plugins/models/common/image.hpp"
 #include "plugins/models/common/layer_norm.hpp"
+#include "plugins/models/common/qkv_split.hpp"
 #include "plugins/models/common/squeeze_excitation.hpp"
 
 #include "core/checkpoint.h"
@@ -32,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -1588,6 +1590,77 @@ TEST(GeluMlp, AddsTheResidualInTheSecondLayersProduct) {
   EXPECT_LT(relative_error(added.output, residual.to(at::kDouble) + float64_mlp(inputs64)), 0.01);
   EXPECT_TRUE(at::equal(added.grads[5], g));
   for (size_t i = 0; i < inputs.size(); ++i) EXPECT_TRUE(at::equal(added.grads[i], alone.grads[i]));
+#endif
+}
+
+DSHOST_SUITE_LABEL(QkvSplit, gpu);
+// c_attn's product split into q, k and v, against the same product unbound in float64 over the
+// same bf16 values: q, k and v bit for bit as bf16_linear's output unbound, and the input's,
+// weight's and bias's gradients within bf16's rounding (1/100 of the norm), from gradients
+// laid out as attention's backward leaves them ([B, heads, T, d] contiguous, seen through
+// its transposes) and far from zero. Two shapes: one block of columns, and more rows than
+// the kernel's 128 row groups. Then with a bf16 buffer bound as the bias's gradient, over
+// two passes: backward adds the bias's gradient into it, and its accumulator gets none.
+TEST(QkvSplit, StacksTheGradientsAndSumsTheBiasGradientAsUnbindingDoes) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+#if !DSHOST_CUDA_QKV_GRADIENT || !DSHOST_CUDA_GELU_GEMM
+  GTEST_SKIP() << "built without the kernels";
+#else
+  at::manual_seed(27);
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const auto leaf = [](const at::Tensor& t) { return t.detach().clone().set_requires_grad(true); };
+  // x, weight and bias's float64 gradients through the unbound product, from `grads`.
+  const auto exact = [&](const std::vector<at::Tensor>& p, const std::vector<at::Tensor>& grads,
+                         int64_t heads) {
+    std::vector<at::Tensor> p64, grads64;
+    for (const at::Tensor& t : p) p64.push_back(leaf(t.to(at::kDouble)));
+    for (const at::Tensor& g : grads) grads64.push_back(g.to(at::kDouble));
+    const int64_t b = p[0].size(0), t = p[0].size(1), c = p[0].size(2);
+    torch::autograd::backward(
+        at::linear(p64[0], p64[1], p64[2]).view({b, t, 3, heads, c / heads}).unbind(2), grads64);
+    return p64;
+  };
+  const auto attention_grads = [&](int64_t b, int64_t t, int64_t heads, int64_t d) {
+    std::vector<at::Tensor> grads;
+    for (int i = 0; i < 3; ++i)
+      grads.push_back((at::randn({b, heads, t, d}, bf16) + 0.5).transpose(1, 2));
+    return grads;
+  };
+  for (const auto& [b, t, heads, d] :
+       std::vector<std::array<int64_t, 4>>{{2, 37, 3, 64}, {4, 100, 2, 16}}) {
+    SCOPED_TRACE("B " + std::to_string(b) + ", T " + std::to_string(t) + ", heads " +
+                 std::to_string(heads) + " of " + std::to_string(d));
+    const int64_t c = heads * d;
+    const at::Tensor x0 = at::randn({b, t, c}, bf16), w0 = at::randn({3 * c, c}, bf16) * 0.05,
+                     b0 = at::randn({3 * c}, bf16) * 0.1;
+    const std::vector<at::Tensor> p{leaf(x0), leaf(w0), leaf(b0)};
+    const std::vector<at::Tensor> qkv = dshost_models::split_qkv(p[0], p[1], p[2], heads);
+    ASSERT_EQ(qkv.size(), 3u);
+    ASSERT_NE(qkv[0].grad_fn()->name().find("QkvSplit"), std::string::npos)
+        << qkv[0].grad_fn()->name();
+    const std::vector<at::Tensor> plain =
+        dshost_models::bf16_linear(x0, w0, b0).view({b, t, 3, heads, d}).unbind(2);
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(at::equal(qkv[i], plain[i]));
+    const std::vector<at::Tensor> grads = attention_grads(b, t, heads, d);
+    torch::autograd::backward(qkv, grads);
+    const std::vector<at::Tensor> want = exact(p, grads, heads);
+    for (int i = 0; i < 3; ++i) EXPECT_LT(relative_error(p[i].grad(), want[i].grad()), 0.01) << i;
+  }
+
+  const at::Tensor x0 = at::randn({2, 37, 192}, bf16), w0 = at::randn({576, 192}, bf16) * 0.05,
+                   b0 = at::randn({576}, bf16) * 0.1;
+  const std::vector<at::Tensor> p{leaf(x0), leaf(w0), leaf(b0)};
+  std::vector<bool> arrived;
+  const BoundGradient bound = bind_gradient(p[2], &arrived);
+  at::Tensor sum_b = at::zeros({576}, at::kDouble).cuda();
+  for (int pass = 0; pass < 2; ++pass) {
+    const std::vector<at::Tensor> grads = attention_grads(2, 37, 3, 64);
+    torch::autograd::backward(dshost_models::split_qkv(p[0], p[1], p[2], 3), grads);
+    sum_b += exact(p, grads, 3)[2].grad();
+  }
+  EXPECT_EQ(p[2].grad().data_ptr(), bound.buffer.data_ptr());
+  EXPECT_LT(relative_error(bound.buffer - bound.held, sum_b), 0.01);
+  EXPECT_EQ(arrived, std::vector<bool>(2, false));
 #endif
 }
 

@@ -15,6 +15,7 @@
 #include "../common/fp8_qkv_linear.hpp"
 #include "../common/gelu_mlp.hpp"
 #include "../common/layer_norm.hpp"
+#include "../common/qkv_split.hpp"
 
 #include <dshost/model.hpp>
 #include <dshost/ops/attention.hpp>
@@ -137,16 +138,14 @@ struct BlockImpl : nn::Module {
     return mlp(normed, h);
   }
 
-  // c_attn's output [B, T, 3C] as q, k and v, three [B, T, heads, C / heads] views. unbind, not
-  // qkv[i]: three selects would each backpropagate a zero-filled [B, T, 3C] and add them up.
-  // Unbinding dimension 2 before the transposes lets backward stack the three gradients into a
-  // [B, T, 3C] in one copy (unbinding a permuted [3, B, heads, T, C / heads] would copy twice,
-  // transposing both times); in fp8, backward casts them where they lie instead, with no
-  // copy (fp8_qkv_linear.hpp).
+  // c_attn's output [B, T, 3C] as q, k and v, three [B, T, heads, C / heads] views. Split by
+  // dimension 2 before the transposes, so that backward stacks the three gradients into a
+  // [B, T, 3C] in one copy (qkv_split.hpp, which sums c_attn's bias gradient in the same
+  // pass); in fp8, backward casts them where they lie instead, with no copy
+  // (fp8_qkv_linear.hpp).
   std::vector<at::Tensor> attention_input(const at::Tensor& x) {
-    const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
     if (precision == Precision::bf16)
-      return linear(0, c_attn, x).view({b, t, 3, heads, c / heads}).unbind(2);
+      return dshost_models::split_qkv(x, c_attn->weight, c_attn->bias, heads);
     return dshost_models::fp8_qkv_linear(
         x, c_attn->weight, c_attn->bias, heads,
         precision == Precision::fp8_delayed ? &fp8_scaling[0] : nullptr);
