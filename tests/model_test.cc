@@ -1665,54 +1665,60 @@ TEST(QkvSplit, StacksTheGradientsAndSumsTheBiasGradientAsUnbindingDoes) {
 }
 
 DSHOST_SUITE_LABEL(Bf16Linear, gpu);
-// gpt's bf16 linear layer, whose weight-gradient product sums the bias's gradient too (BGRADB),
-// against float64 over the same bf16 values within bf16's rounding (1/100 of the norm); 148
-// rows (no multiple of 8). First with fresh gradients, then with a bf16 buffer bound as the
-// weight's gradient (what a strategy binds), over two passes: backward adds the weight's
-// gradient into it, on top of what it held, and its accumulator gets none.
-TEST(Bf16Linear, SumsTheBiasGradientInTheWeightGradientsProduct) {
+// gpt's bf16 linear layer, 136 wide (its weight-gradient product sums the bias's gradient too,
+// BGRADB) and 4104 wide (the bias's gradient from column sums), against float64 over the same
+// bf16 values within bf16's rounding (1/100 of the norm); 148 rows (no multiple of 8). First
+// with fresh gradients, then with a bf16 buffer bound as the weight's gradient (what a strategy
+// binds), over two passes: backward adds the weight's gradient into it, on top of what it held,
+// and its accumulator gets none.
+TEST(Bf16Linear, FollowsFloat64WithTheBiasGradientInTheProductOrSummedApart) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_GELU_GEMM
   GTEST_SKIP() << "built without cuBLASLt's epilogues";
 #else
+  static_assert(136 < dshost_models::kBiasColumnSumsFrom &&
+                4104 >= dshost_models::kBiasColumnSumsFrom);
   at::manual_seed(26);
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
   const auto leaf = [](const at::Tensor& t) { return t.detach().clone().set_requires_grad(true); };
-  const at::Tensor w0 = at::randn({136, 264}, bf16) * 0.05, b0 = at::randn({136}, bf16);
-  const auto exact = [&](const at::Tensor& x, const at::Tensor& g) {
-    std::vector<at::Tensor> p{leaf(x.to(at::kDouble)), leaf(w0.to(at::kDouble)),
-                              leaf(b0.to(at::kDouble))};
-    at::linear(p[0], p[1], p[2]).backward(g.to(at::kDouble));
-    return p;
-  };
+  for (const int64_t out : {136, 4104}) {
+    SCOPED_TRACE("output width " + std::to_string(out));
+    const at::Tensor w0 = at::randn({out, 264}, bf16) * 0.05, b0 = at::randn({out}, bf16);
+    const auto exact = [&](const at::Tensor& x, const at::Tensor& g) {
+      std::vector<at::Tensor> p{leaf(x.to(at::kDouble)), leaf(w0.to(at::kDouble)),
+                                leaf(b0.to(at::kDouble))};
+      at::linear(p[0], p[1], p[2]).backward(g.to(at::kDouble));
+      return p;
+    };
 
-  const at::Tensor x = leaf(at::randn({4, 37, 264}, bf16)), w = leaf(w0), b = leaf(b0);
-  const at::Tensor g = at::randn({4, 37, 136}, bf16) + 0.5;  // a bias gradient far from zero
-  const at::Tensor y = dshost_models::bf16_linear(x, w, b);
-  ASSERT_NE(y.grad_fn()->name().find("Bf16Linear"), std::string::npos) << y.grad_fn()->name();
-  y.backward(g);
-  const std::vector<at::Tensor> want = exact(x, g);
-  EXPECT_LT(relative_error(y, at::linear(want[0], want[1], want[2])), 0.01);
-  EXPECT_LT(relative_error(x.grad(), want[0].grad()), 0.01);
-  EXPECT_LT(relative_error(w.grad(), want[1].grad()), 0.01);
-  EXPECT_LT(relative_error(b.grad(), want[2].grad()), 0.01);
+    const at::Tensor x = leaf(at::randn({4, 37, 264}, bf16)), w = leaf(w0), b = leaf(b0);
+    const at::Tensor g = at::randn({4, 37, out}, bf16) + 0.5;  // a bias gradient far from zero
+    const at::Tensor y = dshost_models::bf16_linear(x, w, b);
+    ASSERT_NE(y.grad_fn()->name().find("Bf16Linear"), std::string::npos) << y.grad_fn()->name();
+    y.backward(g);
+    const std::vector<at::Tensor> want = exact(x, g);
+    EXPECT_LT(relative_error(y, at::linear(want[0], want[1], want[2])), 0.01);
+    EXPECT_LT(relative_error(x.grad(), want[0].grad()), 0.01);
+    EXPECT_LT(relative_error(w.grad(), want[1].grad()), 0.01);
+    EXPECT_LT(relative_error(b.grad(), want[2].grad()), 0.01);
 
-  const at::Tensor bound_w = leaf(w0), bound_b = leaf(b0);
-  std::vector<bool> arrived;
-  const BoundGradient bound = bind_gradient(bound_w, &arrived);
-  at::Tensor sum_w = at::zeros({136, 264}, at::kDouble).cuda(),
-             sum_b = at::zeros({136}, at::kDouble).cuda();
-  for (int pass = 0; pass < 2; ++pass) {
-    const at::Tensor xi = at::randn({4, 37, 264}, bf16), gi = at::randn({4, 37, 136}, bf16) + 0.5;
-    dshost_models::bf16_linear(xi, bound_w, bound_b).backward(gi);
-    const std::vector<at::Tensor> p = exact(xi, gi);
-    sum_w += p[1].grad();
-    sum_b += p[2].grad();
+    const at::Tensor bound_w = leaf(w0), bound_b = leaf(b0);
+    std::vector<bool> arrived;
+    const BoundGradient bound = bind_gradient(bound_w, &arrived);
+    at::Tensor sum_w = at::zeros({out, 264}, at::kDouble).cuda(),
+               sum_b = at::zeros({out}, at::kDouble).cuda();
+    for (int pass = 0; pass < 2; ++pass) {
+      const at::Tensor xi = at::randn({4, 37, 264}, bf16), gi = at::randn({4, 37, out}, bf16) + 0.5;
+      dshost_models::bf16_linear(xi, bound_w, bound_b).backward(gi);
+      const std::vector<at::Tensor> p = exact(xi, gi);
+      sum_w += p[1].grad();
+      sum_b += p[2].grad();
+    }
+    EXPECT_EQ(bound_w.grad().data_ptr(), bound.buffer.data_ptr());
+    EXPECT_LT(relative_error(bound.buffer - bound.held, sum_w), 0.01);
+    EXPECT_LT(relative_error(bound_b.grad(), sum_b), 0.01);
+    EXPECT_EQ(arrived, std::vector<bool>(2, false));
   }
-  EXPECT_EQ(bound_w.grad().data_ptr(), bound.buffer.data_ptr());
-  EXPECT_LT(relative_error(bound.buffer - bound.held, sum_w), 0.01);
-  EXPECT_LT(relative_error(bound_b.grad(), sum_b), 0.01);
-  EXPECT_EQ(arrived, std::vector<bool>(2, false));
 #endif
 }
 

@@ -1,7 +1,9 @@
 // A bf16 linear layer whose bias gradient is summed inside its weight-gradient product
-// (cuBLASLt's BGRADB epilogue, cuda_gelu_gemm.h), where bias_gradient.hpp's column sums read
-// the output's gradient a second time. The weight's gradient is added into its bound buffer
-// (none is then returned), as dshost::linear's is, else made fresh.
+// (cuBLASLt's BGRADB epilogue, cuda_gelu_gemm.h) where the layer is narrower than
+// kBiasColumnSumsFrom, and by bias_gradient.hpp's column sums, a pass of their own, where it is
+// as wide or wider: the epilogue's cost grows faster with the width than the pass's. The
+// weight's gradient is added into its bound buffer (none is then returned), as dshost::linear's
+// is, else made fresh.
 //
 // Taken for bf16 input and parameters on a GPU, with a bias and both widths multiples of 8,
 // in builds with cuBLASLt; elsewhere dshost::linear with bias_gradient.hpp's column sums.
@@ -29,6 +31,9 @@ inline at::Tensor gemm_workspace(const at::Tensor& like) {
                    like.options().dtype(at::kByte));
 }
 
+// Layers from this output width on take their bias gradient from column sums.
+constexpr int64_t kBiasColumnSumsFrom = 4096;
+
 // The gradients of a layer's `weight` [n, k] and bias, each where asked for, from the output's
 // gradient g [m, n] and the input x [m, k] (bf16, contiguous, 16-byte aligned), in `workspace`
 // (gemm_workspace's): the weight's is left undefined where it was added into the bound buffer.
@@ -38,14 +43,15 @@ inline std::pair<at::Tensor, at::Tensor> linear_gradients(const at::Tensor& weig
                                                           const at::Tensor& workspace) {
   if (!weight_asked) return {at::Tensor(), bias_asked ? bias_gradient(g) : at::Tensor()};
   const bool bound = bound_gradient(weight, at::kBFloat16);
+  const bool in_product = bias_asked && g.size(1) < kBiasColumnSumsFrom;
   const at::Tensor w_grad = bound ? weight.grad() : at::empty(weight.sizes(), g.options());
-  const at::Tensor b_grad = bias_asked ? at::empty({g.size(1)}, g.options()) : at::Tensor();
+  const at::Tensor b_grad = in_product ? at::empty({g.size(1)}, g.options()) : at::Tensor();
   check_launch(cuda_weight_gradient(bf16_bits(g), bf16_bits(x), g.size(0), g.size(1), x.size(1),
                                     /*accumulate=*/bound, bf16_bits(w_grad),
-                                    bias_asked ? bf16_bits(b_grad) : nullptr, workspace.data_ptr(),
+                                    in_product ? bf16_bits(b_grad) : nullptr, workspace.data_ptr(),
                                     stream_of(g)),
                "weight gradient");
-  return {bound ? at::Tensor() : w_grad, b_grad};
+  return {bound ? at::Tensor() : w_grad, bias_asked && !in_product ? bias_gradient(g) : b_grad};
 }
 
 struct Bf16Linear : torch::autograd::Function<Bf16Linear> {
