@@ -2,7 +2,7 @@
 // three [B, T, heads, head_dim] gradients, each with strides of its own (as attention's
 // backward leaves them), stacked into the [B * T, 3 * heads * head_dim] bf16 matrix c_attn's
 // products read, and in the same pass that matrix's column sums, c_attn's bias gradient,
-// which cuBLASLt's BGRADB epilogue would read the matrix again for. Plain C++ on this side.
+// which would otherwise take a read of the matrix of its own. Plain C++ on this side.
 #pragma once
 
 #include <cstdint>

@@ -4,8 +4,8 @@
 // backward's product through proj applies GELU's derivative, where ATen's GELU would take a
 // pass of its own over [rows, 4 x width] matrices each way. proj's product adds the residual
 // (beta = 1), where an add of its own would read both matrices again. Both layers' weight and
-// bias gradients come from bf16_linear.hpp's weight-gradient products (fc's bias gradient not
-// from DGELU_BGRAD: at half DGELU's speed), added into bound buffers as dshost::linear's are.
+// bias gradients come from bf16_linear.hpp's linear_gradients (fc's bias gradient not from
+// DGELU_BGRAD: at half DGELU's speed), added into bound buffers as dshost::linear's are.
 //
 // Taken for bf16 input and parameters on a GPU, both layers with a bias and every width a
 // multiple of 8, in builds with cuBLASLt; elsewhere the two layers as dshost::linear and

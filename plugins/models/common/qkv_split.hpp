@@ -1,9 +1,9 @@
 // c_attn's product split into q, k and v, [B, T, heads, C / heads] views of its [B, T, 3C]
 // output, as `.view({B, T, 3, heads, C / heads}).unbind(2)` splits it, where backward stacks
 // their gradients into c_attn's output gradient and sums its columns, c_attn's bias
-// gradient, in one pass (cuda_qkv_gradient.h): the product's weight gradient then needs no
-// BGRADB epilogue, which read that gradient a second time. The product runs on a detached
-// bias, whose gradient the split's backward returns.
+// gradient, in one pass (cuda_qkv_gradient.h): the bias gradient then needs no pass of its
+// own (bf16_linear.hpp's BGRADB or column sums), which would read that gradient again. The
+// product runs on a detached bias, whose gradient the split's backward returns.
 //
 // Taken for bf16 on a GPU where Bf16Linear takes the layer and C / heads is a multiple of 8,
 // in builds with the kernels; elsewhere the product (bf16_linear) unbound as above: unbind,
