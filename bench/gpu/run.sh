@@ -32,8 +32,9 @@
 #                                 COMPILE_DDP=0 leaves ddp out; COMPILE_OPTIMIZER=1 adds torch.compile with
 #                                 its clipping and optimizer step compiled too;
 #                                 $OUT/compile.md; gpt also in fp8) profile-compile (the same traced, against torch.compile)
-#                                 gaps (where the GPU waits between kernels in gpt's traced steps, eager and
-#                                 replaying its graph: $OUT/gaps.md; GAPS_CASES="gpt-1.3b:8 ..." narrows)
+#                                 gaps (where the GPU waits between kernels in traced steps: dshost eager and
+#                                 replaying its graph, torch.compile's beside them: $OUT/gaps.md;
+#                                 GAPS_CASES="gpt-1.3b:8 mobilenet_v2:32 ..." picks gpt presets and image models)
 #                                 fp8-learning (gpt2-124m on a real text in bf16 and in fp8, 2,000 steps from one
 #                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
 #                                 gpt-1.3b-graph (gpt-1.3b b8 in bf16 and fp8, with and without train.cuda_graph)
@@ -512,20 +513,38 @@ profile_compile() {
   done
 }
 
-# gpt under zero2 with bf16 gradients, eager and replaying its CUDA graph (whose kernels the
-# trace shows too), two steps traced: bench/gpu/gaps.py's idle spans between kernels.
+# Where the GPU waits between kernels, two steps traced: dshost under zero2 with bf16
+# gradients, eager and replaying its CUDA graph (whose kernels the trace shows too), then
+# torch.compile's step (default mode for gpt, reduce-overhead for the image models, as the
+# compile group): bench/gpu/gaps.py's idle spans of each.
 gaps() {
   for case in ${GAPS_CASES:-gpt-1.3b:8 gpt2-124m:8}; do
-    local preset=${case%:*} batch=${case#*:}
+    local model=${case%:*} batch=${case#*:}
+    local mode=reduce-overhead peer=(--model "$model")
+    [[ $model == gpt* ]] && mode=default peer=(--model gpt --preset "$model")
     for graph in false true; do
-      local name=${preset}_b${batch}_gaps_graph_$graph
-      kind_suffix=", graph $graph, traced" gpt_cases "$name" "$preset" "$batch" 26 zero2 \
-        strategy.grad_accum_dtype=\"bf16\" train.cuda_graph=$graph train.profile_steps=2 train.profile_after=20
-      { echo "### $case zero2, bf16 gradients, graph $graph"; echo
-        python3 bench/gpu/gaps.py "$logs/runs/$name/profile/rank0.pt.trace.json"; echo; } >> "$out/gaps.md" 2>&1
+      local name=${model}_b${batch}_gaps_graph_$graph
+      local sets=(strategy.grad_accum_dtype=\"bf16\" train.cuda_graph=$graph train.profile_steps=2
+                  train.profile_after=20)
+      if [[ $model == gpt* ]]; then
+        kind_suffix=", graph $graph, traced" gpt_cases "$name" "$model" "$batch" 26 zero2 "${sets[@]}"
+      else
+        dshost_run "$name" "$model b$batch zero2, graph $graph, traced" model.plugin=\"$model\" \
+          train.micro_batch_size=$batch data.dataset=\"synthetic\" model.num_classes=1000 \
+          data.synthetic_classes=1000 train.max_steps=26 strategy.plugin=\"zero2\" "${sets[@]}"
+      fi
+      gaps_of "$case zero2, bf16 gradients, graph $graph" "$logs/runs/$name/profile/rank0.pt.trace.json"
     done
+    [[ -n ${NO_PEERS:-} ]] && continue
+    peer_run "${model}_b${batch}_gaps_torch" "$case compile $mode, traced" "${peer[@]}" --batch "$batch" \
+      --steps 5 --compile $mode --profile "$logs/${model}_b${batch}_gaps_torch.json"
+    gaps_of "$case torch.compile ($mode)" "$logs/${model}_b${batch}_gaps_torch.json"
   done
   cat "$out/gaps.md"
+}
+
+gaps_of() {  # TITLE TRACE: appends gaps.py's markdown for the trace to $out/gaps.md
+  { echo "### $1"; echo; python3 bench/gpu/gaps.py "$2"; echo; } >> "$out/gaps.md" 2>&1
 }
 
 # vgg16 b32 under zero2 with bf16 gradients (eager) against
