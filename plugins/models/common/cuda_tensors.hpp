@@ -30,6 +30,15 @@ inline at::Tensor channels_last_aligned16(const at::Tensor& t) {
   return aligned16(t, at::MemoryFormat::ChannelsLast);
 }
 
+// Whether bf16 t, read where it lies, gives 16-byte loads of 8 values along its last
+// dimension: that dimension contiguous, t's start and every other stride 16-byte aligned.
+inline bool bf16_vectors_aligned(const at::Tensor& t) {
+  if (t.stride(-1) != 1 || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0) return false;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d)
+    if (t.stride(d) % 8 != 0) return false;
+  return true;
+}
+
 // Whether p's gradient is a buffer the strategy bound, of `dtype`, that a backward kernel may
 // add into itself (as dshost::linear does for its weight): the accumulator then gets no
 // gradient, and autograd's add kernel is spared.

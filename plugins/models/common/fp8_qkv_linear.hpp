@@ -22,13 +22,10 @@ inline Fp8CastInput stacked_gradients(const torch::autograd::variable_list& grad
   const at::Tensor& first = grads[0];
   Fp8CastInput in{nullptr, first.size(0) * first.size(1), 3 * first.size(2) * first.size(3),
                   Fp8Source::stacked};
-  const auto aligned = [](int64_t elements) { return elements % 8 == 0; };
   for (const at::Tensor& g : grads)
-    if (g.sizes() != first.sizes() || g.strides() != first.strides() || g.stride(3) != 1 ||
-        reinterpret_cast<uintptr_t>(g.data_ptr()) % 16 != 0)
+    if (g.sizes() != first.sizes() || g.strides() != first.strides() || !bf16_vectors_aligned(g))
       return in;
-  if (!aligned(first.size(3)) || !aligned(first.stride(0)) || !aligned(first.stride(1)) ||
-      !aligned(first.stride(2)) || in.rows >= (int64_t{1} << 31) || in.cols >= (int64_t{1} << 31))
+  if (first.size(3) % 8 != 0 || in.rows >= (int64_t{1} << 31) || in.cols >= (int64_t{1} << 31))
     return in;
   for (int i = 0; i < 3; ++i) in.stack.parts[i] = bf16_bits(grads[i]);
   in.stack.steps = first.size(1);

@@ -25,19 +25,19 @@
 
 namespace dshost_models {
 
+// qkv [B, T, 3C] as q, k and v, three [B, T, heads, C / heads] views.
+inline std::vector<at::Tensor> unbind_qkv(const at::Tensor& qkv, int64_t heads) {
+  return qkv.view({qkv.size(0), qkv.size(1), 3, heads, qkv.size(2) / 3 / heads}).unbind(2);
+}
+
 #if DSHOST_CUDA_QKV_GRADIENT && DSHOST_CUDA_GELU_GEMM
 struct QkvSplit : torch::autograd::Function<QkvSplit> {
-  static QkvShape shape(const at::Tensor& qkv, int64_t heads) {
-    return {qkv.size(0), qkv.size(1), heads, qkv.size(2) / 3 / heads};
-  }
-
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 const at::Tensor& qkv, const at::Tensor& bias,
                                                 int64_t heads) {
     ctx->saved_data["bias"] = bias;  // the parameter, whose grad may be bound
     ctx->saved_data["heads"] = heads;
-    const QkvShape s = shape(qkv, heads);
-    return qkv.view({s.batch, s.time, 3, heads, s.head_dim}).unbind(2);
+    return unbind_qkv(qkv, heads);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -72,10 +72,7 @@ struct QkvSplit : torch::autograd::Function<QkvSplit> {
   // aligned (a copy where it is not).
   static at::Tensor readable(const at::Tensor& g) {
     const at::Tensor bf16 = g.to(at::kBFloat16);
-    const bool aligned = reinterpret_cast<uintptr_t>(bf16.data_ptr()) % 16 == 0 &&
-                         bf16.stride(3) == 1 && bf16.stride(0) % 8 == 0 &&
-                         bf16.stride(1) % 8 == 0 && bf16.stride(2) % 8 == 0;
-    return aligned ? bf16 : aligned16(bf16);
+    return bf16_vectors_aligned(bf16) ? bf16 : aligned16(bf16);
   }
 };
 #endif
@@ -84,13 +81,13 @@ struct QkvSplit : torch::autograd::Function<QkvSplit> {
 // views of its output, for x [B, T, C].
 inline std::vector<at::Tensor> split_qkv(const at::Tensor& x, const at::Tensor& weight,
                                          const at::Tensor& bias, int64_t heads) {
-  const int64_t b = x.size(0), t = x.size(1), c = weight.size(0) / 3;
 #if DSHOST_CUDA_QKV_GRADIENT && DSHOST_CUDA_GELU_GEMM
+  const int64_t b = x.size(0), t = x.size(1), c = weight.size(0) / 3;
   if (Bf16Linear::takes(x, weight, bias) && x.dim() == 3 && c % heads == 0 &&
       cuda_qkv_gradient_takes({b, t, heads, c / heads}))
     return QkvSplit::apply(bf16_linear(x, weight, bias.detach()), bias, heads);
 #endif
-  return bf16_linear(x, weight, bias).view({b, t, 3, heads, c / heads}).unbind(2);
+  return unbind_qkv(bf16_linear(x, weight, bias), heads);
 }
 
 }  // namespace dshost_models
