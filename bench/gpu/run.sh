@@ -34,7 +34,9 @@
 #                                 $OUT/compile.md; gpt also in fp8) profile-compile (the same traced, against torch.compile)
 #                                 gaps (where the GPU waits between kernels in traced steps: dshost eager and
 #                                 replaying its graph, torch.compile's beside them: $OUT/gaps.md;
-#                                 GAPS_CASES="gpt-1.3b:8 mobilenet_v2:32 ..." picks gpt presets and image models)
+#                                 GAPS_CASES="gpt-1.3b:8 mobilenet_v2:32 ..." picks gpt presets and image models;
+#                                 LAUNCHES=batch_norm adds the replayed graph's launches of those
+#                                 kernels by launch shape, bench/gpu/launches.py)
 #                                 fp8-learning (gpt2-124m on a real text in bf16 and in fp8, 2,000 steps from one
 #                                 seed: $OUT/fp8_learning.md and both curves; .text/gcide.dict.dz carried)
 #                                 gpt-1.3b-graph (gpt-1.3b b8 in bf16 and fp8, with and without train.cuda_graph)
@@ -534,6 +536,8 @@ gaps() {
           data.synthetic_classes=1000 train.max_steps=26 strategy.plugin=\"zero2\" "${sets[@]}"
       fi
       gaps_of "$case zero2, bf16 gradients, graph $graph" "$logs/runs/$name/profile/rank0.pt.trace.json"
+      [[ -n ${LAUNCHES:-} && $graph == true ]] &&
+        python3 bench/gpu/launches.py "$logs/runs/$name/profile/rank0.pt.trace.json" "$LAUNCHES" >> "$out/gaps.md" 2>&1
     done
     [[ -n ${NO_PEERS:-} ]] && continue
     peer_run "${model}_b${batch}_gaps_torch" "$case compile $mode, traced" "${peer[@]}" --batch "$batch" \
