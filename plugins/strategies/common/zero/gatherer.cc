@@ -40,10 +40,12 @@ void Gatherer::use(int u, int direction) {
 }
 
 // This rank's chunk (from the parameter shard where there is one; else stage 2's update wrote
-// it in place) all-gathered with every other rank's.
+// it in place) all-gathered with every other rank's. Alone without a parameter shard, the
+// chunk is the unit and already in place: nothing to gather.
 void Gatherer::gather(int u) {
   if (gathered_[u]) return;
   gathered_[u] = true;
+  if (services_.world_size() == 1 && !has_param_shard(o_)) return;
   c10::OptionalStreamGuard on_copy_stream;  // where the copy and the all-gather are enqueued
   if (has_param_shard(o_)) {
     allocate(params_[u]);

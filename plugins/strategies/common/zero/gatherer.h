@@ -1,7 +1,8 @@
 // Whole units from rank chunks. Stage 3 all-gathers unit u at pre_forward and pre_backward
 // (prefetching the next units in that direction) from the parameter shard and frees it after
 // post_forward and grads_ready; units below param_persistence_threshold stay whole. After an
-// update every unit that stays whole (all of them under stage 2) gathers its new values.
+// update every unit that stays whole (all of them under stage 2) gathers its new values
+// (alone without a parameter shard, the update wrote them in place: no collective).
 //
 // From a parameter shard in host memory the copy runs on the host-to-device stream and waits
 // only for the compute work enqueued before the unit's memory was allocated, which may still

@@ -80,5 +80,27 @@ TEST(ZeroGatherer, TheNextUnitsInTheDirectionOfUseArePrefetched) {
   });
 }
 
+// Alone under stage 2 the update wrote each whole unit in place: regathering calls no
+// collective and leaves the units' values as they are.
+TEST(ZeroGatherer, OneRankUnderStage2RegathersWithoutACollective) {
+  dshost::test::FakeRanks ranks(1);
+  ranks.run([&](int) {
+    const dshost::Services services(ranks.services(0));
+    const dshost::FlatLayout layout({{"a", {at::zeros({8})}}, {"b", {at::zeros({4})}}}, 1, true);
+    std::vector<at::Tensor> params, values;
+    std::vector<int32_t> ids;
+    for (int u = 0; u < 2; ++u) {
+      values.push_back(at::randn({layout.unit_size(u)}));
+      params.push_back(values.back().clone());
+      ids.push_back(services.register_buffer(dshost::to_dlpack(params[u])));
+    }
+    const ShardBuffer no_shard;
+    Gatherer gatherer(services, Options{}, layout, params, ids, no_shard, nullptr, at::kCPU);
+    gatherer.regather();
+    for (int u = 0; u < 2; ++u) EXPECT_TRUE(at::equal(params[u], values[u]));
+  });
+  EXPECT_EQ(ranks.collectives(), 0);
+}
+
 }  // namespace
 }  // namespace dshost_zero

@@ -169,7 +169,8 @@ at::Tensor Reducer::global_norm() {
   }
   pieces_sq_.zero_();
   accumulated_ = false;
-  services_.all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
+  if (services_.world_size() > 1)
+    services_.all_reduce(dshost::slice(norm_id_, 0, 1), DSHOST_SUM).wait();
   return norm_.sqrt();
 }
 

@@ -104,5 +104,24 @@ TEST(ZeroReducer, ChunksNoReductionReachedAreZeroedAtTheStep) {
   }
 }
 
+// Alone, the gradient norm is the shard's own, with no collective.
+TEST(ZeroReducer, OneRankTakesTheNormWithoutACollective) {
+  dshost::test::FakeRanks ranks(1);
+  ranks.run([&](int) {
+    const dshost::Services services(ranks.services(0));
+    const dshost::FlatLayout layout({{"a", {at::zeros({8})}}, {"b", {at::zeros({4})}}}, 1, true);
+    ShardBuffer shard = ShardMemory(services, at::kCPU, layout.shard, 0, false)
+                            .make(at::kFloat, at::kCPU, false, true);
+    shard.parts[0].copy_(at::randn({layout.shard}));
+    std::vector<at::Tensor> grads{at::zeros({8}), at::zeros({4})};
+    const std::vector<int32_t> ids{-1, -1};
+    Reducer reducer(services, options(8, false), layout, at::kCPU, shard, grads, ids, nullptr,
+                    reduction_piece(layout, 8, 1));
+    const double want = shard.parts[0].to(at::kDouble).norm().item<double>();
+    EXPECT_NEAR(reducer.global_norm().item<double>(), want, want * 1e-6);
+  });
+  EXPECT_EQ(ranks.collectives(), 0);
+}
+
 }  // namespace
 }  // namespace dshost_zero
