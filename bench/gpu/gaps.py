@@ -60,4 +60,5 @@ def main():
               f"host: {'; '.join(host_ops_across(host, start, length))}")
 
 
-main()
+if __name__ == "__main__":
+    main()

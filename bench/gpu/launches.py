@@ -12,9 +12,7 @@ import collections
 import json
 import sys
 
-
-def short(name, width=60):
-    return name if len(name) <= width else name[: width - 3] + "..."
+from gaps import short
 
 
 def main():
@@ -25,7 +23,7 @@ def main():
     for e in events:
         if e.get("ph") == "X" and e.get("cat") == "kernel" and pattern in e["name"]:
             args = e.get("args", {})
-            key = (short(e["name"]), tuple(args.get("grid", ())), tuple(args.get("block", ())))
+            key = (short(e["name"], 60), tuple(args.get("grid", ())), tuple(args.get("block", ())))
             shapes[key].append(e["dur"])
     total = sum(sum(d) for d in shapes.values())
     launches = sum(len(d) for d in shapes.values())
