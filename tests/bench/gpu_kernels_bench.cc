@@ -1,9 +1,10 @@
 // gpt's memory-bound CUDA kernels (plugins/models/common/cuda_*.cu) alone, at its b8 shapes
-// (8192 rows; widths of gpt2-124m, gpt2-350m and gpt-1.3b), and the strategies' AdamW over
-// its parameters: each kernel's time per launch, and the bytes it must move at least as a
-// rate to set against the GPU's memory bandwidth (4.8 TB/s on an H200). Launches go back to
-// back on the stream, kLaunches a timed iteration.
+// (8192 rows; widths of gpt2-124m, gpt2-350m and gpt-1.3b), the strategies' AdamW over its
+// parameters, and mobilenet_v2's batch norms at b32: each kernel's time per launch, and the
+// bytes it must move at least as a rate to set against the GPU's memory bandwidth (4.8 TB/s on
+// an H200). Launches go back to back on the stream, kLaunches a timed iteration.
 // Run: bench/gpu/run.sh kernels (CUDA builds only; each benchmark says so without a GPU).
+#include "plugins/models/common/cuda_batch_norm.h"
 #include "plugins/models/common/cuda_cross_entropy.h"
 #include "plugins/models/common/cuda_layer_norm.h"
 #include "plugins/models/common/cuda_tensors.hpp"
@@ -16,6 +17,8 @@
 #endif
 #include "plugins/strategies/common/cuda_adamw.h"
 
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -304,6 +307,95 @@ void AdamW(benchmark::State& state, bool a_launch_a_unit) {
   });
 }
 
+// mobilenet_v2's batch norms at b32 from 224-pixel images: each one's side (its output's
+// height and width), channels and activation, in the order the model runs them.
+struct BatchNormLayer {
+  int64_t side, channels;
+  dshost_models::Act act;
+};
+
+std::vector<BatchNormLayer> mobilenet_v2_batch_norms() {
+  using dshost_models::Act;
+  std::vector<BatchNormLayer> layers{
+      {112, 32, Act::relu6}, {112, 32, Act::relu6}, {112, 16, Act::none}};
+  int64_t side = 112, in = 16;
+  const std::vector<std::vector<int64_t>> stages{{24, 2, 2}, {32, 3, 2},  {64, 4, 2},
+                                                 {96, 3, 1}, {160, 3, 2}, {320, 1, 1}};
+  for (const auto& stage : stages) {  // channels, blocks, the first block's stride
+    for (int64_t block = 0; block < stage[1]; ++block) {
+      layers.push_back({side, 6 * in, Act::relu6});  // expansion by 6
+      if (block == 0) side /= stage[2];
+      layers.push_back({side, 6 * in, Act::relu6});   // depthwise
+      layers.push_back({side, stage[0], Act::none});  // projection
+      in = stage[0];
+    }
+  }
+  layers.push_back({7, 1280, Act::relu6});
+  return layers;
+}
+
+// One layer's tensors: x, dy, their results, the parameters and the kernels' workspace.
+struct BatchNormTensors {
+  dshost_models::BatchNormShape s;
+  dshost_models::Act act;
+  at::Tensor x = bf16({s.rows, s.channels}), dy = bf16({s.rows, s.channels}),
+             out = at::empty_like(x), weight = floats(s.channels) + 1, bias = floats(s.channels),
+             mean = floats(s.channels), var = floats(s.channels) + 1, dweight = floats(s.channels),
+             dbias = floats(s.channels), stats = floats(4 * s.channels),
+             scratch = floats(dshost_models::cuda_batch_norm_scratch(s));
+
+  const char* forward() {
+    const dshost_models::BatchNormParams p{weight.data_ptr(),
+                                           bias.data_ptr(),
+                                           mean.data_ptr(),
+                                           var.data_ptr(),
+                                           nullptr,
+                                           true,
+                                           true,
+                                           0.1f,
+                                           1e-5f};
+    return dshost_models::cuda_batch_norm(bf16_bits(x), p, act, bf16_bits(out),
+                                          stats.data_ptr<float>(), scratch.data_ptr<float>(), s,
+                                          dshost_models::stream_of(x));
+  }
+
+  const char* backward() {
+    const dshost_models::BatchNormGrads g{dweight.data_ptr(), dbias.data_ptr(), true, false};
+    return dshost_models::cuda_batch_norm_backward(
+        bf16_bits(dy), bf16_bits(x), stats.data_ptr<float>(), act, bf16_bits(out), g,
+        scratch.data_ptr<float>(), s, dshost_models::stream_of(x));
+  }
+};
+
+// Every batch norm of mobilenet_v2 at b32 one after another, forward or backward, replayed
+// from a CUDA graph as a captured training step runs them (a launch: all 52 layers).
+// Bytes: x read twice and y written forward; dy and x read twice and dx written backward.
+void BatchNormMobilenetV2(benchmark::State& state, bool backward) {
+  if (!have_gpu(state)) return;
+  const c10::cuda::CUDAStreamGuard on_a_stream(c10::cuda::getStreamFromPool());
+  std::vector<BatchNormTensors> layers;
+  int64_t elements = 0;
+  for (const BatchNormLayer& l : mobilenet_v2_batch_norms()) {
+    layers.push_back({{32 * l.side * l.side, l.channels}, l.act});
+    elements += layers.back().x.numel();
+  }
+  const auto run_all = [&]() -> const char* {
+    for (BatchNormTensors& l : layers)
+      if (const char* err = backward ? l.backward() : l.forward()) return err;
+    return nullptr;
+  };
+  for (BatchNormTensors& l : layers) l.forward();  // stats for backward
+  if (const char* err = run_all()) return state.SkipWithError(err);
+  at::cuda::CUDAGraph graph;
+  graph.capture_begin();
+  run_all();
+  graph.capture_end();
+  time_launches(state, (backward ? 10 : 6) * elements, [&]() -> const char* {
+    graph.replay();
+    return nullptr;
+  });
+}
+
 // The widths of gpt2-124m, gpt2-350m and gpt-1.3b, timed in real time.
 void gpt_widths(benchmark::internal::Benchmark* b) {
   b->Arg(768)->Arg(1024)->Arg(2048)->UseRealTime();
@@ -313,6 +405,8 @@ void gpt_widths(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(LayerNormForward)->Apply(gpt_widths);
 BENCHMARK(LayerNormBackward)->Apply(gpt_widths);
+BENCHMARK_CAPTURE(BatchNormMobilenetV2, forward, false)->UseRealTime();
+BENCHMARK_CAPTURE(BatchNormMobilenetV2, backward, true)->UseRealTime();
 BENCHMARK(CrossEntropyForward)->UseRealTime();
 BENCHMARK(CrossEntropyBackward)->UseRealTime();
 #if DSHOST_CUDA_FP8
