@@ -367,15 +367,17 @@ struct BatchNormTensors {
   }
 };
 
-// Every batch norm of mobilenet_v2 at b32 one after another, forward or backward, replayed
-// from a CUDA graph as a captured training step runs them (a launch: all 52 layers).
-// Bytes: x read twice and y written forward; dy and x read twice and dx written backward.
+// mobilenet_v2's batch norms at b32 whose side is state.range(0) (0: all 52), one after
+// another, forward or backward, replayed from a CUDA graph as a captured training step runs
+// them (a launch: every such layer). Bytes: what each layer must move at least, x read and y
+// written forward, dy and x read and dx written backward.
 void BatchNormMobilenetV2(benchmark::State& state, bool backward) {
   if (!have_gpu(state)) return;
   const c10::cuda::CUDAStreamGuard on_a_stream(c10::cuda::getStreamFromPool());
   std::vector<BatchNormTensors> layers;
   int64_t elements = 0;
   for (const BatchNormLayer& l : mobilenet_v2_batch_norms()) {
+    if (state.range(0) != 0 && l.side != state.range(0)) continue;
     layers.push_back({{32 * l.side * l.side, l.channels}, l.act});
     elements += layers.back().x.numel();
   }
@@ -390,10 +392,16 @@ void BatchNormMobilenetV2(benchmark::State& state, bool backward) {
   graph.capture_begin();
   run_all();
   graph.capture_end();
-  time_launches(state, (backward ? 10 : 6) * elements, [&]() -> const char* {
+  time_launches(state, (backward ? 6 : 4) * elements, [&]() -> const char* {
     graph.replay();
     return nullptr;
   });
+}
+
+// All of mobilenet_v2's batch norms, then those of each side.
+void mobilenet_v2_sides(benchmark::internal::Benchmark* b) {
+  for (const int64_t side : {0, 112, 56, 28, 14, 7}) b->Arg(side);
+  b->UseRealTime();
 }
 
 // The widths of gpt2-124m, gpt2-350m and gpt-1.3b, timed in real time.
@@ -405,8 +413,8 @@ void gpt_widths(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(LayerNormForward)->Apply(gpt_widths);
 BENCHMARK(LayerNormBackward)->Apply(gpt_widths);
-BENCHMARK_CAPTURE(BatchNormMobilenetV2, forward, false)->UseRealTime();
-BENCHMARK_CAPTURE(BatchNormMobilenetV2, backward, true)->UseRealTime();
+BENCHMARK_CAPTURE(BatchNormMobilenetV2, forward, false)->Apply(mobilenet_v2_sides);
+BENCHMARK_CAPTURE(BatchNormMobilenetV2, backward, true)->Apply(mobilenet_v2_sides);
 BENCHMARK(CrossEntropyForward)->UseRealTime();
 BENCHMARK(CrossEntropyBackward)->UseRealTime();
 #if DSHOST_CUDA_FP8
