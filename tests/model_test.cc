@@ -982,90 +982,138 @@ TEST(FusedLayerNorm, AddsTheParametersGradientsIntoBoundBuffers) {
 }
 
 DSHOST_SUITE_LABEL(BatchNormAct, gpu);
+#if DSHOST_CUDA_BATCH_NORM
+// DSHOST_BATCH_NORM_CLUSTERS (cuda_batch_norm.h's switch) set to "1" or unset for a scope,
+// unset after it.
+struct BatchNormClusters {
+  explicit BatchNormClusters(bool on) {
+    if (on)
+      setenv("DSHOST_BATCH_NORM_CLUSTERS", "1", 1);
+    else
+      unsetenv("DSHOST_BATCH_NORM_CLUSTERS");
+  }
+  ~BatchNormClusters() { unsetenv("DSHOST_BATCH_NORM_CLUSTERS"); }
+};
+
+bool device_has_clusters() {
+  int clusters = 0;
+  return cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, 0) == cudaSuccess &&
+         clusters != 0;
+}
+
+// One layer of `shape` with activation `act`, parameters and running statistics of the given
+// dtypes, on the kernels against BatchNorm2d and the activation in float64.
+void expect_batch_norm_act_follows_float64(const std::vector<int64_t>& shape,
+                                           dshost_models::Act act, at::ScalarType params,
+                                           at::ScalarType stats) {
+  SCOPED_TRACE(std::to_string(shape[1]) + " channels, activation " +
+               std::to_string(static_cast<int>(act)) + ", parameters " + c10::toString(params) +
+               ", statistics " + c10::toString(stats));
+  const int64_t channels = shape[1];
+  dshost_models::BatchNormAct ours(channels, act);
+  torch::nn::BatchNorm2d exact(channels);
+  if (stats == at::kBFloat16) {
+    ours->to(at::kCUDA, at::kBFloat16);
+  } else {
+    ours->to(at::kCUDA);
+    for (at::Tensor& p : ours->parameters()) p.set_data(p.to(params));
+  }
+  exact->to(at::kCUDA, at::kDouble);
+  const auto cuda = at::dtype(at::kFloat).device(at::kCUDA);
+  const std::vector<at::Tensor> values{
+      1 + at::randn({channels}, cuda) * 0.2, at::randn({channels}, cuda) * 0.5,
+      at::randn({channels}, cuda), 0.5 + at::rand({channels}, cuda)};
+  const std::vector<at::Tensor> ours_tensors{ours->weight, ours->bias, ours->running_mean,
+                                             ours->running_var},
+      exact_tensors{exact->weight, exact->bias, exact->running_mean, exact->running_var};
+  for (size_t i = 0; i < values.size(); ++i) {
+    ours_tensors[i].detach().copy_(values[i]);
+    exact_tensors[i].detach().copy_(ours_tensors[i]);
+  }
+  const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
+  const at::Tensor x = (at::randn(shape, bf16) * 2 + 3).contiguous(at::MemoryFormat::ChannelsLast),
+                   dy = at::randn(shape, bf16).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x_ours = x.clone().set_requires_grad(true),
+                   x_exact = x.to(at::kDouble).set_requires_grad(true);
+  const at::Tensor got = ours->forward(x_ours);
+  ASSERT_NE(got.grad_fn()->name().find("CudaBatchNormAct"), std::string::npos)
+      << got.grad_fn()->name();
+  got.backward(dy);
+  const at::Tensor want = dshost_models::activate(exact->forward(x_exact), act);
+  want.backward(dy.to(at::kDouble));
+  EXPECT_LT(relative_error(got, want), 1.0 / 128);
+  EXPECT_LT(relative_error(x_ours.grad(), x_exact.grad()), 1.0 / 128);
+  EXPECT_LT(relative_error(ours->weight.grad(), exact->weight.grad()), 1.0 / 128);
+  EXPECT_LT(relative_error(ours->bias.grad(), exact->bias.grad()), 1.0 / 128);
+  EXPECT_LT(relative_error(ours->running_mean, exact->running_mean), 1.0 / 128);
+  EXPECT_LT(relative_error(ours->running_var, exact->running_var), 1.0 / 128);
+  EXPECT_EQ(ours->num_batches_tracked.item<double>(), 1);
+}
+#endif
+
 // The image models' batch norm and activation on the kernels against BatchNorm2d and the
 // activation in float64 over the same bf16 values, for each activation, with parameters and
 // running statistics in bf16 and fp32 (the strategies' bf16 parameters with the model's fp32
 // statistics; all fp32; all bf16, as Module::to(bf16) leaves them, the counter included):
 // the output, the gradients of input, weight and bias, and the running statistics within
 // bf16's rounding (1/128 of the norm, which a wrong term exceeds by far).
-// 24 channels (3 vectors of 8) and 264 (past a block's 32), 70 and 2,664 rows (past a
-// summing block's rows); the inputs' mean far from zero, as the variance's precision needs.
+// Every shape on the three passes, then with the one-launch kernels asked for, which take
+// them where the device has thread block clusters: 24 channels (3 vectors of 8) and 264
+// (past a block's 32), 70 and 2,664 rows (past a summing block's rows); 12,544 rows (7 a
+// thread); 1,032 channels at 1,568 rows (several vectors a block, the last cluster's short).
+// 20,480 rows (past what a cluster holds) stay on the three passes. The inputs' mean far
+// from zero, as the variance's precision needs.
 TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_BATCH_NORM
   GTEST_SKIP() << "built without CUDA kernels";
-#endif
+#else
   using dshost_models::Act;
   at::manual_seed(13);
-  const std::vector<std::vector<int64_t>> shapes{{2, 24, 7, 5}, {8, 264, 37, 9}};
-  for (const auto& shape : shapes) {
-    for (const Act act : {Act::none, Act::relu, Act::relu6, Act::silu}) {
-      for (const auto& [params, stats] :
-           std::vector<std::pair<at::ScalarType, at::ScalarType>>{{at::kBFloat16, at::kFloat},
-                                                                  {at::kFloat, at::kFloat},
-                                                                  {at::kBFloat16, at::kBFloat16}}) {
-        SCOPED_TRACE(std::to_string(shape[1]) + " channels, activation " +
-                     std::to_string(static_cast<int>(act)) + ", parameters " +
-                     c10::toString(params) + ", statistics " + c10::toString(stats));
-        const int64_t channels = shape[1];
-        dshost_models::BatchNormAct ours(channels, act);
-        torch::nn::BatchNorm2d exact(channels);
-        if (stats == at::kBFloat16) {
-          ours->to(at::kCUDA, at::kBFloat16);
-        } else {
-          ours->to(at::kCUDA);
-          for (at::Tensor& p : ours->parameters()) p.set_data(p.to(params));
-        }
-        exact->to(at::kCUDA, at::kDouble);
-        const auto cuda = at::dtype(at::kFloat).device(at::kCUDA);
-        const std::vector<at::Tensor> values{
-            1 + at::randn({channels}, cuda) * 0.2, at::randn({channels}, cuda) * 0.5,
-            at::randn({channels}, cuda), 0.5 + at::rand({channels}, cuda)};
-        const std::vector<at::Tensor> ours_tensors{ours->weight, ours->bias, ours->running_mean,
-                                                   ours->running_var},
-            exact_tensors{exact->weight, exact->bias, exact->running_mean, exact->running_var};
-        for (size_t i = 0; i < values.size(); ++i) {
-          ours_tensors[i].detach().copy_(values[i]);
-          exact_tensors[i].detach().copy_(ours_tensors[i]);
-        }
-        const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
-        const at::Tensor x = (at::randn(shape, bf16) * 2 + 3)
-                                 .contiguous(at::MemoryFormat::ChannelsLast),
-                         dy = at::randn(shape, bf16).contiguous(at::MemoryFormat::ChannelsLast);
-        const at::Tensor x_ours = x.clone().set_requires_grad(true),
-                         x_exact = x.to(at::kDouble).set_requires_grad(true);
-        const at::Tensor got = ours->forward(x_ours);
-        ASSERT_NE(got.grad_fn()->name().find("CudaBatchNormAct"), std::string::npos)
-            << got.grad_fn()->name();
-        got.backward(dy);
-        const at::Tensor want = dshost_models::activate(exact->forward(x_exact), act);
-        want.backward(dy.to(at::kDouble));
-        EXPECT_LT(relative_error(got, want), 1.0 / 128);
-        EXPECT_LT(relative_error(x_ours.grad(), x_exact.grad()), 1.0 / 128);
-        EXPECT_LT(relative_error(ours->weight.grad(), exact->weight.grad()), 1.0 / 128);
-        EXPECT_LT(relative_error(ours->bias.grad(), exact->bias.grad()), 1.0 / 128);
-        EXPECT_LT(relative_error(ours->running_mean, exact->running_mean), 1.0 / 128);
-        EXPECT_LT(relative_error(ours->running_var, exact->running_var), 1.0 / 128);
-        EXPECT_EQ(ours->num_batches_tracked.item<double>(), 1);
-      }
+  const std::vector<std::pair<std::vector<int64_t>, bool>> shapes{{{2, 24, 7, 5}, true},
+                                                                  {{8, 264, 37, 9}, true},
+                                                                  {{16, 264, 28, 28}, true},
+                                                                  {{32, 1032, 7, 7}, true},
+                                                                  {{8, 16, 64, 40}, false}};
+  for (const bool asked : {false, true}) {
+    const BatchNormClusters clusters(asked);
+    for (const auto& [shape, fits] : shapes) {
+      const int64_t rows = shape[0] * shape[2] * shape[3];
+      SCOPED_TRACE(std::to_string(rows) + " rows, one launch asked for: " + std::to_string(asked));
+      EXPECT_EQ(dshost_models::cuda_batch_norm_plan({rows, shape[1]}).lanes > 0,
+                asked && fits && device_has_clusters());
+      for (const Act act : {Act::none, Act::relu, Act::relu6, Act::silu})
+        for (const auto& [params, stats] :
+             std::vector<std::pair<at::ScalarType, at::ScalarType>>{{at::kBFloat16, at::kFloat},
+                                                                    {at::kFloat, at::kFloat},
+                                                                    {at::kBFloat16, at::kBFloat16}})
+          expect_batch_norm_act_follows_float64(shape, act, params, stats);
     }
   }
+#endif
 }
 
 // With buffers bound as the parameters' gradients (what a strategy binds), the kernels add
 // the weight's and bias's gradients into them, on top of what they held, over two passes,
 // and the accumulators get none (their post hooks, the strategies' grads_ready, still run);
 // against the same layer on copies with autograd's gradients, within bf16's rounding. fp32
-// parameters (ddp's under autocast) and bf16 ones (zero2's), 264 channels, 2,664 rows.
+// parameters (ddp's under autocast) and bf16 ones (zero2's), 264 channels, 2,664 rows; on the
+// three passes and on the one launch where asked for.
 TEST(BatchNormAct, AddsTheParametersGradientsIntoBoundBuffers) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_BATCH_NORM
   GTEST_SKIP() << "built without CUDA kernels";
-#endif
+#else
   at::manual_seed(15);
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
-  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
-    SCOPED_TRACE(c10::toString(dtype));
+  for (const auto& [asked, dtype] :
+       std::vector<std::pair<bool, at::ScalarType>>{{false, at::kFloat},
+                                                    {false, at::kBFloat16},
+                                                    {true, at::kFloat},
+                                                    {true, at::kBFloat16}}) {
+    SCOPED_TRACE(std::string(c10::toString(dtype)) +
+                 ", one launch asked for: " + std::to_string(asked));
+    const BatchNormClusters clusters(asked);
     dshost_models::BatchNormAct bound(264, dshost_models::Act::silu),
         plain(264, dshost_models::Act::silu);
     for (auto* layer : {&bound, &plain}) {
@@ -1095,6 +1143,7 @@ TEST(BatchNormAct, AddsTheParametersGradientsIntoBoundBuffers) {
     }
     EXPECT_EQ(arrived, std::vector<bool>(4, false));
   }
+#endif
 }
 
 // efficientnet_b0's squeeze-excitation, x * sigmoid(fc2(silu(fc1(mean(x))))), against the same

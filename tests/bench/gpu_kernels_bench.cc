@@ -21,6 +21,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>  // setenv
 #include <vector>
 
 namespace {
@@ -369,11 +370,16 @@ struct BatchNormTensors {
 
 // mobilenet_v2's batch norms at b32 whose side is state.range(0) (0: all 52), one after
 // another, forward or backward, replayed from a CUDA graph as a captured training step runs
-// them (a launch: every such layer). Bytes: what each layer must move at least, x read and y
-// written forward, dy and x read and dx written backward.
-void BatchNormMobilenetV2(benchmark::State& state, bool backward) {
+// them (a launch: every such layer); with the one-launch kernels asked for where `one_launch`
+// (DSHOST_BATCH_NORM_CLUSTERS, cuda_batch_norm.h). Bytes: what each layer must move at
+// least, x read and y written forward, dy and x read and dx written backward.
+void BatchNormMobilenetV2(benchmark::State& state, bool backward, bool one_launch) {
   if (!have_gpu(state)) return;
   const c10::cuda::CUDAStreamGuard on_a_stream(c10::cuda::getStreamFromPool());
+  if (one_launch)
+    setenv("DSHOST_BATCH_NORM_CLUSTERS", "1", 1);
+  else
+    unsetenv("DSHOST_BATCH_NORM_CLUSTERS");
   std::vector<BatchNormTensors> layers;
   int64_t elements = 0;
   for (const BatchNormLayer& l : mobilenet_v2_batch_norms()) {
@@ -413,8 +419,10 @@ void gpt_widths(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(LayerNormForward)->Apply(gpt_widths);
 BENCHMARK(LayerNormBackward)->Apply(gpt_widths);
-BENCHMARK_CAPTURE(BatchNormMobilenetV2, forward, false)->Apply(mobilenet_v2_sides);
-BENCHMARK_CAPTURE(BatchNormMobilenetV2, backward, true)->Apply(mobilenet_v2_sides);
+BENCHMARK_CAPTURE(BatchNormMobilenetV2, forward, false, false)->Apply(mobilenet_v2_sides);
+BENCHMARK_CAPTURE(BatchNormMobilenetV2, forward_one_launch, false, true)->Apply(mobilenet_v2_sides);
+BENCHMARK_CAPTURE(BatchNormMobilenetV2, backward, true, false)->Apply(mobilenet_v2_sides);
+BENCHMARK_CAPTURE(BatchNormMobilenetV2, backward_one_launch, true, true)->Apply(mobilenet_v2_sides);
 BENCHMARK(CrossEntropyForward)->UseRealTime();
 BENCHMARK(CrossEntropyBackward)->UseRealTime();
 #if DSHOST_CUDA_FP8

@@ -1,4 +1,5 @@
-// The kernels of cuda_batch_norm.h. Each direction is three launches: a pass over the rows
+// The kernels of cuda_batch_norm.h where a direction takes no clusters (else
+// cuda_batch_norm_clusters.cu's). Each direction is three launches: a pass over the rows
 // summing two values per channel into per-block partials, a small kernel adding the
 // partials in a fixed order and deriving each channel's coefficients, and an elementwise
 // pass applying them. Every pass lays its blocks the same way: a block spans up to 32
@@ -6,9 +7,8 @@
 // keeps to its 8 channels (their coefficients in registers), taking every so many rows.
 #include "cuda_batch_norm.h"
 
-#include "cuda_bf16.cuh"
-
-#include <type_traits>
+#include "cuda_batch_norm_clusters.h"
+#include "cuda_batch_norm_math.cuh"
 
 namespace dshost_models {
 namespace {
@@ -79,48 +79,6 @@ __device__ void add_partials(const float* partials, int64_t groups, int64_t chan
   }
 }
 
-template <Act A>
-__device__ float activate(float z) {
-  if (A == Act::relu) return z > 0.f ? z : 0.f;
-  if (A == Act::relu6) return z > 0.f ? (z < 6.f ? z : 6.f) : 0.f;
-  if (A == Act::silu) return z / (1.f + __expf(-z));
-  return z;
-}
-
-template <Act A>
-__device__ float derivative(float z) {
-  if (A == Act::relu) return z > 0.f ? 1.f : 0.f;
-  if (A == Act::relu6) return z > 0.f && z < 6.f ? 1.f : 0.f;
-  if (A == Act::silu) {
-    const float s = 1.f / (1.f + __expf(-z));
-    return s * (1.f + z * (1.f - s));
-  }
-  return 1.f;
-}
-
-__device__ float param(const void* p, bool fp32, int64_t i) {
-  return fp32 ? static_cast<const float*>(p)[i] : to_float(static_cast<const uint16_t*>(p)[i]);
-}
-
-__device__ void set_param(void* p, bool fp32, int64_t i, float v) {
-  if (fp32)
-    static_cast<float*>(p)[i] = v;
-  else
-    static_cast<uint16_t*>(p)[i] = to_bf16(v);
-}
-
-// 8 consecutive floats from 32-byte aligned `at`.
-struct Floats8 {
-  float v[kLanes];
-};
-__device__ Floats8 load8(const float* at) {
-  const float4 lo = reinterpret_cast<const float4*>(at)[0],
-               hi = reinterpret_cast<const float4*>(at)[1];
-  return {{lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w}};
-}
-
-__device__ Bf16x8 load_bf16x8(const uint16_t* at) { return *reinterpret_cast<const Bf16x8*>(at); }
-
 // Sums of x - shift and of its square, shift being the channel's value in row 0 (so that
 // the variance keeps its precision when the mean is far from zero).
 __global__ void batch_norm_statistics_kernel(const uint16_t* x, ColumnTiling t, int64_t rows,
@@ -184,35 +142,6 @@ __global__ void batch_norm_forward_kernel(const uint16_t* x, const float* stats,
   }
 }
 
-// A thread's channels' forward statistics, and what backward recomputes of one element
-// vector from them: g, the gradient reaching the batch norm's output (dy through the
-// activation's derivative), and xhat, the normalized input.
-struct ChannelStats {
-  Floats8 mean, rstd, scale, shift;
-};
-
-__device__ ChannelStats channel_stats(const float* stats, int64_t channels, int64_t col) {
-  return {load8(stats + col), load8(stats + channels + col), load8(stats + 2 * channels + col),
-          load8(stats + 3 * channels + col)};
-}
-
-struct Recomputed {
-  float g[kLanes], xhat[kLanes];
-};
-
-template <Act A>
-__device__ Recomputed recompute(const ChannelStats& s, const uint16_t* dy, const uint16_t* x,
-                                int64_t at) {
-  const Bf16x8 gin = load_bf16x8(dy + at), in = load_bf16x8(x + at);
-  Recomputed r;
-  for (int k = 0; k < kLanes; ++k) {
-    const float v = to_float(in.v[k]);
-    r.g[k] = to_float(gin.v[k]) * derivative<A>(v * s.scale.v[k] + s.shift.v[k]);
-    r.xhat[k] = (v - s.mean.v[k]) * s.rstd.v[k];
-  }
-  return r;
-}
-
 // Sums of g (the bias's gradient) and of g xhat (the weight's).
 template <Act A>
 __global__ void batch_norm_backward_sums_kernel(const uint16_t* dy, const uint16_t* x,
@@ -224,7 +153,8 @@ __global__ void batch_norm_backward_sums_kernel(const uint16_t* dy, const uint16
     const ChannelStats s = channel_stats(stats, channels, p.col);
 #pragma unroll 4
     for (int64_t row = p.first_row; row < rows; row += p.step) {
-      const Recomputed r = recompute<A>(s, dy, x, row * channels + p.col);
+      const int64_t at = row * channels + p.col;
+      const Recomputed r = recompute<A>(s, load_bf16x8(dy + at), load_bf16x8(x + at));
       for (int k = 0; k < kLanes; ++k) {
         g_sum[k] += r.g[k];
         g_xhat_sum[k] += r.g[k] * r.xhat[k];
@@ -265,7 +195,7 @@ __global__ void batch_norm_backward_kernel(const uint16_t* dy, const uint16_t* x
 #pragma unroll 4
   for (int64_t row = p.first_row; row < rows; row += p.step) {
     const int64_t at = row * channels + p.col;
-    const Recomputed r = recompute<A>(s, dy, x, at);
+    const Recomputed r = recompute<A>(s, load_bf16x8(dy + at), load_bf16x8(x + at));
     Bf16x8 out;
     for (int k = 0; k < kLanes; ++k)
       out.v[k] = to_bf16(s.scale.v[k] * (r.g[k] - g_mean.v[k] - r.xhat[k] * g_xhat_mean.v[k]));
@@ -316,21 +246,6 @@ void backward_passes(const uint16_t* dy, const uint16_t* x, const float* stats, 
       dy, x, stats, coefficients, t, s.rows, s.channels, dx);
 }
 
-// Calls f(std::integral_constant<Act, act>()).
-template <class F>
-void with_activation(Act act, F f) {
-  switch (act) {
-    case Act::none:
-      return f(std::integral_constant<Act, Act::none>());
-    case Act::relu:
-      return f(std::integral_constant<Act, Act::relu>());
-    case Act::relu6:
-      return f(std::integral_constant<Act, Act::relu6>());
-    case Act::silu:
-      return f(std::integral_constant<Act, Act::silu>());
-  }
-}
-
 }  // namespace
 
 bool cuda_batch_norm_takes(const BatchNormShape& s) {
@@ -338,11 +253,14 @@ bool cuda_batch_norm_takes(const BatchNormShape& s) {
 }
 
 int64_t cuda_batch_norm_scratch(const BatchNormShape& s) {
+  if (cuda_batch_norm_plan(s).lanes > 0) return 0;
   return 2 * static_cast<int64_t>(summing_grid(s).y) * s.channels + 2 * s.channels;
 }
 
 const char* cuda_batch_norm(const uint16_t* x, const BatchNormParams& p, Act act, uint16_t* y,
                             float* stats, float* scratch, const BatchNormShape& s, void* stream) {
+  if (const ClusterPlan plan = cuda_batch_norm_plan(s); plan.lanes > 0)
+    return cluster_batch_norm(x, p, act, y, stats, s, plan, stream);
   with_activation(act, [&](auto a) {
     forward_passes<decltype(a)::value>(x, p, y, stats, scratch, s,
                                        static_cast<cudaStream_t>(stream));
@@ -353,6 +271,8 @@ const char* cuda_batch_norm(const uint16_t* x, const BatchNormParams& p, Act act
 const char* cuda_batch_norm_backward(const uint16_t* dy, const uint16_t* x, const float* stats,
                                      Act act, uint16_t* dx, const BatchNormGrads& g, float* scratch,
                                      const BatchNormShape& s, void* stream) {
+  if (const ClusterPlan plan = cuda_batch_norm_plan(s); plan.lanes > 0)
+    return cluster_batch_norm_backward(dy, x, stats, act, dx, g, s, plan, stream);
   with_activation(act, [&](auto a) {
     backward_passes<decltype(a)::value>(dy, x, stats, dx, g, scratch, s,
                                         static_cast<cudaStream_t>(stream));

@@ -3,11 +3,15 @@
 // then the normalized and activated output) and writes y once; backward reads dy and x
 // twice and writes dx once, the activation's derivative recomputed from x. Unfused, cuDNN's
 // batch norm and ATen's activation write and read the normalized tensor besides, and
-// autograd keeps it for the activation's backward. Plain C++ on this side: the kernels'
-// file includes no LibTorch.
+// autograd keeps it for the activation's backward. Where a layer's layout fits thread block
+// clusters (batch_norm_cluster_plan.h) and DSHOST_BATCH_NORM_CLUSTERS=1, each direction reads
+// its inputs once, in one launch: an experiment's switch, off until a GPU has measured the one
+// launch against the three passes, to go then. Plain C++ on this side: the kernels' files
+// include no LibTorch.
 #pragma once
 
 #include "activation.h"
+#include "batch_norm_cluster_plan.h"
 
 #include <cstdint>
 
@@ -35,7 +39,11 @@ struct BatchNormParams {
 // The shapes the kernels take: channels a multiple of 8, at least 2 rows.
 bool cuda_batch_norm_takes(const BatchNormShape& s);
 
-// Floats of scratch each call needs for a shape.
+// The one-launch layout both directions take for s on the current device, as the
+// environment asks now; lanes 0: the three passes.
+ClusterPlan cuda_batch_norm_plan(const BatchNormShape& s);
+
+// Floats of scratch each call needs for a shape on the current device (none in one launch).
 int64_t cuda_batch_norm_scratch(const BatchNormShape& s);
 
 // y = act(weight (x - mean) rstd + bias) with each channel's mean and rstd = 1 /
