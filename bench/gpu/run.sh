@@ -72,6 +72,9 @@ torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 export LD_LIBRARY_PATH=$PWD/.devdeps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0
 build=${BUILD:-/tmp/build}
+# What the image models train on where the data is not the point: synthetic images of
+# ImageNet's 1,000 classes, as the peer's torchvision models have.
+synthetic_images=(data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000)
 
 machine() {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -150,8 +153,7 @@ images() {  # [graph | zero2]: dshost with train.cuda_graph only, or zero2 (for 
                              vgg16:8 vgg16:32 resnet50:64"
   [[ $only == zero2 ]] && default="vgg16:8 vgg16:32 resnet50:64"
   local cases=(${IMAGE_CASES:-$default})
-  local zoo=(data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000
-             train.max_steps=60)
+  local zoo=("${synthetic_images[@]}" train.max_steps=60)
   for case in "${cases[@]}"; do
     local model=${case%:*} batch=${case#*:}
     local common=(model.plugin=\"$model\" train.micro_batch_size=$batch "${zoo[@]}")
@@ -188,7 +190,7 @@ real_data() {
           "${common[@]}" "${folder_sets[@]}" train.cuda_graph=$graph data.workers=$workers data.decode=\"$decode\"
       done
       dshost_run "${model}_b64_synthetic_dshost$suffix" "$model b64 synthetic" "${common[@]}" train.cuda_graph=$graph \
-        data.dataset=\"synthetic\" data.synthetic_classes=1000
+        "${synthetic_images[@]}"
     done
     for decode in cpu gpu; do
       dshost_run "${model}_b64_folder_${decode}_4_workers_dshost_graph" "$model b64 jpeg folder, 4 workers, $decode decode" \
@@ -266,8 +268,7 @@ compile_table() {
     else
       [[ $model == resnet50 ]] && mode=default
       dshost_run "${name}_zero2_dshost" "$model b$batch zero2" model.plugin=\"$model\" \
-        train.micro_batch_size=$batch data.dataset=\"synthetic\" model.num_classes=1000 \
-        data.synthetic_classes=1000 train.max_steps=$steps strategy.plugin=\"zero2\" \
+        train.micro_batch_size=$batch "${synthetic_images[@]}" train.max_steps=$steps strategy.plugin=\"zero2\" \
         strategy.grad_accum_dtype=\"bf16\" "${graph[@]}"
       peer+=(--model "$model")
     fi
@@ -424,8 +425,7 @@ torch_dist() {
 # and True for zero3. resnet50 b64 and gpt2-124m b8 per GPU, bf16; samples/s of all GPUs.
 scaling() {
   local all; all=$(nvidia-smi -L | wc -l)
-  local images=(model.plugin=\"resnet50\" train.micro_batch_size=64 data.dataset=\"synthetic\"
-                model.num_classes=1000 data.synthetic_classes=1000 train.max_steps=60)
+  local images=(model.plugin=\"resnet50\" train.micro_batch_size=64 "${synthetic_images[@]}" train.max_steps=60)
   for n in $(printf '%s\n' 1 "${SCALING_GPUS:-$all}" | sort -un); do
     for strategy in ddp zero2 zero3; do
       local plugin=$strategy label=" x$n" peer; peer=$(torch_dist $strategy)
@@ -448,8 +448,7 @@ scaling() {
 # zero3-offload with nothing offloaded beside FSDP2 with reshard_after_forward True.
 guide() {
   local n=${GUIDE_GPUS:-$(nvidia-smi -L | wc -l)}
-  local zoo=(data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000 train.max_steps=60
-             launcher.nprocs=$n)
+  local zoo=("${synthetic_images[@]}" train.max_steps=60 launcher.nprocs=$n)
   local row model batch strategy
   for row in mobilenet_v2:32:ddp mobilenet_v2:64:zero2 efficientnet_b0:16:ddp efficientnet_b0:32:zero2 \
              ensemble:8:zero3; do
@@ -477,7 +476,7 @@ profile() {
   peer_run gpt-1.3b_b8_profile_torch "profile gpt-1.3b" --model gpt --preset gpt-1.3b --batch 8 \
     --warmup 10 --steps 3 --profile "$logs/gpt-1.3b_torch.json"
   dshost_run vgg16_b32_profile "profile vgg16" model.plugin=\"vgg16\" train.micro_batch_size=32 \
-    data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000 "${steps[@]}"
+    "${synthetic_images[@]}" "${steps[@]}"
   peer_run vgg16_b32_profile_torch "profile vgg16" --model vgg16 --batch 32 --steps 5 \
     --profile "$logs/vgg16_torch.json"
   for name in gpt2-124m gpt-1.3b vgg16; do
@@ -505,8 +504,7 @@ profile_compile() {
       peer_run "${name}_torch" "profile $case" --model gpt --preset "$model" --batch "$batch" --steps 5 \
         --compile $mode --profile "$logs/${name}_torch.json"
     else
-      dshost_run "$name" "profile $case" model.plugin=\"$model\" data.dataset=\"synthetic\" \
-        model.num_classes=1000 data.synthetic_classes=1000 "${sets[@]}"
+      dshost_run "$name" "profile $case" model.plugin=\"$model\" "${synthetic_images[@]}" "${sets[@]}"
       peer_run "${name}_torch" "profile $case" --model "$model" --batch "$batch" --steps 5 \
         --compile $mode --profile "$logs/${name}_torch.json"
     fi
@@ -532,8 +530,7 @@ gaps() {
         kind_suffix=", graph $graph, traced" gpt_cases "$name" "$model" "$batch" 26 zero2 "${sets[@]}"
       else
         dshost_run "$name" "$model b$batch zero2, graph $graph, traced" model.plugin=\"$model\" \
-          train.micro_batch_size=$batch data.dataset=\"synthetic\" model.num_classes=1000 \
-          data.synthetic_classes=1000 train.max_steps=26 strategy.plugin=\"zero2\" "${sets[@]}"
+          train.micro_batch_size=$batch "${synthetic_images[@]}" train.max_steps=26 strategy.plugin=\"zero2\" "${sets[@]}"
       fi
       gaps_of "$case zero2, bf16 gradients, graph $graph" "$logs/runs/$name/profile/rank0.pt.trace.json"
       [[ -n ${LAUNCHES:-} && $graph == true ]] &&
@@ -555,7 +552,7 @@ gaps_of() {  # TITLE TRACE: appends gaps.py's markdown for the trace to $out/gap
 # PyTorch eager: kernel time by family.
 profile_vgg16_zero2() {
   dshost_run vgg16_b32_zero2_profile "profile vgg16 zero2" model.plugin=\"vgg16\" train.micro_batch_size=32 \
-    data.dataset=\"synthetic\" model.num_classes=1000 data.synthetic_classes=1000 strategy.plugin=\"zero2\" \
+    "${synthetic_images[@]}" strategy.plugin=\"zero2\" \
     strategy.grad_accum_dtype=\"bf16\" train.max_steps=26 train.profile_steps=2 train.profile_after=20
   peer_run vgg16_b32_zero2_profile_torch "profile vgg16 zero2" --model vgg16 --batch 32 --steps 5 \
     --profile "$logs/vgg16_zero2_torch.json"
