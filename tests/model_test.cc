@@ -983,16 +983,23 @@ TEST(FusedLayerNorm, AddsTheParametersGradientsIntoBoundBuffers) {
 
 DSHOST_SUITE_LABEL(BatchNormAct, gpu);
 #if DSHOST_CUDA_BATCH_NORM
-// DSHOST_BATCH_NORM_CLUSTERS (cuda_batch_norm.h's switch) set to "1" or unset for a scope,
-// unset after it.
+// Which batch norm kernels cuda_batch_norm.h's switches ask for: the three passes, the one
+// launch with a thread's rows held (DSHOST_BATCH_NORM_CLUSTERS=1), or with up to 64 rows a
+// thread, those past 8 read again (DSHOST_BATCH_NORM_CLUSTER_ROWS=64). Set for a scope, unset
+// after it.
+enum class BatchNormPath { three_passes, held, streamed };
+
 struct BatchNormClusters {
-  explicit BatchNormClusters(bool on) {
-    if (on)
-      setenv("DSHOST_BATCH_NORM_CLUSTERS", "1", 1);
-    else
-      unsetenv("DSHOST_BATCH_NORM_CLUSTERS");
+  explicit BatchNormClusters(BatchNormPath path) {
+    unset();
+    if (path != BatchNormPath::three_passes) setenv("DSHOST_BATCH_NORM_CLUSTERS", "1", 1);
+    if (path == BatchNormPath::streamed) setenv("DSHOST_BATCH_NORM_CLUSTER_ROWS", "64", 1);
   }
-  ~BatchNormClusters() { unsetenv("DSHOST_BATCH_NORM_CLUSTERS"); }
+  ~BatchNormClusters() { unset(); }
+  static void unset() {
+    unsetenv("DSHOST_BATCH_NORM_CLUSTERS");
+    unsetenv("DSHOST_BATCH_NORM_CLUSTER_ROWS");
+  }
 };
 
 bool device_has_clusters() {
@@ -1061,8 +1068,9 @@ void expect_batch_norm_act_follows_float64(const std::vector<int64_t>& shape,
 // them where the device has thread block clusters: 24 channels (3 vectors of 8) and 264
 // (past a block's 32), 70 and 2,664 rows (past a summing block's rows); 12,544 rows (7 a
 // thread); 1,032 channels at 1,568 rows (several vectors a block, the last cluster's short).
-// 20,480 rows (past what a cluster holds) stay on the three passes. The inputs' mean far
-// from zero, as the variance's precision needs.
+// 20,480 and 50,176 rows (10 and 25 a thread) only where the rows past 8 are read again;
+// 133,120 rows (65 a thread) on the three passes always. The inputs' mean far from zero, as
+// the variance's precision needs.
 TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_BATCH_NORM
@@ -1070,18 +1078,23 @@ TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
 #else
   using dshost_models::Act;
   at::manual_seed(13);
-  const std::vector<std::pair<std::vector<int64_t>, bool>> shapes{{{2, 24, 7, 5}, true},
-                                                                  {{8, 264, 37, 9}, true},
-                                                                  {{16, 264, 28, 28}, true},
-                                                                  {{32, 1032, 7, 7}, true},
-                                                                  {{8, 16, 64, 40}, false}};
-  for (const bool asked : {false, true}) {
-    const BatchNormClusters clusters(asked);
-    for (const auto& [shape, fits] : shapes) {
+  struct Case {
+    std::vector<int64_t> shape;
+    bool held, streamed;  // whether the one launch takes it either way
+  };
+  const std::vector<Case> cases{{{2, 24, 7, 5}, true, true},      {{8, 264, 37, 9}, true, true},
+                                {{16, 264, 28, 28}, true, true},  {{32, 1032, 7, 7}, true, true},
+                                {{8, 16, 64, 40}, false, true},   {{16, 48, 56, 56}, false, true},
+                                {{4, 16, 256, 130}, false, false}};
+  for (const BatchNormPath path :
+       {BatchNormPath::three_passes, BatchNormPath::held, BatchNormPath::streamed}) {
+    const BatchNormClusters clusters(path);
+    for (const auto& [shape, held, streamed] : cases) {
       const int64_t rows = shape[0] * shape[2] * shape[3];
-      SCOPED_TRACE(std::to_string(rows) + " rows, one launch asked for: " + std::to_string(asked));
+      SCOPED_TRACE(std::to_string(rows) + " rows, path " + std::to_string(static_cast<int>(path)));
+      const bool one_launch = path == BatchNormPath::held ? held : streamed;
       EXPECT_EQ(dshost_models::cuda_batch_norm_plan({rows, shape[1]}).lanes > 0,
-                asked && fits && device_has_clusters());
+                path != BatchNormPath::three_passes && one_launch && device_has_clusters());
       for (const Act act : {Act::none, Act::relu, Act::relu6, Act::silu})
         for (const auto& [params, stats] :
              std::vector<std::pair<at::ScalarType, at::ScalarType>>{{at::kBFloat16, at::kFloat},
@@ -1098,7 +1111,7 @@ TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
 // and the accumulators get none (their post hooks, the strategies' grads_ready, still run);
 // against the same layer on copies with autograd's gradients, within bf16's rounding. fp32
 // parameters (ddp's under autocast) and bf16 ones (zero2's), 264 channels, 2,664 rows; on the
-// three passes and on the one launch where asked for.
+// three passes and on the one launch where asked for (its rows held, 2 a thread).
 TEST(BatchNormAct, AddsTheParametersGradientsIntoBoundBuffers) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_BATCH_NORM
@@ -1106,14 +1119,14 @@ TEST(BatchNormAct, AddsTheParametersGradientsIntoBoundBuffers) {
 #else
   at::manual_seed(15);
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
-  for (const auto& [asked, dtype] :
-       std::vector<std::pair<bool, at::ScalarType>>{{false, at::kFloat},
-                                                    {false, at::kBFloat16},
-                                                    {true, at::kFloat},
-                                                    {true, at::kBFloat16}}) {
-    SCOPED_TRACE(std::string(c10::toString(dtype)) +
-                 ", one launch asked for: " + std::to_string(asked));
-    const BatchNormClusters clusters(asked);
+  for (const auto& [path, dtype] : std::vector<std::pair<BatchNormPath, at::ScalarType>>{
+           {BatchNormPath::three_passes, at::kFloat},
+           {BatchNormPath::three_passes, at::kBFloat16},
+           {BatchNormPath::held, at::kFloat},
+           {BatchNormPath::held, at::kBFloat16}}) {
+    SCOPED_TRACE(std::string(c10::toString(dtype)) + ", path " +
+                 std::to_string(static_cast<int>(path)));
+    const BatchNormClusters clusters(path);
     dshost_models::BatchNormAct bound(264, dshost_models::Act::silu),
         plain(264, dshost_models::Act::silu);
     for (auto* layer : {&bound, &plain}) {

@@ -4,10 +4,11 @@
 // twice and writes dx once, the activation's derivative recomputed from x. Unfused, cuDNN's
 // batch norm and ATen's activation write and read the normalized tensor besides, and
 // autograd keeps it for the activation's backward. Where a layer's layout fits thread block
-// clusters (batch_norm_cluster_plan.h) and DSHOST_BATCH_NORM_CLUSTERS=1, each direction reads
-// its inputs once, in one launch: an experiment's switch, off until a GPU has measured the one
-// launch against the three passes, to go then. Plain C++ on this side: the kernels' files
-// include no LibTorch.
+// clusters (batch_norm_cluster_plan.h) and DSHOST_BATCH_NORM_CLUSTERS=1, each direction is one
+// launch that reads the rows a thread holds once (DSHOST_BATCH_NORM_CLUSTER_ROWS=N lets a
+// thread take up to N rows, those past 8 read again). Both are an experiment's switches, off
+// until a GPU has measured the one launch against the three passes, to go then. Plain C++ on
+// this side: the kernels' files include no LibTorch.
 #pragma once
 
 #include "activation.h"

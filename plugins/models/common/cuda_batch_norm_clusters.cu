@@ -31,17 +31,18 @@ using namespace kernels;
 constexpr int kWarps = kClusterThreads / 32;
 constexpr int kMostWidth = kMostClusterLanes * kLanes;  // a block's channels at most
 
-// Where a thread works: channels col..col+7 of rows first_row, first_row + step, ... (its
-// cluster's slice of channels, its block's turns at passes of rows); and the channel whose
-// coefficients it derives where it is among the first lanes x 8 of its block, the keeper
-// (the cluster's rank 0) writing what the layer keeps. 32-bit: the plan keeps every
+// Where a thread works: channels col..col+7 of rows first_row, first_row + step, ..., `rounds`
+// of them (its cluster's slice of channels, its block's turns at passes of rows); and the
+// channel whose coefficients it derives where it is among the first lanes x 8 of its block,
+// the keeper (the cluster's rank 0) writing what the layer keeps. 32-bit: the plan keeps every
 // element's index below 2^31.
 struct Place {
-  int col, first_row, step, lane, channel;
+  int col, first_row, step, rounds, lane, channel;
   bool active, derives, keeper;
 };
 
-__device__ Place cluster_place(int lanes, int channels, unsigned rank) {
+// `rounds`: the plan's rows a thread, fewer where the rows end first.
+__device__ Place cluster_place(int lanes, int rows, int channels, int rounds, unsigned rank) {
   const int rows_a_pass = kClusterThreads / lanes, t = static_cast<int>(threadIdx.x);
   const int slice = static_cast<int>(blockIdx.x) / kClusterBlocks;
   Place p;
@@ -49,6 +50,7 @@ __device__ Place cluster_place(int lanes, int channels, unsigned rank) {
   p.col = (slice * lanes + p.lane) * kLanes;
   p.first_row = static_cast<int>(rank) * rows_a_pass + t / lanes;
   p.step = kClusterBlocks * rows_a_pass;
+  p.rounds = p.first_row < rows ? min(rounds, (rows - p.first_row + p.step - 1) / p.step) : 0;
   p.active = p.col < channels;
   p.channel = slice * lanes * kLanes + t;
   p.derives = t < lanes * kLanes && p.channel < channels;
@@ -159,49 +161,63 @@ __device__ float2 forward_coefficients(float2 sums, const ChannelInputs& in,
   return make_float2(scale, shift);
 }
 
-// Calls f(i, row) for each of the thread's rows (i < kRows, row < rows), unrolled so that
-// what it holds stays in registers.
+// Calls f(i, row) for the thread's rows it holds, i < kRows (unrolled, so that they stay in
+// registers).
 template <int kRows, class F>
-__device__ void for_held_rows(const Place& at, int rows, F f) {
+__device__ void for_held_rows(const Place& at, F f) {
 #pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const int row = at.first_row + i * at.step;
-    if (row < rows) f(i, row);
-  }
+  for (int i = 0; i < kRows; ++i)
+    if (i < at.rounds) f(i, at.first_row + i * at.step);
 }
 
-// Loads the thread's rows of x into `held` and adds x - its first row, and the square, into
-// sum and squares.
+// Calls f(row) for the thread's rows past those it holds, which it reads each time it needs
+// them, kInFlight rows' loads at a time (backward's take 1: 2 of its loads beside 16 held
+// vectors fill the registers).
+template <int kRows, int kInFlight = 4, class F>
+__device__ void for_streamed_rows(const Place& at, F f) {
+#pragma unroll kInFlight
+  for (int i = kRows; i < at.rounds; ++i) f(at.first_row + i * at.step);
+}
+
+// Loads the thread's rows of x, holding the first kRows in `held`, and adds x - its first
+// row, and the square, into sum and squares.
 template <int kRows>
-__device__ void hold_and_sum(const uint16_t* x, const Place& at, int rows, int channels,
+__device__ void hold_and_sum(const uint16_t* x, const Place& at, int channels,
                              Bf16x8 (&held)[kRows], float (&sum)[kLanes],
                              float (&squares)[kLanes]) {
   const Bf16x8 shift = load_bf16x8(x + at.col);
-  for_held_rows<kRows>(at, rows,
-                       [&](int i, int row) { held[i] = load_bf16x8(x + row * channels + at.col); });
-  for_held_rows<kRows>(at, rows, [&](int i, int) {
+  const auto add = [&](const Bf16x8& v) {
     for (int k = 0; k < kLanes; ++k) {
-      const float d = to_float(held[i].v[k]) - to_float(shift.v[k]);
+      const float d = to_float(v.v[k]) - to_float(shift.v[k]);
       sum[k] += d;
       squares[k] += d * d;
     }
+  };
+  for_held_rows<kRows>(at,
+                       [&](int i, int row) { held[i] = load_bf16x8(x + row * channels + at.col); });
+  for_held_rows<kRows>(at, [&](int i, int) {
+    add(held[i]);
     keep_packed(held[i]);
   });
+  for_streamed_rows<kRows>(at, [&](int row) { add(load_bf16x8(x + row * channels + at.col)); });
 }
 
-// y = act(scale x + shift) for the thread's held rows, the block's channels' scale and shift
-// in shared memory.
+// y = act(scale x + shift) for the thread's rows, the block's channels' scale and shift in
+// shared memory.
 template <Act A, int kRows>
-__device__ void apply_held(const Bf16x8 (&held)[kRows], const Place& at, int rows, int channels,
-                           const float* scale_of, const float* shift_of, uint16_t* y) {
+__device__ void apply_forward(const uint16_t* x, const Bf16x8 (&held)[kRows], const Place& at,
+                              int channels, const float* scale_of, const float* shift_of,
+                              uint16_t* y) {
   const int first = at.lane * kLanes;
-  for_held_rows<kRows>(at, rows, [&](int i, int row) {
+  const auto apply = [&](const Bf16x8& v, int row) {
     Bf16x8 out;
     for (int k = 0; k < kLanes; ++k)
-      out.v[k] =
-          to_bf16(activate<A>(to_float(held[i].v[k]) * scale_of[first + k] + shift_of[first + k]));
+      out.v[k] = to_bf16(activate<A>(to_float(v.v[k]) * scale_of[first + k] + shift_of[first + k]));
     *reinterpret_cast<Bf16x8*>(y + row * channels + at.col) = out;
-  });
+  };
+  for_held_rows<kRows>(at, [&](int i, int row) { apply(held[i], row); });
+  for_streamed_rows<kRows>(at,
+                           [&](int row) { apply(load_bf16x8(x + row * channels + at.col), row); });
 }
 
 // The forward's statistics of a block's channels, in shared memory rather than in each
@@ -210,11 +226,11 @@ struct SliceStats {
   float mean[kMostWidth], rstd[kMostWidth], scale[kMostWidth], shift[kMostWidth];
 };
 
-// g (dy through the activation's derivative) and xhat of one held vector, channels
-// first..first+7 of the slice.
+// g (dy through the activation's derivative) and xhat of one vector, channels first..first+7
+// of the slice.
 template <Act A>
-__device__ Recomputed recompute_held(const SliceStats& s, int first, const Bf16x8& dy,
-                                     const Bf16x8& x) {
+__device__ Recomputed recompute_in_slice(const SliceStats& s, int first, const Bf16x8& dy,
+                                         const Bf16x8& x) {
   Recomputed r;
   for (int k = 0; k < kLanes; ++k) {
     const int j = first + k;
@@ -234,46 +250,60 @@ __device__ void load_slice_stats(const float* stats, int channels, int c, SliceS
   slice.shift[t] = stats[3 * channels + c];
 }
 
-// Loads the thread's rows of dy and x.
+// Loads the first kRows of the thread's rows of dy and x.
 template <int kRows>
-__device__ void hold(const uint16_t* dy, const uint16_t* x, const Place& at, int rows, int channels,
+__device__ void hold(const uint16_t* dy, const uint16_t* x, const Place& at, int channels,
                      Bf16x8 (&held_dy)[kRows], Bf16x8 (&held_x)[kRows]) {
-  for_held_rows<kRows>(at, rows, [&](int i, int row) {
+  for_held_rows<kRows>(at, [&](int i, int row) {
     held_dy[i] = load_bf16x8(dy + row * channels + at.col);
     held_x[i] = load_bf16x8(x + row * channels + at.col);
   });
 }
 
-// Adds g and g xhat of the held rows into g_sum and g_xhat_sum.
+// Adds g and g xhat of the thread's rows into g_sum and g_xhat_sum.
 template <Act A, int kRows>
-__device__ void sum_gradients(const SliceStats& slice, const Place& at, int rows,
-                              Bf16x8 (&held_dy)[kRows], Bf16x8 (&held_x)[kRows],
-                              float (&g_sum)[kLanes], float (&g_xhat_sum)[kLanes]) {
-  for_held_rows<kRows>(at, rows, [&](int i, int) {
-    const Recomputed r = recompute_held<A>(slice, at.lane * kLanes, held_dy[i], held_x[i]);
+__device__ void sum_gradients(const uint16_t* dy, const uint16_t* x, const SliceStats& slice,
+                              const Place& at, int channels, Bf16x8 (&held_dy)[kRows],
+                              Bf16x8 (&held_x)[kRows], float (&g_sum)[kLanes],
+                              float (&g_xhat_sum)[kLanes]) {
+  const auto add = [&](const Bf16x8& dy_v, const Bf16x8& x_v) {
+    const Recomputed r = recompute_in_slice<A>(slice, at.lane * kLanes, dy_v, x_v);
     for (int k = 0; k < kLanes; ++k) {
       g_sum[k] += r.g[k];
       g_xhat_sum[k] += r.g[k] * r.xhat[k];
     }
+  };
+  for_held_rows<kRows>(at, [&](int i, int) {
+    add(held_dy[i], held_x[i]);
     keep_packed(held_dy[i]);
     keep_packed(held_x[i]);
   });
+  for_streamed_rows<kRows, 1>(at, [&](int row) {
+    const int offset = row * channels + at.col;
+    add(load_bf16x8(dy + offset), load_bf16x8(x + offset));
+  });
 }
 
-// dx of the held rows from the block's channels' means of g and of g xhat.
+// dx of the thread's rows from the block's channels' means of g and of g xhat.
 template <Act A, int kRows>
-__device__ void apply_gradients(const SliceStats& slice, const Place& at, int rows, int channels,
-                                const Bf16x8 (&held_dy)[kRows], const Bf16x8 (&held_x)[kRows],
-                                const float* g_mean_of, const float* g_xhat_mean_of, uint16_t* dx) {
+__device__ void apply_gradients(const uint16_t* dy, const uint16_t* x, const SliceStats& slice,
+                                const Place& at, int channels, const Bf16x8 (&held_dy)[kRows],
+                                const Bf16x8 (&held_x)[kRows], const float* g_mean_of,
+                                const float* g_xhat_mean_of, uint16_t* dx) {
   const int first = at.lane * kLanes;
-  for_held_rows<kRows>(at, rows, [&](int i, int row) {
-    const Recomputed r = recompute_held<A>(slice, first, held_dy[i], held_x[i]);
+  const auto apply = [&](const Bf16x8& dy_v, const Bf16x8& x_v, int row) {
+    const Recomputed r = recompute_in_slice<A>(slice, first, dy_v, x_v);
     Bf16x8 out;
     for (int k = 0; k < kLanes; ++k) {
       const int j = first + k;
       out.v[k] = to_bf16(slice.scale[j] * (r.g[k] - g_mean_of[j] - r.xhat[k] * g_xhat_mean_of[j]));
     }
     *reinterpret_cast<Bf16x8*>(dx + row * channels + at.col) = out;
+  };
+  for_held_rows<kRows>(at, [&](int i, int row) { apply(held_dy[i], held_x[i], row); });
+  for_streamed_rows<kRows, 1>(at, [&](int row) {
+    const int offset = row * channels + at.col;
+    apply(load_bf16x8(dy + offset), load_bf16x8(x + offset), row);
   });
 }
 #endif
@@ -282,17 +312,17 @@ __device__ void apply_gradients(const SliceStats& slice, const Place& at, int ro
 // three passes take them), x held; y = act(scale x + shift) from the cluster's sums.
 template <Act A, int kRows>
 __global__ void __launch_bounds__(kClusterThreads, 2)
-    cluster_forward_kernel(const uint16_t* x, BatchNormParams p, int lanes, int rows, int channels,
-                           uint16_t* y, float* stats) {
+    cluster_forward_kernel(const uint16_t* x, BatchNormParams p, int lanes, int rounds, int rows,
+                           int channels, uint16_t* y, float* stats) {
 #ifdef DSHOST_CLUSTERS
   const cg::cluster_group cluster = cg::this_cluster();
   __shared__ BlockSums sums;
   __shared__ float scale_of[kMostWidth], shift_of[kMostWidth];
-  const Place at = cluster_place(lanes, channels, cluster.block_rank());
+  const Place at = cluster_place(lanes, rows, channels, rounds, cluster.block_rank());
   const ChannelInputs own = at.derives ? channel_inputs(x, p, at) : ChannelInputs{};
   Bf16x8 held[kRows];
   float sum[kLanes] = {}, squares[kLanes] = {};
-  if (at.active) hold_and_sum(x, at, rows, channels, held, sum, squares);
+  if (at.active) hold_and_sum(x, at, channels, held, sum, squares);
   sum_block(sum, squares, lanes, sums);
   cluster.sync();
   if (at.derives) {
@@ -303,7 +333,7 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
   }
   __syncthreads();
   cluster.barrier_arrive();  // done reading the others' sums
-  if (at.active) apply_held<A>(held, at, rows, channels, scale_of, shift_of, y);
+  if (at.active) apply_forward<A>(x, held, at, channels, scale_of, shift_of, y);
   cluster.barrier_wait();  // the others are done reading this block's sums
 #endif
 }
@@ -313,13 +343,13 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
 template <Act A, int kRows>
 __global__ void __launch_bounds__(kClusterThreads, 2)
     cluster_backward_kernel(const uint16_t* dy, const uint16_t* x, const float* stats, int lanes,
-                            int rows, int channels, uint16_t* dx, BatchNormGrads g) {
+                            int rounds, int rows, int channels, uint16_t* dx, BatchNormGrads g) {
 #ifdef DSHOST_CLUSTERS
   const cg::cluster_group cluster = cg::this_cluster();
   __shared__ BlockSums sums;
   __shared__ SliceStats slice;
   __shared__ float g_mean_of[kMostWidth], g_xhat_mean_of[kMostWidth];
-  const Place at = cluster_place(lanes, channels, cluster.block_rank());
+  const Place at = cluster_place(lanes, rows, channels, rounds, cluster.block_rank());
   float held_dbias = 0.f, held_dweight = 0.f;  // what the keeper adds to
   if (at.derives) {
     load_slice_stats(stats, channels, at.channel, slice);
@@ -329,10 +359,10 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
     }
   }
   Bf16x8 held_dy[kRows], held_x[kRows];
-  if (at.active) hold(dy, x, at, rows, channels, held_dy, held_x);
+  if (at.active) hold(dy, x, at, channels, held_dy, held_x);
   __syncthreads();  // the slice's statistics
   float g_sum[kLanes] = {}, g_xhat_sum[kLanes] = {};
-  if (at.active) sum_gradients<A>(slice, at, rows, held_dy, held_x, g_sum, g_xhat_sum);
+  if (at.active) sum_gradients<A>(dy, x, slice, at, channels, held_dy, held_x, g_sum, g_xhat_sum);
   sum_block(g_sum, g_xhat_sum, lanes, sums);
   cluster.sync();
   if (at.derives) {
@@ -347,13 +377,13 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
   __syncthreads();
   cluster.barrier_arrive();  // done reading the others' sums
   if (at.active)
-    apply_gradients<A>(slice, at, rows, channels, held_dy, held_x, g_mean_of, g_xhat_mean_of, dx);
+    apply_gradients<A>(dy, x, slice, at, channels, held_dy, held_x, g_mean_of, g_xhat_mean_of, dx);
   cluster.barrier_wait();  // the others are done reading this block's sums
 #endif
 }
 
-// Calls f(std::integral_constant<int, n>()) for the fewer rows n, 4 or 8, that hold
-// `rows_per_thread`.
+// Calls f(std::integral_constant<int, n>()) for the rows a thread holds: 4 where it takes no
+// more, else kMostClusterRows.
 template <class F>
 void with_rows(int rows_per_thread, F f) {
   if (rows_per_thread <= 4) return f(std::integral_constant<int, 4>());
@@ -415,6 +445,15 @@ bool clusters_asked_for() {
   return value != nullptr && std::string_view(value) == "1";
 }
 
+// The most rows a thread takes, the held ones and those it reads again to apply:
+// DSHOST_BATCH_NORM_CLUSTER_ROWS where it is a number from 1 to 1024, else
+// kMostClusterRows (held rows only).
+int most_rows_per_thread() {
+  const char* value = std::getenv("DSHOST_BATCH_NORM_CLUSTER_ROWS");
+  const long rows = value != nullptr ? std::strtol(value, nullptr, 10) : 0;
+  return rows >= 1 && rows <= 1024 ? static_cast<int>(rows) : kMostClusterRows;
+}
+
 }  // namespace
 
 // None unless asked for, or where the device has no thread block clusters. Two blocks a
@@ -423,7 +462,8 @@ ClusterPlan cuda_batch_norm_plan(const BatchNormShape& s) {
   if (!clusters_asked_for()) return {};
   const DeviceFacts facts = current_device_facts();
   if (!facts.clusters) return {};
-  return cluster_plan(s.rows, s.channels, 2 * static_cast<int64_t>(facts.multiprocessors));
+  return cluster_plan(s.rows, s.channels, 2 * static_cast<int64_t>(facts.multiprocessors),
+                      most_rows_per_thread());
 }
 
 const char* cluster_batch_norm(const uint16_t* x, const BatchNormParams& p, Act act, uint16_t* y,
@@ -433,8 +473,8 @@ const char* cluster_batch_norm(const uint16_t* x, const BatchNormParams& p, Act 
   with_activation(act, [&](auto a) {
     with_rows(plan.rows_per_thread, [&](auto r) {
       err = launch_clusters(cluster_forward_kernel<decltype(a)::value, decltype(r)::value>, plan,
-                            stream, x, p, plan.lanes, static_cast<int>(s.rows),
-                            static_cast<int>(s.channels), y, stats);
+                            stream, x, p, plan.lanes, plan.rows_per_thread,
+                            static_cast<int>(s.rows), static_cast<int>(s.channels), y, stats);
     });
   });
   return err;
@@ -448,8 +488,8 @@ const char* cluster_batch_norm_backward(const uint16_t* dy, const uint16_t* x, c
   with_activation(act, [&](auto a) {
     with_rows(plan.rows_per_thread, [&](auto r) {
       err = launch_clusters(cluster_backward_kernel<decltype(a)::value, decltype(r)::value>, plan,
-                            stream, dy, x, stats, plan.lanes, static_cast<int>(s.rows),
-                            static_cast<int>(s.channels), dx, g);
+                            stream, dy, x, stats, plan.lanes, plan.rows_per_thread,
+                            static_cast<int>(s.rows), static_cast<int>(s.channels), dx, g);
     });
   });
   return err;
