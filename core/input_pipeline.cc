@@ -4,6 +4,7 @@
 #include "core/log.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/StreamGuard.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -42,13 +43,16 @@ InputPipeline::InputPipeline(const DatasetPlugin& dataset, int64_t rows, int wor
     b.targets = at::empty(rows_of(rows, dataset.target_shape()), host.dtype(at::kLong));
   }
   if (!device.is_cpu() && dataset.is_images())
-    staged_ =
-        at::empty(rows_of(rows, dataset.input_shape()), at::TensorOptions(device).dtype(at::kByte));
+    for (Staged& s : staged_)
+      s.pixels = at::empty(rows_of(rows, dataset.input_shape()),
+                           at::TensorOptions(device).dtype(at::kByte));
   if (decode_on_gpu && dataset.is_images()) {
     decoder_ = std::make_unique<GpuJpegDecoder>(device);
     for (Batch& b : batches_) b.files.resize(static_cast<size_t>(rows));
     log::info(cat("data.decode = \"gpu\": JPEG files decoded by nvJPEG on ",
                   decoder_->in_hardware() ? "the GPU's hardware JPEG decoder" : "the GPU's cores"));
+  } else if (!device.is_cpu() && dataset.is_images()) {
+    copy_stream_ = c10::impl::getDeviceGuardImpl(device.type())->getStreamFromGlobalPool(device);
   }
   for (int i = 0; i < std::max(workers, 1); ++i) workers_.emplace_back([this] { work(); });
 }
@@ -91,6 +95,8 @@ void InputPipeline::load(dshost_split split,
     const Key key{split, order, next, std::min(count, size - next), augment_seed};
     if (find(key) == nullptr) start(key, first);
   }
+  const int64_t next = first + count;
+  if (next < size) copy_ahead({split, order, next, std::min(count, size - next), augment_seed});
 }
 
 InputPipeline::Batch* InputPipeline::find(const Key& key) {
@@ -132,17 +138,66 @@ void InputPipeline::present(Batch& b, int64_t count, at::Tensor& inputs) {
   }
   const dshost_dataset_info& info = dataset_.info();
   if (device_.is_cpu()) return present_images(samples, info.mean, info.std, inputs);
-  const at::Tensor staged = staged_.narrow(0, 0, count);
-  if (!decoder_) {
-    staged.copy_(samples, /*non_blocking=*/true);
-    return present_images(staged, info.mean, info.std, inputs);
+  Staged& on_device = staged(b, count);
+  const at::Tensor pixels = on_device.pixels.narrow(0, 0, count);
+  if (decoder_) {
+    for (int64_t row : decoder_->stage(samples, b.files, pixels)) {
+      fill(b, row, nullptr);
+      pixels[row].copy_(samples[row], /*non_blocking=*/true);
+    }
   }
-  for (int64_t row : decoder_->stage(samples, b.files, staged)) {
-    fill(b, row, nullptr);
-    staged[row].copy_(samples[row], /*non_blocking=*/true);
+  present_images(pixels, info.mean, info.std, inputs);
+  if (decoder_) decoder_->release();
+  const c10::Stream step = c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_);
+  if (!on_device.presented) on_device.presented.emplace(device_.type());
+  on_device.presented->record(step);
+}
+
+// Where b's images are on the device for the step: where copy_ahead put them (the step's
+// stream waits for that copy), or else copied now on the step's stream (JPEG files among them
+// decoded by the caller) to the place the batch presented last is not in.
+InputPipeline::Staged& InputPipeline::staged(const Batch& b, int64_t count) {
+  const c10::Stream step = c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_);
+  for (int i = 0; i < 2; ++i) {
+    Staged& s = staged_[static_cast<size_t>(i)];
+    if (s.key == b.key && s.copied) {
+      s.copied->block(step);
+      presented_last_ = i;
+      return s;
+    }
   }
-  present_images(staged, info.mean, info.std, inputs);
-  decoder_->release();
+  presented_last_ = 1 - presented_last_;
+  Staged& s = staged_[static_cast<size_t>(presented_last_)];
+  if (s.copied) s.copied->block(step);  // a copy ahead of another batch, no longer wanted
+  s.copied.reset();
+  s.key = b.key;
+  if (!decoder_)
+    s.pixels.narrow(0, 0, count).copy_(b.samples.narrow(0, 0, count), /*non_blocking=*/true);
+  return s;
+}
+
+// The `next` batch's images to the device on copy_stream_, while the step just loaded runs,
+// where its samples are all written: to the place the step's batch is not in, once the step
+// before has read that. The batch's host memory is not refilled before the copy is done.
+void InputPipeline::copy_ahead(const Key& next) {
+  if (!copy_stream_) return;
+  Batch* b = find(next);
+  if (b == nullptr) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (b->unfinished != 0 || b->error) return;
+  }
+  Staged& s = staged_[static_cast<size_t>(1 - presented_last_)];
+  if (s.presented) s.presented->block(*copy_stream_);
+  const c10::StreamGuard on_copy_stream(*copy_stream_);
+  s.pixels.narrow(0, 0, next.count)
+      .copy_(b->samples.narrow(0, 0, next.count), /*non_blocking=*/true);
+  if (!s.copied) s.copied.emplace(device_.type());
+  s.copied->record(*copy_stream_);
+  if (!b->sent) b->sent.emplace(device_.type());
+  b->sent->record(*copy_stream_);
+  s.key = next;
+  ++copied_ahead_;
 }
 
 void InputPipeline::wait_until_done(Batch& b) {

@@ -6,6 +6,9 @@
 // and its index only, so the batches are the same for any number of workers. The workers
 // use no LibTorch operation (whose intra-op threads would multiply theirs). With a GPU JPEG
 // decoder, a dataset may give images as their JPEG files, decoded and resampled on the GPU.
+// Otherwise a GPU's next batch of images, where its samples are ready when a step's batch is
+// loaded, goes to the device on a stream of its own while that step runs, so that the step
+// after does not wait for its copy.
 #pragma once
 
 #include "core/dataset.h"
@@ -13,7 +16,9 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/Event.h>
+#include <c10/core/Stream.h>
 
+#include <array>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -43,6 +48,9 @@ class InputPipeline {
             int64_t first, int64_t count, uint64_t augment_seed, at::Tensor& inputs,
             at::Tensor& targets);
 
+  // Batches whose images went to the device before the load() that presented them.
+  int64_t copied_ahead() const { return copied_ahead_; }
+
  private:
   // A batch's samples: order[first, first + count) of split. A null order: none (consumed).
   struct Key {
@@ -68,18 +76,30 @@ class InputPipeline {
     Batch* batch;
     int64_t row;
   };
+  // A batch's images on the device, uint8: `key` the batch they are, `copied` after their
+  // copy where it went on copy_stream_, `presented` after the step's conversion read them.
+  struct Staged {
+    at::Tensor pixels;
+    Key key;
+    std::optional<c10::Event> copied, presented;
+  };
 
   Batch* find(const Key& key);
   void start(const Key& key, int64_t loading);
   void wait_until_done(Batch& b);
   void present(Batch& b, int64_t count, at::Tensor& inputs);
+  Staged& staged(const Batch& b, int64_t count);
+  void copy_ahead(const Key& next);
   void work();
   void fill(Batch& b, int64_t row, EncodedSample* file);
 
   const DatasetPlugin& dataset_;
   const int prefetch_;
   const at::Device device_;
-  at::Tensor staged_;  // a batch's images on the device, uint8
+  std::array<Staged, 2> staged_;            // the batch presented last, and the next one's
+  int presented_last_ = 0;                  // its index in staged_
+  std::optional<c10::Stream> copy_stream_;  // where images go ahead of their step
+  int64_t copied_ahead_ = 0;
   std::unique_ptr<GpuJpegDecoder> decoder_;
   std::vector<Batch> batches_;
   int64_t loads_ = 0;

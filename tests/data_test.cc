@@ -20,9 +20,11 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <set>
+#include <thread>
 
 namespace dshost {
 namespace {
@@ -720,17 +722,25 @@ TEST(WebDatasetTraining, PackedShardsTrainAsTheFolderDoes) {
   EXPECT_EQ(skipped(shard_summary), skipped(folder_summary));
 }
 
+// Fashion-MNIST's batches of 64 in one epoch's order, on the GPU.
+class DeviceBatches : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  }
+  const at::Device cuda{at::kCUDA, 0};
+  const std::unique_ptr<DatasetPlugin> data = fashion_mnist();
+  const std::shared_ptr<const std::vector<int64_t>> order =
+      std::make_shared<const std::vector<int64_t>>(
+          shard_indices(data->size(DSHOST_TRAIN_SPLIT), 0, 1, 5, 0, true, true));
+  const std::vector<int64_t> shape{64, 1, 28, 28};
+};
+
 DSHOST_SUITE_LABEL(DeviceBatches, gpu);
 // Loading a batch on a GPU does not wait for the device: load() returns while earlier work
 // still runs on the stream (its copies go from pinned memory, without blocking), and the
 // batch is the one the CPU pipeline makes, to float rounding of the device's arithmetic.
-TEST(DeviceBatches, LoadingABatchDoesNotWaitForTheDevice) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  const at::Device cuda(at::kCUDA, 0);
-  const auto data = fashion_mnist();
-  const auto order = std::make_shared<const std::vector<int64_t>>(
-      shard_indices(data->size(DSHOST_TRAIN_SPLIT), 0, 1, 5, 0, true, true));
-  const std::vector<int64_t> shape{64, 1, 28, 28};
+TEST_F(DeviceBatches, LoadingABatchDoesNotWaitForTheDevice) {
   InputPipeline on_gpu(*data, 64, 2, 2, cuda);
   at::Tensor inputs = at::zeros(shape, cuda);
   at::Tensor targets = at::zeros({64}, at::TensorOptions(cuda).dtype(at::kLong));
@@ -748,6 +758,30 @@ TEST(DeviceBatches, LoadingABatchDoesNotWaitForTheDevice) {
   on_cpu.load(DSHOST_TRAIN_SPLIT, order, 64, 64, 9, host_inputs, host_targets);
   EXPECT_TRUE(targets.cpu().equal(host_targets));
   EXPECT_LT((inputs.cpu() - host_inputs).abs().max().item<float>(), 1e-5);
+}
+
+// The next batch's images go to the device on a stream of their own while the step runs:
+// an epoch's first batches, each loaded with the step's stream kept busy after it (so that
+// copies ahead wait on presentations still queued there, and presentations on copies), are
+// the CPU pipeline's to float rounding, and batches went ahead of their load.
+TEST_F(DeviceBatches, ImagesCopiedAheadOfTheirStepArriveWhole) {
+  InputPipeline on_gpu(*data, 64, 2, 2, cuda), on_cpu(*data, 64, 2, 2, at::kCPU);
+  at::Tensor inputs = at::zeros(shape, cuda), busy = at::randn({2048, 2048}, cuda);
+  at::Tensor targets = at::zeros({64}, at::TensorOptions(cuda).dtype(at::kLong));
+  std::vector<at::Tensor> got;
+  for (int64_t first = 0; first < 8 * 64; first += 64) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the workers write the next
+    on_gpu.load(DSHOST_TRAIN_SPLIT, order, first, 64, 9, inputs, targets);
+    got.push_back(inputs.clone());
+    for (int i = 0; i < 10; ++i) busy = at::mm(busy, busy).div_(2048);  // the step
+  }
+  EXPECT_GT(on_gpu.copied_ahead(), 0);
+  for (size_t i = 0; i < got.size(); ++i) {
+    at::Tensor host_inputs = at::zeros(shape), host_targets = at::zeros({64}, at::kLong);
+    on_cpu.load(DSHOST_TRAIN_SPLIT, order, static_cast<int64_t>(i) * 64, 64, 9, host_inputs,
+                host_targets);
+    EXPECT_LT((got[i].cpu() - host_inputs).abs().max().item<float>(), 1e-5) << "batch " << i;
+  }
 }
 
 // The inputs of `rows` samples of `split` in `order` from `pipeline` (uint8 images [3, 224, 224]
