@@ -22,6 +22,11 @@ at::ScalarType scalar_type(const DLDataType& t) {
   return t.code == kDLInt ? at::kLong : at::kFloat;
 }
 
+// values[0, channels) as a float tensor on the CPU.
+at::Tensor channel_values(const double* values, int64_t channels) {
+  return at::tensor(std::vector<float>(values, values + channels));
+}
+
 std::vector<int64_t> rows_of(int64_t rows, const std::vector<int64_t>& sample) {
   std::vector<int64_t> shape{rows};
   shape.insert(shape.end(), sample.begin(), sample.end());
@@ -53,6 +58,11 @@ InputPipeline::InputPipeline(const DatasetPlugin& dataset, int64_t rows, int wor
                   decoder_->in_hardware() ? "the GPU's hardware JPEG decoder" : "the GPU's cores"));
   } else if (!device.is_cpu() && dataset.is_images()) {
     copy_stream_ = c10::impl::getDeviceGuardImpl(device.type())->getStreamFromGlobalPool(device);
+  }
+  if (!device.is_cpu() && dataset.is_images()) {
+    const int64_t channels = dataset.input_shape()[0];
+    channel_mean_ = channel_values(dataset.info().mean, channels).to(device);
+    channel_std_ = channel_values(dataset.info().std, channels).to(device);
   }
   for (int i = 0; i < std::max(workers, 1); ++i) workers_.emplace_back([this] { work(); });
 }
@@ -146,7 +156,7 @@ void InputPipeline::present(Batch& b, int64_t count, at::Tensor& inputs) {
       pixels[row].copy_(samples[row], /*non_blocking=*/true);
     }
   }
-  present_images(pixels, info.mean, info.std, inputs);
+  present_images(pixels, channel_mean_, channel_std_, inputs);
   if (decoder_) decoder_->release();
   const c10::Stream step = c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_);
   if (!on_device.presented) on_device.presented.emplace(device_.type());
@@ -244,7 +254,7 @@ void InputPipeline::fill(Batch& b, int64_t row, EncodedSample* file) {
 // value / 255 - mean, then / std, in float, as torchvision's ToTensor and Normalize do.
 void present_images(const at::Tensor& pixels, const double* mean, const double* std,
                     at::Tensor& inputs) {
-  at::Tensor out = inputs.narrow(0, 0, pixels.size(0));
+  const at::Tensor out = inputs.narrow(0, 0, pixels.size(0));
   const int64_t channels = pixels.size(1);
   if (out.is_cpu() && out.scalar_type() == at::kFloat && out.sizes() == pixels.sizes() &&
       out.is_contiguous() && pixels.is_contiguous()) {
@@ -263,8 +273,24 @@ void present_images(const at::Tensor& pixels, const double* mean, const double* 
     });
     return;
   }
-  at::Tensor x = pixels.to(at::kFloat).div_(255.0);
-  for (int64_t c = 0; c < channels; ++c) x.select(1, c).sub_(mean[c]).div_(std[c]);
+  present_images(pixels, channel_values(mean, channels).to(pixels.device()),
+                 channel_values(std, channels).to(pixels.device()), inputs);
+}
+
+// The three steps in a pass each over the whole batch, written into the inputs where they
+// have the pixels' shape.
+void present_images(const at::Tensor& pixels, const at::Tensor& mean, const at::Tensor& std,
+                    at::Tensor& inputs) {
+  at::Tensor out = inputs.narrow(0, 0, pixels.size(0));
+  const std::vector<int64_t> by_channel{1, pixels.size(1), 1, 1};
+  const auto normalize = [&](at::Tensor x) {
+    return x.div_(255.0).sub_(mean.view(by_channel)).div_(std.view(by_channel));
+  };
+  if (out.sizes() == pixels.sizes() && out.scalar_type() == at::kFloat) {
+    normalize(out.copy_(pixels));
+    return;
+  }
+  at::Tensor x = normalize(pixels.to(at::kFloat));
   if (x.size(2) != out.size(2) || x.size(3) != out.size(3))
     x = at::upsample_bilinear2d(x, {out.size(2), out.size(3)}, /*align_corners=*/false);
   out.copy_(x.expand(out.sizes()));  // 1 channel -> C by broadcasting

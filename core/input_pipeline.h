@@ -96,6 +96,7 @@ class InputPipeline {
   const DatasetPlugin& dataset_;
   const int prefetch_;
   const at::Device device_;
+  at::Tensor channel_mean_, channel_std_;   // the dataset's, float [C] on the device
   std::array<Staged, 2> staged_;            // the batch presented last, and the next one's
   int presented_last_ = 0;                  // its index in staged_
   std::optional<c10::Stream> copy_stream_;  // where images go ahead of their step
@@ -114,6 +115,10 @@ class InputPipeline {
 // `inputs` as the model sees them: (value / 255 - mean[c]) / std[c] in float, resized
 // (bilinear) to the inputs' height and width and channels repeated where they differ.
 void present_images(const at::Tensor& pixels, const double* mean, const double* std,
+                    at::Tensor& inputs);
+// The same with the channels' mean and std as float [C] tensors on the pixels' device, as a
+// GPU's batches take them (copying them there each batch would wait for the device).
+void present_images(const at::Tensor& pixels, const at::Tensor& mean, const at::Tensor& std,
                     at::Tensor& inputs);
 
 // data.workers resolved: the number given, or where 0, on a GPU the rank's share of the

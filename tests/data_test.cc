@@ -625,6 +625,20 @@ std::pair<at::Tensor, at::Tensor> expected_batch(const DatasetPlugin& d, dshost_
   return {inputs, targets};
 }
 
+// Images presented by whole-batch passes, as a GPU's are (the channels' mean and std as
+// tensors), are the CPU's table lookups to the last bit: the same steps in float.
+TEST(InputPipeline, WholeBatchPassesGiveTheTablesValues) {
+  const at::Tensor pixels = at::randint(0, 256, {4, 3, 5, 7}, at::kByte);
+  const double mean[] = {0.485, 0.456, 0.406}, std[] = {0.229, 0.224, 0.225};
+  at::Tensor by_table = at::zeros({6, 3, 5, 7}), by_passes = at::zeros({6, 3, 5, 7});
+  present_images(pixels, mean, std, by_table);
+  present_images(pixels, at::tensor({0.485f, 0.456f, 0.406f}), at::tensor({0.229f, 0.224f, 0.225f}),
+                 by_passes);
+  EXPECT_TRUE(by_passes.equal(by_table));
+  EXPECT_GT(by_table.narrow(0, 0, 4).abs().min().item<float>(), 0.f) << "every row written";
+  EXPECT_EQ(by_table.narrow(0, 4, 2).abs().max().item<float>(), 0.f) << "rows past the batch";
+}
+
 // The input pipeline's batches are the same to the last bit for 1, 2 and 4 workers, with
 // and without prefetching, across epochs (a new order each), and equal to the dataset's
 // samples filled one by one, for training and for evaluation (whose last batch is short).
