@@ -47,22 +47,22 @@ InputPipeline::InputPipeline(const DatasetPlugin& dataset, int64_t rows, int wor
     b.samples = at::empty(rows_of(rows, dataset.input_shape()), host.dtype(dtype));
     b.targets = at::empty(rows_of(rows, dataset.target_shape()), host.dtype(at::kLong));
   }
-  if (!device.is_cpu() && dataset.is_images())
+  const bool images_on_device = !device.is_cpu() && dataset.is_images();
+  if (images_on_device) {
     for (Staged& s : staged_)
       s.pixels = at::empty(rows_of(rows, dataset.input_shape()),
                            at::TensorOptions(device).dtype(at::kByte));
+    const int64_t channels = dataset.input_shape()[0];
+    channel_mean_ = channel_values(dataset.info().mean, channels).to(device);
+    channel_std_ = channel_values(dataset.info().std, channels).to(device);
+  }
   if (decode_on_gpu && dataset.is_images()) {
     decoder_ = std::make_unique<GpuJpegDecoder>(device);
     for (Batch& b : batches_) b.files.resize(static_cast<size_t>(rows));
     log::info(cat("data.decode = \"gpu\": JPEG files decoded by nvJPEG on ",
                   decoder_->in_hardware() ? "the GPU's hardware JPEG decoder" : "the GPU's cores"));
-  } else if (!device.is_cpu() && dataset.is_images()) {
+  } else if (images_on_device) {
     copy_stream_ = c10::impl::getDeviceGuardImpl(device.type())->getStreamFromGlobalPool(device);
-  }
-  if (!device.is_cpu() && dataset.is_images()) {
-    const int64_t channels = dataset.input_shape()[0];
-    channel_mean_ = channel_values(dataset.info().mean, channels).to(device);
-    channel_std_ = channel_values(dataset.info().std, channels).to(device);
   }
   for (int i = 0; i < std::max(workers, 1); ++i) workers_.emplace_back([this] { work(); });
 }
@@ -97,7 +97,7 @@ void InputPipeline::load(dshost_split split,
   targets.narrow(0, 0, count).copy_(b->targets.narrow(0, 0, count), /*non_blocking=*/true);
   if (!device_.is_cpu()) {
     if (!b->sent) b->sent.emplace(device_.type());
-    b->sent->record(c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_));
+    b->sent->record(step_stream());
   }
   const auto size = static_cast<int64_t>(order->size());
   for (int64_t ahead = 1, next = first + count; ahead <= prefetch_ && next < size;
@@ -158,16 +158,15 @@ void InputPipeline::present(Batch& b, int64_t count, at::Tensor& inputs) {
   }
   present_images(pixels, channel_mean_, channel_std_, inputs);
   if (decoder_) decoder_->release();
-  const c10::Stream step = c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_);
   if (!on_device.presented) on_device.presented.emplace(device_.type());
-  on_device.presented->record(step);
+  on_device.presented->record(step_stream());
 }
 
 // Where b's images are on the device for the step: where copy_ahead put them (the step's
 // stream waits for that copy), or else copied now on the step's stream (JPEG files among them
 // decoded by the caller) to the place the batch presented last is not in.
 InputPipeline::Staged& InputPipeline::staged(const Batch& b, int64_t count) {
-  const c10::Stream step = c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_);
+  const c10::Stream step = step_stream();
   for (int i = 0; i < 2; ++i) {
     Staged& s = staged_[static_cast<size_t>(i)];
     if (s.key == b.key && s.copied) {
@@ -208,6 +207,11 @@ void InputPipeline::copy_ahead(const Key& next) {
   b->sent->record(*copy_stream_);
   s.key = next;
   ++copied_ahead_;
+}
+
+// The device's current stream, where the step runs.
+c10::Stream InputPipeline::step_stream() const {
+  return c10::impl::getDeviceGuardImpl(device_.type())->getStream(device_);
 }
 
 void InputPipeline::wait_until_done(Batch& b) {
@@ -254,7 +258,7 @@ void InputPipeline::fill(Batch& b, int64_t row, EncodedSample* file) {
 // value / 255 - mean, then / std, in float, as torchvision's ToTensor and Normalize do.
 void present_images(const at::Tensor& pixels, const double* mean, const double* std,
                     at::Tensor& inputs) {
-  const at::Tensor out = inputs.narrow(0, 0, pixels.size(0));
+  at::Tensor out = inputs.narrow(0, 0, pixels.size(0));
   const int64_t channels = pixels.size(1);
   if (out.is_cpu() && out.scalar_type() == at::kFloat && out.sizes() == pixels.sizes() &&
       out.is_contiguous() && pixels.is_contiguous()) {

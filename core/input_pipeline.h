@@ -90,6 +90,7 @@ class InputPipeline {
   void present(Batch& b, int64_t count, at::Tensor& inputs);
   Staged& staged(const Batch& b, int64_t count);
   void copy_ahead(const Key& next);
+  c10::Stream step_stream() const;
   void work();
   void fill(Batch& b, int64_t row, EncodedSample* file);
 
