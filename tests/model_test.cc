@@ -983,29 +983,27 @@ TEST(FusedLayerNorm, AddsTheParametersGradientsIntoBoundBuffers) {
 
 DSHOST_SUITE_LABEL(BatchNormAct, gpu);
 #if DSHOST_CUDA_BATCH_NORM
-// Which batch norm kernels cuda_batch_norm.h's switches ask for: the three passes, the one
-// launch with a thread's rows held (DSHOST_BATCH_NORM_CLUSTERS=1), or with up to 64 rows a
-// thread, those past 8 read again (DSHOST_BATCH_NORM_CLUSTER_ROWS=64). Set for a scope, unset
-// after it.
-enum class BatchNormPath { three_passes, held, streamed };
-
-struct BatchNormClusters {
-  explicit BatchNormClusters(BatchNormPath path) {
-    unset();
-    if (path != BatchNormPath::three_passes) setenv("DSHOST_BATCH_NORM_CLUSTERS", "1", 1);
-    if (path == BatchNormPath::streamed) setenv("DSHOST_BATCH_NORM_CLUSTER_ROWS", "64", 1);
-  }
-  ~BatchNormClusters() { unset(); }
-  static void unset() {
-    unsetenv("DSHOST_BATCH_NORM_CLUSTERS");
-    unsetenv("DSHOST_BATCH_NORM_CLUSTER_ROWS");
-  }
-};
-
 bool device_has_clusters() {
   int clusters = 0;
   return cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, 0) == cudaSuccess &&
          clusters != 0;
+}
+
+// A random bf16 gradient for the activation's output, zero where the float64 input to the
+// activation lies within 1e-4 of a kink (relu's 0, relu6's 0 and 6). bf16 inputs take a few
+// thousand values, so at tens of thousands of rows a channel hundreds of rows share one; where
+// that value sits on a kink, fp32 statistics and float64 ones may take opposite sides of it for
+// all those rows at once, a difference of rounding that would otherwise count as percents of
+// the weight's and bias's gradients.
+at::Tensor gradient_away_from_kinks(const at::Tensor& normalized, dshost_models::Act act,
+                                    const std::vector<int64_t>& shape) {
+  at::Tensor dy = at::randn(shape, at::dtype(at::kBFloat16).device(at::kCUDA))
+                      .contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor z = normalized.detach();
+  if (act == dshost_models::Act::relu || act == dshost_models::Act::relu6)
+    dy.masked_fill_(z.abs() < 1e-4, 0);
+  if (act == dshost_models::Act::relu6) dy.masked_fill_((z - 6).abs() < 1e-4, 0);
+  return dy;
 }
 
 // One layer of `shape` with activation `act`, parameters and running statistics of the given
@@ -1038,15 +1036,16 @@ void expect_batch_norm_act_follows_float64(const std::vector<int64_t>& shape,
     exact_tensors[i].detach().copy_(ours_tensors[i]);
   }
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
-  const at::Tensor x = (at::randn(shape, bf16) * 2 + 3).contiguous(at::MemoryFormat::ChannelsLast),
-                   dy = at::randn(shape, bf16).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = (at::randn(shape, bf16) * 2 + 3).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor x_ours = x.clone().set_requires_grad(true),
                    x_exact = x.to(at::kDouble).set_requires_grad(true);
+  const at::Tensor normalized = exact->forward(x_exact);
+  const at::Tensor dy = gradient_away_from_kinks(normalized, act, shape);
   const at::Tensor got = ours->forward(x_ours);
   ASSERT_NE(got.grad_fn()->name().find("CudaBatchNormAct"), std::string::npos)
       << got.grad_fn()->name();
   got.backward(dy);
-  const at::Tensor want = dshost_models::activate(exact->forward(x_exact), act);
+  const at::Tensor want = dshost_models::activate(normalized, act);
   want.backward(dy.to(at::kDouble));
   EXPECT_LT(relative_error(got, want), 1.0 / 128);
   EXPECT_LT(relative_error(x_ours.grad(), x_exact.grad()), 1.0 / 128);
@@ -1064,13 +1063,12 @@ void expect_batch_norm_act_follows_float64(const std::vector<int64_t>& shape,
 // statistics; all fp32; all bf16, as Module::to(bf16) leaves them, the counter included):
 // the output, the gradients of input, weight and bias, and the running statistics within
 // bf16's rounding (1/128 of the norm, which a wrong term exceeds by far).
-// Every shape on the three passes, then with the one-launch kernels asked for, which take
-// them where the device has thread block clusters: 24 channels (3 vectors of 8) and 264
-// (past a block's 32), 70 and 2,664 rows (past a summing block's rows); 12,544 rows (7 a
-// thread); 1,032 channels at 1,568 rows (several vectors a block, the last cluster's short).
-// 20,480 and 50,176 rows (10 and 25 a thread) only where the rows past 8 are read again;
-// 133,120 rows (65 a thread) on the three passes always. The inputs' mean far from zero, as
-// the variance's precision needs.
+// Every shape on the kernels its layout takes, asserted: one launch where the device has thread
+// block clusters and the rows fit (24 channels, 3 vectors of 8; 264, past a block's 32; 70 and
+// 2,664 rows, past a summing block's rows; 12,544 rows, 7 a thread; 1,032 channels at 1,568
+// rows, several vectors a block and the last cluster's short), else the three passes (20,480,
+// 50,176 and 133,120 rows, 10, 25 and 65 a thread). The inputs' mean far from zero, as the
+// variance's precision needs.
 TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_BATCH_NORM
@@ -1080,28 +1078,23 @@ TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
   at::manual_seed(13);
   struct Case {
     std::vector<int64_t> shape;
-    bool held, streamed;  // whether the one launch takes it either way
+    bool one_launch;  // where the device has clusters
   };
-  const std::vector<Case> cases{{{2, 24, 7, 5}, true, true},      {{8, 264, 37, 9}, true, true},
-                                {{16, 264, 28, 28}, true, true},  {{32, 1032, 7, 7}, true, true},
-                                {{8, 16, 64, 40}, false, true},   {{16, 48, 56, 56}, false, true},
-                                {{4, 16, 256, 130}, false, false}};
-  for (const BatchNormPath path :
-       {BatchNormPath::three_passes, BatchNormPath::held, BatchNormPath::streamed}) {
-    const BatchNormClusters clusters(path);
-    for (const auto& [shape, held, streamed] : cases) {
-      const int64_t rows = shape[0] * shape[2] * shape[3];
-      SCOPED_TRACE(std::to_string(rows) + " rows, path " + std::to_string(static_cast<int>(path)));
-      const bool one_launch = path == BatchNormPath::held ? held : streamed;
-      EXPECT_EQ(dshost_models::cuda_batch_norm_plan({rows, shape[1]}).lanes > 0,
-                path != BatchNormPath::three_passes && one_launch && device_has_clusters());
-      for (const Act act : {Act::none, Act::relu, Act::relu6, Act::silu})
-        for (const auto& [params, stats] :
-             std::vector<std::pair<at::ScalarType, at::ScalarType>>{{at::kBFloat16, at::kFloat},
-                                                                    {at::kFloat, at::kFloat},
-                                                                    {at::kBFloat16, at::kBFloat16}})
-          expect_batch_norm_act_follows_float64(shape, act, params, stats);
-    }
+  const std::vector<Case> cases{{{2, 24, 7, 5}, true},     {{8, 264, 37, 9}, true},
+                                {{16, 264, 28, 28}, true}, {{32, 1032, 7, 7}, true},
+                                {{8, 16, 64, 40}, false},  {{16, 48, 56, 56}, false},
+                                {{4, 16, 256, 130}, false}};
+  for (const auto& [shape, one_launch] : cases) {
+    const int64_t rows = shape[0] * shape[2] * shape[3];
+    SCOPED_TRACE(std::to_string(rows) + " rows");
+    EXPECT_EQ(dshost_models::cuda_batch_norm_plan({rows, shape[1]}).lanes > 0,
+              one_launch && device_has_clusters());
+    for (const Act act : {Act::none, Act::relu, Act::relu6, Act::silu})
+      for (const auto& [params, stats] :
+           std::vector<std::pair<at::ScalarType, at::ScalarType>>{{at::kBFloat16, at::kFloat},
+                                                                  {at::kFloat, at::kFloat},
+                                                                  {at::kBFloat16, at::kBFloat16}})
+        expect_batch_norm_act_follows_float64(shape, act, params, stats);
   }
 #endif
 }
@@ -1110,8 +1103,8 @@ TEST(BatchNormAct, FollowsTheUnfusedOpsInFloat64) {
 // the weight's and bias's gradients into them, on top of what they held, over two passes,
 // and the accumulators get none (their post hooks, the strategies' grads_ready, still run);
 // against the same layer on copies with autograd's gradients, within bf16's rounding. fp32
-// parameters (ddp's under autocast) and bf16 ones (zero2's), 264 channels, 2,664 rows; on the
-// three passes and on the one launch where asked for (its rows held, 2 a thread).
+// parameters (ddp's under autocast) and bf16 ones (zero2's), 264 channels, at 2,664 rows (one
+// launch where the device has clusters) and 25,088 (the three passes).
 TEST(BatchNormAct, AddsTheParametersGradientsIntoBoundBuffers) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
 #if !DSHOST_CUDA_BATCH_NORM
@@ -1119,14 +1112,15 @@ TEST(BatchNormAct, AddsTheParametersGradientsIntoBoundBuffers) {
 #else
   at::manual_seed(15);
   const auto bf16 = at::dtype(at::kBFloat16).device(at::kCUDA);
-  for (const auto& [path, dtype] : std::vector<std::pair<BatchNormPath, at::ScalarType>>{
-           {BatchNormPath::three_passes, at::kFloat},
-           {BatchNormPath::three_passes, at::kBFloat16},
-           {BatchNormPath::held, at::kFloat},
-           {BatchNormPath::held, at::kBFloat16}}) {
-    SCOPED_TRACE(std::string(c10::toString(dtype)) + ", path " +
-                 std::to_string(static_cast<int>(path)));
-    const BatchNormClusters clusters(path);
+  for (const auto& [shape, dtype] : std::vector<std::pair<std::vector<int64_t>, at::ScalarType>>{
+           {{8, 264, 37, 9}, at::kFloat},
+           {{8, 264, 37, 9}, at::kBFloat16},
+           {{32, 264, 28, 28}, at::kFloat},
+           {{32, 264, 28, 28}, at::kBFloat16}}) {
+    const int64_t rows = shape[0] * shape[2] * shape[3];
+    SCOPED_TRACE(std::string(c10::toString(dtype)) + ", " + std::to_string(rows) + " rows");
+    EXPECT_EQ(dshost_models::cuda_batch_norm_plan({rows, shape[1]}).lanes > 0,
+              rows < 16384 && device_has_clusters());
     dshost_models::BatchNormAct bound(264, dshost_models::Act::silu),
         plain(264, dshost_models::Act::silu);
     for (auto* layer : {&bound, &plain}) {
@@ -1138,7 +1132,7 @@ TEST(BatchNormAct, AddsTheParametersGradientsIntoBoundBuffers) {
     std::vector<BoundGradient> buffers;
     for (const at::Tensor& p : bound->parameters()) buffers.push_back(bind_gradient(p, &arrived));
     for (int pass = 0; pass < 2; ++pass) {
-      const at::Tensor x = (at::randn({8, 264, 37, 9}, bf16) * 2 + 3)
+      const at::Tensor x = (at::randn(shape, bf16) * 2 + 3)
                                .contiguous(at::MemoryFormat::ChannelsLast),
                        dy = at::randn(x.sizes(), bf16).contiguous(at::MemoryFormat::ChannelsLast);
       bound->forward(x).backward(dy);

@@ -50,11 +50,6 @@
 #                                 and true, in turn: $OUT/fp8_output.md)
 #                                 finetune (configs/mobilenet-finetune.toml for an epoch, whole and with
 #                                 the features frozen: $OUT/finetune.txt)
-#                                 batch-norm-clusters (the one-launch batch norm against the three passes
-#                                 in one build: the kernels bench's BatchNormMobilenetV2 rows, then
-#                                 mobilenet_v2 and efficientnet_b0 b32 steps at each setting beside
-#                                 torch.compile: $OUT/batch_norm_clusters.md; CLUSTER_CASES narrows,
-#                                 CLUSTER_ROWS="0 8 64" the most rows a thread, 0 the three passes)
 #
 # Builds dshost against the image's LibTorch, then per group runs each configuration with
 # dshost (eager, and with train.cuda_graph where the strategy allows it) and with its PyTorch
@@ -94,7 +89,7 @@ build_dshost() {
   [[ " $* " == *" tests"* ]] && targets+=(dshost_tests)
   [[ " $* " == *" cpu-adam"* ]] && targets+=(dshost_cpu_adam_bench)
   [[ " $* " == *" real-data"* ]] && targets+=(dshost_loader_bench)
-  [[ " $* " == *" kernels"* || " $* " == *" batch-norm-clusters"* ]] && targets+=(dshost_gpu_kernels_bench)
+  [[ " $* " == *" kernels"* ]] && targets+=(dshost_gpu_kernels_bench)
   local start=$SECONDS
   # Warnings are errors where CI builds (Debian 12's GCC 12); this image's g++ 13 warns
   # about more, so they are counted here instead (WERROR=ON to stop at them).
@@ -681,48 +676,6 @@ PY
   cat "$out/kernels.txt"
 }
 
-# The one-launch batch norm (cuda_batch_norm.h's DSHOST_BATCH_NORM_CLUSTERS, and at most
-# DSHOST_BATCH_NORM_CLUSTER_ROWS rows a thread) against the three passes, zero2 with bf16
-# gradients replaying its graph, each setting in turn (ROUNDS times over), torch.compile
-# (reduce-overhead) once beside them.
-batch_norm_clusters() {
-  KERNELS=BatchNormMobilenetV2 kernels
-  for case in ${CLUSTER_CASES:-mobilenet_v2:32 efficientnet_b0:32}; do
-    local model=${case%:*} batch=${case#*:} name=${case/:/_b}
-    for round in $(seq "${ROUNDS:-1}"); do
-      for most in ${CLUSTER_ROWS:-0 8 64}; do
-        if ((most > 0)); then
-          export DSHOST_BATCH_NORM_CLUSTERS=1 DSHOST_BATCH_NORM_CLUSTER_ROWS=$most
-        fi
-        dshost_run "${name}_zero2_clusters$most" "$model b$batch zero2 graph, clusters up to $most rows" \
-          model.plugin=\"$model\" train.micro_batch_size=$batch "${synthetic_images[@]}" train.max_steps=60 \
-          strategy.plugin=\"zero2\" strategy.grad_accum_dtype=\"bf16\" train.cuda_graph=true
-        unset DSHOST_BATCH_NORM_CLUSTERS DSHOST_BATCH_NORM_CLUSTER_ROWS
-      done
-    done
-    peer_run "${name}_compile" "$case compile reduce-overhead" --model "$model" --batch "$batch" \
-      --compile reduce-overhead
-  done
-  python3 - "$rows" > "$out/batch_norm_clusters.md" <<'PY'
-import json, re, statistics, sys
-rates = {}
-for r in map(json.loads, open(sys.argv[1])):
-    if r.get("samples_per_second"):
-        rates.setdefault(r["name"], []).append(r["samples_per_second"])
-print("| run | samples/s (each round) | / three passes | / torch.compile |")
-print("|---|---:|---:|---:|")
-for name, rs in rates.items():
-    m = re.match(r"(.+)_zero2_clusters(\d+)$", name)
-    if not m:
-        continue
-    base, compile_ = rates.get(f"{m[1]}_zero2_clusters0"), rates.get(f"{m[1]}_compile")
-    mean = statistics.mean(rs)
-    ratio = lambda other: f"{mean / statistics.mean(other):.3f}" if other else "-"
-    print(f"| {name} | {', '.join(f'{x:.1f}' for x in rs)} | {ratio(base)} | {ratio(compile_)} |")
-PY
-  cat "$out/batch_norm_clusters.md"
-}
-
 machine > "$out/machine.txt" 2>&1
 # What the image lacks comes in .devdeps/ (bench/gpu/stage.sh): without it the build would
 # fail minutes in, at cmake's first missing package.
@@ -772,7 +725,6 @@ for group in "$@"; do
     attention-backends) python3 bench/gpu/attention_backends.py > "$out/attention_backends.md" 2>&1
                         cat "$out/attention_backends.md" ;;
     kernels) kernels ;;
-    batch-norm-clusters) batch_norm_clusters ;;
     gelu-epilogue) python3 bench/gpu/gelu_epilogue.py > "$out/gelu_epilogue.md" 2>&1
                    cat "$out/gelu_epilogue.md" ;;
     streams-offload) streams_offload ;;

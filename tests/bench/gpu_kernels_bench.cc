@@ -21,8 +21,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>  // setenv
-#include <string>
 #include <vector>
 
 namespace {
@@ -371,19 +369,11 @@ struct BatchNormTensors {
 
 // mobilenet_v2's batch norms at b32 whose side is state.range(0) (0: all 52), one after
 // another, forward or backward, replayed from a CUDA graph as a captured training step runs
-// them (a launch: every such layer); with the one-launch kernels asked for where
-// `cluster_rows` (cuda_batch_norm.h's DSHOST_BATCH_NORM_CLUSTERS, and that many rows a thread
-// at most: DSHOST_BATCH_NORM_CLUSTER_ROWS). Bytes: what each layer must move at least, x read
-// and y written forward, dy and x read and dx written backward.
-void BatchNormMobilenetV2(benchmark::State& state, bool backward, int cluster_rows) {
+// them (a launch: every such layer), on the kernels each layer's layout takes. Bytes: what each
+// layer must move at least, x read and y written forward, dy and x read and dx written backward.
+void BatchNormMobilenetV2(benchmark::State& state, bool backward) {
   if (!have_gpu(state)) return;
   const c10::cuda::CUDAStreamGuard on_a_stream(c10::cuda::getStreamFromPool());
-  unsetenv("DSHOST_BATCH_NORM_CLUSTERS");
-  unsetenv("DSHOST_BATCH_NORM_CLUSTER_ROWS");
-  if (cluster_rows > 0) {
-    setenv("DSHOST_BATCH_NORM_CLUSTERS", "1", 1);
-    setenv("DSHOST_BATCH_NORM_CLUSTER_ROWS", std::to_string(cluster_rows).c_str(), 1);
-  }
   std::vector<BatchNormTensors> layers;
   int64_t elements = 0;
   for (const BatchNormLayer& l : mobilenet_v2_batch_norms()) {
@@ -423,14 +413,8 @@ void gpt_widths(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(LayerNormForward)->Apply(gpt_widths);
 BENCHMARK(LayerNormBackward)->Apply(gpt_widths);
-BENCHMARK_CAPTURE(BatchNormMobilenetV2, forward, false, 0)->Apply(mobilenet_v2_sides);
-BENCHMARK_CAPTURE(BatchNormMobilenetV2, forward_one_launch, false, 8)->Apply(mobilenet_v2_sides);
-BENCHMARK_CAPTURE(BatchNormMobilenetV2, forward_one_launch_64_rows, false, 64)
-    ->Apply(mobilenet_v2_sides);
-BENCHMARK_CAPTURE(BatchNormMobilenetV2, backward, true, 0)->Apply(mobilenet_v2_sides);
-BENCHMARK_CAPTURE(BatchNormMobilenetV2, backward_one_launch, true, 8)->Apply(mobilenet_v2_sides);
-BENCHMARK_CAPTURE(BatchNormMobilenetV2, backward_one_launch_64_rows, true, 64)
-    ->Apply(mobilenet_v2_sides);
+BENCHMARK_CAPTURE(BatchNormMobilenetV2, forward, false)->Apply(mobilenet_v2_sides);
+BENCHMARK_CAPTURE(BatchNormMobilenetV2, backward, true)->Apply(mobilenet_v2_sides);
 BENCHMARK(CrossEntropyForward)->UseRealTime();
 BENCHMARK(CrossEntropyBackward)->UseRealTime();
 #if DSHOST_CUDA_FP8

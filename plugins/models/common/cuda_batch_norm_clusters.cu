@@ -12,10 +12,8 @@
 
 #include <cooperative_groups.h>
 
-#include <cstdlib>
 #include <map>
 #include <mutex>
-#include <string_view>
 
 namespace dshost_models {
 namespace {
@@ -161,8 +159,7 @@ __device__ float2 forward_coefficients(float2 sums, const ChannelInputs& in,
   return make_float2(scale, shift);
 }
 
-// Calls f(i, row) for the thread's rows it holds, i < kRows (unrolled, so that they stay in
-// registers).
+// Calls f(i, row) for the thread's rows, i < kRows (unrolled, so that they stay in registers).
 template <int kRows, class F>
 __device__ void for_held_rows(const Place& at, F f) {
 #pragma unroll
@@ -170,17 +167,8 @@ __device__ void for_held_rows(const Place& at, F f) {
     if (i < at.rounds) f(i, at.first_row + i * at.step);
 }
 
-// Calls f(row) for the thread's rows past those it holds, which it reads each time it needs
-// them, kInFlight rows' loads at a time (backward's take 1: 2 of its loads beside 16 held
-// vectors fill the registers).
-template <int kRows, int kInFlight = 4, class F>
-__device__ void for_streamed_rows(const Place& at, F f) {
-#pragma unroll kInFlight
-  for (int i = kRows; i < at.rounds; ++i) f(at.first_row + i * at.step);
-}
-
-// Loads the thread's rows of x, holding the first kRows in `held`, and adds x - its first
-// row, and the square, into sum and squares.
+// Loads the thread's rows of x into `held`, and adds x - its first row, and the square, into
+// sum and squares.
 template <int kRows>
 __device__ void hold_and_sum(const uint16_t* x, const Place& at, int channels,
                              Bf16x8 (&held)[kRows], float (&sum)[kLanes],
@@ -199,15 +187,13 @@ __device__ void hold_and_sum(const uint16_t* x, const Place& at, int channels,
     add(held[i]);
     keep_packed(held[i]);
   });
-  for_streamed_rows<kRows>(at, [&](int row) { add(load_bf16x8(x + row * channels + at.col)); });
 }
 
 // y = act(scale x + shift) for the thread's rows, the block's channels' scale and shift in
 // shared memory.
 template <Act A, int kRows>
-__device__ void apply_forward(const uint16_t* x, const Bf16x8 (&held)[kRows], const Place& at,
-                              int channels, const float* scale_of, const float* shift_of,
-                              uint16_t* y) {
+__device__ void apply_forward(const Bf16x8 (&held)[kRows], const Place& at, int channels,
+                              const float* scale_of, const float* shift_of, uint16_t* y) {
   const int first = at.lane * kLanes;
   const auto apply = [&](const Bf16x8& v, int row) {
     Bf16x8 out;
@@ -216,8 +202,6 @@ __device__ void apply_forward(const uint16_t* x, const Bf16x8 (&held)[kRows], co
     *reinterpret_cast<Bf16x8*>(y + row * channels + at.col) = out;
   };
   for_held_rows<kRows>(at, [&](int i, int row) { apply(held[i], row); });
-  for_streamed_rows<kRows>(at,
-                           [&](int row) { apply(load_bf16x8(x + row * channels + at.col), row); });
 }
 
 // The forward's statistics of a block's channels, in shared memory rather than in each
@@ -250,7 +234,7 @@ __device__ void load_slice_stats(const float* stats, int channels, int c, SliceS
   slice.shift[t] = stats[3 * channels + c];
 }
 
-// Loads the first kRows of the thread's rows of dy and x.
+// Loads the thread's rows of dy and x.
 template <int kRows>
 __device__ void hold(const uint16_t* dy, const uint16_t* x, const Place& at, int channels,
                      Bf16x8 (&held_dy)[kRows], Bf16x8 (&held_x)[kRows]) {
@@ -262,8 +246,7 @@ __device__ void hold(const uint16_t* dy, const uint16_t* x, const Place& at, int
 
 // Adds g and g xhat of the thread's rows into g_sum and g_xhat_sum.
 template <Act A, int kRows>
-__device__ void sum_gradients(const uint16_t* dy, const uint16_t* x, const SliceStats& slice,
-                              const Place& at, int channels, Bf16x8 (&held_dy)[kRows],
+__device__ void sum_gradients(const SliceStats& slice, const Place& at, Bf16x8 (&held_dy)[kRows],
                               Bf16x8 (&held_x)[kRows], float (&g_sum)[kLanes],
                               float (&g_xhat_sum)[kLanes]) {
   const auto add = [&](const Bf16x8& dy_v, const Bf16x8& x_v) {
@@ -278,18 +261,13 @@ __device__ void sum_gradients(const uint16_t* dy, const uint16_t* x, const Slice
     keep_packed(held_dy[i]);
     keep_packed(held_x[i]);
   });
-  for_streamed_rows<kRows, 1>(at, [&](int row) {
-    const int offset = row * channels + at.col;
-    add(load_bf16x8(dy + offset), load_bf16x8(x + offset));
-  });
 }
 
 // dx of the thread's rows from the block's channels' means of g and of g xhat.
 template <Act A, int kRows>
-__device__ void apply_gradients(const uint16_t* dy, const uint16_t* x, const SliceStats& slice,
-                                const Place& at, int channels, const Bf16x8 (&held_dy)[kRows],
-                                const Bf16x8 (&held_x)[kRows], const float* g_mean_of,
-                                const float* g_xhat_mean_of, uint16_t* dx) {
+__device__ void apply_gradients(const SliceStats& slice, const Place& at, int channels,
+                                const Bf16x8 (&held_dy)[kRows], const Bf16x8 (&held_x)[kRows],
+                                const float* g_mean_of, const float* g_xhat_mean_of, uint16_t* dx) {
   const int first = at.lane * kLanes;
   const auto apply = [&](const Bf16x8& dy_v, const Bf16x8& x_v, int row) {
     const Recomputed r = recompute_in_slice<A>(slice, first, dy_v, x_v);
@@ -301,10 +279,6 @@ __device__ void apply_gradients(const uint16_t* dy, const uint16_t* x, const Sli
     *reinterpret_cast<Bf16x8*>(dx + row * channels + at.col) = out;
   };
   for_held_rows<kRows>(at, [&](int i, int row) { apply(held_dy[i], held_x[i], row); });
-  for_streamed_rows<kRows, 1>(at, [&](int row) {
-    const int offset = row * channels + at.col;
-    apply(load_bf16x8(dy + offset), load_bf16x8(x + offset), row);
-  });
 }
 #endif
 
@@ -333,7 +307,7 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
   }
   __syncthreads();
   cluster.barrier_arrive();  // done reading the others' sums
-  if (at.active) apply_forward<A>(x, held, at, channels, scale_of, shift_of, y);
+  if (at.active) apply_forward<A>(held, at, channels, scale_of, shift_of, y);
   cluster.barrier_wait();  // the others are done reading this block's sums
 #endif
 }
@@ -362,7 +336,7 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
   if (at.active) hold(dy, x, at, channels, held_dy, held_x);
   __syncthreads();  // the slice's statistics
   float g_sum[kLanes] = {}, g_xhat_sum[kLanes] = {};
-  if (at.active) sum_gradients<A>(dy, x, slice, at, channels, held_dy, held_x, g_sum, g_xhat_sum);
+  if (at.active) sum_gradients<A>(slice, at, held_dy, held_x, g_sum, g_xhat_sum);
   sum_block(g_sum, g_xhat_sum, lanes, sums);
   cluster.sync();
   if (at.derives) {
@@ -377,7 +351,7 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
   __syncthreads();
   cluster.barrier_arrive();  // done reading the others' sums
   if (at.active)
-    apply_gradients<A>(dy, x, slice, at, channels, held_dy, held_x, g_mean_of, g_xhat_mean_of, dx);
+    apply_gradients<A>(slice, at, channels, held_dy, held_x, g_mean_of, g_xhat_mean_of, dx);
   cluster.barrier_wait();  // the others are done reading this block's sums
 #endif
 }
@@ -438,32 +412,14 @@ DeviceFacts current_device_facts() {
   return it->second;
 }
 
-// Whether the environment asks for the one-launch kernels (DSHOST_BATCH_NORM_CLUSTERS=1),
-// read at every call so that one process can time both paths.
-bool clusters_asked_for() {
-  const char* value = std::getenv("DSHOST_BATCH_NORM_CLUSTERS");
-  return value != nullptr && std::string_view(value) == "1";
-}
-
-// The most rows a thread takes, the held ones and those it reads again to apply:
-// DSHOST_BATCH_NORM_CLUSTER_ROWS where it is a number from 1 to 1024, else
-// kMostClusterRows (held rows only).
-int most_rows_per_thread() {
-  const char* value = std::getenv("DSHOST_BATCH_NORM_CLUSTER_ROWS");
-  const long rows = value != nullptr ? std::strtol(value, nullptr, 10) : 0;
-  return rows >= 1 && rows <= 1024 ? static_cast<int>(rows) : kMostClusterRows;
-}
-
 }  // namespace
 
-// None unless asked for, or where the device has no thread block clusters. Two blocks a
-// multiprocessor at once: what the kernels' launch bounds ask for (128 registers a thread).
+// None where the device has no thread block clusters. Two blocks a multiprocessor at once:
+// what the kernels' launch bounds ask for (128 registers a thread).
 ClusterPlan cuda_batch_norm_plan(const BatchNormShape& s) {
-  if (!clusters_asked_for()) return {};
   const DeviceFacts facts = current_device_facts();
   if (!facts.clusters) return {};
-  return cluster_plan(s.rows, s.channels, 2 * static_cast<int64_t>(facts.multiprocessors),
-                      most_rows_per_thread());
+  return cluster_plan(s.rows, s.channels, 2 * static_cast<int64_t>(facts.multiprocessors));
 }
 
 const char* cluster_batch_norm(const uint16_t* x, const BatchNormParams& p, Act act, uint16_t* y,
