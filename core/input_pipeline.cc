@@ -258,7 +258,7 @@ void InputPipeline::fill(Batch& b, int64_t row, EncodedSample* file) {
 // value / 255 - mean, then / std, in float, as torchvision's ToTensor and Normalize do.
 void present_images(const at::Tensor& pixels, const double* mean, const double* std,
                     at::Tensor& inputs) {
-  at::Tensor out = inputs.narrow(0, 0, pixels.size(0));
+  const at::Tensor out = inputs.narrow(0, 0, pixels.size(0));
   const int64_t channels = pixels.size(1);
   if (out.is_cpu() && out.scalar_type() == at::kFloat && out.sizes() == pixels.sizes() &&
       out.is_contiguous() && pixels.is_contiguous()) {
