@@ -10,6 +10,7 @@
 
 #include <map>
 #include <memory>
+#include <utility>
 
 namespace dshost {
 namespace {
@@ -37,6 +38,25 @@ struct WeightsFile {
 
 }  // namespace
 
+std::string wrapper_prefix(const std::vector<std::string>& file_names,
+                           const std::map<std::string, at::Tensor>& model) {
+  int as_they_are = 0;
+  std::map<std::string, int> matched;  // by prefix: the model's names it leaves
+  for (const std::string& name : file_names) {
+    if (model.count(name)) {
+      ++as_they_are;
+      continue;
+    }
+    for (size_t dot = name.find('.'); dot != std::string::npos; dot = name.find('.', dot + 1))
+      if (model.count(name.substr(dot + 1))) ++matched[name.substr(0, dot + 1)];
+  }
+  std::string best;
+  int most = as_they_are;
+  for (const auto& [prefix, count] : matched)
+    if (count > most) best = prefix, most = count;
+  return best;
+}
+
 std::map<std::string, at::Tensor> named_tensors(const ModelHandle& model) {
   std::map<std::string, at::Tensor> tensors;
   for (int32_t u = 0; u < model.info().unit_count; ++u)
@@ -53,27 +73,34 @@ InitResult init_model_from(const std::string& path, const std::string& skip,
                            const std::string& where,
                            const std::map<std::string, at::Tensor>& tensors) {
   const WeightsFile file(path);
-  const NameGlobs skipped(skip);
   std::vector<std::string> names;
-  for (const auto* named : {&file.tensors, &tensors})
+  for (const auto& entry : file.tensors) names.push_back(entry.first);
+  InitResult result;
+  result.prefix = wrapper_prefix(names, tensors);
+  std::map<std::string, at::Tensor> in_file;  // by the model's names
+  for (const auto& [name, value] : file.tensors) {
+    const bool prefixed = !result.prefix.empty() && name.rfind(result.prefix, 0) == 0;
+    in_file[prefixed ? name.substr(result.prefix.size()) : name] = value;
+  }
+  const NameGlobs skipped(skip);
+  for (const auto* named : {&std::as_const(in_file), &tensors})
     for (const auto& entry : *named) names.push_back(entry.first);
   for (const std::string& glob : skipped.unmatched(names))
     throw UserError(cat(where, ": error: model.init_skip: \"", glob,
                         "\" matches no tensor of the model or of ", path,
                         "; check the names (`dshost export` writes a model's)"));
   std::vector<std::string> missing, unexpected;
-  for (const auto& entry : file.tensors)
+  for (const auto& entry : in_file)
     if (!tensors.count(entry.first) && !skipped.match(entry.first))
       unexpected.push_back(entry.first);
-  InitResult result;
   at::NoGradGuard no_grad;
   for (const auto& [name, target] : tensors) {
     if (skipped.match(name)) {
       result.kept.push_back(name + " (model.init_skip)");
       continue;
     }
-    const auto found = file.tensors.find(name);
-    if (found == file.tensors.end()) {
+    const auto found = in_file.find(name);
+    if (found == in_file.end()) {
       missing.push_back(name);
       continue;
     }
@@ -93,6 +120,7 @@ InitResult init_model_from(const std::string& path, const std::string& skip,
   if (!missing.empty() || !unexpected.empty())
     throw UserError(
         cat(where, ": error: model.init_from: ", path, " does not match the model's names",
+            result.prefix.empty() ? "" : cat(" (read without the prefix \"", result.prefix, "\")"),
             missing.empty() ? "" : cat("; the model's tensors not in the file: ", listed(missing)),
             unexpected.empty() ? ""
                                : cat("; the file's tensors not in the model: ", listed(unexpected)),

@@ -107,7 +107,8 @@ void RankSetup::init_model(const Job& job, const Rendezvous& rv) {
   const InitResult r = init_model_from(
       m.init_from, m.init_skip, job.manifest.origin("model", "init_from"), named_tensors(*model));
   if (rv.rank != 0) return;
-  log::info(cat("model.init_from: ", r.loaded, " tensors from ", m.init_from));
+  log::info(cat("model.init_from: ", r.loaded, " tensors from ", m.init_from,
+                r.prefix.empty() ? "" : cat(" (their names read without \"", r.prefix, "\")")));
   if (!r.kept.empty()) log::info(cat("model.init_from: kept their initialisation: ", join(r.kept)));
 }
 

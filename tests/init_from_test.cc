@@ -111,7 +111,8 @@ TEST(InitFrom, TorchvisionWeightsLoadByTheirNamesFromPthOrSafetensorsAndANewHead
 
 // A GPT-2 state_dict in Hugging Face's names and layout (Conv1D weights [in, out]) starts gpt
 // under ddp on one rank and zero3-offload on two, and `dshost export` gives it back as it was:
-// the same names, the blocks' projections transposed back, every value equal.
+// the same names, the blocks' projections transposed back, every value equal; as
+// GPT2LMHeadModel saves it too.
 TEST(InitFrom, HuggingFaceGpt2WeightsStartGptAndExportAsTheyCame) {
   const std::string dir = scratch_dir("init_gpt2"), weights = dir + "/gpt2.pth";
   ASSERT_EQ(run({python(), DSHOST_SOURCE_DIR "/tests/gpt2_weights.py", "2", "2", "16", "256", "16",
@@ -134,6 +135,25 @@ TEST(InitFrom, HuggingFaceGpt2WeightsStartGptAndExportAsTheyCame) {
       EXPECT_TRUE(at::equal(back.tensor(name), value)) << strategy << " " << name;
     }
   }
+  // The same weights as GPT2LMHeadModel's state_dict holds them: under "transformer.", beside
+  // lm_head.weight (wte's, tied), which gpt has no place for.
+  std::vector<NamedTensor> lm_head_model{{"lm_head.weight", file.at("wte.weight")}};
+  for (const auto& [name, value] : file) lm_head_model.push_back({"transformer." + name, value});
+  const std::string lm_weights = dir + "/lm_head_model.safetensors", lm_dir = dir + "/lm";
+  write_safetensors(lm_weights, lm_head_model, {});
+  const std::string log = run_in(
+      lm_dir,
+      with(started_from(lm_weights),
+           {"model.plugin=\"gpt\"", "model.n_layer=2", "model.n_head=2", "model.n_embd=16",
+            "model.vocab_size=256", "model.block_size=16", "data.dataset=\"text\"",
+            "data.path=\"\"", "train.micro_batch_size=4", "model.init_skip=\"lm_head.weight\""}));
+  EXPECT_NE(log.find(cat("model.init_from: ", file.size(), " tensors from ", lm_weights,
+                         " (their names read without \"transformer.\")")),
+            std::string::npos)
+      << log;
+  const SafetensorsFile back(exported(lm_dir));
+  for (const auto& [name, value] : file)
+    EXPECT_TRUE(at::equal(back.tensor(name), value)) << "GPT2LMHeadModel's " << name;
 }
 
 // Files that do not fit the model, each refused before training with what is wrong.
