@@ -35,6 +35,7 @@ nlohmann::json flops_profile(const RunSummary& s) {
         {{"unit", u.unit},
          {"parameters", u.parameters},
          {"forward_flops_per_sample", u.forward_flops_per_sample},
+         {"trained", u.trained},
          {"share", total > 0 ? static_cast<double>(u.forward_flops_per_sample) / total : 0.0}});
   return units;
 }
@@ -57,8 +58,18 @@ double rated_samples_per_second(const RunSummary& s) {
   return s.steady.samples > 0 ? s.steady.rate() : s.samples_per_second;
 }
 
+int64_t training_flops_per_sample(const RunSummary& s) {
+  int64_t total = 3 * s.forward_flops_per_sample;
+  bool backward = false;  // from the first unit that trains on
+  for (const UnitFigures& u : s.units) {
+    backward = backward || u.trained;
+    total -= u.forward_flops_per_sample * ((u.trained ? 0 : 1) + (backward ? 0 : 1));
+  }
+  return total;
+}
+
 double achieved_tflops(const RunSummary& s) {
-  return 3.0 * static_cast<double>(s.forward_flops_per_sample) * rated_samples_per_second(s) / 1e12;
+  return static_cast<double>(training_flops_per_sample(s)) * rated_samples_per_second(s) / 1e12;
 }
 
 std::optional<double> mfu(const RunSummary& s) {
@@ -100,6 +111,9 @@ nlohmann::json summary_json(const RunSummary& s) {
         {"optim_device", m.optim_device},
         {"optim_host", m.optim_host}}},
       {"forward_flops_per_sample", s.forward_flops_per_sample},
+      {"training_flops_per_sample", s.forward_flops_per_sample > 0
+                                        ? nlohmann::json(training_flops_per_sample(s))
+                                        : nlohmann::json()},
       {"flops_profile", flops_profile(s)},
       {"achieved_tflops", or_null(flops, achieved_tflops(s))},
       {"mfu", or_null(mfu(s))},
@@ -116,10 +130,15 @@ std::vector<std::string> summary_lines(const RunSummary& s) {
   if (s.forward_flops_per_sample > 0) {
     const double achieved = achieved_tflops(s);
     const std::optional<double> utilisation = mfu(s);
+    const int64_t training = training_flops_per_sample(s);
     lines.push_back(cat(
         "FLOPs: ", std::fixed, std::setprecision(3),
-        static_cast<double>(s.forward_flops_per_sample) / 1e9,
-        " GFLOP forward per sample; achieved ", std::setprecision(2), achieved, " TFLOP/s",
+        static_cast<double>(s.forward_flops_per_sample) / 1e9, " GFLOP forward per sample",
+        training == 3 * s.forward_flops_per_sample
+            ? std::string()
+            : cat(", ", std::fixed, std::setprecision(3), static_cast<double>(training) / 1e9,
+                  " GFLOP a trained one (model.freeze)"),
+        "; achieved ", std::setprecision(2), achieved, " TFLOP/s",
         utilisation ? cat(", MFU ", std::fixed, std::setprecision(1), 100 * *utilisation, "%") : "",
         s.steady.samples > 0 ? " at the steady rate" : ""));
   }

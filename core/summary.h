@@ -22,6 +22,7 @@ struct TensorLayout;
 struct UnitFigures {
   std::string unit;  // its parameters' name prefix
   int64_t parameters = 0, forward_flops_per_sample = 0;
+  bool trained = true;  // false: model.freeze left it no parameter to train
 };
 
 struct RunSummary {
@@ -49,8 +50,12 @@ std::vector<UnitFigures> unit_figures(const std::vector<std::vector<TensorLayout
 
 // The rate the run's FLOPs and MFU are figured from: the steady one where there is one.
 double rated_samples_per_second(const RunSummary& s);
-// Training FLOPs count 3 forwards per sample (backward costs two), over all ranks, at the
-// rated samples per second.
+// Training FLOPs per sample: three forwards (backward costs two: the inputs' gradients and
+// the weights'), as MFU is conventionally counted, less what model.freeze spares: a unit with no
+// parameter to train takes no weights' gradient, and the units before the first that trains
+// (in forward order) no backward at all, autograd stopping there.
+int64_t training_flops_per_sample(const RunSummary& s);
+// Training FLOPs over all ranks at the rated samples per second.
 double achieved_tflops(const RunSummary& s);
 // MFU: achieved over peak; nullopt where the model gives no FLOPs or the peak is unknown.
 std::optional<double> mfu(const RunSummary& s);

@@ -73,6 +73,26 @@ TEST(Summary, TheLogLinesGiveFlopsThenTheFigures) {
   EXPECT_EQ(summary_lines(s).size(), 1u);
 }
 
+// model.freeze: a frozen unit takes no weights' gradient, and before the first unit that
+// trains none of its inputs' either (autograd stops there); the log says so where it counts.
+TEST(Summary, FrozenUnitsCountNoGradientsTheyDoNotTake) {
+  RunSummary s = resnet_like();
+  EXPECT_EQ(training_flops_per_sample(s), 3 * s.forward_flops_per_sample);
+  s.units[0].trained = false;  // conv1, before the first unit that trains: its forward alone
+  const int64_t frozen_first = 3 * s.forward_flops_per_sample - 2 * 118'013'952;
+  EXPECT_EQ(training_flops_per_sample(s), frozen_first);
+  const nlohmann::json j = summary_json(s);
+  EXPECT_EQ(j["training_flops_per_sample"].get<int64_t>(), frozen_first);
+  EXPECT_DOUBLE_EQ(j["achieved_tflops"].get<double>(), frozen_first * 4000 / 1e12);
+  EXPECT_EQ(j["flops_profile"][0]["trained"], false);
+  EXPECT_EQ(summary_lines(s)[0],
+            "FLOPs: 4.100 GFLOP forward per sample, 12.064 GFLOP a trained one (model.freeze); "
+            "achieved 48.26 TFLOP/s, MFU 4.9%");
+  s.units[0].trained = true;
+  s.units[1].trained = false;  // fc, after one that trains: its inputs' gradient still flows
+  EXPECT_EQ(training_flops_per_sample(s), 3 * s.forward_flops_per_sample - 2'048'000);
+}
+
 TEST(Summary, EachUnitIsNamedByItsFirstParameterAndCountsItsParameters) {
   const std::vector<std::vector<TensorLayout>> layouts = {
       {TensorLayout::of("features.0.weight", at::zeros({4, 3})),

@@ -267,6 +267,8 @@ class Worker {
     sum.forward_flops_per_sample = s_->model->info().forward_flops_per_sample;
     sum.units =
         unit_figures(s_->model_params, [this](int32_t u) { return s_->model->unit_flops(u); });
+    for (size_t u = 0; u < sum.units.size(); ++u)
+      sum.units[u].trained = s_->placement.strategy_unit.at(u) >= 0;
     sum.peak_tflops = device_peak_tflops(cfg_.train.peak_tflops, device_,
                                          cfg_.train.precision != Precision::fp32) *
                       rv_.world_size;

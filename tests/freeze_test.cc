@@ -113,6 +113,17 @@ TEST(Freeze, FrozenParametersStayAndHoldNoOptimizerStateUnderEveryStrategyAndWor
     EXPECT_LE(grads, 4 * (trained + padding));
     EXPECT_GE(optim, 2 * 4 * trained / ranks);
     EXPECT_LE(optim, 2 * 4 * (trained + padding) / ranks);
+    // FLOPs: conv1 and conv2, frozen before the first unit that trains, run forward alone.
+    const auto& units = summary["flops_profile"];
+    ASSERT_EQ(units.size(), 4u);
+    int64_t forward_alone = 0;
+    for (int u = 0; u < 4; ++u) {
+      EXPECT_EQ(units[u]["trained"], u >= 2) << units[u]["unit"];
+      if (u < 2) forward_alone += units[u]["forward_flops_per_sample"].get<int64_t>();
+    }
+    EXPECT_GT(forward_alone, 0);
+    EXPECT_EQ(summary["training_flops_per_sample"].get<int64_t>(),
+              3 * summary["forward_flops_per_sample"].get<int64_t>() - 2 * forward_alone);
   }
 }
 
