@@ -193,8 +193,7 @@ Comm::Comm(const Rendezvous& rv, std::chrono::milliseconds timeout, at::Device d
           nccl_opts);
     }
 #else
-    if (device.is_cuda())
-      throw UserError("train.device = \"cuda\", but this dshost was built without CUDA");
+    (void)device;  // the ranks' collectives are gloo's alone
 #endif
     start_heartbeat();
     g_rank = rv.rank;

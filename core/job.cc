@@ -118,4 +118,12 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
 
 void check_data(const Job& job) { const DatasetPlugin opened(job, RankInfo{}, {}); }
 
+void check_device(const Job& job) {
+  if (DSHOST_CUDA || job.config.train.device != DeviceKind::cuda) return;
+  throw UserError(cat(job.manifest.origin("train", "device"),
+                      ": error: train.device = \"cuda\", but this dshost was built without CUDA "
+                      "(against a CPU LibTorch); set train.device = \"cpu\", or build dshost "
+                      "against a CUDA LibTorch (README, \"Building on the GPU machine\")"));
+}
+
 }  // namespace dshost

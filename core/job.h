@@ -27,4 +27,8 @@ Job prepare_job(const std::string& manifest_path, const std::vector<std::string>
 // and `dshost run` refuse bad data before starting ranks.
 void check_data(const Job& job);
 
+// train.device = "cuda" in a dshost built without CUDA: refused at the key where a run starts,
+// before any rank does (`dshost check` passes a GPU manifest on any build).
+void check_device(const Job& job);
+
 }  // namespace dshost

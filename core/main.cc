@@ -116,6 +116,7 @@ std::string checkpoint_to_evaluate(const Job& job, const std::string& named) {
 // checkpoint (checkpoint.resume = "auto").
 int run(Args args) {
   Job job = prepare_job(args.manifest, args.sets);
+  check_device(job);
   if (args.wait) wait_for_batch_job(job, args);
   if (args.evaluate)
     args.sets.push_back("checkpoint.resume=" +

@@ -1,7 +1,10 @@
 // Bad input, as a user meets it: `dshost check` and `dshost run` on broken manifests. Each
 // must give one clear line naming file:line:column where there is one, exit code 2, and
 // no stack trace or abort.
+#include "tests/test_labels.h"
 #include "tests/test_util.h"
+
+#include <dshost/plugin.hpp>  // hostname()
 
 #include <gtest/gtest.h>
 
@@ -132,6 +135,46 @@ TEST(CliErrors, GpuDecodingNeedsACudaDevice) {
           "set data.decode = \"cpu\" or \"auto\""),
       std::string::npos)
       << r.err;
+}
+
+// train.device = "cuda" in a dshost built without CUDA: `run` refuses it in one line at the key,
+// saying what to do, before any rank starts (each rank said it before, unplaced); `check`
+// passes a GPU manifest on any build.
+TEST(CliErrors, ACudaDeviceNeedsACudaBuildToRun) {
+#if DSHOST_CUDA
+  GTEST_SKIP() << "a CUDA build";
+#else
+  const std::string path = manifest("cuda", kGood), cuda = "train.device=\"cuda\"";
+  const Ran checked = dshost({"check", path, "--set", cuda});
+  EXPECT_EQ(checked.exit_code, 0) << checked.err;
+  const Ran r = expect_user_error("run", path, {"--set", cuda});
+  EXPECT_NE(r.err.find("--set train.device=\"cuda\": error: train.device = \"cuda\", but this "
+                       "dshost was built without CUDA (against a CPU LibTorch); set "
+                       "train.device = \"cpu\""),
+            std::string::npos)
+      << r.err;
+#endif
+}
+
+DSHOST_SUITE_LABEL(CudaDeviceErrors, gpu);
+// A CUDA build on a node whose GPUs are hidden (or absent): the rank says so, naming itself,
+// its host and what hid them.
+TEST(CudaDeviceErrors, ARankThatSeesNoGpuSaysSo) {
+#if !DSHOST_CUDA
+  GTEST_SKIP() << "not a CUDA build";
+#else
+  const Ran r = run({"env", "CUDA_VISIBLE_DEVICES=", DSHOST_BINARY, "run",
+                     manifest("no_gpu", kGood), "--set", "train.device=\"cuda\"", "--set",
+                     "launcher.nprocs=1", "--set", "data.dataset=\"synthetic\""});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("train.device = \"cuda\", but rank 0 on " + hostname() +
+                       " sees no GPU (CUDA_VISIBLE_DEVICES=\"\"); run it where `nvidia-smi` "
+                       "lists one, or set train.device = \"cpu\""),
+            std::string::npos)
+      << r.err;
+  for (const char* crash : {"terminate called", "Aborted", "core dumped", "Exception raised from"})
+    EXPECT_EQ(r.err.find(crash), std::string::npos) << r.err;
+#endif
 }
 
 // train.precision = "fp8" needs a CUDA device, a model that can be told of fp8 and a dshost
