@@ -73,16 +73,17 @@ InitResult init_model_from(const std::string& path, const std::string& skip,
                            const std::string& where,
                            const std::map<std::string, at::Tensor>& tensors) {
   const WeightsFile file(path);
-  std::vector<std::string> names;
-  for (const auto& entry : file.tensors) names.push_back(entry.first);
+  std::vector<std::string> file_names;
+  for (const auto& entry : file.tensors) file_names.push_back(entry.first);
   InitResult result;
-  result.prefix = wrapper_prefix(names, tensors);
+  result.prefix = wrapper_prefix(file_names, tensors);
   std::map<std::string, at::Tensor> in_file;  // by the model's names
   for (const auto& [name, value] : file.tensors) {
     const bool prefixed = !result.prefix.empty() && name.rfind(result.prefix, 0) == 0;
     in_file[prefixed ? name.substr(result.prefix.size()) : name] = value;
   }
   const NameGlobs skipped(skip);
+  std::vector<std::string> names = file_names;  // a glob may name a file's tensor either way
   for (const auto* named : {&std::as_const(in_file), &tensors})
     for (const auto& entry : *named) names.push_back(entry.first);
   for (const std::string& glob : skipped.unmatched(names))
