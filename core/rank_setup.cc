@@ -47,22 +47,27 @@ void use_device(const at::Device& device, int local_world_size) {
   (void)local_world_size;
 }
 
+// Why a rank that asked for a GPU has none, and what to do.
+std::string why_no_gpu() {
+#if DSHOST_CUDA
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  return cat(" sees no GPU", visible ? cat(" (CUDA_VISIBLE_DEVICES=\"", visible, "\")") : "",
+             "; run it where `nvidia-smi` lists one, or set train.device = \"cpu\"");
+#else
+  return " runs a dshost built without CUDA; set train.device = \"cpu\"";
+#endif
+}
+
 }  // namespace
 
 at::Device rank_device(const TrainConfig& train, const Rendezvous& rv) {
   if (train.device != DeviceKind::cuda) return at::kCPU;
-  const std::string refusal =
-      cat("train.device = \"cuda\", but rank ", rv.rank, " on ", hostname());
 #if DSHOST_CUDA
   const int gpus = c10::cuda::device_count();
   if (gpus > 0) return {at::kCUDA, static_cast<int8_t>(rv.local_rank % gpus)};
-  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
-  throw UserError(cat(refusal, " sees no GPU",
-                      visible ? cat(" (CUDA_VISIBLE_DEVICES=\"", visible, "\")") : "",
-                      "; run it where `nvidia-smi` lists one, or set train.device = \"cpu\""));
-#else
-  throw UserError(cat(refusal, " runs a dshost built without CUDA; set train.device = \"cpu\""));
 #endif
+  throw UserError(
+      cat("train.device = \"cuda\", but rank ", rv.rank, " on ", hostname(), why_no_gpu()));
 }
 
 RankInfo rank_info(const Rendezvous& rv, const at::Device& device, const Config& cfg) {

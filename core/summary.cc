@@ -137,7 +137,7 @@ std::vector<std::string> summary_lines(const RunSummary& s) {
         training == 3 * s.forward_flops_per_sample
             ? std::string()
             : cat(", ", std::fixed, std::setprecision(3), static_cast<double>(training) / 1e9,
-                  " GFLOP a trained one (model.freeze)"),
+                  " GFLOP training per sample (model.freeze)"),
         "; achieved ", std::setprecision(2), achieved, " TFLOP/s",
         utilisation ? cat(", MFU ", std::fixed, std::setprecision(1), 100 * *utilisation, "%") : "",
         s.steady.samples > 0 ? " at the steady rate" : ""));

@@ -85,9 +85,10 @@ TEST(Summary, FrozenUnitsCountNoGradientsTheyDoNotTake) {
   EXPECT_EQ(j["training_flops_per_sample"].get<int64_t>(), frozen_first);
   EXPECT_DOUBLE_EQ(j["achieved_tflops"].get<double>(), frozen_first * 4000 / 1e12);
   EXPECT_EQ(j["flops_profile"][0]["trained"], false);
-  EXPECT_EQ(summary_lines(s)[0],
-            "FLOPs: 4.100 GFLOP forward per sample, 12.064 GFLOP a trained one (model.freeze); "
-            "achieved 48.26 TFLOP/s, MFU 4.9%");
+  EXPECT_EQ(
+      summary_lines(s)[0],
+      "FLOPs: 4.100 GFLOP forward per sample, 12.064 GFLOP training per sample (model.freeze); "
+      "achieved 48.26 TFLOP/s, MFU 4.9%");
   s.units[0].trained = true;
   s.units[1].trained = false;  // fc, after one that trains: its inputs' gradient still flows
   EXPECT_EQ(training_flops_per_sample(s), 3 * s.forward_flops_per_sample - 2'048'000);
