@@ -81,6 +81,11 @@ Ran dshost(const std::vector<std::string>& args) {
   return run(argv);
 }
 
+void expect_no_crash(const std::string& err) {
+  for (const char* crash : {"terminate called", "Aborted", "core dumped", "Exception raised from"})
+    EXPECT_EQ(err.find(crash), std::string::npos) << err;
+}
+
 std::unique_ptr<DatasetPlugin> open_dataset(const std::string& name, std::vector<std::string> sets,
                                             const std::vector<int64_t>& wanted) {
   sets.insert(sets.begin(),

@@ -22,6 +22,8 @@ struct Ran {
 Ran run(const std::vector<std::string>& argv);
 // Runs the dshost binary under test with `args`.
 Ran dshost(const std::vector<std::string>& args);
+// Expects `err` to show no crash: no uncaught exception, abort, core dump or LibTorch trace.
+void expect_no_crash(const std::string& err);
 
 // A fresh scratch folder under the build tree, removed first if present.
 std::string scratch_dir(const std::string& name);
